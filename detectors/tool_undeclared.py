@@ -1,0 +1,50 @@
+"""`tool_undeclared`: a tool call to a name the request did not declare.
+
+vLLM's tool parsers do not check names against `tools` unless decoding was constrained, so a Hermes
+model can "call" `delete_all_files` when only `get_weather` was declared (shared/reference/vllm.md §3.2).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from guardrails.detector import Detector, ScanContext, Scope
+from guardrails.exchange import Exchange, Phase, SegmentKind
+from guardrails.findings import Category, Finding, Severity
+
+
+class ToolUndeclared(Detector):
+    name = "tool_undeclared"
+    category = Category.TOOL_UNDECLARED
+    # History calls were judged when they were made; by default only the new response is checked.
+    default_scope = Scope(kinds=frozenset({SegmentKind.TOOL_CALL}), phases=frozenset({Phase.RESPONSE}))
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        if not exchange.tools and not self.settings.get("flag_when_no_tools_declared", True):
+            return []
+        declared = sorted(exchange.tools)
+        findings = []
+        for segment in ctx.segments:
+            call = segment.tool_call
+            if call is None or call.name in exchange.tools:
+                continue
+            close = difflib.get_close_matches(call.name, declared, n=1, cutoff=0.8)
+            message = f"tool call to undeclared tool {call.name!r}"
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+            elif not declared:
+                message += " (the request declared no tools)"
+            findings.append(
+                Finding(
+                    category=self.category,
+                    detector=self.name,
+                    severity=Severity.HIGH,
+                    message=message,
+                    pointer=call.name_pointer,
+                    start=0,
+                    end=len(call.name),
+                    score=1.0,
+                    evidence={"tool": call.name, "declared": declared, "recovered_from": call.recovered_from},
+                )
+            )
+        return findings

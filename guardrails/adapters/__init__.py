@@ -1,0 +1,77 @@
+"""Format adapters: detect the API a check body speaks and normalize it into an `Exchange`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
+from guardrails.adapters.base import Adapter, ExchangeBuilder
+from guardrails.adapters.gemini_generate import GeminiGenerateContentAdapter
+from guardrails.adapters.gemini_interactions import GeminiInteractionsAdapter
+from guardrails.adapters.openai_chat import OpenAIChatAdapter
+from guardrails.adapters.openai_responses import OpenAIResponsesAdapter
+from guardrails.errors import AmbiguousFormat, BodyError, UnknownFormat
+from guardrails.exchange import CallerContext, Exchange
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    cls.format: cls
+    for cls in (
+        OpenAIChatAdapter,
+        OpenAIResponsesAdapter,
+        AnthropicMessagesAdapter,
+        GeminiInteractionsAdapter,
+        GeminiGenerateContentAdapter,
+    )
+}
+FORMATS = tuple(ADAPTERS)
+_INSTANCES: dict[str, Adapter] = {name: cls() for name, cls in ADAPTERS.items()}
+
+
+def detect_format(request: Mapping[str, Any], response: Any) -> str:
+    """Pick the adapter with the highest sniff score; refuse unknown or tied bodies with a reason."""
+    scores = sorted(((cls.sniff(request, response), name) for name, cls in ADAPTERS.items()), reverse=True)
+    best_score, best = scores[0]
+    if best_score <= 0:
+        raise UnknownFormat(
+            "could not tell the API format of this body: expected an OpenAI Chat Completions, OpenAI "
+            "Responses, Anthropic Messages, Gemini Interactions or Gemini generateContent request; "
+            f"set \"format\" to one of {list(FORMATS)}",
+            "/request",
+        )
+    if scores[1][0] == best_score:
+        raise AmbiguousFormat(
+            f"the body reads equally well as {best} and {scores[1][1]}; set \"format\" to choose",
+            "/request",
+        )
+    return best
+
+
+def read_exchange(
+    request: Mapping[str, Any],
+    response: Any,
+    *,
+    format: str | None = None,
+    context: CallerContext | None = None,
+    raw_output: str | None = None,
+) -> Exchange:
+    """Normalize a check body. `response` is a dict, a list of stream chunks, or None."""
+    if format is None:
+        format = detect_format(request, response)
+    elif format not in ADAPTERS:
+        raise BodyError(f"unknown format {format!r}; expected one of {list(FORMATS)}", "/format")
+    adapter = _INSTANCES[format]
+    builder = ExchangeBuilder(format, context or CallerContext(), raw_output)
+    adapter.read_request(request, builder)
+    if isinstance(response, list):
+        builder.has_response = True
+        adapter.read_stream(response, builder)
+    elif isinstance(response, Mapping):
+        builder.has_response = True
+        adapter.read_response(response, builder)
+    elif response is not None:
+        raise BodyError("response must be an object, a list of stream chunks, or null", "/response")
+    return builder.build()
+
+
+__all__ = ["ADAPTERS", "FORMATS", "Adapter", "ExchangeBuilder", "detect_format", "read_exchange"]

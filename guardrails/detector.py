@@ -1,0 +1,159 @@
+"""The detector interface and its registry.
+
+A detector is a small class built once per policy version. Two shapes share one interface:
+
+* `SegmentDetector.analyze(segment) -> list[Hit]`: a pure function of one segment's kind and text (PII,
+  secrets, injection...). The engine runs it only on the segments its scope selects and caches the hits
+  per segment content, so an agent's resent history costs nothing on the next step.
+* `Detector.scan(exchange, ctx) -> list[Finding]`: anything that needs the whole exchange (tool calls
+  against declared tools, loops, taint) or waits on I/O (a vLLM scoring call). It is a coroutine so the
+  engine can run several concurrently under a timeout.
+
+Third-party packages register detectors through the `guardrails.detectors` entry-point group, exactly as
+this project registers its own (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
+from guardrails.findings import Category, Finding, Hit
+
+ENTRY_POINT_GROUP = "guardrails.detectors"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which segments a detector looks at. Empty means any."""
+
+    kinds: frozenset[SegmentKind] = frozenset()
+    trust: frozenset[Trust] = frozenset()
+    phases: frozenset[Phase] = frozenset()
+
+    def matches(self, segment: Segment) -> bool:
+        return (
+            (not self.kinds or segment.kind in self.kinds)
+            and (not self.trust or segment.trust in self.trust)
+            and (not self.phases or segment.phase in self.phases)
+        )
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Scope:
+        """Build a scope from policy YAML: {kinds: [...], trust: [...], phases: [...]}."""
+        unknown = set(raw) - {"kinds", "trust", "phases"}
+        if unknown:
+            raise ValueError(f"unknown applies_to keys: {sorted(unknown)}")
+        return cls(
+            kinds=frozenset(SegmentKind(k) for k in raw.get("kinds", ())),
+            trust=frozenset(Trust(t) for t in raw.get("trust", ())),
+            phases=frozenset(Phase(p) for p in raw.get("phases", ())),
+        )
+
+
+@dataclass(slots=True)
+class Services:
+    """Shared, long-lived collaborators a detector may use. Wired by `guardrails serve`."""
+
+    state: Any = None  # per-agent/per-model state store
+    vllm: Any = None  # async vLLM HTTP client
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ScanContext:
+    """What the engine hands a detector for one check besides the exchange."""
+
+    segments: Sequence[Segment]  # the exchange's segments this detector's scope selects
+    signals: dict[str, Any]  # detectors publish per-check signals under their own name
+    policy_id: str = "default"
+
+
+class Detector(ABC):
+    """Base class of every detector. Subclasses set `name` and `category` and implement `scan`."""
+
+    name: ClassVar[str]
+    category: ClassVar[Category]
+    default_scope: ClassVar[Scope] = Scope()
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        self.settings: Mapping[str, Any] = settings or {}
+        self.services = services or Services()
+
+    @abstractmethod
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        """Return findings for one exchange."""
+
+    def finding(self, segment: Segment, hit: Hit) -> Finding:
+        """Place a segment-relative hit in the check body."""
+        if hit.start is None:
+            location = segment.locate(0, len(segment.text))
+            start = end = None
+        else:
+            location = segment.locate(hit.start, hit.end if hit.end is not None else hit.start)
+            start, end = location.start, location.end
+        return Finding(
+            category=hit.category or self.category,
+            detector=self.name,
+            severity=hit.severity,
+            message=hit.message,
+            pointer=location.pointer,
+            start=start,
+            end=end,
+            score=hit.score,
+            evidence=hit.evidence,
+            action=hit.action,
+        )
+
+
+class SegmentDetector(Detector):
+    """A detector that judges segments one at a time; the engine caches its hits per segment content."""
+
+    @abstractmethod
+    def analyze(self, segment: Segment) -> list[Hit]:
+        """Return hits relative to `segment.text`. Must depend only on the segment's kind, trust and text."""
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        return [self.finding(s, h) for s in ctx.segments for h in self.analyze(s)]
+
+
+class DetectorRegistry:
+    """Name -> detector class. Filled from entry points; `register` serves tests and embedding apps."""
+
+    def __init__(self, classes: Iterable[type[Detector]] = ()) -> None:
+        self._classes: dict[str, type[Detector]] = {}
+        self.load_errors: dict[str, str] = {}  # entry point name -> why it failed to load (shown on /readyz)
+        for cls in classes:
+            self.register(cls)
+
+    def register(self, cls: type[Detector]) -> type[Detector]:
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise TypeError(f"{cls!r} is not a Detector subclass")
+        self._classes[cls.name] = cls
+        return cls
+
+    def get(self, name: str) -> type[Detector]:
+        try:
+            return self._classes[name]
+        except KeyError:
+            raise KeyError(f"no detector named {name!r}; known: {sorted(self._classes)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    @classmethod
+    def from_entry_points(cls, group: str = ENTRY_POINT_GROUP) -> DetectorRegistry:
+        registry = cls()
+        for ep in entry_points(group=group):
+            try:
+                registry.register(ep.load())
+            except Exception as exc:  # a broken plug-in must not take the service down
+                registry.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+        return registry

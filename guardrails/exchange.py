@@ -1,0 +1,195 @@
+"""The normalized exchange: one immutable model of an agent step, built once per check.
+
+Adapters turn a request/response body of any supported API into an `Exchange`. Detectors read only this
+model; every piece of text in it remembers where it came from (a JSON Pointer into the submitted check
+body plus character offsets), so findings can point back into the caller's original payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class SegmentKind(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"  # assistant text (content)
+    REASONING = "reasoning"
+    TOOL_CALL = "tool_call"  # text is the raw argument string
+    TOOL_RESULT = "tool_result"
+    DOCUMENT = "document"
+
+
+class Trust(StrEnum):
+    TRUSTED = "trusted"  # system, developer, user
+    UNTRUSTED = "untrusted"  # tool results, documents
+    MODEL = "model"  # anything the model generated
+
+
+class Phase(StrEnum):
+    REQUEST = "request"
+    RESPONSE = "response"
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A run of segment text that is a verbatim substring of one string in the check body."""
+
+    offset: int  # where the run starts in the segment text
+    length: int
+    pointer: str  # JSON Pointer to the string in the check body
+    start: int  # where the run starts in that string
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    pointer: str
+    start: int | None = None
+    end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    name: str
+    arguments_raw: str  # exactly what the model produced (a JSON string in most APIs)
+    arguments: Any  # parsed arguments; None when `arguments_raw` is not valid JSON
+    arguments_error: str | None  # why parsing failed, if it did
+    id: str | None
+    name_pointer: str
+    arguments_pointer: str
+    # True when the API carried the arguments as a JSON object (Anthropic, Gemini): `arguments_raw` is then
+    # our serialization and offsets into it are not offsets into the body.
+    arguments_is_object: bool = False
+    recovered_from: str | None = None  # parser family, for calls recovered from raw text
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    index: int
+    kind: SegmentKind
+    role: str
+    trust: Trust
+    turn: int
+    phase: Phase
+    text: str
+    pointer: str
+    start: int = 0  # offset of `text` inside the string at `pointer`
+    pieces: tuple[Piece, ...] = ()  # set when the text was assembled from several strings (streams)
+    tool_call: ToolCall | None = None
+    tool_call_id: str | None = None  # for tool results: the call they answer
+    tool_name: str | None = None  # for tool results, when the API names the tool
+    source: str = ""  # free-form origin hint, e.g. "think_tag", "reasoning_content"
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.text)
+
+    def locate(self, start: int, end: int) -> Location:
+        """Map a [start, end) span of this segment's text to a location in the check body."""
+        if not self.pieces:
+            return Location(self.pointer, self.start + start, self.start + end)
+        for piece in self.pieces:
+            if piece.offset <= start < piece.offset + piece.length or (
+                start == end == piece.offset + piece.length
+            ):
+                local = start - piece.offset
+                clipped_end = min(end, piece.offset + piece.length) - piece.offset
+                return Location(piece.pointer, piece.start + local, piece.start + clipped_end)
+        last = self.pieces[-1]
+        return Location(last.pointer, last.start + last.length, last.start + last.length)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    parameters: Mapping[str, Any] | None  # JSON Schema of the arguments
+    description: str = ""
+    strict: bool = False
+    pointer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogprobSource:
+    """Token logprobs exactly as the API returned them; read lazily (they can be thousands of tokens).
+
+    `shape` names the container: "chat" (list of {token, logprob, bytes, top_logprobs}), "completions"
+    ({tokens, token_logprobs, top_logprobs, text_offset}), "responses" (output_text logprobs), or "prompt"
+    (vLLM prompt_logprobs). A streamed response yields one source per chunk, in order.
+    """
+
+    shape: str
+    pointer: str
+    data: Any
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    model: str | None = None
+    response_id: str | None = None
+    created: Any = None
+    finish_reason: str | None = None
+    stop_reason: Any = None
+    system_fingerprint: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class CallerContext:
+    agent_id: str | None = None
+    session_id: str | None = None
+    tenant: str | None = None
+    user: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    """Whether decoding was constrained: forced tokens then carry no confidence signal."""
+
+    tool_choice_forced: bool = False  # tool_choice required / any / a named tool
+    strict_tools: bool = False
+    response_format: bool = False  # a JSON schema or guided decoding
+
+    @property
+    def any(self) -> bool:
+        return self.tool_choice_forced or self.strict_tools or self.response_format
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    format: str
+    segments: tuple[Segment, ...]
+    tools: Mapping[str, ToolSpec]
+    tool_choice: Any
+    constraints: Constraints
+    logprobs: tuple[LogprobSource, ...]
+    generation: Generation
+    context: CallerContext
+    has_response: bool
+    raw_output: str | None = None  # raw model text the gateway may add (see tool_call_leak)
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.RESPONSE if self.has_response else Phase.REQUEST
+
+    def of_kind(self, *kinds: SegmentKind) -> Iterator[Segment]:
+        return (s for s in self.segments if s.kind in kinds)
+
+    @property
+    def tool_calls(self) -> list[Segment]:
+        return [s for s in self.segments if s.kind is SegmentKind.TOOL_CALL]
