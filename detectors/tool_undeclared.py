@@ -41,8 +41,8 @@ class ToolUndeclared(Detector):
                     severity=Severity.HIGH,
                     message=message,
                     pointer=call.name_pointer,
-                    start=0,
-                    end=len(call.name),
+                    start=call.name_offset,
+                    end=call.name_offset + len(call.name),
                     score=1.0,
                     evidence={"tool": call.name, "declared": declared, "recovered_from": call.recovered_from},
                 )

@@ -64,6 +64,7 @@ class ToolCall:
     # our serialization and offsets into it are not offsets into the body.
     arguments_is_object: bool = False
     recovered_from: str | None = None  # parser family, for calls recovered from raw text
+    name_offset: int = 0  # where the name starts in the string at `name_pointer` (recovered calls)
 
 
 @dataclass(frozen=True, slots=True)

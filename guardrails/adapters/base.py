@@ -138,6 +138,8 @@ class ExchangeBuilder:
         role: str = "assistant",
         recovered_from: str | None = None,
         pieces: tuple[Piece, ...] = (),
+        name_offset: int = 0,
+        arguments_offset: int = 0,
     ) -> Segment:
         """Add a tool call. `arguments` is the raw JSON string (OpenAI) or an object (Anthropic, Gemini)."""
         if isinstance(arguments, str):
@@ -156,6 +158,7 @@ class ExchangeBuilder:
             arguments_pointer=arguments_pointer,
             arguments_is_object=is_object,
             recovered_from=recovered_from,
+            name_offset=name_offset,
         )
         segment = Segment(
             index=len(self.segments),
@@ -166,6 +169,7 @@ class ExchangeBuilder:
             phase=phase,
             text=raw,
             pointer=arguments_pointer,
+            start=arguments_offset,
             pieces=pieces,
             tool_call=call,
             tool_call_id=call_id,
