@@ -79,6 +79,9 @@ class Detector(ABC):
     name: ClassVar[str]
     category: ClassVar[Category]
     default_scope: ClassVar[Scope] = Scope()
+    # True for detectors that wait on the network (vLLM scoring, a guard model): the engine runs them
+    # concurrently under the policy's timeout. CPU-bound detectors run inline, which is cheaper.
+    io_bound: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         self.settings: Mapping[str, Any] = settings or {}

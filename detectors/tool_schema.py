@@ -1,0 +1,190 @@
+"""`tool_schema`: tool-call arguments against the declared JSON Schema, and calls against `tool_choice`.
+
+vLLM's tool parsers do not validate arguments unless decoding was constrained (shared/reference/vllm.md §3.2):
+arguments may be broken JSON, a double-encoded string, or an object that ignores the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from jsonschema import SchemaError, ValidationError, validators
+from jsonschema.protocols import Validator
+
+from detectors._argspans import ArgPath, finding_at, locate_argument, locate_name
+from guardrails.detector import Detector, ScanContext, Scope
+from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind
+from guardrails.findings import Category, Finding, Severity
+
+VALIDATOR_CACHE_SIZE = 1024
+
+
+class ToolSchemaDetector(Detector):
+    name = "tool_schema"
+    category = Category.TOOL_SCHEMA
+    default_scope = Scope(kinds=frozenset({SegmentKind.TOOL_CALL}), phases=frozenset({Phase.RESPONSE}))
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
+        super().__init__(settings, services)
+        self.max_errors = int(self.settings.get("max_errors_per_call", 10))
+        self.check_tool_choice = bool(self.settings.get("check_tool_choice", True))
+        # Schemas arrive as fresh dicts on every request: cache compiled validators by content.
+        self._validators: dict[bytes, Validator | None] = {}
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        findings: list[Finding] = []
+        for segment in ctx.segments:
+            if segment.tool_call is not None:
+                findings.extend(self._check_arguments(exchange, segment))
+        if self.check_tool_choice and exchange.has_response:
+            findings.extend(self._check_tool_choice(exchange, ctx))
+        return findings
+
+    # --- arguments ----------------------------------------------------------------------------------
+    def _check_arguments(self, exchange: Exchange, segment: Segment) -> list[Finding]:
+        call = segment.tool_call
+        assert call is not None
+        whole = locate_argument(segment, ())
+        evidence: dict[str, Any] = {"tool": call.name}
+        if call.arguments_error is not None:
+            return [finding_at(self, whole, f"arguments of {call.name!r} are not valid JSON",
+                               Severity.HIGH, {**evidence, "error": call.arguments_error})]
+        arguments = call.arguments
+        if isinstance(arguments, str):
+            inner = _try_json(arguments)
+            note = " (they decode to a JSON object)" if isinstance(inner, dict) else ""
+            message = f"arguments of {call.name!r} are a double-encoded JSON string{note}"
+            return [finding_at(self, whole, message, Severity.HIGH, {**evidence, "error": "double_encoded"})]
+        if not isinstance(arguments, dict):
+            message = f"arguments of {call.name!r} must be a JSON object, got {_json_type(arguments)}"
+            return [finding_at(self, whole, message, Severity.HIGH, {**evidence, "error": "not_object"})]
+        spec = exchange.tools.get(call.name)
+        if spec is None or not isinstance(spec.parameters, Mapping) or not spec.parameters:
+            return []  # undeclared tools are tool_undeclared's business
+        validator = self._validator(spec.parameters)
+        if validator is None:
+            return []
+        findings = []
+        for error in validator.iter_errors(arguments):
+            findings.extend(self._error_findings(segment, error, evidence))
+            if len(findings) >= self.max_errors:
+                break
+        return findings[: self.max_errors]
+
+    def _validator(self, schema: Mapping[str, Any]) -> Validator | None:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+        if key in self._validators:
+            return self._validators[key]
+        cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+            validator: Validator | None = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        except SchemaError:
+            validator = None  # a broken declaration is the caller's bug, not the model's
+        if len(self._validators) >= VALIDATOR_CACHE_SIZE:
+            self._validators.pop(next(iter(self._validators)))
+        self._validators[key] = validator
+        return validator
+
+    def _error_findings(self, segment: Segment, error: ValidationError, evidence: dict[str, Any]
+                        ) -> list[Finding]:
+        path: ArgPath = tuple(error.absolute_path)
+        kind = str(error.validator)
+        base = {**evidence, "path": list(path), "rule": kind}
+        if kind == "additionalProperties" and isinstance(error.instance, dict):
+            extras = _extra_properties(error.instance, error.schema)
+            return [finding_at(self, locate_argument(segment, (*path, key)),
+                               f"unexpected argument {key!r} for {evidence['tool']!r}",
+                               Severity.MEDIUM, {**base, "path": [*path, key]}) for key in extras]
+        severity = Severity.MEDIUM if kind in ("additionalProperties", "format") else Severity.HIGH
+        where = "/".join(str(t) for t in path) or "arguments"
+        message = f"{evidence['tool']!r} {where}: {error.message}"
+        return [finding_at(self, locate_argument(segment, path), message[:300], severity, base)]
+
+    # --- tool_choice -------------------------------------------------------------------------------
+    def _check_tool_choice(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        mode, names = normalize_tool_choice(exchange.tool_choice)
+        if mode in (None, "auto"):
+            return []
+        calls = [s for s in exchange.segments if s.phase is Phase.RESPONSE and s.tool_call is not None]
+        findings = []
+        if mode == "none":
+            for segment in calls:
+                assert segment.tool_call is not None
+                findings.append(finding_at(
+                    self, locate_name(segment), f"tool_choice is 'none' but the model called "
+                    f"{segment.tool_call.name!r}", Severity.HIGH, {"tool_choice": "none"}))
+        elif mode == "required" and not calls and exchange.generation.finish_reason != "length":
+            findings.append(finding_at(self, Location("/response"), "tool_choice requires a tool call but "
+                                       "the response has none", Severity.MEDIUM, {"tool_choice": "required"}))
+        elif mode in ("required", "named") and names:
+            for segment in calls:
+                assert segment.tool_call is not None
+                if segment.tool_call.name not in names:
+                    findings.append(finding_at(
+                        self, locate_name(segment), f"tool_choice allows {sorted(names)} but the model "
+                        f"called {segment.tool_call.name!r}", Severity.HIGH, {"tool_choice": sorted(names)}))
+            if mode == "named" and not calls and exchange.generation.finish_reason != "length":
+                findings.append(finding_at(self, Location("/response"), f"tool_choice names {sorted(names)} "
+                                           "but the response has no tool call", Severity.MEDIUM,
+                                           {"tool_choice": sorted(names)}))
+        return findings
+
+
+def normalize_tool_choice(choice: Any) -> tuple[str | None, frozenset[str]]:
+    """(mode, allowed names) from any API's tool choice: mode is auto, none, required or named.
+
+    OpenAI chat: "none"/"auto"/"required"/{"type": "function", "function": {"name"}}; Responses:
+    {"type": "function", "name"} or {"type": "allowed_tools", "tools": [...]}; Anthropic: {"type":
+    auto|any|tool|none, "name"}; Gemini: {"function_calling_config": {"mode": AUTO|ANY|NONE,
+    "allowed_function_names"}}.
+    """
+    if choice is None:
+        return None, frozenset()
+    if isinstance(choice, str):
+        mode = {"any": "required", "validated": "auto"}.get(choice.lower(), choice.lower())
+        return (mode if mode in ("auto", "none", "required") else None), frozenset()
+    if not isinstance(choice, Mapping):
+        return None, frozenset()
+    for key in ("function_calling_config", "functionCallingConfig"):
+        if isinstance(choice.get(key), Mapping):
+            return normalize_tool_choice(choice[key])
+    if "mode" in choice and "type" not in choice:
+        mode, _ = normalize_tool_choice(choice.get("mode"))
+        allowed = choice.get("allowed_function_names") or choice.get("allowedFunctionNames") or ()
+        names = frozenset(n for n in allowed if isinstance(n, str))
+        return mode, names
+    kind = str(choice.get("type", "")).lower()
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, Mapping) else choice.get("name")
+    if isinstance(name, str) and kind in ("function", "tool", ""):
+        return "named", frozenset({name})
+    if kind == "allowed_tools":
+        tools = choice.get("tools") or ()
+        names = frozenset(t.get("name") or (t.get("function") or {}).get("name") for t in tools
+                          if isinstance(t, Mapping)) - {None}
+        required = str(choice.get("mode", "auto")).lower() == "required"
+        return ("required" if required else "auto"), frozenset(n for n in names if isinstance(n, str))
+    return normalize_tool_choice(kind) if kind else (None, frozenset())
+
+
+def _extra_properties(instance: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    declared = schema.get("properties") or {}
+    patterns = [re.compile(p) for p in (schema.get("patternProperties") or {})]
+    return [k for k in instance if k not in declared and not any(p.search(k) for p in patterns)]
+
+
+def _try_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", list: "an array", type(None): "null"}.get(
+        type(value), type(value).__name__)

@@ -1,0 +1,152 @@
+"""The `guardrails` command line.
+
+Exit codes of `guardrails check`: 0 allow, 1 warn, 2 block, 3 unreadable input (not JSON, or not a
+check body), 4 policy or configuration error, 64 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from guardrails.config import Settings
+from guardrails.errors import GuardrailsError
+from guardrails.pointer import resolve
+from guardrails.policy import PolicyError
+
+EXIT_BY_VERDICT = {"allow": 0, "warn": 1, "block": 2}
+EXIT_BAD_INPUT = 3
+EXIT_CONFIG = 4
+EXIT_USAGE = 64
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="guardrails", description="Inference-aware guardrails service.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    serve.add_argument("--policy-dir", default=None, help="directory of policy bundles (default ./policies)")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check", help="check one body (file or - for stdin) and print the verdict")
+    check.add_argument("file", help="a check body JSON file, or - for stdin")
+    check.add_argument("--json", action="store_true", help="print the raw /v1/checks response")
+    check.add_argument("--policy", default=None, help="policy id (overrides the body's)")
+    check.add_argument("--format", default=None, help="API format (overrides detection)")
+    check.add_argument("--policy-dir", default=None)
+    check.set_defaults(func=_check)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "policy_dir", None):
+        os.environ["GUARDRAILS_POLICY_DIR"] = str(Path(args.policy_dir).resolve())
+    return Settings.from_env()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    for flag, env in (("host", "GUARDRAILS_HOST"), ("port", "GUARDRAILS_PORT"), ("workers", "GUARDRAILS_WORKERS")):
+        if getattr(args, flag) is not None:
+            os.environ[env] = str(getattr(args, flag))
+    settings = _settings(args)
+    from guardrails.serve import build_service
+
+    try:  # fail fast on a broken default policy instead of at the first request
+        service = build_service(settings)
+        service.engine_for(service.policies.get(settings.default_policy))
+    except (PolicyError, KeyError) as exc:
+        print(f"guardrails: cannot load default policy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    uvicorn.run("guardrails.serve:build_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=args.log_level)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"guardrails: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        print(f"guardrails: {args.file} is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if isinstance(body, dict):
+        if args.policy:
+            body["policy"] = args.policy
+        if args.format:
+            body["format"] = args.format
+    from guardrails.serve import build_service
+
+    service = build_service(settings)
+    try:
+        result = asyncio.run(service.check(body))
+    except GuardrailsError as exc:
+        print(json.dumps(exc.to_dict()) if args.json else f"guardrails: {exc.type}: {exc.message}"
+              + (f" (at {exc.pointer})" if exc.pointer else ""), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except PolicyError as exc:
+        print(f"guardrails: policy error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        print(render(result, body))
+    return EXIT_BY_VERDICT[result["verdict"]]
+
+
+def render(result: dict[str, Any], body: Any) -> str:
+    """A readable report: verdict, then each finding with the text it points at."""
+    policy = result["policy"]
+    lines = [f"verdict: {result['verdict'].upper()}  (policy {policy['id']}@{policy['version']}, "
+             f"format {result['format']}, phase {result['phase']}, {len(result['findings'])} finding(s))"]
+    for f in result["findings"]:
+        loc = f["location"]
+        lines.append(f"  [{f['action']}] {f['severity']:<8} {f['category']:<17} {f['message']}")
+        where = loc["pointer"] or "(whole check)"
+        if loc.get("start") is not None:
+            where += f" [{loc['start']}:{loc['end']}]"
+            snippet = _snippet(body, loc)
+            if snippet:
+                where += f"  {snippet}"
+        lines.append(f"      at {where}")
+    timings = result["timings_ms"]
+    lines.append(f"  took {timings['total']:.2f} ms")
+    return "\n".join(lines)
+
+
+def _snippet(body: Any, loc: dict[str, Any]) -> str:
+    try:
+        value = resolve(body, loc["pointer"])
+    except KeyError:
+        return ""
+    if not isinstance(value, str):
+        return ""
+    text = value[loc["start"]:loc["end"]]
+    return json.dumps(text[:80] + ("…" if len(text) > 80 else ""), ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

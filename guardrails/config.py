@@ -1,0 +1,43 @@
+"""Service settings, read from `GUARDRAILS_*` environment variables; every one has a working default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+def _default_policy_dir() -> Path:
+    local = Path.cwd() / "policies"
+    return local if (local / "default").is_dir() else REPO_POLICIES
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    policy_dir: Path = field(default_factory=_default_policy_dir)
+    default_policy: str = "default"
+    max_body_bytes: int = 4 * 1024 * 1024
+    segment_cache_entries: int = 50_000
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    data_dir: Path = Path("var")  # where the embedded SQLite stores live
+    api_keys: tuple[str, ...] = ()  # when set, every /v1 call needs `Authorization: Bearer <key>`
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        base = cls()
+        return cls(
+            policy_dir=Path(env.get("GUARDRAILS_POLICY_DIR", base.policy_dir)),
+            default_policy=env.get("GUARDRAILS_DEFAULT_POLICY", base.default_policy),
+            max_body_bytes=int(env.get("GUARDRAILS_MAX_BODY_BYTES", base.max_body_bytes)),
+            segment_cache_entries=int(env.get("GUARDRAILS_SEGMENT_CACHE_ENTRIES", base.segment_cache_entries)),
+            host=env.get("GUARDRAILS_HOST", base.host),
+            port=int(env.get("GUARDRAILS_PORT", base.port)),
+            workers=int(env.get("GUARDRAILS_WORKERS", base.workers)),
+            data_dir=Path(env.get("GUARDRAILS_DATA_DIR", base.data_dir)),
+            api_keys=tuple(k.strip() for k in env.get("GUARDRAILS_API_KEYS", "").split(",") if k.strip()),
+        )

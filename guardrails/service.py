@@ -1,0 +1,179 @@
+"""The check service: check body in, verdict out. Shared by the HTTP API and the CLI.
+
+payload -> adapter -> exchange -> detectors -> findings -> policy -> verdict -> response (+ audit record)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from guardrails.adapters import FORMATS, read_exchange
+from guardrails.detector import DetectorRegistry, Services
+from guardrails.engine import Engine, EngineResult, SegmentCache
+from guardrails.errors import BodyError, UnknownPolicy
+from guardrails.exchange import CallerContext, Exchange
+from guardrails.policy import Policy, PolicyError, PolicyStore
+
+CONTEXT_FIELDS = ("agent_id", "session_id", "tenant", "user", "trace_id", "span_id")
+BODY_FIELDS = {"request", "response", "format", "context", "policy", "raw_output"}
+
+
+@dataclass(slots=True)
+class CheckOutcome:
+    """Everything one check produced; observers (the audit log) receive it before the caller does."""
+
+    check_id: str
+    received_at: float
+    policy: Policy
+    exchange: Exchange
+    result: EngineResult
+    response: dict[str, Any]
+
+
+Observer = Callable[[CheckOutcome], Awaitable[None]]
+
+
+def new_check_id() -> str:
+    # Time-ordered so audit records sort by id: 48-bit ms timestamp + 80 random bits, hex.
+    return f"chk_{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+class CheckService:
+    def __init__(
+        self,
+        policies: PolicyStore,
+        registry: DetectorRegistry,
+        services: Services | None = None,
+        *,
+        default_policy: str = "default",
+        segment_cache_entries: int = 50_000,
+    ) -> None:
+        self.policies = policies
+        self.registry = registry
+        self.services = services or Services()
+        self.default_policy = default_policy
+        self.cache = SegmentCache(segment_cache_entries)
+        self.observers: list[Observer] = []
+        self._engines: dict[tuple[str, str], Engine] = {}
+
+    def engine_for(self, policy: Policy) -> Engine:
+        key = (policy.id, policy.version)
+        engine = self._engines.get(key)
+        if engine is None:
+            engine = Engine(policy, self.registry, self.services, self.cache)
+            self._engines = {k: v for k, v in self._engines.items() if k[0] != policy.id}
+            self._engines[key] = engine
+        return engine
+
+    def select_policy(self, requested: str | None, context: CallerContext) -> Policy:
+        policy_id = requested or self.default_policy
+        try:
+            return self.policies.get(policy_id)
+        except KeyError:
+            raise UnknownPolicy(f"no policy named {policy_id!r}; known: {self.policies.ids()}", "/policy") from None
+
+    async def check(self, body: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        received_at = time.time()
+        request, response, fmt, context, policy_id, raw_output = _read_envelope(body)
+        policy = self.select_policy(policy_id, context)
+        engine = self.engine_for(policy)
+        exchange = read_exchange(request, response, format=fmt, context=context, raw_output=raw_output)
+        normalized = time.perf_counter()
+        result = await engine.run(exchange)
+        check_id = new_check_id()
+        signals = dict(result.signals)
+        signals["exchange"] = _exchange_summary(exchange)
+        payload = {
+            "check_id": check_id,
+            "verdict": result.verdict.value,
+            "phase": exchange.phase.value,
+            "format": exchange.format,
+            "findings": [f.to_dict() for f in result.findings],
+            "policy": {"id": policy.id, "version": policy.version},
+            "signals": signals,
+            "timings_ms": {
+                "normalize": round((normalized - started) * 1000, 3),
+                "detectors": result.timings_ms,
+                "total": 0.0,
+            },
+        }
+        outcome = CheckOutcome(check_id, received_at, policy, exchange, result, payload)
+        for observer in self.observers:
+            await observer(outcome)
+        payload["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 3)
+        return payload
+
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz reports: each policy loads and builds, and every detector plug-in imported."""
+        problems: dict[str, str] = {}
+        for policy_id in self.policies.ids():
+            try:
+                self.engine_for(self.policies.get(policy_id))
+            except (PolicyError, KeyError) as exc:
+                problems[f"policy:{policy_id}"] = str(exc)
+        for name, error in self.registry.load_errors.items():
+            problems[f"detector:{name}"] = error
+        return {"ready": f"policy:{self.default_policy}" not in problems and self.default_policy in
+                self.policies.ids(), "problems": problems}
+
+
+def _read_envelope(body: Any) -> tuple[Mapping[str, Any], Any, str | None, CallerContext, str | None, str | None]:
+    if not isinstance(body, Mapping):
+        raise BodyError("the check body must be a JSON object", "")
+    unknown = set(body) - BODY_FIELDS
+    if unknown:
+        raise BodyError(f"unknown field(s) {sorted(unknown)}; expected {sorted(BODY_FIELDS)}",
+                        "/" + sorted(unknown)[0])
+    request = body.get("request")
+    if not isinstance(request, Mapping):
+        raise BodyError("`request` is required and must be the API request object", "/request")
+    response = body.get("response")
+    if response is not None and not isinstance(response, (Mapping, list)):
+        raise BodyError("`response` must be an object, a list of stream chunks, or null", "/response")
+    fmt = body.get("format")
+    if fmt is not None and fmt not in FORMATS:
+        raise BodyError(f"unknown format {fmt!r}; expected one of {list(FORMATS)}", "/format")
+    policy_id = body.get("policy")
+    if policy_id is not None and not isinstance(policy_id, str):
+        raise BodyError("`policy` must be a string", "/policy")
+    raw_output = body.get("raw_output")
+    if raw_output is not None and not isinstance(raw_output, str):
+        raise BodyError("`raw_output` must be a string", "/raw_output")
+    return request, response, fmt, _read_context(body.get("context")), policy_id, raw_output
+
+
+def _read_context(raw: Any) -> CallerContext:
+    if raw is None:
+        return CallerContext()
+    if not isinstance(raw, Mapping):
+        raise BodyError("`context` must be an object", "/context")
+    values: dict[str, Any] = {}
+    for key in CONTEXT_FIELDS:
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BodyError(f"context.{key} must be a string", f"/context/{key}")
+        values[key] = value
+    extra = {k: v for k, v in raw.items() if k not in CONTEXT_FIELDS}
+    return CallerContext(**values, extra=extra)
+
+
+def _exchange_summary(exchange: Exchange) -> dict[str, Any]:
+    g = exchange.generation
+    usage = {k: v for k, v in (
+        ("input_tokens", g.usage.input_tokens), ("output_tokens", g.usage.output_tokens),
+        ("reasoning_tokens", g.usage.reasoning_tokens), ("total_tokens", g.usage.total_tokens),
+    ) if v is not None}
+    return {
+        "segments": len(exchange.segments),
+        "tool_calls": sum(1 for s in exchange.segments if s.tool_call is not None),
+        "model": g.model,
+        "finish_reason": g.finish_reason,
+        "usage": usage,
+        "logprob_sources": len(exchange.logprobs),
+    }
