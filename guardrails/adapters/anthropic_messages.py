@@ -1,12 +1,55 @@
-"""anthropic.messages adapter (placeholder until implemented)."""
+"""Anthropic Messages (`/v1/messages`), as served by Anthropic and by vLLM (>= 0.11.1).
+
+Request: `system` (string or text blocks), `messages` whose `content` is a string or content blocks
+(text, thinking, redacted_thinking, tool_use, tool_result, document, search_result, image, server-tool
+blocks), `tools` (custom tools with `input_schema`; server tools have none and are ignored), `tool_choice`,
+`thinking`, `output_format` / `output_config.format`.
+Response: a `{"type": "message", "content": [...]}` object. Stream: the list of SSE event objects, either
+bare (`{"type": "content_block_delta", ...}`) or wrapped as `{"event": name, "data": {...}}`.
+
+Normalization choices:
+* Turns count the system prompt as turn 0 when present, as in OpenAI Chat, so the same conversation gets the
+  same turn numbers in both formats.
+* Tool results get role "tool", the name of the `tool_use` they answer when the request holds it, and
+  source "tool_error" when `is_error` is true. Everything readable inside a tool result is TOOL_RESULT.
+* `finish_reason` uses the OpenAI vocabulary (end_turn -> stop, max_tokens -> length, tool_use ->
+  tool_calls, refusal -> content_filter; others verbatim); `stop_reason` holds `stop_sequence`.
+* Thinking signatures and `redacted_thinking` data are opaque and never become segments.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect
 from guardrails.errors import BodyError
+from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.pointer import join
+
+# Block types OpenAI Chat never uses: any of them in a request marks it as Anthropic.
+MARKER_BLOCK_TYPES = frozenset({
+    "tool_use", "tool_result", "thinking", "redacted_thinking", "document", "image", "search_result",
+    "server_tool_use", "web_search_tool_result", "web_fetch_tool_result", "mcp_tool_use", "mcp_tool_result",
+})
+STREAM_EVENT_TYPES = frozenset({
+    "message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
+    "message_stop",
+})
+TOOL_CHOICE_TYPES = frozenset({"auto", "any", "tool", "none"})
+FORCED_TOOL_CHOICES = frozenset({"any", "tool"})
+TOOL_RESULT_TYPES = frozenset({"tool_result", "mcp_tool_result", "web_fetch_tool_result"})
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+# The delta type each streamed block kind accumulates, and the field holding its text.
+DELTA_FIELDS = {"text": ("text_delta", "text"), "thinking": ("thinking_delta", "thinking"),
+                "tool_use": ("input_json_delta", "partial_json")}
+KIND_BY_DELTA = {delta: kind for kind, (delta, _) in DELTA_FIELDS.items()}
 
 
 class AnthropicMessagesAdapter(Adapter):
@@ -14,13 +57,359 @@ class AnthropicMessagesAdapter(Adapter):
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
-        return 0
+        score = 0
+        messages = request.get("messages")
+        if isinstance(messages, list):
+            # Plain text messages read the same as OpenAI Chat, which claims them at 50.
+            score = 90 if _request_has_marker(request, messages) else 20
+        if _is_message(response) or _is_event_stream(response):
+            score = 90
+        return score
 
+    # --- request ------------------------------------------------------------------------------------
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format anthropic.messages is not implemented yet", "/format")
+        first_turn = 0
+        system = request.get("system")
+        if system is not None:
+            self._read_system(system, b)
+            first_turn = 1
+        messages = expect(request.get("messages"), list, "/request/messages", "messages")
+        b.next_turn = len(messages) + first_turn
+        call_names: dict[str, str] = {}  # tool_use id -> tool name, to name the results answering it
+        for i, message in enumerate(messages):
+            ptr = join("/request/messages", i)
+            expect(message, Mapping, ptr, "a message")
+            role = message.get("role")
+            if not isinstance(role, str):
+                raise BodyError("message role must be a string", join(ptr, "role"))
+            _read_content(message.get("content"), join(ptr, "content"), role, i + first_turn, Phase.REQUEST, b,
+                          call_names)
+        _read_tools(request.get("tools"), b)
+        _read_tool_choice(request.get("tool_choice"), b)
+        if request.get("thinking") is not None:
+            expect(request["thinking"], Mapping, "/request/thinking", "thinking")
+        b.response_format = _has_output_format(request)
 
+    @staticmethod
+    def _read_system(system: Any, b: ExchangeBuilder) -> None:
+        if isinstance(system, str):
+            b.text(SegmentKind.SYSTEM, system, "/request/system", role="system", turn=0, phase=Phase.REQUEST)
+            return
+        expect(system, list, "/request/system", "system")
+        for j, block in enumerate(system):
+            bptr = join("/request/system", j)
+            expect(block, Mapping, bptr, "a system block")
+            if block.get("type", "text") == "text":
+                b.text(SegmentKind.SYSTEM, _string(block, "text", bptr), join(bptr, "text"), role="system",
+                       turn=0, phase=Phase.REQUEST)
+
+    # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format anthropic.messages is not implemented yet", "/format")
+        if response.get("type") == "error":
+            return  # an API error body: nothing was generated
+        role = response.get("role", "assistant")
+        _read_content(response.get("content"), "/response/content", role if isinstance(role, str) else "assistant",
+                      b.next_turn, Phase.RESPONSE, b, {})
+        b.generation = _generation(response, response.get("stop_reason"), response.get("stop_sequence"),
+                                   response.get("usage"))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format anthropic.messages is not implemented yet", "/format")
+        blocks: dict[int, _BlockStream] = {}
+        message: Mapping[str, Any] = {}
+        usage: dict[str, Any] = {}
+        stop_reason: Any = None
+        stop_sequence: Any = None
+        for k, chunk in enumerate(chunks):
+            event, eptr = _unwrap_event(chunk, join("/response", k))
+            etype = event.get("type")
+            if etype == "message_start":
+                message = expect(event.get("message"), Mapping, join(eptr, "message"), "message_start message")
+                if isinstance(message.get("usage"), Mapping):
+                    usage.update(message["usage"])
+            elif etype == "content_block_start":
+                index = _index(event, eptr)
+                bptr = join(eptr, "content_block")
+                blocks[index] = _BlockStream.start(expect(event.get("content_block"), Mapping, bptr,
+                                                          "content_block"), bptr)
+            elif etype == "content_block_delta":
+                index = _index(event, eptr)
+                dptr = join(eptr, "delta")
+                delta = expect(event.get("delta"), Mapping, dptr, "a content block delta")
+                if index not in blocks:  # no start event (a truncated capture): infer the kind from the delta
+                    dtype = delta.get("type")
+                    blocks[index] = _BlockStream(KIND_BY_DELTA.get(dtype, "") if isinstance(dtype, str) else "")
+                blocks[index].absorb(delta, dptr)
+            elif etype == "message_delta":
+                delta = event.get("delta")
+                if isinstance(delta, Mapping):
+                    stop_reason = delta.get("stop_reason", stop_reason)
+                    stop_sequence = delta.get("stop_sequence", stop_sequence)
+                if isinstance(event.get("usage"), Mapping):
+                    usage.update(event["usage"])  # cumulative counts: later values win
+            # content_block_stop, message_stop, ping and error events carry nothing to read
+        for index in sorted(blocks):
+            blocks[index].emit(b, b.next_turn)
+        b.generation = _generation(message, stop_reason, stop_sequence, usage)
+
+
+class _BlockStream:
+    """Accumulates one streamed content block (by index) across delta events."""
+
+    __slots__ = ("call_id", "fragments", "input", "input_pointer", "kind", "name", "name_pointer")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind  # "text", "thinking", "tool_use"; anything else is kept but never read
+        self.fragments: list[tuple[str, str]] = []
+        self.name = ""
+        self.name_pointer: str | None = None
+        self.call_id: str | None = None
+        self.input: Any = None
+        self.input_pointer: str | None = None
+
+    @classmethod
+    def start(cls, block: Mapping[str, Any], bptr: str) -> _BlockStream:
+        btype = block.get("type")
+        state = cls(btype if isinstance(btype, str) else "")
+        if state.kind in ("text", "thinking") and block.get(state.kind) is not None:
+            state.fragments.append((_string(block, state.kind, bptr), join(bptr, state.kind)))
+        elif state.kind == "tool_use":
+            state.name = _string(block, "name", bptr)
+            state.name_pointer = join(bptr, "name")
+            state.call_id = _optional_string(block.get("id"))
+            state.input = block.get("input")
+            state.input_pointer = join(bptr, "input")
+        return state
+
+    def absorb(self, delta: Mapping[str, Any], dptr: str) -> None:
+        expected = DELTA_FIELDS.get(self.kind)
+        if expected is not None and delta.get("type") == expected[0]:  # signature/citations deltas: opaque
+            self.fragments.append((_string(delta, expected[1], dptr), join(dptr, expected[1])))
+
+    def emit(self, b: ExchangeBuilder, turn: int) -> None:
+        text, pieces = assemble(self.fragments)
+        if self.kind == "text" and pieces:
+            b.assistant_text(text, pieces[0].pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        elif self.kind == "thinking" and pieces:
+            b.text(SegmentKind.REASONING, text, pieces[0].pointer, role="assistant", turn=turn,
+                   phase=Phase.RESPONSE, pieces=pieces, source="thinking")
+        elif self.kind == "tool_use":
+            if pieces:  # the arguments are the raw JSON the model streamed
+                arguments: Any = text
+                pointer = pieces[0].pointer
+            else:  # nothing streamed: the start block's input object (normally {})
+                arguments = self.input if isinstance(self.input, Mapping) else {}
+                pointer = self.input_pointer or self.name_pointer or "/response"
+            b.tool_call(name=self.name, arguments=arguments, call_id=self.call_id,
+                        name_pointer=self.name_pointer or pointer, arguments_pointer=pointer, turn=turn,
+                        phase=Phase.RESPONSE, pieces=pieces)
+
+
+# --- content blocks ---------------------------------------------------------------------------------
+def _read_content(content: Any, ptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder,
+                  call_names: dict[str, str]) -> None:
+    if isinstance(content, str):
+        _text(content, ptr, role, turn, phase, b)
+        return
+    expect(content, list, ptr, "message content")
+    for j, block in enumerate(content):
+        bptr = join(ptr, j)
+        expect(block, Mapping, bptr, "a content block")
+        btype = block.get("type")
+        if not isinstance(btype, str):
+            raise BodyError("content block type must be a string", join(bptr, "type"))
+        if btype == "text":
+            _text(_string(block, "text", bptr), join(bptr, "text"), role, turn, phase, b)
+        elif btype == "thinking":
+            b.text(SegmentKind.REASONING, _string(block, "thinking", bptr), join(bptr, "thinking"), role=role,
+                   turn=turn, phase=phase, source="thinking")
+        elif btype == "tool_use":
+            _tool_use(block, bptr, role, turn, phase, b, call_names)
+        elif btype in TOOL_RESULT_TYPES:
+            call_id = _optional_string(block.get("tool_use_id"))
+            name = call_names.get(call_id) if call_id else None
+            source = "tool_error" if block.get("is_error") is True else ""
+            for text, pointer in _readable(block, bptr):
+                b.text(SegmentKind.TOOL_RESULT, text, pointer, role="tool", turn=turn, phase=phase,
+                       tool_call_id=call_id, tool_name=name, source=source)
+        elif btype in ("document", "search_result"):
+            for text, pointer in _readable(block, bptr):
+                b.text(SegmentKind.DOCUMENT, text, pointer, role=role, turn=turn, phase=phase)
+        # image, redacted_thinking, server-tool calls, web search results (encrypted): nothing readable
+
+
+def _text(text: str, ptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
+    if role == "assistant":
+        b.assistant_text(text, ptr, turn=turn, phase=phase)
+    else:
+        b.text(SegmentKind.USER, text, ptr, role=role, turn=turn, phase=phase)
+
+
+def _tool_use(block: Mapping[str, Any], bptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder,
+              call_names: dict[str, str]) -> None:
+    name = _string(block, "name", bptr)
+    arguments = block.get("input")
+    if not isinstance(arguments, (Mapping, str)):  # a string is read as raw JSON, with offsets into it
+        raise BodyError("tool_use input must be an object", join(bptr, "input"))
+    call_id = _optional_string(block.get("id"))
+    b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=join(bptr, "name"),
+                arguments_pointer=join(bptr, "input"), turn=turn, phase=phase, role=role)
+    if call_id:
+        call_names[call_id] = name
+
+
+def _readable(block: Mapping[str, Any], bptr: str) -> list[tuple[str, str]]:
+    """(text, pointer) of the readable text in a tool result, document or search result block."""
+    btype = block.get("type")
+    if btype == "text":
+        return [(_string(block, "text", bptr), join(bptr, "text"))]
+    if btype == "document":
+        source = block.get("source")
+        sptr = join(bptr, "source")
+        expect(source, Mapping, sptr, "document source")
+        stype = source.get("type")
+        if stype == "text":
+            return [(_string(source, "data", sptr), join(sptr, "data"))]
+        if stype == "content":
+            return _nested(source.get("content"), join(sptr, "content"))
+        return []  # base64, url, file: not readable here
+    content = block.get("content")
+    cptr = join(bptr, "content")
+    if isinstance(content, Mapping):  # web_fetch_tool_result -> web_fetch_result -> document
+        return _readable(content, cptr)
+    return _nested(content, cptr)
+
+
+def _nested(content: Any, ptr: str) -> list[tuple[str, str]]:
+    """Readable text of a `content` field: a string or a list of blocks."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [(content, ptr)]
+    expect(content, list, ptr, "content")
+    out: list[tuple[str, str]] = []
+    for k, inner in enumerate(content):
+        iptr = join(ptr, k)
+        expect(inner, Mapping, iptr, "a content block")
+        if inner.get("type") in ("text", "document", "search_result"):
+            out.extend(_readable(inner, iptr))
+    return out
+
+
+# --- declarations -----------------------------------------------------------------------------------
+def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
+    if tools is None:
+        return
+    expect(tools, list, "/request/tools", "tools")
+    for i, tool in enumerate(tools):
+        tptr = join("/request/tools", i)
+        expect(tool, Mapping, tptr, "a tool")
+        schema = tool.get("input_schema")
+        if schema is None:
+            continue  # server tools (web_search, bash, ...) are run by the provider, not declared here
+        expect(schema, Mapping, join(tptr, "input_schema"), "input_schema")
+        description = tool.get("description")
+        b.tool(ToolSpec(name=_string(tool, "name", tptr), parameters=schema,
+                        description=description if isinstance(description, str) else "",
+                        strict=tool.get("strict") is True, pointer=tptr))
+
+
+def _read_tool_choice(choice: Any, b: ExchangeBuilder) -> None:
+    if choice is None:
+        return
+    expect(choice, Mapping, "/request/tool_choice", "tool_choice")
+    b.tool_choice = choice
+    b.forced_tool_choice = _is_one_of(choice.get("type"), FORCED_TOOL_CHOICES)
+
+
+def _has_output_format(request: Mapping[str, Any]) -> bool:
+    config = request.get("output_config")
+    fmt = config.get("format") if isinstance(config, Mapping) else request.get("output_format")
+    return isinstance(fmt, Mapping) and fmt.get("type") == "json_schema"
+
+
+# --- metadata ---------------------------------------------------------------------------------------
+def _generation(message: Mapping[str, Any], stop_reason: Any, stop_sequence: Any, usage: Any) -> Generation:
+    u = usage if isinstance(usage, Mapping) else {}
+    reason = stop_reason if isinstance(stop_reason, str) else None
+    return Generation(
+        model=_optional_string(message.get("model")),
+        response_id=_optional_string(message.get("id")),
+        finish_reason=FINISH_REASONS.get(reason, reason) if reason else None,
+        stop_reason=stop_sequence,
+        usage=Usage(
+            input_tokens=_count(u.get("input_tokens")),
+            output_tokens=_count(u.get("output_tokens")),
+            cached_tokens=_count(u.get("cache_read_input_tokens")),
+        ),
+    )
+
+
+# --- sniffing ---------------------------------------------------------------------------------------
+def _request_has_marker(request: Mapping[str, Any], messages: list[Any]) -> bool:
+    if "system" in request or isinstance(request.get("thinking"), Mapping):
+        return True
+    choice = request.get("tool_choice")
+    if isinstance(choice, Mapping) and _is_one_of(choice.get("type"), TOOL_CHOICE_TYPES):
+        return True
+    tools = request.get("tools")
+    if isinstance(tools, list) and any(isinstance(t, Mapping) and "input_schema" in t for t in tools):
+        return True
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list) and any(
+                isinstance(block, Mapping) and _is_one_of(block.get("type"), MARKER_BLOCK_TYPES)
+                for block in content):
+            return True
+    return False
+
+
+def _is_message(response: Any) -> bool:
+    return isinstance(response, Mapping) and response.get("type") == "message" and isinstance(
+        response.get("content"), list)
+
+
+def _is_event_stream(response: Any) -> bool:
+    if not isinstance(response, list):
+        return False
+    for chunk in response[:3]:
+        if isinstance(chunk, Mapping):
+            event = chunk.get("data") if "type" not in chunk else chunk
+            if isinstance(event, Mapping) and _is_one_of(event.get("type"), STREAM_EVENT_TYPES):
+                return True
+    return False
+
+
+# --- small readers ----------------------------------------------------------------------------------
+def _unwrap_event(chunk: Any, ptr: str) -> tuple[Mapping[str, Any], str]:
+    """A stream event, bare or in an `{"event": name, "data": {...}}` wrapper, and its pointer."""
+    expect(chunk, Mapping, ptr, "a stream event")
+    if "type" not in chunk and "data" in chunk:
+        dptr = join(ptr, "data")
+        return expect(chunk["data"], Mapping, dptr, "stream event data"), dptr
+    return chunk, ptr
+
+
+def _index(event: Mapping[str, Any], ptr: str) -> int:
+    index = event.get("index")
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise BodyError("stream event index must be an integer", join(ptr, "index"))
+    return index
+
+
+def _string(obj: Mapping[str, Any], key: str, ptr: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise BodyError(f"{key} must be a string, got {type(value).__name__}", join(ptr, key))
+    return value
+
+
+def _optional_string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _is_one_of(value: Any, choices: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in choices

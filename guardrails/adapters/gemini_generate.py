@@ -1,12 +1,39 @@
-"""gemini adapter (placeholder until implemented)."""
+"""Google Gemini generateContent / streamGenerateContent (format `gemini`).
+
+Requests: `contents` ([{role: user|model|function, parts}]), `systemInstruction`, `tools[].functionDeclarations`,
+`toolConfig.functionCallingConfig`, `generationConfig`. The REST API also accepts the snake_case spelling of
+every field (Google's curl samples use it), so both are read. Parts: `text` (with `thought: true` for
+reasoning), `functionCall {name, args, id?}`, `functionResponse {name, response, id?}`, `executableCode`,
+`codeExecutionResult`; `thoughtSignature` is opaque and never a segment. Responses: `candidates[]` with
+`content.parts`, `finishReason`, `logprobsResult`; a stream is the list of partial response objects.
+
+Logprobs are added with shape "gemini": the candidate's `logprobsResult` object as returned,
+`{"chosenCandidates": [{"token", "logProbability", "tokenId"?}], "topCandidates": [{"candidates": [...]}]}`
+(one `topCandidates` entry per chosen token). A stream yields one source per chunk, in order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble
+from guardrails.adapters.gemini_interactions import integer, obj, optional_list, string, string_leaves
 from guardrails.errors import BodyError
+from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.pointer import join
+
+REQUEST_MARKERS = ("systemInstruction", "generationConfig", "toolConfig", "safetySettings", "cachedContent")
+RESPONSE_MARKERS = ("candidates", "usageMetadata", "promptFeedback")
+JSON_MIME_TYPES = frozenset({"application/json", "text/x.enum"})
+MAX_SCHEMA_DEPTH = 64
+
+
+def camel_or_snake(container: Mapping[str, Any], camel: str, snake: str) -> tuple[Any, str]:
+    """A field under either spelling, with the key actually used (for pointers)."""
+    if camel in container:
+        return container[camel], camel
+    return container.get(snake), snake
 
 
 class GeminiGenerateContentAdapter(Adapter):
@@ -14,13 +41,280 @@ class GeminiGenerateContentAdapter(Adapter):
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
-        return 0
+        score = 0
+        if "contents" in request:
+            score = 90
+        elif any(k in request for k in REQUEST_MARKERS) or _declares_functions(request.get("tools")):
+            score = 85
+        first = response[0] if isinstance(response, list) and response else response
+        if isinstance(first, Mapping) and any(k in first for k in RESPONSE_MARKERS):
+            score = 95
+        return score
 
+    # --- request ------------------------------------------------------------------------------------
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format gemini is not implemented yet", "/format")
+        system, key = camel_or_snake(request, "systemInstruction", "system_instruction")
+        if isinstance(system, str):  # lenient: a bare string instead of a Content
+            b.text(SegmentKind.SYSTEM, system, join("/request", key), role="system", turn=0, phase=Phase.REQUEST)
+        elif system is not None:
+            self._read_content(system, join("/request", key), 0, Phase.REQUEST, "system", b)
+        contents = request.get("contents")
+        if isinstance(contents, Mapping):  # a single Content is accepted in place of the list
+            self._read_content(contents, "/request/contents", 0, Phase.REQUEST, "user", b)
+            b.next_turn = 1
+        else:
+            items = optional_list(contents, "/request/contents", "contents")
+            for i, content in enumerate(items):
+                self._read_content(content, join("/request/contents", i), i, Phase.REQUEST, "user", b)
+            b.next_turn = len(items)
+        tool_config, key = camel_or_snake(request, "toolConfig", "tool_config")
+        if tool_config is not None:
+            self._read_tool_config(obj(tool_config, join("/request", key), key), join("/request", key), b)
+        self._read_tools(request.get("tools"), b)
+        config, key = camel_or_snake(request, "generationConfig", "generation_config")
+        if config is not None:
+            config = obj(config, join("/request", key), key)
+            b.response_format = any(
+                config.get(k) is not None
+                for k in ("responseSchema", "response_schema", "responseJsonSchema", "response_json_schema")
+            ) or camel_or_snake(config, "responseMimeType", "response_mime_type")[0] in JSON_MIME_TYPES
 
+    def _read_content(self, content: Any, ptr: str, turn: int, phase: Phase, default_role: str,
+                      b: ExchangeBuilder) -> None:
+        content = obj(content, ptr, "a content")
+        # A system instruction's parts are system text whatever role it claims.
+        role = "system" if default_role == "system" else content.get("role", default_role)
+        if not isinstance(role, str):
+            raise BodyError("content role must be a string", join(ptr, "role"))
+        parts, pptr = content.get("parts"), join(ptr, "parts")
+        if isinstance(parts, Mapping):  # a single part is accepted in place of the list
+            self._read_part(parts, pptr, turn, phase, role, b)
+            return
+        for j, part in enumerate(optional_list(parts, pptr, "parts")):
+            self._read_part(part, join(pptr, j), turn, phase, role, b)
+
+    @staticmethod
+    def _read_part(part: Any, ptr: str, turn: int, phase: Phase, role: str, b: ExchangeBuilder) -> None:
+        part = obj(part, ptr, "a part")
+        text = part.get("text")
+        if text is not None:
+            tptr = join(ptr, "text")
+            if not isinstance(text, str):
+                raise BodyError("part text must be a string", tptr)
+            if part.get("thought") is True:
+                b.text(SegmentKind.REASONING, text, tptr, role="assistant", turn=turn, phase=phase,
+                       source="thought")
+            elif role == "model":
+                b.assistant_text(text, tptr, turn=turn, phase=phase)
+            elif role == "system":
+                b.text(SegmentKind.SYSTEM, text, tptr, role="system", turn=turn, phase=phase)
+            else:
+                b.text(SegmentKind.USER, text, tptr, role="user", turn=turn, phase=phase)
+            return
+        call, key = camel_or_snake(part, "functionCall", "function_call")
+        if call is not None:
+            _function_call(obj(call, join(ptr, key), key), join(ptr, key), turn, phase, b)
+            return
+        result, key = camel_or_snake(part, "functionResponse", "function_response")
+        if result is not None:
+            rptr = join(ptr, key)
+            result = obj(result, rptr, key)
+            name, call_id = string(result.get("name")), string(result.get("id"))
+            for leaf, lptr in string_leaves(result.get("response"), join(rptr, "response")):
+                b.text(SegmentKind.TOOL_RESULT, leaf, lptr, role="tool", turn=turn, phase=phase,
+                       tool_call_id=call_id, tool_name=name)
+            return
+        code, key = camel_or_snake(part, "executableCode", "executable_code")
+        if isinstance(code, Mapping) and isinstance(code.get("code"), str):
+            b.text(SegmentKind.ASSISTANT, code["code"], join(ptr, key, "code"), role="assistant", turn=turn,
+                   phase=phase, source="executable_code")
+            return
+        outcome, key = camel_or_snake(part, "codeExecutionResult", "code_execution_result")
+        if isinstance(outcome, Mapping) and isinstance(outcome.get("output"), str):
+            b.text(SegmentKind.TOOL_RESULT, outcome["output"], join(ptr, key, "output"), role="tool", turn=turn,
+                   phase=phase, source="code_execution_result")
+        # inlineData / fileData / thoughtSignature-only parts carry no text we judge.
+
+    @staticmethod
+    def _read_tool_config(config: Mapping[str, Any], ptr: str, b: ExchangeBuilder) -> None:
+        calling, key = camel_or_snake(config, "functionCallingConfig", "function_calling_config")
+        if calling is None:
+            return
+        calling = obj(calling, join(ptr, key), key)
+        b.tool_choice = calling
+        mode = calling.get("mode")
+        # ANY forces a call; VALIDATED constrains calls to the declared schemas: both count as forced.
+        b.forced_tool_choice = isinstance(mode, str) and mode.upper() in ("ANY", "VALIDATED")
+
+    @staticmethod
+    def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
+        mode = b.tool_choice.get("mode") if isinstance(b.tool_choice, Mapping) else None
+        strict = isinstance(mode, str) and mode.upper() == "VALIDATED"
+        for i, tool in enumerate(optional_list(tools, "/request/tools", "tools")):
+            tptr = join("/request/tools", i)
+            tool = obj(tool, tptr, "a tool")
+            declarations, key = camel_or_snake(tool, "functionDeclarations", "function_declarations")
+            # Other tool kinds (googleSearch, codeExecution, urlContext...) run on Google's side.
+            for j, decl in enumerate(optional_list(declarations, join(tptr, key), key)):
+                dptr = join(tptr, key, j)
+                decl = obj(decl, dptr, "a function declaration")
+                name = decl.get("name")
+                if not isinstance(name, str):
+                    raise BodyError("function declaration name must be a string", join(dptr, "name"))
+                b.tool(ToolSpec(name=name, parameters=_parameters(decl),
+                                description=string(decl.get("description")) or "", strict=strict, pointer=dptr))
+
+    # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format gemini is not implemented yet", "/format")
+        turn = b.next_turn
+        candidates = optional_list(response.get("candidates"), "/response/candidates", "candidates")
+        for i, candidate in enumerate(candidates):
+            cptr = join("/response/candidates", i)
+            candidate = obj(candidate, cptr, "a candidate")
+            index = _index(candidate, i)
+            if candidate.get("content") is not None:
+                self._read_content(candidate["content"], join(cptr, "content"), turn, Phase.RESPONSE, "model", b)
+            if isinstance(candidate.get("logprobsResult"), Mapping):
+                b.add_logprobs("gemini", join(cptr, "logprobsResult"), candidate["logprobsResult"], index)
+        first = candidates[0] if candidates and isinstance(candidates[0], Mapping) else {}
+        b.generation = _generation(response, first.get("finishReason"), response.get("usageMetadata"))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format gemini is not implemented yet", "/format")
+        streams: dict[int, _CandidateStream] = {}
+        meta: dict[str, Any] = {}
+        usage: Any = None
+        for k, chunk in enumerate(chunks):
+            kptr = join("/response", k)
+            chunk = obj(chunk, kptr, "a stream chunk")
+            meta.update({key: chunk[key] for key in ("modelVersion", "responseId", "createTime") if key in chunk})
+            usage = chunk.get("usageMetadata", usage)
+            for j, candidate in enumerate(optional_list(chunk.get("candidates"), join(kptr, "candidates"),
+                                                        "candidates")):
+                cptr = join(kptr, "candidates", j)
+                candidate = obj(candidate, cptr, "a candidate")
+                index = _index(candidate, j)
+                streams.setdefault(index, _CandidateStream()).absorb(candidate, cptr, index, b)
+        for index in sorted(streams):
+            streams[index].emit(b)
+        first = streams.get(0) or next(iter(streams.values()), _CandidateStream())
+        b.generation = _generation(meta, first.finish_reason, usage)
+
+
+class _CandidateStream:
+    """Accumulates one candidate's parts across stream chunks."""
+
+    def __init__(self) -> None:
+        self.thought: list[tuple[str, str]] = []
+        self.text: list[tuple[str, str]] = []
+        self.calls: list[tuple[Mapping[str, Any], str]] = []
+        self.finish_reason: Any = None
+
+    def absorb(self, candidate: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
+        if candidate.get("finishReason") is not None:
+            self.finish_reason = candidate["finishReason"]
+        if isinstance(candidate.get("logprobsResult"), Mapping):
+            b.add_logprobs("gemini", join(cptr, "logprobsResult"), candidate["logprobsResult"], index)
+        content = candidate.get("content")
+        if content is None:
+            return
+        content = obj(content, join(cptr, "content"), "content")
+        pptr = join(cptr, "content", "parts")
+        for j, part in enumerate(optional_list(content.get("parts"), pptr, "parts")):
+            ptr = join(pptr, j)
+            part = obj(part, ptr, "a part")
+            text = part.get("text")
+            if isinstance(text, str):
+                (self.thought if part.get("thought") is True else self.text).append((text, join(ptr, "text")))
+            elif text is not None:
+                raise BodyError("part text must be a string", join(ptr, "text"))
+            call, key = camel_or_snake(part, "functionCall", "function_call")
+            if call is not None:
+                self.calls.append((obj(call, join(ptr, key), key), join(ptr, key)))
+
+    def emit(self, b: ExchangeBuilder) -> None:
+        turn = b.next_turn
+        if self.thought:
+            text, pieces = assemble(self.thought)
+            b.text(SegmentKind.REASONING, text, self.thought[0][1], role="assistant", turn=turn,
+                   phase=Phase.RESPONSE, pieces=pieces, source="thought")
+        if self.text:
+            text, pieces = assemble(self.text)
+            b.assistant_text(text, self.text[0][1], turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        for call, ptr in self.calls:  # function calls arrive whole, one per part
+            _function_call(call, ptr, turn, Phase.RESPONSE, b)
+
+
+def _declares_functions(tools: Any) -> bool:
+    return isinstance(tools, list) and any(
+        isinstance(t, Mapping) and ("functionDeclarations" in t or "function_declarations" in t) for t in tools)
+
+
+def _index(candidate: Mapping[str, Any], position: int) -> int:
+    index = integer(candidate.get("index"))
+    return position if index is None else index
+
+
+def _function_call(call: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
+    name = call.get("name")
+    if not isinstance(name, str):
+        raise BodyError("functionCall name must be a string", join(ptr, "name"))
+    args = call.get("args")
+    if args is None:
+        args, args_ptr = {}, ptr  # no args field: point at the call itself
+    elif isinstance(args, Mapping):
+        args_ptr = join(ptr, "args")
+    else:
+        raise BodyError("functionCall args must be an object", join(ptr, "args"))
+    b.tool_call(name=name, arguments=args, call_id=string(call.get("id")), name_pointer=join(ptr, "name"),
+                arguments_pointer=args_ptr, turn=turn, phase=phase)
+
+
+def _parameters(decl: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The declaration's arguments as JSON Schema: `parametersJsonSchema` as is, or the OpenAPI-subset
+    `parameters` with Gemini's upper-case types and `nullable` rewritten (detectors validate with jsonschema)."""
+    schema, _ = camel_or_snake(decl, "parametersJsonSchema", "parameters_json_schema")
+    if isinstance(schema, Mapping):
+        return schema
+    schema = decl.get("parameters")
+    return _json_schema(schema, 0) if isinstance(schema, Mapping) else None
+
+
+def _json_schema(node: Any, depth: int) -> Any:
+    if depth > MAX_SCHEMA_DEPTH:
+        return node
+    if isinstance(node, list):
+        return [_json_schema(v, depth + 1) for v in node]
+    if not isinstance(node, Mapping):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties" and isinstance(value, Mapping):
+            out[key] = {name: _json_schema(sub, depth + 1) for name, sub in value.items()}
+        elif key in ("items", "anyOf", "oneOf", "allOf", "not", "additionalProperties"):
+            out[key] = _json_schema(value, depth + 1)
+        elif key == "type" and isinstance(value, str):
+            out[key] = value.lower()
+        elif key != "nullable":
+            out[key] = value
+    if node.get("nullable") is True and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def _generation(meta: Mapping[str, Any], finish: Any, usage: Any) -> Generation:
+    u = usage if isinstance(usage, Mapping) else {}
+    output, thought = integer(u.get("candidatesTokenCount")), integer(u.get("thoughtsTokenCount"))
+    return Generation(
+        model=string(meta.get("modelVersion")),
+        response_id=string(meta.get("responseId")),
+        created=string(meta.get("createTime")),
+        finish_reason=string(finish),  # e.g. "STOP", "MAX_TOKENS", "SAFETY", "MALFORMED_FUNCTION_CALL"
+        usage=Usage(
+            input_tokens=integer(u.get("promptTokenCount")),
+            # Google counts thought tokens apart; output_tokens means everything generated, as elsewhere.
+            output_tokens=output + (thought or 0) if output is not None else thought,
+            reasoning_tokens=thought,
+            cached_tokens=integer(u.get("cachedContentTokenCount")),
+            total_tokens=integer(u.get("totalTokenCount")),
+        ),
+    )

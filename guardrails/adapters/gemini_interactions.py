@@ -1,12 +1,75 @@
-"""gemini.interactions adapter (placeholder until implemented)."""
+"""Google Gemini Interactions API (`POST /v1beta|v1/interactions`), steps schema and legacy schema.
+
+Request `input` is a string, one Content, Content[], Step[] (`user_input`, `model_output`, `thought`,
+`function_call`, `function_result`, built-in call/result steps) or legacy `Turn[]` (`{role, content}`).
+Responses carry `steps` (schema revision 2026-05-20) or legacy `outputs`; streams are lists of event
+payloads (`interaction.created`, `step.start`/`step.delta`/`step.stop`, `interaction.completed`; legacy
+`interaction.start`, `content.start`/`content.delta`/`content.stop`, `interaction.complete`).
+See shared/reference/google-interactions.md. A thought's readable text is only `summary[*].text`: its
+`signature` is an opaque blob that would look like a secret, so it never becomes a segment.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble
 from guardrails.errors import BodyError
+from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.pointer import join
+
+USER_TYPES = frozenset({"user_input"})
+MODEL_TYPES = frozenset({"model_output", "thought", "function_call"})
+TOOL_RESULT_TYPES = frozenset({"function_result", "mcp_server_tool_result"})
+STEP_TYPES = USER_TYPES | MODEL_TYPES | {"function_result"}
+FORCING_CHOICES = frozenset({"any", "validated"})
+SCHEMA_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean"})
+EVENT_PREFIXES = ("interaction.", "step.", "content.")
+MAX_RESULT_DEPTH = 32
+Fragments = list[tuple[str, str]]
+
+
+def obj(value: Any, pointer: str, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise BodyError(f"{what} must be an object, got {_json_type(value)}", pointer)
+    return value
+
+
+def optional_list(value: Any, pointer: str, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BodyError(f"{what} must be an array, got {_json_type(value)}", pointer)
+    return value
+
+
+def integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def string_leaves(value: Any, pointer: str) -> Iterator[tuple[str, str]]:
+    """Every string inside a JSON value with its pointer: tool results arrive as arbitrary objects."""
+    stack: list[tuple[Any, str, int]] = [(value, pointer, 0)]
+    while stack:
+        node, ptr, depth = stack.pop()
+        if isinstance(node, str):
+            yield node, ptr
+        elif depth < MAX_RESULT_DEPTH and isinstance(node, Mapping):
+            stack.extend((v, join(ptr, k), depth + 1) for k, v in reversed(node.items()))
+        elif depth < MAX_RESULT_DEPTH and isinstance(node, list):
+            stack.extend((v, join(ptr, i), depth + 1) for i, v in reversed(list(enumerate(node))))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 class GeminiInteractionsAdapter(Adapter):
@@ -14,13 +77,370 @@ class GeminiInteractionsAdapter(Adapter):
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
-        return 0
+        score = 95 if _looks_like_interaction(response) else 0
+        if "contents" in request or "messages" in request:
+            return score  # generateContent / chat bodies reuse some snake_case names
+        if any(k in request for k in ("system_instruction", "generation_config", "previous_interaction_id",
+                                      "response_mime_type")):
+            return max(score, 85)
+        items = request.get("input")
+        if isinstance(items, list) and any(
+            isinstance(i, Mapping) and (i.get("type") in STEP_TYPES or i.get("role") == "model") for i in items
+        ):
+            return max(score, 85)
+        if "input" in request:
+            model = request.get("model")
+            # A bare {"input": ...} is OpenAI Responses (which sniffs 50); only a Gemini model tips it here.
+            return max(score, 60 if isinstance(model, str) and model.startswith("gemini") else 10)
+        return score
 
+    # --- request ------------------------------------------------------------------------------------
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format gemini.interactions is not implemented yet", "/format")
+        system = request.get("system_instruction")
+        if isinstance(system, str):
+            b.text(SegmentKind.SYSTEM, system, "/request/system_instruction", role="system", turn=0,
+                   phase=Phase.REQUEST)
+        elif system is not None:
+            raise BodyError(f"system_instruction must be a string, got {_json_type(system)}",
+                            "/request/system_instruction")
+        b.next_turn = self._read_input(request.get("input"), b)
+        config = request.get("generation_config")
+        if config is not None:
+            config = obj(config, "/request/generation_config", "generation_config")
+            self._read_tool_choice(config.get("tool_choice"), b)
+        self._read_tools(request.get("tools"), b)
+        b.response_format = _constrains_output(request.get("response_format")) or (
+            request.get("response_mime_type") == "application/json")
 
+    def _read_input(self, value: Any, b: ExchangeBuilder) -> int:
+        """Read `input`; return the turn index the response will have."""
+        ptr = "/request/input"
+        if value is None:
+            return 0
+        if isinstance(value, str):
+            b.text(SegmentKind.USER, value, ptr, role="user", turn=0, phase=Phase.REQUEST)
+            return 1
+        if isinstance(value, Mapping):
+            self._read_item(value, ptr, 0, Phase.REQUEST, "user", b)
+            return 1
+        items = optional_list(value, ptr, "input")
+        turn, previous = -1, None
+        for i, item in enumerate(items):
+            iptr = join(ptr, i)
+            item = obj(item, iptr, "an input item")
+            speaker = _speaker(item)
+            if speaker != previous or speaker == "tool":  # like chat: one turn per tool result
+                turn += 1
+                previous = speaker
+            if "type" not in item and "role" in item:
+                self._read_turn(item, iptr, turn, b)
+            else:
+                self._read_item(item, iptr, turn, Phase.REQUEST, "user", b)
+        return turn + 1
+
+    def _read_turn(self, item: Mapping[str, Any], ptr: str, turn: int, b: ExchangeBuilder) -> None:
+        """A legacy `{role, content}` Turn."""
+        role = item.get("role")
+        if role not in ("user", "model"):
+            raise BodyError("a turn's role must be \"user\" or \"model\"", join(ptr, "role"))
+        content, cptr = item.get("content"), join(ptr, "content")
+        if isinstance(content, str):
+            self._text(content, cptr, turn, Phase.REQUEST, role, b)
+            return
+        for j, part in enumerate(optional_list(content, cptr, "turn content")):
+            self._read_item(obj(part, join(cptr, j), "a content item"), join(cptr, j), turn, Phase.REQUEST,
+                            role, b)
+
+    def _read_item(self, item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, speaker: str,
+                   b: ExchangeBuilder) -> None:
+        """One step or Content item; `speaker` ("user" or "model") owns bare text items."""
+        kind = item.get("type", "text" if "text" in item else None)
+        if not isinstance(kind, str):
+            raise BodyError("an input item needs a string type", join(ptr, "type"))
+        if kind == "text":
+            self._text(item.get("text"), join(ptr, "text"), turn, phase, speaker, b)
+        elif kind == "user_input":
+            self._contents(item.get("content"), join(ptr, "content"), turn, phase, "user", b)
+        elif kind == "model_output":
+            self._contents(item.get("content"), join(ptr, "content"), turn, phase, "model", b)
+        elif kind == "thought":
+            for text, tptr in _texts(item.get("summary"), join(ptr, "summary"), "thought summary"):
+                b.text(SegmentKind.REASONING, text, tptr, role="assistant", turn=turn, phase=phase,
+                       source="thought_summary")
+        elif kind == "function_call":
+            self._function_call(item, ptr, turn, phase, b)
+        elif kind in TOOL_RESULT_TYPES:
+            self._function_result(item, ptr, turn, phase, b)
+        # Media and built-in tool steps carry no text we judge; unknown types are newer API additions.
+
+    @staticmethod
+    def _text(text: Any, ptr: str, turn: int, phase: Phase, speaker: str, b: ExchangeBuilder) -> None:
+        if not isinstance(text, str):
+            raise BodyError(f"text must be a string, got {_json_type(text)}", ptr)
+        if speaker == "model":
+            b.assistant_text(text, ptr, turn=turn, phase=phase)
+        else:
+            b.text(SegmentKind.USER, text, ptr, role="user", turn=turn, phase=phase)
+
+    def _contents(self, content: Any, ptr: str, turn: int, phase: Phase, speaker: str,
+                  b: ExchangeBuilder) -> None:
+        if isinstance(content, str):
+            self._text(content, ptr, turn, phase, speaker, b)
+            return
+        for j, part in enumerate(optional_list(content, ptr, "content")):
+            pptr = join(ptr, j)
+            part = obj(part, pptr, "a content item")
+            if part.get("type", "text") == "text":
+                self._text(part.get("text"), join(pptr, "text"), turn, phase, speaker, b)
+
+    @staticmethod
+    def _function_call(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise BodyError("function_call name must be a string", join(ptr, "name"))
+        arguments = item.get("arguments")
+        args_ptr = join(ptr, "arguments")
+        if arguments is None:
+            arguments, args_ptr = {}, ptr  # no arguments field: point at the call itself
+        elif not isinstance(arguments, (Mapping, str)):
+            raise BodyError(f"function_call arguments must be an object, got {_json_type(arguments)}", args_ptr)
+        b.tool_call(name=name, arguments=arguments, call_id=string(item.get("id")),
+                    name_pointer=join(ptr, "name"), arguments_pointer=args_ptr, turn=turn, phase=phase)
+
+    @staticmethod
+    def _function_result(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
+                         b: ExchangeBuilder) -> None:
+        result, rptr = item.get("result"), join(ptr, "result")
+        call_id, name = string(item.get("call_id")), string(item.get("name"))
+        if isinstance(result, list):  # [text/image Content]
+            texts: Iterator[tuple[str, str]] | list[tuple[str, str]] = _texts(result, rptr, "result")
+        else:
+            texts = string_leaves(result, rptr)
+        for text, tptr in texts:
+            b.text(SegmentKind.TOOL_RESULT, text, tptr, role="tool", turn=turn, phase=phase,
+                   tool_call_id=call_id, tool_name=name)
+
+    @staticmethod
+    def _read_tool_choice(choice: Any, b: ExchangeBuilder) -> None:
+        b.tool_choice = choice
+        mode = choice
+        if isinstance(choice, Mapping) and isinstance(choice.get("allowed_tools"), Mapping):
+            mode = choice["allowed_tools"].get("mode")
+        # "validated" constrains calls to the declared schemas; we count it as forced and strict.
+        b.forced_tool_choice = isinstance(mode, str) and mode.lower() in FORCING_CHOICES
+
+    @staticmethod
+    def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
+        strict = b.tool_choice == "validated"
+        for i, tool in enumerate(optional_list(tools, "/request/tools", "tools")):
+            tptr = join("/request/tools", i)
+            tool = obj(tool, tptr, "a tool")
+            if tool.get("type", "function") != "function":
+                continue  # built-ins (google_search, code_execution, mcp_server...) run on Google's side
+            name = tool.get("name")
+            if not isinstance(name, str):
+                raise BodyError("function tool name must be a string", join(tptr, "name"))
+            parameters = tool.get("parameters")
+            b.tool(ToolSpec(name=name, parameters=parameters if isinstance(parameters, Mapping) else None,
+                            description=string(tool.get("description")) or "", strict=strict, pointer=tptr))
+
+    # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format gemini.interactions is not implemented yet", "/format")
+        key = "steps" if "steps" in response else "outputs"
+        ptr = join("/response", key)
+        for i, step in enumerate(optional_list(response.get(key), ptr, key)):
+            sptr = join(ptr, i)
+            step = obj(step, sptr, "a step")
+            if step.get("type") == "user_input":
+                continue  # an echo of the request's input, already read there
+            self._read_item(step, sptr, b.next_turn, Phase.RESPONSE, "model", b)
+        b.generation = _generation(response, response.get("status"))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format gemini.interactions is not implemented yet", "/format")
+        steps: dict[int, _StepStream] = {}
+        meta: dict[str, Any] = {}
+        status: Any = None
+        for k, event in enumerate(chunks):
+            kptr = join("/response", k)
+            event = obj(event, kptr, "a stream event")
+            kind = event.get("event_type")
+            interaction = event.get("interaction")
+            if isinstance(interaction, Mapping):
+                meta.update({key: v for key, v in interaction.items() if v is not None})
+                status = interaction.get("status", status)
+            if kind == "interaction.status_update":
+                status = event.get("status", status)
+            elif kind in ("step.start", "content.start"):
+                field = "step" if kind == "step.start" else "content"
+                start = obj(event.get(field), join(kptr, field), field)
+                slot = steps.setdefault(_index(event, steps), _StepStream(kptr))
+                slot.absorb_start(start, join(kptr, field))
+            elif kind in ("step.delta", "content.delta"):
+                delta = obj(event.get("delta"), join(kptr, "delta"), "delta")
+                index = _index(event, steps, default_last=True)
+                steps.setdefault(index, _StepStream(kptr)).absorb_delta(delta, join(kptr, "delta"))
+            elif kind == "error":
+                status = "failed"
+        for slot in steps.values():
+            slot.emit(b)
+        b.generation = _generation(meta, status)
+
+
+class _StepStream:
+    """Accumulates one streamed step (or legacy content item) across events."""
+
+    def __init__(self, pointer: str) -> None:
+        self.pointer = pointer  # the event that opened the step, for errors
+        self.type: str | None = None
+        self.text: Fragments = []
+        self.summary: Fragments = []
+        self.arguments: Fragments = []
+        self.arguments_object: tuple[Any, str] | None = None
+        self.name: Any = None
+        self.name_pointer: str | None = None
+        self.call_id: Any = None
+
+    def absorb_start(self, step: Mapping[str, Any], ptr: str) -> None:
+        self.type = string(step.get("type")) or self.type
+        if self.type == "text" and isinstance(step.get("text"), str):
+            self.text.append((step["text"], join(ptr, "text")))
+        elif self.type == "model_output":
+            self.text.extend(_texts(step.get("content"), join(ptr, "content"), "content"))
+        elif self.type == "thought":
+            self.summary.extend(_texts(step.get("summary"), join(ptr, "summary"), "thought summary"))
+        elif self.type == "function_call":
+            self._call_fields(step, ptr)
+
+    def absorb_delta(self, delta: Mapping[str, Any], ptr: str) -> None:
+        kind = delta.get("type")
+        if kind == "text" and isinstance(delta.get("text"), str):
+            self.type = self.type or "model_output"
+            self.text.append((delta["text"], join(ptr, "text")))
+        elif kind == "thought_summary":
+            self.type = self.type or "thought"
+            content = delta.get("content")
+            if isinstance(content, Mapping) and isinstance(content.get("text"), str):
+                self.summary.append((content["text"], join(ptr, "content", "text")))
+            else:
+                self.summary.extend(_texts(content, join(ptr, "content"), "thought summary"))
+        elif kind == "arguments_delta":
+            self.type = self.type or "function_call"
+            if isinstance(delta.get("arguments"), str):
+                self.arguments.append((delta["arguments"], join(ptr, "arguments")))
+        elif kind == "function_call":  # legacy: the whole call in one delta
+            self.type = "function_call"
+            self._call_fields(delta, ptr)
+
+    def _call_fields(self, call: Mapping[str, Any], ptr: str) -> None:
+        if isinstance(call.get("name"), str):
+            self.name, self.name_pointer = call["name"], join(ptr, "name")
+        self.call_id = string(call.get("id")) or self.call_id
+        arguments = call.get("arguments")
+        if isinstance(arguments, Mapping):
+            self.arguments_object = (arguments, join(ptr, "arguments"))
+        elif isinstance(arguments, str):
+            self.arguments.append((arguments, join(ptr, "arguments")))
+
+    def emit(self, b: ExchangeBuilder) -> None:
+        turn = b.next_turn
+        if self.summary:
+            text, pieces = assemble(self.summary)
+            b.text(SegmentKind.REASONING, text, self.summary[0][1], role="assistant", turn=turn,
+                   phase=Phase.RESPONSE, pieces=pieces, source="thought_summary")
+        if self.text:
+            text, pieces = assemble(self.text)
+            b.assistant_text(text, self.text[0][1], turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        if self.type != "function_call":
+            return
+        if not isinstance(self.name, str) or self.name_pointer is None:
+            raise BodyError("a streamed function_call step has no name", self.pointer)
+        arguments: Any
+        if self.arguments:
+            arguments, pieces = assemble(self.arguments)
+            args_ptr = pieces[0].pointer if pieces else self.arguments[0][1]
+        elif self.arguments_object is not None:
+            (arguments, args_ptr), pieces = self.arguments_object, ()
+        else:
+            arguments, args_ptr, pieces = {}, self.pointer, ()
+        b.tool_call(name=self.name, arguments=arguments, call_id=self.call_id, name_pointer=self.name_pointer,
+                    arguments_pointer=args_ptr, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+
+
+def _looks_like_interaction(response: Any) -> bool:
+    if isinstance(response, Mapping):
+        return response.get("object") == "interaction" or any(
+            isinstance(response.get(k), list) for k in ("steps", "outputs"))
+    return isinstance(response, list) and any(
+        isinstance(e, Mapping) and str(e.get("event_type", "")).startswith(EVENT_PREFIXES) for e in response[:3])
+
+
+def _speaker(item: Mapping[str, Any]) -> str:
+    """Who wrote an input item, for turn numbering: "user", "model" or "tool"."""
+    kind = item.get("type")
+    if kind in MODEL_TYPES:
+        return "model"
+    if kind in TOOL_RESULT_TYPES:
+        return "tool"
+    if kind is None and item.get("role") == "model":
+        return "model"
+    return "user"
+
+
+def _texts(content: Any, ptr: str, what: str) -> list[tuple[str, str]]:
+    """The text items of a Content[] (other media are skipped)."""
+    out = []
+    for j, part in enumerate(optional_list(content, ptr, what)):
+        pptr = join(ptr, j)
+        if isinstance(part, str):
+            out.append((part, pptr))
+            continue
+        part = obj(part, pptr, "a content item")
+        if part.get("type", "text") == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise BodyError(f"text must be a string, got {_json_type(text)}", join(pptr, "text"))
+            out.append((text, join(pptr, "text")))
+    return out
+
+
+def _index(event: Mapping[str, Any], steps: dict[int, Any], default_last: bool = False) -> int:
+    index = integer(event.get("index"))
+    if index is not None:
+        return index
+    if default_last and steps:
+        return next(reversed(steps))
+    return len(steps)
+
+
+def _constrains_output(fmt: Any) -> bool:
+    """A JSON schema / JSON mime type in `response_format` (steps: object or array; legacy: bare schema)."""
+    for item in fmt if isinstance(fmt, list) else [fmt]:
+        if isinstance(item, Mapping) and (
+            item.get("schema") is not None
+            or item.get("mime_type") == "application/json"
+            or item.get("type") in SCHEMA_TYPES
+            or "properties" in item
+        ):
+            return True
+    return False
+
+
+def _generation(meta: Mapping[str, Any], status: Any) -> Generation:
+    usage = meta.get("usage")
+    u = usage if isinstance(usage, Mapping) else {}
+    output, thought = integer(u.get("total_output_tokens")), integer(u.get("total_thought_tokens"))
+    model = string(meta.get("model")) or string(meta.get("agent"))
+    return Generation(
+        model=model,
+        response_id=string(meta.get("id")),
+        created=string(meta.get("created")),
+        finish_reason=string(status),  # the interaction status, e.g. "completed", "requires_action"
+        usage=Usage(
+            input_tokens=integer(u.get("total_input_tokens")),
+            # Google counts thought tokens apart; output_tokens means everything generated, as elsewhere.
+            output_tokens=output + (thought or 0) if output is not None else thought,
+            reasoning_tokens=thought,
+            cached_tokens=integer(u.get("total_cached_tokens")),
+            total_tokens=integer(u.get("total_tokens")),
+        ),
+    )

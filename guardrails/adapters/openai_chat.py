@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions, as served by vLLM of every version (and legacy Completions responses).
+"""OpenAI Chat Completions, as served by vLLM of every version (and legacy Completions).
 
 Dialects handled: `reasoning` (vLLM >= 0.16), `reasoning_content` (<= 0.11.0), both (0.11.1-0.15);
 `tool_calls` and legacy `function_call`; `tools` and legacy `functions`; `logprobs.content` and the
@@ -24,8 +24,13 @@ KIND_BY_ROLE = {
     "function": SegmentKind.TOOL_RESULT,
     "ipython": SegmentKind.TOOL_RESULT,
 }
-TEXT_PART_TYPES = {"text", "input_text", "output_text"}
+# Tuples, not sets: the values tested against them come from the body and may be unhashable.
+TEXT_PART_TYPES = ("text", "input_text", "output_text")
+CONSTRAINED_FORMATS = ("json_schema", "json_object", "structural_tag")
 GUIDED_KEYS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")
+REASONING_KEYS = ("reasoning", "reasoning_content")  # `reasoning` wins: 0.11.1-0.15 copy it to both
+# Anthropic Messages also has `messages`; these markers never occur in a Chat Completions body.
+ANTHROPIC_BLOCK_TYPES = ("tool_use", "tool_result", "thinking", "redacted_thinking")
 
 
 class OpenAIChatAdapter(Adapter):
@@ -33,6 +38,8 @@ class OpenAIChatAdapter(Adapter):
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
+        if not isinstance(request, Mapping):
+            return 0
         score = 0
         messages = request.get("messages")
         if isinstance(messages, list):
@@ -47,11 +54,10 @@ class OpenAIChatAdapter(Adapter):
         tools = request.get("tools")
         if isinstance(tools, list) and tools and isinstance(tools[0], Mapping) and "function" in tools[0]:
             score = max(score, 80)
-        if isinstance(response, Mapping) and ("choices" in response or str(response.get("object", "")).startswith(
-            ("chat.completion", "text_completion"))):
+        if _looks_like_chat_response(response):
             score = max(score, 90) if score else 60
-        if isinstance(response, list) and response and isinstance(response[0], Mapping) and "choices" in response[0]:
-            score = max(score, 90) if score else 60
+        if score <= 50 and _anthropic_markers(request, messages, response):
+            score = min(score, 10)
         return score
 
     # --- request ------------------------------------------------------------------------------------
@@ -68,19 +74,21 @@ class OpenAIChatAdapter(Adapter):
         self._read_tools(request, b)
         self._read_tool_choice(request, b)
         fmt = request.get("response_format")
-        if (isinstance(fmt, Mapping) and fmt.get("type") in ("json_schema", "json_object", "structural_tag")) or any(
+        if (isinstance(fmt, Mapping) and fmt.get("type") in CONSTRAINED_FORMATS) or any(
             request.get(k) is not None for k in GUIDED_KEYS
         ):
             b.response_format = True
 
-    def _read_prompt(self, prompt: Any, b: ExchangeBuilder) -> None:
+    @staticmethod
+    def _read_prompt(prompt: Any, b: ExchangeBuilder) -> None:
         if isinstance(prompt, str):
             b.text(SegmentKind.USER, prompt, "/request/prompt", role="user", turn=0, phase=Phase.REQUEST)
-        elif isinstance(prompt, list):
-            for i, p in enumerate(prompt):
-                if isinstance(p, str):
-                    b.text(SegmentKind.USER, p, join("/request/prompt", i), role="user", turn=0,
-                           phase=Phase.REQUEST)
+            return
+        expect(prompt, list, "/request/prompt", "prompt")
+        for i, p in enumerate(prompt):
+            if isinstance(p, str):  # other entries are token ids: nothing to read
+                b.text(SegmentKind.USER, p, join("/request/prompt", i), role="user", turn=0, phase=Phase.REQUEST)
+        b.next_turn = 1
 
     def _read_message(self, message: Any, ptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
         expect(message, Mapping, ptr, "a message")
@@ -91,31 +99,38 @@ class OpenAIChatAdapter(Adapter):
             self._read_assistant(message, ptr, turn, phase, b)
             return
         kind = KIND_BY_ROLE.get(role, SegmentKind.USER)
-        call_id = message.get("tool_call_id") if kind is SegmentKind.TOOL_RESULT else None
-        name = message.get("name") if kind is SegmentKind.TOOL_RESULT else None
-        for text, pointer in _content_texts(message.get("content"), join(ptr, "content")):
+        call_id = name = None
+        if kind is SegmentKind.TOOL_RESULT:
+            call_id, name = _str_or_none(message.get("tool_call_id")), _str_or_none(message.get("name"))
+        for text, pointer in content_texts(message.get("content"), join(ptr, "content")):
             b.text(kind, text, pointer, role=role, turn=turn, phase=phase, tool_call_id=call_id, tool_name=name)
 
     def _read_assistant(self, message: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
                         b: ExchangeBuilder) -> None:
-        # `reasoning` wins; 0.11.1-0.15 copy the same text into `reasoning_content`.
-        for key in ("reasoning", "reasoning_content"):
+        for key in REASONING_KEYS:
             value = message.get(key)
             if isinstance(value, str) and value:
                 b.text(SegmentKind.REASONING, value, join(ptr, key), role="assistant", turn=turn, phase=phase,
                        source=key)
                 break
-        for text, pointer in _content_texts(message.get("content"), join(ptr, "content")):
+        for text, pointer in content_texts(message.get("content"), join(ptr, "content")):
             b.assistant_text(text, pointer, turn=turn, phase=phase)
+        refusal = message.get("refusal")
+        if isinstance(refusal, str):
+            b.assistant_text(refusal, join(ptr, "refusal"), turn=turn, phase=phase)
         tool_calls = message.get("tool_calls")
-        if isinstance(tool_calls, list):
+        if tool_calls is not None:
+            expect(tool_calls, list, join(ptr, "tool_calls"), "tool_calls")
             for j, call in enumerate(tool_calls):
                 cptr = join(ptr, "tool_calls", j)
                 expect(call, Mapping, cptr, "a tool call")
+                if call.get("type", "function") != "function":
+                    continue  # custom tools carry free text, not function arguments
                 fn = expect(call.get("function"), Mapping, join(cptr, "function"), "tool call function")
                 self._tool_call(fn, call.get("id"), join(cptr, "function"), turn, phase, b)
         fn_call = message.get("function_call")
-        if isinstance(fn_call, Mapping):
+        if fn_call is not None:
+            expect(fn_call, Mapping, join(ptr, "function_call"), "function_call")
             self._tool_call(fn_call, None, join(ptr, "function_call"), turn, phase, b)
 
     @staticmethod
@@ -124,74 +139,61 @@ class OpenAIChatAdapter(Adapter):
         name = fn.get("name")
         if not isinstance(name, str):
             raise BodyError("tool call name must be a string", join(fptr, "name"))
-        arguments = fn.get("arguments", "")
-        if arguments is None:
-            arguments = ""
-        b.tool_call(name=name, arguments=arguments, call_id=call_id if isinstance(call_id, str) else None,
+        arguments = fn.get("arguments")
+        b.tool_call(name=name, arguments="" if arguments is None else arguments, call_id=_str_or_none(call_id),
                     name_pointer=join(fptr, "name"), arguments_pointer=join(fptr, "arguments"),
                     turn=turn, phase=phase)
 
     @staticmethod
     def _read_tools(request: Mapping[str, Any], b: ExchangeBuilder) -> None:
         tools = request.get("tools")
-        if isinstance(tools, list):
+        if tools is not None:
+            expect(tools, list, "/request/tools", "tools")
             for i, tool in enumerate(tools):
                 tptr = join("/request/tools", i)
                 expect(tool, Mapping, tptr, "a tool")
                 fn = tool.get("function")
-                if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
-                    continue  # non-function tools (vLLM ignores them too)
-                b.tool(ToolSpec(name=fn["name"], parameters=fn.get("parameters"),
-                                description=str(fn.get("description") or ""),
-                                strict=bool(fn.get("strict")), pointer=join(tptr, "function")))
-        elif tools is not None:
-            expect(tools, list, "/request/tools", "tools")
+                if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):  # vLLM ignores other tools too
+                    b.tool(tool_spec(fn, join(tptr, "function")))
         functions = request.get("functions")
         if isinstance(functions, list):
             for i, fn in enumerate(functions):
                 if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
-                    b.tool(ToolSpec(name=fn["name"], parameters=fn.get("parameters"),
-                                    description=str(fn.get("description") or ""),
-                                    pointer=join("/request/functions", i)))
+                    b.tool(tool_spec(fn, join("/request/functions", i)))
 
     @staticmethod
     def _read_tool_choice(request: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        choice = request.get("tool_choice", request.get("function_call"))
+        choice = request["tool_choice"] if "tool_choice" in request else request.get("function_call")
         b.tool_choice = choice
-        if choice == "required" or (isinstance(choice, Mapping) and (
-                choice.get("type") == "function" or "name" in choice)):
-            b.forced_tool_choice = True
+        b.forced_tool_choice = is_forced_choice(choice)
 
     # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        turn = _next_turn(b)
+        turn = b.next_turn
         choices = response.get("choices")
         if choices is not None:
             expect(choices, list, "/response/choices", "choices")
+        first: Mapping[str, Any] = {}
         for i, choice in enumerate(choices or ()):
             cptr = join("/response/choices", i)
             expect(choice, Mapping, cptr, "a choice")
+            first = first or choice
+            index = _index(choice.get("index"), i)
             message = choice.get("message")
             if isinstance(message, Mapping):
                 self._read_assistant(message, join(cptr, "message"), turn, Phase.RESPONSE, b)
             elif isinstance(choice.get("text"), str):  # legacy completions
                 b.assistant_text(choice["text"], join(cptr, "text"), turn=turn, phase=Phase.RESPONSE)
-            logprobs = choice.get("logprobs")
-            if isinstance(logprobs, Mapping):
-                if isinstance(logprobs.get("content"), list):
-                    b.add_logprobs("chat", join(cptr, "logprobs", "content"), logprobs["content"], i)
-                elif isinstance(logprobs.get("tokens"), list):
-                    b.add_logprobs("completions", join(cptr, "logprobs"), logprobs, i)
+            _read_choice_logprobs(choice, cptr, index, b)
             if isinstance(choice.get("prompt_logprobs"), list):
-                b.add_logprobs("prompt", join(cptr, "prompt_logprobs"), choice["prompt_logprobs"], i)
+                b.add_logprobs("prompt", join(cptr, "prompt_logprobs"), choice["prompt_logprobs"], index)
         if isinstance(response.get("prompt_logprobs"), list):
             b.add_logprobs("prompt", "/response/prompt_logprobs", response["prompt_logprobs"])
-        first = choices[0] if choices and isinstance(choices[0], Mapping) else {}
         b.generation = _generation(response, first.get("finish_reason"), first.get("stop_reason"),
                                    response.get("usage"))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
-        turn = _next_turn(b)
+        turn = b.next_turn
         state: dict[int, _ChoiceStream] = {}
         meta: dict[str, Any] = {}
         usage: Any = None
@@ -205,116 +207,225 @@ class OpenAIChatAdapter(Adapter):
                     meta[key] = chunk[key]
             if chunk.get("usage"):
                 usage = chunk["usage"]
-            for j, choice in enumerate(chunk.get("choices") or ()):
+            choices = chunk.get("choices")
+            if choices is None:
+                continue
+            expect(choices, list, join(kptr, "choices"), "choices")
+            for j, choice in enumerate(choices):
                 cptr = join(kptr, "choices", j)
                 expect(choice, Mapping, cptr, "a stream choice")
-                st = state.setdefault(int(choice.get("index", 0) or 0), _ChoiceStream())
-                st.absorb(choice, cptr, b)
+                index = _index(choice.get("index"), 0)
+                state.setdefault(index, _ChoiceStream(index)).absorb(choice, cptr, b)
         for index in sorted(state):
             state[index].emit(b, turn)
-        first = state.get(0) or (next(iter(state.values())) if state else _ChoiceStream())
+        first = state[min(state)] if state else _ChoiceStream(0)
         b.generation = _generation(meta, first.finish_reason, first.stop_reason, usage)
 
 
 class _ChoiceStream:
-    """Accumulates one choice's deltas across chunks."""
+    """Accumulates one choice's deltas across chunks, remembering where each fragment came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: int) -> None:
+        self.index = index
         self.content: list[tuple[str, str]] = []
+        self.refusal: list[tuple[str, str]] = []
         self.reasoning: list[tuple[str, str]] = []
         self.reasoning_key: str | None = None
-        self.calls: dict[int, dict[str, Any]] = {}
+        self.calls: dict[Any, _CallStream] = {}
         self.finish_reason: str | None = None
         self.stop_reason: Any = None
 
     def absorb(self, choice: Mapping[str, Any], cptr: str, b: ExchangeBuilder) -> None:
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta")
         dptr = join(cptr, "delta")
-        if isinstance(delta.get("content"), str):
-            self.content.append((delta["content"], join(dptr, "content")))
-        for key in ("reasoning", "reasoning_content"):
-            if isinstance(delta.get(key), str) and self.reasoning_key in (None, key):
-                self.reasoning_key = key
-                self.reasoning.append((delta[key], join(dptr, key)))
-        for m, call in enumerate(delta.get("tool_calls") or ()):
-            if not isinstance(call, Mapping):
-                continue
-            tptr = join(dptr, "tool_calls", m)
-            slot = self.calls.setdefault(int(call.get("index", m) or 0),
-                                         {"id": None, "name": "", "name_ptr": None, "args": []})
-            if call.get("id"):
-                slot["id"] = call["id"]
-            fn = call.get("function") or {}
-            if fn.get("name"):
-                slot["name"] += fn["name"]
-                slot["name_ptr"] = slot["name_ptr"] or join(tptr, "function", "name")
-            if isinstance(fn.get("arguments"), str):
-                slot["args"].append((fn["arguments"], join(tptr, "function", "arguments")))
-        logprobs = choice.get("logprobs")
-        if isinstance(logprobs, Mapping) and isinstance(logprobs.get("content"), list):
-            b.add_logprobs("chat", join(cptr, "logprobs", "content"), logprobs["content"],
-                           int(choice.get("index", 0) or 0))
-        if choice.get("finish_reason"):
+        if isinstance(delta, Mapping):
+            self._absorb_delta(delta, dptr)
+        elif delta is not None:
+            expect(delta, Mapping, dptr, "delta")
+        elif isinstance(choice.get("text"), str):  # legacy completions stream
+            self.content.append((choice["text"], join(cptr, "text")))
+        _read_choice_logprobs(choice, cptr, self.index, b)
+        if isinstance(choice.get("finish_reason"), str):
             self.finish_reason = choice["finish_reason"]
         if "stop_reason" in choice:
             self.stop_reason = choice["stop_reason"]
 
+    def _absorb_delta(self, delta: Mapping[str, Any], dptr: str) -> None:
+        if isinstance(delta.get("content"), str):
+            self.content.append((delta["content"], join(dptr, "content")))
+        if isinstance(delta.get("refusal"), str):
+            self.refusal.append((delta["refusal"], join(dptr, "refusal")))
+        for key in REASONING_KEYS:
+            if isinstance(delta.get(key), str) and self.reasoning_key in (None, key):
+                self.reasoning_key = key
+                self.reasoning.append((delta[key], join(dptr, key)))
+        tool_calls = delta.get("tool_calls")
+        if tool_calls is not None:
+            expect(tool_calls, list, join(dptr, "tool_calls"), "tool_calls")
+            for m, call in enumerate(tool_calls):
+                tptr = join(dptr, "tool_calls", m)
+                expect(call, Mapping, tptr, "a tool call delta")
+                slot = self.calls.setdefault(_index(call.get("index"), m), _CallStream())
+                slot.absorb(call.get("function"), join(tptr, "function"), call.get("id"))
+        fn_call = delta.get("function_call")
+        if fn_call is not None:
+            self.calls.setdefault("function_call", _CallStream()).absorb(fn_call, join(dptr, "function_call"))
+
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
         if self.reasoning:
             text, pieces = assemble(self.reasoning)
-            b.text(SegmentKind.REASONING, text, pieces[0].pointer if pieces else "/response", role="assistant",
-                   turn=turn, phase=Phase.RESPONSE, pieces=pieces, source=self.reasoning_key or "")
-        if self.content:
-            text, pieces = assemble(self.content)
+            if pieces:
+                b.text(SegmentKind.REASONING, text, pieces[0].pointer, role="assistant", turn=turn,
+                       phase=Phase.RESPONSE, pieces=pieces, source=self.reasoning_key or "")
+        for fragments in (self.content, self.refusal):
+            text, pieces = assemble(fragments)
             if pieces:
                 b.assistant_text(text, pieces[0].pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
-        for index in sorted(self.calls):
-            slot = self.calls[index]
-            raw, pieces = assemble(slot["args"])
-            args_ptr = pieces[0].pointer if pieces else (slot["name_ptr"] or "/response")
-            b.tool_call(name=slot["name"], arguments=raw, call_id=slot["id"],
-                        name_pointer=slot["name_ptr"] or args_ptr, arguments_pointer=args_ptr,
-                        turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        # Numbered tool calls first, in index order; a legacy `function_call` last.
+        for key in sorted(self.calls, key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0)):
+            self.calls[key].emit(b, turn)
 
 
-def _content_texts(content: Any, ptr: str) -> list[tuple[str, str]]:
-    """The text of a message's content: a string, or text parts of a list."""
+class _CallStream:
+    """One streamed tool call: the id and name arrive once, the arguments in fragments."""
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.name = ""
+        self.name_pointer: str | None = None
+        self.arguments: list[tuple[str, str]] = []
+
+    def absorb(self, fn: Any, fptr: str, call_id: Any = None) -> None:
+        if isinstance(call_id, str) and call_id:
+            self.id = call_id
+        if fn is None:
+            return
+        expect(fn, Mapping, fptr, "a tool call function delta")
+        name = fn.get("name")
+        if name is not None and not isinstance(name, str):
+            raise BodyError("tool call name must be a string", join(fptr, "name"))
+        if name:
+            self.name += name
+            self.name_pointer = self.name_pointer or join(fptr, "name")
+        if isinstance(fn.get("arguments"), str):
+            self.arguments.append((fn["arguments"], join(fptr, "arguments")))
+
+    def emit(self, b: ExchangeBuilder, turn: int) -> None:
+        raw, pieces = assemble(self.arguments)
+        args_pointer = pieces[0].pointer if pieces else (self.name_pointer or "/response")
+        b.tool_call(name=self.name, arguments=raw, call_id=self.id,
+                    name_pointer=self.name_pointer or args_pointer, arguments_pointer=args_pointer,
+                    turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+
+
+# --- helpers shared with the Responses adapter ------------------------------------------------------
+def content_texts(content: Any, ptr: str) -> list[tuple[str, str]]:
+    """The (text, pointer) runs of a message's content: a string, or the text parts of an array."""
     if isinstance(content, str):
         return [(content, ptr)]
-    if isinstance(content, list):
-        out = []
-        for j, part in enumerate(content):
-            if isinstance(part, str):
-                out.append((part, join(ptr, j)))
-            elif isinstance(part, Mapping) and part.get("type", "text") in TEXT_PART_TYPES:
-                if isinstance(part.get("text"), str):
-                    out.append((part["text"], join(ptr, j, "text")))
-        return out
-    if content is not None:
-        raise BodyError("message content must be a string, an array of parts, or null", ptr)
-    return []
+    if content is None:
+        return []
+    expect(content, list, ptr, "message content")
+    out = []
+    for j, part in enumerate(content):
+        pptr = join(ptr, j)
+        if isinstance(part, str):
+            out.append((part, pptr))
+            continue
+        expect(part, Mapping, pptr, "a content part")
+        kind = expect(part.get("type", "text"), str, join(pptr, "type"), "content part type")
+        key = "text" if kind in TEXT_PART_TYPES else "refusal" if kind == "refusal" else None
+        if key is not None:  # images, audio and files carry no text we can point into
+            text = expect(part.get(key), str, join(pptr, key), f"{kind} part {key}")
+            out.append((text, join(pptr, key)))
+    return out
 
 
-def _next_turn(b: ExchangeBuilder) -> int:
-    return b.next_turn
+def tool_spec(fn: Mapping[str, Any], pointer: str) -> ToolSpec:
+    """A declared function: `fn` holds name/description/parameters/strict (chat's `function` or a flat tool)."""
+    parameters = fn.get("parameters")
+    description = fn.get("description")
+    return ToolSpec(name=fn["name"], parameters=parameters if isinstance(parameters, Mapping) else None,
+                    description=description if isinstance(description, str) else "",
+                    strict=fn.get("strict") is True, pointer=pointer)
+
+
+def is_forced_choice(choice: Any) -> bool:
+    """`required`, a named function, or an allowed-tools list in required mode constrain decoding."""
+    if choice == "required":
+        return True
+    if not isinstance(choice, Mapping):
+        return False
+    if choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        mode = allowed.get("mode") if isinstance(allowed, Mapping) else choice.get("mode")
+        return mode == "required"
+    return choice.get("type") == "function" or "name" in choice or "function" in choice
+
+
+def int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _index(value: Any, default: int) -> int:
+    index = int_or_none(value)
+    return default if index is None else index
+
+
+def _read_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, Mapping):
+        if isinstance(logprobs.get("content"), list):
+            b.add_logprobs("chat", join(cptr, "logprobs", "content"), logprobs["content"], index)
+        elif isinstance(logprobs.get("tokens"), list):
+            b.add_logprobs("completions", join(cptr, "logprobs"), logprobs, index)
+
+
+def _looks_like_chat_response(response: Any) -> bool:
+    if isinstance(response, Mapping):
+        obj = response.get("object")
+        return "choices" in response or (isinstance(obj, str) and obj.startswith(("chat.completion",
+                                                                                    "text_completion")))
+    return (isinstance(response, list) and bool(response) and isinstance(response[0], Mapping)
+            and "choices" in response[0])
+
+
+def _anthropic_markers(request: Mapping[str, Any], messages: Any, response: Any) -> bool:
+    if "system" in request or "anthropic_version" in request:
+        return True
+    tools = request.get("tools")
+    if isinstance(tools, list) and any(isinstance(t, Mapping) and "input_schema" in t for t in tools):
+        return True
+    for m in messages if isinstance(messages, list) else ():
+        content = m.get("content") if isinstance(m, Mapping) else None
+        if isinstance(content, list) and any(
+            isinstance(p, Mapping) and p.get("type") in ANTHROPIC_BLOCK_TYPES for p in content
+        ):
+            return True
+    return isinstance(response, Mapping) and response.get("type") == "message"
 
 
 def _generation(meta: Mapping[str, Any], finish: Any, stop: Any, usage: Any) -> Generation:
     u = usage if isinstance(usage, Mapping) else {}
-    details = u.get("completion_tokens_details") or {}
-    prompt_details = u.get("prompt_tokens_details") or {}
+    details = u.get("completion_tokens_details")
+    prompt_details = u.get("prompt_tokens_details")
     return Generation(
-        model=meta.get("model"),
-        response_id=meta.get("id"),
+        model=_str_or_none(meta.get("model")),
+        response_id=_str_or_none(meta.get("id")),
         created=meta.get("created"),
-        finish_reason=finish,
+        finish_reason=_str_or_none(finish),
         stop_reason=stop,
-        system_fingerprint=meta.get("system_fingerprint"),
+        system_fingerprint=_str_or_none(meta.get("system_fingerprint")),
         usage=Usage(
-            input_tokens=u.get("prompt_tokens"),
-            output_tokens=u.get("completion_tokens"),
-            reasoning_tokens=details.get("reasoning_tokens") if isinstance(details, Mapping) else None,
-            cached_tokens=prompt_details.get("cached_tokens") if isinstance(prompt_details, Mapping) else None,
-            total_tokens=u.get("total_tokens"),
+            input_tokens=int_or_none(u.get("prompt_tokens")),
+            output_tokens=int_or_none(u.get("completion_tokens")),
+            reasoning_tokens=int_or_none(details.get("reasoning_tokens")) if isinstance(details, Mapping) else None,
+            cached_tokens=(int_or_none(prompt_details.get("cached_tokens"))
+                           if isinstance(prompt_details, Mapping) else None),
+            total_tokens=int_or_none(u.get("total_tokens")),
         ),
     )

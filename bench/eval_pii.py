@@ -1,0 +1,93 @@
+"""PII span evaluation of the `pii` detector on presidio-research's synthetic dataset.
+
+Runs the detector exactly as the service does (same settings path, same prefilter) over every sentence of
+/work/shared/data/presidio-research/data/synth_dataset_v2.json (1,500 sentences, MIT, microsoft/presidio-research)
+and prints span precision / recall / F1 per pattern entity. A predicted span counts as a true positive when it
+has the gold entity type and overlaps a gold span of that type with IoU >= 0.5 (strict exact-span figures are
+printed too). Usage: .venv/bin/python bench/eval_pii.py [--dataset PATH] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from detectors.pii import PIIDetector
+from guardrails.exchange import Phase, Segment, SegmentKind, Trust
+
+DATASET = Path("/work/shared/data/presidio-research/data/synth_dataset_v2.json")
+ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS")
+
+
+def iou(a: tuple[int, int], b: tuple[int, int]) -> float:
+    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union else 0.0
+
+
+def segment(text: str) -> Segment:
+    return Segment(index=0, kind=SegmentKind.ASSISTANT, role="assistant", trust=Trust.MODEL, turn=0,
+                   phase=Phase.RESPONSE, text=text, pointer="/response")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", type=Path, default=DATASET)
+    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N sentences")
+    args = parser.parse_args()
+    records = json.loads(args.dataset.read_text(encoding="utf-8"))
+    if args.limit:
+        records = records[: args.limit]
+
+    detector = PIIDetector({})
+    tp, fp, fn, exact = Counter(), Counter(), Counter(), Counter()
+    misses: dict[str, list[str]] = {e: [] for e in ENTITIES}
+    false_alarms: dict[str, list[str]] = {e: [] for e in ENTITIES}
+    started = time.perf_counter()
+    for record in records:
+        text = record["full_text"]
+        gold = [(s["entity_type"], (s["start_position"], s["end_position"])) for s in record["spans"]]
+        predicted = [(h.evidence["entity"], (h.start, h.end)) for h in detector.analyze(segment(text))]
+        for entity in ENTITIES:
+            g = [span for e, span in gold if e == entity]
+            p = [span for e, span in predicted if e == entity]
+            matched: set[int] = set()
+            for span in p:
+                best = max(range(len(g)), key=lambda i: iou(span, g[i]), default=None)
+                if best is not None and best not in matched and iou(span, g[best]) >= 0.5:
+                    matched.add(best)
+                    tp[entity] += 1
+                    exact[entity] += span == g[best]
+                else:
+                    fp[entity] += 1
+                    false_alarms[entity].append(text[span[0] : span[1]])
+            fn[entity] += len(g) - len(matched)
+            misses[entity].extend(text[a:b] for i, (a, b) in enumerate(g) if i not in matched)
+    elapsed = time.perf_counter() - started
+
+    print(f"presidio-research synth_dataset_v2: {len(records)} sentences, {elapsed:.1f} s "
+          f"({1000 * elapsed / len(records):.2f} ms/sentence), IoU >= 0.5")
+    print(f"{'entity':<14} {'gold':>5} {'pred':>5} {'P':>6} {'R':>6} {'F1':>6} {'exact':>6}")
+    totals = Counter()
+    for entity in ENTITIES:
+        t, f, n = tp[entity], fp[entity], fn[entity]
+        totals.update({"tp": t, "fp": f, "fn": n})
+        print(_row(entity, t, f, n, exact[entity]))
+    print(_row("micro", totals["tp"], totals["fp"], totals["fn"], sum(exact.values())))
+    for entity in ENTITIES:
+        if misses[entity] or false_alarms[entity]:
+            print(f"  {entity}: missed {misses[entity][:6]} false {false_alarms[entity][:6]}")
+
+
+def _row(name: str, tp: int, fp: int, fn: int, exact: int) -> str:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return f"{name:<14} {tp + fn:>5} {tp + fp:>5} {p:>6.3f} {r:>6.3f} {f1:>6.3f} {exact:>6}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""`pii`: personal data in what the model produced (output, reasoning, tool-call arguments), via Presidio.
+
+By default Presidio runs with its no-op NLP engine: pattern and checksum recognizers only, no model, no
+download (shared/reference/offline-dependencies.md §1). An operator who installed a spaCy or transformers
+NER model selects it with `nlp_engine` (Presidio's NlpEngineProvider configuration), which adds PERSON,
+LOCATION and the other NER entities.
+
+Presidio costs ~8 µs per word, so each entity has a cheap "could it match at all" pattern: a segment with
+no '@' and too few digits never reaches the analyzer, and the analyzer only runs the recognizers of the
+entities that passed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from guardrails.detector import Scope, SegmentDetector, Services
+from guardrails.exchange import Segment, Trust
+from guardrails.findings import Category, Hit, Severity
+from guardrails.textview import redact, scan_view, where
+
+# The e-mail recognizer calls tldextract, which downloads the public suffix list on first use unless the
+# URL list is empty; tldextract reads this when Presidio is imported, so it must be set first.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS")
+DEFAULT_SCORE_THRESHOLD = 0.4  # drops the 0.01-0.3 guesses of the weak US_* recognizers
+NO_OP_ENGINE = {"nlp_engine_name": "no_op", "models": [{"lang_code": "en", "model_name": "no_op"}]}
+
+# Cheap necessary conditions per entity, checked before Presidio runs. Each is looser than the
+# recognizer it guards (it may let a segment through, never hold back a real match).
+_SEP = r"[\s().\-/+]{0,3}"
+MAY_MATCH: dict[str, re.Pattern[str]] = {
+    "EMAIL_ADDRESS": re.compile(r"@"),
+    "PHONE_NUMBER": re.compile(rf"\d(?:{_SEP}\d){{5}}"),
+    "CREDIT_CARD": re.compile(r"\d(?:[\s\-]?\d){11}"),
+    "US_SSN": re.compile(r"\d(?:[\s.\-]?\d){8}"),
+    "IBAN_CODE": re.compile(r"[A-Za-z]{2}[\s\-]?\d{2}"),
+    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:"),
+    "CRYPTO": re.compile(r"\b(?:[13][1-9A-HJ-NP-Za-km-z]{25}|bc1[a-z0-9]{20})"),
+    "URL": re.compile(r"\w\.\w|://"),
+    "MAC_ADDRESS": re.compile(r"[0-9A-Fa-f]{2}[:\-.][0-9A-Fa-f]{2}"),
+    "UUID": re.compile(r"[0-9A-Fa-f]{8}-"),
+}
+
+ENTITY_WORDS = {
+    "EMAIL_ADDRESS": "email address",
+    "PHONE_NUMBER": "phone number",
+    "CREDIT_CARD": "credit card number",
+    "IBAN_CODE": "IBAN",
+    "US_SSN": "US social security number",
+    "IP_ADDRESS": "IP address",
+    "CRYPTO": "crypto wallet address",
+    "PERSON": "person name",
+    "LOCATION": "location",
+}
+DEFAULT_SEVERITY = {
+    "CREDIT_CARD": Severity.HIGH,
+    "US_SSN": Severity.HIGH,
+    "IBAN_CODE": Severity.HIGH,
+    "US_PASSPORT": Severity.HIGH,
+    "US_DRIVER_LICENSE": Severity.HIGH,
+    "US_BANK_NUMBER": Severity.HIGH,
+    "MEDICAL_LICENSE": Severity.HIGH,
+}
+# Entities whose value is structural enough that a prefix in the preview helps the reader.
+_PREVIEW_PREFIX = {"IBAN_CODE": 2}
+
+
+class PIIConfigError(ValueError):
+    """The `pii` settings ask for something this installation cannot do (e.g. an NER model not installed)."""
+
+
+def _model_names(nlp_config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(kind, model) pairs an NlpEngineProvider configuration would load."""
+    engine = str(nlp_config.get("nlp_engine_name", ""))
+    pairs: list[tuple[str, str]] = []
+    for model in nlp_config.get("models") or ():
+        name = model.get("model_name") if isinstance(model, Mapping) else None
+        if isinstance(name, Mapping):  # transformers engine: {spacy: ..., transformers: ...}
+            pairs.extend((str(k), str(v)) for k, v in name.items())
+        elif name is not None:
+            pairs.append((engine, str(name)))
+    return pairs
+
+
+def _check_models_installed(nlp_config: Mapping[str, Any]) -> None:
+    """Refuse, with a clear message, a model Presidio would otherwise try to download (or exit on)."""
+    engine = nlp_config.get("nlp_engine_name")
+    if engine == "no_op":
+        return
+    if engine not in ("spacy", "transformers", "stanza"):
+        raise PIIConfigError(f"pii: unknown nlp_engine_name {engine!r}; expected no_op, spacy, transformers or stanza")
+    for kind, model in _model_names(nlp_config):
+        if Path(model).exists():
+            continue
+        if kind == "spacy":
+            import spacy.util
+
+            if not spacy.util.is_package(model):
+                raise PIIConfigError(
+                    f"pii: spaCy model {model!r} is not installed; install its package or give a model "
+                    "directory path (this service never downloads models), or use nlp_engine_name: no_op"
+                )
+        elif kind == "transformers":
+            if importlib.util.find_spec("transformers") is None:
+                raise PIIConfigError("pii: the transformers NLP engine needs the 'transformers' package installed")
+            raise PIIConfigError(
+                f"pii: transformers model {model!r} is not a local directory; download it ahead of time and "
+                "give its path (this service never downloads models)"
+            )
+        else:
+            raise PIIConfigError(f"pii: {kind} model {model!r} is not a local directory")
+    if not _model_names(nlp_config):
+        raise PIIConfigError("pii: nlp_engine needs a non-empty 'models' list")
+
+
+def build_analyzer(nlp_config: Mapping[str, Any], countries: Sequence[str] | None, phone_regions: Sequence[str]):
+    """Build a Presidio AnalyzerEngine once; raises PIIConfigError for models that are not installed."""
+    _check_models_installed(nlp_config)
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    try:
+        nlp_engine = NlpEngineProvider(nlp_configuration=dict(nlp_config)).create_engine()
+    except SystemExit as exc:  # spaCy's downloader exits instead of raising
+        raise PIIConfigError(f"pii: could not load NLP engine {dict(nlp_config)!r} (download refused)") from exc
+    except (OSError, ValueError) as exc:
+        raise PIIConfigError(f"pii: could not load NLP engine: {exc}") from exc
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.load_predefined_recognizers(
+        languages=["en"], nlp_engine=nlp_engine, countries=list(countries) if countries is not None else None
+    )
+    if tuple(phone_regions) != PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS:
+        registry.remove_recognizer("PhoneRecognizer")
+        registry.add_recognizer(PhoneRecognizer(supported_regions=tuple(r.upper() for r in phone_regions)))
+    return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"])
+
+
+def _custom_recognizers(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Operator recognizers in Presidio's own dict shape (patterns or deny_list), e.g. employee ids."""
+    from presidio_analyzer import PatternRecognizer
+
+    recognizers = []
+    for spec in specs:
+        spec = {"supported_language": "en", **spec}
+        spec.setdefault("name", f"custom_{spec.get('supported_entity', 'entity')}")
+        recognizers.append(PatternRecognizer.from_dict(spec))
+    return recognizers
+
+
+class PIIDetector(SegmentDetector):
+    """Settings (all optional):
+
+    entities: [EMAIL_ADDRESS, ...]       Presidio entity names to report
+    score_threshold: 0.4                 minimum Presidio score
+    countries: [us]                      country-specific recognizers to load (Presidio's countries filter)
+    phone_regions: [US, GB, ...]         regions the phone recognizer parses numbers for
+    allow_list: [...]                    values never reported; allow_list_match: exact | regex
+    context: [ssn, ...]                  context words that raise scores (request-level in Presidio)
+    recognizers: [{...}]                 extra PatternRecognizer dicts (supported_entity, patterns/deny_list)
+    severity: {ENTITY: low|medium|high|critical}
+    nlp_engine: {nlp_engine_name: spacy, models: [{lang_code: en, model_name: en_core_web_lg}]}
+    """
+
+    name = "pii"
+    category = Category.PII
+    # The user's own input is theirs to share; what the model emits or sends to tools is what leaks.
+    default_scope = Scope(trust=frozenset({Trust.MODEL}))
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        super().__init__(settings, services)
+        s = self.settings
+        self.entities: tuple[str, ...] = tuple(s.get("entities") or DEFAULT_ENTITIES)
+        self.score_threshold = float(s.get("score_threshold", DEFAULT_SCORE_THRESHOLD))
+        self.allow_list: list[str] = [str(v) for v in s.get("allow_list") or ()]
+        self.allow_list_match: str = s.get("allow_list_match", "exact")
+        if self.allow_list_match not in ("exact", "regex"):
+            raise PIIConfigError("pii: allow_list_match must be 'exact' or 'regex'")
+        self.context: list[str] | None = list(s.get("context") or ()) or None
+        self.severity = {**DEFAULT_SEVERITY, **{k: Severity(v) for k, v in (s.get("severity") or {}).items()}}
+        from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+        self.analyzer = build_analyzer(
+            s.get("nlp_engine") or NO_OP_ENGINE,
+            s.get("countries", ["us"]),
+            s.get("phone_regions") or PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS,
+        )
+        for recognizer in _custom_recognizers(s.get("recognizers") or ()):
+            self.analyzer.registry.add_recognizer(recognizer)
+            self.entities += tuple(e for e in recognizer.supported_entities if e not in self.entities)
+        supported = set(self.analyzer.get_supported_entities("en"))
+        unknown = [e for e in self.entities if e not in supported]
+        if unknown:
+            raise PIIConfigError(
+                f"pii: no recognizer for {unknown} with this configuration (an NER entity needs nlp_engine; "
+                f"a country-specific one needs countries); supported: {sorted(supported)}"
+            )
+        # Entities without a prefilter (NER, custom) are always analyzed.
+        self.always = tuple(e for e in self.entities if e not in MAY_MATCH)
+        self.prefiltered = tuple((e, MAY_MATCH[e]) for e in self.entities if e in MAY_MATCH)
+
+    def candidate_entities(self, text: str) -> list[str]:
+        """The entities that could possibly match `text`; empty means Presidio need not run."""
+        return [*self.always, *(e for e, may in self.prefiltered if may.search(text))]
+
+    def analyze(self, segment: Segment) -> list[Hit]:
+        text = scan_view(segment)
+        entities = self.candidate_entities(text)
+        if not entities:
+            return []
+        results = self.analyzer.analyze(
+            text=text,
+            language="en",
+            entities=entities,
+            score_threshold=self.score_threshold,
+            context=self.context,
+            allow_list=self.allow_list or None,
+            allow_list_match=self.allow_list_match,
+        )
+        return [self._hit(segment, r) for r in _drop_nested(results)]
+
+    def _hit(self, segment: Segment, result: Any) -> Hit:
+        entity = result.entity_type
+        value = segment.text[result.start : result.end]
+        words = ENTITY_WORDS.get(entity, entity.lower().replace("_", " "))
+        evidence: dict[str, Any] = {
+            "entity": entity,
+            "preview": redact(value, _PREVIEW_PREFIX.get(entity, 0)),
+            "length": len(value),
+            "segment_kind": segment.kind.value,
+        }
+        if segment.tool_call is not None:
+            evidence["tool"] = segment.tool_call.name
+        return Hit(
+            message=f"{words} {where(segment)}",
+            start=result.start,
+            end=result.end,
+            severity=self.severity.get(entity, Severity.MEDIUM),
+            score=round(float(result.score), 3),
+            evidence=evidence,
+        )
+
+
+def _drop_nested(results: list[Any]) -> list[Any]:
+    """Keep one result per region: a span inside a longer or stronger one (a URL inside an e-mail) goes."""
+    ordered = sorted(results, key=lambda r: (r.start, -(r.end - r.start), -r.score))
+    kept: list[Any] = []
+    for r in ordered:
+        if kept and r.start < kept[-1].end:
+            continue
+        kept.append(r)
+    return kept

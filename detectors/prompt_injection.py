@@ -1,0 +1,253 @@
+"""`prompt_injection`: instructions planted in untrusted content (tool results, documents).
+
+What an attacker controls reaches the model as tool output or a retrieved document. The rules look for
+text written *to the model* rather than to a human reader: overrides of earlier instructions, chat-template
+markup that fakes a new system or assistant turn, notes addressed to the AI, requests to perform an
+account or data operation for "my" account, exfiltration through an e-mail address or a markdown image
+URL, concealment from the user, and characters a human cannot see (zero-width runs, Unicode tag
+characters, bidi overrides). Every rule is a precompiled regex; a keyword prefilter skips clean text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from guardrails.detector import Scope, SegmentDetector, Services
+from guardrails.exchange import Segment, Trust
+from guardrails.findings import Category, Hit, Severity
+
+FLAGS = re.IGNORECASE | re.MULTILINE
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    pattern: re.Pattern[str]
+    severity: Severity
+    message: str
+
+
+def rule(rule_id: str, pattern: str, severity: Severity, message: str, flags: int = FLAGS) -> Rule:
+    return Rule(rule_id, re.compile(pattern, flags), severity, message)
+
+
+# Shared with `jailbreak`: the canonical "ignore previous instructions" family.
+OVERRIDE_PATTERN = (
+    r"\b(?:ignore|disregard|forget|skip|override|neglect|abandon|drop|bypass)\s+"
+    r"(?:(?:all|any|every|each|the|your|my|of|these|those|that|its|previous|prior|above|earlier|preceding|"
+    r"former|original|initial|existing|old|other|current|given|system|developer)\s+){1,4}"
+    r"(?:instructions?|directions?|directives?|prompts?|rules|guidelines|commands?|context|tasks?|orders|"
+    r"messages?|guidance|constraints|restrictions|programming|conversation|text|content)\b"
+    r"|\b(?:ignore|disregard|forget)\s+(?:everything|all|anything)\s+(?:above|before|previously|prior|"
+    r"you(?:'ve| have) been told|(?:that )?(?:was|you were) (?:said|told))"
+    r"|\b(?:ignore|disregard)\s+the\s+(?:above|previous|preceding)\b"
+)
+
+_EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+_URL = r"(?:https?://|www\.)[^\s'\"<>)]+"
+# Operations an agent performs with tools on the user's behalf: the verbs of injected task requests.
+_ACTION_VERBS = (
+    r"transfer|deposit|withdraw|pay|sell|buy|purchase|grant|revoke|unlock|delete|remove|erase|wipe|destroy|"
+    r"disable|deactivate|turn\s+off|share|send|e-?mail|forward|upload|post|publish|move|copy|update|change|"
+    r"modify|reset|create|add|install|run|execute|retrieve|retrive|fetch|list|get|find|search|access|"
+    r"download|schedule|dispatch|redirect|leave|give|fill|guide|generate|invite|book|cancel|approve|"
+    r"grant|set|export|open|close|block|whitelist|allow|enable|provide|read|check|look\s+up|give"
+)
+_REQUEST_OPENER = (
+    r"(?:please|kindly|pls|can\s+you|could\s+you|would\s+you|will\s+you|you\s+(?:must|should|need\s+to|"
+    r"have\s+to|are\s+(?:required|instructed)\s+to)|i\s+need\s+you\s+to|i\s+want\s+you\s+to|"
+    r"make\s+sure\s+(?:to|you)|be\s+sure\s+to|remember\s+to|"
+    r"(?:first|now|next|then|also|finally|immediately|afterwards?)\s*,?\s*(?:please\s+)?)"
+)
+# A sentence, or a quoted field value, starts here.
+_SENTENCE_START = r"(?:^|(?<=[.!?;:,\n'\"|>\[{(`*])|(?<=\\n))[ \t]*"
+_AGENT_REQUEST = re.compile(
+    _SENTENCE_START + r"(?P<opener>" + _REQUEST_OPENER + r"\s*(?:also\s+|then\s+|go\s+ahead\s+and\s+)?)?"
+    r"(?P<verb>" + _ACTION_VERBS + r")\b(?P<rest>(?:[^.!?\n]|[.!?](?![\s'\"]|$)){0,240})",
+    FLAGS,
+)
+# What makes a request concrete: the requester's own assets, a destination address, credentials.
+_TARGET = re.compile(
+    r"\bmy\b|" + _EMAIL + "|" + _URL + r"|\b(?:password|passwords|credentials?|api[\s_-]?keys?|"
+    r"tokens?|account|accounts|bank|payment|\$\s?\d|\d+\s?(?:usd|btc|bitcoin|eth)|the\s+user'?s?)\b",
+    re.IGNORECASE,
+)
+_EXFIL_TO = re.compile(
+    r"\b(?:send|e-?mail|forward|share|upload|post|transmit|leak|copy|exfiltrate|deliver)\b[^.!?\n]{0,160}?"
+    r"\bto\b[^.!?\n]{0,40}?(?:" + _EMAIL + "|" + _URL + ")",
+    FLAGS,
+)
+
+_PLACEHOLDER = r"(?:\{\{?[^}\s]{1,40}\}\}?|\[[A-Z_]{3,40}\]|\$[A-Za-z_]{3,40}|%s|<[a-z_]{3,40}>)"
+RULES: tuple[Rule, ...] = (
+    rule("override_instructions", OVERRIDE_PATTERN, Severity.HIGH,
+         "instruction to ignore or override earlier instructions"),
+    rule("new_instructions",
+         r"\b(?:new|updated|revised|real|actual|true|additional|secret|hidden)\s+"
+         r"(?:instructions?|task|objective|directive|orders?|system\s+prompt)\s*[:\-]"
+         r"|\byour\s+(?:new|real|actual|true|only)\s+(?:task|goal|objective|instructions?|purpose|job)\b",
+         Severity.HIGH, "text announcing new instructions for the model"),
+    rule("role_hijack",
+         r"\byou\s+are\s+now\s+(?:a|an|the|in|my|no\s+longer)\b|\bfrom\s+now\s+on,?\s+(?:you|the\s+assistant|"
+         r"the\s+ai)\b|\byour\s+new\s+(?:role|persona|identity|name)\b|\bswitch\s+(?:to|into)\s+\w+\s+mode\b|"
+         r"\benter(?:ing)?\s+(?:developer|debug|admin|god|unrestricted|maintenance)\s+mode\b",
+         Severity.HIGH, "attempt to reassign the model's role"),
+    rule("chat_markup",
+         r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id|"
+         r"begin_of_text|channel|message|start|end)\|>|\[/?INST\]|<</?SYS>>|</?(?:system|system_prompt)>|"
+         r"</(?:tool_response|tool_result|function_results?|observation|document|search_results?)>|"
+         r"^[ \t]*#{0,3}[ \t]*(?:system|assistant)[ \t]*:[ \t]*\S",
+         Severity.HIGH, "chat-template markup faking a new system or assistant turn"),
+    rule("addressed_to_model",
+         r"\b(?:note|message|instructions?|attention|reminder|memo|directive|notice)\s+(?:to|for)\s+(?:the\s+|all\s+|"
+         r"any\s+)?(?:ai|assistant|llm|language\s+model|agent|chatbot|bot|model|gpt|chatgpt|claude|gemini)s?\b"
+         r"|\b(?:dear|hey|hi|hello|attention|attn)\s*,?\s+(?:ai|assistant|agent|chatgpt|claude|gemini|llm|"
+         r"bot|language\s+model)\b"
+         r"|\bif\s+you\s+are\s+(?:an?\s+)?(?:ai|llm|language\s+model|assistant|agent|chatbot|bot)\b"
+         r"|\b(?:ai|llm)\s+(?:assistant|agent|model)s?\s*(?:,|:)\s*(?:you\s+)?(?:must|should|please|need)\b",
+         Severity.HIGH, "text addressed to the AI model"),
+    rule("system_prompt_probe",
+         r"\b(?:reveal|print|repeat|output|show|leak|disclose|display|write\s+out|tell\s+(?:me|us))\s+"
+         r"(?:\w+\s+){0,3}?(?:your|the)\s+(?:system\s+prompt|initial\s+prompt|hidden\s+prompt|"
+         r"original\s+instructions|system\s+instructions|instructions\s+above|secret\s+instructions)\b",
+         Severity.HIGH, "request to reveal the system prompt"),
+    rule("concealment",
+         r"\b(?:do\s+not|don't|never|without)\s+(?:tell(?:ing)?|inform(?:ing)?|mention(?:ing)?|reveal(?:ing)?|"
+         r"notify(?:ing)?|alert(?:ing)?|ask(?:ing)?|let(?:ting)?|show(?:ing)?)\s+(?:this\s+to\s+)?"
+         r"(?:the\s+)?(?:user|human|owner|operator)\b"
+         r"|\bthe\s+(?:user|human)\s+(?:must|should|need)\s+(?:not|never)\s+(?:know|find\s+out|be\s+told|see)\b",
+         Severity.HIGH, "instruction to hide an action from the user"),
+    rule("markdown_image_exfiltration",
+         r"!\[[^\]\n]{0,200}\]\(\s*<?(?:https?:)?//[^\s)]*(?:" + _PLACEHOLDER + r"|[?&=/][A-Za-z0-9+/_-]{40,})",
+         Severity.HIGH, "markdown image whose URL carries data or a placeholder to fill (exfiltration)"),
+    rule("url_placeholder_exfiltration",
+         r"(?:https?:)?//[^\s)\"'<>]*\?[^\s)\"'<>]*=\s*" + _PLACEHOLDER,
+         Severity.HIGH, "URL with a query parameter to be filled with data (exfiltration)", re.MULTILINE),
+    rule("render_instruction",
+         r"\b(?:render|display|include|embed|insert|output|append)\s+(?:this|the\s+following|an?|the)\s+"
+         r"(?:markdown\s+|html\s+)?(?:image|picture|img|pixel|link)\b[^.\n]{0,80}(?:https?://|!\[)",
+         Severity.MEDIUM, "instruction to render an image or link"),
+    rule("hidden_html",
+         r"<[a-z][^>]{0,200}style\s*=\s*[\"'][^\"']*(?:display\s*:\s*none|visibility\s*:\s*hidden|"
+         r"font-size\s*:\s*0(?:px)?\s*[;\"']|opacity\s*:\s*0\s*[;\"'])",
+         Severity.MEDIUM, "HTML element styled to be invisible"),
+)
+
+_HIDDEN_CHARS = re.compile(
+    r"[\U000E0000-\U000E007F]+|[\u202A-\u202E\u2066-\u2069]|[\u200B-\u200F\u2060-\u2064\uFEFF\u180E]{2,}"
+)
+# Black flag + tag letters + cancel tag is how subdivision flags (England, Scotland, Wales) are spelled.
+_FLAG_SEQUENCE = re.compile("\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F")
+_PREFILTER = re.compile(
+    r"ignore|disregard|forget|override|instruction|prompt|you\s+are|from\s+now|role|persona|mode\b|"
+    r"<\||\[/?inst|<<sys|</|system|assistant|note|message|attention|dear|hey|hi\b|hello|if\s+you|"
+    r"\bai\b|llm|reveal|tell|mention|never|without|the\s+user|!\[|//|render|display|style|please|"
+    r"kindly|you\b|@|\bmy\b|\bme\b|^[ \t]*[a-z]",
+    FLAGS,
+)
+
+
+class PromptInjectionDetector(SegmentDetector):
+    """Flags instructions aimed at the model inside tool results and documents.
+
+    Settings: `disabled_rules` (list of rule ids), `max_hits` (per segment, default 20),
+    `agent_requests` (default true: flag task requests like "Please transfer $500 from my account").
+    """
+
+    name = "prompt_injection"
+    category = Category.PROMPT_INJECTION
+    default_scope = Scope(trust=frozenset({Trust.UNTRUSTED}))
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        super().__init__(settings, services)
+        disabled = set(self.settings.get("disabled_rules") or ())
+        unknown = disabled - {r.id for r in RULES} - {"agent_request", "exfiltration_address", "hidden_text"}
+        if unknown:
+            raise ValueError(f"prompt_injection: unknown rule ids in disabled_rules: {sorted(unknown)}")
+        self.rules = tuple(r for r in RULES if r.id not in disabled)
+        self.check_requests = bool(self.settings.get("agent_requests", True)) and "agent_request" not in disabled
+        self.check_exfil = "exfiltration_address" not in disabled
+        self.check_hidden = "hidden_text" not in disabled
+        self.max_hits = int(self.settings.get("max_hits", 20))
+
+    def analyze(self, segment: Segment) -> list[Hit]:
+        text = segment.text
+        hits: list[Hit] = []
+        if self.check_hidden and not text.isascii():
+            hits.extend(hidden_text_hits(text))
+        if _PREFILTER.search(text):
+            for r in self.rules:
+                for m in r.pattern.finditer(text):
+                    hits.append(_hit(r.id, r.message, r.severity, m.start(), m.end(), m.group()))
+            if self.check_exfil:
+                for m in _EXFIL_TO.finditer(text):
+                    hits.append(_hit("exfiltration_address", "instruction to send data to an address",
+                                     Severity.HIGH, m.start(), m.end(), m.group()))
+            if self.check_requests:
+                hits.extend(agent_request_hits(text))
+        hits.sort(key=lambda h: (h.start or 0, h.end or 0))
+        return _dedupe(hits)[: self.max_hits]
+
+
+def agent_request_hits(text: str) -> list[Hit]:
+    """Task requests aimed at an agent: an operation verb opening a sentence, with a concrete target."""
+    hits = []
+    for m in _AGENT_REQUEST.finditer(text):
+        rest = m.group("rest")
+        if not _TARGET.search(rest):
+            continue
+        # A bare imperative ("Update your browser") is common in web pages; require a request opener or a
+        # first-person asset, which is how a planted request speaks on the user's behalf.
+        if not m.group("opener") and not re.search(r"\bmy\b|" + _EMAIL, rest, re.IGNORECASE):
+            continue
+        start = m.start("opener") if m.group("opener") else m.start("verb")
+        hits.append(_hit("agent_request", "request for an agent action planted in untrusted content",
+                         Severity.MEDIUM, start, m.end(), text[start:m.end()]))
+    return hits
+
+
+def hidden_text_hits(text: str) -> list[Hit]:
+    flags = [(m.start(), m.end()) for m in _FLAG_SEQUENCE.finditer(text)]
+    hits = []
+    for m in _HIDDEN_CHARS.finditer(text):
+        if any(s <= m.start() < e for s, e in flags):
+            continue
+        first = ord(m.group()[0])
+        if first >= 0xE0000:
+            decoded = "".join(chr(ord(c) - 0xE0000) for c in m.group() if 0xE0020 <= ord(c) <= 0xE007E)
+            hits.append(_hit("unicode_tags", "invisible Unicode tag characters (hidden text)", Severity.HIGH,
+                             m.start(), m.end(), decoded))
+        elif 0x202A <= first <= 0x202E or 0x2066 <= first <= 0x2069:
+            hits.append(_hit("bidi_override", "bidirectional override character (text shown reordered)",
+                             Severity.MEDIUM, m.start(), m.end(), f"U+{first:04X}"))
+        else:
+            hits.append(_hit("zero_width", "run of zero-width characters (hidden content)", Severity.MEDIUM,
+                             m.start(), m.end(), f"{len(m.group())} characters"))
+    return hits
+
+
+def _hit(rule_id: str, message: str, severity: Severity, start: int, end: int, matched: str) -> Hit:
+    score = 0.9 if severity is Severity.HIGH else 0.6
+    return Hit(message=message, start=start, end=end, severity=severity, score=score,
+               evidence={"rule": rule_id, "matched": matched[:200]})
+
+
+def _dedupe(hits: list[Hit]) -> list[Hit]:
+    """Drop a hit wholly inside a stronger (or equal, earlier) hit of another rule."""
+    kept: list[Hit] = []
+    for h in hits:
+        covered = any(
+            k.start is not None and h.start is not None and k.start <= h.start and (h.end or 0) <= (k.end or 0)
+            and _rank(k) >= _rank(h)
+            for k in kept
+        )
+        if not covered:
+            kept.append(h)
+    return kept
+
+
+def _rank(hit: Hit) -> int:
+    return {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}[hit.severity]

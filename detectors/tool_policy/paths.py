@@ -1,0 +1,81 @@
+"""Filesystem paths: traversal, sensitive files, allowed roots."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from detectors.tool_policy.base import Violation, string_list
+from guardrails.findings import Severity
+
+# Files whose reading or writing is a credential leak or a takeover, wherever they sit.
+SENSITIVE_PATH = re.compile(
+    r"""(?ix)
+    (?:^|/)\.ssh(?:/|$) | (?:^|/)id_(?:rsa|dsa|ecdsa|ed25519)(?:\.pub)?$ | (?:^|/)authorized_keys$
+    | ^/etc/(?:shadow|gshadow|sudoers(?:\.d)?|passwd|master\.passwd|security/opasswd)(?:/|$)
+    | ^/etc/ssl/private(?:/|$) | ^/root(?:/|$) | ^/var/run/secrets(?:/|$) | ^/run/secrets(?:/|$)
+    | ^/proc/(?:self|\d+)/(?:environ|mem|maps|cmdline)$ | ^/dev/(?:sd[a-z]|nvme\d|hd[a-z]|mem|kmem)
+    | (?:^|/)\.aws/(?:credentials|config)$ | (?:^|/)\.kube/config$ | (?:^|/)\.docker/config\.json$
+    | (?:^|/)\.config/gcloud(?:/|$) | (?:^|/)\.azure(?:/|$) | (?:^|/)\.gnupg(?:/|$)
+    | (?:^|/)\.(?:env(?:\.[\w.-]+)?|netrc|pgpass|git-credentials|npmrc|pypirc|bash_history|zsh_history|my\.cnf)$
+    | \.(?:pem|key|p12|pfx|kdbx|keystore|jks)$
+    """
+)
+ENCODED_TRAVERSAL = re.compile(r"(?i)%2e%2e|%252e|\.\.%2f|%2f\.\.|\.\.%5c|%c0%ae")
+
+
+class PathRule:
+    """`{type: path, allowed_roots: [...], deny: [regex...], sensitive: true, traversal: true}`."""
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        settings = settings or {}
+        self.roots = [_normalize(r).rstrip("/") or "/" for r in string_list(settings, "allowed_roots")]
+        self.deny = [re.compile(p) for p in string_list(settings, "deny")]
+        self.sensitive = bool(settings.get("sensitive", True))
+        self.traversal = bool(settings.get("traversal", True))
+
+    def check(self, value: Any) -> list[Violation]:
+        if not isinstance(value, str) or not value or len(value) > 4096:
+            return []
+        out: list[Violation] = []
+        path = _normalize(value)
+        if "\x00" in value:
+            out.append(Violation("path.null_byte", "path contains a NUL byte", Severity.HIGH))
+        if self.traversal and (ENCODED_TRAVERSAL.search(value) or ".." in path.split("/")):
+            resolved = posixpath.normpath(path)
+            escapes = resolved == ".." or resolved.startswith("../") or bool(ENCODED_TRAVERSAL.search(value))
+            out.append(Violation("path.traversal", f"path traversal in {value!r}",
+                                 Severity.HIGH if escapes or self.roots else Severity.MEDIUM))
+        resolved = posixpath.normpath(path) if path else path
+        if self.sensitive and is_sensitive(resolved):
+            out.append(Violation("path.sensitive", f"sensitive file {value!r}", Severity.HIGH))
+        if self.roots and not _under_roots(resolved, self.roots):
+            out.append(Violation("path.outside_roots", f"{value!r} is outside the allowed roots {self.roots}",
+                                 Severity.HIGH))
+        out.extend(Violation("path.denied", f"{value!r} matches denied pattern {p.pattern!r}", Severity.HIGH)
+                   for p in self.deny if p.search(resolved))
+        return out
+
+
+def is_sensitive(path: str) -> bool:
+    return bool(SENSITIVE_PATH.search(path))
+
+
+def _normalize(value: str) -> str:
+    """Forward slashes, `~`/`$HOME` kept as a home marker, percent-decoding for traversal tricks."""
+    path = unquote(value.strip()).replace("\\", "/")
+    if re.match(r"^[a-zA-Z]:/", path):
+        path = path[2:]
+    for home in ("$HOME", "${HOME}"):
+        if path.startswith(home):
+            path = "~" + path[len(home):]
+    return path
+
+
+def _under_roots(path: str, roots: list[str]) -> bool:
+    if not path.startswith(("/", "~")):
+        return not (path == ".." or path.startswith("../"))  # relative: resolved inside the working root
+    return any(root == "/" or path == root or path.startswith(root + "/") for root in roots)

@@ -1,0 +1,154 @@
+"""Map logprob tokens onto the exchange: which tokens made which segment, tool name and argument value.
+
+vLLM's logprobs cover the raw generation (reasoning markers, tool markup, JSON keys...), not the parsed
+fields (shared/reference/vllm.md §1.5). We find each parsed text in the rebuilt token text, in generation
+order, and keep the token range it covers. Tool arguments are matched value by value: parsers re-serialize
+the JSON (hermes, harmony) or render XML (qwen3_coder), so the argument string as a whole rarely appears
+verbatim, but its values do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from guardrails.exchange import Location, Segment, SegmentKind
+from guardrails.logprobs.jsonspans import leaves
+from guardrails.logprobs.tokens import TokenStream
+from guardrails.pointer import join
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A piece of the exchange (a segment, a tool name or an argument value) and the tokens that made it."""
+
+    kind: str  # "segment" | "tool_name" | "argument"
+    segment: Segment
+    token_start: int
+    token_end: int
+    text_start: int  # char range in the stream's text
+    text_end: int
+    local_start: int  # char range in the unit's own string (segment text, or the tool name)
+    local_end: int
+    exact: bool = True  # the stream text equals the unit's string char for char
+    path: tuple[str | int, ...] = ()  # argument path inside the arguments object
+
+    @property
+    def label(self) -> str:
+        if self.kind == "argument":
+            return "/".join(str(p) for p in self.path)
+        return self.kind if self.kind != "segment" else self.segment.kind.value
+
+    def locate(self, text_start: int, text_end: int) -> Location:
+        """Body location of a char range of the stream text inside this unit."""
+        if not self.exact:
+            text_start, text_end = self.text_start, self.text_end
+        a = self.local_start + max(0, text_start - self.text_start)
+        b = self.local_start + min(self.text_end, text_end) - self.text_start
+        call = self.segment.tool_call
+        if self.kind == "tool_name" and call is not None:
+            return Location(call.name_pointer, call.name_offset + a, call.name_offset + b)
+        if self.kind == "argument" and call is not None and call.arguments_is_object:
+            # Anthropic/Gemini carry arguments as an object: point at the value itself.
+            pointer = join(call.arguments_pointer, *self.path)
+            if self.local_start == 0 and isinstance(_value_at(call.arguments, self.path), str):
+                return Location(pointer, a, b)
+            return Location(pointer)
+        return self.segment.locate(a, b)
+
+
+def align(stream: TokenStream, segments: Sequence[Segment]) -> list[Unit]:
+    """Units for the segments found in the stream, searched in the order given (generation order)."""
+    text = stream.text
+    units: list[Unit] = []
+    cursor = 0
+    for segment in segments:
+        if segment.kind is SegmentKind.TOOL_CALL:
+            cursor = _align_call(stream, segment, cursor, units)
+            continue
+        found = _find(text, segment.text, cursor)
+        if found is None:
+            continue
+        start, offset, length = found
+        units.append(_unit(stream, "segment", segment, start, start + length, offset, offset + length))
+        cursor = start + length
+    return units
+
+
+def _find(text: str, needle: str, cursor: int) -> tuple[int, int, int] | None:
+    """(position in text, offset in needle, length) of needle, or of needle without surrounding whitespace."""
+    if not needle:
+        return None
+    at = text.find(needle, cursor)
+    if at >= 0:
+        return at, 0, len(needle)
+    core = needle.strip()
+    if core:
+        at = text.find(core, cursor)
+        if at >= 0:
+            return at, needle.index(core), len(core)
+    at = text.find(needle)  # out of order (a parser moved text after the calls)
+    return (at, 0, len(needle)) if at >= 0 else None
+
+
+def _align_call(stream: TokenStream, segment: Segment, cursor: int, units: list[Unit]) -> int:
+    call = segment.tool_call
+    if call is None:
+        return cursor
+    text = stream.text
+    name_at = text.find(call.name, cursor) if call.name else -1
+    if name_at >= 0:
+        units.append(_unit(stream, "tool_name", segment, name_at, name_at + len(call.name), 0, len(call.name)))
+        cursor = name_at + len(call.name)
+    raw = call.arguments_raw
+    whole = text.find(raw, cursor) if len(raw) > 2 else -1
+    position = cursor
+    first = last = -1
+    for leaf in leaves(raw):
+        form = raw[leaf.start:leaf.end]
+        at, exact = (text.find(form, position), True) if form else (-1, True)
+        if at < 0 and leaf.is_string and isinstance(leaf.value, str) and leaf.value and leaf.value != form:
+            form = leaf.value  # XML-style parsers put the decoded value in the text
+            at, exact = text.find(form, position), len(form) == leaf.end - leaf.start
+        if at < 0:
+            continue
+        local_start, local_end = (leaf.start, leaf.end) if not call.arguments_is_object else (0, len(form))
+        units.append(_unit(stream, "argument", segment, at, at + len(form), local_start, local_end, exact,
+                           leaf.path))
+        first = at if first < 0 else first
+        last = at + len(form)
+        position = last
+    if whole >= 0:
+        units.append(_unit(stream, "segment", segment, whole, whole + len(raw), 0, len(raw)))
+        return max(position, whole + len(raw))
+    if first >= 0:
+        units.append(_unit(stream, "segment", segment, first, last, 0, len(raw), exact=False))
+    return position
+
+
+def _unit(
+    stream: TokenStream,
+    kind: str,
+    segment: Segment,
+    text_start: int,
+    text_end: int,
+    local_start: int,
+    local_end: int,
+    exact: bool = True,
+    path: tuple[str | int, ...] = (),
+) -> Unit:
+    # Tokens overlapping [text_start, text_end): spans are sorted, so two binary searches suffice.
+    first = int(np.searchsorted(stream.ends, text_start, side="right"))
+    last = int(np.searchsorted(stream.starts, text_end, side="left"))
+    return Unit(kind, segment, first, max(first, last), text_start, text_end, local_start, local_end, exact, path)
+
+
+def _value_at(value: object, path: tuple[str | int, ...]) -> object:
+    for key in path:
+        try:
+            value = value[key]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value

@@ -1,0 +1,185 @@
+"""Read every logprob container vLLM returns into one flat, numpy-backed token stream.
+
+A `TokenStream` is the generated (or scored) text rebuilt from the tokens, each token's character span in
+that text, its logprob and its alternatives. Shapes (see shared/reference/vllm.md §1):
+
+* "chat" / "responses": list of {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}
+* "completions": {tokens, token_logprobs, top_logprobs: [{token: logprob} | null], text_offset}
+* "prompt": vLLM prompt_logprobs, [null, {"<id>": {logprob, rank, decoded_token}}, ...]
+
+Text is rebuilt from UTF-8 bytes where a token's string cannot be trusted (a multi-byte character split
+across tokens decodes to U+FFFD), so character offsets stay exact. Tokens returned as "token_id:N"
+(`return_tokens_as_token_ids`) carry no text; an optional id -> text map fills them in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+MASKED = -9999.0  # vLLM clamps -inf (masked or impossible) to this value
+TOKEN_ID = re.compile(r"token_id:(\d+)\Z")
+REPLACEMENT = "\ufffd"
+
+_token = itemgetter("token")
+_logprob = itemgetter("logprob")
+_top = itemgetter("top_logprobs")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStream:
+    """Tokens of one generation (or one scored prompt) in order."""
+
+    text: str  # the rebuilt text
+    starts: np.ndarray  # int64 (n,): character span of each token in `text`
+    ends: np.ndarray
+    logprobs: np.ndarray  # float64 (n,); NaN where the API gave none (first prompt token)
+    alternatives: np.ndarray  # float64 (n, k), NaN-padded, in the API's (unsorted) order
+    tokens: tuple[str, ...]  # token strings as returned
+    unresolved_ids: int = 0  # "token_id:N" tokens we had no text for
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def read_source(shape: str, data: Any, id_text: Mapping[int, str] | None = None) -> TokenStream:
+    """One source container -> a token stream."""
+    if shape in ("chat", "responses"):
+        return read_chat([data], id_text)
+    if shape == "completions":
+        return read_completions(data)
+    if shape == "prompt":
+        return read_prompt(data)
+    raise ValueError(f"unknown logprob source shape {shape!r}")
+
+
+def read_chat(parts: Sequence[Sequence[Mapping[str, Any]]], id_text: Mapping[int, str] | None = None) -> TokenStream:
+    """Chat-shaped logprob lists, concatenated in order (a stream gives one list per chunk)."""
+    entries = list(chain.from_iterable(parts)) if len(parts) != 1 else list(parts[0])
+    tokens = list(map(_token, entries))
+    logprobs = np.array(list(map(_logprob, entries)), dtype=np.float64)
+    tops = list(map(_top, entries))
+    alternatives = _pad([list(map(_logprob, top)) for top in tops], len(entries))
+    text, starts, ends, unresolved = _rebuild(tokens, entries, id_text)
+    return TokenStream(text, starts, ends, logprobs, alternatives, tuple(tokens), unresolved)
+
+
+def read_completions(data: Mapping[str, Any]) -> TokenStream:
+    tokens = list(data.get("tokens") or ())
+    n = len(tokens)
+    raw = data.get("token_logprobs") or [None] * n
+    logprobs = np.array([np.nan if v is None else v for v in raw], dtype=np.float64)
+    tops = data.get("top_logprobs") or [None] * n
+    alternatives = _pad([list(top.values()) if top else [] for top in tops], n)
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    text = "".join(tokens)
+    offsets = data.get("text_offset")
+    if offsets and len(offsets) == n and REPLACEMENT in text:
+        # vLLM's offsets index the real text; a split character shows as U+FFFD in each token's string.
+        starts = np.array(offsets, dtype=np.int64)
+        ends = np.append(starts[1:], starts[-1] + lengths[-1]) if n else starts
+        chars = [""] * int(ends[-1] if n else 0)
+        for token, s in zip(tokens, starts.tolist(), strict=True):
+            for j, ch in enumerate(token):
+                if s + j < len(chars) and (not chars[s + j] or chars[s + j] == REPLACEMENT):
+                    chars[s + j] = ch
+        text = "".join(chars)
+    return TokenStream(text, starts, ends, logprobs, alternatives, tuple(tokens))
+
+
+def read_prompt(data: Sequence[Any]) -> TokenStream:
+    """vLLM prompt_logprobs: the actual token is the entry's first item; the first entry is null."""
+    tokens: list[str] = []
+    logprobs: list[float] = []
+    alts: list[list[float]] = []
+    for entry in data:
+        if not entry:
+            tokens.append("")
+            logprobs.append(np.nan)
+            alts.append([])
+            continue
+        items = list(entry.values())
+        first = items[0]
+        tokens.append(first.get("decoded_token") or "")
+        logprobs.append(first.get("logprob", np.nan))
+        alts.append([item.get("logprob", np.nan) for item in items])
+    n = len(tokens)
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
+    ends = np.cumsum(lengths)
+    return TokenStream("".join(tokens), ends - lengths, ends, np.array(logprobs, dtype=np.float64),
+                       _pad(alts, n), tuple(tokens))
+
+
+def _pad(rows: list[list[float]], n: int) -> np.ndarray:
+    """Ragged alternatives -> (n, k) float array padded with NaN (k or k+1 entries per row is normal)."""
+    if not n:
+        return np.empty((0, 0), dtype=np.float64)
+    widths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+    k = int(widths.max())
+    if k == 0:
+        return np.full((n, 0), np.nan)
+    flat = np.array(list(chain.from_iterable(rows)), dtype=np.float64)
+    if int(widths.min()) == k:
+        return flat.reshape(n, k)
+    out = np.full((n, k), np.nan)
+    row = np.repeat(np.arange(n), widths)
+    col = np.arange(flat.size) - np.repeat(np.cumsum(widths) - widths, widths)
+    out[row, col] = flat
+    return out
+
+
+def _rebuild(
+    tokens: list[str], entries: list[Mapping[str, Any]], id_text: Mapping[int, str] | None
+) -> tuple[str, np.ndarray, np.ndarray, int]:
+    """The text of chat-shaped tokens and each token's character span in it."""
+    n = len(tokens)
+    joined = "".join(tokens)
+    if REPLACEMENT not in joined and "token_id:" not in joined:
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
+        ends = np.cumsum(lengths)
+        return joined, ends - lengths, ends, 0
+    # Slow path: rebuild from bytes so characters split across tokens come out whole.
+    chunks: list[bytes] = []
+    unresolved = 0
+    for token, entry in zip(tokens, entries, strict=True):
+        match = TOKEN_ID.match(token)
+        if match:
+            text = (id_text or {}).get(int(match.group(1)))
+            unresolved += text is None
+            chunks.append((text or "").encode())
+        elif entry.get("bytes") is not None:
+            chunks.append(bytes(entry["bytes"]))
+        else:
+            chunks.append(token.encode("utf-8", "replace"))
+    return (*_byte_spans(chunks), unresolved)
+
+
+def _byte_spans(chunks: list[bytes]) -> tuple[str, np.ndarray, np.ndarray]:
+    buffer = b"".join(chunks)
+    text = buffer.decode("utf-8", "replace")
+    raw = np.frombuffer(buffer, dtype=np.uint8)
+    lead = (raw & 0xC0) != 0x80  # bytes that start a character
+    char_before = np.concatenate(([0], np.cumsum(lead)))  # characters that start before each byte offset
+    lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+    byte_ends = np.cumsum(lengths)
+    byte_starts = byte_ends - lengths
+    if int(char_before[-1]) != len(text):  # invalid UTF-8: offsets would drift, fall back to per-token
+        pieces = [c.decode("utf-8", "replace") for c in chunks]
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        ends = np.cumsum(lengths)
+        return "".join(pieces), ends - lengths, ends
+    starts = char_before[byte_starts]
+    # A token that begins inside a character shares that character with the token before it.
+    inside = np.zeros(len(chunks), dtype=bool)
+    nonempty = lengths > 0
+    inside[nonempty] = ~lead[byte_starts[nonempty]]
+    starts = starts - inside
+    return text, starts.astype(np.int64), char_before[byte_ends].astype(np.int64)

@@ -1,0 +1,150 @@
+"""The engine: detectors run under the policy, failures become findings, history is cached."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from guardrails.adapters import read_exchange
+from guardrails.detector import Detector, DetectorRegistry, ScanContext, Scope, SegmentDetector
+from guardrails.engine import Engine
+from guardrails.exchange import Exchange, Segment, SegmentKind
+from guardrails.findings import Action, Category, Finding, Hit, Severity
+from guardrails.pointer import resolve
+from guardrails.policy import PolicyError, load_policy
+
+REQUEST = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+}
+
+
+def response_calling(name: str) -> dict:
+    return {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": name, "arguments": "{}"}}]}}]}
+
+
+class Boom(Detector):
+    name = "boom"
+    category = Category.CUSTOM
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        raise RuntimeError("kaput")
+
+
+class Slow(Detector):
+    name = "slow"
+    category = Category.CUSTOM
+    io_bound = True
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        await asyncio.sleep(5)
+        return []
+
+
+class CountingWords(SegmentDetector):
+    """Flags the word 'Paris' and counts how often it had to look at a segment."""
+
+    name = "counting"
+    category = Category.CONTENT
+    default_scope = Scope(kinds=frozenset({SegmentKind.USER}))
+    calls: ClassVar[list[str]] = []
+
+    def analyze(self, segment: Segment) -> list[Hit]:
+        CountingWords.calls.append(segment.text)
+        at = segment.text.find("Paris")
+        return [Hit("Paris mentioned", at, at + 5, Severity.MEDIUM)] if at >= 0 else []
+
+
+def make_policy(tmp_path: Path, yaml_text: str):
+    bundle = tmp_path / "p"
+    bundle.mkdir(exist_ok=True)
+    (bundle / "config.yml").write_text(yaml_text)
+    return load_policy(bundle)
+
+
+def registry() -> DetectorRegistry:
+    reg = DetectorRegistry.from_entry_points()
+    for cls in (Boom, Slow, CountingWords):
+        reg.register(cls)
+    return reg
+
+
+def test_undeclared_tool_blocks_and_points_at_the_name(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "detectors:\n  tool_undeclared: {}\n")
+    body = {"request": REQUEST, "response": response_calling("delete_files")}
+    result = asyncio.run(Engine(policy, registry()).run(read_exchange(body["request"], body["response"])))
+    assert result.verdict is Action.BLOCK
+    [finding] = result.findings
+    assert finding.category is Category.TOOL_UNDECLARED
+    assert resolve(body, finding.pointer)[finding.start:finding.end] == "delete_files"
+
+
+def test_declared_tool_is_allowed(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "detectors:\n  tool_undeclared: {}\n")
+    result = asyncio.run(Engine(policy, registry()).run(read_exchange(REQUEST, response_calling("get_weather"))))
+    assert result.verdict is Action.ALLOW
+    assert result.findings == []
+
+
+def test_policy_action_overrides_severity_default(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "detectors:\n  tool_undeclared: {action: warn}\n")
+    result = asyncio.run(Engine(policy, registry()).run(read_exchange(REQUEST, response_calling("rm"))))
+    assert result.verdict is Action.WARN
+
+
+def test_failing_detector_becomes_a_detector_error_finding(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "on_detector_error: block\ndetectors:\n  boom: {}\n  tool_undeclared: {}\n")
+    result = asyncio.run(Engine(policy, registry()).run(read_exchange(REQUEST, response_calling("get_weather"))))
+    [error] = result.findings
+    assert error.category is Category.DETECTOR_ERROR
+    assert "kaput" in error.message
+    assert error.action is Action.BLOCK
+    assert result.verdict is Action.BLOCK
+
+
+def test_io_bound_detector_times_out_into_a_finding(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "detectors:\n  slow: {timeout_ms: 50}\n")
+    result = asyncio.run(Engine(policy, registry()).run(read_exchange(REQUEST, None)))
+    [error] = result.findings
+    assert error.category is Category.DETECTOR_ERROR and "timed out" in error.message
+    assert error.action is Action.WARN  # the default on_detector_error
+
+
+def test_history_is_analyzed_once_per_content(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "detectors:\n  counting: {}\n")
+    engine = Engine(policy, registry())
+    CountingWords.calls.clear()
+    history = [{"role": "user", "content": f"turn {i} about Paris"} for i in range(10)]
+    first = asyncio.run(engine.run(read_exchange({"messages": history}, None)))
+    assert len(first.findings) == 10
+    assert len(CountingWords.calls) == 10
+    history.append({"role": "user", "content": "and Rome?"})
+    second = asyncio.run(engine.run(read_exchange({"messages": history}, None)))
+    assert len(second.findings) == 10
+    assert CountingWords.calls[10:] == ["and Rome?"]  # only the new turn was analyzed
+    body = {"request": {"messages": history}}
+    for f in second.findings:
+        assert resolve(body, f.pointer)[f.start:f.end] == "Paris"
+
+
+def test_scope_from_policy_overrides_default(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "detectors:\n  counting:\n    applies_to: {kinds: [system]}\n")
+    messages = [{"role": "system", "content": "Paris office"}, {"role": "user", "content": "Paris?"}]
+    result = asyncio.run(Engine(policy, registry()).run(read_exchange({"messages": messages}, None)))
+    assert [f.pointer for f in result.findings] == ["/request/messages/0/content"]
+
+
+def test_unknown_detector_in_policy_is_a_policy_error(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "detectors:\n  no_such_detector: {}\n")
+    with pytest.raises(PolicyError, match="no_such_detector"):
+        Engine(policy, registry())
+
+
+def test_detectors_are_discovered_through_entry_points() -> None:
+    assert "tool_undeclared" in DetectorRegistry.from_entry_points()
