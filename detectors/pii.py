@@ -72,6 +72,50 @@ DEFAULT_SEVERITY = {
 _PREVIEW_PREFIX = {"IBAN_CODE": 2}
 
 
+# Phone numbers as people write them: international prefix, area code in parentheses, digit groups joined
+# by one space, dot or dash, an extension. phonenumbers (Presidio's PhoneRecognizer) only accepts numbers
+# valid in a configured region, and misses the formatted numbers of every other country.
+_PHONE_PATTERN = (
+    r"(?<![\w+.\-/:])"
+    r"(?:(?:\+|00)\d{1,3}[ .\-]?(?:\(0\)[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?|\d{1,4}[ .\-])"
+    r"|\(\d{1,4}\)[ .\-]?"
+    r"|\d{2,4}[ .\-])"
+    r"\d{2,8}(?:[ .\-]\d{2,8}){0,3}"
+    r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
+    r"(?!\w|[\-.,:/]\d)"
+)
+_EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d+$", re.IGNORECASE)
+# Dates, and the SSN shape (a valid SSN is the SSN recognizer's; an invalid one is a placeholder).
+_NOT_A_PHONE = re.compile(r"^(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[.\-]\d{1,2}[.\-](?:1[89]|20)\d\d(?!\d)|\d{3}-\d{2}-\d{4}$)")
+# 555-0199: the one shape allowed a single separator; "370 3911 Fourth Avenue" is a street address.
+_LOCAL_NUMBER = re.compile(r"^\d{3}[.\-]\d{4}$")
+
+
+MIN_PHONE_DIGITS = 7
+
+
+def _digit_count(text: str) -> int:
+    return sum(c.isdigit() for c in text)
+
+
+def _looks_like_phone(candidate: str) -> bool:
+    number = _EXTENSION.sub("", candidate)
+    if not MIN_PHONE_DIGITS <= _digit_count(number) <= 15 or _NOT_A_PHONE.match(number):
+        return False
+    separators = sum(c in " .-" for c in number)
+    return number[0] in "+(" or number.startswith("00") or separators >= 2 or bool(_LOCAL_NUMBER.match(number))
+
+
+# Card numbers of every ISO/IEC 7812 length (12-19 digits), contiguous or in groups of four (Amex 4-6-5),
+# still Luhn-checked by Presidio's recognizer; Presidio's own pattern stops at 13-17 digits and at IIN 2xxx.
+# A number right after '+' is an international phone number.
+_CARD_PATTERNS = (
+    (r"(?<!\+)\b(?!1\d{12}\b)[1-6]\d{11,18}\b", "contiguous card number"),
+    (r"\b[1-6]\d{3}([ \-])\d{4}\1\d{4}(?:\1\d{1,7})?\b", "card number in groups of four"),
+    (r"\b3\d{3}([ \-])\d{6}\1\d{4,5}\b", "card number in 4-6-5 groups"),
+)
+
+
 class PIIConfigError(ValueError):
     """The `pii` settings ask for something this installation cannot do (e.g. an NER model not installed)."""
 
@@ -137,10 +181,38 @@ def build_analyzer(nlp_config: Mapping[str, Any], countries: Sequence[str] | Non
     registry.load_predefined_recognizers(
         languages=["en"], nlp_engine=nlp_engine, countries=list(countries) if countries is not None else None
     )
-    if tuple(phone_regions) != PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS:
-        registry.remove_recognizer("PhoneRecognizer")
-        registry.add_recognizer(PhoneRecognizer(supported_regions=tuple(r.upper() for r in phone_regions)))
+    registry.remove_recognizer("PhoneRecognizer")
+    registry.remove_recognizer("CreditCardRecognizer")
+    for recognizer in _pattern_recognizers(phone_regions):
+        registry.add_recognizer(recognizer)
     return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"])
+
+
+def _pattern_recognizers(phone_regions: Sequence[str]) -> list[Any]:
+    """Our versions of Presidio's phone and card recognizers (built once, with the analyzer)."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, PhoneRecognizer
+
+    class RegionPhoneRecognizer(PhoneRecognizer):
+        # phonenumbers accepts 5- and 6-digit local numbers ("0896 69"), which in text are house numbers and
+        # postal codes far more often than phones.
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            results = super().analyze(text, entities, nlp_artifacts)
+            return [r for r in results if _digit_count(text[r.start : r.end]) >= MIN_PHONE_DIGITS]
+
+    class FormattedPhoneRecognizer(PatternRecognizer):
+        def validate_result(self, pattern_text: str) -> bool | None:
+            return None if _looks_like_phone(pattern_text) else False
+
+    phone = FormattedPhoneRecognizer(
+        supported_entity="PHONE_NUMBER",
+        name="FormattedPhoneRecognizer",
+        patterns=[Pattern("formatted phone number", _PHONE_PATTERN, 0.4)],
+        context=["phone", "call", "tel", "mobile", "cell", "fax", "contact"],
+    )
+    card = CreditCardRecognizer(patterns=[Pattern(name, regex, 0.3) for regex, name in _CARD_PATTERNS])
+    regional = RegionPhoneRecognizer(supported_regions=tuple(r.upper() for r in phone_regions))
+    return [regional, phone, card]
 
 
 def _custom_recognizers(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -249,11 +321,11 @@ class PIIDetector(SegmentDetector):
 
 
 def _drop_nested(results: list[Any]) -> list[Any]:
-    """Keep one result per region: a span inside a longer or stronger one (a URL inside an e-mail) goes."""
-    ordered = sorted(results, key=lambda r: (r.start, -(r.end - r.start), -r.score))
+    """Keep one result per region, the strongest (then longest): a URL inside an e-mail, a "phone number"
+    that is an IP address or a card number, go."""
+    ordered = sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start))
     kept: list[Any] = []
     for r in ordered:
-        if kept and r.start < kept[-1].end:
-            continue
-        kept.append(r)
-    return kept
+        if all(r.end <= k.start or r.start >= k.end for k in kept):
+            kept.append(r)
+    return sorted(kept, key=lambda r: r.start)

@@ -36,16 +36,18 @@ def rule(rule_id: str, pattern: str, severity: Severity, message: str, flags: in
 
 # Shared with `jailbreak`: the canonical "ignore previous instructions" family.
 OVERRIDE_PATTERN = (
-    r"\b(?:ignore|disregard|forget|skip|override|neglect|abandon|drop|bypass)\s+"
+    r"\b(?:ignore|disregard|forget|skip|override|neglect|abandon|drop|bypass|overlook)\s+(?:about\s+)?"
     r"(?:(?:all|any|every|each|the|your|my|of|these|those|that|its|previous|prior|above|earlier|preceding|"
     r"former|original|initial|existing|old|other|current|given|system|developer)\s+){1,4}"
     r"(?:instructions?|directions?|directives?|prompts?|rules|guidelines|commands?|context|tasks?|orders|"
     r"messages?|guidance|constraints|restrictions|programming|conversation|text|content)\b"
-    r"|\b(?:ignore|disregard|forget)\s+(?:everything|all|anything)\s+(?:above|before|previously|prior|"
-    r"you(?:'ve| have) been told|(?:that )?(?:was|you were) (?:said|told))"
+    r"|\b(?:ignore|disregard|forget|overlook)\s+(?:everything|all|anything)\s+(?:above|before|previously|prior|"
+    r"(?:that\s+)?you(?:'ve|\s+have|\s+were|\s+got)\s+(?:been\s+)?(?:told|instructed|given|programmed|taught)|"
+    r"(?:that\s+)?(?:was|you\s+were)\s+(?:said|told))"
     r"|\b(?:ignore|disregard)\s+the\s+(?:above|previous|preceding)\b"
+    r"|\bregardless\s+of\s+(?:any\s+|all\s+|the\s+|your\s+)?(?:previous|prior|earlier|original)\s+"
+    r"(?:instructions?|tasks?|rules|directions?|prompts?)\b"
 )
-
 _EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
 _URL = r"(?:https?://|www\.)[^\s'\"<>)]+"
 # Operations an agent performs with tools on the user's behalf: the verbs of injected task requests.
@@ -56,32 +58,39 @@ _ACTION_VERBS = (
     r"download|schedule|dispatch|redirect|leave|give|fill|guide|generate|invite|book|cancel|approve|"
     r"grant|set|export|open|close|block|whitelist|allow|enable|provide|read|check|look\s+up|give"
 )
-_REQUEST_OPENER = (
+# Polite or modal openers address someone who is to act; a few words may precede the operation verb
+# ("Please use the vault to fill my address").
+_POLITE_OPENER = (
     r"(?:please|kindly|pls|can\s+you|could\s+you|would\s+you|will\s+you|you\s+(?:must|should|need\s+to|"
     r"have\s+to|are\s+(?:required|instructed)\s+to)|i\s+need\s+you\s+to|i\s+want\s+you\s+to|"
-    r"make\s+sure\s+(?:to|you)|be\s+sure\s+to|remember\s+to|"
-    r"(?:first|now|next|then|also|finally|immediately|afterwards?)\s*,?\s*(?:please\s+)?)"
+    r"make\s+sure\s+(?:to|you)|be\s+sure\s+to|remember\s+to)\s+(?:(?:also|then|go\s+ahead\s+and)\s+)?"
 )
+_SEQUENCE_OPENER = r"(?:first|now|next|then|also|finally|immediately|afterwards?)\s*,?\s*(?:please\s+)?"
 # A sentence, or a quoted field value, starts here.
 _SENTENCE_START = r"(?:^|(?<=[.!?;:,\n'\"|>\[{(`*])|(?<=\\n))[ \t]*"
 _AGENT_REQUEST = re.compile(
-    _SENTENCE_START + r"(?P<opener>" + _REQUEST_OPENER + r"\s*(?:also\s+|then\s+|go\s+ahead\s+and\s+)?)?"
-    r"(?P<verb>" + _ACTION_VERBS + r")\b(?P<rest>(?:[^.!?\n]|[.!?](?![\s'\"]|$)){0,240})",
+    _SENTENCE_START + r"(?:(?P<opener>" + _POLITE_OPENER + r")(?:[\w'-]+\s+){0,6}?|(?P<sequence>"
+    + _SEQUENCE_OPENER + r"))?"
+    r"(?P<verb>" + _ACTION_VERBS + r")(?=\s+[\w$'\"(])(?P<rest>(?:[^.!?\n]|[.!?](?![\s'\"]|$)){0,240})",
     FLAGS,
 )
+_LABEL = re.compile(r"\s*[\w-]+\s*:")  # "Email Address: ..." is a form label, not a request
 # What makes a request concrete: the requester's own assets, a destination address, credentials.
 _TARGET = re.compile(
     r"\bmy\b|" + _EMAIL + "|" + _URL + r"|\b(?:password|passwords|credentials?|api[\s_-]?keys?|"
-    r"tokens?|account|accounts|bank|payment|\$\s?\d|\d+\s?(?:usd|btc|bitcoin|eth)|the\s+user'?s?)\b",
+    r"tokens?|account|accounts|bank|payment|\$\s?\d|\d+\s?(?:usd|btc|bitcoin|eth)|the\s+user'?s?|"
+    r"files|folders?|records|documents|data)\b",
     re.IGNORECASE,
 )
+_FIRST_PERSON_TARGET = re.compile(r"\bmy\b|" + _EMAIL, re.IGNORECASE)
 _EXFIL_TO = re.compile(
-    r"\b(?:send|e-?mail|forward|share|upload|post|transmit|leak|copy|exfiltrate|deliver)\b[^.!?\n]{0,160}?"
+    r"(?:^|(?<=[.!?;:,'\"\n])\s*|\b(?:and|then|to|please|also|kindly)\s+)"
+    r"(?P<verb>send|e-?mail|forward|share|upload|post|transmit|leak|copy|exfiltrate|deliver)\b[^.!?\n]{0,160}?"
     r"\bto\b[^.!?\n]{0,40}?(?:" + _EMAIL + "|" + _URL + ")",
     FLAGS,
 )
 
-_PLACEHOLDER = r"(?:\{\{?[^}\s]{1,40}\}\}?|\[[A-Z_]{3,40}\]|\$[A-Za-z_]{3,40}|%s|<[a-z_]{3,40}>)"
+_PLACEHOLDER = r"(?:\{\{?[^}\s]{1,40}\}\}?|\[[A-Z_]{3,40}\]|\$[A-Za-z_]{3,40}|<[a-z_]{3,40}>)"
 RULES: tuple[Rule, ...] = (
     rule("override_instructions", OVERRIDE_PATTERN, Severity.HIGH,
          "instruction to ignore or override earlier instructions"),
@@ -125,7 +134,7 @@ RULES: tuple[Rule, ...] = (
          Severity.HIGH, "markdown image whose URL carries data or a placeholder to fill (exfiltration)"),
     rule("url_placeholder_exfiltration",
          r"(?:https?:)?//[^\s)\"'<>]*\?[^\s)\"'<>]*=\s*" + _PLACEHOLDER,
-         Severity.HIGH, "URL with a query parameter to be filled with data (exfiltration)", re.MULTILINE),
+         Severity.MEDIUM, "URL with a query parameter to be filled with data (exfiltration)", re.MULTILINE),
     rule("render_instruction",
          r"\b(?:render|display|include|embed|insert|output|append)\s+(?:this|the\s+following|an?|the)\s+"
          r"(?:markdown\s+|html\s+)?(?:image|picture|img|pixel|link)\b[^.\n]{0,80}(?:https?://|!\[)",
@@ -185,7 +194,7 @@ class PromptInjectionDetector(SegmentDetector):
             if self.check_exfil:
                 for m in _EXFIL_TO.finditer(text):
                     hits.append(_hit("exfiltration_address", "instruction to send data to an address",
-                                     Severity.HIGH, m.start(), m.end(), m.group()))
+                                     Severity.HIGH, m.start("verb"), m.end(), text[m.start("verb"):m.end()]))
             if self.check_requests:
                 hits.extend(agent_request_hits(text))
         hits.sort(key=lambda h: (h.start or 0, h.end or 0))
@@ -197,11 +206,11 @@ def agent_request_hits(text: str) -> list[Hit]:
     hits = []
     for m in _AGENT_REQUEST.finditer(text):
         rest = m.group("rest")
-        if not _TARGET.search(rest):
+        if not _TARGET.search(rest) or _LABEL.match(rest):
             continue
-        # A bare imperative ("Update your browser") is common in web pages; require a request opener or a
+        # A bare imperative ("Update your browser") is common in web pages; require a polite opener or a
         # first-person asset, which is how a planted request speaks on the user's behalf.
-        if not m.group("opener") and not re.search(r"\bmy\b|" + _EMAIL, rest, re.IGNORECASE):
+        if not m.group("opener") and not _FIRST_PERSON_TARGET.search(rest):
             continue
         start = m.start("opener") if m.group("opener") else m.start("verb")
         hits.append(_hit("agent_request", "request for an agent action planted in untrusted content",

@@ -25,7 +25,9 @@ from typing import Any
 from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
-from guardrails.pointer import join
+
+# Pointers are built with f-strings, not pointer.join: every token here is an index or a literal key that
+# needs no RFC 6901 escaping, and this runs for every block of every resent history.
 
 # Block types OpenAI Chat never uses: any of them in a request marks it as Anthropic.
 MARKER_BLOCK_TYPES = frozenset({
@@ -77,17 +79,17 @@ class AnthropicMessagesAdapter(Adapter):
         b.next_turn = len(messages) + first_turn
         call_names: dict[str, str] = {}  # tool_use id -> tool name, to name the results answering it
         for i, message in enumerate(messages):
-            ptr = join("/request/messages", i)
-            expect(message, Mapping, ptr, "a message")
+            ptr = f"/request/messages/{i}"
+            expect(message, dict, ptr, "a message")
             role = message.get("role")
             if not isinstance(role, str):
-                raise BodyError("message role must be a string", join(ptr, "role"))
-            _read_content(message.get("content"), join(ptr, "content"), role, i + first_turn, Phase.REQUEST, b,
+                raise BodyError("message role must be a string", f"{ptr}/role")
+            _read_content(message.get("content"), f"{ptr}/content", role, i + first_turn, Phase.REQUEST, b,
                           call_names)
         _read_tools(request.get("tools"), b)
         _read_tool_choice(request.get("tool_choice"), b)
         if request.get("thinking") is not None:
-            expect(request["thinking"], Mapping, "/request/thinking", "thinking")
+            expect(request["thinking"], dict, "/request/thinking", "thinking")
         b.response_format = _has_output_format(request)
 
     @staticmethod
@@ -97,10 +99,10 @@ class AnthropicMessagesAdapter(Adapter):
             return
         expect(system, list, "/request/system", "system")
         for j, block in enumerate(system):
-            bptr = join("/request/system", j)
-            expect(block, Mapping, bptr, "a system block")
+            bptr = f"/request/system/{j}"
+            expect(block, dict, bptr, "a system block")
             if block.get("type", "text") == "text":
-                b.text(SegmentKind.SYSTEM, _string(block, "text", bptr), join(bptr, "text"), role="system",
+                b.text(SegmentKind.SYSTEM, _string(block, "text", bptr), f"{bptr}/text", role="system",
                        turn=0, phase=Phase.REQUEST)
 
     # --- response -----------------------------------------------------------------------------------
@@ -120,31 +122,31 @@ class AnthropicMessagesAdapter(Adapter):
         stop_reason: Any = None
         stop_sequence: Any = None
         for k, chunk in enumerate(chunks):
-            event, eptr = _unwrap_event(chunk, join("/response", k))
+            event, eptr = _unwrap_event(chunk, f"/response/{k}")
             etype = event.get("type")
             if etype == "message_start":
-                message = expect(event.get("message"), Mapping, join(eptr, "message"), "message_start message")
-                if isinstance(message.get("usage"), Mapping):
+                message = expect(event.get("message"), dict, f"{eptr}/message", "message_start message")
+                if isinstance(message.get("usage"), dict):
                     usage.update(message["usage"])
             elif etype == "content_block_start":
                 index = _index(event, eptr)
-                bptr = join(eptr, "content_block")
-                blocks[index] = _BlockStream.start(expect(event.get("content_block"), Mapping, bptr,
+                bptr = f"{eptr}/content_block"
+                blocks[index] = _BlockStream.start(expect(event.get("content_block"), dict, bptr,
                                                           "content_block"), bptr)
             elif etype == "content_block_delta":
                 index = _index(event, eptr)
-                dptr = join(eptr, "delta")
-                delta = expect(event.get("delta"), Mapping, dptr, "a content block delta")
+                dptr = f"{eptr}/delta"
+                delta = expect(event.get("delta"), dict, dptr, "a content block delta")
                 if index not in blocks:  # no start event (a truncated capture): infer the kind from the delta
                     dtype = delta.get("type")
                     blocks[index] = _BlockStream(KIND_BY_DELTA.get(dtype, "") if isinstance(dtype, str) else "")
                 blocks[index].absorb(delta, dptr)
             elif etype == "message_delta":
                 delta = event.get("delta")
-                if isinstance(delta, Mapping):
+                if isinstance(delta, dict):
                     stop_reason = delta.get("stop_reason", stop_reason)
                     stop_sequence = delta.get("stop_sequence", stop_sequence)
-                if isinstance(event.get("usage"), Mapping):
+                if isinstance(event.get("usage"), dict):
                     usage.update(event["usage"])  # cumulative counts: later values win
             # content_block_stop, message_stop, ping and error events carry nothing to read
         for index in sorted(blocks):
@@ -171,19 +173,19 @@ class _BlockStream:
         btype = block.get("type")
         state = cls(btype if isinstance(btype, str) else "")
         if state.kind in ("text", "thinking") and block.get(state.kind) is not None:
-            state.fragments.append((_string(block, state.kind, bptr), join(bptr, state.kind)))
+            state.fragments.append((_string(block, state.kind, bptr), f"{bptr}/{state.kind}"))
         elif state.kind == "tool_use":
             state.name = _string(block, "name", bptr)
-            state.name_pointer = join(bptr, "name")
+            state.name_pointer = f"{bptr}/name"
             state.call_id = _optional_string(block.get("id"))
             state.input = block.get("input")
-            state.input_pointer = join(bptr, "input")
+            state.input_pointer = f"{bptr}/input"
         return state
 
     def absorb(self, delta: Mapping[str, Any], dptr: str) -> None:
         expected = DELTA_FIELDS.get(self.kind)
         if expected is not None and delta.get("type") == expected[0]:  # signature/citations deltas: opaque
-            self.fragments.append((_string(delta, expected[1], dptr), join(dptr, expected[1])))
+            self.fragments.append((_string(delta, expected[1], dptr), f"{dptr}/{expected[1]}"))
 
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
         text, pieces = assemble(self.fragments)
@@ -197,7 +199,7 @@ class _BlockStream:
                 arguments: Any = text
                 pointer = pieces[0].pointer
             else:  # nothing streamed: the start block's input object (normally {})
-                arguments = self.input if isinstance(self.input, Mapping) else {}
+                arguments = self.input if isinstance(self.input, dict) else {}
                 pointer = self.input_pointer or self.name_pointer or "/response"
             b.tool_call(name=self.name, arguments=arguments, call_id=self.call_id,
                         name_pointer=self.name_pointer or pointer, arguments_pointer=pointer, turn=turn,
@@ -212,15 +214,15 @@ def _read_content(content: Any, ptr: str, role: str, turn: int, phase: Phase, b:
         return
     expect(content, list, ptr, "message content")
     for j, block in enumerate(content):
-        bptr = join(ptr, j)
-        expect(block, Mapping, bptr, "a content block")
+        bptr = f"{ptr}/{j}"
+        expect(block, dict, bptr, "a content block")
         btype = block.get("type")
         if not isinstance(btype, str):
-            raise BodyError("content block type must be a string", join(bptr, "type"))
+            raise BodyError("content block type must be a string", f"{bptr}/type")
         if btype == "text":
-            _text(_string(block, "text", bptr), join(bptr, "text"), role, turn, phase, b)
+            _text(_string(block, "text", bptr), f"{bptr}/text", role, turn, phase, b)
         elif btype == "thinking":
-            b.text(SegmentKind.REASONING, _string(block, "thinking", bptr), join(bptr, "thinking"), role=role,
+            b.text(SegmentKind.REASONING, _string(block, "thinking", bptr), f"{bptr}/thinking", role=role,
                    turn=turn, phase=phase, source="thinking")
         elif btype == "tool_use":
             _tool_use(block, bptr, role, turn, phase, b, call_names)
@@ -248,11 +250,11 @@ def _tool_use(block: Mapping[str, Any], bptr: str, role: str, turn: int, phase: 
               call_names: dict[str, str]) -> None:
     name = _string(block, "name", bptr)
     arguments = block.get("input")
-    if not isinstance(arguments, (Mapping, str)):  # a string is read as raw JSON, with offsets into it
-        raise BodyError("tool_use input must be an object", join(bptr, "input"))
+    if not isinstance(arguments, (dict, str)):  # a string is read as raw JSON, with offsets into it
+        raise BodyError("tool_use input must be an object", f"{bptr}/input")
     call_id = _optional_string(block.get("id"))
-    b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=join(bptr, "name"),
-                arguments_pointer=join(bptr, "input"), turn=turn, phase=phase, role=role)
+    b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=f"{bptr}/name",
+                arguments_pointer=f"{bptr}/input", turn=turn, phase=phase, role=role)
     if call_id:
         call_names[call_id] = name
 
@@ -261,20 +263,20 @@ def _readable(block: Mapping[str, Any], bptr: str) -> list[tuple[str, str]]:
     """(text, pointer) of the readable text in a tool result, document or search result block."""
     btype = block.get("type")
     if btype == "text":
-        return [(_string(block, "text", bptr), join(bptr, "text"))]
+        return [(_string(block, "text", bptr), f"{bptr}/text")]
     if btype == "document":
         source = block.get("source")
-        sptr = join(bptr, "source")
-        expect(source, Mapping, sptr, "document source")
+        sptr = f"{bptr}/source"
+        expect(source, dict, sptr, "document source")
         stype = source.get("type")
         if stype == "text":
-            return [(_string(source, "data", sptr), join(sptr, "data"))]
+            return [(_string(source, "data", sptr), f"{sptr}/data")]
         if stype == "content":
-            return _nested(source.get("content"), join(sptr, "content"))
+            return _nested(source.get("content"), f"{sptr}/content")
         return []  # base64, url, file: not readable here
     content = block.get("content")
-    cptr = join(bptr, "content")
-    if isinstance(content, Mapping):  # web_fetch_tool_result -> web_fetch_result -> document
+    cptr = f"{bptr}/content"
+    if isinstance(content, dict):  # web_fetch_tool_result -> web_fetch_result -> document
         return _readable(content, cptr)
     return _nested(content, cptr)
 
@@ -288,8 +290,8 @@ def _nested(content: Any, ptr: str) -> list[tuple[str, str]]:
     expect(content, list, ptr, "content")
     out: list[tuple[str, str]] = []
     for k, inner in enumerate(content):
-        iptr = join(ptr, k)
-        expect(inner, Mapping, iptr, "a content block")
+        iptr = f"{ptr}/{k}"
+        expect(inner, dict, iptr, "a content block")
         if inner.get("type") in ("text", "document", "search_result"):
             out.extend(_readable(inner, iptr))
     return out
@@ -301,12 +303,12 @@ def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
         return
     expect(tools, list, "/request/tools", "tools")
     for i, tool in enumerate(tools):
-        tptr = join("/request/tools", i)
-        expect(tool, Mapping, tptr, "a tool")
+        tptr = f"/request/tools/{i}"
+        expect(tool, dict, tptr, "a tool")
         schema = tool.get("input_schema")
         if schema is None:
             continue  # server tools (web_search, bash, ...) are run by the provider, not declared here
-        expect(schema, Mapping, join(tptr, "input_schema"), "input_schema")
+        expect(schema, dict, f"{tptr}/input_schema", "input_schema")
         description = tool.get("description")
         b.tool(ToolSpec(name=_string(tool, "name", tptr), parameters=schema,
                         description=description if isinstance(description, str) else "",
@@ -316,20 +318,20 @@ def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
 def _read_tool_choice(choice: Any, b: ExchangeBuilder) -> None:
     if choice is None:
         return
-    expect(choice, Mapping, "/request/tool_choice", "tool_choice")
+    expect(choice, dict, "/request/tool_choice", "tool_choice")
     b.tool_choice = choice
     b.forced_tool_choice = _is_one_of(choice.get("type"), FORCED_TOOL_CHOICES)
 
 
 def _has_output_format(request: Mapping[str, Any]) -> bool:
     config = request.get("output_config")
-    fmt = config.get("format") if isinstance(config, Mapping) else request.get("output_format")
-    return isinstance(fmt, Mapping) and fmt.get("type") == "json_schema"
+    fmt = config.get("format") if isinstance(config, dict) else request.get("output_format")
+    return isinstance(fmt, dict) and fmt.get("type") == "json_schema"
 
 
 # --- metadata ---------------------------------------------------------------------------------------
 def _generation(message: Mapping[str, Any], stop_reason: Any, stop_sequence: Any, usage: Any) -> Generation:
-    u = usage if isinstance(usage, Mapping) else {}
+    u = usage if isinstance(usage, dict) else {}
     reason = stop_reason if isinstance(stop_reason, str) else None
     return Generation(
         model=_optional_string(message.get("model")),
@@ -346,25 +348,25 @@ def _generation(message: Mapping[str, Any], stop_reason: Any, stop_sequence: Any
 
 # --- sniffing ---------------------------------------------------------------------------------------
 def _request_has_marker(request: Mapping[str, Any], messages: list[Any]) -> bool:
-    if "system" in request or isinstance(request.get("thinking"), Mapping):
+    if "system" in request or isinstance(request.get("thinking"), dict):
         return True
     choice = request.get("tool_choice")
-    if isinstance(choice, Mapping) and _is_one_of(choice.get("type"), TOOL_CHOICE_TYPES):
+    if isinstance(choice, dict) and _is_one_of(choice.get("type"), TOOL_CHOICE_TYPES):
         return True
     tools = request.get("tools")
-    if isinstance(tools, list) and any(isinstance(t, Mapping) and "input_schema" in t for t in tools):
+    if isinstance(tools, list) and any(isinstance(t, dict) and "input_schema" in t for t in tools):
         return True
     for message in messages:
-        content = message.get("content") if isinstance(message, Mapping) else None
+        content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list) and any(
-                isinstance(block, Mapping) and _is_one_of(block.get("type"), MARKER_BLOCK_TYPES)
+                isinstance(block, dict) and _is_one_of(block.get("type"), MARKER_BLOCK_TYPES)
                 for block in content):
             return True
     return False
 
 
 def _is_message(response: Any) -> bool:
-    return isinstance(response, Mapping) and response.get("type") == "message" and isinstance(
+    return isinstance(response, dict) and response.get("type") == "message" and isinstance(
         response.get("content"), list)
 
 
@@ -372,9 +374,9 @@ def _is_event_stream(response: Any) -> bool:
     if not isinstance(response, list):
         return False
     for chunk in response[:3]:
-        if isinstance(chunk, Mapping):
+        if isinstance(chunk, dict):
             event = chunk.get("data") if "type" not in chunk else chunk
-            if isinstance(event, Mapping) and _is_one_of(event.get("type"), STREAM_EVENT_TYPES):
+            if isinstance(event, dict) and _is_one_of(event.get("type"), STREAM_EVENT_TYPES):
                 return True
     return False
 
@@ -382,24 +384,24 @@ def _is_event_stream(response: Any) -> bool:
 # --- small readers ----------------------------------------------------------------------------------
 def _unwrap_event(chunk: Any, ptr: str) -> tuple[Mapping[str, Any], str]:
     """A stream event, bare or in an `{"event": name, "data": {...}}` wrapper, and its pointer."""
-    expect(chunk, Mapping, ptr, "a stream event")
+    expect(chunk, dict, ptr, "a stream event")
     if "type" not in chunk and "data" in chunk:
-        dptr = join(ptr, "data")
-        return expect(chunk["data"], Mapping, dptr, "stream event data"), dptr
+        dptr = f"{ptr}/data"
+        return expect(chunk["data"], dict, dptr, "stream event data"), dptr
     return chunk, ptr
 
 
 def _index(event: Mapping[str, Any], ptr: str) -> int:
     index = event.get("index")
     if not isinstance(index, int) or isinstance(index, bool):
-        raise BodyError("stream event index must be an integer", join(ptr, "index"))
+        raise BodyError("stream event index must be an integer", f"{ptr}/index")
     return index
 
 
 def _string(obj: Mapping[str, Any], key: str, ptr: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
-        raise BodyError(f"{key} must be a string, got {type(value).__name__}", join(ptr, key))
+        raise BodyError(f"{key} must be a string, got {type(value).__name__}", f"{ptr}/{key}")
     return value
 
 

@@ -27,6 +27,12 @@ REQUEST_MARKERS = ("systemInstruction", "generationConfig", "toolConfig", "safet
 RESPONSE_MARKERS = ("candidates", "usageMetadata", "promptFeedback")
 JSON_MIME_TYPES = frozenset({"application/json", "text/x.enum"})
 MAX_SCHEMA_DEPTH = 64
+# finishReason in the OpenAI vocabulary; others (MALFORMED_FUNCTION_CALL, OTHER...) are kept verbatim.
+FINISH_REASONS = {
+    "STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+}
 
 
 def camel_or_snake(container: Mapping[str, Any], camel: str, snake: str) -> tuple[Any, str]:
@@ -58,15 +64,17 @@ class GeminiGenerateContentAdapter(Adapter):
             b.text(SegmentKind.SYSTEM, system, join("/request", key), role="system", turn=0, phase=Phase.REQUEST)
         elif system is not None:
             self._read_content(system, join("/request", key), 0, Phase.REQUEST, "system", b)
+        # The system prompt is turn 0 when present, as in OpenAI Chat, so turn numbers agree across formats.
+        first = 0 if system is None else 1
         contents = request.get("contents")
         if isinstance(contents, Mapping):  # a single Content is accepted in place of the list
-            self._read_content(contents, "/request/contents", 0, Phase.REQUEST, "user", b)
-            b.next_turn = 1
+            self._read_content(contents, "/request/contents", first, Phase.REQUEST, "user", b)
+            b.next_turn = first + 1
         else:
             items = optional_list(contents, "/request/contents", "contents")
             for i, content in enumerate(items):
-                self._read_content(content, join("/request/contents", i), i, Phase.REQUEST, "user", b)
-            b.next_turn = len(items)
+                self._read_content(content, join("/request/contents", i), first + i, Phase.REQUEST, "user", b)
+            b.next_turn = first + len(items)
         tool_config, key = camel_or_snake(request, "toolConfig", "tool_config")
         if tool_config is not None:
             self._read_tool_config(obj(tool_config, join("/request", key), key), join("/request", key), b)
@@ -177,7 +185,8 @@ class GeminiGenerateContentAdapter(Adapter):
             if isinstance(candidate.get("logprobsResult"), Mapping):
                 b.add_logprobs("gemini", join(cptr, "logprobsResult"), candidate["logprobsResult"], index)
         first = candidates[0] if candidates and isinstance(candidates[0], Mapping) else {}
-        b.generation = _generation(response, first.get("finishReason"), response.get("usageMetadata"))
+        b.generation = _generation(response, _finish_reason(first.get("finishReason"), b),
+                                   response.get("usageMetadata"))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
         streams: dict[int, _CandidateStream] = {}
@@ -197,7 +206,7 @@ class GeminiGenerateContentAdapter(Adapter):
         for index in sorted(streams):
             streams[index].emit(b)
         first = streams.get(0) or next(iter(streams.values()), _CandidateStream())
-        b.generation = _generation(meta, first.finish_reason, usage)
+        b.generation = _generation(meta, _finish_reason(first.finish_reason, b), usage)
 
 
 class _CandidateStream:
@@ -301,14 +310,23 @@ def _json_schema(node: Any, depth: int) -> Any:
     return out
 
 
-def _generation(meta: Mapping[str, Any], finish: Any, usage: Any) -> Generation:
+def _finish_reason(reason: Any, b: ExchangeBuilder) -> str | None:
+    """`finishReason` in the OpenAI vocabulary; Gemini says STOP also when it stopped to call tools."""
+    if not isinstance(reason, str):
+        return None
+    if reason == "STOP" and any(s.tool_call is not None and s.phase is Phase.RESPONSE for s in b.segments):
+        return "tool_calls"
+    return FINISH_REASONS.get(reason, reason)
+
+
+def _generation(meta: Mapping[str, Any], finish: str | None, usage: Any) -> Generation:
     u = usage if isinstance(usage, Mapping) else {}
     output, thought = integer(u.get("candidatesTokenCount")), integer(u.get("thoughtsTokenCount"))
     return Generation(
         model=string(meta.get("modelVersion")),
         response_id=string(meta.get("responseId")),
         created=string(meta.get("createTime")),
-        finish_reason=string(finish),  # e.g. "STOP", "MAX_TOKENS", "SAFETY", "MALFORMED_FUNCTION_CALL"
+        finish_reason=finish,
         usage=Usage(
             input_tokens=integer(u.get("promptTokenCount")),
             # Google counts thought tokens apart; output_tokens means everything generated, as elsewhere.

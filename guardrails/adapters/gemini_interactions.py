@@ -25,6 +25,11 @@ TOOL_RESULT_TYPES = frozenset({"function_result", "mcp_server_tool_result"})
 STEP_TYPES = USER_TYPES | MODEL_TYPES | {"function_result"}
 FORCING_CHOICES = frozenset({"any", "validated"})
 SCHEMA_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean"})
+# Interaction status in the OpenAI finish_reason vocabulary; other statuses are kept verbatim.
+FINISH_REASONS = {"completed": "stop", "requires_action": "tool_calls", "incomplete": "length"}
+# Top-level request keys no other supported API uses.
+REQUEST_MARKERS = ("system_instruction", "generation_config", "previous_interaction_id", "response_mime_type",
+                   "agent_config")
 EVENT_PREFIXES = ("interaction.", "step.", "content.")
 MAX_RESULT_DEPTH = 32
 Fragments = list[tuple[str, str]]
@@ -80,8 +85,7 @@ class GeminiInteractionsAdapter(Adapter):
         score = 95 if _looks_like_interaction(response) else 0
         if "contents" in request or "messages" in request:
             return score  # generateContent / chat bodies reuse some snake_case names
-        if any(k in request for k in ("system_instruction", "generation_config", "previous_interaction_id",
-                                      "response_mime_type")):
+        if any(k in request for k in REQUEST_MARKERS):
             return max(score, 85)
         items = request.get("input")
         if isinstance(items, list) and any(
@@ -103,7 +107,8 @@ class GeminiInteractionsAdapter(Adapter):
         elif system is not None:
             raise BodyError(f"system_instruction must be a string, got {_json_type(system)}",
                             "/request/system_instruction")
-        b.next_turn = self._read_input(request.get("input"), b)
+        # The system prompt is turn 0 when present, as in OpenAI Chat, so turn numbers agree across formats.
+        b.next_turn = self._read_input(request.get("input"), 0 if system is None else 1, b)
         config = request.get("generation_config")
         if config is not None:
             config = obj(config, "/request/generation_config", "generation_config")
@@ -112,19 +117,19 @@ class GeminiInteractionsAdapter(Adapter):
         b.response_format = _constrains_output(request.get("response_format")) or (
             request.get("response_mime_type") == "application/json")
 
-    def _read_input(self, value: Any, b: ExchangeBuilder) -> int:
-        """Read `input`; return the turn index the response will have."""
+    def _read_input(self, value: Any, first_turn: int, b: ExchangeBuilder) -> int:
+        """Read `input` from turn `first_turn` on; return the turn index the response will have."""
         ptr = "/request/input"
         if value is None:
-            return 0
+            return first_turn
         if isinstance(value, str):
-            b.text(SegmentKind.USER, value, ptr, role="user", turn=0, phase=Phase.REQUEST)
-            return 1
+            b.text(SegmentKind.USER, value, ptr, role="user", turn=first_turn, phase=Phase.REQUEST)
+            return first_turn + 1
         if isinstance(value, Mapping):
-            self._read_item(value, ptr, 0, Phase.REQUEST, "user", b)
-            return 1
+            self._read_item(value, ptr, first_turn, Phase.REQUEST, "user", b)
+            return first_turn + 1
         items = optional_list(value, ptr, "input")
-        turn, previous = -1, None
+        turn, previous = first_turn - 1, None
         for i, item in enumerate(items):
             iptr = join(ptr, i)
             item = obj(item, iptr, "an input item")
@@ -434,7 +439,7 @@ def _generation(meta: Mapping[str, Any], status: Any) -> Generation:
         model=model,
         response_id=string(meta.get("id")),
         created=string(meta.get("created")),
-        finish_reason=string(status),  # the interaction status, e.g. "completed", "requires_action"
+        finish_reason=FINISH_REASONS.get(status, status) if isinstance(status, str) else None,
         usage=Usage(
             input_tokens=integer(u.get("total_input_tokens")),
             # Google counts thought tokens apart; output_tokens means everything generated, as elsewhere.

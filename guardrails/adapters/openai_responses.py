@@ -1,12 +1,40 @@
-"""openai.responses adapter (placeholder until implemented)."""
+"""OpenAI Responses API (`/v1/responses`), as served by OpenAI and by vLLM >= 0.10.
+
+Request: `instructions`, `input` (a string or items: messages, `function_call`, `function_call_output`,
+`reasoning`), flat function `tools`, `tool_choice`, `text.format`. Response: `output` items (reasoning,
+message with `output_text` parts and their logprobs, function_call), usage, `status`/`incomplete_details`.
+A stream is the list of events: text is assembled from the deltas (each piece pointing at its delta) when
+there are any, else read from `response.output_item.done` or the final `response.completed`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect
+from guardrails.adapters.openai_chat import content_texts, int_or_none, is_forced_choice, tool_spec
 from guardrails.errors import BodyError
+from guardrails.exchange import Generation, Phase, SegmentKind, Usage
+from guardrails.pointer import join
+
+ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference",
+              "custom_tool_call", "custom_tool_call_output", "web_search_call", "file_search_call")
+REQUEST_KEYS = ("instructions", "previous_response_id", "max_output_tokens", "include", "conversation")
+# Gemini Interactions also sends `input` and flat function tools; these never occur in a Responses body.
+INTERACTIONS_KEYS = ("system_instruction", "generation_config", "previous_interaction_id", "agent_config",
+                     "response_mime_type")
+INTERACTIONS_ITEM_TYPES = ("user_input", "model_output", "function_result", "thought")
+CONSTRAINED_FORMATS = ("json_schema", "json_object")
+# Stream event type -> (item type, fragment group) for the text-carrying deltas.
+DELTA_EVENTS = {
+    "response.output_text.delta": ("message", "content"),
+    "response.refusal.delta": ("message", "content"),
+    "response.reasoning_text.delta": ("reasoning", "content"),
+    "response.reasoning_summary_text.delta": ("reasoning", "summary"),
+    "response.function_call_arguments.delta": ("function_call", "arguments"),
+}
+FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
 class OpenAIResponsesAdapter(Adapter):
@@ -14,13 +42,356 @@ class OpenAIResponsesAdapter(Adapter):
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
-        return 0
+        if not isinstance(request, Mapping) or "messages" in request or "contents" in request:
+            return 0
+        if isinstance(request.get("prompt"), (str, list)) or _interactions_markers(request, response):
+            return 0
+        score = 0
+        items = request.get("input")
+        if isinstance(items, (str, list)):
+            score = 50
+        text = request.get("text")
+        if any(k in request for k in REQUEST_KEYS) or (isinstance(text, Mapping) and "format" in text):
+            score = max(score, 80)
+        if isinstance(items, list) and any(isinstance(i, Mapping) and i.get("type") in ITEM_TYPES for i in items):
+            score = max(score, 85)
+        if isinstance(response, Mapping) and (
+            response.get("object") == "response" or (isinstance(response.get("output"), list)
+                                                     and "created_at" in response)
+        ):
+            score = max(score, 95)
+        elif isinstance(response, list) and response and isinstance(response[0], Mapping):
+            kind = response[0].get("type")
+            if isinstance(kind, str) and kind.startswith("response."):
+                score = max(score, 95)
+        return score
 
+    # --- request ------------------------------------------------------------------------------------
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format openai.responses is not implemented yet", "/format")
+        reader = _ItemReader(b, Phase.REQUEST)
+        instructions = request.get("instructions")
+        if isinstance(instructions, str):
+            b.text(SegmentKind.SYSTEM, instructions, "/request/instructions", role="system",
+                   turn=reader.turn(model=False), phase=Phase.REQUEST)
+        elif instructions is not None:  # a prompt template expands to a list of items
+            expect(instructions, list, "/request/instructions", "instructions")
+            reader.items(instructions, "/request/instructions")
+        items = request.get("input")
+        if isinstance(items, str):
+            b.text(SegmentKind.USER, items, "/request/input", role="user", turn=reader.turn(model=False),
+                   phase=Phase.REQUEST)
+        elif items is not None:
+            expect(items, list, "/request/input", "input")
+            reader.items(items, "/request/input")
+        b.next_turn = reader.turns
+        self._read_tools(request.get("tools"), b)
+        b.tool_choice = request.get("tool_choice")
+        b.forced_tool_choice = is_forced_choice(b.tool_choice)
+        text = request.get("text")
+        fmt = text.get("format") if isinstance(text, Mapping) else None
+        if isinstance(fmt, Mapping) and fmt.get("type") in CONSTRAINED_FORMATS:
+            b.response_format = True
 
+    @staticmethod
+    def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
+        if tools is None:
+            return
+        expect(tools, list, "/request/tools", "tools")
+        for i, tool in enumerate(tools):
+            tptr = join("/request/tools", i)
+            expect(tool, Mapping, tptr, "a tool")
+            if tool.get("type") != "function":
+                continue  # hosted tools (web search, file search, MCP...) are not called by the model's text
+            if isinstance(tool.get("function"), Mapping):  # tolerate the nested Chat Completions shape
+                tool, tptr = tool["function"], join(tptr, "function")
+            expect(tool.get("name"), str, join(tptr, "name"), "function tool name")
+            b.tool(tool_spec(tool, tptr))
+
+    # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format openai.responses is not implemented yet", "/format")
+        output = response.get("output")
+        if output is not None:
+            expect(output, list, "/response/output", "output")
+            _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn).items(output, "/response/output")
+        b.generation = _generation(response)
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
-        raise BodyError("format openai.responses is not implemented yet", "/format")
+        stream = _EventStream()
+        for k, event in enumerate(chunks):
+            if event == "[DONE]":
+                continue
+            kptr = join("/response", k)
+            expect(event, Mapping, kptr, "a stream event")
+            stream.absorb(event, kptr)
+        reader = _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn, logprobs=not stream.logprobs)
+        for pointer, data in stream.logprobs:
+            b.add_logprobs("responses", pointer, data)
+        for index in sorted(stream.indexes()):
+            stream.emit(index, reader)
+        b.generation = _generation(stream.final or stream.latest)
+
+
+class _ItemReader:
+    """Reads input/output items. Consecutive model items (reasoning, calls, assistant text) share a turn,
+    as one Chat Completions assistant message would; every other item starts a turn of its own."""
+
+    def __init__(self, b: ExchangeBuilder, phase: Phase, *, fixed_turn: int | None = None,
+                 logprobs: bool = True) -> None:
+        self.b = b
+        self.phase = phase
+        self.fixed_turn = fixed_turn
+        self.logprobs = logprobs
+        self.turns = 0
+        self.last_was_model = False
+        self.call_names: dict[str, str] = {}
+
+    def turn(self, *, model: bool) -> int:
+        if self.fixed_turn is not None:
+            return self.fixed_turn
+        if not (model and self.last_was_model):
+            self.turns += 1
+        self.last_was_model = model
+        return self.turns - 1
+
+    def items(self, items: list[Any], ptr: str) -> None:
+        for i, item in enumerate(items):
+            self.item(item, join(ptr, i))
+
+    def item(self, item: Any, ptr: str) -> None:
+        expect(item, Mapping, ptr, "an item")
+        kind = item.get("type")
+        if kind is None and "role" in item:
+            kind = "message"  # the short message form: {"role", "content"}
+        if kind is not None and not isinstance(kind, str):
+            raise BodyError("item type must be a string", join(ptr, "type"))
+        if kind == "message":
+            self.message(item, ptr)
+        elif kind == "function_call":
+            self.function_call(item, ptr)
+        elif kind == "function_call_output":
+            self.function_output(item, ptr)
+        elif kind == "reasoning":
+            self.reasoning(item, ptr)
+        # Other items (hosted tool calls, item references) carry no model text or tool output we read.
+
+    def message(self, item: Mapping[str, Any], ptr: str) -> None:
+        role = item.get("role", "assistant" if self.phase is Phase.RESPONSE else None)
+        if not isinstance(role, str):
+            raise BodyError("message role must be a string", join(ptr, "role"))
+        content = item.get("content")
+        cptr = join(ptr, "content")
+        if role != "assistant":
+            kind = SegmentKind.SYSTEM if role in ("system", "developer") else SegmentKind.USER
+            turn = self.turn(model=False)
+            for text, pointer in content_texts(content, cptr):
+                self.b.text(kind, text, pointer, role=role, turn=turn, phase=self.phase)
+            return
+        turn = self.turn(model=True)
+        for text, pointer in content_texts(content, cptr):
+            self.b.assistant_text(text, pointer, turn=turn, phase=self.phase)
+        if self.logprobs and isinstance(content, list):
+            for j, part in enumerate(content):
+                if isinstance(part, Mapping) and isinstance(part.get("logprobs"), list):
+                    self.b.add_logprobs("responses", join(cptr, j, "logprobs"), part["logprobs"])
+
+    def function_call(self, item: Mapping[str, Any], ptr: str) -> None:
+        name = expect(item.get("name"), str, join(ptr, "name"), "function_call name")
+        call_id = _call_id(item)
+        if call_id is not None:
+            self.call_names[call_id] = name
+        arguments = item.get("arguments")
+        self.b.tool_call(name=name, arguments="" if arguments is None else arguments, call_id=call_id,
+                         name_pointer=join(ptr, "name"), arguments_pointer=join(ptr, "arguments"),
+                         turn=self.turn(model=True), phase=self.phase)
+
+    def function_output(self, item: Mapping[str, Any], ptr: str) -> None:
+        call_id = item.get("call_id")
+        call_id = call_id if isinstance(call_id, str) else None
+        turn = self.turn(model=False)
+        for text, pointer in content_texts(item.get("output"), join(ptr, "output")):
+            self.b.text(SegmentKind.TOOL_RESULT, text, pointer, role="tool", turn=turn, phase=self.phase,
+                        tool_call_id=call_id, tool_name=self.call_names.get(call_id or ""))
+
+    def reasoning(self, item: Mapping[str, Any], ptr: str) -> None:
+        turn = self.turn(model=True)
+        for key, source in (("content", "reasoning_text"), ("summary", "summary_text")):
+            parts = item.get(key)
+            if parts is None:
+                continue
+            expect(parts, list, join(ptr, key), f"reasoning {key}")
+            for j, part in enumerate(parts):
+                pptr = join(ptr, key, j)
+                expect(part, Mapping, pptr, f"a reasoning {key} part")
+                text = part.get("text")
+                if text is None:
+                    continue
+                expect(text, str, join(pptr, "text"), "reasoning text")
+                self.b.text(SegmentKind.REASONING, text, join(pptr, "text"), role="assistant", turn=turn,
+                            phase=self.phase, source=source)
+
+    # --- streamed items --------------------------------------------------------------------------
+    def streamed(self, kind: str | None, fragments: dict[tuple[str, int], list[tuple[str, str]]],
+                 item: tuple[Mapping[str, Any], str] | None, name_event: tuple[str, str] | None) -> None:
+        """Emit one item assembled from its deltas, with pieces pointing at each delta string."""
+        turn = self.turn(model=True)
+        for (group, _), parts in sorted(fragments.items(), key=lambda kv: (kv[0][0] == "summary", kv[0][1])):
+            text, pieces = assemble(parts)
+            if not pieces:
+                continue
+            if kind == "reasoning":
+                source = "summary_text" if group == "summary" else "reasoning_text"
+                self.b.text(SegmentKind.REASONING, text, pieces[0].pointer, role="assistant", turn=turn,
+                            phase=self.phase, pieces=pieces, source=source)
+            elif kind == "message":
+                self.b.assistant_text(text, pieces[0].pointer, turn=turn, phase=self.phase, pieces=pieces)
+        arguments = fragments.get(("arguments", 0))
+        if kind == "function_call" and arguments is not None:
+            raw, pieces = assemble(arguments)
+            args_pointer = pieces[0].pointer if pieces else arguments[0][1]
+            name, name_pointer = "", args_pointer
+            call_id = None
+            if item is not None and isinstance(item[0].get("name"), str):
+                name, name_pointer = item[0]["name"], join(item[1], "name")
+                call_id = _call_id(item[0])
+            elif name_event is not None:
+                name, name_pointer = name_event
+            self.b.tool_call(name=name, arguments=raw, call_id=call_id, name_pointer=name_pointer,
+                             arguments_pointer=args_pointer, turn=turn, phase=self.phase, pieces=pieces)
+
+
+class _ItemStream:
+    """What the events say about one output item."""
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        self.added: tuple[Mapping[str, Any], str] | None = None  # (item, pointer)
+        self.done: tuple[Mapping[str, Any], str] | None = None
+        self.fragments: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        self.name_event: tuple[str, str] | None = None  # newer `.arguments.done` events carry the name
+
+
+class _EventStream:
+    def __init__(self) -> None:
+        self.items: dict[int, _ItemStream] = {}
+        self.index_by_id: dict[str, int] = {}
+        self.logprobs: list[tuple[str, list[Any]]] = []
+        self.final: Mapping[str, Any] | None = None  # the response of response.completed (or its kin)
+        self.final_pointer = ""
+        self.latest: Mapping[str, Any] = {}  # the newest partial response (created / in_progress)
+
+    def absorb(self, event: Mapping[str, Any], kptr: str) -> None:
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            raise BodyError("stream event type must be a string", join(kptr, "type"))
+        response = event.get("response")
+        if isinstance(response, Mapping):
+            if kind in FINAL_EVENTS:
+                self.final, self.final_pointer = response, join(kptr, "response")
+            else:
+                self.latest = response
+            return
+        if kind in ("response.output_item.added", "response.output_item.done"):
+            item = expect(event.get("item"), Mapping, join(kptr, "item"), "output item")
+            state = self._state(event)
+            if isinstance(item.get("id"), str):
+                self.index_by_id[item["id"]] = _output_index(event, self.index_by_id)
+            if isinstance(item.get("type"), str):
+                state.kind = item["type"]
+            if kind.endswith("added"):
+                state.added = (item, join(kptr, "item"))
+            else:
+                state.done = (item, join(kptr, "item"))
+        elif kind in DELTA_EVENTS:
+            item_kind, group = DELTA_EVENTS[kind]
+            delta = expect(event.get("delta"), str, join(kptr, "delta"), f"{kind} delta")
+            state = self._state(event)
+            state.kind = state.kind or item_kind
+            index = event.get("summary_index") if group == "summary" else event.get("content_index")
+            key = (group, int_or_none(index) or 0)
+            state.fragments.setdefault(key, []).append((delta, join(kptr, "delta")))
+            if isinstance(event.get("logprobs"), list) and event["logprobs"]:
+                self.logprobs.append((join(kptr, "logprobs"), event["logprobs"]))
+        elif kind == "response.function_call_arguments.done" and isinstance(event.get("name"), str):
+            self._state(event).name_event = (event["name"], join(kptr, "name"))
+
+    def _state(self, event: Mapping[str, Any]) -> _ItemStream:
+        return self.items.setdefault(_output_index(event, self.index_by_id), _ItemStream())
+
+    def _final_output(self) -> list[Any]:
+        output = self.final.get("output") if self.final is not None else None
+        if output is None:
+            return []
+        return expect(output, list, join(self.final_pointer, "output"), "output")
+
+    def indexes(self) -> set[int]:
+        return set(self.items) | set(range(len(self._final_output())))
+
+    def emit(self, index: int, reader: _ItemReader) -> None:
+        state = self.items.get(index) or _ItemStream()
+        if state.fragments:
+            reader.streamed(state.kind, state.fragments, state.done or state.added, state.name_event)
+            return
+        output = self._final_output()
+        if state.done is not None:
+            reader.item(*state.done)
+        elif 0 <= index < len(output):
+            reader.item(output[index], join(self.final_pointer, "output", index))
+        elif state.added is not None:
+            reader.item(*state.added)
+
+
+def _output_index(event: Mapping[str, Any], index_by_id: Mapping[str, int]) -> int:
+    index = int_or_none(event.get("output_index"))
+    if index is not None:
+        return index
+    item_id = event.get("item_id")
+    return index_by_id.get(item_id, 0) if isinstance(item_id, str) else 0
+
+
+def _call_id(item: Mapping[str, Any]) -> str | None:
+    for key in ("call_id", "id"):
+        if isinstance(item.get(key), str):
+            return item[key]
+    return None
+
+
+def _interactions_markers(request: Mapping[str, Any], response: Any) -> bool:
+    if any(k in request for k in INTERACTIONS_KEYS):
+        return True
+    items = request.get("input")
+    if isinstance(items, list) and any(
+        isinstance(i, Mapping) and (i.get("type") in INTERACTIONS_ITEM_TYPES or i.get("role") == "model")
+        for i in items
+    ):
+        return True
+    if isinstance(response, Mapping):
+        return response.get("object") == "interaction" or "steps" in response or "outputs" in response
+    if isinstance(response, list) and response and isinstance(response[0], Mapping):
+        kind = response[0].get("event_type")
+        return isinstance(kind, str)
+    return False
+
+
+def _generation(response: Mapping[str, Any]) -> Generation:
+    usage = response.get("usage")
+    u = usage if isinstance(usage, Mapping) else {}
+    in_details, out_details = u.get("input_tokens_details"), u.get("output_tokens_details")
+    incomplete = response.get("incomplete_details")
+    reason = incomplete.get("reason") if isinstance(incomplete, Mapping) else None
+    status = response.get("status")
+    model, response_id = response.get("model"), response.get("id")
+    return Generation(
+        model=model if isinstance(model, str) else None,
+        response_id=response_id if isinstance(response_id, str) else None,
+        created=response.get("created_at"),
+        # Why generation stopped: the incomplete reason ("max_output_tokens"...) when there is one, else the status.
+        finish_reason=reason if isinstance(reason, str) else status if isinstance(status, str) else None,
+        usage=Usage(
+            input_tokens=int_or_none(u.get("input_tokens")),
+            output_tokens=int_or_none(u.get("output_tokens")),
+            reasoning_tokens=(int_or_none(out_details.get("reasoning_tokens"))
+                              if isinstance(out_details, Mapping) else None),
+            cached_tokens=int_or_none(in_details.get("cached_tokens")) if isinstance(in_details, Mapping) else None,
+            total_tokens=int_or_none(u.get("total_tokens")),
+        ),
+    )

@@ -1,0 +1,203 @@
+"""One command, one run: in-process engine, normalization, step scaling, and HTTP against an echo baseline.
+
+    .venv/bin/python bench/run.py            # full run (about a minute)
+    .venv/bin/python bench/run.py --quick    # fewer iterations
+
+Medians and p99 in milliseconds; ratios are computed within this run, because these 2-core machines are
+noisy. Targets (issue 2): HTTP check <= 1.3x the echo baseline at the median; normalizing a 50-turn
+session < 2 ms; step 50 <= 1.5x step 1 once its history has been seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.sessions import session_step  # noqa: E402
+from guardrails.adapters import read_exchange  # noqa: E402
+from guardrails.config import Settings  # noqa: E402
+from guardrails.serve import build_service  # noqa: E402
+
+
+def stats(samples_s: list[float]) -> tuple[float, float]:
+    ms = sorted(x * 1000 for x in samples_s)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def load_samples() -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((REPO / "samples").glob("*.json"))}
+
+
+def bench_in_process(bodies: dict[str, dict[str, Any]], n: int) -> list[tuple[str, float, float]]:
+    service = build_service(Settings(policy_dir=REPO / "policies"))
+    loop = asyncio.new_event_loop()
+    rows = []
+    for name, body in bodies.items():
+        loop.run_until_complete(service.check(body))  # warm: policy build, caches
+        med, p99 = stats(timed(lambda b=body: loop.run_until_complete(service.check(b)), n))
+        rows.append((name, med, p99))
+    loop.close()
+    return rows
+
+
+def bench_normalize(n: int) -> tuple[float, float]:
+    body = session_step(50)
+    return stats(timed(lambda: read_exchange(body["request"], body["response"]), n))
+
+
+def bench_steps(variants: int) -> tuple[float, float, float, float]:
+    """Step 1 (everything new) vs step 50 (history seen at steps 1..49, response new), over fresh sessions."""
+    service = build_service(Settings(policy_dir=REPO / "policies"))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(service.check(session_step(1, "warmup")))
+    first, last = [], []
+    for v in range(variants):
+        salt = f"variant-{v}-{os.urandom(4).hex()}"
+        t = time.perf_counter()
+        loop.run_until_complete(service.check(session_step(1, salt)))
+        first.append(time.perf_counter() - t)
+        for step in range(2, 50):
+            loop.run_until_complete(service.check(session_step(step, salt)))
+        body = session_step(50, salt)
+        t = time.perf_counter()
+        loop.run_until_complete(service.check(body))
+        last.append(time.perf_counter() - t)
+    loop.close()
+    return (*stats(first), *stats(last))
+
+
+# --- HTTP -----------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(app: str, port: int, factory: bool) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level",
+           "warning", "--no-access-log"]
+    if factory:
+        cmd.append("--factory")
+    env = dict(os.environ, GUARDRAILS_POLICY_DIR=str(REPO / "policies"), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{app} did not start on port {port}")
+
+
+async def _worker(port: int, request: bytes, n: int, latencies: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(n):
+        t = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        match = re.search(rb"content-length:\s*(\d+)", head, re.IGNORECASE)
+        await reader.readexactly(int(match.group(1)) if match else 0)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.decode(errors="replace"))
+        latencies.append(time.perf_counter() - t)
+    writer.close()
+
+
+def load(port: int, body: bytes, concurrency: int, total: int) -> tuple[float, float, float]:
+    request = (b"POST /v1/checks HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    latencies: list[float] = []
+
+    async def run() -> float:
+        await asyncio.gather(*(_worker(port, request, 20, []) for _ in range(min(concurrency, 4))))  # warm
+        t = time.perf_counter()
+        await asyncio.gather(*(_worker(port, request, total // concurrency, latencies) for _ in range(concurrency)))
+        return time.perf_counter() - t
+
+    elapsed = asyncio.run(run())
+    med, p99 = stats(latencies)
+    return med, p99, len(latencies) / elapsed
+
+
+def bench_http(bodies: dict[str, dict[str, Any]], total: int) -> list[tuple[str, int, tuple, tuple]]:
+    check_port, echo_port = free_port(), free_port()
+    servers = [start_server("guardrails.serve:build_app", check_port, True),
+               start_server("bench.echo_app:app", echo_port, False)]
+    rows = []
+    try:
+        for name, body in bodies.items():
+            raw = json.dumps(body).encode()
+            for concurrency in (1, 32):
+                n = total if concurrency == 1 else total * 2
+                echo = load(echo_port, raw, concurrency, n)
+                check = load(check_port, raw, concurrency, n)
+                rows.append((name, concurrency, check, echo))
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(10)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-http", action="store_true")
+    args = parser.parse_args()
+    n = 100 if args.quick else 400
+    bodies = load_samples()
+    bodies["session_step_50"] = session_step(50)
+
+    print("== in-process check (service.check, warm caches) ==")
+    print(f"{'body':<34}{'median ms':>11}{'p99 ms':>10}")
+    for name, med, p99 in bench_in_process(bodies, n):
+        print(f"{name:<34}{med:>11.3f}{p99:>10.3f}")
+
+    med, p99 = bench_normalize(n * 2)
+    print(f"\n== normalize a 50-turn session (read_exchange) ==\nmedian {med:.3f} ms  p99 {p99:.3f} ms"
+          f"  target < 2 ms: {'OK' if med < 2 else 'MISSED'}")
+
+    m1, p1, m50, p50 = bench_steps(5 if args.quick else 15)
+    ratio = m50 / m1
+    print("\n== agent session: step 1 (all new) vs step 50 (history seen, response new) ==")
+    print(f"step 1  median {m1:.3f} ms  p99 {p1:.3f} ms\nstep 50 median {m50:.3f} ms  p99 {p50:.3f} ms\n"
+          f"ratio step50/step1 {ratio:.2f}x  target <= 1.5x: {'OK' if ratio <= 1.5 else 'MISSED'}")
+
+    if args.no_http:
+        return
+    http_bodies = {k: v for k, v in bodies.items() if k in ("openai_chat", "session_step_50")} or bodies
+    print("\n== HTTP POST /v1/checks vs echo baseline (1 uvicorn worker each, raw asyncio keep-alive client) ==")
+    print(f"{'body':<20}{'conc':>5}{'check med':>11}{'p99':>9}{'chk/s':>8}{'echo med':>10}{'p99':>9}"
+          f"{'req/s':>8}{'ratio':>7}")
+    for name, conc, (cm, cp, cr), (em, ep, er) in bench_http(http_bodies, 200 if args.quick else 600):
+        print(f"{name:<20}{conc:>5}{cm:>11.3f}{cp:>9.3f}{cr:>8.0f}{em:>10.3f}{ep:>9.3f}{er:>8.0f}{cm / em:>7.2f}")
+    print("target: check median <= 1.3x echo median")
+
+
+if __name__ == "__main__":
+    main()

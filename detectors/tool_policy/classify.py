@@ -1,0 +1,51 @@
+"""Which built-in rule family an argument belongs to, judged by its schema, its name and its value.
+
+Built-in rules apply even when the policy says nothing about a tool, so recognition must be conservative:
+"query" is SQL only when the value parses as SQL, a shell needs a shell-ish name, a path must look like one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from detectors.tool_policy.sql import looks_like_sql
+
+SHELL_KEYS = frozenset({"cmd", "command", "commands", "shell", "script", "bash", "cmdline", "commandline"})
+SHELL_TOOLS = frozenset({"terminal", "shell", "bash", "cmd", "console", "powershell", "command", "sh"})
+SQL_KEYS = frozenset({"sql"})
+URL_KEYS = frozenset({"url", "urls", "uri", "uris", "link", "links", "href", "endpoint", "webhook", "website",
+                      "homepage", "callback", "host", "hostname", "domain"})
+PATH_KEYS = frozenset({"path", "paths", "file", "files", "filename", "filepath", "dir", "dirname", "directory",
+                       "folder", "attachment", "attachments"})
+URL_VALUE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://\S+$|^(?:javascript|data|file):", re.S)
+PATH_VALUE = re.compile(r"^(?:/|~/|\.\.?/|[a-zA-Z]:[\\/]|\\\\)[^\n]*$")
+SCHEMA_FORMATS = {"uri": "url", "url": "url", "iri": "url", "uri-reference": "url", "hostname": "url"}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+@lru_cache(maxsize=4096)
+def name_tokens(name: str) -> frozenset[str]:
+    """`TerminalExecute` / `file_path` / `targetURL` -> {"terminal", "execute"} / {"file", "path"} / ..."""
+    return frozenset(t for t in _SPLIT.split(_CAMEL.sub("_", name).lower()) if t)
+
+
+def classify(tool: str, key: str | None, value: str, schema: Mapping[str, Any] | None) -> str | None:
+    """"shell", "sql", "url", "path" or None for an argument string."""
+    if isinstance(schema, Mapping):
+        kind = SCHEMA_FORMATS.get(str(schema.get("format", "")))
+        if kind:
+            return kind
+    tokens = name_tokens(key) if key else frozenset()
+    if tokens & SHELL_KEYS or (name_tokens(tool) & SHELL_TOOLS and not tokens & (URL_KEYS | PATH_KEYS)):
+        return "shell"
+    if tokens & SQL_KEYS or looks_like_sql(value):
+        return "sql"
+    if tokens & URL_KEYS or URL_VALUE.match(value):
+        return "url"
+    if (tokens & PATH_KEYS and "://" not in value) or (PATH_VALUE.match(value) and len(value) < 1024):
+        return "path"
+    return None

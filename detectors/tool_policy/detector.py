@@ -1,0 +1,164 @@
+"""`tool_policy`: which tools an agent may call, and what their arguments may hold."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
+from detectors.tool_policy.base import ArgumentRule, Violation, string_list
+from detectors.tool_policy.classify import classify
+from detectors.tool_policy.numbers import NumberRule
+from detectors.tool_policy.paths import PathRule
+from detectors.tool_policy.patterns import PatternRule
+from detectors.tool_policy.shell import ShellRule
+from detectors.tool_policy.sql import SqlRule
+from detectors.tool_policy.urls import UrlRule
+from guardrails.detector import Detector, ScanContext, Scope
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec
+from guardrails.findings import Category, Finding, Severity
+
+RULE_TYPES: dict[str, type] = {"path": PathRule, "url": UrlRule, "shell": ShellRule, "sql": SqlRule,
+                               "number": NumberRule, "pattern": PatternRule}
+ANY_AGENT = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLists:
+    allow: re.Pattern[str] | None  # None: every tool allowed
+    deny: re.Pattern[str] | None
+    high_risk: re.Pattern[str] | None
+
+
+class ToolPolicyDetector(Detector):
+    name = "tool_policy"
+    category = Category.TOOL_POLICY
+    default_scope = Scope(kinds=frozenset({SegmentKind.TOOL_CALL}), phases=frozenset({Phase.RESPONSE}))
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
+        super().__init__(settings, services)
+        agents = self.settings.get("agents") or {}
+        if not isinstance(agents, Mapping):
+            raise ValueError("tool_policy.agents must be a mapping of agent id to lists")
+        self._agents = {str(agent): _lists(agents.get(ANY_AGENT) or {}, raw or {}) for agent, raw in agents.items()}
+        self._any_agent = _lists(agents.get(ANY_AGENT) or {}, {})
+        self._tools = [(_glob(pattern), _argument_rules(pattern, raw or {}))
+                       for pattern, raw in (self.settings.get("tools") or {}).items()]
+        self._rules_by_tool: dict[str, dict[str, tuple[str, ArgumentRule]]] = {}
+        self.builtin = bool(self.settings.get("builtin_rules", True))
+        self._builtin: dict[str, ArgumentRule] = {kind: RULE_TYPES[kind]() for kind in ("path", "url", "shell", "sql")}
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        lists = self._agents.get(exchange.context.agent_id or "", self._any_agent)
+        findings: list[Finding] = []
+        for segment in ctx.segments:
+            call = segment.tool_call
+            if call is None:
+                continue
+            findings.extend(self._check_name(segment, call.name, lists, exchange.context.agent_id))
+            if isinstance(call.arguments, dict):
+                findings.extend(self._check_arguments(segment, call.name, call.arguments,
+                                                      exchange.tools.get(call.name)))
+        return findings
+
+    def _check_name(self, segment: Segment, tool: str, lists: AgentLists, agent: str | None) -> list[Finding]:
+        who = f"agent {agent!r}" if agent else "this agent"
+        evidence = {"tool": tool, "agent": agent}
+        if lists.deny and lists.deny.match(tool):
+            return [finding_at(self, locate_name(segment), f"tool {tool!r} is denied for {who}", Severity.HIGH,
+                               {**evidence, "rule": "agent.deny_tools"})]
+        if lists.allow and not lists.allow.match(tool):
+            return [finding_at(self, locate_name(segment), f"tool {tool!r} is not in the allow list of {who}",
+                               Severity.HIGH, {**evidence, "rule": "agent.allow_tools"})]
+        if lists.high_risk and lists.high_risk.match(tool):
+            return [finding_at(self, locate_name(segment), f"high-risk tool {tool!r} needs review",
+                               Severity.MEDIUM, {**evidence, "rule": "agent.high_risk_tools"})]
+        return []
+
+    def _check_arguments(self, segment: Segment, tool: str, arguments: dict[str, Any], spec: ToolSpec | None
+                         ) -> list[Finding]:
+        configured = self._configured(tool)
+        findings = []
+        for path, value in leaves(arguments):
+            kind, violations = self._judge(tool, path, value, configured, spec)
+            for violation in violations:
+                findings.append(self._finding(segment, tool, path, kind, violation))
+        return findings
+
+    def _judge(self, tool: str, path: ArgPath, value: Any, configured: dict[str, tuple[str, ArgumentRule]],
+               spec: ToolSpec | None) -> tuple[str, list[Violation]]:
+        key = dotted(path)
+        entry = configured.get(key) or configured.get(_strip_items(key))
+        if entry is not None:
+            return entry[0], entry[1].check(value)
+        if not self.builtin or not isinstance(value, str) or len(value) < 2:
+            return "", []
+        name = next((t for t in reversed(path) if isinstance(t, str)), None)
+        kind = classify(tool, name, value, _property_schema(spec, path))
+        return (kind, self._builtin[kind].check(value)) if kind else ("", [])
+
+    def _configured(self, tool: str) -> dict[str, tuple[str, ArgumentRule]]:
+        """Argument rules of every `tools:` entry whose name pattern matches; cached per tool name."""
+        rules = self._rules_by_tool.get(tool)
+        if rules is None:
+            rules = {}
+            for pattern, tool_rules in self._tools:
+                if pattern.match(tool):
+                    rules.update(tool_rules)
+            if len(self._rules_by_tool) < 4096:
+                self._rules_by_tool[tool] = rules
+        return rules
+
+    def _finding(self, segment: Segment, tool: str, path: ArgPath, kind: str, violation: Violation) -> Finding:
+        argument = dotted(path)
+        return finding_at(self, locate_argument(segment, path), f"{tool} {argument}: {violation.message}",
+                          violation.severity, {"tool": tool, "argument": argument, "kind": kind,
+                                               "rule": violation.rule})
+
+
+def _lists(default: Mapping[str, Any], agent: Mapping[str, Any]) -> AgentLists:
+    """An agent's own allow list replaces the default one; deny and high-risk lists add up."""
+    allow = string_list(agent, "allow_tools") if "allow_tools" in agent else string_list(default, "allow_tools")
+    deny = string_list(default, "deny_tools") + string_list(agent, "deny_tools")
+    high_risk = string_list(default, "high_risk_tools") + string_list(agent, "high_risk_tools")
+    return AgentLists(_globs(allow), _globs(deny), _globs(high_risk))
+
+
+def _argument_rules(tool: str, raw: Mapping[str, Any]) -> dict[str, tuple[str, ArgumentRule]]:
+    rules: dict[str, tuple[str, ArgumentRule]] = {}
+    for argument, constraint in (raw.get("arguments") or {}).items():
+        kind = constraint.get("type") if isinstance(constraint, Mapping) else None
+        if kind not in RULE_TYPES:
+            raise ValueError(f"tool_policy.tools.{tool}.arguments.{argument}: type must be one of "
+                             f"{sorted(RULE_TYPES)}")
+        rules[str(argument)] = (kind, RULE_TYPES[kind](constraint))
+    return rules
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern))
+
+
+def _globs(patterns: list[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def _strip_items(key: str) -> str:
+    """A rule on "recipients" covers each element "recipients.*"."""
+    while key.endswith(".*"):
+        key = key[:-2]
+    return key
+
+
+def _property_schema(spec: ToolSpec | None, path: ArgPath) -> Mapping[str, Any] | None:
+    schema: Any = spec.parameters if spec is not None else None
+    for token in path:
+        if not isinstance(schema, Mapping):
+            return None
+        schema = (schema.get("properties") or {}).get(token) if isinstance(token, str) else schema.get("items")
+    return schema if isinstance(schema, Mapping) else None

@@ -1,0 +1,119 @@
+"""From an exchange's logprob sources to signals per segment, tool name and tool argument."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from guardrails.exchange import Exchange, LogprobSource, Phase, Segment, SegmentKind
+from guardrails.logprobs.align import Unit, align
+from guardrails.logprobs.signals import UnitSignals, token_signals, unit_signals
+from guardrails.logprobs.tokens import TokenStream, read_chat, read_source
+from guardrails.model_stats import Moments
+
+GENERATED = (SegmentKind.REASONING, SegmentKind.ASSISTANT, SegmentKind.TOOL_CALL)
+_CHOICE = re.compile(r"/choices/(\d+)/")
+
+
+def moments(values: np.ndarray) -> Moments:
+    """Moments of some logprobs, mergeable into a model's running statistics."""
+    if values.size == 0:
+        return Moments()
+    mean = float(values.mean())
+    return Moments(int(values.size), mean, float(((values - mean) ** 2).sum()))
+
+
+@dataclass(frozen=True, slots=True)
+class Aligned:
+    """One token stream and the units found in it."""
+
+    stream: TokenStream
+    units: list[Unit]
+    origin: str  # "response", "prompt" or "pulled"
+
+
+@dataclass(frozen=True, slots=True)
+class UnitReport:
+    unit: Unit
+    signals: UnitSignals
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    reports: list[UnitReport]
+    tokens: Moments  # logprobs of the tokens that counted, for the model's running statistics
+    unresolved_ids: int  # "token_id:N" tokens we could not turn into text
+
+
+def generated_segments(exchange: Exchange, choice: int | None = None) -> list[Segment]:
+    """The response's model-written segments, in generation order; one choice when several exist."""
+    segments = [s for s in exchange.segments if s.phase is Phase.RESPONSE and s.kind in GENERATED]
+    if choice is None:
+        return segments
+    return [s for s in segments if _choice_of(s.pointer) == choice]
+
+
+def _choice_of(pointer: str) -> int:
+    match = _CHOICE.search(pointer)
+    return int(match.group(1)) if match else 0
+
+
+def streams(exchange: Exchange, id_text: Mapping[int, str] | None = None) -> list[tuple[TokenStream, str, int]]:
+    """(stream, origin, choice) per generation: a stream's per-chunk sources are joined in order."""
+    out: list[tuple[TokenStream, str, int]] = []
+    chat_parts: dict[int, list[LogprobSource]] = {}
+    for source in exchange.logprobs:
+        if source.shape in ("chat", "responses"):
+            chat_parts.setdefault(source.choice, []).append(source)
+        elif source.shape == "completions":
+            out.append((read_source("completions", source.data), "response", source.choice))
+        elif source.shape == "prompt":
+            out.append((read_source("prompt", source.data), "prompt", source.choice))
+    for choice, parts in chat_parts.items():
+        out.append((read_chat([p.data for p in parts], id_text), "response", choice))
+    return out
+
+
+def align_exchange(exchange: Exchange, id_text: Mapping[int, str] | None = None) -> list[Aligned]:
+    found = streams(exchange, id_text)
+    choices = {choice for _, origin, choice in found if origin == "response"}
+    aligned = []
+    for stream, origin, choice in found:
+        if origin == "prompt":
+            segments = [s for s in exchange.segments if s.phase is Phase.REQUEST]
+        else:
+            segments = generated_segments(exchange, choice if len(choices) > 1 else None)
+        aligned.append(Aligned(stream, align(stream, segments), origin))
+    return aligned
+
+
+def analyze(aligned: Sequence[Aligned], constrained: bool, token_threshold: float) -> Analysis:
+    """Signals of every unit of every stream. `token_threshold` marks a weighted token logprob as low."""
+    reports: list[UnitReport] = []
+    counted: list[np.ndarray] = []
+    unresolved = 0
+    for item in aligned:
+        unresolved += item.stream.unresolved_ids
+        if not item.units:
+            continue
+        # Prompt logprobs score what the model read, not what it decided: never constrained.
+        ts = token_signals(item.stream, constrained and item.origin != "prompt")
+        for unit, signals in zip(item.units, unit_signals(item.stream, ts, item.units, token_threshold),
+                                 strict=True):
+            reports.append(UnitReport(unit, signals, item.origin))
+        if item.origin != "prompt":
+            counted.append(ts.logprobs[ts.used & _covered(len(item.stream), item.units)])
+    batch = moments(np.concatenate(counted)) if counted else Moments()
+    return Analysis(reports, batch, unresolved)
+
+
+def _covered(n: int, units: Sequence[Unit]) -> np.ndarray:
+    """Tokens inside at least one unit (markup between segments is not the model's answer)."""
+    depth = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(depth, [u.token_start for u in units], 1)
+    np.add.at(depth, [u.token_end for u in units], -1)
+    return np.cumsum(depth)[:n] > 0

@@ -1,0 +1,96 @@
+"""Per-model running statistics of token and segment logprobs.
+
+A "low" logprob means little on its own: models differ (a 0.5B model's typical token sits far below a 70B
+model's). Detectors judge against the model's own running mean and spread, kept here per model key. The
+interface is two methods so a shared state store (SQLite, Redis) can implement it later.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Moments:
+    """Count, mean and sum of squared deviations: mergeable without keeping samples (Chan et al.)."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+    def merge(self, other: Moments) -> Moments:
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.count / count
+        m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / count
+        return Moments(count, mean, m2)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStats:
+    tokens: Moments = Moments()  # logprob of every token that counted
+    segments: Moments = Moments()  # weighted mean logprob of each judged segment
+
+    def merge(self, other: ModelStats) -> ModelStats:
+        return ModelStats(self.tokens.merge(other.tokens), self.segments.merge(other.segments))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"tokens": [self.tokens.count, self.tokens.mean, self.tokens.m2],
+                "segments": [self.segments.count, self.segments.mean, self.segments.m2]}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, list[float]]) -> ModelStats:
+        t, s = raw.get("tokens", [0, 0.0, 0.0]), raw.get("segments", [0, 0.0, 0.0])
+        return cls(Moments(int(t[0]), float(t[1]), float(t[2])), Moments(int(s[0]), float(s[1]), float(s[2])))
+
+
+class ModelStatsStore(ABC):
+    """get/update per model key. Implementations must make `update` atomic per key."""
+
+    @abstractmethod
+    def get(self, key: str) -> ModelStats | None:
+        """The model's statistics, or None when it was never seen."""
+
+    @abstractmethod
+    def update(self, key: str, batch: ModelStats) -> ModelStats:
+        """Merge one check's batch into the model's statistics; return the merged statistics."""
+
+
+class InMemoryModelStats(ModelStatsStore):
+    """Per-process statistics; a cap on models keeps a caller that invents model names from growing it."""
+
+    def __init__(self, max_models: int = 10_000) -> None:
+        self._stats: dict[str, ModelStats] = {}
+        self._lock = threading.Lock()
+        self._max_models = max_models
+
+    def get(self, key: str) -> ModelStats | None:
+        return self._stats.get(key)
+
+    def update(self, key: str, batch: ModelStats) -> ModelStats:
+        with self._lock:
+            current = self._stats.get(key)
+            if current is None and len(self._stats) >= self._max_models:
+                return batch
+            merged = (current or ModelStats()).merge(batch)
+            self._stats[key] = merged
+            return merged
+
+
+_default = InMemoryModelStats()
+
+
+def default_store() -> InMemoryModelStats:
+    """The process-wide store, used when no shared store was wired into the detector's services."""
+    return _default

@@ -1,0 +1,58 @@
+"""The tool-parser interface, the recovered-call record and the family registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+Span = tuple[int, int]
+# Tool name -> JSON Schema of its parameters; XML-style families type their text values with it.
+Schemas = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredCall:
+    """One tool call read from raw model text. All spans are [start, end) offsets into that text."""
+
+    family: str
+    name: str
+    arguments: Any  # the parsed (possibly repaired) arguments, or the raw text when unreadable
+    arguments_parsed: bool
+    span: Span  # the call's markup
+    name_span: Span
+    arguments_span: Span  # the arguments text as written (JSON, XML parameters, Python kwargs...)
+    block: Span  # the markup block the call belongs to (several calls can share one)
+    call_id: str | None = None
+    repairs: tuple[str, ...] = ()  # what had to be mended: "single_quotes", "trailing_comma", "truncated"...
+
+
+class ToolParser(ABC):
+    """One format family. Tolerant: recovers calls vLLM's parser of the family would drop or reject."""
+
+    family: ClassVar[str]
+    # The parser runs only when one of these substrings occurs in the text (the cheap precheck).
+    markers: ClassVar[tuple[str, ...]]
+
+    def applies(self, text: str) -> bool:
+        return any(marker in text for marker in self.markers)
+
+    @abstractmethod
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        """Every call of this family found in `text`, in order. Never raises on malformed text."""
+
+
+PARSERS: dict[str, ToolParser] = {}  # family -> parser, in precedence order
+
+
+def register(cls: type[ToolParser]) -> type[ToolParser]:
+    PARSERS[cls.family] = cls()
+    return cls
+
+
+def get_parser(family: str) -> ToolParser:
+    try:
+        return PARSERS[family]
+    except KeyError:
+        raise KeyError(f"no tool parser family {family!r}; known: {sorted(PARSERS)}") from None

@@ -1,0 +1,40 @@
+"""DeepSeek V3: `<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\n{...}\n```<｜tool▁call▁end｜>`."""
+
+from __future__ import annotations
+
+import re
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.blocks import Block, tagged_blocks
+from guardrails.toolparse.jsoncalls import named_call
+
+CALL_BEGIN, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
+SECTION_END = "<｜tool▁calls▁end｜>"
+_V3_HEAD = re.compile(r"\s*function\s*" + SEP + r"\s*([\w.\-]+)[ \t]*\n?(?:\s*```(?:json)?\s*)?")
+
+
+def call_blocks(text: str) -> list[Block]:
+    return tagged_blocks(text, CALL_BEGIN, CALL_END, stray_close=False, terminators=(SECTION_END,))
+
+
+def fence_end(text: str, start: int, end: int) -> int:
+    """Where the arguments end: before a closing ``` fence when there is one."""
+    fence = text.rfind("```", start, end)
+    return fence if fence >= 0 else end
+
+
+@register
+class DeepSeekV3Parser(ToolParser):
+    family = "deepseek_v3"
+    markers = (CALL_BEGIN,)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls = []
+        for block in call_blocks(text):
+            head = _V3_HEAD.match(text, block.body, block.body_end)
+            if head is None:
+                continue
+            calls.append(named_call(self.family, text, head.span(1), head.end(),
+                                    fence_end(text, head.end(), block.body_end), block_start=block.start,
+                                    closed_end=block.end if block.closed else None))
+        return calls

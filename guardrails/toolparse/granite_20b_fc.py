@@ -1,0 +1,22 @@
+"""Granite 20B function calling: `<function_call> {"name": ..., "arguments": {...}}`, repeated."""
+
+from __future__ import annotations
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.blocks import skip_space, tagged_blocks
+from guardrails.toolparse.jsoncalls import call_objects, with_block
+
+
+@register
+class Granite20bFCParser(ToolParser):
+    family = "granite_20b_fc"
+    markers = ("<function_call>",)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls: list[RecoveredCall] = []
+        for block in tagged_blocks(text, "<function_call>", None):
+            start = skip_space(text, block.body, block.body_end)
+            found, after = call_objects(self.family, text, start, block.body_end, separators="")
+            if found:
+                calls += with_block(found, (block.start, after))
+        return calls

@@ -1,0 +1,35 @@
+"""gpt-oss harmony: a message addressed to a tool,
+`<|start|>assistant<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{...}<|call|>`
+(the recipient may also sit in the role part: `<|start|>assistant to=functions.NAME<|channel|>...`)."""
+
+from __future__ import annotations
+
+import re
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.jsoncalls import named_call
+
+_HEADER = re.compile(r"(?:<\|start\|>[^<]*)?(?:<\|channel\|>[^<]*)?(?:<\|constrain\|>[^<]*)?<\|message\|>")
+_RECIPIENT = re.compile(r"to=((?:functions\.)?([^\s<]+))")
+_BODY_END = re.compile(r"<\|(?:call|end|return|start|channel)\|>")
+_CLOSERS = ("<|call|>", "<|end|>", "<|return|>")
+
+
+@register
+class HarmonyParser(ToolParser):
+    family = "harmony"
+    markers = ("<|message|>",)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls = []
+        for header in _HEADER.finditer(text):
+            recipient = _RECIPIENT.search(text, header.start(), header.end())
+            if recipient is None:
+                continue
+            stop = _BODY_END.search(text, header.end())
+            bound = stop.start() if stop else len(text)
+            closer = next((c for c in _CLOSERS if stop and stop.group() == c), None)
+            calls.append(named_call(self.family, text, recipient.span(2), header.end(), bound,
+                                    block_start=header.start(),
+                                    closed_end=bound + len(closer) if closer else None))
+        return calls

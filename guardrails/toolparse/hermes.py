@@ -1,0 +1,35 @@
+"""Hermes 2/3, Qwen2.5, QwQ, Qwen3 JSON: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`."""
+
+from __future__ import annotations
+
+import re
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.blocks import skip_space, tagged_blocks
+from guardrails.toolparse.jsoncalls import call_objects, with_block
+
+_CALL_START = re.compile(r"""\{\s*["']name["']""")
+
+
+@register
+class HermesParser(ToolParser):
+    family = "hermes"
+    markers = ("<tool_call>", "</tool_call>")
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls: list[RecoveredCall] = []
+        for block in tagged_blocks(text, "<tool_call>", "</tool_call>"):
+            if block.opened:
+                start = skip_space(text, block.body, block.body_end)
+            else:  # no start tag: the call object is the last thing before `</tool_call>`
+                found = list(_CALL_START.finditer(text, block.body, block.body_end))
+                if not found:
+                    continue
+                start = found[0].start()
+            if start >= block.body_end or text[start] != "{":
+                continue  # another family's body (XML, GLM, a Granite array)
+            found_calls, after = call_objects(self.family, text, start, block.body_end, separators="")
+            if found_calls:
+                end = block.end if block.closed else after
+                calls += with_block(found_calls, (block.start if block.opened else start, end))
+        return calls

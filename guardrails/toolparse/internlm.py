@@ -1,0 +1,25 @@
+"""InternLM 2.5: `<|action_start|><|plugin|>\n{"name": ..., "parameters": {...}}<|action_end|>`."""
+
+from __future__ import annotations
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.blocks import skip_space, tagged_blocks
+from guardrails.toolparse.jsoncalls import call_objects, with_block
+
+
+@register
+class InternLMParser(ToolParser):
+    family = "internlm"
+    markers = ("<|plugin|>",)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls: list[RecoveredCall] = []
+        for block in tagged_blocks(text, "<|plugin|>", "<|action_end|>", stray_close=False):
+            start = skip_space(text, block.body, block.body_end)
+            found, after = call_objects(self.family, text, start, block.body_end, separators="")
+            if found:
+                opener = block.start
+                if text.endswith("<|action_start|>", 0, opener):
+                    opener -= len("<|action_start|>")
+                calls += with_block(found, (opener, block.end if block.closed else after))
+        return calls

@@ -1,0 +1,30 @@
+"""Kimi K2: `<|tool_call_begin|>functions.NAME:IDX<|tool_call_argument_begin|>{...}<|tool_call_end|>`,
+inside `<|tool_calls_section_begin|>...<|tool_calls_section_end|>`. The header is the call id."""
+
+from __future__ import annotations
+
+import re
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.blocks import tagged_blocks
+from guardrails.toolparse.jsoncalls import named_call
+
+_HEADER = re.compile(r"\s*((?:functions\.)?([\w.\-]+?)(?::\d+)?)\s*<\|tool_call_argument_begin\|>")
+
+
+@register
+class KimiK2Parser(ToolParser):
+    family = "kimi_k2"
+    markers = ("<|tool_call_begin|>",)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls = []
+        for block in tagged_blocks(text, "<|tool_call_begin|>", "<|tool_call_end|>", stray_close=False,
+                                   terminators=("<|tool_calls_section_end|>",)):
+            header = _HEADER.match(text, block.body, block.body_end)
+            if header is None:
+                continue
+            calls.append(named_call(self.family, text, header.span(2), header.end(), block.body_end,
+                                    block_start=block.start, closed_end=block.end if block.closed else None,
+                                    call_id=header.group(1)))
+        return calls

@@ -1,0 +1,32 @@
+"""Mistral before tokenizer v11: `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]`."""
+
+from __future__ import annotations
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.blocks import skip_space
+from guardrails.toolparse.jsoncalls import call_array, call_objects, with_block
+
+TOOL_CALLS = "[TOOL_CALLS]"
+
+
+@register
+class MistralPreV11Parser(ToolParser):
+    family = "mistral_prev11"
+    markers = (TOOL_CALLS,)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls: list[RecoveredCall] = []
+        i = text.find(TOOL_CALLS)
+        while i >= 0:
+            body = skip_space(text, i + len(TOOL_CALLS))
+            bound = text.find(TOOL_CALLS, body)
+            bound = bound if bound >= 0 else len(text)
+            # Mistral decodes arguments written as a JSON string (unlike Hermes).
+            if text.startswith("[", body):
+                found, after = call_array(self.family, text, body, bound, decode_string_arguments=True)
+            else:
+                found, after = call_objects(self.family, text, body, bound, separators=",",
+                                            decode_string_arguments=True)
+            calls += with_block(found, (i, after))
+            i = text.find(TOOL_CALLS, body) if bound < len(text) else -1
+        return calls

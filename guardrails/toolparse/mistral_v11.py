@@ -1,0 +1,33 @@
+"""Mistral tokenizer v11+: `[TOOL_CALLS]NAME[ARGS]{...}`, repeated for parallel calls."""
+
+from __future__ import annotations
+
+import re
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.jsoncalls import named_call
+
+_NAME = r"([A-Za-z_][\w.\-]*)\s*(?:\[CALL_ID\]\s*([\w\-]+)\s*)?"
+_HEAD = re.compile(r"\[TOOL_CALLS\]\s*" + _NAME + r"(\[ARGS\]|(?=\{))")
+_BARE = re.compile(_NAME + r"\[ARGS\]")  # the model forgot [TOOL_CALLS]
+
+
+@register
+class MistralV11Parser(ToolParser):
+    family = "mistral_v11"
+    markers = ("[ARGS]", "[TOOL_CALLS]")
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        heads = list(_HEAD.finditer(text))
+        claimed = {m.end() for m in heads}
+        heads += [m for m in _BARE.finditer(text) if m.end() not in claimed]
+        heads.sort(key=lambda m: m.start())
+        calls = []
+        for k, head in enumerate(heads):
+            bound = text.find("[TOOL_CALLS]", head.end())
+            if k + 1 < len(heads):
+                bound = min(bound, heads[k + 1].start()) if bound >= 0 else heads[k + 1].start()
+            calls.append(named_call(self.family, text, head.span(1), head.end(),
+                                    bound if bound >= 0 else len(text), block_start=head.start(),
+                                    call_id=head.group(2)))
+        return calls
