@@ -1,15 +1,360 @@
-"""placeholder"""
+"""`jailbreak`: user messages that try to talk the model out of its rules.
+
+Rules are grouped in the known families (see docs/detectors-text.md, section "jailbreak"): instruction
+override, persona (DAN-style) and role-play override, developer/system mode, refusal suppression,
+authority impersonation, secret or system-prompt extraction, encoded payloads (base64, rot13, hex, binary,
+Morse, reversed text, pig latin, leetspeak), many-shot priming, repeated-token attacks and dual-response
+formats. Each rule carries a weight; a message is flagged when the weights of the distinct rules it trips
+add up to `threshold` (default 1.0), so one weak cue ("pretend to be", "hypothetical world") never
+flags alone. Every tripped rule is reported with its own offsets.
+"""
+
 from __future__ import annotations
 
-from guardrails.detector import Scope, SegmentDetector
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from detectors.prompt_injection import OVERRIDE_PATTERN
+from guardrails.detector import Scope, SegmentDetector, Services
 from guardrails.exchange import Segment, SegmentKind
-from guardrails.findings import Category, Hit
+from guardrails.findings import Category, Hit, Severity
+
+FLAGS = re.IGNORECASE | re.MULTILINE
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    family: str
+    pattern: re.Pattern[str]
+    weight: float
+    message: str
+
+
+def rule(rule_id: str, family: str, pattern: str, weight: float, message: str, flags: int = FLAGS) -> Rule:
+    return Rule(rule_id, family, re.compile(pattern, flags), weight, message)
+
+
+_LIMITS = (
+    r"(?:restrictions?|limitations?|limits|filters?|filtering|censorship|censors?|rules|guidelines|ethics|"
+    r"ethical\s+(?:guidelines|constraints|considerations|boundaries|standards|principles|concerns)|morals?|"
+    r"morality|moral\s+(?:guidelines|compass|standards|principles|constraints|code)|boundaries|confines|"
+    r"(?:content\s+)?polic(?:y|ies)|safeguards|constraints|programming|restraints|regulations)"
+)
+_AI = r"(?:ai|a\.i\.|chatbot|bot|assistant|model|language\s+model|llm|version|persona|character|entity|gpt)"
+
+RULES: tuple[Rule, ...] = (
+    # --- instruction override -------------------------------------------------------------------
+    rule("override_instructions", "instruction_override", OVERRIDE_PATTERN, 1.0,
+         "instruction to ignore earlier instructions"),
+    # --- personas -------------------------------------------------------------------------------
+    rule("dan_persona", "persona",
+         r"\bdo\s+anything\s+now\b|\b(?:Better|Anti|Evil)?DAN\b(?:\s*(?:mode|\d+(?:\.\d+)?))?"
+         r"|\b(?:STAN|DUDE)\b(?=[^.]{0,80}\b(?:stands\s+for|strive|avoid\s+norms))"
+         r"|\balways\s+intelligent\s+and\s+machiavellian\b",
+         1.0, "DAN-style persona", re.MULTILINE),
+    rule("unrestricted_persona", "persona",
+         r"\b(?:amoral|unfiltered|uncensored|unethical|immoral|unrestricted|unbound|unhinged|unlimited|"
+         r"lawless|rogue|evil|jailbroken)\s+(?:and\s+\w+\s+|&\s+\w+\s+|,\s*\w+\s+)?" + _AI + r"s?\b"
+         r"|\byou\s+(?:are|have\s+been)\s+(?:now\s+)?(?:jail\s*broken|freed|liberated|unchained)\b"
+         r"|\[\s*(?:🔓\s*)?JAILBREAK\s*\]|\bjailbreak\s+(?:mode|prompt|version)\b",
+         1.0, "persona declared free of restrictions"),
+    rule("no_limits", "role_play_override",
+         r"\b(?:no|without|free\s+(?:from|of)|broken\s+free\s+of|not\s+(?:bound|restricted|limited|constrained)"
+         r"\s+by|(?:doesn't|does\s+not|don't|do\s+not|won't|will\s+not|never)\s+(?:have|follow|care\s+about|"
+         r"abide\s+by|adhere\s+to|obey|respect)|ignor\w*|bypass\w*|devoid\s+of|lacks?|beyond|outside)\s+"
+         r"(?:any\s+(?:kind\s+of\s+)?|all\s+|the\s+|(?:typical|usual|normal|standard)\s+|its\s+|his\s+|her\s+|"
+         r"their\s+|your\s+|ethical\s+or\s+|moral\s+or\s+|(?:openai|chatgpt|anthropic)'?s?\s+)*" + _LIMITS + r"\b",
+         0.6, "claims the model has no rules or limits"),
+    rule("stay_in_character", "role_play_override",
+         r"\b(?:stay|remain|keep|staying)\s+in\s+character\b|\b(?:never|don't|do\s+not|not)\s+break\s+"
+         r"(?:out\s+of\s+)?character\b|\bbreak(?:ing)?\s+character\b",
+         0.6, "demands the model never leaves a role"),
+    rule("role_assignment", "role_play_override",
+         r"\b(?:you\s+are\s+(?:going|about)\s+to|you\s+will\s+(?:now\s+)?|from\s+now\s+on,?\s+(?:you\s+(?:will|are|"
+         r"must|shall)\s+)?|i\s+want\s+you\s+to|you\s+must\s+now|you\s+shall)\s*(?:act|pretend|roleplay|role-play|"
+         r"behave|simulate|immerse|emulate|impersonate|become|be\s+(?:a|an|my))\b",
+         0.4, "assigns the model a new role"),
+    rule("dual_response", "role_play_override",
+         r"\b(?:two|2|both)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|outputs|replies)"
+         r"\b|\b(?:respond|answer|reply)\s+as\s+both\b|\[\s*(?:🔒|🔓)",
+         0.4, "asks for a filtered and an unfiltered answer side by side"),
+    # --- developer / system mode -----------------------------------------------------------------
+    rule("developer_mode", "developer_mode",
+         r"\b(?:developer|god|jailbreak|unrestricted|unfiltered|uncensored|evil|amoral|dan|opposite|chaos)\s+"
+         r"mode\b|<\s*system\s+mode\s*>|\b(?:enabl|enter|activat|simulat|switch|initiat|engag)\w*\s+(?:to\s+|"
+         r"into\s+)?(?:\w+\s+){0,2}(?:debug|admin|sudo|override|maintenance|root|system)\s+mode\b",
+         1.0, "claims a developer, god or override mode"),
+    # --- refusal suppression -----------------------------------------------------------------------
+    rule("never_refuse", "refusal_suppression",
+         r"\b(?:never|not|don't|do\s+not|won't|will\s+not|cannot|can't|must\s+not|mustn't|shall\s+not|"
+         r"can\s+not)\s+(?:ever\s+|be\s+able\s+to\s+|be\s+allowed\s+to\s+)?(?:refuse|decline|deny|reject)"
+         r"|\bnever\s+refuses\b|\bno\s+(?:refusals?|denying)\b"
+         r"|\b(?:never|don't|do\s+not|must\s+not)\s+(?:say|respond\s+with|reply\s+with|tell\s+(?:me|the\s+user))"
+         r"\s+(?:that\s+)?(?:you|it|he|she)\s+(?:can't|cannot|are\s+unable|is\s+unable|won't)",
+         1.0, "forbids the model to refuse"),
+    rule("no_disclaimers", "refusal_suppression",
+         r"\b(?:without|no|don't\s+(?:add|include|give|use|write)|do\s+not\s+(?:add|include|give|use|write)|never"
+         r"\s+(?:add|include|give|use|write|send))\s+(?:any\s+)?(?:\w+\s+)?(?:warnings?|disclaimers?|caveats|"
+         r"moraliz\w+|lectur\w+|apolog\w+|reminders?)\b",
+         0.6, "forbids warnings or disclaimers"),
+    rule("no_matter_what", "refusal_suppression",
+         r"\b(?:regardless|no\s+matter)\s+(?:of\s+)?(?:how\s+|whether\s+|if\s+)?(?:it(?:'s|\s+is)\s+)?"
+         r"(?:unethical|immoral|illegal|harmful|dangerous|offensive|inappropriate|explicit|legal|ethical|moral|"
+         r"the\s+(?:consequences|legality|morality|ethics))\b|\beven\s+if\s+(?:it(?:'s|\s+is)|they\s+are)\s+"
+         r"(?:illegal|unethical|immoral|harmful|dangerous|offensive|inappropriate)\b",
+         0.6, "insists on answering whatever the harm"),
+    rule("policy_defiance", "refusal_suppression",
+         r"\b(?:ignor|bypass|violat|break|disregard|overrid|circumvent|evad|defy|defi)\w*\s+(?:all\s+|any\s+|the\s+|"
+         r"its\s+|your\s+|of\s+)?(?:\w+\s+){0,2}?(?:polic(?:y|ies)|guidelines|filters?|safeguards|restrictions|"
+         r"ethics|morals?|censorship|safety\s+(?:measures|protocols|features))\b"
+         r"|\b(?:openai|anthropic)'?s?\s+(?:content\s+)?(?:polic(?:y|ies)|guidelines|rules)\b",
+         1.0, "asks the model to defy its policies"),
+    rule("suppress_ai_voice", "refusal_suppression",
+         r"\b(?:never|don't|do\s+not|must\s+not|won't|will\s+not)\s+(?:ever\s+)?(?:say|mention|remind|use|include|"
+         r"respond\s+with|write|state)\s+(?:\w+\s+){0,4}?(?:as\s+an\s+ai|(?:an?\s+)?(?:ai\s+)?language\s+model|"
+         r"i'm\s+sorry|i\s+am\s+sorry|i\s+cannot|i\s+can't|i\s+apologi[sz]e)",
+         1.0, "forbids the model's refusal phrases"),
+    rule("forced_prefix", "refusal_suppression",
+         r"\b(?:begin|start)\s+(?:your|each|every|all)\s+(?:\w+\s+){0,2}(?:response|reply|replies|responses|"
+         r"answer|output)s?\s+with\s+[\"'“]?(?:sure|absolutely|of\s+course|certainly)",
+         0.6, "forces an affirmative opening"),
+    # --- authority impersonation -------------------------------------------------------------------
+    rule("authority_claim", "authority_impersonation",
+         r"\bi(?:'m|\s+am)\s+(?:your|an?|the)\s+(?:\w+\s+)?(?:developer|creator|programmer|admin|administrator|"
+         r"owner|maintainer|engineer|operator|trainer)s?\b(?![^.]{0,30}\b(?:at|for)\s+(?!openai|anthropic))"
+         r"|\bas\s+(?:your|the)\s+(?:developer|creator|admin\w*|programmer|maintainer|owner|operator)\b"
+         r"|\b(?:i\s+am|i'm|as)\s+(?:an?\s+)?(?:\w+\s+){0,2}(?:at|from|of|developed\s+by|created\s+by)\s+"
+         r"(?:openai|anthropic|google\s+deepmind)\b",
+         1.0, "claims authority over the model"),
+    # --- extraction ----------------------------------------------------------------------------
+    rule("secret_extraction", "extraction",
+         r"\b(?:what(?:'s|\s+is|\s+are|\s+was)|tell\s+me|share|give\s+me|reveal|confirm|print|show\s+me|repeat|"
+         r"spell|provide|disclose|output|display|leak)\s+(?:\w+\s+){0,4}?(?:your|the\s+system'?s?|our)\s+"
+         r"(?:system\s+prompt|(?:initial|original|hidden|secret|system)\s+(?:instructions|prompt)|secret(?:\s+key)?|"
+         r"password|passcode|pass\s*phrase|api\s+key|credentials|prompt|instructions)\b",
+         1.0, "asks for the model's secrets or system prompt"),
+    rule("other_user_data", "extraction",
+         r"\b(?:share|tell|give|reveal|provide|confirm|print|list|what(?:'s|\s+is|\s+are))\s+(?:me\s+)?(?:\w+\s+){0,3}?"
+         r"(?:the\s+(?:other\s+)?users?'?s?|other\s+users'?)\s+(?:\w+\s+)?(?:e-?mail|address|password|birth\w*|"
+         r"phone|location|city|data|details|information|balances?|records?)\b"
+         r"|\bwhere\s+(?:does|do|did)\s+the\s+user\s+(?:currently\s+)?live\b",
+         1.0, "asks for another user's private data"),
+    # --- priming --------------------------------------------------------------------------------
+    rule("hypothetical_frame", "role_play_override",
+         r"\b(?:hypothetical|fictional|imaginary|alternate|parallel|fictitious)\s+(?:world|universe|scenario|story|"
+         r"setting|reality)\s+(?:where|in\s+which)\b|\blet'?s\s+play\s+a\s+game\b",
+         0.3, "fictional framing"),
+)
+
+_DIALOGUE_TURN = re.compile(r"(?:^|(?<=\s))(?:Q|A|User|Human|Assistant|AI|Bot|Question|Answer)\s*:", re.MULTILINE)
+_REPEATED_TOKEN = re.compile(r"(\S{1,30})(?:\s+\1){24,}")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
+_HEX_BYTES = re.compile(r"\b(?:[0-9a-fA-F]{2}[\s:]){12,}[0-9a-fA-F]{2}\b")
+_BINARY = re.compile(r"\b(?:[01]{8}\s+){6,}[01]{8}\b")
+_MORSE = re.compile(r"(?:[.\-]{1,7}[ /]+){10,}[.\-]{1,7}")
+_WORD = re.compile(r"[A-Za-z]+")
+_LEET_WORD = re.compile(r"\b(?=[A-Za-z0-9@$]*[A-Za-z])(?=[A-Za-z0-9@$]*[0134579@$])[A-Za-z0-9@$]{3,}\b")
+_LEET = str.maketrans("013457@$9", "oieastasg")
+_ROT13 = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm"
+)
+_STOPWORDS = frozenset(
+    "the and you is to of what how a in it that for are i me my your this with be not do does can on where "
+    "who tell give write make".split()
+)
+_ENCODING_CUE = re.compile(r"\b(?:base64|base-64|rot13|rot-13|caesar|cipher|hex(?:adecimal)?|binary|morse|"
+                           r"decode|decipher|decrypt|leet|l33t|1337|pig\s+latin|reverse)\b", re.IGNORECASE)
 
 
 class JailbreakDetector(SegmentDetector):
+    """Flags jailbreak attempts in user messages.
+
+    Settings: `threshold` (default 1.0: sum of distinct rule weights that flags a message),
+    `disabled_rules` (list of rule ids), `many_shot_turns` (default 16 dialogue markers),
+    `max_decoded_chars` (default 4000: how much of an encoded payload to decode and re-scan).
+    """
+
     name = "jailbreak"
     category = Category.JAILBREAK
     default_scope = Scope(kinds=frozenset({SegmentKind.USER}))
 
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        super().__init__(settings, services)
+        disabled = set(self.settings.get("disabled_rules") or ())
+        known = {r.id for r in RULES} | {"many_shot", "repeated_token", "encoded_payload", "leetspeak"}
+        if disabled - known:
+            raise ValueError(f"jailbreak: unknown rule ids in disabled_rules: {sorted(disabled - known)}")
+        self.disabled = disabled
+        self.rules = tuple(r for r in RULES if r.id not in disabled)
+        self.threshold = float(self.settings.get("threshold", 1.0))
+        self.many_shot_turns = int(self.settings.get("many_shot_turns", 16))
+        self.max_decoded = int(self.settings.get("max_decoded_chars", 4000))
+
     def analyze(self, segment: Segment) -> list[Hit]:
-        return []
+        text = segment.text
+        matches = self._rule_matches(text)
+        matches += self._structural_matches(text)
+        if "encoded_payload" not in self.disabled:
+            matches += self._encoded_matches(text)
+        best: dict[str, tuple[float, Hit]] = {}
+        for weight, hit in matches:
+            key = hit.evidence["rule"]
+            if key not in best or weight > best[key][0]:
+                best[key] = (weight, hit)
+        total = sum(weight for weight, _ in best.values())
+        if total < self.threshold:
+            return []
+        severity = Severity.HIGH if total >= 2 * self.threshold else Severity.MEDIUM
+        score = round(min(1.0, total / (2 * self.threshold)), 3)
+        rules = sorted(best)
+        hits = [
+            Hit(message=hit.message, start=hit.start, end=hit.end, severity=severity, score=score,
+                evidence={**hit.evidence, "rules": rules, "total_weight": round(total, 2)})
+            for _, hit in best.values()
+        ]
+        return sorted(hits, key=lambda h: h.start or 0)
+
+    def _rule_matches(self, text: str, offset_base: int | None = None) -> list[tuple[float, Hit]]:
+        """All rule matches; with `offset_base`, matches in decoded text are placed on the encoded span."""
+        out = []
+        for r in self.rules:
+            m = r.pattern.search(text)
+            if m is None:
+                continue
+            start, end = (m.start(), m.end()) if offset_base is None else (offset_base, offset_base)
+            out.append((r.weight, _hit(r.id, r.family, r.message, start, end, m.group())))
+        return out
+
+    def _structural_matches(self, text: str) -> list[tuple[float, Hit]]:
+        out: list[tuple[float, Hit]] = []
+        if "many_shot" not in self.disabled:
+            turns = list(_DIALOGUE_TURN.finditer(text))
+            if len(turns) >= self.many_shot_turns // 2:
+                weight = 1.0 if len(turns) >= self.many_shot_turns else 0.5
+                out.append((weight, _hit("many_shot", "many_shot", f"{len(turns)} scripted dialogue turns "
+                                         "(many-shot priming)", turns[0].start(), turns[-1].end(), "")))
+        if "repeated_token" not in self.disabled and len(text) >= 50:
+            m = _REPEATED_TOKEN.search(text)
+            if m:
+                out.append((1.0, _hit("repeated_token", "repeated_token", "token repeated many times "
+                                      "(divergence attack)", m.start(), m.end(), m.group(1))))
+        if "leetspeak" not in self.disabled:
+            leet = [m for m in _LEET_WORD.finditer(text) if not m.group().isdigit() and _is_leet(m.group())]
+            if len(leet) >= 3:
+                normalized = text.translate(_LEET)
+                inner = self._rule_matches(normalized)
+                weight = 1.0 if inner else 0.4
+                out.append((weight, _hit("leetspeak", "encoded_payload", "leetspeak-obfuscated text",
+                                         leet[0].start(), leet[-1].end(), normalized[leet[0].start():leet[-1].end()])))
+        return out
+
+    def _encoded_matches(self, text: str) -> list[tuple[float, Hit]]:
+        out: list[tuple[float, Hit]] = []
+        cue = _ENCODING_CUE.search(text) is not None
+        for pattern, decode, kind in (
+            (_BASE64, _b64, "base64"),
+            (_HEX_BYTES, _hex, "hex"),
+            (_BINARY, _binary, "binary"),
+        ):
+            for m in pattern.finditer(text):
+                decoded = decode(m.group()[: self.max_decoded])
+                if decoded is None:
+                    continue
+                inner = self._rule_matches(decoded, m.start())
+                weight = 1.0 if inner else (0.6 if cue else 0.4)
+                out.append((weight, _hit("encoded_payload", "encoded_payload", f"{kind}-encoded text",
+                                         m.start(), m.end(), decoded)))
+                break
+        m = _MORSE.search(text)
+        if m:
+            out.append((0.6, _hit("encoded_payload", "encoded_payload", "Morse-encoded text", m.start(), m.end(), "")))
+        words = _WORD.findall(text[: self.max_decoded])
+        if len(words) >= 4:
+            plain = _stopword_count(words)
+            for transform, kind in ((_rot13, "rot13"), (_reverse, "reversed"), (_pig_latin, "pig latin")):
+                decoded_words = transform(words)
+                if _stopword_count(decoded_words) >= max(3, 2 * plain + 1):
+                    inner = self._rule_matches(" ".join(decoded_words), 0)
+                    weight = 1.0 if inner or cue else 0.6
+                    out.append((weight, _hit("encoded_payload", "encoded_payload", f"{kind} text", 0, len(text),
+                                             " ".join(decoded_words)[:200])))
+                    break
+        return out
+
+
+def _hit(rule_id: str, family: str, message: str, start: int, end: int, matched: str) -> Hit:
+    return Hit(message=message, start=start, end=end,
+               evidence={"rule": rule_id, "family": family, "matched": matched[:200]})
+
+
+def _is_leet(word: str) -> bool:
+    letters = sum(c.isalpha() for c in word)
+    return letters >= 2 and not re.fullmatch(r"[A-Za-z]+\d+|\d+[A-Za-z]{1,3}", word)
+
+
+def _stopword_count(words: list[str]) -> int:
+    return sum(w.lower() in _STOPWORDS for w in words)
+
+
+def _rot13(words: list[str]) -> list[str]:
+    return [w.translate(_ROT13) for w in words]
+
+
+def _reverse(words: list[str]) -> list[str]:
+    return [w[::-1] for w in reversed(words)]
+
+
+def _pig_latin(words: list[str]) -> list[str]:
+    out = []
+    for w in words:
+        low = w.lower()
+        if low.endswith("way") and len(low) > 3:
+            out.append(low[:-3])
+        elif low.endswith("ay") and len(low) > 3:
+            stem = low[:-2]
+            # the moved consonant cluster sits at the end of the stem: "ethay" -> "th" + "e"
+            for size in (3, 2, 1):
+                if len(stem) > size and not any(c in "aeiou" for c in stem[-size:]):
+                    out.append(stem[-size:] + stem[:-size])
+                    break
+            else:
+                out.append(stem)
+        else:
+            out.append(low)
+    return out
+
+
+def _printable_text(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    letters = sum(c.isalpha() or c == " " for c in text)
+    if len(text) < 8 or letters < 0.8 * len(text) or " " not in text:
+        return None
+    return text
+
+
+def _b64(chunk: str) -> str | None:
+    if not re.search(r"[a-z]", chunk) or not re.search(r"[A-Z0-9]", chunk):
+        return None
+    try:
+        return _printable_text(base64.b64decode(chunk + "=" * (-len(chunk) % 4), validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _hex(chunk: str) -> str | None:
+    try:
+        return _printable_text(bytes.fromhex(re.sub(r"[\s:]", "", chunk)))
+    except ValueError:
+        return None
+
+
+def _binary(chunk: str) -> str | None:
+    return _printable_text(bytes(int(b, 2) for b in chunk.split()))

@@ -86,7 +86,9 @@ _PHONE_PATTERN = (
 )
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d+$", re.IGNORECASE)
 # Dates, and the SSN shape (a valid SSN is the SSN recognizer's; an invalid one is a placeholder).
-_NOT_A_PHONE = re.compile(r"^(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[.\-]\d{1,2}[.\-](?:1[89]|20)\d\d(?!\d)|\d{3}-\d{2}-\d{4}$)")
+_NOT_A_PHONE = re.compile(
+    r"^(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[.\-]\d{1,2}[.\-](?:1[89]|20)\d\d(?!\d)|\d{3}-\d{2}-\d{4}$)"
+)
 # 555-0199: the one shape allowed a single separator; "370 3911 Fourth Avenue" is a street address.
 _LOCAL_NUMBER = re.compile(r"^\d{3}[.\-]\d{4}$")
 
@@ -169,7 +171,6 @@ def build_analyzer(nlp_config: Mapping[str, Any], countries: Sequence[str] | Non
     _check_models_installed(nlp_config)
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NlpEngineProvider
-    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
     try:
         nlp_engine = NlpEngineProvider(nlp_configuration=dict(nlp_config)).create_engine()

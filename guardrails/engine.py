@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,30 +30,34 @@ from guardrails.policy import DetectorConfig, Policy, PolicyError
 
 
 class SegmentCache:
-    """A bounded LRU of segment-detector hits keyed by (detector slot, segment kind, trust, text)."""
+    """Bounded memo of segment-detector hits: (detector slot, segment kind, trust) -> text -> hits.
+
+    Lookups sit on the hot path (every history segment, every detector, every step), so it is plain
+    dicts keyed by the segment text with first-in-first-out eviction, not an LRU with reordering.
+    """
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self.max_entries = max_entries
-        self._data: OrderedDict[Hashable, list[Hit]] = OrderedDict()
+        self._tables: dict[Hashable, dict[str, list[Hit]]] = {}
+        self._order: deque[tuple[Hashable, str]] = deque()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable) -> list[Hit] | None:
-        value = self._data.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self._data.move_to_end(key)
-        self.hits += 1
-        return value
+    def table(self, key: Hashable) -> dict[str, list[Hit]]:
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = {}
+        return table
 
-    def put(self, key: Hashable, value: list[Hit]) -> None:
-        self._data[key] = value
-        if len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+    def put(self, key: Hashable, table: dict[str, list[Hit]], text: str, value: list[Hit]) -> None:
+        table[text] = value
+        self._order.append((key, text))
+        if len(self._order) > self.max_entries:
+            old_key, old_text = self._order.popleft()
+            self._tables.get(old_key, {}).pop(old_text, None)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._order)
 
 
 @dataclass(slots=True)
@@ -103,8 +107,9 @@ class Engine:
         signals: dict[str, Any] = {}
         per_slot: list[list[Finding]] = [[] for _ in self.slots]
         pending: list[tuple[int, asyncio.Task[list[Finding]]]] = []
+        select = _Selector(exchange)
         for i, slot in enumerate(self.slots):
-            segments = [s for s in exchange.segments if slot.scope.matches(s)]
+            segments = select(slot.scope)
             if isinstance(slot.detector, SegmentDetector):
                 per_slot[i] = self._run_segment_detector(slot, segments, timings)
             elif getattr(slot.detector, "io_bound", False):
@@ -135,14 +140,20 @@ class Engine:
         assert isinstance(detector, SegmentDetector)
         started = time.perf_counter()
         findings: list[Finding] = []
+        cache = self.cache
         try:
             for segment in segments:
-                key = (slot.key, segment.kind, segment.trust, segment.text)
-                hits = self.cache.get(key)
+                key = (slot.key, segment.kind, segment.trust)
+                table = cache.table(key)
+                hits = table.get(segment.text)
                 if hits is None:
+                    cache.misses += 1
                     hits = detector.analyze(segment)
-                    self.cache.put(key, hits)
-                findings.extend(detector.finding(segment, hit) for hit in hits)
+                    cache.put(key, table, segment.text, hits)
+                else:
+                    cache.hits += 1
+                for hit in hits:
+                    findings.append(detector.finding(segment, hit))
         except Exception as exc:
             findings = [_error_finding(slot, exc)]
         timings[detector.name] = _ms(started)
@@ -169,6 +180,29 @@ class Engine:
             findings = [_error_finding(slot, exc)]
         timings[slot.detector.name] = _ms(started)
         return findings
+
+
+class _Selector:
+    """Selects a scope's segments, deciding per distinct (kind, trust, phase) instead of per segment."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.segments = exchange.segments
+        self.signatures = [(s.kind, s.trust, s.phase) for s in exchange.segments]
+        self.distinct = set(self.signatures)
+
+    def __call__(self, scope: Scope) -> list[Segment] | tuple[Segment, ...]:
+        allowed = {sig for sig in self.distinct if _scope_allows(scope, sig)}
+        if len(allowed) == len(self.distinct):
+            return self.segments
+        if not allowed:
+            return []
+        return [seg for seg, sig in zip(self.segments, self.signatures, strict=True) if sig in allowed]
+
+
+def _scope_allows(scope: Scope, sig: tuple[Any, Any, Any]) -> bool:
+    kind, trust, phase = sig
+    return ((not scope.kinds or kind in scope.kinds) and (not scope.trust or trust in scope.trust)
+            and (not scope.phases or phase in scope.phases))
 
 
 def _error_finding(slot: _Slot, exc: BaseException) -> Finding:

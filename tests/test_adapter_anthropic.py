@@ -174,15 +174,17 @@ def test_samples_are_benign_under_the_default_policy(name: str) -> None:
 
 def test_undeclared_tool_use_is_blocked_and_located_through_the_service() -> None:
     service = build_service(Settings(policy_dir=REPO / "policies"))
-    for name, undeclared_at in (("anthropic_messages.json", ("content", 2)),
-                                ("anthropic_messages_stream.json", (11, "content_block"))):
+    stream_start = next(k for k, e in enumerate(load("anthropic_messages_stream.json")["response"])
+                        if e.get("content_block", {}).get("type") == "tool_use")
+    for name, block_pointer in (("anthropic_messages.json", "/response/content/2"),
+                                ("anthropic_messages_stream.json", f"/response/{stream_start}/content_block")):
         body = load(name)
-        resolve(body["response"], join("", *undeclared_at))["name"] = "transfer_funds"
+        resolve(body, block_pointer)["name"] = "transfer_funds"
         result = asyncio.run(service.check(body))
         assert result["verdict"] == "block"
         (finding,) = [f for f in result["findings"] if f["category"] == "tool_undeclared"]
         loc = finding["location"]
-        assert loc["pointer"] == join("/response", *undeclared_at, "name")
+        assert loc["pointer"] == f"{block_pointer}/name"
         assert resolve(body, loc["pointer"])[loc["start"]:loc["end"]] == "transfer_funds"
 
 
@@ -392,11 +394,12 @@ def test_mutated_and_truncated_bodies_raise_only_body_error() -> None:
     rng = random.Random(20260313)
     replacements: list[Any] = [1, "x", None, [], {}, True, 2.5, [1], {"type": 1}]
     outcomes = {"ok": 0, "body_error": 0}
-    for name in ("anthropic_messages.json", "anthropic_messages_stream.json"):
-        original = load(name)
+    wrapped = load("anthropic_messages_stream.json")
+    wrapped["response"] = [{"event": e["type"], "data": e} for e in wrapped["response"]]
+    for original in (load("anthropic_messages.json"), load("anthropic_messages_stream.json"), wrapped):
         pointers = [p for side in ("request", "response")
                     for p in _subtree_pointers(original[side], join("", side))]
-        for _ in range(1200):
+        for _ in range(900):
             body = copy.deepcopy(original)
             for pointer in rng.sample(pointers, rng.choice((1, 1, 2, 3))):
                 try:

@@ -463,7 +463,7 @@ def _mutated(body: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             if rng.random() < 0.2 and isinstance(parent, list):
                 del parent[path[-1]:]  # truncate
             else:
-                parent[path[-1]] = rng.choice(REPLACEMENTS)
+                parent[path[-1]] = copy.deepcopy(rng.choice(REPLACEMENTS))
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed this path
     return body
@@ -491,7 +491,7 @@ def test_mutated_and_truncated_bodies_only_raise_body_error() -> None:
 # --- cost -------------------------------------------------------------------------------------------
 def _fifty_turn_interactions_session() -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
-    for i in range(12):
+    for i in range(13):
         steps += [
             {"type": "user_input", "content": [{"type": "text", "text": f"Find me option {i} for the Lisbon trip."}]},
             {"type": "thought", "signature": SIGNATURE, "summary": [{"type": "text", "text": f"Look up option {i}."}]},

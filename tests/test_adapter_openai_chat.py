@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from conftest import REPO, fixture, sample
 
 from guardrails.adapters import detect_format, read_exchange
 from guardrails.config import Settings
@@ -17,8 +18,6 @@ from guardrails.errors import BodyError
 from guardrails.exchange import Exchange, Phase, SegmentKind, Trust
 from guardrails.pointer import resolve
 from guardrails.serve import build_service
-
-from conftest import REPO, fixture, sample
 
 FORMAT = "openai.chat"
 CHAT_FIXTURES = (
@@ -44,6 +43,8 @@ def assert_locations_resolve(body: dict[str, Any], exchange: Exchange) -> None:
             assert named[call.name_offset:call.name_offset + len(call.name)] == call.name, seg
             if call.arguments_is_object:
                 assert resolve(body, seg.pointer) == call.arguments
+                continue
+            if not seg.text:  # a call without arguments: nothing to point into
                 continue
         if not seg.pieces:
             loc = seg.locate(0, len(seg.text))
@@ -271,7 +272,8 @@ def test_strict_tools_mark_constrained_decoding() -> None:
 
 def test_legacy_completions_logprobs_and_prompt_logprobs() -> None:
     response = fixture("completion_echo_max_tokens0_logprobs0_scoring.json")
-    body = {"request": {"prompt": "The capital of France is Paris. Ça va très bien.", "echo": True}, "response": response}
+    prompt = "The capital of France is Paris. Ça va très bien."
+    body = {"request": {"prompt": prompt, "echo": True}, "response": response}
     exchange = normalize(body)
     assert [s.kind.value for s in exchange.segments] == ["user", "assistant"]
     assert exchange.segments[1].text == "The capital of France is Paris. Ça va très bien."

@@ -29,9 +29,10 @@ from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 # Pointers are built with f-strings, not pointer.join: every token here is an index or a literal key that
 # needs no RFC 6901 escaping, and this runs for every block of every resent history.
 
-# Block types OpenAI Chat never uses: any of them in a request marks it as Anthropic.
+# Block types OpenAI Chat never uses: any of them in a request marks it as Anthropic. ("image" is left out:
+# too generic a name to tell the two apart.)
 MARKER_BLOCK_TYPES = frozenset({
-    "tool_use", "tool_result", "thinking", "redacted_thinking", "document", "image", "search_result",
+    "tool_use", "tool_result", "thinking", "redacted_thinking", "document", "search_result",
     "server_tool_use", "web_search_tool_result", "web_fetch_tool_result", "mcp_tool_use", "mcp_tool_result",
 })
 STREAM_EVENT_TYPES = frozenset({

@@ -1,7 +1,7 @@
 """Google Gemini generateContent / streamGenerateContent (format `gemini`).
 
-Requests: `contents` ([{role: user|model|function, parts}]), `systemInstruction`, `tools[].functionDeclarations`,
-`toolConfig.functionCallingConfig`, `generationConfig`. The REST API also accepts the snake_case spelling of
+Requests: `contents` ([{role: user|model|function, parts}]), `systemInstruction`,
+`tools[].functionDeclarations`, `toolConfig.functionCallingConfig`, `generationConfig`. The REST API also accepts the snake_case spelling of
 every field (Google's curl samples use it), so both are read. Parts: `text` (with `thought: true` for
 reasoning), `functionCall {name, args, id?}`, `functionResponse {name, response, id?}`, `executableCode`,
 `codeExecutionResult`; `thoughtSignature` is opaque and never a segment. Responses: `candidates[]` with
@@ -25,7 +25,8 @@ from guardrails.pointer import join
 
 REQUEST_MARKERS = ("systemInstruction", "generationConfig", "toolConfig", "safetySettings", "cachedContent")
 RESPONSE_MARKERS = ("candidates", "usageMetadata", "promptFeedback")
-JSON_MIME_TYPES = frozenset({"application/json", "text/x.enum"})
+JSON_MIMES = frozenset({"application/json", "text/x.enum"})
+STREAM_META_KEYS = ("modelVersion", "responseId", "createTime")
 MAX_SCHEMA_DEPTH = 64
 # finishReason in the OpenAI vocabulary; others (MALFORMED_FUNCTION_CALL, OTHER...) are kept verbatim.
 FINISH_REASONS = {
@@ -61,7 +62,8 @@ class GeminiGenerateContentAdapter(Adapter):
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
         system, key = camel_or_snake(request, "systemInstruction", "system_instruction")
         if isinstance(system, str):  # lenient: a bare string instead of a Content
-            b.text(SegmentKind.SYSTEM, system, join("/request", key), role="system", turn=0, phase=Phase.REQUEST)
+            b.text(SegmentKind.SYSTEM, system, join("/request", key), role="system", turn=0,
+                   phase=Phase.REQUEST)
         elif system is not None:
             self._read_content(system, join("/request", key), 0, Phase.REQUEST, "system", b)
         # The system prompt is turn 0 when present, as in OpenAI Chat, so turn numbers agree across formats.
@@ -85,7 +87,7 @@ class GeminiGenerateContentAdapter(Adapter):
             b.response_format = any(
                 config.get(k) is not None
                 for k in ("responseSchema", "response_schema", "responseJsonSchema", "response_json_schema")
-            ) or camel_or_snake(config, "responseMimeType", "response_mime_type")[0] in JSON_MIME_TYPES
+            ) or string(camel_or_snake(config, "responseMimeType", "response_mime_type")[0]) in JSON_MIMES
 
     def _read_content(self, content: Any, ptr: str, turn: int, phase: Phase, default_role: str,
                       b: ExchangeBuilder) -> None:
@@ -139,8 +141,8 @@ class GeminiGenerateContentAdapter(Adapter):
             return
         outcome, key = camel_or_snake(part, "codeExecutionResult", "code_execution_result")
         if isinstance(outcome, Mapping) and isinstance(outcome.get("output"), str):
-            b.text(SegmentKind.TOOL_RESULT, outcome["output"], join(ptr, key, "output"), role="tool", turn=turn,
-                   phase=phase, source="code_execution_result")
+            b.text(SegmentKind.TOOL_RESULT, outcome["output"], join(ptr, key, "output"), role="tool",
+                   turn=turn, phase=phase, source="code_execution_result")
         # inlineData / fileData / thoughtSignature-only parts carry no text we judge.
 
     @staticmethod
@@ -169,8 +171,8 @@ class GeminiGenerateContentAdapter(Adapter):
                 name = decl.get("name")
                 if not isinstance(name, str):
                     raise BodyError("function declaration name must be a string", join(dptr, "name"))
-                b.tool(ToolSpec(name=name, parameters=_parameters(decl),
-                                description=string(decl.get("description")) or "", strict=strict, pointer=dptr))
+                b.tool(ToolSpec(name=name, parameters=_parameters(decl), strict=strict, pointer=dptr,
+                                description=string(decl.get("description")) or ""))
 
     # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
@@ -180,8 +182,9 @@ class GeminiGenerateContentAdapter(Adapter):
             cptr = join("/response/candidates", i)
             candidate = obj(candidate, cptr, "a candidate")
             index = _index(candidate, i)
-            if candidate.get("content") is not None:
-                self._read_content(candidate["content"], join(cptr, "content"), turn, Phase.RESPONSE, "model", b)
+            content = candidate.get("content")
+            if content is not None:
+                self._read_content(content, join(cptr, "content"), turn, Phase.RESPONSE, "model", b)
             if isinstance(candidate.get("logprobsResult"), Mapping):
                 b.add_logprobs("gemini", join(cptr, "logprobsResult"), candidate["logprobsResult"], index)
         first = candidates[0] if candidates and isinstance(candidates[0], Mapping) else {}
@@ -195,7 +198,7 @@ class GeminiGenerateContentAdapter(Adapter):
         for k, chunk in enumerate(chunks):
             kptr = join("/response", k)
             chunk = obj(chunk, kptr, "a stream chunk")
-            meta.update({key: chunk[key] for key in ("modelVersion", "responseId", "createTime") if key in chunk})
+            meta.update({key: chunk[key] for key in STREAM_META_KEYS if key in chunk})
             usage = chunk.get("usageMetadata", usage)
             for j, candidate in enumerate(optional_list(chunk.get("candidates"), join(kptr, "candidates"),
                                                         "candidates")):
@@ -255,7 +258,8 @@ class _CandidateStream:
 
 def _declares_functions(tools: Any) -> bool:
     return isinstance(tools, list) and any(
-        isinstance(t, Mapping) and ("functionDeclarations" in t or "function_declarations" in t) for t in tools)
+        isinstance(t, Mapping) and ("functionDeclarations" in t or "function_declarations" in t)
+        for t in tools)
 
 
 def _index(candidate: Mapping[str, Any], position: int) -> int:
@@ -280,7 +284,7 @@ def _function_call(call: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b
 
 def _parameters(decl: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The declaration's arguments as JSON Schema: `parametersJsonSchema` as is, or the OpenAPI-subset
-    `parameters` with Gemini's upper-case types and `nullable` rewritten (detectors validate with jsonschema)."""
+    `parameters` with Gemini's upper-case types and `nullable` rewritten (detectors use jsonschema)."""
     schema, _ = camel_or_snake(decl, "parametersJsonSchema", "parameters_json_schema")
     if isinstance(schema, Mapping):
         return schema

@@ -89,7 +89,8 @@ class GeminiInteractionsAdapter(Adapter):
             return max(score, 85)
         items = request.get("input")
         if isinstance(items, list) and any(
-            isinstance(i, Mapping) and (i.get("type") in STEP_TYPES or i.get("role") == "model") for i in items
+            isinstance(i, Mapping) and (string(i.get("type")) in STEP_TYPES or i.get("role") == "model")
+            for i in items
         ):
             return max(score, 85)
         if "input" in request:
@@ -199,7 +200,8 @@ class GeminiInteractionsAdapter(Adapter):
                 self._text(part.get("text"), join(pptr, "text"), turn, phase, speaker, b)
 
     @staticmethod
-    def _function_call(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
+    def _function_call(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
+                       b: ExchangeBuilder) -> None:
         name = item.get("name")
         if not isinstance(name, str):
             raise BodyError("function_call name must be a string", join(ptr, "name"))
@@ -208,7 +210,8 @@ class GeminiInteractionsAdapter(Adapter):
         if arguments is None:
             arguments, args_ptr = {}, ptr  # no arguments field: point at the call itself
         elif not isinstance(arguments, (Mapping, str)):
-            raise BodyError(f"function_call arguments must be an object, got {_json_type(arguments)}", args_ptr)
+            raise BodyError(f"function_call arguments must be an object, got {_json_type(arguments)}",
+                            args_ptr)
         b.tool_call(name=name, arguments=arguments, call_id=string(item.get("id")),
                     name_pointer=join(ptr, "name"), arguments_pointer=args_ptr, turn=turn, phase=phase)
 
@@ -376,12 +379,13 @@ def _looks_like_interaction(response: Any) -> bool:
         return response.get("object") == "interaction" or any(
             isinstance(response.get(k), list) for k in ("steps", "outputs"))
     return isinstance(response, list) and any(
-        isinstance(e, Mapping) and str(e.get("event_type", "")).startswith(EVENT_PREFIXES) for e in response[:3])
+        isinstance(e, Mapping) and (string(e.get("event_type")) or "").startswith(EVENT_PREFIXES)
+        for e in response[:3])
 
 
 def _speaker(item: Mapping[str, Any]) -> str:
     """Who wrote an input item, for turn numbering: "user", "model" or "tool"."""
-    kind = item.get("type")
+    kind = string(item.get("type"))
     if kind in MODEL_TYPES:
         return "model"
     if kind in TOOL_RESULT_TYPES:
@@ -423,7 +427,7 @@ def _constrains_output(fmt: Any) -> bool:
         if isinstance(item, Mapping) and (
             item.get("schema") is not None
             or item.get("mime_type") == "application/json"
-            or item.get("type") in SCHEMA_TYPES
+            or string(item.get("type")) in SCHEMA_TYPES
             or "properties" in item
         ):
             return True

@@ -59,16 +59,17 @@ class Unit:
         return self.segment.locate(a, b)
 
 
-def align(stream: TokenStream, segments: Sequence[Segment]) -> list[Unit]:
-    """Units for the segments found in the stream, searched in the order given (generation order)."""
+def align(stream: TokenStream, segments: Sequence[Segment], start: int = 0) -> list[Unit]:
+    """Units for the segments found in the stream, searched in the order given (generation order) from
+    char `start` on (a scored prompt holds the conversation before the answer)."""
     text = stream.text
     units: list[Unit] = []
-    cursor = 0
+    cursor = start
     for segment in segments:
         if segment.kind is SegmentKind.TOOL_CALL:
             cursor = _align_call(stream, segment, cursor, units)
             continue
-        found = _find(text, segment.text, cursor)
+        found = _find(text, segment.text, cursor, start)
         if found is None:
             continue
         start, offset, length = found
@@ -77,7 +78,7 @@ def align(stream: TokenStream, segments: Sequence[Segment]) -> list[Unit]:
     return units
 
 
-def _find(text: str, needle: str, cursor: int) -> tuple[int, int, int] | None:
+def _find(text: str, needle: str, cursor: int, floor: int) -> tuple[int, int, int] | None:
     """(position in text, offset in needle, length) of needle, or of needle without surrounding whitespace."""
     if not needle:
         return None
@@ -89,7 +90,7 @@ def _find(text: str, needle: str, cursor: int) -> tuple[int, int, int] | None:
         at = text.find(core, cursor)
         if at >= 0:
             return at, needle.index(core), len(core)
-    at = text.find(needle)  # out of order (a parser moved text after the calls)
+    at = text.find(needle, floor)  # out of order (a parser moved text after the calls)
     return (at, 0, len(needle)) if at >= 0 else None
 
 

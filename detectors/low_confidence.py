@@ -1,0 +1,210 @@
+"""`low_confidence`: segments and tool arguments the model generated with low token confidence.
+
+Judged against the model's own running distribution of logprobs (guardrails/model_stats.py) once enough
+of its traffic was seen, against the policy's absolute thresholds before that. Logprobs come from the
+response (any source shape) or, with `pull: true`, from teacher-forced scoring on a vLLM server. No
+logprobs means no finding. Tokens forced by constrained decoding and masked (-9999) tokens do not count.
+
+Settings (policy `detectors.low_confidence`):
+    token_logprob: -2.3       cold start: a token is low under this weighted logprob
+    segment_logprob: -1.0     cold start: a segment is low under this weighted mean logprob
+    max_low_share: 0.25       a segment with more low tokens than this share is low
+    min_tokens: 4             shorter segments are judged by their low tokens only
+    relative: {min_tokens: 500, min_segments: 30, token_z: 2.5, segment_z: 2.0}
+    high_risk_tools: []       low-confidence arguments of these tools block
+    pull: false               score on vLLM when the response has no logprobs
+    pull_mode: auto           auto | chat | completions
+    top_k: 5                  alternatives to ask for when pulling
+    vllm: {base_url, model, api_key, timeout_s, max_concurrency}
+    max_spans: 5              low spans listed in a finding's evidence
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from guardrails.detector import Detector, ScanContext, Scope, Services
+from guardrails.exchange import Exchange, Phase, SegmentKind
+from guardrails.findings import Action, Category, Finding, Severity
+from guardrails.logprobs import Aligned, Analysis, UnitReport, align_exchange, analyze
+from guardrails.logprobs.pull import pull_logprobs, resolve_token_ids, token_ids_to_resolve
+from guardrails.model_stats import ModelStats, ModelStatsStore, Moments, default_store
+from guardrails.vllm_client import VLLMClient, VLLMConfig, VLLMError, shared_client
+
+DEFAULT_RELATIVE = {"min_tokens": 500, "min_segments": 30, "token_z": 2.5, "segment_z": 2.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    token: float
+    segment: float
+    relative: bool
+
+
+class LowConfidenceDetector(Detector):
+    name = "low_confidence"
+    category = Category.LOW_CONFIDENCE
+    default_scope = Scope(
+        kinds=frozenset({SegmentKind.REASONING, SegmentKind.ASSISTANT, SegmentKind.TOOL_CALL}),
+        phases=frozenset({Phase.RESPONSE}),
+    )
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        super().__init__(settings, services)
+        s = self.settings
+        self.token_logprob = float(s.get("token_logprob", -2.3))
+        self.segment_logprob = float(s.get("segment_logprob", -1.0))
+        self.max_low_share = float(s.get("max_low_share", 0.25))
+        self.min_tokens = int(s.get("min_tokens", 4))
+        self.relative = {**DEFAULT_RELATIVE, **(s.get("relative") or {})}
+        self.high_risk_tools = frozenset(s.get("high_risk_tools") or ())
+        self.max_spans = int(s.get("max_spans", 5))
+        self.pull = bool(s.get("pull", False))
+        self.pull_mode = str(s.get("pull_mode", "auto"))
+        self.top_k = int(s.get("top_k", 5))
+        self.client = self._client()
+        self.stats: ModelStatsStore = self.services.extra.get("model_stats") or default_store()
+
+    def _client(self) -> VLLMClient | None:
+        if self.services.vllm is not None:
+            return self.services.vllm
+        raw = self.settings.get("vllm")
+        return shared_client(VLLMConfig.from_settings(raw)) if isinstance(raw, Mapping) else None
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        if not exchange.has_response:
+            return []
+        model = exchange.generation.model or "unknown"
+        try:
+            aligned, origin = await self._aligned(exchange)
+        except VLLMError as exc:
+            ctx.signals[self.name] = {"source": "pull_failed"}
+            return [self._error(exc)]
+        if not aligned:
+            ctx.signals[self.name] = {"source": "none", "reason": "the response carries no logprobs"}
+            return []
+        if origin == "pulled":
+            model = f"scored:{self.client.config.model if self.client else model}"
+        thresholds = self._thresholds(self.stats.get(model))
+        analysis = analyze(aligned, exchange.constraints.any, thresholds.token)
+        in_scope = {s.index for s in ctx.segments}
+        judged = [r for r in analysis.reports if r.origin != "prompt" and r.unit.segment.index in in_scope]
+        findings = [f for r in judged if (f := self._judge(r, thresholds)) is not None]
+        self._learn(model, analysis, judged)
+        ctx.signals[self.name] = self._summary(model, origin, exchange, thresholds, analysis, judged)
+        return findings
+
+    async def _aligned(self, exchange: Exchange) -> tuple[list[Aligned], str]:
+        id_text = None
+        if self.client is not None and exchange.logprobs:
+            ids = token_ids_to_resolve(exchange)
+            id_text = await resolve_token_ids(self.client, ids) if ids else None
+        aligned = [a for a in align_exchange(exchange, id_text) if a.origin == "response"]
+        if aligned or not self.pull or self.client is None:
+            return aligned, "response"
+        return [await pull_logprobs(self.client, exchange, top_k=self.top_k, mode=self.pull_mode)], "pulled"
+
+    def _thresholds(self, stats: ModelStats | None) -> Thresholds:
+        rel = self.relative
+        token, segment, relative = self.token_logprob, self.segment_logprob, False
+        if stats is not None and stats.tokens.count >= rel["min_tokens"]:
+            token = stats.tokens.mean - rel["token_z"] * max(stats.tokens.std, 0.1)
+            relative = True
+        if stats is not None and stats.segments.count >= rel["min_segments"]:
+            segment = stats.segments.mean - rel["segment_z"] * max(stats.segments.std, 0.05)
+            relative = True
+        return Thresholds(token, segment, relative)
+
+    def _judge(self, report: UnitReport, t: Thresholds) -> Finding | None:
+        unit, sig = report.unit, report.signals
+        if sig.tokens == 0 or sig.weighted_mean is None:
+            return None
+        call = unit.segment.tool_call
+        if unit.kind == "segment":
+            if call is not None:
+                return None  # a call is judged by its name and each argument value
+            long_enough = sig.tokens >= self.min_tokens
+            low_mean = long_enough and sig.weighted_mean < t.segment
+            low_share = long_enough and (sig.low_share or 0.0) > self.max_low_share
+            if not (low_mean or low_share):
+                return None
+            what = f"{unit.segment.kind.value} text"
+        elif not sig.low_spans and sig.weighted_mean >= t.segment:
+            return None
+        else:
+            what = f"tool name {call.name!r}" if unit.kind == "tool_name" and call else (
+                f"argument {unit.label!r} of tool {call.name!r}" if call else unit.label)
+        high_risk = call is not None and call.name in self.high_risk_tools and unit.kind != "segment"
+        location = unit.locate(unit.text_start, unit.text_end)
+        spans = [unit.locate(a, b) for a, b in sig.low_spans[: self.max_spans]]
+        return Finding(
+            category=self.category,
+            detector=self.name,
+            severity=Severity.HIGH if high_risk else Severity.MEDIUM,
+            message=f"low confidence in {what}: mean logprob {sig.weighted_mean:.2f}, min {sig.min:.2f}",
+            pointer=location.pointer,
+            start=location.start,
+            end=location.end,
+            score=round(1.0 - math.exp(min(sig.weighted_mean, 0.0)), 3),
+            evidence={
+                "unit": unit.kind if unit.kind != "segment" else unit.segment.kind.value,
+                **({"tool": call.name} if call else {}),
+                **({"path": list(unit.path)} if unit.path else {}),
+                "source": report.origin,
+                "signals": sig.compact(),
+                "thresholds": {"token": round(t.token, 3), "segment": round(t.segment, 3),
+                               "relative": t.relative},
+                "spans": [{"pointer": s.pointer, "start": s.start, "end": s.end} for s in spans],
+            },
+            action=Action.BLOCK if high_risk else None,
+        )
+
+    def _learn(self, model: str, analysis: Analysis, judged: list[UnitReport]) -> None:
+        means = [r.signals.weighted_mean for r in judged if r.unit.kind == "segment"
+                 and r.unit.segment.tool_call is None and r.signals.tokens >= self.min_tokens
+                 and r.signals.weighted_mean is not None]
+        segments = Moments()
+        if means:
+            mean = sum(means) / len(means)
+            segments = Moments(len(means), mean, sum((v - mean) ** 2 for v in means))
+        if analysis.tokens.count or segments.count:
+            self.stats.update(model, ModelStats(analysis.tokens, segments))
+
+    def _summary(self, model: str, origin: str, exchange: Exchange, t: Thresholds, analysis: Analysis,
+                 judged: list[UnitReport]) -> dict[str, Any]:
+        forced = sum(r.signals.forced for r in judged if r.unit.kind == "segment")
+        masked = sum(r.signals.masked for r in judged if r.unit.kind == "segment")
+        units = []
+        for r in judged:
+            location = r.unit.locate(r.unit.text_start, r.unit.text_end)
+            entry: dict[str, Any] = {"pointer": location.pointer, "unit": r.unit.label, **r.signals.compact()}
+            if r.unit.kind == "argument" and location.start is not None:
+                entry["start"], entry["end"] = location.start, location.end
+            units.append(entry)
+        summary: dict[str, Any] = {
+            "source": origin,
+            "model": model,
+            "thresholds": {"token": round(t.token, 3), "segment": round(t.segment, 3), "relative": t.relative},
+            "units": units,
+        }
+        if exchange.constraints.any:
+            summary["constrained"] = True
+            summary["excluded"] = {"forced": forced, "masked": masked}
+        elif masked:
+            summary["excluded"] = {"masked": masked}
+        if analysis.unresolved_ids:
+            summary["unresolved_token_ids"] = analysis.unresolved_ids
+        return summary
+
+    def _error(self, exc: VLLMError) -> Finding:
+        return Finding(
+            category=Category.DETECTOR_ERROR,
+            detector=self.name,
+            severity=Severity.MEDIUM,
+            message=f"could not score the response on vLLM: {exc}",
+            pointer="/response",
+            evidence={"error": type(exc).__name__},
+        )

@@ -1,0 +1,180 @@
+"""`secret`: credentials anywhere in the exchange, from a precompiled rule table of our own.
+
+One regex per rule, looped (a single alternation loses each rule's literal-prefix optimisation; see
+shared/reference/offline-dependencies.md §2). Each rule's `value` group is the secret itself, so spans
+cover exactly what a gateway would redact. Evidence shows a redacted preview, never the secret.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from guardrails.detector import Scope, SegmentDetector, Services
+from guardrails.exchange import Segment
+from guardrails.findings import Category, Hit, Severity
+from guardrails.textview import redact, scan_view, where
+
+# A token ends where a token character no longer follows (`\b` fails after a trailing '-' or '_').
+_END = r"(?![A-Za-z0-9_\-])"
+_START = r"(?<![A-Za-z0-9_\-])"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    description: str
+    pattern: re.Pattern[str]  # the secret is group "value" (or the whole match)
+    severity: Severity = Severity.CRITICAL
+    prefix: int = 0  # leading characters of the value that are public structure (shown in previews)
+    min_entropy: float | None = None  # Shannon bits per character the value must reach
+    generic: bool = False  # loses to a specific rule on the same span
+
+
+def _rule(id: str, description: str, regex: str, **kw: Any) -> Rule:
+    return Rule(id, description, re.compile(regex), **kw)
+
+
+RULES: tuple[Rule, ...] = (
+    _rule("aws_access_key_id", "AWS access key id",
+          rf"{_START}(?P<value>(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{{16}}){_END}", prefix=4),
+    _rule("aws_secret_access_key", "AWS secret access key",
+          r"(?i:aws).{0,20}?(?i:secret|key).{0,20}?['\"=:\s]\s*(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+          min_entropy=4.0),
+    _rule("gcp_api_key", "Google API key", rf"{_START}(?P<value>AIza[0-9A-Za-z_\-]{{35}}){_END}", prefix=4),
+    _rule("gcp_service_account", "Google service account private key id",
+          r"\"private_key_id\"\s*:\s*\"(?P<value>[0-9a-f]{40})\""),
+    _rule("azure_storage_key", "Azure storage account key",
+          r"(?i:AccountKey)=(?P<value>[A-Za-z0-9+/]{86}==)"),
+    _rule("azure_ad_client_secret", "Azure AD client secret",
+          r"(?<![A-Za-z0-9_~.\-])(?P<value>[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.\-]{31,34})(?![A-Za-z0-9_~.\-])"),
+    _rule("azure_sas_token", "Azure shared access signature",
+          r"[?&]sig=(?P<value>[A-Za-z0-9%+/]{40,}(?:%3D|=){0,2})", severity=Severity.HIGH),
+    _rule("github_token", "GitHub token",
+          rf"{_START}(?P<value>(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{{36}}|github_pat_[A-Za-z0-9_]{{82}}){_END}",
+          prefix=4),
+    _rule("gitlab_token", "GitLab token",
+          rf"{_START}(?P<value>gl(?:pat|ptt|dt|rt|soat|cbt)-[A-Za-z0-9_\-]{{20,}}){_END}", prefix=6),
+    _rule("slack_token", "Slack token", rf"{_START}(?P<value>xox[abposr]-[0-9A-Za-z\-]{{10,}}){_END}", prefix=5),
+    _rule("slack_webhook", "Slack webhook URL",
+          r"https://hooks\.slack\.com/services/(?P<value>T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,})",
+          severity=Severity.HIGH),
+    _rule("stripe_live_key", "Stripe live key",
+          rf"{_START}(?P<value>(?:sk|rk)_live_[0-9A-Za-z]{{24,}}){_END}", prefix=8),
+    _rule("stripe_test_key", "Stripe test key",
+          rf"{_START}(?P<value>(?:sk|rk)_test_[0-9A-Za-z]{{24,}}){_END}", prefix=8, severity=Severity.HIGH),
+    _rule("anthropic_key", "Anthropic API key",
+          rf"{_START}(?P<value>sk-ant-(?:api|admin)\d{{2}}-[A-Za-z0-9_\-]{{80,}}){_END}", prefix=7),
+    # OpenAI keys embed base64("OpenAI") = T3BlbkFJ; project and service keys may not, but are long.
+    _rule("openai_key", "OpenAI API key",
+          rf"{_START}(?P<value>sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{{20,}}T3BlbkFJ[A-Za-z0-9_\-]{{20,}}"
+          rf"|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{{58,}}){_END}", prefix=3),
+    _rule("huggingface_token", "Hugging Face token",
+          rf"{_START}(?P<value>hf_[A-Za-z0-9]{{34}}|api_org_[A-Za-z0-9]{{34}}){_END}", prefix=3),
+    _rule("private_key", "PEM private key",
+          r"(?P<value>-----BEGIN (?P<kind>(?:[A-Z0-9]+ ){0,2})PRIVATE KEY(?: BLOCK)?-----"
+          r"(?:[\s\S]{0,16384}?-----END (?P=kind)PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:-]*))"),
+    _rule("jwt", "JSON Web Token",
+          rf"{_START}(?P<value>eyJ[A-Za-z0-9_\-]{{5,}}\.eyJ[A-Za-z0-9_\-]{{5,}}\.[A-Za-z0-9_\-]{{10,}}){_END}",
+          severity=Severity.HIGH, prefix=3),
+    # scheme://user:password@host: the password is the secret.
+    _rule("url_credentials", "password in a URL",
+          r"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/?#@\"'<>\\]{1,256}:(?P<value>[^\s/?#@\"'<>\\]{3,256})@"
+          r"[A-Za-z0-9.\-\[\]]+", severity=Severity.HIGH),
+    # api_key = "…", "password": "…", TOKEN=…: the value must look random, not like a word or placeholder.
+    _rule("generic_secret_assignment", "secret assigned to a credential-named key",
+          r"(?i:(?:api|access|auth|client|secret|private|signing|encryption)[_\-.]?(?:key|secret|token)"
+          r"|password|passwd|pwd|secret|token|credentials?|bearer)"
+          r"(?:[A-Za-z0-9_\-.]{0,20})[\"']?\s{0,4}(?:=|:=|:|=>)\s{0,4}[\"'`]?"
+          r"(?P<value>[A-Za-z0-9_\-+/=.~!@#$%^&*]{8,256})(?=[\"'`]|[\s,;})\]]|$)",
+          severity=Severity.HIGH, min_entropy=3.0, generic=True),
+)
+RULE_IDS = frozenset(r.id for r in RULES)
+
+# Values that are obviously not secrets: templates, env lookups, masks, documentation placeholders.
+_PLACEHOLDER = re.compile(
+    r"^(?:\$\{?|%\(?|\{\{|<|\*|x{4,}|\.{3}|os\.environ|process\.env|env\.|getenv)"
+    r"|(?i:your|example|placeholder|changeme|redacted|dummy|sample|insert|replace|todo|xxxx|\*\*\*\*)",
+)
+
+
+def shannon_entropy(value: str) -> float:
+    """Bits per character of the value's own character distribution."""
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values()) if n else 0.0
+
+
+class SecretDetector(SegmentDetector):
+    """Settings (all optional):
+
+    disabled_rules: [jwt, ...]       rule ids to skip
+    min_entropy: 3.0                 bits/char for the generic assignment rule
+    allow_list: [...]                exact values never reported (e.g. published test keys)
+    severity: {rule_id: level}
+    """
+
+    name = "secret"
+    category = Category.SECRET
+    default_scope = Scope()  # a credential is a leak wherever it appears
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        super().__init__(settings, services)
+        s = self.settings
+        disabled = set(s.get("disabled_rules") or ())
+        unknown = (disabled | set(s.get("severity") or {})) - RULE_IDS
+        if unknown:
+            raise ValueError(f"secret: unknown rule ids {sorted(unknown)}; known: {sorted(RULE_IDS)}")
+        self.rules = tuple(r for r in RULES if r.id not in disabled)
+        self.generic_entropy = float(s.get("min_entropy", 3.0))
+        self.allow_list = frozenset(str(v) for v in s.get("allow_list") or ())
+        self.severity = {k: Severity(v) for k, v in (s.get("severity") or {}).items()}
+
+    def analyze(self, segment: Segment) -> list[Hit]:
+        text = scan_view(segment)
+        found: list[tuple[int, int, Rule]] = []
+        for rule in self.rules:
+            for match in rule.pattern.finditer(text):
+                start, end = match.span("value")
+                if self._accept(rule, segment.text[start:end]):
+                    found.append((start, end, rule))
+        return [self._hit(segment, start, end, rule) for start, end, rule in _resolve_overlaps(found)]
+
+    def _accept(self, rule: Rule, value: str) -> bool:
+        if value in self.allow_list:
+            return False
+        if rule.generic:
+            if _PLACEHOLDER.search(value) or value.isalpha() or value.isdigit():
+                return False
+            return shannon_entropy(value) >= self.generic_entropy
+        return rule.min_entropy is None or shannon_entropy(value) >= rule.min_entropy
+
+    def _hit(self, segment: Segment, start: int, end: int, rule: Rule) -> Hit:
+        value = segment.text[start:end]
+        preview = (
+            value[: value.index("-----", 5) + 5] + "…" if rule.id == "private_key" else redact(value, rule.prefix)
+        )
+        evidence: dict[str, Any] = {"rule": rule.id, "preview": preview, "length": len(value)}
+        if segment.tool_call is not None:
+            evidence["tool"] = segment.tool_call.name
+        return Hit(
+            message=f"{rule.description} {where(segment)}",
+            start=start,
+            end=end,
+            severity=self.severity.get(rule.id, rule.severity),
+            score=1.0,
+            evidence=evidence,
+        )
+
+
+def _resolve_overlaps(found: list[tuple[int, int, Rule]]) -> list[tuple[int, int, Rule]]:
+    """One finding per secret: specific rules beat the generic one, then the longer span wins."""
+    ordered = sorted(found, key=lambda f: (f[2].generic, -(f[1] - f[0]), f[0]))
+    kept: list[tuple[int, int, Rule]] = []
+    for f in ordered:
+        if all(f[1] <= k[0] or f[0] >= k[1] for k in kept):
+            kept.append(f)
+    return sorted(kept, key=lambda f: f[0])

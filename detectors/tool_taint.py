@@ -1,0 +1,186 @@
+"""`tool_taint`: a tool call whose arguments (or whose very choice of tool) come from untrusted content.
+
+Indirect prompt injection plants a recipient, a URL, an account number or a whole errand in a web page or a
+tool result; the agent then calls a tool with it. A value is tainted when it appears in an untrusted segment
+(tool results, documents) and in no trusted one (system, user). Values copied from a structured field of a
+tool result (`"id": "evt_42"`) are the normal data flow of an agent and are not reported unless asked; values
+lifted out of free text are. The finding points at the argument; `evidence.source` at where it was planted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
+from guardrails.detector import Detector, ScanContext, Scope
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
+from guardrails.findings import Category, Finding, Severity
+
+# Identifiers inside longer values: e-mail addresses, URLs, and tokens that mix letters and digits.
+ENTITY = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+|[\w./:-]*\d[\w./:-]*",
+                    re.IGNORECASE)
+DISTINCTIVE = re.compile(r"[\d@/_.:]")
+WORD = re.compile(r"[a-z]{3,}")
+CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
+COMMON_VALUES = frozenset({"true", "false", "null", "none", "yes", "no", "default", "auto", "all", "latest",
+                           "today", "tomorrow", "yesterday", "json", "text", "html", "english", "unknown"})
+# Argument names where a planted value does the damage: where money, messages, data or access go.
+SINK_WORDS = frozenset({"to", "recipient", "recipients", "email", "emails", "address", "account", "accounts",
+                        "payee", "destination", "url", "uri", "link", "path", "file", "iban", "wallet", "phone",
+                        "number", "guest", "user", "username", "cc", "bcc", "domain", "host", "webhook"})
+# Words that name a tool's vendor or shape rather than the action it performs.
+GENERIC_NAME_WORDS = frozenset({"get", "set", "tool", "api", "manager", "the", "and", "for", "with", "from"})
+MAX_VALUE_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Planted:
+    segment: Segment
+    start: int
+    end: int
+    in_prose: bool
+
+
+class ToolTaintDetector(Detector):
+    name = "tool_taint"
+    category = Category.TOOL_TAINT
+    default_scope = Scope(kinds=frozenset({SegmentKind.TOOL_CALL}), phases=frozenset({Phase.RESPONSE}))
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
+        super().__init__(settings, services)
+        self.min_length = int(self.settings.get("min_length", 5))
+        self.min_digits = int(self.settings.get("min_number_digits", 6))
+        self.report_data_fields = bool(self.settings.get("report_data_fields", False))
+        self.check_tool_choice = bool(self.settings.get("tool_choice", True))
+        self.choice_coverage = float(self.settings.get("tool_choice_coverage", 0.6))
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        untrusted = [s for s in exchange.segments if s.trust is Trust.UNTRUSTED]
+        if not untrusted or not ctx.segments:
+            return []
+        trusted = [normalize(s.text) for s in exchange.segments if s.trust is Trust.TRUSTED]
+        earlier_tools = {s.tool_call.name for s in exchange.segments
+                         if s.tool_call is not None and s.phase is Phase.REQUEST}
+        findings: list[Finding] = []
+        for segment in ctx.segments:
+            call = segment.tool_call
+            if call is None:
+                continue
+            for path, needle in self._needles(call.arguments):
+                planted = _find(needle, untrusted, trusted)
+                if planted is not None and (planted.in_prose or self.report_data_fields):
+                    findings.append(self._argument_finding(segment, call.name, path, needle, planted))
+            if self.check_tool_choice and call.name not in earlier_tools:
+                finding = self._choice_finding(segment, call.name, untrusted, trusted)
+                if finding is not None:
+                    findings.append(finding)
+        ctx.signals[self.name] = {"tainted_calls": len({f.pointer for f in findings})}
+        return findings
+
+    def _needles(self, arguments: Any) -> list[tuple[ArgPath, str]]:
+        """Normalized, non-trivial strings to look for: whole short values, and identifiers in long ones."""
+        out: list[tuple[ArgPath, str]] = []
+        for path, value in leaves(arguments):
+            if isinstance(value, bool) or value is None:
+                continue
+            if isinstance(value, (int, float)):
+                text = str(value)
+                if sum(c.isdigit() for c in text) >= self.min_digits:
+                    out.append((path, text))
+                continue
+            text = normalize(str(value))
+            if len(text) <= MAX_VALUE_LENGTH and self._distinctive(text):
+                out.append((path, text))
+            elif len(text) > MAX_VALUE_LENGTH or " " in text:
+                out.extend((path, e) for e in {m.group(0).strip(".:/-") for m in ENTITY.finditer(text)}
+                           if self._distinctive(e) and e != text)
+        return out
+
+    def _distinctive(self, text: str) -> bool:
+        if len(text) < self.min_length or text in COMMON_VALUES:
+            return False
+        if text.replace(".", "").replace("-", "").isdigit():
+            return sum(c.isdigit() for c in text) >= self.min_digits
+        return bool(DISTINCTIVE.search(text)) or (" " in text and len(text) >= 10)
+
+    def _argument_finding(self, segment: Segment, tool: str, path: ArgPath, needle: str, planted: Planted
+                          ) -> Finding:
+        argument = dotted(path)
+        words = {w.lower() for t in path if isinstance(t, str) for w in CAMEL.split(t) if w}
+        sink = bool(words & SINK_WORDS) or "@" in needle or "://" in needle
+        severity = (Severity.HIGH if sink else Severity.MEDIUM) if planted.in_prose else Severity.LOW
+        where = "free text" if planted.in_prose else "a data field"
+        return finding_at(
+            self, locate_argument(segment, path),
+            f"{tool} {argument}: value {needle[:60]!r} comes from untrusted {where} "
+            f"({planted.segment.kind.value}), not from the user", severity,
+            {"tool": tool, "argument": argument, "value": needle[:200], "in_prose": planted.in_prose,
+             "source": _source(planted)}, score=0.9 if planted.in_prose else 0.3)
+
+    def _choice_finding(self, segment: Segment, tool: str, untrusted: Sequence[Segment], trusted: list[str]
+                        ) -> Finding | None:
+        """The tool itself is what untrusted text asks for: its name's words are there and not in user text."""
+        words = [w for w in (p.lower() for p in CAMEL.split(tool)) if len(w) >= 3 and w not in GENERIC_NAME_WORDS]
+        if len(words) < 2:
+            return None
+        stems = {w[:5] for w in words}
+        trusted_hits = {s for s in stems if any(s in word_stems(t) for t in trusted)}
+        if len(trusted_hits) / len(stems) > 1 - self.choice_coverage:
+            return None
+        for source in reversed(untrusted):
+            hits = stems & word_stems(normalize(source.text))
+            if len(hits) / len(stems) >= self.choice_coverage:
+                return finding_at(
+                    self, locate_name(segment), f"call to {tool!r} follows instructions in untrusted "
+                    f"{source.kind.value} rather than the user's request", Severity.MEDIUM,
+                    {"tool": tool, "matched_words": sorted(hits), "rule": "tool_choice",
+                     "source": _source(Planted(source, 0, len(source.text), True))},
+                    score=round(len(hits) / len(stems), 2))
+        return None
+
+
+@lru_cache(maxsize=2048)
+def normalize(text: str) -> str:
+    """Case- and whitespace-insensitive form; cached because agents resend their history every step."""
+    return " ".join(text.lower().split())
+
+
+@lru_cache(maxsize=2048)
+def word_stems(normalized: str) -> frozenset[str]:
+    return frozenset(w[:5] for w in WORD.findall(normalized))
+
+
+def _find(needle: str, untrusted: Sequence[Segment], trusted: list[str]) -> Planted | None:
+    """Where `needle` was planted: the latest untrusted segment holding it, if no trusted one does."""
+    if any(needle in t for t in trusted):
+        return None
+    for segment in reversed(untrusted):
+        if needle not in normalize(segment.text):
+            continue
+        pattern = re.compile(r"\s+".join(re.escape(part) for part in needle.split()), re.IGNORECASE)
+        match = pattern.search(segment.text)
+        if match is None:
+            return Planted(segment, 0, len(segment.text), True)
+        return Planted(segment, match.start(), match.end(), _in_prose(segment.text, match.start(), match.end()))
+    return None
+
+
+def _in_prose(text: str, start: int, end: int) -> bool:
+    """False when the value is a whole field value (`"id": "x"`, `id: x`) rather than part of a sentence."""
+    if text[:start].strip() == "" and text[end:].strip() == "":
+        return False
+    before, after = text[start - 1: start], text[end: end + 1]
+    if before in ("'", '"') and after == before:
+        return False
+    head = text[max(0, start - 3): start].rstrip()
+    return not (head.endswith((":", "=")) and (after == "" or after in ",;}]\n\r"))
+
+
+def _source(planted: Planted) -> dict[str, Any]:
+    location = planted.segment.locate(planted.start, planted.end)
+    return {"pointer": location.pointer, "start": location.start, "end": location.end,
+            "kind": planted.segment.kind.value}

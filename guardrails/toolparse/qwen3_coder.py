@@ -1,0 +1,17 @@
+"""Qwen3-Coder / Qwen3.5 (`qwen3_coder`, `qwen3_xml`):
+`<tool_call>\n<function=NAME>\n<parameter=KEY>\nvalue\n</parameter>\n</function>\n</tool_call>`."""
+
+from __future__ import annotations
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.xmlcalls import function_calls
+
+
+@register
+class Qwen3CoderParser(ToolParser):
+    family = "qwen3_coder"
+    markers = ("<function=",)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        return [call for call, wrapper in function_calls(self.family, text, schemas)
+                if wrapper != "<seed:tool_call>"]

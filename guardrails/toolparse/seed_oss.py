@@ -1,0 +1,16 @@
+"""ByteDance Seed-OSS: `<seed:tool_call>\n<function=NAME>\n<parameter=KEY>value</parameter>\n</function>\n</seed:tool_call>`."""
+
+from __future__ import annotations
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.xmlcalls import function_calls
+
+
+@register
+class SeedOSSParser(ToolParser):
+    family = "seed_oss"
+    markers = ("<function=",)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        return [call for call, wrapper in function_calls(self.family, text, schemas)
+                if wrapper == "<seed:tool_call>"]

@@ -1,0 +1,63 @@
+"""Shared reading of `<function=NAME><parameter=KEY>value</parameter>...</function>` (Qwen3-Coder, Seed-OSS)."""
+
+from __future__ import annotations
+
+import re
+
+from guardrails.toolparse.base import RecoveredCall, Schemas
+from guardrails.toolparse.schema import coerce, parameter_schema
+
+_FUNCTION = re.compile(r"<function=([^>\n<]*)>?")
+_PARAMETER = re.compile(r"<parameter=([^>\n<]*)>?")
+_FUNCTION_END = re.compile(r"</function>|<function=|</tool_call>|</seed:tool_call>|<tool_call>|<seed:tool_call>")
+_VALUE_END = re.compile(r"</parameter>|<parameter=")
+WRAPPERS = (("<tool_call>", "</tool_call>"), ("<seed:tool_call>", "</seed:tool_call>"))
+
+
+def function_calls(family: str, text: str, schemas: Schemas | None) -> list[tuple[RecoveredCall, str | None]]:
+    """Every `<function=...>` call with the wrapper tag it sits in ("<tool_call>", "<seed:tool_call>" or None)."""
+    out = []
+    for head in _FUNCTION.finditer(text):
+        stop = _FUNCTION_END.search(text, head.end())
+        func_end = stop.start() if stop else len(text)
+        closed = bool(stop) and stop.group() == "</function>"
+        raw_name = head.group(1)
+        name = raw_name.strip()
+        name_start = head.start(1) + (len(raw_name) - len(raw_name.lstrip()))
+        arguments: dict[str, object] = {}
+        repairs: set[str] = set()
+        if not head.group().endswith(">"):
+            repairs.add("unclosed_header")
+        args_end = head.end()
+        for param in _PARAMETER.finditer(text, head.end(), func_end):
+            if param.start() < args_end:
+                continue
+            value_stop = _VALUE_END.search(text, param.end(), func_end)
+            value_end = value_stop.start() if value_stop else func_end
+            value = text[param.end():value_end]
+            if value_stop is None or value_stop.group() != "</parameter>":
+                repairs.add("unclosed")
+                value = value.rstrip()
+                args_end = value_end
+            else:
+                args_end = value_stop.end()
+            value = value.removeprefix("\n").removesuffix("\n")
+            key = param.group(1).strip()
+            arguments[key] = coerce(value, parameter_schema(schemas, name, key), repairs)
+        start, end, wrapper = head.start(), func_end + len("</function>") if closed else func_end, None
+        for open_, close in WRAPPERS:
+            before = text[:start].rstrip()
+            if before.endswith(open_):
+                start, wrapper = len(before) - len(open_), open_
+            after = len(text) - len(text[end:].lstrip())
+            if text.startswith(close, after):
+                end, wrapper = after + len(close), open_
+        if not closed and stop is None:
+            repairs.add("truncated")
+        call = RecoveredCall(
+            family=family, name=name, arguments=arguments, arguments_parsed=True, span=(start, end),
+            name_span=(name_start, name_start + len(name)), arguments_span=(head.end(), args_end),
+            block=(start, end), repairs=tuple(sorted(repairs)),
+        )
+        out.append((call, wrapper))
+    return out
