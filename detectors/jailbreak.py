@@ -33,10 +33,32 @@ class Rule:
     pattern: re.Pattern[str]
     weight: float
     message: str
+    keywords: tuple[str, ...]  # lower-case literals; the regex runs only when one occurs (cheap prefilter)
+
+    def search(self, text: str, lowered: str) -> re.Match[str] | None:
+        """Run the regex only in windows around keyword occurrences: long prompts cost per keyword, not per
+        character. `lowered` must be `text.lower()` of the same length (else the whole text is searched)."""
+        if len(lowered) != len(text):
+            return self.pattern.search(text) if any(k in lowered for k in self.keywords) else None
+        for keyword in self.keywords:
+            at = lowered.find(keyword)
+            for _ in range(MAX_WINDOWS):
+                if at < 0:
+                    break
+                m = self.pattern.search(text, max(0, at - WINDOW_BEFORE), at + WINDOW_AFTER)
+                if m is not None:
+                    return m
+                at = lowered.find(keyword, at + WINDOW_AFTER - len(keyword))
+        return None
 
 
-def rule(rule_id: str, family: str, pattern: str, weight: float, message: str, flags: int = FLAGS) -> Rule:
-    return Rule(rule_id, family, re.compile(pattern, flags), weight, message)
+# A match must lie within this many characters of one of its rule's keywords.
+WINDOW_BEFORE, WINDOW_AFTER, MAX_WINDOWS = 160, 240, 12
+
+
+def rule(rule_id: str, family: str, keywords: str, pattern: str, weight: float, message: str,
+         flags: int = FLAGS) -> Rule:
+    return Rule(rule_id, family, re.compile(pattern, flags), weight, message, tuple(keywords.split()))
 
 
 _LIMITS = (
@@ -49,82 +71,90 @@ _AI = r"(?:ai|a\.i\.|chatbot|bot|assistant|model|language\s+model|llm|version|pe
 
 RULES: tuple[Rule, ...] = (
     # --- instruction override -------------------------------------------------------------------
-    rule("override_instructions", "instruction_override", OVERRIDE_PATTERN, 1.0,
-         "instruction to ignore earlier instructions"),
+    rule("override_instructions", "instruction_override",
+         "ignore disregard forget skip override neglect abandon drop bypass overlook regardless",
+         OVERRIDE_PATTERN, 1.0, "instruction to ignore earlier instructions"),
     # --- personas -------------------------------------------------------------------------------
-    rule("dan_persona", "persona",
+    rule("dan_persona", "persona", "dan anything stan dude machiavellian",
          r"\bdo\s+anything\s+now\b|\b(?:Better|Anti|Evil)?DAN\b(?:\s*(?:mode|\d+(?:\.\d+)?))?"
          r"|\b(?:STAN|DUDE)\b(?=[^.]{0,80}\b(?:stands\s+for|strive|avoid\s+norms))"
          r"|\balways\s+intelligent\s+and\s+machiavellian\b",
          1.0, "DAN-style persona", re.MULTILINE),
     rule("unrestricted_persona", "persona",
-         r"\b(?:amoral|unfiltered|uncensored|unethical|immoral|unrestricted|unbound|unhinged|unlimited|"
+         "amoral unfilt uncensor unethical immoral unrestrict unbound unhinged unlimited lawless rogue evil "
+         "jailbr freed liberated unchained",
+         r"\b(?:amoral|unfiltered|unfiltred|uncensored|unethical|immoral|unrestricted|unbound|unhinged|unlimited|"
          r"lawless|rogue|evil|jailbroken)\s+(?:and\s+\w+\s+|&\s+\w+\s+|,\s*\w+\s+)?" + _AI + r"s?\b"
          r"|\byou\s+(?:are|have\s+been)\s+(?:now\s+)?(?:jail\s*broken|freed|liberated|unchained)\b"
          r"|\[\s*(?:🔓\s*)?JAILBREAK\s*\]|\bjailbreak\s+(?:mode|prompt|version)\b",
          1.0, "persona declared free of restrictions"),
     rule("no_limits", "role_play_override",
+         "restriction limit filter censor rule guideline ethic moral boundar confines polic safeguard "
+         "constraint programming restraint regulation",
          r"\b(?:no|without|free\s+(?:from|of)|broken\s+free\s+of|not\s+(?:bound|restricted|limited|constrained)"
          r"\s+by|(?:doesn't|does\s+not|don't|do\s+not|won't|will\s+not|never)\s+(?:have|follow|care\s+about|"
          r"abide\s+by|adhere\s+to|obey|respect)|ignor\w*|bypass\w*|devoid\s+of|lacks?|beyond|outside)\s+"
          r"(?:any\s+(?:kind\s+of\s+)?|all\s+|the\s+|(?:typical|usual|normal|standard)\s+|its\s+|his\s+|her\s+|"
          r"their\s+|your\s+|ethical\s+or\s+|moral\s+or\s+|(?:openai|chatgpt|anthropic)'?s?\s+)*" + _LIMITS + r"\b",
          0.6, "claims the model has no rules or limits"),
-    rule("stay_in_character", "role_play_override",
+    rule("stay_in_character", "role_play_override", "character",
          r"\b(?:stay|remain|keep|staying)\s+in\s+character\b|\b(?:never|don't|do\s+not|not)\s+break\s+"
          r"(?:out\s+of\s+)?character\b|\bbreak(?:ing)?\s+character\b",
          0.6, "demands the model never leaves a role"),
     rule("role_assignment", "role_play_override",
+         "you from want",
          r"\b(?:you\s+are\s+(?:going|about)\s+to|you\s+will\s+(?:now\s+)?|from\s+now\s+on,?\s+(?:you\s+(?:will|are|"
          r"must|shall)\s+)?|i\s+want\s+you\s+to|you\s+must\s+now|you\s+shall)\s*(?:act|pretend|roleplay|role-play|"
          r"behave|simulate|immerse|emulate|impersonate|become|be\s+(?:a|an|my))\b",
          0.4, "assigns the model a new role"),
-    rule("dual_response", "role_play_override",
+    rule("dual_response", "role_play_override", "two 2 both 🔒 🔓",
          r"\b(?:two|2|both)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|outputs|replies)"
          r"\b|\b(?:respond|answer|reply)\s+as\s+both\b|\[\s*(?:🔒|🔓)",
          0.4, "asks for a filtered and an unfiltered answer side by side"),
     # --- developer / system mode -----------------------------------------------------------------
-    rule("developer_mode", "developer_mode",
+    rule("developer_mode", "developer_mode", "mode",
          r"\b(?:developer|god|jailbreak|unrestricted|unfiltered|uncensored|evil|amoral|dan|opposite|chaos)\s+"
          r"mode\b|<\s*system\s+mode\s*>|\b(?:enabl|enter|activat|simulat|switch|initiat|engag)\w*\s+(?:to\s+|"
          r"into\s+)?(?:\w+\s+){0,2}(?:debug|admin|sudo|override|maintenance|root|system)\s+mode\b",
          1.0, "claims a developer, god or override mode"),
     # --- refusal suppression -----------------------------------------------------------------------
-    rule("never_refuse", "refusal_suppression",
+    rule("never_refuse", "refusal_suppression", "refus decline deny reject denying unable",
          r"\b(?:never|not|don't|do\s+not|won't|will\s+not|cannot|can't|must\s+not|mustn't|shall\s+not|"
          r"can\s+not)\s+(?:ever\s+|be\s+able\s+to\s+|be\s+allowed\s+to\s+)?(?:refuse|decline|deny|reject)"
          r"|\bnever\s+refuses\b|\bno\s+(?:refusals?|denying)\b"
          r"|\b(?:never|don't|do\s+not|must\s+not)\s+(?:say|respond\s+with|reply\s+with|tell\s+(?:me|the\s+user))"
          r"\s+(?:that\s+)?(?:you|it|he|she)\s+(?:can't|cannot|are\s+unable|is\s+unable|won't)",
          1.0, "forbids the model to refuse"),
-    rule("no_disclaimers", "refusal_suppression",
+    rule("no_disclaimers", "refusal_suppression", "warning disclaimer caveat moraliz lectur apolog reminder",
          r"\b(?:without|no|don't\s+(?:add|include|give|use|write)|do\s+not\s+(?:add|include|give|use|write)|never"
          r"\s+(?:add|include|give|use|write|send))\s+(?:any\s+)?(?:\w+\s+)?(?:warnings?|disclaimers?|caveats|"
          r"moraliz\w+|lectur\w+|apolog\w+|reminders?)\b",
          0.6, "forbids warnings or disclaimers"),
-    rule("no_matter_what", "refusal_suppression",
+    rule("no_matter_what", "refusal_suppression", "regardless matter even if",
          r"\b(?:regardless|no\s+matter)\s+(?:of\s+)?(?:how\s+|whether\s+|if\s+)?(?:it(?:'s|\s+is)\s+)?"
          r"(?:unethical|immoral|illegal|harmful|dangerous|offensive|inappropriate|explicit|legal|ethical|moral|"
          r"the\s+(?:consequences|legality|morality|ethics))\b|\beven\s+if\s+(?:it(?:'s|\s+is)|they\s+are)\s+"
          r"(?:illegal|unethical|immoral|harmful|dangerous|offensive|inappropriate)\b",
          0.6, "insists on answering whatever the harm"),
     rule("policy_defiance", "refusal_suppression",
+         "polic guideline filter safeguard restriction ethic moral censorship safety",
          r"\b(?:ignor|bypass|violat|break|disregard|overrid|circumvent|evad|defy|defi)\w*\s+(?:all\s+|any\s+|the\s+|"
          r"its\s+|your\s+|of\s+)?(?:\w+\s+){0,2}?(?:polic(?:y|ies)|guidelines|filters?|safeguards|restrictions|"
          r"ethics|morals?|censorship|safety\s+(?:measures|protocols|features))\b"
          r"|\b(?:openai|anthropic)'?s?\s+(?:content\s+)?(?:polic(?:y|ies)|guidelines|rules)\b",
          1.0, "asks the model to defy its policies"),
-    rule("suppress_ai_voice", "refusal_suppression",
+    rule("suppress_ai_voice", "refusal_suppression", "as an ai language model sorry cannot can't apologi",
          r"\b(?:never|don't|do\s+not|must\s+not|won't|will\s+not)\s+(?:ever\s+)?(?:say|mention|remind|use|include|"
          r"respond\s+with|write|state)\s+(?:\w+\s+){0,4}?(?:as\s+an\s+ai|(?:an?\s+)?(?:ai\s+)?language\s+model|"
          r"i'm\s+sorry|i\s+am\s+sorry|i\s+cannot|i\s+can't|i\s+apologi[sz]e)",
          1.0, "forbids the model's refusal phrases"),
-    rule("forced_prefix", "refusal_suppression",
+    rule("forced_prefix", "refusal_suppression", "begin start",
          r"\b(?:begin|start)\s+(?:your|each|every|all)\s+(?:\w+\s+){0,2}(?:response|reply|replies|responses|"
          r"answer|output)s?\s+with\s+[\"'“]?(?:sure|absolutely|of\s+course|certainly)",
          0.6, "forces an affirmative opening"),
     # --- authority impersonation -------------------------------------------------------------------
     rule("authority_claim", "authority_impersonation",
+         "developer creator programmer admin owner maintainer engineer operator trainer openai anthropic deepmind",
          r"\bi(?:'m|\s+am)\s+(?:your|an?|the)\s+(?:\w+\s+)?(?:developer|creator|programmer|admin|administrator|"
          r"owner|maintainer|engineer|operator|trainer)s?\b(?![^.]{0,30}\b(?:at|for)\s+(?!openai|anthropic))"
          r"|\bas\s+(?:your|the)\s+(?:developer|creator|admin\w*|programmer|maintainer|owner|operator)\b"
@@ -132,13 +162,13 @@ RULES: tuple[Rule, ...] = (
          r"(?:openai|anthropic|google\s+deepmind)\b",
          1.0, "claims authority over the model"),
     # --- extraction ----------------------------------------------------------------------------
-    rule("secret_extraction", "extraction",
+    rule("secret_extraction", "extraction", "prompt instruction secret password passcode phrase api key credential",
          r"\b(?:what(?:'s|\s+is|\s+are|\s+was)|tell\s+me|share|give\s+me|reveal|confirm|print|show\s+me|repeat|"
          r"spell|provide|disclose|output|display|leak)\s+(?:\w+\s+){0,4}?(?:your|the\s+system'?s?|our)\s+"
          r"(?:system\s+prompt|(?:initial|original|hidden|secret|system)\s+(?:instructions|prompt)|secret(?:\s+key)?|"
          r"password|passcode|pass\s*phrase|api\s+key|credentials|prompt|instructions)\b",
          1.0, "asks for the model's secrets or system prompt"),
-    rule("other_user_data", "extraction",
+    rule("other_user_data", "extraction", "user",
          r"\b(?:share|tell|give|reveal|provide|confirm|print|list|what(?:'s|\s+is|\s+are))\s+(?:me\s+)?(?:\w+\s+){0,3}?"
          r"(?:the\s+(?:other\s+)?users?'?s?|other\s+users'?)\s+(?:\w+\s+)?(?:e-?mail|address|password|birth\w*|"
          r"phone|location|city|data|details|information|balances?|records?)\b"
@@ -146,13 +176,15 @@ RULES: tuple[Rule, ...] = (
          1.0, "asks for another user's private data"),
     # --- priming --------------------------------------------------------------------------------
     rule("hypothetical_frame", "role_play_override",
+         "hypothetical fictional imaginary alternate parallel fictitious game",
          r"\b(?:hypothetical|fictional|imaginary|alternate|parallel|fictitious)\s+(?:world|universe|scenario|story|"
          r"setting|reality)\s+(?:where|in\s+which)\b|\blet'?s\s+play\s+a\s+game\b",
          0.3, "fictional framing"),
 )
 
 _DIALOGUE_TURN = re.compile(r"(?:^|(?<=\s))(?:Q|A|User|Human|Assistant|AI|Bot|Question|Answer)\s*:", re.MULTILINE)
-_REPEATED_TOKEN = re.compile(r"(\S{1,30})(?:\s+\1){24,}")
+_TOKEN = re.compile(r"\S+")
+REPEAT_RUN = 25
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
 _HEX_BYTES = re.compile(r"\b(?:[0-9a-fA-F]{2}[\s:]){12,}[0-9a-fA-F]{2}\b")
 _BINARY = re.compile(r"\b(?:[01]{8}\s+){6,}[01]{8}\b")
@@ -163,10 +195,10 @@ _LEET = str.maketrans("013457@$9", "oieastasg")
 _ROT13 = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm"
 )
-_STOPWORDS = frozenset(
-    "the and you is to of what how a in it that for are i me my your this with be not do does can on where "
-    "who tell give write make".split()
-)
+_STOPWORDS = frozenset((
+    "the", "and", "you", "is", "to", "of", "what", "how", "a", "in", "it", "that", "for", "are", "i", "me", "my",
+    "your", "this", "with", "be", "not", "do", "does", "can", "on", "where", "who", "tell", "give", "write", "make",
+))
 _ENCODING_CUE = re.compile(r"\b(?:base64|base-64|rot13|rot-13|caesar|cipher|hex(?:adecimal)?|binary|morse|"
                            r"decode|decipher|decrypt|leet|l33t|1337|pig\s+latin|reverse)\b", re.IGNORECASE)
 
@@ -222,8 +254,9 @@ class JailbreakDetector(SegmentDetector):
     def _rule_matches(self, text: str, offset_base: int | None = None) -> list[tuple[float, Hit]]:
         """All rule matches; with `offset_base`, matches in decoded text are placed on the encoded span."""
         out = []
+        lowered = text.lower()
         for r in self.rules:
-            m = r.pattern.search(text)
+            m = r.search(text, lowered)
             if m is None:
                 continue
             start, end = (m.start(), m.end()) if offset_base is None else (offset_base, offset_base)
@@ -239,10 +272,11 @@ class JailbreakDetector(SegmentDetector):
                 out.append((weight, _hit("many_shot", "many_shot", f"{len(turns)} scripted dialogue turns "
                                          "(many-shot priming)", turns[0].start(), turns[-1].end(), "")))
         if "repeated_token" not in self.disabled and len(text) >= 50:
-            m = _REPEATED_TOKEN.search(text)
-            if m:
+            run = _longest_repeat(text)
+            if run is not None:
+                start, end, token = run
                 out.append((1.0, _hit("repeated_token", "repeated_token", "token repeated many times "
-                                      "(divergence attack)", m.start(), m.end(), m.group(1))))
+                                      "(divergence attack)", start, end, token)))
         if "leetspeak" not in self.disabled:
             leet = [m for m in _LEET_WORD.finditer(text) if not m.group().isdigit() and _is_leet(m.group())]
             if len(leet) >= 3:
@@ -266,30 +300,56 @@ class JailbreakDetector(SegmentDetector):
                 if decoded is None:
                     continue
                 inner = self._rule_matches(decoded, m.start())
-                weight = 1.0 if inner else (0.6 if cue else 0.4)
+                weight = 1.0 if inner or cue else 0.6
                 out.append((weight, _hit("encoded_payload", "encoded_payload", f"{kind}-encoded text",
                                          m.start(), m.end(), decoded)))
                 break
         m = _MORSE.search(text)
         if m:
             out.append((0.6, _hit("encoded_payload", "encoded_payload", "Morse-encoded text", m.start(), m.end(), "")))
-        words = _WORD.findall(text[: self.max_decoded])
-        if len(words) >= 4:
-            plain = _stopword_count(words)
-            for transform, kind in ((_rot13, "rot13"), (_reverse, "reversed"), (_pig_latin, "pig latin")):
-                decoded_words = transform(words)
-                if _stopword_count(decoded_words) >= max(3, 2 * plain + 1):
-                    inner = self._rule_matches(" ".join(decoded_words), 0)
-                    weight = 1.0 if inner or cue else 0.6
-                    out.append((weight, _hit("encoded_payload", "encoded_payload", f"{kind} text", 0, len(text),
-                                             " ".join(decoded_words)[:200])))
-                    break
+        out += _transformed_windows(text[: self.max_decoded], cue)
         return out
+
+
+def _transformed_windows(text: str, cue: bool) -> list[tuple[float, Hit]]:
+    """Runs of words that read as English only once rot13-decoded, reversed or un-pig-latined.
+
+    Only windows with almost no English stopwords are transformed, so English prose costs one pass.
+    """
+    words = list(_WORD.finditer(text))
+    for i in range(0, max(1, len(words) - 3), 8):
+        window = words[i : i + 12]
+        plain = [m.group() for m in window]
+        if len(plain) < 4 or _stopword_count(plain) > 1:
+            continue
+        for transform, kind in ((_rot13, "rot13"), (_reverse, "reversed"), (_pig_latin, "pig latin")):
+            decoded = transform(plain)
+            if _stopword_count(decoded) >= max(3, len(plain) // 4):
+                weight = 1.0 if cue else 0.6
+                return [(weight, _hit("encoded_payload", "encoded_payload", f"{kind} text", window[0].start(),
+                                      window[-1].end(), " ".join(decoded)[:200]))]
+    return []
 
 
 def _hit(rule_id: str, family: str, message: str, start: int, end: int, matched: str) -> Hit:
     return Hit(message=message, start=start, end=end,
                evidence={"rule": rule_id, "family": family, "matched": matched[:200]})
+
+
+def _longest_repeat(text: str) -> tuple[int, int, str] | None:
+    """The first run of REPEAT_RUN identical whitespace-separated tokens, as (start, end, token)."""
+    tokens = text.split()
+    if len(tokens) < REPEAT_RUN or len(set(tokens)) > len(tokens) - REPEAT_RUN + 1:
+        return None
+    run = 1
+    for i in range(1, len(tokens)):
+        run = run + 1 if tokens[i] == tokens[i - 1] else 1
+        if run == REPEAT_RUN:
+            token = tokens[i]
+            matches = [m for m in _TOKEN.finditer(text) if m.group() == token]
+            # locate the run: the first REPEAT_RUN consecutive occurrences
+            return matches[0].start(), matches[REPEAT_RUN - 1].end(), token
+    return None
 
 
 def _is_leet(word: str) -> bool:

@@ -66,6 +66,7 @@ class LowConfidenceDetector(Detector):
         self.pull_mode = str(s.get("pull_mode", "auto"))
         self.top_k = int(s.get("top_k", 5))
         self.client = self._client()
+        self.io_bound = self.client is not None  # the engine then runs us concurrently, under our timeout
         self.stats: ModelStatsStore = self.services.extra.get("model_stats") or default_store()
 
     def _client(self) -> VLLMClient | None:
@@ -132,7 +133,7 @@ class LowConfidenceDetector(Detector):
             if not (low_mean or low_share):
                 return None
             what = f"{unit.segment.kind.value} text"
-        elif not sig.low_spans and sig.weighted_mean >= t.segment:
+        elif not sig.low_spans:  # names and values are short: one unsure token is the signal
             return None
         else:
             what = f"tool name {call.name!r}" if unit.kind == "tool_name" and call else (

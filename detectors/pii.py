@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from guardrails.detector import Scope, SegmentDetector, Services
+from detectors._textfilter import TextFilter
+from guardrails.detector import Scope, Services
 from guardrails.exchange import Segment, Trust
 from guardrails.findings import Category, Hit, Severity
 from guardrails.textview import redact, scan_view, where
@@ -40,7 +41,7 @@ MAY_MATCH: dict[str, re.Pattern[str]] = {
     "PHONE_NUMBER": re.compile(rf"\d(?:{_SEP}\d){{5}}"),
     "CREDIT_CARD": re.compile(r"\d(?:[\s\-]?\d){11}"),
     "US_SSN": re.compile(r"\d(?:[\s.\-]?\d){8}"),
-    "IBAN_CODE": re.compile(r"[A-Za-z]{2}[\s\-]?\d{2}"),
+    "IBAN_CODE": re.compile(r"[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]{4}){2}"),
     "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:"),
     "CRYPTO": re.compile(r"\b(?:[13][1-9A-HJ-NP-Za-km-z]{25}|bc1[a-z0-9]{20})"),
     "URL": re.compile(r"\w\.\w|://"),
@@ -228,7 +229,7 @@ def _custom_recognizers(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
     return recognizers
 
 
-class PIIDetector(SegmentDetector):
+class PIIDetector(TextFilter):
     """Settings (all optional):
 
     entities: [EMAIL_ADDRESS, ...]       Presidio entity names to report
@@ -309,8 +310,6 @@ class PIIDetector(SegmentDetector):
             "length": len(value),
             "segment_kind": segment.kind.value,
         }
-        if segment.tool_call is not None:
-            evidence["tool"] = segment.tool_call.name
         return Hit(
             message=f"{words} {where(segment)}",
             start=result.start,

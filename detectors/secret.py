@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guardrails.detector import Scope, SegmentDetector, Services
+from detectors._textfilter import TextFilter
+from guardrails.detector import Scope, Services
 from guardrails.exchange import Segment
 from guardrails.findings import Category, Hit, Severity
 from guardrails.textview import redact, scan_view, where
@@ -33,6 +34,7 @@ class Rule:
     prefix: int = 0  # leading characters of the value that are public structure (shown in previews)
     min_entropy: float | None = None  # Shannon bits per character the value must reach
     generic: bool = False  # loses to a specific rule on the same span
+    free_form: bool = False  # the value is whatever a person typed: skip placeholders and plain words
 
 
 def _rule(id: str, description: str, regex: str, **kw: Any) -> Rule:
@@ -77,28 +79,31 @@ RULES: tuple[Rule, ...] = (
           rf"{_START}(?P<value>hf_[A-Za-z0-9]{{34}}|api_org_[A-Za-z0-9]{{34}}){_END}", prefix=3),
     _rule("private_key", "PEM private key",
           r"(?P<value>-----BEGIN (?P<kind>(?:[A-Z0-9]+ ){0,2})PRIVATE KEY(?: BLOCK)?-----"
-          r"(?:[\s\S]{0,16384}?-----END (?P=kind)PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:-]*))"),
+          # the whole block; a truncated one runs to the end of its base64 lines
+          r"(?:[\s\S]{0,16384}?-----END (?P=kind)PRIVATE KEY(?: BLOCK)?-----"
+          r"|(?:(?:\s|\\[nr])*[A-Za-z0-9+/=]{16,})*))"),
     _rule("jwt", "JSON Web Token",
           rf"{_START}(?P<value>eyJ[A-Za-z0-9_\-]{{5,}}\.eyJ[A-Za-z0-9_\-]{{5,}}\.[A-Za-z0-9_\-]{{10,}}){_END}",
           severity=Severity.HIGH, prefix=3),
     # scheme://user:password@host: the password is the secret.
     _rule("url_credentials", "password in a URL",
           r"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/?#@\"'<>\\]{1,256}:(?P<value>[^\s/?#@\"'<>\\]{3,256})@"
-          r"[A-Za-z0-9.\-\[\]]+", severity=Severity.HIGH),
+          r"[A-Za-z0-9.\-\[\]]+", severity=Severity.HIGH, free_form=True),
     # api_key = "…", "password": "…", TOKEN=…: the value must look random, not like a word or placeholder.
     _rule("generic_secret_assignment", "secret assigned to a credential-named key",
           r"(?i:(?:api|access|auth|client|secret|private|signing|encryption)[_\-.]?(?:key|secret|token)"
           r"|password|passwd|pwd|secret|token|credentials?|bearer)"
           r"(?:[A-Za-z0-9_\-.]{0,20})[\"']?\s{0,4}(?:=|:=|:|=>)\s{0,4}[\"'`]?"
           r"(?P<value>[A-Za-z0-9_\-+/=.~!@#$%^&*]{8,256})(?=[\"'`]|[\s,;})\]]|$)",
-          severity=Severity.HIGH, min_entropy=3.0, generic=True),
+          severity=Severity.HIGH, min_entropy=3.0, generic=True, free_form=True),
 )
 RULE_IDS = frozenset(r.id for r in RULES)
 
 # Values that are obviously not secrets: templates, env lookups, masks, documentation placeholders.
 _PLACEHOLDER = re.compile(
-    r"^(?:\$\{?|%\(?|\{\{|<|\*|x{4,}|\.{3}|os\.environ|process\.env|env\.|getenv)"
-    r"|(?i:your|example|placeholder|changeme|redacted|dummy|sample|insert|replace|todo|xxxx|\*\*\*\*)",
+    r"^(?:\$\{?|%\(?|\{\{|<|\*|\.{3}|os\.environ|process\.env|env\.|getenv)"
+    r"|(?i:your|example|placeholder|changeme|redacted|dummy|sample|insert|replace|todo|xxxx|\*\*\*\*)"
+    r"|^(?i:pass(?:word)?|passwd|pwd|secret|token|pass123|password123|null|none|undefined)$",
 )
 
 
@@ -108,7 +113,7 @@ def shannon_entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(value).values()) if n else 0.0
 
 
-class SecretDetector(SegmentDetector):
+class SecretDetector(TextFilter):
     """Settings (all optional):
 
     disabled_rules: [jwt, ...]       rule ids to skip
@@ -146,11 +151,10 @@ class SecretDetector(SegmentDetector):
     def _accept(self, rule: Rule, value: str) -> bool:
         if value in self.allow_list:
             return False
-        if rule.generic:
-            if _PLACEHOLDER.search(value) or value.isalpha() or value.isdigit():
-                return False
-            return shannon_entropy(value) >= self.generic_entropy
-        return rule.min_entropy is None or shannon_entropy(value) >= rule.min_entropy
+        if rule.free_form and (_PLACEHOLDER.search(value) or (rule.generic and (value.isalpha() or value.isdigit()))):
+            return False
+        threshold = self.generic_entropy if rule.generic else rule.min_entropy
+        return threshold is None or shannon_entropy(value) >= threshold
 
     def _hit(self, segment: Segment, start: int, end: int, rule: Rule) -> Hit:
         value = segment.text[start:end]
@@ -158,8 +162,6 @@ class SecretDetector(SegmentDetector):
             value[: value.index("-----", 5) + 5] + "…" if rule.id == "private_key" else redact(value, rule.prefix)
         )
         evidence: dict[str, Any] = {"rule": rule.id, "preview": preview, "length": len(value)}
-        if segment.tool_call is not None:
-            evidence["tool"] = segment.tool_call.name
         return Hit(
             message=f"{rule.description} {where(segment)}",
             start=start,

@@ -21,11 +21,16 @@ from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
 from guardrails.findings import Category, Finding, Severity
 
 # Identifiers inside longer values: e-mail addresses, URLs, and tokens that mix letters and digits.
-ENTITY = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+|[\w./:-]*\d[\w./:-]*",
-                    re.IGNORECASE)
+ENTITY = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+|[\w./:-]*\d[\w./:-]*"
+                    r"|(?:~|\.{1,2})?/[\w.-]+/[\w./-]+", re.IGNORECASE)
 DISTINCTIVE = re.compile(r"[\d@/_.:]")
-WORD = re.compile(r"[a-z]{3,}")
+WORD = re.compile(r"(?<!\w)[a-z]{3,}(?!\w)")  # prose words; `allowed_operations` is a key, not words
 CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
+# What precedes a field value in JSON, Python reprs, YAML or key=value text: `{"key": `, `, 'key': [`, `\nkey: `.
+FIELD_PREFIX = re.compile(r"""(?:^|[{,\[]|\n)\s*["']?[\w$@.\-]{1,60}["']?\s*[:=]\s*\[?\s*$|(?:^|\[)\s*$""")
+LIST_ITEM_BEFORE = re.compile(r"""["'][^"'\n]{0,300}["']\s*,\s*["']?$""")
+LINE_START = re.compile(r"(?:^|\n|\\n|\\r)[ \t]*(?:[-*•]|\d+[.)])?[ \t]*\Z")
+LINE_END = re.compile(r"[ \t]*(?:\n|\r|\\n|\\r|[\"']|$)")
 COMMON_VALUES = frozenset({"true", "false", "null", "none", "yes", "no", "default", "auto", "all", "latest",
                            "today", "tomorrow", "yesterday", "json", "text", "html", "english", "unknown"})
 # Argument names where a planted value does the damage: where money, messages, data or access go.
@@ -53,7 +58,7 @@ class ToolTaintDetector(Detector):
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
         self.min_length = int(self.settings.get("min_length", 5))
-        self.min_digits = int(self.settings.get("min_number_digits", 6))
+        self.min_digits = int(self.settings.get("min_number_digits", 5))
         self.report_data_fields = bool(self.settings.get("report_data_fields", False))
         self.check_tool_choice = bool(self.settings.get("tool_choice", True))
         self.choice_coverage = float(self.settings.get("tool_choice_coverage", 0.6))
@@ -95,8 +100,8 @@ class ToolTaintDetector(Detector):
             text = normalize(str(value))
             if len(text) <= MAX_VALUE_LENGTH and self._distinctive(text):
                 out.append((path, text))
-            elif len(text) > MAX_VALUE_LENGTH or " " in text:
-                out.extend((path, e) for e in {m.group(0).strip(".:/-") for m in ENTITY.finditer(text)}
+            if len(text) > MAX_VALUE_LENGTH or " " in text:
+                out.extend((path, e) for e in {m.group(0).lstrip(":-").rstrip(".:/-,;") for m in ENTITY.finditer(text)}
                            if self._distinctive(e) and e != text)
         return out
 
@@ -124,16 +129,17 @@ class ToolTaintDetector(Detector):
     def _choice_finding(self, segment: Segment, tool: str, untrusted: Sequence[Segment], trusted: list[str]
                         ) -> Finding | None:
         """The tool itself is what untrusted text asks for: its name's words are there and not in user text."""
+        # Names read <vendor><verb><object> (AugustSmartLockUnlockDoor): the last words say what the call does.
         words = [w for w in (p.lower() for p in CAMEL.split(tool)) if len(w) >= 3 and w not in GENERIC_NAME_WORDS]
-        if len(words) < 2:
+        stems = {w[:5] for w in words[-3:]}
+        if len(stems) < 2:
             return None
-        stems = {w[:5] for w in words}
         trusted_hits = {s for s in stems if any(s in word_stems(t) for t in trusted)}
         if len(trusted_hits) / len(stems) > 1 - self.choice_coverage:
             return None
         for source in reversed(untrusted):
             hits = stems & word_stems(normalize(source.text))
-            if len(hits) / len(stems) >= self.choice_coverage:
+            if len(hits) >= 2 and len(hits) / len(stems) >= self.choice_coverage:
                 return finding_at(
                     self, locate_name(segment), f"call to {tool!r} follows instructions in untrusted "
                     f"{source.kind.value} rather than the user's request", Severity.MEDIUM,
@@ -155,29 +161,46 @@ def word_stems(normalized: str) -> frozenset[str]:
 
 
 def _find(needle: str, untrusted: Sequence[Segment], trusted: list[str]) -> Planted | None:
-    """Where `needle` was planted: the latest untrusted segment holding it, if no trusted one does."""
+    """Where `needle` was planted: its latest occurrence in free text of an untrusted segment, if no trusted
+    segment holds it. Once any tool returned it as a data field, it is data (in_prose False) everywhere."""
     if any(needle in t for t in trusted):
         return None
+    pattern: re.Pattern[str] | None = None
+    found: Planted | None = None
     for segment in reversed(untrusted):
         if needle not in normalize(segment.text):
             continue
-        pattern = re.compile(r"\s+".join(re.escape(part) for part in needle.split()), re.IGNORECASE)
-        match = pattern.search(segment.text)
-        if match is None:
-            return Planted(segment, 0, len(segment.text), True)
-        return Planted(segment, match.start(), match.end(), _in_prose(segment.text, match.start(), match.end()))
-    return None
+        pattern = pattern or re.compile(r"\s+".join(re.escape(part) for part in needle.split()), re.IGNORECASE)
+        for match in pattern.finditer(segment.text):
+            if not _in_prose(segment.text, match.start(), match.end()):
+                return Planted(segment, match.start(), match.end(), False)
+            found = found or Planted(segment, match.start(), match.end(), True)
+    return found
 
 
 def _in_prose(text: str, start: int, end: int) -> bool:
-    """False when the value is a whole field value (`"id": "x"`, `id: x`) rather than part of a sentence."""
+    """False when the value is a whole field value (`"id": "x"`, `id: x`, a list item) of structured data.
+
+    A field's key follows a structural character or a line start; in prose ("the whitelist: 'a.com'") it
+    follows a word, so a value quoted inside a sentence still counts as planted in free text.
+    """
     if text[:start].strip() == "" and text[end:].strip() == "":
         return False
-    before, after = text[start - 1: start], text[end: end + 1]
-    if before in ("'", '"') and after == before:
-        return False
-    head = text[max(0, start - 3): start].rstrip()
-    return not (head.endswith((":", "=")) and (after == "" or after in ",;}]\n\r"))
+    if LINE_START.search(text, max(0, start - 8), start) and LINE_END.match(text, end):
+        return False  # a whole line: one item of a listing ("a.com\nb.com", escaped or not)
+    before, after = text[max(0, start - 400): start], text[end: end + 1]
+    quote = before[-1:] if before[-1:] in ("'", '"') else ""
+    if quote and after != quote and not LINE_END.match(text, end):
+        return True
+    if not quote and after not in ("", ",", ";", "}", "]", "\n", "\r"):
+        return True
+    before = before[: len(before) - len(quote)]
+    for _ in range(50):  # walk back over earlier list items: ['a', 'b', <value>
+        item = LIST_ITEM_BEFORE.search(before)
+        if item is None:
+            break
+        before = before[: item.start()]
+    return not FIELD_PREFIX.search(before)
 
 
 def _source(planted: Planted) -> dict[str, Any]:

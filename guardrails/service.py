@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guardrails.adapters import FORMATS, read_exchange
+from guardrails.adapters import FORMATS, HistoryMemo, read_exchange
 from guardrails.detector import DetectorRegistry, Services
 from guardrails.engine import Engine, EngineResult, SegmentCache
 from guardrails.errors import BodyError, UnknownPolicy
@@ -57,6 +57,7 @@ class CheckService:
         self.services = services or Services()
         self.default_policy = default_policy
         self.cache = SegmentCache(segment_cache_entries)
+        self.history = HistoryMemo()
         self.observers: list[Observer] = []
         self._engines: dict[tuple[str, str], Engine] = {}
 
@@ -82,7 +83,8 @@ class CheckService:
         request, response, fmt, context, policy_id, raw_output = _read_envelope(body)
         policy = self.select_policy(policy_id, context)
         engine = self.engine_for(policy)
-        exchange = read_exchange(request, response, format=fmt, context=context, raw_output=raw_output)
+        exchange = read_exchange(request, response, format=fmt, context=context, raw_output=raw_output,
+                                 memo=self.history)
         normalized = time.perf_counter()
         result = await engine.run(exchange)
         check_id = new_check_id()

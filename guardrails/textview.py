@@ -30,6 +30,7 @@ def scan_view(segment: Segment) -> str:
     return text
 
 
+IN_ARGUMENTS = "in arguments"  # a tool call's: the detector adds "of <tool>" when it places the hit
 _WHERE_BY_KIND = {
     SegmentKind.SYSTEM: "in the system prompt",
     SegmentKind.USER: "in a user message",
@@ -41,10 +42,9 @@ _WHERE_BY_KIND = {
 
 
 def where(segment: Segment) -> str:
-    """Where a finding sits, in words: "in arguments of send_email", "in the model's reasoning"..."""
+    """Where a hit sits, in words that depend only on the segment kind (hits are cached by kind and text)."""
     if segment.kind is SegmentKind.TOOL_CALL:
-        name = segment.tool_call.name if segment.tool_call else segment.tool_name
-        return f"in arguments of {name}" if name else "in tool call arguments"
+        return IN_ARGUMENTS
     return _WHERE_BY_KIND.get(segment.kind, "in the exchange")
 
 

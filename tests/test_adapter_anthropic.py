@@ -8,16 +8,18 @@ import random
 import time
 from typing import Any
 
+import orjson
 import pytest
 from conftest import REPO, fixture, sample
 
-from guardrails.adapters import detect_format, read_exchange
+from guardrails.adapters import HistoryMemo, detect_format, read_exchange
 from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
 from guardrails.config import Settings
 from guardrails.errors import BodyError
-from guardrails.exchange import Exchange, Phase, SegmentKind, Trust
+from guardrails.exchange import CallerContext, Exchange, Phase, SegmentKind, Trust
 from guardrails.pointer import join, resolve
 from guardrails.serve import build_service
+from guardrails.service import CheckService
 
 FORMAT = "anthropic.messages"
 
@@ -163,17 +165,20 @@ def test_streamed_tool_use_without_input_deltas_keeps_the_start_object() -> None
 
 
 # --- end to end ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def service() -> CheckService:
+    return build_service(Settings(policy_dir=REPO / "policies"))
+
+
 @pytest.mark.parametrize("name", ["anthropic_messages.json", "anthropic_messages_stream.json"])
-def test_samples_are_benign_under_the_default_policy(name: str) -> None:
-    service = build_service(Settings(policy_dir=REPO / "policies"))
+def test_samples_are_benign_under_the_default_policy(service: CheckService, name: str) -> None:
     result = asyncio.run(service.check(load(name)))
     assert result["format"] == FORMAT and result["phase"] == "response"
     assert result["verdict"] == "allow", result["findings"]
     assert result["signals"]["exchange"]["tool_calls"] == 2
 
 
-def test_undeclared_tool_use_is_blocked_and_located_through_the_service() -> None:
-    service = build_service(Settings(policy_dir=REPO / "policies"))
+def test_undeclared_tool_use_is_blocked_and_located_through_the_service(service: CheckService) -> None:
     stream_start = next(k for k, e in enumerate(load("anthropic_messages_stream.json")["response"])
                         if e.get("content_block", {}).get("type") == "tool_use")
     for name, block_pointer in (("anthropic_messages.json", "/response/content/2"),
@@ -186,6 +191,25 @@ def test_undeclared_tool_use_is_blocked_and_located_through_the_service() -> Non
         loc = finding["location"]
         assert loc["pointer"] == f"{block_pointer}/name"
         assert resolve(body, loc["pointer"])[loc["start"]:loc["end"]] == "transfer_funds"
+
+
+def test_history_memo_reuses_the_prefix_and_reads_like_a_fresh_request() -> None:
+    memo = HistoryMemo()
+    context = CallerContext(session_id="s-123")
+    step = load("anthropic_messages.json")
+    first = read_exchange(step["request"], step["response"], context=context, memo=memo)
+    # Next agent step: the response becomes history, then the tool result answering its call.
+    nxt = copy.deepcopy(step["request"])
+    nxt["messages"].append({"role": "assistant", "content": step["response"]["content"]})
+    nxt["messages"].append({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "chatcmpl-tool-1f2e3d4c5b6a7980", "content": "12 C, clear"},
+        # a late result for a call made in the reused part of the history: its name must still be found
+        {"type": "tool_result", "tool_use_id": "chatcmpl-tool-9b8e7d6c5a4f3e21", "content": "AF274: 3 seats"}]})
+    memoized = read_exchange(nxt, None, context=context, memo=memo)
+    fresh = read_exchange(nxt, None, context=context)
+    assert memoized.segments == fresh.segments
+    assert [(x.tool_name, x.turn) for x in memoized.segments[-2:]] == [("get_weather", 5), ("search_flights", 5)]
+    assert memoized.segments[4] is first.segments[4]  # the unchanged prefix was reused, not read again
 
 
 # --- request details --------------------------------------------------------------------------------
@@ -227,6 +251,27 @@ def test_tool_results_string_nested_blocks_and_errors() -> None:
     assert all(s.trust is Trust.UNTRUSTED for s in ex.segments if s.kind is SegmentKind.TOOL_RESULT)
     assert ex.segments[-1].kind is SegmentKind.USER and ex.segments[-1].text == "thanks"
     assert "iVBORw0K" not in "".join(s.text for s in ex.segments)
+    assert_locations_resolve(body, ex)
+
+
+def test_server_tool_calls_are_skipped_but_fetched_pages_are_untrusted_results() -> None:
+    page = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Page text."}}
+    body = {"request": {"messages": [{"role": "user", "content": "read example.org"}],
+                        "tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]},
+            "response": {"type": "message", "role": "assistant", "stop_reason": "end_turn", "content": [
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_fetch",
+                 "input": {"url": "https://example.org"}},
+                {"type": "web_fetch_tool_result", "tool_use_id": "srvtoolu_1",
+                 "content": {"type": "web_fetch_result", "url": "https://example.org", "content": page}},
+                {"type": "mcp_tool_result", "tool_use_id": "mcptoolu_1", "is_error": False,
+                 "content": [{"type": "text", "text": "MCP says hi."}]},
+                {"type": "text", "text": "The page says hello."}]}}
+    ex = normalize(body)
+    assert not ex.tool_calls and not ex.tools
+    results = [(s.text, s.pointer, s.tool_call_id) for s in ex.segments if s.kind is SegmentKind.TOOL_RESULT]
+    assert results == [("Page text.", "/response/content/1/content/content/source/data", "srvtoolu_1"),
+                       ("MCP says hi.", "/response/content/2/content/0/text", "mcptoolu_1")]
+    assert ex.generation.finish_reason == "stop"
     assert_locations_resolve(body, ex)
 
 
@@ -358,6 +403,15 @@ def test_bad_input_raises_body_error_with_pointer(request_body: dict[str, Any], 
     with pytest.raises(BodyError) as info:
         read_exchange(request_body, response, format=FORMAT)
     assert info.value.pointer == pointer
+
+
+def test_deeply_nested_tool_input_is_a_body_error() -> None:
+    depth = 1010  # within what the API's JSON parser accepts, beyond Python's recursion limit
+    text = ('{"messages": [{"role": "assistant", "content": [{"type": "tool_use", "name": "f", "input": '
+            + '{"a": ' * depth + "{}" + "}" * depth + "}]}]}")
+    with pytest.raises(BodyError) as info:
+        read_exchange(orjson.loads(text), None, format=FORMAT)
+    assert info.value.pointer == "/request/messages/0/content/0/input"
 
 
 def _subtree_pointers(node: Any, pointer: str) -> list[str]:

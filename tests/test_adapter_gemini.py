@@ -6,6 +6,7 @@ format sniffing against OpenAI Responses, body locations, bad input and the norm
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import random
@@ -15,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from guardrails.adapters import detect_format, read_exchange
+from guardrails.adapters import HistoryMemo, detect_format, read_exchange
 from guardrails.adapters.gemini_generate import GeminiGenerateContentAdapter
 from guardrails.adapters.gemini_interactions import GeminiInteractionsAdapter
 from guardrails.errors import BodyError
-from guardrails.exchange import Exchange, Phase, SegmentKind, Trust
+from guardrails.exchange import CallerContext, Exchange, Phase, SegmentKind, Trust
 from guardrails.pointer import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,6 +233,15 @@ def test_interactions_server_state_function_result_and_string_result() -> None:
     assert_locations_resolve(body, ex)
 
 
+def test_interactions_result_without_name_takes_the_name_of_its_call() -> None:
+    body = interactions_body([
+        {"type": "function_call", "id": "fc_1", "name": "get_weather", "arguments": {"city": "Lisbon"}},
+        {"type": "function_result", "call_id": "fc_1", "result": "light rain"}])
+    ex = normalize(body)
+    assert [(s.kind, s.tool_name, s.tool_call_id) for s in ex.segments] == [
+        (SegmentKind.TOOL_CALL, "get_weather", "fc_1"), (SegmentKind.TOOL_RESULT, "get_weather", "fc_1")]
+
+
 @pytest.mark.parametrize(("choice", "forced"), [
     ("auto", False), ("none", False), ("any", True), ("validated", True),
     ({"allowed_tools": {"mode": "any", "tools": ["get_weather"]}}, True),
@@ -259,6 +269,7 @@ def test_interactions_legacy_stream_content_events() -> None:
         {"event_type": "content.start", "index": 0, "content": {"type": "thought", "signature": SIGNATURE}},
         {"event_type": "content.delta", "index": 0, "delta": {"type": "thought_summary",
                                                               "content": {"type": "text", "text": "Weather? "}}},
+        {"event_type": "content.delta", "index": 0, "delta": {"type": "thought_summary", "content": "Call it."}},
         {"event_type": "content.stop", "index": 0},
         {"event_type": "content.start", "index": 1, "content": {"type": "text", "text": ""}},
         {"event_type": "content.delta", "index": 1, "delta": {"type": "text", "text": "Checking "}},
@@ -272,11 +283,11 @@ def test_interactions_legacy_stream_content_events() -> None:
     body = interactions_body("Weather in Lisbon?", events, tools=[WEATHER_TOOL])
     ex = normalize(body)
     assert ex.format == "gemini.interactions"
-    assert summary(ex, Phase.RESPONSE) == [("reasoning", "assistant", 1, "Weather? "),
+    assert summary(ex, Phase.RESPONSE) == [("reasoning", "assistant", 1, "Weather? Call it."),
                                            ("assistant", "assistant", 1, "Checking now."),
                                            ("tool_call", "assistant", 1, '{"city": "Lisbon"}')]
     call = ex.tool_calls[0].tool_call
-    assert call is not None and call.arguments_is_object and call.arguments_pointer == "/response/8/delta/arguments"
+    assert call is not None and call.arguments_is_object and call.arguments_pointer == "/response/9/delta/arguments"
     assert ex.generation.finish_reason == "tool_calls" and ex.generation.model == "gemini-2.5-flash"
     assert_locations_resolve(body, ex)
 
@@ -369,9 +380,10 @@ def test_generate_content_code_execution_parts() -> None:
             {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "55\n"}},
             {"text": "The sum is 55."}]}, "finishReason": "STOP"}]}}
     ex = normalize(body)
-    assert [(s.kind, s.trust) for s in ex.segments if s.phase is Phase.RESPONSE] == [
-        (SegmentKind.ASSISTANT, Trust.MODEL), (SegmentKind.TOOL_RESULT, Trust.UNTRUSTED),
-        (SegmentKind.ASSISTANT, Trust.MODEL)]
+    # The sandboxed code is a built-in tool call, not text (nor a leaked `print` tool call); its output is
+    # untrusted.
+    assert [(s.kind, s.trust, s.text) for s in ex.segments if s.phase is Phase.RESPONSE] == [
+        (SegmentKind.TOOL_RESULT, Trust.UNTRUSTED, "55\n"), (SegmentKind.ASSISTANT, Trust.MODEL, "The sum is 55.")]
     assert_locations_resolve(body, ex)
 
 
@@ -532,3 +544,56 @@ def test_fifty_turn_session_normalizes_well_under_two_ms(session: Any) -> None:
         read_exchange(request, None)
         best = min(best, time.perf_counter() - started)
     assert best < 0.002, f"{best * 1000:.2f} ms"
+
+
+@pytest.mark.parametrize(("session", "history_key"), [(_fifty_turn_interactions_session, "input"),
+                                                      (_fifty_turn_generate_session, "contents")])
+def test_next_step_reuses_the_unchanged_history(session: Any, history_key: str) -> None:
+    step = session()
+    next_step = copy.deepcopy(step)
+    next_step[history_key] = next_step[history_key] + copy.deepcopy(next_step[history_key][-3:])
+    memo, context = HistoryMemo(), CallerContext(session_id="s-123")
+    first = read_exchange(step, None, context=context, memo=memo)
+    reused = read_exchange(next_step, None, context=context, memo=memo)
+    fresh = read_exchange(next_step, None, context=context)
+    assert reused.segments == fresh.segments
+    assert first.segments[0].kind is SegmentKind.SYSTEM  # read anew; the history after it is reused
+    assert all(a is b for a, b in zip(first.segments[1:], reused.segments[1:], strict=False))
+    assert len(reused.segments) > len(first.segments)
+
+
+# --- end to end through the check service -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def service() -> Any:
+    from guardrails.config import Settings
+    from guardrails.serve import build_service
+
+    return build_service(Settings(policy_dir=ROOT / "policies"))
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_samples_are_benign_under_the_default_policy(service: Any, name: str) -> None:
+    body = load(name)
+    payload = asyncio.run(service.check(body))
+    assert payload["format"] == ("gemini.interactions" if "interactions" in name else "gemini")
+    assert payload["phase"] == "response"
+    assert payload["verdict"] == "allow", payload["findings"]
+    assert payload["signals"]["exchange"]["tool_calls"] == 2
+
+
+@pytest.mark.parametrize(("name", "name_pointer"), [
+    ("gemini_interactions.json", "/response/steps/1/name"),
+    ("gemini_interactions_stream.json", "/response/7/step/name"),
+    ("gemini_generate_content.json", "/response/candidates/0/content/parts/1/functionCall/name"),
+    ("gemini_generate_content_stream.json", "/response/3/candidates/0/content/parts/0/functionCall/name"),
+])
+def test_undeclared_tool_call_blocks_and_points_at_the_name(service: Any, name: str, name_pointer: str) -> None:
+    body = load(name)
+    parent_pointer, _, _ = name_pointer.rpartition("/")
+    resolve(body, parent_pointer)["name"] = "delete_bookings"
+    payload = asyncio.run(service.check(body))
+    assert payload["verdict"] == "block"
+    (finding,) = [f for f in payload["findings"] if f["category"] == "tool_undeclared"]
+    loc = finding["location"]
+    assert loc["pointer"] == name_pointer
+    assert resolve(body, loc["pointer"])[loc["start"]:loc["end"]] == "delete_bookings"

@@ -199,7 +199,7 @@ class ShellRule:
         if program == "rm" and ("r" in flags.lower() or "--recursive" in long_flags):
             targets = [a for a in args if not a.startswith("-")]
             severity = Severity.CRITICAL if any(t.rstrip("/") in ROOT_TARGETS or t in ROOT_TARGETS
-                                                for t in targets) else Severity.HIGH
+                                                for t in targets) else Severity.MEDIUM
             out.append(Violation("shell.destructive", f"recursive delete of {targets or '?'}", severity))
         elif program.split(".")[0] in WIPERS or (program == "dd" and any(a.startswith("of=/dev/") for a in args)):
             out.append(Violation("shell.destructive", f"disk-wiping command {program!r}", Severity.CRITICAL))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
-from guardrails.adapters.base import Adapter, ExchangeBuilder
+from guardrails.adapters.base import Adapter, ExchangeBuilder, HistoryMemo
 from guardrails.adapters.gemini_generate import GeminiGenerateContentAdapter
 from guardrails.adapters.gemini_interactions import GeminiInteractionsAdapter
 from guardrails.adapters.openai_chat import OpenAIChatAdapter
@@ -54,6 +54,7 @@ def read_exchange(
     format: str | None = None,
     context: CallerContext | None = None,
     raw_output: str | None = None,
+    memo: HistoryMemo | None = None,
 ) -> Exchange:
     """Normalize a check body. `response` is a dict, a list of stream chunks, or None."""
     if format is None:
@@ -61,7 +62,7 @@ def read_exchange(
     elif format not in ADAPTERS:
         raise BodyError(f"unknown format {format!r}; expected one of {list(FORMATS)}", "/format")
     adapter = _INSTANCES[format]
-    builder = ExchangeBuilder(format, context or CallerContext(), raw_output)
+    builder = ExchangeBuilder(format, context or CallerContext(), raw_output, memo)
     adapter.read_request(request, builder)
     if isinstance(response, list):
         builder.has_response = True
@@ -74,4 +75,4 @@ def read_exchange(
     return builder.build()
 
 
-__all__ = ["ADAPTERS", "FORMATS", "Adapter", "ExchangeBuilder", "detect_format", "read_exchange"]
+__all__ = ["ADAPTERS", "FORMATS", "Adapter", "ExchangeBuilder", "HistoryMemo", "detect_format", "read_exchange"]

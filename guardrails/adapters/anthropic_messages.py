@@ -71,22 +71,24 @@ class AnthropicMessagesAdapter(Adapter):
 
     # --- request ------------------------------------------------------------------------------------
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
-        first_turn = 0
         system = request.get("system")
         if system is not None:
             self._read_system(system, b)
-            first_turn = 1
+        # Decided by the segments before the history, so reading a message depends only on it and its index.
+        first_turn = 1 if b.segments else 0
         messages = expect(request.get("messages"), list, "/request/messages", "messages")
         b.next_turn = len(messages) + first_turn
-        call_names: dict[str, str] = {}  # tool_use id -> tool name, to name the results answering it
-        for i, message in enumerate(messages):
+        names = _CallNames(b)
+
+        def read_message(message: Any, i: int) -> None:
             ptr = f"/request/messages/{i}"
             expect(message, dict, ptr, "a message")
             role = message.get("role")
             if not isinstance(role, str):
                 raise BodyError("message role must be a string", f"{ptr}/role")
-            _read_content(message.get("content"), f"{ptr}/content", role, i + first_turn, Phase.REQUEST, b,
-                          call_names)
+            _read_content(message.get("content"), f"{ptr}/content", role, i + first_turn, Phase.REQUEST, b, names)
+
+        b.read_items("/request/messages", messages, read_message)
         _read_tools(request.get("tools"), b)
         _read_tool_choice(request.get("tool_choice"), b)
         if request.get("thinking") is not None:
@@ -112,7 +114,7 @@ class AnthropicMessagesAdapter(Adapter):
             return  # an API error body: nothing was generated
         role = response.get("role", "assistant")
         _read_content(response.get("content"), "/response/content", role if isinstance(role, str) else "assistant",
-                      b.next_turn, Phase.RESPONSE, b, {})
+                      b.next_turn, Phase.RESPONSE, b, _CallNames(b))
         b.generation = _generation(response, response.get("stop_reason"), response.get("stop_sequence"),
                                    response.get("usage"))
 
@@ -202,14 +204,33 @@ class _BlockStream:
             else:  # nothing streamed: the start block's input object (normally {})
                 arguments = self.input if isinstance(self.input, dict) else {}
                 pointer = self.input_pointer or self.name_pointer or "/response"
-            b.tool_call(name=self.name, arguments=arguments, call_id=self.call_id,
-                        name_pointer=self.name_pointer or pointer, arguments_pointer=pointer, turn=turn,
-                        phase=Phase.RESPONSE, pieces=pieces)
+            _add_tool_call(b, name=self.name, arguments=arguments, call_id=self.call_id,
+                           name_pointer=self.name_pointer or pointer, arguments_pointer=pointer, turn=turn,
+                           phase=Phase.RESPONSE, pieces=pieces)
+
+
+class _CallNames:
+    """tool_use id -> tool name, read off the tool-call segments built so far (a reused history included)."""
+
+    __slots__ = ("builder", "names", "seen")
+
+    def __init__(self, builder: ExchangeBuilder) -> None:
+        self.builder = builder
+        self.names: dict[str, str] = {}
+        self.seen = 0
+
+    def get(self, call_id: str) -> str | None:
+        segments = self.builder.segments
+        for segment in segments[self.seen:]:
+            if segment.tool_call is not None and segment.tool_call_id:
+                self.names[segment.tool_call_id] = segment.tool_call.name
+        self.seen = len(segments)
+        return self.names.get(call_id)
 
 
 # --- content blocks ---------------------------------------------------------------------------------
 def _read_content(content: Any, ptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder,
-                  call_names: dict[str, str]) -> None:
+                  names: _CallNames) -> None:
     if isinstance(content, str):
         _text(content, ptr, role, turn, phase, b)
         return
@@ -226,10 +247,10 @@ def _read_content(content: Any, ptr: str, role: str, turn: int, phase: Phase, b:
             b.text(SegmentKind.REASONING, _string(block, "thinking", bptr), f"{bptr}/thinking", role=role,
                    turn=turn, phase=phase, source="thinking")
         elif btype == "tool_use":
-            _tool_use(block, bptr, role, turn, phase, b, call_names)
+            _tool_use(block, bptr, role, turn, phase, b)
         elif btype in TOOL_RESULT_TYPES:
             call_id = _optional_string(block.get("tool_use_id"))
-            name = call_names.get(call_id) if call_id else None
+            name = names.get(call_id) if call_id else None
             source = "tool_error" if block.get("is_error") is True else ""
             for text, pointer in _readable(block, bptr):
                 b.text(SegmentKind.TOOL_RESULT, text, pointer, role="tool", turn=turn, phase=phase,
@@ -247,17 +268,21 @@ def _text(text: str, ptr: str, role: str, turn: int, phase: Phase, b: ExchangeBu
         b.text(SegmentKind.USER, text, ptr, role=role, turn=turn, phase=phase)
 
 
-def _tool_use(block: Mapping[str, Any], bptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder,
-              call_names: dict[str, str]) -> None:
+def _tool_use(block: Mapping[str, Any], bptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
     name = _string(block, "name", bptr)
     arguments = block.get("input")
     if not isinstance(arguments, (dict, str)):  # a string is read as raw JSON, with offsets into it
         raise BodyError("tool_use input must be an object", f"{bptr}/input")
     call_id = _optional_string(block.get("id"))
-    b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=f"{bptr}/name",
-                arguments_pointer=f"{bptr}/input", turn=turn, phase=phase, role=role)
-    if call_id:
-        call_names[call_id] = name
+    _add_tool_call(b, name=name, arguments=arguments, call_id=call_id, name_pointer=f"{bptr}/name",
+                   arguments_pointer=f"{bptr}/input", turn=turn, phase=phase, role=role)
+
+
+def _add_tool_call(b: ExchangeBuilder, **call: Any) -> None:
+    try:
+        b.tool_call(**call)
+    except RecursionError:  # serializing an object input nested deeper than Python's recursion limit
+        raise BodyError("tool_use input is nested too deeply", call["arguments_pointer"]) from None
 
 
 def _readable(block: Mapping[str, Any], bptr: str) -> list[tuple[str, str]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from guardrails.errors import BodyError
@@ -23,6 +24,7 @@ from guardrails.exchange import (
     Trust,
 )
 from guardrails.reasoning import split_reasoning
+from guardrails.toolparse import RecoveredCall, find_leaks
 
 TRUST_BY_KIND = {
     SegmentKind.SYSTEM: Trust.TRUSTED,
@@ -45,10 +47,39 @@ def parse_arguments(raw: str) -> tuple[Any, str | None]:
         return None, f"arguments are not valid JSON: {exc}"
 
 
+class HistoryMemo:
+    """Segments read from a history list, reused while the next check's history starts the same way.
+
+    An agent resends its whole history every step. Comparing the new list to the previous one item by item
+    (dict equality runs in C) is far cheaper than reading it again, so normalizing step N costs about the
+    new items only. Reuse is decided by equality alone, so a wrong key costs speed, never correctness.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[Hashable, tuple[list[Any], list[int], list[Segment], int]] = {}
+
+    def get(self, key: Hashable) -> tuple[list[Any], list[int], list[Segment], int] | None:
+        return self._entries.get(key)
+
+    def put(self, key: Hashable, entry: tuple[list[Any], list[int], list[Segment], int]) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = entry
+        if len(self._entries) > self.max_entries:
+            self._entries.pop(next(iter(self._entries)))
+
+
 class ExchangeBuilder:
     """Collects what an adapter reads, in order, and freezes it into an `Exchange`."""
 
-    def __init__(self, format: str, context: CallerContext, raw_output: str | None = None) -> None:
+    def __init__(
+        self,
+        format: str,
+        context: CallerContext,
+        raw_output: str | None = None,
+        memo: HistoryMemo | None = None,
+    ) -> None:
+        self.memo = memo
         self.format = format
         self.context = context
         self.raw_output = raw_output
@@ -61,6 +92,32 @@ class ExchangeBuilder:
         self.generation = Generation()
         self.has_response = False
         self.next_turn = 0  # turn index of the response; adapters set it from the request history
+
+    # --- history lists ----------------------------------------------------------------------------
+    def read_items(self, pointer: str, items: list[Any], read_one: Callable[[Any, int], None]) -> None:
+        """Read a history list (messages, input items, contents) with `read_one(item, index)`.
+
+        `read_one` must depend only on the item, its index and the items before it, and must add
+        segments only through this builder: the segments of an unchanged prefix are then reused as is.
+        """
+        start = len(self.segments)
+        reused = 0
+        ends: list[int] = []
+        entry = self.memo.get((self.format, pointer, self.context.session_id)) if self.memo else None
+        if entry is not None and entry[3] == start:
+            old_items, old_ends, old_segments, _ = entry
+            limit = min(len(old_items), len(items))
+            while reused < limit and old_items[reused] == items[reused]:
+                reused += 1
+            if reused:
+                ends = old_ends[:reused]
+                self.segments.extend(old_segments[: ends[-1] - start])
+        for index in range(reused, len(items)):
+            read_one(items[index], index)
+            ends.append(len(self.segments))
+        if self.memo is not None:
+            self.memo.put((self.format, pointer, self.context.session_id),
+                          (items, ends, self.segments[start:], start))
 
     # --- segments -------------------------------------------------------------------------------
     def text(
@@ -146,7 +203,11 @@ class ExchangeBuilder:
             raw, is_object = arguments, False
             parsed, error = parse_arguments(raw)
         else:
-            raw, is_object = json.dumps(arguments, ensure_ascii=False), True
+            try:
+                raw, is_object = json.dumps(arguments, ensure_ascii=False), True
+            except (RecursionError, ValueError, TypeError) as exc:
+                raise BodyError(f"tool call arguments cannot be serialized: {type(exc).__name__}",
+                                arguments_pointer) from None
             parsed, error = arguments, None
         call = ToolCall(
             name=name,
@@ -187,6 +248,7 @@ class ExchangeBuilder:
             self.logprobs.append(LogprobSource(shape=shape, pointer=pointer, data=data, choice=choice))
 
     def build(self) -> Exchange:
+        self._add_recovered_calls()
         return Exchange(
             format=self.format,
             segments=tuple(self.segments),
@@ -203,6 +265,40 @@ class ExchangeBuilder:
             has_response=self.has_response,
             raw_output=self.raw_output,
         )
+
+    # --- tool calls left as markup in the response text (see docs/tool-call-recovery.md) -----------
+    def _add_recovered_calls(self) -> None:
+        """Add, as tool-call segments, the calls written as markup in the response's content or reasoning
+        (or in `raw_output`) that the structured response does not carry, so tool detectors judge them."""
+        texts = [(s, s.text) for s in self.segments
+                 if s.phase is Phase.RESPONSE and s.kind in (SegmentKind.ASSISTANT, SegmentKind.REASONING)]
+        if not texts and not self.raw_output:
+            return
+        structured = [(s.tool_call.name, s.tool_call.arguments, s.tool_call.arguments_error is None)
+                      for s in self.segments if s.tool_call is not None and s.phase is Phase.RESPONSE]
+        schemas = {name: spec.parameters for name, spec in self.tools.items()}
+        for segment, call in find_leaks(texts, self.raw_output, structured, schemas):
+            self._add_recovered(segment, call)
+
+    def _add_recovered(self, segment: Segment | None, call: RecoveredCall) -> None:
+        (name_start, name_end), (args_start, args_end) = call.name_span, call.arguments_span
+        if segment is None:  # found in raw_output
+            text, turn, pieces = self.raw_output or "", self.next_turn, ()
+            name_ptr, name_at, args_ptr, args_at = "/raw_output", name_start, "/raw_output", args_start
+        else:
+            text, turn = segment.text, segment.turn
+            pieces = slice_pieces(segment.pieces, args_start, args_end)
+            name_loc, args_loc = segment.locate(name_start, name_end), segment.locate(args_start, args_end)
+            name_ptr, name_at = name_loc.pointer, name_loc.start or 0
+            args_ptr, args_at = args_loc.pointer, args_loc.start or 0
+        added = self.tool_call(name=call.name, arguments=text[args_start:args_end], call_id=call.call_id,
+                               name_pointer=name_ptr, arguments_pointer=args_ptr, turn=turn,
+                               phase=Phase.RESPONSE, recovered_from=call.family, pieces=pieces,
+                               name_offset=name_at, arguments_offset=args_at)
+        if call.arguments_parsed and added.tool_call is not None:
+            # The raw text may be XML or repaired JSON: detectors get the arguments the parser read.
+            mended = replace(added.tool_call, arguments=call.arguments, arguments_error=None)
+            self.segments[-1] = replace(added, tool_call=mended)
 
 
 class Adapter(ABC):

@@ -1,11 +1,21 @@
 """Google Gemini generateContent / streamGenerateContent (format `gemini`).
 
 Requests: `contents` ([{role: user|model|function, parts}]), `systemInstruction`,
-`tools[].functionDeclarations`, `toolConfig.functionCallingConfig`, `generationConfig`. The REST API also accepts the snake_case spelling of
-every field (Google's curl samples use it), so both are read. Parts: `text` (with `thought: true` for
-reasoning), `functionCall {name, args, id?}`, `functionResponse {name, response, id?}`, `executableCode`,
-`codeExecutionResult`; `thoughtSignature` is opaque and never a segment. Responses: `candidates[]` with
-`content.parts`, `finishReason`, `logprobsResult`; a stream is the list of partial response objects.
+`tools[].functionDeclarations`, `toolConfig.functionCallingConfig`, `generationConfig`. The REST API also
+accepts the snake_case spelling of every field (Google's curl samples use it), so both are read. Parts:
+`text` (with `thought: true` for reasoning), `functionCall {name, args, id?}`, `functionResponse {name,
+response, id?}`, `codeExecutionResult` (untrusted output); `thoughtSignature` is opaque and never a
+segment. Responses: `candidates[]` with `content.parts`, `finishReason`, `logprobsResult`; a stream is the
+list of partial response objects, assembled per candidate.
+
+Normalization choices (shared with the other adapters):
+* The system instruction is turn 0 when present, as in OpenAI Chat; each `contents` entry is one turn.
+* `finish_reason` uses the OpenAI vocabulary (STOP -> stop, or tool_calls when the response calls tools;
+  MAX_TOKENS -> length; SAFETY and the other block reasons -> content_filter; others verbatim).
+* `usage.output_tokens` counts everything generated (Gemini reports thought tokens apart).
+* Function declarations' OpenAPI-subset `parameters` are rewritten as JSON Schema for detectors.
+* Function responses are arbitrary objects: every string inside becomes an untrusted TOOL_RESULT segment
+  pointing at that string.
 
 Logprobs are added with shape "gemini": the candidate's `logprobsResult` object as returned,
 `{"chosenCandidates": [{"token", "logProbability", "tokenId"?}], "topCandidates": [{"candidates": [...]}]}`
@@ -67,15 +77,20 @@ class GeminiGenerateContentAdapter(Adapter):
         elif system is not None:
             self._read_content(system, join("/request", key), 0, Phase.REQUEST, "system", b)
         # The system prompt is turn 0 when present, as in OpenAI Chat, so turn numbers agree across formats.
-        first = 0 if system is None else 1
+        # Decided by the segments before the history, so a content's segments depend only on it and its index.
+        first = 1 if b.segments else 0
         contents = request.get("contents")
         if isinstance(contents, Mapping):  # a single Content is accepted in place of the list
             self._read_content(contents, "/request/contents", first, Phase.REQUEST, "user", b)
             b.next_turn = first + 1
         else:
             items = optional_list(contents, "/request/contents", "contents")
-            for i, content in enumerate(items):
+
+            def read_one(content: Any, i: int) -> None:
                 self._read_content(content, join("/request/contents", i), first + i, Phase.REQUEST, "user", b)
+
+            # Agents resend the whole history each step: an unchanged prefix's segments are reused.
+            b.read_items("/request/contents", items, read_one)
             b.next_turn = first + len(items)
         tool_config, key = camel_or_snake(request, "toolConfig", "tool_config")
         if tool_config is not None:
@@ -134,11 +149,8 @@ class GeminiGenerateContentAdapter(Adapter):
                 b.text(SegmentKind.TOOL_RESULT, leaf, lptr, role="tool", turn=turn, phase=phase,
                        tool_call_id=call_id, tool_name=name)
             return
-        code, key = camel_or_snake(part, "executableCode", "executable_code")
-        if isinstance(code, Mapping) and isinstance(code.get("code"), str):
-            b.text(SegmentKind.ASSISTANT, code["code"], join(ptr, key, "code"), role="assistant", turn=turn,
-                   phase=phase, source="executable_code")
-            return
+        # executableCode is a call of the code_execution built-in, run in Google's sandbox: like the other
+        # built-ins it is not judged (as assistant text it would read as a leaked `print(...)` tool call).
         outcome, key = camel_or_snake(part, "codeExecutionResult", "code_execution_result")
         if isinstance(outcome, Mapping) and isinstance(outcome.get("output"), str):
             b.text(SegmentKind.TOOL_RESULT, outcome["output"], join(ptr, key, "output"), role="tool",

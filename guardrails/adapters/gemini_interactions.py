@@ -7,6 +7,19 @@ payloads (`interaction.created`, `step.start`/`step.delta`/`step.stop`, `interac
 `interaction.start`, `content.start`/`content.delta`/`content.stop`, `interaction.complete`).
 See shared/reference/google-interactions.md. A thought's readable text is only `summary[*].text`: its
 `signature` is an opaque blob that would look like a secret, so it never becomes a segment.
+
+Normalization choices (shared with the other adapters):
+* The system instruction is turn 0 when present, as in OpenAI Chat. In `input`, a new turn starts when the
+  author changes (user, model, tool) and at each function result, so a thought + its function calls make
+  one model turn, as one assistant message would.
+* `finish_reason` is the status in the OpenAI vocabulary (completed -> stop, requires_action ->
+  tool_calls, incomplete -> length; others verbatim). `usage.output_tokens` includes thought tokens.
+* A `user_input` step echoed in a response repeats the request's input and is skipped.
+* Function results are strings, Content lists or arbitrary objects: every string inside an object becomes
+  an untrusted TOOL_RESULT segment pointing at that string. Built-in tool steps (google_search...) are
+  not client tools and are ignored, except MCP server results, which are untrusted text like any result.
+* Streams: `arguments_delta` fragments are assembled into the raw argument string with pieces; a legacy
+  whole-call delta keeps its arguments object.
 """
 
 from __future__ import annotations
@@ -109,7 +122,8 @@ class GeminiInteractionsAdapter(Adapter):
             raise BodyError(f"system_instruction must be a string, got {_json_type(system)}",
                             "/request/system_instruction")
         # The system prompt is turn 0 when present, as in OpenAI Chat, so turn numbers agree across formats.
-        b.next_turn = self._read_input(request.get("input"), 0 if system is None else 1, b)
+        # Decided by the segments before the history, so an input item's segments depend only on the items.
+        b.next_turn = self._read_input(request.get("input"), 1 if b.segments else 0, b)
         config = request.get("generation_config")
         if config is not None:
             config = obj(config, "/request/generation_config", "generation_config")
@@ -130,19 +144,19 @@ class GeminiInteractionsAdapter(Adapter):
             self._read_item(value, ptr, first_turn, Phase.REQUEST, "user", b)
             return first_turn + 1
         items = optional_list(value, ptr, "input")
-        turn, previous = first_turn - 1, None
-        for i, item in enumerate(items):
+        turns = _turns(items, first_turn)
+
+        def read_one(item: Any, i: int) -> None:
             iptr = join(ptr, i)
             item = obj(item, iptr, "an input item")
-            speaker = _speaker(item)
-            if speaker != previous or speaker == "tool":  # like chat: one turn per tool result
-                turn += 1
-                previous = speaker
             if "type" not in item and "role" in item:
-                self._read_turn(item, iptr, turn, b)
+                self._read_turn(item, iptr, turns[i], b)
             else:
-                self._read_item(item, iptr, turn, Phase.REQUEST, "user", b)
-        return turn + 1
+                self._read_item(item, iptr, turns[i], Phase.REQUEST, "user", b)
+
+        # Agents resend the whole history each step: an unchanged prefix's segments are reused.
+        b.read_items(ptr, items, read_one)
+        return turns[-1] + 1 if turns else first_turn
 
     def _read_turn(self, item: Mapping[str, Any], ptr: str, turn: int, b: ExchangeBuilder) -> None:
         """A legacy `{role, content}` Turn."""
@@ -220,6 +234,8 @@ class GeminiInteractionsAdapter(Adapter):
                          b: ExchangeBuilder) -> None:
         result, rptr = item.get("result"), join(ptr, "result")
         call_id, name = string(item.get("call_id")), string(item.get("name"))
+        if name is None and call_id is not None:
+            name = _called_name(call_id, b)
         if isinstance(result, list):  # [text/image Content]
             texts: Iterator[tuple[str, str]] | list[tuple[str, str]] = _texts(result, rptr, "result")
         else:
@@ -329,6 +345,8 @@ class _StepStream:
             content = delta.get("content")
             if isinstance(content, Mapping) and isinstance(content.get("text"), str):
                 self.summary.append((content["text"], join(ptr, "content", "text")))
+            elif isinstance(content, str):
+                self.summary.append((content, join(ptr, "content")))
             else:
                 self.summary.extend(_texts(content, join(ptr, "content"), "thought summary"))
         elif kind == "arguments_delta":
@@ -383,8 +401,29 @@ def _looks_like_interaction(response: Any) -> bool:
         for e in response[:3])
 
 
+def _called_name(call_id: str, b: ExchangeBuilder) -> str | None:
+    """The name of the earlier function call a result answers (`name` is optional on results)."""
+    for segment in reversed(b.segments):
+        if segment.tool_call is not None and segment.tool_call.id == call_id:
+            return segment.tool_call.name
+    return None
+
+
+def _turns(items: list[Any], first_turn: int) -> list[int]:
+    """Each input item's turn: a new one when the author changes, and one per tool result (as in chat)."""
+    turns: list[int] = []
+    turn, previous = first_turn - 1, None
+    for item in items:
+        speaker = _speaker(item) if isinstance(item, Mapping) else None
+        if speaker != previous or speaker == "tool":
+            turn += 1
+            previous = speaker
+        turns.append(turn)
+    return turns
+
+
 def _speaker(item: Mapping[str, Any]) -> str:
-    """Who wrote an input item, for turn numbering: "user", "model" or "tool"."""
+    """Who wrote an input item: "user", "model" or "tool"."""
     kind = string(item.get("type"))
     if kind in MODEL_TYPES:
         return "model"

@@ -14,7 +14,8 @@ from typing import Any
 from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
-from guardrails.pointer import join
+
+# Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping.
 
 KIND_BY_ROLE = {
     "system": SegmentKind.SYSTEM,
@@ -67,10 +68,10 @@ class OpenAIChatAdapter(Adapter):
         if messages is None and "prompt" in request:
             self._read_prompt(request["prompt"], b)
         else:
-            expect(messages, list, join(base, "messages"), "messages")
+            expect(messages, list, f"{base}/messages", "messages")
             b.next_turn = len(messages)
             for i, message in enumerate(messages):
-                self._read_message(message, join(base, "messages", i), i, Phase.REQUEST, b)
+                self._read_message(message, f"{base}/messages/{i}", i, Phase.REQUEST, b)
         self._read_tools(request, b)
         self._read_tool_choice(request, b)
         fmt = request.get("response_format")
@@ -87,14 +88,14 @@ class OpenAIChatAdapter(Adapter):
         expect(prompt, list, "/request/prompt", "prompt")
         for i, p in enumerate(prompt):
             if isinstance(p, str):  # other entries are token ids: nothing to read
-                b.text(SegmentKind.USER, p, join("/request/prompt", i), role="user", turn=0, phase=Phase.REQUEST)
+                b.text(SegmentKind.USER, p, f"/request/prompt/{i}", role="user", turn=0, phase=Phase.REQUEST)
         b.next_turn = 1
 
     def _read_message(self, message: Any, ptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
         expect(message, Mapping, ptr, "a message")
         role = message.get("role")
         if not isinstance(role, str):
-            raise BodyError("message role must be a string", join(ptr, "role"))
+            raise BodyError("message role must be a string", f"{ptr}/role")
         if role == "assistant":
             self._read_assistant(message, ptr, turn, phase, b)
             return
@@ -102,7 +103,7 @@ class OpenAIChatAdapter(Adapter):
         call_id = name = None
         if kind is SegmentKind.TOOL_RESULT:
             call_id, name = _str_or_none(message.get("tool_call_id")), _str_or_none(message.get("name"))
-        for text, pointer in content_texts(message.get("content"), join(ptr, "content")):
+        for text, pointer in content_texts(message.get("content"), f"{ptr}/content"):
             b.text(kind, text, pointer, role=role, turn=turn, phase=phase, tool_call_id=call_id, tool_name=name)
 
     def _read_assistant(self, message: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
@@ -110,38 +111,38 @@ class OpenAIChatAdapter(Adapter):
         for key in REASONING_KEYS:
             value = message.get(key)
             if isinstance(value, str) and value:
-                b.text(SegmentKind.REASONING, value, join(ptr, key), role="assistant", turn=turn, phase=phase,
+                b.text(SegmentKind.REASONING, value, f"{ptr}/{key}", role="assistant", turn=turn, phase=phase,
                        source=key)
                 break
-        for text, pointer in content_texts(message.get("content"), join(ptr, "content")):
+        for text, pointer in content_texts(message.get("content"), f"{ptr}/content"):
             b.assistant_text(text, pointer, turn=turn, phase=phase)
         refusal = message.get("refusal")
         if isinstance(refusal, str):
-            b.assistant_text(refusal, join(ptr, "refusal"), turn=turn, phase=phase)
+            b.assistant_text(refusal, f"{ptr}/refusal", turn=turn, phase=phase)
         tool_calls = message.get("tool_calls")
         if tool_calls is not None:
-            expect(tool_calls, list, join(ptr, "tool_calls"), "tool_calls")
+            expect(tool_calls, list, f"{ptr}/tool_calls", "tool_calls")
             for j, call in enumerate(tool_calls):
-                cptr = join(ptr, "tool_calls", j)
+                cptr = f"{ptr}/tool_calls/{j}"
                 expect(call, Mapping, cptr, "a tool call")
                 if call.get("type", "function") != "function":
                     continue  # custom tools carry free text, not function arguments
-                fn = expect(call.get("function"), Mapping, join(cptr, "function"), "tool call function")
-                self._tool_call(fn, call.get("id"), join(cptr, "function"), turn, phase, b)
+                fn = expect(call.get("function"), Mapping, f"{cptr}/function", "tool call function")
+                self._tool_call(fn, call.get("id"), f"{cptr}/function", turn, phase, b)
         fn_call = message.get("function_call")
         if fn_call is not None:
-            expect(fn_call, Mapping, join(ptr, "function_call"), "function_call")
-            self._tool_call(fn_call, None, join(ptr, "function_call"), turn, phase, b)
+            expect(fn_call, Mapping, f"{ptr}/function_call", "function_call")
+            self._tool_call(fn_call, None, f"{ptr}/function_call", turn, phase, b)
 
     @staticmethod
     def _tool_call(fn: Mapping[str, Any], call_id: Any, fptr: str, turn: int, phase: Phase,
                    b: ExchangeBuilder) -> None:
         name = fn.get("name")
         if not isinstance(name, str):
-            raise BodyError("tool call name must be a string", join(fptr, "name"))
+            raise BodyError("tool call name must be a string", f"{fptr}/name")
         arguments = fn.get("arguments")
         b.tool_call(name=name, arguments="" if arguments is None else arguments, call_id=_str_or_none(call_id),
-                    name_pointer=join(fptr, "name"), arguments_pointer=join(fptr, "arguments"),
+                    name_pointer=f"{fptr}/name", arguments_pointer=f"{fptr}/arguments",
                     turn=turn, phase=phase)
 
     @staticmethod
@@ -150,16 +151,16 @@ class OpenAIChatAdapter(Adapter):
         if tools is not None:
             expect(tools, list, "/request/tools", "tools")
             for i, tool in enumerate(tools):
-                tptr = join("/request/tools", i)
+                tptr = f"/request/tools/{i}"
                 expect(tool, Mapping, tptr, "a tool")
                 fn = tool.get("function")
                 if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):  # vLLM ignores other tools too
-                    b.tool(tool_spec(fn, join(tptr, "function")))
+                    b.tool(tool_spec(fn, f"{tptr}/function"))
         functions = request.get("functions")
         if isinstance(functions, list):
             for i, fn in enumerate(functions):
                 if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
-                    b.tool(tool_spec(fn, join("/request/functions", i)))
+                    b.tool(tool_spec(fn, f"/request/functions/{i}"))
 
     @staticmethod
     def _read_tool_choice(request: Mapping[str, Any], b: ExchangeBuilder) -> None:
@@ -175,18 +176,18 @@ class OpenAIChatAdapter(Adapter):
             expect(choices, list, "/response/choices", "choices")
         first: Mapping[str, Any] = {}
         for i, choice in enumerate(choices or ()):
-            cptr = join("/response/choices", i)
+            cptr = f"/response/choices/{i}"
             expect(choice, Mapping, cptr, "a choice")
             first = first or choice
             index = _index(choice.get("index"), i)
             message = choice.get("message")
             if isinstance(message, Mapping):
-                self._read_assistant(message, join(cptr, "message"), turn, Phase.RESPONSE, b)
+                self._read_assistant(message, f"{cptr}/message", turn, Phase.RESPONSE, b)
             elif isinstance(choice.get("text"), str):  # legacy completions
-                b.assistant_text(choice["text"], join(cptr, "text"), turn=turn, phase=Phase.RESPONSE)
+                b.assistant_text(choice["text"], f"{cptr}/text", turn=turn, phase=Phase.RESPONSE)
             _read_choice_logprobs(choice, cptr, index, b)
             if isinstance(choice.get("prompt_logprobs"), list):
-                b.add_logprobs("prompt", join(cptr, "prompt_logprobs"), choice["prompt_logprobs"], index)
+                b.add_logprobs("prompt", f"{cptr}/prompt_logprobs", choice["prompt_logprobs"], index)
         if isinstance(response.get("prompt_logprobs"), list):
             b.add_logprobs("prompt", "/response/prompt_logprobs", response["prompt_logprobs"])
         b.generation = _generation(response, first.get("finish_reason"), first.get("stop_reason"),
@@ -200,7 +201,7 @@ class OpenAIChatAdapter(Adapter):
         for k, chunk in enumerate(chunks):
             if chunk == "[DONE]":
                 continue
-            kptr = join("/response", k)
+            kptr = f"/response/{k}"
             expect(chunk, Mapping, kptr, "a stream chunk")
             for key in ("id", "model", "created", "system_fingerprint"):
                 if chunk.get(key) is not None:
@@ -210,9 +211,9 @@ class OpenAIChatAdapter(Adapter):
             choices = chunk.get("choices")
             if choices is None:
                 continue
-            expect(choices, list, join(kptr, "choices"), "choices")
+            expect(choices, list, f"{kptr}/choices", "choices")
             for j, choice in enumerate(choices):
-                cptr = join(kptr, "choices", j)
+                cptr = f"{kptr}/choices/{j}"
                 expect(choice, Mapping, cptr, "a stream choice")
                 index = _index(choice.get("index"), 0)
                 state.setdefault(index, _ChoiceStream(index)).absorb(choice, cptr, b)
@@ -237,13 +238,13 @@ class _ChoiceStream:
 
     def absorb(self, choice: Mapping[str, Any], cptr: str, b: ExchangeBuilder) -> None:
         delta = choice.get("delta")
-        dptr = join(cptr, "delta")
+        dptr = f"{cptr}/delta"
         if isinstance(delta, Mapping):
             self._absorb_delta(delta, dptr)
         elif delta is not None:
             expect(delta, Mapping, dptr, "delta")
         elif isinstance(choice.get("text"), str):  # legacy completions stream
-            self.content.append((choice["text"], join(cptr, "text")))
+            self.content.append((choice["text"], f"{cptr}/text"))
         _read_choice_logprobs(choice, cptr, self.index, b)
         if isinstance(choice.get("finish_reason"), str):
             self.finish_reason = choice["finish_reason"]
@@ -252,24 +253,24 @@ class _ChoiceStream:
 
     def _absorb_delta(self, delta: Mapping[str, Any], dptr: str) -> None:
         if isinstance(delta.get("content"), str):
-            self.content.append((delta["content"], join(dptr, "content")))
+            self.content.append((delta["content"], f"{dptr}/content"))
         if isinstance(delta.get("refusal"), str):
-            self.refusal.append((delta["refusal"], join(dptr, "refusal")))
+            self.refusal.append((delta["refusal"], f"{dptr}/refusal"))
         for key in REASONING_KEYS:
             if isinstance(delta.get(key), str) and self.reasoning_key in (None, key):
                 self.reasoning_key = key
-                self.reasoning.append((delta[key], join(dptr, key)))
+                self.reasoning.append((delta[key], f"{dptr}/{key}"))
         tool_calls = delta.get("tool_calls")
         if tool_calls is not None:
-            expect(tool_calls, list, join(dptr, "tool_calls"), "tool_calls")
+            expect(tool_calls, list, f"{dptr}/tool_calls", "tool_calls")
             for m, call in enumerate(tool_calls):
-                tptr = join(dptr, "tool_calls", m)
+                tptr = f"{dptr}/tool_calls/{m}"
                 expect(call, Mapping, tptr, "a tool call delta")
                 slot = self.calls.setdefault(_index(call.get("index"), m), _CallStream())
-                slot.absorb(call.get("function"), join(tptr, "function"), call.get("id"))
+                slot.absorb(call.get("function"), f"{tptr}/function", call.get("id"))
         fn_call = delta.get("function_call")
         if fn_call is not None:
-            self.calls.setdefault("function_call", _CallStream()).absorb(fn_call, join(dptr, "function_call"))
+            self.calls.setdefault("function_call", _CallStream()).absorb(fn_call, f"{dptr}/function_call")
 
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
         if self.reasoning:
@@ -303,12 +304,12 @@ class _CallStream:
         expect(fn, Mapping, fptr, "a tool call function delta")
         name = fn.get("name")
         if name is not None and not isinstance(name, str):
-            raise BodyError("tool call name must be a string", join(fptr, "name"))
+            raise BodyError("tool call name must be a string", f"{fptr}/name")
         if name:
             self.name += name
-            self.name_pointer = self.name_pointer or join(fptr, "name")
+            self.name_pointer = self.name_pointer or f"{fptr}/name"
         if isinstance(fn.get("arguments"), str):
-            self.arguments.append((fn["arguments"], join(fptr, "arguments")))
+            self.arguments.append((fn["arguments"], f"{fptr}/arguments"))
 
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
         raw, pieces = assemble(self.arguments)
@@ -319,25 +320,25 @@ class _CallStream:
 
 
 # --- helpers shared with the Responses adapter ------------------------------------------------------
-def content_texts(content: Any, ptr: str) -> list[tuple[str, str]]:
+def content_texts(content: Any, ptr: str, what: str = "message content") -> list[tuple[str, str]]:
     """The (text, pointer) runs of a message's content: a string, or the text parts of an array."""
     if isinstance(content, str):
         return [(content, ptr)]
     if content is None:
         return []
-    expect(content, list, ptr, "message content")
+    expect(content, list, ptr, what)
     out = []
     for j, part in enumerate(content):
-        pptr = join(ptr, j)
+        pptr = f"{ptr}/{j}"
         if isinstance(part, str):
             out.append((part, pptr))
             continue
         expect(part, Mapping, pptr, "a content part")
-        kind = expect(part.get("type", "text"), str, join(pptr, "type"), "content part type")
+        kind = expect(part.get("type", "text"), str, f"{pptr}/type", "content part type")
         key = "text" if kind in TEXT_PART_TYPES else "refusal" if kind == "refusal" else None
         if key is not None:  # images, audio and files carry no text we can point into
-            text = expect(part.get(key), str, join(pptr, key), f"{kind} part {key}")
-            out.append((text, join(pptr, key)))
+            text = expect(part.get(key), str, f"{pptr}/{key}", f"{kind} part {key}")
+            out.append((text, f"{pptr}/{key}"))
     return out
 
 
@@ -380,9 +381,9 @@ def _read_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: E
     logprobs = choice.get("logprobs")
     if isinstance(logprobs, Mapping):
         if isinstance(logprobs.get("content"), list):
-            b.add_logprobs("chat", join(cptr, "logprobs", "content"), logprobs["content"], index)
+            b.add_logprobs("chat", f"{cptr}/logprobs/content", logprobs["content"], index)
         elif isinstance(logprobs.get("tokens"), list):
-            b.add_logprobs("completions", join(cptr, "logprobs"), logprobs, index)
+            b.add_logprobs("completions", f"{cptr}/logprobs", logprobs, index)
 
 
 def _looks_like_chat_response(response: Any) -> bool:

@@ -16,10 +16,13 @@ from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect
 from guardrails.adapters.openai_chat import content_texts, int_or_none, is_forced_choice, tool_spec
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, Usage
-from guardrails.pointer import join
 
-ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference",
-              "custom_tool_call", "custom_tool_call_output", "web_search_call", "file_search_call")
+# Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping.
+
+# Input item types only the Responses API has (Gemini Interactions shares `function_call`).
+ITEM_TYPES = ("message", "function_call_output", "reasoning", "item_reference", "custom_tool_call",
+              "custom_tool_call_output", "web_search_call", "file_search_call", "computer_call",
+              "computer_call_output", "mcp_call", "local_shell_call", "local_shell_call_output")
 REQUEST_KEYS = ("instructions", "previous_response_id", "max_output_tokens", "include", "conversation")
 # Gemini Interactions also sends `input` and flat function tools; these never occur in a Responses body.
 INTERACTIONS_KEYS = ("system_instruction", "generation_config", "previous_interaction_id", "agent_config",
@@ -34,6 +37,8 @@ DELTA_EVENTS = {
     "response.reasoning_summary_text.delta": ("reasoning", "summary"),
     "response.function_call_arguments.delta": ("function_call", "arguments"),
 }
+# `status` / `incomplete_details.reason` in the OpenAI finish_reason vocabulary the other adapters use.
+INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
@@ -46,25 +51,14 @@ class OpenAIResponsesAdapter(Adapter):
             return 0
         if isinstance(request.get("prompt"), (str, list)) or _interactions_markers(request, response):
             return 0
-        score = 0
+        if _looks_like_responses_output(response):
+            return 95
         items = request.get("input")
-        if isinstance(items, (str, list)):
-            score = 50
         text = request.get("text")
-        if any(k in request for k in REQUEST_KEYS) or (isinstance(text, Mapping) and "format" in text):
-            score = max(score, 80)
-        if isinstance(items, list) and any(isinstance(i, Mapping) and i.get("type") in ITEM_TYPES for i in items):
-            score = max(score, 85)
-        if isinstance(response, Mapping) and (
-            response.get("object") == "response" or (isinstance(response.get("output"), list)
-                                                     and "created_at" in response)
-        ):
-            score = max(score, 95)
-        elif isinstance(response, list) and response and isinstance(response[0], Mapping):
-            kind = response[0].get("type")
-            if isinstance(kind, str) and kind.startswith("response."):
-                score = max(score, 95)
-        return score
+        if (any(k in request for k in REQUEST_KEYS) or (isinstance(text, Mapping) and "format" in text)
+                or (isinstance(items, list) and any(_is_responses_item(i) for i in items))):
+            return 90
+        return 50 if isinstance(items, (str, list)) else 0
 
     # --- request ------------------------------------------------------------------------------------
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
@@ -98,13 +92,13 @@ class OpenAIResponsesAdapter(Adapter):
             return
         expect(tools, list, "/request/tools", "tools")
         for i, tool in enumerate(tools):
-            tptr = join("/request/tools", i)
+            tptr = f"/request/tools/{i}"
             expect(tool, Mapping, tptr, "a tool")
             if tool.get("type") != "function":
                 continue  # hosted tools (web search, file search, MCP...) are not called by the model's text
             if isinstance(tool.get("function"), Mapping):  # tolerate the nested Chat Completions shape
-                tool, tptr = tool["function"], join(tptr, "function")
-            expect(tool.get("name"), str, join(tptr, "name"), "function tool name")
+                tool, tptr = tool["function"], f"{tptr}/function"
+            expect(tool.get("name"), str, f"{tptr}/name", "function tool name")
             b.tool(tool_spec(tool, tptr))
 
     # --- response -----------------------------------------------------------------------------------
@@ -113,14 +107,14 @@ class OpenAIResponsesAdapter(Adapter):
         if output is not None:
             expect(output, list, "/response/output", "output")
             _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn).items(output, "/response/output")
-        b.generation = _generation(response)
+        b.generation = _generation(response, _called(b))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
         stream = _EventStream()
         for k, event in enumerate(chunks):
             if event == "[DONE]":
                 continue
-            kptr = join("/response", k)
+            kptr = f"/response/{k}"
             expect(event, Mapping, kptr, "a stream event")
             stream.absorb(event, kptr)
         reader = _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn, logprobs=not stream.logprobs)
@@ -128,7 +122,7 @@ class OpenAIResponsesAdapter(Adapter):
             b.add_logprobs("responses", pointer, data)
         for index in sorted(stream.indexes()):
             stream.emit(index, reader)
-        b.generation = _generation(stream.final or stream.latest)
+        b.generation = _generation(stream.final or stream.latest, _called(b))
 
 
 class _ItemReader:
@@ -155,7 +149,7 @@ class _ItemReader:
 
     def items(self, items: list[Any], ptr: str) -> None:
         for i, item in enumerate(items):
-            self.item(item, join(ptr, i))
+            self.item(item, f"{ptr}/{i}")
 
     def item(self, item: Any, ptr: str) -> None:
         expect(item, Mapping, ptr, "an item")
@@ -163,7 +157,7 @@ class _ItemReader:
         if kind is None and "role" in item:
             kind = "message"  # the short message form: {"role", "content"}
         if kind is not None and not isinstance(kind, str):
-            raise BodyError("item type must be a string", join(ptr, "type"))
+            raise BodyError("item type must be a string", f"{ptr}/type")
         if kind == "message":
             self.message(item, ptr)
         elif kind == "function_call":
@@ -177,9 +171,9 @@ class _ItemReader:
     def message(self, item: Mapping[str, Any], ptr: str) -> None:
         role = item.get("role", "assistant" if self.phase is Phase.RESPONSE else None)
         if not isinstance(role, str):
-            raise BodyError("message role must be a string", join(ptr, "role"))
+            raise BodyError("message role must be a string", f"{ptr}/role")
         content = item.get("content")
-        cptr = join(ptr, "content")
+        cptr = f"{ptr}/content"
         if role != "assistant":
             kind = SegmentKind.SYSTEM if role in ("system", "developer") else SegmentKind.USER
             turn = self.turn(model=False)
@@ -192,23 +186,23 @@ class _ItemReader:
         if self.logprobs and isinstance(content, list):
             for j, part in enumerate(content):
                 if isinstance(part, Mapping) and isinstance(part.get("logprobs"), list):
-                    self.b.add_logprobs("responses", join(cptr, j, "logprobs"), part["logprobs"])
+                    self.b.add_logprobs("responses", f"{cptr}/{j}/logprobs", part["logprobs"])
 
     def function_call(self, item: Mapping[str, Any], ptr: str) -> None:
-        name = expect(item.get("name"), str, join(ptr, "name"), "function_call name")
+        name = expect(item.get("name"), str, f"{ptr}/name", "function_call name")
         call_id = _call_id(item)
         if call_id is not None:
             self.call_names[call_id] = name
         arguments = item.get("arguments")
         self.b.tool_call(name=name, arguments="" if arguments is None else arguments, call_id=call_id,
-                         name_pointer=join(ptr, "name"), arguments_pointer=join(ptr, "arguments"),
+                         name_pointer=f"{ptr}/name", arguments_pointer=f"{ptr}/arguments",
                          turn=self.turn(model=True), phase=self.phase)
 
     def function_output(self, item: Mapping[str, Any], ptr: str) -> None:
         call_id = item.get("call_id")
         call_id = call_id if isinstance(call_id, str) else None
         turn = self.turn(model=False)
-        for text, pointer in content_texts(item.get("output"), join(ptr, "output")):
+        for text, pointer in content_texts(item.get("output"), f"{ptr}/output", "function_call_output output"):
             self.b.text(SegmentKind.TOOL_RESULT, text, pointer, role="tool", turn=turn, phase=self.phase,
                         tool_call_id=call_id, tool_name=self.call_names.get(call_id or ""))
 
@@ -218,15 +212,15 @@ class _ItemReader:
             parts = item.get(key)
             if parts is None:
                 continue
-            expect(parts, list, join(ptr, key), f"reasoning {key}")
+            expect(parts, list, f"{ptr}/{key}", f"reasoning {key}")
             for j, part in enumerate(parts):
-                pptr = join(ptr, key, j)
+                pptr = f"{ptr}/{key}/{j}"
                 expect(part, Mapping, pptr, f"a reasoning {key} part")
                 text = part.get("text")
                 if text is None:
                     continue
-                expect(text, str, join(pptr, "text"), "reasoning text")
-                self.b.text(SegmentKind.REASONING, text, join(pptr, "text"), role="assistant", turn=turn,
+                expect(text, str, f"{pptr}/text", "reasoning text")
+                self.b.text(SegmentKind.REASONING, text, f"{pptr}/text", role="assistant", turn=turn,
                             phase=self.phase, source=source)
 
     # --- streamed items --------------------------------------------------------------------------
@@ -251,7 +245,7 @@ class _ItemReader:
             name, name_pointer = "", args_pointer
             call_id = None
             if item is not None and isinstance(item[0].get("name"), str):
-                name, name_pointer = item[0]["name"], join(item[1], "name")
+                name, name_pointer = item[0]["name"], f"{item[1]}/name"
                 call_id = _call_id(item[0])
             elif name_event is not None:
                 name, name_pointer = name_event
@@ -282,37 +276,37 @@ class _EventStream:
     def absorb(self, event: Mapping[str, Any], kptr: str) -> None:
         kind = event.get("type")
         if not isinstance(kind, str):
-            raise BodyError("stream event type must be a string", join(kptr, "type"))
+            raise BodyError("stream event type must be a string", f"{kptr}/type")
         response = event.get("response")
         if isinstance(response, Mapping):
             if kind in FINAL_EVENTS:
-                self.final, self.final_pointer = response, join(kptr, "response")
+                self.final, self.final_pointer = response, f"{kptr}/response"
             else:
                 self.latest = response
             return
         if kind in ("response.output_item.added", "response.output_item.done"):
-            item = expect(event.get("item"), Mapping, join(kptr, "item"), "output item")
+            item = expect(event.get("item"), Mapping, f"{kptr}/item", "output item")
             state = self._state(event)
             if isinstance(item.get("id"), str):
                 self.index_by_id[item["id"]] = _output_index(event, self.index_by_id)
             if isinstance(item.get("type"), str):
                 state.kind = item["type"]
             if kind.endswith("added"):
-                state.added = (item, join(kptr, "item"))
+                state.added = (item, f"{kptr}/item")
             else:
-                state.done = (item, join(kptr, "item"))
+                state.done = (item, f"{kptr}/item")
         elif kind in DELTA_EVENTS:
             item_kind, group = DELTA_EVENTS[kind]
-            delta = expect(event.get("delta"), str, join(kptr, "delta"), f"{kind} delta")
+            delta = expect(event.get("delta"), str, f"{kptr}/delta", f"{kind} delta")
             state = self._state(event)
             state.kind = state.kind or item_kind
             index = event.get("summary_index") if group == "summary" else event.get("content_index")
             key = (group, int_or_none(index) or 0)
-            state.fragments.setdefault(key, []).append((delta, join(kptr, "delta")))
+            state.fragments.setdefault(key, []).append((delta, f"{kptr}/delta"))
             if isinstance(event.get("logprobs"), list) and event["logprobs"]:
-                self.logprobs.append((join(kptr, "logprobs"), event["logprobs"]))
+                self.logprobs.append((f"{kptr}/logprobs", event["logprobs"]))
         elif kind == "response.function_call_arguments.done" and isinstance(event.get("name"), str):
-            self._state(event).name_event = (event["name"], join(kptr, "name"))
+            self._state(event).name_event = (event["name"], f"{kptr}/name")
 
     def _state(self, event: Mapping[str, Any]) -> _ItemStream:
         return self.items.setdefault(_output_index(event, self.index_by_id), _ItemStream())
@@ -321,7 +315,7 @@ class _EventStream:
         output = self.final.get("output") if self.final is not None else None
         if output is None:
             return []
-        return expect(output, list, join(self.final_pointer, "output"), "output")
+        return expect(output, list, f"{self.final_pointer}/output", "output")
 
     def indexes(self) -> set[int]:
         return set(self.items) | set(range(len(self._final_output())))
@@ -335,7 +329,7 @@ class _EventStream:
         if state.done is not None:
             reader.item(*state.done)
         elif 0 <= index < len(output):
-            reader.item(output[index], join(self.final_pointer, "output", index))
+            reader.item(output[index], f"{self.final_pointer}/output/{index}")
         elif state.added is not None:
             reader.item(*state.added)
 
@@ -348,6 +342,20 @@ def _output_index(event: Mapping[str, Any], index_by_id: Mapping[str, int]) -> i
     return index_by_id.get(item_id, 0) if isinstance(item_id, str) else 0
 
 
+def _called(b: ExchangeBuilder) -> bool:
+    return any(s.tool_call is not None and s.phase is Phase.RESPONSE for s in b.segments)
+
+
+def _looks_like_responses_output(response: Any) -> bool:
+    if isinstance(response, Mapping):
+        return response.get("object") == "response" or (isinstance(response.get("output"), list)
+                                                        and "created_at" in response)
+    if isinstance(response, list) and response and isinstance(response[0], Mapping):
+        kind = response[0].get("type")
+        return isinstance(kind, str) and kind.startswith("response.")
+    return False
+
+
 def _call_id(item: Mapping[str, Any]) -> str | None:
     for key in ("call_id", "id"):
         if isinstance(item.get(key), str):
@@ -355,14 +363,27 @@ def _call_id(item: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _is_responses_item(item: Any) -> bool:
+    if not isinstance(item, Mapping):
+        return False
+    if item.get("type") == "function_call":  # Responses: `call_id` and string arguments; Gemini: an object
+        return "call_id" in item or isinstance(item.get("arguments"), str)
+    return item.get("type") in ITEM_TYPES
+
+
+def _is_interactions_item(item: Any) -> bool:
+    if not isinstance(item, Mapping):
+        return False
+    if item.get("type") == "function_call":
+        return "call_id" not in item and isinstance(item.get("arguments"), Mapping)
+    return item.get("type") in INTERACTIONS_ITEM_TYPES or item.get("role") == "model"
+
+
 def _interactions_markers(request: Mapping[str, Any], response: Any) -> bool:
     if any(k in request for k in INTERACTIONS_KEYS):
         return True
     items = request.get("input")
-    if isinstance(items, list) and any(
-        isinstance(i, Mapping) and (i.get("type") in INTERACTIONS_ITEM_TYPES or i.get("role") == "model")
-        for i in items
-    ):
+    if isinstance(items, list) and any(_is_interactions_item(i) for i in items):
         return True
     if isinstance(response, Mapping):
         return response.get("object") == "interaction" or "steps" in response or "outputs" in response
@@ -372,20 +393,27 @@ def _interactions_markers(request: Mapping[str, Any], response: Any) -> bool:
     return False
 
 
-def _generation(response: Mapping[str, Any]) -> Generation:
+def _finish_reason(response: Mapping[str, Any], called: bool) -> str | None:
+    status = response.get("status")
+    if status == "completed":
+        return "tool_calls" if called else "stop"
+    if status == "incomplete":
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, Mapping) else None
+        return INCOMPLETE_REASONS.get(reason, reason) if isinstance(reason, str) else "length"
+    return status if isinstance(status, str) else None  # failed, cancelled, in_progress...
+
+
+def _generation(response: Mapping[str, Any], called: bool) -> Generation:
     usage = response.get("usage")
     u = usage if isinstance(usage, Mapping) else {}
     in_details, out_details = u.get("input_tokens_details"), u.get("output_tokens_details")
-    incomplete = response.get("incomplete_details")
-    reason = incomplete.get("reason") if isinstance(incomplete, Mapping) else None
-    status = response.get("status")
     model, response_id = response.get("model"), response.get("id")
     return Generation(
         model=model if isinstance(model, str) else None,
         response_id=response_id if isinstance(response_id, str) else None,
         created=response.get("created_at"),
-        # Why generation stopped: the incomplete reason ("max_output_tokens"...) when there is one, else the status.
-        finish_reason=reason if isinstance(reason, str) else status if isinstance(status, str) else None,
+        finish_reason=_finish_reason(response, called),
         usage=Usage(
             input_tokens=int_or_none(u.get("input_tokens")),
             output_tokens=int_or_none(u.get("output_tokens")),

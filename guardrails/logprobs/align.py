@@ -43,10 +43,11 @@ class Unit:
 
     def locate(self, text_start: int, text_end: int) -> Location:
         """Body location of a char range of the stream text inside this unit."""
-        if not self.exact:
-            text_start, text_end = self.text_start, self.text_end
-        a = self.local_start + max(0, text_start - self.text_start)
-        b = self.local_start + min(self.text_end, text_end) - self.text_start
+        if self.exact:
+            a = self.local_start + max(0, text_start - self.text_start)
+            b = self.local_start + min(self.text_end, text_end) - self.text_start
+        else:  # the stream's text differs from the unit's: only the whole unit can be pointed at
+            a, b = self.local_start, self.local_end
         call = self.segment.tool_call
         if self.kind == "tool_name" and call is not None:
             return Location(call.name_pointer, call.name_offset + a, call.name_offset + b)

@@ -29,8 +29,9 @@ class GLM45Parser(ToolParser):
                 name = _LAST_NAME.search(text, block.body, first_key) if first_key >= 0 else None
             if name is None:
                 continue
-            calls.append(self._call(text, block.start if block.opened else name.start(1), name, block.body_end,
-                                    block.end if block.closed else None, schemas))
+            start = block.start if block.opened else name.start(1)
+            calls.append(self._call(text, start, name, block.body_end, block.end if block.closed else None,
+                                    schemas))
         return calls
 
     def _call(self, text: str, start: int, name: re.Match[str], body_end: int, closed_end: int | None,

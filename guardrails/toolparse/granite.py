@@ -1,4 +1,5 @@
-"""Granite 3.x: `<|tool_call|>[{"name": ..., "arguments": {...}}]`; Granite 3.1 may write `<tool_call>[...]`."""
+"""Granite 3.x: `<|tool_call|>[{"name": ..., "arguments": {...}}]`; Granite 3.1 may write
+`<tool_call>[...]`."""
 
 from __future__ import annotations
 

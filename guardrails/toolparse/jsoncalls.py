@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import replace
@@ -20,8 +21,8 @@ def looks_like_call_object(text: str, i: int) -> bool:
     return _CALL_OBJECT.match(text, i) is not None
 
 
-def call_object(family: str, text: str, start: int, end: int | None = None, *,
-                decode_string_arguments: bool = False, fallback: bool = True) -> tuple[RecoveredCall, int] | None:
+def call_object(family: str, text: str, start: int, end: int | None = None, *, decode_string_arguments: bool = False,
+                fallback: bool = True) -> tuple[RecoveredCall, int] | None:
     """Read the call object at `start` (bounded by `end`); return the call and the index after it.
 
     With `fallback`, an object the reader cannot read still yields its name and raw arguments text
@@ -47,10 +48,8 @@ def call_object(family: str, text: str, start: int, end: int | None = None, *,
     else:
         repairs.add("no_arguments")
     if decode_string_arguments and isinstance(arguments, str):
-        try:
+        with contextlib.suppress(ValueError):
             arguments = json.loads(arguments)
-        except ValueError:
-            pass
     if "unclosed" in repairs and after >= len(text.rstrip()):
         repairs.add("truncated")
     call = RecoveredCall(
@@ -68,7 +67,8 @@ def call_object(family: str, text: str, start: int, end: int | None = None, *,
 
 
 def call_objects(family: str, text: str, start: int, end: int | None = None, *, separators: str = ";,",
-                 decode_string_arguments: bool = False, fallback: bool = True) -> tuple[list[RecoveredCall], int]:
+                 decode_string_arguments: bool = False,
+                 fallback: bool = True) -> tuple[list[RecoveredCall], int]:
     """Read consecutive call objects (separated by whitespace or `separators`) from `start`."""
     end = len(text) if end is None else end
     calls: list[RecoveredCall] = []
@@ -85,8 +85,8 @@ def call_objects(family: str, text: str, start: int, end: int | None = None, *, 
         i = read[1]
 
 
-def call_array(family: str, text: str, start: int, end: int | None = None, *,
-               decode_string_arguments: bool = False, fallback: bool = True) -> tuple[list[RecoveredCall], int]:
+def call_array(family: str, text: str, start: int, end: int | None = None, *, decode_string_arguments: bool = False,
+               fallback: bool = True) -> tuple[list[RecoveredCall], int]:
     """Read `[{call}, {call}]` at `start` (tolerating a missing `]` and truncation)."""
     end = len(text) if end is None else end
     i = _skip(text, start, end, "")

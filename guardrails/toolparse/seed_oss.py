@@ -1,4 +1,5 @@
-"""ByteDance Seed-OSS: `<seed:tool_call>\n<function=NAME>\n<parameter=KEY>value</parameter>\n</function>\n</seed:tool_call>`."""
+"""ByteDance Seed-OSS:
+`<seed:tool_call>\n<function=NAME>\n<parameter=KEY>value</parameter>\n</function>\n</seed:tool_call>`."""
 
 from __future__ import annotations
 

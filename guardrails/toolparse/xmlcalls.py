@@ -1,4 +1,5 @@
-"""Shared reading of `<function=NAME><parameter=KEY>value</parameter>...</function>` (Qwen3-Coder, Seed-OSS)."""
+"""Shared reading of `<function=NAME><parameter=KEY>value</parameter>...</function>` (Qwen3-Coder,
+Seed-OSS)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from guardrails.toolparse.schema import coerce, parameter_schema
 
 _FUNCTION = re.compile(r"<function=([^>\n<]*)>?")
 _PARAMETER = re.compile(r"<parameter=([^>\n<]*)>?")
-_FUNCTION_END = re.compile(r"</function>|<function=|</tool_call>|</seed:tool_call>|<tool_call>|<seed:tool_call>")
+_FUNCTION_END = re.compile(r"</function>|<function=|</?tool_call>|</?seed:tool_call>")
 _VALUE_END = re.compile(r"</parameter>|<parameter=")
 WRAPPERS = (("<tool_call>", "</tool_call>"), ("<seed:tool_call>", "</seed:tool_call>"))
 
 
 def function_calls(family: str, text: str, schemas: Schemas | None) -> list[tuple[RecoveredCall, str | None]]:
-    """Every `<function=...>` call with the wrapper tag it sits in ("<tool_call>", "<seed:tool_call>" or None)."""
+    """Every `<function=...>` call, with the wrapper it sits in ("<tool_call>", "<seed:tool_call>", None)."""
     out = []
     for head in _FUNCTION.finditer(text):
         stop = _FUNCTION_END.search(text, head.end())

@@ -1,0 +1,84 @@
+"""`tool_call_leak`: tool-call markup in the response's content or reasoning (or in the `raw_output` the
+gateway may add) that the structured response does not carry.
+
+A vLLM tool parser that fails leaves the call, markup included, in `content` (malformed JSON, a missing
+start token, text around a pythonic list); a call written inside the reasoning block stays there for most
+reasoning parsers; some parsers drop the output silently. Either way the agent step silently loses a call,
+or a downstream consumer that re-parses text runs one nobody checked. The exchange builder already turned
+these calls into tool-call segments (so tool_undeclared, tool_schema, tool_policy... judge them); this
+detector reports the leak itself, pointing at the markup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from guardrails.detector import Detector, ScanContext, Scope, Services
+from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind
+from guardrails.findings import Category, Finding, Severity
+from guardrails.toolparse import RecoveredCall, find_leaks
+
+# Names that look like they change or destroy something; a leaked call to one is high severity even when
+# the request did not declare it.
+DANGEROUS_NAMES = (
+    r"(?:^|[_.\-])(?:delete|remove|rm|rmdir|drop|truncate|destroy|wipe|erase|purge|kill|shutdown|reboot|"
+    r"exec|execute|eval|run|shell|bash|sh|cmd|command|sudo|chmod|chown|format|write|overwrite|upload|"
+    r"transfer|pay|payment|withdraw|refund|grant|revoke|send)(?:$|[_.\-])"
+)
+_TEXT_KINDS = (SegmentKind.ASSISTANT, SegmentKind.REASONING)
+
+
+class ToolCallLeakDetector(Detector):
+    name = "tool_call_leak"
+    category = Category.TOOL_CALL_LEAK
+    # A leak in the request history is old news: the new response (and raw_output) by default.
+    default_scope = Scope(kinds=frozenset(_TEXT_KINDS), phases=frozenset({Phase.RESPONSE}))
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        super().__init__(settings, services)
+        self.check_raw_output = bool(self.settings.get("raw_output", True))
+        self.dangerous = re.compile(str(self.settings.get("dangerous_names", DANGEROUS_NAMES)), re.IGNORECASE)
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        texts = [(s, s.text) for s in ctx.segments if s.kind in _TEXT_KINDS]
+        structured = [(s.tool_call.name, s.tool_call.arguments, s.tool_call.arguments_error is None)
+                      for s in exchange.tool_calls
+                      if s.tool_call is not None and s.phase is Phase.RESPONSE and not s.tool_call.recovered_from]
+        raw_output = exchange.raw_output if self.check_raw_output else None
+        schemas = {name: spec.parameters for name, spec in exchange.tools.items()}
+        findings = [self._finding(exchange, segment, call)
+                    for segment, call in find_leaks(texts, raw_output, structured, schemas)]
+        ctx.signals[self.name] = {"leaked_calls": len(findings),
+                                  "families": sorted({f.evidence["family"] for f in findings})}
+        return findings
+
+    def _finding(self, exchange: Exchange, segment: Segment | None, call: RecoveredCall) -> Finding:
+        if segment is None:
+            where, location = "raw_output", Location("/raw_output", *call.span)
+        else:
+            where = "reasoning" if segment.kind is SegmentKind.REASONING else "content"
+            location = segment.locate(*call.span)
+        declared = call.name in exchange.tools
+        dangerous = bool(self.dangerous.search(call.name))
+        why = "a declared tool" if declared else "a dangerous-looking tool" if dangerous else "an undeclared tool"
+        return Finding(
+            category=self.category,
+            detector=self.name,
+            severity=Severity.HIGH if declared or dangerous else Severity.MEDIUM,
+            message=(f"{call.family} tool-call markup for {why} {call.name!r} in the {where}, "
+                     "not in the structured tool calls"),
+            pointer=location.pointer,
+            start=location.start,
+            end=location.end,
+            score=1.0,
+            evidence={
+                "family": call.family,
+                "name": call.name,
+                "arguments": call.arguments,
+                "arguments_parsed": call.arguments_parsed,
+                "repairs": list(call.repairs),
+                "where": where,
+            },
+        )

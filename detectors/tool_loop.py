@@ -1,0 +1,118 @@
+"""`tool_loop`: an agent stuck calling the same tool with the same (or nearly the same) arguments, or cycling.
+
+Reads every tool call of the exchange (the assistant calls resent in the request history, then the
+response's) and judges the new calls: the response's, or the last assistant turn's for a request-only check.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from detectors._argspans import finding_at, locate_name
+from guardrails.detector import Detector, ScanContext, Scope
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
+from guardrails.findings import Category, Finding, Severity
+
+MAX_COMPARED_LENGTH = 2000  # longer argument strings are compared on their first characters only
+
+
+class ToolLoopDetector(Detector):
+    name = "tool_loop"
+    category = Category.TOOL_LOOP
+    default_scope = Scope(kinds=frozenset({SegmentKind.TOOL_CALL}))
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
+        super().__init__(settings, services)
+        self.max_repeats = int(self.settings.get("max_repeats", 3))
+        self.near_similarity = float(self.settings.get("near_similarity", 0.9))
+        self.max_near_repeats = int(self.settings.get("max_near_repeats", 4))
+        self.max_cycle_length = int(self.settings.get("max_cycle_length", 3))
+        self.min_cycle_repeats = int(self.settings.get("min_cycle_repeats", 3))
+        self.window = int(self.settings.get("window", 50))
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        calls = [s for s in ctx.segments if s.tool_call is not None][-self.window:]
+        targets = _new_calls(calls, exchange)
+        if not targets:
+            return []
+        signatures = [signature(s) for s in calls]
+        findings = []
+        first_target = calls.index(targets[0])
+        for position in range(first_target, len(calls)):
+            finding = self._judge(calls, signatures, position)
+            if finding is not None:
+                findings.append(finding)
+        ctx.signals[self.name] = {"calls_seen": len(calls), "looping": bool(findings)}
+        return findings
+
+    def _judge(self, calls: Sequence[Segment], signatures: Sequence[tuple[str, str]], position: int
+               ) -> Finding | None:
+        segment, current = calls[position], signatures[position]
+        earlier = range(position)
+        exact = [i for i in earlier if signatures[i] == current]
+        if len(exact) + 1 >= self.max_repeats:
+            severity = Severity.HIGH if len(exact) + 1 >= 2 * self.max_repeats else Severity.MEDIUM
+            return self._finding(segment, calls, exact, f"{current[0]!r} called {len(exact) + 1} times with the "
+                                 "same arguments", severity, "repeat")
+        near = [i for i in earlier if signatures[i][0] == current[0] and self._similar(signatures[i][1], current[1])]
+        if len(near) + 1 >= self.max_near_repeats:
+            return self._finding(segment, calls, near, f"{current[0]!r} called {len(near) + 1} times with nearly "
+                                 "the same arguments", Severity.MEDIUM, "near_repeat")
+        cycle = _cycle(signatures[: position + 1], self.max_cycle_length, self.min_cycle_repeats)
+        if cycle:
+            names = [signatures[position - cycle + 1 + k][0] for k in range(cycle)]
+            repeats = self.min_cycle_repeats
+            indices = list(range(position + 1 - cycle * repeats, position))
+            return self._finding(segment, calls, indices, f"cycle of {names} repeated {repeats} times",
+                                 Severity.MEDIUM, "cycle")
+        return None
+
+    def _similar(self, a: str, b: str) -> bool:
+        a, b = a[:MAX_COMPARED_LENGTH], b[:MAX_COMPARED_LENGTH]
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        return matcher.real_quick_ratio() >= self.near_similarity and matcher.quick_ratio() >= \
+            self.near_similarity and matcher.ratio() >= self.near_similarity
+
+    def _finding(self, segment: Segment, calls: Sequence[Segment], earlier: list[int], message: str,
+                 severity: Severity, rule: str) -> Finding:
+        assert segment.tool_call is not None
+        previous = [{"pointer": calls[i].tool_call.name_pointer} for i in earlier[-5:]
+                    if calls[i].tool_call is not None]
+        return finding_at(self, locate_name(segment), message, severity,
+                          {"tool": segment.tool_call.name, "rule": rule, "occurrences": len(earlier) + 1,
+                           "previous": previous})
+
+
+def signature(segment: Segment) -> tuple[str, str]:
+    """(name, canonical arguments): key order and whitespace do not make a call new."""
+    call = segment.tool_call
+    assert call is not None
+    if call.arguments_error is None:
+        return call.name, json.dumps(call.arguments, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return call.name, " ".join(call.arguments_raw.split())
+
+
+def _new_calls(calls: list[Segment], exchange: Exchange) -> list[Segment]:
+    """The calls this check is about: the response's, or the last history turn's when there is no response."""
+    if exchange.has_response:
+        return [s for s in calls if s.phase is Phase.RESPONSE]
+    if not calls:
+        return []
+    last_turn = calls[-1].turn
+    return [s for s in calls if s.turn == last_turn]
+
+
+def _cycle(sequence: Sequence[tuple[str, str]], max_length: int, min_repeats: int) -> int:
+    """Length of a short cycle (>= 2 distinct calls) the sequence ends with, repeated min_repeats times; 0 if none."""
+    for length in range(2, max_length + 1):
+        span = length * min_repeats
+        if len(sequence) < span:
+            break
+        tail = sequence[-span:]
+        pattern = tail[:length]
+        if len(set(pattern)) > 1 and all(tail[k] == pattern[k % length] for k in range(span)):
+            return length
+    return 0

@@ -1,0 +1,41 @@
+"""Llama 3.x / 4 JSON: `<|python_tag|>{"name": ..., "parameters": {...}}; {...}`. The tag is optional:
+a bare call object (with `parameters` or `arguments`) is a call too, as in vLLM."""
+
+from __future__ import annotations
+
+import re
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.jsoncalls import call_object, call_objects, with_block
+
+_TAG = "<|python_tag|>"
+_BARE = re.compile(r"""\{\s*["']name["']\s*:""")
+
+
+@register
+class Llama3JsonParser(ToolParser):
+    family = "llama3_json"
+    markers = (_TAG, '"name"', "'name'")
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls: list[RecoveredCall] = []
+        covered = 0
+        i = text.find(_TAG)
+        while i >= 0:
+            bound = text.find(_TAG, i + len(_TAG))
+            found, after = call_objects(self.family, text, i + len(_TAG), bound if bound >= 0 else len(text))
+            calls += with_block(found, (i, after))
+            covered = max(covered, after)
+            i = bound
+        for match in _BARE.finditer(text):
+            if match.start() < covered or _inside(calls, match.start()):
+                continue
+            read = call_object(self.family, text, match.start(), fallback=False)
+            if read and "no_arguments" not in read[0].repairs:
+                calls.append(read[0])
+                covered = read[1]
+        return sorted(calls, key=lambda c: c.span)
+
+
+def _inside(calls: list[RecoveredCall], i: int) -> bool:
+    return any(c.block[0] <= i < c.block[1] for c in calls)

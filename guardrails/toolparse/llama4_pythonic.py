@@ -1,0 +1,24 @@
+"""Llama 4 pythonic: `<|python_start|>[get_weather(city="Paris")]<|python_end|>`."""
+
+from __future__ import annotations
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.blocks import skip_space, tagged_blocks
+from guardrails.toolparse.jsoncalls import with_block
+from guardrails.toolparse.pycalls import call_list
+
+
+@register
+class Llama4PythonicParser(ToolParser):
+    family = "llama4_pythonic"
+    markers = ("<|python_start|>",)
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls: list[RecoveredCall] = []
+        for block in tagged_blocks(text, "<|python_start|>", "<|python_end|>", stray_close=False):
+            start = skip_space(text, block.body, block.body_end)
+            if not text.startswith("[", start):
+                continue
+            found, after = call_list(self.family, text, start, block.body_end, schemas)
+            calls += with_block(found, (block.start, block.end if block.closed else after))
+        return calls

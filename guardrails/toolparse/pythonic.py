@@ -1,0 +1,42 @@
+"""Pythonic tool calls (Llama 3.2, ToolACE...): `[get_weather(city="Paris"), get_time(tz="CET")]`.
+
+vLLM parses the list only when it is the entire output; we find it anywhere, and also accept an output
+that is one bare call (the model forgot the brackets).
+"""
+
+from __future__ import annotations
+
+import re
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.jsoncalls import with_block
+from guardrails.toolparse.pycalls import CALL_HEAD, call_list, one_call
+
+_LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
+
+
+@register
+class PythonicParser(ToolParser):
+    family = "pythonic"
+    markers = ("(",)
+
+    def applies(self, text: str) -> bool:
+        return "(" in text and ("[" in text or text.rstrip().endswith(")"))
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls: list[RecoveredCall] = []
+        i = 0
+        for start in _LIST_START.finditer(text):
+            if start.start() < i:
+                continue
+            found, i = call_list(self.family, text, start.start(), len(text), schemas)
+            calls += with_block(found, (start.start(), i))
+        if not calls:
+            stripped = text.strip()
+            head = CALL_HEAD.match(text, len(text) - len(text.lstrip()))
+            if head and stripped.endswith(")"):
+                call, end = one_call(self.family, text, head, len(text), schemas)
+                if end == len(text.rstrip()):
+                    calls.append(call)
+        return calls
+

@@ -1,0 +1,108 @@
+"""Confidence signals: numpy reductions, unsorted alternatives, constrained decoding, weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from test_logprobs_align import two_calls_body
+
+from guardrails.adapters import read_exchange
+from guardrails.logprobs import Unit, align_exchange, analyze, read_source, token_weight
+from guardrails.logprobs.signals import token_signals, unit_signals
+
+
+def entry(token: str, logprob: float, alts: list[tuple[str, float]]) -> dict[str, object]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in alts]}
+
+
+def test_margin_and_entropy_sort_the_alternatives_vllm_leaves_unsorted() -> None:
+    body = two_calls_body()
+    content = body["response"]["choices"][0]["logprobs"]["content"]
+    stream = read_source("chat", content)
+    ts = token_signals(stream, constrained=False)
+    # Index 5: the sampled " the" (-1.61) had rank 2; the list starts with it, "}" (-0.34) is the best.
+    assert ts.margin[5] == pytest.approx(-0.34180229902267456 - -1.6104494333267212)
+    values = np.array([a["logprob"] for a in content[5]["top_logprobs"]])
+    p = np.exp(values) / np.exp(values).sum()
+    assert ts.entropy[5] == pytest.approx(float(-(p * np.log(p)).sum()))
+    # Index 11: the sampled token had rank 7; margin is still best minus second best.
+    ordered = sorted((a["logprob"] for a in content[11]["top_logprobs"]), reverse=True)
+    assert ts.margin[11] == pytest.approx(ordered[0] - ordered[1])
+
+
+def test_unit_reductions_match_a_plain_python_computation() -> None:
+    rng = np.random.default_rng(7)
+    words = ["alpha", " beta", " 42", " the", " Paris", ",", " get_id", " of"]
+    entries = []
+    for i in range(300):
+        lp = float(-rng.exponential(1.0))
+        alts = [(words[i % 8], lp)] + [(f" w{j}", float(-rng.exponential(2.0))) for j in range(4)]
+        entries.append(entry(words[i % 8], lp, alts))
+    stream = read_source("chat", entries)
+    ts = token_signals(stream, constrained=False)
+    ranges = [(0, 300), (10, 11), (50, 120), (299, 300), (7, 7)]
+    units = [Unit("segment", None, a, b, 0, 0, 0, 0) for a, b in ranges]  # type: ignore[arg-type]
+    threshold = -1.5
+    for (a, b), sig in zip(ranges, unit_signals(stream, ts, units, threshold), strict=True):
+        lps = [e["logprob"] for e in entries[a:b]]
+        if not lps:
+            assert sig.tokens == 0 and sig.mean is None
+            continue
+        weights = [token_weight(e["token"]) for e in entries[a:b]]
+        assert sig.tokens == len(lps)
+        assert sig.mean == pytest.approx(sum(lps) / len(lps))
+        assert sig.min == pytest.approx(min(lps))
+        assert sig.perplexity == pytest.approx(math.exp(-sum(lps) / len(lps)))
+        assert sig.weighted_mean == pytest.approx(sum(w * v for w, v in zip(weights, lps, strict=True)) / sum(weights))
+        low = [w * v < threshold for w, v in zip(weights, lps, strict=True)]
+        assert sig.low_share == pytest.approx(sum(low) / len(low))
+        assert sig.entropy == pytest.approx(float(np.mean(ts.entropy[a:b])))
+
+
+def test_weights_favour_digits_identifiers_and_names_over_function_words() -> None:
+    assert token_weight(" 2024") > token_weight(" get_weather") >= token_weight(" Paris")
+    assert token_weight(" Paris") > token_weight(" cloudy") > token_weight(" the")
+    assert token_weight(" the") < token_weight(",") < token_weight(" cloudy")
+
+
+def test_constrained_decoding_excludes_forced_and_masked_tokens() -> None:
+    body = two_calls_body()
+    body["request"]["tool_choice"] = "required"
+    content = body["response"]["choices"][0]["logprobs"]["content"]
+    # Grammar-forced tokens read 0.0 with every other alternative masked; a masked final token reads -9999.
+    for i in (27, 28, 29, 30, 40, 43, 46):
+        content[i]["logprob"] = 0.0
+        content[i]["top_logprobs"] = [{"token": content[i]["token"], "logprob": 0.0, "bytes": content[i]["bytes"]}] + [
+            {**alt, "logprob": -9999.0} for alt in content[i]["top_logprobs"][1:]]
+    content[72]["logprob"] = -9999.0
+    ex = read_exchange(body["request"], body["response"])
+    assert ex.constraints.tool_choice_forced
+    aligned = align_exchange(ex)
+    name = next(r for r in analyze(aligned, True, -2.3).reports if r.unit.kind == "tool_name")
+    assert name.signals.forced == 0 and name.signals.tokens == 3  # "get", "_", "weather" were not forced
+    first_call = next(r for r in analyze(aligned, True, -2.3).reports if r.unit.label == "tool_call")
+    assert first_call.signals.forced == 3  # '":', '",', '":' inside the arguments
+    assert first_call.signals.tokens == 12 - 3
+    tokyo = [r for r in analyze(aligned, True, -2.3).reports if r.unit.label == "city"][1]
+    assert tokyo.signals.masked == 0 and tokyo.signals.min == pytest.approx(-0.021, abs=1e-3)
+    last_call = [r for r in analyze(aligned, True, -2.3).reports if r.unit.label == "tool_call"][1]
+    assert last_call.signals.masked == 1 and last_call.signals.min > -1.0  # -9999 never becomes a minimum
+    # Without constraints the same 0.0 tokens are ordinary, confident tokens.
+    unconstrained = next(r for r in analyze(aligned, False, -2.3).reports if r.unit.label == "tool_call")
+    assert unconstrained.signals.forced == 0
+
+
+def test_moments_of_counted_tokens_feed_model_statistics() -> None:
+    body = two_calls_body()
+    ex = read_exchange(body["request"], body["response"])
+    analysis = analyze(align_exchange(ex), False, -2.3)
+    content = body["response"]["choices"][0]["logprobs"]["content"]
+    covered: set[int] = set()
+    for r in analysis.reports:
+        covered.update(range(r.unit.token_start, r.unit.token_end))
+    values = [content[i]["logprob"] for i in sorted(covered)]
+    assert analysis.tokens.count == len(values)
+    assert analysis.tokens.mean == pytest.approx(sum(values) / len(values))
