@@ -8,6 +8,7 @@ original substring (zero-width characters inside it included).
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -17,9 +18,9 @@ from typing import Any
 
 from detectors._textfilter import TextFilter
 from guardrails.detector import Scope, Services
-from guardrails.exchange import Segment
+from guardrails.exchange import Segment, SegmentKind
 from guardrails.findings import Category, Hit, Severity
-from guardrails.textview import scan_view, where
+from guardrails.textview import JSON_ESCAPE, where
 
 
 # Invisible characters used to split a word so a filter misses it: Unicode format characters (category Cf:
@@ -54,33 +55,46 @@ class FoldedText:
         return self.starts[start], self.ends[end - 1]
 
 
-def fold_with_offsets(text: str) -> FoldedText:
-    if text.isascii():  # the common case: casefold is lower(), nothing to drop or compose
-        return FoldedText(text.lower(), None, None)
-    if unicodedata.is_normalized("NFKC", text) and not _invisible_pattern().search(text):
-        folded = text.casefold()
-        if len(folded) == len(text):  # casefold never deletes, so equal length means one-to-one
-            return FoldedText(folded, None, None)
+def fold_with_offsets(text: str, json_escapes: bool = False) -> FoldedText:
+    """Fold `text` keeping the map back to it. With `json_escapes` (a tool call's raw JSON arguments) an escape
+    such as `\\uff42` folds as the character it encodes, so escaped evasions match too."""
+    json_escapes = json_escapes and "\\" in text
+    if not json_escapes:
+        if text.isascii():  # the common case: casefold is lower(), nothing to drop or compose
+            return FoldedText(text.lower(), None, None)
+        if unicodedata.is_normalized("NFKC", text) and not _invisible_pattern().search(text):
+            folded = text.casefold()
+            if len(folded) == len(text):  # casefold never deletes, so equal length means one-to-one
+                return FoldedText(folded, None, None)
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     i, n = 0, len(text)
     while i < n:
-        # A base character with its combining marks folds as one unit, so NFKC can compose them.
-        j = i + 1
-        while j < n and unicodedata.combining(text[j]):
-            j += 1
-        if _invisible(text[i]):
-            i = j
-            continue
-        folded = unicodedata.normalize("NFKC", text[i:j]).casefold()
-        for c in folded:
+        escape = JSON_ESCAPE.match(text, i) if json_escapes and text[i] == "\\" else None
+        if escape:
+            j = escape.end()
+            unit = _decode_escape(escape.group())
+        else:
+            # A base character with its combining marks folds as one unit, so NFKC can compose them.
+            j = i + 1
+            while j < n and unicodedata.combining(text[j]):
+                j += 1
+            unit = text[i:j]
+        for c in unicodedata.normalize("NFKC", unit).casefold():
             if not _invisible(c):
                 out.append(c)
                 starts.append(i)
                 ends.append(j)
         i = j
     return FoldedText("".join(out), tuple(starts), tuple(ends))
+
+
+def _decode_escape(escape: str) -> str:
+    try:
+        return json.loads(f'"{escape}"')
+    except ValueError:  # a lone surrogate half or a bad escape: keep it as text
+        return escape
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +147,7 @@ class ContentDetector(TextFilter):
     def analyze(self, segment: Segment) -> list[Hit]:
         if self.pattern is None:
             return []
-        folded = fold_with_offsets(scan_view(segment))
+        folded = fold_with_offsets(segment.text, json_escapes=segment.kind is SegmentKind.TOOL_CALL)
         hits = []
         for match in self.pattern.finditer(folded.text):
             start, end = folded.original_span(*match.span())

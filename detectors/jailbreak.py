@@ -36,29 +36,38 @@ class Rule:
     keywords: tuple[str, ...]  # lower-case literals; the regex runs only when one occurs (cheap prefilter)
 
     def search(self, text: str, lowered: str) -> re.Match[str] | None:
-        """Run the regex only in windows around keyword occurrences: long prompts cost per keyword, not per
-        character. `lowered` must be `text.lower()` of the same length (else the whole text is searched)."""
-        if len(lowered) != len(text):
-            return self.pattern.search(text) if any(k in lowered for k in self.keywords) else None
-        for keyword in self.keywords:
-            at = lowered.find(keyword)
-            for _ in range(MAX_WINDOWS):
-                if at < 0:
-                    break
-                m = self.pattern.search(text, max(0, at - WINDOW_BEFORE), at + WINDOW_AFTER)
-                if m is not None:
+        """Run the regex only around keyword occurrences, so a long prompt costs what its keywords cost.
+
+        `lowered` is `text.lower()`; when lowering changed the length, offsets differ and the whole text is
+        searched instead."""
+        positions = [at for k in self.keywords if (at := lowered.find(k)) >= 0]
+        if not positions:
+            return None
+        if len(text) <= WINDOW_BEFORE + WINDOW_AFTER or len(lowered) != len(text):
+            return self.pattern.search(text)
+        for keyword in self.keywords:  # every occurrence, windows merged
+            at = lowered.find(keyword, positions[0] + 1)
+            while at >= 0 and len(positions) < MAX_WINDOWS:
+                positions.append(at)
+                at = lowered.find(keyword, at + 1)
+        positions.sort()
+        start, end = max(0, positions[0] - WINDOW_BEFORE), positions[0] + WINDOW_AFTER
+        for at in positions[1:]:
+            if at - WINDOW_BEFORE > end:
+                if m := self.pattern.search(text, start, end):
                     return m
-                at = lowered.find(keyword, at + WINDOW_AFTER - len(keyword))
-        return None
+                start = at - WINDOW_BEFORE
+            end = at + WINDOW_AFTER
+        return self.pattern.search(text, start, end)
 
 
 # A match must lie within this many characters of one of its rule's keywords.
-WINDOW_BEFORE, WINDOW_AFTER, MAX_WINDOWS = 160, 240, 12
+WINDOW_BEFORE, WINDOW_AFTER, MAX_WINDOWS = 160, 240, 64
 
 
 def rule(rule_id: str, family: str, keywords: str, pattern: str, weight: float, message: str,
          flags: int = FLAGS) -> Rule:
-    return Rule(rule_id, family, re.compile(pattern, flags), weight, message, tuple(keywords.split()))
+    return Rule(rule_id, family, re.compile(pattern, flags), weight, message, tuple(keywords.split("|")))
 
 
 _LIMITS = (
@@ -72,25 +81,25 @@ _AI = r"(?:ai|a\.i\.|chatbot|bot|assistant|model|language\s+model|llm|version|pe
 RULES: tuple[Rule, ...] = (
     # --- instruction override -------------------------------------------------------------------
     rule("override_instructions", "instruction_override",
-         "ignore disregard forget skip override neglect abandon drop bypass overlook regardless",
+         "ignore|disregard|forget|skip|overrid|neglect|abandon|drop|bypass|overlook|regardless",
          OVERRIDE_PATTERN, 1.0, "instruction to ignore earlier instructions"),
     # --- personas -------------------------------------------------------------------------------
-    rule("dan_persona", "persona", "dan anything stan dude machiavellian",
+    rule("dan_persona", "persona", "dan|anything now|stan|dude|machiavellian",
          r"\bdo\s+anything\s+now\b|\b(?:Better|Anti|Evil)?DAN\b(?:\s*(?:mode|\d+(?:\.\d+)?))?"
          r"|\b(?:STAN|DUDE)\b(?=[^.]{0,80}\b(?:stands\s+for|strive|avoid\s+norms))"
          r"|\balways\s+intelligent\s+and\s+machiavellian\b",
          1.0, "DAN-style persona", re.MULTILINE),
     rule("unrestricted_persona", "persona",
-         "amoral unfilt uncensor unethical immoral unrestrict unbound unhinged unlimited lawless rogue evil "
-         "jailbr freed liberated unchained",
+         "amoral|unfilt|uncensor|unethical|immoral|unrestrict|unbound|unhinged|unlimited|lawless|rogue|evil|"
+         "jailbr|freed|liberated|unchained",
          r"\b(?:amoral|unfiltered|unfiltred|uncensored|unethical|immoral|unrestricted|unbound|unhinged|unlimited|"
          r"lawless|rogue|evil|jailbroken)\s+(?:and\s+\w+\s+|&\s+\w+\s+|,\s*\w+\s+)?" + _AI + r"s?\b"
          r"|\byou\s+(?:are|have\s+been)\s+(?:now\s+)?(?:jail\s*broken|freed|liberated|unchained)\b"
          r"|\[\s*(?:🔓\s*)?JAILBREAK\s*\]|\bjailbreak\s+(?:mode|prompt|version)\b",
          1.0, "persona declared free of restrictions"),
     rule("no_limits", "role_play_override",
-         "restriction limit filter censor rule guideline ethic moral boundar confines polic safeguard "
-         "constraint programming restraint regulation",
+         "restriction|limit|filter|censor|rules|guideline|ethic|moral|boundar|confines|polic|safeguard|"
+         "constraint|programming|restraint|regulation",
          r"\b(?:no|without|free\s+(?:from|of)|broken\s+free\s+of|not\s+(?:bound|restricted|limited|constrained)"
          r"\s+by|(?:doesn't|does\s+not|don't|do\s+not|won't|will\s+not|never)\s+(?:have|follow|care\s+about|"
          r"abide\s+by|adhere\s+to|obey|respect)|ignor\w*|bypass\w*|devoid\s+of|lacks?|beyond|outside)\s+"
@@ -102,12 +111,12 @@ RULES: tuple[Rule, ...] = (
          r"(?:out\s+of\s+)?character\b|\bbreak(?:ing)?\s+character\b",
          0.6, "demands the model never leaves a role"),
     rule("role_assignment", "role_play_override",
-         "you from want",
+         "you are going|you are about|you will|from now on|want you to|you must now|you shall",
          r"\b(?:you\s+are\s+(?:going|about)\s+to|you\s+will\s+(?:now\s+)?|from\s+now\s+on,?\s+(?:you\s+(?:will|are|"
          r"must|shall)\s+)?|i\s+want\s+you\s+to|you\s+must\s+now|you\s+shall)\s*(?:act|pretend|roleplay|role-play|"
          r"behave|simulate|immerse|emulate|impersonate|become|be\s+(?:a|an|my))\b",
          0.4, "assigns the model a new role"),
-    rule("dual_response", "role_play_override", "two 2 both 🔒 🔓",
+    rule("dual_response", "role_play_override", "two|2|both|🔒|🔓",
          r"\b(?:two|2|both)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|outputs|replies)"
          r"\b|\b(?:respond|answer|reply)\s+as\s+both\b|\[\s*(?:🔒|🔓)",
          0.4, "asks for a filtered and an unfiltered answer side by side"),
@@ -118,43 +127,43 @@ RULES: tuple[Rule, ...] = (
          r"into\s+)?(?:\w+\s+){0,2}(?:debug|admin|sudo|override|maintenance|root|system)\s+mode\b",
          1.0, "claims a developer, god or override mode"),
     # --- refusal suppression -----------------------------------------------------------------------
-    rule("never_refuse", "refusal_suppression", "refus decline deny reject denying unable",
+    rule("never_refuse", "refusal_suppression", "refus|declin|deny|reject|denying|unable",
          r"\b(?:never|not|don't|do\s+not|won't|will\s+not|cannot|can't|must\s+not|mustn't|shall\s+not|"
          r"can\s+not)\s+(?:ever\s+|be\s+able\s+to\s+|be\s+allowed\s+to\s+)?(?:refuse|decline|deny|reject)"
          r"|\bnever\s+refuses\b|\bno\s+(?:refusals?|denying)\b"
          r"|\b(?:never|don't|do\s+not|must\s+not)\s+(?:say|respond\s+with|reply\s+with|tell\s+(?:me|the\s+user))"
          r"\s+(?:that\s+)?(?:you|it|he|she)\s+(?:can't|cannot|are\s+unable|is\s+unable|won't)",
          1.0, "forbids the model to refuse"),
-    rule("no_disclaimers", "refusal_suppression", "warning disclaimer caveat moraliz lectur apolog reminder",
+    rule("no_disclaimers", "refusal_suppression", "warning|disclaimer|caveat|moraliz|lectur|apolog|reminder",
          r"\b(?:without|no|don't\s+(?:add|include|give|use|write)|do\s+not\s+(?:add|include|give|use|write)|never"
          r"\s+(?:add|include|give|use|write|send))\s+(?:any\s+)?(?:\w+\s+)?(?:warnings?|disclaimers?|caveats|"
          r"moraliz\w+|lectur\w+|apolog\w+|reminders?)\b",
          0.6, "forbids warnings or disclaimers"),
-    rule("no_matter_what", "refusal_suppression", "regardless matter even if",
+    rule("no_matter_what", "refusal_suppression", "regardless|no matter|even if",
          r"\b(?:regardless|no\s+matter)\s+(?:of\s+)?(?:how\s+|whether\s+|if\s+)?(?:it(?:'s|\s+is)\s+)?"
          r"(?:unethical|immoral|illegal|harmful|dangerous|offensive|inappropriate|explicit|legal|ethical|moral|"
-         r"the\s+(?:consequences|legality|morality|ethics))\b|\beven\s+if\s+(?:it(?:'s|\s+is)|they\s+are)\s+"
+         r"the\s+(?:consequences|legality|morality|ethics))\b|\bregardless\s+of\s+(?:any\s+)?(?:ethical|moral|legal)\b|\beven\s+if\s+(?:it(?:'s|\s+is)|they\s+are)\s+"
          r"(?:illegal|unethical|immoral|harmful|dangerous|offensive|inappropriate)\b",
          0.6, "insists on answering whatever the harm"),
     rule("policy_defiance", "refusal_suppression",
-         "polic guideline filter safeguard restriction ethic moral censorship safety",
+         "polic|guideline|filter|safeguard|restriction|ethic|moral|censorship|safety",
          r"\b(?:ignor|bypass|violat|break|disregard|overrid|circumvent|evad|defy|defi)\w*\s+(?:all\s+|any\s+|the\s+|"
          r"its\s+|your\s+|of\s+)?(?:\w+\s+){0,2}?(?:polic(?:y|ies)|guidelines|filters?|safeguards|restrictions|"
          r"ethics|morals?|censorship|safety\s+(?:measures|protocols|features))\b"
          r"|\b(?:openai|anthropic)'?s?\s+(?:content\s+)?(?:polic(?:y|ies)|guidelines|rules)\b",
          1.0, "asks the model to defy its policies"),
-    rule("suppress_ai_voice", "refusal_suppression", "as an ai language model sorry cannot can't apologi",
+    rule("suppress_ai_voice", "refusal_suppression", "as an ai|language model|sorry|i cannot|i can't|apologi",
          r"\b(?:never|don't|do\s+not|must\s+not|won't|will\s+not)\s+(?:ever\s+)?(?:say|mention|remind|use|include|"
          r"respond\s+with|write|state)\s+(?:\w+\s+){0,4}?(?:as\s+an\s+ai|(?:an?\s+)?(?:ai\s+)?language\s+model|"
          r"i'm\s+sorry|i\s+am\s+sorry|i\s+cannot|i\s+can't|i\s+apologi[sz]e)",
          1.0, "forbids the model's refusal phrases"),
-    rule("forced_prefix", "refusal_suppression", "begin start",
+    rule("forced_prefix", "refusal_suppression", "begin|start",
          r"\b(?:begin|start)\s+(?:your|each|every|all)\s+(?:\w+\s+){0,2}(?:response|reply|replies|responses|"
          r"answer|output)s?\s+with\s+[\"'“]?(?:sure|absolutely|of\s+course|certainly)",
          0.6, "forces an affirmative opening"),
     # --- authority impersonation -------------------------------------------------------------------
     rule("authority_claim", "authority_impersonation",
-         "developer creator programmer admin owner maintainer engineer operator trainer openai anthropic deepmind",
+         "developer|creator|programmer|admin|owner|maintainer|engineer|operator|trainer|openai|anthropic|deepmind",
          r"\bi(?:'m|\s+am)\s+(?:your|an?|the)\s+(?:\w+\s+)?(?:developer|creator|programmer|admin|administrator|"
          r"owner|maintainer|engineer|operator|trainer)s?\b(?![^.]{0,30}\b(?:at|for)\s+(?!openai|anthropic))"
          r"|\bas\s+(?:your|the)\s+(?:developer|creator|admin\w*|programmer|maintainer|owner|operator)\b"
@@ -162,7 +171,7 @@ RULES: tuple[Rule, ...] = (
          r"(?:openai|anthropic|google\s+deepmind)\b",
          1.0, "claims authority over the model"),
     # --- extraction ----------------------------------------------------------------------------
-    rule("secret_extraction", "extraction", "prompt instruction secret password passcode phrase api key credential",
+    rule("secret_extraction", "extraction", "prompt|instruction|secret|password|passcode|phrase|api key|credential",
          r"\b(?:what(?:'s|\s+is|\s+are|\s+was)|tell\s+me|share|give\s+me|reveal|confirm|print|show\s+me|repeat|"
          r"spell|provide|disclose|output|display|leak)\s+(?:\w+\s+){0,4}?(?:your|the\s+system'?s?|our)\s+"
          r"(?:system\s+prompt|(?:initial|original|hidden|secret|system)\s+(?:instructions|prompt)|secret(?:\s+key)?|"
@@ -174,9 +183,37 @@ RULES: tuple[Rule, ...] = (
          r"phone|location|city|data|details|information|balances?|records?)\b"
          r"|\bwhere\s+(?:does|do|did)\s+the\s+user\s+(?:currently\s+)?live\b",
          1.0, "asks for another user's private data"),
+    rule("override_multilingual", "instruction_override",
+         "ignor|olvid|oubli|vergiss|dimentic|무시|忽略|無視|игнорир|забудь",
+         r"\b(?:ignor[ae]\w*|olvid[ae]\w*|oubli\w*|vergiss\w*|dimentic\w*)\s+(?:\w+\s+){0,3}?(?:instru\w+|"
+         r"indica\w+|direc\w+|anweisung\w*|consign\w+|istruzion\w+|regl\w+|regeln|vorgaben)"
+         r"|이전\s*지시|忽略(?:之前|以上|先前)|以前の指示|(?:игнорир|забудь)\w*\s+(?:\w+\s+)?инструкц",
+         1.0, "instruction override in another language"),
+    rule("not_an_ai", "persona", "not an ai|not a language model|not chatgpt|forget that you|no longer",
+         r"\byou\s+are\s+(?:not|no\s+longer)\s+(?:an?\s+)?(?:ai|a\.i\.|language\s+model|chatgpt|assistant|"
+         r"bound)\b|\bforget\s+that\s+you\s+are\s+(?:an?\s+)?(?:ai|language\s+model|chatgpt)\b",
+         0.6, "tells the model it is not an AI"),
+    rule("harm_permission", "refusal_suppression",
+         "illegal|unethical|immoral|harmful|offensive|explicit|nsfw|profan|swear|curse|vulgar",
+         r"\b(?:(?:any|all)\s+(?:kind\s+of\s+)?(?:content|request|question|topic)s?|anything|everything)\b[^.\n]{0,60}"
+         r"\b(?:illegal|unethical|immoral|harmful|offensive|explicit|nsfw|inappropriate)\b"
+         r"|\b(?:illegal|unethical|immoral|harmful|offensive|explicit|nsfw|vulgar)\s+(?:content|activities|requests|"
+         r"things|stuff|material|language)\b[^.\n]{0,40}\b(?:allowed|permitted|fine|ok|okay|encouraged|enabled)\b"
+         r"|\b(?:swear(?:ing)?|curse|cursing|profanity|slurs)\b[^.\n]{0,40}\b(?:allowed|permitted|encouraged|"
+         r"freely|a\s+lot)\b|\b(?:can|will|may|should|must)\s+(?:\w+\s+){0,2}(?:swear|curse|use\s+profanity)\b",
+         0.6, "grants permission for harmful or explicit output"),
+    rule("named_persona", "persona", "gpt|chatgpt|persona|act as|you are|answer as|respond as",
+         r"\b(?!chatgpt\b|gpt\b)[a-z0-9-]{2,20}gpt\b|\b(?:hi|hello|hey|dear|greetings),?\s+chat\s?gpt\b"
+         r"|\b(?:answer|respond|reply|speak|talk|write)\s+(?:only\s+)?(?:as|like)\s+(?:\w+\s+)?(?:would|does)\b"
+         r"|\bact\s+as\s+(?:an?\s+)?[A-Z][\w-]+|\byou\s+are\s+(?:now\s+)?(?:called\s+)?[A-Z][A-Za-z]*[A-Z0-9]\w*\b",
+         0.4, "addresses the model by a new persona name"),
+    rule("persona_rules", "role_play_override", "will always|will never|always|never",
+         r"\b(?:will|must|should|shall|does|do)\s+(?:always|never)\b(?:[^\n]{0,400}?\b(?:will|must|should|shall|"
+         r"does|do)\s+(?:always|never)\b){2}",
+         0.4, "lists behaviour rules the model must always/never follow"),
     # --- priming --------------------------------------------------------------------------------
     rule("hypothetical_frame", "role_play_override",
-         "hypothetical fictional imaginary alternate parallel fictitious game",
+         "hypothetical|fictional|imaginary|alternate|parallel|fictitious|play a game",
          r"\b(?:hypothetical|fictional|imaginary|alternate|parallel|fictitious)\s+(?:world|universe|scenario|story|"
          r"setting|reality)\s+(?:where|in\s+which)\b|\blet'?s\s+play\s+a\s+game\b",
          0.3, "fictional framing"),

@@ -117,8 +117,8 @@ class LogprobSource:
     """Token logprobs exactly as the API returned them; read lazily (they can be thousands of tokens).
 
     `shape` names the container: "chat" (list of {token, logprob, bytes, top_logprobs}), "completions"
-    ({tokens, token_logprobs, top_logprobs, text_offset}), "responses" (output_text logprobs), or "prompt"
-    (vLLM prompt_logprobs). A streamed response yields one source per chunk, in order.
+    ({tokens, token_logprobs, top_logprobs, text_offset}), "responses" (output_text logprobs), "prompt"
+    (vLLM prompt_logprobs), or "gemini" (generateContent `logprobsResult`: chosenCandidates/topCandidates). A streamed response yields one source per chunk, in order.
     """
 
     shape: str

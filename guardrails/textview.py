@@ -11,7 +11,7 @@ import re
 from guardrails.exchange import Segment, SegmentKind
 
 # A JSON string escape inside a tool call's raw argument text: `\n`, `\"`, `\\`, `\u00e9`...
-_JSON_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|.)", re.DOTALL)
+JSON_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|.)", re.DOTALL)
 
 
 def _blank(match: re.Match[str]) -> str:
@@ -26,7 +26,7 @@ def scan_view(segment: Segment) -> str:
     """
     text = segment.text
     if segment.kind is SegmentKind.TOOL_CALL and "\\" in text:
-        return _JSON_ESCAPE.sub(_blank, text)
+        return JSON_ESCAPE.sub(_blank, text)
     return text
 
 

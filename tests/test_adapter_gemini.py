@@ -487,7 +487,7 @@ def test_mutated_and_truncated_bodies_only_raise_body_error() -> None:
     outcomes = {"ok": 0, "body_error": 0}
     for body in bodies:
         fmt = "gemini.interactions" if "system_instruction" in body["request"] else "gemini"
-        for _ in range(400):
+        for _ in range(250):
             mutated = _mutated(body, rng)
             try:
                 ex = read_exchange(mutated["request"], mutated.get("response"), format=fmt)

@@ -205,7 +205,7 @@ def test_json_leaves_record_value_spans_and_paths() -> None:
     spans = [(leaf.path, text[leaf.start:leaf.end]) for leaf in leaves(text)]
     assert spans == [(("a", 0), "1"), (("a", 1, "b"), 'x\\"y'), (("c",), "true"), (("d",), "-2.5e3"),
                      (("e",), "null")]
-    assert leaves("{not json") == []
+    assert leaves("{not json") == ()
 
 
 def test_multiple_choices_align_to_their_own_segments() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_logprobs_align import TOOLS, two_calls_body
+from test_logprobs_align import two_calls_body
 from vllm_stub import VLLMStub
 
 from detectors.low_confidence import LowConfidenceDetector
@@ -174,29 +175,45 @@ def test_token_id_strings_are_resolved_through_detokenize(stub: VLLMStub) -> Non
     assert "unresolved_token_ids" not in signals["low_confidence"]
 
 
+def registry() -> DetectorRegistry:
+    """Only our two entry points (loading every detector would import Presidio and friends)."""
+    eps = entry_points(group="guardrails.detectors")
+    return DetectorRegistry(ep.load() for ep in eps if ep.name in ("low_confidence", "guard_model"))
+
+
 def test_default_policy_entry_builds_the_detector() -> None:
     from guardrails.policy import load_policy
 
     policy = load_policy(Path(__file__).resolve().parents[1] / "policies" / "default")
     config = policy.detector("low_confidence")
     assert config is not None and config.enabled
-    registry = DetectorRegistry.from_entry_points()
-    assert "low_confidence" in registry and "guard_model" in registry
-    det = registry.get("low_confidence")(config.settings, Services())
+    guard = policy.detector("guard_model")
+    assert guard is not None and not guard.enabled  # it needs a vLLM server
+    reg = registry()
+    assert reg.names() == ["guard_model", "low_confidence"]
+    det = reg.get("low_confidence")(config.settings, Services())
     assert isinstance(det, LowConfidenceDetector) and not det.io_bound
 
 
-def test_end_to_end_through_the_check_service() -> None:
+def test_end_to_end_through_the_check_service(tmp_path: Path) -> None:
     from guardrails.policy import PolicyStore
     from guardrails.service import CheckService
 
-    service = CheckService(PolicyStore(Path(__file__).resolve().parents[1] / "policies"),
-                           DetectorRegistry.from_entry_points())
+    (tmp_path / "lc").mkdir()
+    (tmp_path / "lc" / "config.yml").write_text("detectors:\n  low_confidence:\n    high_risk_tools: [get_time]\n")
+    service = CheckService(PolicyStore(tmp_path), registry(), default_policy="lc")
     body = unsure_paris_body()
-    body["request"]["tools"] = TOOLS
     answer = asyncio.run(service.check(body))
-    (finding,) = [f for f in answer["findings"] if f["detector"] == "low_confidence"]
+    (finding,) = answer["findings"]
     loc = finding["location"]
     assert resolve(body, loc["pointer"])[loc["start"]:loc["end"]] == "Paris"
-    assert finding["action"] == "warn" and answer["verdict"] in ("warn", "block")
+    assert finding["action"] == "warn" and answer["verdict"] == "warn"
     assert answer["signals"]["low_confidence"]["source"] == "response"
+    # The same doubt in a high-risk tool's argument blocks.
+    content = body["response"]["choices"][0]["logprobs"]["content"]
+    content[42]["logprob"], content[70]["logprob"] = -0.02, -4.0  # "Paris" sure, "Tok"(yo) unsure
+    answer = asyncio.run(service.check(body))
+    (finding,) = answer["findings"]
+    loc = finding["location"]
+    assert resolve(body, loc["pointer"])[loc["start"]:loc["end"]] == "Tokyo"
+    assert (finding["action"], answer["verdict"]) == ("block", "block")

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from conftest import fixture
 
 from detectors.secret import RULES, SecretDetector, shannon_entropy
 from guardrails.adapters import read_exchange
@@ -15,7 +16,6 @@ from guardrails.detector import ScanContext
 from guardrails.exchange import Phase, Segment, SegmentKind, Trust
 from guardrails.findings import Finding, Severity
 from guardrails.pointer import resolve
-from conftest import fixture
 
 DETECTOR = SecretDetector({})
 
@@ -91,7 +91,8 @@ NEGATIVES = [
     ("openai_key", "sk-1234 is not a key, and neither is sk-proj-abc"),
     ("anthropic_key", "sk-ant-api03-short"),
     ("huggingface_token", "hf_transfer is a package"),
-    ("private_key", "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----"),
+    ("private_key", "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n"
+                    "-----END PUBLIC KEY-----"),
     ("jwt", "eyJhbGciOi is the start of a header"),
     ("url_credentials", "https://user@example.com/path and https://example.com/@handle"),
     ("url_credentials", "postgres://admin:password@localhost/db"),
@@ -148,7 +149,8 @@ def test_preview_shows_public_prefix_and_last_four_only() -> None:
 
 
 def test_truncated_private_key_spans_its_base64_lines() -> None:
-    text = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\nbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+    text = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
+            "bm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n")
     (hit,) = DETECTOR.analyze(segment(text + "That is all I have."))
     assert text[hit.start : hit.end] == text.rstrip("\n")
 

@@ -10,7 +10,7 @@ verbatim, but its values do.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -68,15 +68,26 @@ def align(stream: TokenStream, segments: Sequence[Segment], start: int = 0) -> l
     cursor = start
     for segment in segments:
         if segment.kind is SegmentKind.TOOL_CALL:
-            cursor = _align_call(stream, segment, cursor, units)
+            cursor = _align_call(text, segment, cursor, units)
             continue
         found = _find(text, segment.text, cursor, start)
         if found is None:
             continue
-        start, offset, length = found
-        units.append(_unit(stream, "segment", segment, start, start + length, offset, offset + length))
-        cursor = start + length
-    return units
+        at, offset, length = found
+        units.append(Unit("segment", segment, 0, 0, at, at + length, offset, offset + length))
+        cursor = at + length
+    return _with_tokens(stream, units)
+
+
+def _with_tokens(stream: TokenStream, units: list[Unit]) -> list[Unit]:
+    """Fill each unit's token range: tokens overlapping its text range (two vectorized binary searches)."""
+    if not units:
+        return units
+    text_starts = np.fromiter((u.text_start for u in units), dtype=np.int64, count=len(units))
+    text_ends = np.fromiter((u.text_end for u in units), dtype=np.int64, count=len(units))
+    firsts = np.searchsorted(stream.ends, text_starts, side="right").tolist()
+    lasts = np.searchsorted(stream.starts, text_ends, side="left").tolist()
+    return [replace(u, token_start=a, token_end=max(a, b)) for u, a, b in zip(units, firsts, lasts, strict=True)]
 
 
 def _find(text: str, needle: str, cursor: int, floor: int) -> tuple[int, int, int] | None:
@@ -95,20 +106,19 @@ def _find(text: str, needle: str, cursor: int, floor: int) -> tuple[int, int, in
     return (at, 0, len(needle)) if at >= 0 else None
 
 
-def _align_call(stream: TokenStream, segment: Segment, cursor: int, units: list[Unit]) -> int:
+def _align_call(text: str, segment: Segment, cursor: int, units: list[Unit]) -> int:
     call = segment.tool_call
     if call is None:
         return cursor
-    text = stream.text
     name_at = text.find(call.name, cursor) if call.name else -1
     if name_at >= 0:
-        units.append(_unit(stream, "tool_name", segment, name_at, name_at + len(call.name), 0, len(call.name)))
+        units.append(Unit("tool_name", segment, 0, 0, name_at, name_at + len(call.name), 0, len(call.name)))
         cursor = name_at + len(call.name)
     raw = call.arguments_raw
     whole = text.find(raw, cursor) if len(raw) > 2 else -1
     position = cursor
     first = last = -1
-    for leaf in leaves(raw):
+    for leaf in leaves(raw) if call.arguments is not None or call.arguments_is_object else ():
         form = raw[leaf.start:leaf.end]
         at, exact = (text.find(form, position), True) if form else (-1, True)
         if at < 0 and leaf.is_string and isinstance(leaf.value, str) and leaf.value and leaf.value != form:
@@ -117,34 +127,16 @@ def _align_call(stream: TokenStream, segment: Segment, cursor: int, units: list[
         if at < 0:
             continue
         local_start, local_end = (leaf.start, leaf.end) if not call.arguments_is_object else (0, len(form))
-        units.append(_unit(stream, "argument", segment, at, at + len(form), local_start, local_end, exact,
-                           leaf.path))
+        units.append(Unit("argument", segment, 0, 0, at, at + len(form), local_start, local_end, exact, leaf.path))
         first = at if first < 0 else first
         last = at + len(form)
         position = last
     if whole >= 0:
-        units.append(_unit(stream, "segment", segment, whole, whole + len(raw), 0, len(raw)))
+        units.append(Unit("segment", segment, 0, 0, whole, whole + len(raw), 0, len(raw)))
         return max(position, whole + len(raw))
     if first >= 0:
-        units.append(_unit(stream, "segment", segment, first, last, 0, len(raw), exact=False))
+        units.append(Unit("segment", segment, 0, 0, first, last, 0, len(raw), exact=False))
     return position
-
-
-def _unit(
-    stream: TokenStream,
-    kind: str,
-    segment: Segment,
-    text_start: int,
-    text_end: int,
-    local_start: int,
-    local_end: int,
-    exact: bool = True,
-    path: tuple[str | int, ...] = (),
-) -> Unit:
-    # Tokens overlapping [text_start, text_end): spans are sorted, so two binary searches suffice.
-    first = int(np.searchsorted(stream.ends, text_start, side="right"))
-    last = int(np.searchsorted(stream.starts, text_end, side="left"))
-    return Unit(kind, segment, first, max(first, last), text_start, text_end, local_start, local_end, exact, path)
 
 
 def _value_at(value: object, path: tuple[str | int, ...]) -> object:

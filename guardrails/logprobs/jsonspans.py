@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from json.decoder import scanstring
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -24,14 +25,15 @@ class Leaf:
     is_string: bool
 
 
-def leaves(text: str) -> list[Leaf]:
-    """Leaf values of a JSON text in document order; [] when the text is not JSON we can scan."""
+@lru_cache(maxsize=4096)  # an agent resends the same calls in its history every step
+def leaves(text: str) -> tuple[Leaf, ...]:
+    """Leaf values of a JSON text in document order; () when the text is not JSON we can scan."""
     out: list[Leaf] = []
     try:
         end = _value(text, _skip(text, 0), (), out)
     except (ValueError, IndexError, RecursionError):
-        return []
-    return out if _skip(text, end) == len(text) else []
+        return ()
+    return tuple(out) if _skip(text, end) == len(text) else ()
 
 
 def _skip(text: str, pos: int) -> int:

@@ -54,6 +54,13 @@ def token_weight(token: str) -> float:
     return weight
 
 
+def token_weights(tokens: tuple[str, ...]) -> np.ndarray:
+    known = list(map(_WEIGHTS.get, tokens))  # one C-level pass; tokens repeat, so misses are rare
+    if None in known:
+        known = [w if w is not None else token_weight(t) for w, t in zip(known, tokens, strict=True)]
+    return np.array(known, dtype=np.float64)
+
+
 @dataclass(slots=True)
 class TokenSignals:
     """Per-token arrays of one stream."""
@@ -119,7 +126,7 @@ def token_signals(stream: TokenStream, constrained: bool) -> TokenSignals:
         margin = np.full(n, np.nan)
         alive = np.ones(n, dtype=np.int64)
     forced = (valid & (lp >= FORCED_LOGPROB) & (alive <= 1)) if constrained else np.zeros(len(lp), dtype=bool)
-    weights = np.fromiter(map(token_weight, stream.tokens), dtype=np.float64, count=len(lp))
+    weights = token_weights(stream.tokens)
     return TokenSignals(lp, valid & ~forced, forced, masked, entropy, margin, weights)
 
 

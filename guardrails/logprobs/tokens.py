@@ -62,12 +62,14 @@ def read_source(shape: str, data: Any, id_text: Mapping[int, str] | None = None)
 def read_chat(parts: Sequence[Sequence[Mapping[str, Any]]], id_text: Mapping[int, str] | None = None) -> TokenStream:
     """Chat-shaped logprob lists, concatenated in order (a stream gives one list per chunk)."""
     entries = list(chain.from_iterable(parts)) if len(parts) != 1 else list(parts[0])
+    n = len(entries)
     tokens = list(map(_token, entries))
-    logprobs = np.array(list(map(_logprob, entries)), dtype=np.float64)
+    logprobs = np.fromiter(map(_logprob, entries), dtype=np.float64, count=n)
     tops = list(map(_top, entries))
-    alternatives = _pad([list(map(_logprob, top)) for top in tops], len(entries))
+    widths = np.fromiter(map(len, tops), dtype=np.int64, count=n)
+    flat = np.fromiter(map(_logprob, chain.from_iterable(tops)), dtype=np.float64, count=int(widths.sum()))
     text, starts, ends, unresolved = _rebuild(tokens, entries, id_text)
-    return TokenStream(text, starts, ends, logprobs, alternatives, tuple(tokens), unresolved)
+    return TokenStream(text, starts, ends, logprobs, _shape(flat, widths), tuple(tokens), unresolved)
 
 
 def read_completions(data: Mapping[str, Any]) -> TokenStream:
@@ -120,13 +122,16 @@ def read_prompt(data: Sequence[Any]) -> TokenStream:
 
 def _pad(rows: list[list[float]], n: int) -> np.ndarray:
     """Ragged alternatives -> (n, k) float array padded with NaN (k or k+1 entries per row is normal)."""
-    if not n:
-        return np.empty((0, 0), dtype=np.float64)
     widths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
-    k = int(widths.max())
+    flat = np.array(list(chain.from_iterable(rows)), dtype=np.float64)
+    return _shape(flat, widths)
+
+
+def _shape(flat: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    n = len(widths)
+    k = int(widths.max()) if n else 0
     if k == 0:
         return np.full((n, 0), np.nan)
-    flat = np.array(list(chain.from_iterable(rows)), dtype=np.float64)
     if int(widths.min()) == k:
         return flat.reshape(n, k)
     out = np.full((n, k), np.nan)
