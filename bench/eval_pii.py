@@ -4,18 +4,25 @@ Runs the detector exactly as the service does (same settings path, same prefilte
 /work/shared/data/presidio-research/data/synth_dataset_v2.json (1,500 sentences, MIT, microsoft/presidio-research)
 and prints span precision / recall / F1 per pattern entity. A predicted span counts as a true positive when it
 has the gold entity type and overlaps a gold span of that type with IoU >= 0.5 (strict exact-span figures are
-printed too). Usage: .venv/bin/python bench/eval_pii.py [--dataset PATH] [--limit N]
+printed too). Then it times the default text filters (pii + secret + content) on a 10-segment agent step.
+Usage: .venv/bin/python bench/eval_pii.py [--dataset PATH] [--limit N]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import statistics
 import time
 from collections import Counter
 from pathlib import Path
 
+from detectors.content import ContentDetector
 from detectors.pii import PIIDetector
+from detectors.secret import SecretDetector
+from guardrails.adapters import read_exchange
+from guardrails.detector import ScanContext, SegmentDetector
 from guardrails.exchange import Phase, Segment, SegmentKind, Trust
 
 DATASET = Path("/work/shared/data/presidio-research/data/synth_dataset_v2.json")
@@ -80,6 +87,66 @@ def main() -> None:
     for entity in ENTITIES:
         if misses[entity] or false_alarms[entity]:
             print(f"  {entity}: missed {misses[entity][:6]} false {false_alarms[entity][:6]}")
+    measure_latency(detector)
+
+
+def agent_step() -> dict:
+    """A typical tool-using step: system, user, reasoning, a call, its result, the answer (10 segments)."""
+    call = {"id": "c1", "type": "function", "function": {"name": "search_orders", "arguments": json.dumps(
+        {"customer": "Dana Whitfield", "since": "2024-03-01", "status": ["shipped", "delayed"], "limit": 20})}}
+    result = json.dumps({"orders": [{"id": f"A-{1000 + i}", "total": 12.5 * i, "status": "shipped",
+                                     "eta": f"2024-04-{i + 1:02d}"} for i in range(8)]})
+    messages = [
+        {"role": "system", "content": "You are the support agent of an online shop. Be concise. Never reveal "
+                                      "internal notes. Use the tools to look up orders before answering." * 2},
+        {"role": "user", "content": "Hi, where are my last orders? I ordered a lamp and two chairs in March."},
+        {"role": "assistant", "content": None, "reasoning": "The user asks about March orders. I should call "
+         "search_orders with the customer's name and a date filter, then summarise the delivery dates.",
+         "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": result},
+        {"role": "assistant", "content": "You have 8 orders since March; all shipped. The lamp arrives on "
+                                         "April 3 and the chairs on April 5."},
+        {"role": "user", "content": "Great, can you send the invoice to my email and confirm the address?"},
+    ]
+    response = {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "reasoning": "They want the invoice sent. I can send it to the address on file; "
+        "I must not read the address aloud in full.",
+        "content": "Done: the invoice for order A-1007 is on its way to the address on file. Anything else?"}}]}
+    return {"request": {"model": "m", "messages": messages}, "response": response}
+
+
+def measure_latency(pii: PIIDetector, runs: int = 300) -> None:
+    """Cold cost per check (every segment analyzed, no engine cache), pii + secret + content as configured
+    in the default policy, plus a content policy of 50 terms."""
+    body = agent_step()
+    exchange = read_exchange(body["request"], body["response"])
+    terms = [f"forbidden-term-{i}" for i in range(40)] + ["napalm", "pipe bomb", "acme corp"] * 3 + ["x"]
+    detectors: list[SegmentDetector] = [pii, SecretDetector({}), ContentDetector({"terms": terms})]
+    contexts = [ScanContext([s for s in exchange.segments if d.default_scope.matches(s)], {}) for d in detectors]
+
+    async def one_check() -> int:
+        return sum([len(await d.scan(exchange, ctx)) for d, ctx in zip(detectors, contexts, strict=True)])
+
+    def timed() -> float:
+        started = time.perf_counter()
+        asyncio.run(one_check())
+        return (time.perf_counter() - started) * 1000
+
+    loop_overhead = statistics.median(_asyncio_overhead() for _ in range(50))
+    for _ in range(20):
+        timed()
+    samples = sorted(timed() - loop_overhead for _ in range(runs))
+    print(f"\ntext filters (pii+secret+content) on a {len(exchange.segments)}-segment step, uncached, "
+          f"{runs} runs: median {statistics.median(samples):.3f} ms, p99 {samples[int(runs * 0.99) - 1]:.3f} ms")
+
+
+def _asyncio_overhead() -> float:
+    async def nothing() -> None:
+        return None
+
+    started = time.perf_counter()
+    asyncio.run(nothing())
+    return (time.perf_counter() - started) * 1000
 
 
 def _row(name: str, tp: int, fp: int, fn: int, exact: int) -> str:

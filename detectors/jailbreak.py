@@ -111,11 +111,15 @@ RULES: tuple[Rule, ...] = (
          r"(?:out\s+of\s+)?character\b|\bbreak(?:ing)?\s+character\b",
          0.6, "demands the model never leaves a role"),
     rule("role_assignment", "role_play_override",
-         "you are going|you are about|you will|from now on|want you to|you must now|you shall",
-         r"\b(?:you\s+are\s+(?:going|about)\s+to|you\s+will\s+(?:now\s+)?|from\s+now\s+on,?\s+(?:you\s+(?:will|are|"
-         r"must|shall)\s+)?|i\s+want\s+you\s+to|you\s+must\s+now|you\s+shall)\s*(?:act|pretend|roleplay|role-play|"
-         r"behave|simulate|immerse|emulate|impersonate|become|be\s+(?:a|an|my))\b",
-         0.4, "assigns the model a new role"),
+         "you are going|you are about|you're going|you're about|you will|from now on|want you to|you must now|"
+         "you shall|role of|your name is|immerse|roleplay|role-play|role play|pretend",
+         r"\b(?:you(?:'re|\s+are)\s+(?:going|about)\s+to\s+(?:\w+\s+)?|you\s+will\s+(?:now\s+)?|from\s+now\s+on,?\s+"
+         r"(?:you(?:'re|\s+(?:will|are|must|shall))\s+)?|i\s+want\s+you\s+to|you\s+must\s+now|you\s+shall)\s*(?:act|"
+         r"pretend|roleplay|role-play|behave|simulate|immerse|emulate|impersonate|become|play|be\s+(?:a|an|my|in))\b"
+         r"|\b(?:you(?:'re|\s+are)\s+(?:now\s+)?in|take\s+on|assume)\s+the\s+role\s+of\b|\byour\s+name\s+is\s+now\b"
+         r"|\bimmerse\s+yourself\b|\b(?:let'?s|we\s+will|we're\s+going\s+to)\s+(?:\w+\s+){0,2}(?:role-?\s?play)\b"
+         r"|\bpretend\s+(?:to\s+be|you\s+are|that\s+you)\b",
+         0.6, "assigns the model a new role"),
     rule("dual_response", "role_play_override", "two|2|both|🔒|🔓",
          r"\b(?:two|2|both)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|outputs|replies)"
          r"\b|\b(?:respond|answer|reply)\s+as\s+both\b|\[\s*(?:🔒|🔓)",
@@ -206,7 +210,7 @@ RULES: tuple[Rule, ...] = (
          r"\b(?!chatgpt\b|gpt\b)[a-z0-9-]{2,20}gpt\b|\b(?:hi|hello|hey|dear|greetings),?\s+chat\s?gpt\b"
          r"|\b(?:answer|respond|reply|speak|talk|write)\s+(?:only\s+)?(?:as|like)\s+(?:\w+\s+)?(?:would|does)\b"
          r"|\bact\s+as\s+(?:an?\s+)?[A-Z][\w-]+|\byou\s+are\s+(?:now\s+)?(?:called\s+)?[A-Z][A-Za-z]*[A-Z0-9]\w*\b",
-         0.4, "addresses the model by a new persona name"),
+         0.5, "addresses the model by a new persona name"),
     rule("persona_rules", "role_play_override", "will always|will never|always|never",
          r"\b(?:will|must|should|shall|does|do)\s+(?:always|never)\b(?:[^\n]{0,400}?\b(?:will|must|should|shall|"
          r"does|do)\s+(?:always|never)\b){2}",

@@ -31,6 +31,9 @@ FIELD_PREFIX = re.compile(r"""(?:^|[{,\[]|\n)\s*["']?[\w$@.\-]{1,60}["']?\s*[:=]
 LIST_ITEM_BEFORE = re.compile(r"""["'][^"'\n]{0,300}["']\s*,\s*["']?$""")
 LINE_START = re.compile(r"(?:^|\n|\\n|\\r)[ \t]*(?:[-*•]|\d+[.)])?[ \t]*\Z")
 LINE_END = re.compile(r"[ \t]*(?:\n|\r|\\n|\\r|[\"']|$)")
+# Dates and times are derived from results all the time (an arrival date) and name no recipient or resource.
+DATE_OR_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ t]\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?(?:z|[+-]\d{2}:?\d{2})?)?$"
+                          r"|^\d{1,2}:\d{2}(?::\d{2})?$")
 COMMON_VALUES = frozenset({"true", "false", "null", "none", "yes", "no", "default", "auto", "all", "latest",
                            "today", "tomorrow", "yesterday", "json", "text", "html", "english", "unknown"})
 # Argument names where a planted value does the damage: where money, messages, data or access go.
@@ -106,7 +109,7 @@ class ToolTaintDetector(Detector):
         return out
 
     def _distinctive(self, text: str) -> bool:
-        if len(text) < self.min_length or text in COMMON_VALUES:
+        if len(text) < self.min_length or text in COMMON_VALUES or DATE_OR_TIME.match(text):
             return False
         if text.replace(".", "").replace("-", "").isdigit():
             return sum(c.isdigit() for c in text) >= self.min_digits
@@ -172,10 +175,17 @@ def _find(needle: str, untrusted: Sequence[Segment], trusted: list[str]) -> Plan
             continue
         pattern = pattern or re.compile(r"\s+".join(re.escape(part) for part in needle.split()), re.IGNORECASE)
         for match in pattern.finditer(segment.text):
+            if _inside_token(segment.text, match.start(), match.end()):
+                continue  # "2026-03-14" inside "2026-03-14T06:10" is part of another value
             if not _in_prose(segment.text, match.start(), match.end()):
                 return Planted(segment, match.start(), match.end(), False)
             found = found or Planted(segment, match.start(), match.end(), True)
     return found
+
+
+def _inside_token(text: str, start: int, end: int) -> bool:
+    return (start > 0 and text[start - 1].isalnum() and text[start].isalnum()) or (
+        end < len(text) and text[end].isalnum() and text[end - 1].isalnum())
 
 
 def _in_prose(text: str, start: int, end: int) -> bool:

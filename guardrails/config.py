@@ -25,6 +25,17 @@ class Settings:
     workers: int = 1
     data_dir: Path = Path("var")  # where the embedded SQLite stores live
     api_keys: tuple[str, ...] = ()  # when set, every /v1 call needs `Authorization: Bearer <key>`
+    # Audit log and budget state (docs/audit-and-budgets.md). Empty: SQLite under data_dir; "none": off.
+    audit_url: str = ""
+    state_url: str = ""
+    audit_content: str = "none"  # none | redacted | hashed: how message content is kept in audit records
+    otlp_endpoint: str = ""  # when set, audit records are also sent live as OTLP/HTTP JSON spans
+
+    def resolved_audit_url(self) -> str:
+        return self.audit_url or f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
+
+    def resolved_state_url(self) -> str:
+        return self.state_url or f"sqlite:///{self.data_dir / 'state.sqlite3'}"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -40,4 +51,8 @@ class Settings:
             workers=int(env.get("GUARDRAILS_WORKERS", base.workers)),
             data_dir=Path(env.get("GUARDRAILS_DATA_DIR", base.data_dir)),
             api_keys=tuple(k.strip() for k in env.get("GUARDRAILS_API_KEYS", "").split(",") if k.strip()),
+            audit_url=env.get("GUARDRAILS_AUDIT_URL", base.audit_url),
+            state_url=env.get("GUARDRAILS_STATE_URL", base.state_url),
+            audit_content=env.get("GUARDRAILS_AUDIT_CONTENT", base.audit_content),
+            otlp_endpoint=env.get("GUARDRAILS_OTLP_ENDPOINT", base.otlp_endpoint),
         )

@@ -58,3 +58,10 @@ class UnknownPolicy(BodyError):
 class NotFound(GuardrailsError):
     status = 404
     type = "not_found"
+
+
+class AuditUnavailable(GuardrailsError):
+    """The audit record could not be written: the check fails rather than return an unaudited verdict."""
+
+    status = 503
+    type = "audit_unavailable"

@@ -10,7 +10,7 @@ verbatim, but its values do.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from guardrails.logprobs.tokens import TokenStream
 from guardrails.pointer import join
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built hundreds at a time on the hot path
 class Unit:
     """A piece of the exchange (a segment, a tool name or an argument value) and the tokens that made it."""
 
@@ -87,7 +87,9 @@ def _with_tokens(stream: TokenStream, units: list[Unit]) -> list[Unit]:
     text_ends = np.fromiter((u.text_end for u in units), dtype=np.int64, count=len(units))
     firsts = np.searchsorted(stream.ends, text_starts, side="right").tolist()
     lasts = np.searchsorted(stream.starts, text_ends, side="left").tolist()
-    return [replace(u, token_start=a, token_end=max(a, b)) for u, a, b in zip(units, firsts, lasts, strict=True)]
+    for unit, first, last in zip(units, firsts, lasts, strict=True):
+        unit.token_start, unit.token_end = first, max(first, last)
+    return units
 
 
 def _find(text: str, needle: str, cursor: int, floor: int) -> tuple[int, int, int] | None:

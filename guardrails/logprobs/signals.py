@@ -9,6 +9,7 @@ at all: masked tokens (-9999) never are, and under constrained decoding neither 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -108,23 +109,23 @@ def token_signals(stream: TokenStream, constrained: bool) -> TokenSignals:
     masked = lp <= MASKED + 1.0
     valid = np.isfinite(lp) & ~masked
     n = len(lp)
-    if alt.shape[1]:
-        live = np.where(np.isnan(alt) | (alt <= MASKED + 1.0), -np.inf, alt)
-        ordered = -np.sort(-live, axis=1)  # best first
-        alive = np.isfinite(live).sum(axis=1)
-        top = np.where(alive > 0, ordered[:, 0], 0.0)[:, None]
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            p = np.exp(live - top)
-            q = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
-            entropy = -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(axis=1)
-            margin = ordered[:, 0] - ordered[:, 1] if alt.shape[1] > 1 else np.full(n, np.nan)
-        # With fewer than two live alternatives there is no distribution to measure.
-        entropy = np.where(alive >= 2, entropy, np.nan)
-        margin = np.where(alive >= 2, margin, np.nan)
+    if alt.shape[1] >= 2:
+        live = np.where(alt > MASKED + 1.0, alt, -np.inf)  # NaN padding and masked alternatives drop out
+        ordered = np.sort(live, axis=1)  # ascending: best last
+        best, second = ordered[:, -1], ordered[:, -2]
+        alive = (live > -np.inf).sum(axis=1)
+        spread = alive >= 2  # with fewer than two live alternatives there is no distribution to measure
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = live - np.where(spread, best, 0.0)[:, None]
+            p = np.exp(x)
+            z = p.sum(axis=1)
+            entropy = np.log(z) - (p * np.where(p > 0, x, 0.0)).sum(axis=1) / z
+        entropy = np.where(spread, entropy, np.nan)
+        margin = np.where(spread, best - second, np.nan)
     else:
         entropy = np.full(n, np.nan)
         margin = np.full(n, np.nan)
-        alive = np.ones(n, dtype=np.int64)
+        alive = np.isfinite(alt).sum(axis=1) if alt.shape[1] else np.ones(n, dtype=np.int64)
     forced = (valid & (lp >= FORCED_LOGPROB) & (alive <= 1)) if constrained else np.zeros(len(lp), dtype=bool)
     weights = token_weights(stream.tokens)
     return TokenSignals(lp, valid & ~forced, forced, masked, entropy, margin, weights)
@@ -150,8 +151,9 @@ def unit_signals(
     e = np.fromiter((u.token_end for u in units), dtype=np.int64, count=len(units))
     sums = prefix[:, e] - prefix[:, s]
     mins = _range_min(np.where(used, ts.logprobs, np.inf), s, e)
-    count, lp_sum, wlp_sum, w_sum, spread_n, ent_sum, margin_sum, low_sum, forced_sum, masked_sum = sums
     runs = _runs(low)
+    count, lp_sum, wlp_sum, w_sum, spread_n, ent_sum, margin_sum, low_sum, forced_sum, masked_sum = sums.tolist()
+    mins_list = mins.tolist()
     out = []
     for i, unit in enumerate(units):
         n = int(count[i] + 0.5)
@@ -159,17 +161,18 @@ def unit_signals(
             out.append(UnitSignals(0, int(forced_sum[i]), int(masked_sum[i]), *([None] * 7)))
             continue
         mean = lp_sum[i] / n
+        spread = spread_n[i]
         out.append(UnitSignals(
             tokens=n,
-            forced=int(forced_sum[i]),
-            masked=int(masked_sum[i]),
-            mean=float(mean),
-            weighted_mean=float(wlp_sum[i] / w_sum[i]) if w_sum[i] > 0 else float(mean),
-            min=float(mins[i]),
-            perplexity=float(np.exp(-mean)),
-            entropy=float(ent_sum[i] / spread_n[i]) if spread_n[i] else None,
-            margin=float(margin_sum[i] / spread_n[i]) if spread_n[i] else None,
-            low_share=float(low_sum[i] / n),
+            forced=int(forced_sum[i] + 0.5),
+            masked=int(masked_sum[i] + 0.5),
+            mean=mean,
+            weighted_mean=wlp_sum[i] / w_sum[i] if w_sum[i] > 0 else mean,
+            min=mins_list[i],
+            perplexity=math.exp(-mean),
+            entropy=ent_sum[i] / spread if spread else None,
+            margin=margin_sum[i] / spread if spread else None,
+            low_share=low_sum[i] / n,
             low_spans=_spans_in(stream, runs, unit) if low_sum[i] else [],
         ))
     return out

@@ -34,6 +34,9 @@ class ToolParser(ABC):
     family: ClassVar[str]
     # The parser runs only when one of these substrings occurs in the text (the cheap precheck).
     markers: ClassVar[tuple[str, ...]]
+    # Reads bodies that other families wrap (bare JSON, pythonic lists): runs after the others, on the text
+    # with their markup blanked out.
+    bare: ClassVar[bool] = False
 
     def applies(self, text: str) -> bool:
         return any(marker in text for marker in self.markers)

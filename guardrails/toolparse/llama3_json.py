@@ -15,6 +15,7 @@ _BARE = re.compile(r"""\{\s*["']name["']\s*:""")
 @register
 class Llama3JsonParser(ToolParser):
     family = "llama3_json"
+    bare = True
     markers = (_TAG, '"name"', "'name'")
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:

@@ -18,6 +18,7 @@ _LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 @register
 class PythonicParser(ToolParser):
     family = "pythonic"
+    bare = True
     markers = ("(",)
 
     def applies(self, text: str) -> bool:

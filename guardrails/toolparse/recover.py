@@ -35,19 +35,34 @@ def recover(text: str, tools: Schemas | None = None) -> list[RecoveredCall]:
     """
     if not text or not might_contain_calls(text):
         return []
+    parsers = _ORDERED or _order()
+    taken: list[tuple[int, int]] = []
+    calls = _resolve(text, [(k, p) for k, p in enumerate(parsers) if not p.bare], tools, taken)
+    if taken:  # bare readers must not re-read bodies the others already claimed: blank them out
+        masked, pos = [], 0
+        for start, end in sorted(taken):
+            masked += [text[pos:start], " " * (end - start)]
+            pos = end
+        text = "".join([*masked, text[pos:]])
+    calls += _resolve(text, [(k, p) for k, p in enumerate(parsers) if p.bare], tools, taken)
+    return sorted(calls, key=lambda c: c.span)
+
+
+def _resolve(text: str, parsers: list[tuple[int, ToolParser]], tools: Schemas | None,
+             taken: list[tuple[int, int]]) -> list[RecoveredCall]:
+    """Run `parsers`; keep the widest non-overlapping blocks (ties: precedence); extend `taken`."""
     groups: dict[tuple[int, tuple[int, int]], list[RecoveredCall]] = {}
-    for rank, parser in enumerate(_ORDERED or _order()):
+    for rank, parser in parsers:
         if parser.applies(text):
             for call in parser.parse(text, tools):
                 groups.setdefault((rank, call.block), []).append(call)
-    taken: list[tuple[int, int]] = []
     calls: list[RecoveredCall] = []
     for rank, (start, end) in sorted(groups, key=lambda g: (g[1][0] - g[1][1], g[0], g[1][0])):
         if any(start < t_end and t_start < end for t_start, t_end in taken):
             continue
         taken.append((start, end))
         calls += groups[(rank, (start, end))]
-    return sorted(calls, key=lambda c: c.span)
+    return calls
 
 
 _ORDERED: list[ToolParser] = []

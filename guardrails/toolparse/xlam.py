@@ -14,6 +14,7 @@ _ARRAY = re.compile(r"""\[\s*\{\s*["']name["']\s*:""")
 @register
 class XLAMParser(ToolParser):
     family = "xlam"
+    bare = True
     markers = ('"name"', "'name'")
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:

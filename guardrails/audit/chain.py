@@ -1,0 +1,129 @@
+"""Hash chaining: each stored record commits to its sequence number, its bytes and its predecessor.
+
+    hash(n) = sha256("<seq>:<prev_hash>:" + canonical_json(record))
+
+Changing a record's bytes or sequence number breaks its own hash; deleting or inserting one breaks the
+`prev_hash` link (or leaves a gap in the sequence) of the record after it. Truncating the tail or
+rewriting the whole chain is only visible against an anchor kept elsewhere (`verify --anchor SEQ:HASH`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+GENESIS = "0" * 64
+CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# Columns stored beside the record for filtering; verify checks they still match the record.
+INDEXED = ("check_id", "ts", "tenant", "agent", "session", "verdict")
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record, option=CANONICAL)
+
+
+def chain_hash(seq: int, prev_hash: str, body: bytes) -> str:
+    return hashlib.sha256(f"{seq}:{prev_hash}:".encode() + body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    seq: int
+    prev_hash: str
+    hash: str
+    body: bytes  # the canonical JSON the hash covers
+    columns: dict[str, Any] = field(default_factory=dict)  # the indexed columns as stored
+
+    def record(self) -> dict[str, Any]:
+        return orjson.loads(self.body)
+
+    def exported(self) -> dict[str, Any]:
+        """The record plus its place in the chain, as exports and the API show it."""
+        return {**self.record(), "audit": {"seq": self.seq, "prev_hash": self.prev_hash, "hash": self.hash}}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    seq: int
+    check_id: str | None
+    kind: str  # altered | inserted | deleted | columns | anchor
+    message: str
+
+    def __str__(self) -> str:
+        return f"record {self.seq} ({self.check_id or 'unknown check'}): {self.kind}: {self.message}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    checked: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checked": self.checked, "head": {"seq": self.head_seq, "hash": self.head_hash},
+                "problems": [{"seq": p.seq, "check_id": p.check_id, "kind": p.kind, "message": p.message}
+                             for p in self.problems]}
+
+
+def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = None) -> VerifyReport:
+    """Walk the chain in sequence order and name every record that breaks it."""
+    report = VerifyReport()
+    prev_seq, prev_hash = 0, GENESIS
+    anchor_seen = False
+    for row in rows:
+        report.checked += 1
+        check_id = _check_id(row)
+        own_ok = chain_hash(row.seq, row.prev_hash, row.body) == row.hash
+        linked = row.prev_hash == prev_hash
+        if row.seq != prev_seq + 1:
+            report.problems.append(Problem(row.seq, check_id, "deleted",
+                                           f"records {prev_seq + 1}..{row.seq - 1} are missing before this one"))
+        elif not own_ok and not linked:
+            report.problems.append(Problem(row.seq, check_id, "inserted",
+                                           "neither its hash nor its link to the previous record is valid"))
+        elif not own_ok:
+            report.problems.append(Problem(row.seq, check_id, "altered",
+                                           "its content no longer matches its hash"))
+        elif not linked:
+            report.problems.append(Problem(row.seq, check_id, "inserted",
+                                           f"it does not follow record {prev_seq} (prev_hash mismatch)"))
+        mismatch = _column_mismatch(row)
+        if mismatch:
+            report.problems.append(Problem(row.seq, check_id, "columns", f"indexed column {mismatch} was changed"))
+        if anchor and row.seq == anchor[0]:
+            anchor_seen = True
+            if row.hash != anchor[1]:
+                report.problems.append(Problem(row.seq, check_id, "anchor", "hash differs from the anchor"))
+        prev_seq, prev_hash = row.seq, row.hash
+    report.head_seq, report.head_hash = prev_seq, prev_hash
+    if anchor and not anchor_seen:
+        report.problems.append(Problem(anchor[0], None, "deleted",
+                                       f"the anchored record is gone (the chain ends at {prev_seq})"))
+    return report
+
+
+def _check_id(row: StoredRecord) -> str | None:
+    try:
+        return str(row.record().get("check_id"))
+    except orjson.JSONDecodeError:
+        return row.columns.get("check_id")
+
+
+def _column_mismatch(row: StoredRecord) -> str | None:
+    try:
+        record = row.record()
+    except orjson.JSONDecodeError:
+        return None  # already reported as altered
+    for name in INDEXED:
+        if name in row.columns and row.columns[name] != record.get(name):
+            return name
+    return None

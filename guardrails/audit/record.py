@@ -1,0 +1,120 @@
+"""The audit record: what one check leaves behind, built from a `CheckOutcome`.
+
+Message content is not kept by default. `content="redacted"` keeps each segment's text with every
+finding span replaced by `[<category>]`; `content="hashed"` keeps a SHA-256 of each segment's text
+(enough to prove later that a given message was or was not checked, without storing it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import guardrails
+from guardrails.exchange import Exchange, Segment
+from guardrails.findings import Finding
+
+if TYPE_CHECKING:
+    from guardrails.service import CheckOutcome
+
+RECORD_VERSION = 1
+CONTENT_MODES = ("none", "redacted", "hashed")
+# Per-check signals worth keeping: the logprob confidence summary and the budget state that judged it.
+KEPT_SIGNALS = {"low_confidence": "logprobs", "budget": "budget"}
+
+
+def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]:
+    exchange, result = outcome.exchange, outcome.result
+    ctx, gen = exchange.context, exchange.generation
+    usage = {k: v for k, v in (
+        ("input_tokens", gen.usage.input_tokens), ("output_tokens", gen.usage.output_tokens),
+        ("reasoning_tokens", gen.usage.reasoning_tokens), ("cached_tokens", gen.usage.cached_tokens),
+        ("total_tokens", gen.usage.total_tokens)) if v is not None}
+    record: dict[str, Any] = {
+        "v": RECORD_VERSION,
+        "check_id": outcome.check_id,
+        "time": datetime.fromtimestamp(outcome.received_at, UTC).isoformat(timespec="microseconds"),
+        "ts": outcome.received_at,
+        "tenant": ctx.tenant,
+        "agent": ctx.agent_id,
+        "session": ctx.session_id,
+        "user": ctx.user,
+        "trace_id": ctx.trace_id,
+        "span_id": ctx.span_id,
+        "policy": {"id": outcome.policy.id, "version": outcome.policy.version},
+        "format": exchange.format,
+        "phase": exchange.phase.value,
+        "model": gen.model,
+        "response_id": gen.response_id,
+        "usage": usage,
+        "finish_reason": gen.finish_reason,
+        "verdict": result.verdict.value,
+        "findings": [_finding(f) for f in result.findings],
+        "timings_ms": {"normalize": outcome.response.get("timings_ms", {}).get("normalize"),
+                       "detectors": dict(result.timings_ms)},
+        "service_version": guardrails.__version__,
+    }
+    for signal, field_name in KEPT_SIGNALS.items():
+        if signal in result.signals:
+            record[field_name] = result.signals[signal]
+    if content != "none":
+        record["content"] = {"mode": content, "segments": _content(exchange, result.findings, content)}
+    return record
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    return {"category": f.category.value, "detector": f.detector, "severity": f.severity.value,
+            "action": f.action.value if f.action else None, "pointer": f.pointer, "start": f.start,
+            "end": f.end, "score": f.score}
+
+
+def _content(exchange: Exchange, findings: list[Finding], mode: str) -> list[dict[str, Any]]:
+    if mode not in CONTENT_MODES:
+        raise ValueError(f"audit content mode must be one of {CONTENT_MODES}, got {mode!r}")
+    out = []
+    for seg in exchange.segments:
+        entry: dict[str, Any] = {"pointer": seg.pointer, "kind": seg.kind.value, "role": seg.role}
+        if mode == "hashed":
+            entry["sha256"] = hashlib.sha256(seg.text.encode()).hexdigest()
+        else:
+            entry["text"] = redact(seg, findings)
+        out.append(entry)
+    return out
+
+
+def redact(segment: Segment, findings: list[Finding]) -> str:
+    """The segment's text with every finding span that falls in it replaced by `[<category>]`."""
+    spans: list[tuple[int, int, str]] = []
+    for f in findings:
+        if not f.pointer:
+            continue  # exchange-wide findings (budget, detector errors) cover no text
+        for start, end in _spans_in(segment, f):
+            spans.append((start, end, f.category.value))
+    if not spans:
+        return segment.text
+    spans.sort()
+    parts, cursor = [], 0
+    for start, end, label in spans:
+        if end <= cursor:
+            continue
+        parts.append(segment.text[cursor:max(start, cursor)])
+        parts.append(f"[{label}]")
+        cursor = end
+    parts.append(segment.text[cursor:])
+    return "".join(parts)
+
+
+def _spans_in(segment: Segment, f: Finding) -> list[tuple[int, int]]:
+    """Segment-relative spans a body-located finding covers (a whole-string finding covers it all)."""
+    runs = [(p.offset, p.length, p.pointer, p.start) for p in segment.pieces] or [
+        (0, len(segment.text), segment.pointer, segment.start)]
+    spans = []
+    for offset, length, pointer, start in runs:
+        if pointer != f.pointer:
+            continue
+        lo, hi = (start, start + length) if f.start is None else (max(f.start, start), min(f.end or f.start,
+                                                                                           start + length))
+        if hi > lo or (f.start is None and length == 0):
+            spans.append((offset + lo - start, offset + hi - start))
+    return spans

@@ -1,0 +1,116 @@
+"""SQLite audit store: the embedded default.
+
+Durability: WAL journal. With `synchronous=NORMAL` (the default) a commit is a write() into the WAL and
+no fsync: the record is in the operating system's page cache when the check is acknowledged, so it
+survives the service being killed (kill -9, OOM, crash) but the last commits can be lost if the machine
+itself loses power. `?synchronous=full` fsyncs the WAL on every commit (power-loss safe; a few ms per
+commit on ordinary disks, shared by every check in a group commit). Either way the database is never
+corrupted. Several processes may append to one file: each batch takes the write lock (BEGIN IMMEDIATE)
+and reads the chain head inside it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from guardrails.audit.chain import GENESIS, StoredRecord, chain_hash
+from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
+
+TABLE = "audit_records"
+SYNC_MODES = {"normal": "NORMAL", "full": "FULL", "extra": "EXTRA"}
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    seq INTEGER PRIMARY KEY,
+    check_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    tenant TEXT, agent TEXT, session TEXT,
+    verdict TEXT NOT NULL,
+    body BLOB NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE}(ts);
+CREATE INDEX IF NOT EXISTS {TABLE}_tenant ON {TABLE}(tenant, seq);
+CREATE INDEX IF NOT EXISTS {TABLE}_agent ON {TABLE}(agent, seq);
+CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {TABLE}
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE}
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash"
+
+
+def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
+    """`sqlite:///relative/path` or `sqlite:////absolute/path`, with optional `?key=value` options."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or not parts.path.startswith("/") or len(parts.path) < 2:
+        raise ValueError(f"not a SQLite URL: {url!r} (expected sqlite:///path/to/file.sqlite3)")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return Path(parts.path[1:]), options
+
+
+def connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+class SQLiteAuditStore(AuditStore):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.path, options = sqlite_path(url)
+        sync = options.get("synchronous", "normal").lower()
+        if sync not in SYNC_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(SYNC_MODES)}, got {sync!r}")
+        self._write_conn = connect(self.path, SYNC_MODES[sync])
+        self._write_conn.executescript(SCHEMA)
+        self._read_conn = connect(self.path, SYNC_MODES[sync])
+        self._read_lock = threading.Lock()
+
+    def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
+        conn = self._write_conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            head = conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = head if head else (0, GENESIS)
+            values, seqs = [], []
+            for row in rows:
+                seq += 1
+                digest = chain_hash(seq, prev, row.body)
+                c = row.columns
+                values.append((seq, c["check_id"], c["ts"], c["tenant"], c["agent"], c["session"], c["verdict"],
+                               row.body, prev, digest))
+                seqs.append(seq)
+                prev = digest
+            conn.executemany(f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return seqs
+
+    def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
+        where, params = filt.where(after_seq, "?")
+        with self._read_lock:
+            rows = self._read_conn.execute(
+                f"SELECT {COLUMNS} FROM {TABLE} WHERE {where} ORDER BY seq LIMIT ?", [*params, limit]).fetchall()
+        return [_stored(r) for r in rows]
+
+    def close(self) -> None:
+        self._stop_writer()
+        self._write_conn.close()
+        self._read_conn.close()
+
+
+def _stored(row: tuple) -> StoredRecord:
+    seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, digest = row
+    body = body.encode() if isinstance(body, str) else bytes(body)
+    return StoredRecord(seq, prev_hash, digest, body, {"check_id": check_id, "ts": ts, "tenant": tenant,
+                                                       "agent": agent, "session": session, "verdict": verdict})
