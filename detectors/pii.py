@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,9 @@ NO_OP_ENGINE = {"nlp_engine_name": "no_op", "models": [{"lang_code": "en", "mode
 
 # Cheap necessary conditions per entity, checked before Presidio runs. Each is looser than the
 # recognizer it guards (it may let a segment through, never hold back a real match).
-_SEP = r"[\s().\-/+]{0,3}"
-MAY_MATCH: dict[str, re.Pattern[str]] = {
+MAY_MATCH: dict[str, re.Pattern[str] | Callable[[str], bool]] = {
     "EMAIL_ADDRESS": re.compile(r"@"),
-    "PHONE_NUMBER": re.compile(rf"\d(?:{_SEP}\d){{5}}"),
+    "PHONE_NUMBER": lambda text: _may_be_phone(text),
     "CREDIT_CARD": re.compile(r"\d(?:[\s\-]?\d){11}"),
     "US_SSN": re.compile(r"\d(?:[\s.\-]?\d){8}"),
     "IBAN_CODE": re.compile(r"[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]{4}){2}"),
@@ -99,6 +98,15 @@ MIN_PHONE_DIGITS = 7
 
 def _digit_count(text: str) -> int:
     return sum(c.isdigit() for c in text)
+
+
+# A maximal run of digits joined by short separators; ISO dates inside it do not count towards a phone number.
+_DIGIT_RUN = re.compile(r"\d(?:[\s().\-/]{1,3}\d|\d)*")
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+
+
+def _may_be_phone(text: str) -> bool:
+    return any(_digit_count(_ISO_DATE.sub("", m.group())) >= MIN_PHONE_DIGITS for m in _DIGIT_RUN.finditer(text))
 
 
 def _looks_like_phone(candidate: str) -> bool:
@@ -278,11 +286,14 @@ class PIIDetector(TextFilter):
             )
         # Entities without a prefilter (NER, custom) are always analyzed.
         self.always = tuple(e for e in self.entities if e not in MAY_MATCH)
-        self.prefiltered = tuple((e, MAY_MATCH[e]) for e in self.entities if e in MAY_MATCH)
+        self.prefiltered = tuple(
+            (e, may.search if isinstance(may, re.Pattern) else may)
+            for e, may in ((e, MAY_MATCH[e]) for e in self.entities if e in MAY_MATCH)
+        )
 
     def candidate_entities(self, text: str) -> list[str]:
         """The entities that could possibly match `text`; empty means Presidio need not run."""
-        return [*self.always, *(e for e, may in self.prefiltered if may.search(text))]
+        return [*self.always, *(e for e, may in self.prefiltered if may(text))]
 
     def analyze(self, segment: Segment) -> list[Hit]:
         text = scan_view(segment)

@@ -33,64 +33,68 @@ class Rule:
     severity: Severity = Severity.CRITICAL
     prefix: int = 0  # leading characters of the value that are public structure (shown in previews)
     min_entropy: float | None = None  # Shannon bits per character the value must reach
+    hints: tuple[str, ...] = ()  # lower-case literals, one of which the text must contain for the rule to run
     generic: bool = False  # loses to a specific rule on the same span
     free_form: bool = False  # the value is whatever a person typed: skip placeholders and plain words
 
 
-def _rule(id: str, description: str, regex: str, **kw: Any) -> Rule:
-    return Rule(id, description, re.compile(regex), **kw)
+def _rule(id: str, description: str, hints: tuple[str, ...], regex: str, **kw: Any) -> Rule:
+    return Rule(id, description, re.compile(regex), hints=hints, **kw)
 
 
 RULES: tuple[Rule, ...] = (
-    _rule("aws_access_key_id", "AWS access key id",
+    _rule("aws_access_key_id", "AWS access key id", ("a3t", "akia", "asia", "abia", "acca"),
           rf"{_START}(?P<value>(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{{16}}){_END}", prefix=4),
-    _rule("aws_secret_access_key", "AWS secret access key",
+    _rule("aws_secret_access_key", "AWS secret access key", ("aws",),
           r"(?i:aws).{0,20}?(?i:secret|key).{0,20}?['\"=:\s]\s*(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
           min_entropy=4.0),
-    _rule("gcp_api_key", "Google API key", rf"{_START}(?P<value>AIza[0-9A-Za-z_\-]{{35}}){_END}", prefix=4),
-    _rule("gcp_service_account", "Google service account private key id",
+    _rule("gcp_api_key", "Google API key", ("aiza",),
+          rf"{_START}(?P<value>AIza[0-9A-Za-z_\-]{{35}}){_END}", prefix=4),
+    _rule("gcp_service_account", "Google service account private key id", ("private_key_id",),
           r"\"private_key_id\"\s*:\s*\"(?P<value>[0-9a-f]{40})\""),
-    _rule("azure_storage_key", "Azure storage account key",
+    _rule("azure_storage_key", "Azure storage account key", ("accountkey=",),
           r"(?i:AccountKey)=(?P<value>[A-Za-z0-9+/]{86}==)"),
-    _rule("azure_ad_client_secret", "Azure AD client secret",
+    _rule("azure_ad_client_secret", "Azure AD client secret", ("q~",),
           r"(?<![A-Za-z0-9_~.\-])(?P<value>[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.\-]{31,34})(?![A-Za-z0-9_~.\-])"),
-    _rule("azure_sas_token", "Azure shared access signature",
+    _rule("azure_sas_token", "Azure shared access signature", ("sig=",),
           r"[?&]sig=(?P<value>[A-Za-z0-9%+/]{40,}(?:%3D|=){0,2})", severity=Severity.HIGH),
-    _rule("github_token", "GitHub token",
+    _rule("github_token", "GitHub token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
           rf"{_START}(?P<value>(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{{36}}|github_pat_[A-Za-z0-9_]{{82}}){_END}",
           prefix=4),
-    _rule("gitlab_token", "GitLab token",
+    _rule("gitlab_token", "GitLab token", ("glpat-", "glptt-", "gldt-", "glrt-", "glsoat-", "glcbt-"),
           rf"{_START}(?P<value>gl(?:pat|ptt|dt|rt|soat|cbt)-[A-Za-z0-9_\-]{{20,}}){_END}", prefix=6),
-    _rule("slack_token", "Slack token", rf"{_START}(?P<value>xox[abposr]-[0-9A-Za-z\-]{{10,}}){_END}", prefix=5),
-    _rule("slack_webhook", "Slack webhook URL",
+    _rule("slack_token", "Slack token", ("xox",),
+          rf"{_START}(?P<value>xox[abposr]-[0-9A-Za-z\-]{{10,}}){_END}", prefix=5),
+    _rule("slack_webhook", "Slack webhook URL", ("hooks.slack.com",),
           r"https://hooks\.slack\.com/services/(?P<value>T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,})",
           severity=Severity.HIGH),
-    _rule("stripe_live_key", "Stripe live key",
+    _rule("stripe_live_key", "Stripe live key", ("_live_",),
           rf"{_START}(?P<value>(?:sk|rk)_live_[0-9A-Za-z]{{24,}}){_END}", prefix=8),
-    _rule("stripe_test_key", "Stripe test key",
+    _rule("stripe_test_key", "Stripe test key", ("_test_",),
           rf"{_START}(?P<value>(?:sk|rk)_test_[0-9A-Za-z]{{24,}}){_END}", prefix=8, severity=Severity.HIGH),
-    _rule("anthropic_key", "Anthropic API key",
+    _rule("anthropic_key", "Anthropic API key", ("sk-ant-",),
           rf"{_START}(?P<value>sk-ant-(?:api|admin)\d{{2}}-[A-Za-z0-9_\-]{{80,}}){_END}", prefix=7),
     # OpenAI keys embed base64("OpenAI") = T3BlbkFJ; project and service keys may not, but are long.
-    _rule("openai_key", "OpenAI API key",
+    _rule("openai_key", "OpenAI API key", ("sk-",),
           rf"{_START}(?P<value>sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{{20,}}T3BlbkFJ[A-Za-z0-9_\-]{{20,}}"
           rf"|sk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{{58,}}){_END}", prefix=3),
-    _rule("huggingface_token", "Hugging Face token",
+    _rule("huggingface_token", "Hugging Face token", ("hf_", "api_org_"),
           rf"{_START}(?P<value>hf_[A-Za-z0-9]{{34}}|api_org_[A-Za-z0-9]{{34}}){_END}", prefix=3),
-    _rule("private_key", "PEM private key",
+    _rule("private_key", "PEM private key", ("private key",),
           r"(?P<value>-----BEGIN (?P<kind>(?:[A-Z0-9]+ ){0,2})PRIVATE KEY(?: BLOCK)?-----"
           # the whole block; a truncated one runs to the end of its base64 lines
           r"(?:[\s\S]{0,16384}?-----END (?P=kind)PRIVATE KEY(?: BLOCK)?-----"
           r"|(?:(?:\s|\\[nr])*[A-Za-z0-9+/=]{16,})*))"),
-    _rule("jwt", "JSON Web Token",
+    _rule("jwt", "JSON Web Token", ("eyj",),
           rf"{_START}(?P<value>eyJ[A-Za-z0-9_\-]{{5,}}\.eyJ[A-Za-z0-9_\-]{{5,}}\.[A-Za-z0-9_\-]{{10,}}){_END}",
           severity=Severity.HIGH, prefix=3),
     # scheme://user:password@host: the password is the secret.
-    _rule("url_credentials", "password in a URL",
+    _rule("url_credentials", "password in a URL", ("://",),
           r"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/?#@\"'<>\\]{1,256}:(?P<value>[^\s/?#@\"'<>\\]{3,256})@"
           r"[A-Za-z0-9.\-\[\]]+", severity=Severity.HIGH, free_form=True),
     # api_key = "…", "password": "…", TOKEN=…: the value must look random, not like a word or placeholder.
     _rule("generic_secret_assignment", "secret assigned to a credential-named key",
+          ("key", "secret", "token", "pass", "pwd", "credential", "bearer"),
           r"(?i:(?:api|access|auth|client|secret|private|signing|encryption)[_\-.]?(?:key|secret|token)"
           r"|password|passwd|pwd|secret|token|credentials?|bearer)"
           r"(?:[A-Za-z0-9_\-.]{0,20})[\"']?\s{0,4}(?:=|:=|:|=>)\s{0,4}[\"'`]?"
@@ -140,8 +144,11 @@ class SecretDetector(TextFilter):
 
     def analyze(self, segment: Segment) -> list[Hit]:
         text = scan_view(segment)
+        lower = text.lower()
         found: list[tuple[int, int, Rule]] = []
         for rule in self.rules:
+            if rule.hints and not any(h in lower for h in rule.hints):
+                continue  # a substring test is far cheaper than a regex scan of the whole text
             for match in rule.pattern.finditer(text):
                 start, end = match.span("value")
                 if self._accept(rule, segment.text[start:end]):

@@ -70,8 +70,8 @@ class OpenAIChatAdapter(Adapter):
         else:
             expect(messages, list, f"{base}/messages", "messages")
             b.next_turn = len(messages)
-            for i, message in enumerate(messages):
-                self._read_message(message, f"{base}/messages/{i}", i, Phase.REQUEST, b)
+            b.read_items(f"{base}/messages", messages,
+                         lambda message, i: self._read_message(message, f"{base}/messages/{i}", i, Phase.REQUEST, b))
         self._read_tools(request, b)
         self._read_tool_choice(request, b)
         fmt = request.get("response_format")

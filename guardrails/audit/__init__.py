@@ -1,0 +1,26 @@
+"""The audit log: one hash-chained, append-only record per check (docs/audit-and-budgets.md)."""
+
+from __future__ import annotations
+
+from guardrails.audit.chain import StoredRecord, VerifyReport
+from guardrails.audit.store import AuditFilter, AuditStore, Page, parse_time
+
+DISABLED = {"", "none", "off"}
+
+
+def open_audit_store(url: str) -> AuditStore:
+    """`sqlite:///path` (embedded default) or `postgresql://...` (psycopg 3)."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        from guardrails.audit.sqlite import SQLiteAuditStore
+
+        return SQLiteAuditStore(url)
+    if scheme in ("postgresql", "postgres"):
+        from guardrails.audit.postgres import PostgresAuditStore
+
+        return PostgresAuditStore(url)
+    raise ValueError(f"unsupported audit store URL {url!r}: use sqlite:///path or postgresql://...")
+
+
+__all__ = ["DISABLED", "AuditFilter", "AuditStore", "Page", "StoredRecord", "VerifyReport", "open_audit_store",
+           "parse_time"]

@@ -1,0 +1,116 @@
+"""PostgreSQL audit store (psycopg 3), for replicated deployments.
+
+`postgresql://user@host:5432/db?table=guardrails_audit`: `table` (optionally `schema.table`) is ours and
+is stripped before connecting. Replicas append to one chain: each batch takes a transaction-scoped
+advisory lock, reads the head and inserts after it. Commits use the server's `synchronous_commit`
+(on by default: an acknowledged record is on disk).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+
+from guardrails.audit.chain import GENESIS, StoredRecord, chain_hash
+from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
+
+DEFAULT_TABLE = "guardrails_audit"
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}(\.[A-Za-z_][A-Za-z0-9_]{0,50})?$")
+COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash"
+
+
+def split_table(url: str, default: str = DEFAULT_TABLE) -> tuple[str, str]:
+    """(connection URL without our `table` option, table name)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    table = next((v for k, v in query if k == "table"), default)
+    if not IDENTIFIER.match(table):
+        raise ValueError(f"invalid table name {table!r}")
+    rest = urlencode([(k, v) for k, v in query if k != "table"])
+    return urlunsplit(parts._replace(query=rest)), table
+
+
+class PostgresAuditStore(AuditStore):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._dsn, self.table = split_table(url)
+        self._lock_key = f"guardrails-audit:{self.table}"
+        self._write_conn = self._connect()
+        self._create_schema()
+        self._read_conn = self._connect()
+        self._read_lock = threading.Lock()
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self._dsn, autocommit=True)
+
+    def _create_schema(self) -> None:
+        t = self.table
+        trigger_fn = f"{t}_append_only"
+        with self._write_conn.transaction():
+            cur = self._write_conn.cursor()
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
+            cur.execute(f"""CREATE TABLE IF NOT EXISTS {t} (
+                seq BIGINT PRIMARY KEY, check_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
+                tenant TEXT, agent TEXT, session TEXT, verdict TEXT NOT NULL,
+                body BYTEA NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""")
+            bare = t.split(".")[-1]
+            cur.execute(f"CREATE INDEX IF NOT EXISTS {bare}_ts ON {t}(ts)")
+            cur.execute(f"CREATE INDEX IF NOT EXISTS {bare}_tenant ON {t}(tenant, seq)")
+            cur.execute(f"CREATE INDEX IF NOT EXISTS {bare}_agent ON {t}(agent, seq)")
+            cur.execute(f"""CREATE OR REPLACE FUNCTION {trigger_fn}() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""")
+            cur.execute(f"""CREATE OR REPLACE TRIGGER {bare}_append_only BEFORE UPDATE OR DELETE ON {t}
+                FOR EACH ROW EXECUTE FUNCTION {trigger_fn}()""")
+
+    def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
+        if self._write_conn.closed or self._write_conn.broken:
+            self._write_conn = self._connect()
+        conn = self._write_conn
+        seqs: list[int] = []
+        with conn.transaction():
+            cur = conn.cursor()
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
+            head = cur.execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = head if head else (0, GENESIS)
+            values = []
+            for row in rows:
+                seq += 1
+                digest = chain_hash(seq, prev, row.body)
+                c = row.columns
+                values.append((seq, c["check_id"], c["ts"], c["tenant"], c["agent"], c["session"], c["verdict"],
+                               row.body, prev, digest))
+                seqs.append(seq)
+                prev = digest
+            cur.executemany(f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                            values)
+        return seqs
+
+    def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
+        where, params = filt.where(after_seq, "%s")
+        with self._read_lock:
+            if self._read_conn.closed or self._read_conn.broken:
+                self._read_conn = self._connect()
+            rows = self._read_conn.execute(
+                f"SELECT {COLUMNS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT %s", [*params, limit]
+            ).fetchall()
+        return [StoredRecord(seq, prev_hash, digest, bytes(body),
+                             {"check_id": check_id, "ts": ts, "tenant": tenant, "agent": agent, "session": session,
+                              "verdict": verdict})
+                for seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, digest in rows]
+
+    def drop(self) -> None:
+        """Delete the table and its trigger function (tests and teardown only)."""
+        self._stop_writer()
+        with self._write_conn.transaction():
+            self._write_conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+            self._write_conn.execute(f"DROP FUNCTION IF EXISTS {self.table}_append_only()")
+
+    def close(self) -> None:
+        self._stop_writer()
+        self._write_conn.close()
+        self._read_conn.close()
