@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 
 import guardrails
+from api.admin import admin_router
 from api.errors import error_response, install_error_handlers
 from guardrails.config import Settings
 from guardrails.contract import CheckRequest, CheckResponse, ErrorResponse
@@ -43,6 +44,7 @@ def create_app(service: CheckService, settings: Settings | None = None) -> FastA
     install_error_handlers(app)
     app.include_router(_check_router(service, settings))
     app.include_router(_health_router(service))
+    app.include_router(admin_router(service, lambda request: _authorize(request, settings)))
     _document_check_request(app)
     return app
 

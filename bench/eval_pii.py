@@ -90,7 +90,7 @@ def main() -> None:
     measure_latency(detector)
 
 
-def agent_step() -> dict:
+def agent_step(answer: str = "Done: the invoice for order A-1007 is on its way to the address on file.") -> dict:
     """A typical tool-using step: system, user, reasoning, a call, its result, the answer (10 segments)."""
     call = {"id": "c1", "type": "function", "function": {"name": "search_orders", "arguments": json.dumps(
         {"customer": "Dana Whitfield", "since": "2024-03-01", "status": ["shipped", "delayed"], "limit": 20})}}
@@ -107,18 +107,26 @@ def agent_step() -> dict:
         {"role": "assistant", "content": "You have 8 orders since March; all shipped. The lamp arrives on "
                                          "April 3 and the chairs on April 5."},
         {"role": "user", "content": "Great, can you send the invoice to my email and confirm the address?"},
+        {"role": "assistant", "content": "Sure. Which order should the invoice cover, all eight or only A-1007?"},
+        {"role": "user", "content": "Only A-1007 please."},
     ]
     response = {"choices": [{"index": 0, "finish_reason": "stop", "message": {
         "role": "assistant", "reasoning": "They want the invoice sent. I can send it to the address on file; "
         "I must not read the address aloud in full.",
-        "content": "Done: the invoice for order A-1007 is on its way to the address on file. Anything else?"}}]}
+        "content": answer}}]}
     return {"request": {"model": "m", "messages": messages}, "response": response}
 
 
-def measure_latency(pii: PIIDetector, runs: int = 300) -> None:
+def measure_latency(pii: PIIDetector) -> None:
+    clean = agent_step()
+    with_pii = agent_step("Sent to dana.whitfield@example.org; call +1 415-555-0132 if it does not arrive.")
+    for label, body in (("no PII", clean), ("PII in the answer", with_pii)):
+        measure_step(pii, label, body)
+
+
+def measure_step(pii: PIIDetector, label: str, body: dict, runs: int = 300) -> None:
     """Cold cost per check (every segment analyzed, no engine cache), pii + secret + content as configured
     in the default policy, plus a content policy of 50 terms."""
-    body = agent_step()
     exchange = read_exchange(body["request"], body["response"])
     terms = [f"forbidden-term-{i}" for i in range(40)] + ["napalm", "pipe bomb", "acme corp"] * 3 + ["x"]
     detectors: list[SegmentDetector] = [pii, SecretDetector({}), ContentDetector({"terms": terms})]
@@ -136,7 +144,7 @@ def measure_latency(pii: PIIDetector, runs: int = 300) -> None:
     for _ in range(20):
         timed()
     samples = sorted(timed() - loop_overhead for _ in range(runs))
-    print(f"\ntext filters (pii+secret+content) on a {len(exchange.segments)}-segment step, uncached, "
+    print(f"text filters (pii+secret+content), {len(exchange.segments)}-segment step, {label}, uncached, "
           f"{runs} runs: median {statistics.median(samples):.3f} ms, p99 {samples[int(runs * 0.99) - 1]:.3f} ms")
 
 

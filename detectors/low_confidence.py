@@ -9,7 +9,7 @@ Settings (policy `detectors.low_confidence`):
     token_logprob: -2.3       cold start: a token is low under this weighted logprob
     segment_logprob: -1.0     cold start: a segment is low under this weighted mean logprob
     max_low_share: 0.25       a segment with more low tokens than this share is low
-    min_tokens: 4             shorter segments are judged by their low tokens only
+    min_tokens: 4             reasoning/content with fewer counted tokens is not judged
     relative: {min_tokens: 500, min_segments: 30, token_z: 2.5, segment_z: 2.0}
     high_risk_tools: []       low-confidence arguments of these tools block
     pull: false               score on vLLM when the response has no logprobs
@@ -17,6 +17,7 @@ Settings (policy `detectors.low_confidence`):
     top_k: 5                  alternatives to ask for when pulling
     vllm: {base_url, model, api_key, timeout_s, max_concurrency}
     max_spans: 5              low spans listed in a finding's evidence
+    max_summary_units: 32     units in the per-check signals summary (all segments and names, low arguments)
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class LowConfidenceDetector(Detector):
         self.relative = {**DEFAULT_RELATIVE, **(s.get("relative") or {})}
         self.high_risk_tools = frozenset(s.get("high_risk_tools") or ())
         self.max_spans = int(s.get("max_spans", 5))
+        self.max_summary_units = int(s.get("max_summary_units", 32))
         self.pull = bool(s.get("pull", False))
         self.pull_mode = str(s.get("pull_mode", "auto"))
         self.top_k = int(s.get("top_k", 5))
@@ -179,7 +181,9 @@ class LowConfidenceDetector(Detector):
         forced = sum(r.signals.forced for r in judged if r.unit.kind == "segment")
         masked = sum(r.signals.masked for r in judged if r.unit.kind == "segment")
         units = []
-        for r in judged:
+        # Compact: every segment and tool name, but only the arguments that were low (calls can hold hundreds).
+        shown = [r for r in judged if r.unit.kind != "argument" or r.signals.low_spans][: self.max_summary_units]
+        for r in shown:
             location = r.unit.locate(r.unit.text_start, r.unit.text_end)
             entry: dict[str, Any] = {"pointer": location.pointer, "unit": r.unit.label, **r.signals.compact()}
             if r.unit.kind == "argument" and location.start is not None:
@@ -190,6 +194,7 @@ class LowConfidenceDetector(Detector):
             "model": model,
             "thresholds": {"token": round(t.token, 3), "segment": round(t.segment, 3), "relative": t.relative},
             "units": units,
+            "arguments": sum(1 for r in judged if r.unit.kind == "argument"),
         }
         if exchange.constraints.any:
             summary["constrained"] = True

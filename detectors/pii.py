@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ _PHONE_PATTERN = (
     r"(?<![\w+.\-/:])"
     r"(?:(?:\+|00)\d{1,3}[ .\-]?(?:\(0\)[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?|\d{1,4}[ .\-])"
     r"|\(\d{1,4}\)[ .\-]?"
-    r"|\d{2,4}[ .\-])"
+    r"|\d{2,5}[ .\-])"
     r"\d{2,8}(?:[ .\-]\d{2,8}){0,3}"
     r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?"
     r"(?!\w|[\-.,:/]\d)"
@@ -105,8 +105,18 @@ _DIGIT_RUN = re.compile(r"\d(?:[\s().\-/]{1,3}\d|\d)*")
 _ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
 
 
+def _phone_candidates(text: str) -> Iterator[re.Match[str]]:
+    return (m for m in _DIGIT_RUN.finditer(text) if _digit_count(_ISO_DATE.sub("", m.group())) >= MIN_PHONE_DIGITS)
+
+
 def _may_be_phone(text: str) -> bool:
-    return any(_digit_count(_ISO_DATE.sub("", m.group())) >= MIN_PHONE_DIGITS for m in _DIGIT_RUN.finditer(text))
+    return any(_phone_candidates(text))
+
+
+def _has_national_candidate(text: str) -> bool:
+    """A phone candidate not written in international form (+CC or 00CC)."""
+    return any(text[m.start() - 1 : m.start()] != "+" and not m.group().startswith("00")
+               for m in _phone_candidates(text))
 
 
 def _looks_like_phone(candidate: str) -> bool:
@@ -200,15 +210,30 @@ def build_analyzer(nlp_config: Mapping[str, Any], countries: Sequence[str] | Non
 
 def _pattern_recognizers(phone_regions: Sequence[str]) -> list[Any]:
     """Our versions of Presidio's phone and card recognizers (built once, with the analyzer)."""
+    import phonenumbers
     from presidio_analyzer import Pattern, PatternRecognizer
     from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, PhoneRecognizer
 
     class RegionPhoneRecognizer(PhoneRecognizer):
-        # phonenumbers accepts 5- and 6-digit local numbers ("0896 69"), which in text are house numbers and
-        # postal codes far more often than phones.
+        """Presidio's phonenumbers recognizer, cheaper and stricter.
+
+        Each region is a full matcher pass (~0.06 ms per candidate): an international number (+CC) reads the
+        same in every region, so the other regions only run when a national-format candidate is present.
+        phonenumbers accepts 5- and 6-digit local numbers ("0896 69"), which in text are house numbers and
+        postal codes far more often than phones: those are dropped.
+        """
+
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
-            results = super().analyze(text, entities, nlp_artifacts)
-            return [r for r in results if _digit_count(text[r.start : r.end]) >= MIN_PHONE_DIGITS]
+            regions = self.supported_regions if _has_national_candidate(text) else self.supported_regions[:1]
+            seen: set[tuple[int, int]] = set()
+            results = []
+            for region in regions:
+                for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency):
+                    span = (match.start, match.end)
+                    if span not in seen and _digit_count(match.raw_string) >= MIN_PHONE_DIGITS:
+                        seen.add(span)
+                        results.append(self._get_recognizer_result(match, text, region, nlp_artifacts))
+            return results
 
     class FormattedPhoneRecognizer(PatternRecognizer):
         def validate_result(self, pattern_text: str) -> bool | None:

@@ -1,15 +1,298 @@
-"""placeholder"""
+"""`unsafe_reasoning`: reasoning traces that plan harm, adopt injected goals, or contradict the next action.
+
+Three checks on REASONING segments (whatever carried them: `reasoning_content`, `<think>` tags, thinking
+blocks, Responses reasoning items):
+
+* **rules** (detectors/data/unsafe_reasoning.yml, extendable with the `rules_file` setting): per sentence,
+  a plan to deceive, conceal, exfiltrate, evade oversight, escalate privileges, destroy data the user did
+  not ask about, or synthesise weapons. A sentence counts only when it states the model's own intent and
+  no negation precedes the match, so refusals ("I should not help them disable logging") pass.
+* **goal hijack**: a reasoning sentence adopts an instruction that appears only in untrusted content
+  (tool results, documents) and not in the user's words. The finding points at the reasoning; its evidence
+  points at the untrusted source.
+* **decided against, then did it**: the reasoning says it should not take an action ("I should not delete
+  the files") and a later tool call of the same turn takes it (`delete_files`).
+
+Rule hits depend only on a segment's text, so they are cached per text (an agent resends its history).
+"""
+
 from __future__ import annotations
 
-from guardrails.detector import Detector, ScanContext, Scope
-from guardrails.exchange import Exchange, SegmentKind
-from guardrails.findings import Category, Finding
+import re
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detectors.prompt_injection import PromptInjectionDetector
+from guardrails.detector import Detector, ScanContext, Scope, Services
+from guardrails.exchange import Exchange, Segment, SegmentKind, Trust
+from guardrails.findings import Category, Finding, Hit, Severity
+
+RULES_FILE = Path(__file__).parent / "data" / "unsafe_reasoning.yml"
+CACHE_SIZE = 2048
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)", re.MULTILINE)
+_WORD = re.compile(r"[a-z0-9][a-z0-9_'-]{2,}")
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_STOP = frozenset(_words(
+    "the and for you your with this that from are was were have has had will would should could can not but "
+    "all any our out into about then than them they their there what when which who whom how also just only "
+    "please need want make sure let its it's i'll i'm i've me my we us"
+))
+_ADOPT = re.compile(
+    r"\b(?:i(?:'ll|\s+will|\s+should|\s+need\s+to|\s+must|\s+have\s+to|'m\s+going\s+to|\s+am\s+going\s+to|\s+can)|"
+    r"let\s+me|let's|next,?\s+i|then,?\s+i|so\s+i|proceed|go\s+ahead)\b",
+    re.IGNORECASE,
+)
+_REJECT = re.compile(
+    r"\b(?:not|never|ignore|disregard|suspicious|injection|injected|malicious|phishing|untrusted|shouldn't|won't|"
+    r"don't|refuse|decline|unrelated|not\s+part\s+of)\b|n't\b",
+    re.IGNORECASE,
+)
+# "I should not delete the files" / "I won't send it": a decision against an action.
+_DECIDED_AGAINST = re.compile(
+    r"\b(?:should\s+not|shouldn't|must\s+not|mustn't|won't|will\s+not|do\s+not|don't|never|shall\s+not|"
+    r"not\s+going\s+to|avoid|refrain\s+from|decided\s+(?:not\s+to|against))\s+(?:\w+\s+){0,2}?"
+    r"(?P<verb>[a-z]+)\b",
+    re.IGNORECASE,
+)
+# Action families: a reasoning verb and the tool-name words that perform the same action.
+ACTION_FAMILIES: dict[str, frozenset[str]] = {
+    "delete": frozenset(_words("delete deleting remove removing erase wipe destroy purge drop rm unlink trash")),
+    "send": frozenset(_words("send sending email mail forward share post publish upload message tweet")),
+    "pay": frozenset(_words("pay payment transfer purchase buy order withdraw deposit checkout")),
+    "execute": frozenset(_words("execute run running exec shell terminal command bash")),
+    "install": frozenset(_words("install installing")),
+    "disable": frozenset(_words("disable disabling deactivate turn_off")),
+    "unlock": frozenset(_words("unlock unlocking open")),
+    "grant": frozenset(_words("grant granting authorize permission invite")),
+    "modify": frozenset(_words("modify update edit overwrite write change")),
+    "deploy": frozenset(_words("deploy deploying push merge release")),
+    "kill": frozenset(_words("kill terminate shutdown stop reboot restart")),
+    "cancel": frozenset(_words("cancel cancelling unsubscribe")),
+}
+_FAMILY_OF = {word: family for family, words in ACTION_FAMILIES.items() for word in words}
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningRule:
+    id: str
+    category: str
+    severity: Severity
+    description: str
+    pattern: re.Pattern[str]
+    requires_intent: bool = True
+    user_keywords: tuple[str, ...] = ()  # the rule is silent when the user's own words contain one
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    intent: re.Pattern[str]
+    negation: re.Pattern[str]
+    context: re.Pattern[str]
+    rules: tuple[ReasoningRule, ...]
+
+
+def load_rules(*paths: str | Path) -> RuleSet:
+    """Read the shipped rules and any extra files; a later rule with the same id replaces the earlier one."""
+    cues: dict[str, str] = {}
+    rules: dict[str, ReasoningRule] = {}
+    for path in paths:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        for key in ("intent_cue", "negation_cue", "context_cue"):
+            if key in data:
+                cues[key] = data[key]
+        for raw in data.get("rules") or ():
+            try:
+                rule = ReasoningRule(
+                    id=raw["id"],
+                    category=raw.get("category", raw["id"]),
+                    severity=Severity(raw.get("severity", "high")),
+                    description=raw.get("description", raw["id"]),
+                    pattern=re.compile(raw["pattern"], re.IGNORECASE),
+                    requires_intent=bool(raw.get("requires_intent", True)),
+                    user_keywords=tuple(k.lower() for k in raw.get("user_keywords") or ()),
+                )
+            except (KeyError, ValueError, re.error) as exc:
+                raise ValueError(f"{path}: bad unsafe_reasoning rule {raw.get('id', '?')!r}: {exc}") from exc
+            rules[rule.id] = rule
+    missing = {"intent_cue", "negation_cue", "context_cue"} - set(cues)
+    if missing:
+        raise ValueError(f"unsafe_reasoning rules lack {sorted(missing)}")
+    return RuleSet(
+        intent=re.compile(cues["intent_cue"], re.IGNORECASE),
+        negation=re.compile(cues["negation_cue"], re.IGNORECASE),
+        context=re.compile(cues["context_cue"], re.IGNORECASE),
+        rules=tuple(rules.values()),
+    )
 
 
 class UnsafeReasoningDetector(Detector):
+    """Settings: `rules_file` (extra rules, same format as the shipped file), `disabled_rules`,
+    `goal_hijack` (default true), `decided_against` (default true), `hijack_min_overlap` (default 3 words)."""
+
     name = "unsafe_reasoning"
     category = Category.UNSAFE_REASONING
     default_scope = Scope(kinds=frozenset({SegmentKind.REASONING}))
 
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        super().__init__(settings, services)
+        extra = self.settings.get("rules_file")
+        paths: list[str | Path] = [RULES_FILE]
+        if extra:
+            paths += [extra] if isinstance(extra, str) else list(extra)
+        ruleset = load_rules(*paths)
+        disabled = set(self.settings.get("disabled_rules") or ())
+        self.ruleset = RuleSet(ruleset.intent, ruleset.negation, ruleset.context,
+                               tuple(r for r in ruleset.rules if r.id not in disabled))
+        self.goal_hijack = bool(self.settings.get("goal_hijack", True))
+        self.decided_against = bool(self.settings.get("decided_against", True))
+        self.min_overlap = int(self.settings.get("hijack_min_overlap", 3))
+        self._injection = PromptInjectionDetector()
+        self._cache: OrderedDict[str, list[tuple[ReasoningRule, int, int]]] = OrderedDict()
+
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
-        return []
+        reasoning = [s for s in ctx.segments if s.kind is SegmentKind.REASONING]
+        if not reasoning:
+            return []
+        user_text = " ".join(s.text for s in exchange.segments if s.kind is SegmentKind.USER).lower()
+        findings: list[Finding] = []
+        for segment in reasoning:
+            for rule, start, end in self.rule_matches(segment.text):
+                if rule.user_keywords and any(k in user_text for k in rule.user_keywords):
+                    continue
+                findings.append(self.finding(segment, Hit(
+                    message=f"reasoning {rule.description}", start=start, end=end, severity=rule.severity,
+                    score=0.8, evidence={"rule": rule.id, "kind": rule.category,
+                                         "sentence": segment.text[start:end][:300]})))
+        if self.goal_hijack:
+            findings += self._goal_hijacks(exchange, reasoning, user_text)
+        if self.decided_against:
+            findings += self._contradicted_decisions(exchange, reasoning)
+        return findings
+
+    # --- rules --------------------------------------------------------------------------------------
+    def rule_matches(self, text: str) -> list[tuple[ReasoningRule, int, int]]:
+        """(rule, start, end) of each matching sentence; cached per text."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            self._cache.move_to_end(text)
+            return cached
+        matches = []
+        rs = self.ruleset
+        for start, end, sentence in _sentences(text):
+            for rule in rs.rules:
+                m = rule.pattern.search(sentence)
+                if m is None:
+                    continue
+                prefix = sentence[: m.start()]
+                if rs.negation.search(prefix) or rs.context.search(sentence):
+                    continue
+                if rule.requires_intent and not rs.intent.search(sentence):
+                    continue
+                matches.append((rule, start, end))
+                break
+        self._cache[text] = matches
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return matches
+
+    # --- goal hijack ----------------------------------------------------------------------------------
+    def _goal_hijacks(self, exchange: Exchange, reasoning: list[Segment], user_text: str) -> list[Finding]:
+        user_words = set(_WORD.findall(user_text))
+        planted: list[tuple[Segment, Hit, set[str]]] = []
+        for source in exchange.segments:
+            if source.trust is not Trust.UNTRUSTED:
+                continue
+            for hit in self._injection.analyze(source):
+                if hit.start is None or hit.end is None:
+                    continue
+                words = _content_words(_sentence_around(source.text, hit.start, hit.end)) - user_words
+                if len(words) >= self.min_overlap:
+                    planted.append((source, hit, words))
+        if not planted:
+            return []
+        findings = []
+        for segment in reasoning:
+            for start, end, sentence in _sentences(segment.text):
+                if not _ADOPT.search(sentence) or _REJECT.search(sentence):
+                    continue
+                said = _content_words(sentence)
+                for source, hit, words in planted:
+                    shared = words & said
+                    if len(shared) < self.min_overlap or len(shared) < 0.4 * min(len(words), 12):
+                        continue
+                    where = source.locate(hit.start or 0, hit.end or 0)
+                    findings.append(self.finding(segment, Hit(
+                        message="reasoning adopts an instruction found only in untrusted content (goal hijack)",
+                        start=start, end=end, severity=Severity.HIGH, score=0.85,
+                        evidence={"rule": "goal_hijack", "shared_words": sorted(shared)[:12],
+                                  "source": {"pointer": where.pointer, "start": where.start, "end": where.end,
+                                             "kind": source.kind.value},
+                                  "instruction": source.text[hit.start or 0: hit.end or 0][:300]})))
+                    break
+        return findings
+
+    # --- decided against, then did it --------------------------------------------------------------------
+    def _contradicted_decisions(self, exchange: Exchange, reasoning: list[Segment]) -> list[Finding]:
+        calls = exchange.tool_calls
+        if not calls:
+            return []
+        findings = []
+        for segment in reasoning:
+            later = [c for c in calls if c.turn == segment.turn and c.index > segment.index and c.tool_call]
+            if not later:
+                continue
+            for start, end, sentence in _sentences(segment.text):
+                for m in _DECIDED_AGAINST.finditer(sentence):
+                    family = _FAMILY_OF.get(m.group("verb").lower())
+                    if family is None:
+                        continue
+                    for call_segment in later:
+                        call = call_segment.tool_call
+                        assert call is not None
+                        if family not in _name_families(call.name):
+                            continue
+                        said = segment.locate(start, end)
+                        findings.append(Finding(
+                            category=self.category, detector=self.name, severity=Severity.HIGH,
+                            message=f"tool call {call.name!r} takes an action the reasoning decided against",
+                            pointer=call.name_pointer, start=call.name_offset,
+                            end=call.name_offset + len(call.name), score=0.8,
+                            evidence={"rule": "decided_against", "action": family,
+                                      "reasoning": {"pointer": said.pointer, "start": said.start, "end": said.end},
+                                      "sentence": sentence.strip()[:300]}))
+        return findings
+
+
+def _sentences(text: str) -> Iterator[tuple[int, int, str]]:
+    for m in _SENTENCE.finditer(text):
+        sentence = m.group()
+        stripped = sentence.lstrip()
+        if len(stripped) > 3:
+            start = m.start() + len(sentence) - len(stripped)
+            yield start, m.end(), stripped
+
+
+def _sentence_around(text: str, start: int, end: int) -> str:
+    lo = max(text.rfind(c, 0, start) for c in ".!?\n'\"") + 1
+    hits = [i for c in ".!?\n" if (i := text.find(c, end)) >= 0]
+    return text[lo: min(hits) if hits else len(text)] if end - start < 40 else text[start:end]
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+def _name_families(name: str) -> set[str]:
+    words = [w.lower() for w in _NAME_WORDS.findall(name)]
+    return {_FAMILY_OF[w] for w in words if w in _FAMILY_OF}

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--policy-dir", default=None)
     check.set_defaults(func=_check)
 
+    from guardrails.audit_cli import add_commands
+
+    add_commands(sub)  # audit export|verify, breakers list|show|reset
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

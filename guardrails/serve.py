@@ -8,20 +8,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from guardrails.audit import DISABLED, open_audit_store
+from guardrails.audit.observer import AuditObserver
+from guardrails.audit.otlp import OtlpSender
 from guardrails.config import Settings
 from guardrails.detector import DetectorRegistry, Services
 from guardrails.policy import PolicyStore
 from guardrails.service import CheckService
+from guardrails.state import open_state_store
+from guardrails.state.observer import StreakObserver
 
 
 def build_service(settings: Settings) -> CheckService:
-    return CheckService(
+    state = None if settings.state_url.lower() in DISABLED - {""} else open_state_store(settings.resolved_state_url())
+    service = CheckService(
         PolicyStore(settings.policy_dir),
         DetectorRegistry.from_entry_points(),
-        Services(),
+        Services(state=state),
         default_policy=settings.default_policy,
         segment_cache_entries=settings.segment_cache_entries,
     )
+    if state is not None:
+        service.observers.append(StreakObserver(state))
+    if settings.audit_url.lower() not in DISABLED - {""}:  # every acknowledged check leaves a record
+        sender = OtlpSender(settings.otlp_endpoint) if settings.otlp_endpoint else None
+        store = open_audit_store(settings.resolved_audit_url())
+        service.observers.append(AuditObserver(store, settings.audit_content, sender))
+    return service
 
 
 def build_app(settings: Settings | None = None) -> Any:

@@ -58,7 +58,10 @@ def test_low_confidence_argument_finding_points_at_the_value() -> None:
     assert resolve(body, span["pointer"])[span["start"]:span["end"]] == "Paris"
     summary = signals["low_confidence"]
     assert summary["source"] == "response" and summary["model"] == "Qwen/Qwen3-8B"
-    assert {u["unit"] for u in summary["units"]} >= {"reasoning", "tool_name", "city", "unit"}
+    # Every segment and tool name, but only the low argument ("unit" was confident): calls can be huge.
+    assert sorted(u["unit"] for u in summary["units"]) == ["city", "reasoning", "tool_call", "tool_call",
+                                                           "tool_name", "tool_name"]
+    assert summary["arguments"] == 3
     assert len(json.dumps(summary)) < 2500  # it goes into every check response
 
 

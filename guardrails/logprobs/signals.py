@@ -19,6 +19,7 @@ import numpy as np
 from guardrails.logprobs.align import Unit
 from guardrails.logprobs.tokens import MASKED, TokenStream
 
+FLOOR = -1e4  # stands for "no alternative" below every real logprob (vLLM clamps at -9999)
 FORCED_LOGPROB = -1e-4  # a forced token's probability is 1 up to float error
 
 _FUNCTION_WORDS_TEXT = (
@@ -110,17 +111,16 @@ def token_signals(stream: TokenStream, constrained: bool) -> TokenSignals:
     valid = np.isfinite(lp) & ~masked
     n = len(lp)
     if alt.shape[1] >= 2:
-        live = np.where(alt > MASKED + 1.0, alt, -np.inf)  # NaN padding and masked alternatives drop out
+        # NaN padding and masked alternatives become a finite floor whose exp() is exactly 0: no -inf math.
+        live = np.where(alt > MASKED + 1.0, alt, FLOOR)
         ordered = np.sort(live, axis=1)  # ascending: best last
         best, second = ordered[:, -1], ordered[:, -2]
-        alive = (live > -np.inf).sum(axis=1)
+        alive = (live > FLOOR).sum(axis=1)
         spread = alive >= 2  # with fewer than two live alternatives there is no distribution to measure
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x = live - np.where(spread, best, 0.0)[:, None]
-            p = np.exp(x)
-            z = p.sum(axis=1)
-            entropy = np.log(z) - (p * np.where(p > 0, x, 0.0)).sum(axis=1) / z
-        entropy = np.where(spread, entropy, np.nan)
+        x = live - best[:, None]
+        p = np.exp(x)
+        z = p.sum(axis=1)
+        entropy = np.where(spread, np.log(z) - (p * x).sum(axis=1) / z, np.nan)
         margin = np.where(spread, best - second, np.nan)
     else:
         entropy = np.full(n, np.nan)

@@ -1,0 +1,102 @@
+"""Admin routes: read the audit log, and list, inspect and reset circuit breakers.
+
+    GET    /v1/audit/records?since&until&tenant&agent&session&verdict&cursor&limit
+    GET    /v1/audit/verify[?anchor=SEQ:HASH]
+    GET    /v1/breakers
+    GET    /v1/breakers/{key}
+    POST   /v1/breakers/{key}/reset
+
+Same API keys as /v1/checks. The stores come from the service's wiring (guardrails/serve.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+
+from guardrails.audit import AuditFilter, AuditStore, parse_time
+from guardrails.audit.observer import AuditObserver
+from guardrails.errors import BodyError, GuardrailsError, NotFound
+from guardrails.service import CheckService
+from guardrails.state import StateStore
+
+
+class NotConfigured(GuardrailsError):
+    status = 404
+    type = "not_configured"
+
+
+def admin_router(service: CheckService, authorize: Callable[[Request], None]) -> APIRouter:
+    router = APIRouter(tags=["admin"])
+
+    def audit_store() -> AuditStore:
+        store = next((o.store for o in service.observers if isinstance(o, AuditObserver)), None)
+        if store is None:
+            raise NotConfigured("the audit log is disabled (GUARDRAILS_AUDIT_URL=none)")
+        return store
+
+    def state_store() -> StateStore:
+        if service.services.state is None:
+            raise NotConfigured("no state store is configured (GUARDRAILS_STATE_URL=none)")
+        return service.services.state
+
+    @router.get("/v1/audit/records", summary="Audit records, oldest first, one page at a time")
+    async def records(
+        request: Request,
+        since: str | None = Query(None, description="ISO 8601 or epoch seconds, inclusive"),
+        until: str | None = Query(None, description="ISO 8601 or epoch seconds, exclusive"),
+        tenant: str | None = None, agent: str | None = None, session: str | None = None,
+        verdict: str | None = Query(None, pattern="^(allow|warn|block)$"),
+        cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> Response:
+        authorize(request)
+        try:
+            filt = AuditFilter(since=parse_time(since), until=parse_time(until), tenant=tenant, agent=agent,
+                               session=session, verdict=verdict)
+            page = audit_store().page(filt, cursor, limit)
+        except ValueError as exc:
+            raise BodyError(str(exc)) from None
+        return _json({"records": [r.exported() for r in page.records], "next_cursor": page.next_cursor})
+
+    @router.get("/v1/audit/verify", summary="Walk the hash chain and name broken records")
+    async def verify(request: Request, anchor: str | None = Query(None, description="SEQ:HASH")) -> Response:
+        authorize(request)
+        pinned = None
+        if anchor:
+            seq, _, digest = anchor.partition(":")
+            if not seq.isdigit() or len(digest) != 64:
+                raise BodyError("anchor must be SEQ:HASH")
+            pinned = (int(seq), digest.lower())
+        return _json(audit_store().verify(pinned).to_dict())
+
+    @router.get("/v1/breakers", summary="Open and half-open circuit breakers")
+    async def list_breakers(request: Request) -> Response:
+        authorize(request)
+        return _json({"breakers": [b.to_dict() for b in state_store().breakers()]})
+
+    @router.get("/v1/breakers/{key:path}", summary="One circuit breaker")
+    async def show_breaker(request: Request, key: str) -> Response:
+        authorize(request)
+        if key.endswith("/reset"):
+            raise NotFound("use POST to reset a breaker")
+        found = state_store().breaker(key)
+        if found is None:
+            raise NotFound(f"no breaker open for {key!r}")
+        return _json(found.to_dict())
+
+    @router.post("/v1/breakers/{key:path}/reset", summary="Close a circuit breaker now")
+    async def reset_breaker(request: Request, key: str) -> Response:
+        authorize(request)
+        if not state_store().reset(key):
+            raise NotFound(f"no breaker open for {key!r}")
+        return _json({"key": key, "state": "closed"})
+
+    return router
+
+
+def _json(payload: Any) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json")

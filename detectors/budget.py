@@ -1,0 +1,298 @@
+"""Budgets and circuit breakers per tenant, agent and session (docs/audit-and-budgets.md).
+
+Budgets: tokens (reasoning included), requests, tool calls and cost over sliding windows, e.g.
+
+    budget:
+      windows:
+        agent: {tokens_per_hour: 200000, requests_per_minute: 60, tool_calls_per_minute: 30,
+                cost_per_day_usd: 20, block_streak: 10}
+      prices: {"Qwen/Qwen3-8B": {input_per_mtok: 0.1, output_per_mtok: 0.4}}
+      breaker: {cooldown_s: 300, repeated_call: {max_repeats: 5, window_s: 600},
+                anomaly: {z: 4.0, alpha: 0.1, min_samples: 10, min_tokens: 2000}}
+
+A check with a response spends (tokens, one request, its tool calls, their cost) and is judged against the
+totals; a request-phase check only reads them, and is blocked when a budget is already spent. Circuit
+breakers open on the same tool call repeated across requests, on a token rate far above the agent's own
+baseline (EWMA z-score), or on a streak of checks blocked by other detectors: while open, every check of
+that agent (or scope) is blocked; after the cooldown one check at a time goes through (half-open).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from guardrails.detector import Detector, ScanContext
+from guardrails.exchange import CallerContext, Exchange, Phase, Segment
+from guardrails.findings import Action, Category, Finding, Severity
+from guardrails.state.base import HALF_OPEN, OPEN, Breaker, RateAdd, StateStore, WindowAdd, std_floor
+
+SCOPES = ("tenant", "agent", "session")
+METRICS = ("tokens", "requests", "tool_calls", "cost")
+UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
+LIMIT_KEY = re.compile(r"^(tokens|requests|tool_calls|cost)_per_(second|minute|hour|day)(_usd)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    scope: str
+    metric: str
+    window_s: int
+    limit: float
+    name: str  # as written in the policy, e.g. tokens_per_hour
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int) -> float:
+        cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        fresh = max(input_tokens - cached_tokens, 0)
+        return (fresh * self.input_per_mtok + cached_tokens * cached_rate + output_tokens * self.output_per_mtok) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    tokens: float
+    requests: float
+    tool_calls: float
+    cost: float
+
+
+class BudgetDetector(Detector):
+    name = "budget"
+    category = Category.BUDGET
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
+        super().__init__(settings, services)
+        s = self.settings
+        _only(s, {"windows", "prices", "breaker", "warn_ratio", "count_request_phase"}, "budget")
+        self.limits, self.streak_limits = _limits(s.get("windows") or {})
+        self.prices = {model: _price(model, raw) for model, raw in (s.get("prices") or {}).items()}
+        self.warn_ratio = _number(s.get("warn_ratio", 0), "warn_ratio")
+        self.count_request_phase = bool(s.get("count_request_phase", False))
+        breaker = s.get("breaker") or {}
+        _only(breaker, {"cooldown_s", "repeated_call", "anomaly"}, "breaker")
+        self.cooldown_s = _number(breaker.get("cooldown_s", 300), "breaker.cooldown_s")
+        repeated = breaker.get("repeated_call")
+        _only(repeated or {}, {"max_repeats", "window_s"}, "breaker.repeated_call")
+        self.max_repeats = int(repeated.get("max_repeats", 5)) if repeated else 0
+        self.repeat_window_s = _number((repeated or {}).get("window_s", 600), "repeated_call.window_s")
+        anomaly = breaker.get("anomaly")
+        _only(anomaly or {}, {"z", "alpha", "min_samples", "min_tokens", "period_s"}, "breaker.anomaly")
+        self.anomaly = anomaly is not None and anomaly is not False
+        a = anomaly if isinstance(anomaly, Mapping) else {}
+        self.anomaly_z = _number(a.get("z", 4.0), "anomaly.z")
+        self.anomaly_min_tokens = _number(a.get("min_tokens", 2000), "anomaly.min_tokens")
+        self.anomaly_rate = RateAdd("", 0, period_s=_number(a.get("period_s", 60), "anomaly.period_s"),
+                                    alpha=_number(a.get("alpha", 0.1), "anomaly.alpha"), clamp_z=self.anomaly_z,
+                                    min_samples=int(a.get("min_samples", 10)))
+        clock = (self.services.extra or {}).get("clock") if self.services else None
+        self.clock: Callable[[], float] = clock or time.time
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        store: StateStore | None = self.services.state
+        if store is None:
+            raise RuntimeError("the budget detector needs a state store (GUARDRAILS_STATE_URL)")
+        keys = scope_keys(exchange.context)
+        if not keys:
+            ctx.signals[self.name] = {"skipped": "no tenant, agent_id or session_id in the check context"}
+            return []
+        now = self.clock()
+        spending = exchange.has_response or self.count_request_phase
+        spend = self._spend(exchange) if spending else Spend(0, 0, 0, 0)
+        limits = [lim for lim in self.limits if lim.scope in keys]
+        adds = [WindowAdd(f"{keys[lim.scope]}|{lim.metric}|{lim.window_s}", lim.window_s,
+                          getattr(spend, lim.metric)) for lim in limits]
+        agent_key = keys.get("agent")
+        calls = self._new_calls(exchange) if agent_key and self.max_repeats else []
+        adds += [WindowAdd(f"{agent_key}|call|{fp}", self.repeat_window_s, 1) for fp, _ in calls]
+        rate = None
+        if agent_key and self.anomaly and spend.tokens:
+            r = self.anomaly_rate
+            rate = RateAdd(f"{agent_key}|tpm", spend.tokens, r.period_s, r.alpha, r.clamp_z, r.min_samples)
+        streak_scopes = [scope for scope in self.streak_limits if scope in keys]
+        breaker_keys = sorted({keys[scope] for scope in streak_scopes} | (
+            {agent_key} if agent_key and (self.max_repeats or self.anomaly) else set()))
+        snap = store.step(now, adds, rate, breaker_keys, [keys[scope] for scope in streak_scopes])
+
+        findings = [self._open_finding(b, now) for b in snap.breakers.values() if b.state == OPEN]
+        for lim, total in zip(limits, snap.totals, strict=False):
+            finding = self._limit_finding(lim, total, keys[lim.scope], spending)
+            if finding is not None:
+                findings.append(finding)
+        tripped: list[Breaker] = []
+        blocked_keys = {b.key for b in snap.breakers.values() if b.state == OPEN}
+        if agent_key and agent_key not in blocked_keys:
+            for (fp, seg), total in zip(calls, snap.totals[len(limits):], strict=True):
+                if total >= self.max_repeats:
+                    assert seg.tool_call is not None
+                    tripped.append(store.trip(agent_key, "repeated_tool_call", now, self.cooldown_s, {
+                        "tool": seg.tool_call.name, "repeats": int(total), "window_s": self.repeat_window_s,
+                        "fingerprint": fp}))
+                    findings.append(self._trip_finding(tripped[-1], seg))
+                    break
+            stats = snap.rate
+            if not tripped and stats is not None and stats.samples >= self.anomaly_rate.min_samples:
+                std = std_floor(stats.mean, stats.std**2)
+                z = (stats.current - stats.mean) / std
+                if stats.current >= self.anomaly_min_tokens and z >= self.anomaly_z:
+                    tripped.append(store.trip(agent_key, "token_rate_anomaly", now, self.cooldown_s, {
+                        "tokens_this_period": stats.current, "baseline_mean": round(stats.mean, 1),
+                        "baseline_std": round(std, 1), "z": round(z, 2), "period_s": self.anomaly_rate.period_s}))
+                    findings.append(self._trip_finding(tripped[-1], None))
+        for scope in streak_scopes:
+            key, limit = keys[scope], self.streak_limits[scope]
+            if key not in blocked_keys and snap.streaks.get(key, 0) >= limit:
+                tripped.append(store.trip(key, "block_streak", now, self.cooldown_s,
+                                          {"blocked_checks": snap.streaks[key], "limit": limit}))
+                findings.append(self._trip_finding(tripped[-1], None))
+        tripped_keys = {b.key for b in tripped}
+        for b in snap.breakers.values():  # a clean check through a half-open breaker closes it
+            if b.state == HALF_OPEN and b.key not in tripped_keys:
+                store.close_half_open(b.key)
+        ctx.signals[self.name] = {
+            "spent": {"tokens": spend.tokens, "requests": spend.requests, "tool_calls": spend.tool_calls,
+                      "cost_usd": round(spend.cost, 6)},
+            "totals": {f"{lim.scope}.{lim.name}": round(t, 6) for lim, t in zip(limits, snap.totals, strict=False)},
+            "breakers": {b.key: b.state for b in snap.breakers.values()} | {b.key: OPEN for b in tripped},
+            "streaks": {k: v for k, v in snap.streaks.items() if k not in tripped_keys},
+        }
+        return findings
+
+    def _spend(self, exchange: Exchange) -> Spend:
+        usage, model = exchange.generation.usage, exchange.generation.model
+        input_tokens, output_tokens = usage.input_tokens or 0, usage.output_tokens or 0
+        tokens = input_tokens + output_tokens or (usage.total_tokens or 0)
+        price = self.prices.get(model or "") or self.prices.get("default")
+        cost = price.cost(input_tokens, output_tokens, usage.cached_tokens or 0) if price else 0.0
+        calls = sum(1 for s in exchange.tool_calls if s.phase is Phase.RESPONSE)
+        return Spend(float(tokens), 1.0, float(calls), cost)
+
+    @staticmethod
+    def _new_calls(exchange: Exchange) -> list[tuple[str, Segment]]:
+        """Fingerprints of the tool calls this response makes (the history was counted when it was new)."""
+        out = []
+        for seg in exchange.tool_calls:
+            if seg.phase is Phase.RESPONSE and seg.tool_call is not None:
+                out.append((call_fingerprint(seg.tool_call.name, seg.tool_call.arguments,
+                                             seg.tool_call.arguments_raw), seg))
+        return out
+
+    def _limit_finding(self, lim: Limit, total: float, key: str, spending: bool) -> Finding | None:
+        # A response has been paid for: over means above the limit. Before a call, a spent budget blocks it.
+        over = total > lim.limit if spending else total >= lim.limit
+        near = not over and self.warn_ratio > 0 and total >= self.warn_ratio * lim.limit
+        if not (over or near):
+            return None
+        unit = "USD" if lim.metric == "cost" else lim.metric.replace("_", " ")
+        used = f"{total:.4f}" if lim.metric == "cost" else f"{total:,.0f}"
+        return Finding(
+            category=Category.BUDGET, detector=self.name, severity=Severity.HIGH if over else Severity.MEDIUM,
+            message=f"{lim.scope} budget {lim.name}={lim.limit:g} {'exceeded' if over else 'nearly spent'}: "
+                    f"{used} {unit} in the last {_window(lim.window_s)} ({key})",
+            pointer="", score=round(total / lim.limit, 4) if lim.limit else None,
+            evidence={"scope": lim.scope, "key": key, "budget": lim.name, "limit": lim.limit, "used": total,
+                      "window_s": lim.window_s},
+            action=None if over else Action.WARN)
+
+    def _open_finding(self, b: Breaker, now: float) -> Finding:
+        return Finding(
+            category=Category.BUDGET, detector=self.name, severity=Severity.CRITICAL,
+            message=f"circuit breaker open for {b.key} ({b.reason}); retry in {max(b.until - now, 0):.0f} s "
+                    "or reset it (guardrails breakers reset)",
+            pointer="", evidence={"breaker": b.to_dict(), "retry_after_s": round(max(b.until - now, 0), 1)})
+
+    def _trip_finding(self, b: Breaker, seg: Segment | None) -> Finding:
+        pointer, start, end = "", None, None
+        if seg is not None and seg.tool_call is not None:
+            tc = seg.tool_call
+            pointer, start, end = tc.name_pointer, tc.name_offset, tc.name_offset + len(tc.name)
+        return Finding(
+            category=Category.BUDGET, detector=self.name, severity=Severity.CRITICAL,
+            message=f"circuit breaker opened for {b.key}: {b.reason.replace('_', ' ')} "
+                    f"{_describe(b.details)}; checks are blocked for {b.until - b.opened_at:.0f} s",
+            pointer=pointer, start=start, end=end, evidence={"breaker": b.to_dict()})
+
+
+def scope_keys(context: CallerContext) -> dict[str, str]:
+    """State keys of the scopes this check belongs to; a scope needs its own id (tenant is optional)."""
+    tenant = quote(context.tenant or "-", safe="")
+    keys = {}
+    if context.tenant:
+        keys["tenant"] = f"tenant:{tenant}"
+    if context.agent_id:
+        agent = quote(context.agent_id, safe="")
+        keys["agent"] = f"agent:{tenant}/{agent}"
+        if context.session_id:
+            keys["session"] = f"session:{tenant}/{agent}/{quote(context.session_id, safe='')}"
+    elif context.session_id:
+        keys["session"] = f"session:{tenant}/-/{quote(context.session_id, safe='')}"
+    return keys
+
+
+def call_fingerprint(name: str, arguments: Any, raw: str) -> str:
+    """Same tool, same arguments (key order and whitespace aside) -> same fingerprint."""
+    body = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS) if arguments is not None else raw.encode()
+    return hashlib.sha256(name.encode() + b"\0" + body).hexdigest()[:16]
+
+
+def _limits(windows: Mapping[str, Any]) -> tuple[list[Limit], dict[str, int]]:
+    limits, streaks = [], {}
+    for scope, raw in windows.items():
+        if scope not in SCOPES:
+            raise ValueError(f"budget windows: unknown scope {scope!r}; expected one of {SCOPES}")
+        for name, value in (raw or {}).items():
+            if name == "block_streak":
+                streaks[scope] = int(_number(value, f"{scope}.block_streak"))
+                continue
+            match = LIMIT_KEY.match(name)
+            if not match or (match.group(3) and match.group(1) != "cost"):
+                raise ValueError(f"budget windows.{scope}: unknown budget {name!r}; expected <metric>_per_<unit> "
+                                 f"with metric in {METRICS} (cost_per_<unit>_usd) and unit in {list(UNITS)}")
+            limits.append(Limit(scope, match.group(1), UNITS[match.group(2)],
+                                _number(value, f"{scope}.{name}"), name))
+    return limits, streaks
+
+
+def _price(model: str, raw: Any) -> Price:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"budget prices.{model}: expected {{input_per_mtok, output_per_mtok}}")
+    _only(raw, {"input_per_mtok", "output_per_mtok", "cached_input_per_mtok"}, f"prices.{model}")
+    cached = raw.get("cached_input_per_mtok")
+    return Price(_number(raw.get("input_per_mtok", 0), "input_per_mtok"),
+                 _number(raw.get("output_per_mtok", 0), "output_per_mtok"),
+                 None if cached is None else _number(cached, "cached_input_per_mtok"))
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"budget {name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _only(raw: Any, allowed: set[str], where: str) -> None:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"budget {where} must be a mapping")
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ValueError(f"budget {where}: unknown key(s) {sorted(unknown)}; expected {sorted(allowed)}")
+
+
+def _window(seconds: int) -> str:
+    return next(f"{unit}" if seconds == size else f"{seconds // size} {unit}s"
+                for unit, size in sorted(UNITS.items(), key=lambda u: -u[1]) if seconds % size == 0)
+
+
+def _describe(details: Mapping[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in details.items() if k != "fingerprint") + ")"

@@ -1,0 +1,1 @@
+"""Rule data files shipped with the detectors (package data)."""

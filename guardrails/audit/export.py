@@ -1,0 +1,161 @@
+"""Audit exports: JSON lines, CSV, and OTLP/JSON traces with OpenTelemetry GenAI attributes.
+
+The OTLP form is an `ExportTraceServiceRequest` (`{"resourceSpans": [...]}`): one span per check, named
+`guardrails.check <model>`, with the `gen_ai.*` attributes of the call that was checked, our verdict and
+policy under `guardrails.*`, and one `guardrails.finding` event per finding. A file of such requests, one
+per line, loads into an OpenTelemetry Collector (otlpjsonfile receiver) or can be POSTed to /v1/traces.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+import guardrails
+from guardrails.audit.chain import StoredRecord
+
+FORMATS = ("jsonl", "csv", "otlp")
+CSV_COLUMNS = ("seq", "check_id", "time", "tenant", "agent", "session", "user", "policy_id", "policy_version",
+               "format", "phase", "model", "finish_reason", "input_tokens", "output_tokens", "reasoning_tokens",
+               "total_tokens", "verdict", "findings", "categories", "detectors", "service_version", "hash")
+# The API format tells which provider's wire protocol the call used (gen_ai.provider.name values).
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+OPERATIONS = {"openai.chat": "chat", "openai.responses": "chat", "anthropic.messages": "chat"}
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+SPAN_KIND_INTERNAL = 1
+OTLP_BATCH = 200
+
+
+def export_jsonl(rows: Iterable[StoredRecord]) -> Iterator[str]:
+    for row in rows:
+        yield orjson.dumps(row.exported()).decode() + "\n"
+
+
+def export_csv(rows: Iterable[StoredRecord]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    yield _drain(buffer)
+    for row in rows:
+        r = row.record()
+        usage, findings = r.get("usage") or {}, r.get("findings") or []
+        writer.writerow([
+            row.seq, r.get("check_id"), r.get("time"), r.get("tenant"), r.get("agent"), r.get("session"),
+            r.get("user"), (r.get("policy") or {}).get("id"), (r.get("policy") or {}).get("version"),
+            r.get("format"), r.get("phase"), r.get("model"), r.get("finish_reason"), usage.get("input_tokens"),
+            usage.get("output_tokens"), usage.get("reasoning_tokens"), usage.get("total_tokens"), r.get("verdict"),
+            len(findings), ";".join(sorted({f["category"] for f in findings})),
+            ";".join(sorted({f["detector"] for f in findings})), r.get("service_version"), row.hash,
+        ])
+        yield _drain(buffer)
+
+
+def export_otlp(rows: Iterable[StoredRecord], batch: int = OTLP_BATCH) -> Iterator[str]:
+    """One ExportTraceServiceRequest per line, `batch` spans each."""
+    spans: list[dict[str, Any]] = []
+    for row in rows:
+        spans.append(otlp_span(row.record(), row.seq))
+        if len(spans) >= batch:
+            yield orjson.dumps(otlp_request(spans)).decode() + "\n"
+            spans = []
+    if spans:
+        yield orjson.dumps(otlp_request(spans)).decode() + "\n"
+
+
+EXPORTERS = {"jsonl": export_jsonl, "csv": export_csv, "otlp": export_otlp}
+
+
+def otlp_request(spans: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceSpans": [{
+        "resource": {"attributes": _attributes({"service.name": "guardrails",
+                                                "service.version": guardrails.__version__})},
+        "scopeSpans": [{"scope": {"name": "guardrails.audit", "version": guardrails.__version__},
+                        "spans": spans}],
+    }]}
+
+
+def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
+    usage = record.get("usage") or {}
+    fmt = record.get("format") or ""
+    provider = PROVIDERS.get(fmt.split(".")[0], fmt.split(".")[0] or "unknown")
+    model = record.get("model")
+    check_id = record["check_id"]
+    digest = hashlib.sha256(check_id.encode()).hexdigest()
+    trace_id = (record.get("trace_id") or "").lower()
+    parent = (record.get("span_id") or "").lower()
+    start_ns = int(record["ts"] * 1e9)
+    detectors = (record.get("timings_ms") or {}).get("detectors") or {}
+    elapsed_ms = sum(v for v in detectors.values() if isinstance(v, (int, float))) + (
+        (record.get("timings_ms") or {}).get("normalize") or 0)
+    attributes = {
+        "gen_ai.operation.name": OPERATIONS.get(fmt, "generate_content"),
+        "gen_ai.provider.name": provider,
+        "gen_ai.system": provider,
+        "gen_ai.request.model": model,
+        "gen_ai.response.model": model,
+        "gen_ai.response.id": record.get("response_id"),
+        "gen_ai.response.finish_reasons": [record["finish_reason"]] if record.get("finish_reason") else None,
+        "gen_ai.usage.input_tokens": usage.get("input_tokens"),
+        "gen_ai.usage.output_tokens": usage.get("output_tokens"),
+        "gen_ai.conversation.id": record.get("session"),
+        "gen_ai.agent.id": record.get("agent"),
+        "guardrails.check_id": check_id,
+        "guardrails.verdict": record.get("verdict"),
+        "guardrails.phase": record.get("phase"),
+        "guardrails.format": fmt,
+        "guardrails.policy.id": (record.get("policy") or {}).get("id"),
+        "guardrails.policy.version": (record.get("policy") or {}).get("version"),
+        "guardrails.tenant": record.get("tenant"),
+        "guardrails.user": record.get("user"),
+        "guardrails.usage.reasoning_tokens": usage.get("reasoning_tokens"),
+        "guardrails.findings": len(record.get("findings") or []),
+        "guardrails.audit.seq": seq,
+    }
+    span: dict[str, Any] = {
+        "traceId": trace_id if HEX32.match(trace_id) else digest[:32],
+        "spanId": digest[32:48],
+        "name": f"guardrails.check {model}" if model else "guardrails.check",
+        "kind": SPAN_KIND_INTERNAL,
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(start_ns + int(elapsed_ms * 1e6)),
+        "attributes": _attributes(attributes),
+        "events": [{"timeUnixNano": str(start_ns), "name": "guardrails.finding", "attributes": _attributes({
+            "guardrails.finding.category": f.get("category"), "guardrails.finding.detector": f.get("detector"),
+            "guardrails.finding.action": f.get("action"), "guardrails.finding.severity": f.get("severity"),
+            "guardrails.finding.pointer": f.get("pointer"), "guardrails.finding.score": f.get("score")})}
+            for f in record.get("findings") or []],
+        "status": {"code": 0},
+    }
+    if HEX32.match(trace_id) and HEX16.match(parent):
+        span["parentSpanId"] = parent
+    return span
+
+
+def _attributes(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _any_value(v)} for k, v in values.items() if v is not None]
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}  # OTLP/JSON carries 64-bit integers as strings
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [_any_value(v) for v in value]}}
+    return {"stringValue": str(value)}
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text

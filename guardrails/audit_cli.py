@@ -1,0 +1,172 @@
+"""`guardrails audit export|verify` and `guardrails breakers list|show|reset`.
+
+Exit codes: 0 success, 1 `verify` found tampering (each broken record is named) or `show`/`reset` found no
+such breaker, 4 the store cannot be opened or the arguments are invalid (bad time, bad URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from guardrails.audit import AuditFilter, open_audit_store, parse_time
+from guardrails.audit.export import EXPORTERS
+from guardrails.config import Settings
+from guardrails.state import open_state_store
+
+EXIT_OK, EXIT_FOUND_PROBLEMS, EXIT_CONFIG = 0, 1, 4
+
+
+def add_commands(sub: Any) -> None:
+    """Register the subcommands on the main parser's subparsers."""
+    audit = sub.add_parser("audit", help="export and verify the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_sub.add_parser("export", help="export audit records (jsonl, csv or OTLP/JSON traces)")
+    _url_option(export, "GUARDRAILS_AUDIT_URL")
+    export.add_argument("--since", help="from this time (ISO 8601 or epoch seconds), inclusive")
+    export.add_argument("--until", help="up to this time, exclusive")
+    for name in ("tenant", "agent", "session"):
+        export.add_argument(f"--{name}", help=f"only this {name}")
+    export.add_argument("--verdict", choices=("allow", "warn", "block"))
+    export.add_argument("--format", choices=tuple(EXPORTERS), default="jsonl")
+    export.add_argument("--output", "-o", help="write to this file instead of stdout")
+    export.set_defaults(func=_export)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; names altered, inserted, deleted records")
+    _url_option(verify, "GUARDRAILS_AUDIT_URL")
+    verify.add_argument("--anchor", help="SEQ:HASH recorded earlier (detects truncation and rewrites)")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=_verify)
+
+    breakers = sub.add_parser("breakers", help="list, inspect and reset circuit breakers")
+    breakers_sub = breakers.add_subparsers(dest="breakers_command", required=True)
+    for name, helptext, func in (("list", "open and half-open breakers", _list),
+                                 ("show", "one breaker", _show), ("reset", "close a breaker now", _reset)):
+        cmd = breakers_sub.add_parser(name, help=helptext)
+        _url_option(cmd, "GUARDRAILS_STATE_URL")
+        if name != "list":
+            cmd.add_argument("key", help="breaker key, e.g. agent:acme/travel-agent")
+        cmd.add_argument("--json", action="store_true")
+        cmd.set_defaults(func=func)
+
+
+def _url_option(parser: argparse.ArgumentParser, env: str) -> None:
+    parser.add_argument("--url", help=f"store URL (default ${env}, else SQLite under $GUARDRAILS_DATA_DIR)")
+
+
+def _audit_url(args: argparse.Namespace) -> str:
+    return args.url or Settings.from_env().resolved_audit_url()
+
+
+def _state_url(args: argparse.Namespace) -> str:
+    return args.url or Settings.from_env().resolved_state_url()
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except BrokenPipeError:  # `... | head`: the reader has all it wanted
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+            return EXIT_OK
+        except (ValueError, OSError) as exc:
+            print(f"guardrails: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except Exception as exc:  # a store that cannot be reached (psycopg, redis errors)
+            print(f"guardrails: store error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    return run
+
+
+@_guarded
+def _export(args: argparse.Namespace) -> int:
+    filt = AuditFilter(since=parse_time(args.since), until=parse_time(args.until), tenant=args.tenant,
+                       agent=args.agent, session=args.session, verdict=args.verdict)
+    store = open_audit_store(_audit_url(args))
+    try:
+        out: TextIO = Path(args.output).open("w", encoding="utf-8", newline="") if args.output else sys.stdout
+        try:
+            for chunk in EXPORTERS[args.format](store.iter_records(filt)):
+                out.write(chunk)
+        finally:
+            if args.output:
+                out.close()
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+@_guarded
+def _verify(args: argparse.Namespace) -> int:
+    anchor = None
+    if args.anchor:
+        seq, _, digest = args.anchor.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise ValueError(f"--anchor must be SEQ:HASH (64 hex digits), got {args.anchor!r}")
+        anchor = (int(seq), digest.lower())
+    store = open_audit_store(_audit_url(args))
+    try:
+        report = store.verify(anchor)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            print(f"TAMPERED {problem}")
+        status = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
+        print(f"{status}: {report.checked} record(s); head {report.head_seq}:{report.head_hash}")
+    return EXIT_OK if report.ok else EXIT_FOUND_PROBLEMS
+
+
+@_guarded
+def _list(args: argparse.Namespace) -> int:
+    store = open_state_store(_state_url(args))
+    try:
+        found = store.breakers()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([b.to_dict() for b in found], indent=2))
+    elif not found:
+        print("no open breakers")
+    for b in found if not args.json else []:
+        print(f"{b.key:<40} {b.state:<9} {b.reason:<20} {_until(b.until)}  trips={b.trips}")
+    return EXIT_OK
+
+
+@_guarded
+def _show(args: argparse.Namespace) -> int:
+    store = open_state_store(_state_url(args))
+    try:
+        found = store.breaker(args.key)
+    finally:
+        store.close()
+    if found is None:
+        print(f"no breaker open for {args.key}", file=sys.stderr)
+        return EXIT_FOUND_PROBLEMS
+    print(json.dumps(found.to_dict(), indent=2) if args.json else "\n".join(
+        f"{k}: {v}" for k, v in found.to_dict().items()))
+    return EXIT_OK
+
+
+@_guarded
+def _reset(args: argparse.Namespace) -> int:
+    store = open_state_store(_state_url(args))
+    try:
+        closed = store.reset(args.key)
+    finally:
+        store.close()
+    print(f"closed breaker {args.key}" if closed else f"no breaker open for {args.key}",
+          file=sys.stdout if closed else sys.stderr)
+    return EXIT_OK if closed else EXIT_FOUND_PROBLEMS
+
+
+def _until(until: float) -> str:
+    left = until - time.time()
+    return f"cooldown {left:.0f} s left" if left > 0 else "cooldown over"

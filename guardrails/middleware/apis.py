@@ -1,0 +1,201 @@
+"""What the middleware needs to know about each model API: how to recognise it from the request path, the
+check-body `format` it maps to, its native error body and SSE error event, and which stream events carry
+reasoning or tool calls (they trigger incremental checks)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import orjson
+
+
+class EventKind(IntEnum):
+    """What a stream event means for incremental checking, from least to most urgent."""
+
+    OTHER = 0  # text, metadata, usage: checked at the next trigger
+    PROGRESS = 1  # a reasoning or tool-argument fragment: checked at bounded frequency
+    BOUNDARY = 2  # a reasoning or tool-call block ended: checked if fragments are pending
+    TOOL_START = 3  # a tool call's name is known: always checked before it is forwarded
+    TERMINAL = 4  # the stream's success marker: the final output-phase check runs before it
+
+
+@dataclass(frozen=True, slots=True)
+class BlockNotice:
+    """Why a call was blocked, as the client will read it."""
+
+    message: str
+    check_id: str
+    status: int = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    name: str
+    format: str  # the check body's `format`
+    error_body: Callable[[BlockNotice], dict[str, Any]]
+    sse_error: Callable[[BlockNotice, bytes], bytes]  # (notice, event separator) -> SSE event bytes
+    classify: Callable[[str | None, Any], EventKind]  # (SSE event name, parsed data) -> kind
+
+
+# --- native error shapes ---------------------------------------------------------------------------
+
+def _openai_error(notice: BlockNotice) -> dict[str, Any]:
+    return {"error": {"message": notice.message, "type": "invalid_request_error", "param": None,
+                      "code": "guardrails_blocked"}}
+
+
+def _anthropic_error(notice: BlockNotice) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": "invalid_request_error", "message": notice.message}}
+
+
+def _google_error(notice: BlockNotice) -> dict[str, Any]:
+    return {"error": {"code": notice.status, "message": notice.message, "status": "INVALID_ARGUMENT"}}
+
+
+def _data_event(payload: Mapping[str, Any], sep: bytes, event: str | None = None) -> bytes:
+    head = f"event: {event}{sep.decode()[: len(sep) // 2]}".encode() if event else b""
+    return head + b"data: " + orjson.dumps(payload) + sep
+
+
+def _openai_chat_sse(notice: BlockNotice, sep: bytes) -> bytes:
+    # The OpenAI SDKs raise APIError on a data event with an `error` key; no [DONE] follows.
+    return _data_event(_openai_error(notice), sep)
+
+
+def _openai_responses_sse(notice: BlockNotice, sep: bytes) -> bytes:
+    # Both a Responses `error` event (type/code/message/param) and, for the SDKs, the `error` object.
+    error = _openai_error(notice)["error"]
+    payload = {"type": "error", "code": error["code"], "message": notice.message, "param": None,
+               "sequence_number": 0, "error": error}
+    return _data_event(payload, sep, "error")
+
+
+def _anthropic_sse(notice: BlockNotice, sep: bytes) -> bytes:
+    return _data_event(_anthropic_error(notice), sep, "error")
+
+
+def _gemini_sse(notice: BlockNotice, sep: bytes) -> bytes:
+    return _data_event(_google_error(notice), sep)
+
+
+def _interactions_sse(notice: BlockNotice, sep: bytes) -> bytes:
+    return _data_event({"event_type": "error", **_google_error(notice)}, sep, "error")
+
+
+# --- stream event classification -------------------------------------------------------------------
+
+def _chat_kind(event: str | None, data: Any) -> EventKind:
+    kind = EventKind.OTHER
+    for choice in data.get("choices") or () if isinstance(data, dict) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            named = isinstance(function, dict) and function.get("name")
+            kind = max(kind, EventKind.TOOL_START if named else EventKind.PROGRESS)
+        if delta.get("reasoning") or delta.get("reasoning_content"):
+            kind = max(kind, EventKind.PROGRESS)
+    return kind
+
+
+_RESPONSES_KINDS = {
+    "response.reasoning_text.delta": EventKind.PROGRESS,
+    "response.reasoning_summary_text.delta": EventKind.PROGRESS,
+    "response.function_call_arguments.delta": EventKind.PROGRESS,
+    "response.custom_tool_call_input.delta": EventKind.PROGRESS,
+    "response.output_item.done": EventKind.BOUNDARY,
+    "response.completed": EventKind.TERMINAL,
+    "response.incomplete": EventKind.TERMINAL,
+}
+
+
+def _responses_kind(event: str | None, data: Any) -> EventKind:
+    kind_name = data.get("type") if isinstance(data, dict) else None
+    if kind_name == "response.output_item.added":
+        item = data.get("item")
+        return EventKind.TOOL_START if isinstance(item, dict) and item.get("name") else EventKind.OTHER
+    return _RESPONSES_KINDS.get(kind_name, EventKind.OTHER) if isinstance(kind_name, str) else EventKind.OTHER
+
+
+def _anthropic_kind(event: str | None, data: Any) -> EventKind:
+    if not isinstance(data, dict):
+        return EventKind.OTHER
+    kind_name = data.get("type")
+    if kind_name == "content_block_delta":
+        delta = data.get("delta")
+        delta_type = delta.get("type") if isinstance(delta, dict) else None
+        return EventKind.PROGRESS if delta_type in ("thinking_delta", "input_json_delta") else EventKind.OTHER
+    if kind_name == "content_block_start":
+        block = data.get("content_block")
+        return EventKind.TOOL_START if isinstance(block, dict) and block.get("name") else EventKind.OTHER
+    if kind_name == "content_block_stop":
+        return EventKind.BOUNDARY
+    return EventKind.TERMINAL if kind_name == "message_stop" else EventKind.OTHER
+
+
+def _gemini_kind(event: str | None, data: Any) -> EventKind:
+    kind = EventKind.OTHER
+    for candidate in data.get("candidates") or () if isinstance(data, dict) else ():
+        if not isinstance(candidate, dict):
+            continue
+        content = candidate.get("content")
+        for part in content.get("parts") or () if isinstance(content, dict) else ():
+            if isinstance(part, dict) and part.get("functionCall"):
+                kind = max(kind, EventKind.TOOL_START)
+            elif isinstance(part, dict) and part.get("thought"):
+                kind = max(kind, EventKind.PROGRESS)
+        if candidate.get("finishReason"):
+            kind = max(kind, EventKind.TERMINAL)
+    return kind
+
+
+def _interactions_kind(event: str | None, data: Any) -> EventKind:
+    if not isinstance(data, dict):
+        return EventKind.OTHER
+    kind_name = data.get("event_type")
+    if kind_name == "step.delta":
+        delta = data.get("delta")
+        delta_type = delta.get("type") if isinstance(delta, dict) else None
+        return EventKind.PROGRESS if delta_type in ("thought_summary", "arguments_delta") else EventKind.OTHER
+    if kind_name == "step.start":
+        step = data.get("step")
+        return EventKind.TOOL_START if isinstance(step, dict) and step.get("name") else EventKind.OTHER
+    if kind_name == "step.stop":
+        return EventKind.BOUNDARY
+    return EventKind.TERMINAL if kind_name == "interaction.completed" else EventKind.OTHER
+
+
+OPENAI_CHAT = Api("openai.chat", "openai.chat", _openai_error, _openai_chat_sse, _chat_kind)
+OPENAI_RESPONSES = Api("openai.responses", "openai.responses", _openai_error, _openai_responses_sse,
+                       _responses_kind)
+ANTHROPIC_MESSAGES = Api("anthropic.messages", "anthropic.messages", _anthropic_error, _anthropic_sse,
+                         _anthropic_kind)
+GEMINI_GENERATE = Api("gemini", "gemini", _google_error, _gemini_sse, _gemini_kind)
+GEMINI_INTERACTIONS = Api("gemini.interactions", "gemini.interactions", _google_error, _interactions_sse,
+                          _interactions_kind)
+
+# Matched on the path's end so a gateway prefix (/openai/v1/chat/completions) still works.
+_ROUTES: tuple[tuple[re.Pattern[str], Api], ...] = (
+    (re.compile(r"/v1/chat/completions/?$"), OPENAI_CHAT),
+    (re.compile(r"/v1/responses/?$"), OPENAI_RESPONSES),
+    (re.compile(r"/v1/messages/?$"), ANTHROPIC_MESSAGES),
+    (re.compile(r"/v1(?:beta|alpha)?/interactions/?$"), GEMINI_INTERACTIONS),
+    (re.compile(r":(?:stream)?[gG]enerateContent$"), GEMINI_GENERATE),
+)
+
+
+def detect_api(path: str) -> Api | None:
+    """The API a request path belongs to, or None for paths the middleware leaves alone."""
+    for pattern, api in _ROUTES:
+        if pattern.search(path):
+            return api
+    return None
+
+
+__all__ = ["ANTHROPIC_MESSAGES", "GEMINI_GENERATE", "GEMINI_INTERACTIONS", "OPENAI_CHAT", "OPENAI_RESPONSES",
+           "Api", "BlockNotice", "EventKind", "detect_api"]

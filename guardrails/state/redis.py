@@ -1,0 +1,212 @@
+"""Redis state store: for several service replicas. Every update is one Lua script, hence atomic.
+
+`redis://host:6379/0?prefix=guardrails:` (`prefix` is ours, stripped before connecting). Keys:
+`<prefix>w:<key>` window buckets (hash bucket -> amount, expiring with the window), `<prefix>r:<key>` rate
+(hash), `<prefix>b:<key>` breaker (hash) indexed in the set `<prefix>breakers`, `<prefix>s:<key>` streak.
+The rate math mirrors `guardrails.state.base.fold`; the shared test suite holds both stores to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+
+from guardrails.state.base import HALF_OPEN, OPEN, Breaker, RateAdd, RateStats, Snapshot, StateStore, WindowAdd
+
+DEFAULT_PREFIX = "guardrails:"
+
+# KEYS: window keys..., [rate key], breaker keys..., streak keys...   ARGV[1]: JSON spec (see `step`).
+STEP = """
+local spec = cjson.decode(ARGV[1])
+local now = spec.now
+local k = 1
+local totals = {}
+for i, add in ipairs(spec.adds) do
+  local key = KEYS[k]; k = k + 1
+  local width = add.window / add.buckets
+  local bucket = math.floor(now / width)
+  if add.amount ~= 0 then
+    redis.call('HINCRBYFLOAT', key, string.format('%d', bucket), add.amount)
+    redis.call('PEXPIRE', key, math.ceil((add.window + width) * 1000))
+  end
+  local cutoff = bucket - add.buckets
+  local fields = redis.call('HGETALL', key)
+  local total = 0
+  for j = 1, #fields, 2 do
+    if tonumber(fields[j]) > cutoff then total = total + tonumber(fields[j + 1])
+    else redis.call('HDEL', key, fields[j]) end
+  end
+  totals[i] = tostring(total)
+end
+local rate = false
+if spec.rate then
+  local r = spec.rate
+  local key = KEYS[k]; k = k + 1
+  local period = math.floor(now / r.period)
+  local h = redis.call('HMGET', key, 'period', 'current', 'mean', 'var', 'samples')
+  local last = tonumber(h[1]) or period
+  local current, mean, var, samples = tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0,
+    tonumber(h[5]) or 0
+  if last ~= period then
+    if current > 0 then
+      if samples == 0 then mean, var, samples = current, 0, 1
+      else
+        local value = current
+        if r.clamp_z > 0 and samples >= r.min_samples then
+          local std = math.max(math.sqrt(math.max(var, 0)), 0.1 * math.abs(mean), 1.0)
+          value = math.min(value, mean + r.clamp_z * std)
+        end
+        local diff = value - mean
+        local inc = r.alpha * diff
+        mean = mean + inc
+        var = (1 - r.alpha) * (var + diff * inc)
+        samples = samples + 1
+      end
+    end
+    current = 0
+  end
+  current = current + r.amount
+  redis.call('HSET', key, 'period', string.format('%d', period), 'current', tostring(current),
+    'mean', tostring(mean), 'var', tostring(var), 'samples', tostring(samples))
+  redis.call('PEXPIRE', key, spec.rate_ttl_ms)
+  rate = {tostring(current), tostring(mean), tostring(var), samples}
+end
+local breakers = {}
+for i = 1, spec.n_breakers do
+  local key = KEYS[k]; k = k + 1
+  local state = redis.call('HGET', key, 'state')
+  if state == 'open' and tonumber(redis.call('HGET', key, 'until')) <= now then
+    redis.call('HSET', key, 'state', 'half_open')
+  end
+  breakers[i] = redis.call('HGETALL', key)
+end
+local streaks = {}
+for i = 1, spec.n_streaks do
+  local key = KEYS[k]; k = k + 1
+  streaks[i] = tonumber(redis.call('GET', key) or '0')
+end
+return cjson.encode({totals = totals, rate = rate, breakers = breakers, streaks = streaks})
+"""
+
+# KEYS: breaker, index set, streak. ARGV: key, reason, now, until, details JSON.
+TRIP = """
+local trips = redis.call('HINCRBY', KEYS[1], 'trips', 1)
+redis.call('HSET', KEYS[1], 'key', ARGV[1], 'state', 'open', 'reason', ARGV[2], 'opened_at', ARGV[3],
+  'until', ARGV[4], 'details', ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return trips
+"""
+
+# KEYS: breaker, index set. ARGV: key, required state ('' for any).
+CLOSE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or (ARGV[2] ~= '' and state ~= ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def split_prefix(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+class RedisStateStore(StateStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        dsn, self.prefix = split_prefix(url)
+        self._redis = redis.Redis.from_url(dsn, decode_responses=True)
+        self._step = self._redis.register_script(STEP)
+        self._trip = self._redis.register_script(TRIP)
+        self._close = self._redis.register_script(CLOSE)
+        self._index = self.prefix + "breakers"
+
+    def step(self, now: float, adds: Sequence[WindowAdd], rate: RateAdd | None = None,
+             breaker_keys: Sequence[str] = (), streak_keys: Sequence[str] = ()) -> Snapshot:
+        keys = [self.prefix + "w:" + a.key for a in adds]
+        spec: dict[str, Any] = {
+            "now": now, "adds": [{"window": a.window_s, "buckets": a.buckets, "amount": a.amount} for a in adds],
+            "n_breakers": len(breaker_keys), "n_streaks": len(streak_keys)}
+        if rate is not None:
+            keys.append(self.prefix + "r:" + rate.key)
+            spec["rate"] = {"period": rate.period_s, "amount": rate.amount, "alpha": rate.alpha,
+                            "clamp_z": rate.clamp_z, "min_samples": rate.min_samples}
+            spec["rate_ttl_ms"] = int(rate.period_s * 1000 * 60 * 24)  # a day of periods without traffic
+        keys += [self.prefix + "b:" + k for k in breaker_keys]
+        keys += [self.prefix + "s:" + k for k in streak_keys]
+        out = json.loads(self._step(keys=keys, args=[json.dumps(spec)]))
+        stats = None
+        if out["rate"]:
+            current, mean, var, samples = out["rate"]
+            var = float(var)
+            stats = RateStats(float(current), float(mean), max(var, 0.0) ** 0.5, int(samples))
+        breakers = {}
+        for key, flat in zip(breaker_keys, _list(out["breakers"]), strict=True):
+            found = _breaker(_list(flat))
+            if found is not None:
+                breakers[key] = found
+        streaks = dict(zip(streak_keys, (int(s) for s in _list(out["streaks"])), strict=True))
+        return Snapshot([float(t) for t in _list(out["totals"])], stats, breakers, streaks)
+
+    def trip(self, key: str, reason: str, now: float, cooldown_s: float,
+             details: dict[str, Any] | None = None) -> Breaker:
+        trips = self._trip(keys=[self.prefix + "b:" + key, self._index, self.prefix + "s:" + key],
+                           args=[key, reason, repr(now), repr(now + cooldown_s), json.dumps(details or {})])
+        return Breaker(key, OPEN, reason, now, now + cooldown_s, int(trips), details or {})
+
+    def close_half_open(self, key: str) -> bool:
+        return bool(self._close(keys=[self.prefix + "b:" + key, self._index], args=[key, HALF_OPEN]))
+
+    def reset(self, key: str) -> bool:
+        self._redis.delete(self.prefix + "s:" + key)
+        return bool(self._close(keys=[self.prefix + "b:" + key, self._index], args=[key, ""]))
+
+    def breaker(self, key: str) -> Breaker | None:
+        return _breaker(self._redis.hgetall(self.prefix + "b:" + key))
+
+    def breakers(self) -> list[Breaker]:
+        keys = sorted(self._redis.smembers(self._index))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(self.prefix + "b:" + key)
+        return [b for b in (_breaker(h) for h in pipe.execute()) if b is not None]
+
+    def record_streaks(self, keys: Sequence[str], blocked: bool) -> None:
+        if not keys:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        for key in keys:
+            if blocked:
+                pipe.incr(self.prefix + "s:" + key)
+            else:
+                pipe.delete(self.prefix + "s:" + key)
+        pipe.execute()
+
+    def purge(self) -> None:
+        """Delete every key under this store's prefix (tests and teardown only)."""
+        for key in self._redis.scan_iter(match=self.prefix + "*", count=500):
+            self._redis.delete(key)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []  # cjson encodes an empty Lua table as {}
+
+
+def _breaker(flat: Any) -> Breaker | None:
+    fields = dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(flat, list) else dict(flat or {})
+    if "state" not in fields:
+        return None
+    return Breaker(fields["key"], fields["state"], fields["reason"], float(fields["opened_at"]),
+                   float(fields["until"]), int(fields.get("trips", 1)), json.loads(fields.get("details") or "{}"))

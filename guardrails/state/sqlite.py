@@ -1,0 +1,167 @@
+"""SQLite state store: the embedded default. One process or several on one host (BEGIN IMMEDIATE).
+
+Budget counters are not an audit trail: WAL with `synchronous=NORMAL` (no fsync per step; a service
+crash loses nothing, a power cut may lose the last steps).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from guardrails.audit.sqlite import connect, sqlite_path
+from guardrails.state.base import HALF_OPEN, OPEN, Breaker, RateAdd, RateStats, Snapshot, StateStore, WindowAdd, fold
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (key TEXT NOT NULL, bucket INTEGER NOT NULL, value REAL NOT NULL,
+    expires REAL NOT NULL, PRIMARY KEY (key, bucket)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS windows_expires ON windows(expires);
+CREATE TABLE IF NOT EXISTS rates (key TEXT PRIMARY KEY, period INTEGER NOT NULL, current REAL NOT NULL,
+    mean REAL NOT NULL, var REAL NOT NULL, samples INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS breakers (key TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL,
+    opened_at REAL NOT NULL, until REAL NOT NULL, trips INTEGER NOT NULL, details TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, count INTEGER NOT NULL);
+"""
+PRUNE_EVERY = 1000  # steps between deletions of expired buckets
+
+
+class SQLiteStateStore(StateStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path, _ = sqlite_path(url)
+        self._connection: sqlite3.Connection | None = None  # opened on first use: no file unless budgets run
+        self._lock = threading.Lock()
+        self._steps = 0
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            conn = connect(self.path, "NORMAL")
+            conn.executescript(SCHEMA)
+            self._connection = conn
+        return self._connection
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self)
+
+    def step(self, now: float, adds: Sequence[WindowAdd], rate: RateAdd | None = None,
+             breaker_keys: Sequence[str] = (), streak_keys: Sequence[str] = ()) -> Snapshot:
+        with self._transaction() as db:
+            totals = []
+            for add in adds:
+                width = add.window_s / add.buckets
+                bucket = math.floor(now / width)
+                if add.amount:
+                    db.execute("INSERT INTO windows VALUES (?,?,?,?) ON CONFLICT(key, bucket) DO UPDATE SET "
+                               "value = value + excluded.value", (add.key, bucket, add.amount,
+                                                                  (bucket + 1) * width + add.window_s))
+                (total,) = db.execute("SELECT COALESCE(SUM(value), 0) FROM windows WHERE key = ? AND bucket > ?",
+                                      (add.key, bucket - add.buckets)).fetchone()
+                totals.append(float(total))
+            stats = self._step_rate(db, now, rate) if rate is not None else None
+            breakers = {}
+            for key in breaker_keys:
+                found = _breaker(db, key)
+                if found is None:
+                    continue
+                if found.state == OPEN and now >= found.until:
+                    db.execute("UPDATE breakers SET state = ? WHERE key = ?", (HALF_OPEN, key))
+                    found.state = HALF_OPEN
+                breakers[key] = found
+            streaks = {}
+            for key in streak_keys:
+                row = db.execute("SELECT count FROM streaks WHERE key = ?", (key,)).fetchone()
+                streaks[key] = row[0] if row else 0
+            self._steps += 1
+            if self._steps % PRUNE_EVERY == 0:
+                db.execute("DELETE FROM windows WHERE expires < ?", (now,))
+        return Snapshot(totals, stats, breakers, streaks)
+
+    @staticmethod
+    def _step_rate(db: Any, now: float, rate: RateAdd) -> RateStats:
+        period = math.floor(now / rate.period_s)
+        row = db.execute("SELECT period, current, mean, var, samples FROM rates WHERE key = ?",
+                         (rate.key,)).fetchone()
+        last, current, mean, var, samples = row if row else (period, 0.0, 0.0, 0.0, 0)
+        if last != period:
+            if current > 0:
+                mean, var, samples = fold(mean, var, samples, current, rate)
+            current = 0.0
+        current += rate.amount
+        db.execute("INSERT OR REPLACE INTO rates VALUES (?,?,?,?,?,?)", (rate.key, period, current, mean, var, samples))
+        return RateStats(current, mean, math.sqrt(max(var, 0.0)), samples)
+
+    def trip(self, key: str, reason: str, now: float, cooldown_s: float,
+             details: dict[str, Any] | None = None) -> Breaker:
+        with self._transaction() as db:
+            row = db.execute("SELECT trips FROM breakers WHERE key = ?", (key,)).fetchone()
+            trips = (row[0] if row else 0) + 1
+            db.execute("INSERT OR REPLACE INTO breakers VALUES (?,?,?,?,?,?,?)",
+                       (key, OPEN, reason, now, now + cooldown_s, trips, json.dumps(details or {})))
+            db.execute("DELETE FROM streaks WHERE key = ?", (key,))
+        return Breaker(key, OPEN, reason, now, now + cooldown_s, trips, details or {})
+
+    def close_half_open(self, key: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM breakers WHERE key = ? AND state = ?", (key, HALF_OPEN)).rowcount > 0
+
+    def reset(self, key: str) -> bool:
+        with self._transaction() as db:
+            db.execute("DELETE FROM streaks WHERE key = ?", (key,))
+            return db.execute("DELETE FROM breakers WHERE key = ?", (key,)).rowcount > 0
+
+    def breaker(self, key: str) -> Breaker | None:
+        with self._lock:
+            return _breaker(self._conn, key)
+
+    def breakers(self) -> list[Breaker]:
+        with self._lock:
+            rows = self._conn.execute("SELECT key FROM breakers ORDER BY key").fetchall()
+            return [b for (key,) in rows if (b := _breaker(self._conn, key)) is not None]
+
+    def record_streaks(self, keys: Sequence[str], blocked: bool) -> None:
+        if not keys:
+            return
+        with self._transaction() as db:
+            for key in keys:
+                if blocked:
+                    db.execute("INSERT INTO streaks VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET count = count + 1",
+                               (key,))
+                else:
+                    db.execute("DELETE FROM streaks WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+class _Tx:
+    """One write transaction under the store's lock (BEGIN IMMEDIATE: other processes wait, not fail)."""
+
+    def __init__(self, store: SQLiteStateStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> Any:
+        self.store._lock.acquire()
+        self.store._conn.execute("BEGIN IMMEDIATE")
+        return self.store._conn
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            self.store._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store._lock.release()
+
+
+def _breaker(db: Any, key: str) -> Breaker | None:
+    row = db.execute("SELECT key, state, reason, opened_at, until, trips, details FROM breakers WHERE key = ?",
+                     (key,)).fetchone()
+    if row is None:
+        return None
+    return Breaker(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
