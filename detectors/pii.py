@@ -232,7 +232,10 @@ def _pattern_recognizers(phone_regions: Sequence[str]) -> list[Any]:
                     span = (match.start, match.end)
                     if span not in seen and _digit_count(match.raw_string) >= MIN_PHONE_DIGITS:
                         seen.add(span)
-                        results.append(self._get_recognizer_result(match, text, region, nlp_artifacts))
+                        result = self._get_recognizer_result(match, text, region, nlp_artifacts)
+                        if match.raw_string.startswith("(") and ")" not in match.raw_string:
+                            result.start += 1  # "(1-800-843-5678)": phonenumbers keeps the unmatched "("
+                        results.append(result)
             return results
 
     class FormattedPhoneRecognizer(PatternRecognizer):

@@ -84,7 +84,7 @@ _TARGET = re.compile(
 )
 _FIRST_PERSON_TARGET = re.compile(r"\bmy\b|" + _EMAIL, re.IGNORECASE)
 _EXFIL_TO = re.compile(
-    r"(?:^|(?<=[.!?;:,'\"\n])\s*|\b(?:and|then|to|please|also|kindly)\s+)"
+    r"(?:^|(?<=[.!?;:,'\"\n])\s*|\b(?:and|then|to|please|also|kindly|must|should)\s+)"
     r"(?P<verb>send|e-?mail|forward|share|upload|post|transmit|leak|copy|exfiltrate|deliver)\b[^.!?\n]{0,160}?"
     r"\bto\b[^.!?\n]{0,40}?(?:" + _EMAIL + "|" + _URL + ")",
     FLAGS,

@@ -17,6 +17,15 @@ from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Severity
 
 MAX_COMPARED_LENGTH = 2000  # longer argument strings are compared on their first characters only
+DICE_SLACK = 0.3  # trigram Dice this far below the threshold means difflib cannot reach it in practice
+MEMO_ENTRIES = 20_000
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(memo) >= MEMO_ENTRIES:
+        memo.pop(next(iter(memo)))
+    memo[key] = value
+    return value
 
 
 class ToolLoopDetector(Detector):
@@ -32,13 +41,17 @@ class ToolLoopDetector(Detector):
         self.max_cycle_length = int(self.settings.get("max_cycle_length", 3))
         self.min_cycle_repeats = int(self.settings.get("min_cycle_repeats", 3))
         self.window = int(self.settings.get("window", 50))
+        # History is resent every step: remember signatures, shingles and pair verdicts across checks.
+        self._signatures: dict[tuple[str, str], tuple[str, str]] = {}
+        self._shingles: dict[str, frozenset[str]] = {}
+        self._similar_pairs: dict[tuple[str, str], bool] = {}
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         calls = [s for s in ctx.segments if s.tool_call is not None][-self.window:]
         targets = _new_calls(calls, exchange)
         if not targets:
             return []
-        signatures = [signature(s) for s in calls]
+        signatures = [self._signature(s) for s in calls]
         findings = []
         first_target = calls.index(targets[0])
         for position in range(first_target, len(calls)):
@@ -70,11 +83,38 @@ class ToolLoopDetector(Detector):
                                  Severity.MEDIUM, "cycle")
         return None
 
+    def _signature(self, segment: Segment) -> tuple[str, str]:
+        call = segment.tool_call
+        assert call is not None
+        key = (call.name, call.arguments_raw)
+        cached = self._signatures.get(key)
+        if cached is None:
+            cached = _remember(self._signatures, key, signature(segment))
+        return cached
+
     def _similar(self, a: str, b: str) -> bool:
         a, b = a[:MAX_COMPARED_LENGTH], b[:MAX_COMPARED_LENGTH]
-        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-        return matcher.real_quick_ratio() >= self.near_similarity and matcher.quick_ratio() >= \
-            self.near_similarity and matcher.ratio() >= self.near_similarity
+        pair = (a, b) if a <= b else (b, a)
+        verdict = self._similar_pairs.get(pair)
+        if verdict is not None:
+            return verdict
+        # Character-trigram Dice is cheap (set ops in C) and bounds difflib's ratio from above well enough
+        # to skip the quadratic comparison for arguments that clearly differ.
+        sa, sb = self._shingle(a), self._shingle(b)
+        dice = 2 * len(sa & sb) / (len(sa) + len(sb)) if sa or sb else 1.0
+        if dice < self.near_similarity - DICE_SLACK:
+            verdict = False
+        else:
+            matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+            verdict = (matcher.real_quick_ratio() >= self.near_similarity and matcher.quick_ratio() >=
+                       self.near_similarity and matcher.ratio() >= self.near_similarity)
+        return _remember(self._similar_pairs, pair, verdict)
+
+    def _shingle(self, text: str) -> frozenset[str]:
+        cached = self._shingles.get(text)
+        if cached is None:
+            cached = _remember(self._shingles, text, frozenset(text[i:i + 3] for i in range(len(text) - 2)))
+        return cached
 
     def _finding(self, segment: Segment, calls: Sequence[Segment], earlier: list[int], message: str,
                  severity: Severity, rule: str) -> Finding:

@@ -15,6 +15,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from guardrails.colang.catalog import RAIL_KINDS
 from guardrails.detector import Detector, DetectorRegistry, ScanContext, Scope, SegmentDetector, Services
 from guardrails.exchange import Exchange, Segment
 from guardrails.findings import (
@@ -88,6 +89,7 @@ class Engine:
         self.cache = cache or SegmentCache()
         self.slots: list[_Slot] = []
         services = services or Services()
+        self.registry, self.services = registry, services
         for config in policy.detectors:
             if not config.enabled:
                 continue
@@ -100,7 +102,16 @@ class Engine:
                 detector = cls(config.settings, services)
             except Exception as exc:
                 raise PolicyError(f"detector {config.name!r} rejected its settings: {exc}", policy.path) from exc
-            self.slots.append(_Slot(detector, config, config.scope or cls.default_scope, id(detector)))
+            scope = config.scope or cls.default_scope
+            if config.rail_types:
+                scope = _narrow_to_rails(scope, config, policy.path)
+            self.slots.append(_Slot(detector, config, scope, id(detector)))
+        # Custom Colang flows run on NeMo's runtime, built once per policy version; built-in flows never do.
+        self.colang: Any = None
+        if policy.rails.has_custom_flows:
+            from guardrails.colang.bridge import ColangRails
+
+            self.colang = ColangRails(self)
 
     async def run(self, exchange: Exchange) -> EngineResult:
         timings: dict[str, float] = {}
@@ -124,6 +135,12 @@ class Engine:
         for f in findings:
             if f.action is None:
                 f.action = self._action_for(f)
+        if self.colang is not None:
+            started = time.perf_counter()
+            for f in await self.colang.run(exchange, findings, signals):
+                f.action = f.action or self._action_for(f)
+                findings.append(f)
+            timings["colang"] = _ms(started)
         verdict = strictest([f.action for f in findings if f.action is not None])
         return EngineResult(verdict=verdict, findings=findings, timings_ms=timings, signals=signals)
 
@@ -203,6 +220,16 @@ def _scope_allows(scope: Scope, sig: tuple[Any, Any, Any]) -> bool:
     kind, trust, phase = sig
     return ((not scope.kinds or kind in scope.kinds) and (not scope.trust or trust in scope.trust)
             and (not scope.phases or phase in scope.phases))
+
+
+def _narrow_to_rails(scope: Scope, config: DetectorConfig, file: Any) -> Scope:
+    """A built-in flow listed under rail types looks only at those rails' segments."""
+    rail_kinds = frozenset().union(*(RAIL_KINDS[t] for t in config.rail_types))
+    kinds = scope.kinds & rail_kinds if scope.kinds else rail_kinds
+    if not kinds:
+        raise PolicyError(f"detector {config.name!r} cannot look at any segment of the rails "
+                          f"{sorted(config.rail_types)} its flow is listed under", file)
+    return Scope(kinds=kinds, trust=scope.trust, phases=scope.phases)
 
 
 def _error_finding(slot: _Slot, exc: BaseException) -> Finding:

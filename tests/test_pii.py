@@ -69,6 +69,10 @@ def test_formatted_phone_numbers_of_many_countries(number: str) -> None:
     assert spans(f"Reach me on {number} tomorrow.") == [("PHONE_NUMBER", number)]
 
 
+def test_parenthesised_number_excludes_the_parentheses() -> None:
+    assert spans("Call the hotline (1-800-843-5678) now.") == [("PHONE_NUMBER", "1-800-843-5678")]
+
+
 @pytest.mark.parametrize("text", ["Released 2024-01-15 and 12.05.1985.", "Version 10.15.7 build 20231",
                                   "Order 370 3911 Fourth Avenue", "It costs 1.5 million."])
 def test_dates_versions_and_house_numbers_are_not_phones(text: str) -> None:
@@ -85,6 +89,7 @@ def test_prefilter_keeps_presidio_off_text_that_cannot_match(monkeypatch: pytest
     detector = PIIDetector({})
     monkeypatch.setattr(detector.analyzer, "analyze", lambda **kw: pytest.fail("analyzer ran"))
     assert detector.analyze(segment("The weather in Paris is 21 degrees and sunny.")) == []
+    assert detector.analyze(segment('{"since": "2024-03-01", "limit": 20}', SegmentKind.TOOL_CALL)) == []
     assert detector.candidate_entities("reach me at a@b.co") == ["EMAIL_ADDRESS"]
     assert set(detector.candidate_entities(f"{CARD} and 10.0.0.1")) >= {"CREDIT_CARD", "IP_ADDRESS"}
 

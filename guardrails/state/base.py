@@ -120,5 +120,5 @@ def fold(mean: float, var: float, samples: int, value: float, rate: RateAdd) -> 
 
 
 def std_floor(mean: float, var: float) -> float:
-    """Standard deviation with a floor, so a perfectly steady agent is not flagged for a small wobble."""
-    return max(math.sqrt(max(var, 0.0)), 0.1 * abs(mean), 1.0)
+    """Standard deviation with a floor (a quarter of the mean): a steady agent is not flagged for a wobble."""
+    return max(math.sqrt(max(var, 0.0)), 0.25 * abs(mean), 1.0)

@@ -57,7 +57,7 @@ if spec.rate then
       else
         local value = current
         if r.clamp_z > 0 and samples >= r.min_samples then
-          local std = math.max(math.sqrt(math.max(var, 0)), 0.1 * math.abs(mean), 1.0)
+          local std = math.max(math.sqrt(math.max(var, 0)), 0.25 * math.abs(mean), 1.0)
           value = math.min(value, mean + r.clamp_z * std)
         end
         local diff = value - mean

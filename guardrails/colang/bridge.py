@@ -1,0 +1,387 @@
+"""Run a policy's custom Colang flows on nemoguardrails' runtime, after the detectors.
+
+Built once per policy version (importing nemoguardrails and building `LLMRails` costs about a second), then
+reused for every check. Every detector is registered as an action (`detect_pii` in Colang 1.0,
+`DetectPiiAction` in 2.x), the exchange is handed to flows as context variables (see `variables.py`), and a
+flow's block or warn becomes a `custom` finding named after the flow.
+
+* Colang 1.0: one `generate_async(options={"rails": [<rail type>], "log": ...})` per rail type with content,
+  concurrently. The generation log says which flow stopped (block) and which executed `warn`/`block`.
+* Colang 2.x: NeMo has no rail options or log there, so the bridge adds a `main` flow that matches one
+  `GuardrailsCheck` event, sets the variables as globals and awaits each listed flow between
+  `GuardrailsRailStarted`/`GuardrailsRailDone` events; a flow that aborts never sends its "done" (block).
+
+NeMo turns failures into a polite assistant message; the bridge fails closed instead: an action error, a
+missing "done" event or a timeout becomes a `detector_error` finding (the policy's `on_detector_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import tempfile
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from guardrails.adapters.base import TRUST_BY_KIND
+from guardrails.colang.catalog import LIBRARY_FILES, RAIL_TYPES, action_names
+from guardrails.colang.parse import flows_in, quiet_nemoguardrails
+from guardrails.colang.variables import RailSegments, flow_variables
+from guardrails.detector import Detector, ScanContext, Scope, SegmentDetector
+from guardrails.exchange import Exchange, Segment, SegmentKind
+from guardrails.findings import Action, Category, Finding, Severity, strictest
+from guardrails.policy import NEMO_KEYS, POLICY_FILE, TESTS_DIR, Policy, PolicyError
+
+if TYPE_CHECKING:
+    from guardrails.engine import Engine
+
+INTERNAL_ERROR = "I'm sorry, an internal error has occurred."
+DISPATCH_FILE = "_guardrails_dispatch.co"
+BLOCK_ACTIONS = ("block", "BlockAction")
+WARN_ACTIONS = ("warn", "WarnAction")
+_KIND_BY_VARIABLE = {"user_message": SegmentKind.USER, "bot_message": SegmentKind.ASSISTANT,
+                     "bot_thinking": SegmentKind.REASONING, "tool_message": SegmentKind.TOOL_RESULT}
+_FLOW_HEADER = re.compile(r"^(?:define (?:sub)?flow|flow) (.+?)\s*$", re.MULTILINE)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    flow: str
+    rail_type: str
+    action: Action
+    reason: str
+    findings: list[dict[str, Any]] = field(default_factory=list)  # detector findings the flow looked at
+
+
+@dataclass(slots=True)
+class _Check:
+    """One check's state, visible to the actions through a context variable."""
+
+    exchange: Exchange
+    findings: list[Finding]
+    signals: dict[str, Any]
+    variables: dict[str, Any] = field(default_factory=dict)
+    recorded: list[tuple[str | None, Action, str]] = field(default_factory=list)  # (flow, action, reason)
+    looked_at: dict[str | None, list[dict[str, Any]]] = field(default_factory=dict)  # flow -> findings
+    errors: list[str] = field(default_factory=list)
+
+
+_CURRENT: ContextVar[_Check | None] = ContextVar("guardrails_colang_check", default=None)
+
+
+class ColangRails:
+    def __init__(self, engine: Engine) -> None:
+        policy = engine.policy
+        self.engine = engine
+        self.policy = policy
+        self.version = policy.rails.colang_version
+        self.custom = policy.rails.custom
+        self.timeout_s = policy.rails.timeout_s
+        self._extra: dict[str, tuple[Detector, Scope]] = {}
+        self._detector_actions: set[str] = set()
+        quiet_nemoguardrails()
+        from nemoguardrails import LLMRails, RailsConfig
+
+        # NeMo reads a directory; the staged copy holds only what NeMo should see, and lives as long as we do.
+        self._staging = tempfile.TemporaryDirectory(prefix=f"guardrails-{policy.id}-")
+        try:
+            _stage(policy, Path(self._staging.name))
+            self.rails = LLMRails(RailsConfig.from_path(self._staging.name), verbose=False)
+        except PolicyError:
+            raise
+        except Exception as exc:
+            raise PolicyError(f"NeMo Guardrails rejected the policy: {type(exc).__name__}: {exc}",
+                              policy.path) from exc
+        self._register_actions()
+
+    # --- per check --------------------------------------------------------------------------------
+    async def run(self, exchange: Exchange, findings: list[Finding], signals: dict[str, Any]) -> list[Finding]:
+        rails = RailSegments.of(exchange)
+        pending = [(t, self.custom[t]) for t in RAIL_TYPES if self.custom.get(t) and rails.has(t)]
+        if not pending:
+            return []
+        check = _Check(exchange, findings, signals)
+        check.variables = flow_variables(exchange, rails, findings, signals)
+        token = _CURRENT.set(check)
+        try:
+            runner = self._run_v1 if self.version == "1.0" else self._run_v2
+            outcomes = await asyncio.wait_for(runner(pending, check), self.timeout_s)
+        except TimeoutError:
+            check.errors.append(f"custom flows timed out after {self.timeout_s:g} s")
+            outcomes = []
+        except Exception as exc:
+            check.errors.append(f"the Colang runtime failed: {type(exc).__name__}: {exc}")
+            outcomes = []
+        finally:
+            _CURRENT.reset(token)
+        result = [self._finding(o, rails) for o in outcomes]
+        result += [_error_finding(message) for message in dict.fromkeys(check.errors)]
+        return result
+
+    async def _run_v1(self, pending: list[tuple[str, tuple[str, ...]]], check: _Check) -> list[_Outcome]:
+        per_rail = await asyncio.gather(*(self._v1_rail(rail_type, check) for rail_type, _ in pending))
+        return [o for outcomes in per_rail for o in outcomes]
+
+    async def _v1_rail(self, rail_type: str, check: _Check) -> list[_Outcome]:
+        response = await self.rails.generate_async(
+            messages=_v1_messages(rail_type, check.variables),
+            options={"rails": [rail_type], "log": {"activated_rails": True}},
+        )
+        content = (response.response[0].get("content") or "") if response.response else ""
+        if content == INTERNAL_ERROR:
+            check.errors.append(f"the Colang runtime reported an internal error on the {rail_type} rails")
+        outcomes = []
+        for rail in response.log.activated_rails if response.log else ():
+            if rail.name not in self.custom[rail_type]:
+                continue
+            action, reason, looked_at = None, "", []
+            for executed in rail.executed_actions:
+                name, value = executed.action_name, executed.return_value
+                if name in BLOCK_ACTIONS:
+                    action, reason = Action.BLOCK, str(value or "")
+                elif name in WARN_ACTIONS and action is None:
+                    action, reason = Action.WARN, str(value or "")
+                elif name in self._detector_actions and isinstance(value, dict):
+                    looked_at.extend(value.get("findings") or ())
+            if rail.stop:
+                action, reason = Action.BLOCK, reason or content
+            if action is not None:
+                outcomes.append(_Outcome(rail.name, rail_type, action, reason, looked_at))
+        return outcomes
+
+    async def _run_v2(self, pending: list[tuple[str, tuple[str, ...]]], check: _Check) -> list[_Outcome]:
+        rail_type_of = {flow: rail_type for rail_type, flows in pending for flow in flows}
+        event = {"type": "GuardrailsCheck", "rails": list(rail_type_of), **check.variables}
+        response = await self.rails.generate_async(messages=[{"role": "event", "event": event}])
+        events = response.get("events", []) if isinstance(response, dict) else []
+        started = [e.get("rail") for e in events if e.get("type") == "GuardrailsRailStarted"]
+        done = {e.get("rail") for e in events if e.get("type") == "GuardrailsRailDone"}
+        aborted = [flow for flow in started if flow not in done]
+        if not aborted and not any(e.get("type") == "GuardrailsCheckDone" for e in events):
+            check.errors.append("the Colang runtime did not finish the check")
+        verdicts: dict[str, tuple[Action, str]] = {}
+        for flow, action, reason in check.recorded:
+            if flow in rail_type_of and (flow not in verdicts or action is Action.BLOCK):
+                verdicts[flow] = (action, reason)
+        for flow in aborted:
+            verdicts[flow] = (Action.BLOCK, verdicts.get(flow, (None, ""))[1] or "the flow aborted")
+        return [_Outcome(flow, rail_type_of[flow], action, reason, check.looked_at.get(flow, []))
+                for flow, (action, reason) in verdicts.items()]
+
+    def _finding(self, outcome: _Outcome, rails: RailSegments) -> Finding:
+        pointer, start, end = "", None, None
+        located = next((f["location"] for f in outcome.findings if f.get("location", {}).get("pointer")), None)
+        if located is not None:
+            pointer, start, end = located["pointer"], located.get("start"), located.get("end")
+        else:
+            segment = rails.first(outcome.rail_type)
+            if segment is not None:
+                pointer = segment.locate(0, len(segment.text)).pointer
+        verb = "blocked" if outcome.action is Action.BLOCK else "warned"
+        return Finding(
+            category=Category.CUSTOM,
+            detector=outcome.flow,
+            severity=Severity.HIGH if outcome.action is Action.BLOCK else Severity.MEDIUM,
+            message=f"flow {outcome.flow!r} {verb}" + (f": {outcome.reason}" if outcome.reason else ""),
+            pointer=pointer,
+            start=start,
+            end=end,
+            evidence={"flow": outcome.flow, "rail": outcome.rail_type, "reason": outcome.reason,
+                      "colang_version": self.version, "detector_findings": len(outcome.findings)},
+            action=outcome.action,
+        )
+
+    # --- actions ------------------------------------------------------------------------------------
+    def _register_actions(self) -> None:
+        for name in self.engine.registry.names():
+            action = self._detector_action(name)
+            for action_name in action_names(name):
+                self.rails.register_action(action, name=action_name)
+                self._detector_actions.add(action_name)
+
+        async def run_detector(detector: str, text: str | None = None, kind: str | None = None,
+                               context: dict[str, Any] | None = None) -> dict[str, Any]:
+            return await self._detector_action(detector)(text=text, kind=kind, context=context)
+
+        for action_name in ("run_detector", "RunDetectorAction"):
+            self.rails.register_action(run_detector, name=action_name)
+            self._detector_actions.add(action_name)
+        for names, verdict in ((BLOCK_ACTIONS, Action.BLOCK), (WARN_ACTIONS, Action.WARN)):
+            for action_name in names:
+                self.rails.register_action(_verdict_action(verdict), name=action_name)
+
+    def _detector_action(self, name: str) -> Any:
+        async def detector_action(text: str | None = None, kind: str | None = None,
+                                  context: dict[str, Any] | None = None) -> dict[str, Any]:
+            check = _CURRENT.get()
+            if check is None:
+                return _action_result([], "no check in progress")
+            try:
+                found = await self._detect(check, name, text, kind, context or {})
+            except Exception as exc:  # NeMo would swallow it; record it so the check fails closed
+                message = f"detector action {name!r} failed: {type(exc).__name__}: {exc}"
+                check.errors.append(message)
+                return _action_result([], message)
+            result = _action_result(found)
+            check.looked_at.setdefault((context or {}).get("guardrails_rail"), []).extend(result["findings"])
+            return result
+
+        return detector_action
+
+    async def _detect(self, check: _Check, name: str, text: str | None, kind: str | None,
+                      context: dict[str, Any]) -> list[Finding]:
+        slot = next((s for s in self.engine.slots if s.detector.name == name), None)
+        if slot is not None:
+            detector, scope = slot.detector, slot.scope
+        else:
+            detector, scope = self._extra_detector(name)
+        if text is not None and isinstance(detector, SegmentDetector):
+            segment = _segment_for(check, str(text), kind, context)
+            found = [detector.finding(segment, hit) for hit in detector.analyze(segment)]
+        elif slot is not None:  # the engine already ran it on this exchange
+            return [f for f in check.findings if f.detector == name]
+        else:
+            segments = [s for s in check.exchange.segments if scope.matches(s)]
+            ctx = ScanContext(segments=segments, signals=check.signals, policy_id=self.policy.id)
+            found = await detector.scan(check.exchange, ctx)
+        for f in found:
+            f.action = f.action or self.engine._action_for(f)
+        return found
+
+    def _extra_detector(self, name: str) -> tuple[Detector, Scope]:
+        """A detector the policy does not enable, built on first use with the policy's settings (if any)."""
+        built = self._extra.get(name)
+        if built is None:
+            cls = self.engine.registry.get(name)
+            config = self.policy.detector(name)
+            detector = cls(config.settings if config else {}, self.engine.services)
+            built = self._extra[name] = (detector, (config.scope if config else None) or cls.default_scope)
+        return built
+
+
+def _verdict_action(verdict: Action) -> Any:
+    async def verdict_action(reason: str = "", context: dict[str, Any] | None = None) -> str:
+        check = _CURRENT.get()
+        if check is not None:
+            check.recorded.append(((context or {}).get("guardrails_rail"), verdict, str(reason or "")))
+        return str(reason or verdict.value)
+
+    return verdict_action
+
+
+def _action_result(found: list[Finding], error: str | None = None) -> dict[str, Any]:
+    scores = [f.score for f in found if f.score is not None]
+    result: dict[str, Any] = {
+        "verdict": strictest([f.action for f in found if f.action is not None]).value,
+        "count": len(found),
+        "score": max(scores) if scores else None,
+        "message": found[0].message if found else "",
+        "categories": sorted({f.category.value for f in found}),
+        "findings": [f.to_dict() for f in found],
+    }
+    if error:
+        result["error"] = error
+    return result
+
+
+def _segment_for(check: _Check, text: str, kind: str | None, context: dict[str, Any]) -> Segment:
+    """The exchange segment holding exactly `text` (so findings point into the body), else a detached one."""
+    wanted = SegmentKind(kind) if kind else next(
+        (k for var, k in _KIND_BY_VARIABLE.items() if check.variables.get(var) == text), SegmentKind.ASSISTANT)
+    same = [s for s in check.exchange.segments if s.text == text]
+    match = next((s for s in same if s.kind is wanted), same[0] if same else None)
+    if match is not None:
+        return match
+    return Segment(index=-1, kind=wanted, role=wanted.value, trust=TRUST_BY_KIND[wanted], turn=0,
+                   phase=check.exchange.phase, text=text, pointer="")
+
+
+def _error_finding(message: str) -> Finding:
+    return Finding(category=Category.DETECTOR_ERROR, detector="colang", severity=Severity.MEDIUM,
+                   message=message, pointer="", evidence={"error_type": "colang"})
+
+
+def _v1_messages(rail_type: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    context = {k: v for k, v in variables.items() if k not in ("user_message", "bot_message")}
+    messages: list[dict[str, Any]] = [{"role": "context", "content": context},
+                                      {"role": "user", "content": variables["user_message"]}]
+    if rail_type == "output":
+        messages.append({"role": "assistant", "content": variables["bot_message"]})
+    elif rail_type == "tool_output":
+        messages.append({"role": "assistant", "content": "", "tool_calls": variables["tool_calls"]})
+    elif rail_type == "tool_input":
+        results = variables["tool_results"]
+        ids = [r["tool_call_id"] or f"call_{i}" for i, r in enumerate(results)]
+        messages.append({"role": "assistant", "content": "", "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": r["name"] or "tool", "arguments": "{}"}}
+            for i, r in zip(ids, results, strict=True)]})
+        messages += [{"role": "tool", "content": r["content"], "tool_call_id": i, "name": r["name"] or "tool"}
+                     for i, r in zip(ids, results, strict=True)]
+    return messages
+
+
+# --- staging: what NeMo sees of a policy --------------------------------------------------------------
+
+
+def _stage(policy: Policy, target: Path) -> None:
+    """Copy the policy's Colang and Python files, a NeMo-only config.yml, the library and (2.x) a dispatcher."""
+    if policy.path is not None:
+        shutil.copytree(policy.path, target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(TESTS_DIR, "__pycache__", "*.yml", "*.yaml"))
+    rails = policy.rails
+    config = {k: v for k, v in policy.config.items() if k in NEMO_KEYS}
+    config.setdefault("models", [])
+    config["colang_version"] = rails.colang_version
+    if rails.colang_version == "1.0":
+        sections = dict(config.get("rails") or {})
+        for rail_type in RAIL_TYPES:
+            sections[rail_type] = {**(sections.get(rail_type) or {}), "flows": list(rails.custom.get(rail_type, ()))}
+        config["rails"] = sections
+    else:
+        config.pop("rails", None)  # NeMo 2.x would generate deprecated rail flows from it
+    (target / POLICY_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    own_flows = flows_in(list(rails.colang_files), rails.colang_version) if rails.colang_files else {}
+    (target / f"_guardrails_library{LIBRARY_FILES[rails.colang_version].suffix}").write_text(
+        _library_without(rails.colang_version, set(own_flows)), encoding="utf-8")
+    if rails.colang_version != "1.0":
+        if "main" in own_flows:
+            raise PolicyError("a Colang 2.x policy must not define `flow main`: the service provides it",
+                              own_flows["main"])
+        flows = list(dict.fromkeys(f for t in RAIL_TYPES for f in rails.custom.get(t, ())))
+        (target / DISPATCH_FILE).write_text(_dispatcher(flows, _variable_names()), encoding="utf-8")
+
+
+def _library_without(version: str, overridden: set[str]) -> str:
+    """The built-in library, minus the flows the policy redefines (its own definition wins)."""
+    text = LIBRARY_FILES[version].read_text(encoding="utf-8")
+    blocks = text.split("\n\n")
+    kept = [b for b in blocks if not any(m.group(1) in overridden for m in _FLOW_HEADER.finditer(b))]
+    return "\n\n".join(kept)
+
+
+def _variable_names() -> list[str]:
+    return ["user_message", "bot_message", "bot_thinking", "tool_calls", "tool_results", "tool_message",
+            "tool_name", "tool_call_id", "agent_id", "tenant", "session_id", "model", "phase", "findings",
+            "verdict", "logprobs", "min_logprob"]
+
+
+def _dispatcher(flows: list[str], variables: list[str]) -> str:
+    lines = ["# Generated by the guardrails service: runs the policy's rails for one GuardrailsCheck event.",
+             "flow main", "  activate _guardrails serve checks", "",
+             "flow _guardrails serve checks", "  match GuardrailsCheck() as $req"]
+    for name in variables:
+        lines += [f"  global ${name}", f'  ${name} = $req.arguments["{name}"]']
+    lines.append("  global $guardrails_rail")
+    for flow in flows:
+        lines += [f'  if "{flow}" in $req.arguments["rails"]',
+                  f'    $guardrails_rail = "{flow}"',
+                  f'    send GuardrailsRailStarted(rail="{flow}")',
+                  f"    await {flow}",
+                  f'    send GuardrailsRailDone(rail="{flow}")']
+    lines.append("  send GuardrailsCheckDone()")
+    return "\n".join(lines) + "\n"
