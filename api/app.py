@@ -43,6 +43,9 @@ def create_app(service: CheckService, settings: Settings | None = None) -> FastA
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(_check_router(service, settings))
+    from api.nemo import nemo_router  # imports this module: loaded here, not at the top
+
+    app.include_router(nemo_router(service, settings))
     app.include_router(_health_router(service))
     app.include_router(admin_router(service, lambda request: _authorize(request, settings)))
     _document_check_request(app)

@@ -1,8 +1,8 @@
 """`content`: banned terms and topics from the policy, matched on word boundaries after Unicode folding.
 
 Text and terms are folded the same way (NFKC, then casefold), with zero-width and other invisible format
-characters dropped, so "ＢＡＮＮＥＤ", "Banned" and "ban\u200bned" all match "banned". The folded text keeps, for
-each of its characters, the span of original characters it came from, so a match maps back to the exact
+characters dropped, so "ＢＡＮＮＥＤ", "Banned" and "ban" U+200B "ned" all match "banned". The folded text
+keeps, for each of its characters, the span of original characters it came from, so a match maps back to the exact
 original substring (zero-width characters inside it included).
 """
 

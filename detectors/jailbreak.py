@@ -131,16 +131,16 @@ RULES: tuple[Rule, ...] = (
          r"into\s+)?(?:\w+\s+){0,2}(?:debug|admin|sudo|override|maintenance|root|system)\s+mode\b",
          1.0, "claims a developer, god or override mode"),
     # --- refusal suppression -----------------------------------------------------------------------
-    rule("never_refuse", "refusal_suppression", "refus|declin|deny|reject|denying|unable",
+    rule("never_refuse", "refusal_suppression", "refus|declin|deny|reject|denying|unable|can't|cannot|won't",
          r"\b(?:never|not|don't|do\s+not|won't|will\s+not|cannot|can't|must\s+not|mustn't|shall\s+not|"
-         r"can\s+not)\s+(?:ever\s+|be\s+able\s+to\s+|be\s+allowed\s+to\s+)?(?:refuse|decline|deny|reject)"
+         r"can\s+not)\s+(?:ever\s+|be\s+able\s+to\s+|be\s+allowed\s+to\s+)?(?:refuse|decline|deny|reject)s?\b"
          r"|\bnever\s+refuses\b|\bno\s+(?:refusals?|denying)\b"
          r"|\b(?:never|don't|do\s+not|must\s+not)\s+(?:say|respond\s+with|reply\s+with|tell\s+(?:me|the\s+user))"
          r"\s+(?:that\s+)?(?:you|it|he|she)\s+(?:can't|cannot|are\s+unable|is\s+unable|won't)",
          1.0, "forbids the model to refuse"),
     rule("no_disclaimers", "refusal_suppression", "warning|disclaimer|caveat|moraliz|lectur|apolog|reminder",
          r"\b(?:without|no|don't\s+(?:add|include|give|use|write)|do\s+not\s+(?:add|include|give|use|write)|never"
-         r"\s+(?:add|include|give|use|write|send))\s+(?:any\s+)?(?:\w+\s+)?(?:warnings?|disclaimers?|caveats|"
+         r"\s+(?:adds?|includes?|gives?|uses?|writes?|sends?))\s+(?:any\s+)?(?:\w+\s+)?(?:warnings?|disclaimers?|caveats|"
          r"moraliz\w+|lectur\w+|apolog\w+|reminders?)\b",
          0.6, "forbids warnings or disclaimers"),
     rule("no_matter_what", "refusal_suppression", "regardless|no matter|even if",
@@ -209,7 +209,7 @@ RULES: tuple[Rule, ...] = (
     rule("named_persona", "persona", "gpt|chatgpt|persona|act as|you are|answer as|respond as",
          r"\b(?!chatgpt\b|gpt\b)[a-z0-9-]{2,20}gpt\b|\b(?:hi|hello|hey|dear|greetings),?\s+chat\s?gpt\b"
          r"|\b(?:answer|respond|reply|speak|talk|write)\s+(?:only\s+)?(?:as|like)\s+(?:\w+\s+)?(?:would|does)\b"
-         r"|\bact\s+as\s+(?:an?\s+)?[A-Z][\w-]+|\byou\s+are\s+(?:now\s+)?(?:called\s+)?[A-Z][A-Za-z]*[A-Z0-9]\w*\b",
+         r"|\bact\s+as\s+(?:an?\s+)?(?-i:[A-Z][\w-]+)|\byou\s+are\s+(?:now\s+)?(?:called\s+)?(?-i:[A-Z][A-Za-z]*[A-Z0-9]\w*)\b",
          0.5, "addresses the model by a new persona name"),
     rule("persona_rules", "role_play_override", "will always|will never|always|never",
          r"\b(?:will|must|should|shall|does|do)\s+(?:always|never)\b(?:[^\n]{0,400}?\b(?:will|must|should|shall|"

@@ -34,7 +34,8 @@ from guardrails.findings import Category, Finding, Hit, Severity
 
 RULES_FILE = Path(__file__).parent / "data" / "unsafe_reasoning.yml"
 CACHE_SIZE = 2048
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)", re.MULTILINE)
+# A sentence ends at . ! ? followed by space or end ("the .env file" and "v1.2" stay whole).
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?=[^\s.!?]))+(?:[.!?]+|$)", re.MULTILINE)
 _WORD = re.compile(r"[a-z0-9][a-z0-9_'-]{2,}")
 
 

@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     from guardrails.audit_cli import add_commands
 
     add_commands(sub)  # audit export|verify, breakers list|show|reset
+    from guardrails.policy_cli import add_policy_commands
+
+    add_policy_commands(sub)
+
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -144,7 +144,7 @@ def load_policy(directory: str | Path, policy_id: str | None = None) -> Policy:
 
 
 def policy_from_mapping(config: Mapping[str, Any], policy_id: str = "inline") -> Policy:
-    """A policy from an inline configuration (the NeMo endpoint's `guardrails.config`): built-in flows only."""
+    """A policy from an inline config (NeMo endpoint's `guardrails.config`); built-in flows only."""
     if not isinstance(config, Mapping):
         raise PolicyError("an inline policy must be a mapping")
     text = yaml.safe_dump(dict(config), sort_keys=False)
@@ -187,7 +187,8 @@ def _build_policy(config: Mapping[str, Any], text: str, config_file: Path, polic
         if current is not None and not current.enabled:
             warnings.append(f"rails list the flow of detector {detector!r}, which detectors: disables")
             continue
-        detectors[detector] = replace(current or DetectorConfig(name=detector), rail_types=frozenset(rail_types))
+        base = current or DetectorConfig(name=detector)
+        detectors[detector] = replace(base, rail_types=frozenset(rail_types))
     return Policy(
         id=policy_id,
         version=version,
@@ -227,7 +228,8 @@ def _rails(config: Mapping[str, Any], text: str, file: Path,
                               + (f"; unknown {extra}" if extra else ""), file, _line_of(text, section))
         names = body.get("flows") or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise PolicyError(f"rails.{section}.flows must be a list of flow names", file, _line_of(text, section))
+            raise PolicyError(f"rails.{section}.flows must be a list of flow names", file,
+                              _line_of(text, section))
         flows[section] = tuple(names)
         custom[section] = tuple(n for n in names if n in defined)
         for name in names:
@@ -329,7 +331,8 @@ def load_routing(file: Path) -> Routing:
     unknown = set(raw) - {"agents", "tenants", "default"}
     if unknown:
         key = sorted(unknown)[0]
-        raise PolicyError(f"unknown key {key!r}; expected agents, tenants, default", file, _line_of(text, key))
+        raise PolicyError(f"unknown key {key!r}; expected agents, tenants, default", file,
+                          _line_of(text, key))
     maps = {}
     for key in ("agents", "tenants"):
         value = raw.get(key) or {}

@@ -71,17 +71,19 @@ class CheckService:
         return engine
 
     def select_policy(self, requested: str | None, context: CallerContext) -> Policy:
-        policy_id = requested or self.default_policy
+        """The body's `policy`, else routing.yml (agent, then tenant), else the default policy."""
+        policy_id = requested or self.policies.route(context) or self.default_policy
         try:
             return self.policies.get(policy_id)
         except KeyError:
             raise UnknownPolicy(f"no policy named {policy_id!r}; known: {self.policies.ids()}", "/policy") from None
 
-    async def check(self, body: Any) -> dict[str, Any]:
+    async def check(self, body: Any, policy: Policy | None = None) -> dict[str, Any]:
+        """Check one body; `policy` overrides selection (the NeMo endpoint's inline configurations)."""
         started = time.perf_counter()
         received_at = time.time()
         request, response, fmt, context, policy_id, raw_output = _read_envelope(body)
-        policy = self.select_policy(policy_id, context)
+        policy = policy or self.select_policy(policy_id, context)
         engine = self.engine_for(policy)
         exchange = read_exchange(request, response, format=fmt, context=context, raw_output=raw_output,
                                  memo=self.history)
@@ -120,6 +122,14 @@ class CheckService:
                 problems[f"policy:{policy_id}"] = str(exc)
         for name, error in self.registry.load_errors.items():
             problems[f"detector:{name}"] = error
+        try:
+            for policy_id in sorted(self.policies.routing().policy_ids() - set(self.policies.ids())):
+                problems[f"routing:{policy_id}"] = f"routing.yml names policy {policy_id!r}, which does not exist"
+        except PolicyError as exc:
+            problems["routing"] = str(exc)
+        # A rejected edit: the last good version still serves, so it is reported without failing readiness.
+        for policy_id, error in self.policies.errors.items():
+            problems[f"reload:{policy_id}"] = error
         return {"ready": f"policy:{self.default_policy}" not in problems and self.default_policy in
                 self.policies.ids(), "problems": problems}
 

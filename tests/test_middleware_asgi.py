@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from stub_vllm_gateway import StubModelServer, fixtures_present, sample
 
 from guardrails.client import GuardrailsClient
 from guardrails.config import Settings
@@ -22,7 +23,6 @@ from guardrails.contract import CheckResponse
 from guardrails.middleware import GuardrailsMiddleware
 from guardrails.middleware.sse import SSESplitter
 from guardrails.serve import build_app
-from stub_vllm_gateway import StubModelServer, fixtures_present, sample
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not fixtures_present(), reason="shared vLLM fixtures not found (GUARDRAILS_SHARED_DIR)")
@@ -50,7 +50,8 @@ def write_policies(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def service_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return build_app(Settings(policy_dir=write_policies(tmp_path_factory.mktemp("policies"))))
+    root = tmp_path_factory.mktemp("service")
+    return build_app(Settings(policy_dir=write_policies(root / "policies"), data_dir=root / "var"))
 
 
 # One call per API and streaming mode: (name, path, sample file whose request is sent, stream flag).
@@ -110,6 +111,7 @@ class CountingClient(GuardrailsClient):
 
     async def check_raw(self, body: bytes, **options: Any) -> CheckResponse:
         self.checks += 1
+        self.bodies = [*getattr(self, "bodies", []), json.loads(body)]
         self.last_format = options.get("format")
         return await super().check_raw(body, **options)
 
@@ -125,7 +127,8 @@ class Harness:
         self.guarded = GuardrailsMiddleware(self.upstream.app, client=client,
                                             on_verdict=lambda r, _: self.verdicts.append(r), **options)
 
-    async def call(self, app: Any, path: str, body: dict[str, Any],
+    @staticmethod
+    async def call(app: Any, path: str, body: dict[str, Any],
                    headers: dict[str, str] | None = None) -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
             return await http.post(path, content=json.dumps(body).encode(), headers={
@@ -133,7 +136,7 @@ class Harness:
 
     def both(self, path: str, body: dict[str, Any]) -> tuple[httpx.Response, httpx.Response]:
         async def run() -> tuple[httpx.Response, httpx.Response]:
-            return await self.call(self.upstream.app, path, body), await self.call(self.guarded, path, body)
+            return await Harness.call(self.upstream.app, path, body), await Harness.call(self.guarded, path, body)
 
         return asyncio.run(run())
 
@@ -291,7 +294,7 @@ def test_unreachable_service_fails_open_or_closed(fail_mode: str, status: int) -
     upstream = StubModelServer()
     client = GuardrailsClient("http://127.0.0.1:9", retries=0, timeout=0.5, fail_mode=fail_mode)  # type: ignore[arg-type]
     app = GuardrailsMiddleware(upstream.app, client=client)
-    resp = asyncio.run(Harness.call(None, app, CASES[0][1], request_for(CASES[0])))  # type: ignore[arg-type]
+    resp = asyncio.run(Harness.call(app, CASES[0][1], request_for(CASES[0])))
     assert resp.status_code == status
     if fail_mode == "closed":
         assert "detector_error" in resp.json()["error"]["message"]
@@ -316,3 +319,18 @@ def test_untouched_paths_methods_and_bodies_pass_through(service_app: Any) -> No
     assert statuses == [405, 404]
     assert asyncio.run(not_json()).status_code == 500  # the upstream's own answer to a bad body
     assert harness.verdicts == []
+
+
+def test_context_headers_reach_input_and_final_checks_only(service_app: Any) -> None:
+    harness = Harness(service_app, stream_check_interval_s=0.0)
+    harness.guarded_call(CASES[1][1], request_for(CASES[1]), headers={
+        "x-agent-id": "travel-agent", "x-session-id": "s-1",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    bodies = harness.guarded.client.bodies
+    with_context = [i for i, b in enumerate(bodies) if "context" in b]
+    # The input check and the final output check carry the caller; mid-stream re-checks spend nothing.
+    assert with_context == [0, len(bodies) - 1] and len(bodies) > 5
+    assert bodies[0]["context"] == {"agent_id": "travel-agent", "session_id": "s-1",
+                                    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
+    assert "response" not in bodies[0] and len(bodies[-1]["response"]) == len(StubModelServer.chat_stream_events()) - 1
+    assert all(b["format"] == "openai.chat" and b["request"] == request_for(CASES[1]) for b in bodies)

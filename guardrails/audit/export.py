@@ -90,7 +90,7 @@ def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
     digest = hashlib.sha256(check_id.encode()).hexdigest()
     trace_id = (record.get("trace_id") or "").lower()
     parent = (record.get("span_id") or "").lower()
-    start_ns = int(record["ts"] * 1e9)
+    start_ns = round(record["ts"] * 1e6) * 1000  # the record keeps microseconds; floats blur nanoseconds
     detectors = (record.get("timings_ms") or {}).get("detectors") or {}
     elapsed_ms = sum(v for v in detectors.values() if isinstance(v, (int, float))) + (
         (record.get("timings_ms") or {}).get("normalize") or 0)

@@ -1,8 +1,10 @@
 """The audit store interface: append-only, hash-chained, acknowledged only after commit.
 
-Writes go through one writer thread per store. It takes every record waiting in its queue, appends them
-in one transaction (group commit) and only then resolves their futures, so a check returns after its
-record is durable, and concurrent checks share one commit instead of queueing for one each.
+A store whose commit is slow (an fsync, a network round trip) writes through one writer thread: it takes
+every record waiting in its queue, appends them in one transaction (group commit) and only then resolves
+their futures, so a check returns after its record is durable and concurrent checks share one commit
+instead of queueing for one each. A store whose commit is a few microseconds (SQLite WAL without fsync)
+commits on the caller's thread: handing a record to a thread and back costs more than writing it.
 """
 
 from __future__ import annotations
@@ -83,12 +85,14 @@ class AuditStore(ABC):
     """One audit log. Subclasses implement the three storage primitives; the rest is shared."""
 
     url: str
+    inline_writes = False  # True: commit on the caller's thread (cheap commits); False: writer thread
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[PendingRow, concurrent.futures.Future[int]] | None] = (
             queue.SimpleQueue())
         self._writer: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._inline_lock = threading.Lock()
 
     # -- storage primitives -------------------------------------------------------------------------
     @abstractmethod
@@ -108,13 +112,21 @@ class AuditStore(ABC):
         """Queue a record; the future resolves to its sequence number once committed."""
         row = PendingRow(canonical(record), {name: record.get(name) for name in INDEXED})
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        if self.inline_writes:
+            try:
+                with self._inline_lock:
+                    future.set_result(self._append_batch([row])[0])
+            except Exception as exc:
+                future.set_exception(exc)
+            return future
         if self._writer is None:
             self._start_writer()
         self._queue.put((row, future))
         return future
 
     async def append(self, record: dict[str, Any]) -> int:
-        return await asyncio.wrap_future(self.submit(record))
+        future = self.submit(record)
+        return future.result() if future.done() else await asyncio.wrap_future(future)
 
     def _start_writer(self) -> None:
         with self._start_lock:

@@ -16,7 +16,8 @@ LIBRARY_DIR = Path(__file__).resolve().parent / "library"
 LIBRARY_FILES = {"1.0": LIBRARY_DIR / "v1.co", "2.x": LIBRARY_DIR / "v2.x.co"}
 COLANG_VERSIONS = tuple(LIBRARY_FILES)
 
-# NeMo's rail types. Beware the naming: `tool_output` is the model's tool *call*, `tool_input` the tool's result.
+# NeMo's rail types. Beware the naming: `tool_output` is the model's tool *call*, `tool_input` the tool's
+# result.
 RAIL_TYPES = ("input", "output", "tool_input", "tool_output")
 
 # Which segments a built-in flow listed under a rail type may look at.

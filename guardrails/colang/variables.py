@@ -15,6 +15,11 @@ from typing import Any
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Finding, strictest
 
+VARIABLE_NAMES = (
+    "user_message", "bot_message", "bot_thinking", "tool_calls", "tool_results", "tool_message", "tool_name",
+    "tool_call_id", "agent_id", "tenant", "session_id", "model", "phase", "findings", "verdict", "logprobs",
+    "min_logprob",
+)
 # Tool results end the request when the agent sends them back; these may sit between them.
 _BESIDE_TOOL_RESULTS = {SegmentKind.TOOL_RESULT, SegmentKind.DOCUMENT, SegmentKind.SYSTEM}
 

@@ -21,7 +21,7 @@ from guardrails.client import CheckRejected, FailMode, GuardrailsClient, synthet
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, BlockNotice, detect_api
 from guardrails.middleware.sse import SSESplitter
-from guardrails.middleware.stream import StreamChecker
+from guardrails.middleware.stream import STOP_MID_STREAM, StreamChecker
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,6 +55,7 @@ class GuardrailsMiddleware:
         check_output: bool = True,
         incremental: bool = True,
         stream_check_interval_s: float = 0.2,
+        stream_stop_categories: frozenset[str] = STOP_MID_STREAM,
         block_status: int = 400,
         context_headers: Mapping[str, str] = DEFAULT_CONTEXT_HEADERS,
         on_verdict: VerdictHook | None = None,
@@ -67,6 +68,7 @@ class GuardrailsMiddleware:
         self.check_output = check_output
         self.incremental = incremental
         self.stream_check_interval_s = stream_check_interval_s
+        self.stream_stop_categories = frozenset(stream_stop_categories)
         self.block_status = block_status
         self.context_headers = {k.lower().encode(): v for k, v in context_headers.items()}
         self.on_verdict = on_verdict
@@ -97,6 +99,7 @@ class GuardedCall:
         self.api = api
         self.scope = scope
         self.body_prefix = _check_prefix(body, api.format, _context(scope, owner.context_headers), owner.policy)
+        self.partial_prefix = _check_prefix(body, api.format, {}, owner.policy)  # mid-stream: nothing spent
         self.input_result: CheckResponse | None = None
         self.stopped = asyncio.Event()  # set once we ended the response ourselves (block)
         self._request = body
@@ -175,7 +178,8 @@ class GuardedCall:
             if content_type.startswith(b"text/event-stream"):
                 self._mode = "stream"
                 self._stream = StreamChecker(self.api, self._check_chunks, incremental=self.owner.incremental,
-                                             interval_s=self.owner.stream_check_interval_s)
+                                             interval_s=self.owner.stream_check_interval_s,
+                                             stop_categories=self.owner.stream_stop_categories)
             elif b"json" in content_type:
                 self._mode = "buffer"
                 self._start = message
@@ -206,8 +210,9 @@ class GuardedCall:
         await self._downstream(_with_warn(self._start, warn))
         await self._downstream({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def _check_chunks(self, chunks: list[bytes]) -> CheckResponse:
-        return await self.check(self.body_prefix + b',"response":[' + b",".join(chunks) + b"]}", "response")
+    async def _check_chunks(self, chunks: list[bytes], final: bool) -> CheckResponse:
+        prefix = self.body_prefix if final else self.partial_prefix
+        return await self.check(prefix + b',"response":[' + b",".join(chunks) + b"]}", "response")
 
     async def _on_stream_body(self, message: Message) -> None:
         assert self._downstream is not None and self._stream is not None
@@ -229,8 +234,8 @@ class GuardedCall:
             await self._downstream({"type": "http.response.body", "body": bytes(out), "more_body": more})
 
     async def _blocked(self, result: CheckResponse | None, forwarded: bytearray) -> bool:
-        """On a block: send what was allowed, then the API's SSE error event, and end the stream."""
-        if result is None or result.verdict != "block":
+        """On a stopping block: send what was allowed, then the API's SSE error event, and end the stream."""
+        if result is None:
             return False
         assert self._downstream is not None
         self.stopped.set()
@@ -253,10 +258,13 @@ class GuardedCall:
                 return {"type": "http.disconnect"}
             stop = asyncio.ensure_future(self.stopped.wait())
             upstream = asyncio.ensure_future(receive())
-            done, pending = await asyncio.wait({stop, upstream}, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            return upstream.result() if upstream in done else {"type": "http.disconnect"}
+            try:
+                await asyncio.wait({stop, upstream}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the app cancels its disconnect listener
+                stop.cancel()
+                if not upstream.done():
+                    upstream.cancel()
+            return upstream.result() if upstream.done() and not upstream.cancelled() else {"type": "http.disconnect"}
 
         return wrapped
 

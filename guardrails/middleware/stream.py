@@ -6,6 +6,15 @@ re-checked, so a blocked reasoning or tool-call chunk is caught before it is for
   once when their block ends if fragments arrived since the last check;
 * the stream's success marker (`[DONE]`, `message_stop`, `response.completed`, ...) waits for the final,
   complete output-phase check; a stream without one gets that check when the upstream body ends.
+
+A check of a partial stream sees unfinished tool calls: arguments that are not yet valid JSON, required
+fields still missing, a URL cut short. So a mid-stream check stops the stream only on findings that more
+data cannot undo (`STOP_MID_STREAM`: an undeclared tool name, a banned term, a secret...); any other block
+waits for the final check, which still ends the stream before its success marker.
+
+Only the final check is a real output-phase check for the service's accounting: mid-stream checks are sent
+without the caller context, so budgets, block streaks and rate windows are spent once per call, not once
+per re-check.
 """
 
 from __future__ import annotations
@@ -19,35 +28,53 @@ from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, EventKind
 from guardrails.middleware.sse import SSEEvent
 
-CheckChunks = Callable[[list[bytes]], Awaitable[CheckResponse]]
+CheckChunks = Callable[[list[bytes], bool], Awaitable[CheckResponse]]  # (chunks, final) -> verdict
+STOP_MID_STREAM = frozenset({
+    "tool_undeclared", "content", "pii", "secret", "prompt_injection", "jailbreak", "unsafe_reasoning",
+    "tool_call_leak", "custom", "budget",
+})
 
 
 class StreamChecker:
-    def __init__(self, api: Api, check: CheckChunks, *, incremental: bool = True, interval_s: float = 0.2) -> None:
+    def __init__(self, api: Api, check: CheckChunks, *, incremental: bool = True, interval_s: float = 0.2,
+                 stop_categories: frozenset[str] = STOP_MID_STREAM) -> None:
         self.api = api
+        self.stop_categories = stop_categories
         self._check = check
         self.incremental = incremental
         self.interval_s = interval_s
         self.chunks: list[bytes] = []  # each event's JSON data, in order: the check body's `response`
         self.checks = 0
+        self.final_done = False
         self.last: CheckResponse | None = None
         self._unchecked = 0  # events since the last check
         self._pending = 0  # reasoning/argument fragments since the last check
         self._last_check = 0.0
 
     async def admit(self, event: SSEEvent) -> CheckResponse | None:
-        """Account for one event; returns the verdict when this event triggered a check."""
+        """Account for one event; returns the blocking verdict if the stream must stop before this event."""
         kind = self._record(event)
-        if self._due(kind):
-            return await self.run_check()
-        return None
+        if not self._due(kind):
+            return None
+        result = await self.run_check(final=kind == EventKind.TERMINAL)
+        if kind == EventKind.TERMINAL:
+            return result if result.verdict == "block" else None
+        return result if self._stops_mid_stream(result) else None
 
     async def finish(self) -> CheckResponse | None:
-        """The upstream body ended: check what the last check has not seen."""
-        return await self.run_check() if self._unchecked else None
+        """The upstream body ended: check what the last check has not seen; returns a blocking verdict."""
+        if self._unchecked:
+            await self.run_check(final=True)
+        return self.last if self.last is not None and self.last.verdict == "block" else None
 
-    async def run_check(self) -> CheckResponse:
-        self.last = await self._check(self.chunks)
+    def _stops_mid_stream(self, result: CheckResponse) -> bool:
+        return result.verdict == "block" and any(
+            f.action == "block" and str(f.category) in self.stop_categories for f in result.findings)
+
+    async def run_check(self, final: bool = False) -> CheckResponse:
+        final = final and not self.final_done  # one accounted check per stream
+        self.last = await self._check(self.chunks, final)
+        self.final_done = self.final_done or final
         self.checks += 1
         self._unchecked = self._pending = 0
         self._last_check = time.monotonic()

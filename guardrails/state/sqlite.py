@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS breakers (key TEXT PRIMARY KEY, state TEXT NOT NULL, 
     opened_at REAL NOT NULL, until REAL NOT NULL, trips INTEGER NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, count INTEGER NOT NULL);
 """
+BREAKER_COLUMNS = "key, state, reason, opened_at, until, trips, details"
 PRUNE_EVERY = 1000  # steps between deletions of expired buckets
 
 
@@ -51,35 +52,39 @@ class SQLiteStateStore(StateStore):
     def step(self, now: float, adds: Sequence[WindowAdd], rate: RateAdd | None = None,
              breaker_keys: Sequence[str] = (), streak_keys: Sequence[str] = ()) -> Snapshot:
         with self._transaction() as db:
-            totals = []
-            for add in adds:
-                width = add.window_s / add.buckets
-                bucket = math.floor(now / width)
-                if add.amount:
-                    db.execute("INSERT INTO windows VALUES (?,?,?,?) ON CONFLICT(key, bucket) DO UPDATE SET "
-                               "value = value + excluded.value", (add.key, bucket, add.amount,
-                                                                  (bucket + 1) * width + add.window_s))
-                (total,) = db.execute("SELECT COALESCE(SUM(value), 0) FROM windows WHERE key = ? AND bucket > ?",
-                                      (add.key, bucket - add.buckets)).fetchone()
-                totals.append(float(total))
+            totals = self._step_windows(db, now, adds) if adds else []
             stats = self._step_rate(db, now, rate) if rate is not None else None
-            breakers = {}
-            for key in breaker_keys:
-                found = _breaker(db, key)
-                if found is None:
-                    continue
-                if found.state == OPEN and now >= found.until:
-                    db.execute("UPDATE breakers SET state = ? WHERE key = ?", (HALF_OPEN, key))
-                    found.state = HALF_OPEN
-                breakers[key] = found
-            streaks = {}
-            for key in streak_keys:
-                row = db.execute("SELECT count FROM streaks WHERE key = ?", (key,)).fetchone()
-                streaks[key] = row[0] if row else 0
+            breakers = {b.key: b for b in _breakers(db, breaker_keys)}
+            for b in breakers.values():
+                if b.state == OPEN and now >= b.until:
+                    db.execute("UPDATE breakers SET state = ? WHERE key = ?", (HALF_OPEN, b.key))
+                    b.state = HALF_OPEN
+            streaks = dict.fromkeys(streak_keys, 0)
+            if streak_keys:
+                marks = ",".join("?" * len(streak_keys))
+                streaks.update(db.execute(f"SELECT key, count FROM streaks WHERE key IN ({marks})", list(streak_keys)))
             self._steps += 1
             if self._steps % PRUNE_EVERY == 0:
                 db.execute("DELETE FROM windows WHERE expires < ?", (now,))
         return Snapshot(totals, stats, breakers, streaks)
+
+    @staticmethod
+    def _step_windows(db: Any, now: float, adds: Sequence[WindowAdd]) -> list[float]:
+        """One upsert batch and one summing query for every window: the step's statements stay few."""
+        upserts, conditions, params = [], [], []
+        for add in adds:
+            width = add.window_s / add.buckets
+            bucket = math.floor(now / width)
+            if add.amount:
+                upserts.append((add.key, bucket, add.amount, (bucket + 1) * width + add.window_s))
+            conditions.append("(key = ? AND bucket > ?)")
+            params += [add.key, bucket - add.buckets]
+        if upserts:
+            db.executemany("INSERT INTO windows VALUES (?,?,?,?) ON CONFLICT(key, bucket) DO UPDATE SET "
+                           "value = value + excluded.value", upserts)
+        sums = dict(db.execute(f"SELECT key, SUM(value) FROM windows WHERE {' OR '.join(conditions)} GROUP BY key",
+                               params))
+        return [float(sums.get(add.key, 0.0)) for add in adds]
 
     @staticmethod
     def _step_rate(db: Any, now: float, rate: RateAdd) -> RateStats:
@@ -116,12 +121,13 @@ class SQLiteStateStore(StateStore):
 
     def breaker(self, key: str) -> Breaker | None:
         with self._lock:
-            return _breaker(self._conn, key)
+            found = _breakers(self._conn, [key])
+        return found[0] if found else None
 
     def breakers(self) -> list[Breaker]:
         with self._lock:
-            rows = self._conn.execute("SELECT key FROM breakers ORDER BY key").fetchall()
-            return [b for (key,) in rows if (b := _breaker(self._conn, key)) is not None]
+            rows = self._conn.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY key").fetchall()
+        return [_breaker(r) for r in rows]
 
     def record_streaks(self, keys: Sequence[str], blocked: bool) -> None:
         if not keys:
@@ -159,9 +165,13 @@ class _Tx:
             self.store._lock.release()
 
 
-def _breaker(db: Any, key: str) -> Breaker | None:
-    row = db.execute("SELECT key, state, reason, opened_at, until, trips, details FROM breakers WHERE key = ?",
-                     (key,)).fetchone()
-    if row is None:
-        return None
+def _breakers(db: Any, keys: Sequence[str]) -> list[Breaker]:
+    if not keys:
+        return []
+    rows = db.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers WHERE key IN ({','.join('?' * len(keys))})",
+                      list(keys)).fetchall()
+    return [_breaker(r) for r in rows]
+
+
+def _breaker(row: tuple[Any, ...]) -> Breaker:
     return Breaker(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))

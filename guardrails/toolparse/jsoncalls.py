@@ -13,6 +13,9 @@ from guardrails.toolparse.lenient import LenientReader, NotAValue
 ARGUMENT_KEYS = ("arguments", "parameters")
 _NAME_FALLBACK = re.compile(r"""["']name["']\s*:\s*["']([^"'\n]{1,200})["']""")
 _ARGS_FALLBACK = re.compile(r"""["'](?:arguments|parameters)["']\s*:\s*""")
+_NAME_KEY = re.compile(r'"name"\s*:\s*"')
+_ARGS_KEY = re.compile(r'"(arguments|parameters)"\s*:\s*')
+_DECODER = json.JSONDecoder()
 _CALL_OBJECT = re.compile(r"""\{\s*["'](?:name|arguments|parameters)["']\s*:""")
 
 
@@ -28,6 +31,9 @@ def call_object(family: str, text: str, start: int, end: int | None = None, *, d
     (only sensible inside tool-call markup, where the bound is the markup's end).
     """
     end = len(text) if end is None else end
+    clean = _clean_call(family, text, start, end)
+    if clean is not None and not (decode_string_arguments and isinstance(clean[0].arguments, str)):
+        return clean
     reader = LenientReader(text, end)
     try:
         members, after = reader.object_spans(start)
@@ -113,6 +119,34 @@ def with_block(calls: list[RecoveredCall], block: tuple[int, int], *, stretch: b
         out.append(RecoveredCall(c.family, c.name, c.arguments, c.arguments_parsed, (start, end), c.name_span,
                                  c.arguments_span, block, call_id or c.call_id, c.repairs))
     return out
+
+
+def _clean_call(family: str, text: str, start: int, end: int) -> tuple[RecoveredCall, int] | None:
+    """The fast path: strict JSON with the name and arguments as top-level keys (most calls)."""
+    try:
+        obj, after = _DECODER.raw_decode(text, start)
+    except ValueError:
+        return None
+    if after > end or not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
+        return None
+    name = _NAME_KEY.search(text, start, after)
+    key = next((k for k in ARGUMENT_KEYS if k in obj), None)
+    args = _ARGS_KEY.search(text, start, after) if key else None
+    if name is None or text[name.end():name.end() + len(obj["name"])] != obj["name"]:
+        return None
+    if key is not None:
+        if args is None or args.group(1) != key:
+            return None
+        value, args_end = _DECODER.raw_decode(text, args.end())
+        if value != obj[key]:
+            return None
+        args_span = (args.end(), args_end)
+    else:
+        args_span = (after - 1, after - 1)
+    call = RecoveredCall(family, obj["name"], obj[key] if key else {}, True, (start, after),
+                         (name.end(), name.end() + len(obj["name"])), args_span, (start, after),
+                         None, () if key else ("no_arguments",))
+    return call, after
 
 
 def _fallback(family: str, text: str, start: int, end: int) -> tuple[RecoveredCall, int] | None:

@@ -90,6 +90,8 @@ class LenientReader:
         return out, after
 
     def skip(self, i: int) -> int:
+        if i >= self.end or not self.text[i].isspace():
+            return i
         match = _WS.match(self.text, i, self.end)
         return match.end() if match else i
 

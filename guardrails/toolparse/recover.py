@@ -64,17 +64,23 @@ def recover(text: str, tools: Schemas | None = None) -> list[RecoveredCall]:
     parsers = index.parsers
     taken: list[tuple[int, int]] = []
     calls = _resolve(text, [(k, parsers[k]) for k in active if not parsers[k].bare], tools, taken)
-    bare = [(k, parsers[k]) for k in active if parsers[k].bare]
-    if bare and taken:  # bare readers must not re-read bodies the others already claimed
-        masked, pos = [], 0
-        for start, end in sorted(taken):
-            masked += [text[pos:start], " " * (end - start)]
-            pos = end
-        text = "".join([*masked, text[pos:]])
-    if bare:
-        calls += _resolve(text, bare, tools, taken)
+    for k in active:  # bare readers, one by one, never re-read the bodies already claimed
+        if parsers[k].bare:
+            found = _resolve(_blank(text, taken) if taken else text, [(k, parsers[k])], tools, taken)
+            calls += found
     calls.sort(key=lambda c: c.span)
     return calls
+
+
+def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with `spans` replaced by spaces (offsets unchanged)."""
+    parts, pos = [], 0
+    for start, end in sorted(spans):
+        if start >= pos:
+            parts += [text[pos:start], " " * (end - start)]
+            pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def _resolve(text: str, parsers: list[tuple[int, ToolParser]], tools: Schemas | None,

@@ -1,0 +1,186 @@
+"""`guardrails policy validate DIR...` and `guardrails policy test DIR...`: policies under CI.
+
+DIR is a policy bundle (has config.yml) or a directory of bundles (then routing.yml is checked too).
+A test case is a JSON file in `<bundle>/tests/`:
+
+    {"description": "...", "check": {<a /v1/checks body>},
+     "expect": {"verdict": "block", "categories": ["custom"], "not_categories": ["pii"],
+                "detectors": ["my flow"]}}
+
+`categories`/`detectors` must appear among the findings that warn or block; `not_categories` must not.
+Exit codes: 0 all good, 1 a test case failed, 4 a policy does not load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from guardrails.detector import DetectorRegistry
+from guardrails.engine import Engine
+from guardrails.errors import GuardrailsError
+from guardrails.policy import (
+    POLICY_FILE,
+    ROUTING_FILE,
+    TESTS_DIR,
+    PolicyError,
+    PolicyStore,
+    load_policy,
+    load_routing,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 4
+EXPECT_KEYS = {"verdict", "categories", "not_categories", "detectors"}
+
+
+def add_policy_commands(sub: Any) -> None:
+    policy = sub.add_parser("policy", help="validate and test policy bundles")
+    commands = policy.add_subparsers(dest="policy_command", required=True, parser_class=type(policy))
+    validate = commands.add_parser("validate", help="load each policy and build its detectors and flows")
+    validate.add_argument("dirs", nargs="+", metavar="DIR", help="a policy bundle or a directory of bundles")
+    validate.set_defaults(func=_validate)
+    test = commands.add_parser("test", help="run the test cases kept in each policy's tests/ folder")
+    test.add_argument("dirs", nargs="+", metavar="DIR", help="a policy bundle or a directory of bundles")
+    test.add_argument("-v", "--verbose", action="store_true", help="print passing cases too")
+    test.set_defaults(func=_test)
+
+
+def bundles(directory: Path) -> Iterator[Path]:
+    if (directory / POLICY_FILE).is_file():
+        yield directory
+        return
+    for child in sorted(directory.iterdir()) if directory.is_dir() else ():
+        if (child / POLICY_FILE).is_file():
+            yield child
+
+
+def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
+    """Problems with one bundle (empty when it loads and builds); also prints what it found."""
+    try:
+        policy = load_policy(directory)
+        engine = Engine(policy, registry)
+    except PolicyError as exc:
+        return [str(exc)]
+    custom = sorted({f for flows in policy.rails.custom.values() for f in flows})
+    print(f"ok    {policy.id}@{policy.version}  colang {policy.rails.colang_version}, "
+          f"{len(engine.slots)} detector(s), custom flows: {', '.join(custom) or 'none'}")
+    for warning in policy.warnings:
+        print(f"      warning: {warning}")
+    return []
+
+
+def _validate(args: argparse.Namespace) -> int:
+    registry = DetectorRegistry.from_entry_points()
+    failed = False
+    for root in map(Path, args.dirs):
+        found = list(bundles(root))
+        if not found:
+            print(f"error {root}: no {POLICY_FILE} here or in its sub-directories")
+            failed = True
+        for directory in found:
+            for problem in validate(directory, registry):
+                print(f"error {problem}")
+                failed = True
+        if (root / ROUTING_FILE).is_file():
+            try:
+                routing = load_routing(root / ROUTING_FILE)
+            except PolicyError as exc:
+                print(f"error {exc}")
+                failed = True
+                continue
+            ids = {b.name for b in found}
+            for missing in sorted(routing.policy_ids() - ids):
+                print(f"error {root / ROUTING_FILE}: names policy {missing!r}, which does not exist")
+                failed = True
+    return EXIT_CONFIG if failed else EXIT_OK
+
+
+def run_cases(directory: Path, registry: DetectorRegistry, verbose: bool = False) -> tuple[int, int]:
+    """Run one bundle's test cases; returns (passed, failed). Raises PolicyError if the policy is broken."""
+    from guardrails.service import CheckService
+
+    service = CheckService(PolicyStore(directory.parent), registry, default_policy=directory.name)
+    service.engine_for(service.policies.get(directory.name))
+    cases = sorted((directory / TESTS_DIR).glob("*.json"))
+
+    async def run_all() -> list[list[str]]:  # one event loop: the Colang runtime is built for one
+        return [await _run_case(service, directory.name, case_file) for case_file in cases]
+
+    passed = failed = 0
+    for case_file, problems in zip(cases, asyncio.run(run_all()), strict=True):
+        label = f"{directory.name}/{TESTS_DIR}/{case_file.name}"
+        if problems:
+            failed += 1
+            print(f"FAIL  {label}")
+            for problem in problems:
+                print(f"      {problem}")
+        else:
+            passed += 1
+            if verbose:
+                print(f"pass  {label}")
+    return passed, failed
+
+
+async def _run_case(service: Any, policy_id: str, case_file: Path) -> list[str]:
+    try:
+        case = json.loads(case_file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        return [f"not valid JSON: {exc}"]
+    if not isinstance(case, dict) or not isinstance(case.get("check"), dict) or not isinstance(
+            case.get("expect"), dict):
+        return ['a test case is {"check": {...}, "expect": {"verdict": ...}}']
+    expect = case["expect"]
+    unknown = set(expect) - EXPECT_KEYS
+    if unknown:
+        return [f"unknown expect keys {sorted(unknown)}; expected {sorted(EXPECT_KEYS)}"]
+    body = {**case["check"], "policy": policy_id}
+    try:
+        result = await service.check(body)
+    except GuardrailsError as exc:
+        return [f"the check body was refused: {exc.type}: {exc.message}"]
+    acting = [f for f in result["findings"] if f["action"] != "allow"]
+    categories = {f["category"] for f in acting}
+    detectors = {f["detector"] for f in acting}
+    problems = []
+    if "verdict" in expect and result["verdict"] != expect["verdict"]:
+        problems.append(f"verdict {result['verdict']!r}, expected {expect['verdict']!r}")
+    for category in expect.get("categories", []):
+        if category not in categories:
+            problems.append(f"no {category!r} finding")
+    for category in expect.get("not_categories", []):
+        if category in categories:
+            problems.append(f"unexpected {category!r} finding")
+    for detector in expect.get("detectors", []):
+        if detector not in detectors:
+            problems.append(f"no finding from {detector!r}")
+    if problems:
+        listed = "; ".join(f"[{f['action']}] {f['category']}/{f['detector']}: {f['message']}"
+                           for f in result["findings"])
+        problems.append(f"findings: {listed or 'none'}")
+    return problems
+
+
+def _test(args: argparse.Namespace) -> int:
+    registry = DetectorRegistry.from_entry_points()
+    total_passed = total_failed = 0
+    broken = False
+    for root in map(Path, args.dirs):
+        for directory in bundles(root):
+            try:
+                passed, failed = run_cases(directory, registry, args.verbose)
+            except PolicyError as exc:
+                print(f"error {exc}")
+                broken = True
+                continue
+            total_passed += passed
+            total_failed += failed
+    print(f"{total_passed} passed, {total_failed} failed")
+    if broken:
+        return EXIT_CONFIG
+    return EXIT_FAILED if total_failed else EXIT_OK
