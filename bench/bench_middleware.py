@@ -5,7 +5,8 @@
 
 Everything runs in one process over ASGI (no sockets), so the figures are the middleware's own work plus
 the check service's (JSON framing, check bodies, detectors), not network time. The service uses the
-repository's default policy (every enabled detector). Scenarios:
+repository's default policy (every enabled detector); the audit log and state store are off unless
+`--audit` (each check, mid-stream re-checks included, then writes an audit record). Scenarios:
 
 * fixture streams: the vLLM 0.33.0 Chat stream (35 events, logprobs on), the Responses and Anthropic stream
   samples, delivered as fast as possible. Added latency = guarded - plain for the whole stream, with the
@@ -23,6 +24,7 @@ import asyncio
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,9 +131,16 @@ def row(label: str, plain: list[float], guarded: list[float], checks: float) -> 
             f"{statistics.median(added) * 1000:.2f} | {pct(added, 0.95):.2f} | {checks:.1f} |")
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, audit: bool) -> None:
     n = 10 if quick else 40
-    service = build_app(Settings(policy_dir=REPO / "policies"))
+    with tempfile.TemporaryDirectory() as data_dir:
+        store = "" if audit else "none"  # "": SQLite under data_dir, as `guardrails serve` does
+        service = build_app(Settings(policy_dir=REPO / "policies", data_dir=Path(data_dir), audit_url=store,
+                                     state_url=store))
+        await run_scenarios(service, n, quick)
+
+
+async def run_scenarios(service: Any, n: int, quick: bool) -> None:
     upstream = Upstream()
     chat_request = sample("openai_chat_stream.json")["request"] | {"stream": True}
     streams = [
@@ -150,7 +159,8 @@ async def main(quick: bool) -> None:
     for label, path, events, request in streams:
         upstream.events, upstream.delay_s = events, 0.0
         for mode, options in modes:
-            print(row(f"{label}, {mode}", *await measure(service, upstream, path, request, n, **options)), flush=True)
+            result = await measure(service, upstream, path, request, n, **options)
+            print(row(f"{label}, {mode}", *result), flush=True)
     upstream.events, upstream.delay_s = long_reasoning_events(400), 0.002
     paced_n = 2 if quick else 5
     for mode, options in modes[::2]:
@@ -161,4 +171,6 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--audit", action="store_true", help="keep the SQLite audit log and state store on")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.audit))

@@ -39,7 +39,8 @@ class CheckRejected(Exception):
         self.type = str(error.get("type", "error"))
         self.message = str(error.get("message", ""))
         self.pointer = error.get("pointer")
-        super().__init__(f"{status} {self.type}: {self.message}" + (f" at {self.pointer}" if self.pointer else ""))
+        where = f" at {self.pointer}" if self.pointer else ""
+        super().__init__(f"{status} {self.type}: {self.message}{where}")
 
 
 class GuardrailsClient:
@@ -67,7 +68,8 @@ class GuardrailsClient:
         self.backoff_s = backoff_s
         self.fail_mode: FailMode = fail_mode
         self.policy = policy
-        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout,
+                                       transport=transport)
 
     async def check(
         self,
@@ -88,7 +90,8 @@ class GuardrailsClient:
         phase = "response" if response is not None else "request"
         return await self.check_raw(orjson.dumps(body), phase=phase, format=format)
 
-    async def check_raw(self, body: bytes, *, phase: str = "request", format: str | None = None) -> CheckResponse:
+    async def check_raw(self, body: bytes, *, phase: str = "request",
+                        format: str | None = None) -> CheckResponse:
         """Send an already serialized check body (the middleware splices raw payload bytes into one)."""
         attempt = 0
         while True:

@@ -9,6 +9,7 @@ finding whose action the policy sets: a check never fails because a detector did
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Hashable
@@ -89,6 +90,8 @@ class Engine:
         self.cache = cache or SegmentCache()
         self.slots: list[_Slot] = []
         services = services or Services()
+        # Detectors are built per policy: let them find files kept in their bundle (judge prompts...).
+        services = dataclasses.replace(services, extra={**services.extra, "policy_dir": policy.path})
         self.registry, self.services = registry, services
         for config in policy.detectors:
             if not config.enabled:

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from guardrails.adapters import read_exchange
+from guardrails.adapters.base import TRUST_BY_KIND
 from guardrails.detector import DetectorRegistry
 from guardrails.engine import Engine
-from guardrails.exchange import SegmentKind
+from guardrails.exchange import Phase, Segment
 from guardrails.findings import Action, Category
 from guardrails.policy import PolicyError, PolicyStore, load_policy, policy_from_mapping
 from guardrails.service import CheckService
@@ -91,12 +92,13 @@ def test_default_policy_lists_builtin_flows_without_changing_detector_scopes() -
     registry = DetectorRegistry.from_entry_points()
     engine = Engine(policy, registry)
     assert engine.colang is None
-    for slot in engine.slots:
+    segments = [Segment(index=0, kind=kind, role=kind.value, trust=trust, turn=0, phase=phase, text="x", pointer="")
+                for kind, trust in TRUST_BY_KIND.items() for phase in Phase]
+    routed = [slot for slot in engine.slots if slot.config.rail_types and slot.config.scope is None]
+    assert {"pii", "secret", "tool_undeclared", "tool_call_leak"} <= {slot.config.name for slot in routed}
+    for slot in routed:
         default = registry.get(slot.config.name).default_scope
-        if slot.config.rail_types and slot.config.scope is None:
-            kinds = set(slot.scope.kinds)
-            assert not default.kinds or kinds == set(default.kinds), slot.config.name
-            assert default.kinds or kinds == set(SegmentKind), slot.config.name
+        assert [default.matches(s) for s in segments] == [slot.scope.matches(s) for s in segments], slot.config.name
 
 
 def test_builtin_only_policy_never_imports_nemoguardrails() -> None:

@@ -1,4 +1,4 @@
-"""`GuardrailsMiddleware`: an ASGI middleware for a gateway in front of vLLM (FastAPI, Starlette, any ASGI app).
+"""`GuardrailsMiddleware`: ASGI middleware for a gateway in front of vLLM (FastAPI, Starlette, any ASGI app).
 
     app.add_middleware(GuardrailsMiddleware, url="http://guardrails:8000", fail_mode="closed")
 
@@ -98,7 +98,8 @@ class GuardedCall:
         self.owner = owner
         self.api = api
         self.scope = scope
-        self.body_prefix = _check_prefix(body, api.format, _context(scope, owner.context_headers), owner.policy)
+        context = _context(scope, owner.context_headers)
+        self.body_prefix = _check_prefix(body, api.format, context, owner.policy)
         self.partial_prefix = _check_prefix(body, api.format, {}, owner.policy)  # mid-stream: nothing spent
         self.input_result: CheckResponse | None = None
         self.stopped = asyncio.Event()  # set once we ended the response ourselves (block)
@@ -242,7 +243,8 @@ class GuardedCall:
         await self._report(result)
         notice = _notice(result, self.owner.block_status)
         error = self.api.sse_error(notice, self._splitter.separator)
-        await self._downstream({"type": "http.response.body", "body": bytes(forwarded) + error, "more_body": False})
+        await self._downstream({"type": "http.response.body", "body": bytes(forwarded) + error,
+                                "more_body": False})
         return True
 
     def _receive(self, receive: Receive) -> Receive:
@@ -264,7 +266,9 @@ class GuardedCall:
                 stop.cancel()
                 if not upstream.done():
                     upstream.cancel()
-            return upstream.result() if upstream.done() and not upstream.cancelled() else {"type": "http.disconnect"}
+            if upstream.done() and not upstream.cancelled():
+                return upstream.result()
+            return {"type": "http.disconnect"}
 
         return wrapped
 
@@ -280,7 +284,8 @@ def _notice(result: CheckResponse, status: int) -> BlockNotice:
 def _with_warn(start: Message, result: CheckResponse | None) -> Message:
     if result is None or result.verdict != "warn":
         return start
-    headers = [*start.get("headers", ()), (VERDICT_HEADER, b"warn"), (CHECK_ID_HEADER, result.check_id.encode())]
+    headers = [*start.get("headers", ()), (VERDICT_HEADER, b"warn"),
+               (CHECK_ID_HEADER, result.check_id.encode())]
     return {**start, "headers": headers}
 
 
@@ -302,7 +307,7 @@ def _context(scope: Scope, mapping: Mapping[bytes, str]) -> dict[str, str]:
 
 
 def _check_prefix(request: bytes, fmt: str, context: Mapping[str, str], policy: str | None) -> bytes:
-    """`{"request": <raw bytes>, ...` left open for `,"response": ...}`: the payload is never re-serialized."""
+    """`{"request": <raw bytes>, ...` left open for `,"response": ...}`: payloads are never re-serialized."""
     extra: dict[str, Any] = {"format": fmt}
     if context:
         extra["context"] = context
@@ -342,4 +347,5 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return wrapped
 
 
-__all__ = ["CHECK_ID_HEADER", "DEFAULT_CONTEXT_HEADERS", "VERDICT_HEADER", "GuardedCall", "GuardrailsMiddleware"]
+__all__ = ["CHECK_ID_HEADER", "DEFAULT_CONTEXT_HEADERS", "VERDICT_HEADER", "GuardedCall",
+           "GuardrailsMiddleware"]

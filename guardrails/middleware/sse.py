@@ -1,4 +1,4 @@
-"""Incremental Server-Sent Events framing that keeps each event's original bytes (we forward them verbatim)."""
+"""Incremental Server-Sent Events framing that keeps each event's original bytes (forwarded verbatim)."""
 
 from __future__ import annotations
 
