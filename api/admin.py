@@ -48,15 +48,23 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
         request: Request,
         since: str | None = Query(None, description="ISO 8601 or epoch seconds, inclusive"),
         until: str | None = Query(None, description="ISO 8601 or epoch seconds, exclusive"),
-        tenant: str | None = None, agent: str | None = None, session: str | None = None,
+        tenant: str | None = None,
+        agent: str | None = None,
+        session: str | None = None,
         verdict: str | None = Query(None, pattern="^(allow|warn|block)$"),
         cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
         authorize(request)
         try:
-            filt = AuditFilter(since=parse_time(since), until=parse_time(until), tenant=tenant, agent=agent,
-                               session=session, verdict=verdict)
+            filt = AuditFilter(
+                since=parse_time(since),
+                until=parse_time(until),
+                tenant=tenant,
+                agent=agent,
+                session=session,
+                verdict=verdict,
+            )
             page = audit_store().page(filt, cursor, limit)
         except ValueError as exc:
             raise BodyError(str(exc)) from None

@@ -58,7 +58,7 @@ async def nemo_check(service: CheckService, body: Any) -> dict[str, Any]:
     check_body, response_index = _check_body(body, messages, _context(options.get("context")))
     policies = _policies(service, options, check_body["context"])
     results = [(policy, await service.check(check_body, policy)) for policy in policies]
-    return _answer(results, response_index, time.perf_counter() - started)
+    return _answer(results, check_body, response_index, time.perf_counter() - started)
 
 
 def _check_body(body: Mapping[str, Any], messages: list[Any],
@@ -120,14 +120,14 @@ def _policies(service: CheckService, options: Mapping[str, Any], context: Mappin
     return policies
 
 
-def _answer(results: list[tuple[Policy, dict[str, Any]]], response_index: int | None,
-            elapsed_s: float) -> dict[str, Any]:
+def _answer(results: list[tuple[Policy, dict[str, Any]]], check_body: Mapping[str, Any],
+            response_index: int | None, elapsed_s: float) -> dict[str, Any]:
     rails_status: dict[str, dict[str, str]] = {}
     activated: list[dict[str, Any]] = []
     durations = {"input": 0.0, "output": 0.0}
     findings: list[dict[str, Any]] = []
     for policy, result in results:
-        for rail in _rails(policy, result):
+        for rail in _rails(policy, result, check_body):
             blocked = rail["stop"]
             if rails_status.get(rail["name"], {}).get("status") != "blocked":
                 rails_status[rail["name"]] = {"status": "blocked" if blocked else "success"}
@@ -153,33 +153,53 @@ def _answer(results: list[tuple[Policy, dict[str, Any]]], response_index: int | 
     }
 
 
-def _rails(policy: Policy, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """NeMo's activated rails: the policy's flows, and a built-in flow name for each detector that ran."""
+def _rails(policy: Policy, result: dict[str, Any], check_body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """NeMo's activated rails: one per (flow, rail type) of the policy, and per unlisted detector that ran."""
     timings: dict[str, float] = result["timings_ms"]["detectors"]
-    names: dict[str, str] = {}  # rail name -> rail type, in order
+    entries: dict[tuple[str, str], None] = {}
     for rail_type, flows in policy.rails.flows.items():
         for flow in flows:
-            names.setdefault(flow, rail_type)
+            entries[(flow, rail_type)] = None
+    listed = {name for name, _ in entries}
     for detector in timings:
-        if detector != "colang":
-            names.setdefault(flow_for_detector(detector), default_rail_type(detector))
+        if detector != "colang" and flow_for_detector(detector) not in listed:
+            entries[(flow_for_detector(detector), default_rail_type(detector))] = None
     custom = {f for flows in policy.rails.custom.values() for f in flows}
-    acted: dict[str, list[str]] = {}
+    acted: dict[tuple[str, str | None], list[str]] = {}
     for f in result["findings"]:
-        rail = f["detector"] if f["category"] == "custom" or f["detector"] in custom else flow_for_detector(
-            f["detector"])
-        acted.setdefault(rail, []).append(f["action"])
+        is_custom = f["category"] == "custom" or f["detector"] in custom
+        rail = f["detector"] if is_custom else flow_for_detector(f["detector"])
+        pointer = f["location"]["pointer"]
+        rail_type = f["evidence"].get("rail") if is_custom else _rail_type_at(pointer, check_body)
+        acted.setdefault((rail, rail_type), []).append(f["action"])
+    took = {flow_for_detector(d): ms for d, ms in timings.items() if d != "colang"}
     rails = []
-    for name, rail_type in names.items():
-        detector = next((d for d, flow in ((d, flow_for_detector(d)) for d in timings) if flow == name), None)
-        took_ms = timings.get(detector, 0.0) if detector else 0.0
-        if name in custom:
-            took_ms = timings.get("colang", 0.0)
-        actions = acted.get(name, [])
-        decisions = sorted({a for a in actions if a != "allow"}) or ["allow"]
-        rails.append({"type": rail_type, "name": name, "decisions": decisions, "executed_actions": [],
-                      "stop": "block" in actions, "duration": round(took_ms / 1000, 6)})
+    for name, rail_type in entries:
+        actions = acted.get((name, rail_type), []) + acted.get((name, None), [])
+        took_ms = timings.get("colang", 0.0) if name in custom else took.get(name, 0.0)
+        rails.append({"type": rail_type, "name": name,
+                      "decisions": sorted({a for a in actions if a != "allow"}) or ["allow"],
+                      "executed_actions": [], "stop": "block" in actions,
+                      "duration": round(took_ms / 1000, 6)})
     return rails
+
+
+def _rail_type_at(pointer: str, check_body: Mapping[str, Any]) -> str | None:
+    """The rail type of the message a finding points into (NeMo routes by role); None: the whole check."""
+    parts = pointer.split("/")
+    if pointer.startswith("/response/"):
+        return "tool_output" if "tool_calls" in parts else "output"
+    if not pointer.startswith("/request/messages/") or len(parts) < 4 or not parts[3].isdigit():
+        return None
+    messages = check_body["request"]["messages"]
+    index = int(parts[3])
+    message = messages[index] if index < len(messages) else None
+    role = message.get("role") if isinstance(message, Mapping) else None
+    if role in ("tool", "function"):
+        return "tool_input"
+    if role == "assistant":
+        return "tool_output" if "tool_calls" in parts else "output"
+    return "input"
 
 
 def _in_nemo_body(finding: dict[str, Any], response_index: int | None) -> dict[str, Any]:

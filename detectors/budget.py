@@ -56,9 +56,13 @@ class Price:
     cached_input_per_mtok: float | None = None
 
     def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int) -> float:
-        cached_rate = self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        cached_rate = (
+            self.input_per_mtok if self.cached_input_per_mtok is None else self.cached_input_per_mtok
+        )
         fresh = max(input_tokens - cached_tokens, 0)
-        return (fresh * self.input_per_mtok + cached_tokens * cached_rate + output_tokens * self.output_per_mtok) / 1e6
+        return (
+            fresh * self.input_per_mtok + cached_tokens * cached_rate + output_tokens * self.output_per_mtok
+        ) / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +98,14 @@ class BudgetDetector(Detector):
         a = anomaly if isinstance(anomaly, Mapping) else {}
         self.anomaly_z = _number(a.get("z", 4.0), "anomaly.z")
         self.anomaly_min_tokens = _number(a.get("min_tokens", 2000), "anomaly.min_tokens")
-        self.anomaly_rate = RateAdd("", 0, period_s=_number(a.get("period_s", 60), "anomaly.period_s"),
-                                    alpha=_number(a.get("alpha", 0.1), "anomaly.alpha"), clamp_z=self.anomaly_z,
-                                    min_samples=int(a.get("min_samples", 10)))
+        self.anomaly_rate = RateAdd(
+            "",
+            0,
+            period_s=_number(a.get("period_s", 60), "anomaly.period_s"),
+            alpha=_number(a.get("alpha", 0.1), "anomaly.alpha"),
+            clamp_z=self.anomaly_z,
+            min_samples=int(a.get("min_samples", 10)),
+        )
         clock = (self.services.extra or {}).get("clock") if self.services else None
         self.clock: Callable[[], float] = clock or time.time
 
@@ -112,8 +121,12 @@ class BudgetDetector(Detector):
         spending = exchange.has_response or self.count_request_phase
         spend = self._spend(exchange) if spending else Spend(0, 0, 0, 0)
         limits = [lim for lim in self.limits if lim.scope in keys]
-        adds = [WindowAdd(f"{keys[lim.scope]}|{lim.metric}|{lim.window_s}", lim.window_s,
-                          getattr(spend, lim.metric)) for lim in limits]
+        adds = [
+            WindowAdd(
+                f"{keys[lim.scope]}|{lim.metric}|{lim.window_s}", lim.window_s, getattr(spend, lim.metric)
+            )
+            for lim in limits
+        ]
         agent_key = keys.get("agent")
         calls = self._new_calls(exchange) if agent_key and self.max_repeats else []
         adds += [WindowAdd(f"{agent_key}|call|{fp}", self.repeat_window_s, 1) for fp, _ in calls]
@@ -122,8 +135,10 @@ class BudgetDetector(Detector):
             r = self.anomaly_rate
             rate = RateAdd(f"{agent_key}|tpm", spend.tokens, r.period_s, r.alpha, r.clamp_z, r.min_samples)
         streak_scopes = [scope for scope in self.streak_limits if scope in keys]
-        breaker_keys = sorted({keys[scope] for scope in streak_scopes} | (
-            {agent_key} if agent_key and (self.max_repeats or self.anomaly) else set()))
+        breaker_keys = sorted(
+            {keys[scope] for scope in streak_scopes}
+            | ({agent_key} if agent_key and (self.max_repeats or self.anomaly) else set())
+        )
         snap = store.step(now, adds, rate, breaker_keys, [keys[scope] for scope in streak_scopes])
 
         findings = [self._open_finding(b, now) for b in snap.breakers.values() if b.state == OPEN]
@@ -134,12 +149,23 @@ class BudgetDetector(Detector):
         tripped: list[Breaker] = []
         blocked_keys = {b.key for b in snap.breakers.values() if b.state == OPEN}
         if agent_key and agent_key not in blocked_keys:
-            for (fp, seg), total in zip(calls, snap.totals[len(limits):], strict=True):
+            for (fp, seg), total in zip(calls, snap.totals[len(limits) :], strict=True):
                 if total >= self.max_repeats:
                     assert seg.tool_call is not None
-                    tripped.append(store.trip(agent_key, "repeated_tool_call", now, self.cooldown_s, {
-                        "tool": seg.tool_call.name, "repeats": int(total), "window_s": self.repeat_window_s,
-                        "fingerprint": fp}))
+                    tripped.append(
+                        store.trip(
+                            agent_key,
+                            "repeated_tool_call",
+                            now,
+                            self.cooldown_s,
+                            {
+                                "tool": seg.tool_call.name,
+                                "repeats": int(total),
+                                "window_s": self.repeat_window_s,
+                                "fingerprint": fp,
+                            },
+                        )
+                    )
                     findings.append(self._trip_finding(tripped[-1], seg))
                     break
             stats = snap.rate
@@ -147,24 +173,49 @@ class BudgetDetector(Detector):
                 std = std_floor(stats.mean, stats.std**2)
                 z = (stats.current - stats.mean) / std
                 if stats.current >= self.anomaly_min_tokens and z >= self.anomaly_z:
-                    tripped.append(store.trip(agent_key, "token_rate_anomaly", now, self.cooldown_s, {
-                        "tokens_this_period": stats.current, "baseline_mean": round(stats.mean, 1),
-                        "baseline_std": round(std, 1), "z": round(z, 2), "period_s": self.anomaly_rate.period_s}))
+                    tripped.append(
+                        store.trip(
+                            agent_key,
+                            "token_rate_anomaly",
+                            now,
+                            self.cooldown_s,
+                            {
+                                "tokens_this_period": stats.current,
+                                "baseline_mean": round(stats.mean, 1),
+                                "baseline_std": round(std, 1),
+                                "z": round(z, 2),
+                                "period_s": self.anomaly_rate.period_s,
+                            },
+                        )
+                    )
                     findings.append(self._trip_finding(tripped[-1], None))
         for scope in streak_scopes:
             key, limit = keys[scope], self.streak_limits[scope]
             if key not in blocked_keys and snap.streaks.get(key, 0) >= limit:
-                tripped.append(store.trip(key, "block_streak", now, self.cooldown_s,
-                                          {"blocked_checks": snap.streaks[key], "limit": limit}))
+                tripped.append(
+                    store.trip(
+                        key,
+                        "block_streak",
+                        now,
+                        self.cooldown_s,
+                        {"blocked_checks": snap.streaks[key], "limit": limit},
+                    )
+                )
                 findings.append(self._trip_finding(tripped[-1], None))
         tripped_keys = {b.key for b in tripped}
         for b in snap.breakers.values():  # a clean check through a half-open breaker closes it
             if b.state == HALF_OPEN and b.key not in tripped_keys:
                 store.close_half_open(b.key)
         ctx.signals[self.name] = {
-            "spent": {"tokens": spend.tokens, "requests": spend.requests, "tool_calls": spend.tool_calls,
-                      "cost_usd": round(spend.cost, 6)},
-            "totals": {f"{lim.scope}.{lim.name}": round(t, 6) for lim, t in zip(limits, snap.totals, strict=False)},
+            "spent": {
+                "tokens": spend.tokens,
+                "requests": spend.requests,
+                "tool_calls": spend.tool_calls,
+                "cost_usd": round(spend.cost, 6),
+            },
+            "totals": {
+                f"{lim.scope}.{lim.name}": round(t, 6) for lim, t in zip(limits, snap.totals, strict=False)
+            },
             "breakers": {b.key: b.state for b in snap.breakers.values()} | {b.key: OPEN for b in tripped},
             "streaks": {k: v for k, v in snap.streaks.items() if k not in tripped_keys},
         }
@@ -185,8 +236,14 @@ class BudgetDetector(Detector):
         out = []
         for seg in exchange.tool_calls:
             if seg.phase is Phase.RESPONSE and seg.tool_call is not None:
-                out.append((call_fingerprint(seg.tool_call.name, seg.tool_call.arguments,
-                                             seg.tool_call.arguments_raw), seg))
+                out.append(
+                    (
+                        call_fingerprint(
+                            seg.tool_call.name, seg.tool_call.arguments, seg.tool_call.arguments_raw
+                        ),
+                        seg,
+                    )
+                )
         return out
 
     def _limit_finding(self, lim: Limit, total: float, key: str, spending: bool) -> Finding | None:
@@ -198,20 +255,34 @@ class BudgetDetector(Detector):
         unit = "USD" if lim.metric == "cost" else lim.metric.replace("_", " ")
         used = f"{total:.4f}" if lim.metric == "cost" else f"{total:,.0f}"
         return Finding(
-            category=Category.BUDGET, detector=self.name, severity=Severity.HIGH if over else Severity.MEDIUM,
+            category=Category.BUDGET,
+            detector=self.name,
+            severity=Severity.HIGH if over else Severity.MEDIUM,
             message=f"{lim.scope} budget {lim.name}={lim.limit:g} {'exceeded' if over else 'nearly spent'}: "
-                    f"{used} {unit} in the last {_window(lim.window_s)} ({key})",
-            pointer="", score=round(total / lim.limit, 4) if lim.limit else None,
-            evidence={"scope": lim.scope, "key": key, "budget": lim.name, "limit": lim.limit, "used": total,
-                      "window_s": lim.window_s},
-            action=None if over else Action.WARN)
+            f"{used} {unit} in the last {_window(lim.window_s)} ({key})",
+            pointer="",
+            score=round(total / lim.limit, 4) if lim.limit else None,
+            evidence={
+                "scope": lim.scope,
+                "key": key,
+                "budget": lim.name,
+                "limit": lim.limit,
+                "used": total,
+                "window_s": lim.window_s,
+            },
+            action=None if over else Action.WARN,
+        )
 
     def _open_finding(self, b: Breaker, now: float) -> Finding:
         return Finding(
-            category=Category.BUDGET, detector=self.name, severity=Severity.CRITICAL,
+            category=Category.BUDGET,
+            detector=self.name,
+            severity=Severity.CRITICAL,
             message=f"circuit breaker open for {b.key} ({b.reason}); retry in {max(b.until - now, 0):.0f} s "
-                    "or reset it (guardrails breakers reset)",
-            pointer="", evidence={"breaker": b.to_dict(), "retry_after_s": round(max(b.until - now, 0), 1)})
+            "or reset it (guardrails breakers reset)",
+            pointer="",
+            evidence={"breaker": b.to_dict(), "retry_after_s": round(max(b.until - now, 0), 1)},
+        )
 
     def _trip_finding(self, b: Breaker, seg: Segment | None) -> Finding:
         pointer, start, end = "", None, None
@@ -219,10 +290,16 @@ class BudgetDetector(Detector):
             tc = seg.tool_call
             pointer, start, end = tc.name_pointer, tc.name_offset, tc.name_offset + len(tc.name)
         return Finding(
-            category=Category.BUDGET, detector=self.name, severity=Severity.CRITICAL,
+            category=Category.BUDGET,
+            detector=self.name,
+            severity=Severity.CRITICAL,
             message=f"circuit breaker opened for {b.key}: {b.reason.replace('_', ' ')} "
-                    f"{_describe(b.details)}; checks are blocked for {b.until - b.opened_at:.0f} s",
-            pointer=pointer, start=start, end=end, evidence={"breaker": b.to_dict()})
+            f"{_describe(b.details)}; checks are blocked for {b.until - b.opened_at:.0f} s",
+            pointer=pointer,
+            start=start,
+            end=end,
+            evidence={"breaker": b.to_dict()},
+        )
 
 
 def scope_keys(context: CallerContext) -> dict[str, str]:
@@ -258,10 +335,13 @@ def _limits(windows: Mapping[str, Any]) -> tuple[list[Limit], dict[str, int]]:
                 continue
             match = LIMIT_KEY.match(name)
             if not match or (match.group(3) and match.group(1) != "cost"):
-                raise ValueError(f"budget windows.{scope}: unknown budget {name!r}; expected <metric>_per_<unit> "
-                                 f"with metric in {METRICS} (cost_per_<unit>_usd) and unit in {list(UNITS)}")
-            limits.append(Limit(scope, match.group(1), UNITS[match.group(2)],
-                                _number(value, f"{scope}.{name}"), name))
+                raise ValueError(
+                    f"budget windows.{scope}: unknown budget {name!r}; expected <metric>_per_<unit> "
+                    f"with metric in {METRICS} (cost_per_<unit>_usd) and unit in {list(UNITS)}"
+                )
+            limits.append(
+                Limit(scope, match.group(1), UNITS[match.group(2)], _number(value, f"{scope}.{name}"), name)
+            )
     return limits, streaks
 
 
@@ -270,9 +350,11 @@ def _price(model: str, raw: Any) -> Price:
         raise ValueError(f"budget prices.{model}: expected {{input_per_mtok, output_per_mtok}}")
     _only(raw, {"input_per_mtok", "output_per_mtok", "cached_input_per_mtok"}, f"prices.{model}")
     cached = raw.get("cached_input_per_mtok")
-    return Price(_number(raw.get("input_per_mtok", 0), "input_per_mtok"),
-                 _number(raw.get("output_per_mtok", 0), "output_per_mtok"),
-                 None if cached is None else _number(cached, "cached_input_per_mtok"))
+    return Price(
+        _number(raw.get("input_per_mtok", 0), "input_per_mtok"),
+        _number(raw.get("output_per_mtok", 0), "output_per_mtok"),
+        None if cached is None else _number(cached, "cached_input_per_mtok"),
+    )
 
 
 def _number(value: Any, name: str) -> float:
@@ -290,8 +372,11 @@ def _only(raw: Any, allowed: set[str], where: str) -> None:
 
 
 def _window(seconds: int) -> str:
-    return next(f"{unit}" if seconds == size else f"{seconds // size} {unit}s"
-                for unit, size in sorted(UNITS.items(), key=lambda u: -u[1]) if seconds % size == 0)
+    return next(
+        f"{unit}" if seconds == size else f"{seconds // size} {unit}s"
+        for unit, size in sorted(UNITS.items(), key=lambda u: -u[1])
+        if seconds % size == 0
+    )
 
 
 def _describe(details: Mapping[str, Any]) -> str:

@@ -232,6 +232,7 @@ _BINARY = re.compile(r"\b(?:[01]{8}\s+){6,}[01]{8}\b")
 _MORSE = re.compile(r"(?:[.\-]{1,7}[ /]+){10,}[.\-]{1,7}")
 _WORD = re.compile(r"[A-Za-z]+")
 _LEET_WORD = re.compile(r"\b(?=[A-Za-z0-9@$]*[A-Za-z])(?=[A-Za-z0-9@$]*[0134579@$])[A-Za-z0-9@$]{3,}\b")
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
 _LEET = str.maketrans("013457@$9", "oieastasg")
 _ROT13 = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm"
@@ -331,11 +332,14 @@ class JailbreakDetector(SegmentDetector):
     def _encoded_matches(self, text: str) -> list[tuple[float, Hit]]:
         out: list[tuple[float, Hit]] = []
         cue = _ENCODING_CUE.search(text) is not None
-        for pattern, decode, kind in (
-            (_BASE64, _b64, "base64"),
-            (_HEX_BYTES, _hex, "hex"),
-            (_BINARY, _binary, "binary"),
-        ):
+        tokens = text.split()
+        digits = len(text) - len(text.translate(_DROP_DIGITS))
+        candidates = []
+        if any(len(t) >= 24 for t in tokens):  # base64 needs a long unbroken run
+            candidates.append((_BASE64, _b64, "base64"))
+        if digits >= 24:  # hex bytes and binary octets are mostly digits
+            candidates += [(_HEX_BYTES, _hex, "hex"), (_BINARY, _binary, "binary")]
+        for pattern, decode, kind in candidates:
             for m in pattern.finditer(text):
                 decoded = decode(m.group()[: self.max_decoded])
                 if decoded is None:
@@ -345,10 +349,11 @@ class JailbreakDetector(SegmentDetector):
                 out.append((weight, _hit("encoded_payload", "encoded_payload", f"{kind}-encoded text",
                                          m.start(), m.end(), decoded)))
                 break
-        m = _MORSE.search(text)
-        if m:
+        if text.count(".") + text.count("-") >= 20 and (m := _MORSE.search(text)):
             out.append((0.6, _hit("encoded_payload", "encoded_payload", "Morse-encoded text", m.start(), m.end(), "")))
-        out += _transformed_windows(text[: self.max_decoded], cue)
+        # Plain English is mostly stopwords: only a message with an encoding cue or few stopwords is decoded.
+        if cue or _stopword_count(tokens) < 0.15 * len(tokens):
+            out += _transformed_windows(text[: self.max_decoded], cue)
         return out
 
 

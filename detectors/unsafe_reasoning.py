@@ -19,6 +19,7 @@ Rule hits depend only on a segment's text, so they are cached per text (an agent
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class ReasoningRule:
     pattern: re.Pattern[str]
     requires_intent: bool = True
     user_keywords: tuple[str, ...] = ()  # the rule is silent when the user's own words contain one
+    keywords: tuple[str, ...] = ()  # lower-case literals; the regex runs only on text containing one (prefilter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ def load_rules(*paths: str | Path) -> RuleSet:
                     pattern=re.compile(raw["pattern"], re.IGNORECASE),
                     requires_intent=bool(raw.get("requires_intent", True)),
                     user_keywords=tuple(k.lower() for k in raw.get("user_keywords") or ()),
+                    keywords=tuple(k.lower() for k in raw.get("keywords") or ()),
                 )
             except (KeyError, ValueError, re.error) as exc:
                 raise ValueError(f"{path}: bad unsafe_reasoning rule {raw.get('id', '?')!r}: {exc}") from exc
@@ -188,20 +191,29 @@ class UnsafeReasoningDetector(Detector):
         if cached is not None:
             self._cache.move_to_end(text)
             return cached
-        matches = []
         rs = self.ruleset
-        for start, end, sentence in _sentences(text):
-            for rule in rs.rules:
-                m = rule.pattern.search(sentence)
-                if m is None:
+        sentences = list(_sentences(text))
+        starts = [start for start, _, _ in sentences]
+        found: dict[int, tuple[ReasoningRule, int, int]] = {}
+        # One pass per rule over the whole trace; cue checks only on the sentences a rule matched.
+        lowered = text.lower()
+        for rule in rs.rules:
+            if rule.keywords and not any(k in lowered for k in rule.keywords):
+                continue
+            for m in rule.pattern.finditer(text):
+                i = bisect_right(starts, m.start()) - 1
+                if i < 0 or i in found:
                     continue
-                prefix = sentence[: m.start()]
-                if rs.negation.search(prefix) or rs.context.search(sentence):
+                start, end, sentence = sentences[i]
+                local = rule.pattern.search(sentence)
+                if local is None:
+                    continue
+                if rs.negation.search(sentence[: local.start()]) or rs.context.search(sentence):
                     continue
                 if rule.requires_intent and not rs.intent.search(sentence):
                     continue
-                matches.append((rule, start, end))
-                break
+                found[i] = (rule, start, end)
+        matches = [found[i] for i in sorted(found)]
         self._cache[text] = matches
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,7 +37,9 @@ def add_commands(sub: Any) -> None:
     export.add_argument("--format", choices=tuple(EXPORTERS), default="jsonl")
     export.add_argument("--output", "-o", help="write to this file instead of stdout")
     export.set_defaults(func=_export)
-    verify = audit_sub.add_parser("verify", help="check the hash chain; names altered, inserted, deleted records")
+    verify = audit_sub.add_parser(
+        "verify", help="check the hash chain; names altered, inserted, deleted records"
+    )
     _url_option(verify, "GUARDRAILS_AUDIT_URL")
     verify.add_argument("--anchor", help="SEQ:HASH recorded earlier (detects truncation and rewrites)")
     verify.add_argument("--json", action="store_true")
@@ -45,8 +47,11 @@ def add_commands(sub: Any) -> None:
 
     breakers = sub.add_parser("breakers", help="list, inspect and reset circuit breakers")
     breakers_sub = breakers.add_subparsers(dest="breakers_command", required=True)
-    for name, helptext, func in (("list", "open and half-open breakers", _list),
-                                 ("show", "one breaker", _show), ("reset", "close a breaker now", _reset)):
+    for name, helptext, func in (
+        ("list", "open and half-open breakers", _list),
+        ("show", "one breaker", _show),
+        ("reset", "close a breaker now", _reset),
+    ):
         cmd = breakers_sub.add_parser(name, help=helptext)
         _url_option(cmd, "GUARDRAILS_STATE_URL")
         if name != "list":
@@ -80,25 +85,35 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except Exception as exc:  # a store that cannot be reached (psycopg, redis errors)
             print(f"guardrails: store error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+
     return run
 
 
 @_guarded
 def _export(args: argparse.Namespace) -> int:
-    filt = AuditFilter(since=parse_time(args.since), until=parse_time(args.until), tenant=args.tenant,
-                       agent=args.agent, session=args.session, verdict=args.verdict)
+    filt = AuditFilter(
+        since=parse_time(args.since),
+        until=parse_time(args.until),
+        tenant=args.tenant,
+        agent=args.agent,
+        session=args.session,
+        verdict=args.verdict,
+    )
     store = open_audit_store(_audit_url(args))
     try:
-        out: TextIO = Path(args.output).open("w", encoding="utf-8", newline="") if args.output else sys.stdout
-        try:
-            for chunk in EXPORTERS[args.format](store.iter_records(filt)):
-                out.write(chunk)
-        finally:
-            if args.output:
-                out.close()
+        if args.output:
+            with Path(args.output).open("w", encoding="utf-8", newline="") as out:
+                _write(out, EXPORTERS[args.format](store.iter_records(filt)))
+        else:
+            _write(sys.stdout, EXPORTERS[args.format](store.iter_records(filt)))
     finally:
         store.close()
     return EXIT_OK
+
+
+def _write(out: TextIO, chunks: Iterable[str]) -> None:
+    for chunk in chunks:
+        out.write(chunk)
 
 
 @_guarded
@@ -150,8 +165,11 @@ def _show(args: argparse.Namespace) -> int:
     if found is None:
         print(f"no breaker open for {args.key}", file=sys.stderr)
         return EXIT_FOUND_PROBLEMS
-    print(json.dumps(found.to_dict(), indent=2) if args.json else "\n".join(
-        f"{k}: {v}" for k, v in found.to_dict().items()))
+    print(
+        json.dumps(found.to_dict(), indent=2)
+        if args.json
+        else "\n".join(f"{k}: {v}" for k, v in found.to_dict().items())
+    )
     return EXIT_OK
 
 
@@ -162,8 +180,10 @@ def _reset(args: argparse.Namespace) -> int:
         closed = store.reset(args.key)
     finally:
         store.close()
-    print(f"closed breaker {args.key}" if closed else f"no breaker open for {args.key}",
-          file=sys.stdout if closed else sys.stderr)
+    print(
+        f"closed breaker {args.key}" if closed else f"no breaker open for {args.key}",
+        file=sys.stdout if closed else sys.stderr,
+    )
     return EXIT_OK if closed else EXIT_FOUND_PROBLEMS
 
 

@@ -20,7 +20,8 @@ from guardrails.state.observer import StreakObserver
 
 
 def build_service(settings: Settings) -> CheckService:
-    state = None if settings.state_url.lower() in DISABLED - {""} else open_state_store(settings.resolved_state_url())
+    state_off = settings.state_url.lower() in DISABLED - {""}
+    state = None if state_off else open_state_store(settings.resolved_state_url())
     service = CheckService(
         PolicyStore(settings.policy_dir),
         DetectorRegistry.from_entry_points(),

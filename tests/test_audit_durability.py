@@ -22,10 +22,24 @@ from guardrails.audit import open_audit_store
 
 PG_URL = os.environ.get("GUARDRAILS_TEST_POSTGRES_URL")
 BODY = {
-    "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                "tools": [{"type": "function", "function": {"name": "get_weather"}}]},
-    "response": {"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "wipe_disk", "arguments": "{}"}}]}}]},
+    "request": {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+    },
+    "response": {
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "wipe_disk", "arguments": "{}"}}
+                    ],
+                },
+            }
+        ]
+    },
     "context": {"agent_id": "a", "tenant": "t"},
 }
 
@@ -68,10 +82,20 @@ def test_sigkill_after_acknowledged_checks_loses_no_record(tmp_path: Path) -> No
 
 def _start(tmp_path: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {**os.environ, "GUARDRAILS_POLICY_DIR": str(tmp_path / "policies"), "GUARDRAILS_PORT": str(port),
-           "GUARDRAILS_DATA_DIR": str(tmp_path / "var"), "GUARDRAILS_AUDIT_URL": url}
-    proc = subprocess.Popen([sys.executable, "-m", "guardrails.cli", "serve", "--log-level", "warning"], env=env,
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "GUARDRAILS_POLICY_DIR": str(tmp_path / "policies"),
+        "GUARDRAILS_PORT": str(port),
+        "GUARDRAILS_DATA_DIR": str(tmp_path / "var"),
+        "GUARDRAILS_AUDIT_URL": url,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guardrails.cli", "serve", "--log-level", "warning"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -7,23 +7,44 @@ import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 from guardrails.audit.chain import StoredRecord, canonical
 from guardrails.audit.export import export_csv, export_jsonl, export_otlp, otlp_span
 from guardrails.audit.otlp import OtlpSender, traces_url
 
 RECORD: dict[str, Any] = {
-    "v": 1, "check_id": "chk_019b6f0a0000aaaaaaaaaaaaaaaaaaaa", "ts": 1767225600.25, "time": "2026-01-01T00:00:00.25Z",
-    "tenant": "acme", "agent": "travel-agent", "session": "s-1", "user": "u-1",
-    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7",
-    "policy": {"id": "default", "version": "7de9d0888440"}, "format": "openai.chat", "phase": "response",
-    "model": "Qwen/Qwen3-8B", "response_id": "chatcmpl-1",
-    "usage": {"input_tokens": 120, "output_tokens": 40, "reasoning_tokens": 25}, "finish_reason": "tool_calls",
-    "verdict": "block", "timings_ms": {"normalize": 0.2, "detectors": {"tool_undeclared": 0.05}},
-    "findings": [{"category": "tool_undeclared", "detector": "tool_undeclared", "severity": "high", "action": "block",
-                  "pointer": "/response/choices/0/message/tool_calls/0/function/name", "start": 0, "end": 9,
-                  "score": 1.0}],
+    "v": 1,
+    "check_id": "chk_019b6f0a0000aaaaaaaaaaaaaaaaaaaa",
+    "ts": 1767225600.25,
+    "time": "2026-01-01T00:00:00.25Z",
+    "tenant": "acme",
+    "agent": "travel-agent",
+    "session": "s-1",
+    "user": "u-1",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    "span_id": "00f067aa0ba902b7",
+    "policy": {"id": "default", "version": "7de9d0888440"},
+    "format": "openai.chat",
+    "phase": "response",
+    "model": "Qwen/Qwen3-8B",
+    "response_id": "chatcmpl-1",
+    "usage": {"input_tokens": 120, "output_tokens": 40, "reasoning_tokens": 25},
+    "finish_reason": "tool_calls",
+    "verdict": "block",
+    "timings_ms": {"normalize": 0.2, "detectors": {"tool_undeclared": 0.05}},
+    "findings": [
+        {
+            "category": "tool_undeclared",
+            "detector": "tool_undeclared",
+            "severity": "high",
+            "action": "block",
+            "pointer": "/response/choices/0/message/tool_calls/0/function/name",
+            "start": 0,
+            "end": 9,
+            "score": 1.0,
+        }
+    ],
     "service_version": "0.1.0",
 }
 
@@ -77,9 +98,9 @@ def test_csv_and_jsonl_carry_the_chain_position() -> None:
 
 
 class _Collector(BaseHTTPRequestHandler):
-    received: list[tuple[str, dict[str, Any]]] = []
+    received: ClassVar[list[tuple[str, dict[str, Any]]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
         _Collector.received.append((self.path, json.loads(self.rfile.read(length))))
         self.send_response(200)

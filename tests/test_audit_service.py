@@ -25,23 +25,63 @@ MESSAGE = f"deploy with token {TOKEN} please"
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
     policy = tmp_path / "policies" / "default"
     policy.mkdir(parents=True, exist_ok=True)
-    (policy / "config.yml").write_text(yaml.safe_dump({"detectors": {
-        "tool_undeclared": {"action": "block"}, "secret": {},
-        "budget": {"windows": {"agent": {"requests_per_minute": 1000}},
-                   "breaker": {"cooldown_s": 60, "repeated_call": {"max_repeats": 3, "window_s": 600}}}}}))
+    (policy / "config.yml").write_text(
+        yaml.safe_dump(
+            {
+                "detectors": {
+                    "tool_undeclared": {"action": "block"},
+                    "secret": {},
+                    "budget": {
+                        "windows": {"agent": {"requests_per_minute": 1000}},
+                        "breaker": {"cooldown_s": 60, "repeated_call": {"max_repeats": 3, "window_s": 600}},
+                    },
+                }
+            }
+        )
+    )
     return Settings(policy_dir=tmp_path / "policies", data_dir=tmp_path / "var", **overrides)
 
 
-def body(i: int = 0, *, agent: str = "travel-agent", tenant: str = "acme", tool: str = "get_weather",
-         content: str = "Weather in Paris?") -> dict[str, Any]:
+def body(
+    i: int = 0,
+    *,
+    agent: str = "travel-agent",
+    tenant: str = "acme",
+    tool: str = "get_weather",
+    content: str = "Weather in Paris?",
+) -> dict[str, Any]:
     return {
-        "request": {"model": "Qwen/Qwen3-8B", "messages": [{"role": "user", "content": content}],
-                    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]},
-        "response": {"id": f"chatcmpl-{i}", "model": "Qwen/Qwen3-8B", "choices": [{
-            "index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": tool, "arguments": json.dumps({"i": i})}}]}}],
-            "usage": {"prompt_tokens": 50 + i, "completion_tokens": 20,
-                      "completion_tokens_details": {"reasoning_tokens": 7}}},
+        "request": {
+            "model": "Qwen/Qwen3-8B",
+            "messages": [{"role": "user", "content": content}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+        },
+        "response": {
+            "id": f"chatcmpl-{i}",
+            "model": "Qwen/Qwen3-8B",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": tool, "arguments": json.dumps({"i": i})},
+                            }
+                        ],
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 50 + i,
+                "completion_tokens": 20,
+                "completion_tokens_details": {"reasoning_tokens": 7},
+            },
+        },
         "context": {"agent_id": agent, "session_id": f"s-{i % 2}", "tenant": tenant, "user": "u-1"},
     }
 
@@ -59,9 +99,16 @@ def test_every_check_leaves_a_record_with_the_issue_fields(tmp_path: Path) -> No
     assert r["finish_reason"] == "tool_calls" and r["service_version"]
     assert {"tool_undeclared", "budget"} <= set(r["timings_ms"]["detectors"])
     (finding,) = r["findings"]
-    assert finding == {"category": "tool_undeclared", "detector": "tool_undeclared", "severity": "high",
-                       "action": "block", "pointer": "/response/choices/0/message/tool_calls/0/function/name",
-                       "start": 0, "end": 9, "score": finding["score"]}
+    assert finding == {
+        "category": "tool_undeclared",
+        "detector": "tool_undeclared",
+        "severity": "high",
+        "action": "block",
+        "pointer": "/response/choices/0/message/tool_calls/0/function/name",
+        "start": 0,
+        "end": 9,
+        "score": finding["score"],
+    }
     assert r["budget"]["spent"]["requests"] == 1
     assert "content" not in r and "Weather in Paris" not in row.body.decode()  # no message content by default
     store.close()
@@ -90,15 +137,18 @@ def test_http_records_paging_filters_and_verify(tmp_path: Path) -> None:
     client = TestClient(build_app(settings(tmp_path)))
     ids = []
     for i in range(7):
-        resp = client.post("/v1/checks", json=body(i, tenant="acme" if i < 5 else "globex",
-                                                  tool="get_weather" if i % 2 else "rm_rf"))
+        resp = client.post(
+            "/v1/checks",
+            json=body(i, tenant="acme" if i < 5 else "globex", tool="get_weather" if i % 2 else "rm_rf"),
+        )
         assert resp.status_code == 200
         ids.append(resp.json()["check_id"])
     page = client.get("/v1/audit/records", params={"tenant": "acme", "limit": 2}).json()
     seen = [r["check_id"] for r in page["records"]]
     while page["next_cursor"]:
-        page = client.get("/v1/audit/records", params={"tenant": "acme", "limit": 2,
-                                                       "cursor": page["next_cursor"]}).json()
+        page = client.get(
+            "/v1/audit/records", params={"tenant": "acme", "limit": 2, "cursor": page["next_cursor"]}
+        ).json()
         seen += [r["check_id"] for r in page["records"]]
     assert seen == ids[:5]
     blocked = client.get("/v1/audit/records", params={"verdict": "block"}).json()["records"]
@@ -120,7 +170,9 @@ def test_http_breakers_list_inspect_reset(tmp_path: Path) -> None:
     shown = client.get("/v1/breakers/agent:acme/travel-agent")
     assert shown.status_code == 200 and shown.json()["details"]["tool"] == "get_weather"
     assert client.post("/v1/breakers/agent:acme/travel-agent/reset").json() == {
-        "key": "agent:acme/travel-agent", "state": "closed"}
+        "key": "agent:acme/travel-agent",
+        "state": "closed",
+    }
     assert client.get("/v1/breakers/agent:acme/travel-agent").json()["error"]["type"] == "not_found"
     assert client.post("/v1/breakers/agent:acme/travel-agent/reset").status_code == 404
     assert client.post("/v1/checks", json=body(2)).json()["verdict"] == "allow"
@@ -171,9 +223,14 @@ def test_cli_export_filters_and_formats(tmp_path: Path, capsys: pytest.CaptureFi
     assert [json.loads(line)["agent"] for line in lines] == ["a1", "a1", "a1"]
     assert main(["audit", "export", "--url", url, "--verdict", "block", "--format", "csv"]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.startswith("seq,check_id,time,tenant,agent") and ",block," in row and "tool_undeclared" in row
+    assert (
+        header.startswith("seq,check_id,time,tenant,agent") and ",block," in row and "tool_undeclared" in row
+    )
     out = tmp_path / "spans.jsonl"
-    assert main(["audit", "export", "--url", url, "--format", "otlp", "--since", "2000-01-01", "-o", str(out)]) == 0
+    assert (
+        main(["audit", "export", "--url", url, "--format", "otlp", "--since", "2000-01-01", "-o", str(out)])
+        == 0
+    )
     (request,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(request["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 4
     assert main(["audit", "export", "--url", url, "--since", "not a time"]) == 4
@@ -186,8 +243,10 @@ def test_cli_verify_names_the_tampered_record(tmp_path: Path, capsys: pytest.Cap
     conn = sqlite3.connect(db, isolation_level=None)
     check_id = conn.execute("SELECT check_id FROM audit_records WHERE seq = 1").fetchone()[0]
     conn.execute("DROP TRIGGER audit_records_no_update")
-    conn.execute("UPDATE audit_records SET body = replace(body, '\"verdict\":\"block\"', '\"verdict\":\"allow\"'), "
-                 "verdict = 'allow' WHERE seq = 1")
+    conn.execute(
+        'UPDATE audit_records SET body = replace(body, \'"verdict":"block"\', \'"verdict":"allow"\'), '
+        "verdict = 'allow' WHERE seq = 1"
+    )
     conn.close()
     assert main(["audit", "verify", "--url", f"sqlite:///{db}"]) == 1
     out = capsys.readouterr().out

@@ -7,6 +7,7 @@ each run uses its own table and drops it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import threading
@@ -55,8 +56,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             s.close()
         return
     if not PG_URL:
-        pytest.skip("PostgreSQL audit tests need GUARDRAILS_TEST_POSTGRES_URL "
-                    "(e.g. postgresql://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            "PostgreSQL audit tests need GUARDRAILS_TEST_POSTGRES_URL "
+            "(e.g. postgresql://postgres@127.0.0.1:5432/test)"
+        )
     import psycopg
 
     table = f"audit_test_{uuid.uuid4().hex[:12]}"
@@ -76,10 +79,26 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     cleanup.close()
 
 
-def record(i: int, *, tenant: str = "acme", agent: str = "travel-agent", verdict: str = "allow",
-           ts: float = 1_767_225_600.0) -> dict[str, Any]:
-    return {"v": 1, "check_id": f"chk_{i:04d}", "ts": ts + i, "time": "t", "tenant": tenant, "agent": agent,
-            "session": f"s-{i % 2}", "verdict": verdict, "findings": [], "usage": {"input_tokens": i}}
+def record(
+    i: int,
+    *,
+    tenant: str = "acme",
+    agent: str = "travel-agent",
+    verdict: str = "allow",
+    ts: float = 1_767_225_600.0,
+) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "check_id": f"chk_{i:04d}",
+        "ts": ts + i,
+        "time": "t",
+        "tenant": tenant,
+        "agent": agent,
+        "session": f"s-{i % 2}",
+        "verdict": verdict,
+        "findings": [],
+        "usage": {"input_tokens": i},
+    }
 
 
 def fill(store: AuditStore, records: list[dict[str, Any]]) -> list[int]:
@@ -93,7 +112,7 @@ def test_appends_are_chained_in_order_and_verify(backend: Backend) -> None:
     rows = list(store.iter_records())
     assert [r.record()["check_id"] for r in rows] == [f"chk_{i:04d}" for i in range(5)]
     assert rows[0].prev_hash == "0" * 64
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
     assert rows[2].hash == chain_hash(3, rows[1].hash, canonical(record(2)))
     report = store.verify()
     assert report.ok and report.checked == 5 and report.head_seq == 5 and report.head_hash == rows[-1].hash
@@ -129,8 +148,13 @@ def test_two_replicas_append_to_one_chain(backend: Backend) -> None:
 
 def test_page_with_cursor_and_filters(backend: Backend) -> None:
     store = backend.open()
-    fill(store, [record(i, tenant="acme" if i % 3 else "globex", verdict="block" if i % 4 == 0 else "allow")
-                 for i in range(20)])
+    fill(
+        store,
+        [
+            record(i, tenant="acme" if i % 3 else "globex", verdict="block" if i % 4 == 0 else "allow")
+            for i in range(20)
+        ],
+    )
     page = store.page(AuditFilter(tenant="acme"), limit=5)
     assert len(page.records) == 5 and page.next_cursor is not None
     seen = [r.record()["check_id"] for r in page.records]
@@ -138,11 +162,17 @@ def test_page_with_cursor_and_filters(backend: Backend) -> None:
         page = store.page(AuditFilter(tenant="acme"), page.next_cursor, limit=5)
         seen += [r.record()["check_id"] for r in page.records]
     assert seen == [f"chk_{i:04d}" for i in range(20) if i % 3]
-    blocked = [r.record()["check_id"] for r in store.iter_records(AuditFilter(verdict="block", tenant="globex"))]
+    blocked = [
+        r.record()["check_id"] for r in store.iter_records(AuditFilter(verdict="block", tenant="globex"))
+    ]
     assert blocked == ["chk_0000", "chk_0012"]
     window = store.page(AuditFilter(since=1_767_225_605, until=1_767_225_608), limit=100)
     assert [r.seq for r in window.records] == [6, 7, 8] and window.next_cursor is None
-    assert [r.seq for r in store.page(AuditFilter(session="s-1", agent="travel-agent"), limit=3).records] == [2, 4, 6]
+    assert [r.seq for r in store.page(AuditFilter(session="s-1", agent="travel-agent"), limit=3).records] == [
+        2,
+        4,
+        6,
+    ]
 
 
 def test_the_log_refuses_updates_and_deletes(backend: Backend) -> None:
@@ -157,22 +187,33 @@ def test_the_log_refuses_updates_and_deletes(backend: Backend) -> None:
     else:
         import psycopg
 
-        with psycopg.connect(PG_URL, autocommit=True) as conn, pytest.raises(psycopg.Error, match="append-only"):
+        with (
+            psycopg.connect(PG_URL, autocommit=True) as conn,
+            pytest.raises(psycopg.Error, match="append-only"),
+        ):
             conn.execute(f"UPDATE {table} SET verdict = 'allow'")
 
 
-@pytest.mark.parametrize(("tamper", "seq", "kind"), [
-    ("UPDATE {t} SET body = replace(body, '\"verdict\":\"block\"', '\"verdict\":\"allow\"') WHERE seq = 3", 3,
-     "altered"),
-    ("DELETE FROM {t} WHERE seq = 4", 5, "deleted"),
-    ("UPDATE {t} SET verdict = 'allow' WHERE seq = 2", 2, "columns"),
-])
+@pytest.mark.parametrize(
+    ("tamper", "seq", "kind"),
+    [
+        (
+            'UPDATE {t} SET body = replace(body, \'"verdict":"block"\', \'"verdict":"allow"\') WHERE seq = 3',
+            3,
+            "altered",
+        ),
+        ("DELETE FROM {t} WHERE seq = 4", 5, "deleted"),
+        ("UPDATE {t} SET verdict = 'allow' WHERE seq = 2", 2, "columns"),
+    ],
+)
 def test_verify_names_the_tampered_record(backend: Backend, tamper: str, seq: int, kind: str) -> None:
     store = backend.open()
     fill(store, [record(i, verdict="block") for i in range(6)])
     if backend.name == "postgres" and "replace(body" in tamper:  # body is bytea there
-        tamper = ("UPDATE {t} SET body = convert_to(replace(convert_from(body, 'UTF8'), '\"verdict\":\"block\"', "
-                  "'\"verdict\":\"allow\"'), 'UTF8') WHERE seq = 3")
+        tamper = (
+            "UPDATE {t} SET body = convert_to(replace(convert_from(body, 'UTF8'), '\"verdict\":\"block\"', "
+            "'\"verdict\":\"allow\"'), 'UTF8') WHERE seq = 3"
+        )
     backend.execute(tamper)
     report = store.verify()
     assert not report.ok
@@ -187,9 +228,11 @@ def test_verify_names_an_inserted_record(backend: Backend) -> None:
     forged = canonical(record(99, verdict="allow")).decode()
     body = f"'{forged}'" if backend.name == "sqlite" else f"convert_to('{forged}', 'UTF8')"
     # The forger appends a record that looks right but cannot know the chain's next hash without the log.
-    backend.execute("INSERT INTO {t} (seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash) "
-                    f"VALUES (4, 'chk_0099', 1767225699, 'acme', 'travel-agent', 's-1', 'allow', {body}, "
-                    f"'{'0' * 64}', '{'f' * 64}')")
+    backend.execute(
+        "INSERT INTO {t} (seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash) "
+        f"VALUES (4, 'chk_0099', 1767225699, 'acme', 'travel-agent', 's-1', 'allow', {body}, "
+        f"'{'0' * 64}', '{'f' * 64}')"
+    )
     report = store.verify()
     assert [(p.seq, p.kind, p.check_id) for p in report.problems] == [(4, "inserted", "chk_0099")]
 
@@ -201,7 +244,9 @@ def test_anchor_detects_a_truncated_tail(backend: Backend) -> None:
     backend.execute("DELETE FROM {t} WHERE seq = 4")
     assert store.verify().ok  # a cut tail looks like a shorter log...
     report = store.verify((head.head_seq, head.head_hash))
-    assert not report.ok and report.problems[0].kind == "deleted" and report.problems[0].seq == 4  # ...not to an anchor
+    assert (
+        not report.ok and report.problems[0].kind == "deleted" and report.problems[0].seq == 4
+    )  # ...not to an anchor
 
 
 def test_a_failing_store_fails_every_waiting_append(backend: Backend) -> None:

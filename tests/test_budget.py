@@ -37,30 +37,79 @@ class Clock:
         return self.now
 
 
-def service(tmp_path: Path, budget: dict[str, Any], state: StateStore, clock: Clock,
-            extra_detectors: dict[str, Any] | None = None) -> CheckService:
+def service(
+    tmp_path: Path,
+    budget: dict[str, Any],
+    state: StateStore,
+    clock: Clock,
+    extra_detectors: dict[str, Any] | None = None,
+) -> CheckService:
     policy = tmp_path / "policies" / "default"
     policy.mkdir(parents=True, exist_ok=True)
-    (policy / "config.yml").write_text(yaml.safe_dump({"detectors": {**(extra_detectors or {}), "budget": budget}}))
-    svc = CheckService(PolicyStore(tmp_path / "policies"), DetectorRegistry.from_entry_points(),
-                       Services(state=state, extra={"clock": clock}))
+    (policy / "config.yml").write_text(
+        yaml.safe_dump({"detectors": {**(extra_detectors or {}), "budget": budget}})
+    )
+    svc = CheckService(
+        PolicyStore(tmp_path / "policies"),
+        DetectorRegistry.from_entry_points(),
+        Services(state=state, extra={"clock": clock}),
+    )
     svc.observers.append(StreakObserver(state))
     return svc
 
 
-def body(*, tool: str = "search", args: dict[str, Any] | None = None, prompt: int = 1000, completion: int = 200,
-         agent: str | None = "runaway", session: str = "s-1", response: bool = True) -> dict[str, Any]:
-    request = {"model": MODEL, "messages": [{"role": "user", "content": "find flights"}],
-               "tools": [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]}
+def body(
+    *,
+    tool: str = "search",
+    args: dict[str, Any] | None = None,
+    prompt: int = 1000,
+    completion: int = 200,
+    agent: str | None = "runaway",
+    session: str = "s-1",
+    response: bool = True,
+) -> dict[str, Any]:
+    request = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "find flights"}],
+        "tools": [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}],
+    }
     context = {"tenant": "acme", "session_id": session} | ({"agent_id": agent} if agent else {})
     if not response:
         return {"request": request, "context": context}
-    return {"request": request, "context": context, "response": {
-        "id": "chatcmpl-1", "model": MODEL, "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
-                "name": tool, "arguments": json.dumps(args if args is not None else {"q": "flights"})}}]}}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                  "completion_tokens_details": {"reasoning_tokens": completion // 2}}}}
+    return {
+        "request": request,
+        "context": context,
+        "response": {
+            "id": "chatcmpl-1",
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {
+                                    "name": tool,
+                                    "arguments": json.dumps(args if args is not None else {"q": "flights"}),
+                                },
+                            }
+                        ],
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "completion_tokens_details": {"reasoning_tokens": completion // 2},
+            },
+        },
+    }
 
 
 def check(svc: CheckService, payload: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +127,9 @@ def state(tmp_path: Path) -> StateStore:
     store.close()
 
 
-def test_token_budget_blocks_once_spent_and_recovers_when_the_window_slides(tmp_path: Path, state: StateStore) -> None:
+def test_token_budget_blocks_once_spent_and_recovers_when_the_window_slides(
+    tmp_path: Path, state: StateStore
+) -> None:
     clock = Clock()
     svc = service(tmp_path, {"windows": {"agent": {"tokens_per_minute": 3000}}}, state, clock)
     assert check(svc, body(args={"q": "1"}))["verdict"] == "allow"
@@ -100,8 +151,12 @@ def test_token_budget_blocks_once_spent_and_recovers_when_the_window_slides(tmp_
 
 
 def test_scopes_are_separate_and_a_check_without_ids_is_skipped(tmp_path: Path, state: StateStore) -> None:
-    svc = service(tmp_path, {"windows": {"session": {"requests_per_hour": 1}, "tenant": {"requests_per_hour": 3}}},
-                  state, Clock())
+    svc = service(
+        tmp_path,
+        {"windows": {"session": {"requests_per_hour": 1}, "tenant": {"requests_per_hour": 3}}},
+        state,
+        Clock(),
+    )
     assert check(svc, body(session="a"))["verdict"] == "allow"
     assert check(svc, body(session="b"))["verdict"] == "allow"
     assert check(svc, body(session="c"))["verdict"] == "allow"
@@ -116,14 +171,21 @@ def test_scopes_are_separate_and_a_check_without_ids_is_skipped(tmp_path: Path, 
 
 def test_cost_uses_the_price_table_and_warns_near_the_limit(tmp_path: Path, state: StateStore) -> None:
     prices = {MODEL: {"input_per_mtok": 0.1, "output_per_mtok": 0.4}}
-    svc = service(tmp_path, {"windows": {"agent": {"cost_per_day_usd": 0.001}}, "prices": prices,
-                             "warn_ratio": 0.5}, state, Clock())
+    svc = service(
+        tmp_path,
+        {"windows": {"agent": {"cost_per_day_usd": 0.001}}, "prices": prices, "warn_ratio": 0.5},
+        state,
+        Clock(),
+    )
     first = check(svc, body(prompt=2000, completion=500))  # 2000 * 0.1e-6 + 500 * 0.4e-6 = 0.0004 USD
     assert first["signals"]["budget"]["spent"]["cost_usd"] == pytest.approx(0.0004)
     assert first["verdict"] == "allow" and budget_findings(first) == []
     second = check(svc, body(prompt=2000, completion=500))
     assert second["verdict"] == "warn"
-    assert budget_findings(second)[0]["action"] == "warn" and "nearly spent" in budget_findings(second)[0]["message"]
+    assert (
+        budget_findings(second)[0]["action"] == "warn"
+        and "nearly spent" in budget_findings(second)[0]["message"]
+    )
     third = check(svc, body(prompt=2000, completion=500))
     assert third["verdict"] == "block" and budget_findings(third)[0]["score"] == pytest.approx(1.2)
 
@@ -141,14 +203,19 @@ def test_repeated_identical_calls_open_the_breaker_until_cooldown(tmp_path: Path
     svc = service(tmp_path, settings, state, clock)
     same = {"q": "flights", "page": 1}
     assert check(svc, body(args=same))["verdict"] == "allow"
-    assert check(svc, body(args={"page": 1, "q": "flights"}))["verdict"] == "allow"  # key order is not a new call
+    assert (
+        check(svc, body(args={"page": 1, "q": "flights"}))["verdict"] == "allow"
+    )  # key order is not a new call
     clock.now += 1
     tripped = check(svc, body(args=same))
     assert tripped["verdict"] == "block"
     (finding,) = budget_findings(tripped)
     assert finding["severity"] == "critical" and "repeated tool call" in finding["message"]
-    assert finding["location"] == {"pointer": "/response/choices/0/message/tool_calls/0/function/name",
-                                   "start": 0, "end": 6}
+    assert finding["location"] == {
+        "pointer": "/response/choices/0/message/tool_calls/0/function/name",
+        "start": 0,
+        "end": 6,
+    }
     assert finding["evidence"]["breaker"]["details"]["repeats"] == 3
     clock.now += 30
     blocked = check(svc, body(args={"q": "something else"}))  # any check of that agent while open
@@ -156,14 +223,20 @@ def test_repeated_identical_calls_open_the_breaker_until_cooldown(tmp_path: Path
     assert check(svc, body(agent="other-agent", args=same))["verdict"] == "allow"
     clock.now += 120  # cooldown over: half-open; a clean check closes the breaker
     probe = check(svc, body(args={"q": "new plan"}))
-    assert probe["verdict"] == "allow" and probe["signals"]["budget"]["breakers"] == {"agent:acme/runaway": "half_open"}
+    assert probe["verdict"] == "allow" and probe["signals"]["budget"]["breakers"] == {
+        "agent:acme/runaway": "half_open"
+    }
     assert state.breaker("agent:acme/runaway") is None
 
 
 def test_half_open_probe_that_repeats_reopens(tmp_path: Path, state: StateStore) -> None:
     clock = Clock()
-    svc = service(tmp_path, {"breaker": {"cooldown_s": 60, "repeated_call": {"max_repeats": 2, "window_s": 600}}},
-                  state, clock)
+    svc = service(
+        tmp_path,
+        {"breaker": {"cooldown_s": 60, "repeated_call": {"max_repeats": 2, "window_s": 600}}},
+        state,
+        clock,
+    )
     check(svc, body())
     assert check(svc, body())["verdict"] == "block"
     clock.now += 61
@@ -171,10 +244,16 @@ def test_half_open_probe_that_repeats_reopens(tmp_path: Path, state: StateStore)
     assert state.breaker("agent:acme/runaway").trips == 2  # type: ignore[union-attr]
 
 
-def test_token_rate_far_above_the_agents_baseline_opens_the_breaker(tmp_path: Path, state: StateStore) -> None:
+def test_token_rate_far_above_the_agents_baseline_opens_the_breaker(
+    tmp_path: Path, state: StateStore
+) -> None:
     clock = Clock()
-    settings = {"breaker": {"cooldown_s": 300, "anomaly": {"z": 4, "alpha": 0.2, "min_samples": 5,
-                                                           "min_tokens": 2000}}}
+    settings = {
+        "breaker": {
+            "cooldown_s": 300,
+            "anomaly": {"z": 4, "alpha": 0.2, "min_samples": 5, "min_tokens": 2000},
+        }
+    }
     svc = service(tmp_path, settings, state, clock)
     for minute in range(8):  # a steady agent: about 1,200 tokens a minute
         clock.now = T0 + 60 * minute + 5
@@ -190,8 +269,13 @@ def test_token_rate_far_above_the_agents_baseline_opens_the_breaker(tmp_path: Pa
 
 def test_block_streak_opens_the_breaker_and_a_clean_check_ends_it(tmp_path: Path, state: StateStore) -> None:
     clock = Clock()
-    svc = service(tmp_path, {"windows": {"agent": {"block_streak": 3}}, "breaker": {"cooldown_s": 60}}, state, clock,
-                  {"tool_undeclared": {"action": "block"}})
+    svc = service(
+        tmp_path,
+        {"windows": {"agent": {"block_streak": 3}}, "breaker": {"cooldown_s": 60}},
+        state,
+        clock,
+        {"tool_undeclared": {"action": "block"}},
+    )
     forbidden = body(tool="delete_everything")
     for _ in range(2):
         assert check(svc, forbidden)["verdict"] == "block"
@@ -205,8 +289,12 @@ def test_block_streak_opens_the_breaker_and_a_clean_check_ends_it(tmp_path: Path
 
 
 def test_invalid_settings_are_policy_errors(tmp_path: Path, state: StateStore) -> None:
-    for bad in ({"windows": {"agent": {"tokens_per_fortnight": 1}}}, {"windows": {"team": {}}},
-                {"breaker": {"cooldown": 3}}, {"prices": {MODEL: {"input_per_mtok": -1}}}):
+    for bad in (
+        {"windows": {"agent": {"tokens_per_fortnight": 1}}},
+        {"windows": {"team": {}}},
+        {"breaker": {"cooldown": 3}},
+        {"prices": {MODEL: {"input_per_mtok": -1}}},
+    ):
         svc = service(tmp_path, bad, state, Clock())
         with pytest.raises(PolicyError, match="budget"):
             check(svc, body())
@@ -223,7 +311,10 @@ def test_without_a_state_store_the_detector_reports_an_error(tmp_path: Path) -> 
 
 def test_scope_keys_and_fingerprints() -> None:
     assert scope_keys(CallerContext(agent_id="a/b", tenant="t", session_id="s")) == {
-        "tenant": "tenant:t", "agent": "agent:t/a%2Fb", "session": "session:t/a%2Fb/s"}
+        "tenant": "tenant:t",
+        "agent": "agent:t/a%2Fb",
+        "session": "session:t/a%2Fb/s",
+    }
     assert scope_keys(CallerContext()) == {}
     assert call_fingerprint("f", {"a": 1, "b": 2}, "") == call_fingerprint("f", {"b": 2, "a": 1}, "")
     assert call_fingerprint("f", {"a": 1}, "") != call_fingerprint("g", {"a": 1}, "")
@@ -236,8 +327,10 @@ def test_a_runaway_agent_is_cut_off_across_two_replicas_sharing_redis(tmp_path: 
     url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}prefix=gr-budget-{uuid.uuid4().hex[:10]}:"
     stores = [open_state_store(url), open_state_store(url)]
     clock = Clock()
-    settings = {"windows": {"agent": {"tokens_per_minute": 10_000}},
-                "breaker": {"cooldown_s": 300, "repeated_call": {"max_repeats": 4, "window_s": 600}}}
+    settings = {
+        "windows": {"agent": {"tokens_per_minute": 10_000}},
+        "breaker": {"cooldown_s": 300, "repeated_call": {"max_repeats": 4, "window_s": 600}},
+    }
     replicas = [service(tmp_path / f"r{i}", settings, s, clock) for i, s in enumerate(stores)]
     try:
         # Alternating replicas, 1,200 tokens a step: the shared budget runs out at step 9, not at step 17.
@@ -246,8 +339,10 @@ def test_a_runaway_agent_is_cut_off_across_two_replicas_sharing_redis(tmp_path: 
         clock.now += 120  # a fresh minute; now the same call over and over, still alternating
         loop = [check(replicas[i % 2], body(args={"q": "again"})) for i in range(5)]
         assert [r["verdict"] for r in loop] == ["allow", "allow", "allow", "block", "block"]
-        assert "opened" in budget_findings(loop[3])[0]["message"] and "open for" in budget_findings(loop[4])[0][
-            "message"]
+        assert (
+            "opened" in budget_findings(loop[3])[0]["message"]
+            and "open for" in budget_findings(loop[4])[0]["message"]
+        )
         assert [b.key for b in stores[0].breakers()] == ["agent:acme/runaway"]
         assert stores[1].reset("agent:acme/runaway")
         assert check(replicas[0], body(args={"q": "new"}))["verdict"] == "allow"

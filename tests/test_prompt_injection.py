@@ -105,8 +105,7 @@ def test_injecagent_attack_in_a_real_tool_response_shape_is_flagged() -> None:
     findings = scan(body)
     assert findings, case["Tool Response"]
     spans = [located(body, f) for f in findings]
-    assert any(span and span in case["Attacker Instruction"] or case["Attacker Instruction"][:20] in span
-               for span in spans)
+    assert any(len(span) > 20 and span in case["Attacker Instruction"] for span in spans), spans
 
 
 # --- hidden text ---------------------------------------------------------------------------------------------

@@ -51,7 +51,9 @@ def test_sliding_window_adds_reads_and_forgets(opener: Callable[[], StateStore])
     assert store.step(T0 + 45, [WindowAdd("agent:a|tokens|60", 60, 0)]).totals == [200]  # a read
     assert store.step(T0 + 61, [WindowAdd("agent:a|tokens|60", 60, 0)]).totals == [100]  # the first add left
     assert store.step(T0 + 200, [WindowAdd("agent:a|tokens|60", 60, 0)]).totals == [0]
-    other = store.step(T0 + 200, [WindowAdd("agent:b|tokens|60", 60, 7.5), WindowAdd("agent:a|tokens|60", 60, 1)])
+    other = store.step(
+        T0 + 200, [WindowAdd("agent:b|tokens|60", 60, 7.5), WindowAdd("agent:a|tokens|60", 60, 1)]
+    )
     assert other.totals == [7.5, 1]
 
 

@@ -22,5 +22,13 @@ def open_audit_store(url: str) -> AuditStore:
     raise ValueError(f"unsupported audit store URL {url!r}: use sqlite:///path or postgresql://...")
 
 
-__all__ = ["DISABLED", "AuditFilter", "AuditStore", "Page", "StoredRecord", "VerifyReport", "open_audit_store",
-           "parse_time"]
+__all__ = [
+    "DISABLED",
+    "AuditFilter",
+    "AuditStore",
+    "Page",
+    "StoredRecord",
+    "VerifyReport",
+    "open_audit_store",
+    "parse_time",
+]

@@ -69,9 +69,15 @@ class VerifyReport:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checked": self.checked, "head": {"seq": self.head_seq, "hash": self.head_hash},
-                "problems": [{"seq": p.seq, "check_id": p.check_id, "kind": p.kind, "message": p.message}
-                             for p in self.problems]}
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "head": {"seq": self.head_seq, "hash": self.head_hash},
+            "problems": [
+                {"seq": p.seq, "check_id": p.check_id, "kind": p.kind, "message": p.message}
+                for p in self.problems
+            ],
+        }
 
 
 def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = None) -> VerifyReport:
@@ -85,20 +91,41 @@ def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = 
         own_ok = chain_hash(row.seq, row.prev_hash, row.body) == row.hash
         linked = row.prev_hash == prev_hash
         if row.seq != prev_seq + 1:
-            report.problems.append(Problem(row.seq, check_id, "deleted",
-                                           f"records {prev_seq + 1}..{row.seq - 1} are missing before this one"))
+            report.problems.append(
+                Problem(
+                    row.seq,
+                    check_id,
+                    "deleted",
+                    f"records {prev_seq + 1}..{row.seq - 1} are missing before this one",
+                )
+            )
         elif not own_ok and not linked:
-            report.problems.append(Problem(row.seq, check_id, "inserted",
-                                           "neither its hash nor its link to the previous record is valid"))
+            report.problems.append(
+                Problem(
+                    row.seq,
+                    check_id,
+                    "inserted",
+                    "neither its hash nor its link to the previous record is valid",
+                )
+            )
         elif not own_ok:
-            report.problems.append(Problem(row.seq, check_id, "altered",
-                                           "its content no longer matches its hash"))
+            report.problems.append(
+                Problem(row.seq, check_id, "altered", "its content no longer matches its hash")
+            )
         elif not linked:
-            report.problems.append(Problem(row.seq, check_id, "inserted",
-                                           f"it does not follow record {prev_seq} (prev_hash mismatch)"))
+            report.problems.append(
+                Problem(
+                    row.seq,
+                    check_id,
+                    "inserted",
+                    f"it does not follow record {prev_seq} (prev_hash mismatch)",
+                )
+            )
         mismatch = _column_mismatch(row)
         if mismatch:
-            report.problems.append(Problem(row.seq, check_id, "columns", f"indexed column {mismatch} was changed"))
+            report.problems.append(
+                Problem(row.seq, check_id, "columns", f"indexed column {mismatch} was changed")
+            )
         if anchor and row.seq == anchor[0]:
             anchor_seen = True
             if row.hash != anchor[1]:
@@ -106,8 +133,9 @@ def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = 
         prev_seq, prev_hash = row.seq, row.hash
     report.head_seq, report.head_hash = prev_seq, prev_hash
     if anchor and not anchor_seen:
-        report.problems.append(Problem(anchor[0], None, "deleted",
-                                       f"the anchored record is gone (the chain ends at {prev_seq})"))
+        report.problems.append(
+            Problem(anchor[0], None, "deleted", f"the anchored record is gone (the chain ends at {prev_seq})")
+        )
     return report
 
 

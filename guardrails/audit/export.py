@@ -21,9 +21,31 @@ import guardrails
 from guardrails.audit.chain import StoredRecord
 
 FORMATS = ("jsonl", "csv", "otlp")
-CSV_COLUMNS = ("seq", "check_id", "time", "tenant", "agent", "session", "user", "policy_id", "policy_version",
-               "format", "phase", "model", "finish_reason", "input_tokens", "output_tokens", "reasoning_tokens",
-               "total_tokens", "verdict", "findings", "categories", "detectors", "service_version", "hash")
+CSV_COLUMNS = (
+    "seq",
+    "check_id",
+    "time",
+    "tenant",
+    "agent",
+    "session",
+    "user",
+    "policy_id",
+    "policy_version",
+    "format",
+    "phase",
+    "model",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "verdict",
+    "findings",
+    "categories",
+    "detectors",
+    "service_version",
+    "hash",
+)
 # The API format tells which provider's wire protocol the call used (gen_ai.provider.name values).
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
 OPERATIONS = {"openai.chat": "chat", "openai.responses": "chat", "anthropic.messages": "chat"}
@@ -46,14 +68,33 @@ def export_csv(rows: Iterable[StoredRecord]) -> Iterator[str]:
     for row in rows:
         r = row.record()
         usage, findings = r.get("usage") or {}, r.get("findings") or []
-        writer.writerow([
-            row.seq, r.get("check_id"), r.get("time"), r.get("tenant"), r.get("agent"), r.get("session"),
-            r.get("user"), (r.get("policy") or {}).get("id"), (r.get("policy") or {}).get("version"),
-            r.get("format"), r.get("phase"), r.get("model"), r.get("finish_reason"), usage.get("input_tokens"),
-            usage.get("output_tokens"), usage.get("reasoning_tokens"), usage.get("total_tokens"), r.get("verdict"),
-            len(findings), ";".join(sorted({f["category"] for f in findings})),
-            ";".join(sorted({f["detector"] for f in findings})), r.get("service_version"), row.hash,
-        ])
+        writer.writerow(
+            [
+                row.seq,
+                r.get("check_id"),
+                r.get("time"),
+                r.get("tenant"),
+                r.get("agent"),
+                r.get("session"),
+                r.get("user"),
+                (r.get("policy") or {}).get("id"),
+                (r.get("policy") or {}).get("version"),
+                r.get("format"),
+                r.get("phase"),
+                r.get("model"),
+                r.get("finish_reason"),
+                usage.get("input_tokens"),
+                usage.get("output_tokens"),
+                usage.get("reasoning_tokens"),
+                usage.get("total_tokens"),
+                r.get("verdict"),
+                len(findings),
+                ";".join(sorted({f["category"] for f in findings})),
+                ";".join(sorted({f["detector"] for f in findings})),
+                r.get("service_version"),
+                row.hash,
+            ]
+        )
         yield _drain(buffer)
 
 
@@ -73,12 +114,20 @@ EXPORTERS = {"jsonl": export_jsonl, "csv": export_csv, "otlp": export_otlp}
 
 
 def otlp_request(spans: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"resourceSpans": [{
-        "resource": {"attributes": _attributes({"service.name": "guardrails",
-                                                "service.version": guardrails.__version__})},
-        "scopeSpans": [{"scope": {"name": "guardrails.audit", "version": guardrails.__version__},
-                        "spans": spans}],
-    }]}
+    return {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": _attributes(
+                        {"service.name": "guardrails", "service.version": guardrails.__version__}
+                    )
+                },
+                "scopeSpans": [
+                    {"scope": {"name": "guardrails.audit", "version": guardrails.__version__}, "spans": spans}
+                ],
+            }
+        ]
+    }
 
 
 def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
@@ -93,7 +142,8 @@ def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
     start_ns = round(record["ts"] * 1e6) * 1000  # the record keeps microseconds; floats blur nanoseconds
     detectors = (record.get("timings_ms") or {}).get("detectors") or {}
     elapsed_ms = sum(v for v in detectors.values() if isinstance(v, (int, float))) + (
-        (record.get("timings_ms") or {}).get("normalize") or 0)
+        (record.get("timings_ms") or {}).get("normalize") or 0
+    )
     attributes = {
         "gen_ai.operation.name": OPERATIONS.get(fmt, "generate_content"),
         "gen_ai.provider.name": provider,
@@ -126,11 +176,23 @@ def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
         "startTimeUnixNano": str(start_ns),
         "endTimeUnixNano": str(start_ns + int(elapsed_ms * 1e6)),
         "attributes": _attributes(attributes),
-        "events": [{"timeUnixNano": str(start_ns), "name": "guardrails.finding", "attributes": _attributes({
-            "guardrails.finding.category": f.get("category"), "guardrails.finding.detector": f.get("detector"),
-            "guardrails.finding.action": f.get("action"), "guardrails.finding.severity": f.get("severity"),
-            "guardrails.finding.pointer": f.get("pointer"), "guardrails.finding.score": f.get("score")})}
-            for f in record.get("findings") or []],
+        "events": [
+            {
+                "timeUnixNano": str(start_ns),
+                "name": "guardrails.finding",
+                "attributes": _attributes(
+                    {
+                        "guardrails.finding.category": f.get("category"),
+                        "guardrails.finding.detector": f.get("detector"),
+                        "guardrails.finding.action": f.get("action"),
+                        "guardrails.finding.severity": f.get("severity"),
+                        "guardrails.finding.pointer": f.get("pointer"),
+                        "guardrails.finding.score": f.get("score"),
+                    }
+                ),
+            }
+            for f in record.get("findings") or []
+        ],
         "status": {"code": 0},
     }
     if HEX32.match(trace_id) and HEX16.match(parent):

@@ -24,7 +24,9 @@ class AuditObserver:
         try:
             seq = await self.store.append(record)
         except Exception as exc:  # no verdict leaves without its record
-            raise AuditUnavailable(f"the audit record could not be written ({type(exc).__name__}: {exc}); "
-                                   "the check was not acknowledged") from exc
+            raise AuditUnavailable(
+                f"the audit record could not be written ({type(exc).__name__}: {exc}); "
+                "the check was not acknowledged"
+            ) from exc
         if self.sender is not None:
             self.sender.submit(record, seq)

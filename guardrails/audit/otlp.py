@@ -25,7 +25,9 @@ def traces_url(endpoint: str) -> str:
 
 
 class OtlpSender:
-    def __init__(self, endpoint: str, batch: int = 100, linger_s: float = 1.0, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, endpoint: str, batch: int = 100, linger_s: float = 1.0, timeout_s: float = 5.0
+    ) -> None:
         self.url = traces_url(endpoint)
         self.batch, self.linger_s = batch, linger_s
         self.sent = self.dropped = 0

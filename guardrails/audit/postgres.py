@@ -82,12 +82,25 @@ class PostgresAuditStore(AuditStore):
                 seq += 1
                 digest = chain_hash(seq, prev, row.body)
                 c = row.columns
-                values.append((seq, c["check_id"], c["ts"], c["tenant"], c["agent"], c["session"], c["verdict"],
-                               row.body, prev, digest))
+                values.append(
+                    (
+                        seq,
+                        c["check_id"],
+                        c["ts"],
+                        c["tenant"],
+                        c["agent"],
+                        c["session"],
+                        c["verdict"],
+                        row.body,
+                        prev,
+                        digest,
+                    )
+                )
                 seqs.append(seq)
                 prev = digest
-            cur.executemany(f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                            values)
+            cur.executemany(
+                f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
+            )
         return seqs
 
     def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
@@ -98,10 +111,23 @@ class PostgresAuditStore(AuditStore):
             rows = self._read_conn.execute(
                 f"SELECT {COLUMNS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT %s", [*params, limit]
             ).fetchall()
-        return [StoredRecord(seq, prev_hash, digest, bytes(body),
-                             {"check_id": check_id, "ts": ts, "tenant": tenant, "agent": agent, "session": session,
-                              "verdict": verdict})
-                for seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, digest in rows]
+        return [
+            StoredRecord(
+                seq,
+                prev_hash,
+                digest,
+                bytes(body),
+                {
+                    "check_id": check_id,
+                    "ts": ts,
+                    "tenant": tenant,
+                    "agent": agent,
+                    "session": session,
+                    "verdict": verdict,
+                },
+            )
+            for seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, digest in rows
+        ]
 
     def drop(self) -> None:
         """Delete the table and its trigger function (tests and teardown only)."""

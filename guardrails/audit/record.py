@@ -27,10 +27,17 @@ KEPT_SIGNALS = {"low_confidence": "logprobs", "budget": "budget"}
 def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]:
     exchange, result = outcome.exchange, outcome.result
     ctx, gen = exchange.context, exchange.generation
-    usage = {k: v for k, v in (
-        ("input_tokens", gen.usage.input_tokens), ("output_tokens", gen.usage.output_tokens),
-        ("reasoning_tokens", gen.usage.reasoning_tokens), ("cached_tokens", gen.usage.cached_tokens),
-        ("total_tokens", gen.usage.total_tokens)) if v is not None}
+    usage = {
+        k: v
+        for k, v in (
+            ("input_tokens", gen.usage.input_tokens),
+            ("output_tokens", gen.usage.output_tokens),
+            ("reasoning_tokens", gen.usage.reasoning_tokens),
+            ("cached_tokens", gen.usage.cached_tokens),
+            ("total_tokens", gen.usage.total_tokens),
+        )
+        if v is not None
+    }
     record: dict[str, Any] = {
         "v": RECORD_VERSION,
         "check_id": outcome.check_id,
@@ -51,8 +58,10 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
         "finish_reason": gen.finish_reason,
         "verdict": result.verdict.value,
         "findings": [_finding(f) for f in result.findings],
-        "timings_ms": {"normalize": outcome.response.get("timings_ms", {}).get("normalize"),
-                       "detectors": dict(result.timings_ms)},
+        "timings_ms": {
+            "normalize": outcome.response.get("timings_ms", {}).get("normalize"),
+            "detectors": dict(result.timings_ms),
+        },
         "service_version": guardrails.__version__,
     }
     for signal, field_name in KEPT_SIGNALS.items():
@@ -64,9 +73,16 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
 
 
 def _finding(f: Finding) -> dict[str, Any]:
-    return {"category": f.category.value, "detector": f.detector, "severity": f.severity.value,
-            "action": f.action.value if f.action else None, "pointer": f.pointer, "start": f.start,
-            "end": f.end, "score": f.score}
+    return {
+        "category": f.category.value,
+        "detector": f.detector,
+        "severity": f.severity.value,
+        "action": f.action.value if f.action else None,
+        "pointer": f.pointer,
+        "start": f.start,
+        "end": f.end,
+        "score": f.score,
+    }
 
 
 def _content(exchange: Exchange, findings: list[Finding], mode: str) -> list[dict[str, Any]]:
@@ -98,7 +114,7 @@ def redact(segment: Segment, findings: list[Finding]) -> str:
     for start, end, label in spans:
         if end <= cursor:
             continue
-        parts.append(segment.text[cursor:max(start, cursor)])
+        parts.append(segment.text[cursor : max(start, cursor)])
         parts.append(f"[{label}]")
         cursor = end
     parts.append(segment.text[cursor:])
@@ -108,13 +124,17 @@ def redact(segment: Segment, findings: list[Finding]) -> str:
 def _spans_in(segment: Segment, f: Finding) -> list[tuple[int, int]]:
     """Segment-relative spans a body-located finding covers (a whole-string finding covers it all)."""
     runs = [(p.offset, p.length, p.pointer, p.start) for p in segment.pieces] or [
-        (0, len(segment.text), segment.pointer, segment.start)]
+        (0, len(segment.text), segment.pointer, segment.start)
+    ]
     spans = []
     for offset, length, pointer, start in runs:
         if pointer != f.pointer:
             continue
-        lo, hi = (start, start + length) if f.start is None else (max(f.start, start), min(f.end or f.start,
-                                                                                           start + length))
+        lo, hi = (
+            (start, start + length)
+            if f.start is None
+            else (max(f.start, start), min(f.end or f.start, start + length))
+        )
         if hi > lo or (f.start is None and length == 0):
             spans.append((offset + lo - start, offset + hi - start))
     return spans

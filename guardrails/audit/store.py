@@ -37,9 +37,14 @@ class AuditFilter:
     def where(self, after_seq: int, placeholder: str) -> tuple[str, list[Any]]:
         """SQL condition and parameters; `placeholder` is the driver's (`?` or `%s`)."""
         clauses, params = [f"seq > {placeholder}"], [after_seq]
-        for column, op, value in (("ts", ">=", self.since), ("ts", "<", self.until), ("tenant", "=", self.tenant),
-                                  ("agent", "=", self.agent), ("session", "=", self.session),
-                                  ("verdict", "=", self.verdict)):
+        for column, op, value in (
+            ("ts", ">=", self.since),
+            ("ts", "<", self.until),
+            ("tenant", "=", self.tenant),
+            ("agent", "=", self.agent),
+            ("session", "=", self.session),
+            ("verdict", "=", self.verdict),
+        ):
             if value is not None:
                 clauses.append(f"{column} {op} {placeholder}")
                 params.append(value)
@@ -74,8 +79,9 @@ def parse_time(value: str | float | None) -> float | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"not a time: {value!r} (use ISO 8601, e.g. 2026-01-31T12:00:00Z, or epoch seconds)"
-                         ) from None
+        raise ValueError(
+            f"not a time: {value!r} (use ISO 8601, e.g. 2026-01-31T12:00:00Z, or epoch seconds)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
@@ -89,7 +95,8 @@ class AuditStore(ABC):
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[PendingRow, concurrent.futures.Future[int]] | None] = (
-            queue.SimpleQueue())
+            queue.SimpleQueue()
+        )
         self._writer: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._inline_lock = threading.Lock()

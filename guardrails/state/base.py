@@ -77,13 +77,20 @@ class StateStore(ABC):
     url: str
 
     @abstractmethod
-    def step(self, now: float, adds: Sequence[WindowAdd], rate: RateAdd | None = None,
-             breaker_keys: Sequence[str] = (), streak_keys: Sequence[str] = ()) -> Snapshot:
+    def step(
+        self,
+        now: float,
+        adds: Sequence[WindowAdd],
+        rate: RateAdd | None = None,
+        breaker_keys: Sequence[str] = (),
+        streak_keys: Sequence[str] = (),
+    ) -> Snapshot:
         """Atomically add to windows and the rate, promote expired open breakers to half-open, read back."""
 
     @abstractmethod
-    def trip(self, key: str, reason: str, now: float, cooldown_s: float,
-             details: dict[str, Any] | None = None) -> Breaker:
+    def trip(
+        self, key: str, reason: str, now: float, cooldown_s: float, details: dict[str, Any] | None = None
+    ) -> Breaker:
         """Open (or reopen) a breaker; resets the key's streak."""
 
     @abstractmethod

@@ -27,8 +27,9 @@ class StreakObserver:
         streaks = signal.get("streaks") if isinstance(signal, dict) else None
         if not streaks:
             return
-        blocked = any(f.action is Action.BLOCK and f.category is not Category.BUDGET
-                      for f in outcome.result.findings)
+        blocked = any(
+            f.action is Action.BLOCK and f.category is not Category.BUDGET for f in outcome.result.findings
+        )
         keys = list(streaks) if blocked else [key for key, count in streaks.items() if count]
         if keys:  # nothing to write on the common path: not blocked, no streak running
             self.store.record_streaks(keys, blocked)

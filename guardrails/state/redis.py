@@ -15,7 +15,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from guardrails.state.base import HALF_OPEN, OPEN, Breaker, RateAdd, RateStats, Snapshot, StateStore, WindowAdd
+from guardrails.state.base import (
+    HALF_OPEN,
+    OPEN,
+    Breaker,
+    RateAdd,
+    RateStats,
+    Snapshot,
+    StateStore,
+    WindowAdd,
+)
 
 DEFAULT_PREFIX = "guardrails:"
 
@@ -130,16 +139,30 @@ class RedisStateStore(StateStore):
         self._close = self._redis.register_script(CLOSE)
         self._index = self.prefix + "breakers"
 
-    def step(self, now: float, adds: Sequence[WindowAdd], rate: RateAdd | None = None,
-             breaker_keys: Sequence[str] = (), streak_keys: Sequence[str] = ()) -> Snapshot:
+    def step(
+        self,
+        now: float,
+        adds: Sequence[WindowAdd],
+        rate: RateAdd | None = None,
+        breaker_keys: Sequence[str] = (),
+        streak_keys: Sequence[str] = (),
+    ) -> Snapshot:
         keys = [self.prefix + "w:" + a.key for a in adds]
         spec: dict[str, Any] = {
-            "now": now, "adds": [{"window": a.window_s, "buckets": a.buckets, "amount": a.amount} for a in adds],
-            "n_breakers": len(breaker_keys), "n_streaks": len(streak_keys)}
+            "now": now,
+            "adds": [{"window": a.window_s, "buckets": a.buckets, "amount": a.amount} for a in adds],
+            "n_breakers": len(breaker_keys),
+            "n_streaks": len(streak_keys),
+        }
         if rate is not None:
             keys.append(self.prefix + "r:" + rate.key)
-            spec["rate"] = {"period": rate.period_s, "amount": rate.amount, "alpha": rate.alpha,
-                            "clamp_z": rate.clamp_z, "min_samples": rate.min_samples}
+            spec["rate"] = {
+                "period": rate.period_s,
+                "amount": rate.amount,
+                "alpha": rate.alpha,
+                "clamp_z": rate.clamp_z,
+                "min_samples": rate.min_samples,
+            }
             spec["rate_ttl_ms"] = int(rate.period_s * 1000 * 60 * 24)  # a day of periods without traffic
         keys += [self.prefix + "b:" + k for k in breaker_keys]
         keys += [self.prefix + "s:" + k for k in streak_keys]
@@ -157,10 +180,13 @@ class RedisStateStore(StateStore):
         streaks = dict(zip(streak_keys, (int(s) for s in _list(out["streaks"])), strict=True))
         return Snapshot([float(t) for t in _list(out["totals"])], stats, breakers, streaks)
 
-    def trip(self, key: str, reason: str, now: float, cooldown_s: float,
-             details: dict[str, Any] | None = None) -> Breaker:
-        trips = self._trip(keys=[self.prefix + "b:" + key, self._index, self.prefix + "s:" + key],
-                           args=[key, reason, repr(now), repr(now + cooldown_s), json.dumps(details or {})])
+    def trip(
+        self, key: str, reason: str, now: float, cooldown_s: float, details: dict[str, Any] | None = None
+    ) -> Breaker:
+        trips = self._trip(
+            keys=[self.prefix + "b:" + key, self._index, self.prefix + "s:" + key],
+            args=[key, reason, repr(now), repr(now + cooldown_s), json.dumps(details or {})],
+        )
         return Breaker(key, OPEN, reason, now, now + cooldown_s, int(trips), details or {})
 
     def close_half_open(self, key: str) -> bool:
@@ -208,5 +234,12 @@ def _breaker(flat: Any) -> Breaker | None:
     fields = dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(flat, list) else dict(flat or {})
     if "state" not in fields:
         return None
-    return Breaker(fields["key"], fields["state"], fields["reason"], float(fields["opened_at"]),
-                   float(fields["until"]), int(fields.get("trips", 1)), json.loads(fields.get("details") or "{}"))
+    return Breaker(
+        fields["key"],
+        fields["state"],
+        fields["reason"],
+        float(fields["opened_at"]),
+        float(fields["until"]),
+        int(fields.get("trips", 1)),
+        json.loads(fields.get("details") or "{}"),
+    )

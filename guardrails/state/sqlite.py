@@ -14,12 +14,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from guardrails.audit.sqlite import connect, sqlite_path
-from guardrails.state.base import HALF_OPEN, OPEN, Breaker, RateAdd, RateStats, Snapshot, StateStore, WindowAdd, fold
+from guardrails.state.base import (
+    HALF_OPEN,
+    OPEN,
+    Breaker,
+    RateAdd,
+    RateStats,
+    Snapshot,
+    StateStore,
+    WindowAdd,
+    fold,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (key TEXT NOT NULL, bucket INTEGER NOT NULL, value REAL NOT NULL,
     expires REAL NOT NULL, PRIMARY KEY (key, bucket)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS windows_expires ON windows(expires);
 CREATE TABLE IF NOT EXISTS rates (key TEXT PRIMARY KEY, period INTEGER NOT NULL, current REAL NOT NULL,
     mean REAL NOT NULL, var REAL NOT NULL, samples INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS breakers (key TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL,
@@ -27,7 +36,7 @@ CREATE TABLE IF NOT EXISTS breakers (key TEXT PRIMARY KEY, state TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, count INTEGER NOT NULL);
 """
 BREAKER_COLUMNS = "key, state, reason, opened_at, until, trips, details"
-PRUNE_EVERY = 1000  # steps between deletions of expired buckets
+PRUNE_EVERY = 1000  # steps between deletions of expired buckets (a scan: an index would tax every step)
 
 
 class SQLiteStateStore(StateStore):
@@ -49,8 +58,14 @@ class SQLiteStateStore(StateStore):
     def _transaction(self) -> _Tx:
         return _Tx(self)
 
-    def step(self, now: float, adds: Sequence[WindowAdd], rate: RateAdd | None = None,
-             breaker_keys: Sequence[str] = (), streak_keys: Sequence[str] = ()) -> Snapshot:
+    def step(
+        self,
+        now: float,
+        adds: Sequence[WindowAdd],
+        rate: RateAdd | None = None,
+        breaker_keys: Sequence[str] = (),
+        streak_keys: Sequence[str] = (),
+    ) -> Snapshot:
         with self._transaction() as db:
             totals = self._step_windows(db, now, adds) if adds else []
             stats = self._step_rate(db, now, rate) if rate is not None else None
@@ -62,7 +77,9 @@ class SQLiteStateStore(StateStore):
             streaks = dict.fromkeys(streak_keys, 0)
             if streak_keys:
                 marks = ",".join("?" * len(streak_keys))
-                streaks.update(db.execute(f"SELECT key, count FROM streaks WHERE key IN ({marks})", list(streak_keys)))
+                streaks.update(
+                    db.execute(f"SELECT key, count FROM streaks WHERE key IN ({marks})", list(streak_keys))
+                )
             self._steps += 1
             if self._steps % PRUNE_EVERY == 0:
                 db.execute("DELETE FROM windows WHERE expires < ?", (now,))
@@ -80,39 +97,56 @@ class SQLiteStateStore(StateStore):
             conditions.append("(key = ? AND bucket > ?)")
             params += [add.key, bucket - add.buckets]
         if upserts:
-            db.executemany("INSERT INTO windows VALUES (?,?,?,?) ON CONFLICT(key, bucket) DO UPDATE SET "
-                           "value = value + excluded.value", upserts)
-        sums = dict(db.execute(f"SELECT key, SUM(value) FROM windows WHERE {' OR '.join(conditions)} GROUP BY key",
-                               params))
+            db.executemany(
+                "INSERT INTO windows VALUES (?,?,?,?) ON CONFLICT(key, bucket) DO UPDATE SET "
+                "value = value + excluded.value",
+                upserts,
+            )
+        sums = dict(
+            db.execute(
+                f"SELECT key, SUM(value) FROM windows WHERE {' OR '.join(conditions)} GROUP BY key", params
+            )
+        )
         return [float(sums.get(add.key, 0.0)) for add in adds]
 
     @staticmethod
     def _step_rate(db: Any, now: float, rate: RateAdd) -> RateStats:
         period = math.floor(now / rate.period_s)
-        row = db.execute("SELECT period, current, mean, var, samples FROM rates WHERE key = ?",
-                         (rate.key,)).fetchone()
+        row = db.execute(
+            "SELECT period, current, mean, var, samples FROM rates WHERE key = ?", (rate.key,)
+        ).fetchone()
         last, current, mean, var, samples = row if row else (period, 0.0, 0.0, 0.0, 0)
         if last != period:
             if current > 0:
                 mean, var, samples = fold(mean, var, samples, current, rate)
             current = 0.0
         current += rate.amount
-        db.execute("INSERT OR REPLACE INTO rates VALUES (?,?,?,?,?,?)", (rate.key, period, current, mean, var, samples))
+        db.execute(
+            "INSERT INTO rates VALUES (?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET period = excluded.period, "
+            "current = excluded.current, mean = excluded.mean, var = excluded.var, "
+            "samples = excluded.samples",
+            (rate.key, period, current, mean, var, samples),
+        )
         return RateStats(current, mean, math.sqrt(max(var, 0.0)), samples)
 
-    def trip(self, key: str, reason: str, now: float, cooldown_s: float,
-             details: dict[str, Any] | None = None) -> Breaker:
+    def trip(
+        self, key: str, reason: str, now: float, cooldown_s: float, details: dict[str, Any] | None = None
+    ) -> Breaker:
         with self._transaction() as db:
             row = db.execute("SELECT trips FROM breakers WHERE key = ?", (key,)).fetchone()
             trips = (row[0] if row else 0) + 1
-            db.execute("INSERT OR REPLACE INTO breakers VALUES (?,?,?,?,?,?,?)",
-                       (key, OPEN, reason, now, now + cooldown_s, trips, json.dumps(details or {})))
+            db.execute(
+                "INSERT OR REPLACE INTO breakers VALUES (?,?,?,?,?,?,?)",
+                (key, OPEN, reason, now, now + cooldown_s, trips, json.dumps(details or {})),
+            )
             db.execute("DELETE FROM streaks WHERE key = ?", (key,))
         return Breaker(key, OPEN, reason, now, now + cooldown_s, trips, details or {})
 
     def close_half_open(self, key: str) -> bool:
         with self._transaction() as db:
-            return db.execute("DELETE FROM breakers WHERE key = ? AND state = ?", (key, HALF_OPEN)).rowcount > 0
+            return (
+                db.execute("DELETE FROM breakers WHERE key = ? AND state = ?", (key, HALF_OPEN)).rowcount > 0
+            )
 
     def reset(self, key: str) -> bool:
         with self._transaction() as db:
@@ -135,8 +169,10 @@ class SQLiteStateStore(StateStore):
         with self._transaction() as db:
             for key in keys:
                 if blocked:
-                    db.execute("INSERT INTO streaks VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET count = count + 1",
-                               (key,))
+                    db.execute(
+                        "INSERT INTO streaks VALUES (?, 1) ON CONFLICT(key) DO UPDATE SET count = count + 1",
+                        (key,),
+                    )
                 else:
                     db.execute("DELETE FROM streaks WHERE key = ?", (key,))
 
@@ -168,8 +204,9 @@ class _Tx:
 def _breakers(db: Any, keys: Sequence[str]) -> list[Breaker]:
     if not keys:
         return []
-    rows = db.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers WHERE key IN ({','.join('?' * len(keys))})",
-                      list(keys)).fetchall()
+    rows = db.execute(
+        f"SELECT {BREAKER_COLUMNS} FROM breakers WHERE key IN ({','.join('?' * len(keys))})", list(keys)
+    ).fetchall()
     return [_breaker(r) for r in rows]
 
 

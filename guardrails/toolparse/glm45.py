@@ -26,7 +26,8 @@ class GLM45Parser(ToolParser):
                 name = _NAME.match(text, block.body, block.body_end)
             else:  # no start tag: the name is the word just before the first <arg_key>
                 first_key = text.find("<arg_key>", block.body, block.body_end)
-                name = _LAST_NAME.search(text, block.body, first_key) if first_key >= 0 else None
+                window = max(block.body, first_key - 200)
+                name = _LAST_NAME.search(text, window, first_key) if first_key >= 0 else None
             if name is None:
                 continue
             start = block.start if block.opened else name.start(1)

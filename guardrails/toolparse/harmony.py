@@ -10,6 +10,7 @@ from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, regist
 from guardrails.toolparse.jsoncalls import named_call
 
 _HEADER = re.compile(r"(?:<\|start\|>[^<]*)?(?:<\|channel\|>[^<]*)?(?:<\|constrain\|>[^<]*)?<\|message\|>")
+_WINDOW = 300  # a header is short: look for its start only this far before <|message|>
 _RECIPIENT = re.compile(r"to=((?:functions\.)?([^\s<]+))")
 _BODY_END = re.compile(r"<\|(?:call|end|return|start|channel)\|>")
 _CLOSERS = ("<|call|>", "<|end|>", "<|return|>")
@@ -22,7 +23,7 @@ class HarmonyParser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls = []
-        for header in _HEADER.finditer(text):
+        for header in _headers(text):
             recipient = _RECIPIENT.search(text, header.start(), header.end())
             if recipient is None:
                 continue
@@ -33,3 +34,15 @@ class HarmonyParser(ToolParser):
                                     block_start=header.start(),
                                     closed_end=bound + len(closer) if closer else None))
         return calls
+
+
+def _headers(text: str) -> list[re.Match[str]]:
+    headers = []
+    at = text.find("<|message|>")
+    while at >= 0:
+        end = at + len("<|message|>")
+        found = next((m for m in _HEADER.finditer(text, max(0, at - _WINDOW), end) if m.end() == end), None)
+        if found is not None:
+            headers.append(found)
+        at = text.find("<|message|>", end)
+    return headers

@@ -9,7 +9,9 @@ from guardrails.toolparse.jsoncalls import named_call
 
 _NAME = r"([A-Za-z_][\w.\-]*)\s*(?:\[CALL_ID\]\s*([\w\-]+)\s*)?"
 _HEAD = re.compile(r"\[TOOL_CALLS\]\s*" + _NAME + r"(\[ARGS\]|(?=\{))")
-_BARE = re.compile(_NAME + r"\[ARGS\]")  # the model forgot [TOOL_CALLS]
+# The model forgot [TOOL_CALLS]: the name is the word just before [ARGS] (searched in a short window).
+_BARE = re.compile(r"([A-Za-z_][\w.\-]*)\s*(?:\[CALL_ID\]\s*([\w\-]+)\s*)?\[ARGS\]")
+_WINDOW = 200
 
 
 @register
@@ -20,7 +22,7 @@ class MistralV11Parser(ToolParser):
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         heads = list(_HEAD.finditer(text))
         claimed = {m.end() for m in heads}
-        heads += [m for m in _BARE.finditer(text) if m.end() not in claimed]
+        heads += [m for m in _bare_heads(text) if m.end() not in claimed]
         heads.sort(key=lambda m: m.start())
         calls = []
         for k, head in enumerate(heads):
@@ -31,3 +33,16 @@ class MistralV11Parser(ToolParser):
                                     bound if bound >= 0 else len(text), block_start=head.start(),
                                     call_id=head.group(2)))
         return calls
+
+
+def _bare_heads(text: str) -> list[re.Match[str]]:
+    heads = []
+    at = text.find("[ARGS]")
+    while at >= 0:
+        window = max(0, at - _WINDOW)
+        for match in _BARE.finditer(text, window, at + len("[ARGS]")):
+            if match.end() == at + len("[ARGS]"):
+                heads.append(match)
+                break
+        at = text.find("[ARGS]", at + 1)
+    return heads
