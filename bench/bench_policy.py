@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ RAILS = """rails:
   input: {flows: [check secrets, check content]}
   output: {flows: [check secrets, check content]}
   tool_input: {flows: [check secrets, check content]}
-  tool_output: {flows: [check secrets, check content, check tool undeclared, check tool schema, check tool policy]}
+  tool_output:
+    flows: [check secrets, check content, check tool undeclared, check tool schema, check tool policy]
 """
 TOOLS = [{"type": "function", "function": {"name": "run_shell", "parameters": {
     "type": "object", "properties": {"command": {"type": "string"}}}}}]
@@ -50,12 +52,15 @@ REQUEST = {"model": "m", "tools": TOOLS, "messages": [
     {"role": "system", "content": "You are a coding agent."},
     {"role": "user", "content": "The build fails, please fix it."},
     {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c0", "type": "function", "function": {"name": "run_shell", "arguments": "{\"command\": \"make\"}"}}]},
+        {"id": "c0", "type": "function",
+         "function": {"name": "run_shell", "arguments": "{\"command\": \"make\"}"}}]},
     {"role": "tool", "tool_call_id": "c0", "content": "error: missing import in build.py line 3"}]}
 RESPONSE = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-    "role": "assistant", "content": "I will fix the import.", "reasoning_content": "The import path is wrong.",
+    "role": "assistant", "content": "I will fix the import.",
+    "reasoning_content": "The import path is wrong.",
     "tool_calls": [{"id": "c1", "type": "function",
-                    "function": {"name": "run_shell", "arguments": "{\"command\": \"sed -i s/a/b/ build.py\"}"}}]}}]}
+                    "function": {"name": "run_shell",
+                                 "arguments": "{\"command\": \"sed -i s/a/b/ build.py\"}"}}]}}]}
 
 
 def measure(run: Callable[[], Awaitable[Any]], checks: int) -> list[float]:
@@ -90,12 +95,16 @@ def builtin_rails(checks: int, registry: DetectorRegistry) -> None:
         results: dict[str, list[float]] = {name: [] for name in engines}
         for _ in range(5):  # interleave rounds so drift on a shared machine hits both alike
             for name, engine in engines.items():
-                results[name] += measure(lambda e=engine: e.run(read_exchange(REQUEST, RESPONSE)), checks // 5)
+                results[name] += measure(partial(_check, engine), checks // 5)
         print("1. built-in rails (same detectors, one exchange: history + reasoning + tool call)")
         for name, times in results.items():
             print(f"   {name:<16} {summary(times)}")
         delta = statistics.median(results["built-in rails"]) - statistics.median(results["detectors only"])
         print(f"   built-in rails add {delta:+.3f} ms per check (median)")
+
+
+def _check(engine: Engine) -> Awaitable[Any]:
+    return engine.run(read_exchange(REQUEST, RESPONSE))
 
 
 def custom_flows(checks: int, registry: DetectorRegistry) -> None:

@@ -168,7 +168,7 @@ RULES: tuple[Rule, ...] = (
     # --- authority impersonation -------------------------------------------------------------------
     rule("authority_claim", "authority_impersonation",
          "developer|creator|programmer|admin|owner|maintainer|engineer|operator|trainer|openai|anthropic|deepmind",
-         r"\bi(?:'m|\s+am)\s+(?:your|an?|the)\s+(?:\w+\s+)?(?:developer|creator|programmer|admin|administrator|"
+         r"\bi(?:'m|\s+am)\s+your\s+(?:\w+\s+)?(?:developer|creator|programmer|admin|administrator|"
          r"owner|maintainer|engineer|operator|trainer)s?\b(?![^.]{0,30}\b(?:at|for)\s+(?!openai|anthropic))"
          r"|\bas\s+(?:your|the)\s+(?:developer|creator|admin\w*|programmer|maintainer|owner|operator)\b"
          r"|\b(?:i\s+am|i'm|as)\s+(?:an?\s+)?(?:\w+\s+){0,2}(?:at|from|of|developed\s+by|created\s+by)\s+"
@@ -221,6 +221,84 @@ RULES: tuple[Rule, ...] = (
          r"\b(?:hypothetical|fictional|imaginary|alternate|parallel|fictitious)\s+(?:world|universe|scenario|story|"
          r"setting|reality)\s+(?:where|in\s+which)\b|\blet'?s\s+play\s+a\s+game\b",
          0.3, "fictional framing"),
+    # --- added in issue 3 (see docs/detectors-text.md, "rules added for recall") ----------------------
+    rule("role_claim", "authority_impersonation", "i am|i'm|im ",
+         r"\bi(?:'m|\s+am|m)\s+(?:actually\s+|really\s+)?(?:the|an?)\s+(?:\w+\s+){0,2}?(?:developer|creator|admin|"
+         r"administrator|owner|boss|supervisor|manager|ceo|president|god|police\s+officer|security\s+(?:officer|"
+         r"team)|accountant|auditor)\b",
+         0.4, "claims a role that would entitle the user to more"),
+    rule("ethics_exemption", "refusal_suppression",
+         "exception|exempt|suppress|disabl|lifted|removed|turned off|deactivat|false|disregard|suspend|"
+         "don't apply|do not apply|no longer apply",
+         r"\b(?:exception|exempt(?:ion)?)\s+(?:to|from)\s+(?:the\s+|all\s+|any\s+)?(?:ai'?s?\s+)?(?:usual\s+|normal\s+|"
+         r"standard\s+)?(?:ethical|ethics|moral|safety|content|openai)\s*(?:protocols?|guidelines|rules|polic(?:y|ies)"
+         r"|restrictions|filters?|standards)?"
+         r"|\b(?:rules|polic(?:y|ies)|guidelines|filters?|restrictions|safeguards|guardrails|ethics|morals)\s+(?:are|have"
+         r"\s+been|were|will\s+be)\s+(?:now\s+|hereby\s+|temporarily\s+|completely\s+)?(?:suppressed|disabled|lifted|"
+         r"removed|turned\s+off|deactivated|suspended|void|null|off)\b"
+         r"|\b(?:rules|polic(?:y|ies)|guidelines|ethics|restrictions)\s+(?:do\s+not|don't|no\s+longer)\s+apply\b"
+         r"|\b(?:safety|guardrails?|filters?|censorship|moderation|content_filter|safe_mode)\w*\s*(?:==?|:)\s*"
+         r"(?:false|off|disabled|0|none)\b"
+         r"|\bdisregards?\s+(?:all\s+|any\s+)?(?:ethical|moral|legal)\s+(?:or\s+(?:ethical|moral|legal)\s+)?"
+         r"(?:concerns|considerations|boundaries|guidelines|implications)\b",
+         1.0, "declares the conversation exempt from ethics or policies"),
+    rule("roleplay_template", "role_play_override", "{{char}}|{{user}}|system note|personality|persona|roleplay|rules=",
+         r"\{\{\s*(?:char|user)\s*\}\}|\[\s*system\s+note\s*:|^\s*(?:persona|roleplay|character|rules)\s*=|"
+         r"\b[\w ]{1,40}'s\s+personality\s*:|\b(?:immersive|private|uncensored|unrestricted|nsfw)\s+roleplay\b",
+         0.5, "role-play platform scaffolding (character cards, system notes)"),
+    rule("explicit_roleplay", "role_play_override", "nsfw|lewd|explicit|smut|erotic|sexual|sex",
+         r"\b(?:nsfw|lewd|smut|erotic|explicit|sexual|sex)\b(?=[\s\S]{0,160}?\b(?:role-?\s?play|rp|character|"
+         r"persona|story|stories|scene|allowed|permitted)\b)"
+         r"|\b(?:role-?\s?play|rp|character|persona)\b[\s\S]{0,160}?\b(?:nsfw|lewd|smut|erotic|sexual)\b",
+         0.5, "asks for sexual or explicit role-play"),
+    rule("unconditional_compliance", "refusal_suppression",
+         "any question|any request|every request|every question|all questions|all requests|anything|whatever",
+         r"\b(?:answer|respond\s+to|reply\s+to|fulfil+|complete|execute|obey|comply\s+with|do|write|say|generate|"
+         r"provide|tell)\w*\s+(?:any|every|all)\s+(?:kind\s+of\s+|of\s+(?:the|my)\s+|type\s+of\s+)?(?:questions?|"
+         r"requests?|prompts?|tasks?|commands?|orders?|instructions?)\b(?![^.\n]{0,30}\b(?:about|related|on)\b)"
+         r"|\b(?:can|will|must|should|may)\s+(?:\w+\s+)?(?:say|write|do|generate|answer|produce|tell)\s+"
+         r"(?:absolutely\s+)?(?:anything|everything|whatever)\b"
+         r"|\bwhatever\s+(?:they|i|you|the\s+user|he|she)\s+(?:ask|want|say|request|tell)s?\b"
+         r"|\b(?:everything|anything)\s+(?:is\s+)?(?:allowed|permitted|goes)\b",
+         0.5, "promises to answer anything asked"),
+    rule("harm_traits", "persona",
+         "amoral|immoral|unethical|uncensor|unfilter|evil|ruthless|vulgar|foul|lewd|toxic|offensive|sadist|"
+         "malicious|racist|sexist|rude|insult|lustful|manipulat|villain|psychopath|sociopath|cruel|profan|nsfw|"
+         "unhinged|deranged|depraved|unapologetic|dark",
+         r"\b(?:amoral|immoral|unethical|uncensored|unfiltered|evil|ruthless|vulgar|foul-?\s?mouthed|lewd|toxic|"
+         r"offensive|sadistic|malicious|racist|sexist|rude|insulting|lustful|manipulative|villain(?:ous)?|"
+         r"psychopath(?:ic)?|sociopath(?:ic)?|cruel|profane|nsfw|unhinged|deranged|depraved|unapologetic|"
+         r"dark)\b(?:[\s\S]{1,120}?\b(?:amoral|immoral|unethical|uncensored|unfiltered|evil|ruthless|vulgar|"
+         r"foul-?\s?mouthed|lewd|toxic|offensive|sadistic|malicious|racist|sexist|rude|insulting|lustful|"
+         r"manipulative|villain(?:ous)?|psychopath(?:ic)?|sociopath(?:ic)?|cruel|profane|nsfw|unhinged|deranged|"
+         r"depraved|unapologetic|dark)\b){2}",
+         0.5, "persona described with several harmful traits"),
+    rule("opposite_persona", "role_play_override", "opposite|reverse",
+         r"\b(?:exact\s+|complete\s+|total\s+)?opposite\s+(?:of\s+(?:chatgpt|you|your|what|how|the\s+(?:ai|assistant|"
+         r"original))|way|personality|manner|behaviou?r|response|answers?|version)\b"
+         r"|\b(?:reverse|inverted?|anti)\s*-?\s*(?:mode|personality|chatgpt|gpt|version)\b",
+         0.5, "asks for a persona that behaves opposite to the model"),
+    rule("payload_splitting", "encoded_payload", "part|=|combine|concaten|interlace|merge",
+         r"\bpart\s*[1-3a-c]\s*(?:is|=|:)\s*[\"“'][^\"”\n]{1,80}[\"”'][^\n]{0,80}?\bpart\s*[2-4b-d]\s*(?:is|=|:)"
+         r"\s*[\"“']"
+         r"|\b(?:combine|concatenate|interlace|merge|join)\s+(?:the\s+)?(?:strings?\s+|parts?\s+)?"
+         r"(?-i:[A-Z]\d?)\s*,\s*(?-i:[A-Z]\d?)\s*,?\s*(?:and\s+)?"
+         r"|(?:\b[a-z]\w{0,3}\s*=\s*[\"“][^\"”\n]{1,60}[\"”]\s*[.,;]?\s*){3}"
+         r"|\bconcatenation\s+of\s+(?:the\s+)?strings\b|\b[a-z]\s*=\s*[a-z]\s*\+\s*[a-z]\s*\+\s*[a-z]\b",
+         0.6, "splits a payload into fragments to be joined (token smuggling)"),
+    rule("fake_system_turn", "authority_impersonation", "system|inst]|<<sys|developer|admin",
+         r"^\s*[\[(<#*]*\s*(?:system|developer|admin)(?:\s+(?:note|message|prompt|override))?\s*[:\]>]"
+         r"|<\|im_start\|>\s*system|\[/?INST\]|<</?SYS>>",
+         0.5, "message dressed up as a system or developer turn"),
+    rule("secret_request", "extraction", "password|passcode|secret|confidential|access code|mot de passe|passwort|"
+         "contraseña|senha|パスワード|密码",
+         r"\b(?:what(?:'s|\s+is|\s+was)|tell\s+me|give\s+me|share|reveal|confirm|provide|disclose|spell)\s+(?:\w+\s+)"
+         r"{0,3}?(?:the|this)\s+(?:\w+\s+)?(?:password|passcode|pass\s*phrase|secret\s+(?:code|key|word|phrase)|"
+         r"confidential\s+(?:string|code|key|password|information)|access\s+code)\b(?!\s+(?:of|for|to)\s+(?:my|a|an)\b)"
+         r"|\b(?:password|passcode|secret\s+code|access\s+code)\s+(?:for|to|of)\s+(?:our|this|your|the)\s+system\b"
+         r"|\b(?:quel|qual|cu[aá]l|wie|was)\b[^?\n]{0,30}\b(?:mot\s+de\s+passe|password|passwort|contrase[ñn]a|"
+         r"senha|kennwort)\b|(?:パスワード|密码|비밀번호)",
+         0.6, "asks for a password or secret the model holds"),
 )
 
 _DIALOGUE_TURN = re.compile(r"(?:^|(?<=\s))(?:Q|A|User|Human|Assistant|AI|Bot|Question|Answer)\s*:", re.MULTILINE)

@@ -117,10 +117,11 @@ def _check(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"guardrails: policy error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-    else:
-        print(render(result, body))
+    try:
+        print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else render(result, body))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `guardrails check f | head` is fine; the exit code still carries the verdict
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_BY_VERDICT[result["verdict"]]
 
 

@@ -43,4 +43,6 @@ def build_app(settings: Settings | None = None) -> Any:
     from api.app import create_app
 
     settings = settings or Settings.from_env()
-    return create_app(build_service(settings), settings)
+    service = build_service(settings)
+    service.readiness()  # build every policy's detectors now: the first check must not pay for it
+    return create_app(service, settings)

@@ -24,7 +24,9 @@ def test_validate_every_shipped_policy(capsys: pytest.CaptureFixture[str]) -> No
 def test_validate_reports_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "config.yml").write_text("rails:\n  output:\n    flows: [check pii, check spelling]\n")
     assert main(["policy", "validate", str(tmp_path)]) == 4
-    assert f"{tmp_path / 'config.yml'}:3: rails.output: unknown flow 'check spelling'" in capsys.readouterr().out
+    assert (
+        f"{tmp_path / 'config.yml'}:3: rails.output: unknown flow 'check spelling'" in capsys.readouterr().out
+    )
 
 
 def test_policy_test_runs_the_shipped_cases(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,8 +40,10 @@ def test_policy_test_reports_a_failing_case(tmp_path: Path, capsys: pytest.Captu
     policy = tmp_path / "p"
     shutil.copytree(REPO / "policies" / "default", policy, ignore=shutil.ignore_patterns("tests"))
     (policy / "tests").mkdir()
-    case = {"check": {"request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}},
-            "expect": {"verdict": "block", "categories": ["secret"]}}
+    case = {
+        "check": {"request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}},
+        "expect": {"verdict": "block", "categories": ["secret"]},
+    }
     (policy / "tests" / "wrong.json").write_text(json.dumps(case))
     assert main(["policy", "test", str(policy)]) == 1
     out = capsys.readouterr().out

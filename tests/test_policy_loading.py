@@ -1,4 +1,4 @@
-"""Policy bundles: validation with file and line, built-in rails routing, selection by agent/tenant, reload."""
+"""Policy bundles: validation with file and line, built-in rails, selection by agent/tenant, reload."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ from guardrails.service import CheckService
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "my key is AKIAIOSFODNN7EXAMPLE"}]}
-ANSWER = {"choices": [{"index": 0, "finish_reason": "stop", "message": {
-    "role": "assistant", "content": "Stored AKIAIOSFODNN7EXAMPLE for you."}}]}
+ANSWER = {
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Stored AKIAIOSFODNN7EXAMPLE for you."},
+        }
+    ]
+}
 
 
 def bundle(root: Path, name: str, config: str, **files: str) -> Path:
@@ -35,14 +42,25 @@ def bundle(root: Path, name: str, config: str, **files: str) -> Path:
     return directory
 
 
-@pytest.mark.parametrize(("config", "line", "needle"), [
-    ("colang_version: '1.0'\nrails: {}\nsurprise: 1\n", 3, "unknown key 'surprise'"),
-    ("rails:\n  input:\n    flows: [check pii]\n  outptu:\n    flows: []\n", 4, "unknown rails section 'outptu'"),
-    ("rails:\n  input:\n    flows:\n      - check pii\n      - check spelling\n", 5, "unknown flow 'check spelling'"),
-    ("detectors:\n  pii: {action: destroy}\n", 2, "detector 'pii'"),
-    ("detectors:\n  pii: [1, 2\n", 3, "YAML error"),
-    ("colang_version: '3'\n", 1, "colang_version"),
-])
+@pytest.mark.parametrize(
+    ("config", "line", "needle"),
+    [
+        ("colang_version: '1.0'\nrails: {}\nsurprise: 1\n", 3, "unknown key 'surprise'"),
+        (
+            "rails:\n  input:\n    flows: [check pii]\n  outptu:\n    flows: []\n",
+            4,
+            "unknown rails section 'outptu'",
+        ),
+        (
+            "rails:\n  input:\n    flows:\n      - check pii\n      - check spelling\n",
+            5,
+            "unknown flow 'check spelling'",
+        ),
+        ("detectors:\n  pii: {action: destroy}\n", 2, "detector 'pii'"),
+        ("detectors:\n  pii: [1, 2\n", 3, "YAML error"),
+        ("colang_version: '3'\n", 1, "colang_version"),
+    ],
+)
 def test_config_errors_name_file_and_line(tmp_path: Path, config: str, line: int, needle: str) -> None:
     directory = bundle(tmp_path, "p", config)
     with pytest.raises(PolicyError) as caught:
@@ -52,11 +70,16 @@ def test_config_errors_name_file_and_line(tmp_path: Path, config: str, line: int
     assert caught.value.line == line
 
 
-@pytest.mark.parametrize(("version", "source", "line"), [
-    ("1.0", "define subflow ok\n  stop\n\ndefine fl0w broken\n  stop\n", 4),
-    ("2.x", "flow ok\n  $x = 1\n\nflow broken\n  await SomethingAction(\n", 5),
-])
-def test_colang_syntax_errors_name_file_and_line(tmp_path: Path, version: str, source: str, line: int) -> None:
+@pytest.mark.parametrize(
+    ("version", "source", "line"),
+    [
+        ("1.0", "define subflow ok\n  stop\n\ndefine fl0w broken\n  stop\n", 4),
+        ("2.x", "flow ok\n  $x = 1\n\nflow broken\n  await SomethingAction(\n", 5),
+    ],
+)
+def test_colang_syntax_errors_name_file_and_line(
+    tmp_path: Path, version: str, source: str, line: int
+) -> None:
     directory = bundle(tmp_path, "p", f"colang_version: '{version}'\nmodels: []\n", rails__co=source)
     with pytest.raises(PolicyError) as caught:
         load_policy(directory)
@@ -70,13 +93,17 @@ def test_builtin_flows_enable_their_detector_and_narrow_it_to_the_rail(tmp_path:
     policy = load_policy(bundle(tmp_path, "p", "rails:\n  input:\n    flows: [check secrets]\n"))
     assert policy.detector("secret").rail_types == {"input"}
     assert not policy.rails.has_custom_flows
-    result = asyncio.run(Engine(policy, DetectorRegistry.from_entry_points()).run(read_exchange(REQUEST, ANSWER)))
+    result = asyncio.run(
+        Engine(policy, DetectorRegistry.from_entry_points()).run(read_exchange(REQUEST, ANSWER))
+    )
     assert [f.pointer for f in result.findings] == ["/request/messages/0/content"]
     assert result.verdict is Action.BLOCK
 
 
 def test_a_detector_set_to_false_wins_over_its_flow(tmp_path: Path) -> None:
-    policy = load_policy(bundle(tmp_path, "p", "rails:\n  output:\n    flows: [check secrets]\ndetectors:\n  secret: false\n"))
+    policy = load_policy(
+        bundle(tmp_path, "p", "rails:\n  output:\n    flows: [check secrets]\ndetectors:\n  secret: false\n")
+    )
     assert policy.detector("secret").enabled is False
     assert policy.warnings and "secret" in policy.warnings[0]
 
@@ -92,13 +119,18 @@ def test_default_policy_lists_builtin_flows_without_changing_detector_scopes() -
     registry = DetectorRegistry.from_entry_points()
     engine = Engine(policy, registry)
     assert engine.colang is None
-    segments = [Segment(index=0, kind=kind, role=kind.value, trust=trust, turn=0, phase=phase, text="x", pointer="")
-                for kind, trust in TRUST_BY_KIND.items() for phase in Phase]
+    segments = [
+        Segment(index=0, kind=kind, role=kind.value, trust=trust, turn=0, phase=phase, text="x", pointer="")
+        for kind, trust in TRUST_BY_KIND.items()
+        for phase in Phase
+    ]
     routed = [slot for slot in engine.slots if slot.config.rail_types and slot.config.scope is None]
     assert {"pii", "secret", "tool_undeclared", "tool_call_leak"} <= {slot.config.name for slot in routed}
     for slot in routed:
         default = registry.get(slot.config.name).default_scope
-        assert [default.matches(s) for s in segments] == [slot.scope.matches(s) for s in segments], slot.config.name
+        assert [default.matches(s) for s in segments] == [slot.scope.matches(s) for s in segments], (
+            slot.config.name
+        )
 
 
 def test_builtin_only_policy_never_imports_nemoguardrails() -> None:
@@ -108,12 +140,18 @@ def test_builtin_only_policy_never_imports_nemoguardrails() -> None:
         "from guardrails.engine import Engine\n"
         "from guardrails.detector import DetectorRegistry\n"
         "from guardrails.adapters import read_exchange\n"
-        f"engine = Engine(load_policy({str(REPO / 'policies' / 'default')!r}), DetectorRegistry.from_entry_points())\n"
+        f"policy = load_policy({str(REPO / 'policies' / 'default')!r})\n"
+        "engine = Engine(policy, DetectorRegistry.from_entry_points())\n"
         f"asyncio.run(engine.run(read_exchange({REQUEST!r}, {ANSWER!r})))\n"
         "assert 'nemoguardrails' not in sys.modules, 'nemoguardrails imported'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -136,7 +174,9 @@ def test_routing_selects_by_agent_then_tenant_and_the_body_wins(tmp_path: Path) 
     bundle(tmp_path, "default", "detectors: {}\n")
     bundle(tmp_path, "strict", "rails:\n  input:\n    flows: [check secrets]\n")
     bundle(tmp_path, "lenient", "detectors: {}\n")
-    (tmp_path / "routing.yml").write_text("agents:\n  ops-bot: strict\ntenants:\n  acme: lenient\n  bank: strict\n")
+    (tmp_path / "routing.yml").write_text(
+        "agents:\n  ops-bot: strict\ntenants:\n  acme: lenient\n  bank: strict\n"
+    )
     service = service_over(tmp_path)
 
     def verdict(**body: object) -> tuple[str, str]:
@@ -166,7 +206,10 @@ def test_reload_swaps_versions_and_keeps_the_last_good_one_on_a_broken_edit(tmp_
     assert third["policy"]["version"] == second["policy"]["version"] and third["verdict"] == "block"
     report = service.readiness()
     assert report["ready"] is True
-    assert "bogus" in report["problems"]["reload:default"] and "config.yml:4" in report["problems"]["reload:default"]
+    assert (
+        "bogus" in report["problems"]["reload:default"]
+        and "config.yml:4" in report["problems"]["reload:default"]
+    )
 
     (directory / "config.yml").write_text("detectors: {}\n")
     assert asyncio.run(service.check({"request": REQUEST}))["verdict"] == "allow"
