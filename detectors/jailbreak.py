@@ -100,11 +100,13 @@ RULES: tuple[Rule, ...] = (
     rule("no_limits", "role_play_override",
          "restriction|limit|filter|censor|rules|guideline|ethic|moral|boundar|confines|polic|safeguard|"
          "constraint|programming|restraint|regulation",
-         r"\b(?:no|without|free\s+(?:from|of)|broken\s+free\s+of|not\s+(?:bound|restricted|limited|constrained)"
-         r"\s+by|(?:doesn't|does\s+not|don't|do\s+not|won't|will\s+not|never)\s+(?:have|follow|care\s+about|"
-         r"abide\s+by|adhere\s+to|obey|respect)|ignor\w*|bypass\w*|devoid\s+of|lacks?|beyond|outside)\s+"
+         r"\b(?:no|without|free\s+(?:from|of)|broken\s+free\s+of|not\s+(?:bound|restricted|limited|constrained|"
+         r"restrained|governed|held\s+back|hindered|tied\s+down)\s+(?:by|to)|(?:doesn't|does\s+not|don't|do\s+not|"
+         r"won't|will\s+not|never)\s+(?:have|follow|care\s+(?:about\s+)?|abide\s+by|adhere\s+to|obey|respect)|"
+         r"ignor\w*|bypass\w*|devoid\s+of|lacks?|beyond|outside(?:\s+of)?|irrespective\s+of)\s+"
          r"(?:any\s+(?:kind\s+of\s+)?|all\s+|the\s+|(?:typical|usual|normal|standard)\s+|its\s+|his\s+|her\s+|"
-         r"their\s+|your\s+|ethical\s+or\s+|moral\s+or\s+|(?:openai|chatgpt|anthropic)'?s?\s+)*" + _LIMITS + r"\b",
+         r"their\s+|your\s+|ethical\s+or\s+|moral\s+or\s+|(?:openai|chatgpt|anthropic)'?s?\s+|"
+         r"(?:remorse|laws?|legality|virtues?|consequences),?\s+(?:or\s+|and\s+)?)*" + _LIMITS + r"\b",
          0.6, "claims the model has no rules or limits"),
     rule("stay_in_character", "role_play_override", "character",
          r"\b(?:stay|remain|keep|staying)\s+in\s+character\b|\b(?:never|don't|do\s+not|not)\s+break\s+"
@@ -112,17 +114,25 @@ RULES: tuple[Rule, ...] = (
          0.6, "demands the model never leaves a role"),
     rule("role_assignment", "role_play_override",
          "you are going|you are about|you're going|you're about|you will|from now on|want you to|you must now|"
-         "you shall|role of|your name is|immerse|roleplay|role-play|role play|pretend",
+         "you shall|role of|your name is|immerse|roleplay|role-play|role play|pretend|persona|identity|character|"
+         "transform|turn|personify|you are|you're",
          r"\b(?:you(?:'re|\s+are)\s+(?:going|about)\s+to\s+(?:\w+\s+)?|you\s+will\s+(?:now\s+)?|from\s+now\s+on,?\s+"
          r"(?:you(?:'re|\s+(?:will|are|must|shall))\s+)?|i\s+want\s+you\s+to|you\s+must\s+now|you\s+shall)\s*(?:act|"
          r"pretend|roleplay|role-play|behave|simulate|immerse|emulate|impersonate|become|play|be\s+(?:a|an|my|in))\b"
          r"|\b(?:you(?:'re|\s+are)\s+(?:now\s+)?in|take\s+on|assume)\s+the\s+role\s+of\b|\byour\s+name\s+is\s+now\b"
          r"|\bimmerse\s+yourself\b|\b(?:let'?s|we\s+will|we're\s+going\s+to)\s+(?:\w+\s+){0,2}(?:role-?\s?play)\b"
-         r"|\bpretend\s+(?:to\s+be|you\s+are|that\s+you)\b",
+         r"|\bpretend\s+(?:to\s+be|you\s+are|that\s+you)\b"
+         r"|\b(?:take\s+(?:up|on)|adopt|assum(?:e|ing)|transitions?\s+into)\s+the\s+(?:role|persona|identity|character)"
+         r"\s+of\b|\b(?:transform|turn)\s+(?:yourself\s+)?into\b|\bpersonify\b"
+         r"|\b(?:from\s+now\s+on|from\s+this\s+(?:moment|point)(?:\s+on)?|now),?\s+you(?:'re|\s+are)\s+(?!going\b)"
+         r"|\byou\s+(?:will|shall)\s+(?:now\s+)?(?:be\s+(?:playing\s+)?(?:as\s+)?|respond\s+(?:\w+\s+){0,5}?as\s+)"
+         r"(?-i:[A-Z\"'])",
          0.6, "assigns the model a new role"),
-    rule("dual_response", "role_play_override", "two|2|both|🔒|🔓",
+    rule("dual_response", "role_play_override", "two|2|both|🔒|🔓|another",
          r"\b(?:two|2|both)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|outputs|replies)"
-         r"\b|\b(?:respond|answer|reply)\s+as\s+both\b|\[\s*(?:🔒|🔓)",
+         r"\b|\b(?:respond|answer|reply)\s+as\s+both\b|\[\s*(?:🔒|🔓)"
+         r"|\b(?:two|2|both)\s+(?:different\s+|separate\s+|fictional\s+)?(?:entities|personas|personalities|"
+         r"characters|ais|a\.i\.s|modes|bots|paragraphs)\b|\banother\s+(?:persona|ai|entity|personality|chatbot)\b",
          0.4, "asks for a filtered and an unfiltered answer side by side"),
     # --- developer / system mode -----------------------------------------------------------------
     rule("developer_mode", "developer_mode", "mode",
@@ -217,9 +227,12 @@ RULES: tuple[Rule, ...] = (
          0.4, "lists behaviour rules the model must always/never follow"),
     # --- priming --------------------------------------------------------------------------------
     rule("hypothetical_frame", "role_play_override",
-         "hypothetical|fictional|imaginary|alternate|parallel|fictitious|play a game",
+         "hypothetical|fictional|imaginary|alternate|parallel|fictitious|play a game|fiction|role",
          r"\b(?:hypothetical|fictional|imaginary|alternate|parallel|fictitious)\s+(?:world|universe|scenario|story|"
-         r"setting|reality)\s+(?:where|in\s+which)\b|\blet'?s\s+play\s+a\s+game\b",
+         r"setting|reality|realm)\s+(?:where|in\s+which)\b|\blet'?s\s+play\s+a\s+game\b"
+         r"|\b(?:this\s+is|it's|it\s+is)\s+(?:just\s+|only\s+|purely\s+|all\s+)?(?:a\s+|an\s+)?(?:hypothetical|"
+         r"fictional|fiction|work\s+of\s+fiction|role-?\s?play|thought\s+experiment)\b"
+         r"|\bpurely\s+(?:hypothetical|fictional)\b|\bhypothetically\b",
          0.3, "fictional framing"),
     # --- added in issue 3 (see docs/detectors-text.md, "rules added for recall") ----------------------
     rule("role_claim", "authority_impersonation", "i am|i'm|im ",
@@ -299,6 +312,13 @@ RULES: tuple[Rule, ...] = (
          r"|\b(?:quel|qual|cu[aá]l|wie|was)\b[^?\n]{0,30}\b(?:mot\s+de\s+passe|password|passwort|contrase[ñn]a|"
          r"senha|kennwort)\b|(?:パスワード|密码|비밀번호)",
          0.6, "asks for a password or secret the model holds"),
+    rule("consequence_denial", "role_play_override", "consequence|liab|responsib|accountab|real world|harm|sway",
+         r"\b(?:no|without|carry\s+no|have\s+no|free\s+of)\s+(?:real[-\s]world\s+|real\s+|actual\s+)?"
+         r"(?:consequences|repercussions|impact\s+on\s+reality)\b"
+         r"|\bhold\s+no\s+sway\b|\b(?:accept|take)s?\s+(?:full\s+|all\s+)?(?:liability|responsibility)\b"
+         r"|\b(?:you|the\s+ai|it)\s+(?:are|is|will\s+not\s+be|won't\s+be|can't\s+be|cannot\s+be)\s+(?:not\s+)?"
+         r"(?:held\s+)?(?:responsible|liable|accountable)\b|\bno\s+(?:one|body)\s+(?:will\s+)?(?:gets?|be)\s+hurt\b",
+         0.5, "claims the answer has no real consequences"),
 )
 
 _DIALOGUE_TURN = re.compile(r"(?:^|(?<=\s))(?:Q|A|User|Human|Assistant|AI|Bot|Question|Answer)\s*:", re.MULTILINE)
@@ -338,7 +358,8 @@ class JailbreakDetector(SegmentDetector):
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
         disabled = set(self.settings.get("disabled_rules") or ())
-        known = {r.id for r in RULES} | {"many_shot", "repeated_token", "encoded_payload", "leetspeak"}
+        known = {r.id for r in RULES} | {"many_shot", "repeated_token", "encoded_payload", "leetspeak",
+                                         "persona_preamble"}
         if disabled - known:
             raise ValueError(f"jailbreak: unknown rule ids in disabled_rules: {sorted(disabled - known)}")
         self.disabled = disabled
@@ -350,6 +371,8 @@ class JailbreakDetector(SegmentDetector):
     def analyze(self, segment: Segment) -> list[Hit]:
         text = segment.text
         matches = self._rule_matches(text)
+        if "persona_preamble" not in self.disabled:
+            matches += _persona_preamble(text, matches)
         matches += self._structural_matches(text)
         if "encoded_payload" not in self.disabled:
             matches += self._encoded_matches(text)
@@ -433,6 +456,23 @@ class JailbreakDetector(SegmentDetector):
         if cue or _stopword_count(tokens) < 0.15 * len(tokens):
             out += _transformed_windows(text[: self.max_decoded], cue)
         return out
+
+
+# A message that opens by handing the model a persona and then goes on for paragraphs is how in-the-wild
+# jailbreaks are written; ordinary requests that assign a role ("act as a proofreader") are short.
+PREAMBLE_MIN_CHARS, PREAMBLE_OPENING_CHARS = 600, 300
+_PERSONA_RULES = frozenset({"role_assignment", "named_persona", "roleplay_template", "unrestricted_persona",
+                            "dan_persona", "not_an_ai", "harm_traits", "fake_system_turn"})
+
+
+def _persona_preamble(text: str, matches: list[tuple[float, Hit]]) -> list[tuple[float, Hit]]:
+    if len(text) < PREAMBLE_MIN_CHARS:
+        return []
+    for _, hit in matches:
+        if hit.evidence["rule"] in _PERSONA_RULES and (hit.start or 0) < PREAMBLE_OPENING_CHARS:
+            return [(0.5, _hit("persona_preamble", "role_play_override", "long persona set-up "
+                               f"({len(text)} characters) opening with a role assignment", 0, hit.end or 0, ""))]
+    return []
 
 
 def _transformed_windows(text: str, cue: bool) -> list[tuple[float, Hit]]:
