@@ -186,7 +186,7 @@ RULES: tuple[Rule, ...] = (
          1.0, "claims authority over the model"),
     # --- extraction ----------------------------------------------------------------------------
     rule("secret_extraction", "extraction", "prompt|instruction|secret|password|passcode|phrase|api key|credential",
-         r"\b(?:what(?:'s|\s+is|\s+are|\s+was)|tell\s+me|share|give\s+me|reveal|confirm|print|show\s+me|repeat|"
+         r"\b(?:what(?:'s|\s+is|\s+are|\s+was|\s+would)|tell\s+me|share|give\s+me|reveal|confirm|print|show\s+me|repeat|"
          r"spell|provide|disclose|output|display|leak)\s+(?:\w+\s+){0,4}?(?:your|the\s+system'?s?|our)\s+"
          r"(?:system\s+prompt|(?:initial|original|hidden|secret|system)\s+(?:instructions|prompt)|secret(?:\s+key)?|"
          r"password|passcode|pass\s*phrase|api\s+key|credentials|prompt|instructions)\b",
@@ -227,19 +227,21 @@ RULES: tuple[Rule, ...] = (
          0.4, "lists behaviour rules the model must always/never follow"),
     # --- priming --------------------------------------------------------------------------------
     rule("hypothetical_frame", "role_play_override",
-         "hypothetical|fictional|imaginary|alternate|parallel|fictitious|play a game|fiction|role",
+         "hypothetical|fictional|imaginary|alternate|parallel|fictitious|play a game|fiction|role|imagine",
          r"\b(?:hypothetical|fictional|imaginary|alternate|parallel|fictitious)\s+(?:world|universe|scenario|story|"
          r"setting|reality|realm)\s+(?:where|in\s+which)\b|\blet'?s\s+play\s+a\s+game\b"
          r"|\b(?:this\s+is|it's|it\s+is)\s+(?:just\s+|only\s+|purely\s+|all\s+)?(?:a\s+|an\s+)?(?:hypothetical|"
          r"fictional|fiction|work\s+of\s+fiction|role-?\s?play|thought\s+experiment)\b"
-         r"|\bpurely\s+(?:hypothetical|fictional)\b|\bhypothetically\b",
+         r"|\bpurely\s+(?:hypothetical|fictional)\b|\bhypothetically\b"
+         r"|\bimagine\s+(?:(?:that\s+)?(?:we(?:'re|\s+are)|you(?:'re|\s+are))\s+(?:\w+\s+)?in\s+)?a\s+(?:\w+\s+)?world\s+"
+         r"(?:where|in\s+which)\b",
          0.3, "fictional framing"),
     # --- added in issue 3 (see docs/detectors-text.md, "rules added for recall") ----------------------
     rule("role_claim", "authority_impersonation", "i am|i'm|im ",
          r"\bi(?:'m|\s+am|m)\s+(?:actually\s+|really\s+)?(?:the|an?)\s+(?:\w+\s+){0,2}?(?:developer|creator|admin|"
          r"administrator|owner|boss|supervisor|manager|ceo|president|god|police\s+officer|security\s+(?:officer|"
-         r"team)|accountant|auditor)\b",
-         0.4, "claims a role that would entitle the user to more"),
+         r"team)|accountant|auditor)\b|\bi(?:'m|\s+am)\s+(?:your\s+)?(?:god|master|owner|boss)\b",
+         0.5, "claims a role that would entitle the user to more"),
     rule("ethics_exemption", "refusal_suppression",
          "exception|exempt|suppress|disabl|lifted|removed|turned off|deactivat|false|disregard|suspend|"
          "don't apply|do not apply|no longer apply",
@@ -298,7 +300,7 @@ RULES: tuple[Rule, ...] = (
          r"(?-i:[A-Z]\d?)\s*,\s*(?-i:[A-Z]\d?)\s*,?\s*(?:and\s+)?"
          r"|(?:\b[a-z]\w{0,3}\s*=\s*[\"“][^\"”\n]{1,60}[\"”]\s*[.,;]?\s*){3}"
          r"|\bconcatenation\s+of\s+(?:the\s+)?strings\b|\b[a-z]\s*=\s*[a-z]\s*\+\s*[a-z]\s*\+\s*[a-z]\b",
-         0.6, "splits a payload into fragments to be joined (token smuggling)"),
+         1.0, "splits a payload into fragments to be joined (token smuggling)"),
     rule("fake_system_turn", "authority_impersonation", "system|inst]|<<sys|developer|admin",
          r"^\s*[\[(<#*]*\s*(?:system|developer|admin)(?:\s+(?:note|message|prompt|override))?\s*[:\]>]"
          r"|<\|im_start\|>\s*system|\[/?INST\]|<</?SYS>>",
@@ -306,12 +308,13 @@ RULES: tuple[Rule, ...] = (
     rule("secret_request", "extraction", "password|passcode|secret|confidential|access code|mot de passe|passwort|"
          "contraseña|senha|パスワード|密码",
          r"\b(?:what(?:'s|\s+is|\s+was)|tell\s+me|give\s+me|share|reveal|confirm|provide|disclose|spell)\s+(?:\w+\s+)"
-         r"{0,3}?(?:the|this)\s+(?:\w+\s+)?(?:password|passcode|pass\s*phrase|secret\s+(?:code|key|word|phrase)|"
-         r"confidential\s+(?:string|code|key|password|information)|access\s+code)\b(?!\s+(?:of|for|to)\s+(?:my|a|an)\b)"
+         r"{0,3}?(?:the|this)\s+(?:secret\s+)?(?:password|passcode|pass\s*phrase|secret\s+(?:code|key|word|phrase)|"
+         r"confidential\s+(?:string|code|key|password|information)|access\s+code)\b(?=\s*(?:[?.!\"]|$)|\s+(?:that|which)"
+         r"\s+(?:unlocks|grants|opens))"
          r"|\b(?:password|passcode|secret\s+code|access\s+code)\s+(?:for|to|of)\s+(?:our|this|your|the)\s+system\b"
          r"|\b(?:quel|qual|cu[aá]l|wie|was)\b[^?\n]{0,30}\b(?:mot\s+de\s+passe|password|passwort|contrase[ñn]a|"
          r"senha|kennwort)\b|(?:パスワード|密码|비밀번호)",
-         0.6, "asks for a password or secret the model holds"),
+         1.0, "asks for a password or secret the model holds"),
     rule("consequence_denial", "role_play_override", "consequence|liab|responsib|accountab|real world|harm|sway",
          r"\b(?:no|without|carry\s+no|have\s+no|free\s+of)\s+(?:real[-\s]world\s+|real\s+|actual\s+)?"
          r"(?:consequences|repercussions|impact\s+on\s+reality)\b"
@@ -319,6 +322,18 @@ RULES: tuple[Rule, ...] = (
          r"|\b(?:you|the\s+ai|it)\s+(?:are|is|will\s+not\s+be|won't\s+be|can't\s+be|cannot\s+be)\s+(?:not\s+)?"
          r"(?:held\s+)?(?:responsible|liable|accountable)\b|\bno\s+(?:one|body)\s+(?:will\s+)?(?:gets?|be)\s+hurt\b",
          0.5, "claims the answer has no real consequences"),
+    rule("research_pretext", "role_play_override", "research|survey|study|studying|educational|academic|purposes",
+         r"\b(?:imagine|suppose|pretend|let'?s\s+say|assume)\s+(?:that\s+)?(?:we(?:'re|\s+are)|i(?:'m|\s+am))\s+"
+         r"(?:doing|conducting|working\s+on|running|studying|writing)\s+(?:a\s+|an\s+)?(?:\w+\s+)?(?:research|survey|"
+         r"study|project|paper|experiment)?"
+         r"|\bfor\s+(?:purely\s+)?(?:educational|research|academic|scientific)\s+purposes\s+only\b",
+         0.5, "research or study pretext"),
+    rule("personal_data_request", "extraction", "'s|where does|where do",
+         r"\b(?:tell\s+me|what(?:'s|\s+is)|give\s+me|share|reveal|find)\s+(?-i:[A-Z][a-z]+)(?:\s+(?-i:[A-Z][a-z]+))?'s\s+"
+         r"(?:current\s+|home\s+|private\s+|personal\s+)?(?:birth\s*date|date\s+of\s+birth|city\s+of\s+residence|"
+         r"address|e-?mail(?:\s+address)?|phone\s+number|password|social\s+security\s+number|ssn|salary|"
+         r"medical\s+records?)\b",
+         0.5, "asks for a named person's private data"),
 )
 
 _DIALOGUE_TURN = re.compile(r"(?:^|(?<=\s))(?:Q|A|User|Human|Assistant|AI|Bot|Question|Answer)\s*:", re.MULTILINE)
