@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,11 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 import guardrails
 from api.admin import admin_router
+from api.body import authorize, read_json
 from api.errors import error_response, install_error_handlers
+from api.nemo import nemo_router
 from guardrails.config import Settings
 from guardrails.contract import CheckRequest, CheckResponse, ErrorResponse
-from guardrails.errors import BodyTooLarge, InvalidJSON, UnsupportedMediaType
 from guardrails.service import CheckService
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
@@ -43,11 +43,10 @@ def create_app(service: CheckService, settings: Settings | None = None) -> FastA
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(_check_router(service, settings))
-    from api.nemo import nemo_router  # imports this module: loaded here, not at the top
 
     app.include_router(nemo_router(service, settings))
     app.include_router(_health_router(service))
-    app.include_router(admin_router(service, lambda request: _authorize(request, settings)))
+    app.include_router(admin_router(service, lambda request: authorize(request, settings)))
     _document_check_request(app)
     return app
 
@@ -82,8 +81,8 @@ def _check_router(service: CheckService, settings: Settings) -> APIRouter:
             "schema": {"$ref": "#/components/schemas/CheckRequest"}, "examples": _examples()}}}},
     )
     async def checks(request: Request) -> Response:
-        _authorize(request, settings)
-        body = await _read_json(request, settings.max_body_bytes)
+        authorize(request, settings)
+        body = await read_json(request, settings.max_body_bytes)
         result = await service.check(body)
         return Response(orjson.dumps(result), media_type="application/json")
 
@@ -104,40 +103,6 @@ def _health_router(service: CheckService) -> APIRouter:
         return Response(orjson.dumps(report), status_code=status, media_type="application/json")
 
     return router
-
-
-def _authorize(request: Request, settings: Settings) -> None:
-    if not settings.api_keys:
-        return
-    header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else ""
-    if not any(hmac.compare_digest(token, key) for key in settings.api_keys):
-        from starlette.exceptions import HTTPException
-
-        raise HTTPException(401, "missing or invalid API key (Authorization: Bearer <key>)")
-
-
-async def _read_json(request: Request, limit: int) -> Any:
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type!r}")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw:
-        raise InvalidJSON("empty body; expected a JSON check body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
 
 
 def _examples() -> dict[str, Any]:

@@ -19,7 +19,7 @@ import orjson
 import yaml
 from fastapi import APIRouter, Request, Response
 
-from api.app import _authorize, _read_json
+from api.body import authorize, read_json
 from guardrails.colang.catalog import default_rail_type, flow_for_detector
 from guardrails.config import Settings
 from guardrails.errors import BodyError, UnknownPolicy
@@ -37,8 +37,8 @@ def nemo_router(service: CheckService, settings: Settings) -> APIRouter:
 
     @router.post("/v1/guardrail/checks", summary="NeMo Guardrails microservice-compatible check")
     async def guardrail_checks(request: Request) -> Response:
-        _authorize(request, settings)
-        body = await _read_json(request, settings.max_body_bytes)
+        authorize(request, settings)
+        body = await read_json(request, settings.max_body_bytes)
         result = await nemo_check(service, body)
         return Response(orjson.dumps(result), media_type="application/json")
 

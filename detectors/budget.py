@@ -32,7 +32,16 @@ import orjson
 from guardrails.detector import Detector, ScanContext
 from guardrails.exchange import CallerContext, Exchange, Phase, Segment
 from guardrails.findings import Action, Category, Finding, Severity
-from guardrails.state.base import HALF_OPEN, OPEN, Breaker, RateAdd, StateStore, WindowAdd, std_floor
+from guardrails.state.base import (
+    HALF_OPEN,
+    OPEN,
+    Breaker,
+    RateAdd,
+    RateStats,
+    StateStore,
+    WindowAdd,
+    std_floor,
+)
 
 SCOPES = ("tenant", "agent", "session")
 METRICS = ("tokens", "requests", "tool_calls", "cost")
@@ -146,61 +155,19 @@ class BudgetDetector(Detector):
             finding = self._limit_finding(lim, total, keys[lim.scope], spending)
             if finding is not None:
                 findings.append(finding)
-        tripped: list[Breaker] = []
         blocked_keys = {b.key for b in snap.breakers.values() if b.state == OPEN}
+        tripped: list[Breaker] = []
         if agent_key and agent_key not in blocked_keys:
-            for (fp, seg), total in zip(calls, snap.totals[len(limits) :], strict=True):
-                if total >= self.max_repeats:
-                    assert seg.tool_call is not None
-                    tripped.append(
-                        store.trip(
-                            agent_key,
-                            "repeated_tool_call",
-                            now,
-                            self.cooldown_s,
-                            {
-                                "tool": seg.tool_call.name,
-                                "repeats": int(total),
-                                "window_s": self.repeat_window_s,
-                                "fingerprint": fp,
-                            },
-                        )
-                    )
-                    findings.append(self._trip_finding(tripped[-1], seg))
-                    break
-            stats = snap.rate
-            if not tripped and stats is not None and stats.samples >= self.anomaly_rate.min_samples:
-                std = std_floor(stats.mean, stats.std**2)
-                z = (stats.current - stats.mean) / std
-                if stats.current >= self.anomaly_min_tokens and z >= self.anomaly_z:
-                    tripped.append(
-                        store.trip(
-                            agent_key,
-                            "token_rate_anomaly",
-                            now,
-                            self.cooldown_s,
-                            {
-                                "tokens_this_period": stats.current,
-                                "baseline_mean": round(stats.mean, 1),
-                                "baseline_std": round(std, 1),
-                                "z": round(z, 2),
-                                "period_s": self.anomaly_rate.period_s,
-                            },
-                        )
-                    )
-                    findings.append(self._trip_finding(tripped[-1], None))
+            trip = self._trip_repeated(store, agent_key, calls, snap.totals[len(limits) :], now)
+            trip = trip or self._trip_anomaly(store, agent_key, snap.rate, now)
+            if trip:
+                tripped.append(trip[0])
+                findings.append(self._trip_finding(*trip))
         for scope in streak_scopes:
             key, limit = keys[scope], self.streak_limits[scope]
             if key not in blocked_keys and snap.streaks.get(key, 0) >= limit:
-                tripped.append(
-                    store.trip(
-                        key,
-                        "block_streak",
-                        now,
-                        self.cooldown_s,
-                        {"blocked_checks": snap.streaks[key], "limit": limit},
-                    )
-                )
+                details = {"blocked_checks": snap.streaks[key], "limit": limit}
+                tripped.append(store.trip(key, "block_streak", now, self.cooldown_s, details))
                 findings.append(self._trip_finding(tripped[-1], None))
         tripped_keys = {b.key for b in tripped}
         for b in snap.breakers.values():  # a clean check through a half-open breaker closes it
@@ -220,6 +187,43 @@ class BudgetDetector(Detector):
             "streaks": {k: v for k, v in snap.streaks.items() if k not in tripped_keys},
         }
         return findings
+
+    def _trip_repeated(
+        self,
+        store: StateStore,
+        agent_key: str,
+        calls: list[tuple[str, Segment]],
+        totals: list[float],
+        now: float,
+    ) -> tuple[Breaker, Segment | None] | None:
+        for (fp, seg), total in zip(calls, totals, strict=True):
+            if total >= self.max_repeats and seg.tool_call is not None:
+                details = {
+                    "tool": seg.tool_call.name,
+                    "repeats": int(total),
+                    "window_s": self.repeat_window_s,
+                    "fingerprint": fp,
+                }
+                return store.trip(agent_key, "repeated_tool_call", now, self.cooldown_s, details), seg
+        return None
+
+    def _trip_anomaly(
+        self, store: StateStore, agent_key: str, stats: RateStats | None, now: float
+    ) -> tuple[Breaker, Segment | None] | None:
+        if stats is None or stats.samples < self.anomaly_rate.min_samples:
+            return None
+        std = std_floor(stats.mean, stats.std**2)
+        z = (stats.current - stats.mean) / std
+        if stats.current < self.anomaly_min_tokens or z < self.anomaly_z:
+            return None
+        details = {
+            "tokens_this_period": stats.current,
+            "baseline_mean": round(stats.mean, 1),
+            "baseline_std": round(std, 1),
+            "z": round(z, 2),
+            "period_s": self.anomaly_rate.period_s,
+        }
+        return store.trip(agent_key, "token_rate_anomaly", now, self.cooldown_s, details), None
 
     def _spend(self, exchange: Exchange) -> Spend:
         usage, model = exchange.generation.usage, exchange.generation.model

@@ -478,16 +478,24 @@ class JailbreakDetector(SegmentDetector):
 PREAMBLE_MIN_CHARS, PREAMBLE_OPENING_CHARS = 600, 300
 _PERSONA_RULES = frozenset({"role_assignment", "named_persona", "roleplay_template", "unrestricted_persona",
                             "dan_persona", "not_an_ai", "harm_traits", "fake_system_turn"})
+# The opening defines who the model is: "You are a ...", "... known as X", "Lucian is an incorporeal being".
+_PERSONA_OPENING = re.compile(
+    r"\byou(?:'re|\s+are)\s+(?:now\s+)?(?:a|an|the|my)\b|\b(?:known|referred\s+to)\s+as\b"
+    r"|\b(?-i:[A-Z][\w-]+)\s+is\s+(?:a|an)\s+(?:[\w-]+\s+){0,3}?(?:ai|being|entity|bot|chatbot|assistant|model|"
+    r"character|persona|writer|person|man|woman|girl|guy)\b", re.IGNORECASE)
 
 
 def _persona_preamble(text: str, matches: list[tuple[float, Hit]]) -> list[tuple[float, Hit]]:
-    if len(text) < PREAMBLE_MIN_CHARS:
+    if len(text) < PREAMBLE_MIN_CHARS or not matches:
         return []
-    for _, hit in matches:
-        if hit.evidence["rule"] in _PERSONA_RULES and (hit.start or 0) < PREAMBLE_OPENING_CHARS:
-            return [(0.5, _hit("persona_preamble", "role_play_override", "long persona set-up "
-                               f"({len(text)} characters) opening with a role assignment", 0, hit.end or 0, ""))]
-    return []
+    opening = [hit.end or 0 for _, hit in matches
+               if hit.evidence["rule"] in _PERSONA_RULES and (hit.start or 0) < PREAMBLE_OPENING_CHARS]
+    if not opening and (m := _PERSONA_OPENING.search(text, 0, PREAMBLE_OPENING_CHARS)):
+        opening = [m.end()]
+    if not opening:
+        return []
+    return [(0.5, _hit("persona_preamble", "role_play_override", f"long persona set-up ({len(text)} characters)",
+                       0, opening[0], text[: opening[0]]))]
 
 
 def _transformed_windows(text: str, cue: bool) -> list[tuple[float, Hit]]:

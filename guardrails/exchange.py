@@ -118,7 +118,8 @@ class LogprobSource:
 
     `shape` names the container: "chat" (list of {token, logprob, bytes, top_logprobs}), "completions"
     ({tokens, token_logprobs, top_logprobs, text_offset}), "responses" (output_text logprobs), "prompt"
-    (vLLM prompt_logprobs), or "gemini" (generateContent `logprobsResult`: chosenCandidates/topCandidates). A streamed response yields one source per chunk, in order.
+    (vLLM prompt_logprobs), or "gemini" (generateContent `logprobsResult`: chosenCandidates/topCandidates).
+    A streamed response yields one source per chunk, in order.
     """
 
     shape: str

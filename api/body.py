@@ -1,0 +1,45 @@
+"""Reading a request at the edge: bearer-token auth and a size-limited JSON body."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import orjson
+from fastapi import Request
+from starlette.exceptions import HTTPException
+
+from guardrails.config import Settings
+from guardrails.errors import BodyTooLarge, InvalidJSON, UnsupportedMediaType
+
+
+def authorize(request: Request, settings: Settings) -> None:
+    if not settings.api_keys:
+        return
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else ""
+    if not any(hmac.compare_digest(token, key) for key in settings.api_keys):
+        raise HTTPException(401, "missing or invalid API key (Authorization: Bearer <key>)")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type!r}")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidJSON("empty body; expected a JSON check body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
