@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import orjson
 
-from guardrails.detector import Detector, ScanContext
+from guardrails.detector import Detector, ScanContext, Services
 from guardrails.exchange import CallerContext, Exchange, Phase, Segment
 from guardrails.findings import Action, Category, Finding, Severity
 from guardrails.state.base import (
@@ -86,7 +86,7 @@ class BudgetDetector(Detector):
     name = "budget"
     category = Category.BUDGET
 
-    def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
         s = self.settings
         _only(s, {"windows", "prices", "breaker", "warn_ratio", "count_request_phase"}, "budget")
@@ -115,7 +115,7 @@ class BudgetDetector(Detector):
             clamp_z=self.anomaly_z,
             min_samples=int(a.get("min_samples", 10)),
         )
-        clock = (self.services.extra or {}).get("clock") if self.services else None
+        clock = self.services.extra.get("clock")  # tests drive time
         self.clock: Callable[[], float] = clock or time.time
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:

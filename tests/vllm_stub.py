@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -34,6 +35,8 @@ def fixture(name: str) -> dict[str, Any]:
 
 class VLLMStub:
     def __init__(self, unsure: tuple[str, ...] = (), low_logprob: float = -6.0) -> None:
+        if not FIXTURES.is_dir():
+            pytest.skip(f"shared fixtures not found at {FIXTURES} (set GUARDRAILS_SHARED_DIR)")
         self.unsure = set(unsure)
         self.low_logprob = low_logprob
         self.status: int | None = None
