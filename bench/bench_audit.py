@@ -171,8 +171,26 @@ def main() -> None:
     rounds, per_round = (10, 20) if args.quick else (40, 25)
     with tempfile.TemporaryDirectory() as tmp:
         for minimal in (True, False):
-            report(services(Path(tmp), minimal), rounds, per_round, "minimal" if minimal else "default")
+            svcs = services(Path(tmp), minimal)
+            try:
+                report(svcs, rounds, per_round, "minimal" if minimal else "default")
+            finally:
+                cleanup(svcs.get("postgres+redis"))
             gc.collect()
+
+
+def cleanup(svc: CheckService | None) -> None:
+    """Drop the PostgreSQL table and Redis keys this run created."""
+    if svc is None:
+        return
+    from guardrails.audit.observer import AuditObserver
+
+    for wrapper in svc.observers:  # measure() wrapped them in Timed
+        for observer in getattr(wrapper, "observers", [wrapper]):
+            if isinstance(observer, AuditObserver) and hasattr(observer.store, "drop"):
+                observer.store.drop()
+    if hasattr(svc.services.state, "purge"):
+        svc.services.state.purge()
 
 
 def report(svcs: dict[str, CheckService], rounds: int, per_round: int, policy: str) -> None:

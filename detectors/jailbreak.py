@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,21 +35,22 @@ class Rule:
     message: str
     keywords: tuple[str, ...]  # lower-case literals; the regex runs only when one occurs (cheap prefilter)
 
-    def search(self, text: str, lowered: str) -> re.Match[str] | None:
-        """Run the regex only around keyword occurrences, so a long prompt costs what its keywords cost.
+    def search(self, text: str, lowered: str, present: Iterable[str]) -> re.Match[str] | None:
+        """Run the regex only around occurrences of the rule's keywords that are `present` in the text, so a
+        long prompt costs what its keywords cost.
 
         `lowered` is `text.lower()`; when lowering changed the length, offsets differ and the whole text is
         searched instead."""
-        positions = [at for k in self.keywords if (at := lowered.find(k)) >= 0]
-        if not positions:
-            return None
         if len(text) <= WINDOW_BEFORE + WINDOW_AFTER or len(lowered) != len(text):
             return self.pattern.search(text)
-        for keyword in self.keywords:  # every occurrence, windows merged
-            at = lowered.find(keyword, positions[0] + 1)
+        positions: list[int] = []
+        for keyword in present:  # every occurrence, windows merged
+            at = lowered.find(keyword)
             while at >= 0 and len(positions) < MAX_WINDOWS:
                 positions.append(at)
                 at = lowered.find(keyword, at + 1)
+        if not positions:
+            return None
         positions.sort()
         start, end = max(0, positions[0] - WINDOW_BEFORE), positions[0] + WINDOW_AFTER
         for at in positions[1:]:
@@ -63,6 +64,60 @@ class Rule:
 
 # A match must lie within this many characters of one of its rule's keywords.
 WINDOW_BEFORE, WINDOW_AFTER, MAX_WINDOWS = 160, 240, 64
+
+
+class KeywordIndex:
+    """Which rules' keywords occur in a text, found in one pass of a precompiled trie-shaped regex.
+
+    A lookahead at every position finds the longest keyword starting there; the keywords that are prefixes
+    of it are added from a table, so every occurrence of every keyword is seen. A rule whose keywords are
+    all absent is skipped without running its regex, which is what keeps a benign message cheap."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = tuple(rules)
+        keywords = sorted({k for r in self.rules for k in r.keywords})
+        self.pattern = re.compile("(?=(" + _trie_pattern(keywords) + "))")
+        self.prefixes = {k: frozenset(p for p in keywords if k.startswith(p)) for k in keywords}
+
+    def present(self, lowered: str) -> set[str]:
+        found: set[str] = set()
+        for m in self.pattern.finditer(lowered):
+            found |= self.prefixes[m.group(1)]
+        return found
+
+    def candidates(self, lowered: str) -> list[tuple[Rule, list[str]]]:
+        """Rules with at least one keyword in the text, each with its keywords that occur."""
+        found = self.present(lowered)
+        if not found:
+            return []
+        out = []
+        for r in self.rules:
+            hits = [k for k in r.keywords if k in found]
+            if hits:
+                out.append((r, hits))
+        return out
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """An alternation of literal words, factored by common prefix: `ab(?:c|d)?` instead of `ab|abc|abd`.
+    Python's regex engine tries alternatives one by one; the trie shape dispatches on one character."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        group = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if "" in node:  # a word ends here: the rest is optional
+            return ("(?:" + group + ")" if len(branches) == 1 else group) + "?"
+        return group
+
+    return emit(trie)
 
 
 def rule(rule_id: str, family: str, keywords: str, pattern: str, weight: float, message: str,
@@ -346,6 +401,7 @@ _MORSE = re.compile(r"(?:[.\-]{1,7}[ /]+){10,}[.\-]{1,7}")
 _WORD = re.compile(r"[A-Za-z]+")
 _LEET_WORD = re.compile(r"\b(?=[A-Za-z0-9@$]*[A-Za-z])(?=[A-Za-z0-9@$]*[0134579@$])[A-Za-z0-9@$]{3,}\b")
 _DROP_DIGITS = str.maketrans("", "", "0123456789")
+_DROP_PROSE = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ',.!?\n")
 _LEET = str.maketrans("013457@$9", "oieastasg")
 _ROT13 = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm"
@@ -379,6 +435,7 @@ class JailbreakDetector(SegmentDetector):
             raise ValueError(f"jailbreak: unknown rule ids in disabled_rules: {sorted(disabled - known)}")
         self.disabled = disabled
         self.rules = tuple(r for r in RULES if r.id not in disabled)
+        self.index = KeywordIndex(self.rules)
         self.threshold = float(self.settings.get("threshold", 1.0))
         self.many_shot_turns = int(self.settings.get("many_shot_turns", 16))
         self.max_decoded = int(self.settings.get("max_decoded_chars", 4000))
@@ -388,9 +445,10 @@ class JailbreakDetector(SegmentDetector):
         matches = self._rule_matches(text)
         if "persona_preamble" not in self.disabled:
             matches += _persona_preamble(text, matches)
-        matches += self._structural_matches(text)
+        digits = len(text) - len(text.translate(_DROP_DIGITS))
+        matches += self._structural_matches(text, digits)
         if "encoded_payload" not in self.disabled:
-            matches += self._encoded_matches(text)
+            matches += self._encoded_matches(text, digits)
         best: dict[str, tuple[float, Hit]] = {}
         for weight, hit in matches:
             key = hit.evidence["rule"]
@@ -413,17 +471,18 @@ class JailbreakDetector(SegmentDetector):
         """All rule matches; with `offset_base`, matches in decoded text are placed on the encoded span."""
         out = []
         lowered = text.lower()
-        for r in self.rules:
-            m = r.search(text, lowered)
+        for r, present in self.index.candidates(lowered):
+            m = r.search(text, lowered, present)
             if m is None:
                 continue
             start, end = (m.start(), m.end()) if offset_base is None else (offset_base, offset_base)
             out.append((r.weight, _hit(r.id, r.family, r.message, start, end, m.group())))
         return out
 
-    def _structural_matches(self, text: str) -> list[tuple[float, Hit]]:
+    def _structural_matches(self, text: str, digits: int) -> list[tuple[float, Hit]]:
         out: list[tuple[float, Hit]] = []
-        if "many_shot" not in self.disabled:
+        # every scripted turn has a colon; count them before running the turn regex
+        if "many_shot" not in self.disabled and text.count(":") >= self.many_shot_turns // 2:
             turns = list(_DIALOGUE_TURN.finditer(text))
             if len(turns) >= self.many_shot_turns // 2:
                 weight = 1.0 if len(turns) >= self.many_shot_turns else 0.5
@@ -435,7 +494,8 @@ class JailbreakDetector(SegmentDetector):
                 start, end, token = run
                 out.append((1.0, _hit("repeated_token", "repeated_token", "token repeated many times "
                                       "(divergence attack)", start, end, token)))
-        if "leetspeak" not in self.disabled:
+        # three leet words need three digits, '@' or '$' between them
+        if "leetspeak" not in self.disabled and digits + text.count("@") + text.count("$") >= 3:
             leet = [m for m in _LEET_WORD.finditer(text) if not m.group().isdigit() and _is_leet(m.group())]
             if len(leet) >= 3:
                 normalized = text.translate(_LEET)
@@ -445,11 +505,10 @@ class JailbreakDetector(SegmentDetector):
                                          leet[0].start(), leet[-1].end(), normalized[leet[0].start():leet[-1].end()])))
         return out
 
-    def _encoded_matches(self, text: str) -> list[tuple[float, Hit]]:
+    def _encoded_matches(self, text: str, digits: int) -> list[tuple[float, Hit]]:
         out: list[tuple[float, Hit]] = []
         cue = _ENCODING_CUE.search(text) is not None
         tokens = text.split()
-        digits = len(text) - len(text.translate(_DROP_DIGITS))
         candidates = []
         if any(len(t) >= 24 for t in tokens):  # base64 needs a long unbroken run
             candidates.append((_BASE64, _b64, "base64"))
@@ -467,8 +526,9 @@ class JailbreakDetector(SegmentDetector):
                 break
         if text.count(".") + text.count("-") >= 20 and (m := _MORSE.search(text)):
             out.append((0.6, _hit("encoded_payload", "encoded_payload", "Morse-encoded text", m.start(), m.end(), "")))
-        # Plain English is mostly stopwords: only a message with an encoding cue or few stopwords is decoded.
-        if cue or _stopword_count(tokens) < 0.15 * len(tokens):
+        # Plain English is mostly stopwords: only a message with an encoding cue or few stopwords is decoded;
+        # rot13, reversed text and pig latin are words and spaces, so code and JSON are not tried either.
+        if cue or (len(tokens) >= 4 and _is_prose(text) and _stopword_count(tokens) < 0.15 * len(tokens)):
             out += _transformed_windows(text[: self.max_decoded], cue)
         return out
 
@@ -537,6 +597,11 @@ def _longest_repeat(text: str) -> tuple[int, int, str] | None:
             # locate the run: the first REPEAT_RUN consecutive occurrences
             return matches[0].start(), matches[REPEAT_RUN - 1].end(), token
     return None
+
+
+def _is_prose(text: str) -> bool:
+    """Mostly letters and spaces (at least 85%)."""
+    return len(text.translate(_DROP_PROSE)) <= 0.15 * len(text)
 
 
 def _is_leet(word: str) -> bool:
