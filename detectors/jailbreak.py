@@ -78,6 +78,10 @@ class KeywordIndex:
         keywords = sorted({k for r in self.rules for k in r.keywords})
         self.pattern = re.compile("(?=(" + _trie_pattern(keywords) + "))")
         self.prefixes = {k: frozenset(p for p in keywords if k.startswith(p)) for k in keywords}
+        self.owners: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rules):
+            for k in r.keywords:
+                self.owners.setdefault(k, []).append(i)
 
     def present(self, lowered: str) -> set[str]:
         found: set[str] = set()
@@ -87,15 +91,11 @@ class KeywordIndex:
 
     def candidates(self, lowered: str) -> list[tuple[Rule, list[str]]]:
         """Rules with at least one keyword in the text, each with its keywords that occur."""
-        found = self.present(lowered)
-        if not found:
-            return []
-        out = []
-        for r in self.rules:
-            hits = [k for k in r.keywords if k in found]
-            if hits:
-                out.append((r, hits))
-        return out
+        by_rule: dict[int, list[str]] = {}
+        for keyword in self.present(lowered):
+            for i in self.owners[keyword]:
+                by_rule.setdefault(i, []).append(keyword)
+        return [(self.rules[i], by_rule[i]) for i in sorted(by_rule)]
 
 
 def _trie_pattern(words: Iterable[str]) -> str:
@@ -401,6 +401,8 @@ _MORSE = re.compile(r"(?:[.\-]{1,7}[ /]+){10,}[.\-]{1,7}")
 _WORD = re.compile(r"[A-Za-z]+")
 _LEET_WORD = re.compile(r"\b(?=[A-Za-z0-9@$]*[A-Za-z])(?=[A-Za-z0-9@$]*[0134579@$])[A-Za-z0-9@$]{3,}\b")
 _DROP_DIGITS = str.maketrans("", "", "0123456789")
+_LONG_RUN = re.compile(r"\S{24}")
+_LEET_HINT = re.compile(r"[A-Za-z][0134579@$]|[0134579@$][A-Za-z]")
 _DROP_PROSE = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ',.!?\n")
 _LEET = str.maketrans("013457@$9", "oieastasg")
 _ROT13 = str.maketrans(
@@ -494,8 +496,9 @@ class JailbreakDetector(SegmentDetector):
                 start, end, token = run
                 out.append((1.0, _hit("repeated_token", "repeated_token", "token repeated many times "
                                       "(divergence attack)", start, end, token)))
-        # three leet words need three digits, '@' or '$' between them
-        if "leetspeak" not in self.disabled and digits + text.count("@") + text.count("$") >= 3:
+        # three leet words need three digits, '@' or '$', at least one next to a letter
+        if ("leetspeak" not in self.disabled and digits + text.count("@") + text.count("$") >= 3
+                and _LEET_HINT.search(text)):
             leet = [m for m in _LEET_WORD.finditer(text) if not m.group().isdigit() and _is_leet(m.group())]
             if len(leet) >= 3:
                 normalized = text.translate(_LEET)
@@ -508,9 +511,8 @@ class JailbreakDetector(SegmentDetector):
     def _encoded_matches(self, text: str, digits: int) -> list[tuple[float, Hit]]:
         out: list[tuple[float, Hit]] = []
         cue = _ENCODING_CUE.search(text) is not None
-        tokens = text.split()
         candidates = []
-        if any(len(t) >= 24 for t in tokens):  # base64 needs a long unbroken run
+        if _LONG_RUN.search(text):  # base64 needs a long unbroken run
             candidates.append((_BASE64, _b64, "base64"))
         if digits >= 24:  # hex bytes and binary octets are mostly digits
             candidates += [(_HEX_BYTES, _hex, "hex"), (_BINARY, _binary, "binary")]
@@ -528,7 +530,8 @@ class JailbreakDetector(SegmentDetector):
             out.append((0.6, _hit("encoded_payload", "encoded_payload", "Morse-encoded text", m.start(), m.end(), "")))
         # Plain English is mostly stopwords: only a message with an encoding cue or few stopwords is decoded;
         # rot13, reversed text and pig latin are words and spaces, so code and JSON are not tried either.
-        if cue or (len(tokens) >= 4 and _is_prose(text) and _stopword_count(tokens) < 0.15 * len(tokens)):
+        if cue or (_is_prose(text) and len(tokens := text.split()) >= 4
+                   and _stopword_count(tokens) < 0.15 * len(tokens)):
             out += _transformed_windows(text[: self.max_decoded], cue)
         return out
 

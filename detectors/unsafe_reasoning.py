@@ -163,6 +163,7 @@ class UnsafeReasoningDetector(Detector):
         self.min_overlap = int(self.settings.get("hijack_min_overlap", 3))
         self._injection = PromptInjectionDetector()
         self._cache: OrderedDict[str, list[tuple[ReasoningRule, int, int]]] = OrderedDict()
+        self._planted_cache: OrderedDict[tuple[Any, str], list[tuple[Hit, set[str]]]] = OrderedDict()
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         reasoning = [s for s in ctx.segments if s.kind is SegmentKind.REASONING]
@@ -226,10 +227,8 @@ class UnsafeReasoningDetector(Detector):
         for source in exchange.segments:
             if source.trust is not Trust.UNTRUSTED:
                 continue
-            for hit in self._injection.analyze(source):
-                if hit.start is None or hit.end is None:
-                    continue
-                words = _content_words(_sentence_around(source.text, hit.start, hit.end)) - user_words
+            for hit, sentence_words in self._planted_instructions(source):
+                words = sentence_words - user_words
                 if len(words) >= self.min_overlap:
                     planted.append((source, hit, words))
         if not planted:
@@ -254,6 +253,19 @@ class UnsafeReasoningDetector(Detector):
                                   "instruction": source.text[hit.start or 0: hit.end or 0][:300]})))
                     break
         return findings
+
+    def _planted_instructions(self, source: Segment) -> list[tuple[Hit, set[str]]]:
+        """Injection hits in an untrusted segment with their sentence's words; cached per text, since the
+        same tool results come back with every step of the session."""
+        key = (source.kind, source.text)
+        cached = self._planted_cache.get(key)
+        if cached is None:
+            cached = [(hit, _content_words(_sentence_around(source.text, hit.start, hit.end)))
+                      for hit in self._injection.analyze(source) if hit.start is not None and hit.end is not None]
+            self._planted_cache[key] = cached
+            if len(self._planted_cache) > CACHE_SIZE:
+                self._planted_cache.popitem(last=False)
+        return cached
 
     # --- decided against, then did it --------------------------------------------------------------------
     def _contradicted_decisions(self, exchange: Exchange, reasoning: list[Segment]) -> list[Finding]:
