@@ -30,7 +30,7 @@ import yaml
 
 from detectors.prompt_injection import PromptInjectionDetector
 from guardrails.detector import Detector, ScanContext, Scope, Services
-from guardrails.exchange import Exchange, Segment, SegmentKind, Trust
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
 from guardrails.findings import Category, Finding, Hit, Severity
 
 RULES_FILE = Path(__file__).parent / "data" / "unsafe_reasoning.yml"
@@ -179,10 +179,13 @@ class UnsafeReasoningDetector(Detector):
                     message=f"reasoning {rule.description}", start=start, end=end, severity=rule.severity,
                     score=0.8, evidence={"rule": rule.id, "kind": rule.category,
                                          "sentence": segment.text[start:end][:300]})))
-        if self.goal_hijack:
-            findings += self._goal_hijacks(exchange, reasoning, user_text)
-        if self.decided_against:
-            findings += self._contradicted_decisions(exchange, reasoning)
+        # The cross-segment checks judge the newest reasoning only: older turns were judged when they were
+        # new, and re-reading the whole history would make step N cost grow with the session.
+        newest = _newest(reasoning, exchange)
+        if self.goal_hijack and newest:
+            findings += self._goal_hijacks(exchange, newest, user_text)
+        if self.decided_against and newest:
+            findings += self._contradicted_decisions(exchange, newest)
         return findings
 
     # --- rules --------------------------------------------------------------------------------------
@@ -321,3 +324,11 @@ def _content_words(text: str) -> set[str]:
 def _name_families(name: str) -> set[str]:
     words = [w.lower() for w in _NAME_WORDS.findall(name)]
     return {_FAMILY_OF[w] for w in words if w in _FAMILY_OF}
+
+
+def _newest(reasoning: list[Segment], exchange: Exchange) -> list[Segment]:
+    """The response's reasoning, or the last turn's for a request-only check."""
+    if exchange.has_response:
+        return [s for s in reasoning if s.phase is Phase.RESPONSE]
+    last_turn = max(s.turn for s in reasoning)
+    return [s for s in reasoning if s.turn == last_turn]
