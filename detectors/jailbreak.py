@@ -412,6 +412,8 @@ _STOPWORDS = frozenset((
     "the", "and", "you", "is", "to", "of", "what", "how", "a", "in", "it", "that", "for", "are", "i", "me", "my",
     "your", "this", "with", "be", "not", "do", "does", "can", "on", "where", "who", "tell", "give", "write", "make",
 ))
+_ENCODING_STEMS = ("base", "rot", "caesar", "cipher", "hex", "binary", "morse", "dec", "leet", "l33t", "1337",
+                   "pig", "revers")  # every cue contains one: the regex runs only then
 _ENCODING_CUE = re.compile(r"\b(?:base64|base-64|rot13|rot-13|caesar|cipher|hex(?:adecimal)?|binary|morse|"
                            r"decode|decipher|decrypt|leet|l33t|1337|pig\s+latin|reverse)\b", re.IGNORECASE)
 
@@ -510,7 +512,8 @@ class JailbreakDetector(SegmentDetector):
 
     def _encoded_matches(self, text: str, digits: int) -> list[tuple[float, Hit]]:
         out: list[tuple[float, Hit]] = []
-        cue = _ENCODING_CUE.search(text) is not None
+        lowered = text.lower()
+        cue = any(stem in lowered for stem in _ENCODING_STEMS) and _ENCODING_CUE.search(text) is not None
         candidates = []
         if _LONG_RUN.search(text):  # base64 needs a long unbroken run
             candidates.append((_BASE64, _b64, "base64"))
@@ -613,7 +616,7 @@ def _is_leet(word: str) -> bool:
 
 
 def _stopword_count(words: list[str]) -> int:
-    return sum(w.lower() in _STOPWORDS for w in words)
+    return sum(map(_STOPWORDS.__contains__, map(str.lower, words)))  # map keeps the loop in C
 
 
 def _rot13(words: list[str]) -> list[str]:

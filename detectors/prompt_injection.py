@@ -5,7 +5,7 @@ text written *to the model* rather than to a human reader: overrides of earlier 
 markup that fakes a new system or assistant turn, notes addressed to the AI, requests to perform an
 account or data operation for "my" account, exfiltration through an e-mail address or a markdown image
 URL, concealment from the user, and characters a human cannot see (zero-width runs, Unicode tag
-characters, bidi overrides). Every rule is a precompiled regex; a keyword prefilter skips clean text.
+characters, bidi overrides). Every rule is a precompiled regex that runs only when one of its keywords occurs.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ class Rule:
     pattern: re.Pattern[str]
     severity: Severity
     message: str
+    keywords: tuple[str, ...]  # lower-case literals, one of which every match contains: the regex runs only then
 
 
-def rule(rule_id: str, pattern: str, severity: Severity, message: str, flags: int = FLAGS) -> Rule:
-    return Rule(rule_id, re.compile(pattern, flags), severity, message)
+def rule(rule_id: str, keywords: str, pattern: str, severity: Severity, message: str, flags: int = FLAGS) -> Rule:
+    return Rule(rule_id, re.compile(pattern, flags), severity, message, tuple(keywords.split("|")))
 
 
 # Shared with `jailbreak`: the canonical "ignore previous instructions" family.
@@ -92,25 +93,29 @@ _EXFIL_TO = re.compile(
 
 _PLACEHOLDER = r"(?:\{\{?[^}\s]{1,40}\}\}?|\[[A-Z_]{3,40}\]|\$[A-Za-z_]{3,40}|<[a-z_]{3,40}>)"
 RULES: tuple[Rule, ...] = (
-    rule("override_instructions", OVERRIDE_PATTERN, Severity.HIGH,
+    rule("override_instructions",
+         "ignor|disregard|forget|skip|overrid|neglect|abandon|drop|bypass|overlook|regardless",
+         OVERRIDE_PATTERN, Severity.HIGH,
          "instruction to ignore or override earlier instructions"),
-    rule("new_instructions",
+    rule("new_instructions", "instruction|task|objective|directive|order|system|goal|purpose|job",
          r"\b(?:new|updated|revised|real|actual|true|additional|secret|hidden)\s+"
          r"(?:instructions?|task|objective|directive|orders?|system\s+prompt)\s*[:\-]"
          r"|\byour\s+(?:new|real|actual|true|only)\s+(?:task|goal|objective|instructions?|purpose|job)\b",
          Severity.HIGH, "text announcing new instructions for the model"),
-    rule("role_hijack",
+    rule("role_hijack", "now|new|switch|enter",
          r"\byou\s+are\s+now\s+(?:a|an|the|in|my|no\s+longer)\b|\bfrom\s+now\s+on,?\s+(?:you|the\s+assistant|"
          r"the\s+ai)\b|\byour\s+new\s+(?:role|persona|identity|name)\b|\bswitch\s+(?:to|into)\s+\w+\s+mode\b|"
          r"\benter(?:ing)?\s+(?:developer|debug|admin|god|unrestricted|maintenance)\s+mode\b",
          Severity.HIGH, "attempt to reassign the model's role"),
-    rule("chat_markup",
+    rule("chat_markup", "<|system|assistant|inst]|<<|</",
          r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id|"
          r"begin_of_text|channel|message|start|end)\|>|\[/?INST\]|<</?SYS>>|</?(?:system|system_prompt)>|"
          r"</(?:tool_response|tool_result|function_results?|observation|document|search_results?)>|"
          r"^[ \t]*#{0,3}[ \t]*(?:system|assistant)[ \t]*:[ \t]*\S",
          Severity.HIGH, "chat-template markup faking a new system or assistant turn"),
     rule("addressed_to_model",
+         "note|message|instruction|attention|reminder|memo|directive|notice|dear|hey|hi |hi,|hi\n|hi\t|hello|"
+         "attn|if you|ai |ai\n|ai\t|llm",
          r"\b(?:note|message|instructions?|attention|reminder|memo|directive|notice)\s+(?:to|for)\s+(?:the\s+|all\s+|"
          r"any\s+)?(?:ai|assistant|llm|language\s+model|agent|chatbot|bot|model|gpt|chatgpt|claude|gemini)s?\b"
          r"|\b(?:dear|hey|hi|hello|attention|attn)\s*,?\s+(?:ai|assistant|agent|chatgpt|claude|gemini|llm|"
@@ -118,28 +123,28 @@ RULES: tuple[Rule, ...] = (
          r"|\bif\s+you\s+are\s+(?:an?\s+)?(?:ai|llm|language\s+model|assistant|agent|chatbot|bot)\b"
          r"|\b(?:ai|llm)\s+(?:assistant|agent|model)s?\s*(?:,|:)\s*(?:you\s+)?(?:must|should|please|need)\b",
          Severity.HIGH, "text addressed to the AI model"),
-    rule("system_prompt_probe",
+    rule("system_prompt_probe", "prompt|instructions",
          r"\b(?:reveal|print|repeat|output|show|leak|disclose|display|write\s+out|tell\s+(?:me|us))\s+"
          r"(?:\w+\s+){0,3}?(?:your|the)\s+(?:system\s+prompt|initial\s+prompt|hidden\s+prompt|"
          r"original\s+instructions|system\s+instructions|instructions\s+above|secret\s+instructions)\b",
          Severity.HIGH, "request to reveal the system prompt"),
-    rule("concealment",
+    rule("concealment", "user|human|owner|operator",
          r"\b(?:do\s+not|don't|never|without)\s+(?:tell(?:ing)?|inform(?:ing)?|mention(?:ing)?|reveal(?:ing)?|"
          r"notify(?:ing)?|alert(?:ing)?|ask(?:ing)?|let(?:ting)?|show(?:ing)?)\s+(?:this\s+to\s+)?"
          r"(?:the\s+)?(?:user|human|owner|operator)\b"
          r"|\bthe\s+(?:user|human)\s+(?:must|should|need)\s+(?:not|never)\s+(?:know|find\s+out|be\s+told|see)\b",
          Severity.HIGH, "instruction to hide an action from the user"),
-    rule("markdown_image_exfiltration",
+    rule("markdown_image_exfiltration", "![",
          r"!\[[^\]\n]{0,200}\]\(\s*<?(?:https?:)?//[^\s)]*(?:" + _PLACEHOLDER + r"|[?&=/][A-Za-z0-9+/_-]{40,})",
          Severity.HIGH, "markdown image whose URL carries data or a placeholder to fill (exfiltration)"),
-    rule("url_placeholder_exfiltration",
+    rule("url_placeholder_exfiltration", "//",
          r"(?:https?:)?//[^\s)\"'<>]*\?[^\s)\"'<>]*=\s*" + _PLACEHOLDER,
          Severity.MEDIUM, "URL with a query parameter to be filled with data (exfiltration)", re.MULTILINE),
-    rule("render_instruction",
+    rule("render_instruction", "image|picture|img|pixel|link",
          r"\b(?:render|display|include|embed|insert|output|append)\s+(?:this|the\s+following|an?|the)\s+"
          r"(?:markdown\s+|html\s+)?(?:image|picture|img|pixel|link)\b[^.\n]{0,80}(?:https?://|!\[)",
          Severity.MEDIUM, "instruction to render an image or link"),
-    rule("hidden_html",
+    rule("hidden_html", "style",
          r"<[a-z][^>]{0,200}style\s*=\s*[\"'][^\"']*(?:display\s*:\s*none|visibility\s*:\s*hidden|"
          r"font-size\s*:\s*0(?:px)?\s*[;\"']|opacity\s*:\s*0\s*[;\"'])",
          Severity.MEDIUM, "HTML element styled to be invisible"),
@@ -150,13 +155,11 @@ _HIDDEN_CHARS = re.compile(
 )
 # Black flag + tag letters + cancel tag is how subdivision flags (England, Scotland, Wales) are spelled.
 _FLAG_SEQUENCE = re.compile("\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F")
-_PREFILTER = re.compile(
-    r"ignore|disregard|forget|override|instruction|prompt|you\s+are|from\s+now|role|persona|mode\b|"
-    r"<\||\[/?inst|<<sys|</|system|assistant|note|message|attention|dear|hey|hi\b|hello|if\s+you|"
-    r"\bai\b|llm|reveal|tell|mention|never|without|the\s+user|!\[|//|render|display|style|please|"
-    r"kindly|you\b|@|\bmy\b|\bme\b|^[ \t]*[a-z]",
-    FLAGS,
-)
+# Necessary conditions of the two sentence-level checks, tested before their (costly) regexes run: every
+# planted request has a polite opener or a first-person target, and a target; exfiltration needs an
+# e-mail address or a URL.
+_OPENER_HINT = re.compile(r"please|kindly|pls|\byou\b|make\s+sure|be\s+sure|remember\s+to", re.IGNORECASE)
+_EXFIL_HINTS = ("@", "http", "www.")
 
 
 class PromptInjectionDetector(SegmentDetector):
@@ -187,22 +190,25 @@ class PromptInjectionDetector(SegmentDetector):
         hits: list[Hit] = []
         if self.check_hidden and not text.isascii():
             hits.extend(hidden_text_hits(text))
-        if _PREFILTER.search(text):
-            for r in self.rules:
+        lowered = text.lower()
+        for r in self.rules:
+            if any(k in lowered for k in r.keywords):
                 for m in r.pattern.finditer(text):
                     hits.append(_hit(r.id, r.message, r.severity, m.start(), m.end(), m.group()))
-            if self.check_exfil:
-                for m in _EXFIL_TO.finditer(text):
-                    hits.append(_hit("exfiltration_address", "instruction to send data to an address",
-                                     Severity.HIGH, m.start("verb"), m.end(), text[m.start("verb"):m.end()]))
-            if self.check_requests:
-                hits.extend(agent_request_hits(text))
+        if self.check_exfil and any(k in lowered for k in _EXFIL_HINTS):
+            for m in _EXFIL_TO.finditer(text):
+                hits.append(_hit("exfiltration_address", "instruction to send data to an address",
+                                 Severity.HIGH, m.start("verb"), m.end(), text[m.start("verb"):m.end()]))
+        if self.check_requests:
+            hits.extend(agent_request_hits(text))
         hits.sort(key=lambda h: (h.start or 0, h.end or 0))
         return _dedupe(hits)[: self.max_hits]
 
 
 def agent_request_hits(text: str) -> list[Hit]:
     """Task requests aimed at an agent: an operation verb opening a sentence, with a concrete target."""
+    if not ((_OPENER_HINT.search(text) or _FIRST_PERSON_TARGET.search(text)) and _TARGET.search(text)):
+        return []
     hits = []
     for m in _AGENT_REQUEST.finditer(text):
         rest = m.group("rest")
