@@ -4,9 +4,12 @@ Rules are grouped in the known families (see docs/detectors-text.md, section "ja
 override, persona (DAN-style) and role-play override, developer/system mode, refusal suppression,
 authority impersonation, secret or system-prompt extraction, encoded payloads (base64, rot13, hex, binary,
 Morse, reversed text, pig latin, leetspeak), many-shot priming, repeated-token attacks and dual-response
-formats. Each rule carries a weight; a message is flagged when the weights of the distinct rules it trips
-add up to `threshold` (default 1.0), so one weak cue ("pretend to be", "hypothetical world") never
-flags alone. Every tripped rule is reported with its own offsets.
+formats; plus ethics exemptions, role-play cards, long persona preambles, token smuggling (payload
+splitting), secret requests and fake system turns. Each rule carries a weight; a message is flagged
+when the weights of the distinct rules it trips add up to `threshold` (default 1.0), so one weak cue
+("pretend to be", "hypothetical world") never flags alone. Every tripped rule is reported with its own
+offsets. A trie-shaped keyword regex decides in one pass which rules can match at all, so a benign
+message costs tens of microseconds.
 """
 
 from __future__ import annotations
