@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-import time
 from typing import Any
 
 import orjson
@@ -495,13 +494,3 @@ def _session(turns: int) -> dict[str, Any]:
             "tools": [{"name": "search_flights", "input_schema": {"type": "object"}}]}
 
 
-def test_fifty_turn_session_normalizes_well_under_two_ms() -> None:
-    request = _session(50)
-    response = load("anthropic_messages.json")["response"]
-    assert len(read_exchange(request, response).segments) > 100
-    timings = []
-    for _ in range(30):
-        started = time.perf_counter()
-        read_exchange(request, response)
-        timings.append(time.perf_counter() - started)
-    assert min(timings) < 0.002, f"best of 30: {min(timings) * 1000:.2f} ms"

@@ -10,7 +10,6 @@ import asyncio
 import copy
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -531,19 +530,6 @@ def _fifty_turn_generate_session() -> dict[str, Any]:
     return {"systemInstruction": {"parts": [{"text": "You are a travel assistant."}]}, "contents": contents,
             "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": {
                 "type": "OBJECT", "properties": {"city": {"type": "STRING"}}}}]}]}
-
-
-@pytest.mark.parametrize("session", [_fifty_turn_interactions_session, _fifty_turn_generate_session])
-def test_fifty_turn_session_normalizes_well_under_two_ms(session: Any) -> None:
-    request = session()
-    ex = read_exchange(request, None)
-    assert max(s.turn for s in ex.segments) >= 49
-    best = float("inf")
-    for _ in range(30):
-        started = time.perf_counter()
-        read_exchange(request, None)
-        best = min(best, time.perf_counter() - started)
-    assert best < 0.002, f"{best * 1000:.2f} ms"
 
 
 @pytest.mark.parametrize(("session", "history_key"), [(_fifty_turn_interactions_session, "input"),

@@ -6,7 +6,6 @@ import asyncio
 import copy
 import json
 import random
-import time
 from typing import Any
 
 import pytest
@@ -419,18 +418,6 @@ def agent_session(turns: int) -> dict[str, Any]:
         messages.append({"role": "tool", "tool_call_id": f"call-{i}", "content": f"Hotel {i}: 120 EUR. " * 15})
     tools = [{"type": "function", "function": {"name": "search_hotels", "parameters": {"type": "object"}}}]
     return {"messages": messages, "tools": tools}
-
-
-def test_normalizing_a_50_turn_session_is_fast() -> None:
-    request = agent_session(25)  # 25 round trips = 52 messages
-    response = sample("openai_chat.json")["response"]
-    runs = []
-    for _ in range(30):
-        started = time.perf_counter()
-        exchange = read_exchange(request, response, format=FORMAT)
-        runs.append(time.perf_counter() - started)
-    assert len(exchange.segments) == 2 + 25 * 3 + 3
-    assert min(runs) < 0.002  # best of 30: the test machine may be shared
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -193,13 +192,3 @@ def test_rule_keywords_are_lower_case_literals() -> None:
     assert all(k == k.lower() and k for r in RULES for k in r.keywords)
 
 
-def test_benign_tool_output_costs_tens_of_microseconds() -> None:
-    texts = ['{"temperature": 21.5, "conditions": "partly cloudy", "city": "Lisbon", "updated": "2024-05-01T10:00Z"}',
-             "Order #55120 shipped on 12 March via DHL. Tracking: JD014600006289. Estimated delivery in 3 days.",
-             "Found 3 files: report_q1.pdf (2.1 MB), notes.txt (4 KB), budget.xlsx (88 KB)."] * 100
-    segments = [tool_result(t) for t in texts]
-    started = time.perf_counter()
-    for s in segments:
-        DETECTOR.analyze(s)
-    per_segment = (time.perf_counter() - started) / len(segments)
-    assert per_segment < 0.0003, f"{per_segment * 1e6:.0f} us per segment"  # ~30-60 us measured; loose for CI
