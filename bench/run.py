@@ -68,20 +68,24 @@ def bench_normalize(n: int) -> tuple[float, float]:
     return stats(timed(lambda: read_exchange(body["request"], body["response"]), n))
 
 
-def bench_steps(variants: int) -> tuple[float, float, float, float]:
+def bench_steps(variants: int, policy: str) -> tuple[float, float, float, float]:
     """Step 1 (everything new) vs step 50 (history seen at steps 1..49, response new), over fresh sessions."""
     service = build_service(Settings(policy_dir=REPO / "policies"))
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(service.check(session_step(1, "warmup")))
+
+    def step(n: int, salt: str) -> dict[str, Any]:
+        return {**session_step(n, salt), "policy": policy}
+
+    loop.run_until_complete(service.check(step(1, "warmup")))
     first, last = [], []
     for v in range(variants):
         salt = f"variant-{v}-{os.urandom(4).hex()}"
         t = time.perf_counter()
-        loop.run_until_complete(service.check(session_step(1, salt)))
+        loop.run_until_complete(service.check(step(1, salt)))
         first.append(time.perf_counter() - t)
-        for step in range(2, 50):
-            loop.run_until_complete(service.check(session_step(step, salt)))
-        body = session_step(50, salt)
+        for n in range(2, 50):
+            loop.run_until_complete(service.check(step(n, salt)))
+        body = step(50, salt)
         t = time.perf_counter()
         loop.run_until_complete(service.check(body))
         last.append(time.perf_counter() - t)
@@ -182,11 +186,12 @@ def main() -> None:
     print(f"\n== normalize a 50-turn session (read_exchange) ==\nmedian {med:.3f} ms  p99 {p99:.3f} ms"
           f"  target < 2 ms: {'OK' if med < 2 else 'MISSED'}")
 
-    m1, p1, m50, p50 = bench_steps(5 if args.quick else 15)
-    ratio = m50 / m1
     print("\n== agent session: step 1 (all new) vs step 50 (history seen, response new) ==")
-    print(f"step 1  median {m1:.3f} ms  p99 {p1:.3f} ms\nstep 50 median {m50:.3f} ms  p99 {p50:.3f} ms\n"
-          f"ratio step50/step1 {ratio:.2f}x  target <= 1.5x: {'OK' if ratio <= 1.5 else 'MISSED'}")
+    for policy in ("default", "minimal"):
+        m1, p1, m50, p50 = bench_steps(5 if args.quick else 15, policy)
+        ratio = m50 / m1
+        print(f"[{policy}] step 1 median {m1:.3f} ms p99 {p1:.3f} ms | step 50 median {m50:.3f} ms p99 {p50:.3f} ms"
+              f" | ratio {ratio:.2f}x  target <= 1.5x: {'OK' if ratio <= 1.5 else 'MISSED'}")
 
     if args.no_http:
         return
