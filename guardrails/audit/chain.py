@@ -80,6 +80,23 @@ class VerifyReport:
         }
 
 
+def chain_rows(head: tuple[int, str] | None, rows: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """Number and hash-chain a batch of pending rows after the current head; the insert tuples, in order.
+
+    Each row has `.columns` (check_id, ts, tenant, agent, session, verdict) and `.body` (canonical bytes).
+    """
+    seq, prev = head if head else (0, GENESIS)
+    values = []
+    for row in rows:
+        seq += 1
+        digest = chain_hash(seq, prev, row.body)
+        c = row.columns
+        values.append((seq, c["check_id"], c["ts"], c["tenant"], c["agent"], c["session"], c["verdict"],
+                       row.body, prev, digest))
+        prev = digest
+    return values
+
+
 def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = None) -> VerifyReport:
     """Walk the chain in sequence order and name every record that breaks it."""
     report = VerifyReport()

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
-from guardrails.audit.chain import GENESIS, StoredRecord, chain_hash
+from guardrails.audit.chain import StoredRecord, chain_rows
 from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
 
 DEFAULT_TABLE = "guardrails_audit"
@@ -71,33 +71,12 @@ class PostgresAuditStore(AuditStore):
         if self._write_conn.closed or self._write_conn.broken:
             self._write_conn = self._connect()
         conn = self._write_conn
-        seqs: list[int] = []
         with conn.transaction():
             cur = conn.cursor()
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
             head = cur.execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = head if head else (0, GENESIS)
-            values = []
-            for row in rows:
-                seq += 1
-                digest = chain_hash(seq, prev, row.body)
-                c = row.columns
-                values.append(
-                    (
-                        seq,
-                        c["check_id"],
-                        c["ts"],
-                        c["tenant"],
-                        c["agent"],
-                        c["session"],
-                        c["verdict"],
-                        row.body,
-                        prev,
-                        digest,
-                    )
-                )
-                seqs.append(seq)
-                prev = digest
+            values = chain_rows(head, rows)
+            seqs = [v[0] for v in values]
             cur.executemany(
                 f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
             )

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from guardrails.audit.chain import GENESIS, StoredRecord, chain_hash
+from guardrails.audit.chain import StoredRecord, chain_rows
 from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
 
 TABLE = "audit_records"
@@ -81,28 +81,8 @@ class SQLiteAuditStore(AuditStore):
         conn.execute("BEGIN IMMEDIATE")
         try:
             head = conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = head if head else (0, GENESIS)
-            values, seqs = [], []
-            for row in rows:
-                seq += 1
-                digest = chain_hash(seq, prev, row.body)
-                c = row.columns
-                values.append(
-                    (
-                        seq,
-                        c["check_id"],
-                        c["ts"],
-                        c["tenant"],
-                        c["agent"],
-                        c["session"],
-                        c["verdict"],
-                        row.body,
-                        prev,
-                        digest,
-                    )
-                )
-                seqs.append(seq)
-                prev = digest
+            values = chain_rows(head, rows)
+            seqs = [v[0] for v in values]
             conn.executemany(f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
             conn.execute("COMMIT")
         except BaseException:
