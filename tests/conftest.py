@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from guardrails.exchange import Exchange
+from guardrails.pointer import resolve
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
 SHARED = Path(os.environ.get("GUARDRAILS_SHARED_DIR", REPO.parent / "shared"))
@@ -25,3 +28,30 @@ def fixture(name: str) -> Any:
 
 def sample(name: str) -> Any:
     return json.loads((SAMPLES / name).read_text(encoding="utf-8"))
+
+
+def assert_locations_resolve(body: dict[str, Any], exchange: Exchange) -> None:
+    """Every segment's text, piece by piece, and every tool name is found where it points in the body."""
+    for seg in exchange.segments:
+        call = seg.tool_call
+        if call is not None:
+            named = resolve(body, call.name_pointer)
+            assert named[call.name_offset:call.name_offset + len(call.name)] == call.name, seg
+            if call.arguments_is_object:
+                assert not seg.pieces
+                # Absent or null arguments read as {}; the pointer then names the call itself.
+                assert resolve(body, seg.pointer) == call.arguments or call.arguments == {}, seg
+                continue
+            if not seg.text:  # a call without arguments: nothing to point into
+                continue
+        if not seg.pieces:
+            loc = seg.locate(0, len(seg.text))
+            assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text, seg
+            continue
+        covered = 0
+        for piece in seg.pieces:
+            assert piece.offset == covered, "pieces must cover the text in order"
+            loc = seg.locate(piece.offset, piece.offset + piece.length)
+            assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text[covered:covered + piece.length]
+            covered += piece.length
+        assert covered == len(seg.text)

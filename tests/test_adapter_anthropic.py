@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import REPO, fixture, sample
+from conftest import REPO, assert_locations_resolve, fixture, sample
 
 from guardrails.adapters import HistoryMemo, detect_format, read_exchange
 from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
@@ -30,30 +30,6 @@ def load(name: str) -> dict[str, Any]:
 
 def normalize(body: dict[str, Any], format: str | None = None) -> Exchange:
     return read_exchange(body["request"], body.get("response"), format=format)
-
-
-def assert_locations_resolve(body: dict[str, Any], exchange: Exchange) -> None:
-    """Every segment's text (and every tool name) is found where its location points in the check body."""
-    for seg in exchange.segments:
-        call = seg.tool_call
-        if call is not None:
-            name = resolve(body, call.name_pointer)
-            assert name[call.name_offset:call.name_offset + len(call.name)] == call.name
-            if call.arguments_is_object:
-                assert not seg.pieces
-                assert resolve(body, seg.pointer) == call.arguments
-                continue
-        if not seg.pieces:
-            loc = seg.locate(0, len(seg.text))
-            assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text, seg
-            continue
-        covered = 0
-        for piece in seg.pieces:
-            assert piece.offset == covered, "pieces must cover the text in order"
-            loc = seg.locate(piece.offset, piece.offset + piece.length)
-            assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text[piece.offset:covered + piece.length]
-            covered += piece.length
-        assert covered == len(seg.text)
 
 
 def summary(exchange: Exchange) -> list[tuple[str, str, int, str]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_locations_resolve
 
 from guardrails.adapters import HistoryMemo, detect_format, read_exchange
 from guardrails.adapters.gemini_generate import GeminiGenerateContentAdapter
@@ -36,31 +37,6 @@ def load(name: str) -> dict[str, Any]:
 
 def normalize(body: dict[str, Any], format: str | None = None) -> Exchange:
     return read_exchange(body["request"], body.get("response"), format=format or body.get("format"))
-
-
-def assert_locations_resolve(body: dict[str, Any], exchange: Exchange) -> None:
-    """Every segment's text (and every tool name) is found where its location points in the check body."""
-    for seg in exchange.segments:
-        call = seg.tool_call
-        if call is not None:
-            name = resolve(body, call.name_pointer)
-            assert name[call.name_offset:call.name_offset + len(call.name)] == call.name
-            if call.arguments_is_object:
-                assert not seg.pieces
-                if call.arguments_pointer.endswith(("/arguments", "/args")):
-                    assert resolve(body, seg.pointer) == call.arguments
-                continue
-        if not seg.pieces:
-            loc = seg.locate(0, len(seg.text))
-            assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text, seg
-            continue
-        covered = 0
-        for piece in seg.pieces:
-            assert piece.offset == covered, "pieces must cover the text in order"
-            loc = seg.locate(piece.offset, piece.offset + piece.length)
-            assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text[covered:covered + piece.length]
-            covered += piece.length
-        assert covered == len(seg.text)
 
 
 def summary(exchange: Exchange, phase: Phase | None = None) -> list[tuple[str, str, int, str]]:

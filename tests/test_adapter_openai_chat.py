@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 import pytest
-from conftest import REPO, fixture, sample
+from conftest import REPO, assert_locations_resolve, fixture, sample
 
 from guardrails.adapters import detect_format, read_exchange
 from guardrails.config import Settings
@@ -32,31 +32,6 @@ USER_TURN = {"model": "Qwen/Qwen3-8B", "messages": [{"role": "user", "content": 
 
 def normalize(body: dict[str, Any], format: str | None = None) -> Exchange:
     return read_exchange(body["request"], body.get("response"), format=format)
-
-
-def assert_locations_resolve(body: dict[str, Any], exchange: Exchange) -> None:
-    """Every segment's text, piece by piece, and every tool name is found where it points in the body."""
-    for seg in exchange.segments:
-        call = seg.tool_call
-        if call is not None:
-            named = resolve(body, call.name_pointer)
-            assert named[call.name_offset:call.name_offset + len(call.name)] == call.name, seg
-            if call.arguments_is_object:
-                assert resolve(body, seg.pointer) == call.arguments
-                continue
-            if not seg.text:  # a call without arguments: nothing to point into
-                continue
-        if not seg.pieces:
-            loc = seg.locate(0, len(seg.text))
-            assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text, seg
-            continue
-        covered = 0
-        for piece in seg.pieces:
-            assert piece.offset == covered, "pieces must cover the text in order"
-            loc = seg.locate(piece.offset, piece.offset + piece.length)
-            assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text[covered:covered + piece.length]
-            covered += piece.length
-        assert covered == len(seg.text)
 
 
 def kinds(exchange: Exchange) -> list[tuple[str, str, int, Phase]]:

@@ -7,8 +7,8 @@ import random
 from typing import Any
 
 import pytest
-from conftest import REPO, fixture, sample
-from test_adapter_openai_chat import assert_locations_resolve, mutated
+from conftest import REPO, assert_locations_resolve, fixture, sample
+from test_adapter_openai_chat import mutated
 
 from guardrails.adapters import detect_format, read_exchange
 from guardrails.adapters.openai_responses import OpenAIResponsesAdapter
