@@ -93,6 +93,8 @@ class Engine:
         # Detectors are built per policy: let them find files kept in their bundle (judge prompts...).
         services = dataclasses.replace(services, extra={**services.extra, "policy_dir": policy.path})
         self.registry, self.services = registry, services
+        # Looked up for every finding, history included: a dict, not a scan of the policy.
+        self._detector_actions = {d.name: d.action for d in policy.detectors if d.action is not None}
         for config in policy.detectors:
             if not config.enabled:
                 continue
@@ -150,10 +152,8 @@ class Engine:
     def _action_for(self, finding: Finding) -> Action:
         if finding.category is Category.DETECTOR_ERROR:
             return self.policy.on_detector_error
-        config = self.policy.detector(finding.detector)
-        if config is not None and config.action is not None:
-            return config.action
-        return DEFAULT_ACTION_BY_SEVERITY[finding.severity]
+        action = self._detector_actions.get(finding.detector)
+        return action if action is not None else DEFAULT_ACTION_BY_SEVERITY[finding.severity]
 
     def _run_segment_detector(self, slot: _Slot, segments: list[Segment], timings: dict[str, float]) -> list[Finding]:
         detector = slot.detector
