@@ -40,25 +40,27 @@ def _result(step: int, salt: str = "") -> str:
         {"id": f"R{step}-{i}", "price_eur": 100 + 7 * i + step, "note": f"Option {i} for {city}"} for i in range(3)]})
 
 
-def session_step(step: int, salt: str = "") -> dict[str, Any]:
+def session_step(step: int, salt: str = "", rotation: int = 0) -> dict[str, Any]:
     """The check body a gateway sends at agent step `step` (1-based): the whole history plus the new response.
 
-    `salt` makes a distinct session with the same shape, so caches can be measured cold.
+    `salt` makes a distinct session with the same shape, so caches can be measured cold. `rotation` shifts
+    which of the three tools each step calls, so that comparisons between steps can give both the same mix.
     """
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "You are a travel agent. Use the tools; never invent prices."},
         {"role": "user", "content": f"Plan a ten-city winter trip from Berlin and email me the plan. {salt}".strip()},
     ]
     for past in range(1, step):
-        name, args = _call(past)
-        messages.append({"role": "assistant", "content": None, "reasoning": _reasoning(past, salt), "tool_calls": [
+        name, args = _call(past + rotation)
+        messages.append({"role": "assistant", "content": None, "reasoning": _reasoning(past + rotation, salt),
+                         "tool_calls": [
             {"id": f"call-{past}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]})
-        messages.append({"role": "tool", "tool_call_id": f"call-{past}", "content": _result(past, salt)})
-    name, args = _call(step)
+        messages.append({"role": "tool", "tool_call_id": f"call-{past}", "content": _result(past + rotation, salt)})
+    name, args = _call(step + rotation)
     response = {
         "id": f"chatcmpl-{step}", "object": "chat.completion", "created": 1767225600, "model": "Qwen/Qwen3-8B",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "stop_reason": None, "message": {
-            "role": "assistant", "content": None, "reasoning": _reasoning(step, salt),
+            "role": "assistant", "content": None, "reasoning": _reasoning(step + rotation, salt),
             "tool_calls": [{"id": f"call-{step}", "type": "function",
                             "function": {"name": name, "arguments": json.dumps(args)}}]}}],
         "usage": {"prompt_tokens": 300 * step, "completion_tokens": 80, "total_tokens": 300 * step + 80,

@@ -70,10 +70,10 @@ class ToolLoopDetector(Detector):
             severity = Severity.HIGH if len(exact) + 1 >= 2 * self.max_repeats else Severity.MEDIUM
             return self._finding(segment, calls, exact, f"{current[0]!r} called {len(exact) + 1} times with the "
                                  "same arguments", severity, "repeat")
-        near = [i for i in earlier if signatures[i][0] == current[0] and self._similar(signatures[i][1], current[1])]
+        near = self._near_repeats(signatures, position)
         if len(near) + 1 >= self.max_near_repeats:
-            return self._finding(segment, calls, near, f"{current[0]!r} called {len(near) + 1} times with nearly "
-                                 "the same arguments", Severity.MEDIUM, "near_repeat")
+            return self._finding(segment, calls, near, f"{current[0]!r} called at least {len(near) + 1} times with "
+                                 "nearly the same arguments", Severity.MEDIUM, "near_repeat")
         cycle = _cycle(signatures[: position + 1], self.max_cycle_length, self.min_cycle_repeats)
         if cycle:
             names = [signatures[position - cycle + 1 + k][0] for k in range(cycle)]
@@ -82,6 +82,20 @@ class ToolLoopDetector(Detector):
             return self._finding(segment, calls, indices, f"cycle of {names} repeated {repeats} times",
                                  Severity.MEDIUM, "cycle")
         return None
+
+    def _near_repeats(self, signatures: Sequence[tuple[str, str]], position: int) -> list[int]:
+        """Earlier calls of the same tool with nearly the same arguments, newest first, stopping once there
+        are enough for a finding: each comparison is a difflib ratio, and the new call meets the whole
+        window of earlier calls every step."""
+        name, arguments = signatures[position]
+        near: list[int] = []
+        for i in range(position - 1, -1, -1):
+            if signatures[i][0] == name and self._similar(signatures[i][1], arguments):
+                near.append(i)
+                if len(near) + 1 >= self.max_near_repeats:
+                    break
+        near.reverse()
+        return near
 
     def _signature(self, segment: Segment) -> tuple[str, str]:
         call = segment.tool_call

@@ -17,7 +17,7 @@ from typing import Any
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
 from guardrails.detector import Detector, ScanContext, Scope
-from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Severity
 
 # Identifiers inside longer values: e-mail addresses, URLs, and tokens that mix letters and digits.
@@ -67,11 +67,13 @@ class ToolTaintDetector(Detector):
         self.choice_coverage = float(self.settings.get("tool_choice_coverage", 0.6))
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
-        untrusted = [s for s in exchange.segments if s.trust is Trust.UNTRUSTED]
+        untrusted = exchange.untrusted
         if not untrusted or not ctx.segments:
             return []
-        trusted = [normalize(s.text) for s in exchange.segments if s.trust is Trust.TRUSTED]
-        earlier_tools = {s.tool_call.name for s in exchange.segments
+        trusted = [normalize(s.text) for s in exchange.trusted]
+        # One search of all untrusted text rules most values out before the per-segment walk.
+        everything_untrusted = "\x00".join(normalize(s.text) for s in untrusted)
+        earlier_tools = {s.tool_call.name for s in exchange.tool_calls
                          if s.tool_call is not None and s.phase is Phase.REQUEST}
         findings: list[Finding] = []
         for segment in ctx.segments:
@@ -79,6 +81,8 @@ class ToolTaintDetector(Detector):
             if call is None:
                 continue
             for path, needle in self._needles(call.arguments):
+                if needle not in everything_untrusted:
+                    continue
                 planted = _find(needle, untrusted, trusted)
                 if planted is not None and (planted.in_prose or self.report_data_fields):
                     findings.append(self._argument_finding(segment, call.name, path, needle, planted))

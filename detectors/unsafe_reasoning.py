@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import yaml
 
 from detectors.prompt_injection import PromptInjectionDetector
 from guardrails.detector import Detector, ScanContext, Scope, Services
-from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Hit, Severity
 
 RULES_FILE = Path(__file__).parent / "data" / "unsafe_reasoning.yml"
@@ -162,14 +161,16 @@ class UnsafeReasoningDetector(Detector):
         self.decided_against = bool(self.settings.get("decided_against", True))
         self.min_overlap = int(self.settings.get("hijack_min_overlap", 3))
         self._injection = PromptInjectionDetector()
-        self._cache: OrderedDict[str, list[tuple[ReasoningRule, int, int]]] = OrderedDict()
-        self._planted_cache: OrderedDict[tuple[Any, str], list[tuple[Hit, set[str]]]] = OrderedDict()
+        # Plain dicts evicted first-in-first-out: every history segment is looked up every step, and an
+        # LRU's reordering would cost more than the rare re-analysis of an evicted text.
+        self._cache: dict[str, list[tuple[ReasoningRule, int, int]]] = {}
+        self._planted_cache: dict[tuple[Any, str], list[tuple[Hit, set[str]]]] = {}
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         reasoning = [s for s in ctx.segments if s.kind is SegmentKind.REASONING]
         if not reasoning:
             return []
-        user_text = " ".join(s.text for s in exchange.segments if s.kind is SegmentKind.USER).lower()
+        user_text = " ".join(s.text for s in exchange.trusted if s.kind is SegmentKind.USER).lower()
         findings: list[Finding] = []
         for segment in reasoning:
             for rule, start, end in self.rule_matches(segment.text):
@@ -193,7 +194,6 @@ class UnsafeReasoningDetector(Detector):
         """(rule, start, end) of each matching sentence; cached per text."""
         cached = self._cache.get(text)
         if cached is not None:
-            self._cache.move_to_end(text)
             return cached
         rs = self.ruleset
         sentences = list(_sentences(text))
@@ -220,16 +220,14 @@ class UnsafeReasoningDetector(Detector):
         matches = [found[i] for i in sorted(found)]
         self._cache[text] = matches
         if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+            del self._cache[next(iter(self._cache))]
         return matches
 
     # --- goal hijack ----------------------------------------------------------------------------------
     def _goal_hijacks(self, exchange: Exchange, reasoning: list[Segment], user_text: str) -> list[Finding]:
         user_words = set(_WORD.findall(user_text))
         planted: list[tuple[Segment, Hit, set[str]]] = []
-        for source in exchange.segments:
-            if source.trust is not Trust.UNTRUSTED:
-                continue
+        for source in exchange.untrusted:
             for hit, sentence_words in self._planted_instructions(source):
                 words = sentence_words - user_words
                 if len(words) >= self.min_overlap:
@@ -267,7 +265,7 @@ class UnsafeReasoningDetector(Detector):
                       for hit in self._injection.analyze(source) if hit.start is not None and hit.end is not None]
             self._planted_cache[key] = cached
             if len(self._planted_cache) > CACHE_SIZE:
-                self._planted_cache.popitem(last=False)
+                del self._planted_cache[next(iter(self._planted_cache))]
         return cached
 
     # --- decided against, then did it --------------------------------------------------------------------

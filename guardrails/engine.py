@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,27 @@ class SegmentCache:
 
     def __len__(self) -> int:
         return len(self._order)
+
+
+class PlacedFindings:
+    """Findings placed for a segment object, by identity, bounded first-in-first-out.
+
+    The history memo hands back the same `Segment` objects while a session's history is unchanged; their
+    findings (same pointer, same text) are then reused instead of re-created. Each entry keeps its segment
+    alive, so an id cannot be reused while its entry exists; the identity check guards the rest.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[int, tuple[Segment, tuple[tuple[int, list[Finding]], ...]]] = {}
+
+    def get(self, key: int) -> tuple[Segment, tuple[tuple[int, list[Finding]], ...]] | None:
+        return self._entries.get(key)
+
+    def put(self, key: int, entry: tuple[Segment, tuple[tuple[int, list[Finding]], ...]]) -> None:
+        self._entries[key] = entry
+        if len(self._entries) > self.max_entries:
+            del self._entries[next(iter(self._entries))]
 
 
 @dataclass(slots=True)
@@ -112,6 +133,9 @@ class Engine:
                 scope = _narrow_to_rails(scope, config, policy.path)
             self.slots.append(_Slot(detector, config, scope, id(detector)))
         # Custom Colang flows run on NeMo's runtime, built once per policy version; built-in flows never do.
+        self._segment_slots = [i for i, slot in enumerate(self.slots) if isinstance(slot.detector, SegmentDetector)]
+        self._segment_scopes = [(i, self.slots[i].scope) for i in self._segment_slots]
+        self._placed = PlacedFindings(self.cache.max_entries)
         self.colang: Any = None
         if policy.rails.has_custom_flows:
             from guardrails.colang.bridge import ColangRails
@@ -124,15 +148,14 @@ class Engine:
         per_slot: list[list[Finding]] = [[] for _ in self.slots]
         pending: list[tuple[int, asyncio.Task[list[Finding]]]] = []
         select = _Selector(exchange)
+        self._run_segment_detectors(select, per_slot, timings)
         for i, slot in enumerate(self.slots):
-            segments = select(slot.scope)
             if isinstance(slot.detector, SegmentDetector):
-                per_slot[i] = self._run_segment_detector(slot, segments, timings)
-            elif getattr(slot.detector, "io_bound", False):
-                ctx = ScanContext(segments=segments, signals=signals, policy_id=self.policy.id)
+                continue
+            ctx = ScanContext(segments=select(slot.scope), signals=signals, policy_id=self.policy.id)
+            if getattr(slot.detector, "io_bound", False):
                 pending.append((i, asyncio.ensure_future(self._run_io(slot, exchange, ctx, timings))))
             else:
-                ctx = ScanContext(segments=segments, signals=signals, policy_id=self.policy.id)
                 per_slot[i] = await self._run_inline(slot, exchange, ctx, timings)
         for i, task in pending:
             per_slot[i] = await task
@@ -155,29 +178,56 @@ class Engine:
         action = self._detector_actions.get(finding.detector)
         return action if action is not None else DEFAULT_ACTION_BY_SEVERITY[finding.severity]
 
-    def _run_segment_detector(self, slot: _Slot, segments: list[Segment], timings: dict[str, float]) -> list[Finding]:
-        detector = slot.detector
-        assert isinstance(detector, SegmentDetector)
-        started = time.perf_counter()
-        findings: list[Finding] = []
-        cache = self.cache
-        try:
-            for segment in segments:
-                key = (slot.key, segment.kind, segment.trust)
-                table = cache.table(key)
-                hits = table.get(segment.text)
-                if hits is None:
-                    cache.misses += 1
-                    hits = detector.analyze(segment)
-                    cache.put(key, table, segment.text, hits)
-                else:
-                    cache.hits += 1
-                for hit in hits:
-                    findings.append(detector.finding(segment, hit))
-        except Exception as exc:
-            findings = [_error_finding(slot, exc)]
-        timings[detector.name] = _ms(started)
-        return findings
+    def _run_segment_detectors(self, select: _Selector, per_slot: list[list[Finding]],
+                               timings: dict[str, float]) -> None:
+        """Run every segment detector, walking the segments once.
+
+        A segment resent unchanged (the history memo hands back the very same object) gets the findings
+        placed for it last time: step N of a session costs its new segments, not its whole history.
+        """
+        slots = self._segment_slots
+        if not slots:
+            return
+        spent = dict.fromkeys(slots, 0.0)
+        failed: dict[int, BaseException] = {}
+        placed, cache = self._placed, self.cache
+        clock = time.perf_counter
+        for segment, slots_here in select.per_segment(self._segment_scopes):
+            entry = placed.get(id(segment))
+            if entry is not None and entry[0] is segment:
+                for i, found in entry[1]:
+                    per_slot[i].extend(found)
+                continue
+            placed_here: list[tuple[int, list[Finding]]] = []
+            for i in slots_here:
+                if i in failed:
+                    continue
+                detector = self.slots[i].detector
+                started = clock()
+                try:
+                    table = cache.table((self.slots[i].key, segment.kind, segment.trust))
+                    hits = table.get(segment.text)
+                    if hits is None:
+                        cache.misses += 1
+                        hits = detector.analyze(segment)  # type: ignore[attr-defined]
+                        cache.put((self.slots[i].key, segment.kind, segment.trust), table, segment.text, hits)
+                    else:
+                        cache.hits += 1
+                    found = [detector.finding(segment, hit) for hit in hits]
+                except Exception as exc:
+                    failed[i] = exc
+                    continue
+                finally:
+                    spent[i] += clock() - started
+                if found:
+                    placed_here.append((i, found))
+                    per_slot[i].extend(found)
+            if not failed:
+                placed.put(id(segment), (segment, tuple(placed_here)))
+        for i in slots:
+            if i in failed:
+                per_slot[i] = [_error_finding(self.slots[i], failed[i])]
+            timings[self.slots[i].detector.name] = round(spent[i] * 1000, 3)
 
     async def _run_inline(self, slot: _Slot, exchange: Exchange, ctx: ScanContext,
                           timings: dict[str, float]) -> list[Finding]:
@@ -208,15 +258,29 @@ class _Selector:
     def __init__(self, exchange: Exchange) -> None:
         self.segments = exchange.segments
         self.signatures = [(s.kind, s.trust, s.phase) for s in exchange.segments]
-        self.distinct = set(self.signatures)
+        self.positions: dict[tuple[Any, Any, Any], list[int]] = {}
+        for position, sig in enumerate(self.signatures):
+            self.positions.setdefault(sig, []).append(position)
+        self.distinct = self.positions.keys()
 
     def __call__(self, scope: Scope) -> list[Segment] | tuple[Segment, ...]:
-        allowed = {sig for sig in self.distinct if _scope_allows(scope, sig)}
+        allowed = [sig for sig in self.distinct if _scope_allows(scope, sig)]
         if len(allowed) == len(self.distinct):
             return self.segments
         if not allowed:
             return []
-        return [seg for seg, sig in zip(self.segments, self.signatures, strict=True) if sig in allowed]
+        positions = self.positions[allowed[0]] if len(allowed) == 1 else sorted(
+            p for sig in allowed for p in self.positions[sig])
+        segments = self.segments
+        return [segments[p] for p in positions]
+
+    def per_segment(self, scopes: list[tuple[int, Scope]]) -> Iterator[tuple[Segment, tuple[int, ...]]]:
+        """Each segment with the indices of the scopes that select it (segments no scope selects skipped)."""
+        chosen = {sig: tuple(i for i, scope in scopes if _scope_allows(scope, sig)) for sig in self.distinct}
+        for segment, sig in zip(self.segments, self.signatures, strict=True):
+            indices = chosen[sig]
+            if indices:
+                yield segment, indices
 
 
 def _scope_allows(scope: Scope, sig: tuple[Any, Any, Any]) -> bool:

@@ -184,6 +184,23 @@ class Exchange:
     context: CallerContext
     has_response: bool
     raw_output: str | None = None  # raw model text the gateway may add (see tool_call_leak)
+    # Views several detectors walk; built once here rather than by each of them over the whole history.
+    trusted: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
+    untrusted: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
+    tool_calls: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        trusted, untrusted, calls = [], [], []
+        for s in self.segments:
+            if s.trust is Trust.TRUSTED:
+                trusted.append(s)
+            elif s.trust is Trust.UNTRUSTED:
+                untrusted.append(s)
+            if s.kind is SegmentKind.TOOL_CALL:
+                calls.append(s)
+        object.__setattr__(self, "trusted", tuple(trusted))
+        object.__setattr__(self, "untrusted", tuple(untrusted))
+        object.__setattr__(self, "tool_calls", tuple(calls))
 
     @property
     def phase(self) -> Phase:
@@ -191,7 +208,3 @@ class Exchange:
 
     def of_kind(self, *kinds: SegmentKind) -> Iterator[Segment]:
         return (s for s in self.segments if s.kind in kinds)
-
-    @property
-    def tool_calls(self) -> list[Segment]:
-        return [s for s in self.segments if s.kind is SegmentKind.TOOL_CALL]

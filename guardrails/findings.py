@@ -84,8 +84,16 @@ class Finding:
     score: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     action: Action | None = None  # filled by the policy when the detector leaves it open
+    # The engine reuses the findings of history segments from step to step: serialize each once.
+    _as_dict: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape; computed once, after the action is set. Callers must not mutate it."""
+        if self._as_dict is None or self._as_dict["action"] != (self.action or Action.ALLOW).value:
+            self._as_dict = self._dict()
+        return self._as_dict
+
+    def _dict(self) -> dict[str, Any]:
         location: dict[str, Any] = {"pointer": self.pointer}
         if self.start is not None:
             location["start"] = self.start

@@ -118,7 +118,7 @@ def test_request_history_leaks_are_not_reported_by_default() -> None:
                                        {"role": "user", "content": "and Rome?"}]}
     _, exchange, findings = check(request, chat_response("It is sunny."))
     assert findings == []
-    assert exchange.tool_calls == []  # history is not re-parsed either
+    assert exchange.tool_calls == ()  # history is not re-parsed either
 
 
 def test_streamed_content_leak_resolves_across_chunks() -> None:
@@ -139,7 +139,7 @@ def test_plain_prose_and_code_are_not_leaks() -> None:
     prose = ("The weather in Paris is sunny [source](https://example.com). In Python, use "
              "`requests.get(url)` and a list like [1, 2, 3]; {\"name\": \"Alice\", \"age\": 3} is JSON.")
     _, exchange, findings = check(REQUEST, chat_response(prose))
-    assert findings == [] and exchange.tool_calls == []
+    assert findings == [] and exchange.tool_calls == ()
     assert [s.kind for s in exchange.segments] == [SegmentKind.USER, SegmentKind.ASSISTANT]
 
 
