@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from guardrails.adapters import read_exchange
+from guardrails.adapters import HistoryMemo, read_exchange
 from guardrails.detector import Detector, DetectorRegistry, ScanContext, Scope, SegmentDetector
 from guardrails.engine import Engine
 from guardrails.exchange import Exchange, Segment, SegmentKind
@@ -148,3 +148,54 @@ def test_unknown_detector_in_policy_is_a_policy_error(tmp_path: Path) -> None:
 
 def test_detectors_are_discovered_through_entry_points() -> None:
     assert "tool_undeclared" in DetectorRegistry.from_entry_points()
+
+
+class FailsOnRome(SegmentDetector):
+    """Raises on one text; flags 'Paris' like CountingWords."""
+
+    name = "fails_on_rome"
+    category = Category.CONTENT
+    default_scope = Scope(kinds=frozenset({SegmentKind.USER}))
+    calls: ClassVar[list[str]] = []
+
+    def analyze(self, segment: Segment) -> list[Hit]:
+        FailsOnRome.calls.append(segment.text)
+        if "Rome" in segment.text:
+            raise ValueError("no Rome today")
+        at = segment.text.find("Paris")
+        return [Hit("Paris mentioned", at, at + 5, Severity.MEDIUM)] if at >= 0 else []
+
+
+def test_unchanged_history_reuses_its_placed_findings(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path, "detectors:\n  counting: {}\n")
+    engine, memo = Engine(policy, registry()), HistoryMemo()
+    history = [{"role": "user", "content": f"turn {i} about Paris"} for i in range(3)]
+    first = asyncio.run(engine.run(read_exchange({"messages": history}, None, memo=memo)))
+    history.append({"role": "user", "content": "Paris again, new turn"})
+    second = asyncio.run(engine.run(read_exchange({"messages": history}, None, memo=memo)))
+    # The three unchanged turns hand back the very findings of the first check; the new turn gets its own.
+    assert [id(f) for f in second.findings[:3]] == [id(f) for f in first.findings]
+    assert [f.pointer for f in second.findings] == [f"/request/messages/{i}/content" for i in range(4)]
+    # An edited earlier turn is a new segment: its finding is placed again, in the edited text.
+    history[1] = {"role": "user", "content": "edited: Paris"}
+    third = asyncio.run(engine.run(read_exchange({"messages": history}, None, memo=memo)))
+    body = {"request": {"messages": history}}
+    assert third.findings[1] is not second.findings[1]
+    assert all(resolve(body, f.pointer)[f.start:f.end] == "Paris" for f in third.findings)
+    assert third.findings[1].start == len("edited: ")
+
+
+def test_segment_detector_failure_is_reported_and_retried(tmp_path: Path) -> None:
+    reg = registry()
+    reg.register(FailsOnRome)
+    policy = make_policy(tmp_path, "detectors:\n  fails_on_rome: {}\n  counting: {}\n")
+    engine, memo = Engine(policy, reg), HistoryMemo()
+    messages = [{"role": "user", "content": "Paris first"}, {"role": "user", "content": "then Rome"}]
+    FailsOnRome.calls.clear()
+    for _ in range(2):
+        result = asyncio.run(engine.run(read_exchange({"messages": messages}, None, memo=memo)))
+        by_detector = {f.detector: f for f in result.findings}
+        assert by_detector["fails_on_rome"].category is Category.DETECTOR_ERROR
+        assert "no Rome today" in by_detector["fails_on_rome"].message
+        assert by_detector["counting"].pointer == "/request/messages/0/content"  # the others still ran
+    assert FailsOnRome.calls.count("then Rome") == 2  # a failure is not remembered as "no hits"

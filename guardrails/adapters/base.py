@@ -116,8 +116,10 @@ class ExchangeBuilder:
             read_one(items[index], index)
             ends.append(len(self.segments))
         if self.memo is not None:
+            # A copy of the list: a caller may append to the same list for its next check. The items
+            # themselves are compared by equality, so an embedding app must not edit them in place.
             self.memo.put((self.format, pointer, self.context.session_id),
-                          (items, ends, self.segments[start:], start))
+                          (list(items), ends, self.segments[start:], start))
 
     # --- segments -------------------------------------------------------------------------------
     def text(
