@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,15 +72,12 @@ class PlacedFindings:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: dict[int, tuple[Segment, tuple[tuple[int, list[Finding]], ...]]] = {}
-
-    def get(self, key: int) -> tuple[Segment, tuple[tuple[int, list[Finding]], ...]] | None:
-        return self._entries.get(key)
+        self.entries: dict[int, tuple[Segment, tuple[tuple[int, list[Finding]], ...]]] = {}
 
     def put(self, key: int, entry: tuple[Segment, tuple[tuple[int, list[Finding]], ...]]) -> None:
-        self._entries[key] = entry
-        if len(self._entries) > self.max_entries:
-            del self._entries[next(iter(self._entries))]
+        self.entries[key] = entry
+        if len(self.entries) > self.max_entries:
+            del self.entries[next(iter(self.entries))]
 
 
 @dataclass(slots=True)
@@ -191,9 +188,10 @@ class Engine:
         spent = dict.fromkeys(slots, 0.0)
         failed: dict[int, BaseException] = {}
         placed, cache = self._placed, self.cache
+        seen = placed.entries
         clock = time.perf_counter
         for segment, slots_here in select.per_segment(self._segment_scopes):
-            entry = placed.get(id(segment))
+            entry = seen.get(id(segment))
             if entry is not None and entry[0] is segment:
                 for i, found in entry[1]:
                     per_slot[i].extend(found)
@@ -257,7 +255,7 @@ class _Selector:
 
     def __init__(self, exchange: Exchange) -> None:
         self.segments = exchange.segments
-        self.signatures = [(s.kind, s.trust, s.phase) for s in exchange.segments]
+        self.signatures = [s.signature for s in exchange.segments]
         self.positions: dict[tuple[Any, Any, Any], list[int]] = {}
         for position, sig in enumerate(self.signatures):
             self.positions.setdefault(sig, []).append(position)
@@ -274,13 +272,11 @@ class _Selector:
         segments = self.segments
         return [segments[p] for p in positions]
 
-    def per_segment(self, scopes: list[tuple[int, Scope]]) -> Iterator[tuple[Segment, tuple[int, ...]]]:
-        """Each segment with the indices of the scopes that select it (segments no scope selects skipped)."""
+    def per_segment(self, scopes: list[tuple[int, Scope]]) -> list[tuple[Segment, tuple[int, ...]]]:
+        """Each segment with the indices of the scopes that select it (segments no scope selects left out)."""
         chosen = {sig: tuple(i for i, scope in scopes if _scope_allows(scope, sig)) for sig in self.distinct}
-        for segment, sig in zip(self.segments, self.signatures, strict=True):
-            indices = chosen[sig]
-            if indices:
-                yield segment, indices
+        return [(segment, chosen[sig]) for segment, sig in zip(self.segments, self.signatures, strict=True)
+                if chosen[sig]]
 
 
 def _scope_allows(scope: Scope, sig: tuple[Any, Any, Any]) -> bool:

@@ -83,6 +83,11 @@ class Segment:
     tool_call_id: str | None = None  # for tool results: the call they answer
     tool_name: str | None = None  # for tool results, when the API names the tool
     source: str = ""  # free-form origin hint, e.g. "think_tag", "reasoning_content"
+    # (kind, trust, phase): what detector scopes select on, built once since history segments are reused.
+    signature: tuple[SegmentKind, Trust, Phase] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signature", (self.kind, self.trust, self.phase))
 
     @property
     def end(self) -> int:
