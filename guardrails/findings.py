@@ -86,12 +86,22 @@ class Finding:
     action: Action | None = None  # filled by the policy when the detector leaves it open
     # The engine reuses the findings of history segments from step to step: serialize each once.
     _as_dict: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _as_record: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON shape; computed once, after the action is set. Callers must not mutate it."""
         if self._as_dict is None or self._as_dict["action"] != (self.action or Action.ALLOW).value:
             self._as_dict = self._dict()
         return self._as_dict
+
+    def to_record(self) -> dict[str, Any]:
+        """The compact form the audit log keeps (no message or evidence); computed once, like `to_dict`."""
+        action = self.action.value if self.action else None
+        if self._as_record is None or self._as_record["action"] != action:
+            self._as_record = {"category": self.category.value, "detector": self.detector,
+                               "severity": self.severity.value, "action": action, "pointer": self.pointer,
+                               "start": self.start, "end": self.end, "score": self.score}
+        return self._as_record
 
     def _dict(self) -> dict[str, Any]:
         location: dict[str, Any] = {"pointer": self.pointer}

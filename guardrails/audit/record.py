@@ -57,7 +57,7 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
         "usage": usage,
         "finish_reason": gen.finish_reason,
         "verdict": result.verdict.value,
-        "findings": [_finding(f) for f in result.findings],
+        "findings": [f.to_record() for f in result.findings],
         "timings_ms": {
             "normalize": outcome.response.get("timings_ms", {}).get("normalize"),
             "detectors": dict(result.timings_ms),
@@ -70,19 +70,6 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
     if content != "none":
         record["content"] = {"mode": content, "segments": _content(exchange, result.findings, content)}
     return record
-
-
-def _finding(f: Finding) -> dict[str, Any]:
-    return {
-        "category": f.category.value,
-        "detector": f.detector,
-        "severity": f.severity.value,
-        "action": f.action.value if f.action else None,
-        "pointer": f.pointer,
-        "start": f.start,
-        "end": f.end,
-        "score": f.score,
-    }
 
 
 def _content(exchange: Exchange, findings: list[Finding], mode: str) -> list[dict[str, Any]]:
