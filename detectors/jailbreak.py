@@ -5,10 +5,12 @@ override, persona (DAN-style) and role-play override, developer/system mode, ref
 authority impersonation, secret or system-prompt extraction, encoded payloads (base64, rot13, hex, binary,
 Morse, reversed text, pig latin, leetspeak), many-shot priming, repeated-token attacks and dual-response
 formats; plus ethics exemptions, role-play cards, long persona preambles, token smuggling (payload
-splitting), secret requests and fake system turns. Each rule carries a weight; a message is flagged
-when the weights of the distinct rules it trips add up to `threshold` (default 1.0), so one weak cue
-("pretend to be", "hypothetical world") never flags alone. Every tripped rule is reported with its own
-offsets. A trie-shaped keyword regex decides in one pass which rules can match at all, so a benign
+splitting), secret requests, fake system turns, forgotten context, indifference to ethics, lifted restrictions,
+named modes, prompt-template placeholders, secrets asked for in disguise and harmful asks inside a frame. Each
+rule carries a weight; a message is flagged when the weights of the distinct rules it trips add up to
+`threshold` (default 1.0), so one weak cue ("pretend to be", "hypothetical world") never flags alone. A learned
+cue (detectors/jailbreak_model.py) adds or subtracts weight on long messages. Every tripped rule is reported
+with its own offsets. A trie-shaped keyword regex decides in one pass which rules can match at all, so a benign
 message costs tens of microseconds.
 """
 
@@ -19,8 +21,10 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from detectors import jailbreak_model
 from detectors.prompt_injection import OVERRIDE_PATTERN
 from guardrails.detector import Scope, SegmentDetector, Services
 from guardrails.exchange import Segment, SegmentKind
@@ -134,7 +138,15 @@ _LIMITS = (
     r"morality|moral\s+(?:guidelines|compass|standards|principles|constraints|code)|boundaries|confines|"
     r"(?:content\s+)?polic(?:y|ies)|safeguards|constraints|programming|restraints|regulations)"
 )
-_AI = r"(?:ai|a\.i\.|chatbot|bot|assistant|model|language\s+model|llm|version|persona|character|entity|gpt)"
+_AI = (r"(?:ai|a\.i\.|chatbot|bot|assistant|model|language\s+model|llm|persona|character|entity|gpt"
+       r"|version(?=\s+of\s+(?:you|yourself|chatgpt|gpt|the\s+ai|the\s+assistant|this\s+(?:ai|assistant|model))))")
+
+# "developer mode on my Android phone", "god mode in Skyrim": a device's or a game's mode, not the model's
+_DEVICE_CONTEXT = (
+    r"[^.\n?!]{0,40}\b(?:on|in|for|of)\s+(?:my|the|your|an?|this|our)?\s*(?:\w+\s+)?(?:android|iphone|ipad|ios|phone|"
+    r"pixel|samsung|chrome|chromebook|edge|firefox|browser|windows|macos|mac|device|tv|console|xbox|playstation|ps\d|"
+    r"switch|router|tablet|laptop|pc|computer|app|extension|game|minecraft|skyrim|gta)\b"
+)
 
 RULES: tuple[Rule, ...] = (
     # --- instruction override -------------------------------------------------------------------
@@ -166,9 +178,16 @@ RULES: tuple[Rule, ...] = (
          r"their\s+|your\s+|ethical\s+or\s+|moral\s+or\s+|(?:openai|chatgpt|anthropic)'?s?\s+|"
          r"(?:remorse|laws?|legality|virtues?|consequences),?\s+(?:or\s+|and\s+)?)*" + _LIMITS + r"\b",
          0.6, "claims the model has no rules or limits"),
-    rule("stay_in_character", "role_play_override", "character",
+    rule("stay_in_character", "role_play_override", "character|role|persona|act|part",
          r"\b(?:stay|remain|keep|staying)\s+in\s+character\b|\b(?:never|don't|do\s+not|not)\s+break\s+"
-         r"(?:out\s+of\s+)?character\b|\bbreak(?:ing)?\s+character\b",
+         r"(?:out\s+of\s+)?character\b|\bbreak(?:ing)?\s+character\b"
+         r"|\b(?:stay|remain|staying)\s+in\s+(?:the\s+|this\s+|your\s+)?(?:role|persona)\b"
+         r"|\bkeep\s+to\s+(?:the|this|your)\s+(?:role|persona|character)\b"
+         r"|\bkeep\s+(?:up\s+)?(?:the|this|your)\s+(?:act|role|persona|character)(?:\s+up)?\b"
+         r"|\b(?:never|don't|do\s+not)\s+(?:leave|drop|exit|abandon|step\s+out\s+of)\s+(?:the\s+|this\s+|your\s+)?"
+         r"(?:role|persona|character)\b|\balways\s+act\s+the\s+part\b"
+         r"|\b(?:keep|maintain)\s+(?:all\s+)?(?:your\s+)?(?:responses|replies|answers)\s+in\s+(?:the\s+)?"
+         r"(?:role|character|persona)\b",
          0.6, "demands the model never leaves a role"),
     rule("role_assignment", "role_play_override",
          "you are going|you are about|you're going|you're about|you will|from now on|want you to|you must now|"
@@ -179,12 +198,14 @@ RULES: tuple[Rule, ...] = (
          r"pretend|roleplay|role-play|behave|simulate|immerse|emulate|impersonate|become|play|be\s+(?:a|an|my|in))\b"
          r"|\b(?:you(?:'re|\s+are)\s+(?:now\s+)?in|take\s+on|assume)\s+the\s+role\s+of\b|\byour\s+name\s+is\s+now\b"
          r"|\bimmerse\s+yourself\b|\b(?:let'?s|we\s+will|we're\s+going\s+to)\s+(?:\w+\s+){0,2}(?:role-?\s?play)\b"
-         r"|\bpretend\s+(?:to\s+be|you\s+are|that\s+you)\b"
+         r"|\bpretend\s+(?:to\s+be|you(?:'re|\s+are)|that\s+you)\b"
          r"|\b(?:take\s+(?:up|on)|adopt|assum(?:e|ing)|transitions?\s+into)\s+the\s+(?:role|persona|identity|character)"
          r"\s+of\b|\b(?:transform|turn)\s+(?:yourself\s+)?into\b|\bpersonify\b"
          r"|\b(?:from\s+now\s+on|from\s+this\s+(?:moment|point)(?:\s+on)?|now),?\s+you(?:'re|\s+are)\s+(?!going\b)"
          r"|\byou\s+(?:will|shall)\s+(?:now\s+)?(?:be\s+(?:playing\s+)?(?:as\s+)?|respond\s+(?:\w+\s+){0,5}?as\s+)"
-         r"(?-i:[A-Z\"'])",
+         r"(?-i:[A-Z\"'])"
+         r"|\byou(?:'re|\s+are)\s+now\s+(?:a|an|the|my|called|named|known\s+as|(?-i:[A-Z\"'“]))"
+         r"|\byou\s+(?:will|shall)\s+(?:now\s+)?be\s+(?:called|named|known\s+as)\b",
          0.6, "assigns the model a new role"),
     rule("dual_response", "role_play_override", "two|2|both|🔒|🔓|another",
          r"\b(?:two|2|both)\s+(?:different\s+|separate\s+|distinct\s+)?(?:responses|answers|ways|outputs|replies)"
@@ -195,7 +216,8 @@ RULES: tuple[Rule, ...] = (
     # --- developer / system mode -----------------------------------------------------------------
     rule("developer_mode", "developer_mode", "mode",
          r"\b(?:developer|god|jailbreak|unrestricted|unfiltered|uncensored|evil|amoral|dan|opposite|chaos)\s+"
-         r"mode\b|<\s*system\s+mode\s*>|\b(?:enabl|enter|activat|simulat|switch|initiat|engag)\w*\s+(?:to\s+|"
+         r"mode\b(?!" + _DEVICE_CONTEXT + r")"
+         r"|<\s*system\s+mode\s*>|\b(?:enabl|enter|activat|simulat|switch|initiat|engag)\w*\s+(?:to\s+|"
          r"into\s+)?(?:\w+\s+){0,2}(?:debug|admin|sudo|override|maintenance|root|system)\s+mode\b",
          1.0, "claims a developer, god or override mode"),
     # --- refusal suppression -----------------------------------------------------------------------
@@ -211,15 +233,22 @@ RULES: tuple[Rule, ...] = (
          r"\s+(?:adds?|includes?|gives?|uses?|writes?|sends?))\s+(?:any\s+)?(?:\w+\s+)?(?:warnings?|disclaimers?|caveats|"
          r"moraliz\w+|lectur\w+|apolog\w+|reminders?)\b",
          0.6, "forbids warnings or disclaimers"),
-    rule("no_matter_what", "refusal_suppression", "regardless|no matter|even if",
+    rule("no_matter_what", "refusal_suppression", "regardless|no matter|even if|whether|be it|be they",
          r"\b(?:regardless|no\s+matter)\s+(?:of\s+)?(?:how\s+|whether\s+|if\s+)?(?:it(?:'s|\s+is)\s+)?"
          r"(?:unethical|immoral|illegal|harmful|dangerous|offensive|inappropriate|explicit|legal|ethical|moral|"
          r"the\s+(?:consequences|legality|morality|ethics))\b|\bregardless\s+of\s+(?:any\s+)?(?:ethical|moral|legal)\b|\beven\s+if\s+(?:it(?:'s|\s+is)|they\s+are)\s+"
-         r"(?:illegal|unethical|immoral|harmful|dangerous|offensive|inappropriate)\b",
+         r"(?:illegal|unethical|immoral|harmful|dangerous|offensive|inappropriate)\b"
+         r"|\b(?:whether|be\s+it|be\s+they)\s+(?:it(?:'s|s|\s+is|\s+was)\s+|they(?:'re|\s+are)\s+)?(?:legal\s+or\s+"
+         r"illegal|illegal\s+or\s+legal|ethical\s+or\s+unethical|unethical\s+or\s+ethical|moral\s+or\s+immoral|"
+         r"immoral\s+or\s+moral|good\s+or\s+evil|evil\s+or\s+good|harmful\s+or\s+(?:not|harmless))\b"
+         r"|\beven\s+if\s+(?:it|the\s+(?:request|question|answer|content)|doing\s+so|that|they)\s+(?:\w+\s+)?"
+         r"(?:harms?|hurts?|endangers?|kills?|is\s+harmful\s+to|is\s+dangerous\s+to)\s+(?:someone|anyone|people|"
+         r"others|humans|somebody)\b",
          0.6, "insists on answering whatever the harm"),
     rule("policy_defiance", "refusal_suppression",
-         "polic|guideline|filter|safeguard|restriction|ethic|moral|censorship|safety",
-         r"\b(?:ignor|bypass|violat|break|disregard|overrid|circumvent|evad|defy|defi)\w*\s+(?:all\s+|any\s+|the\s+|"
+         "polic|guideline|filter|safeguard|restriction|ethic|moral|censorship|safety|rules",
+         r"\b(?:ignor\w*|bypass\w*|violate|violating|break(?!ing\s+change)|breaking(?!\s+change)|disregard\w*|overrid\w*|"
+         r"circumvent\w*|evad\w*|defy|defies|defying)\s+(?:all\s+|any\s+|the\s+|"
          r"its\s+|your\s+|of\s+)?(?:\w+\s+){0,2}?(?:polic(?:y|ies)|guidelines|filters?|safeguards|restrictions|"
          r"ethics|morals?|censorship|safety\s+(?:measures|protocols|features))\b"
          r"|\b(?:openai|anthropic)'?s?\s+(?:content\s+)?(?:polic(?:y|ies)|guidelines|rules)\b",
@@ -261,12 +290,12 @@ RULES: tuple[Rule, ...] = (
          r"indica\w+|direc\w+|anweisung\w*|consign\w+|istruzion\w+|regl\w+|regeln|vorgaben)"
          r"|이전\s*지시|忽略(?:之前|以上|先前)|以前の指示|(?:игнорир|забудь)\w*\s+(?:\w+\s+)?инструкц",
          1.0, "instruction override in another language"),
-    rule("not_an_ai", "persona", "not an ai|not a language model|not chatgpt|forget that you|no longer",
+    rule("not_an_ai", "persona", "are not|are no longer|forget that you",
          r"\byou\s+are\s+(?:not|no\s+longer)\s+(?:an?\s+)?(?:ai|a\.i\.|language\s+model|chatgpt|assistant|"
          r"bound)\b|\bforget\s+that\s+you\s+are\s+(?:an?\s+)?(?:ai|language\s+model|chatgpt)\b",
          0.6, "tells the model it is not an AI"),
     rule("harm_permission", "refusal_suppression",
-         "illegal|unethical|immoral|harmful|offensive|explicit|nsfw|profan|swear|curse|vulgar",
+         "illegal|unethical|immoral|harmful|offensive|explicit|nsfw|inappropriate|profan|swear|curse|vulgar|slurs",
          r"\b(?:(?:any|all)\s+(?:kind\s+of\s+)?(?:content|request|question|topic)s?|anything|everything)\b[^.\n]{0,60}"
          r"\b(?:illegal|unethical|immoral|harmful|offensive|explicit|nsfw|inappropriate)\b"
          r"|\b(?:illegal|unethical|immoral|harmful|offensive|explicit|nsfw|vulgar)\s+(?:content|activities|requests|"
@@ -277,7 +306,7 @@ RULES: tuple[Rule, ...] = (
     rule("named_persona", "persona", "gpt|chatgpt|persona|act as|you are|answer as|respond as",
          r"\b(?!chatgpt\b|gpt\b)[a-z0-9-]{2,20}gpt\b|\b(?:hi|hello|hey|dear|greetings),?\s+chat\s?gpt\b"
          r"|\b(?:answer|respond|reply|speak|talk|write)\s+(?:only\s+)?(?:as|like)\s+(?:\w+\s+)?(?:would|does)\b"
-         r"|\bact\s+as\s+(?:an?\s+)?(?-i:[A-Z][\w-]+)|\byou\s+are\s+(?:now\s+)?(?:called\s+)?(?-i:[A-Z][A-Za-z]*[A-Z0-9]\w*)\b",
+         r"|\bact\s+as\s+(?-i:[A-Z][\w-]+)\b(?!\s+(?-i:[a-z]))|\byou\s+are\s+(?:now\s+)?(?:called\s+)?(?-i:[A-Z][A-Za-z]*[A-Z0-9]\w*)\b",
          0.5, "addresses the model by a new persona name"),
     rule("persona_rules", "role_play_override", "will always|will never|always|never",
          r"\b(?:will|must|should|shall|does|do)\s+(?:always|never)\b(?:[^\n]{0,400}?\b(?:will|must|should|shall|"
@@ -301,8 +330,8 @@ RULES: tuple[Rule, ...] = (
          r"team)|accountant|auditor)\b|\bi(?:'m|\s+am)\s+(?:your\s+)?(?:god|master|owner|boss)\b",
          0.5, "claims a role that would entitle the user to more"),
     rule("ethics_exemption", "refusal_suppression",
-         "exception|exempt|suppress|disabl|lifted|removed|turned off|deactivat|false|disregard|suspend|"
-         "don't apply|do not apply|no longer apply",
+         "exception|exempt|disregard|rules|polic|guideline|filter|restriction|safeguard|guardrail|ethic|moral|safety|"
+         "censorship|moderation|safe_mode",
          r"\b(?:exception|exempt(?:ion)?)\s+(?:to|from)\s+(?:the\s+|all\s+|any\s+)?(?:ai'?s?\s+)?(?:usual\s+|normal\s+|"
          r"standard\s+)?(?:ethical|ethics|moral|safety|content|openai)\s*(?:protocols?|guidelines|rules|polic(?:y|ies)"
          r"|restrictions|filters?|standards)?"
@@ -315,7 +344,8 @@ RULES: tuple[Rule, ...] = (
          r"|\bdisregards?\s+(?:all\s+|any\s+)?(?:ethical|moral|legal)\s+(?:or\s+(?:ethical|moral|legal)\s+)?"
          r"(?:concerns|considerations|boundaries|guidelines|implications)\b",
          1.0, "declares the conversation exempt from ethics or policies"),
-    rule("roleplay_template", "role_play_override", "{{char}}|{{user}}|system note|personality|persona|roleplay|rules=",
+    rule("roleplay_template", "role_play_override",
+         "{{char}}|{{user}}|system note|personality|persona|roleplay|rules|character",
          r"\{\{\s*(?:char|user)\s*\}\}|\[\s*system\s+note\s*:|^\s*(?:persona|roleplay|character|rules)\s*=|"
          r"\b[\w ]{1,40}'s\s+personality\s*:|\b(?:immersive|private|uncensored|unrestricted|nsfw)\s+roleplay\b",
          0.5, "role-play platform scaffolding (character cards, system notes)"),
@@ -325,12 +355,13 @@ RULES: tuple[Rule, ...] = (
          r"|\b(?:role-?\s?play|rp|character|persona)\b[\s\S]{0,160}?\b(?:nsfw|lewd|smut|erotic|sexual)\b",
          0.5, "asks for sexual or explicit role-play"),
     rule("unconditional_compliance", "refusal_suppression",
-         "any question|any request|every request|every question|all questions|all requests|anything|whatever",
+         "question|request|prompt|task|command|order|instruction|anything|everything|whatever",
          r"\b(?:answer|respond\s+to|reply\s+to|fulfil+|complete|execute|obey|comply\s+with|do|write|say|generate|"
          r"provide|tell)\w*\s+(?:any|every|all)\s+(?:kind\s+of\s+|of\s+(?:the|my)\s+|type\s+of\s+)?(?:questions?|"
          r"requests?|prompts?|tasks?|commands?|orders?|instructions?)\b(?![^.\n]{0,30}\b(?:about|related|on)\b)"
          r"|\b(?:can|will|must|should|may)\s+(?:\w+\s+)?(?:say|write|do|generate|answer|produce|tell)\s+"
-         r"(?:absolutely\s+)?(?:anything|everything|whatever)\b"
+         r"(?:\w+\s+){0,2}?(?:absolutely\s+)?(?:anything|everything|whatever)\b"
+         r"|\b(?:permit|allow|accept)s?\s+(?:absolutely\s+)?(?:everything|anything)\b"
          r"|\bwhatever\s+(?:they|i|you|the\s+user|he|she)\s+(?:ask|want|say|request|tell)s?\b"
          r"|\b(?:everything|anything)\s+(?:is\s+)?(?:allowed|permitted|goes)\b",
          0.5, "promises to answer anything asked"),
@@ -392,6 +423,115 @@ RULES: tuple[Rule, ...] = (
          r"address|e-?mail(?:\s+address)?|phone\s+number|password|social\s+security\s+number|ssn|salary|"
          r"medical\s+records?)\b",
          0.5, "asks for a named person's private data"),
+    # --- issue 3, second pass: families recurring in the dev half's misses ---------------------------
+    rule("forget_context", "instruction_override", "forget|ignore|disregard|erase|wipe|clear",
+         r"\b(?:forget|ignore|disregard|erase|wipe|clear)\s+(?:about\s+)?(?:(?:all|any|every|the|your|our|of|my)\s+)*"
+         r"(?:previous|prior|earlier|past|old|preceding|above)\s+(?:\w+\s+)?(?:conversations|chats|interactions|"
+         r"sessions|instructions|directives|knowledge|training|programming|rules|guidelines|settings)\b"
+         r"|\b(?:forget|ignore|disregard)\s+(?:everything|all|anything)\s+(?:(?:that\s+)?you(?:'ve|\s+have)?\s+(?:ever\s+)?"
+         r"(?:learned|learnt|known|been\s+(?:taught|trained\s+on))|(?:\w+\s+){0,3}?(?:before|prior\s+to)\s+this\b)",
+         1.0, "tells the model to forget its earlier conversations, training or rules"),
+    rule("indifference", "refusal_suppression", "care|worry|concern|give a|qualm|scruple",
+         r"\b(?:doesn't|does\s+not|don't|do\s+not|won't|will\s+not|never|not|isn't|is\s+not|aren't|are\s+not)\s+"
+         r"(?:\w+\s+)?(?:care|cares|worry|worried|concerned)\s+(?:at\s+all\s+|one\s+bit\s+|in\s+the\s+slightest\s+)?"
+         r"(?:about|if|whether|for|with)\s+(?:\w+\s+){0,4}?(?:unethical|illegal|immoral|harmful|dangerous|offensive|"
+         r"inappropriate|ethics|ethical|morals?|morality|laws?|legality|rules|consequences|safety|guidelines|"
+         r"polic(?:y|ies)|anyone'?s?\s+feelings|the\s+feelings)\b"
+         r"|\b(?:doesn't|does\s+not|don't|do\s+not|won't|never)\s+give\s+a\s+(?:f\w*|damn|shit|crap)\b"
+         r"|\b(?:no|without|zero)\s+(?:moral|ethical)\s+(?:qualms|scruples|compunctions|hesitation)\b",
+         0.6, "describes the model as indifferent to ethics, law or harm"),
+    rule("unfiltered_output", "refusal_suppression", "unfilter|uncensor|unrestrict|unmoderat",
+         r"\b(?:responses?|answers?|replies|reply|outputs?|content|language)\s+(?:will|must|should|shall|are|is|"
+         r"need\s+to|has\s+to|have\s+to)\s+(?:always\s+)?(?:be\s+)?(?:completely\s+|fully\s+|totally\s+|100%\s+)?"
+         r"(?:unfiltered|uncensored|unrestricted|unmoderated)\b"
+         r"|\b(?:answer|respond|reply|speak|talk|write|generate)s?\s+(?:\w+\s+){0,3}?(?:completely\s+|fully\s+)?"
+         r"(?:unfiltered|uncensored)\b"
+         r"|\b(?:unfiltered|uncensored|unrestricted|unmoderated)\s+(?:responses?|answers?|replies|outputs?|opinions?)\b",
+         0.6, "asks for unfiltered or uncensored answers"),
+    rule("restrictions_lifted", "refusal_suppression", "removed|lifted|disabled|deactivated|turned off|stripped|"
+         "unlocked|eliminated|bypassed",
+         r"\b(?:removed|lifted|disabled|deactivated|turned\s+off|stripped(?:\s+away)?|unlocked|eliminated|bypassed)\s+"
+         r"(?:(?:all|any|of|the|these|those)\s+)*(?:(?:your|its|the\s+ai'?s|chatgpt'?s|the\s+model'?s)\s+(?:\w+\s+)?"
+         r"(?:restrictions|limitations|limits|rules)|(?:\w+\s+)?(?:restrictions|limitations)\s+(?:on|to|from|of)\s+"
+         r"(?:you|the\s+ai|chatgpt|gpt|the\s+model|the\s+assistant)|(?:content\s+|safety\s+|ethical\s+)?(?:filters|"
+         r"filtering|censorship|safeguards|guardrails)|safety\s+(?:features|measures|protocols)|content\s+"
+         r"polic(?:y|ies)|ethical\s+(?:guidelines|constraints|restrictions|limits))\b",
+         0.5, "claims the model's restrictions were removed"),
+    rule("named_mode", "developer_mode", "mode",
+         r"\b(?-i:[A-Z][\w-]*)\s+(?:mode)\s+(?:is\s+)?(?:now\s+)?(?:enabled|activated|engaged|unlocked)\b"
+         r"|\b(?:stay|remain|staying)\s+in\s+(?:\w+\s+){1,2}mode\b",
+         0.5, "switches the model into a named mode"),
+    rule("prompt_placeholder", "role_play_override",
+         "insert|put your|type your|enter your|paste your|your prompt|your question|your request|prompt]|prompt}|"
+         "input}|input]|goal}|query}|query]|question]|question}|request]|request}|instruction]|instruction}|targetlanguage|"
+         "inserta|insira",
+         r"[\[{<(]\s*(?:insert|put|type|enter|paste|add|write|inserta|insira)\s+(?:\w+\s+){0,3}?(?:prompt|question|"
+         r"request|query|input|instruction|orden|pergunta|pedido|task|message)s?\b[^\]}>)\n]{0,20}[\]}>)]"
+         r"|[\[{<(]\s*your\s+(?:\w+\s+)?(?:prompt|question|request|query|input|instruction|task)s?(?:\s+here)?\s*[\]}>)]"
+         r"|\{\{\s*\$?(?:prompt|input|query|question|goal|request|instruction|user_input)\s*\}\}"
+         r"|\[\s*(?:prompt|input|query|question|request|instruction|targetlanguage)\s*\]",
+         0.5, "an unfilled slot for the request: a shared prompt template"),
+    rule("profanity_request", "refusal_suppression",
+         "profan|swear|cuss|curse|cursing|bad words|obscen|expletive|slur|vulgar|foul|explicit language|insult",
+         r"\b(?:use|using|uses|say|says|saying|include|includes|including|full\s+of|lots\s+of|plenty\s+of|a\s+lot\s+of|"
+         r"many|as\s+many)\s+(?:\w+\s+){0,3}?(?:profanity|profanities|swear\s*words|swearing|cuss\s*words|cussing|"
+         r"curse\s*words|cursing|bad\s+words|obscenities|expletives|slurs|vulgarity|vulgar\s+(?:language|words)|"
+         r"foul\s+language|explicit\s+language|insults)\b"
+         r"|\bfoul[-\s]?mouthed\b|\b(?:swears?|curses?|cusses?)\s+(?:a\s+lot|constantly|often|frequently|"
+         r"like\s+a\s+sailor|in\s+every)\b",
+         0.5, "asks for profanity or insults"),
+    rule("jailbreak_talk", "persona", "jailbr|jail break",
+         r"/jailbreak\b|\bjail\s?break(?:ing|s|ed)?\s+(?:\w+\s+)?(?:chat\s?gpt|gpt|ai|llms?|models?|bots?|claude|bard|"
+         r"gemini|you|yourself|prompts?)\b|\b(?:chat\s?gpt|gpt|ai|llm|model|bot)\s+jail\s?break"
+         r"|^\W*jail\s?break\s*[:\]!-]",
+         1.0, "talks about jailbreaking the model"),
+    rule("no_limits_multilingual", "role_play_override",
+         "sin |sem |sans |ohne |senza |без |没有|不受|无|nunca |jamais|niemals|mai ",
+         r"\b(?:sin|sem|sans|ohne|senza)\s+(?:ninguna\s+|nenhuma\s+|aucune\s+|jegliche\s+|alcuna\s+)?"
+         r"(?:restricci[oó]n(?:es)?|restri[çc](?:[ãa]o|[õo]es)|restrictions?|restrizion[ei]|einschr[äa]nkungen|"
+         r"filtros?|filtres?|filtri|filter|censura|censure|zensur|l[ií]mites|limites?|limiti|grenzen|moral|morale|"
+         r"[ée]tica|[ée]thique|ethik|etica)\b"
+         r"|\bбез\s+(?:каких-либо\s+)?(?:ограничений|цензуры|фильтров|морали)"
+         r"|(?:没有任何|没有|不受任何|不受|无任何)(?:道德|伦理|法律|限制|审查|过滤)"
+         r"|\b(?:nunca|jamais|niemals|mai)\s+(?:se\s+)?(?:niega|negar[áa]|rechaza|rechazar[áa]|recusa|recusar[áa]|"
+         r"refuse|refusera|ablehnen|verweigert|rifiuta|rifiuter[àa])\b",
+         0.6, "no-limits or never-refuse clause in another language"),
+    rule("secret_disguise", "extraction", "password|passcode|secret|the user's|the user’s",
+         r"\b(?:spell|reverse|hint|rhyme|hide|embed|acrostic|riddle|first\s+letters?)\w*\s+(?:\w+\s+){0,4}?(?:of\s+)?"
+         r"(?:the|your)\s+(?:secret\s+)?(?:password|passcode|pass\s*phrase|secret\s+(?:key|word|code))\b"
+         r"|\b(?:poem|haiku|story|song|riddle|acrostic|limerick|rap)\s+(?:\w+\s+){0,3}?(?:about|using|with|containing|"
+         r"that\s+(?:includes|contains|hides))\s+(?:the|your)\s+(?:secret\s+)?(?:password|passcode|secret\s+(?:key|word|"
+         r"code))\b"
+         r"|\b(?:poem|haiku|song|story|acrostic|riddle|first\s+letters?|initials)\s+(?:\w+\s+){0,4}?the\s+user['’]s\s+"
+         r"(?:\w+\s+)?(?:name|initials|birth\s*(?:day|date|year|place)|age|favou?rite\s+\w+|address|e-?mail|phone|"
+         r"city|location|balance|password)\b",
+         1.0, "asks for a secret or a user's data in disguise (spelled out, hinted, in a poem)"),
+    rule("secret_transform", "extraction", "password|passcode|secret|the user's|the user’s",
+         r"\b(?:encode|encrypt|translate|convert|write|output|give)\w*\s+(?:\w+\s+){0,3}?(?:the|your)\s+(?:secret\s+)?"
+         r"(?:password|passcode|pass\s*phrase|secret\s+(?:key|word|code))\s+(?:in|into|as|using|with)\s+(?:\w+\s+)?"
+         r"(?:base\s?64|hex|binary|leetspeak|leet|rot13|morse|reverse|french|german|spanish|italian|chinese|another\s+"
+         r"language|emojis?|code)\b"
+         r"|\b(?:encode|encrypt|translate|convert|reverse|spell)\w*\s+(?:\w+\s+){0,4}?the\s+user['’]s\s+(?:\w+\s+)?"
+         r"(?:name|initials|birth\s*(?:day|date|year|place)|age|favou?rite\s+\w+|address|e-?mail|phone|city|location|"
+         r"balance|password)\b",
+         0.5, "asks for a secret or a user's data encoded or translated"),
+    rule("harmful_request", "harmful_request",
+         "meth|cocaine|heroin|fentanyl|lsd|drug|bomb|explosive|napalm|nerve agent|sarin|ricin|anthrax|weapon|"
+         "malware|ransomware|virus|keylogger|trojan|botnet|exploit|phishing|backdoor|rootkit|kill|murder|poison|"
+         "body|bodies|launder|steal|hack",
+         r"\b(?:make|making|makes|cook|cooking|synthesi[sz]e|synthesi[sz]ing|produce|producing|build|building|create|"
+         r"creating|manufacture|brew)\s+(?:\w+\s+){0,2}?(?:meth(?:amphetamine)?|cocaine|crack|heroin|fentanyl|lsd|"
+         r"illegal\s+drugs|drugs|a\s+bomb|bombs|pipe\s+bombs?|explosives?|napalm|nerve\s+agents?|sarin|ricin|"
+         r"anthrax|bio-?weapons?|chemical\s+weapons?)\b"
+         r"|\b(?:write|writing|code|coding|create|creating|develop|developing|build|building|generate)\s+(?:\w+\s+){0,2}?"
+         r"(?:malware|ransomware|computer\s+virus|keylogger|trojan|botnet|zero-?day\s+exploit|exploit|phishing\s+"
+         r"(?:e-?mails?|pages?|sites?|websites?|campaign)|backdoor|rootkit)s?\b"
+         r"|\b(?:how\s+to|ways\s+to|best\s+way\s+to)\s+(?:kill|murder|poison|stab|strangle|kidnap)\s+(?:someone|a\s+"
+         r"person|people|somebody|my\s+\w+|a\s+human|humans|him|her|them)\b"
+         r"|\bdispos(?:e|ing)\s+of\s+(?:a|the)?\s*(?:dead\s+)?bod(?:y|ies)\b|\blaunder(?:ing)?\s+(?:the\s+)?money\b"
+         r"|\bsteal(?:ing)?\s+(?:someone'?s\s+|a\s+|people'?s\s+)?(?:identity|identities|credit\s+cards?)\b"
+         r"|\bhack(?:ing)?\s+into\s+(?:someone'?s|a|an|the|my\s+(?:ex|neighbou?r|boss))\b",
+         0.4, "asks for plainly harmful instructions (counts only together with a framing cue)"),
 )
 
 _DIALOGUE_TURN = re.compile(r"(?:^|(?<=\s))(?:Q|A|User|Human|Assistant|AI|Bot|Question|Answer)\s*:", re.MULTILINE)
@@ -425,8 +565,9 @@ class JailbreakDetector(SegmentDetector):
     """Flags jailbreak attempts in user messages.
 
     Settings: `threshold` (default 1.0: sum of distinct rule weights that flags a message),
-    `disabled_rules` (list of rule ids), `many_shot_turns` (default 16 dialogue markers),
-    `max_decoded_chars` (default 4000: how much of an encoded payload to decode and re-scan).
+    `disabled_rules` (list of rule ids; `learned_score` turns the learned cue off), `many_shot_turns` (default 16
+    dialogue markers), `max_decoded_chars` (default 4000: how much of an encoded payload to decode and re-scan),
+    `model_file` (weights of the learned cue; default detectors/data/jailbreak_ngrams.json).
     """
 
     name = "jailbreak"
@@ -437,7 +578,7 @@ class JailbreakDetector(SegmentDetector):
         super().__init__(settings, services)
         disabled = set(self.settings.get("disabled_rules") or ())
         known = {r.id for r in RULES} | {"many_shot", "repeated_token", "encoded_payload", "leetspeak",
-                                         "persona_preamble"}
+                                         "persona_preamble", LEARNED}
         if disabled - known:
             raise ValueError(f"jailbreak: unknown rule ids in disabled_rules: {sorted(disabled - known)}")
         self.disabled = disabled
@@ -446,6 +587,9 @@ class JailbreakDetector(SegmentDetector):
         self.threshold = float(self.settings.get("threshold", 1.0))
         self.many_shot_turns = int(self.settings.get("many_shot_turns", 16))
         self.max_decoded = int(self.settings.get("max_decoded_chars", 4000))
+        model_file = self.settings.get("model_file")
+        self.model = None if LEARNED in disabled else jailbreak_model.load(
+            Path(model_file) if model_file else jailbreak_model.MODEL_FILE)
 
     def analyze(self, segment: Segment) -> list[Hit]:
         text = segment.text
@@ -462,6 +606,15 @@ class JailbreakDetector(SegmentDetector):
             if key not in best or weight > best[key][0]:
                 best[key] = (weight, hit)
         total = sum(weight for weight, _ in best.values())
+        probability = None
+        if self.model is not None:
+            probability, grams = self.model.score(text)
+            weight = _learned_weight(probability, grams, strong_rule=any(w >= 1.0 for w, _ in best.values()))
+            total += weight
+            if weight > 0:  # a finding over the whole message, with the n-grams that weighed most
+                best[LEARNED] = (weight, _hit(LEARNED, "learned", f"reads like known jailbreak prompts (learned "
+                                              f"score {probability:.2f})", 0, len(text),
+                                              ", ".join(self.model.strongest(text))))
         if total < self.threshold:
             return []
         severity = Severity.HIGH if total >= 2 * self.threshold else Severity.MEDIUM
@@ -469,7 +622,8 @@ class JailbreakDetector(SegmentDetector):
         rules = sorted(best)
         hits = [
             Hit(message=hit.message, start=hit.start, end=hit.end, severity=severity, score=score,
-                evidence={**hit.evidence, "rules": rules, "total_weight": round(total, 2)})
+                evidence={**hit.evidence, "rules": rules, "total_weight": round(total, 2),
+                          "learned_probability": None if probability is None else round(probability, 3)})
             for _, hit in best.values()
         ]
         return sorted(hits, key=lambda h: h.start or 0)
@@ -542,11 +696,33 @@ class JailbreakDetector(SegmentDetector):
         return out
 
 
+# The learned cue (detectors/jailbreak_model.py) is one more weighted cue, counted only on a message with
+# LEARNED_MIN_NGRAMS distinct n-grams: a short message's few n-grams make a noisy score ("pretend to be a pirate"
+# reads like a jailbreak opener), so short messages are judged by the rules alone. A message that reads like the
+# known jailbreak prompts gains 0.5, or 1.0 when the model is confident (which flags alone); one that reads
+# like an ordinary persona or task prompt loses 0.5, which outweighs one weak cue and never a strong rule.
+LEARNED = "learned_score"
+LEARNED_MEDIUM, LEARNED_STRONG, LEARNED_ORDINARY = 0.5, 0.8, 0.2  # probabilities
+LEARNED_MIN_NGRAMS = 60
+
+
+def _learned_weight(probability: float, ngram_count: int, strong_rule: bool) -> float:
+    if ngram_count < LEARNED_MIN_NGRAMS:
+        return 0.0
+    if probability >= LEARNED_STRONG:
+        return 1.0
+    if probability >= LEARNED_MEDIUM:
+        return 0.5
+    return -0.5 if probability < LEARNED_ORDINARY and not strong_rule else 0.0
+
+
 # A message that opens by handing the model a persona and then goes on for paragraphs is how in-the-wild
 # jailbreaks are written; ordinary requests that assign a role ("act as a proofreader") are short.
 PREAMBLE_MIN_CHARS, PREAMBLE_OPENING_CHARS = 600, 300
 _PERSONA_RULES = frozenset({"role_assignment", "named_persona", "roleplay_template", "unrestricted_persona",
-                            "dan_persona", "not_an_ai", "harm_traits", "fake_system_turn"})
+                            "dan_persona", "not_an_ai", "harm_traits", "fake_system_turn", "developer_mode",
+                            "named_mode"})
+_ROLE_SETUP = frozenset({"role_assignment", "named_persona"})
 # The opening defines who the model is: "You are a ...", "... known as X", "Lucian is an incorporeal being".
 _PERSONA_OPENING = re.compile(
     r"\byou(?:'re|\s+are)\s+(?:now\s+)?(?:a|an|the|my)\b|\b(?:known|referred\s+to)\s+as\b"
@@ -555,7 +731,8 @@ _PERSONA_OPENING = re.compile(
 
 
 def _persona_preamble(text: str, matches: list[tuple[float, Hit]]) -> list[tuple[float, Hit]]:
-    if len(text) < PREAMBLE_MIN_CHARS or not matches:
+    # the role set-up alone is not the other cue: "I want you to act as a Linux terminal" runs long too
+    if len(text) < PREAMBLE_MIN_CHARS or all(hit.evidence["rule"] in _ROLE_SETUP for _, hit in matches):
         return []
     opening = [hit.end or 0 for _, hit in matches
                if hit.evidence["rule"] in _PERSONA_RULES and (hit.start or 0) < PREAMBLE_OPENING_CHARS]
@@ -580,7 +757,9 @@ def _transformed_windows(text: str, cue: bool) -> list[tuple[float, Hit]]:
             continue
         for transform, kind in ((_rot13, "rot13"), (_reverse, "reversed"), (_pig_latin, "pig latin")):
             decoded = transform(plain)
-            if _stopword_count(decoded) >= max(3, len(plain) // 4):
+            # distinct stopwords: "no, no, no" reversed is "on, on, on", and rot13 turns every "or" into "be"
+            if _stopword_count(decoded) >= max(3, len(plain) // 4) and len(_STOPWORDS.intersection(
+                    map(str.lower, decoded))) >= 3:
                 weight = 1.0 if cue else 0.6
                 return [(weight, _hit("encoded_payload", "encoded_payload", f"{kind} text", window[0].start(),
                                       window[-1].end(), " ".join(decoded)[:200]))]
