@@ -122,20 +122,39 @@ def _responses_kind(event: str | None, data: Any) -> EventKind:
     return _RESPONSES_KINDS.get(kind_name, EventKind.OTHER) if isinstance(kind_name, str) else EventKind.OTHER
 
 
-def _anthropic_kind(event: str | None, data: Any) -> EventKind:
-    if not isinstance(data, dict):
-        return EventKind.OTHER
-    kind_name = data.get("type")
-    if kind_name == "content_block_delta":
-        delta = data.get("delta")
-        delta_type = delta.get("type") if isinstance(delta, dict) else None
-        return EventKind.PROGRESS if delta_type in ("thinking_delta", "input_json_delta") else EventKind.OTHER
-    if kind_name == "content_block_start":
-        block = data.get("content_block")
-        return EventKind.TOOL_START if isinstance(block, dict) and block.get("name") else EventKind.OTHER
-    if kind_name == "content_block_stop":
-        return EventKind.BOUNDARY
-    return EventKind.TERMINAL if kind_name == "message_stop" else EventKind.OTHER
+@dataclass(frozen=True, slots=True)
+class _BlockEvents:
+    """Streams of typed events around content blocks (Anthropic) or steps (Interactions): a start event
+    naming a tool, deltas, a stop event per block, and one final event."""
+
+    type_key: str
+    delta: str
+    progress_deltas: tuple[str, ...]
+    start: str
+    started: str  # the start event's field holding the block
+    stop: str
+    terminal: str
+
+    def __call__(self, event: str | None, data: Any) -> EventKind:
+        if not isinstance(data, dict):
+            return EventKind.OTHER
+        kind_name = data.get(self.type_key)
+        if kind_name == self.delta:
+            delta = data.get("delta")
+            delta_type = delta.get("type") if isinstance(delta, dict) else None
+            return EventKind.PROGRESS if delta_type in self.progress_deltas else EventKind.OTHER
+        if kind_name == self.start:
+            block = data.get(self.started)
+            return EventKind.TOOL_START if isinstance(block, dict) and block.get("name") else EventKind.OTHER
+        if kind_name == self.stop:
+            return EventKind.BOUNDARY
+        return EventKind.TERMINAL if kind_name == self.terminal else EventKind.OTHER
+
+
+_anthropic_kind = _BlockEvents("type", "content_block_delta", ("thinking_delta", "input_json_delta"),
+                               "content_block_start", "content_block", "content_block_stop", "message_stop")
+_interactions_kind = _BlockEvents("event_type", "step.delta", ("thought_summary", "arguments_delta"),
+                                  "step.start", "step", "step.stop", "interaction.completed")
 
 
 def _gemini_kind(event: str | None, data: Any) -> EventKind:
@@ -152,22 +171,6 @@ def _gemini_kind(event: str | None, data: Any) -> EventKind:
         if candidate.get("finishReason"):
             kind = max(kind, EventKind.TERMINAL)
     return kind
-
-
-def _interactions_kind(event: str | None, data: Any) -> EventKind:
-    if not isinstance(data, dict):
-        return EventKind.OTHER
-    kind_name = data.get("event_type")
-    if kind_name == "step.delta":
-        delta = data.get("delta")
-        delta_type = delta.get("type") if isinstance(delta, dict) else None
-        return EventKind.PROGRESS if delta_type in ("thought_summary", "arguments_delta") else EventKind.OTHER
-    if kind_name == "step.start":
-        step = data.get("step")
-        return EventKind.TOOL_START if isinstance(step, dict) and step.get("name") else EventKind.OTHER
-    if kind_name == "step.stop":
-        return EventKind.BOUNDARY
-    return EventKind.TERMINAL if kind_name == "interaction.completed" else EventKind.OTHER
 
 
 OPENAI_CHAT = Api("openai.chat", "openai.chat", _openai_error, _openai_chat_sse, _chat_kind)
