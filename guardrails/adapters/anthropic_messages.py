@@ -191,13 +191,10 @@ class _BlockStream:
             self.fragments.append((_string(delta, expected[1], dptr), f"{dptr}/{expected[1]}"))
 
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
-        text, pieces = assemble(self.fragments)
-        if self.kind == "text" and pieces:
-            b.assistant_text(text, pieces[0].pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
-        elif self.kind == "thinking" and pieces:
-            b.text(SegmentKind.REASONING, text, pieces[0].pointer, role="assistant", turn=turn,
-                   phase=Phase.RESPONSE, pieces=pieces, source="thinking")
+        if self.kind in ("text", "thinking"):
+            b.streamed_text(self.fragments, turn=turn, reasoning="thinking" if self.kind == "thinking" else None)
         elif self.kind == "tool_use":
+            text, pieces = assemble(self.fragments)
             if pieces:  # the arguments are the raw JSON the model streamed
                 arguments: Any = text
                 pointer = pieces[0].pointer

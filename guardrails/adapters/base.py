@@ -159,6 +159,19 @@ class ExchangeBuilder:
         self.segments.append(segment)
         return segment
 
+    def streamed_text(self, fragments: list[tuple[str, str]], *, turn: int, phase: Phase = Phase.RESPONSE,
+                      reasoning: str | None = None) -> None:
+        """Add text that arrived as (fragment, pointer) deltas, its pieces pointing at each fragment: a
+        reasoning segment when `reasoning` names its source, else model-written text. Nothing if empty."""
+        text, pieces = assemble(fragments)
+        if not pieces:
+            return
+        if reasoning is not None:
+            self.text(SegmentKind.REASONING, text, pieces[0].pointer, role="assistant", turn=turn, phase=phase,
+                      pieces=pieces, source=reasoning)
+        else:
+            self.assistant_text(text, pieces[0].pointer, turn=turn, phase=phase, pieces=pieces)
+
     def assistant_text(
         self,
         text: str,

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble
+from guardrails.adapters.base import Adapter, ExchangeBuilder
 from guardrails.adapters.gemini_interactions import integer, obj, optional_list, string, string_leaves
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
@@ -257,13 +257,8 @@ class _CandidateStream:
 
     def emit(self, b: ExchangeBuilder) -> None:
         turn = b.next_turn
-        if self.thought:
-            text, pieces = assemble(self.thought)
-            b.text(SegmentKind.REASONING, text, self.thought[0][1], role="assistant", turn=turn,
-                   phase=Phase.RESPONSE, pieces=pieces, source="thought")
-        if self.text:
-            text, pieces = assemble(self.text)
-            b.assistant_text(text, self.text[0][1], turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        b.streamed_text(self.thought, turn=turn, reasoning="thought")
+        b.streamed_text(self.text, turn=turn)
         for call, ptr in self.calls:  # function calls arrive whole, one per part
             _function_call(call, ptr, turn, Phase.RESPONSE, b)
 

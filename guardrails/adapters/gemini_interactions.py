@@ -369,13 +369,8 @@ class _StepStream:
 
     def emit(self, b: ExchangeBuilder) -> None:
         turn = b.next_turn
-        if self.summary:
-            text, pieces = assemble(self.summary)
-            b.text(SegmentKind.REASONING, text, self.summary[0][1], role="assistant", turn=turn,
-                   phase=Phase.RESPONSE, pieces=pieces, source="thought_summary")
-        if self.text:
-            text, pieces = assemble(self.text)
-            b.assistant_text(text, self.text[0][1], turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        b.streamed_text(self.summary, turn=turn, reasoning="thought_summary")
+        b.streamed_text(self.text, turn=turn)
         if self.type != "function_call":
             return
         if not isinstance(self.name, str) or self.name_pointer is None:

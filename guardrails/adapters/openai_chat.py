@@ -273,15 +273,9 @@ class _ChoiceStream:
             self.calls.setdefault("function_call", _CallStream()).absorb(fn_call, f"{dptr}/function_call")
 
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
-        if self.reasoning:
-            text, pieces = assemble(self.reasoning)
-            if pieces:
-                b.text(SegmentKind.REASONING, text, pieces[0].pointer, role="assistant", turn=turn,
-                       phase=Phase.RESPONSE, pieces=pieces, source=self.reasoning_key or "")
+        b.streamed_text(self.reasoning, turn=turn, reasoning=self.reasoning_key or "")
         for fragments in (self.content, self.refusal):
-            text, pieces = assemble(fragments)
-            if pieces:
-                b.assistant_text(text, pieces[0].pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+            b.streamed_text(fragments, turn=turn)
         # Numbered tool calls first, in index order; a legacy `function_call` last.
         for key in sorted(self.calls, key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0)):
             self.calls[key].emit(b, turn)

@@ -229,15 +229,11 @@ class _ItemReader:
         """Emit one item assembled from its deltas, with pieces pointing at each delta string."""
         turn = self.turn(model=True)
         for (group, _), parts in sorted(fragments.items(), key=lambda kv: (kv[0][0] == "summary", kv[0][1])):
-            text, pieces = assemble(parts)
-            if not pieces:
-                continue
             if kind == "reasoning":
                 source = "summary_text" if group == "summary" else "reasoning_text"
-                self.b.text(SegmentKind.REASONING, text, pieces[0].pointer, role="assistant", turn=turn,
-                            phase=self.phase, pieces=pieces, source=source)
+                self.b.streamed_text(parts, turn=turn, phase=self.phase, reasoning=source)
             elif kind == "message":
-                self.b.assistant_text(text, pieces[0].pointer, turn=turn, phase=self.phase, pieces=pieces)
+                self.b.streamed_text(parts, turn=turn, phase=self.phase)
         arguments = fragments.get(("arguments", 0))
         if kind == "function_call" and arguments is not None:
             raw, pieces = assemble(arguments)
