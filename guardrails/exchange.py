@@ -196,12 +196,13 @@ class Exchange:
 
     def __post_init__(self) -> None:
         trusted, untrusted, calls = [], [], []
+        is_trusted, is_untrusted, is_call = Trust.TRUSTED, Trust.UNTRUSTED, SegmentKind.TOOL_CALL  # enum lookups cost
         for s in self.segments:
-            if s.trust is Trust.TRUSTED:
+            if s.trust is is_trusted:
                 trusted.append(s)
-            elif s.trust is Trust.UNTRUSTED:
+            elif s.trust is is_untrusted:
                 untrusted.append(s)
-            if s.kind is SegmentKind.TOOL_CALL:
+            if s.kind is is_call:
                 calls.append(s)
         object.__setattr__(self, "trusted", tuple(trusted))
         object.__setattr__(self, "untrusted", tuple(untrusted))

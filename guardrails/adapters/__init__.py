@@ -64,6 +64,7 @@ def read_exchange(
     adapter = _INSTANCES[format]
     builder = ExchangeBuilder(format, context or CallerContext(), raw_output, memo)
     adapter.read_request(request, builder)
+    builder.response_from = len(builder.segments)
     if isinstance(response, list):
         builder.has_response = True
         adapter.read_stream(response, builder)

@@ -380,6 +380,8 @@ def _request_has_marker(request: Mapping[str, Any], messages: list[Any]) -> bool
     if isinstance(tools, list) and any(isinstance(t, dict) and "input_schema" in t for t in tools):
         return True
     for message in messages:
+        if isinstance(message, dict) and message.get("role") not in ("user", "assistant"):
+            return False  # a system or tool message: OpenAI's roles, never Anthropic's
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list) and any(
                 isinstance(block, dict) and _is_one_of(block.get("type"), MARKER_BLOCK_TYPES)

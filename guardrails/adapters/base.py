@@ -92,6 +92,7 @@ class ExchangeBuilder:
         self.generation = Generation()
         self.has_response = False
         self.next_turn = 0  # turn index of the response; adapters set it from the request history
+        self.response_from = 0  # segments before this index were read from the request (no response text)
 
     # --- history lists ----------------------------------------------------------------------------
     def read_items(self, pointer: str, items: list[Any], read_one: Callable[[Any, int], None]) -> None:
@@ -285,12 +286,12 @@ class ExchangeBuilder:
     def _add_recovered_calls(self) -> None:
         """Add, as tool-call segments, the calls written as markup in the response's content or reasoning
         (or in `raw_output`) that the structured response does not carry, so tool detectors judge them."""
-        texts = [(s, s.text) for s in self.segments
-                 if s.phase is Phase.RESPONSE and s.kind in (SegmentKind.ASSISTANT, SegmentKind.REASONING)]
+        response = [s for s in self.segments[self.response_from:] if s.phase is Phase.RESPONSE]
+        texts = [(s, s.text) for s in response if s.kind in (SegmentKind.ASSISTANT, SegmentKind.REASONING)]
         if not texts and not self.raw_output:
             return
         structured = [(s.tool_call.name, s.tool_call.arguments, s.tool_call.arguments_error is None)
-                      for s in self.segments if s.tool_call is not None and s.phase is Phase.RESPONSE]
+                      for s in response if s.tool_call is not None]
         schemas = {name: spec.parameters for name, spec in self.tools.items()}
         for segment, call in find_leaks(texts, self.raw_output, structured, schemas):
             self._add_recovered(segment, call)
