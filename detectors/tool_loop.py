@@ -41,6 +41,8 @@ class ToolLoopDetector(Detector):
         self.max_cycle_length = int(self.settings.get("max_cycle_length", 3))
         self.min_cycle_repeats = int(self.settings.get("min_cycle_repeats", 3))
         self.window = int(self.settings.get("window", 50))
+        # Near repeats are looked for among this many latest calls of the same tool (a difflib ratio each).
+        self.near_window = int(self.settings.get("near_window", 10))
         # History is resent every step: remember signatures, shingles and pair verdicts across checks.
         self._signatures: dict[tuple[str, str], tuple[str, str]] = {}
         self._shingles: dict[str, frozenset[str]] = {}
@@ -84,16 +86,22 @@ class ToolLoopDetector(Detector):
         return None
 
     def _near_repeats(self, signatures: Sequence[tuple[str, str]], position: int) -> list[int]:
-        """Earlier calls of the same tool with nearly the same arguments, newest first, stopping once there
-        are enough for a finding: each comparison is a difflib ratio, and the new call meets the whole
-        window of earlier calls every step."""
+        """Earlier calls of the same tool with nearly the same arguments among its `near_window` latest ones,
+        stopping once there are enough for a finding: each comparison is a difflib ratio, and a new call
+        would otherwise meet the whole window of earlier calls every step."""
         name, arguments = signatures[position]
         near: list[int] = []
+        compared = 0
         for i in range(position - 1, -1, -1):
-            if signatures[i][0] == name and self._similar(signatures[i][1], arguments):
+            if signatures[i][0] != name:
+                continue
+            if self._similar(signatures[i][1], arguments):
                 near.append(i)
                 if len(near) + 1 >= self.max_near_repeats:
                     break
+            compared += 1
+            if compared >= self.near_window:
+                break
         near.reverse()
         return near
 

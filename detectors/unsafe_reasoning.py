@@ -164,16 +164,21 @@ class UnsafeReasoningDetector(Detector):
         # Plain dicts evicted first-in-first-out: every history segment is looked up every step, and an
         # LRU's reordering would cost more than the rare re-analysis of an evicted text.
         self._cache: dict[str, list[tuple[ReasoningRule, int, int]]] = {}
-        self._planted_cache: dict[tuple[Any, str], list[tuple[Hit, set[str]]]] = {}
+        self._planted_cache: dict[str, list[tuple[Hit, set[str]]]] = {}
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
-        reasoning = [s for s in ctx.segments if s.kind is SegmentKind.REASONING]
+        is_reasoning, is_user = SegmentKind.REASONING, SegmentKind.USER  # enum attribute lookups are slow
+        reasoning = [s for s in ctx.segments if s.kind is is_reasoning]
         if not reasoning:
             return []
-        user_text = " ".join(s.text for s in exchange.trusted if s.kind is SegmentKind.USER).lower()
+        user_text = " ".join(s.text for s in exchange.trusted if s.kind is is_user).lower()
         findings: list[Finding] = []
+        known = self._cache
         for segment in reasoning:
-            for rule, start, end in self.rule_matches(segment.text):
+            matches = known.get(segment.text)  # resent history: one lookup, no call
+            if matches is None:
+                matches = self.rule_matches(segment.text)
+            for rule, start, end in matches:
                 if rule.user_keywords and any(k in user_text for k in rule.user_keywords):
                     continue
                 findings.append(self.finding(segment, Hit(
@@ -227,8 +232,12 @@ class UnsafeReasoningDetector(Detector):
     def _goal_hijacks(self, exchange: Exchange, reasoning: list[Segment], user_text: str) -> list[Finding]:
         user_words = set(_WORD.findall(user_text))
         planted: list[tuple[Segment, Hit, set[str]]] = []
+        planted_in = self._planted_cache
         for source in exchange.untrusted:
-            for hit, sentence_words in self._planted_instructions(source):
+            found = planted_in.get(source.text)
+            if found is None:
+                found = self._planted_instructions(source)
+            for hit, sentence_words in found:
                 words = sentence_words - user_words
                 if len(words) >= self.min_overlap:
                     planted.append((source, hit, words))
@@ -258,7 +267,7 @@ class UnsafeReasoningDetector(Detector):
     def _planted_instructions(self, source: Segment) -> list[tuple[Hit, set[str]]]:
         """Injection hits in an untrusted segment with their sentence's words; cached per text, since the
         same tool results come back with every step of the session."""
-        key = (source.kind, source.text)
+        key = source.text  # injection analysis reads the text only, whatever the segment kind
         cached = self._planted_cache.get(key)
         if cached is None:
             cached = [(hit, _content_words(_sentence_around(source.text, hit.start, hit.end)))

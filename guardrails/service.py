@@ -182,7 +182,7 @@ def _exchange_summary(exchange: Exchange) -> dict[str, Any]:
     ) if v is not None}
     return {
         "segments": len(exchange.segments),
-        "tool_calls": sum(1 for s in exchange.segments if s.tool_call is not None),
+        "tool_calls": len(exchange.tool_calls),
         "model": g.model,
         "finish_reason": g.finish_reason,
         "usage": usage,

@@ -56,3 +56,13 @@ def test_thresholds_come_from_settings() -> None:
     check = body("openai.chat", "search", {"q": "rome"}, history=[("search", {"q": "rome"}, "none")])
     (finding,) = scan(ToolLoopDetector({"max_repeats": 2}), check)
     assert finding.evidence["occurrences"] == 2
+
+
+def test_near_repeats_are_looked_for_among_the_latest_calls_of_the_tool() -> None:
+    similar = [("search", {"q": f"cheap flights from Paris to Rome in May 202{i}"}, "none") for i in range(3)]
+    other = [("search", {"q": word}, "none") for word in ("alpha", "bravo", "charlie", "delta")]
+    check = body("openai.chat", "search", {"q": "cheap flights from Paris to Rome in May 2029"},
+                 history=similar + other)
+    assert scan(ToolLoopDetector({"near_window": 4}), check) == []  # the similar calls are 5+ calls back
+    (finding,) = scan(ToolLoopDetector({"near_window": 7}), check)
+    assert finding.evidence["rule"] == "near_repeat" and finding.evidence["occurrences"] == 4
