@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from test_parity_vllm import CASES
 
 from guardrails.toolparse import PARSERS, PRECEDENCE, CarriedCalls, find_leaks, get_parser, recover
 
@@ -80,3 +83,49 @@ def test_find_leaks_reports_content_then_unseen_raw_output() -> None:
     leaks = find_leaks([("content", text)], raw, [])
     assert [(source, call.name) for source, call in leaks] == [("content", "f"), (None, "g")]
     assert find_leaks([("content", text)], None, [("f", {}, True)]) == []
+
+
+# Prose around a call, with the characters that wake the marker scan and the pythonic reader.
+PROSE_BEFORE = 'Sure - see [the docs](https://example.com/a(1)) and "quotes", a < b.\n\n'
+PROSE_AFTER = "\n\nDone (for now). Let me know [if] it's wrong."
+SINGLE_CASES = [case for case in CASES if case["case_id"].endswith("/single")]
+
+
+@pytest.mark.parametrize("case", SINGLE_CASES, ids=[case["case_id"] for case in SINGLE_CASES])
+def test_a_call_reads_the_same_inside_prose(case: dict[str, Any]) -> None:
+    schemas = {t["function"]["name"]: t["function"].get("parameters") for t in case["tools"]}
+    alone = recover(case["raw"], schemas)
+    inside = recover(PROSE_BEFORE + case["raw"] + PROSE_AFTER, schemas)
+    shift = len(PROSE_BEFORE)
+    assert alone
+    assert [(c.family, c.name, c.arguments, c.span[0] + shift, c.name_span[0] + shift) for c in alone] == [
+        (c.family, c.name, c.arguments, c.span[0], c.name_span[0]) for c in inside]
+
+
+def test_a_truncated_call_followed_by_long_prose_is_read_to_the_end() -> None:
+    truncated = '<tool_call>\n{"name": "search_flights", "arguments": {"origin": "SFO", "destination": "NR'
+    text = truncated + PROSE_AFTER * 100  # the open string runs over the prose: no closing quote anywhere
+    [call] = recover(text)
+    assert (call.name, call.arguments["origin"], call.span) == ("search_flights", "SFO", (0, len(text)))
+    assert call.arguments["destination"].startswith("NR\n\nDone") and "unclosed" in call.repairs
+
+
+def test_seed_oss_wakes_on_either_wrapper_tag_and_qwen3_coder_keeps_the_bare_function() -> None:
+    body = "<function=search>\n<parameter=q>x</parameter>\n</function>"
+    assert [c.family for c in recover(body + "\n</seed:tool_call>")] == ["seed_oss"]
+    assert [c.family for c in recover("<seed:tool_call>\n" + body)] == ["seed_oss"]
+    assert [c.family for c in recover(body)] == ["qwen3_coder"]
+
+
+def test_harmony_header_starts_at_its_own_chain_of_tokens() -> None:
+    text = ('<|channel|>analysis<|message|>Is 3 < 4? Yes.<|end|>'
+            '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris"}<|call|>')
+    [call] = recover(text)
+    assert (call.name, call.arguments) == ("get_weather", {"city": "Paris"})
+    markup = text[call.span[0]:call.span[1]]
+    assert markup.startswith("<|start|>assistant to=") and markup.endswith("<|call|>")
+
+
+def test_pythonic_expression_arguments_keep_their_brackets() -> None:
+    [call] = recover("[f(a=g(1, 2), b=[x for x in y], c=3)]")
+    assert call.arguments == {"a": "g(1, 2)", "b": "[x for x in y]", "c": 3} and call.repairs == ("non_literal",)

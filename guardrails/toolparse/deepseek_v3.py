@@ -11,6 +11,8 @@ from guardrails.toolparse.jsoncalls import named_call
 CALL_BEGIN, CALL_END, SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
 SECTION_END = "<｜tool▁calls▁end｜>"
 _V3_HEAD = re.compile(r"\s*function\s*" + SEP + r"\s*([\w.\-]+)[ \t]*\n?(?:\s*```(?:json)?\s*)?")
+# A V3 call needs `begin function sep` (V3.1 texts, `begin NAME sep`, are turned away with one search).
+_ANY_HEAD = re.compile(CALL_BEGIN + r"\s*function\s*" + SEP)
 
 
 def call_blocks(text: str) -> list[Block]:
@@ -29,7 +31,9 @@ class DeepSeekV3Parser(ToolParser):
     markers = (CALL_BEGIN,)
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        calls = []
+        calls: list[RecoveredCall] = []
+        if _ANY_HEAD.search(text) is None:
+            return calls
         for block in call_blocks(text):
             head = _V3_HEAD.match(text, block.body, block.body_end)
             if head is None:

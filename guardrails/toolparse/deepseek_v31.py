@@ -9,6 +9,7 @@ from guardrails.toolparse.deepseek_v3 import CALL_BEGIN, SEP, call_blocks
 from guardrails.toolparse.jsoncalls import named_call
 
 _HEAD = re.compile(r"\s*(?!function\s*" + SEP + r")([\w.\-]+)\s*" + SEP)
+_ANY_HEAD = re.compile(CALL_BEGIN + _HEAD.pattern)  # V3 texts (`begin function sep`) are turned away at once
 
 
 @register
@@ -17,7 +18,9 @@ class DeepSeekV31Parser(ToolParser):
     markers = (CALL_BEGIN,)
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        calls = []
+        calls: list[RecoveredCall] = []
+        if _ANY_HEAD.search(text) is None:
+            return calls
         for block in call_blocks(text):
             head = _HEAD.match(text, block.body, block.body_end)
             if head is None:

@@ -6,10 +6,10 @@ import re
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
 from guardrails.toolparse.blocks import tagged_blocks
-from guardrails.toolparse.schema import coerce, parameter_schema
+from guardrails.toolparse.schema import coerce, parameter_schema, tool_properties
 
 _NAME = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(?=<arg_key>|</tool_call>|$)")
-_LAST_NAME = re.compile(r"([A-Za-z_][\w.\-]*)\s*$")
+_LAST_NAME = re.compile(r"([A-Za-z_][\w.\-]*+)\s*+$")  # possessive: no backtracking in prose
 _KEY = re.compile(r"<arg_key>(.*?)</arg_key>\s*(?:<arg_value>)?", re.S)
 _VALUE_END = re.compile(r"</arg_value>|<arg_key>")
 
@@ -40,6 +40,7 @@ class GLM45Parser(ToolParser):
         tool = name.group(1)
         arguments: dict[str, object] = {}
         repairs: set[str] = set()
+        properties = tool_properties(schemas, tool)
         args_end = name.end()
         for key in _KEY.finditer(text, name.end(), body_end):
             if key.start() < args_end:
@@ -54,7 +55,7 @@ class GLM45Parser(ToolParser):
             else:
                 args_end = stop.end()
             param = key.group(1).strip()
-            arguments[param] = coerce(value, parameter_schema(schemas, tool, param), repairs)
+            arguments[param] = coerce(value, parameter_schema(properties, param), repairs)
         if closed_end is None and body_end >= len(text.rstrip()):
             repairs.add("truncated")
         end = closed_end if closed_end is not None else args_end

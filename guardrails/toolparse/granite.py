@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import re
+
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
 from guardrails.toolparse.blocks import skip_space
 from guardrails.toolparse.jsoncalls import call_array, with_block
 
 _TAGS = ("<|tool_call|>", "<tool_call>")
+# A Granite call needs an array right after its tag: texts of the families that share `<tool_call>`
+# (Hermes, Qwen3-Coder, GLM) are turned away with one search.
+_TAG_ARRAY = re.compile(r"(?:<\|tool_call\|>|<tool_call>)\s*\[")
 
 
 @register
@@ -17,6 +22,8 @@ class GraniteParser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
+        if _TAG_ARRAY.search(text) is None:
+            return calls
         for tag in _TAGS:
             i = text.find(tag)
             while i >= 0:

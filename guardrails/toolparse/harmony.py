@@ -37,11 +37,19 @@ class HarmonyParser(ToolParser):
 
 
 def _headers(text: str) -> list[re.Match[str]]:
+    """The longest header ending at each `<|message|>`. A header is a chain of at most four tokens with no
+    other `<` between them, so it can only start at one of the last three `<` before the message token."""
     headers = []
     at = text.find("<|message|>")
     while at >= 0:
         end = at + len("<|message|>")
-        found = next((m for m in _HEADER.finditer(text, max(0, at - _WINDOW), end) if m.end() == end), None)
+        floor, starts = max(0, at - _WINDOW), [at]
+        for _ in range(3):
+            before = text.rfind("<", floor, starts[-1])
+            if before < 0:
+                break
+            starts.append(before)
+        found = next((m for start in reversed(starts) if (m := _HEADER.fullmatch(text, start, end))), None)
         if found is not None:
             headers.append(found)
         at = text.find("<|message|>", end)

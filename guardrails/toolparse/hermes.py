@@ -9,6 +9,10 @@ from guardrails.toolparse.blocks import skip_space, tagged_blocks
 from guardrails.toolparse.jsoncalls import call_objects, with_block
 
 _CALL_START = re.compile(r"""\{\s*["']name["']""")
+# What any Hermes call needs: an object right after `<tool_call>`, or a call object before a stray close.
+# Texts of the families that share the tags (Qwen3-Coder, GLM, Granite) are turned away by these searches
+# (two, each with a literal prefix the regex engine finds fast).
+_OPENED_CALL = re.compile(r"<tool_call>\s*\{")
 
 
 @register
@@ -18,14 +22,16 @@ class HermesParser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
+        if _OPENED_CALL.search(text) is None and _CALL_START.search(text) is None:
+            return calls
         for block in tagged_blocks(text, "<tool_call>", "</tool_call>"):
             if block.opened:
                 start = skip_space(text, block.body, block.body_end)
             else:  # no start tag: the call object is the last thing before `</tool_call>`
-                found = list(_CALL_START.finditer(text, block.body, block.body_end))
-                if not found:
+                found = _CALL_START.search(text, block.body, block.body_end)
+                if found is None:
                     continue
-                start = found[0].start()
+                start = found.start()
             if start >= block.body_end or text[start] != "{":
                 continue  # another family's body (XML, GLM, a Granite array)
             found_calls, after = call_objects(self.family, text, start, block.body_end, separators="")

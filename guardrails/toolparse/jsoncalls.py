@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from guardrails.toolparse.base import RecoveredCall
+from guardrails.toolparse.blocks import skip_space
 from guardrails.toolparse.lenient import LenientReader, NotAValue
 
 ARGUMENT_KEYS = ("arguments", "parameters")
@@ -16,6 +17,11 @@ _ARGS_FALLBACK = re.compile(r"""["'](?:arguments|parameters)["']\s*:\s*""")
 _NAME_KEY = re.compile(r'"name"\s*:\s*"')
 _ARGS_KEY = re.compile(r'"(arguments|parameters)"\s*:\s*')
 _DECODER = json.JSONDecoder()
+# `{"name": "NAME", "arguments": ` in strict JSON (JSON whitespace, a name without escapes or control
+# characters): the shape of nearly every call, read with one match and one decode of the arguments.
+_CANONICAL_HEAD = re.compile(r'\{[ \t\n\r]*"name"[ \t\n\r]*:[ \t\n\r]*"([^"\\\x00-\x1f]+)"[ \t\n\r]*,'
+                             r'[ \t\n\r]*"(?:arguments|parameters)"[ \t\n\r]*:[ \t\n\r]*')
+_OBJECT_END = re.compile(r"[ \t\n\r]*\}")
 _CALL_OBJECT = re.compile(r"""\{\s*["'](?:name|arguments|parameters)["']\s*:""")
 
 
@@ -79,7 +85,7 @@ def call_objects(family: str, text: str, start: int, end: int | None = None, *, 
     calls: list[RecoveredCall] = []
     i = start
     while True:
-        j = _skip(text, i, end, separators)
+        j = skip_space(text, i, end, separators)
         if j >= end or text[j] != "{":
             return calls, i
         read = call_object(family, text, j, end, decode_string_arguments=decode_string_arguments,
@@ -94,12 +100,12 @@ def call_array(family: str, text: str, start: int, end: int | None = None, *, de
                fallback: bool = True) -> tuple[list[RecoveredCall], int]:
     """Read `[{call}, {call}]` at `start` (tolerating a missing `]` and truncation)."""
     end = len(text) if end is None else end
-    i = _skip(text, start, end, "")
+    i = skip_space(text, start, end)
     if i >= end or text[i] != "[":
         return [], start
     calls, i = call_objects(family, text, i + 1, end, separators=",",
                             decode_string_arguments=decode_string_arguments, fallback=fallback)
-    j = _skip(text, i, end, ",")
+    j = skip_space(text, i, end, ",")
     if j < end and text[j] == "]":
         i = j + 1
     return calls, i
@@ -123,6 +129,25 @@ def with_block(calls: list[RecoveredCall], block: tuple[int, int], *, stretch: b
 
 def _clean_call(family: str, text: str, start: int, end: int) -> tuple[RecoveredCall, int] | None:
     """The fast path: strict JSON with the name and arguments as top-level keys (most calls)."""
+    head = _CANONICAL_HEAD.match(text, start, end)
+    if head is None:
+        return _strict_call(family, text, start, end)
+    try:
+        arguments, args_end = _DECODER.raw_decode(text, head.end())
+    except ValueError:
+        return None
+    close = _OBJECT_END.match(text, args_end, end)
+    if close is None:  # more keys after the arguments
+        return _strict_call(family, text, start, end)
+    name_start, name_end = head.span(1)
+    after = close.end()
+    call = RecoveredCall(family, head.group(1), arguments, True, (start, after), (name_start, name_end),
+                         (head.end(), args_end), (start, after), None, ())
+    return call, after
+
+
+def _strict_call(family: str, text: str, start: int, end: int) -> tuple[RecoveredCall, int] | None:
+    """Strict JSON call objects of any other shape (keys in another order, more keys)."""
     try:
         obj, after = _DECODER.raw_decode(text, start)
     except ValueError:
@@ -170,12 +195,6 @@ def _inner(text: str, name: str, start: int, end: int) -> tuple[int, int]:
     if text[start + 1:end - 1] == name:
         return start + 1, end - 1
     return start, end
-
-
-def _skip(text: str, i: int, end: int, separators: str) -> int:
-    while i < end and (text[i].isspace() or text[i] in separators):
-        i += 1
-    return i
 
 
 def named_call(family: str, text: str, name_span: tuple[int, int], args_start: int, bound: int, *,

@@ -18,11 +18,16 @@ _DECODER = json.JSONDecoder(strict=False)
 _WS = re.compile(r"\s*")
 _NUMBER = re.compile(r"-?(?:\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _WORD = re.compile(r"[A-Za-z_][\w.\-]*")
-_DQ_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
-_SQ_STRING = re.compile(r"'((?:[^'\\]|\\.)*)'", re.S)
+# Unrolled and possessive: runs between escapes are never given back, so an unclosed string (truncation)
+# fails in one pass instead of backtracking over every character.
+_DQ_STRING = re.compile(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)"', re.S)
+_SQ_STRING = re.compile(r"'([^'\\]*+(?:\\.[^'\\]*+)*+)'", re.S)
 _PY_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0", "\\": "\\", "'": "'",
                '"': '"', "/": "/"}
 _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|.)", re.S)
+# A container strict JSON cannot read from its first item on (a single-quoted or unquoted key, a
+# single-quoted item): the C decoder is not tried, as its error would only be raised and caught.
+_NOT_JSON = re.compile(r"""\{\s*[^"\s}]|\[\s*'""")
 LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None, "True": True, "False": False,
                             "None": None}
 _PYTHON_LITERALS = {"True", "False", "None"}
@@ -37,7 +42,7 @@ def decode_escapes(body: str) -> str:
     if "\\" not in body:
         return body
     try:
-        return json.loads('"' + body + '"', strict=False)
+        return _DECODER.decode('"' + body + '"')
     except ValueError:
         pass
 
@@ -55,6 +60,8 @@ def decode_escapes(body: str) -> str:
 class LenientReader:
     """Reads one value from `text[start:end]`. `repairs` collects what had to be mended."""
 
+    __slots__ = ("bare_keys", "delimiter", "end", "repairs", "text")
+
     def __init__(self, text: str, end: int | None = None, *, delimiter: str | None = None,
                  bare_keys: bool = False) -> None:
         self.text = text
@@ -70,7 +77,7 @@ class LenientReader:
         if i >= self.end:
             raise NotAValue("no value")
         char = self.text[i]
-        if self.delimiter is None and char in '{["-0123456789tfn':
+        if self.delimiter is None and char in '{["-0123456789tfn' and not _NOT_JSON.match(self.text, i):
             try:
                 value, after = _DECODER.raw_decode(self.text, i)
             except ValueError:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
 from guardrails.toolparse.blocks import skip_space
 from guardrails.toolparse.jsoncalls import call_array, call_objects, with_block
 
 TOOL_CALLS = "[TOOL_CALLS]"
+# A call list or object right after the token; v11 texts (`[TOOL_CALLS]NAME[ARGS]`) are turned away at once.
+_ANY_BODY = re.compile(r"\[TOOL_CALLS\](?:\s*\[|[\s,]*\{)")
 
 
 @register
@@ -16,6 +20,8 @@ class MistralPreV11Parser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
+        if _ANY_BODY.search(text) is None:
+            return calls
         i = text.find(TOOL_CALLS)
         while i >= 0:
             body = skip_space(text, i + len(TOOL_CALLS))

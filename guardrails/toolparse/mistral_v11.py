@@ -10,7 +10,7 @@ from guardrails.toolparse.jsoncalls import named_call
 _NAME = r"([A-Za-z_][\w.\-]*)\s*(?:\[CALL_ID\]\s*([\w\-]+)\s*)?"
 _HEAD = re.compile(r"\[TOOL_CALLS\]\s*" + _NAME + r"(\[ARGS\]|(?=\{))")
 # The model forgot [TOOL_CALLS]: the name is the word just before [ARGS] (searched in a short window).
-_BARE = re.compile(r"([A-Za-z_][\w.\-]*)\s*(?:\[CALL_ID\]\s*([\w\-]+)\s*)?\[ARGS\]")
+_BARE = re.compile(r"([A-Za-z_][\w.\-]*+)\s*+(?:\[CALL_ID\]\s*([\w\-]++)\s*)?\[ARGS\]")  # possessive: no backtracking
 _WINDOW = 200
 
 
@@ -21,8 +21,7 @@ class MistralV11Parser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         heads = list(_HEAD.finditer(text))
-        claimed = {m.end() for m in heads}
-        heads += [m for m in _bare_heads(text) if m.end() not in claimed]
+        heads += _bare_heads(text, {m.end() for m in heads})
         heads.sort(key=lambda m: m.start())
         calls = []
         for k, head in enumerate(heads):
@@ -35,14 +34,16 @@ class MistralV11Parser(ToolParser):
         return calls
 
 
-def _bare_heads(text: str) -> list[re.Match[str]]:
+def _bare_heads(text: str, claimed: set[int]) -> list[re.Match[str]]:
+    """Heads `NAME[ARGS]` without `[TOOL_CALLS]`, for the `[ARGS]` tokens no full head ends with."""
     heads = []
     at = text.find("[ARGS]")
     while at >= 0:
-        window = max(0, at - _WINDOW)
-        for match in _BARE.finditer(text, window, at + len("[ARGS]")):
-            if match.end() == at + len("[ARGS]"):
-                heads.append(match)
-                break
+        end = at + len("[ARGS]")
+        if end not in claimed:
+            for match in _BARE.finditer(text, max(0, at - _WINDOW), end):
+                if match.end() == end:
+                    heads.append(match)
+                    break
         at = text.find("[ARGS]", at + 1)
     return heads

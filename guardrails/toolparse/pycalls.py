@@ -12,6 +12,7 @@ from guardrails.toolparse.lenient import LenientReader, NotAValue
 CALL_HEAD = re.compile(r"([A-Za-z_][\w.]*)\s*\(")
 _KEYWORD = re.compile(r"([A-Za-z_]\w*)\s*=(?!=)")
 _OPENERS, _CLOSERS = "([{", ")]}"
+_EXPRESSION_STOP = re.compile(r"[()\[\]{},]")
 
 
 def call_list(family: str, text: str, start: int, bound: int,
@@ -86,7 +87,8 @@ def _argument(text: str, start: int, bound: int, repairs: set[str]) -> tuple[Any
         value, after = reader.value(start)
         following = skip_space(text, after, bound)
         if following >= bound or text[following] in ",)]":
-            repairs.update(reader.repairs - {"python_literals", "single_quotes"})
+            if reader.repairs:
+                repairs.update(reader.repairs - {"python_literals", "single_quotes"})
             return value, after
     except (NotAValue, RecursionError):
         pass
@@ -96,18 +98,16 @@ def _argument(text: str, start: int, bound: int, repairs: set[str]) -> tuple[Any
 
 
 def _expression_end(text: str, i: int, bound: int) -> int:
+    """Where the expression at `i` ends: at a comma or an unmatched closer (the regex skips the rest)."""
     depth = 0
-    while i < bound:
-        char = text[i]
+    for stop in _EXPRESSION_STOP.finditer(text, i, bound):
+        char = stop.group()
         if char in _OPENERS:
             depth += 1
+        elif depth == 0:
+            return stop.start()
         elif char in _CLOSERS:
-            if depth == 0:
-                return i
             depth -= 1
-        elif char == "," and depth == 0:
-            return i
-        i += 1
     return bound
 
 

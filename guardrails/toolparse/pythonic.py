@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.blocks import rskip_space, skip_space
 from guardrails.toolparse.jsoncalls import with_block
 from guardrails.toolparse.pycalls import CALL_HEAD, call_list, one_call
 
@@ -32,12 +33,12 @@ class PythonicParser(ToolParser):
                 continue
             found, i = call_list(self.family, text, start.start(), len(text), schemas)
             calls += with_block(found, (start.start(), i))
-        if not calls:
-            stripped = text.strip()
-            head = CALL_HEAD.match(text, len(text) - len(text.lstrip()))
-            if head and stripped.endswith(")"):
+        if not calls:  # the whole output may be one call without its brackets
+            head = CALL_HEAD.match(text, skip_space(text, 0))
+            text_end = rskip_space(text, len(text)) if head else 0
+            if head and text.endswith(")", 0, text_end):
                 call, end = one_call(self.family, text, head, len(text), schemas)
-                if end == len(text.rstrip()):
+                if end == text_end:
                     calls.append(call)
         return calls
 

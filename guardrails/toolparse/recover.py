@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
+from functools import cache, lru_cache
+
 from guardrails.toolparse.base import PARSERS, RecoveredCall, Schemas, ToolParser
 
 # Who wins a tie between equally wide markup blocks: specific markup first; the bare-JSON and pythonic
@@ -11,36 +15,76 @@ PRECEDENCE = (
     "granite", "jamba", "internlm", "granite_20b_fc", "gemma4", "functiongemma", "mistral_v11",
     "mistral_prev11", "phi4_mini_json", "llama4_pythonic", "llama3_json", "xlam", "pythonic",
 )
-# Every family's markers contain one of these; text with none of them (most prose) costs four scans.
+# Every marker contains one of these characters; text with none of them (most prose) costs four memchr
+# scans, and the markers containing one are looked for only when it occurs.
+_ANCHORS = ("<", "[", '"', "'")
 _QUICK = ("<", "[", '"name"', "'name'")
 
+Span = tuple[int, int]
+Ranked = tuple[tuple[int, ToolParser], ...]  # (precedence rank, parser), in precedence order
 
-class _Index:
-    """Parsers in precedence order, and which markers wake which parsers (each marker is looked for once)."""
+
+class _Dispatch:
+    """Parsers in precedence order, and the marker scan that tells which of them the text wakes."""
 
     def __init__(self) -> None:
         rank = {family: k for k, family in enumerate(PRECEDENCE)}
         self.parsers = sorted(PARSERS.values(), key=lambda p: rank.get(p.family, len(rank)))
-        woken: dict[str, list[int]] = {}
-        self.custom: list[int] = []  # parsers with their own `applies`
+        self.bare = 0  # mask of the bare readers (they run last, on what the others left)
+        self.custom: list[tuple[int, ToolParser]] = []  # (bit, parser) of the parsers with their own `applies`
+        self.wakes: dict[str, int] = {}  # marker -> mask of the parsers it wakes
         for k, parser in enumerate(self.parsers):
+            if parser.bare:
+                self.bare |= 1 << k
             if type(parser).applies is not ToolParser.applies:
-                self.custom.append(k)
+                self.custom.append((1 << k, parser))
                 continue
             for marker in parser.markers:
-                woken.setdefault(marker, []).append(k)
-        self.markers = list(woken.items())
+                self.wakes[marker] = self.wakes.get(marker, 0) | 1 << k
+        # One regex per (anchor, first character), run only when the anchor occurs: an alternation whose
+        # branches share their first character is searched at memchr-like speed, one that mixes first
+        # characters is tried at every position.
+        grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for marker in self.wakes:
+            anchor = next((a for a in _ANCHORS if a in marker), None)
+            if anchor is None:
+                raise ValueError(f"tool-call marker {marker!r} has none of the anchor characters {_ANCHORS}")
+            grouped[(anchor, marker[0])].append(marker)
+        for (_, first), markers in grouped.items():
+            hiding = [(a, b) for a in markers for b in markers if a != b and first in a[1:]]
+            if hiding:  # `mask` uses findall, which would miss a marker starting inside another one
+                raise ValueError(f"tool-call marker {hiding[0][1]!r} can start inside {hiding[0][0]!r}")
+        self.scans = [(anchor, re.compile("|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))))
+                      for (anchor, _), markers in sorted(grouped.items())]
 
-    def active(self, text: str) -> list[int]:
-        found: set[int] = set()
-        for marker, ranks in self.markers:
-            if marker in text:
-                found.update(ranks)
-        found.update(k for k in self.custom if self.parsers[k].applies(text))
-        return sorted(found)
+    def mask(self, text: str) -> int:
+        """The parsers the text wakes, as a mask of precedence ranks."""
+        mask = 0
+        wakes = self.wakes
+        for anchor, pattern in self.scans:
+            if anchor in text:
+                # findall skips a marker that starts inside another match: no other marker of the scan can
+                # (checked in __init__), and a marker's own repeat wakes nothing new.
+                for marker in pattern.findall(text):
+                    mask |= wakes[marker]
+        for bit, parser in self.custom:
+            if parser.applies(text):
+                mask |= bit
+        return mask
 
 
-_INDEX: list[_Index] = []
+@cache
+def _dispatch() -> _Dispatch:
+    return _Dispatch()  # built on first use, once every family module has registered its parser
+
+
+@lru_cache(maxsize=4096)
+def _woken(mask: int) -> tuple[Ranked, Ranked]:
+    """The specific parsers and the bare readers in `mask`, each in precedence order."""
+    dispatch = _dispatch()
+    ranked = [(k, parser) for k, parser in enumerate(dispatch.parsers) if mask >> k & 1]
+    return (tuple(item for item in ranked if not dispatch.bare >> item[0] & 1),
+            tuple(item for item in ranked if dispatch.bare >> item[0] & 1))
 
 
 def might_contain_calls(text: str) -> bool:
@@ -55,24 +99,28 @@ def recover(text: str, tools: Schemas | None = None) -> list[RecoveredCall]:
     the widest block wins a contested region; on a tie, the family earlier in PRECEDENCE. Bare readers
     run last, on the text with the blocks already claimed blanked out.
     """
-    if not text or not might_contain_calls(text):
+    if not text:
         return []
-    index = _INDEX[0] if _INDEX else _build_index()
-    active = index.active(text)
-    if not active:
+    mask = _dispatch().mask(text)
+    if not mask:
         return []
-    parsers = index.parsers
-    taken: list[tuple[int, int]] = []
-    calls = _resolve(text, [(k, parsers[k]) for k in active if not parsers[k].bare], tools, taken)
-    for k in active:  # bare readers, one by one, never re-read the bodies already claimed
-        if parsers[k].bare:
-            found = _resolve(_blank(text, taken) if taken else text, [(k, parsers[k])], tools, taken)
-            calls += found
-    calls.sort(key=lambda c: c.span)
+    specific, bare = _woken(mask)
+    taken: list[Span] = []
+    calls = _resolve(text, specific, tools, taken) if specific else []
+    view = text  # what the bare readers read: the text with the claimed blocks blanked out
+    blanked = 0  # how many of `taken` the view blanks
+    for k, parser in bare:  # one by one, so that each claims its blocks before the next one reads
+        if len(taken) != blanked:
+            view, blanked = _blank(text, taken), len(taken)
+        if view is not text and not parser.applies(view):
+            continue  # its markers were all inside claimed blocks
+        calls += _resolve(view, ((k, parser),), tools, taken)
+    if len(calls) > 1:
+        calls.sort(key=lambda c: c.span)
     return calls
 
 
-def _blank(text: str, spans: list[tuple[int, int]]) -> str:
+def _blank(text: str, spans: list[Span]) -> str:
     """`text` with `spans` replaced by spaces (offsets unchanged)."""
     parts, pos = [], 0
     for start, end in sorted(spans):
@@ -83,10 +131,9 @@ def _blank(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(parts)
 
 
-def _resolve(text: str, parsers: list[tuple[int, ToolParser]], tools: Schemas | None,
-             taken: list[tuple[int, int]]) -> list[RecoveredCall]:
+def _resolve(text: str, parsers: Ranked, tools: Schemas | None, taken: list[Span]) -> list[RecoveredCall]:
     """Run `parsers`; keep the widest non-overlapping blocks (ties: precedence); extend `taken`."""
-    groups: dict[tuple[int, tuple[int, int]], list[RecoveredCall]] = {}
+    groups: dict[tuple[int, Span], list[RecoveredCall]] = {}
     for rank, parser in parsers:
         for call in parser.parse(text, tools):
             groups.setdefault((rank, call.block), []).append(call)
@@ -101,8 +148,3 @@ def _resolve(text: str, parsers: list[tuple[int, ToolParser]], tools: Schemas | 
         taken.append((start, end))
         calls += groups[(rank, (start, end))]
     return calls
-
-
-def _build_index() -> _Index:
-    _INDEX.append(_Index())
-    return _INDEX[0]

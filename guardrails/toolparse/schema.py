@@ -16,12 +16,17 @@ _INTEGER = re.compile(r"-?\d+")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 
 
-def parameter_schema(schemas: Schemas | None, tool: str, parameter: str) -> Mapping[str, Any] | None:
+def tool_properties(schemas: Schemas | None, tool: str) -> Mapping[str, Any] | None:
+    """The declared `properties` of `tool` (looked up once per call, not once per parameter)."""
     schema = schemas.get(tool) if schemas else None
     if not isinstance(schema, Mapping):
         return None
     properties = schema.get("properties")
-    found = properties.get(parameter) if isinstance(properties, Mapping) else None
+    return properties if isinstance(properties, Mapping) else None
+
+
+def parameter_schema(properties: Mapping[str, Any] | None, parameter: str) -> Mapping[str, Any] | None:
+    found = properties.get(parameter) if properties is not None else None
     return found if isinstance(found, Mapping) else None
 
 

@@ -10,7 +10,8 @@ from guardrails.toolparse.xmlcalls import function_calls
 @register
 class SeedOSSParser(ToolParser):
     family = "seed_oss"
-    markers = ("<function=",)
+    # Its calls are the `<function=` calls with a seed wrapper, so only the wrapper wakes it.
+    markers = ("<seed:tool_call>", "</seed:tool_call>")
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         return [call for call, wrapper in function_calls(self.family, text, schemas)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from guardrails.toolparse.base import RecoveredCall, Schemas
-from guardrails.toolparse.schema import coerce, parameter_schema
+from guardrails.toolparse.blocks import rskip_space, skip_space
+from guardrails.toolparse.schema import coerce, parameter_schema, tool_properties
 
 _FUNCTION = re.compile(r"<function=([^>\n<]*)>?")
 _PARAMETER = re.compile(r"<parameter=([^>\n<]*)>?")
@@ -19,18 +20,20 @@ def function_calls(family: str, text: str, schemas: Schemas | None) -> list[tupl
     """Every `<function=...>` call, with the wrapper it sits in ("<tool_call>", "<seed:tool_call>", None)."""
     out = []
     for head in _FUNCTION.finditer(text):
-        stop = _FUNCTION_END.search(text, head.end())
+        header_end = head.end()
+        stop = _FUNCTION_END.search(text, header_end)
         func_end = stop.start() if stop else len(text)
-        closed = bool(stop) and stop.group() == "</function>"
+        closed = stop is not None and stop.group() == "</function>"
         raw_name = head.group(1)
         name = raw_name.strip()
         name_start = head.start(1) + (len(raw_name) - len(raw_name.lstrip()))
+        properties = tool_properties(schemas, name)
         arguments: dict[str, object] = {}
         repairs: set[str] = set()
-        if not head.group().endswith(">"):
+        if text[header_end - 1] != ">":
             repairs.add("unclosed_header")
-        args_end = head.end()
-        for param in _PARAMETER.finditer(text, head.end(), func_end):
+        args_end = header_end
+        for param in _PARAMETER.finditer(text, header_end, func_end):
             if param.start() < args_end:
                 continue
             value_stop = _VALUE_END.search(text, param.end(), func_end)
@@ -44,21 +47,18 @@ def function_calls(family: str, text: str, schemas: Schemas | None) -> list[tupl
                 args_end = value_stop.end()
             value = value.removeprefix("\n").removesuffix("\n")
             key = param.group(1).strip()
-            arguments[key] = coerce(value, parameter_schema(schemas, name, key), repairs)
+            arguments[key] = coerce(value, parameter_schema(properties, key), repairs)
         start, end, wrapper = head.start(), func_end + len("</function>") if closed else func_end, None
         for open_, close in WRAPPERS:
-            before = text[:start].rstrip()
-            if before.endswith(open_):
-                start, wrapper = len(before) - len(open_), open_
-            after = len(text) - len(text[end:].lstrip())
+            before = rskip_space(text, start)
+            if text.endswith(open_, 0, before):
+                start, wrapper = before - len(open_), open_
+            after = skip_space(text, end)
             if text.startswith(close, after):
                 end, wrapper = after + len(close), open_
         if not closed and stop is None:
             repairs.add("truncated")
-        call = RecoveredCall(
-            family=family, name=name, arguments=arguments, arguments_parsed=True, span=(start, end),
-            name_span=(name_start, name_start + len(name)), arguments_span=(head.end(), args_end),
-            block=(start, end), repairs=tuple(sorted(repairs)),
-        )
+        call = RecoveredCall(family, name, arguments, True, (start, end), (name_start, name_start + len(name)),
+                             (header_end, args_end), (start, end), None, tuple(sorted(repairs)))
         out.append((call, wrapper))
     return out
