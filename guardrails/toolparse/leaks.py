@@ -45,14 +45,16 @@ def find_leaks(texts: Sequence[tuple[Source, str]], raw_output: str | None,
                tools: Schemas | None = None) -> list[tuple[Source | None, RecoveredCall]]:
     """Calls written as markup in `texts` (response content/reasoning) or in `raw_output` (source None)
     that `structured` does not carry. A call in raw_output that also shows in the texts counts once."""
+    found = [(source, call) for source, text in texts for call in recover(text, tools)]
+    from_raw = recover(raw_output, tools) if raw_output else []
+    if not found and not from_raw:
+        return []  # the common case: no markup, no need to canonicalize the structured calls
     carried = CarriedCalls(structured)
     seen = CarriedCalls(structured)
     leaks: list[tuple[Source | None, RecoveredCall]] = []
-    for source, text in texts:
-        for call in recover(text, tools):
-            seen.add(call.name, call.arguments, call.arguments_parsed)
-            if not carried.claim(call):
-                leaks.append((source, call))
-    if raw_output:
-        leaks += [(None, call) for call in recover(raw_output, tools) if not seen.claim(call)]
+    for source, call in found:
+        seen.add(call.name, call.arguments, call.arguments_parsed)
+        if not carried.claim(call):
+            leaks.append((source, call))
+    leaks += [(None, call) for call in from_raw if not seen.claim(call)]
     return leaks
