@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,28 +255,28 @@ class _Selector:
 
     def __init__(self, exchange: Exchange) -> None:
         self.segments = exchange.segments
-        self.signatures = [s.signature for s in exchange.segments]
-        self.positions: dict[tuple[Any, Any, Any], list[int]] = {}
-        for position, sig in enumerate(self.signatures):
-            self.positions.setdefault(sig, []).append(position)
-        self.distinct = self.positions.keys()
+        self.groups = exchange.by_signature
+        self.distinct = self.groups.keys()
 
-    def __call__(self, scope: Scope) -> list[Segment] | tuple[Segment, ...]:
+    def __call__(self, scope: Scope) -> Sequence[Segment]:
+        """The selected segments in exchange order (a shared list when one signature is selected: read only)."""
         allowed = [sig for sig in self.distinct if _scope_allows(scope, sig)]
         if len(allowed) == len(self.distinct):
             return self.segments
         if not allowed:
-            return []
-        positions = self.positions[allowed[0]] if len(allowed) == 1 else sorted(
-            p for sig in allowed for p in self.positions[sig])
-        segments = self.segments
-        return [segments[p] for p in positions]
+            return ()
+        if len(allowed) == 1:
+            return self.groups[allowed[0]]
+        return sorted((s for sig in allowed for s in self.groups[sig]), key=_position)
 
     def per_segment(self, scopes: list[tuple[int, Scope]]) -> list[tuple[Segment, tuple[int, ...]]]:
         """Each segment with the indices of the scopes that select it (segments no scope selects left out)."""
         chosen = {sig: tuple(i for i, scope in scopes if _scope_allows(scope, sig)) for sig in self.distinct}
-        return [(segment, chosen[sig]) for segment, sig in zip(self.segments, self.signatures, strict=True)
-                if chosen[sig]]
+        return [(segment, chosen[segment.signature]) for segment in self.segments if chosen[segment.signature]]
+
+
+def _position(segment: Segment) -> int:
+    return segment.index
 
 
 def _scope_allows(scope: Scope, sig: tuple[Any, Any, Any]) -> bool:

@@ -7,7 +7,7 @@ body plus character offsets), so findings can point back into the caller's origi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -193,20 +193,29 @@ class Exchange:
     trusted: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
     untrusted: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
     tool_calls: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
+    # Segments by (kind, trust, phase), each list in exchange order: what detector scopes select from.
+    by_signature: dict[tuple[SegmentKind, Trust, Phase], list[Segment]] = field(init=False, repr=False,
+                                                                                compare=False)
 
     def __post_init__(self) -> None:
-        trusted, untrusted, calls = [], [], []
-        is_trusted, is_untrusted, is_call = Trust.TRUSTED, Trust.UNTRUSTED, SegmentKind.TOOL_CALL  # enum lookups cost
+        groups: dict[tuple[SegmentKind, Trust, Phase], list[Segment]] = {}
         for s in self.segments:
-            if s.trust is is_trusted:
-                trusted.append(s)
-            elif s.trust is is_untrusted:
-                untrusted.append(s)
-            if s.kind is is_call:
-                calls.append(s)
-        object.__setattr__(self, "trusted", tuple(trusted))
-        object.__setattr__(self, "untrusted", tuple(untrusted))
-        object.__setattr__(self, "tool_calls", tuple(calls))
+            group = groups.get(s.signature)
+            if group is None:
+                groups[s.signature] = [s]
+            else:
+                group.append(s)
+        object.__setattr__(self, "by_signature", groups)
+        object.__setattr__(self, "trusted", self._where(lambda sig: sig[1] is Trust.TRUSTED))
+        object.__setattr__(self, "untrusted", self._where(lambda sig: sig[1] is Trust.UNTRUSTED))
+        object.__setattr__(self, "tool_calls", self._where(lambda sig: sig[0] is SegmentKind.TOOL_CALL))
+
+    def _where(self, wanted: Callable[[tuple[SegmentKind, Trust, Phase]], bool]) -> tuple[Segment, ...]:
+        """The segments whose signature is `wanted`, in exchange order (decided per signature, not segment)."""
+        chosen = [group for sig, group in self.by_signature.items() if wanted(sig)]
+        if len(chosen) == 1:
+            return tuple(chosen[0])
+        return tuple(sorted((s for group in chosen for s in group), key=_position))
 
     @property
     def phase(self) -> Phase:
@@ -214,3 +223,7 @@ class Exchange:
 
     def of_kind(self, *kinds: SegmentKind) -> Iterator[Segment]:
         return (s for s in self.segments if s.kind in kinds)
+
+
+def _position(segment: Segment) -> int:
+    return segment.index
