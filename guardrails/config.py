@@ -23,7 +23,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    data_dir: Path = Path("var")  # where the embedded SQLite stores live
+    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("GUARDRAILS_DATA_DIR", "var")))  # SQLite stores
     api_keys: tuple[str, ...] = ()  # when set, every /v1 call needs `Authorization: Bearer <key>`
     # Audit log and budget state (docs/audit-and-budgets.md). Empty: SQLite under data_dir; "none": off.
     audit_url: str = ""

@@ -1,16 +1,23 @@
 """Per-model running statistics of token and segment logprobs.
 
 A "low" logprob means little on its own: models differ (a 0.5B model's typical token sits far below a 70B
-model's). Detectors judge against the model's own running mean and spread, kept here per model key. The
-interface is two methods so a shared state store (SQLite, Redis) can implement it later.
+model's). Detectors judge against the model's own running mean and spread, kept per model key behind two
+methods, `get` and `update`: in the service's state store (`SharedModelStats`: SQLite or Redis, so every
+replica judges against the same numbers), or in memory when the service runs without one.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guardrails.state.base import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,42 @@ class InMemoryModelStats(ModelStatsStore):
             merged = (current or ModelStats()).merge(batch)
             self._stats[key] = merged
             return merged
+
+
+class SharedModelStats(ModelStatsStore):
+    """Statistics in the state store, shared by every replica. One store round trip per check: `update`
+    returns the merged statistics, which then answer `get` for `max_age_s` (a threshold a second old is as
+    good as a fresh one; another replica's checks show up at the next merge or read)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        max_age_s: float = 1.0,
+        max_models: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._max_age_s = max_age_s
+        self._max_models = max_models
+        self._clock = clock
+        self._recent: dict[str, tuple[float, ModelStats | None]] = {}
+
+    def get(self, key: str) -> ModelStats | None:
+        recent = self._recent.get(key)
+        if recent is not None and self._clock() - recent[0] < self._max_age_s:
+            return recent[1]
+        return self._remember(key, self.store.model_stats(key))
+
+    def update(self, key: str, batch: ModelStats) -> ModelStats:
+        merged = self.store.merge_model_stats(key, batch)
+        self._remember(key, merged)
+        return merged
+
+    def _remember(self, key: str, stats: ModelStats | None) -> ModelStats | None:
+        if len(self._recent) >= self._max_models:
+            self._recent.clear()  # a caller inventing model names must not grow it
+        self._recent[key] = (self._clock(), stats)
+        return stats
 
 
 _default = InMemoryModelStats()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,13 @@ import pytest
 
 from guardrails.exchange import Exchange
 from guardrails.pointer import resolve
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Services built with default settings keep their SQLite stores (audit log, budgets, per-model logprob
+    statistics) in a directory of this run, so no run sees what an earlier one learned."""
+    if "GUARDRAILS_DATA_DIR" not in os.environ:
+        os.environ["GUARDRAILS_DATA_DIR"] = tempfile.mkdtemp(prefix="guardrails-tests-")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"

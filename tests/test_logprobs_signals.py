@@ -106,3 +106,45 @@ def test_moments_of_counted_tokens_feed_model_statistics() -> None:
     values = [content[i]["logprob"] for i in sorted(covered)]
     assert analysis.tokens.count == len(values)
     assert analysis.tokens.mean == pytest.approx(sum(values) / len(values))
+
+
+def test_entropy_margin_and_low_spans_match_a_plain_python_computation_on_ragged_masked_alternatives() -> None:
+    rng = np.random.default_rng(11)
+    words = ["alpha", " beta", " 42", " the", " Paris", ",", " get_id", " of"]
+    entries = []
+    for i in range(400):
+        lp = float(-rng.exponential(1.5))
+        alts = [(words[i % 8], lp)] + [(f" w{j}", float(-rng.exponential(2.0))) for j in range(i % 6)]  # k = 1..6
+        if i % 7 == 0:
+            alts = [(t, -9999.0 if j else v) for j, (t, v) in enumerate(alts)]  # masked alternatives
+        entries.append(entry(words[i % 8], lp, alts))
+    stream = read_source("chat", entries)
+    ts = token_signals(stream, constrained=True)
+    for i, e in enumerate(entries):
+        live = sorted((a["logprob"] for a in e["top_logprobs"] if a["logprob"] > -9998), reverse=True)
+        if len(live) < 2:
+            assert math.isnan(ts.entropy[i]) and math.isnan(ts.margin[i])
+            assert ts.forced[i] == (e["logprob"] >= -1e-4)
+            continue
+        p = np.exp(np.array(live) - live[0])
+        p /= p.sum()
+        assert ts.entropy[i] == pytest.approx(float(-(p * np.log(p)).sum()), abs=1e-9)
+        assert ts.margin[i] == pytest.approx(live[0] - live[1])
+        assert not ts.forced[i]
+    ranges = [(0, 400), (3, 40), (100, 101), (250, 399), (5, 5)]
+    units = [Unit("segment", None, a, b, int(stream.starts[a]) + 1 if b > a else 0,  # type: ignore[arg-type]
+                  int(stream.ends[b - 1]) if b > a else 0, 0, 0) for a, b in ranges]
+    threshold = -1.5
+    used = ts.used
+    for unit, sig in zip(units, unit_signals(stream, ts, units, threshold), strict=True):
+        low = [i for i in range(unit.token_start, unit.token_end)
+               if used[i] and ts.logprobs[i] * token_weight(entries[i]["token"]) < threshold]
+        expected: list[tuple[int, int]] = []
+        for i in low:  # runs of consecutive low tokens, as char ranges clipped to the unit's text
+            start = max(int(stream.starts[i]), unit.text_start)
+            end = min(int(stream.ends[i]), unit.text_end)
+            if expected and i - 1 in low:
+                expected[-1] = (expected[-1][0], end)
+            elif end > start:
+                expected.append((start, end))
+        assert sig.low_spans == expected

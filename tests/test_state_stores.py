@@ -1,4 +1,4 @@
-"""The state store contract (windows, rates, breakers, streaks), run against SQLite and Redis.
+"""The state store contract (windows, rates, breakers, streaks, model statistics), run against SQLite and Redis.
 
 Redis runs when GUARDRAILS_TEST_REDIS_URL is set (e.g. redis://127.0.0.1:6379/0); each run uses its own
 key prefix and deletes its keys.
@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from guardrails.model_stats import ModelStats, Moments
 from guardrails.state import RateAdd, StateStore, WindowAdd, open_state_store
 from guardrails.state.base import HALF_OPEN, OPEN
 
@@ -121,3 +123,52 @@ def test_concurrent_replicas_count_every_add(opener: Callable[[], StateStore]) -
     for t in threads:
         t.join()
     assert replicas[0].step(T0 + 2, [WindowAdd("agent:acme/a|requests|60", 60, 0)]).totals == [400]
+
+
+def batches_of(samples: list[np.ndarray]) -> list[ModelStats]:
+    """One check's batch per sample array (tokens), with its mean as a one-segment batch."""
+    out = []
+    for values in samples:
+        mean = float(values.mean())
+        out.append(ModelStats(Moments(values.size, mean, float(((values - mean) ** 2).sum())),
+                              Moments(1, mean, 0.0)))
+    return out
+
+
+def test_model_stats_merge_exactly_across_replicas(opener: Callable[[], StateStore]) -> None:
+    a, b = opener(), opener()
+    assert a.model_stats("Qwen/Qwen3-8B") is None
+    rng = np.random.default_rng(5)
+    samples = [-rng.exponential(scale, size) for scale, size in ((0.5, 700), (2.0, 3), (1.0, 1200), (0.1, 1))]
+    for store, batch in zip((a, b, a, b), batches_of(samples), strict=True):
+        merged = store.merge_model_stats("Qwen/Qwen3-8B", batch)
+    seen = b.model_stats("Qwen/Qwen3-8B")
+    assert seen == merged  # what the last merge returned is what every replica reads
+    everything = np.concatenate(samples)
+    assert seen is not None and seen.tokens.count == everything.size
+    assert seen.tokens.mean == pytest.approx(everything.mean(), rel=1e-12)
+    assert seen.tokens.std == pytest.approx(everything.std(ddof=1), rel=1e-12)
+    means = np.array([s.mean() for s in samples])
+    assert seen.segments.count == 4 and seen.segments.std == pytest.approx(means.std(ddof=1), rel=1e-12)
+    # An empty part of a batch leaves that part alone; other models are separate.
+    again = a.merge_model_stats("Qwen/Qwen3-8B", ModelStats(Moments(), Moments(1, -1.0, 0.0)))
+    assert again.tokens == seen.tokens and again.segments.count == 5
+    assert a.model_stats("other") is None
+
+
+def test_concurrent_model_stats_merges_lose_nothing(opener: Callable[[], StateStore]) -> None:
+    replicas = [opener(), opener()]
+    one = ModelStats(Moments(10, -0.5, 2.0), Moments(1, -0.5, 0.0))
+
+    def hammer(store: StateStore) -> None:
+        for _ in range(50):
+            store.merge_model_stats("m", one)
+
+    threads = [threading.Thread(target=hammer, args=(r,)) for r in replicas for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = replicas[0].model_stats("m")
+    assert stats is not None and (stats.tokens.count, stats.segments.count) == (2000, 200)
+    assert stats.tokens.mean == pytest.approx(-0.5) and stats.tokens.m2 == pytest.approx(200 * 2.0)

@@ -4,15 +4,16 @@ Per token: logprob, entropy over the returned alternatives (renormalized: vLLM r
 margin between the two best alternatives (sorted here: vLLM puts the sampled token first, not the best),
 a weight (digits, identifiers and names count more than function words) and whether the token is a signal
 at all: masked tokens (-9999) never are, and under constrained decoding neither are forced ones (about
-0.0 with no other allowed alternative). Per unit: reductions over its token range via prefix sums.
+0.0 with no other allowed alternative). Per unit: `reduceat` over every unit's token range at once.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 
 import numpy as np
 
@@ -57,10 +58,12 @@ def token_weight(token: str) -> float:
 
 
 def token_weights(tokens: tuple[str, ...]) -> np.ndarray:
-    known = list(map(_WEIGHTS.get, tokens))  # one C-level pass; tokens repeat, so misses are rare
-    if None in known:
-        known = [w if w is not None else token_weight(t) for w, t in zip(known, tokens, strict=True)]
-    return np.array(known, dtype=np.float64)
+    # One C-level pass over the cache (tokens repeat, so misses are rare); a miss reads as NaN.
+    weights = np.fromiter(map(_WEIGHTS.get, tokens), dtype=np.float64, count=len(tokens))
+    misses = np.flatnonzero(np.isnan(weights))
+    if misses.size:
+        weights[misses] = [token_weight(tokens[i]) for i in misses.tolist()]
+    return weights
 
 
 @dataclass(slots=True)
@@ -106,85 +109,117 @@ class UnitSignals:
 
 def token_signals(stream: TokenStream, constrained: bool) -> TokenSignals:
     lp = stream.logprobs
-    alt = stream.alternatives
     masked = lp <= MASKED + 1.0
     valid = np.isfinite(lp) & ~masked
-    n = len(lp)
-    if alt.shape[1] >= 2:
-        # NaN padding and masked alternatives become a finite floor whose exp() is exactly 0: no -inf math.
-        live = np.where(alt > MASKED + 1.0, alt, FLOOR)
-        ordered = np.sort(live, axis=1)  # ascending: best last
-        best, second = ordered[:, -1], ordered[:, -2]
-        alive = (live > FLOOR).sum(axis=1)
-        spread = alive >= 2  # with fewer than two live alternatives there is no distribution to measure
-        x = live - best[:, None]
-        p = np.exp(x)
-        z = p.sum(axis=1)
-        entropy = np.where(spread, np.log(z) - (p * x).sum(axis=1) / z, np.nan)
-        margin = np.where(spread, best - second, np.nan)
-    else:
-        entropy = np.full(n, np.nan)
-        margin = np.full(n, np.nan)
-        alive = np.isfinite(alt).sum(axis=1) if alt.shape[1] else np.ones(n, dtype=np.int64)
+    entropy, margin, alive = _spread(stream.alternatives)
     forced = (valid & (lp >= FORCED_LOGPROB) & (alive <= 1)) if constrained else np.zeros(len(lp), dtype=bool)
     weights = token_weights(stream.tokens)
     return TokenSignals(lp, valid & ~forced, forced, masked, entropy, margin, weights)
 
 
+def _spread(alternatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entropy (renormalized), margin between the best two, and live alternatives per token.
+
+    Works on the (k, n) transpose: one contiguous row per alternative rank, so every step is an elementwise
+    ufunc over all tokens (k is small; sorting k-wide rows one by one would cost more than all the math).
+    NaN padding and masked alternatives become a finite floor whose exp() is exactly 0: no -inf math.
+    """
+    n, k = alternatives.shape
+    live = np.where(alternatives > MASKED + 1.0, alternatives, FLOOR).T.copy()
+    alive = np.count_nonzero(live > FLOOR, axis=0)
+    if k < 2:
+        return np.full(n, np.nan), np.full(n, np.nan), alive
+    best = live[0].copy()
+    second = np.full(n, FLOOR)
+    for row in live[1:]:
+        np.maximum(second, np.minimum(best, row), out=second)
+        np.maximum(best, row, out=best)
+    x = live - best
+    p = np.exp(x)
+    z = p.sum(axis=0)
+    spread = alive >= 2  # with fewer than two live alternatives there is no distribution to measure
+    entropy = np.where(spread, np.log(z) - np.einsum("ij,ij->j", p, x) / z, np.nan)
+    margin = np.where(spread, best - second, np.nan)
+    return entropy, margin, alive
+
+
+_BOUNDS = attrgetter("token_start", "token_end", "text_start", "text_end")
+# Rows of the per-token table whose sums over each unit's token range give every unit's sums.
+_COUNT, _LP, _WLP, _W, _SPREAD, _ENTROPY, _MARGIN, _LOW, _FORCED, _MASKED = range(10)
+
+
 def unit_signals(
     stream: TokenStream, ts: TokenSignals, units: Sequence[Unit], token_threshold: float
 ) -> list[UnitSignals]:
-    """Signals of every unit; a token is low when its weighted logprob is under `token_threshold`."""
+    """Signals of every unit; a token is low when its weighted logprob is under `token_threshold`.
+
+    Sums and minima over every unit's token range come from one `reduceat` each (units overlap: a call's
+    segment holds its arguments), low spans from one vectorized pass over the runs of low tokens: no
+    per-token Python work and no numpy call per unit.
+    """
     if not units:
         return []
     used = ts.used
-    lp0 = np.where(used, ts.logprobs, 0.0)
-    low = used & (lp0 * ts.weights < token_threshold)
+    n = len(used)
+    bounds = np.fromiter(chain.from_iterable(map(_BOUNDS, units)), dtype=np.int64, count=4 * len(units))
+    bounds = bounds.reshape(len(units), 4)
+    table = np.zeros((10, n + 1))  # the last column stays 0: the end of a unit that reaches the stream's end
+    row = table[:, :n]
+    np.copyto(row[_COUNT], used)
+    np.copyto(row[_LP], ts.logprobs, where=used)
+    np.multiply(row[_LP], ts.weights, out=row[_WLP])
+    np.copyto(row[_W], ts.weights, where=used)
+    low = used & (row[_WLP] < token_threshold)
     spread = used & np.isfinite(ts.entropy)
-    columns = np.stack([
-        used.astype(np.float64), lp0, lp0 * ts.weights, np.where(used, ts.weights, 0.0),
-        spread.astype(np.float64), np.where(spread, ts.entropy, 0.0), np.where(spread, ts.margin, 0.0),
-        low.astype(np.float64), ts.forced.astype(np.float64), ts.masked.astype(np.float64),
-    ])
-    prefix = np.concatenate([np.zeros((columns.shape[0], 1)), np.cumsum(columns, axis=1)], axis=1)
-    s = np.fromiter((u.token_start for u in units), dtype=np.int64, count=len(units))
-    e = np.fromiter((u.token_end for u in units), dtype=np.int64, count=len(units))
-    sums = prefix[:, e] - prefix[:, s]
-    mins = _range_min(np.where(used, ts.logprobs, np.inf), s, e)
-    runs = _runs(low)
-    count, lp_sum, wlp_sum, w_sum, spread_n, ent_sum, margin_sum, low_sum, forced_sum, masked_sum = sums.tolist()
-    mins_list = mins.tolist()
-    out = []
-    for i, unit in enumerate(units):
-        n = int(count[i] + 0.5)
-        if n == 0:
-            out.append(UnitSignals(0, int(forced_sum[i]), int(masked_sum[i]), *([None] * 7)))
-            continue
-        mean = lp_sum[i] / n
-        spread = spread_n[i]
-        out.append(UnitSignals(
-            tokens=n,
-            forced=int(forced_sum[i] + 0.5),
-            masked=int(masked_sum[i] + 0.5),
-            mean=mean,
-            weighted_mean=wlp_sum[i] / w_sum[i] if w_sum[i] > 0 else mean,
-            min=mins_list[i],
-            perplexity=math.exp(-mean),
-            entropy=ent_sum[i] / spread if spread else None,
-            margin=margin_sum[i] / spread if spread else None,
-            low_share=low_sum[i] / n,
-            low_spans=_spans_in(stream, runs, unit) if low_sum[i] else [],
-        ))
-    return out
+    np.copyto(row[_SPREAD], spread)
+    np.copyto(row[_ENTROPY], ts.entropy, where=spread)
+    np.copyto(row[_MARGIN], ts.margin, where=spread)
+    np.copyto(row[_LOW], low)
+    np.copyto(row[_FORCED], ts.forced)
+    np.copyto(row[_MASKED], ts.masked)
+    sums, mins = _range_reductions(table, np.where(used, ts.logprobs, np.inf), bounds[:, 0], bounds[:, 1])
+    counts = np.rint(sums[[_COUNT, _FORCED, _MASKED, _LOW]]).astype(np.int64)
+    tokens = counts[0]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mean = sums[_LP] / tokens
+        weighted = np.where(sums[_W] > 0, sums[_WLP] / sums[_W], mean)
+        entropy = sums[_ENTROPY] / sums[_SPREAD]
+        margin = sums[_MARGIN] / sums[_SPREAD]
+        low_share = counts[3] / tokens
+        perplexity = np.exp(-mean)
+    spans = _low_spans(stream, runs=_runs(low), bounds=bounds, has_low=counts[3] > 0)
+    columns = zip(tokens.tolist(), counts[1].tolist(), counts[2].tolist(), mean.tolist(), weighted.tolist(),
+                  mins.tolist(), perplexity.tolist(), entropy.tolist(), margin.tolist(), low_share.tolist(),
+                  spans, strict=True)
+    return [
+        UnitSignals(count, forced, masked, mean_, weighted_, min_, ppl, _num(ent), _num(mar), share, spans_)
+        if count else UnitSignals(0, forced, masked, None, None, None, None, None, None, None)
+        for count, forced, masked, mean_, weighted_, min_, ppl, ent, mar, share, spans_ in columns
+    ]
 
 
-def _range_min(values: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """min(values[s:e]) per range (inf for empty ranges), one reduceat call for all ranges."""
-    padded = np.append(values, np.inf)
+def _range_reductions(table: np.ndarray, values: np.ndarray, s: np.ndarray, e: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of each table row over [s, e) per range, and min(values[s:e]) (inf for empty ranges).
+
+    `reduceat` over the interleaved bounds s0, e0, s1, e1...: its even results are the ranges (the odd ones,
+    between one range's end and the next one's start, are dropped); an empty range yields one element
+    there, hence the masks.
+    """
+    n = len(values)
     idx = np.empty(2 * len(s), dtype=np.int64)
     idx[0::2], idx[1::2] = s, e
-    mins = np.minimum.reduceat(padded, np.minimum(idx, len(values)))[0::2]
-    return np.where(e > s, mins, np.inf)
+    np.minimum(idx, n, out=idx)
+    empty = e <= s
+    sums = np.add.reduceat(table, idx, axis=1)[:, 0::2]
+    sums[:, empty] = 0.0
+    mins = np.minimum.reduceat(np.append(values, np.inf), idx)[0::2]
+    mins[empty] = np.inf
+    return sums, mins
+
+
+def _num(value: float) -> float | None:
+    return None if value != value else value  # NaN: no token of the unit had two live alternatives
 
 
 def _runs(flags: np.ndarray) -> np.ndarray:
@@ -193,16 +228,25 @@ def _runs(flags: np.ndarray) -> np.ndarray:
     return np.stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)], axis=1)
 
 
-def _spans_in(stream: TokenStream, runs: np.ndarray, unit: Unit) -> list[tuple[int, int]]:
-    """Char ranges (in the stream text, clipped to the unit) of the low runs inside a unit's tokens."""
-    out = []
-    first = int(np.searchsorted(runs[:, 1], unit.token_start, side="right"))
-    last = int(np.searchsorted(runs[:, 0], unit.token_end, side="left"))
-    for a, b in runs[first:last].tolist():
-        start = max(int(stream.starts[max(a, unit.token_start)]), unit.text_start)
-        end = min(int(stream.ends[min(b, unit.token_end) - 1]), unit.text_end)
-        if end > start:
-            out.append((start, end))
+def _low_spans(stream: TokenStream, runs: np.ndarray, bounds: np.ndarray, has_low: np.ndarray
+               ) -> list[list[tuple[int, int]]]:
+    """Per unit, the char ranges (in the stream text, clipped to the unit) of the low runs in its tokens."""
+    out: list[list[tuple[int, int]]] = [[] for _ in range(len(bounds))]
+    if not has_low.any():
+        return out
+    s, e, text_s, text_e = bounds.T
+    first = np.searchsorted(runs[:, 1], s, side="right")
+    per_unit = np.where(has_low, np.maximum(np.searchsorted(runs[:, 0], e, side="left") - first, 0), 0)
+    unit = np.repeat(np.arange(len(bounds)), per_unit)
+    offsets = np.cumsum(per_unit) - per_unit
+    run = np.arange(len(unit)) - offsets[unit] + first[unit]
+    a = np.maximum(runs[run, 0], s[unit])
+    b = np.minimum(runs[run, 1], e[unit]) - 1
+    starts = np.maximum(stream.starts[a], text_s[unit])
+    ends = np.minimum(stream.ends[b], text_e[unit])
+    keep = ends > starts
+    for i, start, end in zip(unit[keep].tolist(), starts[keep].tolist(), ends[keep].tolist(), strict=True):
+        out[i].append((start, end))
     return out
 
 

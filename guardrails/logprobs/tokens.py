@@ -15,6 +15,7 @@ across tokens decodes to U+FFFD), so character offsets stay exact. Tokens return
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -61,15 +62,31 @@ def read_source(shape: str, data: Any, id_text: Mapping[int, str] | None = None)
 
 def read_chat(parts: Sequence[Sequence[Mapping[str, Any]]], id_text: Mapping[int, str] | None = None) -> TokenStream:
     """Chat-shaped logprob lists, concatenated in order (a stream gives one list per chunk)."""
-    entries = list(chain.from_iterable(parts)) if len(parts) != 1 else list(parts[0])
-    n = len(entries)
+    entries = parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
     tokens = list(map(_token, entries))
-    logprobs = np.fromiter(map(_logprob, entries), dtype=np.float64, count=n)
-    tops = list(map(_top, entries))
-    widths = np.fromiter(map(len, tops), dtype=np.int64, count=n)
-    flat = np.fromiter(map(_logprob, chain.from_iterable(tops)), dtype=np.float64, count=int(widths.sum()))
+    logprobs = _floats(list(map(_logprob, entries)))
+    alternatives = read_alternatives(list(map(_top, entries)))
     text, starts, ends, unresolved = _rebuild(tokens, entries, id_text)
-    return TokenStream(text, starts, ends, logprobs, _shape(flat, widths), tuple(tokens), unresolved)
+    return TokenStream(text, starts, ends, logprobs, alternatives, tuple(tokens), unresolved)
+
+
+def read_alternatives(tops: list[Sequence[Mapping[str, Any]]]) -> np.ndarray:
+    """(n, k) alternative logprobs: one flat pass over every alternative (the bulk of reading a response)."""
+    flat = _floats([alt["logprob"] for top in tops for alt in top])
+    n = len(tops)
+    k = max(map(len, tops), default=0)
+    if flat.size == n * k:  # the usual case: every token has k alternatives
+        return flat.reshape(n, k)
+    return _shape(flat, np.fromiter(map(len, tops), dtype=np.int64, count=n))
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    """Python floats -> float64 array; packing them as C doubles in one call costs half of np.array's
+    per-item type discovery. Read-only, like the rest of a stream."""
+    try:
+        return np.frombuffer(struct.pack(f"{len(values)}d", *values), dtype=np.float64)
+    except struct.error:  # a null where a number belongs: NaN, as numpy reads it
+        return np.array(values, dtype=np.float64)
 
 
 def read_completions(data: Mapping[str, Any]) -> TokenStream:
@@ -151,16 +168,17 @@ def _rebuild(
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
         ends = np.cumsum(lengths)
         return joined, ends - lengths, ends, 0
-    # Slow path: rebuild from bytes so characters split across tokens come out whole.
+    # Slow path: rebuild from bytes so characters split across tokens come out whole. A token's string is
+    # exact unless it shows U+FFFD, so only those tokens' byte lists are read.
     chunks: list[bytes] = []
     unresolved = 0
     for token, entry in zip(tokens, entries, strict=True):
-        match = TOKEN_ID.match(token)
+        match = TOKEN_ID.match(token) if token.startswith("token_id:") else None
         if match:
             text = (id_text or {}).get(int(match.group(1)))
             unresolved += text is None
             chunks.append((text or "").encode())
-        elif entry.get("bytes") is not None:
+        elif REPLACEMENT in token and entry.get("bytes") is not None:
             chunks.append(bytes(entry["bytes"]))
         else:
             chunks.append(token.encode("utf-8", "replace"))

@@ -1,4 +1,4 @@
-"""The state store behind budgets and circuit breakers: shared, atomic, small.
+"""The state store behind budgets, circuit breakers and per-model logprob statistics: shared, atomic, small.
 
 Everything a check needs is read and updated in one atomic `step` (one transaction on SQLite, one Lua
 script on Redis), so several service replicas sharing a store count the same tokens and see the same
@@ -11,6 +11,9 @@ breakers. Keys are opaque strings chosen by the caller (the budget detector).
 * Breakers are open (checks are blocked until `until`), then half-open (checks go through; the next trip
   reopens, a clean check closes); a closed breaker is simply absent.
 * Streaks count consecutive blocked checks.
+* Model statistics (`guardrails.model_stats`) are running moments of each model's token and segment
+  logprobs; a merge is atomic (Chan et al.), so replicas add their checks without losing one. A model not
+  updated for `MODEL_STATS_IDLE_S` is forgotten: its name comes from the caller.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from guardrails.model_stats import ModelStats
+
 OPEN = "open"
 HALF_OPEN = "half_open"
+MODEL_STATS_IDLE_S = 30 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,14 @@ class StateStore(ABC):
     @abstractmethod
     def record_streaks(self, keys: Sequence[str], blocked: bool) -> None:
         """Extend the streaks of `keys` by one blocked check, or end them."""
+
+    @abstractmethod
+    def model_stats(self, key: str) -> ModelStats | None:
+        """A model's running logprob statistics; None when it was never seen (or forgotten)."""
+
+    @abstractmethod
+    def merge_model_stats(self, key: str, batch: ModelStats) -> ModelStats:
+        """Atomically merge one check's statistics into the model's; return the merged statistics."""
 
     @abstractmethod
     def close(self) -> None: ...

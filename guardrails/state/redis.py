@@ -2,8 +2,9 @@
 
 `redis://host:6379/0?prefix=guardrails:` (`prefix` is ours, stripped before connecting). Keys:
 `<prefix>w:<key>` window buckets (hash bucket -> amount, expiring with the window), `<prefix>r:<key>` rate
-(hash), `<prefix>b:<key>` breaker (hash) indexed in the set `<prefix>breakers`, `<prefix>s:<key>` streak.
-The rate math mirrors `guardrails.state.base.fold`; the shared test suite holds both stores to it.
+(hash), `<prefix>b:<key>` breaker (hash) indexed in the set `<prefix>breakers`, `<prefix>s:<key>` streak,
+`<prefix>m:<key>` model statistics (hash). The rate math mirrors `guardrails.state.base.fold` and the
+statistics merge mirrors `Moments.merge`; the shared test suite holds both stores to them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
+from guardrails.model_stats import ModelStats, Moments
 from guardrails.state.base import (
     HALF_OPEN,
+    MODEL_STATS_IDLE_S,
     OPEN,
     Breaker,
     RateAdd,
@@ -120,6 +123,32 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: model statistics hash. ARGV: tokens n, mean, m2, segments n, mean, m2, idle TTL in ms.
+# Floats travel as shortest round-trip strings both ways (`%.17g`): Lua's tostring keeps only 14 digits.
+MERGE_MODEL_STATS = """
+local out = {}
+for i, part in ipairs({'t', 's'}) do
+  local n, mean, m2 = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local h = redis.call('HMGET', KEYS[1], part .. 'n', part .. 'mean', part .. 'm2')
+  local cn, cmean, cm2 = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
+  if n > 0 then
+    if cn == 0 then cn, cmean, cm2 = n, mean, m2
+    else
+      local count = cn + n
+      local delta = mean - cmean
+      cmean = cmean + delta * n / count
+      cm2 = cm2 + m2 + delta * delta * cn * n / count
+      cn = count
+    end
+  end
+  local fields = {string.format('%d', cn), string.format('%.17g', cmean), string.format('%.17g', cm2)}
+  redis.call('HSET', KEYS[1], part .. 'n', fields[1], part .. 'mean', fields[2], part .. 'm2', fields[3])
+  for _, v in ipairs(fields) do out[#out + 1] = v end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+return out
+"""
+
 
 def split_prefix(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
@@ -137,6 +166,7 @@ class RedisStateStore(StateStore):
         self._step = self._redis.register_script(STEP)
         self._trip = self._redis.register_script(TRIP)
         self._close = self._redis.register_script(CLOSE)
+        self._merge_model_stats = self._redis.register_script(MERGE_MODEL_STATS)
         self._index = self.prefix + "breakers"
 
     def step(
@@ -217,6 +247,15 @@ class RedisStateStore(StateStore):
                 pipe.delete(self.prefix + "s:" + key)
         pipe.execute()
 
+    def model_stats(self, key: str) -> ModelStats | None:
+        fields = self._redis.hmget(self.prefix + "m:" + key, ["tn", "tmean", "tm2", "sn", "smean", "sm2"])
+        return _model_stats(fields) if fields[0] is not None else None
+
+    def merge_model_stats(self, key: str, batch: ModelStats) -> ModelStats:
+        t, s = batch.tokens, batch.segments
+        args = [t.count, repr(t.mean), repr(t.m2), s.count, repr(s.mean), repr(s.m2), int(MODEL_STATS_IDLE_S * 1000)]
+        return _model_stats(self._merge_model_stats(keys=[self.prefix + "m:" + key], args=args))
+
     def purge(self) -> None:
         """Delete every key under this store's prefix (tests and teardown only)."""
         for key in self._redis.scan_iter(match=self.prefix + "*", count=500):
@@ -243,3 +282,8 @@ def _breaker(flat: Any) -> Breaker | None:
         int(fields.get("trips", 1)),
         json.loads(fields.get("details") or "{}"),
     )
+
+
+def _model_stats(fields: Sequence[Any]) -> ModelStats:
+    tn, tmean, tm2, sn, smean, sm2 = fields
+    return ModelStats(Moments(int(tn), float(tmean), float(tm2)), Moments(int(sn), float(smean), float(sm2)))

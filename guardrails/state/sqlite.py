@@ -10,12 +10,16 @@ import json
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from guardrails.audit.sqlite import connect, sqlite_path
+from guardrails.model_stats import ModelStats, Moments
 from guardrails.state.base import (
     HALF_OPEN,
+    MODEL_STATS_IDLE_S,
     OPEN,
     Breaker,
     RateAdd,
@@ -34,7 +38,11 @@ CREATE TABLE IF NOT EXISTS rates (key TEXT PRIMARY KEY, period INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS breakers (key TEXT PRIMARY KEY, state TEXT NOT NULL, reason TEXT NOT NULL,
     opened_at REAL NOT NULL, until REAL NOT NULL, trips INTEGER NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS streaks (key TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS model_stats (key TEXT PRIMARY KEY, tokens_n INTEGER NOT NULL, tokens_mean REAL NOT NULL,
+    tokens_m2 REAL NOT NULL, segments_n INTEGER NOT NULL, segments_mean REAL NOT NULL, segments_m2 REAL NOT NULL,
+    updated REAL NOT NULL);
 """
+MODEL_STATS_COLUMNS = "tokens_n, tokens_mean, tokens_m2, segments_n, segments_mean, segments_m2"
 BREAKER_COLUMNS = "key, state, reason, opened_at, until, trips, details"
 PRUNE_EVERY = 1000  # steps between deletions of expired buckets (a scan: an index would tax every step)
 
@@ -46,13 +54,12 @@ class SQLiteStateStore(StateStore):
         self._connection: sqlite3.Connection | None = None  # opened on first use: no file unless budgets run
         self._lock = threading.Lock()
         self._steps = 0
+        self._merges = 0
 
     @property
     def _conn(self) -> sqlite3.Connection:
         if self._connection is None:
-            conn = connect(self.path, "NORMAL")
-            conn.executescript(SCHEMA)
-            self._connection = conn
+            self._connection = _open(self.path)
         return self._connection
 
     def _transaction(self) -> _Tx:
@@ -176,6 +183,26 @@ class SQLiteStateStore(StateStore):
                 else:
                     db.execute("DELETE FROM streaks WHERE key = ?", (key,))
 
+    def model_stats(self, key: str) -> ModelStats | None:
+        with self._lock:
+            row = self._conn.execute(f"SELECT {MODEL_STATS_COLUMNS} FROM model_stats WHERE key = ?", (key,)).fetchone()
+        return _model_stats(row) if row else None
+
+    def merge_model_stats(self, key: str, batch: ModelStats) -> ModelStats:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {MODEL_STATS_COLUMNS} FROM model_stats WHERE key = ?", (key,)).fetchone()
+            merged = (_model_stats(row) if row else ModelStats()).merge(batch)
+            t, s = merged.tokens, merged.segments
+            db.execute(
+                "INSERT OR REPLACE INTO model_stats VALUES (?,?,?,?,?,?,?,?)",
+                (key, t.count, t.mean, t.m2, s.count, s.mean, s.m2, now),
+            )
+            self._merges += 1
+            if self._merges % PRUNE_EVERY == 0:
+                db.execute("DELETE FROM model_stats WHERE updated < ?", (now - MODEL_STATS_IDLE_S,))
+        return merged
+
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:
@@ -191,7 +218,11 @@ class _Tx:
 
     def __enter__(self) -> Any:
         self.store._lock.acquire()
-        self.store._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.store._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store._lock.release()  # __exit__ will not run: a leaked lock would hang every later call
+            raise
         return self.store._conn
 
     def __exit__(self, exc_type: object, *_: object) -> None:
@@ -199,6 +230,25 @@ class _Tx:
             self.store._conn.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.store._lock.release()
+
+
+def _open(path: Path, attempts: int = 300) -> sqlite3.Connection:
+    """Connect and create the schema. While another connection creates a fresh file, switching it to WAL
+    fails at once ("database is locked": the busy timeout does not apply), so retry for up to ~3 s."""
+    for _ in range(attempts - 1):
+        try:
+            return _connect_with_schema(path)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.01)
+    return _connect_with_schema(path)
+
+
+def _connect_with_schema(path: Path) -> sqlite3.Connection:
+    conn = connect(path, "NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
 
 
 def _breakers(db: Any, keys: Sequence[str]) -> list[Breaker]:
@@ -212,3 +262,7 @@ def _breakers(db: Any, keys: Sequence[str]) -> list[Breaker]:
 
 def _breaker(row: tuple[Any, ...]) -> Breaker:
     return Breaker(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
+
+
+def _model_stats(row: tuple[Any, ...]) -> ModelStats:
+    return ModelStats(Moments(row[0], row[1], row[2]), Moments(row[3], row[4], row[5]))
