@@ -148,3 +148,23 @@ def test_entropy_margin_and_low_spans_match_a_plain_python_computation_on_ragged
             elif end > start:
                 expected.append((start, end))
         assert sig.low_spans == expected
+
+
+def test_low_runs_at_the_stream_edges_unseen_tokens_and_empty_units() -> None:
+    # Unseen token strings take the weight cache's miss path; low runs touch the first and the last token.
+    lps = [-5.0, -4.0, -0.01, -0.02, -6.0, -9999.0, -3.0]
+    tokens = [f" Zq{i}x" for i in range(len(lps))]
+    stream = read_source("chat", [entry(t, v, [(t, v), (" w", v - 1.0)]) for t, v in zip(tokens, lps, strict=True)])
+    ts = token_signals(stream, constrained=False)
+    assert ts.weights.tolist() == [token_weight(t) for t in tokens]
+    n = len(tokens)
+    whole = Unit("segment", None, 0, n, 0, len(stream.text), 0, 0)  # type: ignore[arg-type]
+    masked_only = Unit("segment", None, 5, 6, int(stream.starts[5]), int(stream.ends[5]), 0, 0)  # type: ignore[arg-type]
+    empty = Unit("segment", None, 3, 3, 0, 0, 0, 0)  # type: ignore[arg-type]
+    sig, masked, none = unit_signals(stream, ts, [whole, masked_only, empty], -2.3)
+    # Token 5 is masked: it never counts, so it is not low either and splits tokens 4 and 6 into two runs.
+    s, e = stream.starts.tolist(), stream.ends.tolist()
+    assert sig.low_spans == [(0, e[1]), (s[4], e[4]), (s[6], e[6])] and e[6] == len(stream.text)
+    assert sig.tokens == n - 1 and sig.masked == 1 and sig.min == -6.0
+    assert masked == (0, 0, 1, None, None, None, None, None, None, None, [])
+    assert none.tokens == 0 and none.mean is None and none.low_spans == []

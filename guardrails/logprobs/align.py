@@ -10,18 +10,18 @@ verbatim, but its values do.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from guardrails.exchange import Location, Segment, SegmentKind
 from guardrails.logprobs.jsonspans import leaves
+from guardrails.logprobs.records import records
 from guardrails.logprobs.tokens import TokenStream
 from guardrails.pointer import join
 
 
-@dataclass(slots=True)  # not frozen: built hundreds at a time on the hot path
-class Unit:
+class Unit(NamedTuple):  # a tuple: `records` builds hundreds at a time on the hot path
     """A piece of the exchange (a segment, a tool name or an argument value) and the tokens that made it."""
 
     kind: str  # "segment" | "tool_name" | "argument"
@@ -60,36 +60,40 @@ class Unit:
         return self.segment.locate(a, b)
 
 
+# What the search finds for a unit before its tokens are known:
+# (kind, segment, text_start, text_end, local_start, local_end, exact, path), Unit's fields minus the token range.
+_Found = tuple[str, Segment, int, int, int, int, bool, tuple[str | int, ...]]
+
+
 def align(stream: TokenStream, segments: Sequence[Segment], start: int = 0) -> list[Unit]:
     """Units for the segments found in the stream, searched in the order given (generation order) from
     char `start` on (a scored prompt holds the conversation before the answer)."""
     text = stream.text
-    units: list[Unit] = []
+    found: list[_Found] = []
     cursor = start
     for segment in segments:
         if segment.kind is SegmentKind.TOOL_CALL:
-            cursor = _align_call(text, segment, cursor, units)
+            cursor = _align_call(text, segment, cursor, found)
             continue
-        found = _find(text, segment.text, cursor, start)
-        if found is None:
+        hit = _find(text, segment.text, cursor, start)
+        if hit is None:
             continue
-        at, offset, length = found
-        units.append(Unit("segment", segment, 0, 0, at, at + length, offset, offset + length))
+        at, offset, length = hit
+        found.append(("segment", segment, at, at + length, offset, offset + length, True, ()))
         cursor = at + length
-    return _with_tokens(stream, units)
+    return _with_tokens(stream, found)
 
 
-def _with_tokens(stream: TokenStream, units: list[Unit]) -> list[Unit]:
-    """Fill each unit's token range: tokens overlapping its text range (two vectorized binary searches)."""
-    if not units:
-        return units
-    text_starts = np.fromiter((u.text_start for u in units), dtype=np.int64, count=len(units))
-    text_ends = np.fromiter((u.text_end for u in units), dtype=np.int64, count=len(units))
-    firsts = np.searchsorted(stream.ends, text_starts, side="right").tolist()
-    lasts = np.searchsorted(stream.starts, text_ends, side="left").tolist()
-    for unit, first, last in zip(units, firsts, lasts, strict=True):
-        unit.token_start, unit.token_end = first, max(first, last)
-    return units
+def _with_tokens(stream: TokenStream, found: list[_Found]) -> list[Unit]:
+    """Units with their token ranges: the tokens overlapping each text range (two vectorized binary searches
+    over all units, then every unit built with its final values)."""
+    if not found:
+        return []
+    kinds, segments, text_starts, text_ends, local_starts, local_ends, exact, paths = zip(*found, strict=True)
+    firsts = np.searchsorted(stream.ends, text_starts, side="right")
+    lasts = np.maximum(np.searchsorted(stream.starts, text_ends, side="left"), firsts)
+    return records(Unit, kinds, segments, firsts.tolist(), lasts.tolist(), text_starts, text_ends, local_starts,
+                   local_ends, exact, paths)
 
 
 def _find(text: str, needle: str, cursor: int, floor: int) -> tuple[int, int, int] | None:
@@ -108,13 +112,13 @@ def _find(text: str, needle: str, cursor: int, floor: int) -> tuple[int, int, in
     return (at, 0, len(needle)) if at >= 0 else None
 
 
-def _align_call(text: str, segment: Segment, cursor: int, units: list[Unit]) -> int:
+def _align_call(text: str, segment: Segment, cursor: int, found: list[_Found]) -> int:
     call = segment.tool_call
     if call is None:
         return cursor
     name_at = text.find(call.name, cursor) if call.name else -1
     if name_at >= 0:
-        units.append(Unit("tool_name", segment, 0, 0, name_at, name_at + len(call.name), 0, len(call.name)))
+        found.append(("tool_name", segment, name_at, name_at + len(call.name), 0, len(call.name), True, ()))
         cursor = name_at + len(call.name)
     raw = call.arguments_raw
     whole = text.find(raw, cursor) if len(raw) > 2 else -1
@@ -129,15 +133,15 @@ def _align_call(text: str, segment: Segment, cursor: int, units: list[Unit]) -> 
         if at < 0:
             continue
         local_start, local_end = (leaf.start, leaf.end) if not call.arguments_is_object else (0, len(form))
-        units.append(Unit("argument", segment, 0, 0, at, at + len(form), local_start, local_end, exact, leaf.path))
+        found.append(("argument", segment, at, at + len(form), local_start, local_end, exact, leaf.path))
         first = at if first < 0 else first
         last = at + len(form)
         position = last
     if whole >= 0:
-        units.append(Unit("segment", segment, 0, 0, whole, whole + len(raw), 0, len(raw)))
+        found.append(("segment", segment, whole, whole + len(raw), 0, len(raw), True, ()))
         return max(position, whole + len(raw))
     if first >= 0:
-        units.append(Unit("segment", segment, 0, 0, first, last, 0, len(raw), exact=False))
+        found.append(("segment", segment, first, last, 0, len(raw), False, ()))
     return position
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 
 from guardrails.exchange import Exchange, LogprobSource, Phase, Segment, SegmentKind
 from guardrails.logprobs.align import Unit, align
+from guardrails.logprobs.records import records
 from guardrails.logprobs.signals import UnitSignals, token_signals, unit_signals
 from guardrails.logprobs.tokens import TokenStream, read_chat, read_source
 from guardrails.model_stats import Moments
@@ -35,8 +38,7 @@ class Aligned:
     origin: str  # "response", "prompt" or "pulled"
 
 
-@dataclass(slots=True)  # not frozen: one per unit, hundreds per check (frozen __init__ costs ~4x)
-class UnitReport:
+class UnitReport(NamedTuple):  # a tuple: one per unit, hundreds per check, built by `records`
     unit: Unit
     signals: UnitSignals
     origin: str
@@ -103,7 +105,7 @@ def analyze(aligned: Sequence[Aligned], constrained: bool, token_threshold: floa
         # Prompt logprobs score what the model read, not what it decided: never constrained.
         ts = token_signals(item.stream, constrained and item.origin != "prompt")
         signals = unit_signals(item.stream, ts, item.units, token_threshold)
-        reports += [UnitReport(unit, s, item.origin) for unit, s in zip(item.units, signals, strict=True)]
+        reports += records(UnitReport, item.units, signals, repeat(item.origin, len(signals)))
         if item.origin != "prompt":
             counted.append(ts.logprobs[ts.used & _covered(len(item.stream), item.units)])
     batch = moments(np.concatenate(counted)) if counted else Moments()

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from itertools import chain
-from operator import attrgetter
+from dataclasses import dataclass
+from itertools import chain, pairwise
+from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 
 from guardrails.logprobs.align import Unit
-from guardrails.logprobs.tokens import MASKED, TokenStream
+from guardrails.logprobs.records import records
+from guardrails.logprobs.tokens import MASKED, TokenStream, floats, ints
 
 FLOOR = -1e4  # stands for "no alternative" below every real logprob (vLLM clamps at -9999)
 FORCED_LOGPROB = -1e-4  # a forced token's probability is 1 up to float error
@@ -59,9 +61,10 @@ def token_weight(token: str) -> float:
 
 def token_weights(tokens: tuple[str, ...]) -> np.ndarray:
     # One C-level pass over the cache (tokens repeat, so misses are rare); a miss reads as NaN.
-    weights = np.fromiter(map(_WEIGHTS.get, tokens), dtype=np.float64, count=len(tokens))
+    weights = floats(list(map(_WEIGHTS.get, tokens)))
     misses = np.flatnonzero(np.isnan(weights))
     if misses.size:
+        weights = weights.copy()  # packed arrays are read-only
         weights[misses] = [token_weight(tokens[i]) for i in misses.tolist()]
     return weights
 
@@ -79,8 +82,7 @@ class TokenSignals:
     weights: np.ndarray
 
 
-@dataclass(slots=True)
-class UnitSignals:
+class UnitSignals(NamedTuple):  # a tuple: `records` builds every unit's at once
     tokens: int  # tokens that count
     forced: int
     masked: int
@@ -91,7 +93,7 @@ class UnitSignals:
     entropy: float | None
     margin: float | None
     low_share: float | None
-    low_spans: list[tuple[int, int]] = field(default_factory=list)  # char ranges in the stream text
+    low_spans: list[tuple[int, int]]  # char ranges in the stream text
 
     def compact(self) -> dict[str, object]:
         return {
@@ -143,7 +145,7 @@ def _spread(alternatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return entropy, margin, alive
 
 
-_BOUNDS = attrgetter("token_start", "token_end", "text_start", "text_end")
+_BOUNDS = itemgetter(*map(Unit._fields.index, ("token_start", "token_end", "text_start", "text_end")))
 # Rows of the per-token table whose sums over each unit's token range give every unit's sums.
 _COUNT, _LP, _WLP, _W, _SPREAD, _ENTROPY, _MARGIN, _LOW, _FORCED, _MASKED = range(10)
 
@@ -161,8 +163,7 @@ def unit_signals(
         return []
     used = ts.used
     n = len(used)
-    bounds = np.fromiter(chain.from_iterable(map(_BOUNDS, units)), dtype=np.int64, count=4 * len(units))
-    bounds = bounds.reshape(len(units), 4)
+    bounds = ints(chain.from_iterable(map(_BOUNDS, units)), 4 * len(units)).reshape(len(units), 4)
     table = np.zeros((10, n + 1))  # the last column stays 0: the end of a unit that reaches the stream's end
     row = table[:, :n]
     np.copyto(row[_COUNT], used)
@@ -188,14 +189,17 @@ def unit_signals(
         low_share = counts[3] / tokens
         perplexity = np.exp(-mean)
     spans = _low_spans(stream, runs=_runs(low), bounds=bounds, has_low=counts[3] > 0)
-    columns = zip(tokens.tolist(), counts[1].tolist(), counts[2].tolist(), mean.tolist(), weighted.tolist(),
-                  mins.tolist(), perplexity.tolist(), entropy.tolist(), margin.tolist(), low_share.tolist(),
-                  spans, strict=True)
-    return [
-        UnitSignals(count, forced, masked, mean_, weighted_, min_, ppl, _num(ent), _num(mar), share, spans_)
-        if count else UnitSignals(0, forced, masked, None, None, None, None, None, None, None)
-        for count, forced, masked, mean_, weighted_, min_, ppl, ent, mar, share, spans_ in columns
-    ]
+    # Whole columns become Python values at once (None where a unit has no counted token): no per-unit branch.
+    none = tokens == 0
+    unsure = none | np.isnan(entropy)
+    return records(UnitSignals, tokens.tolist(), counts[1].tolist(), counts[2].tolist(), _column(mean, none),
+                   _column(weighted, none), _column(mins, none), _column(perplexity, none),
+                   _column(entropy, unsure), _column(margin, unsure), _column(low_share, none), spans)
+
+
+def _column(values: np.ndarray, missing: np.ndarray) -> list[float | None]:
+    """Python floats, None where `missing` (no counted token, or no token with two live alternatives)."""
+    return np.where(missing, None, values).tolist() if missing.any() else values.tolist()
 
 
 def _range_reductions(table: np.ndarray, values: np.ndarray, s: np.ndarray, e: np.ndarray
@@ -218,22 +222,19 @@ def _range_reductions(table: np.ndarray, values: np.ndarray, s: np.ndarray, e: n
     return sums, mins
 
 
-def _num(value: float) -> float | None:
-    return None if value != value else value  # NaN: no token of the unit had two live alternatives
-
-
 def _runs(flags: np.ndarray) -> np.ndarray:
-    """(start, end) token index pairs of consecutive True runs."""
-    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
-    return np.stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)], axis=1)
+    """(start, end) token index pairs of consecutive True runs: the changes of the 0-padded flags alternate
+    between a run's start and its end."""
+    padded = np.zeros(len(flags) + 2, dtype=bool)
+    padded[1:-1] = flags
+    return np.flatnonzero(padded[1:] != padded[:-1]).reshape(-1, 2)
 
 
 def _low_spans(stream: TokenStream, runs: np.ndarray, bounds: np.ndarray, has_low: np.ndarray
                ) -> list[list[tuple[int, int]]]:
     """Per unit, the char ranges (in the stream text, clipped to the unit) of the low runs in its tokens."""
-    out: list[list[tuple[int, int]]] = [[] for _ in range(len(bounds))]
     if not has_low.any():
-        return out
+        return [[] for _ in range(len(bounds))]
     s, e, text_s, text_e = bounds.T
     first = np.searchsorted(runs[:, 1], s, side="right")
     per_unit = np.where(has_low, np.maximum(np.searchsorted(runs[:, 0], e, side="left") - first, 0), 0)
@@ -245,9 +246,10 @@ def _low_spans(stream: TokenStream, runs: np.ndarray, bounds: np.ndarray, has_lo
     starts = np.maximum(stream.starts[a], text_s[unit])
     ends = np.minimum(stream.ends[b], text_e[unit])
     keep = ends > starts
-    for i, start, end in zip(unit[keep].tolist(), starts[keep].tolist(), ends[keep].tolist(), strict=True):
-        out[i].append((start, end))
-    return out
+    pairs = list(zip(starts[keep].tolist(), ends[keep].tolist(), strict=True))
+    # `unit` is sorted: each unit's spans are one slice of the pairs.
+    cuts = np.searchsorted(unit[keep], np.arange(len(bounds) + 1)).tolist()
+    return [pairs[a:b] for a, b in pairwise(cuts)]
 
 
 def _r(value: float | None) -> float | None:
