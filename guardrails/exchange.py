@@ -189,13 +189,11 @@ class Exchange:
     context: CallerContext
     has_response: bool
     raw_output: str | None = None  # raw model text the gateway may add (see tool_call_leak)
-    # Views several detectors walk; built once here rather than by each of them over the whole history.
-    trusted: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
-    untrusted: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
-    tool_calls: tuple[Segment, ...] = field(init=False, repr=False, compare=False)
     # Segments by (kind, trust, phase), each list in exchange order: what detector scopes select from.
     by_signature: dict[tuple[SegmentKind, Trust, Phase], list[Segment]] = field(init=False, repr=False,
                                                                                 compare=False)
+    # The views below, built on first use: several detectors walk them, most checks need one or none.
+    _views: dict[str, tuple[Segment, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         groups: dict[tuple[SegmentKind, Trust, Phase], list[Segment]] = {}
@@ -206,16 +204,31 @@ class Exchange:
             else:
                 group.append(s)
         object.__setattr__(self, "by_signature", groups)
-        object.__setattr__(self, "trusted", self._where(lambda sig: sig[1] is Trust.TRUSTED))
-        object.__setattr__(self, "untrusted", self._where(lambda sig: sig[1] is Trust.UNTRUSTED))
-        object.__setattr__(self, "tool_calls", self._where(lambda sig: sig[0] is SegmentKind.TOOL_CALL))
+        object.__setattr__(self, "_views", {})
 
-    def _where(self, wanted: Callable[[tuple[SegmentKind, Trust, Phase]], bool]) -> tuple[Segment, ...]:
+    @property
+    def trusted(self) -> tuple[Segment, ...]:
+        return self._view("trusted", lambda sig: sig[1] is Trust.TRUSTED)
+
+    @property
+    def untrusted(self) -> tuple[Segment, ...]:
+        return self._view("untrusted", lambda sig: sig[1] is Trust.UNTRUSTED)
+
+    @property
+    def tool_calls(self) -> tuple[Segment, ...]:
+        return self._view("tool_calls", lambda sig: sig[0] is SegmentKind.TOOL_CALL)
+
+    def _view(self, name: str, wanted: Callable[[tuple[SegmentKind, Trust, Phase]], bool]) -> tuple[Segment, ...]:
         """The segments whose signature is `wanted`, in exchange order (decided per signature, not segment)."""
-        chosen = [group for sig, group in self.by_signature.items() if wanted(sig)]
-        if len(chosen) == 1:
-            return tuple(chosen[0])
-        return tuple(sorted((s for group in chosen for s in group), key=_position))
+        view = self._views.get(name)
+        if view is None:
+            chosen = {sig for sig in self.by_signature if wanted(sig)}
+            if len(chosen) == 1:
+                view = tuple(self.by_signature[chosen.pop()])
+            else:
+                view = tuple(s for s in self.segments if s.signature in chosen) if chosen else ()
+            self._views[name] = view
+        return view
 
     @property
     def phase(self) -> Phase:
@@ -223,7 +236,3 @@ class Exchange:
 
     def of_kind(self, *kinds: SegmentKind) -> Iterator[Segment]:
         return (s for s in self.segments if s.kind in kinds)
-
-
-def _position(segment: Segment) -> int:
-    return segment.index
