@@ -117,12 +117,11 @@ class AuditStore(ABC):
     # -- writing ----------------------------------------------------------------------------------------
     def submit(self, record: dict[str, Any]) -> concurrent.futures.Future[int]:
         """Queue a record; the future resolves to its sequence number once committed."""
-        row = PendingRow(canonical(record), {name: record.get(name) for name in INDEXED})
+        row = _pending(record)
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
         if self.inline_writes:
             try:
-                with self._inline_lock:
-                    future.set_result(self._append_batch([row])[0])
+                future.set_result(self._append_inline(row))
             except Exception as exc:
                 future.set_exception(exc)
             return future
@@ -132,8 +131,13 @@ class AuditStore(ABC):
         return future
 
     async def append(self, record: dict[str, Any]) -> int:
-        future = self.submit(record)
-        return future.result() if future.done() else await asyncio.wrap_future(future)
+        if self.inline_writes:  # no future to build and resolve: the commit is done when this returns
+            return self._append_inline(_pending(record))
+        return await asyncio.wrap_future(self.submit(record))
+
+    def _append_inline(self, row: PendingRow) -> int:
+        with self._inline_lock:
+            return self._append_batch([row])[0]
 
     def _start_writer(self) -> None:
         with self._start_lock:
@@ -192,6 +196,10 @@ class AuditStore(ABC):
 
     def verify(self, anchor: tuple[int, str] | None = None) -> VerifyReport:
         return verify_chain(self.iter_records(), anchor)
+
+
+def _pending(record: dict[str, Any]) -> PendingRow:
+    return PendingRow(canonical(record), {name: record.get(name) for name in INDEXED})
 
 
 def _cursor(cursor: str | None) -> int:
