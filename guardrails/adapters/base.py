@@ -108,8 +108,11 @@ class ExchangeBuilder:
         if entry is not None and entry[3] == start:
             old_items, old_ends, old_segments, _ = entry
             limit = min(len(old_items), len(items))
-            while reused < limit and old_items[reused] == items[reused]:
-                reused += 1
+            if old_items[:limit] == items[:limit]:  # the usual step: the old history, unchanged, then more
+                reused = limit
+            else:
+                while reused < limit and old_items[reused] == items[reused]:
+                    reused += 1
             if reused:
                 ends = old_ends[:reused]
                 self.segments.extend(old_segments[: ends[-1] - start])
