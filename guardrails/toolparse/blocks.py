@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import NamedTuple
 
-
-class Block(NamedTuple):  # a NamedTuple: cheap to build, one per block on every parse
-    start: int  # where the markup starts (the open marker; the search origin when it is missing)
-    body: int  # where the body starts
-    body_end: int  # where the body ends: the close marker, the next open marker, or the end of text
-    end: int  # where the markup ends (after the close marker when there is one)
-    opened: bool  # the open marker is present
-    closed: bool  # the close marker is present
+# A marker-delimited block: (start, body, body_end, end, opened, closed) --
+#   start: where the markup starts (the open marker; the search origin when it is missing)
+#   body, body_end: where the body starts and ends (at the close marker, the next open marker or the end of text)
+#   end: where the markup ends (after the close marker when there is one)
+#   opened, closed: whether the open and the close markers are present.
+# A plain tuple that parsers unpack: a NamedTuple costs four times as much to build, on every parse.
+Block = tuple[int, int, int, int, bool, bool]
 
 
 def tagged_blocks(text: str, open_: str, close: str | None, *, stray_close: bool = True,
@@ -22,37 +20,45 @@ def tagged_blocks(text: str, open_: str, close: str | None, *, stray_close: bool
     `terminators`, or at the end of text. With `stray_close`, a close marker seen before any open marker
     yields a block whose body runs from the previous block's end (the model forgot the start token)."""
     blocks: list[Block] = []
+    open_len = len(open_)
     close_len = len(close) if close else 0
-    # The next open and close markers at or after `i`; each is looked for again only once passed.
-    o, c = text.find(open_), text.find(close) if close else -1
+    find = text.find
+    # The next open and close markers at or after `i`; each is looked for again only once passed. (Without a
+    # close marker `c` stays -1, so it is never looked for again.)
+    o, c = find(open_), find(close) if close else -1
     i = 0
     while o >= 0 or c >= 0:
         if c >= 0 and (o < 0 or c < o):
             if stray_close:
-                blocks.append(Block(i, i, c, c + close_len, False, True))
+                blocks.append((i, i, c, c + close_len, False, True))
             i = c + close_len
-            o = o if o < 0 or o >= i else text.find(open_, i)
-            c = text.find(close, i) if close else -1
+            if 0 <= o < i:
+                o = find(open_, i)
+            c = find(close, i)  # type: ignore[arg-type]
             continue
-        body = o + len(open_)
-        o = text.find(open_, body)
+        body = o + open_len
+        o = find(open_, body)
         if 0 <= c < body:
-            c = text.find(close, body) if close else -1
+            c = find(close, body)  # type: ignore[arg-type]
         body_end = o if o >= 0 else len(text)
         if 0 <= c < body_end:
             body_end = c
-        for terminator in terminators:
-            t = text.find(terminator, body, body_end + len(terminator) - 1)  # one starting before body_end
-            if t >= 0:
-                body_end = t
-        closed = body_end == c
-        end = body_end + close_len if closed else body_end
-        blocks.append(Block(body - len(open_), body, body_end, end, True, closed))
+        if terminators:
+            for terminator in terminators:
+                t = find(terminator, body, body_end + len(terminator) - 1)  # one starting before body_end
+                if t >= 0:
+                    body_end = t
+        if body_end == c:
+            end = c + close_len
+            blocks.append((body - open_len, body, c, end, True, True))
+        else:
+            end = body_end
+            blocks.append((body - open_len, body, body_end, end, True, False))
         i = end
         if 0 <= o < i:
-            o = text.find(open_, i)
+            o = find(open_, i)
         if 0 <= c < i:
-            c = text.find(close, i) if close else -1
+            c = find(close, i)  # type: ignore[arg-type]
     return blocks
 
 
@@ -63,10 +69,13 @@ def skip_space(text: str, i: int, end: int | None = None, also: str = "") -> int
     """The first index from `i` (before `end`) that is neither whitespace nor one of the `also` characters."""
     if end is None:
         end = len(text)
-    if i >= end or not (text[i].isspace() or text[i] in also):
+    if i >= end:
         return i
-    match = _skipper(also).match(text, i, end)
-    return match.end() if match else i
+    char = text[i]
+    if not char.isspace() and char not in also:
+        return i
+    # (a `*` pattern always matches)
+    return (_skipper(also) if also else _SPACE).match(text, i, end).end()  # type: ignore[union-attr]
 
 
 @cache
@@ -76,4 +85,6 @@ def _skipper(also: str) -> re.Pattern[str]:
 
 def rskip_space(text: str, i: int) -> int:
     """The index after the last non-whitespace character before `i`."""
-    return len(text[:i].rstrip()) if i > 0 and text[i - 1].isspace() else i
+    while i > 0 and text[i - 1].isspace():  # (runs are short: cheaper than rstrip on a copy of text[:i])
+        i -= 1
+    return i

@@ -34,11 +34,10 @@ class DeepSeekV3Parser(ToolParser):
         calls: list[RecoveredCall] = []
         if _ANY_HEAD.search(text) is None:
             return calls
-        for block in call_blocks(text):
-            head = _V3_HEAD.match(text, block.body, block.body_end)
+        for block_start, body, body_end, block_end, _, closed in call_blocks(text):
+            head = _V3_HEAD.match(text, body, body_end)
             if head is None:
                 continue
-            calls.append(named_call(self.family, text, head.span(1), head.end(),
-                                    fence_end(text, head.end(), block.body_end), block_start=block.start,
-                                    closed_end=block.end if block.closed else None))
+            calls.append(named_call(self.family, text, head.span(1), head.end(), fence_end(text, head.end(), body_end),
+                                    block_start=block_start, closed_end=block_end if closed else None))
         return calls

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
+from guardrails.toolparse.blocks import rskip_space
 from guardrails.toolparse.lenient import LenientReader, NotAValue
 
 _CALL = re.compile(r"call:([A-Za-z_][\w.\-]*)\s*(?=\{)")
+_KEY = r"[A-Za-z_][\w.\-]*"  # a bare key, as the tolerant reader reads one
+
+
+@cache
+def _plain_object(delimiter: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """`{key:<d>text<d>,key:<d>text<d>}` with nothing else (no space, no other kind of value), and one of its
+    members. Most calls are written so; two matches read them as the tolerant reader would, at a fraction of
+    its cost."""
+    d, first, rest = re.escape(delimiter), re.escape(delimiter[0]), re.escape(delimiter[1:])
+    value = f"[^{first}]*+(?:{first}(?!{rest})[^{first}]*+)*+"  # up to the next delimiter, as the reader finds it
+    member = f"{_KEY}[:=]{d}{value}{d}"
+    return re.compile(rf"\{{(?:{member},)*{member}\}}"), re.compile(f"({_KEY})[:=]{d}({value}){d}")
 
 
 def call_syntax(family: str, text: str, open_: str, close: str, delimiter: str) -> list[RecoveredCall]:
@@ -25,20 +39,24 @@ def call_syntax(family: str, text: str, open_: str, close: str, delimiter: str) 
         bound = close_at if close_at >= 0 else next_head
         if bound == next_head and k + 1 < len(heads) and text.endswith(open_, 0, next_head):
             bound -= len(open_)
-        reader = LenientReader(text, bound, delimiter=delimiter, bare_keys=True)
-        try:
-            arguments, after = reader.value(head.end())
-        except (NotAValue, RecursionError):
-            continue
-        repairs = set(reader.repairs)
-        if close_at < 0 and after >= len(text.rstrip()):
+        plain_object, plain_member = _plain_object(delimiter)
+        plain = plain_object.match(text, head.end(), bound)
+        if plain is not None:
+            after, repairs = plain.end(), set()
+            arguments = dict(plain_member.findall(text, head.end(), after))
+        else:
+            reader = LenientReader(text, bound, delimiter=delimiter, bare_keys=True)
+            try:
+                arguments, after = reader.value(head.end())
+            except (NotAValue, RecursionError):
+                continue
+            repairs = set(reader.repairs)
+        if close_at < 0 and after >= rskip_space(text, len(text)):
             repairs.add("truncated")
         end = close_at + len(close) if close_at >= 0 else after
-        calls.append(RecoveredCall(
-            family=family, name=head.group(1), arguments=arguments, arguments_parsed=True,
-            span=(start, end), name_span=head.span(1), arguments_span=(head.end(), after), block=(start, end),
-            repairs=tuple(sorted(repairs)),
-        ))
+        span = (start, end)
+        calls.append(new_call((family, head.group(1), arguments, True, span, head.span(1), (head.end(), after), span,
+                               None, tuple(sorted(repairs)) if repairs else ())))
     return calls
 
 

@@ -14,9 +14,9 @@ class Granite20bFCParser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
-        for block in tagged_blocks(text, "<function_call>", None):
-            start = skip_space(text, block.body, block.body_end)
-            found, after = call_objects(self.family, text, start, block.body_end, separators="")
+        for block_start, body, body_end, *_ in tagged_blocks(text, "<function_call>", None):
+            start = skip_space(text, body, body_end)
+            found, after = call_objects(self.family, text, start, body_end, separators="")
             if found:
-                calls += with_block(found, (block.start, after))
+                calls += with_block(found, (block_start, after))
         return calls

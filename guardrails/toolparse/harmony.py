@@ -9,7 +9,10 @@ import re
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
 from guardrails.toolparse.jsoncalls import named_call
 
-_HEADER = re.compile(r"(?:<\|start\|>[^<]*)?(?:<\|channel\|>[^<]*)?(?:<\|constrain\|>[^<]*)?<\|message\|>")
+# A header: at most four tokens, `<|start|>... <|channel|>... <|constrain|>... <|message|>`, with no other `<`
+# between them; written with its first `<` factored out (the regex engine then skips to each `<` at once), and
+# anchored at the end of the search (the `<|message|>` it belongs to).
+_HEADER = re.compile(r"<(?:\|start\|>[^<]*<)?(?:\|channel\|>[^<]*<)?(?:\|constrain\|>[^<]*<)?\|message\|>\Z")
 _WINDOW = 300  # a header is short: look for its start only this far before <|message|>
 _RECIPIENT = re.compile(r"to=((?:functions\.)?([^\s<]+))")
 _BODY_END = re.compile(r"<\|(?:call|end|return|start|channel)\|>")
@@ -29,27 +32,19 @@ class HarmonyParser(ToolParser):
                 continue
             stop = _BODY_END.search(text, header.end())
             bound = stop.start() if stop else len(text)
-            closer = next((c for c in _CLOSERS if stop and stop.group() == c), None)
+            closed_end = stop.end() if stop is not None and stop.group() in _CLOSERS else None
             calls.append(named_call(self.family, text, recipient.span(2), header.end(), bound,
-                                    block_start=header.start(),
-                                    closed_end=bound + len(closer) if closer else None))
+                                    block_start=header.start(), closed_end=closed_end))
         return calls
 
 
 def _headers(text: str) -> list[re.Match[str]]:
-    """The longest header ending at each `<|message|>`. A header is a chain of at most four tokens with no
-    other `<` between them, so it can only start at one of the last three `<` before the message token."""
+    """The longest header ending at each `<|message|>`: the leftmost match that ends with it."""
     headers = []
     at = text.find("<|message|>")
     while at >= 0:
         end = at + len("<|message|>")
-        floor, starts = max(0, at - _WINDOW), [at]
-        for _ in range(3):
-            before = text.rfind("<", floor, starts[-1])
-            if before < 0:
-                break
-            starts.append(before)
-        found = next((m for start in reversed(starts) if (m := _HEADER.fullmatch(text, start, end))), None)
+        found = _HEADER.search(text, max(0, at - _WINDOW), end)
         if found is not None:
             headers.append(found)
         at = text.find("<|message|>", end)

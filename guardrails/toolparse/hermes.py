@@ -22,20 +22,20 @@ class HermesParser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
-        if _OPENED_CALL.search(text) is None and _CALL_START.search(text) is None:
-            return calls
-        for block in tagged_blocks(text, "<tool_call>", "</tool_call>"):
-            if block.opened:
-                start = skip_space(text, block.body, block.body_end)
+        if "{" not in text or (_OPENED_CALL.search(text) is None and _CALL_START.search(text) is None):
+            return calls  # (the character test first: it turns away the XML and GLM bodies at a fraction of the cost)
+        for block_start, body, body_end, block_end, opened, closed in tagged_blocks(text, "<tool_call>",
+                                                                                    "</tool_call>"):
+            if opened:
+                start = skip_space(text, body, body_end)
             else:  # no start tag: the call object is the last thing before `</tool_call>`
-                found = _CALL_START.search(text, block.body, block.body_end)
+                found = _CALL_START.search(text, body, body_end)
                 if found is None:
                     continue
                 start = found.start()
-            if start >= block.body_end or text[start] != "{":
+            if start >= body_end or text[start] != "{":
                 continue  # another family's body (XML, GLM, a Granite array)
-            found_calls, after = call_objects(self.family, text, start, block.body_end, separators="")
+            found_calls, after = call_objects(self.family, text, start, body_end, separators="")
             if found_calls:
-                end = block.end if block.closed else after
-                calls += with_block(found_calls, (block.start if block.opened else start, end))
+                calls += with_block(found_calls, (block_start if opened else start, block_end if closed else after))
         return calls

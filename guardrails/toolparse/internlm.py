@@ -14,12 +14,12 @@ class InternLMParser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
-        for block in tagged_blocks(text, "<|plugin|>", "<|action_end|>", stray_close=False):
-            start = skip_space(text, block.body, block.body_end)
-            found, after = call_objects(self.family, text, start, block.body_end, separators="")
+        for opener, body, body_end, block_end, _, closed in tagged_blocks(text, "<|plugin|>", "<|action_end|>",
+                                                                          stray_close=False):
+            start = skip_space(text, body, body_end)
+            found, after = call_objects(self.family, text, start, body_end, separators="")
             if found:
-                opener = block.start
                 if text.endswith("<|action_start|>", 0, opener):
                     opener -= len("<|action_start|>")
-                calls += with_block(found, (opener, block.end if block.closed else after))
+                calls += with_block(found, (opener, block_end if closed else after))
         return calls

@@ -14,12 +14,12 @@ class JambaParser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
-        for block in tagged_blocks(text, "<tool_calls>", "</tool_calls>"):
-            start = block.body if block.opened else text.rfind("[{", block.body, block.body_end)
+        for block_start, body, body_end, block_end, opened, closed in tagged_blocks(text, "<tool_calls>",
+                                                                                    "</tool_calls>"):
+            start = body if opened else text.rfind("[{", body, body_end)
             if start < 0:
                 continue
-            found, after = call_array(self.family, text, start, block.body_end)
+            found, after = call_array(self.family, text, start, body_end)
             if found:
-                calls += with_block(found, (block.start if block.opened else start,
-                                            block.end if block.closed else after))
+                calls += with_block(found, (block_start if opened else start, block_end if closed else after))
         return calls

@@ -7,9 +7,9 @@ import json
 import re
 from typing import Any
 
-from guardrails.toolparse.base import RecoveredCall
-from guardrails.toolparse.blocks import skip_space
-from guardrails.toolparse.lenient import LenientReader, NotAValue
+from guardrails.toolparse.base import Draft, RecoveredCall, new_call
+from guardrails.toolparse.blocks import rskip_space, skip_space
+from guardrails.toolparse.lenient import LenientReader, NotAValue, read_value
 
 ARGUMENT_KEYS = ("arguments", "parameters")
 _NAME_FALLBACK = re.compile(r"""["']name["']\s*:\s*["']([^"'\n]{1,200})["']""")
@@ -17,11 +17,15 @@ _ARGS_FALLBACK = re.compile(r"""["'](?:arguments|parameters)["']\s*:\s*""")
 _NAME_KEY = re.compile(r'"name"\s*:\s*"')
 _ARGS_KEY = re.compile(r'"(arguments|parameters)"\s*:\s*')
 _DECODER = json.JSONDecoder()
+_SCAN = _DECODER.scan_once  # raw_decode's C scanner, called directly: StopIteration where no value starts
 # `{"name": "NAME", "arguments": ` in strict JSON (JSON whitespace, a name without escapes or control
 # characters): the shape of nearly every call, read with one match and one decode of the arguments.
 _CANONICAL_HEAD = re.compile(r'\{[ \t\n\r]*"name"[ \t\n\r]*:[ \t\n\r]*"([^"\\\x00-\x1f]+)"[ \t\n\r]*,'
                              r'[ \t\n\r]*"(?:arguments|parameters)"[ \t\n\r]*:[ \t\n\r]*')
 _OBJECT_END = re.compile(r"[ \t\n\r]*\}")
+_UNREADABLE = frozenset({"unreadable_arguments"})
+_NO_ARGUMENTS = frozenset({"no_arguments"})
+_TRUNCATED = frozenset({"truncated"})
 _CALL_OBJECT = re.compile(r"""\{\s*["'](?:name|arguments|parameters)["']\s*:""")
 
 
@@ -36,9 +40,73 @@ def call_object(family: str, text: str, start: int, end: int | None = None, *, d
     With `fallback`, an object the reader cannot read still yields its name and raw arguments text
     (only sensible inside tool-call markup, where the bound is the markup's end).
     """
+    read = _draft_object(family, text, start, len(text) if end is None else end, decode_string_arguments, fallback)
+    return None if read is None else (new_call(read[0]), read[1])
+
+
+def call_objects(family: str, text: str, start: int, end: int | None = None, *, separators: str = ";,",
+                 decode_string_arguments: bool = False, fallback: bool = True) -> tuple[list[Draft], int]:
+    """Read consecutive call objects (separated by whitespace or `separators`) from `start`: their drafts
+    (see `with_block`) and the index after the last one."""
     end = len(text) if end is None else end
+    drafts: list[Draft] = []
+    i = start
+    while True:
+        if i < end and text[i] == "{":  # (the object often starts right there: no call to `skip_space` then)
+            j = i
+        else:
+            j = skip_space(text, i, end, separators)
+            if j >= end or text[j] != "{":
+                return drafts, i
+        read = _draft_object(family, text, j, end, decode_string_arguments, fallback)
+        if read is None:
+            return drafts, i
+        drafts.append(read[0])
+        i = read[1]
+
+
+def call_array(family: str, text: str, start: int, end: int | None = None, *, decode_string_arguments: bool = False,
+               fallback: bool = True) -> tuple[list[Draft], int]:
+    """Read `[{call}, {call}]` at `start` (tolerating a missing `]` and truncation): drafts, as `call_objects`."""
+    end = len(text) if end is None else end
+    i = start if start < end and text[start] == "[" else skip_space(text, start, end)  # (most point at it)
+    if i >= end or text[i] != "[":
+        return [], start
+    drafts, i = call_objects(family, text, i + 1, end, separators=",",
+                             decode_string_arguments=decode_string_arguments, fallback=fallback)
+    j = i if i < end and text[i] == "]" else skip_space(text, i, end, ",")
+    if j < end and text[j] == "]":
+        i = j + 1
+    return drafts, i
+
+
+def with_block(drafts: list[Draft], block: tuple[int, int], *, stretch: bool = True,
+               call_id: str | None = None) -> list[RecoveredCall]:
+    """The calls of one markup block, from their drafts; the first call's span starts and the last one's ends
+    with the block."""
+    if len(drafts) == 1 and stretch:  # the common case: the call's span is the block's
+        family, name, arguments, parsed, _, name_span, args_span, _, own_id, repairs = drafts[0]
+        return [new_call((family, name, arguments, parsed, block, name_span, args_span, block, call_id or own_id,
+                          repairs))]
+    out = []
+    last = len(drafts) - 1
+    for k, (family, name, arguments, parsed, (start, end), name_span, args_span, _, own_id, repairs) in \
+            enumerate(drafts):
+        if stretch:
+            if k == 0:
+                start = block[0]
+            if k == last:
+                end = block[1]
+        out.append(new_call((family, name, arguments, parsed, (start, end), name_span, args_span, block,
+                             call_id or own_id, repairs)))
+    return out
+
+
+def _draft_object(family: str, text: str, start: int, end: int, decode_string_arguments: bool,
+                  fallback: bool) -> tuple[Draft, int] | None:
+    """The call object at `start`: strict JSON first (most calls), then the tolerant reader."""
     clean = _clean_call(family, text, start, end)
-    if clean is not None and not (decode_string_arguments and isinstance(clean[0].arguments, str)):
+    if clean is not None and not (decode_string_arguments and isinstance(clean[0][2], str)):
         return clean
     reader = LenientReader(text, end)
     try:
@@ -61,96 +129,39 @@ def call_object(family: str, text: str, start: int, end: int | None = None, *, d
     if decode_string_arguments and isinstance(arguments, str):
         with contextlib.suppress(ValueError):
             arguments = json.loads(arguments)
-    if "unclosed" in repairs and after >= len(text.rstrip()):
+    if "unclosed" in repairs and after >= rskip_space(text, len(text)):
         repairs.add("truncated")
-    call = RecoveredCall(
-        family=family,
-        name=name[0],
-        arguments=arguments,
-        arguments_parsed=True,
-        span=(start, after),
-        name_span=_inner(text, name[0], name[1], name[2]),
-        arguments_span=args_span,
-        block=(start, after),
-        repairs=tuple(sorted(repairs)),
-    )
-    return call, after
+    span = (start, after)
+    return (family, name[0], arguments, True, span, _inner(text, name[0], name[1], name[2]), args_span, span, None,
+            tuple(sorted(repairs))), after
 
 
-def call_objects(family: str, text: str, start: int, end: int | None = None, *, separators: str = ";,",
-                 decode_string_arguments: bool = False,
-                 fallback: bool = True) -> tuple[list[RecoveredCall], int]:
-    """Read consecutive call objects (separated by whitespace or `separators`) from `start`."""
-    end = len(text) if end is None else end
-    calls: list[RecoveredCall] = []
-    i = start
-    while True:
-        j = skip_space(text, i, end, separators)
-        if j >= end or text[j] != "{":
-            return calls, i
-        read = call_object(family, text, j, end, decode_string_arguments=decode_string_arguments,
-                           fallback=fallback)
-        if read is None:
-            return calls, i
-        calls.append(read[0])
-        i = read[1]
-
-
-def call_array(family: str, text: str, start: int, end: int | None = None, *, decode_string_arguments: bool = False,
-               fallback: bool = True) -> tuple[list[RecoveredCall], int]:
-    """Read `[{call}, {call}]` at `start` (tolerating a missing `]` and truncation)."""
-    end = len(text) if end is None else end
-    i = skip_space(text, start, end)
-    if i >= end or text[i] != "[":
-        return [], start
-    calls, i = call_objects(family, text, i + 1, end, separators=",",
-                            decode_string_arguments=decode_string_arguments, fallback=fallback)
-    j = skip_space(text, i, end, ",")
-    if j < end and text[j] == "]":
-        i = j + 1
-    return calls, i
-
-
-def with_block(calls: list[RecoveredCall], block: tuple[int, int], *, stretch: bool = True,
-               call_id: str | None = None) -> list[RecoveredCall]:
-    """Put calls in one markup block; the first call's span starts and the last one's ends with it."""
-    out = []
-    for k, c in enumerate(calls):
-        start, end = c.span
-        if stretch and k == 0:
-            start = block[0]
-        if stretch and k == len(calls) - 1:
-            end = block[1]
-        # Built directly: dataclasses.replace costs more than the parse of a small call.
-        out.append(RecoveredCall(c.family, c.name, c.arguments, c.arguments_parsed, (start, end), c.name_span,
-                                 c.arguments_span, block, call_id or c.call_id, c.repairs))
-    return out
-
-
-def _clean_call(family: str, text: str, start: int, end: int) -> tuple[RecoveredCall, int] | None:
+def _clean_call(family: str, text: str, start: int, end: int) -> tuple[Draft, int] | None:
     """The fast path: strict JSON with the name and arguments as top-level keys (most calls)."""
     head = _CANONICAL_HEAD.match(text, start, end)
     if head is None:
         return _strict_call(family, text, start, end)
+    args_start = head.end()
     try:
-        arguments, args_end = _DECODER.raw_decode(text, head.end())
-    except ValueError:
+        arguments, args_end = _SCAN(text, args_start)
+    except (StopIteration, ValueError):
         return None
-    close = _OBJECT_END.match(text, args_end, end)
-    if close is None:  # more keys after the arguments
-        return _strict_call(family, text, start, end)
-    name_start, name_end = head.span(1)
-    after = close.end()
-    call = RecoveredCall(family, head.group(1), arguments, True, (start, after), (name_start, name_end),
-                         (head.end(), args_end), (start, after), None, ())
-    return call, after
+    if args_end < end and text[args_end] == "}":  # (the common case, without a regex call)
+        after = args_end + 1
+    else:
+        close = _OBJECT_END.match(text, args_end, end)
+        if close is None:  # more keys after the arguments
+            return _strict_call(family, text, start, end)
+        after = close.end()
+    span = (start, after)
+    return (family, head.group(1), arguments, True, span, head.span(1), (args_start, args_end), span, None, ()), after
 
 
-def _strict_call(family: str, text: str, start: int, end: int) -> tuple[RecoveredCall, int] | None:
+def _strict_call(family: str, text: str, start: int, end: int) -> tuple[Draft, int] | None:
     """Strict JSON call objects of any other shape (keys in another order, more keys)."""
     try:
-        obj, after = _DECODER.raw_decode(text, start)
-    except ValueError:
+        obj, after = _SCAN(text, start)
+    except (StopIteration, ValueError):
         return None
     if after > end or not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
         return None
@@ -168,13 +179,12 @@ def _strict_call(family: str, text: str, start: int, end: int) -> tuple[Recovere
         args_span = (args.end(), args_end)
     else:
         args_span = (after - 1, after - 1)
-    call = RecoveredCall(family, obj["name"], obj[key] if key else {}, True, (start, after),
-                         (name.end(), name.end() + len(obj["name"])), args_span, (start, after),
-                         None, () if key else ("no_arguments",))
-    return call, after
+    span = (start, after)
+    return (family, obj["name"], obj[key] if key else {}, True, span, (name.end(), name.end() + len(obj["name"])),
+            args_span, span, None, () if key else ("no_arguments",)), after
 
 
-def _fallback(family: str, text: str, start: int, end: int) -> tuple[RecoveredCall, int] | None:
+def _fallback(family: str, text: str, start: int, end: int) -> tuple[Draft, int] | None:
     """An object the reader cannot read at all: keep the name and the raw arguments text."""
     name = _NAME_FALLBACK.search(text, start, end)
     if name is None:
@@ -182,12 +192,9 @@ def _fallback(family: str, text: str, start: int, end: int) -> tuple[RecoveredCa
     args = _ARGS_FALLBACK.search(text, start, end)
     args_start = args.end() if args else end
     raw = text[args_start:end].rstrip()
-    call = RecoveredCall(
-        family=family, name=name.group(1), arguments=raw, arguments_parsed=False, span=(start, end),
-        name_span=name.span(1), arguments_span=(args_start, args_start + len(raw)), block=(start, end),
-        repairs=("unreadable_arguments",),
-    )
-    return call, end
+    span = (start, end)
+    return (family, name.group(1), raw, False, span, name.span(1), (args_start, args_start + len(raw)), span, None,
+            ("unreadable_arguments",)), end
 
 
 def _inner(text: str, name: str, start: int, end: int) -> tuple[int, int]:
@@ -202,26 +209,23 @@ def named_call(family: str, text: str, name_span: tuple[int, int], args_start: i
                name: str | None = None) -> RecoveredCall:
     """A call whose name is markup (`NAME[ARGS]{...}`, `to=functions.NAME`) and whose arguments are a
     JSON-like value starting at `args_start`. Unreadable arguments are kept as raw text."""
-    reader = LenientReader(text, bound)
-    start = reader.skip(args_start)
-    repairs: set[str] = set()
-    try:
-        arguments, after = reader.value(start)
+    start = args_start
+    if start < bound and text[start].isspace():  # (the arguments usually follow the markup at once)
+        start = skip_space(text, start, bound)
+    read = read_value(text, start, bound)
+    repairs: frozenset[str]
+    if read is not None:
+        arguments, after, repairs = read
         parsed = True
-        repairs |= reader.repairs
-    except (NotAValue, RecursionError):
+    else:
         raw = text[start:bound].rstrip()
-        arguments, after, parsed = raw, start + len(raw), False
-        repairs.add("unreadable_arguments")
+        arguments, after, parsed, repairs = raw, start + len(raw), False, _UNREADABLE
     if start >= bound:
         arguments, parsed = {}, True
-        repairs.add("no_arguments")
-    if closed_end is None and after >= len(text.rstrip()) and ("unclosed" in repairs or not parsed):
-        repairs.add("truncated")
+        repairs |= _NO_ARGUMENTS
+    if closed_end is None and ("unclosed" in repairs or not parsed) and after >= rskip_space(text, len(text)):
+        repairs |= _TRUNCATED
     end = closed_end if closed_end is not None else after
-    return RecoveredCall(
-        family=family, name=name if name is not None else text[name_span[0]:name_span[1]],
-        arguments=arguments, arguments_parsed=parsed, span=(block_start, end), name_span=name_span,
-        arguments_span=(start, after), block=(block_start, end), call_id=call_id,
-        repairs=tuple(sorted(repairs)),
-    )
+    span = (block_start, end)
+    return new_call((family, name if name is not None else text[name_span[0]:name_span[1]], arguments, parsed, span,
+                     name_span, (start, after), span, call_id, tuple(sorted(repairs)) if repairs else ()))

@@ -19,12 +19,13 @@ class KimiK2Parser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls = []
-        for block in tagged_blocks(text, "<|tool_call_begin|>", "<|tool_call_end|>", stray_close=False,
-                                   terminators=("<|tool_calls_section_end|>",)):
-            header = _HEADER.match(text, block.body, block.body_end)
+        for block_start, body, body_end, block_end, _, closed in tagged_blocks(
+                text, "<|tool_call_begin|>", "<|tool_call_end|>", stray_close=False,
+                terminators=("<|tool_calls_section_end|>",)):
+            header = _HEADER.match(text, body, body_end)
             if header is None:
                 continue
-            calls.append(named_call(self.family, text, header.span(2), header.end(), block.body_end,
-                                    block_start=block.start, closed_end=block.end if block.closed else None,
+            calls.append(named_call(self.family, text, header.span(2), header.end(), body_end,
+                                    block_start=block_start, closed_end=block_end if closed else None,
                                     call_id=header.group(1)))
         return calls

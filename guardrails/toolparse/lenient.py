@@ -15,6 +15,10 @@ import re
 from typing import Any
 
 _DECODER = json.JSONDecoder(strict=False)
+# The C scanner behind `raw_decode`, called directly (one Python frame less on every strict read): it raises
+# StopIteration where nothing starts a value and JSONDecodeError on malformed JSON.
+_SCAN = _DECODER.scan_once
+_JSON_STARTS = frozenset('{["-0123456789tfn')
 _WS = re.compile(r"\s*")
 _NUMBER = re.compile(r"-?(?:\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _WORD = re.compile(r"[A-Za-z_][\w.\-]*")
@@ -73,19 +77,16 @@ class LenientReader:
     # --- entry points ---------------------------------------------------------------------------
     def value(self, i: int) -> tuple[Any, int]:
         """Read the value starting at `i` (after whitespace); return it and the index after it."""
-        i = self.skip(i)
-        if i >= self.end:
+        text, end = self.text, self.end
+        if i < end and text[i].isspace():  # (`skip`, inlined: once per value)
+            i = _WS.match(text, i, end).end()  # type: ignore[union-attr]  # `\s*` always matches
+        if i >= end:
             raise NotAValue("no value")
-        char = self.text[i]
-        if self.delimiter is None and char in '{["-0123456789tfn' and not _NOT_JSON.match(self.text, i):
-            try:
-                value, after = _DECODER.raw_decode(self.text, i)
-            except ValueError:
-                pass
-            else:
-                if after <= self.end:
-                    return value, after
-        return self._slow_value(i)
+        if self.delimiter is None and text[i] in _JSON_STARTS:  # (tested here too: spares a call on `'x'`)
+            read = strict_value(text, i, end)
+            if read is not None:
+                return read
+        return self.repaired_value(i)
 
     def object_spans(self, i: int) -> tuple[dict[str, tuple[Any, int, int]], int]:
         """Read the object at `i`, keeping each top-level value's span: {key: (value, start, end)}."""
@@ -93,8 +94,7 @@ class LenientReader:
         if i >= self.end or self.text[i] != "{":
             raise NotAValue("not an object")
         out: dict[str, tuple[Any, int, int]] = {}
-        after = self._members(i + 1, "}", lambda key, value, s, e: out.__setitem__(key, (value, s, e)))
-        return out, after
+        return out, self._members(i + 1, "}", out, spans=True)
 
     def skip(self, i: int) -> int:
         if i >= self.end or not self.text[i].isspace():
@@ -103,13 +103,15 @@ class LenientReader:
         return match.end() if match else i
 
     # --- the slow path --------------------------------------------------------------------------
-    def _slow_value(self, i: int) -> tuple[Any, int]:
+    def repaired_value(self, i: int) -> tuple[Any, int]:
+        """The value at `i` (not whitespace, before `end`) read by the tolerant reader, without trying the
+        strict decoder on it first (its nested values still are)."""
         text, char = self.text, self.text[i]
         if self.delimiter and text.startswith(self.delimiter, i):
             return self._delimited(i)
         if char == "{":
             obj: dict[str, Any] = {}
-            return obj, self._members(i + 1, "}", lambda key, value, s, e: obj.__setitem__(key, value))
+            return obj, self._members(i + 1, "}", obj, spans=False)
         if char in "[(":
             return self._array(i + 1, "]" if char == "[" else ")")
         if char in "\"'":
@@ -125,58 +127,68 @@ class LenientReader:
             return LITERALS[word.group()], word.end()
         raise NotAValue(f"unexpected {char!r}")
 
-    def _members(self, i: int, close: str, put: Any) -> int:
-        """Read `key: value` pairs up to `close`; return the index after the object."""
-        text = self.text
+    def _members(self, i: int, close: str, out: dict[str, Any], *, spans: bool) -> int:
+        """Read `key: value` pairs into `out` (with `spans`, as (value, start, end)) up to `close`; return the
+        index after the object."""
+        # `skip` is inlined in this loop and in `_array` (`if ... isspace(): i = _WS.match(...)`): they run once
+        # per member or item, and the method call would cost more than the skip.
+        text, end, repairs = self.text, self.end, self.repairs
         while True:
-            i = self.skip(i)
-            if i >= self.end:
-                self.repairs.add("unclosed")
+            if i < end and text[i].isspace():
+                i = _WS.match(text, i, end).end()  # type: ignore[union-attr]  # `\s*` always matches
+            if i >= end:
+                repairs.add("unclosed")
                 return i
             char = text[i]
             if char == close:
                 return i + 1
             if char == ",":
-                self.repairs.add("trailing_comma")
+                repairs.add("trailing_comma")
                 i += 1
                 continue
             if char in "])":
-                self.repairs.add("unclosed")
+                repairs.add("unclosed")
                 return i
             key, i = self._key(i)
-            i = self.skip(i)
-            if i >= self.end:
-                self.repairs.add("unclosed")
+            if i < end and text[i].isspace():
+                i = _WS.match(text, i, end).end()  # type: ignore[union-attr]
+            if i >= end:
+                repairs.add("unclosed")
                 return i
             if text[i] not in ":=":
                 raise NotAValue("expected ':'")
-            i = self.skip(i + 1)
-            if i >= self.end:
-                self.repairs.add("unclosed")
+            i += 1
+            if i < end and text[i].isspace():
+                i = _WS.match(text, i, end).end()  # type: ignore[union-attr]
+            if i >= end:
+                repairs.add("unclosed")
                 return i
             start = i
             value, i = self.value(i)
-            put(key, value, start, i)
-            i = self.skip(i)
-            if i >= self.end:
-                self.repairs.add("unclosed")
+            out[key] = (value, start, i) if spans else value
+            if i < end and text[i].isspace():
+                i = _WS.match(text, i, end).end()  # type: ignore[union-attr]
+            if i >= end:
+                repairs.add("unclosed")
                 return i
             char = text[i]
             if char == ",":
                 i += 1
                 if self._closes_next(i, close):
-                    self.repairs.add("trailing_comma")
+                    repairs.add("trailing_comma")
             elif char == close:
                 return i + 1
             elif char in "\"'" or (self.delimiter and text.startswith(self.delimiter, i)):
-                self.repairs.add("missing_comma")
+                repairs.add("missing_comma")
             else:
-                self.repairs.add("unclosed")
+                repairs.add("unclosed")
                 return i
 
     def _closes_next(self, i: int, close: str) -> bool:
-        i = self.skip(i)
-        return i < self.end and self.text[i] == close
+        text, end = self.text, self.end
+        if i < end and text[i].isspace():
+            i = _WS.match(text, i, end).end()  # type: ignore[union-attr]
+        return i < end and text[i] == close
 
     def _key(self, i: int) -> tuple[str, int]:
         text = self.text
@@ -195,32 +207,34 @@ class LenientReader:
 
     def _array(self, i: int, close: str) -> tuple[list[Any], int]:
         items: list[Any] = []
-        text = self.text
+        text, end, repairs = self.text, self.end, self.repairs
         while True:
-            i = self.skip(i)
-            if i >= self.end:
-                self.repairs.add("unclosed")
+            if i < end and text[i].isspace():
+                i = _WS.match(text, i, end).end()  # type: ignore[union-attr]
+            if i >= end:
+                repairs.add("unclosed")
                 return items, i
             char = text[i]
             if char == close:
                 return items, i + 1
             if char == ",":
                 if items:
-                    self.repairs.add("trailing_comma")
+                    repairs.add("trailing_comma")
                 i += 1
                 continue
             if char in "]})":
-                self.repairs.add("unclosed")
+                repairs.add("unclosed")
                 return items, i
             value, i = self.value(i)
             items.append(value)
-            i = self.skip(i)
-            if i < self.end and text[i] == ",":
+            if i < end and text[i].isspace():
+                i = _WS.match(text, i, end).end()  # type: ignore[union-attr]
+            if i < end and text[i] == ",":
                 i += 1
                 if self._closes_next(i, close):
-                    self.repairs.add("trailing_comma")
-            elif i < self.end and text[i] not in close + "]})":
-                self.repairs.add("missing_comma")
+                    repairs.add("trailing_comma")
+            elif i < end and text[i] not in close + "]})":
+                repairs.add("missing_comma")
 
     def _quoted(self, i: int) -> tuple[str, int]:
         quote = self.text[i]
@@ -229,7 +243,8 @@ class LenientReader:
             self.repairs.add("single_quotes")
         match = pattern.match(self.text, i, self.end)
         if match:
-            return decode_escapes(match.group(1)), match.end()
+            body = match.group(1)
+            return (decode_escapes(body) if "\\" in body else body), match.end()  # (most strings have no escape)
         body = self.text[i + 1:self.end]
         if body.endswith("\\") and not body.endswith("\\\\"):
             body = body[:-1]  # a cut escape sequence
@@ -246,11 +261,40 @@ class LenientReader:
         return self.text[start:close], close + len(self.delimiter)
 
 
-def read_value(text: str, start: int, end: int | None = None) -> tuple[Any, int, frozenset[str]] | None:
-    """Read one JSON-like value at `start`; None when there is none. Returns (value, end, repairs)."""
-    reader = LenientReader(text, end)
+_NO_REPAIRS: frozenset[str] = frozenset()
+
+
+def strict_value(text: str, i: int, end: int) -> tuple[Any, int] | None:
+    """The strict JSON value at `i` (read by the C decoder) when it ends by `end`; None otherwise."""
+    char = text[i]
+    if char not in _JSON_STARTS:
+        return None
+    # _NOT_JSON only spares a decode that would fail; a string, a number or `{"` (most objects) cannot match it.
+    if (char == "{" or char == "[") and text[i + 1:i + 2] != '"' and _NOT_JSON.match(text, i):
+        return None
     try:
-        value, after = reader.value(start)
+        value, after = _SCAN(text, i)
+    except (StopIteration, ValueError):
+        return None
+    return (value, after) if after <= end else None
+
+
+def read_value(text: str, start: int, end: int | None = None) -> tuple[Any, int, frozenset[str]] | None:
+    """Read one JSON-like value at `start`; None when there is none. Returns (value, end, repairs).
+
+    Strict JSON is read without building a reader (most values); only the rest pays for one."""
+    if end is None:
+        end = len(text)
+    if start < end and text[start].isspace():
+        start = _WS.match(text, start, end).end()  # type: ignore[union-attr]  # `\s*` always matches
+    if start >= end:
+        return None
+    reader = None
+    try:
+        read = strict_value(text, start, end)
+        if read is None:
+            reader = LenientReader(text, end)
+            read = reader.repaired_value(start)
     except (NotAValue, RecursionError):
         return None
-    return value, after, frozenset(reader.repairs)
+    return read[0], read[1], frozenset(reader.repairs) if reader is not None else _NO_REPAIRS

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, by_span, register
 from guardrails.toolparse.jsoncalls import call_object, call_objects, with_block
 
 _TAG = "<|python_tag|>"
@@ -29,13 +29,16 @@ class Llama3JsonParser(ToolParser):
             covered = max(covered, after)
             i = bound
         for match in _BARE.finditer(text):
-            if match.start() < covered or _inside(calls, match.start()):
+            start = match.start()
+            if start < covered or (calls and _inside(calls, start)):
                 continue
-            read = call_object(self.family, text, match.start(), fallback=False)
+            read = call_object(self.family, text, start, fallback=False)
             if read and "no_arguments" not in read[0].repairs:
                 calls.append(read[0])
                 covered = read[1]
-        return sorted(calls, key=lambda c: c.span)
+        if len(calls) > 1:
+            calls.sort(key=by_span)
+        return calls
 
 
 def _inside(calls: list[RecoveredCall], i: int) -> bool:

@@ -15,10 +15,11 @@ class Llama4PythonicParser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
-        for block in tagged_blocks(text, "<|python_start|>", "<|python_end|>", stray_close=False):
-            start = skip_space(text, block.body, block.body_end)
+        for block_start, body, body_end, block_end, _, closed in tagged_blocks(text, "<|python_start|>",
+                                                                               "<|python_end|>", stray_close=False):
+            start = skip_space(text, body, body_end)
             if not text.startswith("[", start):
                 continue
-            found, after = call_list(self.family, text, start, block.body_end, schemas)
-            calls += with_block(found, (block.start, block.end if block.closed else after))
+            found, after = call_list(self.family, text, start, body_end, schemas)
+            calls += with_block(found, (block_start, block_end if closed else after))
         return calls

@@ -34,5 +34,5 @@ class MistralPreV11Parser(ToolParser):
                 found, after = call_objects(self.family, text, body, bound, separators=",",
                                             decode_string_arguments=True)
             calls += with_block(found, (i, after))
-            i = text.find(TOOL_CALLS, body) if bound < len(text) else -1
+            i = bound if bound < len(text) else -1
         return calls

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from operator import methodcaller
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
 from guardrails.toolparse.jsoncalls import named_call
@@ -12,6 +13,7 @@ _HEAD = re.compile(r"\[TOOL_CALLS\]\s*" + _NAME + r"(\[ARGS\]|(?=\{))")
 # The model forgot [TOOL_CALLS]: the name is the word just before [ARGS] (searched in a short window).
 _BARE = re.compile(r"([A-Za-z_][\w.\-]*+)\s*+(?:\[CALL_ID\]\s*([\w\-]++)\s*)?\[ARGS\]")  # possessive: no backtracking
 _WINDOW = 200
+_START = methodcaller("start")
 
 
 @register
@@ -21,8 +23,10 @@ class MistralV11Parser(ToolParser):
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         heads = list(_HEAD.finditer(text))
-        heads += _bare_heads(text, {m.end() for m in heads})
-        heads.sort(key=lambda m: m.start())
+        # An [ARGS] that no full head ends with starts a bare head: count first, as usually there is none.
+        if text.count("[ARGS]") > sum(1 for head in heads if head.group(3)):
+            heads += _bare_heads(text, heads)
+            heads.sort(key=_START)
         calls = []
         for k, head in enumerate(heads):
             bound = text.find("[TOOL_CALLS]", head.end())
@@ -34,10 +38,11 @@ class MistralV11Parser(ToolParser):
         return calls
 
 
-def _bare_heads(text: str, claimed: set[int]) -> list[re.Match[str]]:
+def _bare_heads(text: str, full_heads: list[re.Match[str]]) -> list[re.Match[str]]:
     """Heads `NAME[ARGS]` without `[TOOL_CALLS]`, for the `[ARGS]` tokens no full head ends with."""
-    heads = []
+    heads: list[re.Match[str]] = []
     at = text.find("[ARGS]")
+    claimed = {m.end() for m in full_heads}
     while at >= 0:
         end = at + len("[ARGS]")
         if end not in claimed:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from guardrails.toolparse.base import RecoveredCall, Schemas
+from guardrails.toolparse.base import Draft, Schemas
 from guardrails.toolparse.blocks import skip_space
-from guardrails.toolparse.lenient import LenientReader, NotAValue
+from guardrails.toolparse.lenient import read_value
 
 CALL_HEAD = re.compile(r"([A-Za-z_][\w.]*)\s*\(")
 _KEYWORD = re.compile(r"([A-Za-z_]\w*)\s*=(?!=)")
@@ -15,10 +15,10 @@ _OPENERS, _CLOSERS = "([{", ")]}"
 _EXPRESSION_STOP = re.compile(r"[()\[\]{},]")
 
 
-def call_list(family: str, text: str, start: int, bound: int,
-              schemas: Schemas | None) -> tuple[list[RecoveredCall], int]:
-    """Read the list of calls whose `[` is at `start`; ([], start) when it is not one."""
-    calls: list[RecoveredCall] = []
+def call_list(family: str, text: str, start: int, bound: int, schemas: Schemas | None) -> tuple[list[Draft], int]:
+    """Read the list of calls whose `[` is at `start` (their drafts, see `jsoncalls.with_block`); ([], start)
+    when it is not one."""
+    calls: list[Draft] = []
     i = start + 1
     while True:
         i = skip_space(text, i, bound)
@@ -38,9 +38,8 @@ def call_list(family: str, text: str, start: int, bound: int,
     return calls, (i if calls else start)
 
 
-def one_call(family: str, text: str, head: re.Match[str], bound: int,
-             schemas: Schemas | None) -> tuple[RecoveredCall, int]:
-    """Read `name(k=v, ...)` from its head match; tolerates a missing `)` and truncation."""
+def one_call(family: str, text: str, head: re.Match[str], bound: int, schemas: Schemas | None) -> tuple[Draft, int]:
+    """Read `name(k=v, ...)` from its head match (a draft); tolerates a missing `)` and truncation."""
     arguments: dict[str, Any] = {}
     positional: list[Any] = []
     repairs: set[str] = set()
@@ -72,26 +71,21 @@ def one_call(family: str, text: str, head: re.Match[str], bound: int,
     if positional:
         repairs.add("positional_arguments")
         arguments.update(_name_positional(positional, schemas, head.group(1), arguments))
-    call = RecoveredCall(
-        family=family, name=head.group(1), arguments=arguments, arguments_parsed=True,
-        span=(head.start(), i), name_span=head.span(1), arguments_span=(head.end(), args_end),
-        block=(head.start(), i), repairs=tuple(sorted(repairs)),
-    )
-    return call, i
+    span = (head.start(), i)
+    return (family, head.group(1), arguments, True, span, head.span(1), (head.end(), args_end), span, None,
+            tuple(sorted(repairs)) if repairs else ()), i
 
 
 def _argument(text: str, start: int, bound: int, repairs: set[str]) -> tuple[Any, int]:
     """A literal value; anything else (`1+1`, a variable) is kept as its source text."""
-    reader = LenientReader(text, bound)
-    try:
-        value, after = reader.value(start)
+    read = read_value(text, start, bound)
+    if read is not None:
+        value, after, repaired = read
         following = skip_space(text, after, bound)
         if following >= bound or text[following] in ",)]":
-            if reader.repairs:
-                repairs.update(reader.repairs - {"python_literals", "single_quotes"})
+            if repaired:
+                repairs.update(repaired - {"python_literals", "single_quotes"})
             return value, after
-    except (NotAValue, RecursionError):
-        pass
     end = _expression_end(text, start, bound)
     repairs.add("non_literal")
     return text[start:end].strip(), end

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
 from guardrails.toolparse.blocks import rskip_space, skip_space
 from guardrails.toolparse.jsoncalls import with_block
 from guardrails.toolparse.pycalls import CALL_HEAD, call_list, one_call
@@ -20,7 +20,7 @@ _LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 class PythonicParser(ToolParser):
     family = "pythonic"
     bare = True
-    markers = ("(",)
+    markers = ("(",)  # in every pythonic call; `applies` below is the full test
 
     def applies(self, text: str) -> bool:
         return "(" in text and ("[" in text or text.rstrip().endswith(")"))
@@ -37,8 +37,8 @@ class PythonicParser(ToolParser):
             head = CALL_HEAD.match(text, skip_space(text, 0))
             text_end = rskip_space(text, len(text)) if head else 0
             if head and text.endswith(")", 0, text_end):
-                call, end = one_call(self.family, text, head, len(text), schemas)
+                draft, end = one_call(self.family, text, head, len(text), schemas)
                 if end == text_end:
-                    calls.append(call)
+                    calls.append(new_call(draft))
         return calls
 

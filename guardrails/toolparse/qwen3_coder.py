@@ -13,5 +13,4 @@ class Qwen3CoderParser(ToolParser):
     markers = ("<function=",)
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        return [call for call, wrapper in function_calls(self.family, text, schemas)
-                if wrapper != "<seed:tool_call>"]
+        return function_calls(self.family, text, schemas, seed_wrapped=False)

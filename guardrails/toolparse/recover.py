@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from functools import cache, lru_cache
+from functools import cache
 
-from guardrails.toolparse.base import PARSERS, RecoveredCall, Schemas, ToolParser
+from guardrails.toolparse.base import PARSERS, RecoveredCall, Schemas, ToolParser, by_span
 
 # Who wins a tie between equally wide markup blocks: specific markup first; the bare-JSON and pythonic
 # readers last, because they also read the bodies other families wrap.
@@ -19,9 +19,15 @@ PRECEDENCE = (
 # scans, and the markers containing one are looked for only when it occurs.
 _ANCHORS = ("<", "[", '"', "'")
 _QUICK = ("<", "[", '"name"', "'name'")
+# A regex call has a fixed cost that a short text does not repay: there, an anchor's markers are looked for with
+# `in` when they are few (slower per byte than the regex engine's search for their first character, faster
+# below ~1 KB).
+_SHORT = 512
+_FEW = 3
 
 Span = tuple[int, int]
 Ranked = tuple[tuple[int, ToolParser], ...]  # (precedence rank, parser), in precedence order
+Scan = tuple[str, tuple[re.Pattern[str], ...], tuple[str, ...]]  # see `_scans`
 
 
 class _Dispatch:
@@ -31,60 +37,104 @@ class _Dispatch:
         rank = {family: k for k, family in enumerate(PRECEDENCE)}
         self.parsers = sorted(PARSERS.values(), key=lambda p: rank.get(p.family, len(rank)))
         self.bare = 0  # mask of the bare readers (they run last, on what the others left)
-        self.custom: list[tuple[int, ToolParser]] = []  # (bit, parser) of the parsers with their own `applies`
+        # (bit, marker, parser) of the parsers with their own `applies`: each has one marker, which any text it
+        # applies to holds (the cheap test before the call)
+        self.custom: list[tuple[int, str, ToolParser]] = []
         self.wakes: dict[str, int] = {}  # marker -> mask of the parsers it wakes
         for k, parser in enumerate(self.parsers):
             if parser.bare:
                 self.bare |= 1 << k
             if type(parser).applies is not ToolParser.applies:
-                self.custom.append((1 << k, parser))
+                if len(parser.markers) != 1:
+                    raise ValueError(f"{parser.family}: a parser with its own `applies` has exactly one marker")
+                self.custom.append((1 << k, parser.markers[0], parser))
                 continue
             for marker in parser.markers:
                 self.wakes[marker] = self.wakes.get(marker, 0) | 1 << k
-        # One regex per (anchor, first character), run only when the anchor occurs: an alternation whose
-        # branches share their first character is searched at memchr-like speed, one that mixes first
-        # characters is tried at every position.
-        grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for marker in self.wakes:
-            anchor = next((a for a in _ANCHORS if a in marker), None)
-            if anchor is None:
-                raise ValueError(f"tool-call marker {marker!r} has none of the anchor characters {_ANCHORS}")
-            grouped[(anchor, marker[0])].append(marker)
-        for (_, first), markers in grouped.items():
-            hiding = [(a, b) for a in markers for b in markers if a != b and first in a[1:]]
-            if hiding:  # `mask` uses findall, which would miss a marker starting inside another one
-                raise ValueError(f"tool-call marker {hiding[0][1]!r} can start inside {hiding[0][0]!r}")
-        self.scans = [(anchor, re.compile("|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))))
-                      for (anchor, _), markers in sorted(grouped.items())]
+        self.scans = _scans(list(self.wakes))
+        self.subsumed = _subsumed(self.parsers)
+        self.woken: dict[int, tuple[Ranked, Ranked]] = {}  # mask -> (specific, bare), see `wake`
 
     def mask(self, text: str) -> int:
         """The parsers the text wakes, as a mask of precedence ranks."""
         mask = 0
         wakes = self.wakes
-        for anchor, pattern in self.scans:
+        for anchor, patterns, few in self.scans:
             if anchor in text:
-                # findall skips a marker that starts inside another match: no other marker of the scan can
-                # (checked in __init__), and a marker's own repeat wakes nothing new.
-                for marker in pattern.findall(text):
-                    mask |= wakes[marker]
-        for bit, parser in self.custom:
-            if parser.applies(text):
+                if few and len(text) <= _SHORT:
+                    for marker in few:
+                        if marker in text:
+                            mask |= wakes[marker]
+                    continue
+                for pattern in patterns:
+                    # findall skips a marker that starts inside another match: no other marker of the group can
+                    # (checked in `_scans`), and a marker's own repeat wakes nothing new.
+                    for marker in pattern.findall(text):
+                        mask |= wakes[marker]
+        for bit, marker, parser in self.custom:
+            if marker in text and parser.applies(text):
                 mask |= bit
         return mask
+
+    def wake(self, mask: int) -> tuple[Ranked, Ranked]:
+        """The specific parsers and the bare readers in `mask`, each in precedence order (kept in `woken`)."""
+        ranked = [(k, parser) for k, parser in enumerate(self.parsers) if mask >> k & 1]
+        woken = (tuple(item for item in ranked if not self.bare >> item[0] & 1),
+                 tuple(item for item in ranked if self.bare >> item[0] & 1))
+        if len(self.woken) >= 4096:  # bounded: masks are few in practice, but a text chooses its own
+            self.woken.clear()
+        self.woken[mask] = woken
+        return woken
+
+
+def _scans(markers: list[str]) -> list[Scan]:
+    """Per anchor: the regexes of its markers, and the markers themselves when they are few (see `_SHORT`).
+
+    One regex per (anchor, first character), run only when the anchor occurs: an alternation whose branches
+    share their first character is searched at memchr-like speed, one that mixes first characters is tried at
+    every position."""
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for marker in markers:
+        anchor = next((a for a in _ANCHORS if a in marker), None)
+        if anchor is None:
+            raise ValueError(f"tool-call marker {marker!r} has none of the anchor characters {_ANCHORS}")
+        grouped[(anchor, marker[0])].append(marker)
+    by_anchor: dict[str, list[list[str]]] = defaultdict(list)
+    for (anchor, first), group in sorted(grouped.items()):
+        hiding = [(a, b) for a in group for b in group if a != b and first in a[1:]]
+        if hiding:  # `mask` uses findall, which would miss a marker starting inside another one
+            raise ValueError(f"tool-call marker {hiding[0][1]!r} can start inside {hiding[0][0]!r}")
+        by_anchor[anchor].append(group)
+    return [(anchor, tuple(re.compile(_trie(group)) for group in groups),
+             tuple(marker for group in groups for marker in group) if sum(map(len, groups)) <= _FEW else ())
+            for anchor, groups in by_anchor.items()]
+
+
+def _subsumed(parsers: list[ToolParser]) -> list[int]:
+    """By rank, for each bare reader with the plain `applies`: the mask of the ones before it whose markers
+    include all of its own. When those are absent from the text left to read, so are its own: it is not asked."""
+    plain = {k: set(p.markers) for k, p in enumerate(parsers) if p.bare and type(p).applies is ToolParser.applies}
+    return [sum(1 << j for j, wider in plain.items() if j < k and plain[k] <= wider) if k in plain else 0
+            for k in range(len(parsers))]
+
+
+def _trie(markers: list[str]) -> str:
+    """An alternation of the literal `markers` factored by their common prefixes: the regex engine then tries
+    one branch per character rather than one per marker. A longer marker comes before its prefix, as in an
+    alternation sorted by length."""
+    rests: dict[str, list[str]] = defaultdict(list)
+    for marker in markers:
+        if marker:
+            rests[marker[0]].append(marker[1:])
+    branches = [re.escape(first) + _trie(rest) for first, rest in sorted(rests.items())]
+    if "" in markers:
+        branches.append("")
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
 @cache
 def _dispatch() -> _Dispatch:
     return _Dispatch()  # built on first use, once every family module has registered its parser
-
-
-@lru_cache(maxsize=4096)
-def _woken(mask: int) -> tuple[Ranked, Ranked]:
-    """The specific parsers and the bare readers in `mask`, each in precedence order."""
-    dispatch = _dispatch()
-    ranked = [(k, parser) for k, parser in enumerate(dispatch.parsers) if mask >> k & 1]
-    return (tuple(item for item in ranked if not dispatch.bare >> item[0] & 1),
-            tuple(item for item in ranked if dispatch.bare >> item[0] & 1))
 
 
 def might_contain_calls(text: str) -> bool:
@@ -101,27 +151,35 @@ def recover(text: str, tools: Schemas | None = None) -> list[RecoveredCall]:
     """
     if not text:
         return []
-    mask = _dispatch().mask(text)
+    dispatch = _dispatch()
+    mask = dispatch.mask(text)
     if not mask:
         return []
-    specific, bare = _woken(mask)
+    specific, bare = dispatch.woken.get(mask) or dispatch.wake(mask)
     taken: list[Span] = []
     calls = _resolve(text, specific, tools, taken) if specific else []
     view = text  # what the bare readers read: the text with the claimed blocks blanked out
     blanked = 0  # how many of `taken` the view blanks
+    absent = 0  # the bare readers whose markers are not in the view
     for k, parser in bare:  # one by one, so that each claims its blocks before the next one reads
         if len(taken) != blanked:
-            view, blanked = _blank(text, taken), len(taken)
-        if view is not text and not parser.applies(view):
+            view, blanked, absent = _blank(text, taken), len(taken), 0
+            if view.isspace():
+                break  # the claimed blocks hold all the text: no call is left to read
+        if view is not text and (dispatch.subsumed[k] & absent or not parser.applies(view)):
+            absent |= 1 << k
             continue  # its markers were all inside claimed blocks
         calls += _resolve(view, ((k, parser),), tools, taken)
     if len(calls) > 1:
-        calls.sort(key=lambda c: c.span)
+        calls.sort(key=by_span)
     return calls
 
 
 def _blank(text: str, spans: list[Span]) -> str:
     """`text` with `spans` replaced by spaces (offsets unchanged)."""
+    if len(spans) == 1:  # the common case: one claimed block
+        (start, end), = spans
+        return text[:start] + " " * (end - start) + text[end:]
     parts, pos = [], 0
     for start, end in sorted(spans):
         if start >= pos:
@@ -133,18 +191,33 @@ def _blank(text: str, spans: list[Span]) -> str:
 
 def _resolve(text: str, parsers: Ranked, tools: Schemas | None, taken: list[Span]) -> list[RecoveredCall]:
     """Run `parsers`; keep the widest non-overlapping blocks (ties: precedence); extend `taken`."""
-    groups: dict[tuple[int, Span], list[RecoveredCall]] = {}
+    found = []  # (rank, calls) of the parsers that found calls (a loop: cheaper than a comprehension here)
     for rank, parser in parsers:
-        for call in parser.parse(text, tools):
+        calls = parser.parse(text, tools)
+        if calls:
+            found.append((rank, calls))
+    if not found:
+        return []
+    if len(found) == 1 and not taken:  # the common case: one parser, one block, nothing claimed yet
+        calls = found[0][1]
+        block = calls[0].block
+        for call in calls:  # (loops here rather than any() or all() over a generator: cheaper)
+            if call.block != block:
+                break
+        else:
+            taken.append(block)
+            return calls
+    groups: dict[tuple[int, Span], list[RecoveredCall]] = {}
+    for rank, calls in found:
+        for call in calls:
             groups.setdefault((rank, call.block), []).append(call)
-    if len(groups) == 1 and not taken:
-        (key, calls), = groups.items()
-        taken.append(key[1])
-        return calls
-    calls = []
-    for rank, (start, end) in sorted(groups, key=lambda g: (g[1][0] - g[1][1], g[0], g[1][0])):
-        if any(start < t_end and t_start < end for t_start, t_end in taken):
-            continue
-        taken.append((start, end))
-        calls += groups[(rank, (start, end))]
-    return calls
+    kept: list[RecoveredCall] = []
+    # Widest first, then by precedence, then leftmost: (-width, rank, start, end) tuples sort that way.
+    for _, rank, start, end in sorted([(start - end, rank, start, end) for rank, (start, end) in groups]):
+        for t_start, t_end in taken:
+            if start < t_end and t_start < end:
+                break  # overlaps a block already kept
+        else:
+            taken.append((start, end))
+            kept += groups[(rank, (start, end))]
+    return kept

@@ -19,26 +19,28 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 def tool_properties(schemas: Schemas | None, tool: str) -> Mapping[str, Any] | None:
     """The declared `properties` of `tool` (looked up once per call, not once per parameter)."""
     schema = schemas.get(tool) if schemas else None
-    if not isinstance(schema, Mapping):
+    # Here and per parameter, a dict is checked first: isinstance against the Mapping ABC costs several times more.
+    if type(schema) is not dict and not isinstance(schema, Mapping):
         return None
     properties = schema.get("properties")
-    return properties if isinstance(properties, Mapping) else None
+    return properties if type(properties) is dict or isinstance(properties, Mapping) else None
 
 
-def parameter_schema(properties: Mapping[str, Any] | None, parameter: str) -> Mapping[str, Any] | None:
-    found = properties.get(parameter) if properties is not None else None
-    return found if isinstance(found, Mapping) else None
-
-
-def coerce(text: str, schema: Mapping[str, Any] | None, repairs: set[str]) -> Any:
-    """The value `text` stands for under `schema`; the text itself when the schema says string or nothing."""
-    if schema is None:
+def coerce(text: str, properties: Mapping[str, Any] | None, parameter: str, repairs: set[str]) -> Any:
+    """The value `text` stands for under the declared schema of `parameter` (in the tool's `properties`); the
+    text itself when the schema says string or nothing."""
+    if properties is None:
+        return text
+    schema = properties.get(parameter)
+    if type(schema) is not dict and not isinstance(schema, Mapping):
         return text
     raw = schema.get("type")
-    types = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
     value = text.strip()
-    if value.lower() == "null":
+    if len(value) == 4 and value.lower() == "null":
         return None
+    if type(raw) is str and raw == "string":  # the common case, before the general one below
+        return text
+    types = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
     if "string" in types:
         return text
     if "integer" in types and _INTEGER.fullmatch(value):

@@ -14,5 +14,4 @@ class SeedOSSParser(ToolParser):
     markers = ("<seed:tool_call>", "</seed:tool_call>")
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        return [call for call, wrapper in function_calls(self.family, text, schemas)
-                if wrapper == "<seed:tool_call>"]
+        return function_calls(self.family, text, schemas, seed_wrapped=True)

@@ -24,7 +24,7 @@ class XLAMParser(ToolParser):
             if match.start() < covered:
                 continue
             found, after = call_array(self.family, text, match.start(), fallback=False)
-            if found and all("no_arguments" not in c.repairs for c in found):
+            if found and all("no_arguments" not in draft[-1] for draft in found):  # (a draft ends with its repairs)
                 calls += with_block(found, (match.start(), after))
                 covered = after
         return calls

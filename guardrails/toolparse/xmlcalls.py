@@ -4,61 +4,77 @@ Seed-OSS)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-from guardrails.toolparse.base import RecoveredCall, Schemas
-from guardrails.toolparse.blocks import rskip_space, skip_space
-from guardrails.toolparse.schema import coerce, parameter_schema, tool_properties
+from guardrails.toolparse.base import RecoveredCall, Schemas, new_call
+from guardrails.toolparse.blocks import rskip_space
+from guardrails.toolparse.schema import coerce, tool_properties
 
 _FUNCTION = re.compile(r"<function=([^>\n<]*)>?")
-_PARAMETER = re.compile(r"<parameter=([^>\n<]*)>?")
+# A parameter and its value, which runs to the first `</parameter>` (then group 3: the value is closed) or
+# `<parameter=`: one match per parameter (the runs between `<` are possessive, so a long value is one scan).
+_PARAMETER = re.compile(r"<parameter=([^>\n<]*)>?([^<]*+(?:<(?!/parameter>|parameter=)[^<]*+)*+)(</parameter>)?")
 _FUNCTION_END = re.compile(r"</function>|<function=|</?tool_call>|</?seed:tool_call>")
-_VALUE_END = re.compile(r"</parameter>|<parameter=")
-WRAPPERS = (("<tool_call>", "</tool_call>"), ("<seed:tool_call>", "</seed:tool_call>"))
+TOOL_CALL, SEED_TOOL_CALL = "<tool_call>", "<seed:tool_call>"  # the wrappers, inner first
+# The wrappers' close tags after a call, inner first (always a match; `lastindex` 2: the seed one is there).
+_CLOSES = re.compile(r"(\s*</tool_call>)?(\s*</seed:tool_call>)?")
 
 
-def function_calls(family: str, text: str, schemas: Schemas | None) -> list[tuple[RecoveredCall, str | None]]:
-    """Every `<function=...>` call, with the wrapper it sits in ("<tool_call>", "<seed:tool_call>", None)."""
+def function_calls(family: str, text: str, schemas: Schemas | None, *, seed_wrapped: bool) -> list[RecoveredCall]:
+    """The `<function=...>` calls in a `<seed:tool_call>` wrapper (`seed_wrapped`), or the others. The wrapper
+    is read before the parameters, so the family that does not want a call does not parse it."""
     out = []
     for head in _FUNCTION.finditer(text):
+        # The wrapper tags around the call (whitespace between), inner then outer on each side; the opening
+        # side first: a seed tag there settles the family before the rest is looked for.
+        start = head.start()
+        before = rskip_space(text, start)
+        if text.endswith(TOOL_CALL, 0, before):
+            start = before - len(TOOL_CALL)
+            before = rskip_space(text, start)
+        seed_opened = text.endswith(SEED_TOOL_CALL, 0, before)
+        if seed_opened:
+            if not seed_wrapped:
+                continue
+            start = before - len(SEED_TOOL_CALL)
         header_end = head.end()
         stop = _FUNCTION_END.search(text, header_end)
         func_end = stop.start() if stop else len(text)
         closed = stop is not None and stop.group() == "</function>"
+        closes = _CLOSES.match(text, func_end + len("</function>") if closed else func_end)
+        if not seed_opened and (closes.lastindex == 2) != seed_wrapped:  # type: ignore[union-attr]
+            continue
+        end = closes.end()  # type: ignore[union-attr]
         raw_name = head.group(1)
         name = raw_name.strip()
-        name_start = head.start(1) + (len(raw_name) - len(raw_name.lstrip()))
-        properties = tool_properties(schemas, name)
-        arguments: dict[str, object] = {}
+        name_start = head.start(1)
+        if name != raw_name:
+            name_start += len(raw_name) - len(raw_name.lstrip())
         repairs: set[str] = set()
         if text[header_end - 1] != ">":
             repairs.add("unclosed_header")
-        args_end = header_end
-        for param in _PARAMETER.finditer(text, header_end, func_end):
-            if param.start() < args_end:
-                continue
-            value_stop = _VALUE_END.search(text, param.end(), func_end)
-            value_end = value_stop.start() if value_stop else func_end
-            value = text[param.end():value_end]
-            if value_stop is None or value_stop.group() != "</parameter>":
-                repairs.add("unclosed")
-                value = value.rstrip()
-                args_end = value_end
-            else:
-                args_end = value_stop.end()
-            value = value.removeprefix("\n").removesuffix("\n")
-            key = param.group(1).strip()
-            arguments[key] = coerce(value, parameter_schema(properties, key), repairs)
-        start, end, wrapper = head.start(), func_end + len("</function>") if closed else func_end, None
-        for open_, close in WRAPPERS:
-            before = rskip_space(text, start)
-            if text.endswith(open_, 0, before):
-                start, wrapper = before - len(open_), open_
-            after = skip_space(text, end)
-            if text.startswith(close, after):
-                end, wrapper = after + len(close), open_
+        arguments, args_end = _parameters(text, header_end, func_end, tool_properties(schemas, name), repairs)
         if not closed and stop is None:
             repairs.add("truncated")
-        call = RecoveredCall(family, name, arguments, True, (start, end), (name_start, name_start + len(name)),
-                             (header_end, args_end), (start, end), None, tuple(sorted(repairs)))
-        out.append((call, wrapper))
+        span = (start, end)
+        out.append(new_call((family, name, arguments, True, span, (name_start, name_start + len(name)),
+                             (header_end, args_end), span, None, tuple(sorted(repairs)) if repairs else ())))
     return out
+
+
+def _parameters(text: str, header_end: int, func_end: int, properties: Mapping[str, Any] | None,
+                repairs: set[str]) -> tuple[dict[str, Any], int]:
+    """The `<parameter=KEY>value</parameter>` arguments of one call, typed by `properties`; and where they end."""
+    arguments: dict[str, Any] = {}
+    args_end = header_end
+    for param in _PARAMETER.finditer(text, header_end, func_end):
+        key, value, close = param.groups()
+        args_end = param.end()
+        if close is None:
+            repairs.add("unclosed")
+            value = value.rstrip()
+        value = value.removeprefix("\n").removesuffix("\n")
+        key = key.strip()
+        arguments[key] = coerce(value, properties, key, repairs)
+    return arguments, args_end
