@@ -10,7 +10,7 @@ Three measurements, each reported overall and per fixture family, with the text 
     (sizes, positions and prose drawn from a fixed seed) -- the content or reasoning a gateway checks;
 (c) the same prose with no call at all (the common case), 1-8 KB, and at fixed sizes from 256 B to 16 KB.
 
-Target (issue 4): at most 50 us per KB. The headline is (b) and (c); see bench/README.md.
+Target (issue 4): at most 50 us per KB, at the median of each of (a), (b) and (c); see bench/README.md.
 Each figure is the best of several repeats of one call (the least disturbed by other work on the machine).
 """
 
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
         return median
 
     print()
-    summary("(a) fixture texts as they are", fixture)
+    tiny = summary("(a) fixture texts as they are", fixture)
     headline = summary("(b) one fixture case in 1-8 KB of prose", realistic)
     lost = [b.case_id for a, b in zip(fixture, realistic, strict=True) if a.calls and not b.calls]
     print(f"    (b) texts with a recovered call: {sum(s.calls > 0 for s in realistic)} of {len(realistic)}; "
@@ -161,8 +161,8 @@ def main(argv: list[str]) -> int:
     print("(c) prose at fixed sizes: " + ", ".join(f"{size} B {s.us_per_kb:.2f} us/KB ({s.us:.1f} us)"
                                                    for size, s in by_size.items()))
     worst_prose = max(s.us_per_kb for s in by_size.values())
-    met = max(headline, prose_median, worst_prose) <= TARGET_US_PER_KB
-    print(f"headline, target <= {TARGET_US_PER_KB:.0f} us/KB: (b) median {headline:.1f}, (c) median "
+    met = max(tiny, headline, prose_median, worst_prose) <= TARGET_US_PER_KB
+    print(f"target <= {TARGET_US_PER_KB:.0f} us/KB: (a) median {tiny:.1f}, (b) median {headline:.1f}, (c) median "
           f"{prose_median:.2f} and at most {worst_prose:.2f} at fixed sizes: {'met' if met else 'MISSED'}")
     return 0 if met else 1
 
