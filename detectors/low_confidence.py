@@ -25,10 +25,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from guardrails.detector import Detector, ScanContext, Scope, Services
-from guardrails.exchange import Exchange, Phase, SegmentKind
+from guardrails.exchange import Exchange, Location, Phase, SegmentKind
 from guardrails.findings import Action, Category, Finding, Severity
 from guardrails.logprobs import Aligned, Analysis, UnitReport, align_exchange, analyze
 from guardrails.logprobs.pull import pull_logprobs, resolve_token_ids, token_ids_to_resolve
@@ -43,6 +44,22 @@ class Thresholds:
     token: float
     segment: float
     relative: bool
+
+
+class _Shown:
+    """A unit that findings and the summary both show: located in the body and summarized once, when asked."""
+
+    def __init__(self, report: UnitReport) -> None:
+        self.report = report
+
+    @cached_property
+    def location(self) -> Location:
+        unit = self.report.unit
+        return unit.locate(unit.text_start, unit.text_end)
+
+    @cached_property
+    def compact(self) -> dict[str, object]:
+        return self.report.signals.compact()
 
 
 class LowConfidenceDetector(Detector):
@@ -95,9 +112,12 @@ class LowConfidenceDetector(Detector):
         analysis = analyze(aligned, exchange.constraints.any, thresholds.token)
         in_scope = {s.index for s in ctx.segments}
         judged = [r for r in analysis.reports if r.origin != "prompt" and r.unit.segment.index in in_scope]
-        findings = [f for r in judged if (f := self._judge(r, thresholds)) is not None]
-        self._learn(model, analysis, judged)
-        ctx.signals[self.name] = self._summary(model, origin, exchange, thresholds, analysis, judged)
+        # Segments, tool names and the arguments with low tokens: the only units that can be findings, and the
+        # ones the summary lists (a call can hold hundreds of confident arguments).
+        shown = [_Shown(r) for r in judged if r.unit.kind != "argument" or r.signals.low_spans]
+        findings = [self._finding(s, thresholds) for s in shown if self._is_low(s.report, thresholds)]
+        self._learn(model, analysis, shown)
+        ctx.signals[self.name] = self._summary(model, origin, exchange, thresholds, analysis, judged, shown)
         return findings
 
     async def _aligned(self, exchange: Exchange) -> tuple[list[Aligned], str]:
@@ -105,7 +125,7 @@ class LowConfidenceDetector(Detector):
         if self.client is not None and exchange.logprobs:
             ids = token_ids_to_resolve(exchange)
             id_text = await resolve_token_ids(self.client, ids) if ids else None
-        aligned = [a for a in align_exchange(exchange, id_text) if a.origin == "response"]
+        aligned = align_exchange(exchange, id_text, prompt=False)  # prompt logprobs are never judged
         if aligned or not self.pull or self.client is None:
             return aligned, "response"
         return [await pull_logprobs(self.client, exchange, top_k=self.top_k, mode=self.pull_mode)], "pulled"
@@ -121,43 +141,44 @@ class LowConfidenceDetector(Detector):
             relative = True
         return Thresholds(token, segment, relative)
 
-    def _judge(self, report: UnitReport, t: Thresholds) -> Finding | None:
+    def _is_low(self, report: UnitReport, t: Thresholds) -> bool:
         unit, sig = report.unit, report.signals
         if sig.tokens == 0 or sig.weighted_mean is None:
-            return None
+            return False
+        if unit.kind != "segment":  # names and values are short: one unsure token is the signal
+            return bool(sig.low_spans)
+        if unit.segment.tool_call is not None or sig.tokens < self.min_tokens:
+            return False  # a call is judged by its name and each argument value
+        return sig.weighted_mean < t.segment or (sig.low_share or 0.0) > self.max_low_share
+
+    def _finding(self, shown: _Shown, t: Thresholds) -> Finding:
+        unit, sig = shown.report.unit, shown.report.signals
+        mean = sig.weighted_mean
+        assert mean is not None  # `_is_low` passes only units with counted tokens
         call = unit.segment.tool_call
         if unit.kind == "segment":
-            if call is not None:
-                return None  # a call is judged by its name and each argument value
-            long_enough = sig.tokens >= self.min_tokens
-            low_mean = long_enough and sig.weighted_mean < t.segment
-            low_share = long_enough and (sig.low_share or 0.0) > self.max_low_share
-            if not (low_mean or low_share):
-                return None
             what = f"{unit.segment.kind.value} text"
-        elif not sig.low_spans:  # names and values are short: one unsure token is the signal
-            return None
         else:
             what = f"tool name {call.name!r}" if unit.kind == "tool_name" and call else (
                 f"argument {unit.label!r} of tool {call.name!r}" if call else unit.label)
         high_risk = call is not None and call.name in self.high_risk_tools and unit.kind != "segment"
-        location = unit.locate(unit.text_start, unit.text_end)
+        location = shown.location
         spans = [unit.locate(a, b) for a, b in sig.low_spans[: self.max_spans]]
         return Finding(
             category=self.category,
             detector=self.name,
             severity=Severity.HIGH if high_risk else Severity.MEDIUM,
-            message=f"low confidence in {what}: mean logprob {sig.weighted_mean:.2f}, min {sig.min:.2f}",
+            message=f"low confidence in {what}: mean logprob {mean:.2f}, min {sig.min:.2f}",
             pointer=location.pointer,
             start=location.start,
             end=location.end,
-            score=round(1.0 - math.exp(min(sig.weighted_mean, 0.0)), 3),
+            score=round(1.0 - math.exp(min(mean, 0.0)), 3),
             evidence={
                 "unit": unit.kind if unit.kind != "segment" else unit.segment.kind.value,
                 **({"tool": call.name} if call else {}),
                 **({"path": list(unit.path)} if unit.path else {}),
-                "source": report.origin,
-                "signals": sig.compact(),
+                "source": shown.report.origin,
+                "signals": shown.compact,
                 "thresholds": {"token": round(t.token, 3), "segment": round(t.segment, 3),
                                "relative": t.relative},
                 "spans": [{"pointer": s.pointer, "start": s.start, "end": s.end} for s in spans],
@@ -165,28 +186,28 @@ class LowConfidenceDetector(Detector):
             action=Action.BLOCK if high_risk else None,
         )
 
-    def _learn(self, model: str, analysis: Analysis, judged: list[UnitReport]) -> None:
-        means = [r.signals.weighted_mean for r in judged if r.unit.kind == "segment"
-                 and r.unit.segment.tool_call is None and r.signals.tokens >= self.min_tokens
-                 and r.signals.weighted_mean is not None]
-        segments = Moments()
+    def _learn(self, model: str, analysis: Analysis, shown: list[_Shown]) -> None:
+        texts = [s.report.signals for s in shown if s.report.unit.kind == "segment"
+                 and s.report.unit.segment.tool_call is None]
+        means = [sig.weighted_mean for sig in texts if sig.tokens >= self.min_tokens and sig.weighted_mean is not None]
+        moments = Moments()
         if means:
             mean = sum(means) / len(means)
-            segments = Moments(len(means), mean, sum((v - mean) ** 2 for v in means))
-        if analysis.tokens.count or segments.count:
-            self.stats.update(model, ModelStats(analysis.tokens, segments))
+            moments = Moments(len(means), mean, sum((v - mean) ** 2 for v in means))
+        if analysis.tokens.count or moments.count:
+            self.stats.update(model, ModelStats(analysis.tokens, moments))
 
     def _summary(self, model: str, origin: str, exchange: Exchange, t: Thresholds, analysis: Analysis,
-                 judged: list[UnitReport]) -> dict[str, Any]:
-        forced = sum(r.signals.forced for r in judged if r.unit.kind == "segment")
-        masked = sum(r.signals.masked for r in judged if r.unit.kind == "segment")
+                 judged: list[UnitReport], shown: list[_Shown]) -> dict[str, Any]:
+        segments = [s.report.signals for s in shown if s.report.unit.kind == "segment"]  # every one is shown
+        forced = sum(sig.forced for sig in segments)
+        masked = sum(sig.masked for sig in segments)
         units = []
         # Compact: every segment and tool name, but only the arguments that were low (calls can hold hundreds).
-        shown = [r for r in judged if r.unit.kind != "argument" or r.signals.low_spans][: self.max_summary_units]
-        for r in shown:
-            location = r.unit.locate(r.unit.text_start, r.unit.text_end)
-            entry: dict[str, Any] = {"pointer": location.pointer, "unit": r.unit.label, **r.signals.compact()}
-            if r.unit.kind == "argument" and location.start is not None:
+        for s in shown[: self.max_summary_units]:
+            unit, location = s.report.unit, s.location
+            entry: dict[str, Any] = {"pointer": location.pointer, "unit": unit.label, **s.compact}
+            if unit.kind == "argument" and location.start is not None:
                 entry["start"], entry["end"] = location.start, location.end
             units.append(entry)
         summary: dict[str, Any] = {
@@ -194,7 +215,8 @@ class LowConfidenceDetector(Detector):
             "model": model,
             "thresholds": {"token": round(t.token, 3), "segment": round(t.segment, 3), "relative": t.relative},
             "units": units,
-            "arguments": sum(1 for r in judged if r.unit.kind == "argument"),
+            # Every judged unit that is not shown is an argument.
+            "arguments": len(judged) - sum(1 for s in shown if s.report.unit.kind != "argument"),
         }
         if exchange.constraints.any:
             summary["constrained"] = True

@@ -14,10 +14,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from guardrails.exchange import Location, Segment, SegmentKind
+from guardrails.exchange import Location, Segment, SegmentKind, ToolCall
 from guardrails.logprobs.jsonspans import leaves
 from guardrails.logprobs.records import records
-from guardrails.logprobs.tokens import TokenStream
+from guardrails.logprobs.tokens import TokenStream, ints
 from guardrails.pointer import join
 
 
@@ -90,8 +90,8 @@ def _with_tokens(stream: TokenStream, found: list[_Found]) -> list[Unit]:
     if not found:
         return []
     kinds, segments, text_starts, text_ends, local_starts, local_ends, exact, paths = zip(*found, strict=True)
-    firsts = np.searchsorted(stream.ends, text_starts, side="right")
-    lasts = np.maximum(np.searchsorted(stream.starts, text_ends, side="left"), firsts)
+    firsts = np.searchsorted(stream.ends, ints(text_starts, len(found)), side="right")
+    lasts = np.maximum(np.searchsorted(stream.starts, ints(text_ends, len(found)), side="left"), firsts)
     return records(Unit, kinds, segments, firsts.tolist(), lasts.tolist(), text_starts, text_ends, local_starts,
                    local_ends, exact, paths)
 
@@ -122,26 +122,38 @@ def _align_call(text: str, segment: Segment, cursor: int, found: list[_Found]) -
         cursor = name_at + len(call.name)
     raw = call.arguments_raw
     whole = text.find(raw, cursor) if len(raw) > 2 else -1
+    before = len(found)
     position = cursor
-    first = last = -1
-    for leaf in leaves(raw) if call.arguments is not None or call.arguments_is_object else ():
-        form = raw[leaf.start:leaf.end]
-        at, exact = (text.find(form, position), True) if form else (-1, True)
-        if at < 0 and leaf.is_string and isinstance(leaf.value, str) and leaf.value and leaf.value != form:
-            form = leaf.value  # XML-style parsers put the decoded value in the text
-            at, exact = text.find(form, position), len(form) == leaf.end - leaf.start
-        if at < 0:
-            continue
-        local_start, local_end = (leaf.start, leaf.end) if not call.arguments_is_object else (0, len(form))
-        found.append(("argument", segment, at, at + len(form), local_start, local_end, exact, leaf.path))
-        first = at if first < 0 else first
-        last = at + len(form)
-        position = last
+    if call.arguments is not None or call.arguments_is_object:
+        position = _align_arguments(text, segment, call, position, found)
     if whole >= 0:
         found.append(("segment", segment, whole, whole + len(raw), 0, len(raw), True, ()))
         return max(position, whole + len(raw))
-    if first >= 0:
-        found.append(("segment", segment, first, last, 0, len(raw), False, ()))
+    if len(found) > before:  # the call's values, from the first found to the last
+        found.append(("segment", segment, found[before][2], position, 0, len(raw), False, ()))
+    return position
+
+
+def _align_arguments(text: str, segment: Segment, call: ToolCall, position: int, found: list[_Found]) -> int:
+    """Each argument value found in order from `position` on; returns where the last one ends.
+
+    The hot loop of alignment (a call can hold hundreds of values): names are bound once outside it."""
+    raw, by_object, find = call.arguments_raw, call.arguments_is_object, text.find
+    for path, start, end, value, is_string in leaves(raw):
+        form = raw[start:end]
+        at = find(form, position) if form else -1
+        exact = True
+        if at < 0:
+            if not (is_string and isinstance(value, str) and value and value != form):
+                continue
+            form = value  # XML-style parsers put the decoded value in the text
+            at, exact = find(form, position), len(form) == end - start
+            if at < 0:
+                continue
+        position = at + len(form)
+        if by_object:  # arguments carried as an object: the value's range in the body is the value itself
+            start, end = 0, len(form)
+        found.append(("argument", segment, at, position, start, end, exact, path))
     return position
 
 

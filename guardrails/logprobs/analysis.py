@@ -13,7 +13,7 @@ import numpy as np
 from guardrails.exchange import Exchange, LogprobSource, Phase, Segment, SegmentKind
 from guardrails.logprobs.align import Unit, align
 from guardrails.logprobs.records import records
-from guardrails.logprobs.signals import UnitSignals, token_signals, unit_signals
+from guardrails.logprobs.signals import UnitSignals, token_signals, unit_bounds, unit_signals
 from guardrails.logprobs.tokens import TokenStream, read_chat, read_source
 from guardrails.model_stats import Moments
 
@@ -64,8 +64,10 @@ def _choice_of(pointer: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def streams(exchange: Exchange, id_text: Mapping[int, str] | None = None) -> list[tuple[TokenStream, str, int]]:
-    """(stream, origin, choice) per generation: a stream's per-chunk sources are joined in order."""
+def streams(exchange: Exchange, id_text: Mapping[int, str] | None = None, *, prompt: bool = True
+            ) -> list[tuple[TokenStream, str, int]]:
+    """(stream, origin, choice) per generation: a stream's per-chunk sources are joined in order. `prompt`:
+    whether to read prompt logprobs too (a long prompt's are the largest source)."""
     out: list[tuple[TokenStream, str, int]] = []
     chat_parts: dict[int, list[LogprobSource]] = {}
     for source in exchange.logprobs:
@@ -73,15 +75,17 @@ def streams(exchange: Exchange, id_text: Mapping[int, str] | None = None) -> lis
             chat_parts.setdefault(source.choice, []).append(source)
         elif source.shape == "completions":
             out.append((read_source("completions", source.data), "response", source.choice))
-        elif source.shape == "prompt":
+        elif source.shape == "prompt" and prompt:
             out.append((read_source("prompt", source.data), "prompt", source.choice))
     for choice, parts in chat_parts.items():
         out.append((read_chat([p.data for p in parts], id_text), "response", choice))
     return out
 
 
-def align_exchange(exchange: Exchange, id_text: Mapping[int, str] | None = None) -> list[Aligned]:
-    found = streams(exchange, id_text)
+def align_exchange(exchange: Exchange, id_text: Mapping[int, str] | None = None, *, prompt: bool = True
+                   ) -> list[Aligned]:
+    """Every stream aligned to its segments; `prompt=False` leaves prompt logprobs unread."""
+    found = streams(exchange, id_text, prompt=prompt)
     choices = {choice for _, origin, choice in found if origin == "response"}
     aligned = []
     for stream, origin, choice in found:
@@ -104,16 +108,17 @@ def analyze(aligned: Sequence[Aligned], constrained: bool, token_threshold: floa
             continue
         # Prompt logprobs score what the model read, not what it decided: never constrained.
         ts = token_signals(item.stream, constrained and item.origin != "prompt")
-        signals = unit_signals(item.stream, ts, item.units, token_threshold)
+        bounds = unit_bounds(item.units)
+        signals = unit_signals(item.stream, ts, item.units, token_threshold, bounds)
         reports += records(UnitReport, item.units, signals, repeat(item.origin, len(signals)))
         if item.origin != "prompt":
-            counted.append(ts.logprobs[ts.used & _covered(len(item.stream), item.units)])
+            counted.append(ts.logprobs[ts.used & _covered(len(item.stream), bounds)])
     batch = moments(np.concatenate(counted)) if counted else Moments()
     return Analysis(reports, batch, unresolved)
 
 
-def _covered(n: int, units: Sequence[Unit]) -> np.ndarray:
+def _covered(n: int, bounds: np.ndarray) -> np.ndarray:
     """Tokens inside at least one unit (markup between segments is not the model's answer)."""
-    starts = np.bincount([u.token_start for u in units], minlength=n + 1)
-    ends = np.bincount([u.token_end for u in units], minlength=n + 1)
+    starts = np.bincount(bounds[:, 0], minlength=n + 1)
+    ends = np.bincount(bounds[:, 1], minlength=n + 1)
     return np.cumsum(starts - ends)[:n] > 0

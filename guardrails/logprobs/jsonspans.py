@@ -7,17 +7,26 @@ to point a finding at `arguments[start:end]`. The scanner accepts exactly the JS
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from json.decoder import scanstring
+from typing import NamedTuple
 
 _WS = re.compile(r"[ \t\n\r]*")
-_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_NUMBER_TEXT = r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_NUMBER = re.compile(_NUMBER_TEXT)
 _LITERALS = ("true", "false", "null")
+_LITERAL_VALUES = {"true": True, "false": False, "null": None}
+# The common case in one match: a scalar (a string without escapes or control characters, whose text is its
+# value; a number; a literal), alone or as an object member with its key, and the comma after it with the
+# whitespace around. Anything else (escapes, nested values, errors) takes the general path, which reads it
+# exactly as before.
+_SCALAR = (rf'(?:"(?P<string>[^"\\\x00-\x1f]*)"|(?P<number>{_NUMBER_TEXT})|(?P<literal>true|false|null))'
+           r"[ \t\n\r]*(?:(?P<comma>,)[ \t\n\r]*)?")
+_MEMBER = re.compile(rf'"(?P<key>[^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*{_SCALAR}')
+_ELEMENT = re.compile(_SCALAR)
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
+class Leaf(NamedTuple):  # a tuple: a call's arguments can hold hundreds
     path: tuple[str | int, ...]  # keys and indices from the root
     start: int  # value span in the JSON text; for strings, inside the quotes
     end: int
@@ -47,14 +56,20 @@ def _value(text: str, pos: int, path: tuple[str | int, ...], out: list[Leaf]) ->
         if text[pos] == "}":
             return pos + 1
         while True:
-            if text[pos] != '"':
-                raise ValueError("expected a key")
-            key, pos = scanstring(text, pos + 1)
-            pos = _skip(text, pos)
-            if text[pos] != ":":
-                raise ValueError("expected ':'")
-            pos = _value(text, _skip(text, pos + 1), (*path, key), out)
-            pos = _skip(text, pos)
+            member = _MEMBER.match(text, pos)
+            if member is not None:
+                out.append(_scalar(member, (*path, member["key"])))
+                pos = member.end()
+                if member["comma"]:
+                    continue
+            else:
+                if text[pos] != '"':
+                    raise ValueError("expected a key")
+                key, pos = scanstring(text, pos + 1)
+                pos = _skip(text, pos)
+                if text[pos] != ":":
+                    raise ValueError("expected ':'")
+                pos = _skip(text, _value(text, _skip(text, pos + 1), (*path, key), out))
             if text[pos] == "}":
                 return pos + 1
             if text[pos] != ",":
@@ -66,23 +81,39 @@ def _value(text: str, pos: int, path: tuple[str | int, ...], out: list[Leaf]) ->
             return pos + 1
         index = 0
         while True:
-            pos = _skip(text, _value(text, pos, (*path, index), out))
+            element = _ELEMENT.match(text, pos)
+            if element is not None:
+                out.append(_scalar(element, (*path, index)))
+                pos = element.end()
+            else:
+                pos = _skip(text, _value(text, pos, (*path, index), out))
+            index += 1
+            if element is not None and element["comma"]:
+                continue
             if text[pos] == "]":
                 return pos + 1
             if text[pos] != ",":
                 raise ValueError("expected ','")
             pos = _skip(text, pos + 1)
-            index += 1
     if ch == '"':
         value, end = scanstring(text, pos + 1)
         out.append(Leaf(path, pos + 1, end - 1, value, True))
         return end
     for literal in _LITERALS:
         if text.startswith(literal, pos):
-            out.append(Leaf(path, pos, pos + len(literal), {"true": True, "false": False}.get(literal), False))
+            out.append(Leaf(path, pos, pos + len(literal), _LITERAL_VALUES[literal], False))
             return pos + len(literal)
     match = _NUMBER.match(text, pos)
     if not match:
         raise ValueError("unexpected character")
     out.append(Leaf(path, pos, match.end(), match.group(), False))
     return match.end()
+
+
+def _scalar(match: re.Match[str], path: tuple[str | int, ...]) -> Leaf:
+    """The leaf of a `_SCALAR` match."""
+    if (text := match["string"]) is not None:
+        return Leaf(path, match.start("string"), match.end("string"), text, True)
+    if (text := match["number"]) is not None:
+        return Leaf(path, match.start("number"), match.end("number"), text, False)
+    return Leaf(path, match.start("literal"), match.end("literal"), _LITERAL_VALUES[match["literal"]], False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
@@ -21,6 +22,7 @@ from guardrails.logprobs.analysis import Aligned, generated_segments
 from guardrails.logprobs.tokens import TOKEN_ID, read_completions, read_prompt
 from guardrails.vllm_client import VLLMClient, VLLMError
 
+_token = itemgetter("token")
 ROLE_BY_KIND = {
     SegmentKind.SYSTEM: "system",
     SegmentKind.USER: "user",
@@ -135,7 +137,7 @@ def token_ids_to_resolve(exchange: Exchange) -> list[int]:
     """Ids of "token_id:N" tokens (`return_tokens_as_token_ids`) in the response's chat-shaped logprobs."""
     ids: set[int] = set()
     for source in exchange.logprobs:
-        if source.shape in ("chat", "responses"):
+        if source.shape in ("chat", "responses") and _may_hold_ids(source.data):
             for entry in source.data:
                 token = entry.get("token") if isinstance(entry, Mapping) else None
                 if isinstance(token, str) and token.startswith("token_id:"):
@@ -143,6 +145,16 @@ def token_ids_to_resolve(exchange: Exchange) -> list[int]:
                     if match:
                         ids.add(int(match.group(1)))
     return sorted(ids)
+
+
+def _may_hold_ids(entries: Any) -> bool:
+    """Whether a token string may hold "token_id:": one C-level scan of the joined tokens (most responses
+    carry none), or True when an entry is odd (not a dict, no token, not a string) and the careful loop
+    must look."""
+    try:
+        return "token_id:" in "".join(map(_token, entries))
+    except (KeyError, TypeError):
+        return True
 
 
 async def resolve_token_ids(client: VLLMClient, ids: list[int]) -> dict[int, str]:

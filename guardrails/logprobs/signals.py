@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, pairwise
+from itertools import chain, islice
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -34,39 +34,51 @@ FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
 _DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"\w")
 _IDENTIFIER = re.compile(r"_|[a-z][A-Z]|[./:@#]\w|^[A-Z]")
-_WEIGHTS: dict[str, float] = {}
+_WEIGHTS: dict[str, float] = {}  # token -> weight: tokens repeat, so a vocabulary's worth is kept
+_MAX_WEIGHTS = 200_000  # a vocabulary fits, an adversary does not
 
 
 def token_weight(token: str) -> float:
     """How much a token's confidence matters: 2 digits, 1.5 identifiers and capitalized names, 1 words,
     0.5 punctuation and markup, 0.3 function words."""
-    weight = _WEIGHTS.get(token)
-    if weight is None:
-        core = token.strip().lstrip("Ġ▁")
-        if _DIGIT.search(core):
-            weight = 2.0
-        elif not _WORD.search(core):
-            weight = 0.5
-        elif core.lower() in FUNCTION_WORDS:
-            weight = 0.3
-        elif _IDENTIFIER.search(core):
-            weight = 1.5
-        else:
-            weight = 1.0
-        if len(_WEIGHTS) > 200_000:  # tokens repeat; a vocabulary fits, an adversary does not
-            _WEIGHTS.clear()
-        _WEIGHTS[token] = weight
-    return weight
+    return float(token_weights((token,))[0])
 
 
-def token_weights(tokens: tuple[str, ...]) -> np.ndarray:
-    # One C-level pass over the cache (tokens repeat, so misses are rare); a miss reads as NaN.
-    weights = floats(list(map(_WEIGHTS.get, tokens)))
-    misses = np.flatnonzero(np.isnan(weights))
-    if misses.size:
-        weights = weights.copy()  # packed arrays are read-only
-        weights[misses] = [token_weight(tokens[i]) for i in misses.tolist()]
-    return weights
+def token_weights(tokens: Sequence[str]) -> np.ndarray:
+    try:
+        return floats(_look_up(tokens, _WEIGHTS))
+    except KeyError:  # tokens not seen before: classify each new one once
+        pass
+    new = [token for token in dict.fromkeys(tokens) if token not in _WEIGHTS]
+    if len(_WEIGHTS) + len(new) > _MAX_WEIGHTS:
+        _WEIGHTS.clear()
+        new = list(dict.fromkeys(tokens))
+    weights = {token: _classify(token) for token in new}
+    if len(_WEIGHTS) + len(weights) <= _MAX_WEIGHTS:
+        _WEIGHTS.update(weights)
+        weights = _WEIGHTS
+    return floats(_look_up(tokens, weights))
+
+
+def _look_up(tokens: Sequence[str], weights: dict[str, float]) -> Sequence[float]:
+    """Every token's weight; one itemgetter over all tokens looks them up in one C loop (half the cost of
+    mapping a lookup over them; it needs an exact dict, as a subclass's lookups go through Python)."""
+    if len(tokens) < 2:  # an itemgetter of one key returns the value itself, not a tuple
+        return [weights[token] for token in tokens]
+    return itemgetter(*tokens)(weights)
+
+
+def _classify(token: str) -> float:
+    core = token.strip().lstrip("Ġ▁")
+    if _DIGIT.search(core):
+        return 2.0
+    if not _WORD.search(core):
+        return 0.5
+    if core.lower() in FUNCTION_WORDS:
+        return 0.3
+    if _IDENTIFIER.search(core):
+        return 1.5
+    return 1.0
 
 
 @dataclass(slots=True)
@@ -127,8 +139,13 @@ def _spread(alternatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     NaN padding and masked alternatives become a finite floor whose exp() is exactly 0: no -inf math.
     """
     n, k = alternatives.shape
-    live = np.where(alternatives > MASKED + 1.0, alternatives, FLOOR).T.copy()
-    alive = np.count_nonzero(live > FLOOR, axis=0)
+    live = alternatives.T.copy()
+    if live.size and not live.min() > MASKED + 1.0:  # rare: NaN padding or masked alternatives
+        dead = ~(live > MASKED + 1.0)
+        np.putmask(live, dead, FLOOR)
+        alive = k - np.count_nonzero(dead, axis=0)
+    else:
+        alive = np.full(n, k)
     if k < 2:
         return np.full(n, np.nan), np.full(n, np.nan), alive
     best = live[0].copy()
@@ -136,24 +153,39 @@ def _spread(alternatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     for row in live[1:]:
         np.maximum(second, np.minimum(best, row), out=second)
         np.maximum(best, row, out=best)
-    x = live - best
+    x = np.subtract(live, best, out=live)
     p = np.exp(x)
     z = p.sum(axis=0)
-    spread = alive >= 2  # with fewer than two live alternatives there is no distribution to measure
-    entropy = np.where(spread, np.log(z) - np.einsum("ij,ij->j", p, x) / z, np.nan)
-    margin = np.where(spread, best - second, np.nan)
+    entropy = np.log(z) - np.einsum("ij,ij->j", p, x) / z
+    margin = best - second
+    # With fewer than two live alternatives there is no distribution to measure.
+    flat = alive < 2
+    if flat.any():
+        entropy[flat] = margin[flat] = np.nan
     return entropy, margin, alive
 
 
-_BOUNDS = itemgetter(*map(Unit._fields.index, ("token_start", "token_end", "text_start", "text_end")))
-# Rows of the per-token table whose sums over each unit's token range give every unit's sums.
-_COUNT, _LP, _WLP, _W, _SPREAD, _ENTROPY, _MARGIN, _LOW, _FORCED, _MASKED = range(10)
+_BOUNDS = slice(Unit._fields.index("token_start"), Unit._fields.index("text_end") + 1)
+assert Unit._fields[_BOUNDS] == ("token_start", "token_end", "text_start", "text_end")
+# Rows of the per-token table whose sums over each unit's token range give every unit's sums; the first
+# _PARTIAL rows are filled only where a token counts (zero elsewhere), the others are written whole.
+_LP, _W, _ENTROPY, _MARGIN, _COUNT, _WLP, _SPREAD, _LOW, _FORCED, _MASKED = range(10)
+_PARTIAL = 4
+
+
+def unit_bounds(units: Sequence[Unit]) -> np.ndarray:
+    """(units, 4) int64: each unit's token_start, token_end, text_start, text_end (four consecutive fields:
+    four columns of the units transposed at once)."""
+    columns = islice(zip(*units, strict=True), _BOUNDS.start, _BOUNDS.stop)
+    return ints(chain.from_iterable(columns), 4 * len(units)).reshape(4, len(units)).T
 
 
 def unit_signals(
-    stream: TokenStream, ts: TokenSignals, units: Sequence[Unit], token_threshold: float
+    stream: TokenStream, ts: TokenSignals, units: Sequence[Unit], token_threshold: float,
+    bounds: np.ndarray | None = None,
 ) -> list[UnitSignals]:
     """Signals of every unit; a token is low when its weighted logprob is under `token_threshold`.
+    `bounds` is `unit_bounds(units)` when the caller already has it.
 
     Sums and minima over every unit's token range come from one `reduceat` each (units overlap: a call's
     segment holds its arguments), low spans from one vectorized pass over the runs of low tokens: no
@@ -163,8 +195,11 @@ def unit_signals(
         return []
     used = ts.used
     n = len(used)
-    bounds = ints(chain.from_iterable(map(_BOUNDS, units)), 4 * len(units)).reshape(len(units), 4)
-    table = np.zeros((10, n + 1))  # the last column stays 0: the end of a unit that reaches the stream's end
+    if bounds is None:
+        bounds = unit_bounds(units)
+    table = np.empty((10, n + 1))
+    table[:_PARTIAL] = 0.0
+    table[_PARTIAL:, n] = 0.0  # the last column: the end of a unit that reaches the stream's end
     row = table[:, :n]
     np.copyto(row[_COUNT], used)
     np.copyto(row[_LP], ts.logprobs, where=used)
@@ -190,16 +225,20 @@ def unit_signals(
         perplexity = np.exp(-mean)
     spans = _low_spans(stream, runs=_runs(low), bounds=bounds, has_low=counts[3] > 0)
     # Whole columns become Python values at once (None where a unit has no counted token): no per-unit branch.
-    none = tokens == 0
-    unsure = none | np.isnan(entropy)
+    none = _where_any(tokens == 0)
+    unsure = _where_any(np.isnan(entropy) if none is None else none | np.isnan(entropy))
     return records(UnitSignals, tokens.tolist(), counts[1].tolist(), counts[2].tolist(), _column(mean, none),
                    _column(weighted, none), _column(mins, none), _column(perplexity, none),
                    _column(entropy, unsure), _column(margin, unsure), _column(low_share, none), spans)
 
 
-def _column(values: np.ndarray, missing: np.ndarray) -> list[float | None]:
+def _where_any(flags: np.ndarray) -> np.ndarray | None:
+    return flags if flags.any() else None
+
+
+def _column(values: np.ndarray, missing: np.ndarray | None) -> list[float | None]:
     """Python floats, None where `missing` (no counted token, or no token with two live alternatives)."""
-    return np.where(missing, None, values).tolist() if missing.any() else values.tolist()
+    return values.tolist() if missing is None else np.where(missing, None, values).tolist()
 
 
 def _range_reductions(table: np.ndarray, values: np.ndarray, s: np.ndarray, e: np.ndarray
@@ -214,11 +253,12 @@ def _range_reductions(table: np.ndarray, values: np.ndarray, s: np.ndarray, e: n
     idx = np.empty(2 * len(s), dtype=np.int64)
     idx[0::2], idx[1::2] = s, e
     np.minimum(idx, n, out=idx)
-    empty = e <= s
     sums = np.add.reduceat(table, idx, axis=1)[:, 0::2]
-    sums[:, empty] = 0.0
     mins = np.minimum.reduceat(np.append(values, np.inf), idx)[0::2]
-    mins[empty] = np.inf
+    empty = e <= s
+    if empty.any():
+        sums[:, empty] = 0.0
+        mins[empty] = np.inf
     return sums, mins
 
 
@@ -246,10 +286,12 @@ def _low_spans(stream: TokenStream, runs: np.ndarray, bounds: np.ndarray, has_lo
     starts = np.maximum(stream.starts[a], text_s[unit])
     ends = np.minimum(stream.ends[b], text_e[unit])
     keep = ends > starts
-    pairs = list(zip(starts[keep].tolist(), ends[keep].tolist(), strict=True))
+    if not keep.all():  # a run clipped to nothing (zero-width tokens at a unit's edge)
+        unit, starts, ends = unit[keep], starts[keep], ends[keep]
+    pairs = list(zip(starts.tolist(), ends.tolist(), strict=True))
     # `unit` is sorted: each unit's spans are one slice of the pairs.
-    cuts = np.searchsorted(unit[keep], np.arange(len(bounds) + 1)).tolist()
-    return [pairs[a:b] for a, b in pairwise(cuts)]
+    cuts = np.searchsorted(unit, np.arange(len(bounds) + 1)).tolist()
+    return list(map(pairs.__getitem__, map(slice, cuts, cuts[1:])))
 
 
 def _r(value: float | None) -> float | None:

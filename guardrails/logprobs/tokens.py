@@ -28,10 +28,6 @@ MASKED = -9999.0  # vLLM clamps -inf (masked or impossible) to this value
 TOKEN_ID = re.compile(r"token_id:(\d+)\Z")
 REPLACEMENT = "\ufffd"
 
-_token = itemgetter("token")
-_logprob = itemgetter("logprob")
-_top = itemgetter("top_logprobs")
-
 
 @dataclass(frozen=True, slots=True)
 class TokenStream:
@@ -63,24 +59,35 @@ def read_source(shape: str, data: Any, id_text: Mapping[int, str] | None = None)
 def read_chat(parts: Sequence[Sequence[Mapping[str, Any]]], id_text: Mapping[int, str] | None = None) -> TokenStream:
     """Chat-shaped logprob lists, concatenated in order (a stream gives one list per chunk)."""
     entries = parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
-    tokens = list(map(_token, entries))
-    logprobs = floats(list(map(_logprob, entries)))
-    alternatives = read_alternatives(list(map(_top, entries)))
+    first = entries[0] if entries else {}
+    # One C-level pass per field: cheaper than one pass reading the three fields into 3-tuples to transpose.
+    tokens = tuple(map(_getter(first, "token"), entries))
+    logprobs = floats(list(map(_getter(first, "logprob"), entries)))
+    alternatives = read_alternatives(list(map(_getter(first, "top_logprobs"), entries)))
     text, starts, ends, unresolved = _rebuild(tokens, entries, id_text)
-    return TokenStream(text, starts, ends, logprobs, alternatives, tuple(tokens), unresolved)
+    return TokenStream(text, starts, ends, logprobs, alternatives, tokens, unresolved)
 
 
 def read_alternatives(tops: list[Sequence[Mapping[str, Any]]]) -> np.ndarray:
     """(n, k) alternative logprobs: one flat pass over every alternative (the bulk of reading a response)."""
-    flat = floats([alt["logprob"] for top in tops for alt in top])
-    n = len(tops)
-    k = max(map(len, tops), default=0)
-    if flat.size == n * k:  # the usual case: every token has k alternatives
-        return flat.reshape(n, k)
-    return _shape(flat, sizes(tops))
+    widths = list(map(len, tops))
+    sample = next((alt for top in tops for alt in top), {})
+    flat = floats(list(map(_getter(sample, "logprob"), chain.from_iterable(tops))))
+    k = widths[0] if widths else 0
+    if widths.count(k) == len(widths):  # the usual case: every token has k alternatives
+        return flat.reshape(len(widths), k)
+    return _shape(flat, ints(widths, len(widths)))
 
 
-def floats(values: list[Any]) -> np.ndarray:
+def _getter(sample: object, key: str) -> itemgetter[Any]:
+    """A getter holding the parsed body's own key string when `sample` has it: JSON parsers share one string
+    per key across a document, so every lookup then matches by identity instead of comparing characters
+    (a tenth of reading 20k alternatives)."""
+    own = next((k for k in sample if k == key), key) if isinstance(sample, dict) else key
+    return itemgetter(own)
+
+
+def floats(values: Sequence[Any]) -> np.ndarray:
     """Python floats -> float64 array; packing them as C doubles in one call costs half of np.array's
     per-item type discovery. Read-only, like the rest of a stream."""
     try:
@@ -165,7 +172,7 @@ def _shape(flat: np.ndarray, widths: np.ndarray) -> np.ndarray:
 
 
 def _rebuild(
-    tokens: list[str], entries: list[Mapping[str, Any]], id_text: Mapping[int, str] | None
+    tokens: Sequence[str], entries: Sequence[Mapping[str, Any]], id_text: Mapping[int, str] | None
 ) -> tuple[str, np.ndarray, np.ndarray, int]:
     """The text of chat-shaped tokens and each token's character span in it."""
     joined = "".join(tokens)
