@@ -22,6 +22,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,7 @@ class UnsafeReasoningDetector(Detector):
         reasoning = [s for s in ctx.segments if s.kind is is_reasoning]
         if not reasoning:
             return []
-        user_text = " ".join(s.text for s in exchange.trusted if s.kind is is_user).lower()
+        user = _UserWords(exchange, is_user)
         findings: list[Finding] = []
         known = self._cache
         for segment in reasoning:
@@ -179,7 +180,7 @@ class UnsafeReasoningDetector(Detector):
             if matches is None:
                 matches = self.rule_matches(segment.text)
             for rule, start, end in matches:
-                if rule.user_keywords and any(k in user_text for k in rule.user_keywords):
+                if rule.user_keywords and any(k in user.text for k in rule.user_keywords):
                     continue
                 findings.append(self.finding(segment, Hit(
                     message=f"reasoning {rule.description}", start=start, end=end, severity=rule.severity,
@@ -189,7 +190,7 @@ class UnsafeReasoningDetector(Detector):
         # new, and re-reading the whole history would make step N cost grow with the session.
         newest = _newest(reasoning, exchange)
         if self.goal_hijack and newest:
-            findings += self._goal_hijacks(exchange, newest, user_text)
+            findings += self._goal_hijacks(exchange, newest, user)
         if self.decided_against and newest:
             findings += self._contradicted_decisions(exchange, newest)
         return findings
@@ -229,8 +230,7 @@ class UnsafeReasoningDetector(Detector):
         return matches
 
     # --- goal hijack ----------------------------------------------------------------------------------
-    def _goal_hijacks(self, exchange: Exchange, reasoning: list[Segment], user_text: str) -> list[Finding]:
-        user_words = set(_WORD.findall(user_text))
+    def _goal_hijacks(self, exchange: Exchange, reasoning: list[Segment], user: _UserWords) -> list[Finding]:
         planted: list[tuple[Segment, Hit, set[str]]] = []
         planted_in = self._planted_cache
         for source in exchange.untrusted:
@@ -238,7 +238,7 @@ class UnsafeReasoningDetector(Detector):
             if found is None:
                 found = self._planted_instructions(source)
             for hit, sentence_words in found:
-                words = sentence_words - user_words
+                words = sentence_words - user.words
                 if len(words) >= self.min_overlap:
                     planted.append((source, hit, words))
         if not planted:
@@ -331,6 +331,22 @@ def _content_words(text: str) -> set[str]:
 def _name_families(name: str) -> set[str]:
     words = [w.lower() for w in _NAME_WORDS.findall(name)]
     return {_FAMILY_OF[w] for w in words if w in _FAMILY_OF}
+
+
+class _UserWords:
+    """What the user wrote in the whole history, joined and lowercased on first use only: most checks
+    never need it, and building it reads every user turn of the session."""
+
+    def __init__(self, exchange: Exchange, is_user: SegmentKind) -> None:
+        self._exchange, self._is_user = exchange, is_user
+
+    @cached_property
+    def text(self) -> str:
+        return " ".join(s.text for s in self._exchange.trusted if s.kind is self._is_user).lower()
+
+    @cached_property
+    def words(self) -> set[str]:
+        return set(_WORD.findall(self.text))
 
 
 def _newest(reasoning: list[Segment], exchange: Exchange) -> list[Segment]:
