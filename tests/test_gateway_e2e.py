@@ -206,6 +206,7 @@ def test_async_sdks_behave_the_same(stack: Stack) -> None:
 
 def test_a_blocked_stream_stops_the_upstream(stack: Stack) -> None:
     total = len(StubModelServer.chat_stream_events())
+    _wait_until_idle(stack.stub)  # a stream an earlier test dropped may still be sending into the counter
     stack.stub.delay_s = 0.02
     try:
         stack.stub.events_sent = 0
@@ -215,3 +216,12 @@ def test_a_blocked_stream_stops_the_upstream(stack: Stack) -> None:
         assert stack.stub.events_sent < total - 5
     finally:
         stack.stub.delay_s = 0.002
+
+
+def _wait_until_idle(stub: StubModelServer, quiet_s: float = 0.1, limit_s: float = 5.0) -> None:
+    """Until the stub has sent nothing for `quiet_s`."""
+    deadline = time.monotonic() + limit_s
+    last = -1
+    while stub.events_sent != last and time.monotonic() < deadline:
+        last = stub.events_sent
+        time.sleep(quiet_s)
