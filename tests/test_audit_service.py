@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from openai_payloads import tool_call_response
 
 from guardrails.audit import AuditFilter, open_audit_store
 from guardrails.audit.observer import AuditObserver
@@ -56,32 +57,11 @@ def body(
             "messages": [{"role": "user", "content": content}],
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
         },
-        "response": {
-            "id": f"chatcmpl-{i}",
-            "model": "Qwen/Qwen3-8B",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "tool_calls",
-                    "message": {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": "c1",
-                                "type": "function",
-                                "function": {"name": tool, "arguments": json.dumps({"i": i})},
-                            }
-                        ],
-                    },
-                }
-            ],
-            "usage": {
-                "prompt_tokens": 50 + i,
-                "completion_tokens": 20,
-                "completion_tokens_details": {"reasoning_tokens": 7},
-            },
-        },
+        "response": tool_call_response(
+            tool, {"i": i}, id=f"chatcmpl-{i}", model="Qwen/Qwen3-8B",
+            usage={"prompt_tokens": 50 + i, "completion_tokens": 20,
+                   "completion_tokens_details": {"reasoning_tokens": 7}},
+        ),
         "context": {"agent_id": agent, "session_id": f"s-{i % 2}", "tenant": tenant, "user": "u-1"},
     }
 

@@ -7,7 +7,6 @@ test runs two replicas against one Redis (GUARDRAILS_TEST_REDIS_URL).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from openai_payloads import tool_call_response
 
 from detectors.budget import BudgetDetector, call_fingerprint, scope_keys
 from guardrails.detector import DetectorRegistry, Services
@@ -79,36 +79,15 @@ def body(
     return {
         "request": request,
         "context": context,
-        "response": {
-            "id": "chatcmpl-1",
-            "model": MODEL,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "tool_calls",
-                    "message": {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": "c1",
-                                "type": "function",
-                                "function": {
-                                    "name": tool,
-                                    "arguments": json.dumps(args if args is not None else {"q": "flights"}),
-                                },
-                            }
-                        ],
-                    },
-                }
-            ],
-            "usage": {
+        "response": tool_call_response(
+            tool, args if args is not None else {"q": "flights"}, id="chatcmpl-1", model=MODEL,
+            usage={
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
                 "completion_tokens_details": {"reasoning_tokens": completion // 2},
             },
-        },
+        ),
     }
 
 

@@ -7,11 +7,11 @@ fail closed. Runtimes are built once per module.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openai_payloads import tool_call_response
 
 from guardrails.adapters import read_exchange
 from guardrails.colang.catalog import BUILTIN_FLOWS, LIBRARY_FILES, action_names
@@ -119,25 +119,7 @@ def answer(content: str, reasoning: str | None = None) -> dict[str, Any]:
 
 
 def calling(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "tool_calls",
-                "message": {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "id": "c1",
-                            "type": "function",
-                            "function": {"name": name, "arguments": json.dumps(arguments)},
-                        }
-                    ],
-                },
-            }
-        ]
-    }
+    return tool_call_response(name, arguments)
 
 
 def run(engine: Engine, request: dict[str, Any], response: Any = None, **context: str) -> Any:
