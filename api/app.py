@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
+from starlette.types import Receive, Scope, Send
 
 import guardrails
 from api.admin import admin_router
 from api.body import authorize, read_json
-from api.errors import error_response, install_error_handlers
+from api.errors import error_response, install_error_handlers, response_for
 from api.nemo import nemo_router
 from guardrails.config import Settings
 from guardrails.contract import CheckRequest, CheckResponse, ErrorResponse
 from guardrails.service import CheckService
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+CHECKS_PATH = "/v1/checks"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in (
@@ -31,9 +34,37 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+class GuardrailsAPI(FastAPI):
+    """The FastAPI app, with `POST /v1/checks` (called on every agent step) served without the framework's
+    per-request machinery: routing, the exception middleware and dependency solving cost as much as a small
+    check. The route stays declared, for the OpenAPI document and for apps that add their own middleware
+    (those go through the full stack, so their middleware sees every request)."""
+
+    check_endpoint: Callable[[Request], Awaitable[Response]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.check_endpoint
+        if (endpoint is not None and scope["type"] == "http" and scope["method"] == "POST"
+                and _route_path(scope) == CHECKS_PATH and not self.user_middleware):
+            scope["app"] = self
+            try:
+                response = await endpoint(Request(scope, receive))
+            except Exception as exc:
+                response = response_for(exc)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
 def create_app(service: CheckService, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    app = FastAPI(
+    app = GuardrailsAPI(
         title="Inference-aware guardrails",
         version=guardrails.__version__,
         description="Non-proxying checks for agentic LLM traffic: send the request you forwarded and the "
@@ -42,7 +73,8 @@ def create_app(service: CheckService, settings: Settings | None = None) -> FastA
     app.state.service = service
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(_check_router(service, settings))
+    app.check_endpoint = _check_endpoint(service, settings)
+    app.include_router(_check_router(app.check_endpoint))
 
     app.include_router(nemo_router(service, settings))
     app.include_router(_health_router(service))
@@ -69,11 +101,21 @@ def _document_check_request(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _check_router(service: CheckService, settings: Settings) -> APIRouter:
+def _check_endpoint(service: CheckService, settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    async def checks(request: Request) -> Response:
+        authorize(request, settings)
+        body = await read_json(request, settings.max_body_bytes)
+        result = await service.check(body)
+        return Response(orjson.dumps(result), media_type="application/json")
+
+    return checks
+
+
+def _check_router(endpoint: Callable[[Request], Awaitable[Response]]) -> APIRouter:
     router = APIRouter()
 
     @router.post(
-        "/v1/checks",
+        CHECKS_PATH,
         response_model=CheckResponse,
         responses=ERROR_RESPONSES,
         summary="Check one agent step",
@@ -81,10 +123,7 @@ def _check_router(service: CheckService, settings: Settings) -> APIRouter:
             "schema": {"$ref": "#/components/schemas/CheckRequest"}, "examples": _examples()}}}},
     )
     async def checks(request: Request) -> Response:
-        authorize(request, settings)
-        body = await read_json(request, settings.max_body_bytes)
-        result = await service.check(body)
-        return Response(orjson.dumps(result), media_type="application/json")
+        return await endpoint(request)
 
     return router
 

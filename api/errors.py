@@ -24,23 +24,24 @@ def error_response(status: int, type_: str, message: str, pointer: str | None = 
     return Response(orjson.dumps({"error": error}), status_code=status, media_type="application/json")
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(GuardrailsError)
-    async def _guardrails_error(_: Request, exc: GuardrailsError) -> Response:
+def response_for(exc: Exception) -> Response:
+    """The error response for an exception raised while serving a request (one mapping for every route)."""
+    if isinstance(exc, GuardrailsError):
         return error_response(exc.status, exc.type, exc.message, exc.pointer)
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, HTTPException):
         return error_response(exc.status_code, STATUS_TYPES.get(exc.status_code, "http_error"), str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+    if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         return error_response(422, "invalid_body", first.get("msg", "invalid request"),
                               "/" + "/".join(loc) if loc else None)
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(_: Request, exc: Exception) -> Response:
+        return response_for(exc)
+
+    for exc_type in (GuardrailsError, HTTPException, RequestValidationError, Exception):
+        app.add_exception_handler(exc_type, handle)

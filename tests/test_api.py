@@ -153,3 +153,45 @@ def test_api_keys_are_enforced_when_configured() -> None:
     assert_error(client.post("/v1/checks", json=BODY), 401, "unauthorized")
     ok = client.post("/v1/checks", json=BODY, headers={"authorization": "Bearer s3cret"})
     assert ok.status_code == 200
+
+
+def test_added_middleware_sees_every_check_and_both_paths_answer_alike() -> None:
+    """POST /v1/checks skips the framework's routing; an app that adds middleware gets the full stack back,
+    so its middleware sees the checks, and the answer is the same either way."""
+    settings = Settings(policy_dir=REPO / "policies", audit_url="none")
+    lean, full = build_app(settings), build_app(settings)
+    seen: list[str] = []
+
+    @full.middleware("http")
+    async def record_path(request, call_next):  # type: ignore[no-untyped-def]
+        seen.append(request.url.path)
+        return await call_next(request)
+
+    answers = []
+    for app in (lean, full):
+        with TestClient(app) as client:
+            resp = client.post("/v1/checks", json=BODY)
+            answers.append((resp.status_code, resp.json()["verdict"], [f["category"] for f in resp.json()["findings"]]))
+            assert_error(client.post("/v1/checks", content=b"{", headers={"content-type": "application/json"}),
+                         400, "invalid_json")
+    assert answers[0] == answers[1] and answers[0][1] == "block"
+    assert seen == ["/v1/checks", "/v1/checks"]
+
+
+def test_checks_are_served_under_a_root_path() -> None:
+    app = build_app(Settings(policy_dir=REPO / "policies", audit_url="none"))
+    client = TestClient(app, root_path="/guardrails")
+    resp = client.post("/guardrails/v1/checks", json=BODY)
+    assert resp.status_code == 200 and resp.json()["verdict"] == "block"
+
+
+def test_an_unexpected_failure_is_a_500_in_the_error_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = build_app(Settings(policy_dir=REPO / "policies", audit_url="none"))
+
+    async def broken(body: object) -> dict:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.state.service, "check", broken)
+    error = assert_error(TestClient(app, raise_server_exceptions=False).post("/v1/checks", json=BODY), 500,
+                         "internal_error")
+    assert "RuntimeError" in error["message"]

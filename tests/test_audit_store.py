@@ -146,6 +146,18 @@ def test_two_replicas_append_to_one_chain(backend: Backend) -> None:
     assert report.checked == 80
 
 
+def test_a_replica_that_wrote_last_and_one_that_did_not_alternate_on_one_chain(backend: Backend) -> None:
+    """Each store appends after the head it last wrote when it can; a stale head must never fork the chain."""
+    a, b = backend.open(), backend.open()
+    order = [a, a, b, a, b, b, a]
+    seqs = [store.submit(record(i)).result(timeout=10) for i, store in enumerate(order)]
+    assert seqs == list(range(1, len(order) + 1))
+    rows = list(a.iter_records())
+    assert [r.record()["check_id"] for r in rows] == [f"chk_{i:04d}" for i in range(len(order))]
+    assert all(y.prev_hash == x.hash for x, y in itertools.pairwise(rows))
+    assert a.verify().ok and b.verify().ok
+
+
 def test_page_with_cursor_and_filters(backend: Backend) -> None:
     store = backend.open()
     fill(

@@ -5,8 +5,10 @@ no fsync: the record is in the operating system's page cache when the check is a
 survives the service being killed (kill -9, OOM, crash) but the last commits can be lost if the machine
 itself loses power. `?synchronous=full` fsyncs the WAL on every commit (power-loss safe; a few ms per
 commit on ordinary disks, shared by every check in a group commit). Either way the database is never
-corrupted. Several processes may append to one file: each batch takes the write lock (BEGIN IMMEDIATE)
-and reads the chain head inside it.
+corrupted. Several processes may append to one file: a batch takes the write lock (BEGIN IMMEDIATE) and
+reads the chain head inside it. A single record after the head this process last wrote is first tried as
+one INSERT on its own (one statement instead of four): if another process appended meanwhile, the record's
+sequence number is taken, the primary key refuses it, and the locked path chains it after the real head.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE}
 # One secondary index (time): each one costs the write path about as much as the row itself. Tenant and
 # agent filters walk the sequence; PostgreSQL indexes them too, for large multi-tenant logs.
 COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash"
+INSERT = f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 
 def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
@@ -75,20 +78,31 @@ class SQLiteAuditStore(AuditStore):
         self._write_conn.executescript(SCHEMA)
         self._read_conn = connect(self.path, SYNC_MODES[sync])
         self._read_lock = threading.Lock()
+        self._head: tuple[int, str] | None = None  # the last record this process wrote (seq, hash)
 
     def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
         conn = self._write_conn
+        if self._head is not None and len(rows) == 1:
+            values = chain_rows(self._head, rows)
+            try:
+                conn.execute(INSERT, values[0])  # autocommit: the statement is its own transaction
+            except sqlite3.IntegrityError:  # another process appended after our head
+                pass
+            else:
+                self._head = values[0][0], values[0][-1]
+                return [values[0][0]]
         conn.execute("BEGIN IMMEDIATE")
         try:
             head = conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
             values = chain_rows(head, rows)
-            seqs = [v[0] for v in values]
-            conn.executemany(f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
+            conn.executemany(INSERT, values)
             conn.execute("COMMIT")
         except BaseException:
+            self._head = None
             conn.execute("ROLLBACK")
             raise
-        return seqs
+        self._head = values[-1][0], values[-1][-1]
+        return [v[0] for v in values]
 
     def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
         where, params = filt.where(after_seq, "?")
