@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 
@@ -225,8 +227,8 @@ class Exchange:
             chosen = {sig for sig in self.by_signature if wanted(sig)}
             if len(chosen) == 1:
                 view = tuple(self.by_signature[chosen.pop()])
-            else:
-                view = tuple(s for s in self.segments if s.signature in chosen) if chosen else ()
+            else:  # merge the groups (each in exchange order) instead of testing every segment
+                view = tuple(sorted(chain.from_iterable(self.by_signature[sig] for sig in chosen), key=_position))
             self._views[name] = view
         return view
 
@@ -236,3 +238,6 @@ class Exchange:
 
     def of_kind(self, *kinds: SegmentKind) -> Iterator[Segment]:
         return (s for s in self.segments if s.kind in kinds)
+
+
+_position = attrgetter("index")  # a segment's place in its exchange

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
 from guardrails.toolparse.blocks import Block, tagged_blocks
@@ -31,13 +32,21 @@ class DeepSeekV3Parser(ToolParser):
     markers = (CALL_BEGIN,)
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        calls: list[RecoveredCall] = []
         if _ANY_HEAD.search(text) is None:
-            return calls
-        for block_start, body, body_end, block_end, _, closed in call_blocks(text):
-            head = _V3_HEAD.match(text, body, body_end)
-            if head is None:
-                continue
-            calls.append(named_call(self.family, text, head.span(1), head.end(), fence_end(text, head.end(), body_end),
-                                    block_start=block_start, closed_end=block_end if closed else None))
-        return calls
+            return []
+        return headed_calls(self.family, text, _V3_HEAD, fence_end)
+
+
+def headed_calls(family: str, text: str, head_pattern: re.Pattern[str],
+                 arguments_end: Callable[[str, int, int], int]) -> list[RecoveredCall]:
+    """One call per begin/end block whose body opens with `head_pattern` (its group 1 is the name); the
+    arguments run from the head's end to `arguments_end(text, head_end, body_end)`. Shared by V3 and V3.1,
+    whose blocks differ only in the head and in the fence V3 wraps the arguments in."""
+    calls: list[RecoveredCall] = []
+    for block_start, body, body_end, block_end, _, closed in call_blocks(text):
+        head = head_pattern.match(text, body, body_end)
+        if head is None:
+            continue
+        calls.append(named_call(family, text, head.span(1), head.end(), arguments_end(text, head.end(), body_end),
+                                block_start=block_start, closed_end=block_end if closed else None))
+    return calls

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
-from guardrails.toolparse.deepseek_v3 import CALL_BEGIN, SEP, call_blocks
-from guardrails.toolparse.jsoncalls import named_call
+from guardrails.toolparse.deepseek_v3 import CALL_BEGIN, SEP, headed_calls
 
 _HEAD = re.compile(r"\s*(?!function\s*" + SEP + r")([\w.\-]+)\s*" + SEP)
 _ANY_HEAD = re.compile(CALL_BEGIN + _HEAD.pattern)  # V3 texts (`begin function sep`) are turned away at once
@@ -18,13 +17,10 @@ class DeepSeekV31Parser(ToolParser):
     markers = (CALL_BEGIN,)
 
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        calls: list[RecoveredCall] = []
         if _ANY_HEAD.search(text) is None:
-            return calls
-        for block_start, body, body_end, block_end, _, closed in call_blocks(text):
-            head = _HEAD.match(text, body, body_end)
-            if head is None:
-                continue
-            calls.append(named_call(self.family, text, head.span(1), head.end(), body_end,
-                                    block_start=block_start, closed_end=block_end if closed else None))
-        return calls
+            return []
+        return headed_calls(self.family, text, _HEAD, _body_end)
+
+
+def _body_end(text: str, head_end: int, body_end: int) -> int:
+    return body_end  # V3.1 arguments are bare JSON up to the end marker
