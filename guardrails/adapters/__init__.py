@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
-from guardrails.adapters.base import Adapter, ExchangeBuilder, HistoryMemo
+from guardrails.adapters.base import Adapter, ExchangeBuilder, HistoryMemo, is_mapping
 from guardrails.adapters.gemini_generate import GeminiGenerateContentAdapter
 from guardrails.adapters.gemini_interactions import GeminiInteractionsAdapter
 from guardrails.adapters.openai_chat import OpenAIChatAdapter
@@ -26,11 +26,16 @@ ADAPTERS: dict[str, type[Adapter]] = {
 }
 FORMATS = tuple(ADAPTERS)
 _INSTANCES: dict[str, Adapter] = {name: cls() for name, cls in ADAPTERS.items()}
+_BY_TOP_SCORE = sorted(ADAPTERS.items(), key=lambda item: -item[1].top_score)
 
 
 def detect_format(request: Mapping[str, Any], response: Any) -> str:
     """Pick the adapter with the highest sniff score; refuse unknown or tied bodies with a reason."""
-    scores = sorted(((cls.sniff(request, response), name) for name, cls in ADAPTERS.items()), reverse=True)
+    if type(request) is dict:  # sniffs raise nothing on a dict of JSON values: the order they run in is free
+        scores = _decisive_scores(request, response)
+    else:  # every sniff, in ADAPTERS order: a request that is not an object fails as it always did
+        scores = [(cls.sniff(request, response), name) for name, cls in ADAPTERS.items()]
+    scores.sort(reverse=True)
     best_score, best = scores[0]
     if best_score <= 0:
         raise UnknownFormat(
@@ -39,12 +44,26 @@ def detect_format(request: Mapping[str, Any], response: Any) -> str:
             f"set \"format\" to one of {list(FORMATS)}",
             "/request",
         )
-    if scores[1][0] == best_score:
+    if len(scores) > 1 and scores[1][0] == best_score:
         raise AmbiguousFormat(
             f"the body reads equally well as {best} and {scores[1][1]}; set \"format\" to choose",
             "/request",
         )
     return best
+
+
+def _decisive_scores(request: dict[str, Any], response: Any) -> list[tuple[int, str]]:
+    """The (score, format) of the adapters that can still win or tie, run by falling top score: a body
+    scored 95 (the top score of three adapters) never runs the two whose sniffs top out at 90."""
+    scores: list[tuple[int, str]] = []
+    best = -1
+    for name, cls in _BY_TOP_SCORE:
+        if cls.top_score < best:
+            break  # this adapter and those after it can neither win nor tie
+        score = cls.sniff(request, response)
+        scores.append((score, name))
+        best = max(best, score)
+    return scores
 
 
 def read_exchange(
@@ -68,7 +87,7 @@ def read_exchange(
     if isinstance(response, list):
         builder.has_response = True
         adapter.read_stream(response, builder)
-    elif isinstance(response, Mapping):
+    elif is_mapping(response):
         builder.has_response = True
         adapter.read_response(response, builder)
     elif response is not None:

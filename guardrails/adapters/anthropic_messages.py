@@ -57,17 +57,17 @@ KIND_BY_DELTA = {delta: kind for kind, (delta, _) in DELTA_FIELDS.items()}
 
 class AnthropicMessagesAdapter(Adapter):
     format = "anthropic.messages"
+    top_score = 90
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
-        score = 0
-        messages = request.get("messages")
+        messages = request.get("messages")  # first, so a request that is not an object fails as it did
+        if _is_message(response) or _is_event_stream(response):
+            return 90  # whatever the request holds: its markers need not be looked for
         if isinstance(messages, list):
             # Plain text messages read the same as OpenAI Chat, which claims them at 50.
-            score = 90 if _request_has_marker(request, messages) else 20
-        if _is_message(response) or _is_event_stream(response):
-            score = 90
-        return score
+            return 90 if _request_has_marker(request, messages) else 20
+        return 0
 
     # --- request ------------------------------------------------------------------------------------
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
@@ -377,16 +377,23 @@ def _request_has_marker(request: Mapping[str, Any], messages: list[Any]) -> bool
     if isinstance(choice, dict) and _is_one_of(choice.get("type"), TOOL_CHOICE_TYPES):
         return True
     tools = request.get("tools")
-    if isinstance(tools, list) and any(isinstance(t, dict) and "input_schema" in t for t in tools):
-        return True
+    if isinstance(tools, list):
+        for tool in tools:  # loops rather than any(<generator>): every check runs all the sniffs
+            if isinstance(tool, dict) and "input_schema" in tool:
+                return True
+    # A plain-text history is walked to its end: one loop, no generator per message.
     for message in messages:
-        if isinstance(message, dict) and message.get("role") not in ("user", "assistant"):
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") not in ("user", "assistant"):
             return False  # a system or tool message: OpenAI's roles, never Anthropic's
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list) and any(
-                isinstance(block, dict) and _is_one_of(block.get("type"), MARKER_BLOCK_TYPES)
-                for block in content):
-            return True
+        content = message.get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict):
+                    btype = block.get("type")
+                    if isinstance(btype, str) and btype in MARKER_BLOCK_TYPES:
+                        return True
     return False
 
 

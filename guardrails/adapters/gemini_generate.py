@@ -27,12 +27,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder
+from guardrails.adapters.base import Adapter, ExchangeBuilder, has_any, is_mapping
 from guardrails.adapters.gemini_interactions import integer, obj, optional_list, string, string_leaves
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
-from guardrails.pointer import join
 
+# Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping (the
+# keys of a function response, read from the body, are escaped by `string_leaves`).
 REQUEST_MARKERS = ("systemInstruction", "generationConfig", "toolConfig", "safetySettings", "cachedContent")
 RESPONSE_MARKERS = ("candidates", "usageMetadata", "promptFeedback")
 JSON_MIMES = frozenset({"application/json", "text/x.enum"})
@@ -55,16 +56,17 @@ def camel_or_snake(container: Mapping[str, Any], camel: str, snake: str) -> tupl
 
 class GeminiGenerateContentAdapter(Adapter):
     format = "gemini"
+    top_score = 95
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
         score = 0
         if "contents" in request:
             score = 90
-        elif any(k in request for k in REQUEST_MARKERS) or _declares_functions(request.get("tools")):
+        elif has_any(request, REQUEST_MARKERS) or _declares_functions(request.get("tools")):
             score = 85
         first = response[0] if isinstance(response, list) and response else response
-        if isinstance(first, Mapping) and any(k in first for k in RESPONSE_MARKERS):
+        if is_mapping(first) and has_any(first, RESPONSE_MARKERS):
             score = 95
         return score
 
@@ -72,33 +74,33 @@ class GeminiGenerateContentAdapter(Adapter):
     def read_request(self, request: Mapping[str, Any], b: ExchangeBuilder) -> None:
         system, key = camel_or_snake(request, "systemInstruction", "system_instruction")
         if isinstance(system, str):  # lenient: a bare string instead of a Content
-            b.text(SegmentKind.SYSTEM, system, join("/request", key), role="system", turn=0,
+            b.text(SegmentKind.SYSTEM, system, f"/request/{key}", role="system", turn=0,
                    phase=Phase.REQUEST)
         elif system is not None:
-            self._read_content(system, join("/request", key), 0, Phase.REQUEST, "system", b)
+            self._read_content(system, f"/request/{key}", 0, Phase.REQUEST, "system", b)
         # The system prompt is turn 0 when present, as in OpenAI Chat, so turn numbers agree across formats.
         # Decided by the segments before the history, so a content's segments depend only on it and its index.
         first = 1 if b.segments else 0
         contents = request.get("contents")
-        if isinstance(contents, Mapping):  # a single Content is accepted in place of the list
+        if is_mapping(contents):  # a single Content is accepted in place of the list
             self._read_content(contents, "/request/contents", first, Phase.REQUEST, "user", b)
             b.next_turn = first + 1
         else:
             items = optional_list(contents, "/request/contents", "contents")
 
             def read_one(content: Any, i: int) -> None:
-                self._read_content(content, join("/request/contents", i), first + i, Phase.REQUEST, "user", b)
+                self._read_content(content, f"/request/contents/{i}", first + i, Phase.REQUEST, "user", b)
 
             # Agents resend the whole history each step: an unchanged prefix's segments are reused.
             b.read_items("/request/contents", items, read_one)
             b.next_turn = first + len(items)
         tool_config, key = camel_or_snake(request, "toolConfig", "tool_config")
         if tool_config is not None:
-            self._read_tool_config(obj(tool_config, join("/request", key), key), join("/request", key), b)
+            self._read_tool_config(obj(tool_config, f"/request/{key}", key), f"/request/{key}", b)
         self._read_tools(request.get("tools"), b)
         config, key = camel_or_snake(request, "generationConfig", "generation_config")
         if config is not None:
-            config = obj(config, join("/request", key), key)
+            config = obj(config, f"/request/{key}", key)
             b.response_format = any(
                 config.get(k) is not None
                 for k in ("responseSchema", "response_schema", "responseJsonSchema", "response_json_schema")
@@ -110,20 +112,20 @@ class GeminiGenerateContentAdapter(Adapter):
         # A system instruction's parts are system text whatever role it claims.
         role = "system" if default_role == "system" else content.get("role", default_role)
         if not isinstance(role, str):
-            raise BodyError("content role must be a string", join(ptr, "role"))
-        parts, pptr = content.get("parts"), join(ptr, "parts")
-        if isinstance(parts, Mapping):  # a single part is accepted in place of the list
+            raise BodyError("content role must be a string", f"{ptr}/role")
+        parts, pptr = content.get("parts"), f"{ptr}/parts"
+        if is_mapping(parts):  # a single part is accepted in place of the list
             self._read_part(parts, pptr, turn, phase, role, b)
             return
         for j, part in enumerate(optional_list(parts, pptr, "parts")):
-            self._read_part(part, join(pptr, j), turn, phase, role, b)
+            self._read_part(part, f"{pptr}/{j}", turn, phase, role, b)
 
     @staticmethod
     def _read_part(part: Any, ptr: str, turn: int, phase: Phase, role: str, b: ExchangeBuilder) -> None:
         part = obj(part, ptr, "a part")
         text = part.get("text")
         if text is not None:
-            tptr = join(ptr, "text")
+            tptr = f"{ptr}/text"
             if not isinstance(text, str):
                 raise BodyError("part text must be a string", tptr)
             if part.get("thought") is True:
@@ -138,22 +140,22 @@ class GeminiGenerateContentAdapter(Adapter):
             return
         call, key = camel_or_snake(part, "functionCall", "function_call")
         if call is not None:
-            _function_call(obj(call, join(ptr, key), key), join(ptr, key), turn, phase, b)
+            _function_call(obj(call, f"{ptr}/{key}", key), f"{ptr}/{key}", turn, phase, b)
             return
         result, key = camel_or_snake(part, "functionResponse", "function_response")
         if result is not None:
-            rptr = join(ptr, key)
+            rptr = f"{ptr}/{key}"
             result = obj(result, rptr, key)
             name, call_id = string(result.get("name")), string(result.get("id"))
-            for leaf, lptr in string_leaves(result.get("response"), join(rptr, "response")):
+            for leaf, lptr in string_leaves(result.get("response"), f"{rptr}/response"):
                 b.text(SegmentKind.TOOL_RESULT, leaf, lptr, role="tool", turn=turn, phase=phase,
                        tool_call_id=call_id, tool_name=name)
             return
         # executableCode is a call of the code_execution built-in, run in Google's sandbox: like the other
         # built-ins it is not judged (as assistant text it would read as a leaked `print(...)` tool call).
         outcome, key = camel_or_snake(part, "codeExecutionResult", "code_execution_result")
-        if isinstance(outcome, Mapping) and isinstance(outcome.get("output"), str):
-            b.text(SegmentKind.TOOL_RESULT, outcome["output"], join(ptr, key, "output"), role="tool",
+        if is_mapping(outcome) and isinstance(outcome.get("output"), str):
+            b.text(SegmentKind.TOOL_RESULT, outcome["output"], f"{ptr}/{key}/output", role="tool",
                    turn=turn, phase=phase, source="code_execution_result")
         # inlineData / fileData / thoughtSignature-only parts carry no text we judge.
 
@@ -162,7 +164,7 @@ class GeminiGenerateContentAdapter(Adapter):
         calling, key = camel_or_snake(config, "functionCallingConfig", "function_calling_config")
         if calling is None:
             return
-        calling = obj(calling, join(ptr, key), key)
+        calling = obj(calling, f"{ptr}/{key}", key)
         b.tool_choice = calling
         mode = calling.get("mode")
         # ANY forces a call; VALIDATED constrains calls to the declared schemas: both count as forced.
@@ -170,19 +172,19 @@ class GeminiGenerateContentAdapter(Adapter):
 
     @staticmethod
     def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
-        mode = b.tool_choice.get("mode") if isinstance(b.tool_choice, Mapping) else None
+        mode = b.tool_choice.get("mode") if is_mapping(b.tool_choice) else None
         strict = isinstance(mode, str) and mode.upper() == "VALIDATED"
         for i, tool in enumerate(optional_list(tools, "/request/tools", "tools")):
-            tptr = join("/request/tools", i)
+            tptr = f"/request/tools/{i}"
             tool = obj(tool, tptr, "a tool")
             declarations, key = camel_or_snake(tool, "functionDeclarations", "function_declarations")
             # Other tool kinds (googleSearch, codeExecution, urlContext...) run on Google's side.
-            for j, decl in enumerate(optional_list(declarations, join(tptr, key), key)):
-                dptr = join(tptr, key, j)
+            for j, decl in enumerate(optional_list(declarations, f"{tptr}/{key}", key)):
+                dptr = f"{tptr}/{key}/{j}"
                 decl = obj(decl, dptr, "a function declaration")
                 name = decl.get("name")
                 if not isinstance(name, str):
-                    raise BodyError("function declaration name must be a string", join(dptr, "name"))
+                    raise BodyError("function declaration name must be a string", f"{dptr}/name")
                 b.tool(ToolSpec(name=name, parameters=_parameters(decl), strict=strict, pointer=dptr,
                                 description=string(decl.get("description")) or ""))
 
@@ -191,15 +193,15 @@ class GeminiGenerateContentAdapter(Adapter):
         turn = b.next_turn
         candidates = optional_list(response.get("candidates"), "/response/candidates", "candidates")
         for i, candidate in enumerate(candidates):
-            cptr = join("/response/candidates", i)
+            cptr = f"/response/candidates/{i}"
             candidate = obj(candidate, cptr, "a candidate")
             index = _index(candidate, i)
             content = candidate.get("content")
             if content is not None:
-                self._read_content(content, join(cptr, "content"), turn, Phase.RESPONSE, "model", b)
-            if isinstance(candidate.get("logprobsResult"), Mapping):
-                b.add_logprobs("gemini", join(cptr, "logprobsResult"), candidate["logprobsResult"], index)
-        first = candidates[0] if candidates and isinstance(candidates[0], Mapping) else {}
+                self._read_content(content, f"{cptr}/content", turn, Phase.RESPONSE, "model", b)
+            if is_mapping(candidate.get("logprobsResult")):
+                b.add_logprobs("gemini", f"{cptr}/logprobsResult", candidate["logprobsResult"], index)
+        first = candidates[0] if candidates and is_mapping(candidates[0]) else {}
         b.generation = _generation(response, _finish_reason(first.get("finishReason"), b),
                                    response.get("usageMetadata"))
 
@@ -208,16 +210,21 @@ class GeminiGenerateContentAdapter(Adapter):
         meta: dict[str, Any] = {}
         usage: Any = None
         for k, chunk in enumerate(chunks):
-            kptr = join("/response", k)
+            kptr = f"/response/{k}"
             chunk = obj(chunk, kptr, "a stream chunk")
-            meta.update({key: chunk[key] for key in STREAM_META_KEYS if key in chunk})
+            for key in STREAM_META_KEYS:
+                if key in chunk:
+                    meta[key] = chunk[key]
             usage = chunk.get("usageMetadata", usage)
-            for j, candidate in enumerate(optional_list(chunk.get("candidates"), join(kptr, "candidates"),
+            for j, candidate in enumerate(optional_list(chunk.get("candidates"), f"{kptr}/candidates",
                                                         "candidates")):
-                cptr = join(kptr, "candidates", j)
+                cptr = f"{kptr}/candidates/{j}"
                 candidate = obj(candidate, cptr, "a candidate")
                 index = _index(candidate, j)
-                streams.setdefault(index, _CandidateStream()).absorb(candidate, cptr, index, b)
+                stream = streams.get(index)
+                if stream is None:  # not setdefault: that would build a throwaway per chunk
+                    stream = streams[index] = _CandidateStream()
+                stream.absorb(candidate, cptr, index, b)
         for index in sorted(streams):
             streams[index].emit(b)
         first = streams.get(0) or next(iter(streams.values()), _CandidateStream())
@@ -236,24 +243,24 @@ class _CandidateStream:
     def absorb(self, candidate: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
         if candidate.get("finishReason") is not None:
             self.finish_reason = candidate["finishReason"]
-        if isinstance(candidate.get("logprobsResult"), Mapping):
-            b.add_logprobs("gemini", join(cptr, "logprobsResult"), candidate["logprobsResult"], index)
+        if is_mapping(candidate.get("logprobsResult")):
+            b.add_logprobs("gemini", f"{cptr}/logprobsResult", candidate["logprobsResult"], index)
         content = candidate.get("content")
         if content is None:
             return
-        content = obj(content, join(cptr, "content"), "content")
-        pptr = join(cptr, "content", "parts")
+        content = obj(content, f"{cptr}/content", "content")
+        pptr = f"{cptr}/content/parts"
         for j, part in enumerate(optional_list(content.get("parts"), pptr, "parts")):
-            ptr = join(pptr, j)
+            ptr = f"{pptr}/{j}"
             part = obj(part, ptr, "a part")
             text = part.get("text")
             if isinstance(text, str):
-                (self.thought if part.get("thought") is True else self.text).append((text, join(ptr, "text")))
+                (self.thought if part.get("thought") is True else self.text).append((text, f"{ptr}/text"))
             elif text is not None:
-                raise BodyError("part text must be a string", join(ptr, "text"))
+                raise BodyError("part text must be a string", f"{ptr}/text")
             call, key = camel_or_snake(part, "functionCall", "function_call")
             if call is not None:
-                self.calls.append((obj(call, join(ptr, key), key), join(ptr, key)))
+                self.calls.append((obj(call, f"{ptr}/{key}", key), f"{ptr}/{key}"))
 
     def emit(self, b: ExchangeBuilder) -> None:
         turn = b.next_turn
@@ -264,9 +271,11 @@ class _CandidateStream:
 
 
 def _declares_functions(tools: Any) -> bool:
-    return isinstance(tools, list) and any(
-        isinstance(t, Mapping) and ("functionDeclarations" in t or "function_declarations" in t)
-        for t in tools)
+    if isinstance(tools, list):
+        for tool in tools:  # a loop rather than any(<generator>): every check runs all the sniffs
+            if is_mapping(tool) and ("functionDeclarations" in tool or "function_declarations" in tool):
+                return True
+    return False
 
 
 def _index(candidate: Mapping[str, Any], position: int) -> int:
@@ -277,15 +286,15 @@ def _index(candidate: Mapping[str, Any], position: int) -> int:
 def _function_call(call: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
     name = call.get("name")
     if not isinstance(name, str):
-        raise BodyError("functionCall name must be a string", join(ptr, "name"))
+        raise BodyError("functionCall name must be a string", f"{ptr}/name")
     args = call.get("args")
     if args is None:
         args, args_ptr = {}, ptr  # no args field: point at the call itself
-    elif isinstance(args, Mapping):
-        args_ptr = join(ptr, "args")
+    elif is_mapping(args):
+        args_ptr = f"{ptr}/args"
     else:
-        raise BodyError("functionCall args must be an object", join(ptr, "args"))
-    b.tool_call(name=name, arguments=args, call_id=string(call.get("id")), name_pointer=join(ptr, "name"),
+        raise BodyError("functionCall args must be an object", f"{ptr}/args")
+    b.tool_call(name=name, arguments=args, call_id=string(call.get("id")), name_pointer=f"{ptr}/name",
                 arguments_pointer=args_ptr, turn=turn, phase=phase)
 
 
@@ -293,10 +302,10 @@ def _parameters(decl: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The declaration's arguments as JSON Schema: `parametersJsonSchema` as is, or the OpenAPI-subset
     `parameters` with Gemini's upper-case types and `nullable` rewritten (detectors use jsonschema)."""
     schema, _ = camel_or_snake(decl, "parametersJsonSchema", "parameters_json_schema")
-    if isinstance(schema, Mapping):
+    if is_mapping(schema):
         return schema
     schema = decl.get("parameters")
-    return _json_schema(schema, 0) if isinstance(schema, Mapping) else None
+    return _json_schema(schema, 0) if is_mapping(schema) else None
 
 
 def _json_schema(node: Any, depth: int) -> Any:
@@ -304,11 +313,11 @@ def _json_schema(node: Any, depth: int) -> Any:
         return node
     if isinstance(node, list):
         return [_json_schema(v, depth + 1) for v in node]
-    if not isinstance(node, Mapping):
+    if not is_mapping(node):
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "properties" and isinstance(value, Mapping):
+        if key == "properties" and is_mapping(value):
             out[key] = {name: _json_schema(sub, depth + 1) for name, sub in value.items()}
         elif key in ("items", "anyOf", "oneOf", "allOf", "not", "additionalProperties"):
             out[key] = _json_schema(value, depth + 1)
@@ -325,13 +334,15 @@ def _finish_reason(reason: Any, b: ExchangeBuilder) -> str | None:
     """`finishReason` in the OpenAI vocabulary; Gemini says STOP also when it stopped to call tools."""
     if not isinstance(reason, str):
         return None
-    if reason == "STOP" and any(s.tool_call is not None and s.phase is Phase.RESPONSE for s in b.segments):
+    # Segments before `response_from` were read from the request: a long history is not walked again.
+    if reason == "STOP" and any(s.tool_call is not None and s.phase is Phase.RESPONSE
+                                for s in b.segments[b.response_from:]):
         return "tool_calls"
     return FINISH_REASONS.get(reason, reason)
 
 
 def _generation(meta: Mapping[str, Any], finish: str | None, usage: Any) -> Generation:
-    u = usage if isinstance(usage, Mapping) else {}
+    u = usage if is_mapping(usage) else {}
     output, thought = integer(u.get("candidatesTokenCount")), integer(u.get("thoughtsTokenCount"))
     return Generation(
         model=string(meta.get("modelVersion")),

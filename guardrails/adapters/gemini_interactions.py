@@ -27,11 +27,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, has_any, is_mapping
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 from guardrails.pointer import join
 
+# Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping. Only the
+# keys of a result object come from the body: `string_leaves` escapes those with `join`.
 USER_TYPES = frozenset({"user_input"})
 MODEL_TYPES = frozenset({"model_output", "thought", "function_call"})
 TOOL_RESULT_TYPES = frozenset({"function_result", "mcp_server_tool_result"})
@@ -49,9 +51,9 @@ Fragments = list[tuple[str, str]]
 
 
 def obj(value: Any, pointer: str, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise BodyError(f"{what} must be an object, got {_json_type(value)}", pointer)
-    return value
+    if type(value) is dict or isinstance(value, Mapping):  # a dict, as orjson gives, skips the ABC check
+        return value
+    raise BodyError(f"{what} must be an object, got {_json_type(value)}", pointer)
 
 
 def optional_list(value: Any, pointer: str, what: str) -> list[Any]:
@@ -77,10 +79,10 @@ def string_leaves(value: Any, pointer: str) -> Iterator[tuple[str, str]]:
         node, ptr, depth = stack.pop()
         if isinstance(node, str):
             yield node, ptr
-        elif depth < MAX_RESULT_DEPTH and isinstance(node, Mapping):
+        elif depth < MAX_RESULT_DEPTH and is_mapping(node):
             stack.extend((v, join(ptr, k), depth + 1) for k, v in reversed(node.items()))
         elif depth < MAX_RESULT_DEPTH and isinstance(node, list):
-            stack.extend((v, join(ptr, i), depth + 1) for i, v in reversed(list(enumerate(node))))
+            stack.extend((v, f"{ptr}/{i}", depth + 1) for i, v in reversed(list(enumerate(node))))
 
 
 def _json_type(value: Any) -> str:
@@ -92,19 +94,17 @@ def _json_type(value: Any) -> str:
 
 class GeminiInteractionsAdapter(Adapter):
     format = "gemini.interactions"
+    top_score = 95
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
         score = 95 if _looks_like_interaction(response) else 0
         if "contents" in request or "messages" in request:
             return score  # generateContent / chat bodies reuse some snake_case names
-        if any(k in request for k in REQUEST_MARKERS):
+        if has_any(request, REQUEST_MARKERS):
             return max(score, 85)
         items = request.get("input")
-        if isinstance(items, list) and any(
-            isinstance(i, Mapping) and (string(i.get("type")) in STEP_TYPES or i.get("role") == "model")
-            for i in items
-        ):
+        if isinstance(items, list) and _has_step_item(items):
             return max(score, 85)
         if "input" in request:
             model = request.get("model")
@@ -140,14 +140,14 @@ class GeminiInteractionsAdapter(Adapter):
         if isinstance(value, str):
             b.text(SegmentKind.USER, value, ptr, role="user", turn=first_turn, phase=Phase.REQUEST)
             return first_turn + 1
-        if isinstance(value, Mapping):
+        if is_mapping(value):
             self._read_item(value, ptr, first_turn, Phase.REQUEST, "user", b)
             return first_turn + 1
         items = optional_list(value, ptr, "input")
         turns = _turns(items, first_turn)
 
         def read_one(item: Any, i: int) -> None:
-            iptr = join(ptr, i)
+            iptr = f"{ptr}/{i}"
             item = obj(item, iptr, "an input item")
             if "type" not in item and "role" in item:
                 self._read_turn(item, iptr, turns[i], b)
@@ -162,13 +162,13 @@ class GeminiInteractionsAdapter(Adapter):
         """A legacy `{role, content}` Turn."""
         role = item.get("role")
         if role not in ("user", "model"):
-            raise BodyError("a turn's role must be \"user\" or \"model\"", join(ptr, "role"))
-        content, cptr = item.get("content"), join(ptr, "content")
+            raise BodyError("a turn's role must be \"user\" or \"model\"", f"{ptr}/role")
+        content, cptr = item.get("content"), f"{ptr}/content"
         if isinstance(content, str):
             self._text(content, cptr, turn, Phase.REQUEST, role, b)
             return
         for j, part in enumerate(optional_list(content, cptr, "turn content")):
-            self._read_item(obj(part, join(cptr, j), "a content item"), join(cptr, j), turn, Phase.REQUEST,
+            self._read_item(obj(part, f"{cptr}/{j}", "a content item"), f"{cptr}/{j}", turn, Phase.REQUEST,
                             role, b)
 
     def _read_item(self, item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, speaker: str,
@@ -176,15 +176,15 @@ class GeminiInteractionsAdapter(Adapter):
         """One step or Content item; `speaker` ("user" or "model") owns bare text items."""
         kind = item.get("type", "text" if "text" in item else None)
         if not isinstance(kind, str):
-            raise BodyError("an input item needs a string type", join(ptr, "type"))
+            raise BodyError("an input item needs a string type", f"{ptr}/type")
         if kind == "text":
-            self._text(item.get("text"), join(ptr, "text"), turn, phase, speaker, b)
+            self._text(item.get("text"), f"{ptr}/text", turn, phase, speaker, b)
         elif kind == "user_input":
-            self._contents(item.get("content"), join(ptr, "content"), turn, phase, "user", b)
+            self._contents(item.get("content"), f"{ptr}/content", turn, phase, "user", b)
         elif kind == "model_output":
-            self._contents(item.get("content"), join(ptr, "content"), turn, phase, "model", b)
+            self._contents(item.get("content"), f"{ptr}/content", turn, phase, "model", b)
         elif kind == "thought":
-            for text, tptr in _texts(item.get("summary"), join(ptr, "summary"), "thought summary"):
+            for text, tptr in _texts(item.get("summary"), f"{ptr}/summary", "thought summary"):
                 b.text(SegmentKind.REASONING, text, tptr, role="assistant", turn=turn, phase=phase,
                        source="thought_summary")
         elif kind == "function_call":
@@ -208,31 +208,31 @@ class GeminiInteractionsAdapter(Adapter):
             self._text(content, ptr, turn, phase, speaker, b)
             return
         for j, part in enumerate(optional_list(content, ptr, "content")):
-            pptr = join(ptr, j)
+            pptr = f"{ptr}/{j}"
             part = obj(part, pptr, "a content item")
             if part.get("type", "text") == "text":
-                self._text(part.get("text"), join(pptr, "text"), turn, phase, speaker, b)
+                self._text(part.get("text"), f"{pptr}/text", turn, phase, speaker, b)
 
     @staticmethod
     def _function_call(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
                        b: ExchangeBuilder) -> None:
         name = item.get("name")
         if not isinstance(name, str):
-            raise BodyError("function_call name must be a string", join(ptr, "name"))
+            raise BodyError("function_call name must be a string", f"{ptr}/name")
         arguments = item.get("arguments")
-        args_ptr = join(ptr, "arguments")
+        args_ptr = f"{ptr}/arguments"
         if arguments is None:
             arguments, args_ptr = {}, ptr  # no arguments field: point at the call itself
         elif not isinstance(arguments, (Mapping, str)):
             raise BodyError(f"function_call arguments must be an object, got {_json_type(arguments)}",
                             args_ptr)
         b.tool_call(name=name, arguments=arguments, call_id=string(item.get("id")),
-                    name_pointer=join(ptr, "name"), arguments_pointer=args_ptr, turn=turn, phase=phase)
+                    name_pointer=f"{ptr}/name", arguments_pointer=args_ptr, turn=turn, phase=phase)
 
     @staticmethod
     def _function_result(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
                          b: ExchangeBuilder) -> None:
-        result, rptr = item.get("result"), join(ptr, "result")
+        result, rptr = item.get("result"), f"{ptr}/result"
         call_id, name = string(item.get("call_id")), string(item.get("name"))
         if name is None and call_id is not None:
             name = _called_name(call_id, b)
@@ -248,7 +248,7 @@ class GeminiInteractionsAdapter(Adapter):
     def _read_tool_choice(choice: Any, b: ExchangeBuilder) -> None:
         b.tool_choice = choice
         mode = choice
-        if isinstance(choice, Mapping) and isinstance(choice.get("allowed_tools"), Mapping):
+        if is_mapping(choice) and is_mapping(choice.get("allowed_tools")):
             mode = choice["allowed_tools"].get("mode")
         # "validated" constrains calls to the declared schemas; we count it as forced and strict.
         b.forced_tool_choice = isinstance(mode, str) and mode.lower() in FORCING_CHOICES
@@ -257,23 +257,23 @@ class GeminiInteractionsAdapter(Adapter):
     def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
         strict = b.tool_choice == "validated"
         for i, tool in enumerate(optional_list(tools, "/request/tools", "tools")):
-            tptr = join("/request/tools", i)
+            tptr = f"/request/tools/{i}"
             tool = obj(tool, tptr, "a tool")
             if tool.get("type", "function") != "function":
                 continue  # built-ins (google_search, code_execution, mcp_server...) run on Google's side
             name = tool.get("name")
             if not isinstance(name, str):
-                raise BodyError("function tool name must be a string", join(tptr, "name"))
+                raise BodyError("function tool name must be a string", f"{tptr}/name")
             parameters = tool.get("parameters")
-            b.tool(ToolSpec(name=name, parameters=parameters if isinstance(parameters, Mapping) else None,
+            b.tool(ToolSpec(name=name, parameters=parameters if is_mapping(parameters) else None,
                             description=string(tool.get("description")) or "", strict=strict, pointer=tptr))
 
     # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
         key = "steps" if "steps" in response else "outputs"
-        ptr = join("/response", key)
+        ptr = f"/response/{key}"
         for i, step in enumerate(optional_list(response.get(key), ptr, key)):
-            sptr = join(ptr, i)
+            sptr = f"{ptr}/{i}"
             step = obj(step, sptr, "a step")
             if step.get("type") == "user_input":
                 continue  # an echo of the request's input, already read there
@@ -285,24 +285,23 @@ class GeminiInteractionsAdapter(Adapter):
         meta: dict[str, Any] = {}
         status: Any = None
         for k, event in enumerate(chunks):
-            kptr = join("/response", k)
+            kptr = f"/response/{k}"
             event = obj(event, kptr, "a stream event")
             kind = event.get("event_type")
             interaction = event.get("interaction")
-            if isinstance(interaction, Mapping):
+            if is_mapping(interaction):
                 meta.update({key: v for key, v in interaction.items() if v is not None})
                 status = interaction.get("status", status)
             if kind == "interaction.status_update":
                 status = event.get("status", status)
             elif kind in ("step.start", "content.start"):
                 field = "step" if kind == "step.start" else "content"
-                start = obj(event.get(field), join(kptr, field), field)
-                slot = steps.setdefault(_index(event, steps), _StepStream(kptr))
-                slot.absorb_start(start, join(kptr, field))
+                start = obj(event.get(field), f"{kptr}/{field}", field)
+                _slot(steps, _index(event, steps), kptr).absorb_start(start, f"{kptr}/{field}")
             elif kind in ("step.delta", "content.delta"):
-                delta = obj(event.get("delta"), join(kptr, "delta"), "delta")
-                index = _index(event, steps, default_last=True)
-                steps.setdefault(index, _StepStream(kptr)).absorb_delta(delta, join(kptr, "delta"))
+                dptr = f"{kptr}/delta"
+                delta = obj(event.get("delta"), dptr, "delta")
+                _slot(steps, _index(event, steps, default_last=True), kptr).absorb_delta(delta, dptr)
             elif kind == "error":
                 status = "failed"
         for slot in steps.values():
@@ -327,11 +326,11 @@ class _StepStream:
     def absorb_start(self, step: Mapping[str, Any], ptr: str) -> None:
         self.type = string(step.get("type")) or self.type
         if self.type == "text" and isinstance(step.get("text"), str):
-            self.text.append((step["text"], join(ptr, "text")))
+            self.text.append((step["text"], f"{ptr}/text"))
         elif self.type == "model_output":
-            self.text.extend(_texts(step.get("content"), join(ptr, "content"), "content"))
+            self.text.extend(_texts(step.get("content"), f"{ptr}/content", "content"))
         elif self.type == "thought":
-            self.summary.extend(_texts(step.get("summary"), join(ptr, "summary"), "thought summary"))
+            self.summary.extend(_texts(step.get("summary"), f"{ptr}/summary", "thought summary"))
         elif self.type == "function_call":
             self._call_fields(step, ptr)
 
@@ -339,33 +338,33 @@ class _StepStream:
         kind = delta.get("type")
         if kind == "text" and isinstance(delta.get("text"), str):
             self.type = self.type or "model_output"
-            self.text.append((delta["text"], join(ptr, "text")))
+            self.text.append((delta["text"], f"{ptr}/text"))
         elif kind == "thought_summary":
             self.type = self.type or "thought"
             content = delta.get("content")
-            if isinstance(content, Mapping) and isinstance(content.get("text"), str):
-                self.summary.append((content["text"], join(ptr, "content", "text")))
+            if is_mapping(content) and isinstance(content.get("text"), str):
+                self.summary.append((content["text"], f"{ptr}/content/text"))
             elif isinstance(content, str):
-                self.summary.append((content, join(ptr, "content")))
+                self.summary.append((content, f"{ptr}/content"))
             else:
-                self.summary.extend(_texts(content, join(ptr, "content"), "thought summary"))
+                self.summary.extend(_texts(content, f"{ptr}/content", "thought summary"))
         elif kind == "arguments_delta":
             self.type = self.type or "function_call"
             if isinstance(delta.get("arguments"), str):
-                self.arguments.append((delta["arguments"], join(ptr, "arguments")))
+                self.arguments.append((delta["arguments"], f"{ptr}/arguments"))
         elif kind == "function_call":  # legacy: the whole call in one delta
             self.type = "function_call"
             self._call_fields(delta, ptr)
 
     def _call_fields(self, call: Mapping[str, Any], ptr: str) -> None:
         if isinstance(call.get("name"), str):
-            self.name, self.name_pointer = call["name"], join(ptr, "name")
+            self.name, self.name_pointer = call["name"], f"{ptr}/name"
         self.call_id = string(call.get("id")) or self.call_id
         arguments = call.get("arguments")
-        if isinstance(arguments, Mapping):
-            self.arguments_object = (arguments, join(ptr, "arguments"))
+        if is_mapping(arguments):
+            self.arguments_object = (arguments, f"{ptr}/arguments")
         elif isinstance(arguments, str):
-            self.arguments.append((arguments, join(ptr, "arguments")))
+            self.arguments.append((arguments, f"{ptr}/arguments"))
 
     def emit(self, b: ExchangeBuilder) -> None:
         turn = b.next_turn
@@ -388,12 +387,34 @@ class _StepStream:
 
 
 def _looks_like_interaction(response: Any) -> bool:
-    if isinstance(response, Mapping):
-        return response.get("object") == "interaction" or any(
-            isinstance(response.get(k), list) for k in ("steps", "outputs"))
-    return isinstance(response, list) and any(
-        isinstance(e, Mapping) and (string(e.get("event_type")) or "").startswith(EVENT_PREFIXES)
-        for e in response[:3])
+    if is_mapping(response):
+        return (response.get("object") == "interaction" or isinstance(response.get("steps"), list)
+                or isinstance(response.get("outputs"), list))
+    if not isinstance(response, list):
+        return False
+    for event in response[:3]:
+        if is_mapping(event):
+            kind = event.get("event_type")
+            if isinstance(kind, str) and kind.startswith(EVENT_PREFIXES):
+                return True
+    return False
+
+
+def _has_step_item(items: list[Any]) -> bool:
+    """A step, or a legacy turn by the model: input items only the Interactions API has."""
+    for item in items:
+        if (type(item) is dict or isinstance(item, Mapping)) and (
+                string(item.get("type")) in STEP_TYPES or item.get("role") == "model"):
+            return True
+    return False
+
+
+def _slot(steps: dict[int, _StepStream], index: int, kptr: str) -> _StepStream:
+    """The step at `index`, opened by the event at `kptr` when new (a get: no throwaway per delta)."""
+    slot = steps.get(index)
+    if slot is None:
+        slot = steps[index] = _StepStream(kptr)
+    return slot
 
 
 def _called_name(call_id: str, b: ExchangeBuilder) -> str | None:
@@ -409,7 +430,7 @@ def _turns(items: list[Any], first_turn: int) -> list[int]:
     turns: list[int] = []
     turn, previous = first_turn - 1, None
     for item in items:
-        speaker = _speaker(item) if isinstance(item, Mapping) else None
+        speaker = _speaker(item) if is_mapping(item) else None
         if speaker != previous or speaker == "tool":
             turn += 1
             previous = speaker
@@ -433,7 +454,7 @@ def _texts(content: Any, ptr: str, what: str) -> list[tuple[str, str]]:
     """The text items of a Content[] (other media are skipped)."""
     out = []
     for j, part in enumerate(optional_list(content, ptr, what)):
-        pptr = join(ptr, j)
+        pptr = f"{ptr}/{j}"
         if isinstance(part, str):
             out.append((part, pptr))
             continue
@@ -441,8 +462,8 @@ def _texts(content: Any, ptr: str, what: str) -> list[tuple[str, str]]:
         if part.get("type", "text") == "text":
             text = part.get("text")
             if not isinstance(text, str):
-                raise BodyError(f"text must be a string, got {_json_type(text)}", join(pptr, "text"))
-            out.append((text, join(pptr, "text")))
+                raise BodyError(f"text must be a string, got {_json_type(text)}", f"{pptr}/text")
+            out.append((text, f"{pptr}/text"))
     return out
 
 
@@ -458,7 +479,7 @@ def _index(event: Mapping[str, Any], steps: dict[int, Any], default_last: bool =
 def _constrains_output(fmt: Any) -> bool:
     """A JSON schema / JSON mime type in `response_format` (steps: object or array; legacy: bare schema)."""
     for item in fmt if isinstance(fmt, list) else [fmt]:
-        if isinstance(item, Mapping) and (
+        if is_mapping(item) and (
             item.get("schema") is not None
             or item.get("mime_type") == "application/json"
             or string(item.get("type")) in SCHEMA_TYPES
@@ -470,7 +491,7 @@ def _constrains_output(fmt: Any) -> bool:
 
 def _generation(meta: Mapping[str, Any], status: Any) -> Generation:
     usage = meta.get("usage")
-    u = usage if isinstance(usage, Mapping) else {}
+    u = usage if is_mapping(usage) else {}
     output, thought = integer(u.get("total_output_tokens")), integer(u.get("total_thought_tokens"))
     model = string(meta.get("model")) or string(meta.get("agent"))
     return Generation(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, has_any, is_mapping
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 
@@ -32,32 +32,36 @@ GUIDED_KEYS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
 REASONING_KEYS = ("reasoning", "reasoning_content")  # `reasoning` wins: 0.11.1-0.15 copy it to both
 # Anthropic Messages also has `messages`; these markers never occur in a Chat Completions body.
 ANTHROPIC_BLOCK_TYPES = ("tool_use", "tool_result", "thinking", "redacted_thinking")
+ANTHROPIC_REQUEST_KEYS = ("system", "anthropic_version")
+CHAT_ONLY_ROLES = ("system", "developer", "tool", "function")  # roles Anthropic Messages does not have
+STREAM_META_KEYS = ("id", "model", "created", "system_fingerprint")
 
 
 class OpenAIChatAdapter(Adapter):
     format = "openai.chat"
+    top_score = 90
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
-        if not isinstance(request, Mapping):
+        if not is_mapping(request):
             return 0
         score = 0
         messages = request.get("messages")
         if isinstance(messages, list):
             score = 50
-            for m in messages:
-                if isinstance(m, Mapping) and (m.get("role") in ("system", "developer", "tool", "function")
-                                               or "tool_calls" in m or "function_call" in m):
-                    score = 80
-                    break
         elif isinstance(request.get("prompt"), (str, list)):
             score = 40  # legacy completions
         tools = request.get("tools")
-        if isinstance(tools, list) and tools and isinstance(tools[0], Mapping) and "function" in tools[0]:
+        if isinstance(tools, list) and tools and is_mapping(tools[0]) and "function" in tools[0]:
             score = max(score, 80)
-        if _looks_like_chat_response(response):
+        chat_response = _looks_like_chat_response(response)
+        # Chat-only roles raise 50 to 80, which changes the outcome only when neither function tools nor a
+        # chat response have decided it: a long history is then scanned only when it matters.
+        if score == 50 and not chat_response and _has_chat_only_message(messages):
+            score = 80
+        if chat_response:
             score = max(score, 90) if score else 60
-        if score <= 50 and _anthropic_markers(request, messages, response):
+        if 0 < score <= 50 and _anthropic_markers(request, messages, response):  # min(0, 10) is still 0
             score = min(score, 10)
         return score
 
@@ -75,8 +79,8 @@ class OpenAIChatAdapter(Adapter):
         self._read_tools(request, b)
         self._read_tool_choice(request, b)
         fmt = request.get("response_format")
-        if (isinstance(fmt, Mapping) and fmt.get("type") in CONSTRAINED_FORMATS) or any(
-            request.get(k) is not None for k in GUIDED_KEYS
+        if (is_mapping(fmt) and fmt.get("type") in CONSTRAINED_FORMATS) or (
+            has_any(request, GUIDED_KEYS) and any(request.get(k) is not None for k in GUIDED_KEYS)
         ):
             b.response_format = True
 
@@ -114,8 +118,10 @@ class OpenAIChatAdapter(Adapter):
                 b.text(SegmentKind.REASONING, value, f"{ptr}/{key}", role="assistant", turn=turn, phase=phase,
                        source=key)
                 break
-        for text, pointer in content_texts(message.get("content"), f"{ptr}/content"):
-            b.assistant_text(text, pointer, turn=turn, phase=phase)
+        content = message.get("content")
+        if content is not None:  # agents' tool-calling turns have none: no pointer to build
+            for text, pointer in content_texts(content, f"{ptr}/content"):
+                b.assistant_text(text, pointer, turn=turn, phase=phase)
         refusal = message.get("refusal")
         if isinstance(refusal, str):
             b.assistant_text(refusal, f"{ptr}/refusal", turn=turn, phase=phase)
@@ -127,8 +133,9 @@ class OpenAIChatAdapter(Adapter):
                 expect(call, Mapping, cptr, "a tool call")
                 if call.get("type", "function") != "function":
                     continue  # custom tools carry free text, not function arguments
-                fn = expect(call.get("function"), Mapping, f"{cptr}/function", "tool call function")
-                self._tool_call(fn, call.get("id"), f"{cptr}/function", turn, phase, b)
+                fptr = f"{cptr}/function"
+                fn = expect(call.get("function"), Mapping, fptr, "tool call function")
+                self._tool_call(fn, call.get("id"), fptr, turn, phase, b)
         fn_call = message.get("function_call")
         if fn_call is not None:
             expect(fn_call, Mapping, f"{ptr}/function_call", "function_call")
@@ -154,12 +161,12 @@ class OpenAIChatAdapter(Adapter):
                 tptr = f"/request/tools/{i}"
                 expect(tool, Mapping, tptr, "a tool")
                 fn = tool.get("function")
-                if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):  # vLLM ignores other tools too
+                if is_mapping(fn) and isinstance(fn.get("name"), str):  # vLLM ignores other tools too
                     b.tool(tool_spec(fn, f"{tptr}/function"))
         functions = request.get("functions")
         if isinstance(functions, list):
             for i, fn in enumerate(functions):
-                if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+                if is_mapping(fn) and isinstance(fn.get("name"), str):
                     b.tool(tool_spec(fn, f"/request/functions/{i}"))
 
     @staticmethod
@@ -181,7 +188,7 @@ class OpenAIChatAdapter(Adapter):
             first = first or choice
             index = _index(choice.get("index"), i)
             message = choice.get("message")
-            if isinstance(message, Mapping):
+            if is_mapping(message):
                 self._read_assistant(message, f"{cptr}/message", turn, Phase.RESPONSE, b)
             elif isinstance(choice.get("text"), str):  # legacy completions
                 b.assistant_text(choice["text"], f"{cptr}/text", turn=turn, phase=Phase.RESPONSE)
@@ -196,30 +203,32 @@ class OpenAIChatAdapter(Adapter):
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
         turn = b.next_turn
         state: dict[int, _ChoiceStream] = {}
-        meta: dict[str, Any] = {}
-        usage: Any = None
+        # Runs once per chunk (hundreds per response): pointers are built only for what is kept or raised.
         for k, chunk in enumerate(chunks):
             if chunk == "[DONE]":
                 continue
-            kptr = f"/response/{k}"
-            expect(chunk, Mapping, kptr, "a stream chunk")
-            for key in ("id", "model", "created", "system_fingerprint"):
-                if chunk.get(key) is not None:
-                    meta[key] = chunk[key]
-            if chunk.get("usage"):
-                usage = chunk["usage"]
+            if not (type(chunk) is dict or isinstance(chunk, Mapping)):
+                expect(chunk, Mapping, f"/response/{k}", "a stream chunk")
             choices = chunk.get("choices")
             if choices is None:
                 continue
-            expect(choices, list, f"{kptr}/choices", "choices")
+            if not isinstance(choices, list):
+                expect(choices, list, f"/response/{k}/choices", "choices")
             for j, choice in enumerate(choices):
-                cptr = f"{kptr}/choices/{j}"
-                expect(choice, Mapping, cptr, "a stream choice")
-                index = _index(choice.get("index"), 0)
-                state.setdefault(index, _ChoiceStream(index)).absorb(choice, cptr, b)
+                cptr = f"/response/{k}/choices/{j}"
+                if not (type(choice) is dict or isinstance(choice, Mapping)):
+                    expect(choice, Mapping, cptr, "a stream choice")
+                index = choice.get("index")
+                if type(index) is not int:
+                    index = _index(index, 0)
+                stream = state.get(index)
+                if stream is None:
+                    stream = state[index] = _ChoiceStream(index)
+                stream.absorb(choice, cptr, b)
         for index in sorted(state):
             state[index].emit(b, turn)
         first = state[min(state)] if state else _ChoiceStream(0)
+        meta, usage = _stream_meta(chunks)
         b.generation = _generation(meta, first.finish_reason, first.stop_reason, usage)
 
 
@@ -238,35 +247,42 @@ class _ChoiceStream:
 
     def absorb(self, choice: Mapping[str, Any], cptr: str, b: ExchangeBuilder) -> None:
         delta = choice.get("delta")
-        dptr = f"{cptr}/delta"
-        if isinstance(delta, Mapping):
-            self._absorb_delta(delta, dptr)
+        if type(delta) is dict or isinstance(delta, Mapping):
+            if delta:  # many chunks carry only logprobs or a finish reason
+                self._absorb_delta(delta, f"{cptr}/delta")
         elif delta is not None:
-            expect(delta, Mapping, dptr, "delta")
+            expect(delta, Mapping, f"{cptr}/delta", "delta")
         elif isinstance(choice.get("text"), str):  # legacy completions stream
             self.content.append((choice["text"], f"{cptr}/text"))
         _read_choice_logprobs(choice, cptr, self.index, b)
-        if isinstance(choice.get("finish_reason"), str):
-            self.finish_reason = choice["finish_reason"]
+        finish_reason = choice.get("finish_reason")
+        if isinstance(finish_reason, str):
+            self.finish_reason = finish_reason
         if "stop_reason" in choice:
             self.stop_reason = choice["stop_reason"]
 
     def _absorb_delta(self, delta: Mapping[str, Any], dptr: str) -> None:
-        if isinstance(delta.get("content"), str):
-            self.content.append((delta["content"], f"{dptr}/content"))
-        if isinstance(delta.get("refusal"), str):
-            self.refusal.append((delta["refusal"], f"{dptr}/refusal"))
+        content = delta.get("content")
+        if isinstance(content, str):
+            self.content.append((content, f"{dptr}/content"))
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str):
+            self.refusal.append((refusal, f"{dptr}/refusal"))
         for key in REASONING_KEYS:
-            if isinstance(delta.get(key), str) and self.reasoning_key in (None, key):
+            value = delta.get(key)
+            if isinstance(value, str) and self.reasoning_key in (None, key):
                 self.reasoning_key = key
-                self.reasoning.append((delta[key], f"{dptr}/{key}"))
+                self.reasoning.append((value, f"{dptr}/{key}"))
         tool_calls = delta.get("tool_calls")
         if tool_calls is not None:
             expect(tool_calls, list, f"{dptr}/tool_calls", "tool_calls")
             for m, call in enumerate(tool_calls):
                 tptr = f"{dptr}/tool_calls/{m}"
                 expect(call, Mapping, tptr, "a tool call delta")
-                slot = self.calls.setdefault(_index(call.get("index"), m), _CallStream())
+                index = _index(call.get("index"), m)
+                slot = self.calls.get(index)
+                if slot is None:
+                    slot = self.calls[index] = _CallStream()
                 slot.absorb(call.get("function"), f"{tptr}/function", call.get("id"))
         fn_call = delta.get("function_call")
         if fn_call is not None:
@@ -340,7 +356,7 @@ def tool_spec(fn: Mapping[str, Any], pointer: str) -> ToolSpec:
     """A declared function: `fn` holds name/description/parameters/strict (chat's `function` or a flat tool)."""
     parameters = fn.get("parameters")
     description = fn.get("description")
-    return ToolSpec(name=fn["name"], parameters=parameters if isinstance(parameters, Mapping) else None,
+    return ToolSpec(name=fn["name"], parameters=parameters if is_mapping(parameters) else None,
                     description=description if isinstance(description, str) else "",
                     strict=fn.get("strict") is True, pointer=pointer)
 
@@ -349,11 +365,11 @@ def is_forced_choice(choice: Any) -> bool:
     """`required`, a named function, or an allowed-tools list in required mode constrain decoding."""
     if choice == "required":
         return True
-    if not isinstance(choice, Mapping):
+    if not is_mapping(choice):
         return False
     if choice.get("type") == "allowed_tools":
         allowed = choice.get("allowed_tools")
-        mode = allowed.get("mode") if isinstance(allowed, Mapping) else choice.get("mode")
+        mode = allowed.get("mode") if is_mapping(allowed) else choice.get("mode")
         return mode == "required"
     return choice.get("type") == "function" or "name" in choice or "function" in choice
 
@@ -373,39 +389,72 @@ def _index(value: Any, default: int) -> int:
 
 def _read_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
     logprobs = choice.get("logprobs")
-    if isinstance(logprobs, Mapping):
-        if isinstance(logprobs.get("content"), list):
-            b.add_logprobs("chat", f"{cptr}/logprobs/content", logprobs["content"], index)
+    if type(logprobs) is dict or isinstance(logprobs, Mapping):
+        content = logprobs.get("content")
+        if isinstance(content, list):
+            b.add_logprobs("chat", f"{cptr}/logprobs/content", content, index)
         elif isinstance(logprobs.get("tokens"), list):
             b.add_logprobs("completions", f"{cptr}/logprobs", logprobs, index)
 
 
 def _looks_like_chat_response(response: Any) -> bool:
-    if isinstance(response, Mapping):
+    if is_mapping(response):
         obj = response.get("object")
         return "choices" in response or (isinstance(obj, str) and obj.startswith(("chat.completion",
                                                                                     "text_completion")))
-    return (isinstance(response, list) and bool(response) and isinstance(response[0], Mapping)
-            and "choices" in response[0])
+    return isinstance(response, list) and bool(response) and is_mapping(response[0]) and "choices" in response[0]
+
+
+def _has_chat_only_message(messages: list[Any]) -> bool:
+    """A message with a role or a call field that only Chat Completions has."""
+    for m in messages:
+        if (type(m) is dict or isinstance(m, Mapping)) and (
+                m.get("role") in CHAT_ONLY_ROLES or "tool_calls" in m or "function_call" in m):
+            return True
+    return False
 
 
 def _anthropic_markers(request: Mapping[str, Any], messages: Any, response: Any) -> bool:
-    if "system" in request or "anthropic_version" in request:
+    if has_any(request, ANTHROPIC_REQUEST_KEYS):
         return True
     tools = request.get("tools")
-    if isinstance(tools, list) and any(isinstance(t, Mapping) and "input_schema" in t for t in tools):
-        return True
+    if isinstance(tools, list):
+        for tool in tools:  # loops rather than any(<generator>): every check runs all the sniffs
+            if is_mapping(tool) and "input_schema" in tool:
+                return True
     for m in messages if isinstance(messages, list) else ():
-        content = m.get("content") if isinstance(m, Mapping) else None
+        content = m.get("content") if type(m) is dict or isinstance(m, Mapping) else None
         if isinstance(content, list) and any(
-            isinstance(p, Mapping) and p.get("type") in ANTHROPIC_BLOCK_TYPES for p in content
+            is_mapping(p) and p.get("type") in ANTHROPIC_BLOCK_TYPES for p in content
         ):
             return True
-    return isinstance(response, Mapping) and response.get("type") == "message"
+    return is_mapping(response) and response.get("type") == "message"
+
+
+def _stream_meta(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
+    """The last non-null id, model, created and system_fingerprint of a stream and its last non-empty usage:
+    what overwriting them chunk by chunk keeps, read from the end, where they all are (not once per chunk)."""
+    meta: dict[str, Any] = {}
+    usage: Any = None
+    for chunk in reversed(chunks):
+        if chunk == "[DONE]":
+            continue
+        for key in STREAM_META_KEYS:
+            if key not in meta:
+                value = chunk.get(key)
+                if value is not None:
+                    meta[key] = value
+        if usage is None:
+            value = chunk.get("usage")
+            if value:
+                usage = value
+        if usage is not None and len(meta) == len(STREAM_META_KEYS):
+            break
+    return meta, usage
 
 
 def _generation(meta: Mapping[str, Any], finish: Any, stop: Any, usage: Any) -> Generation:
-    u = usage if isinstance(usage, Mapping) else {}
+    u = usage if is_mapping(usage) else {}
     details = u.get("completion_tokens_details")
     prompt_details = u.get("prompt_tokens_details")
     return Generation(
@@ -418,9 +467,9 @@ def _generation(meta: Mapping[str, Any], finish: Any, stop: Any, usage: Any) -> 
         usage=Usage(
             input_tokens=int_or_none(u.get("prompt_tokens")),
             output_tokens=int_or_none(u.get("completion_tokens")),
-            reasoning_tokens=int_or_none(details.get("reasoning_tokens")) if isinstance(details, Mapping) else None,
+            reasoning_tokens=int_or_none(details.get("reasoning_tokens")) if is_mapping(details) else None,
             cached_tokens=(int_or_none(prompt_details.get("cached_tokens"))
-                           if isinstance(prompt_details, Mapping) else None),
+                           if is_mapping(prompt_details) else None),
             total_tokens=int_or_none(u.get("total_tokens")),
         ),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, has_any, is_mapping
 from guardrails.adapters.openai_chat import content_texts, int_or_none, is_forced_choice, tool_spec
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, Usage
@@ -44,10 +44,11 @@ FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 class OpenAIResponsesAdapter(Adapter):
     format = "openai.responses"
+    top_score = 95
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
-        if not isinstance(request, Mapping) or "messages" in request or "contents" in request:
+        if not is_mapping(request) or "messages" in request or "contents" in request:
             return 0
         if isinstance(request.get("prompt"), (str, list)) or _interactions_markers(request, response):
             return 0
@@ -55,7 +56,7 @@ class OpenAIResponsesAdapter(Adapter):
             return 95
         items = request.get("input")
         text = request.get("text")
-        if (any(k in request for k in REQUEST_KEYS) or (isinstance(text, Mapping) and "format" in text)
+        if (has_any(request, REQUEST_KEYS) or (is_mapping(text) and "format" in text)
                 or (isinstance(items, list) and any(_is_responses_item(i) for i in items))):
             return 90
         return 50 if isinstance(items, (str, list)) else 0
@@ -82,8 +83,8 @@ class OpenAIResponsesAdapter(Adapter):
         b.tool_choice = request.get("tool_choice")
         b.forced_tool_choice = is_forced_choice(b.tool_choice)
         text = request.get("text")
-        fmt = text.get("format") if isinstance(text, Mapping) else None
-        if isinstance(fmt, Mapping) and fmt.get("type") in CONSTRAINED_FORMATS:
+        fmt = text.get("format") if is_mapping(text) else None
+        if is_mapping(fmt) and fmt.get("type") in CONSTRAINED_FORMATS:
             b.response_format = True
 
     @staticmethod
@@ -96,7 +97,7 @@ class OpenAIResponsesAdapter(Adapter):
             expect(tool, Mapping, tptr, "a tool")
             if tool.get("type") != "function":
                 continue  # hosted tools (web search, file search, MCP...) are not called by the model's text
-            if isinstance(tool.get("function"), Mapping):  # tolerate the nested Chat Completions shape
+            if is_mapping(tool.get("function")):  # tolerate the nested Chat Completions shape
                 tool, tptr = tool["function"], f"{tptr}/function"
             expect(tool.get("name"), str, f"{tptr}/name", "function tool name")
             b.tool(tool_spec(tool, tptr))
@@ -185,7 +186,7 @@ class _ItemReader:
             self.b.assistant_text(text, pointer, turn=turn, phase=self.phase)
         if self.logprobs and isinstance(content, list):
             for j, part in enumerate(content):
-                if isinstance(part, Mapping) and isinstance(part.get("logprobs"), list):
+                if is_mapping(part) and isinstance(part.get("logprobs"), list):
                     self.b.add_logprobs("responses", f"{cptr}/{j}/logprobs", part["logprobs"])
 
     def function_call(self, item: Mapping[str, Any], ptr: str) -> None:
@@ -274,13 +275,31 @@ class _EventStream:
         if not isinstance(kind, str):
             raise BodyError("stream event type must be a string", f"{kptr}/type")
         response = event.get("response")
-        if isinstance(response, Mapping):
+        if type(response) is dict or isinstance(response, Mapping):
             if kind in FINAL_EVENTS:
                 self.final, self.final_pointer = response, f"{kptr}/response"
             else:
                 self.latest = response
             return
-        if kind in ("response.output_item.added", "response.output_item.done"):
+        delta_event = DELTA_EVENTS.get(kind)
+        if delta_event is not None:  # the bulk of a stream
+            item_kind, group = delta_event
+            dptr = f"{kptr}/delta"
+            delta = event.get("delta")
+            if not isinstance(delta, str):
+                expect(delta, str, dptr, f"{kind} delta")
+            state = self._state(event)
+            state.kind = state.kind or item_kind
+            index = event.get("summary_index") if group == "summary" else event.get("content_index")
+            key = (group, (index if type(index) is int else int_or_none(index)) or 0)
+            fragments = state.fragments.get(key)
+            if fragments is None:
+                fragments = state.fragments[key] = []
+            fragments.append((delta, dptr))
+            logprobs = event.get("logprobs")
+            if isinstance(logprobs, list) and logprobs:
+                self.logprobs.append((f"{kptr}/logprobs", logprobs))
+        elif kind in ("response.output_item.added", "response.output_item.done"):
             item = expect(event.get("item"), Mapping, f"{kptr}/item", "output item")
             state = self._state(event)
             if isinstance(item.get("id"), str):
@@ -291,21 +310,15 @@ class _EventStream:
                 state.added = (item, f"{kptr}/item")
             else:
                 state.done = (item, f"{kptr}/item")
-        elif kind in DELTA_EVENTS:
-            item_kind, group = DELTA_EVENTS[kind]
-            delta = expect(event.get("delta"), str, f"{kptr}/delta", f"{kind} delta")
-            state = self._state(event)
-            state.kind = state.kind or item_kind
-            index = event.get("summary_index") if group == "summary" else event.get("content_index")
-            key = (group, int_or_none(index) or 0)
-            state.fragments.setdefault(key, []).append((delta, f"{kptr}/delta"))
-            if isinstance(event.get("logprobs"), list) and event["logprobs"]:
-                self.logprobs.append((f"{kptr}/logprobs", event["logprobs"]))
         elif kind == "response.function_call_arguments.done" and isinstance(event.get("name"), str):
             self._state(event).name_event = (event["name"], f"{kptr}/name")
 
     def _state(self, event: Mapping[str, Any]) -> _ItemStream:
-        return self.items.setdefault(_output_index(event, self.index_by_id), _ItemStream())
+        index = _output_index(event, self.index_by_id)
+        state = self.items.get(index)
+        if state is None:
+            state = self.items[index] = _ItemStream()
+        return state
 
     def _final_output(self) -> list[Any]:
         output = self.final.get("output") if self.final is not None else None
@@ -331,7 +344,10 @@ class _EventStream:
 
 
 def _output_index(event: Mapping[str, Any], index_by_id: Mapping[str, int]) -> int:
-    index = int_or_none(event.get("output_index"))
+    index = event.get("output_index")
+    if type(index) is int:
+        return index
+    index = int_or_none(index)
     if index is not None:
         return index
     item_id = event.get("item_id")
@@ -339,14 +355,16 @@ def _output_index(event: Mapping[str, Any], index_by_id: Mapping[str, int]) -> i
 
 
 def _called(b: ExchangeBuilder) -> bool:
-    return any(s.tool_call is not None and s.phase is Phase.RESPONSE for s in b.segments)
+    # Segments before `response_from` were read from the request, so none is a response call: a long
+    # history is not walked again.
+    return any(s.tool_call is not None and s.phase is Phase.RESPONSE for s in b.segments[b.response_from:])
 
 
 def _looks_like_responses_output(response: Any) -> bool:
-    if isinstance(response, Mapping):
+    if is_mapping(response):
         return response.get("object") == "response" or (isinstance(response.get("output"), list)
                                                         and "created_at" in response)
-    if isinstance(response, list) and response and isinstance(response[0], Mapping):
+    if isinstance(response, list) and response and is_mapping(response[0]):
         kind = response[0].get("type")
         return isinstance(kind, str) and kind.startswith("response.")
     return False
@@ -360,30 +378,37 @@ def _call_id(item: Mapping[str, Any]) -> str | None:
 
 
 def _is_responses_item(item: Any) -> bool:
-    if not isinstance(item, Mapping):
+    if not (type(item) is dict or isinstance(item, Mapping)):
         return False
-    if item.get("type") == "function_call":  # Responses: `call_id` and string arguments; Gemini: an object
+    kind = item.get("type")
+    if kind == "function_call":  # Responses: `call_id` and string arguments; Gemini: an object
         return "call_id" in item or isinstance(item.get("arguments"), str)
-    return item.get("type") in ITEM_TYPES
+    return kind in ITEM_TYPES
 
 
-def _is_interactions_item(item: Any) -> bool:
-    if not isinstance(item, Mapping):
-        return False
-    if item.get("type") == "function_call":
-        return "call_id" not in item and isinstance(item.get("arguments"), Mapping)
-    return item.get("type") in INTERACTIONS_ITEM_TYPES or item.get("role") == "model"
+def _has_interactions_item(items: list[Any]) -> bool:
+    """An input item only Gemini Interactions has. Every item of a Responses history is looked at: kept tight."""
+    for item in items:
+        if not (type(item) is dict or isinstance(item, Mapping)):
+            continue
+        kind = item.get("type")
+        if kind == "function_call":
+            if "call_id" not in item and is_mapping(item.get("arguments")):
+                return True
+        elif kind in INTERACTIONS_ITEM_TYPES or item.get("role") == "model":
+            return True
+    return False
 
 
 def _interactions_markers(request: Mapping[str, Any], response: Any) -> bool:
-    if any(k in request for k in INTERACTIONS_KEYS):
+    if has_any(request, INTERACTIONS_KEYS):
         return True
     items = request.get("input")
-    if isinstance(items, list) and any(_is_interactions_item(i) for i in items):
+    if isinstance(items, list) and _has_interactions_item(items):
         return True
-    if isinstance(response, Mapping):
+    if is_mapping(response):
         return response.get("object") == "interaction" or "steps" in response or "outputs" in response
-    if isinstance(response, list) and response and isinstance(response[0], Mapping):
+    if isinstance(response, list) and response and is_mapping(response[0]):
         kind = response[0].get("event_type")
         return isinstance(kind, str)
     return False
@@ -395,14 +420,14 @@ def _finish_reason(response: Mapping[str, Any], called: bool) -> str | None:
         return "tool_calls" if called else "stop"
     if status == "incomplete":
         details = response.get("incomplete_details")
-        reason = details.get("reason") if isinstance(details, Mapping) else None
+        reason = details.get("reason") if is_mapping(details) else None
         return INCOMPLETE_REASONS.get(reason, reason) if isinstance(reason, str) else "length"
     return status if isinstance(status, str) else None  # failed, cancelled, in_progress...
 
 
 def _generation(response: Mapping[str, Any], called: bool) -> Generation:
     usage = response.get("usage")
-    u = usage if isinstance(usage, Mapping) else {}
+    u = usage if is_mapping(usage) else {}
     in_details, out_details = u.get("input_tokens_details"), u.get("output_tokens_details")
     model, response_id = response.get("model"), response.get("id")
     return Generation(
@@ -414,8 +439,8 @@ def _generation(response: Mapping[str, Any], called: bool) -> Generation:
             input_tokens=int_or_none(u.get("input_tokens")),
             output_tokens=int_or_none(u.get("output_tokens")),
             reasoning_tokens=(int_or_none(out_details.get("reasoning_tokens"))
-                              if isinstance(out_details, Mapping) else None),
-            cached_tokens=int_or_none(in_details.get("cached_tokens")) if isinstance(in_details, Mapping) else None,
+                              if is_mapping(out_details) else None),
+            cached_tokens=int_or_none(in_details.get("cached_tokens")) if is_mapping(in_details) else None,
             total_tokens=int_or_none(u.get("total_tokens")),
         ),
     )
