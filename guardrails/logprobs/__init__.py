@@ -5,8 +5,9 @@ See docs/logprobs.md. Nothing here does I/O except `pull`, which asks a vLLM ser
 
 from guardrails.logprobs.align import Unit, align
 from guardrails.logprobs.analysis import Aligned, Analysis, UnitReport, align_exchange, analyze
-from guardrails.logprobs.signals import UnitSignals, token_weight
+from guardrails.logprobs.signals import UnitSignals
 from guardrails.logprobs.tokens import TokenStream, read_source
+from guardrails.logprobs.weights import token_weight
 
 __all__ = [
     "Aligned",

@@ -24,6 +24,8 @@ _SCALAR = (rf'(?:"(?P<string>[^"\\\x00-\x1f]*)"|(?P<number>{_NUMBER_TEXT})|(?P<l
            r"[ \t\n\r]*(?:(?P<comma>,)[ \t\n\r]*)?")
 _MEMBER = re.compile(rf'"(?P<key>[^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*{_SCALAR}')
 _ELEMENT = re.compile(_SCALAR)
+_STRING, _NUMBER_GROUP, _LITERAL_GROUP = (_MEMBER.groupindex[g] for g in ("string", "number", "literal"))
+assert tuple(_MEMBER.groupindex) == ("key", "string", "number", "literal", "comma")  # the order groups() returns
 
 
 class Leaf(NamedTuple):  # a tuple: a call's arguments can hold hundreds
@@ -56,13 +58,8 @@ def _value(text: str, pos: int, path: tuple[str | int, ...], out: list[Leaf]) ->
         if text[pos] == "}":
             return pos + 1
         while True:
-            member = _MEMBER.match(text, pos)
-            if member is not None:
-                out.append(_scalar(member, (*path, member["key"])))
-                pos = member.end()
-                if member["comma"]:
-                    continue
-            else:
+            pos, more = _scalar_members(text, pos, path, out)
+            if more:  # a member that is not a plain scalar: the general path
                 if text[pos] != '"':
                     raise ValueError("expected a key")
                 key, pos = scanstring(text, pos + 1)
@@ -108,6 +105,31 @@ def _value(text: str, pos: int, path: tuple[str | int, ...], out: list[Leaf]) ->
         raise ValueError("unexpected character")
     out.append(Leaf(path, pos, match.end(), match.group(), False))
     return match.end()
+
+
+def _scalar_members(text: str, pos: int, path: tuple[str | int, ...], out: list[Leaf]) -> tuple[int, bool]:
+    """The plain scalar members from `pos` on, with the comma after each (the bulk of most arguments).
+    Returns where they stop and whether the general path must read a member there (True after a comma or
+    at `pos`; False when a member without a comma ended them: the object's end or an error follows).
+    The hot loop of scanning: one `groups()` call per member, each leaf built by `tuple.__new__` (a
+    NamedTuple's own `__new__` is Python code)."""
+    match, append, new = _MEMBER.match, out.append, tuple.__new__
+    while (member := match(text, pos)) is not None:
+        key, string, number, literal, comma = member.groups()
+        if string is not None:
+            start, end = member.span(_STRING)
+            leaf = ((*path, key), start, end, string, True)
+        elif number is not None:
+            start, end = member.span(_NUMBER_GROUP)
+            leaf = ((*path, key), start, end, number, False)
+        else:
+            start, end = member.span(_LITERAL_GROUP)
+            leaf = ((*path, key), start, end, _LITERAL_VALUES[literal], False)
+        append(new(Leaf, leaf))
+        pos = member.end()
+        if comma is None:
+            return pos, False
+    return pos, True
 
 
 def _scalar(match: re.Match[str], path: tuple[str | int, ...]) -> Leaf:

@@ -9,76 +9,20 @@ at all: masked tokens (-9999) never are, and under constrained decoding neither 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
-from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
 
 from guardrails.logprobs.align import Unit
 from guardrails.logprobs.records import records
-from guardrails.logprobs.tokens import MASKED, TokenStream, floats, ints
+from guardrails.logprobs.tokens import MASKED, TokenStream, ints
+from guardrails.logprobs.weights import token_weights
 
 FLOOR = -1e4  # stands for "no alternative" below every real logprob (vLLM clamps at -9999)
 FORCED_LOGPROB = -1e-4  # a forced token's probability is 1 up to float error
-
-_FUNCTION_WORDS_TEXT = (
-    "a an the of to in on at by for with from and or but if then than as is are was were be been being "
-    "it its this that these those there here i you he she we they me him her us them my your our their "
-    "do does did not no so such can could will would shall should may might must have has had"
-)
-FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
-_DIGIT = re.compile(r"\d")
-_WORD = re.compile(r"\w")
-_IDENTIFIER = re.compile(r"_|[a-z][A-Z]|[./:@#]\w|^[A-Z]")
-_WEIGHTS: dict[str, float] = {}  # token -> weight: tokens repeat, so a vocabulary's worth is kept
-_MAX_WEIGHTS = 200_000  # a vocabulary fits, an adversary does not
-
-
-def token_weight(token: str) -> float:
-    """How much a token's confidence matters: 2 digits, 1.5 identifiers and capitalized names, 1 words,
-    0.5 punctuation and markup, 0.3 function words."""
-    return float(token_weights((token,))[0])
-
-
-def token_weights(tokens: Sequence[str]) -> np.ndarray:
-    try:
-        return floats(_look_up(tokens, _WEIGHTS))
-    except KeyError:  # tokens not seen before: classify each new one once
-        pass
-    new = [token for token in dict.fromkeys(tokens) if token not in _WEIGHTS]
-    if len(_WEIGHTS) + len(new) > _MAX_WEIGHTS:
-        _WEIGHTS.clear()
-        new = list(dict.fromkeys(tokens))
-    weights = {token: _classify(token) for token in new}
-    if len(_WEIGHTS) + len(weights) <= _MAX_WEIGHTS:
-        _WEIGHTS.update(weights)
-        weights = _WEIGHTS
-    return floats(_look_up(tokens, weights))
-
-
-def _look_up(tokens: Sequence[str], weights: dict[str, float]) -> Sequence[float]:
-    """Every token's weight; one itemgetter over all tokens looks them up in one C loop (half the cost of
-    mapping a lookup over them; it needs an exact dict, as a subclass's lookups go through Python)."""
-    if len(tokens) < 2:  # an itemgetter of one key returns the value itself, not a tuple
-        return [weights[token] for token in tokens]
-    return itemgetter(*tokens)(weights)
-
-
-def _classify(token: str) -> float:
-    core = token.strip().lstrip("Ġ▁")
-    if _DIGIT.search(core):
-        return 2.0
-    if not _WORD.search(core):
-        return 0.5
-    if core.lower() in FUNCTION_WORDS:
-        return 0.3
-    if _IDENTIFIER.search(core):
-        return 1.5
-    return 1.0
 
 
 @dataclass(slots=True)
@@ -126,51 +70,68 @@ def token_signals(stream: TokenStream, constrained: bool) -> TokenSignals:
     masked = lp <= MASKED + 1.0
     valid = np.isfinite(lp) & ~masked
     entropy, margin, alive = _spread(stream.alternatives)
-    forced = (valid & (lp >= FORCED_LOGPROB) & (alive <= 1)) if constrained else np.zeros(len(lp), dtype=bool)
-    weights = token_weights(stream.tokens)
-    return TokenSignals(lp, valid & ~forced, forced, masked, entropy, margin, weights)
+    if constrained:
+        forced = valid & (lp >= FORCED_LOGPROB) & (alive <= 1)
+        used = valid & ~forced
+    else:
+        forced, used = np.zeros(len(lp), dtype=bool), valid
+    weights = stream.weights if stream.weights is not None else token_weights(stream.tokens)
+    return TokenSignals(lp, used, forced, masked, entropy, margin, weights)
 
 
-def _spread(alternatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Entropy (renormalized), margin between the best two, and live alternatives per token.
+def _spread(alternatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | int]:
+    """Entropy (renormalized), margin between the best two, and live alternatives per token (an int when
+    every token has all k alive, the usual case).
 
     Works on the (k, n) transpose: one contiguous row per alternative rank, so every step is an elementwise
     ufunc over all tokens (k is small; sorting k-wide rows one by one would cost more than all the math).
     NaN padding and masked alternatives become a finite floor whose exp() is exactly 0: no -inf math.
+    Results are written into arrays already made wherever the inputs are no longer needed.
     """
     n, k = alternatives.shape
     live = alternatives.T.copy()
-    if live.size and not live.min() > MASKED + 1.0:  # rare: NaN padding or masked alternatives
+    alive: np.ndarray | int = k
+    if live.size and not np.minimum.reduce(live, axis=None) > MASKED + 1.0:  # rare: NaN padding or masked
         dead = ~(live > MASKED + 1.0)
         np.putmask(live, dead, FLOOR)
         alive = k - np.count_nonzero(dead, axis=0)
-    else:
-        alive = np.full(n, k)
     if k < 2:
         return np.full(n, np.nan), np.full(n, np.nan), alive
-    best = live[0].copy()
-    second = np.full(n, FLOOR)
-    for row in live[1:]:
-        np.maximum(second, np.minimum(best, row), out=second)
+    # The best and second best so far; after the first two ranks the second is their minimum (every value is
+    # at least FLOOR, so this is max(FLOOR, min(...)) as the loop computes it for the later ranks).
+    best, second = np.maximum(live[0], live[1]), np.minimum(live[0], live[1])
+    lower = np.empty(n)
+    for row in live[2:]:
+        np.maximum(second, np.minimum(best, row, out=lower), out=second)
         np.maximum(best, row, out=best)
     x = np.subtract(live, best, out=live)
     p = np.exp(x)
-    z = p.sum(axis=0)
-    entropy = np.log(z) - np.einsum("ij,ij->j", p, x) / z
-    margin = best - second
+    z = np.add.reduce(p, axis=0)
+    weighted = np.einsum("ij,ij->j", p, x)
+    weighted /= z
+    entropy = np.log(z, out=z)
+    entropy -= weighted
+    margin = np.subtract(best, second, out=best)
     # With fewer than two live alternatives there is no distribution to measure.
-    flat = alive < 2
-    if flat.any():
-        entropy[flat] = margin[flat] = np.nan
+    if not isinstance(alive, int):
+        flat = alive < 2
+        if flat.any():
+            entropy[flat] = margin[flat] = np.nan
     return entropy, margin, alive
 
 
 _BOUNDS = slice(Unit._fields.index("token_start"), Unit._fields.index("text_end") + 1)
 assert Unit._fields[_BOUNDS] == ("token_start", "token_end", "text_start", "text_end")
-# Rows of the per-token table whose sums over each unit's token range give every unit's sums; the first
-# _PARTIAL rows are filled only where a token counts (zero elsewhere), the others are written whole.
-_LP, _W, _ENTROPY, _MARGIN, _COUNT, _WLP, _SPREAD, _LOW, _FORCED, _MASKED = range(10)
+# Rows of the per-token table whose sums over each unit's token range give every unit's sums: first the
+# float rows (the first _PARTIAL filled only where a token counts, zero elsewhere), then the 0/1 flag rows
+# whose sums are counts (exact in float64, so they convert to ints as they are).
+_LP, _W, _ENTROPY, _MARGIN, _WLP, _COUNT, _FORCED, _MASKED, _LOW, _SPREAD = range(10)
 _PARTIAL = 4
+_COUNTS = slice(_COUNT, _LOW + 1)  # tokens, forced, masked, low
+# Rows of the per-unit float results, converted to Python floats in one `tolist`.
+_MEAN, _WEIGHTED, _MIN, _PERPLEXITY, _UNIT_ENTROPY, _UNIT_MARGIN, _LOW_SHARE = range(7)
+_NONE_WITHOUT_TOKENS = [_MEAN, _WEIGHTED, _MIN, _PERPLEXITY, _LOW_SHARE]
+_NONE_WITHOUT_SPREAD = [_UNIT_ENTROPY, _UNIT_MARGIN]
 
 
 def unit_bounds(units: Sequence[Unit]) -> np.ndarray:
@@ -189,73 +150,89 @@ def unit_signals(
 
     Sums and minima over every unit's token range come from one `reduceat` each (units overlap: a call's
     segment holds its arguments), low spans from one vectorized pass over the runs of low tokens: no
-    per-token Python work and no numpy call per unit.
+    per-token Python work and no numpy call per unit. Each numpy call costs microseconds of its own on
+    arrays this small, so results are written into rows of shared arrays and converted together.
     """
     if not units:
         return []
-    used = ts.used
-    n = len(used)
     if bounds is None:
         bounds = unit_bounds(units)
+    table, low = _token_table(ts, token_threshold)
+    sums, mins = _range_reductions(table, _counted_logprobs(ts), bounds)
+    counts = sums[_COUNTS].astype(np.int64)
+    tokens, low_tokens = counts[0], counts[3]
+    values = np.empty((7, len(bounds)))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mean = np.divide(sums[_LP], tokens, out=values[_MEAN])
+        np.copyto(values[_WEIGHTED], mean)
+        np.divide(sums[_WLP], sums[_W], out=values[_WEIGHTED], where=sums[_W] > 0)
+        values[_MIN] = mins
+        np.exp(np.negative(mean, out=values[_PERPLEXITY]), out=values[_PERPLEXITY])
+        np.divide(sums[_ENTROPY:_MARGIN + 1], sums[_SPREAD], out=values[_UNIT_ENTROPY:_UNIT_MARGIN + 1])
+        np.divide(low_tokens, tokens, out=values[_LOW_SHARE])
+    spans = _low_spans(stream, runs=_runs(low), bounds=bounds, has_low=low_tokens > 0)
+    return records(UnitSignals, *counts[:3].tolist(), *_python_values(values, tokens == 0), spans)
+
+
+def _token_table(ts: TokenSignals, token_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (10, n + 1) per-token table (its last column zero: the end of a unit that reaches the stream's
+    end) and which tokens are low."""
+    used = ts.used
+    n = len(used)
     table = np.empty((10, n + 1))
     table[:_PARTIAL] = 0.0
-    table[_PARTIAL:, n] = 0.0  # the last column: the end of a unit that reaches the stream's end
+    table[_PARTIAL:, n] = 0.0
     row = table[:, :n]
-    np.copyto(row[_COUNT], used)
     np.copyto(row[_LP], ts.logprobs, where=used)
     np.multiply(row[_LP], ts.weights, out=row[_WLP])
     np.copyto(row[_W], ts.weights, where=used)
     low = used & (row[_WLP] < token_threshold)
     spread = used & np.isfinite(ts.entropy)
-    np.copyto(row[_SPREAD], spread)
     np.copyto(row[_ENTROPY], ts.entropy, where=spread)
     np.copyto(row[_MARGIN], ts.margin, where=spread)
-    np.copyto(row[_LOW], low)
+    np.copyto(row[_COUNT], used)
     np.copyto(row[_FORCED], ts.forced)
     np.copyto(row[_MASKED], ts.masked)
-    sums, mins = _range_reductions(table, np.where(used, ts.logprobs, np.inf), bounds[:, 0], bounds[:, 1])
-    counts = np.rint(sums[[_COUNT, _FORCED, _MASKED, _LOW]]).astype(np.int64)
-    tokens = counts[0]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        mean = sums[_LP] / tokens
-        weighted = np.where(sums[_W] > 0, sums[_WLP] / sums[_W], mean)
-        entropy = sums[_ENTROPY] / sums[_SPREAD]
-        margin = sums[_MARGIN] / sums[_SPREAD]
-        low_share = counts[3] / tokens
-        perplexity = np.exp(-mean)
-    spans = _low_spans(stream, runs=_runs(low), bounds=bounds, has_low=counts[3] > 0)
-    # Whole columns become Python values at once (None where a unit has no counted token): no per-unit branch.
-    none = _where_any(tokens == 0)
-    unsure = _where_any(np.isnan(entropy) if none is None else none | np.isnan(entropy))
-    return records(UnitSignals, tokens.tolist(), counts[1].tolist(), counts[2].tolist(), _column(mean, none),
-                   _column(weighted, none), _column(mins, none), _column(perplexity, none),
-                   _column(entropy, unsure), _column(margin, unsure), _column(low_share, none), spans)
+    np.copyto(row[_LOW], low)
+    np.copyto(row[_SPREAD], spread)
+    return table, low
 
 
-def _where_any(flags: np.ndarray) -> np.ndarray | None:
-    return flags if flags.any() else None
+def _counted_logprobs(ts: TokenSignals) -> np.ndarray:
+    """The logprobs of the tokens that count, inf elsewhere and in one more last place (for `_range_reductions`)."""
+    values = np.empty(len(ts.used) + 1)
+    values.fill(np.inf)
+    np.copyto(values[:-1], ts.logprobs, where=ts.used)
+    return values
 
 
-def _column(values: np.ndarray, missing: np.ndarray | None) -> list[float | None]:
-    """Python floats, None where `missing` (no counted token, or no token with two live alternatives)."""
-    return values.tolist() if missing is None else np.where(missing, None, values).tolist()
+def _python_values(values: np.ndarray, no_tokens: np.ndarray) -> list[list[float | None]]:
+    """The rows of per-unit floats as Python values: None where a unit has no counted token (and for
+    entropy and margin also where none of its tokens had two live alternatives)."""
+    no_spread = np.isnan(values[_UNIT_ENTROPY])
+    if not (no_tokens.any() or no_spread.any()):
+        return values.tolist()
+    rows = values.astype(object)
+    for index in _NONE_WITHOUT_TOKENS:
+        rows[index, no_tokens] = None
+    for index in _NONE_WITHOUT_SPREAD:
+        rows[index, no_tokens | no_spread] = None
+    return rows.tolist()
 
 
-def _range_reductions(table: np.ndarray, values: np.ndarray, s: np.ndarray, e: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of each table row over [s, e) per range, and min(values[s:e]) (inf for empty ranges).
+def _range_reductions(table: np.ndarray, values: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of each table row over each unit's token range [s, e), and the minimum of `values` there (inf for
+    empty ranges); `values` ends with one more inf, for ranges that reach the end.
 
     `reduceat` over the interleaved bounds s0, e0, s1, e1...: its even results are the ranges (the odd ones,
     between one range's end and the next one's start, are dropped); an empty range yields one element
     there, hence the masks.
     """
-    n = len(values)
-    idx = np.empty(2 * len(s), dtype=np.int64)
-    idx[0::2], idx[1::2] = s, e
-    np.minimum(idx, n, out=idx)
+    idx = bounds[:, :2].flatten()  # a copy, interleaved: s0, e0, s1, e1...
+    np.minimum(idx, len(values) - 1, out=idx)
     sums = np.add.reduceat(table, idx, axis=1)[:, 0::2]
-    mins = np.minimum.reduceat(np.append(values, np.inf), idx)[0::2]
-    empty = e <= s
+    mins = np.minimum.reduceat(values, idx)[0::2]
+    empty = bounds[:, 1] <= bounds[:, 0]
     if empty.any():
         sums[:, empty] = 0.0
         mins[empty] = np.inf
@@ -267,31 +244,42 @@ def _runs(flags: np.ndarray) -> np.ndarray:
     between a run's start and its end."""
     padded = np.zeros(len(flags) + 2, dtype=bool)
     padded[1:-1] = flags
-    return np.flatnonzero(padded[1:] != padded[:-1]).reshape(-1, 2)
+    return np.not_equal(padded[1:], padded[:-1]).nonzero()[0].reshape(-1, 2)
 
 
 def _low_spans(stream: TokenStream, runs: np.ndarray, bounds: np.ndarray, has_low: np.ndarray
                ) -> list[list[tuple[int, int]]]:
-    """Per unit, the char ranges (in the stream text, clipped to the unit) of the low runs in its tokens."""
+    """Per unit, the char ranges (in the stream text, clipped to the unit) of the low runs in its tokens.
+
+    A unit with a low token overlaps the runs from the first that ends after its start to the last that
+    starts before its end: one (unit, run) pair per span, all clipped at once."""
     if not has_low.any():
         return [[] for _ in range(len(bounds))]
-    s, e, text_s, text_e = bounds.T
-    first = np.searchsorted(runs[:, 1], s, side="right")
-    per_unit = np.where(has_low, np.maximum(np.searchsorted(runs[:, 0], e, side="left") - first, 0), 0)
-    unit = np.repeat(np.arange(len(bounds)), per_unit)
-    offsets = np.cumsum(per_unit) - per_unit
-    run = np.arange(len(unit)) - offsets[unit] + first[unit]
-    a = np.maximum(runs[run, 0], s[unit])
-    b = np.minimum(runs[run, 1], e[unit]) - 1
-    starts = np.maximum(stream.starts[a], text_s[unit])
-    ends = np.minimum(stream.ends[b], text_e[unit])
+    first = runs[:, 1].searchsorted(bounds[:, 0], side="right")
+    per_unit = runs[:, 0].searchsorted(bounds[:, 1], side="left")
+    per_unit -= first
+    per_unit *= has_low
+    cuts = np.zeros(len(bounds) + 1, dtype=np.int64)
+    per_unit.cumsum(out=cuts[1:])
+    pair = bounds.repeat(per_unit, axis=0)  # each pair's unit: token_start, token_end, text_start, text_end
+    run = runs[(first - cuts[:-1]).repeat(per_unit) + np.arange(cuts[-1])]
+    np.maximum(run[:, 0], pair[:, 0], out=run[:, 0])
+    np.minimum(run[:, 1], pair[:, 1], out=run[:, 1])
+    run[:, 1] -= 1
+    starts = np.maximum(stream.starts[run[:, 0]], pair[:, 2])
+    ends = np.minimum(stream.ends[run[:, 1]], pair[:, 3])
     keep = ends > starts
     if not keep.all():  # a run clipped to nothing (zero-width tokens at a unit's edge)
-        unit, starts, ends = unit[keep], starts[keep], ends[keep]
+        unit = np.repeat(np.arange(len(bounds)), per_unit)[keep]
+        starts, ends = starts[keep], ends[keep]
+        cuts = np.searchsorted(unit, np.arange(len(bounds) + 1))
     pairs = list(zip(starts.tolist(), ends.tolist(), strict=True))
-    # `unit` is sorted: each unit's spans are one slice of the pairs.
-    cuts = np.searchsorted(unit, np.arange(len(bounds) + 1)).tolist()
-    return list(map(pairs.__getitem__, map(slice, cuts, cuts[1:])))
+    # Each unit's spans are one slice of the pairs; most units have none.
+    spans: list[list[tuple[int, int]]] = [[] for _ in range(len(bounds))]
+    cut_list = cuts.tolist()
+    for u in (cuts[1:] > cuts[:-1]).nonzero()[0].tolist():
+        spans[u] = pairs[cut_list[u]:cut_list[u + 1]]
+    return spans
 
 
 def _r(value: float | None) -> float | None:
