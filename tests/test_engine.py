@@ -56,7 +56,7 @@ class CountingWords(SegmentDetector):
     calls: ClassVar[list[str]] = []
 
     def analyze(self, segment: Segment) -> list[Hit]:
-        CountingWords.calls.append(segment.text)
+        type(self).calls.append(segment.text)
         at = segment.text.find("Paris")
         return [Hit("Paris mentioned", at, at + 5, Severity.MEDIUM)] if at >= 0 else []
 
@@ -150,20 +150,17 @@ def test_detectors_are_discovered_through_entry_points() -> None:
     assert "tool_undeclared" in DetectorRegistry.from_entry_points()
 
 
-class FailsOnRome(SegmentDetector):
+class FailsOnRome(CountingWords):
     """Raises on one text; flags 'Paris' like CountingWords."""
 
     name = "fails_on_rome"
-    category = Category.CONTENT
-    default_scope = Scope(kinds=frozenset({SegmentKind.USER}))
     calls: ClassVar[list[str]] = []
 
     def analyze(self, segment: Segment) -> list[Hit]:
-        FailsOnRome.calls.append(segment.text)
         if "Rome" in segment.text:
+            type(self).calls.append(segment.text)
             raise ValueError("no Rome today")
-        at = segment.text.find("Paris")
-        return [Hit("Paris mentioned", at, at + 5, Severity.MEDIUM)] if at >= 0 else []
+        return super().analyze(segment)
 
 
 def test_unchanged_history_reuses_its_placed_findings(tmp_path: Path) -> None:
