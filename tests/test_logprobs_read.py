@@ -1,4 +1,4 @@
-"""Reading chat-shaped logprobs: the one-pass reader of uniform responses, the general path it falls back to,
+"""Reading chat-shaped logprobs: the C reader of uniform responses, the general path it falls back to,
 token lengths and weights read together, and the argument JSON's leaf spans."""
 
 from __future__ import annotations
@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
+import sysconfig
 from typing import Any
 
 import numpy as np
 import pytest
 
 from guardrails.logprobs import read_source
+from guardrails.logprobs import tokens as tokens_module
 from guardrails.logprobs import weights as weights_module
 from guardrails.logprobs.jsonspans import leaves
 from guardrails.logprobs.tokens import read_chat
@@ -55,6 +58,96 @@ def test_uniform_responses_read_every_token_and_alternative_in_order(k: int, n: 
     # n around the reader's rounds of 4 entries: whole rounds, a remainder, fewer entries than a round.
     rng = random.Random(k * 100 + n)
     assert_read_as_written([entry(rng, rng.choice(WORDS), k) for _ in range(n)])
+
+
+def test_the_c_reader_is_built_where_a_compiler_is() -> None:
+    # setup.py marks the extension optional so that an install without a compiler still works; where one is
+    # at hand (CI, the README's machines) a missing module means the build broke and every read is slower.
+    if shutil.which(sysconfig.get_config_var("CC").split()[0]) is None:
+        pytest.skip("no C compiler on this machine: the logprob reader runs its pure-Python general path")
+    assert tokens_module.read_uniform is not None
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 20, 70])
+def test_the_c_reader_and_the_general_path_agree(k: int) -> None:
+    rng = random.Random(k)
+    entries = [entry(rng, rng.choice(WORDS), k) for _ in range(37)]
+    entries[5]["logprob"] = -9999  # an int, as a server that drops ".0" would send it
+    if k:
+        entries[6]["top_logprobs"][0]["logprob"] = 0
+    first = entries[0]
+    fast = tokens_module._read_uniform(entries, first)
+    assert fast is not None or tokens_module.read_uniform is None
+    if fast is None:
+        pytest.skip("the C reader is not built on this machine")
+    general = tokens_module._read_by_field(entries, first)
+    assert fast[0] == general[0]
+    np.testing.assert_array_equal(fast[1], general[1])
+    np.testing.assert_array_equal(fast[2], general[2])
+    assert fast[1][5] == -9999.0 and fast[2].shape == (37, k)
+
+
+class Entry(dict):  # type: ignore[type-arg]
+    """A dict subclass: its lookups may run Python code, so the C reader leaves it to the general path."""
+
+
+@pytest.mark.parametrize("damage", ["short_top", "long_top", "null_logprob", "string_logprob", "bool_logprob",
+                                    "huge_int", "missing_token", "missing_alt_logprob", "top_is_dict",
+                                    "entry_subclass", "alt_subclass", "entry_not_dict", "top_generator"])
+def test_the_c_reader_declines_every_unusual_shape(damage: str) -> None:
+    rng = random.Random(9)
+    entries: list[Any] = [entry(rng, rng.choice(WORDS), 3) for _ in range(6)]
+    target = entries[4]
+    if damage == "short_top":
+        target["top_logprobs"].pop()
+    elif damage == "long_top":
+        target["top_logprobs"].append({"token": "x", "logprob": -1.0})
+    elif damage == "null_logprob":
+        target["logprob"] = None
+    elif damage == "string_logprob":
+        target["logprob"] = "-1.0"
+    elif damage == "bool_logprob":
+        target["top_logprobs"][1]["logprob"] = True
+    elif damage == "huge_int":
+        target["logprob"] = -(10**400)
+    elif damage == "missing_token":
+        del target["token"]
+    elif damage == "missing_alt_logprob":
+        del target["top_logprobs"][2]["logprob"]
+    elif damage == "top_is_dict":
+        target["top_logprobs"] = {"a": -1.0, "b": -2.0, "c": -3.0}
+    elif damage == "entry_subclass":
+        entries[4] = Entry(target)
+    elif damage == "alt_subclass":
+        target["top_logprobs"][0] = Entry(target["top_logprobs"][0])
+    elif damage == "entry_not_dict":
+        entries[4] = [("token", " x")]
+    elif damage == "top_generator":
+        target["top_logprobs"] = (alt for alt in target["top_logprobs"])
+    assert tokens_module._read_uniform(entries, entries[0]) is None
+
+
+def test_a_key_that_changes_the_list_while_compared_is_read_safely() -> None:
+    # A dict key whose __eq__ runs Python code (only a Python caller can build one) empties the list being read.
+    entries: list[Any] = []
+    armed = False
+
+    class Key(str):
+        def __hash__(self) -> int:
+            return hash("token")
+
+        def __eq__(self, other: object) -> bool:
+            if armed:
+                entries.clear()
+            return False
+
+    rng = random.Random(5)
+    entries.extend(entry(rng, " a", 2) for _ in range(4))
+    entries[1] = {Key("other"): 1, **entries[1]}
+    if tokens_module.read_uniform is None:
+        pytest.skip("the C reader is not built on this machine")
+    armed = True
+    assert tokens_module.read_uniform(entries, "token", "logprob", "top_logprobs", "logprob", 2) is None
 
 
 def test_ragged_alternatives_with_the_usual_total_are_padded_not_shifted() -> None:

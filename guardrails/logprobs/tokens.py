@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from functools import cache
-from itertools import chain, islice
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from guardrails.logprobs.weights import lengths_of, token_codes, weights_of
+
+try:
+    from guardrails.logprobs._accel import read_uniform
+except ImportError:  # built without a C compiler: the general path reads every response
+    read_uniform = None
 
 MASKED = -9999.0  # vLLM clamps -inf (masked or impossible) to this value
 TOKEN_ID = re.compile(r"token_id:(\d+)\Z")
@@ -70,68 +74,29 @@ def read_chat(parts: Sequence[Sequence[Mapping[str, Any]]], id_text: Mapping[int
 
 
 _Fields = tuple[tuple[str, ...], np.ndarray, np.ndarray]  # tokens, logprobs, alternatives
-_MAX_UNROLLED = 64  # alternatives per token read by a generated reader (vLLM and OpenAI allow 20)
 
 
 def _read_uniform(entries: Sequence[Mapping[str, Any]], first: object) -> _Fields | None:
-    """The usual response in one pass over its entries: every token has as many alternatives as the first,
-    and every logprob is a number. None otherwise (the general path then reads it, raising what it raises).
+    """The usual response read in C: every entry a dict with as many alternatives as the first, every logprob
+    a number. None otherwise, or where the extension is not built: the general path then reads it (raising what
+    it raises).
 
-    An entry, its alternatives list and their dicts sit together in memory: one Python pass touching each
-    once costs about a third less than a C-level pass per field (the general path), which reads the entries
-    three times, their alternatives lists twice more (lengths, then chained) and keeps every value in lists
-    in between. The reader unpacks exactly k alternatives per entry (a list of another length fails the
-    unpacking), so it is generated per k."""
-    if not isinstance(first, dict):
+    An entry, its alternatives list and their dicts are read in one pass, each touched once: in Python the
+    bytecode around the 9 lookups per entry cost more than the lookups, and reading is most of the analysis."""
+    if read_uniform is None or not isinstance(first, dict):
         return None
     top_key = _own_key(first, "top_logprobs")
-    try:
-        top = first[top_key]
-        k = len(top)
-        alt_key = _own_key(top[0], "logprob") if k else "logprob"
-        if k > _MAX_UNROLLED:
-            return None
-        tokens, values = _uniform_reader(k)(entries, _own_key(first, "token"), _own_key(first, "logprob"),
-                                            top_key, alt_key)
-        packed = struct.pack(f"{len(values)}d", *values)
-    except Exception:  # anything unusual: the general path reads it (and raises what it raises)
+    top = first.get(top_key)
+    if not isinstance(top, list | tuple):
         return None
+    k = len(top)
+    alt_key = _own_key(top[0], "logprob") if k else "logprob"
+    read = read_uniform(entries, _own_key(first, "token"), _own_key(first, "logprob"), top_key, alt_key, k)
+    if read is None:
+        return None
+    tokens, packed = read
     table = np.frombuffer(packed, dtype=np.float64).reshape(len(tokens), k + 1)  # logprob, then alternatives
-    return tuple(tokens), table[:, 0], table[:, 1:]
-
-
-_PER_ROUND = 4  # entries per round of a generated reader: fewer loop, tuple and `+=` steps per entry
-
-
-@cache
-def _uniform_reader(k: int) -> Callable[..., tuple[list[str], list[Any]]]:
-    """read(entries, token_key, logprob_key, top_key, alt_key) -> (tokens, values): per entry its logprob
-    then its k alternatives' logprobs, flat. Generated per k: it unpacks exactly k alternatives per entry
-    (a list of another length raises ValueError), _PER_ROUND entries at a time, then the rest one by one."""
-
-    def round_of(entries: list[str]) -> list[str]:
-        alts = [[f"{e}_{i}" for i in range(k)] for e in entries]
-        lines = [f"[{', '.join(names)}] = {e}[top_key]" for e, names in zip(entries, alts, strict=True)]
-        lines.append(f"tokens += ({''.join(f'{e}[token_key], ' for e in entries)})")
-        values = "".join(f"{e}[logprob_key], " + "".join(f"{a}[alt_key], " for a in names)
-                         for e, names in zip(entries, alts, strict=True))
-        return [*lines, f"values += ({values})"]
-
-    each = [f"e{j}" for j in range(_PER_ROUND)]
-    source = "\n".join([
-        "def read(entries, token_key, logprob_key, top_key, alt_key):",
-        "    tokens, values = [], []",
-        f"    whole = len(entries) - len(entries) % {_PER_ROUND}",
-        "    rounds = islice(entries, whole)",
-        f"    for {', '.join(each)} in zip({', '.join(['rounds'] * _PER_ROUND)}):",
-        *(f"        {line}" for line in round_of(each)),
-        "    for e0 in entries[whole:]:",
-        *(f"        {line}" for line in round_of(["e0"])),
-        "    return tokens, values",
-    ])
-    namespace: dict[str, Any] = {"islice": islice}
-    exec(source, namespace)  # generated from k only
-    return namespace["read"]
+    return tokens, table[:, 0], table[:, 1:]  # type: ignore[return-value]  # strings: _rebuild checks
 
 
 def _read_by_field(entries: Sequence[Mapping[str, Any]], first: object) -> _Fields:
