@@ -87,6 +87,18 @@ def test_the_c_reader_and_the_general_path_agree(k: int) -> None:
     assert fast[1][5] == -9999.0 and fast[2].shape == (37, k)
 
 
+def test_without_the_extension_every_response_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(11)
+    entries = [entry(rng, rng.choice(WORDS), 5) for _ in range(50)]
+    built = read_source("chat", entries)
+    monkeypatch.setattr(tokens_module, "read_uniform", None)  # as installed without a C compiler
+    assert_read_as_written(entries)
+    fallback = read_source("chat", entries)
+    assert (fallback.text, fallback.tokens) == (built.text, built.tokens)
+    for field in ("starts", "ends", "logprobs", "alternatives", "weights"):
+        np.testing.assert_array_equal(getattr(fallback, field), getattr(built, field))
+
+
 class Entry(dict):  # type: ignore[type-arg]
     """A dict subclass: its lookups may run Python code, so the C reader leaves it to the general path."""
 
