@@ -14,24 +14,15 @@ from starlette.types import Receive, Scope, Send
 import guardrails
 from api.admin import admin_router
 from api.body import authorize, read_json
-from api.errors import error_response, install_error_handlers, response_for
+from api.errors import ERROR_RESPONSES, error_response, install_error_handlers, response_for
 from api.nemo import nemo_router
 from guardrails.config import Settings
-from guardrails.contract import CheckRequest, CheckResponse, ErrorResponse
+from guardrails.contract import CheckRequest, CheckResponse
 from guardrails.service import CheckService
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 CHECKS_PATH = "/v1/checks"
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in (
-        (400, "Body is not valid JSON"),
-        (401, "Missing or wrong API key"),
-        (413, "Body larger than the configured limit"),
-        (415, "Content-Type is not JSON"),
-        (422, "JSON, but not a readable check body (the error names the field by JSON Pointer)"),
-    )
-}
+ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
 
 class GuardrailsAPI(FastAPI):
@@ -95,6 +86,15 @@ def _document_check_request(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(model.pop("$defs", {}))
         components["CheckRequest"] = model
+        # FastAPI documents its own 422 body for routes with parameters; ours answer with ErrorResponse.
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {}).get("application/json")
+                    if status.startswith(("4", "5")) and content is not None:
+                        content["schema"] = ERROR_REF
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
         app.openapi_schema = schema
         return schema
 
@@ -135,7 +135,8 @@ def _health_router(service: CheckService) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": guardrails.__version__}
 
-    @router.get("/readyz", summary="Readiness: policies load and detectors import")
+    @router.get("/readyz", summary="Readiness: policies load and detectors import",
+                responses={503: {"description": "Not ready: the same report, with the problems listed"}})
     async def readyz() -> Response:
         report = service.readiness()
         status = 200 if report["ready"] else 503

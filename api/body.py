@@ -17,8 +17,9 @@ def authorize(request: Request, settings: Settings) -> None:
     if not settings.api_keys:
         return
     header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else ""
-    if not any(hmac.compare_digest(token, key) for key in settings.api_keys):
+    # Compared as bytes: compare_digest refuses non-ASCII str, and headers arrive decoded as latin-1.
+    token = (header[7:] if header.lower().startswith("bearer ") else "").encode("latin-1")
+    if not any(hmac.compare_digest(token, key.encode()) for key in settings.api_keys):
         raise HTTPException(401, "missing or invalid API key (Authorization: Bearer <key>)")
 
 

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from guardrails.contract import ErrorResponse
 from guardrails.errors import GuardrailsError
+from guardrails.policy import PolicyError
 
 log = logging.getLogger("guardrails.api")
+
+# The errors a check route answers with, for the OpenAPI document (every one has the ErrorResponse shape).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Body is not valid JSON"),
+        (401, "Missing or wrong API key"),
+        (413, "Body larger than the configured limit"),
+        (415, "Content-Type is not JSON"),
+        (422, "JSON, but not a readable check body (the error names the field by JSON Pointer)"),
+        (503, "The selected policy does not load (policy_unavailable), or the audit record could not be "
+              "written (audit_unavailable)"),
+    )
+}
 
 STATUS_TYPES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
                 415: "unsupported_media_type"}
@@ -30,6 +47,8 @@ def response_for(exc: Exception) -> Response:
         return error_response(exc.status, exc.type, exc.message, exc.pointer)
     if isinstance(exc, HTTPException):
         return error_response(exc.status_code, STATUS_TYPES.get(exc.status_code, "http_error"), str(exc.detail))
+    if isinstance(exc, PolicyError):  # a bundle on disk that does not load (/readyz lists it): not the body's fault
+        return error_response(503, "policy_unavailable", f"the selected policy does not load: {exc}")
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]

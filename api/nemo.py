@@ -20,6 +20,7 @@ import yaml
 from fastapi import APIRouter, Request, Response
 
 from api.body import authorize, read_json
+from api.errors import ERROR_RESPONSES
 from guardrails.colang.catalog import default_rail_type, flow_for_detector
 from guardrails.config import Settings
 from guardrails.errors import BodyError, UnknownPolicy
@@ -35,7 +36,8 @@ LLM_FREE_STATS = {"llm_calls_duration": 0, "llm_calls_count": 0, "llm_calls_tota
 def nemo_router(service: CheckService, settings: Settings) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/guardrail/checks", summary="NeMo Guardrails microservice-compatible check")
+    @router.post("/v1/guardrail/checks", summary="NeMo Guardrails microservice-compatible check",
+                 responses=ERROR_RESPONSES)
     async def guardrail_checks(request: Request) -> Response:
         authorize(request, settings)
         body = await read_json(request, settings.max_body_bytes)
@@ -98,7 +100,9 @@ def _policies(service: CheckService, options: Mapping[str, Any], context: Mappin
             except yaml.YAMLError as exc:
                 raise BodyError(f"`guardrails.config` is not YAML: {exc}", "/guardrails/config") from None
         try:
-            return [policy_from_mapping(config)]
+            policy = policy_from_mapping(config)
+            service.engine_for(policy)  # builds its detectors: one that is not installed is the body's error
+            return [policy]
         except PolicyError as exc:
             raise BodyError(f"inline config: {exc.message}", "/guardrails/config") from None
     ids = options.get("config_ids")

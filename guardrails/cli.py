@@ -12,12 +12,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import orjson
 
 from guardrails.config import Settings
-from guardrails.errors import GuardrailsError
+from guardrails.errors import GuardrailsError, UnknownPolicy
 from guardrails.pointer import resolve
 from guardrails.policy import PolicyError
+
+if TYPE_CHECKING:
+    from guardrails.service import CheckService
 
 EXIT_BY_VERDICT = {"allow": 0, "warn": 1, "block": 2}
 EXIT_BAD_INPUT = 3
@@ -68,17 +73,30 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env()
 
 
+def _configured(args: argparse.Namespace) -> tuple[Settings, CheckService] | None:
+    """Settings and the service built from them; None (after saying why) when the configuration is unusable:
+    a malformed GUARDRAILS_* value, an unsupported store URL, a data directory that cannot be created."""
+    from guardrails.serve import build_service
+
+    try:
+        settings = _settings(args)
+        return settings, build_service(settings)
+    except (ValueError, OSError) as exc:
+        print(f"guardrails: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     for flag, env in (("host", "GUARDRAILS_HOST"), ("port", "GUARDRAILS_PORT"), ("workers", "GUARDRAILS_WORKERS")):
         if getattr(args, flag) is not None:
             os.environ[env] = str(getattr(args, flag))
-    settings = _settings(args)
-    from guardrails.serve import build_service
-
+    configured = _configured(args)
+    if configured is None:
+        return EXIT_CONFIG
+    settings, service = configured
     try:  # fail fast on a broken default policy instead of at the first request
-        service = build_service(settings)
         service.engine_for(service.policies.get(settings.default_policy))
     except (PolicyError, KeyError) as exc:
         print(f"guardrails: cannot load default policy: {exc}", file=sys.stderr)
@@ -89,15 +107,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     except OSError as exc:
         print(f"guardrails: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except UnicodeDecodeError as exc:
+        print(f"guardrails: {args.file} is not UTF-8: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
-        body = json.loads(text)
-    except ValueError as exc:
+        body = orjson.loads(text)  # the HTTP API's parser: the same bodies are refused (NaN, Infinity...)
+    except orjson.JSONDecodeError as exc:
         print(f"guardrails: {args.file} is not valid JSON: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if isinstance(body, dict):
@@ -105,11 +125,15 @@ def _check(args: argparse.Namespace) -> int:
             body["policy"] = args.policy
         if args.format:
             body["format"] = args.format
-    from guardrails.serve import build_service
-
-    service = build_service(settings)
+    configured = _configured(args)
+    if configured is None:
+        return EXIT_CONFIG
+    _, service = configured
     try:
         result = asyncio.run(service.check(body))
+    except UnknownPolicy as exc:  # the policy named by --policy, the body or the settings is not in the policy dir
+        print(f"guardrails: policy error: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
     except GuardrailsError as exc:
         print(json.dumps(exc.to_dict()) if args.json else f"guardrails: {exc.type}: {exc.message}"
               + (f" (at {exc.pointer})" if exc.pointer else ""), file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +45,11 @@ class Settings:
         return cls(
             policy_dir=Path(env.get("GUARDRAILS_POLICY_DIR", base.policy_dir)),
             default_policy=env.get("GUARDRAILS_DEFAULT_POLICY", base.default_policy),
-            max_body_bytes=int(env.get("GUARDRAILS_MAX_BODY_BYTES", base.max_body_bytes)),
-            segment_cache_entries=int(env.get("GUARDRAILS_SEGMENT_CACHE_ENTRIES", base.segment_cache_entries)),
+            max_body_bytes=_int(env, "GUARDRAILS_MAX_BODY_BYTES", base.max_body_bytes),
+            segment_cache_entries=_int(env, "GUARDRAILS_SEGMENT_CACHE_ENTRIES", base.segment_cache_entries),
             host=env.get("GUARDRAILS_HOST", base.host),
-            port=int(env.get("GUARDRAILS_PORT", base.port)),
-            workers=int(env.get("GUARDRAILS_WORKERS", base.workers)),
+            port=_int(env, "GUARDRAILS_PORT", base.port),
+            workers=_int(env, "GUARDRAILS_WORKERS", base.workers),
             data_dir=Path(env.get("GUARDRAILS_DATA_DIR", base.data_dir)),
             api_keys=tuple(k.strip() for k in env.get("GUARDRAILS_API_KEYS", "").split(",") if k.strip()),
             audit_url=env.get("GUARDRAILS_AUDIT_URL", base.audit_url),
@@ -56,3 +57,13 @@ class Settings:
             audit_content=env.get("GUARDRAILS_AUDIT_CONTENT", base.audit_content),
             otlp_endpoint=env.get("GUARDRAILS_OTLP_ENDPOINT", base.otlp_endpoint),
         )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:  # name the variable: int()'s own message does not
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None

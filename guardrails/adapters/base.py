@@ -399,5 +399,5 @@ def expect(value: Any, kind: type | tuple[type, ...], pointer: str, what: str) -
 
 
 def _article(names: str) -> str:
-    mapping = {"dict": "an object", "list": "an array", "str": "a string", "int": "an integer"}
+    mapping = {"dict": "an object", "Mapping": "an object", "list": "an array", "str": "a string", "int": "an integer"}
     return " or ".join(mapping.get(n, n) for n in names.split(" or "))

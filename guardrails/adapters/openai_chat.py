@@ -147,10 +147,11 @@ class OpenAIChatAdapter(Adapter):
         name = fn.get("name")
         if not isinstance(name, str):
             raise BodyError("tool call name must be a string", f"{fptr}/name")
-        arguments = fn.get("arguments")
-        b.tool_call(name=name, arguments="" if arguments is None else arguments, call_id=_str_or_none(call_id),
-                    name_pointer=f"{fptr}/name", arguments_pointer=f"{fptr}/arguments",
-                    turn=turn, phase=phase)
+        arguments, args_ptr = fn.get("arguments"), f"{fptr}/arguments"
+        if arguments is None:  # absent or null: no arguments, and no string to point into
+            arguments, args_ptr = {}, args_ptr if "arguments" in fn else fptr
+        b.tool_call(name=name, arguments=arguments, call_id=_str_or_none(call_id),
+                    name_pointer=f"{fptr}/name", arguments_pointer=args_ptr, turn=turn, phase=phase)
 
     @staticmethod
     def _read_tools(request: Mapping[str, Any], b: ExchangeBuilder) -> None:
@@ -305,12 +306,17 @@ class _CallStream:
         self.name = ""
         self.name_pointer: str | None = None
         self.arguments: list[tuple[str, str]] = []
+        self.pointer = ""  # the first delta of this call (its function object, else the call delta)
+        self.id_pointer: str | None = None
 
     def absorb(self, fn: Any, fptr: str, call_id: Any = None) -> None:
         if isinstance(call_id, str) and call_id:
             self.id = call_id
-        if fn is None:
+            self.id_pointer = self.id_pointer or f"{fptr.rpartition('/')[0]}/id"
+        if fn is None:  # a delta with only the call's id: point at the call delta (fptr less "/function")
+            self.pointer = self.pointer or fptr.rpartition("/")[0]
             return
+        self.pointer = self.pointer or fptr
         expect(fn, Mapping, fptr, "a tool call function delta")
         name = fn.get("name")
         if name is not None and not isinstance(name, str):
@@ -323,10 +329,17 @@ class _CallStream:
 
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
         raw, pieces = assemble(self.arguments)
-        args_pointer = pieces[0].pointer if pieces else (self.name_pointer or "/response")
-        b.tool_call(name=self.name, arguments=raw, call_id=self.id,
-                    name_pointer=self.name_pointer or args_pointer, arguments_pointer=args_pointer,
-                    turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        if not (self.name or pieces or self.id):
+            return  # deltas that carried nothing (an index alone): no call to judge
+        arguments: str | dict[str, Any] = raw
+        if pieces:
+            args_pointer = pieces[0].pointer
+        else:  # no argument text streamed: read as no arguments, located at the call delta as a whole
+            arguments, args_pointer = {}, self.pointer
+        # A name is located with offsets: without one, point at a string of the call (arguments, else id).
+        name_pointer = self.name_pointer or (args_pointer if pieces else self.id_pointer) or args_pointer
+        b.tool_call(name=self.name, arguments=arguments, call_id=self.id, name_pointer=name_pointer,
+                    arguments_pointer=args_pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
 
 
 # --- helpers shared with the Responses adapter ------------------------------------------------------

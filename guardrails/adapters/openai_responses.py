@@ -194,10 +194,11 @@ class _ItemReader:
         call_id = _call_id(item)
         if call_id is not None:
             self.call_names[call_id] = name
-        arguments = item.get("arguments")
-        self.b.tool_call(name=name, arguments="" if arguments is None else arguments, call_id=call_id,
-                         name_pointer=f"{ptr}/name", arguments_pointer=f"{ptr}/arguments",
-                         turn=self.turn(model=True), phase=self.phase)
+        arguments, args_ptr = item.get("arguments"), f"{ptr}/arguments"
+        if arguments is None:  # absent or null: no arguments, and no string to point into
+            arguments, args_ptr = {}, args_ptr if "arguments" in item else ptr
+        self.b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=f"{ptr}/name",
+                         arguments_pointer=args_ptr, turn=self.turn(model=True), phase=self.phase)
 
     def function_output(self, item: Mapping[str, Any], ptr: str) -> None:
         call_id = item.get("call_id")
