@@ -21,7 +21,6 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from detectors import jailbreak_model
@@ -589,7 +588,7 @@ class JailbreakDetector(SegmentDetector):
         self.max_decoded = int(self.settings.get("max_decoded_chars", 4000))
         model_file = self.settings.get("model_file")
         self.model = None if LEARNED in disabled else jailbreak_model.load(
-            Path(model_file) if model_file else jailbreak_model.MODEL_FILE)
+            self.policy_file(model_file) if model_file else jailbreak_model.MODEL_FILE)
 
     def analyze(self, segment: Segment) -> list[Hit]:
         text = segment.text

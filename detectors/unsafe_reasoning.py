@@ -153,7 +153,7 @@ class UnsafeReasoningDetector(Detector):
         extra = self.settings.get("rules_file")
         paths: list[str | Path] = [RULES_FILE]
         if extra:
-            paths += [extra] if isinstance(extra, str) else list(extra)
+            paths += [self.policy_file(p) for p in ([extra] if isinstance(extra, str) else extra)]
         ruleset = load_rules(*paths)
         disabled = set(self.settings.get("disabled_rules") or ())
         self.ruleset = RuleSet(ruleset.intent, ruleset.negation, ruleset.context,

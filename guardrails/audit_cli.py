@@ -99,7 +99,7 @@ def _export(args: argparse.Namespace) -> int:
         session=args.session,
         verdict=args.verdict,
     )
-    store = open_audit_store(_audit_url(args))
+    store = open_audit_store(_audit_url(args), create=False)
     try:
         if args.output:
             with Path(args.output).open("w", encoding="utf-8", newline="") as out:
@@ -124,7 +124,7 @@ def _verify(args: argparse.Namespace) -> int:
         if not seq.isdigit() or len(digest) != 64:
             raise ValueError(f"--anchor must be SEQ:HASH (64 hex digits), got {args.anchor!r}")
         anchor = (int(seq), digest.lower())
-    store = open_audit_store(_audit_url(args))
+    store = open_audit_store(_audit_url(args), create=False)
     try:
         report = store.verify(anchor)
     finally:

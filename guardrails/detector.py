@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
@@ -87,6 +88,13 @@ class Detector(ABC):
         self.settings: Mapping[str, Any] = settings or {}
         self.services = services or Services()
 
+    def policy_file(self, value: str | Path) -> Path:
+        """A file named by a setting: a relative path is read from the policy's bundle (where the author keeps
+        it, and where it counts in the policy version), not from the directory the service was started in."""
+        path = Path(value).expanduser()
+        bundle = self.services.extra.get("policy_dir")
+        return path if path.is_absolute() or bundle is None else Path(bundle) / path
+
     @abstractmethod
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         """Return findings for one exchange."""
@@ -94,10 +102,12 @@ class Detector(ABC):
     def finding(self, segment: Segment, hit: Hit) -> Finding:
         """Place a segment-relative hit in the check body."""
         if hit.start is None:
-            location = segment.locate(0, len(segment.text))
+            span = (0, len(segment.text))
+            location = segment.locate(*span)
             start = end = None
         else:
-            location = segment.locate(hit.start, hit.end if hit.end is not None else hit.start)
+            span = (hit.start, hit.end if hit.end is not None else hit.start)
+            location = segment.locate(*span)
             start, end = location.start, location.end
         return Finding(
             category=hit.category or self.category,
@@ -110,6 +120,7 @@ class Detector(ABC):
             score=hit.score,
             evidence=hit.evidence,
             action=hit.action,
+            span=span,
         )
 
 

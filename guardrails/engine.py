@@ -119,15 +119,16 @@ class Engine:
             if config.name not in registry:
                 reason = registry.load_errors.get(config.name, "not installed")
                 raise PolicyError(f"policy enables detector {config.name!r}, which is unavailable: {reason}",
-                                  policy.path)
+                                  policy.config_file or policy.path, config.line)
             cls = registry.get(config.name)
             try:
                 detector = cls(config.settings, services)
             except Exception as exc:
-                raise PolicyError(f"detector {config.name!r} rejected its settings: {exc}", policy.path) from exc
+                raise PolicyError(f"detector {config.name!r} rejected its settings: {exc}",
+                                  policy.config_file or policy.path, config.line) from exc
             scope = config.scope or cls.default_scope
             if config.rail_types:
-                scope = _narrow_to_rails(scope, config, policy.path)
+                scope = _narrow_to_rails(scope, config, policy.config_file or policy.path)
             self.slots.append(_Slot(detector, config, scope, id(detector)))
         # Custom Colang flows run on NeMo's runtime, built once per policy version; built-in flows never do.
         self._segment_slots = [i for i, slot in enumerate(self.slots) if isinstance(slot.detector, SegmentDetector)]

@@ -84,6 +84,9 @@ class Finding:
     score: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     action: Action | None = None  # filled by the policy when the detector leaves it open
+    # A segment detector's hit as [start, end) of the segment's text. The location above is clipped to one
+    # string of the body (one stream chunk); the audit log's redaction needs the whole span.
+    span: tuple[int, int] | None = field(default=None, repr=False, compare=False)
     # The engine reuses the findings of history segments from step to step: serialize each once.
     _as_dict: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
     _as_record: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ class DetectorConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
     # Rail types whose flows list this detector's built-in flow; they narrow its scope. Empty: not routed.
     rail_types: frozenset[str] = frozenset()
+    line: int | None = None  # of its `detectors:` entry in config.yml, for errors raised when it is built
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,10 @@ class Policy:
 
     def detector(self, name: str) -> DetectorConfig | None:
         return next((d for d in self.detectors if d.name == name), None)
+
+    @property
+    def config_file(self) -> Path | None:
+        return self.path / POLICY_FILE if self.path is not None else None
 
 
 def bundle_files(directory: Path) -> list[Path]:
@@ -265,7 +270,7 @@ def _detector_config(name: str, raw: Any, file: Path, text: str) -> DetectorConf
     if raw is None or raw is True:
         raw = {}
     if raw is False:
-        return DetectorConfig(name=name, enabled=False)
+        return DetectorConfig(name=name, enabled=False, line=line)
     if not isinstance(raw, Mapping):
         raise PolicyError(f"detector {name!r}: settings must be a mapping", file, line)
     try:
@@ -283,6 +288,7 @@ def _detector_config(name: str, raw: Any, file: Path, text: str) -> DetectorConf
         scope=scope,
         timeout_s=float(timeout_ms) / 1000,
         settings={k: v for k, v in raw.items() if k not in DETECTOR_KEYS},
+        line=line,
     )
 
 
@@ -361,12 +367,16 @@ class PolicyStore:
     A bundle is re-checked at most every `check_interval_s` (a stat of its files). A changed bundle is
     loaded completely before it replaces the old version, so a check sees one version or the other; a
     bundle that no longer loads keeps its last good version live and its error is kept in `errors`.
+    `build`, when set (the check service sets it), also builds a changed version's detectors and flows
+    before the swap: an edit that loads but does not build (an unknown detector, a rejected setting)
+    must not replace a version that works.
     """
 
     def __init__(self, root: str | Path, check_interval_s: float = 1.0) -> None:
         self.root = Path(root)
         self.check_interval_s = check_interval_s
         self.errors: dict[str, str] = {}  # policy id -> why its latest edit did not load
+        self.build: Callable[[Policy], object] | None = None
         self._loaded: dict[str, _Loaded] = {}
         self._routing: tuple[float, tuple[int, int], Routing] | None = None
 
@@ -391,6 +401,8 @@ class PolicyStore:
             return loaded.policy
         try:
             policy = load_policy(directory, policy_id)
+            if self.build is not None:
+                self.build(policy)
         except PolicyError as exc:
             if loaded is None:
                 raise

@@ -60,6 +60,9 @@ class CheckService:
         self.history = HistoryMemo()
         self.observers: list[Observer] = []
         self._engines: dict[tuple[str, str], Engine] = {}
+        # A reloaded version is built before it replaces the live one: an edit that loads but does not
+        # build (unknown detector, rejected setting, Colang NeMo refuses) keeps the last good version serving.
+        policies.build = self.engine_for
 
     def engine_for(self, policy: Policy) -> Engine:
         key = (policy.id, policy.version)

@@ -8,13 +8,14 @@ from guardrails.audit.store import AuditFilter, AuditStore, Page, parse_time
 DISABLED = {"", "none", "off"}
 
 
-def open_audit_store(url: str) -> AuditStore:
-    """`sqlite:///path` (embedded default) or `postgresql://...` (psycopg 3)."""
+def open_audit_store(url: str, create: bool = True) -> AuditStore:
+    """`sqlite:///path` (embedded default) or `postgresql://...` (psycopg 3). `create=False` opens an
+    existing SQLite log only (the readers: export, verify)."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         from guardrails.audit.sqlite import SQLiteAuditStore
 
-        return SQLiteAuditStore(url)
+        return SQLiteAuditStore(url, create=create)
     if scheme in ("postgresql", "postgres"):
         from guardrails.audit.postgres import PostgresAuditStore
 

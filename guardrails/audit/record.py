@@ -38,11 +38,14 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
         )
         if v is not None
     }
+    # `ts` (what --since/--until compare) is the shown `time` to the microsecond, not time.time()'s extra
+    # digits: otherwise a record's own time, passed back as --since, can miss it (the float rounds up).
+    moment = datetime.fromtimestamp(outcome.received_at, UTC)
     record: dict[str, Any] = {
         "v": RECORD_VERSION,
         "check_id": outcome.check_id,
-        "time": datetime.fromtimestamp(outcome.received_at, UTC).isoformat(timespec="microseconds"),
-        "ts": outcome.received_at,
+        "time": moment.isoformat(timespec="microseconds"),
+        "ts": moment.timestamp(),
         "tenant": ctx.tenant,
         "agent": ctx.agent_id,
         "session": ctx.session_id,
@@ -93,6 +96,8 @@ def redact(segment: Segment, findings: list[Finding]) -> str:
         if not f.pointer:
             continue  # exchange-wide findings (budget, detector errors) cover no text
         for start, end in _spans_in(segment, f):
+            if f.span is not None and f.span[0] == start:  # its location was clipped to one stream chunk
+                end = max(end, min(f.span[1], len(segment.text)))
             spans.append((start, end, f.category.value))
     if not spans:
         return segment.text

@@ -65,17 +65,27 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
 
 
 class SQLiteAuditStore(AuditStore):
-    def __init__(self, url: str) -> None:
+    """`create=False` (export, verify) opens an existing log only: a mistyped or deleted file must not be
+    replaced by an empty log that verifies as intact."""
+
+    def __init__(self, url: str, create: bool = True) -> None:
         super().__init__()
         self.url = url
         self.path, options = sqlite_path(url)
         sync = options.get("synchronous", "normal").lower()
         if sync not in SYNC_MODES:
             raise ValueError(f"synchronous must be one of {sorted(SYNC_MODES)}, got {sync!r}")
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"no audit log at {self.path} ({url})")
         # Without fsync a commit is a write() into the WAL: cheaper than a hop to the writer thread.
         self.inline_writes = sync == "normal"
         self._write_conn = connect(self.path, SYNC_MODES[sync])
-        self._write_conn.executescript(SCHEMA)
+        if create:
+            self._write_conn.executescript(SCHEMA)
+        elif self._write_conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                      (TABLE,)).fetchone() is None:
+            self._write_conn.close()
+            raise ValueError(f"{self.path} holds no audit log (no {TABLE} table)")
         self._read_conn = connect(self.path, SYNC_MODES[sync])
         self._read_lock = threading.Lock()
         self._head: tuple[int, str] | None = None  # the last record this process wrote (seq, hash)

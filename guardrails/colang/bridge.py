@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from guardrails.engine import Engine
 
 INTERNAL_ERROR = "I'm sorry, an internal error has occurred."
+# Colang 1.0: NeMo answers a flow's call to an action nobody registered with this bot message, then stops.
+_UNKNOWN_ACTION = re.compile(r"^Action '(.+)' not found\.$")
 DISPATCH_FILE = "_guardrails_dispatch.co"
 BLOCK_ACTIONS = ("block", "BlockAction")
 WARN_ACTIONS = ("warn", "WarnAction")
@@ -98,6 +100,7 @@ class ColangRails:
             raise PolicyError(f"NeMo Guardrails rejected the policy: {type(exc).__name__}: {exc}",
                               policy.path) from exc
         self._register_actions()
+        self._watch_action_failures()
 
     # --- per check --------------------------------------------------------------------------------
     async def run(self, exchange: Exchange, findings: list[Finding],
@@ -134,8 +137,13 @@ class ColangRails:
             options={"rails": [rail_type], "log": {"activated_rails": True}},
         )
         content = (response.response[0].get("content") or "") if response.response else ""
-        if content == INTERNAL_ERROR:
+        unknown = _UNKNOWN_ACTION.match(content)
+        if unknown:
+            check.errors.append(f"a flow on the {rail_type} rails called unknown action {unknown.group(1)!r}")
+        elif content == INTERNAL_ERROR and not check.errors:
             check.errors.append(f"the Colang runtime reported an internal error on the {rail_type} rails")
+        # After a failed or unknown action NeMo stops the rail itself: that stop is no verdict of the flow.
+        runtime_stopped = bool(unknown) or content == INTERNAL_ERROR
         outcomes = []
         for rail in response.log.activated_rails if response.log else ():
             if rail.name not in self.custom[rail_type]:
@@ -149,7 +157,7 @@ class ColangRails:
                     action, reason = Action.WARN, str(value or "")
                 elif name in self._detector_actions and isinstance(value, dict):
                     looked_at.extend(value.get("findings") or ())
-            if rail.stop:
+            if rail.stop and not runtime_stopped:
                 action, reason = Action.BLOCK, reason or content
             if action is not None:
                 outcomes.append(_Outcome(rail.name, rail_type, action, reason, looked_at))
@@ -162,8 +170,16 @@ class ColangRails:
         events = response.get("events", []) if isinstance(response, dict) else []
         started = [e.get("rail") for e in events if e.get("type") == "GuardrailsRailStarted"]
         done = {e.get("rail") for e in events if e.get("type") == "GuardrailsRailDone"}
-        aborted = [flow for flow in started if flow not in done]
-        if not aborted and not any(e.get("type") == "GuardrailsCheckDone" for e in events):
+        unfinished = [flow for flow in started if flow not in done]
+        # NeMo hands an action nobody registered to the caller as a tool call and waits for it forever:
+        # the flow that called it did not abort, it is stuck.
+        unknown = [(c.get("function") or {}).get("name") for c in
+                   (response.get("tool_calls") or [] if isinstance(response, dict) else [])]
+        for name in unknown:
+            flow = f"flow {unfinished[-1]!r}" if unfinished else "a flow"
+            check.errors.append(f"{flow} called unknown action {name!r}")
+        aborted = [] if unknown else unfinished
+        if not unfinished and not any(e.get("type") == "GuardrailsCheckDone" for e in events):
             check.errors.append("the Colang runtime did not finish the check")
         verdicts: dict[str, tuple[Action, str]] = {}
         for flow, action, reason in check.recorded:
@@ -215,6 +231,21 @@ class ColangRails:
         for names, verdict in ((BLOCK_ACTIONS, Action.BLOCK), (WARN_ACTIONS, Action.WARN)):
             for action_name in names:
                 self.rails.register_action(_verdict_action(verdict), name=action_name)
+
+    def _watch_action_failures(self) -> None:
+        """NeMo logs an action that raised and hands the flow None (2.x goes on with it: fail open); record
+        the failure on the check instead, so it becomes a detector_error."""
+        dispatcher = self.rails.runtime.action_dispatcher
+        execute = dispatcher.execute_action
+
+        async def execute_action(action_name: str, params: dict[str, Any]) -> Any:
+            result = await execute(action_name, params)
+            check = _CURRENT.get()
+            if check is not None and isinstance(result, tuple) and result[-1] == "failed":
+                check.errors.append(f"action {action_name!r} failed (its error is in the service log)")
+            return result
+
+        dispatcher.execute_action = execute_action
 
     def _detector_action(self, name: str) -> Any:
         async def detector_action(text: str | None = None, kind: str | None = None,
