@@ -142,6 +142,8 @@ def _health_router(service: CheckService) -> APIRouter:
         status = 200 if report["ready"] else 503
         return Response(orjson.dumps(report), status_code=status, media_type="application/json")
 
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz)):  # load balancers probe with HEAD too
+        router.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     return router
 
 

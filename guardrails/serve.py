@@ -7,6 +7,8 @@ imported here, at serve time, and nowhere else in the core.
 from __future__ import annotations
 
 import gc
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from guardrails.audit import DISABLED, open_audit_store
@@ -52,9 +54,23 @@ def build_app(settings: Settings | None = None) -> Any:
     service = build_service(settings)
     service.readiness()  # build every policy's detectors now: the first check must not pay for it
     app = create_app(service, settings)
+    app.router.lifespan_context = _closing(service, app.router.lifespan_context)
     if serving:
         tune_gc()
     return app
+
+
+def _closing(service: CheckService, inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The app's lifespan, then the service closed when serving stops: the SQLite audit log folds its
+    write-ahead file back into the database, so a copy of `audit.sqlite3` alone holds every record."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            yield state
+        service.close()
+
+    return lifespan
 
 
 def tune_gc() -> None:

@@ -115,6 +115,15 @@ class CheckService:
         payload["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 3)
         return payload
 
+    def close(self) -> None:
+        """Close what the observers and services hold (audit and state stores): when serving stops."""
+        for observer in self.observers:
+            close = getattr(observer, "close", None)
+            if callable(close):
+                close()
+        if self.services.state is not None:
+            self.services.state.close()
+
     def readiness(self) -> dict[str, Any]:
         """What /readyz reports: each policy loads and builds, and every detector plug-in imported."""
         problems: dict[str, str] = {}

@@ -137,6 +137,9 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
+    for path in ("/healthz", "/readyz"):  # load balancers probe with HEAD
+        probe = client.head(path)
+        assert probe.status_code == 200 and probe.content == b""
 
 
 def test_openapi_documents_the_contract_with_examples(client: TestClient) -> None:

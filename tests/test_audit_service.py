@@ -253,3 +253,16 @@ def test_filters_match_the_records_columns(tmp_path: Path) -> None:
     store = open_audit_store(f"sqlite:///{tmp_path / 'var' / 'audit.sqlite3'}")
     assert [r.record()["agent"] for r in store.iter_records(AuditFilter(agent="a2"))] == ["a2"]
     store.close()
+
+
+def test_stopping_the_server_leaves_every_record_in_the_database_file(tmp_path: Path) -> None:
+    # A backup that copies only audit.sqlite3 (not its -wal file) must hold every acknowledged record.
+    with TestClient(build_app(settings(tmp_path))) as client:  # runs the app's lifespan, as uvicorn does
+        ids = [client.post("/v1/checks", json=body(i)).json()["check_id"] for i in range(3)]
+    log = tmp_path / "var" / "audit.sqlite3"
+    assert not (tmp_path / "var" / "audit.sqlite3-wal").exists()
+    copy = tmp_path / "backup.sqlite3"
+    copy.write_bytes(log.read_bytes())
+    with sqlite3.connect(copy) as db:
+        assert [row[0] for row in db.execute("SELECT check_id FROM audit_records ORDER BY seq")] == ids
+    assert main(["audit", "verify", "--url", f"sqlite:///{copy}"]) == 0

@@ -30,3 +30,8 @@ class AuditObserver:
             ) from exc
         if self.sender is not None:
             self.sender.submit(record, seq)
+
+    def close(self) -> None:
+        if self.sender is not None:
+            self.sender.close()
+        self.store.close()
