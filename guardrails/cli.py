@@ -101,6 +101,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (PolicyError, KeyError) as exc:
         print(f"guardrails: cannot load default policy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    finally:  # only a trial: the server builds its own, and an open store here would outlive it
+        service.close()
     uvicorn.run("guardrails.serve:build_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=args.log_level)
     return 0

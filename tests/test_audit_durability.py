@@ -140,3 +140,29 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError("guardrails serve did not start within 30 s")
+
+
+def test_sigterm_leaves_every_record_in_the_database_file(tmp_path: Path) -> None:
+    # A stopped server has folded its WAL into audit.sqlite3: copying that one file is a complete backup.
+    policy = tmp_path / "policies" / "default"
+    policy.mkdir(parents=True)
+    (policy / "config.yml").write_text("detectors:\n  tool_undeclared: {action: block}\n")
+    log = tmp_path / "audit.sqlite3"
+    proc, base = _start(tmp_path, f"sqlite:///{log}")
+    try:
+        _wait_ready(base, proc)
+        ids = [httpx.post(base + "/v1/checks", json=BODY, timeout=30).json()["check_id"] for _ in range(3)]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not Path(f"{log}-wal").exists()
+    copy = tmp_path / "copy.sqlite3"
+    copy.write_bytes(log.read_bytes())
+    store = open_audit_store(f"sqlite:///{copy}", create=False)
+    try:
+        assert [r.record()["check_id"] for r in store.iter_records()] == ids
+    finally:
+        store.close()
