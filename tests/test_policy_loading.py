@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from policy_bundles import bundle
 
 from guardrails.adapters import read_exchange
 from guardrails.adapters.base import TRUST_BY_KIND
@@ -31,15 +32,6 @@ ANSWER = {
         }
     ]
 }
-
-
-def bundle(root: Path, name: str, config: str, **files: str) -> Path:
-    directory = root / name
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.yml").write_text(config)
-    for file_name, text in files.items():
-        (directory / file_name.replace("__", ".")).write_text(text)
-    return directory
 
 
 @pytest.mark.parametrize(

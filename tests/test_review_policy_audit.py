@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from policy_bundles import bundle
 
 from guardrails.adapters import read_exchange
 from guardrails.audit import AuditFilter, open_audit_store, parse_time
@@ -28,15 +29,6 @@ from guardrails.service import CheckOutcome, CheckService
 TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": f"my key is {TOKEN}"}]}
 GOOD = "rails:\n  input:\n    flows: [check secrets]\n"
-
-
-def bundle(root: Path, name: str, config: str, **files: str) -> Path:
-    directory = root / name
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.yml").write_text(config)
-    for file_name, text in files.items():
-        (directory / file_name.replace("__", ".")).write_text(text)
-    return directory
 
 
 def answer(content: str, reasoning: str | None = None) -> dict[str, Any]:
