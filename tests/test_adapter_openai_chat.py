@@ -248,14 +248,21 @@ def test_strict_tools_mark_constrained_decoding() -> None:
 def test_legacy_completions_logprobs_and_prompt_logprobs() -> None:
     response = fixture("completion_echo_max_tokens0_logprobs0_scoring.json")
     prompt = "The capital of France is Paris. Ça va très bien."
-    body = {"request": {"prompt": prompt, "echo": True}, "response": response}
+    body = {"request": {"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 0}, "response": response}
     exchange = normalize(body)
-    assert [s.kind.value for s in exchange.segments] == ["user", "assistant"]
-    assert exchange.segments[1].text == "The capital of France is Paris. Ça va très bien."
+    # This scoring call (echo, max_tokens 0) returns the prompt alone as `text`. It used to be read as assistant
+    # text, so detectors judged the user's own prompt as model output and low_confidence warned on its scores.
+    # The echoed prompt is the caller's: no assistant segment, and the completions source keeps no token of it.
+    assert [s.kind.value for s in exchange.segments] == ["user"]
+    assert response["choices"][0]["text"] == prompt
     shapes = [(s.shape, s.pointer) for s in exchange.logprobs]
     assert shapes == [("completions", "/response/choices/0/logprobs"),
                       ("prompt", "/response/choices/0/prompt_logprobs")]
-    assert exchange.logprobs[0].data["token_logprobs"][0] is None
+    completion = exchange.logprobs[0].data
+    assert completion["tokens"] == completion["token_logprobs"] == completion["top_logprobs"] == []
+    assert completion["text_offset"] == []
+    assert len(response["choices"][0]["logprobs"]["tokens"]) == 12  # the body itself is never altered
+    assert exchange.logprobs[1].data[0] is None and len(exchange.logprobs[1].data) == 12  # the prompt's scores
     assert exchange.generation.finish_reason == "length" and exchange.generation.usage.output_tokens == 1
 
 

@@ -97,16 +97,44 @@ def test_stream_chunks_are_joined_and_point_into_their_chunks() -> None:
                                                                            " the")
 
 
+def echo_body(prompt_tokens: int, max_tokens: int) -> dict[str, Any]:
+    """The echo scoring fixture as vLLM answers `echo: true` with the first `prompt_tokens` of its text as the
+    prompt and the rest as `max_tokens` generated tokens: the same `text` and `logprobs`, `prompt_logprobs`
+    over the prompt's tokens only (vLLM returns one per prompt token)."""
+    response = load("completion_echo_max_tokens0_logprobs0_scoring.json")
+    choice = response["choices"][0]
+    offsets = [*choice["logprobs"]["text_offset"], len(choice["text"])]
+    prompt = choice["text"][:offsets[prompt_tokens]]
+    choice["prompt_logprobs"] = choice["prompt_logprobs"][:prompt_tokens]
+    return {"request": {"model": "Qwen/Qwen3-8B", "prompt": prompt, "max_tokens": max_tokens, "echo": True,
+                        "logprobs": 0},
+            "response": response}
+
+
 def test_completions_echo_aligns_to_choice_text_with_multibyte_characters() -> None:
-    body = {"request": {"model": "Qwen/Qwen3-8B", "prompt": "The capital of France is Paris. Ça va très bien.",
-                        "max_tokens": 0, "echo": True, "logprobs": 0},
-            "response": load("completion_echo_max_tokens0_logprobs0_scoring.json")}
-    units = units_of(body)
-    assert ("response", "segment", "assistant", "The capital of France is Paris. Ça va très bien.") in units
+    # With `echo: true` the choice's text and logprobs start with the prompt. This test used to read all of it
+    # as the model's answer; only the completion after the echoed prompt is: " très bien." (3 tokens), located
+    # at offset len(prompt) of the text, its tokens exactly the last three.
+    body = echo_body(prompt_tokens=9, max_tokens=3)
+    assert body["request"]["prompt"] == "The capital of France is Paris. Ça va"
+    assert units_of(body) == [("response", "segment", "assistant", " très bien.")]
     ex = read_exchange(body["request"], body["response"])
-    stream = next(a.stream for a in align_exchange(ex) if a.origin == "response")
-    assert stream.text[int(stream.starts[9]):int(stream.ends[9])] == " très"
-    assert stream.alternatives.shape == (12, 1)  # logprobs: 0 gives the sampled token only (k+1)
+    (aligned,) = [a for a in align_exchange(ex) if a.origin == "response"]
+    stream, (unit,) = aligned.stream, aligned.units
+    assert stream.tokens == (" très", " bien", ".")
+    assert stream.text[int(stream.starts[0]):int(stream.ends[0])] == " très"
+    assert (unit.token_start, unit.token_end) == (0, 3)
+    assert unit.locate(unit.text_start, unit.text_end).start == len(body["request"]["prompt"])
+    assert stream.logprobs.tolist() == body["response"]["choices"][0]["logprobs"]["token_logprobs"][9:]
+    assert stream.alternatives.shape == (3, 1)  # logprobs: 0 gives the sampled token only (k+1)
+
+
+def test_completions_echo_scoring_without_generation_aligns_nothing_as_the_models() -> None:
+    body = echo_body(prompt_tokens=12, max_tokens=0)  # the fixture as served: the prompt is the whole text
+    assert [u for u in units_of(body) if u[0] == "response"] == []
+    ex = read_exchange(body["request"], body["response"])
+    (aligned,) = align_exchange(ex, prompt=False)
+    assert len(aligned.stream) == 0 and aligned.units == []
 
 
 def test_prompt_logprobs_align_to_request_segments() -> None:

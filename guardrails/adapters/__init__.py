@@ -81,6 +81,10 @@ def read_exchange(
     elif format not in ADAPTERS:
         raise BodyError(f"unknown format {format!r}; expected one of {list(FORMATS)}", "/format")
     adapter = _INSTANCES[format]
+    if isinstance(response, list):
+        # A chunk of another API would be skipped unread (a guardrail failing open): refused before anything
+        # is read, so a list that mixes APIs is a 422 about its chunks whichever format was detected or given.
+        adapter.check_stream(response)
     builder = ExchangeBuilder(format, context or CallerContext(), raw_output, memo)
     adapter.read_request(request, builder)
     builder.response_from = len(builder.segments)

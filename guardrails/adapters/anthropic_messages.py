@@ -19,6 +19,7 @@ Normalization choices:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,9 @@ STREAM_EVENT_TYPES = frozenset({
     "message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
     "message_stop",
 })
+# Anthropic's event types are snake_case names (message_start, ping, error, and whatever is added later);
+# other APIs' events have a dotted `type` (Responses), an `event_type` (Interactions) or no type (Chat, Gemini).
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*")
 TOOL_CHOICE_TYPES = frozenset({"auto", "any", "tool", "none"})
 FORCED_TOOL_CHOICES = frozenset({"any", "tool"})
 TOOL_RESULT_TYPES = frozenset({"tool_result", "mcp_tool_result", "web_fetch_tool_result"})
@@ -58,6 +62,19 @@ KIND_BY_DELTA = {delta: kind for kind, (delta, _) in DELTA_FIELDS.items()}
 class AnthropicMessagesAdapter(Adapter):
     format = "anthropic.messages"
     top_score = 90
+    stream_event = ('an Anthropic Messages stream event (an object whose "type" is an event name such as '
+                    'message_start, content_block_delta or ping, bare or wrapped as {"event", "data"})')
+
+    @classmethod
+    def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
+        event = chunk
+        if "type" not in chunk and "data" in chunk:
+            event = chunk["data"]
+            if not isinstance(event, dict):
+                return True  # the reader refuses it, pointing at its data
+        etype = event.get("type")
+        # Unknown names are later event types: read as nothing, like content_block_stop.
+        return isinstance(etype, str) and EVENT_TYPE.fullmatch(etype) is not None
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:

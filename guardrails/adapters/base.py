@@ -6,7 +6,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from guardrails.errors import BodyError
 from guardrails.exchange import (
@@ -93,6 +93,7 @@ class ExchangeBuilder:
         self.has_response = False
         self.next_turn = 0  # turn index of the response; adapters set it from the request history
         self.response_from = 0  # segments before this index were read from the request (no response text)
+        self.echo: EchoedPrompts | None = None  # legacy Completions with `echo: true` (set from the request)
 
     # --- history lists ----------------------------------------------------------------------------
     def read_items(self, pointer: str, items: list[Any], read_one: Callable[[Any, int], None]) -> None:
@@ -164,10 +165,13 @@ class ExchangeBuilder:
         return segment
 
     def streamed_text(self, fragments: list[tuple[str, str]], *, turn: int, phase: Phase = Phase.RESPONSE,
-                      reasoning: str | None = None) -> None:
+                      reasoning: str | None = None, skip: int = 0) -> None:
         """Add text that arrived as (fragment, pointer) deltas, its pieces pointing at each fragment: a
-        reasoning segment when `reasoning` names its source, else model-written text. Nothing if empty."""
+        reasoning segment when `reasoning` names its source, else model-written text. Nothing if empty.
+        `skip`: leading characters that are not the model's (an echoed prompt), left out."""
         text, pieces = assemble(fragments)
+        if skip:
+            text, pieces = text[skip:], slice_pieces(pieces, skip, len(text))
         if not pieces:
             return
         if reasoning is not None:
@@ -320,6 +324,19 @@ class ExchangeBuilder:
             self.segments[-1] = replace(added, tool_call=mended)
 
 
+class EchoedPrompts(NamedTuple):
+    """The prompts of a legacy Completions request with `echo: true`, which vLLM puts before each choice's text
+    (and its logprobs): choice i echoes prompt i // n, as vLLM numbers choices prompt by prompt. None stands for
+    a token-id prompt, whose text is unknown here."""
+
+    prompts: tuple[str | None, ...]
+    n: int = 1
+
+    def of(self, choice: int) -> str | None:
+        index = choice // self.n
+        return self.prompts[index] if 0 <= index < len(self.prompts) else None
+
+
 class Adapter(ABC):
     """Reads one API format. Request and response sides are both read by the same adapter."""
 
@@ -327,6 +344,8 @@ class Adapter(ABC):
     # The highest score `sniff` can return. Detection runs adapters by falling top score and stops once a
     # score seen is above the top score of those left: they could neither win nor tie.
     top_score: ClassVar[int] = 100
+    # What a streamed chunk of this API is, named in the 422 that refuses one that is not (`check_stream`).
+    stream_event: ClassVar[str]
 
     @classmethod
     @abstractmethod
@@ -343,7 +362,27 @@ class Adapter(ABC):
 
     @abstractmethod
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
-        """Read a response given as the list of streamed chunks/events; pointers start at "/response"."""
+        """Read a response given as the list of streamed chunks/events; pointers start at "/response".
+        `read_exchange` has run `check_stream` on them first."""
+
+    @classmethod
+    @abstractmethod
+    def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
+        """Whether an object is a chunk/event of this API's streams, of any type, known or not (a keep-alive,
+        an error, an event type added after this was written). False only for what this API never sends, such
+        as another API's chunk: the reader would skip it unread. Only objects are asked."""
+
+    def check_stream(self, chunks: list[Any]) -> None:
+        """Refuse, with the documented 422, the first object that is not one of this API's stream events.
+
+        Readers skip event types they do not use, so without this a chunk of another API (a mixed list, or
+        `format` naming the wrong API) would pass unread: a secret in it would get `allow`. Values that are not
+        objects are left to `read_stream`, which accepts (`[DONE]`) or refuses them with its own message."""
+        is_event = self.is_stream_event
+        for k, chunk in enumerate(chunks):
+            if (type(chunk) is dict or isinstance(chunk, Mapping)) and not is_event(chunk):
+                raise BodyError(f"expected {self.stream_event}, got {_describe(chunk)}: every chunk of a stream "
+                                f"must be an event of the API it is read as, {self.format}", f"/response/{k}")
 
 
 def assemble(fragments: list[tuple[str, str]]) -> tuple[str, tuple[Piece, ...]]:
@@ -396,6 +435,18 @@ def expect(value: Any, kind: type | tuple[type, ...], pointer: str, what: str) -
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise BodyError(f"{what} must be {_article(names)}, got {type(value).__name__}", pointer)
     return value
+
+
+def _describe(chunk: Mapping[str, Any]) -> str:
+    """A short account of an object for an error message: the field that names its kind, else its first keys."""
+    for key in ("type", "object", "event_type"):
+        value = chunk.get(key)
+        if isinstance(value, str):
+            return f"an object with {key} {value[:60]!r}"
+    keys = [str(key)[:30] for key in list(chunk)[:5]]
+    if not keys:
+        return "an empty object"
+    return "an object with keys " + ", ".join(keys) + (", ..." if len(chunk) > 5 else "")
 
 
 def _article(names: str) -> str:

@@ -38,6 +38,10 @@ REQUEST_MARKERS = ("systemInstruction", "generationConfig", "toolConfig", "safet
 RESPONSE_MARKERS = ("candidates", "usageMetadata", "promptFeedback")
 JSON_MIMES = frozenset({"application/json", "text/x.enum"})
 STREAM_META_KEYS = ("modelVersion", "responseId", "createTime")
+# The fields of a streamed GenerateContentResponse (either spelling), any of which a chunk has: a chunk may have
+# no candidates (usage or prompt feedback only). Google's mid-stream error is {"error": {code, message, status}}.
+STREAM_CHUNK_KEYS = (*RESPONSE_MARKERS, *STREAM_META_KEYS, "usage_metadata", "prompt_feedback", "model_version",
+                     "response_id", "create_time", "error")
 MAX_SCHEMA_DEPTH = 64
 # finishReason in the OpenAI vocabulary; others (MALFORMED_FUNCTION_CALL, OTHER...) are kept verbatim.
 FINISH_REASONS = {
@@ -57,6 +61,12 @@ def camel_or_snake(container: Mapping[str, Any], camel: str, snake: str) -> tupl
 class GeminiGenerateContentAdapter(Adapter):
     format = "gemini"
     top_score = 95
+    stream_event = ('a Gemini streamGenerateContent chunk (a partial GenerateContentResponse, with "candidates", '
+                    '"usageMetadata", "promptFeedback", "modelVersion" or "responseId", or an "error")')
+
+    @classmethod
+    def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
+        return has_any(chunk, STREAM_CHUNK_KEYS)
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:

@@ -95,6 +95,12 @@ def _json_type(value: Any) -> str:
 class GeminiInteractionsAdapter(Adapter):
     format = "gemini.interactions"
     top_score = 95
+    stream_event = 'a Gemini Interactions stream event (an object with a string "event_type")'
+
+    @classmethod
+    def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
+        # Every payload names its type (steps and legacy events, errors); unknown names are later additions.
+        return isinstance(chunk.get("event_type"), str)
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:

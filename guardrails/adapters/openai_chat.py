@@ -4,14 +4,32 @@ Dialects handled: `reasoning` (vLLM >= 0.16), `reasoning_content` (<= 0.11.0), b
 `tool_calls` and legacy `function_call`; `tools` and legacy `functions`; `logprobs.content` and the
 completions `logprobs` object; top-level `prompt_logprobs`; streamed chunks with `delta.reasoning`,
 `delta.reasoning_content`, tool-call argument fragments, and logprobs on chunks with an empty delta.
+
+Legacy Completions with `echo: true`: vLLM returns each choice's `text` as the prompt followed by the
+completion, and its `logprobs` over the prompt's tokens then the completion's (a stream puts the prompt in the
+choice's first chunk). Where the prompt is a string and the text starts with it, only the completion is
+assistant text (located at offset len(prompt) of `text`), and the completions logprob source holds only the
+completion's tokens: the prompt was the caller's, so it is neither judged as model output nor learned from
+(vLLM also returns its logprobs as `prompt_logprobs`). A token-id prompt's text is unknown, so its choices are
+read whole, as model text, as without `echo`.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, has_any, is_mapping
+from guardrails.adapters.base import (
+    Adapter,
+    EchoedPrompts,
+    ExchangeBuilder,
+    assemble,
+    expect,
+    has_any,
+    is_mapping,
+)
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 
@@ -35,11 +53,24 @@ ANTHROPIC_BLOCK_TYPES = ("tool_use", "tool_result", "thinking", "redacted_thinki
 ANTHROPIC_REQUEST_KEYS = ("system", "anthropic_version")
 CHAT_ONLY_ROLES = ("system", "developer", "tool", "function")  # roles Anthropic Messages does not have
 STREAM_META_KEYS = ("id", "model", "created", "system_fingerprint")
+# `object` of a stream chunk: Chat Completions, legacy Completions (its chunks say "text_completion" too), and
+# the error object older vLLM versions sent mid-stream. A "chat.completion" is a whole response, not a chunk.
+STREAM_OBJECTS = ("chat.completion.chunk", "text_completion", "error")
 
 
 class OpenAIChatAdapter(Adapter):
     format = "openai.chat"
     top_score = 90
+    stream_event = ('an OpenAI Chat Completions or legacy Completions stream chunk (an object with "choices", '
+                    'its "object" "chat.completion.chunk" or "text_completion" where present, or an "error")')
+
+    @classmethod
+    def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
+        # Usage-only chunks have `choices: []`; `object` is absent where a server leaves unset fields out.
+        obj = chunk.get("object")
+        if obj is not None:
+            return obj in STREAM_OBJECTS
+        return "choices" in chunk or "error" in chunk
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
@@ -71,6 +102,8 @@ class OpenAIChatAdapter(Adapter):
         messages = request.get("messages")
         if messages is None and "prompt" in request:
             self._read_prompt(request["prompt"], b)
+            if request.get("echo") is True:
+                b.echo = _echoed_prompts(request["prompt"], request.get("n"))
         else:
             expect(messages, list, f"{base}/messages", "messages")
             b.next_turn = len(messages)
@@ -189,11 +222,16 @@ class OpenAIChatAdapter(Adapter):
             first = first or choice
             index = _index(choice.get("index"), i)
             message = choice.get("message")
+            echoed = (0, 0)
             if is_mapping(message):
                 self._read_assistant(message, f"{cptr}/message", turn, Phase.RESPONSE, b)
             elif isinstance(choice.get("text"), str):  # legacy completions
-                b.assistant_text(choice["text"], f"{cptr}/text", turn=turn, phase=Phase.RESPONSE)
-            _read_choice_logprobs(choice, cptr, index, b)
+                text = choice["text"]
+                echoed = _echoed(b.echo, index, choice, text)
+                if len(text) > echoed[0]:  # `max_tokens: 0` scoring echoes the prompt alone: no assistant text
+                    b.assistant_text(text[echoed[0]:], f"{cptr}/text", turn=turn, phase=Phase.RESPONSE,
+                                     start=echoed[0])
+            _read_choice_logprobs(choice, cptr, index, b, echoed[1])
             if isinstance(choice.get("prompt_logprobs"), list):
                 b.add_logprobs("prompt", f"{cptr}/prompt_logprobs", choice["prompt_logprobs"], index)
         if isinstance(response.get("prompt_logprobs"), list):
@@ -245,17 +283,25 @@ class _ChoiceStream:
         self.calls: dict[Any, _CallStream] = {}
         self.finish_reason: str | None = None
         self.stop_reason: Any = None
+        self.echoed = 0  # leading characters of the content that are an echoed prompt (legacy completions)
 
     def absorb(self, choice: Mapping[str, Any], cptr: str, b: ExchangeBuilder) -> None:
         delta = choice.get("delta")
+        echoed_tokens = 0
         if type(delta) is dict or isinstance(delta, Mapping):
             if delta:  # many chunks carry only logprobs or a finish reason
                 self._absorb_delta(delta, f"{cptr}/delta")
         elif delta is not None:
             expect(delta, Mapping, f"{cptr}/delta", "delta")
         elif isinstance(choice.get("text"), str):  # legacy completions stream
-            self.content.append((choice["text"], f"{cptr}/text"))
-        _read_choice_logprobs(choice, cptr, self.index, b)
+            text = choice["text"]
+            if b.echo is not None and not self.content:  # vLLM echoes the prompt in a choice's first chunk
+                self.echoed, echoed_tokens = _echoed(b.echo, self.index, choice, text)
+            self.content.append((text, f"{cptr}/text"))
+        elif "message" in choice:  # a whole response's choice: its message would be skipped unread
+            raise BodyError("a stream choice carries a \"delta\" (or a completions \"text\"), not a \"message\"; "
+                            "send a complete response as an object, not in a list", f"{cptr}/message")
+        _read_choice_logprobs(choice, cptr, self.index, b, echoed_tokens)
         finish_reason = choice.get("finish_reason")
         if isinstance(finish_reason, str):
             self.finish_reason = finish_reason
@@ -291,8 +337,8 @@ class _ChoiceStream:
 
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
         b.streamed_text(self.reasoning, turn=turn, reasoning=self.reasoning_key or "")
-        for fragments in (self.content, self.refusal):
-            b.streamed_text(fragments, turn=turn)
+        b.streamed_text(self.content, turn=turn, skip=self.echoed)
+        b.streamed_text(self.refusal, turn=turn)
         # Numbered tool calls first, in index order; a legacy `function_call` last.
         for key in sorted(self.calls, key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0)):
             self.calls[key].emit(b, turn)
@@ -400,14 +446,71 @@ def _index(value: Any, default: int) -> int:
     return default if index is None else index
 
 
-def _read_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
+def _read_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder,
+                          echoed_tokens: int = 0) -> None:
+    """Add a choice's logprob source; `echoed_tokens`: leading completions tokens that are an echoed prompt."""
     logprobs = choice.get("logprobs")
     if type(logprobs) is dict or isinstance(logprobs, Mapping):
         content = logprobs.get("content")
         if isinstance(content, list):
             b.add_logprobs("chat", f"{cptr}/logprobs/content", content, index)
         elif isinstance(logprobs.get("tokens"), list):
-            b.add_logprobs("completions", f"{cptr}/logprobs", logprobs, index)
+            # Kept when no token is left (`max_tokens: 0`): the response had logprobs, there is nothing to pull.
+            data = _without_echo(logprobs, echoed_tokens) if echoed_tokens > 0 else logprobs
+            b.add_logprobs("completions", f"{cptr}/logprobs", data, index)
+
+
+def _echoed_prompts(prompt: Any, n: Any) -> EchoedPrompts:
+    """The text vLLM echoes per prompt: a string prompt's own; None for token ids, whose text we do not have."""
+    if isinstance(prompt, str):
+        prompts: tuple[str | None, ...] = (prompt,)
+    elif isinstance(prompt, list) and prompt and all(type(p) is int for p in prompt):  # one prompt of token ids
+        prompts = (None,)
+    elif isinstance(prompt, list):
+        prompts = tuple(p if isinstance(p, str) else None for p in prompt)
+    else:
+        prompts = ()
+    count = int_or_none(n)
+    return EchoedPrompts(prompts, count if count is not None and count > 0 else 1)
+
+
+def _echoed(echo: EchoedPrompts | None, index: int, choice: Mapping[str, Any], text: str) -> tuple[int, int]:
+    """(characters, tokens) of the prompt echoed at the start of a completions choice (or of its first stream
+    chunk): (0, 0) without `echo` or for a token-id prompt. The token count is vLLM's own where the choice has
+    `prompt_token_ids` or `prompt_logprobs` (one per prompt token); else the tokens that start inside the
+    echoed characters. With `return_token_ids` vLLM echoes no text but still the prompt's logprobs."""
+    prompt = echo.of(index) if echo is not None else None
+    if prompt is None:
+        return 0, 0
+    chars = len(prompt) if prompt and text.startswith(prompt) else 0
+    for key in ("prompt_token_ids", "prompt_logprobs"):
+        counted = choice.get(key)
+        if isinstance(counted, list):
+            return chars, len(counted)
+    logprobs = choice.get("logprobs")
+    tokens = logprobs.get("tokens") if is_mapping(logprobs) else None
+    if not chars or not isinstance(tokens, list) or not tokens:
+        return chars, 0
+    offsets = logprobs.get("text_offset")
+    if not (isinstance(offsets, list) and len(offsets) == len(tokens) and all(type(o) is int for o in offsets)):
+        offsets = [0, *accumulate(len(t) if isinstance(t, str) else 0 for t in tokens[:-1])]
+    first = offsets[0] if offsets else 0
+    return chars, bisect_left([o - first for o in offsets], chars)
+
+
+def _without_echo(logprobs: Mapping[str, Any], count: int) -> dict[str, Any]:
+    """Completions logprobs less their first `count` tokens (an echoed prompt's), offsets rebased to the first
+    token kept: the rest is exactly what vLLM returns for the completion alone."""
+    out = dict(logprobs)
+    for key in ("tokens", "token_logprobs", "top_logprobs"):
+        if isinstance(out.get(key), list):
+            out[key] = out[key][count:]
+    offsets = out.get("text_offset")
+    if isinstance(offsets, list):
+        kept = offsets[count:]
+        base = kept[0] if kept and type(kept[0]) is int else 0
+        out["text_offset"] = [o - base if type(o) is int else o for o in kept]
+    return out
 
 
 def _looks_like_chat_response(response: Any) -> bool:

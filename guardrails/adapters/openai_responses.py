@@ -45,6 +45,15 @@ FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 class OpenAIResponsesAdapter(Adapter):
     format = "openai.responses"
     top_score = 95
+    stream_event = 'an OpenAI Responses stream event (an object whose "type" starts with "response." or is "error")'
+
+    @classmethod
+    def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
+        kind = chunk.get("type")
+        if not isinstance(kind, str):
+            return "type" in chunk  # a type that is not a string: the reader refuses it, pointing at it
+        # Every event type is namespaced "response." (types we do not use are skipped); errors are "error".
+        return kind.startswith("response.") or kind == "error"
 
     @classmethod
     def sniff(cls, request: Mapping[str, Any], response: Any) -> int:
