@@ -249,3 +249,35 @@ def test_multiple_choices_align_to_their_own_segments() -> None:
     for a, choice in zip(aligned, (0, 1), strict=True):
         assert all(f"/choices/{choice}/" in u.segment.pointer for u in a.units)
     assert "Paris" in pointers
+
+
+def completion_stream(words: list[str], low: int, offsets: bool = True) -> list[dict[str, Any]]:
+    """A vLLM completions stream, one token per chunk; token `low` was a guess."""
+    chunks, at = [], 0
+    for i, word in enumerate(words):
+        lp = -6.0 if i == low else -0.05
+        logprobs: dict[str, Any] = {"token_logprobs": [lp], "tokens": [word], "top_logprobs": [{word: lp, " x": -7.0}]}
+        if offsets:
+            logprobs["text_offset"] = [at]  # vLLM counts them in the whole text, not in the chunk
+        chunks.append({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m",
+                       "choices": [{"index": 0, "text": word, "logprobs": logprobs, "finish_reason": None}]})
+        at += len(word)
+    return chunks
+
+
+@pytest.mark.parametrize("offsets", [True, False])
+def test_a_streamed_completion_is_aligned_and_judged_as_one_generation(offsets: bool) -> None:
+    # Each chunk carries one token's logprobs: aligned chunk by chunk, no segment text was ever found.
+    words = ["The", " capital", " of", " France", " is", " Lyon", "."]
+    body = {"request": {"model": "m", "prompt": "Q: the capital of France?\nA:", "logprobs": 1},
+            "response": completion_stream(words, low=5, offsets=offsets)}
+    exchange = read_exchange(body["request"], body["response"])
+    (aligned,) = align_exchange(exchange)
+    assert aligned.stream.text == "".join(words)
+    (unit,) = aligned.units
+    assert (unit.token_start, unit.token_end) == (0, len(words))
+    (report,) = analyze([aligned], False, -2.3).reports
+    (span,) = report.signals.low_spans
+    location = unit.locate(*span)
+    assert location.pointer == "/response/5/choices/0/text"
+    assert resolve(body, location.pointer)[location.start:location.end] == " Lyon"

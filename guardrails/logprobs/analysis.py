@@ -14,7 +14,7 @@ from guardrails.exchange import Exchange, LogprobSource, Phase, Segment, Segment
 from guardrails.logprobs.align import Unit, align
 from guardrails.logprobs.records import records
 from guardrails.logprobs.signals import UnitSignals, token_signals, unit_bounds, unit_signals
-from guardrails.logprobs.tokens import TokenStream, read_chat, read_source
+from guardrails.logprobs.tokens import TokenStream, join_completions, read_chat, read_completions, read_source
 from guardrails.model_stats import Moments
 
 GENERATED = (SegmentKind.REASONING, SegmentKind.ASSISTANT, SegmentKind.TOOL_CALL)
@@ -72,13 +72,16 @@ def streams(exchange: Exchange, id_text: Mapping[int, str] | None = None, *, pro
     whether to read prompt logprobs too (a long prompt's are the largest source)."""
     out: list[tuple[TokenStream, str, int]] = []
     chat_parts: dict[int, list[LogprobSource]] = {}
+    completion_parts: dict[int, list[LogprobSource]] = {}
     for source in exchange.logprobs:
         if source.shape in ("chat", "responses"):
             chat_parts.setdefault(source.choice, []).append(source)
         elif source.shape == "completions":
-            out.append((read_source("completions", source.data), "response", source.choice))
+            completion_parts.setdefault(source.choice, []).append(source)
         elif source.shape == "prompt" and prompt:
             out.append((read_source("prompt", source.data), "prompt", source.choice))
+    for choice, parts in completion_parts.items():  # a stream: one source per chunk, joined as one generation
+        out.append((read_completions(join_completions([p.data for p in parts])), "response", choice))
     for choice, parts in chat_parts.items():
         out.append((read_chat([p.data for p in parts], id_text), "response", choice))
     return out

@@ -147,6 +147,33 @@ def sizes(items: Sequence[Sized]) -> np.ndarray:
     return ints(map(len, items), len(items))
 
 
+def join_completions(parts: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The completions logprobs of a stream's chunks (one choice) as one. Each chunk's `text_offset` counts in
+    the whole text; they are kept, rebased to the first, only when they still rise from chunk to chunk (an
+    echoed prompt cut from the first chunk rebases only that one): else the tokens' own lengths place them."""
+    if len(parts) == 1:
+        return parts[0]
+    joined: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    offsets_ok = True
+    for part in parts:
+        tokens = list(part.get("tokens") or ())
+        joined["tokens"] += tokens
+        for key in ("token_logprobs", "top_logprobs"):
+            values = part.get(key)
+            joined[key] += values if isinstance(values, list) and len(values) == len(tokens) else [None] * len(tokens)
+        offsets = part.get("text_offset")
+        if isinstance(offsets, list) and len(offsets) == len(tokens):
+            joined["text_offset"] += offsets
+        else:
+            offsets_ok = False
+    rising = joined["text_offset"]
+    if offsets_ok and rising and all(type(o) is int for o in rising) and rising == sorted(rising):
+        joined["text_offset"] = [o - rising[0] for o in rising]
+    else:
+        del joined["text_offset"]
+    return joined
+
+
 def read_completions(data: Mapping[str, Any]) -> TokenStream:
     tokens = list(data.get("tokens") or ())
     n = len(tokens)
