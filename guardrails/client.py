@@ -19,14 +19,17 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 import orjson
+from pydantic import ValidationError
 
 from guardrails.contract import CheckResponse
 
 FailMode = Literal["open", "closed"]
 CLIENT_DETECTOR = "guardrails_client"
-# Failures worth another attempt: the request never reached a healthy service. A read timeout is not
-# retried: the service got the check and the latency budget is already spent.
-RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout)
+# Failures worth another attempt: the request never reached a healthy service. A pooled keep-alive connection
+# that the service or a load balancer dropped fails as RemoteProtocolError when closed, ReadError/WriteError when
+# reset. A read timeout is not retried: the service got the check and the latency budget is already spent.
+RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.PoolTimeout,
+             httpx.ReadError, httpx.WriteError)
 log = logging.getLogger("guardrails.client")
 T = TypeVar("T")
 
@@ -103,7 +106,11 @@ class GuardrailsClient:
                 return self._unreachable(f"{type(exc).__name__}: {exc}", phase, format)
             else:
                 if answer.status_code == 200:
-                    return CheckResponse.model_validate_json(answer.content)
+                    try:
+                        return CheckResponse.model_validate_json(answer.content)
+                    except ValidationError as exc:  # something else answers at that URL: no verdict to trust
+                        reason = f"HTTP 200 but not a check response: {exc.errors()[0]['msg']}"
+                        return self._unreachable(reason, phase, format)
                 if answer.status_code < 500:
                     raise CheckRejected(answer.status_code, _error_of(answer))
                 reason = f"HTTP {answer.status_code}: {answer.text[:200]}"
@@ -131,10 +138,10 @@ class SyncGuardrailsClient:
     caller's thread already runs a loop, and keeps one connection pool across calls."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", **options: Any) -> None:
+        self._client = GuardrailsClient(url, **options)  # first: bad options must not leave a loop thread behind
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="guardrails-client", daemon=True)
         self._thread.start()
-        self._client = GuardrailsClient(url, **options)
 
     @property
     def fail_mode(self) -> FailMode:

@@ -20,6 +20,7 @@ import orjson
 from guardrails.client import CheckRejected, FailMode, GuardrailsClient, synthetic_verdict
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, BlockNotice, detect_api
+from guardrails.middleware.payload import read_payload
 from guardrails.middleware.sse import SSESplitter
 from guardrails.middleware.stream import STOP_MID_STREAM, StreamChecker
 
@@ -79,10 +80,11 @@ class GuardrailsMiddleware:
             await self.app(scope, receive, send)
             return
         body, complete = await _read_body(receive)
-        if not complete or not _is_json_object(body):
+        request = read_payload(body) if complete else None
+        if request is None or not isinstance(request.value, dict):
             await self.app(scope, _replay(body, receive), send)  # not ours to judge: the upstream answers
             return
-        call = GuardedCall(self, api, scope, body)
+        call = GuardedCall(self, api, scope, body, request.check_bytes)
         if self.check_input:
             call.input_result = await call.check(call.body_prefix + b"}", "request")
             if call.input_result.verdict == "block":
@@ -94,13 +96,15 @@ class GuardrailsMiddleware:
 class GuardedCall:
     """One request through the middleware: its check bodies, and the response side of the exchange."""
 
-    def __init__(self, owner: GuardrailsMiddleware, api: Api, scope: Scope, body: bytes) -> None:
+    def __init__(self, owner: GuardrailsMiddleware, api: Api, scope: Scope, body: bytes,
+                 check_request: bytes | None = None) -> None:
         self.owner = owner
         self.api = api
         self.scope = scope
         context = _context(scope, owner.context_headers)
-        self.body_prefix = _check_prefix(body, api.format, context, owner.policy)
-        self.partial_prefix = _check_prefix(body, api.format, {}, owner.policy)  # mid-stream: nothing spent
+        checked = body if check_request is None else check_request  # a strict copy when `body` is lenient JSON
+        self.body_prefix = _check_prefix(checked, api.format, context, owner.policy)
+        self.partial_prefix = _check_prefix(checked, api.format, {}, owner.policy)  # mid-stream: nothing spent
         self.input_result: CheckResponse | None = None
         self.stopped = asyncio.Event()  # set once we ended the response ourselves (block)
         self._request = body
@@ -196,12 +200,11 @@ class GuardedCall:
         if message.get("more_body", False):
             return
         body = bytes(self._buffer)
-        try:
-            orjson.loads(body)
-        except orjson.JSONDecodeError:
+        response = read_payload(body)
+        if response is None:
             result = None  # not JSON after all: nothing we can judge
         else:
-            result = await self.check(self.body_prefix + b',"response":' + body + b"}", "response")
+            result = await self.check(self.body_prefix + b',"response":' + response.check_bytes + b"}", "response")
             await self._report(result)
         if result is not None and result.verdict == "block":
             self.stopped.set()
@@ -242,7 +245,11 @@ class GuardedCall:
         self.stopped.set()
         await self._report(result)
         notice = _notice(result, self.owner.block_status)
-        error = self.api.sse_error(notice, self._splitter.separator)
+        sep = self._splitter.separator
+        error = self.api.sse_error(notice, sep)
+        if forwarded and not forwarded.endswith(sep):
+            # The upstream's body ended mid-frame: close its last event, or ours would merge into it.
+            forwarded += sep[len(sep) // 2:] if forwarded.endswith(sep[: len(sep) // 2]) else sep
         await self._downstream({"type": "http.response.body", "body": bytes(forwarded) + error,
                                 "more_body": False})
         return True
@@ -314,13 +321,6 @@ def _check_prefix(request: bytes, fmt: str, context: Mapping[str, str], policy: 
     if policy:
         extra["policy"] = policy
     return b'{"request":' + request + b"," + orjson.dumps(extra)[1:-1]
-
-
-def _is_json_object(body: bytes) -> bool:
-    try:
-        return isinstance(orjson.loads(body), dict)
-    except orjson.JSONDecodeError:
-        return False
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

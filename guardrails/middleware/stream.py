@@ -14,7 +14,7 @@ waits for the final check, which still ends the stream before its success marker
 
 Only the final check is a real output-phase check for the service's accounting: mid-stream checks are sent
 without the caller context, so budgets, block streaks and rate windows are spent once per call, not once
-per re-check.
+per re-check. A stream stopped mid-stream gets that final check on the chunks so far, when it stops.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
-
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, EventKind
+from guardrails.middleware.payload import read_payload
 from guardrails.middleware.sse import SSEEvent
 
 CheckChunks = Callable[[list[bytes], bool], Awaitable[CheckResponse]]  # (chunks, final) -> verdict
@@ -59,11 +58,16 @@ class StreamChecker:
         result = await self.run_check(final=kind == EventKind.TERMINAL)
         if kind == EventKind.TERMINAL:
             return result if result.verdict == "block" else None
-        return result if self._stops_mid_stream(result) else None
+        if not self._stops_mid_stream(result):
+            return None
+        # The stream ends here, so this is its final verdict: re-check as the accounted one (with the caller
+        # context), or a stopped stream's block would never reach budgets, block streaks or the audit's agent.
+        final = await self.run_check(final=True)
+        return final if final.verdict == "block" else result
 
     async def finish(self) -> CheckResponse | None:
-        """The upstream body ended: check what the last check has not seen; returns a blocking verdict."""
-        if self._unchecked:
+        """The upstream body ended: the final check, unless it ran; returns a blocking verdict."""
+        if self._unchecked or not self.final_done:
             await self.run_check(final=True)
         return self.last if self.last is not None and self.last.verdict == "block" else None
 
@@ -86,20 +90,21 @@ class StreamChecker:
             return EventKind.TERMINAL
         if not data:
             return EventKind.OTHER  # comments, keep-alives
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
+        chunk = read_payload(data)
+        if chunk is None:
             return EventKind.OTHER
-        self.chunks.append(data)
+        self.chunks.append(chunk.check_bytes)
         self._unchecked += 1
-        kind = self.api.classify(event.name, parsed)
+        kind = self.api.classify(event.name, chunk.value)
         if kind == EventKind.PROGRESS:
             self._pending += 1
         return kind
 
     def _due(self, kind: EventKind) -> bool:
         if kind == EventKind.TERMINAL:
-            return self._unchecked > 0 or self.checks == 0
+            # Also when the last chunk was just re-checked mid-stream: that check carried no context, and a
+            # block it did not stop on (tool_schema) must end the stream here, before `[DONE]` goes out.
+            return self._unchecked > 0 or not self.final_done
         if not self.incremental:
             return False
         if kind == EventKind.TOOL_START:
