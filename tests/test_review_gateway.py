@@ -14,6 +14,7 @@ import asyncio
 import copy
 import json
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,13 +202,20 @@ def test_block_at_the_final_check_comes_before_done(service_app: Any) -> None:
     assert final["context"] == {"agent_id": "travel-agent"} and len(final["response"]) == 5
 
 
-def test_final_check_runs_even_when_the_last_chunk_was_just_checked() -> None:
-    finals: list[bool] = []
+def _allowing(finals: list[bool]) -> Callable[[list[bytes], bool], Awaitable[CheckResponse]]:
+    """A stream check that allows everything and records whether each call was the final one."""
 
     async def check(chunks: list[bytes], final: bool) -> CheckResponse:
         finals.append(final)
         return CheckResponse.model_validate(CheckResponse.model_json_schema()["example"] | {
             "verdict": "allow", "findings": []})
+
+    return check
+
+
+def test_final_check_runs_even_when_the_last_chunk_was_just_checked() -> None:
+    finals: list[bool] = []
+    check = _allowing(finals)
 
     async def run() -> None:
         checker = StreamChecker(OPENAI_CHAT, check, interval_s=0.0)
@@ -221,11 +229,7 @@ def test_final_check_runs_even_when_the_last_chunk_was_just_checked() -> None:
 
 def test_stream_without_marker_gets_its_final_check_after_a_mid_stream_one() -> None:
     finals: list[bool] = []
-
-    async def check(chunks: list[bytes], final: bool) -> CheckResponse:
-        finals.append(final)
-        return CheckResponse.model_validate(CheckResponse.model_json_schema()["example"] | {
-            "verdict": "allow", "findings": []})
+    check = _allowing(finals)
 
     async def run() -> None:
         checker = StreamChecker(OPENAI_CHAT, check)
