@@ -91,9 +91,8 @@ class GuardModelDetector(Detector):
             shared_client(VLLMConfig.from_settings(raw)) if isinstance(raw, Mapping) else None)
 
     def _template(self, check: str) -> Template:
-        path = Path((self.settings.get("templates") or {}).get(check, DEFAULT_TEMPLATES[check]))
-        if not path.is_absolute():
-            path = Path(self.services.extra.get("policy_dir") or DEFAULT_POLICY_DIR) / path
+        path = self.policy_file((self.settings.get("templates") or {}).get(check, DEFAULT_TEMPLATES[check]),
+                                DEFAULT_POLICY_DIR)
         return Template(path.read_text(encoding="utf-8"))
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:

@@ -88,12 +88,13 @@ class Detector(ABC):
         self.settings: Mapping[str, Any] = settings or {}
         self.services = services or Services()
 
-    def policy_file(self, value: str | Path) -> Path:
+    def policy_file(self, value: str | Path, outside_a_bundle: Path | None = None) -> Path:
         """A file named by a setting: a relative path is read from the policy's bundle (where the author keeps
-        it, and where it counts in the policy version), not from the directory the service was started in."""
+        it, and where it counts in the policy version), not from the directory the service was started in;
+        for a detector built outside a bundle, from `outside_a_bundle` when given."""
         path = Path(value).expanduser()
-        bundle = self.services.extra.get("policy_dir")
-        return path if path.is_absolute() or bundle is None else Path(bundle) / path
+        base = self.services.extra.get("policy_dir") or outside_a_bundle
+        return path if path.is_absolute() or base is None else Path(base) / path
 
     @abstractmethod
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
