@@ -52,6 +52,19 @@ get(PyObject *dict, PyObject *key)
     return value;
 }
 
+/* A new reference to item i of a list or tuple that must still hold n items; NULL when a key comparison
+ * (Python code) has changed its size since the loop began. */
+static PyObject *
+item(PyObject *seq, Py_ssize_t i, Py_ssize_t n)
+{
+    if (PySequence_Fast_GET_SIZE(seq) != n) {
+        return NULL;
+    }
+    PyObject *value = PySequence_Fast_GET_ITEM(seq, i);
+    Py_INCREF(value);
+    return value;
+}
+
 /* One entry into tokens[i] and values[0..k]: 1 when read, 0 when its shape differs. */
 static int
 read_entry(PyObject *entry, PyObject *const *keys, Py_ssize_t k, PyObject *tokens, Py_ssize_t i, double *values)
@@ -78,14 +91,9 @@ read_entry(PyObject *entry, PyObject *const *keys, Py_ssize_t k, PyObject *token
         return 0;
     }
     for (Py_ssize_t j = 0; ok && j < k; j++) {
-        if (PySequence_Fast_GET_SIZE(top) != k) { /* a key comparison changed the list */
-            ok = 0;
-            break;
-        }
-        PyObject *alt = PySequence_Fast_GET_ITEM(top, j);
-        Py_INCREF(alt);
-        PyObject *value = get(alt, alt_key);
-        Py_DECREF(alt);
+        PyObject *alt = item(top, j, k);
+        PyObject *value = alt == NULL ? NULL : get(alt, alt_key);
+        Py_XDECREF(alt);
         if (value == NULL) {
             ok = 0;
             break;
@@ -127,14 +135,9 @@ read_uniform(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     double *values = (double *)PyBytes_AS_STRING(packed);
     int ok = 1;
     for (Py_ssize_t i = 0; ok && i < n; i++) {
-        if (PySequence_Fast_GET_SIZE(entries) != n) { /* a key comparison changed the list */
-            ok = 0;
-            break;
-        }
-        PyObject *entry = PySequence_Fast_GET_ITEM(entries, i);
-        Py_INCREF(entry);
-        ok = read_entry(entry, args + 1, k, tokens, i, values + i * (k + 1));
-        Py_DECREF(entry);
+        PyObject *entry = item(entries, i, n);
+        ok = entry != NULL && read_entry(entry, args + 1, k, tokens, i, values + i * (k + 1));
+        Py_XDECREF(entry);
     }
     Py_DECREF(entries);
     if (!ok) { /* a tuple with unfilled slots is safe to free */
