@@ -93,7 +93,7 @@ class ExchangeBuilder:
         self.has_response = False
         self.next_turn = 0  # turn index of the response; adapters set it from the request history
         self.response_from = 0  # segments before this index were read from the request (no response text)
-        self.echo: EchoedPrompts | None = None  # legacy Completions with `echo: true` (set from the request)
+        self.echo: EchoedPrompts | None = None  # Completions or Chat with `echo: true` (set from the request)
 
     # --- history lists ----------------------------------------------------------------------------
     def read_items(self, pointer: str, items: list[Any], read_one: Callable[[Any, int], None]) -> None:
@@ -327,12 +327,17 @@ class ExchangeBuilder:
 class EchoedPrompts(NamedTuple):
     """The prompts of a legacy Completions request with `echo: true`, which vLLM puts before each choice's text
     (and its logprobs): choice i echoes prompt i // n, as vLLM numbers choices prompt by prompt. None stands for
-    a token-id prompt, whose text is unknown here."""
+    a token-id prompt, whose text is unknown here. A Chat Completions `echo` is one prompt, the last message's
+    text, that vLLM puts before a choice's `message.content` only where the message has that message's role."""
 
     prompts: tuple[str | None, ...]
     n: int = 1
+    role: str | None = None  # chat: the echoed message's role; None (completions): every choice echoes
 
-    def of(self, choice: int) -> str | None:
+    def of(self, choice: int, role: str | None = None) -> str | None:
+        """The text echoed at the start of choice `choice`, whose message has role `role` (chat)."""
+        if self.role is not None and role != self.role:
+            return None
         index = choice // self.n
         return self.prompts[index] if 0 <= index < len(self.prompts) else None
 

@@ -12,6 +12,12 @@ assistant text (located at offset len(prompt) of `text`), and the completions lo
 completion's tokens: the prompt was the caller's, so it is neither judged as model output nor learned from
 (vLLM also returns its logprobs as `prompt_logprobs`). A token-id prompt's text is unknown, so its choices are
 read whole, as model text, as without `echo`.
+
+Chat Completions with `echo: true`: where the last request message has the role of the response's message (an
+assistant prefill, as a rule), vLLM puts that message's text (its text parts joined with "\n") before each
+choice's `message.content`, and a stream sends it as a choice's first content delta, with no logprobs. That text
+is already read as the request's last message: only the content after it is assistant text (located at offset
+len(text) of the content), where the content starts with it. Chat logprobs never cover it: they are kept whole.
 """
 
 from __future__ import annotations
@@ -109,6 +115,8 @@ class OpenAIChatAdapter(Adapter):
             b.next_turn = len(messages)
             b.read_items(f"{base}/messages", messages,
                          lambda message, i: self._read_message(message, f"{base}/messages/{i}", i, Phase.REQUEST, b))
+            if request.get("echo") is True:
+                b.echo = _echoed_message(messages, request.get("n"))
         self._read_tools(request, b)
         self._read_tool_choice(request, b)
         fmt = request.get("response_format")
@@ -144,7 +152,8 @@ class OpenAIChatAdapter(Adapter):
             b.text(kind, text, pointer, role=role, turn=turn, phase=phase, tool_call_id=call_id, tool_name=name)
 
     def _read_assistant(self, message: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
-                        b: ExchangeBuilder) -> None:
+                        b: ExchangeBuilder, echoed: int = 0) -> None:
+        """`echoed`: leading characters of a string content that vLLM echoed from the request (chat `echo`)."""
         for key in REASONING_KEYS:
             value = message.get(key)
             if isinstance(value, str) and value:
@@ -153,8 +162,8 @@ class OpenAIChatAdapter(Adapter):
                 break
         content = message.get("content")
         if content is not None:  # agents' tool-calling turns have none: no pointer to build
-            for text, pointer in content_texts(content, f"{ptr}/content"):
-                b.assistant_text(text, pointer, turn=turn, phase=phase)
+            for text, pointer in content_texts(content, f"{ptr}/content"):  # a string content: one run
+                b.assistant_text(text[echoed:], pointer, turn=turn, phase=phase, start=echoed)
         refusal = message.get("refusal")
         if isinstance(refusal, str):
             b.assistant_text(refusal, f"{ptr}/refusal", turn=turn, phase=phase)
@@ -224,7 +233,8 @@ class OpenAIChatAdapter(Adapter):
             message = choice.get("message")
             echoed = (0, 0)
             if is_mapping(message):
-                self._read_assistant(message, f"{cptr}/message", turn, Phase.RESPONSE, b)
+                self._read_assistant(message, f"{cptr}/message", turn, Phase.RESPONSE, b,
+                                     _echoed_content(b.echo, index, message))
             elif isinstance(choice.get("text"), str):  # legacy completions
                 text = choice["text"]
                 echoed = _echoed(b.echo, index, choice, text)
@@ -283,14 +293,16 @@ class _ChoiceStream:
         self.calls: dict[Any, _CallStream] = {}
         self.finish_reason: str | None = None
         self.stop_reason: Any = None
-        self.echoed = 0  # leading characters of the content that are an echoed prompt (legacy completions)
+        self.echoed = 0  # leading characters of the content that are an echoed prompt (or chat message)
+        self.role: str | None = None  # the role its deltas named (vLLM: in the first chunk)
+        self.has_text = False  # a non-empty content delta was read: the one vLLM echoes into is the first
 
     def absorb(self, choice: Mapping[str, Any], cptr: str, b: ExchangeBuilder) -> None:
         delta = choice.get("delta")
         echoed_tokens = 0
         if type(delta) is dict or isinstance(delta, Mapping):
             if delta:  # many chunks carry only logprobs or a finish reason
-                self._absorb_delta(delta, f"{cptr}/delta")
+                self._absorb_delta(delta, f"{cptr}/delta", b.echo)
         elif delta is not None:
             expect(delta, Mapping, f"{cptr}/delta", "delta")
         elif isinstance(choice.get("text"), str):  # legacy completions stream
@@ -308,9 +320,16 @@ class _ChoiceStream:
         if "stop_reason" in choice:
             self.stop_reason = choice["stop_reason"]
 
-    def _absorb_delta(self, delta: Mapping[str, Any], dptr: str) -> None:
+    def _absorb_delta(self, delta: Mapping[str, Any], dptr: str, echo: EchoedPrompts | None) -> None:
+        role = delta.get("role")
+        if isinstance(role, str):
+            self.role = role
         content = delta.get("content")
         if isinstance(content, str):
+            if content and not self.has_text:
+                self.has_text = True
+                if echo is not None:  # vLLM's echo chunk: the role chunk's "" comes before it
+                    self.echoed = _echoed_chars(echo, self.index, content, self.role or "assistant")
             self.content.append((content, f"{dptr}/content"))
         refusal = delta.get("refusal")
         if isinstance(refusal, str):
@@ -470,8 +489,39 @@ def _echoed_prompts(prompt: Any, n: Any) -> EchoedPrompts:
         prompts = tuple(p if isinstance(p, str) else None for p in prompt)
     else:
         prompts = ()
+    return EchoedPrompts(prompts, _choices_per_prompt(n))
+
+
+def _choices_per_prompt(n: Any) -> int:
     count = int_or_none(n)
-    return EchoedPrompts(prompts, count if count is not None and count > 0 else 1)
+    return count if count is not None and count > 0 else 1
+
+
+def _echoed_message(messages: list[Any], n: Any) -> EchoedPrompts | None:
+    """What vLLM's chat `echo` puts before each choice's content: the last message's text, its text parts joined
+    with "\n" (as vLLM joins them), for a response message of that message's role. None if it has no text."""
+    last = messages[-1] if messages else None
+    role = last.get("role") if is_mapping(last) else None
+    if not isinstance(role, str):
+        return None
+    parts = content_texts(last.get("content"), f"/request/messages/{len(messages) - 1}/content")
+    text = "\n".join(part for part, _ in parts)
+    return EchoedPrompts((text,), _choices_per_prompt(n), role) if text else None
+
+
+def _echoed_content(echo: EchoedPrompts | None, index: int, message: Mapping[str, Any]) -> int:
+    """Leading characters of a chat choice's string content that are the request's echoed last message."""
+    content = message.get("content")
+    if echo is None or not isinstance(content, str):
+        return 0
+    role = message.get("role")
+    return _echoed_chars(echo, index, content, role if isinstance(role, str) else "assistant")
+
+
+def _echoed_chars(echo: EchoedPrompts, index: int, text: str, role: str | None = None) -> int:
+    """len(prompt) where `text` starts with the prompt echoed into choice `index`, else 0 (read whole)."""
+    prompt = echo.of(index, role)
+    return len(prompt) if prompt and text.startswith(prompt) else 0
 
 
 def _echoed(echo: EchoedPrompts | None, index: int, choice: Mapping[str, Any], text: str) -> tuple[int, int]:
@@ -479,10 +529,9 @@ def _echoed(echo: EchoedPrompts | None, index: int, choice: Mapping[str, Any], t
     chunk): (0, 0) without `echo` or for a token-id prompt. The token count is vLLM's own where the choice has
     `prompt_token_ids` or `prompt_logprobs` (one per prompt token); else the tokens that start inside the
     echoed characters. With `return_token_ids` vLLM echoes no text but still the prompt's logprobs."""
-    prompt = echo.of(index) if echo is not None else None
-    if prompt is None:
+    if echo is None or echo.of(index) is None:
         return 0, 0
-    chars = len(prompt) if prompt and text.startswith(prompt) else 0
+    chars = _echoed_chars(echo, index, text)
     for key in ("prompt_token_ids", "prompt_logprobs"):
         counted = choice.get(key)
         if isinstance(counted, list):
