@@ -87,6 +87,34 @@ def test_the_c_reader_and_the_general_path_agree(k: int) -> None:
     assert fast[1][5] == -9999.0 and fast[2].shape == (37, k)
 
 
+def test_keys_of_their_own_and_in_any_order_read_the_same() -> None:
+    # The C reader matches the parsed body's shared key strings by identity and looks up any other key: entries
+    # whose keys are fresh strings, in another order, with extra fields, must read as the general path reads them.
+    rng = random.Random(12)
+
+    def fresh(key: str) -> str:
+        return "".join(list(key))  # equal, not identical
+
+    entries: list[dict[str, Any]] = []
+    for i in range(30):
+        plain = entry(rng, rng.choice(WORDS), 4)
+        if i % 3 == 0:
+            plain = {fresh(key): value for key, value in reversed(list(plain.items()))}
+            plain[fresh("top_logprobs")] = [{fresh(k): v for k, v in alt.items()} for alt in plain["top_logprobs"]]
+        if i % 5 == 0:
+            plain = {"extra": i, **plain}
+        entries.append(plain)
+    if tokens_module.read_uniform is None:
+        pytest.skip("the C reader is not built on this machine")
+    first = entries[1]
+    fast = tokens_module._read_uniform(entries, first)
+    assert fast is not None  # this shape is the usual one: the C reader must take it
+    general = tokens_module._read_by_field(entries, first)
+    assert fast[0] == general[0]
+    np.testing.assert_array_equal(fast[1], general[1])
+    np.testing.assert_array_equal(fast[2], general[2])
+
+
 def test_without_the_extension_every_response_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(11)
     entries = [entry(rng, rng.choice(WORDS), 5) for _ in range(50)]
@@ -159,7 +187,9 @@ def test_a_key_that_changes_the_list_while_compared_is_read_safely() -> None:
     if tokens_module.read_uniform is None:
         pytest.skip("the C reader is not built on this machine")
     armed = True
-    assert tokens_module.read_uniform(entries, "token", "logprob", "top_logprobs", "logprob", 2) is None
+    # A key string of its own (not the entries' "token"): the reader then looks it up by hash, which compares.
+    token_key = "".join(["tok", "en"])
+    assert tokens_module.read_uniform(entries, token_key, "logprob", "top_logprobs", "logprob", 2) is None
 
 
 def test_ragged_alternatives_with_the_usual_total_are_padded_not_shifted() -> None:
