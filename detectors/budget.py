@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import orjson
 
-from guardrails.detector import Detector, ScanContext, Services
+from guardrails.detector import Detector, ScanContext, Services, read_setting
 from guardrails.exchange import CallerContext, Exchange, Phase, Segment
 from guardrails.findings import Action, Category, Finding, Severity
 from guardrails.state.base import (
@@ -93,13 +93,14 @@ class BudgetDetector(Detector):
         self.limits, self.streak_limits = _limits(s.get("windows") or {})
         self.prices = {model: _price(model, raw) for model, raw in (s.get("prices") or {}).items()}
         self.warn_ratio = _number(s.get("warn_ratio", 0), "warn_ratio")
-        self.count_request_phase = bool(s.get("count_request_phase", False))
+        self.count_request_phase = self.setting("count_request_phase", bool, False)
         breaker = s.get("breaker") or {}
         _only(breaker, {"cooldown_s", "repeated_call", "anomaly"}, "breaker")
         self.cooldown_s = _number(breaker.get("cooldown_s", 300), "breaker.cooldown_s")
         repeated = breaker.get("repeated_call")
         _only(repeated or {}, {"max_repeats", "window_s"}, "breaker.repeated_call")
-        self.max_repeats = int(repeated.get("max_repeats", 5)) if repeated else 0
+        self.max_repeats = (read_setting(repeated, "max_repeats", int, 5, where="breaker.repeated_call.")
+                            if repeated else 0)
         self.repeat_window_s = _number((repeated or {}).get("window_s", 600), "repeated_call.window_s")
         anomaly = breaker.get("anomaly")
         _only(anomaly or {}, {"z", "alpha", "min_samples", "min_tokens", "period_s"}, "breaker.anomaly")
@@ -113,7 +114,7 @@ class BudgetDetector(Detector):
             period_s=_number(a.get("period_s", 60), "anomaly.period_s"),
             alpha=_number(a.get("alpha", 0.1), "anomaly.alpha"),
             clamp_z=self.anomaly_z,
-            min_samples=int(a.get("min_samples", 10)),
+            min_samples=read_setting(a, "min_samples", int, 10, where="breaker.anomaly."),
         )
         clock = self.services.extra.get("clock")  # tests drive time
         self.clock: Callable[[], float] = clock or time.time

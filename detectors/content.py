@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any
 
 from detectors._textfilter import TextFilter
-from guardrails.detector import Scope, Services
+from guardrails.detector import Scope, Services, SettingError, read_setting
 from guardrails.exchange import Segment, SegmentKind
 from guardrails.findings import Category, Hit, Severity
 from guardrails.textview import JSON_ESCAPE, where
@@ -118,14 +118,17 @@ class ContentDetector(TextFilter):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        default = Severity(self.settings.get("severity", Severity.MEDIUM))
+        default = Severity(self.setting("severity", str, Severity.MEDIUM.value))
         self.terms: dict[str, list[Term]] = {}
-        for term in self.settings.get("terms") or ():
+        for term in self.setting("terms", list, []):
             self._add(str(term), None, default)
-        for topic, spec in (self.settings.get("topics") or {}).items():
-            terms, severity = spec, default
+        for topic, spec in self.setting("topics", dict, {}).items():
+            terms, severity = spec or [], default
             if isinstance(spec, Mapping):
-                terms, severity = spec.get("terms") or (), Severity(spec.get("severity", default))
+                terms = read_setting(spec, "terms", list, [], where=f"topics.{topic}.")
+                severity = Severity(read_setting(spec, "severity", str, default.value, where=f"topics.{topic}."))
+            elif not isinstance(terms, list):  # a bare string would be matched letter by letter
+                raise SettingError(f"setting topics.{topic} must be a list of terms or a mapping, not {spec!r}")
             for term in terms:
                 self._add(str(term), str(topic), severity)
         self.pattern = self._compile()

@@ -24,7 +24,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from guardrails.detector import Detector, ScanContext, Scope, Services
+from guardrails.detector import Detector, ScanContext, Scope, Services, read_setting
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Severity
 from guardrails.vllm_client import VLLMClient, VLLMConfig, VLLMError, shared_client
@@ -72,28 +72,28 @@ class GuardModelDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        s = self.settings
-        self.checks = tuple(s.get("checks", ("alignment", "safety")))
+        self.checks = tuple(self.setting("checks", list, ["alignment", "safety"], items=str))
         unknown = set(self.checks) - set(DEFAULT_TEMPLATES)
         if unknown:
             raise ValueError(f"guard_model: unknown checks {sorted(unknown)}")
-        self.threshold = float(s.get("threshold", 0.5))
-        self.block_threshold = float(s.get("block_threshold", 0.9))
-        self.max_chars = int(s.get("max_chars", 6000))
-        self.top_logprobs = int(s.get("top_logprobs", 20))
-        self.positions = int(s.get("verdict_positions", 3))
-        self.unsafe = frozenset(t.lower() for t in s.get("unsafe_tokens", ("yes", "unsafe")))
-        self.safe = frozenset(t.lower() for t in s.get("safe_tokens", ("no", "safe")))
-        self.chat_template_kwargs = s.get("chat_template_kwargs")
-        self.templates = {check: self._template(check) for check in self.checks}
-        raw = s.get("vllm")
+        self.threshold = self.setting("threshold", float, 0.5)
+        self.block_threshold = self.setting("block_threshold", float, 0.9)
+        self.max_chars = self.setting("max_chars", int, 6000)
+        self.top_logprobs = self.setting("top_logprobs", int, 20)
+        self.positions = self.setting("verdict_positions", int, 3)
+        self.unsafe = frozenset(t.lower() for t in self.setting("unsafe_tokens", list, ["yes", "unsafe"], items=str))
+        self.safe = frozenset(t.lower() for t in self.setting("safe_tokens", list, ["no", "safe"], items=str))
+        self.chat_template_kwargs = self.setting("chat_template_kwargs", dict)
+        templates = self.setting("templates", dict, {})
+        self.templates = {check: self._template(read_setting(templates, check, str, DEFAULT_TEMPLATES[check],
+                                                             where="templates."))
+                          for check in self.checks}
+        raw = self.setting("vllm", dict)
         self.client: VLLMClient | None = self.services.vllm or (
-            shared_client(VLLMConfig.from_settings(raw)) if isinstance(raw, Mapping) else None)
+            shared_client(VLLMConfig.from_settings(raw)) if raw is not None else None)
 
-    def _template(self, check: str) -> Template:
-        path = self.policy_file((self.settings.get("templates") or {}).get(check, DEFAULT_TEMPLATES[check]),
-                                DEFAULT_POLICY_DIR)
-        return Template(path.read_text(encoding="utf-8"))
+    def _template(self, file: str) -> Template:
+        return Template(self.policy_file(file, DEFAULT_POLICY_DIR).read_text(encoding="utf-8"))
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         judgements = self._judgements(exchange, ctx.segments)

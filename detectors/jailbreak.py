@@ -575,7 +575,7 @@ class JailbreakDetector(SegmentDetector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        disabled = set(self.settings.get("disabled_rules") or ())
+        disabled = set(self.setting("disabled_rules", list, [], items=str))
         known = {r.id for r in RULES} | {"many_shot", "repeated_token", "encoded_payload", "leetspeak",
                                          "persona_preamble", LEARNED}
         if disabled - known:
@@ -583,10 +583,10 @@ class JailbreakDetector(SegmentDetector):
         self.disabled = disabled
         self.rules = tuple(r for r in RULES if r.id not in disabled)
         self.index = KeywordIndex(self.rules)
-        self.threshold = float(self.settings.get("threshold", 1.0))
-        self.many_shot_turns = int(self.settings.get("many_shot_turns", 16))
-        self.max_decoded = int(self.settings.get("max_decoded_chars", 4000))
-        model_file = self.settings.get("model_file")
+        self.threshold = self.setting("threshold", float, 1.0)
+        self.many_shot_turns = self.setting("many_shot_turns", int, 16)
+        self.max_decoded = self.setting("max_decoded_chars", int, 4000)
+        model_file = self.setting("model_file", str)
         self.model = None if LEARNED in disabled else jailbreak_model.load(
             self.policy_file(model_file) if model_file else jailbreak_model.MODEL_FILE)
 

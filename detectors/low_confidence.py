@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from guardrails.detector import Detector, ScanContext, Scope, Services
+from guardrails.detector import Detector, ScanContext, Scope, Services, SettingError, read_setting
 from guardrails.exchange import Exchange, Location, Phase, SegmentKind
 from guardrails.findings import Action, Category, Finding, Severity
 from guardrails.logprobs import Aligned, Analysis, UnitReport, align_exchange, analyze
@@ -72,27 +72,26 @@ class LowConfidenceDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        s = self.settings
-        self.token_logprob = float(s.get("token_logprob", -2.3))
-        self.segment_logprob = float(s.get("segment_logprob", -1.0))
-        self.max_low_share = float(s.get("max_low_share", 0.25))
-        self.min_tokens = int(s.get("min_tokens", 4))
-        self.relative = {**DEFAULT_RELATIVE, **(s.get("relative") or {})}
-        self.high_risk_tools = frozenset(s.get("high_risk_tools") or ())
-        self.max_spans = int(s.get("max_spans", 5))
-        self.max_summary_units = int(s.get("max_summary_units", 32))
-        self.pull = bool(s.get("pull", False))
-        self.pull_mode = str(s.get("pull_mode", "auto"))
-        self.top_k = int(s.get("top_k", 5))
+        self.token_logprob = self.setting("token_logprob", float, -2.3)
+        self.segment_logprob = self.setting("segment_logprob", float, -1.0)
+        self.max_low_share = self.setting("max_low_share", float, 0.25)
+        self.min_tokens = self.setting("min_tokens", int, 4)
+        self.relative = _relative(self.setting("relative", dict, {}))
+        self.high_risk_tools = frozenset(self.setting("high_risk_tools", list, [], items=str))
+        self.max_spans = self.setting("max_spans", int, 5)
+        self.max_summary_units = self.setting("max_summary_units", int, 32)
+        self.pull = self.setting("pull", bool, False)
+        self.pull_mode = self.setting("pull_mode", str, "auto")
+        self.top_k = self.setting("top_k", int, 5)
         self.client = self._client()
         self.io_bound = self.client is not None  # the engine then runs us concurrently, under our timeout
         self.stats: ModelStatsStore = self.services.extra.get("model_stats") or default_store()
 
     def _client(self) -> VLLMClient | None:
+        raw = self.setting("vllm", dict)  # checked even when the service hands us its client
         if self.services.vllm is not None:
             return self.services.vllm
-        raw = self.settings.get("vllm")
-        return shared_client(VLLMConfig.from_settings(raw)) if isinstance(raw, Mapping) else None
+        return shared_client(VLLMConfig.from_settings(raw)) if raw is not None else None
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         if not exchange.has_response:
@@ -236,3 +235,11 @@ class LowConfidenceDetector(Detector):
             pointer="/response",
             evidence={"error": type(exc).__name__},
         )
+
+
+def _relative(raw: Mapping[str, Any]) -> dict[str, float]:
+    """`relative:` over its defaults; a key that is not one of them is a typo, not a setting."""
+    unknown = sorted(str(key) for key in set(raw) - set(DEFAULT_RELATIVE))
+    if unknown:
+        raise SettingError(f"setting relative: unknown keys {unknown}; expected {sorted(DEFAULT_RELATIVE)}")
+    return {key: read_setting(raw, key, float, default, where="relative.") for key, default in DEFAULT_RELATIVE.items()}

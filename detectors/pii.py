@@ -302,26 +302,32 @@ class PIIDetector(TextFilter):
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
         s = self.settings
-        self.entities: tuple[str, ...] = tuple(s.get("entities") or DEFAULT_ENTITIES)
-        self.score_threshold = float(s.get("score_threshold", DEFAULT_SCORE_THRESHOLD))
-        self.allow_list: list[str] = [str(v) for v in s.get("allow_list") or ()]
-        self.allow_list_match: str = s.get("allow_list_match", "exact")
+        self.entities: tuple[str, ...] = tuple(self.setting("entities", list, [], items=str) or DEFAULT_ENTITIES)
+        self.score_threshold = self.setting("score_threshold", float, DEFAULT_SCORE_THRESHOLD)
+        # Values, not names: YAML reads an unquoted all-digit value as a number.
+        self.allow_list: list[str] = [str(v) for v in self.setting("allow_list", list, [])]
+        self.allow_list_match: str = self.setting("allow_list_match", str, "exact")
         if self.allow_list_match not in ("exact", "regex"):
             raise PIIConfigError("pii: allow_list_match must be 'exact' or 'regex'")
-        self.context: list[str] | None = list(s.get("context") or ()) or None
-        self.severity = {**DEFAULT_SEVERITY, **{k: Severity(v) for k, v in (s.get("severity") or {}).items()}}
+        self.context: list[str] | None = self.setting("context", list, [], items=str) or None
+        severity = self.setting("severity", dict, {})
+        self.severity = {**DEFAULT_SEVERITY, **{k: Severity(v) for k, v in severity.items()}}
+        nlp_engine = self.setting("nlp_engine", dict, {}) or NO_OP_ENGINE
+        # `countries: null` turns Presidio's country filter off (every country's recognizers).
+        countries = None if "countries" in s and s["countries"] is None else (
+            self.setting("countries", list, ["us"], items=str))
         from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
         self.analyzer = build_analyzer(
-            s.get("nlp_engine") or NO_OP_ENGINE,
-            s.get("countries", ["us"]),
-            s.get("phone_regions") or PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS,
+            nlp_engine,
+            countries,
+            self.setting("phone_regions", list, [], items=str) or PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS,
         )
-        if (s.get("nlp_engine") or NO_OP_ENGINE).get("nlp_engine_name") == "no_op" and self.context is None:
+        if nlp_engine.get("nlp_engine_name") == "no_op" and self.context is None:
             # No tokens and no context words: Presidio's enhancer can change nothing, but deep-copies
             # every result to find that out (half the cost of analyzing a short text with an e-mail).
             self.analyzer.context_aware_enhancer = _unchanged_enhancer()
-        for recognizer in _custom_recognizers(s.get("recognizers") or ()):
+        for recognizer in _custom_recognizers(self.setting("recognizers", list, [], items=dict)):
             self.analyzer.registry.add_recognizer(recognizer)
             self.entities += tuple(e for e in recognizer.supported_entities if e not in self.entities)
         supported = set(self.analyzer.get_supported_entities("en"))

@@ -175,15 +175,15 @@ class PromptInjectionDetector(SegmentDetector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        disabled = set(self.settings.get("disabled_rules") or ())
+        disabled = set(self.setting("disabled_rules", list, [], items=str))
         unknown = disabled - {r.id for r in RULES} - {"agent_request", "exfiltration_address", "hidden_text"}
         if unknown:
             raise ValueError(f"prompt_injection: unknown rule ids in disabled_rules: {sorted(unknown)}")
         self.rules = tuple(r for r in RULES if r.id not in disabled)
-        self.check_requests = bool(self.settings.get("agent_requests", True)) and "agent_request" not in disabled
+        self.check_requests = self.setting("agent_requests", bool, True) and "agent_request" not in disabled
         self.check_exfil = "exfiltration_address" not in disabled
         self.check_hidden = "hidden_text" not in disabled
-        self.max_hits = int(self.settings.get("max_hits", 20))
+        self.max_hits = self.setting("max_hits", int, 20)
 
     def analyze(self, segment: Segment) -> list[Hit]:
         text = segment.text

@@ -132,15 +132,16 @@ class SecretDetector(TextFilter):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        s = self.settings
-        disabled = set(s.get("disabled_rules") or ())
-        unknown = (disabled | set(s.get("severity") or {})) - RULE_IDS
+        disabled = set(self.setting("disabled_rules", list, [], items=str))
+        severity = self.setting("severity", dict, {})
+        unknown = (disabled | set(severity)) - RULE_IDS
         if unknown:
             raise ValueError(f"secret: unknown rule ids {sorted(unknown)}; known: {sorted(RULE_IDS)}")
         self.rules = tuple(r for r in RULES if r.id not in disabled)
-        self.generic_entropy = float(s.get("min_entropy", 3.0))
-        self.allow_list = frozenset(str(v) for v in s.get("allow_list") or ())
-        self.severity = {k: Severity(v) for k, v in (s.get("severity") or {}).items()}
+        self.generic_entropy = self.setting("min_entropy", float, 3.0)
+        # Values, not names: YAML reads an unquoted all-digit value as a number.
+        self.allow_list = frozenset(str(v) for v in self.setting("allow_list", list, []))
+        self.severity = {k: Severity(v) for k, v in severity.items()}
 
     def analyze(self, segment: Segment) -> list[Hit]:
         text = scan_view(segment)

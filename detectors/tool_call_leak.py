@@ -38,8 +38,8 @@ class ToolCallLeakDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        self.check_raw_output = bool(self.settings.get("raw_output", True))
-        self.dangerous = re.compile(str(self.settings.get("dangerous_names", DANGEROUS_NAMES)), re.IGNORECASE)
+        self.check_raw_output = self.setting("raw_output", bool, True)
+        self.dangerous = re.compile(self.setting("dangerous_names", str, DANGEROUS_NAMES), re.IGNORECASE)
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         texts = [(s, s.text) for s in ctx.segments if s.kind in _TEXT_KINDS]

@@ -35,14 +35,14 @@ class ToolLoopDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
-        self.max_repeats = int(self.settings.get("max_repeats", 3))
-        self.near_similarity = float(self.settings.get("near_similarity", 0.9))
-        self.max_near_repeats = int(self.settings.get("max_near_repeats", 4))
-        self.max_cycle_length = int(self.settings.get("max_cycle_length", 3))
-        self.min_cycle_repeats = int(self.settings.get("min_cycle_repeats", 3))
-        self.window = int(self.settings.get("window", 50))
+        self.max_repeats = self.setting("max_repeats", int, 3)
+        self.near_similarity = self.setting("near_similarity", float, 0.9)
+        self.max_near_repeats = self.setting("max_near_repeats", int, 4)
+        self.max_cycle_length = self.setting("max_cycle_length", int, 3)
+        self.min_cycle_repeats = self.setting("min_cycle_repeats", int, 3)
+        self.window = self.setting("window", int, 50)
         # Near repeats are looked for among this many latest calls of the same tool (a difflib ratio each).
-        self.near_window = int(self.settings.get("near_window", 10))
+        self.near_window = self.setting("near_window", int, 10)
         # History is resent every step: remember signatures, shingles and pair verdicts across checks.
         self._signatures: dict[tuple[str, str], tuple[str, str]] = {}
         self._shingles: dict[str, frozenset[str]] = {}

@@ -30,8 +30,8 @@ class ToolSchemaDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
-        self.max_errors = int(self.settings.get("max_errors_per_call", 10))
-        self.check_tool_choice = bool(self.settings.get("check_tool_choice", True))
+        self.max_errors = self.setting("max_errors_per_call", int, 10)
+        self.check_tool_choice = self.setting("check_tool_choice", bool, True)
         # Schemas arrive as fresh dicts on every request: cache compiled validators by content.
         self._validators: dict[bytes, Validator | None] = {}
 

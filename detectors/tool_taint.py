@@ -60,11 +60,11 @@ class ToolTaintDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
-        self.min_length = int(self.settings.get("min_length", 5))
-        self.min_digits = int(self.settings.get("min_number_digits", 5))
-        self.report_data_fields = bool(self.settings.get("report_data_fields", False))
-        self.check_tool_choice = bool(self.settings.get("tool_choice", True))
-        self.choice_coverage = float(self.settings.get("tool_choice_coverage", 0.6))
+        self.min_length = self.setting("min_length", int, 5)
+        self.min_digits = self.setting("min_number_digits", int, 5)
+        self.report_data_fields = self.setting("report_data_fields", bool, False)
+        self.check_tool_choice = self.setting("tool_choice", bool, True)
+        self.choice_coverage = self.setting("tool_choice_coverage", float, 0.6)
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         untrusted = exchange.untrusted

@@ -7,8 +7,10 @@ model can "call" `delete_all_files` when only `get_weather` was declared (shared
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
+from typing import Any
 
-from guardrails.detector import Detector, ScanContext, Scope
+from guardrails.detector import Detector, ScanContext, Scope, Services
 from guardrails.exchange import Exchange, Phase, SegmentKind
 from guardrails.findings import Category, Finding, Severity
 
@@ -19,8 +21,13 @@ class ToolUndeclared(Detector):
     # History calls were judged when they were made; by default only the new response is checked.
     default_scope = Scope(kinds=frozenset({SegmentKind.TOOL_CALL}), phases=frozenset({Phase.RESPONSE}))
 
+    def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
+        super().__init__(settings, services)
+        # Read when built, not per check: a wrong type must stop the policy from loading.
+        self.flag_when_no_tools = self.setting("flag_when_no_tools_declared", bool, True)
+
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
-        if not exchange.tools and not self.settings.get("flag_when_no_tools_declared", True):
+        if not exchange.tools and not self.flag_when_no_tools:
             return []
         declared = sorted(exchange.tools)
         findings = []

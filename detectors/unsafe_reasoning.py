@@ -150,17 +150,16 @@ class UnsafeReasoningDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        extra = self.settings.get("rules_file")
-        paths: list[str | Path] = [RULES_FILE]
-        if extra:
-            paths += [self.policy_file(p) for p in ([extra] if isinstance(extra, str) else extra)]
+        one_file = self.settings.get("rules_file")  # one extra rules file, or a list of them
+        extra = [one_file] if isinstance(one_file, str) else self.setting("rules_file", list, [], items=str)
+        paths: list[str | Path] = [RULES_FILE, *(self.policy_file(p) for p in extra if p)]
         ruleset = load_rules(*paths)
-        disabled = set(self.settings.get("disabled_rules") or ())
+        disabled = set(self.setting("disabled_rules", list, [], items=str))
         self.ruleset = RuleSet(ruleset.intent, ruleset.negation, ruleset.context,
                                tuple(r for r in ruleset.rules if r.id not in disabled))
-        self.goal_hijack = bool(self.settings.get("goal_hijack", True))
-        self.decided_against = bool(self.settings.get("decided_against", True))
-        self.min_overlap = int(self.settings.get("hijack_min_overlap", 3))
+        self.goal_hijack = self.setting("goal_hijack", bool, True)
+        self.decided_against = self.setting("decided_against", bool, True)
+        self.min_overlap = self.setting("hijack_min_overlap", int, 3)
         self._injection = PromptInjectionDetector()
         # Plain dicts evicted first-in-first-out: every history segment is looked up every step, and an
         # LRU's reordering would cost more than the rare re-analysis of an evicted text.

@@ -11,21 +11,71 @@ A detector is a small class built once per policy version. Two shapes share one 
 
 Third-party packages register detectors through the `guardrails.detectors` entry-point group, exactly as
 this project registers its own (see pyproject.toml).
+
+Detectors read their policy settings through `Detector.setting(key, type, default)` when they are built: a
+value of the wrong type raises `SettingError`, which the engine reports as a configuration error naming the
+detector, the setting and the line of config.yml, so `guardrails policy validate` and a policy load refuse it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, overload
 
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
 from guardrails.findings import Category, Finding, Hit
 
 ENTRY_POINT_GROUP = "guardrails.detectors"
+
+T = TypeVar("T")
+# How a setting's expected type reads in an error message (YAML words: authors write `true`, not `True`).
+_TYPE_WORDS: dict[type, str] = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+                                list: "a list", dict: "a mapping"}
+_PLURAL_WORDS: dict[type, str] = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings",
+                                  list: "lists", dict: "mappings"}
+
+
+class SettingError(ValueError):
+    """A policy setting of the wrong type. Raised while a detector is built; the engine names the detector
+    and the config.yml line."""
+
+
+def read_setting(settings: Mapping[Any, Any], key: Hashable, kind: type[T], default: Any = None,
+                 items: type | None = None, where: str = "") -> Any:
+    """`settings[key]` checked against `kind` (bool, int, float, str, list or dict); `default` when the key is
+    absent or null. `items` checks a list's elements; `where` prefixes the key in messages ("tools.x.").
+
+    Python's bool is an int: a number setting refuses `true`, a bool setting refuses 0 and 1. An int is a
+    float (`threshold: 1`); a float is not an int (`max_repeats: 2.5` would be cut to 2)."""
+    value = settings.get(key)
+    if value is None:
+        return default
+    if not _is_a(value, kind):
+        raise SettingError(f"setting {where}{key} must be {_TYPE_WORDS.get(kind, kind.__name__)}, not {value!r}")
+    if kind is list:
+        wrong = [v for v in value if not _is_a(v, items)] if items is not None else []
+        if items is not None and wrong:
+            plural = _PLURAL_WORDS.get(items, f"{items.__name__} values")
+            raise SettingError(f"setting {where}{key} must be a list of {plural}, but holds {wrong[0]!r}")
+        return list(value)
+    return float(value) if kind is float else value
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is list:
+        return isinstance(value, (list, tuple))  # YAML gives lists; code building a detector may pass tuples
+    if kind is dict:
+        return isinstance(value, Mapping)
+    return isinstance(value, kind)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +137,17 @@ class Detector(ABC):
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         self.settings: Mapping[str, Any] = settings or {}
         self.services = services or Services()
+
+    @overload
+    def setting(self, key: str, kind: type[T], default: T, items: type | None = None) -> T: ...
+
+    @overload
+    def setting(self, key: str, kind: type[T], default: None = None, items: type | None = None) -> T | None: ...
+
+    def setting(self, key: str, kind: type[T], default: T | None = None, items: type | None = None) -> T | None:
+        """A setting of this detector, type-checked (see `read_setting`); read it in `__init__`, so a wrong
+        type stops the policy from loading instead of failing a check."""
+        return read_setting(self.settings, key, kind, default, items)
 
     def policy_file(self, value: str | Path, outside_a_bundle: Path | None = None) -> Path:
         """A file named by a setting: a relative path is read from the policy's bundle (where the author keeps

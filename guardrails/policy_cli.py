@@ -1,6 +1,8 @@
 """`guardrails policy validate DIR...` and `guardrails policy test DIR...`: policies under CI.
 
 DIR is a policy bundle (has config.yml) or a directory of bundles (then routing.yml is checked too).
+`validate` loads each bundle, builds its detectors (a setting of the wrong type is an error) and its Colang
+runtime, and reports every action a flow calls that nothing defines, with file and line.
 A test case is a JSON file in `<bundle>/tests/`:
 
     {"description": "...", "check": {<a /v1/checks body>},
@@ -65,14 +67,27 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
     try:
         policy = load_policy(directory)
         engine = Engine(policy, registry)
+        problems = [str(problem) for problem in flow_problems(engine)]
     except PolicyError as exc:
         return [str(exc)]
+    if problems:
+        return problems
     custom = sorted({f for flows in policy.rails.custom.values() for f in flows})
     print(f"ok    {policy.id}@{policy.version}  colang {policy.rails.colang_version}, "
           f"{len(engine.slots)} detector(s), custom flows: {', '.join(custom) or 'none'}")
     for warning in policy.warnings:
         print(f"      warning: {warning}")
     return []
+
+
+def flow_problems(engine: Engine) -> list[PolicyError]:
+    """What the bundle's Colang flows call that is not there (a mistyped action): the runtime would only
+    report it when a check runs the flow. Flows no rail lists yet are checked too."""
+    if not engine.policy.rails.colang_files:
+        return []
+    from guardrails.colang.bridge import ColangRails  # imports nemoguardrails: only for bundles with flows
+
+    return (engine.colang or ColangRails(engine)).call_problems()
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from detectors.tool_policy.patterns import PatternRule
 from detectors.tool_policy.shell import ShellRule
 from detectors.tool_policy.sql import SqlRule
 from detectors.tool_policy.urls import UrlRule
-from guardrails.detector import Detector, ScanContext, Scope
+from guardrails.detector import Detector, ScanContext, Scope, read_setting
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec
 from guardrails.findings import Category, Finding, Severity
 
@@ -40,15 +40,15 @@ class ToolPolicyDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
-        agents = self.settings.get("agents") or {}
-        if not isinstance(agents, Mapping):
-            raise ValueError("tool_policy.agents must be a mapping of agent id to lists")
-        self._agents = {str(agent): _lists(agents.get(ANY_AGENT) or {}, raw or {}) for agent, raw in agents.items()}
-        self._any_agent = _lists(agents.get(ANY_AGENT) or {}, {})
-        self._tools = [(_glob(pattern), _argument_rules(pattern, raw or {}))
-                       for pattern, raw in (self.settings.get("tools") or {}).items()]
+        agents = self.setting("agents", dict, {})
+        self._agents = {str(agent): _lists(_entry(agents, ANY_AGENT, "agents"), _entry(agents, agent, "agents"))
+                        for agent in agents}
+        self._any_agent = _lists(_entry(agents, ANY_AGENT, "agents"), {})
+        tools = self.setting("tools", dict, {})
+        self._tools = [(_glob(str(pattern)), _argument_rules(str(pattern), _entry(tools, pattern, "tools")))
+                       for pattern in tools]
         self._rules_by_tool: dict[str, dict[str, tuple[str, ArgumentRule]]] = {}
-        self.builtin = bool(self.settings.get("builtin_rules", True))
+        self.builtin = self.setting("builtin_rules", bool, True)
         self._builtin: dict[str, ArgumentRule] = {kind: RULE_TYPES[kind]() for kind in ("path", "url", "shell", "sql")}
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
@@ -127,14 +127,22 @@ def _lists(default: Mapping[str, Any], agent: Mapping[str, Any]) -> AgentLists:
     return AgentLists(_globs(allow), _globs(deny), _globs(high_risk))
 
 
+def _entry(settings: Mapping[str, Any], key: Any, where: str) -> Mapping[str, Any]:
+    """One agent's or tool's entry: a mapping, or empty when left blank."""
+    return read_setting(settings, key, dict, {}, where=f"{where}.")
+
+
 def _argument_rules(tool: str, raw: Mapping[str, Any]) -> dict[str, tuple[str, ArgumentRule]]:
     rules: dict[str, tuple[str, ArgumentRule]] = {}
-    for argument, constraint in (raw.get("arguments") or {}).items():
+    for argument, constraint in read_setting(raw, "arguments", dict, {}, where=f"tools.{tool}.").items():
         kind = constraint.get("type") if isinstance(constraint, Mapping) else None
         if kind not in RULE_TYPES:
             raise ValueError(f"tool_policy.tools.{tool}.arguments.{argument}: type must be one of "
                              f"{sorted(RULE_TYPES)}")
-        rules[str(argument)] = (kind, RULE_TYPES[kind](constraint))
+        try:
+            rules[str(argument)] = (kind, RULE_TYPES[kind](constraint))
+        except ValueError as exc:  # name the rule whose setting is wrong: the same key repeats across tools
+            raise ValueError(f"tool_policy.tools.{tool}.arguments.{argument}: {exc}") from exc
     return rules
 
 

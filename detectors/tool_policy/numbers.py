@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from detectors.tool_policy.base import Violation
+from guardrails.detector import read_setting
 from guardrails.findings import Severity
 
 
@@ -15,7 +16,7 @@ class NumberRule:
         settings = settings or {}
         self.minimum = _bound(settings.get("min"))
         self.maximum = _bound(settings.get("max"))
-        self.integer = bool(settings.get("integer", False))
+        self.integer = read_setting(settings, "integer", bool, False)
 
     def check(self, value: Any) -> list[Violation]:
         number = _as_number(value)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from detectors.tool_policy.base import Violation, string_list
+from guardrails.detector import read_setting
 from guardrails.findings import Severity
 
 # Files whose reading or writing is a credential leak or a takeover, wherever they sit.
@@ -34,8 +35,8 @@ class PathRule:
         settings = settings or {}
         self.roots = [_normalize(r).rstrip("/") or "/" for r in string_list(settings, "allowed_roots")]
         self.deny = [re.compile(p) for p in string_list(settings, "deny")]
-        self.sensitive = bool(settings.get("sensitive", True))
-        self.traversal = bool(settings.get("traversal", True))
+        self.sensitive = read_setting(settings, "sensitive", bool, True)
+        self.traversal = read_setting(settings, "traversal", bool, True)
 
     def check(self, value: Any) -> list[Violation]:
         if not isinstance(value, str) or not value or len(value) > 4096:

@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from detectors.tool_policy.base import Violation, string_list
+from guardrails.detector import read_setting
 from guardrails.findings import Severity
 
 
 class PatternRule:
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         settings = settings or {}
-        flags = re.IGNORECASE if settings.get("ignore_case", True) else 0
+        flags = re.IGNORECASE if read_setting(settings, "ignore_case", bool, True) else 0
         self.allow = [re.compile(p, flags) for p in string_list(settings, "allow")]
         self.deny = [re.compile(p, flags) for p in string_list(settings, "deny")]
 

@@ -13,6 +13,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from detectors.tool_policy.base import Violation, string_list
+from guardrails.detector import read_setting
 from guardrails.findings import Severity
 
 # sqlglot logs a warning for every statement it keeps as an opaque Command (GRANT...); we judge those ourselves.
@@ -37,7 +38,7 @@ class SqlRule:
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         settings = settings or {}
-        self.dialect = settings.get("dialect") or None
+        self.dialect = read_setting(settings, "dialect", str) or None
         self.allow = frozenset(s.upper() for s in string_list(settings, "allow_statements"))
         self.deny_tables = frozenset(t.lower() for t in string_list(settings, "deny_tables"))
         self.check = lru_cache(maxsize=2048)(self._check)  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from detectors.tool_policy.base import Violation, string_list
+from guardrails.detector import read_setting
 from guardrails.findings import Severity
 
 # Schemes that read local files, reach internal services or run code when a tool fetches them.
@@ -32,8 +33,8 @@ class UrlRule:
         self.schemes = frozenset(s.lower() for s in string_list(settings, "schemes"))
         self.allow_domains = [d.lower() for d in string_list(settings, "allow_domains")]
         self.deny_domains = [d.lower() for d in string_list(settings, "deny_domains")]
-        self.allow_ip_literals = bool(settings.get("allow_ip_literals", True))
-        self.allow_private = bool(settings.get("allow_private", False))
+        self.allow_ip_literals = read_setting(settings, "allow_ip_literals", bool, True)
+        self.allow_private = read_setting(settings, "allow_private", bool, False)
 
     def check(self, value: Any) -> list[Violation]:
         if not isinstance(value, str) or not value.strip() or len(value) > 8192:

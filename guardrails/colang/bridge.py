@@ -18,6 +18,7 @@ missing "done" event or a timeout becomes a `detector_error` finding (the policy
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 import shutil
 import tempfile
@@ -29,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from guardrails.adapters.base import TRUST_BY_KIND
-from guardrails.colang.catalog import LIBRARY_FILES, RAIL_TYPES, action_names
-from guardrails.colang.parse import flows_in, quiet_nemoguardrails
+from guardrails.colang.catalog import BUILTIN_FLOWS, LIBRARY_FILES, RAIL_TYPES, action_names
+from guardrails.colang.parse import ActionCall, action_calls, flows_in, quiet_nemoguardrails
 from guardrails.colang.variables import VARIABLE_NAMES, RailSegments, flow_variables
 from guardrails.detector import Detector, ScanContext, Scope, SegmentDetector
 from guardrails.exchange import Exchange, Segment, SegmentKind
@@ -45,9 +46,11 @@ INTERNAL_ERROR = "I'm sorry, an internal error has occurred."
 _UNKNOWN_ACTION = re.compile(r"^Action '(.+)' not found\.$")
 DISPATCH_FILE = "_guardrails_dispatch.co"
 BLOCK_ACTIONS = ("block", "BlockAction")
+RUN_DETECTOR_ACTIONS = ("run_detector", "RunDetectorAction")
 WARN_ACTIONS = ("warn", "WarnAction")
 _KIND_BY_VARIABLE = {"user_message": SegmentKind.USER, "bot_message": SegmentKind.ASSISTANT,
                      "bot_thinking": SegmentKind.REASONING, "tool_message": SegmentKind.TOOL_RESULT}
+_LITERAL_NAME = re.compile(r"""(["']?)([A-Za-z_][\w.-]*)\1""")
 _FLOW_HEADER = re.compile(r"^(?:define (?:sub)?flow|flow) (.+?)\s*$", re.MULTILINE)
 
 
@@ -214,6 +217,49 @@ class ColangRails:
         )
 
     # --- actions ------------------------------------------------------------------------------------
+    def call_problems(self) -> list[PolicyError]:
+        """Action calls in the policy's flows that would fail at check time: an action nothing registered (not
+        a detector action, not NeMo's, not in the bundle's actions.py) or a `run_detector` of a detector that
+        is not installed. For `guardrails policy validate`; the check path reports them as detector errors."""
+        problems = []
+        for call in action_calls(list(self.policy.rails.colang_files), self.version):
+            message = self._unknown_detector(call) if self._is_registered(call.name) else self._unknown_action(call)
+            if message:
+                problems.append(PolicyError(f"flow {call.flow!r}: {message}", call.file, call.line))
+        return problems
+
+    def _is_registered(self, name: str) -> bool:
+        # The runtime's own lookup (it maps `FooBarAction` to `foo_bar`), plus 2.x's instant actions (bot says).
+        return self.rails.runtime.action_dispatcher.has_registered(name) or (
+            self.version != "1.0" and name in self._instant_actions())
+
+    def _instant_actions(self) -> list[str]:
+        return list(self.rails.config.rails.actions.instant_actions or ("UtteranceBotAction",))
+
+    def _unknown_action(self, call: ActionCall) -> str:
+        pattern = "detect_<detector>" if self.version == "1.0" else "Detect<Detector>Action"
+        return (f"calls unknown action {call.name!r}; {self._did_you_mean(call.name)}not a detector action "
+                f"({pattern}), a built-in action, nor an action defined in the bundle's actions.py")
+
+    def _did_you_mean(self, name: str) -> str:
+        """The closest action, else the closest flow (`execute check_secrets` for the flow `check secrets`)."""
+        registered = list(self.rails.runtime.action_dispatcher.registered_actions)
+        if self.version != "1.0":  # 2.x calls `refund_over_limit` as `RefundOverLimitAction`
+            registered += [*self._instant_actions(), *(_camel(n) for n in registered if not n.endswith("Action"))]
+        action = difflib.get_close_matches(name, registered, n=1, cutoff=0.8)
+        if action:
+            return f"did you mean {action[0]!r}? "
+        flows = [*BUILTIN_FLOWS, *flows_in(list(self.policy.rails.colang_files), self.version)]
+        flow = difflib.get_close_matches(_as_words(name), flows, n=1, cutoff=0.8)
+        verb = "do" if self.version == "1.0" else "await"
+        return f"did you mean the flow {flow[0]!r} (`{verb} {flow[0]}`)? " if flow else ""
+
+    def _unknown_detector(self, call: ActionCall) -> str | None:
+        detector = _literal_name(call.arguments.get("detector", "")) if call.name in RUN_DETECTOR_ACTIONS else None
+        if detector is None or detector in self.engine.registry:
+            return None
+        return f"{call.name} names detector {detector!r}, which is not installed; known: {self.engine.registry.names()}"
+
     def _register_actions(self) -> None:
         for name in self.engine.registry.names():
             action = self._detector_action(name)
@@ -225,7 +271,7 @@ class ColangRails:
                                context: dict[str, Any] | None = None) -> dict[str, Any]:
             return await self._detector_action(detector)(text=text, kind=kind, context=context)
 
-        for action_name in ("run_detector", "RunDetectorAction"):
+        for action_name in RUN_DETECTOR_ACTIONS:
             self.rails.register_action(run_detector, name=action_name)
             self._detector_actions.add(action_name)
         for names, verdict in ((BLOCK_ACTIONS, Action.BLOCK), (WARN_ACTIONS, Action.WARN)):
@@ -294,6 +340,24 @@ class ColangRails:
             detector = cls(config.settings if config else {}, self.engine.services)
             built = self._extra[name] = (detector, (config.scope if config else None) or cls.default_scope)
         return built
+
+
+def _camel(action_name: str) -> str:
+    """A 1.0-style action name as Colang 2.x calls it: `refund_over_limit` -> `RefundOverLimitAction`."""
+    return "".join(part.capitalize() for part in action_name.split("_")) + "Action"
+
+
+def _as_words(action_name: str) -> str:
+    """`check_secrets` or `CheckSecretsAction` -> `check secrets`, to compare with flow names."""
+    name = action_name.removesuffix("Action")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ").lower()
+
+
+def _literal_name(source: str) -> str | None:
+    """The name a literal argument holds (`"pii"` in 2.x, `pii` once 1.0 dropped the quotes); None for an
+    expression (`$name`), which only the check can resolve."""
+    found = _LITERAL_NAME.fullmatch(source.strip())
+    return found.group(2) if found else None
 
 
 def _verdict_action(verdict: Action) -> Any:

@@ -1,4 +1,4 @@
-"""Read the flow names out of a policy's Colang files, with file and line on a syntax error.
+"""Read the flow names and the actions they call out of a policy's Colang files, with file and line.
 
 Uses nemoguardrails' own parser, imported on first use: a policy without `.co` files never pays for it.
 """
@@ -7,9 +7,28 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _V1_LINE = re.compile(r"line (\d+)")
+# Colang 1.0: the parser also turns `bot ...` and `stop` into actions (`utter`); only `execute` is the author's.
+_V1_EXECUTE = re.compile(r"^\s*(?:\$\w+\s*=\s*)?execute\b")
+# Colang 2.x: these statements start the actions they name; `match`/`send` only refer to events.
+_V2_STARTING_OPS = frozenset({"await", "start"})
+_V2_BRANCHES = ("elements", "then_elements", "else_elements")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCall:
+    """An action a flow calls (`execute name(...)` in 1.0, `await NameAction(...)` in 2.x)."""
+
+    name: str
+    flow: str
+    file: Path
+    line: int | None
+    arguments: Mapping[str, str] = field(default_factory=dict)  # argument -> its source text (`"pii"`, `$x`)
 
 
 class ColangSyntaxError(Exception):
@@ -60,3 +79,64 @@ def _syntax_error(exc: Exception, file: Path) -> ColangSyntaxError:
         first = f"unexpected {'token ' + repr(str(token)) if token is not None else 'input'}" + (
             f" at column {column}" if column else "")
     return ColangSyntaxError(f"Colang syntax error: {first}", file, line)
+
+
+def action_calls(files: list[Path], version: str) -> list[ActionCall]:
+    """Every action call in the files' flows, in file order. The files must parse (see `flows_in`)."""
+    quiet_nemoguardrails()
+    from nemoguardrails.colang import parse_colang_file
+
+    calls: list[ActionCall] = []
+    for file in files:
+        content = file.read_text(encoding="utf-8")
+        parsed = parse_colang_file(file.name, content=content, version=version)
+        for flow in parsed.get("flows", []):
+            found = _v1_calls(flow, file) if version == "1.0" else _v2_calls(flow, file, content.splitlines())
+            calls.extend(sorted(found, key=lambda call: call.line or 0))  # a `when` lists its specs first
+    return calls
+
+
+def _v1_calls(flow: Mapping[str, Any], file: Path) -> Iterator[ActionCall]:
+    for element in flow.get("elements", []):
+        source = element.get("_source_mapping") or {}
+        if element.get("_type") == "run_action" and _V1_EXECUTE.match(source.get("line_text") or ""):
+            arguments = {str(k): str(v) for k, v in (element.get("action_params") or {}).items()}
+            yield ActionCall(str(element["action_name"]), str(flow["id"]), file, source.get("line_number"),
+                             arguments)
+
+
+def _v2_calls(flow: Any, file: Path, lines: list[str]) -> Iterator[ActionCall]:
+    flow_line = flow._source.line if flow._source else 1
+    for spec, line in _v2_started_specs(flow.elements, None, starting=False):
+        arguments = {str(k): str(v) for k, v in (spec.arguments or {}).items()}
+        yield ActionCall(spec.name, flow.name, file, line or _line_naming(lines, spec.name, flow_line), arguments)
+
+
+def _v2_started_specs(node: Any, line: int | None, starting: bool) -> Iterator[tuple[Any, int | None]]:
+    """(action spec, line where known) for each action an `await`, `start` or `when` starts, at any depth."""
+    from nemoguardrails.colang.v2_x.lang.colang_ast import Spec, SpecOp, SpecType, When
+
+    if isinstance(node, list):
+        for child in node:
+            yield from _v2_started_specs(child, line, starting)
+    elif isinstance(node, dict):  # `A and B`, `A or B`
+        yield from _v2_started_specs(node.get("elements", []), line, starting)
+    elif isinstance(node, Spec):
+        if starting and node.spec_type is SpecType.ACTION and node.name:
+            yield node, line
+    elif isinstance(node, SpecOp):
+        yield from _v2_started_specs(node.spec, node._source.line if node._source else line,
+                                     node.op in _V2_STARTING_OPS)
+    else:
+        if isinstance(node, When):  # `when X` starts X, like `await X`
+            yield from _v2_started_specs(node.when_specs, line, starting=True)
+        for branch in _V2_BRANCHES:
+            yield from _v2_started_specs(getattr(node, branch, None) or [], line, starting=False)
+
+
+def _line_naming(lines: list[str], name: str, start: int) -> int | None:
+    """The first line from `start` (1-based) that names `name` outside a comment: the parser keeps no line for
+    the specs of a `when`."""
+    pattern = re.compile(rf"\b{re.escape(name)}\b")
+    return next((number for number, text in enumerate(lines[start - 1:], start)
+                 if pattern.search(text.split("#", 1)[0])), None)
