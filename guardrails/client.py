@@ -1,7 +1,9 @@
 """Python client of `POST /v1/checks`: async first, with a thin sync wrapper over the same code.
 
-`GuardrailsClient.check(...)` returns a typed `CheckResponse`. Connect errors and 5xx answers are retried with
-exponential backoff; a 4xx is the caller's bug and raises `CheckRejected` at once. When the service stays
+`GuardrailsClient.check(...)` returns a typed `CheckResponse`. `timeout` is one deadline for the whole check:
+connect errors and 5xx answers are retried with exponential backoff only while it leaves time, and the last
+attempt gets what remains. A 4xx is the caller's bug and raises `CheckRejected` at once (413: the check body is
+over the service's `GUARDRAILS_MAX_BODY_BYTES`). When the service stays
 unreachable the client does not raise: it returns a synthetic verdict chosen by `fail_mode` ("open": allow,
 "closed": block), marked by a `detector_error` finding from detector `guardrails_client` and by
 `signals["client"]["synthetic"] = True` (see `is_synthetic`).
@@ -67,6 +69,7 @@ class GuardrailsClient:
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self.url = url.rstrip("/")
+        self.timeout = timeout
         self.retries = retries
         self.backoff_s = backoff_s
         self.fail_mode: FailMode = fail_mode
@@ -96,12 +99,16 @@ class GuardrailsClient:
     async def check_raw(self, body: bytes, *, phase: str = "request",
                         format: str | None = None) -> CheckResponse:
         """Send an already serialized check body (the middleware splices raw payload bytes into one)."""
+        # A gateway's latency budget is one timeout, not one per attempt: every attempt shares this deadline.
+        deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
             try:
-                answer = await self._http.post("/v1/checks", content=body)
+                answer = await self._post(body, deadline - time.monotonic())
             except RETRYABLE as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except TimeoutError:
+                return self._unreachable(f"no answer within the check deadline of {self.timeout} s", phase, format)
             except httpx.TransportError as exc:  # read/write timeouts and the like: not retried
                 return self._unreachable(f"{type(exc).__name__}: {exc}", phase, format)
             else:
@@ -114,10 +121,17 @@ class GuardrailsClient:
                 if answer.status_code < 500:
                     raise CheckRejected(answer.status_code, _error_of(answer))
                 reason = f"HTTP {answer.status_code}: {answer.text[:200]}"
-            if attempt >= self.retries:
+            pause = self.backoff_s * (2**attempt) * (0.5 + random.random())
+            if attempt >= self.retries or time.monotonic() + pause >= deadline:
                 return self._unreachable(reason, phase, format)
-            await asyncio.sleep(self.backoff_s * (2**attempt) * (0.5 + random.random()))
+            await asyncio.sleep(pause)
             attempt += 1
+
+    async def _post(self, body: bytes, budget_s: float) -> httpx.Response:
+        """One attempt, given what is left of the check's deadline: httpx's timeouts apply per phase (connect,
+        write, read), so the attempt as a whole is also cut off when the budget is spent (TimeoutError)."""
+        async with asyncio.timeout(budget_s):
+            return await self._http.post("/v1/checks", content=body, timeout=budget_s)
 
     def _unreachable(self, reason: str, phase: str, format: str | None) -> CheckResponse:
         log.warning("guardrails service %s unreachable (%s); failing %s", self.url, reason, self.fail_mode)
@@ -172,9 +186,10 @@ class SyncGuardrailsClient:
         self.close()
 
 
-def synthetic_verdict(fail_mode: FailMode, reason: str, *, phase: str = "request",
-                      format: str | None = None) -> CheckResponse:
-    """The verdict used when no real one could be had: allow (fail open) or block (fail closed)."""
+def synthetic_verdict(fail_mode: FailMode, reason: str, *, phase: str = "request", format: str | None = None,
+                      cause: str = "guardrails service unavailable") -> CheckResponse:
+    """The verdict used when no real one could be had: allow (fail open) or block (fail closed). `cause` heads the
+    finding's message; `reason` says what happened."""
     action = "allow" if fail_mode == "open" else "block"
     return CheckResponse.model_validate({
         "check_id": f"chk_unavailable_{int(time.time() * 1000):012x}",
@@ -183,7 +198,7 @@ def synthetic_verdict(fail_mode: FailMode, reason: str, *, phase: str = "request
         "format": format or "openai.chat",
         "findings": [{
             "category": "detector_error", "detector": CLIENT_DETECTOR, "severity": "high", "action": action,
-            "message": f"guardrails service unavailable, failing {fail_mode}: {reason}",
+            "message": f"{cause}, failing {fail_mode}: {reason}",
             "location": {"pointer": ""}, "evidence": {"fail_mode": fail_mode, "reason": reason},
         }],
         "policy": {"id": "", "version": ""},

@@ -192,6 +192,8 @@ def test_undeclared_tool_call_blocks_with_native_error(service_app: Any, case: t
     assert resp.headers["x-guardrails-check-id"] == harness.verdicts[-1].check_id
     message = _native_error(case[0].split("-")[0], resp.json())
     assert "tool_undeclared" in message and CALLED_TOOL[case[0].split("-")[0]] in message
+    # Each phase reaches on_verdict once: a hook that counts or audits must not see the block twice.
+    assert [(v.phase, v.verdict) for v in harness.verdicts] == [("request", "allow"), ("response", "block")]
 
 
 def _expected_error_event(api: str, event: bytes) -> dict[str, Any]:

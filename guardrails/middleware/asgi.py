@@ -6,18 +6,24 @@ For each call to a model API it recognises by path it checks the request before 
 and the response after (output phase). Allowed traffic passes byte for byte; a warn adds
 `x-guardrails-verdict: warn` and `x-guardrails-check-id`; a block answers in the API's own error shape
 (HTTP 400), or, once a stream has started, ends the stream with that API's SSE error event.
+
+A check body over `max_check_bytes` (default: the service's own default limit) is never built: the service would
+refuse it (413). The call is then decided as when the service cannot check (`fail_mode`); a request that large is
+not even read for a check: it streams to the upstream as received.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from guardrails.client import CheckRejected, FailMode, GuardrailsClient, synthetic_verdict
+from guardrails.config import Settings
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, BlockNotice, detect_api
 from guardrails.middleware.payload import read_payload
@@ -31,12 +37,18 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 VerdictHook = Callable[[CheckResponse, Mapping[str, Any]], Any]
 
+BodyState = Literal["complete", "disconnected", "over_limit"]
+
 VERDICT_HEADER = b"x-guardrails-verdict"
 CHECK_ID_HEADER = b"x-guardrails-check-id"
+_RESPONSE_KEY = b',"response":'
 # Request headers copied into the check body's `context` (agent routing, budgets, audit).
 DEFAULT_CONTEXT_HEADERS: Mapping[str, str] = {
     "x-agent-id": "agent_id", "x-session-id": "session_id", "x-tenant-id": "tenant", "x-user-id": "user",
 }
+# The service refuses a bigger check body (413; GUARDRAILS_MAX_BODY_BYTES): building one is only waste.
+DEFAULT_MAX_CHECK_BYTES = Settings().max_body_bytes
+TOO_LARGE = "check body too large for the guardrails service"
 log = logging.getLogger("guardrails.middleware")
 
 
@@ -60,6 +72,7 @@ class GuardrailsMiddleware:
         block_status: int = 400,
         context_headers: Mapping[str, str] = DEFAULT_CONTEXT_HEADERS,
         on_verdict: VerdictHook | None = None,
+        max_check_bytes: int = DEFAULT_MAX_CHECK_BYTES,
     ) -> None:
         self.app = app
         self.client = client or GuardrailsClient(url, api_key=api_key, timeout=timeout, retries=retries,
@@ -73,24 +86,71 @@ class GuardrailsMiddleware:
         self.block_status = block_status
         self.context_headers = {k.lower().encode(): v for k, v in context_headers.items()}
         self.on_verdict = on_verdict
+        self.max_check_bytes = max_check_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         api = detect_api(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if api is None:
             await self.app(scope, receive, send)
             return
-        body, complete = await _read_body(receive)
-        request = read_payload(body) if complete else None
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_check_bytes:
+            reason = f"request body of {declared} bytes is over max_check_bytes ({self.max_check_bytes})"
+            await self._pass_too_large(api, scope, receive, send, reason)  # nothing read: it all streams through
+            return
+        messages, state = await _read_body(receive, self.max_check_bytes)
+        if state == "over_limit":
+            reason = f"request body of more than {self.max_check_bytes} bytes (max_check_bytes)"
+            await self._pass_too_large(api, scope, _replay(messages, receive), send, reason)
+            return
+        body = _take_body(messages)
+        request = read_payload(body) if state == "complete" else None
         if request is None or not isinstance(request.value, dict):
-            await self.app(scope, _replay(body, receive), send)  # not ours to judge: the upstream answers
+            await self.app(scope, _replay([_whole(body)], receive), send)  # not ours to judge: the upstream answers
             return
         call = GuardedCall(self, api, scope, body, request.check_bytes)
         if self.check_input:
-            call.input_result = await call.check(call.body_prefix + b"}", "request")
+            call.input_result = await call.check("request", call.body_prefix, b"}")
             if call.input_result.verdict == "block":
                 await call.send_block(send, call.input_result)
                 return
         await call.forward(receive, send)
+
+    async def _pass_too_large(self, api: Api, scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+        """A request over `max_check_bytes`: no check body can hold it, so neither phase can be checked. It is
+        decided as when the service cannot check (`fail_mode`) and, if allowed, streams to the upstream as is."""
+        if self.check_input or self.check_output:
+            result = self.too_large(api, reason, "request")
+            if result.verdict == "block":
+                await self.send_block(api, send, result)
+                return
+            await self.report(api, result)
+        await self.app(scope, receive, send)
+
+    def too_large(self, api: Api, reason: str, phase: str, *, quiet: bool = False) -> CheckResponse:
+        """The verdict for a check body the service would refuse: the fail_mode one, without calling it."""
+        fail_mode = self.client.fail_mode
+        log.log(logging.DEBUG if quiet else logging.WARNING, "guardrails: %s %s not checked (%s); failing %s",
+                api.name, phase, reason, fail_mode)
+        return synthetic_verdict(fail_mode, reason, phase=phase, format=api.format, cause=TOO_LARGE)
+
+    async def report(self, api: Api, result: CheckResponse) -> None:
+        if result.verdict != "allow":
+            log.info("guardrails %s on %s %s phase: check %s", result.verdict, api.name, result.phase,
+                     result.check_id)
+        if self.on_verdict is not None:
+            outcome = self.on_verdict(result, {"api": api.name})
+            if asyncio.iscoroutine(outcome):
+                await outcome
+
+    async def send_block(self, api: Api, send: Send, result: CheckResponse) -> None:
+        await self.report(api, result)
+        notice = _notice(result, self.block_status)
+        payload = orjson.dumps(api.error_body(notice))
+        await send({"type": "http.response.start", "status": notice.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+            (VERDICT_HEADER, b"block"), (CHECK_ID_HEADER, result.check_id.encode())]})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 class GuardedCall:
@@ -106,6 +166,8 @@ class GuardedCall:
         self.body_prefix = _check_prefix(checked, api.format, context, owner.policy)
         self.partial_prefix = _check_prefix(checked, api.format, {}, owner.policy)  # mid-stream: nothing spent
         self.input_result: CheckResponse | None = None
+        self.max_check_bytes = owner.max_check_bytes  # lowered when the service refuses a smaller body (413)
+        self._too_large_logged = False  # a stream's re-checks only grow: one warning per call is enough
         self.stopped = asyncio.Event()  # set once we ended the response ourselves (block)
         self._request = body
         self._downstream: Send | None = None
@@ -116,34 +178,35 @@ class GuardedCall:
         self._stream: StreamChecker | None = None
 
     # --- checks -------------------------------------------------------------------------------------
-    async def check(self, body: bytes, phase: str) -> CheckResponse:
+    async def check(self, phase: str, *parts: bytes) -> CheckResponse:
+        """Check the body made of `parts`; one the service would refuse is decided here, never built."""
+        size = sum(map(len, parts))
+        if size > self.max_check_bytes:
+            reason = f"{phase} check body of {size} bytes is over max_check_bytes ({self.max_check_bytes})"
+            return self._too_large(reason, phase)
         client = self.owner.client
         try:
-            result = await client.check_raw(body, phase=phase, format=self.api.format)
-        except CheckRejected as exc:  # the service could not read what we sent: treat as unavailable
+            return await client.check_raw(b"".join(parts), phase=phase, format=self.api.format)
+        except CheckRejected as exc:
+            if exc.status == 413:  # the service's limit is below ours: decided as over ours, now and for the rest
+                self.max_check_bytes = size - 1
+                reason = f"the service refused a {phase} check body of {size} bytes ({exc}); lower max_check_bytes"
+                return self._too_large(reason, phase)
+            # The service could not read what we sent: treat as unavailable.
             log.error("guardrails check rejected (%s); failing %s", exc, client.fail_mode)
-            result = synthetic_verdict(client.fail_mode, f"check rejected: {exc}", phase=phase,
-                                       format=self.api.format)
+            return synthetic_verdict(client.fail_mode, f"check rejected: {exc}", phase=phase,
+                                     format=self.api.format)
+
+    def _too_large(self, reason: str, phase: str) -> CheckResponse:
+        result = self.owner.too_large(self.api, reason, phase, quiet=self._too_large_logged)
+        self._too_large_logged = True
         return result
 
     async def _report(self, result: CheckResponse) -> None:
-        if result.verdict != "allow":
-            log.info("guardrails %s on %s %s phase: check %s", result.verdict, self.api.name, result.phase,
-                     result.check_id)
-        hook = self.owner.on_verdict
-        if hook is not None:
-            outcome = hook(result, {"api": self.api.name})
-            if asyncio.iscoroutine(outcome):
-                await outcome
+        await self.owner.report(self.api, result)
 
     async def send_block(self, send: Send, result: CheckResponse) -> None:
-        await self._report(result)
-        notice = _notice(result, self.owner.block_status)
-        payload = orjson.dumps(self.api.error_body(notice))
-        await send({"type": "http.response.start", "status": notice.status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-            (VERDICT_HEADER, b"block"), (CHECK_ID_HEADER, result.check_id.encode())]})
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        await self.owner.send_block(self.api, send, result)
 
     # --- response side ------------------------------------------------------------------------------
     async def forward(self, receive: Receive, send: Send) -> None:
@@ -197,26 +260,46 @@ class GuardedCall:
     async def _on_buffered_body(self, message: Message) -> None:
         assert self._downstream is not None and self._start is not None
         self._buffer += message.get("body", b"")
-        if message.get("more_body", False):
+        more = bool(message.get("more_body", False))
+        if len(self.body_prefix) + len(_RESPONSE_KEY) + len(self._buffer) + 1 > self.max_check_bytes:
+            await self._release_too_large(more)
+            return
+        if more:
             return
         body = bytes(self._buffer)
         response = read_payload(body)
         if response is None:
             result = None  # not JSON after all: nothing we can judge
         else:
-            result = await self.check(self.body_prefix + b',"response":' + response.check_bytes + b"}", "response")
-            await self._report(result)
+            result = await self.check("response", self.body_prefix, _RESPONSE_KEY, response.check_bytes, b"}")
         if result is not None and result.verdict == "block":
             self.stopped.set()
-            await self.send_block(self._downstream, result)
+            await self.send_block(self._downstream, result)  # reports it
             return
+        if result is not None:
+            await self._report(result)
         warn = result if result is not None and result.verdict == "warn" else self.input_result
         await self._downstream(_with_warn(self._start, warn))
         await self._downstream({"type": "http.response.body", "body": body, "more_body": False})
 
+    async def _release_too_large(self, more: bool) -> None:
+        """A JSON response too large to check: decided by fail_mode now, not buffered to its end."""
+        assert self._downstream is not None and self._start is not None
+        reason = f"response check body of more than {self.max_check_bytes} bytes (max_check_bytes)"
+        result = self._too_large(reason, "response")
+        if result.verdict == "block":
+            self.stopped.set()
+            await self.send_block(self._downstream, result)
+            return
+        await self._report(result)
+        self._mode = "pass"  # the rest goes straight through
+        await self._downstream(_with_warn(self._start, self.input_result))
+        await self._downstream({"type": "http.response.body", "body": bytes(self._buffer), "more_body": more})
+        self._buffer = bytearray()
+
     async def _check_chunks(self, chunks: list[bytes], final: bool) -> CheckResponse:
         prefix = self.body_prefix if final else self.partial_prefix
-        return await self.check(prefix + b',"response":[' + b",".join(chunks) + b"]}", "response")
+        return await self.check("response", prefix, _RESPONSE_KEY, b"[", *_comma_separated(chunks), b"]}")
 
     async def _on_stream_body(self, message: Message) -> None:
         assert self._downstream is not None and self._stream is not None
@@ -305,12 +388,27 @@ def _context(scope: Scope, mapping: Mapping[bytes, str]) -> dict[str, str]:
     for name, value in scope.get("headers", ()):
         name = name.lower()
         if name in mapping:
-            context[mapping[name]] = value.decode("latin-1")
+            context[mapping[name]] = _header_text(value)
         elif name == b"traceparent":  # W3C: version-traceid-spanid-flags
             parts = value.decode("latin-1").split("-")
             if len(parts) == 4:
                 context["trace_id"], context["span_id"] = parts[1], parts[2]
     return context
+
+
+def _header_text(value: bytes) -> str:
+    """Clients send non-ASCII header values as UTF-8 ("José"); latin-1 only for bytes that are not UTF-8."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _comma_separated(items: list[bytes]) -> list[bytes]:
+    parts: list[bytes] = []
+    for item in items:
+        parts += (b",", item) if parts else (item,)
+    return parts
 
 
 def _check_prefix(request: bytes, fmt: str, context: Mapping[str, str], policy: str | None) -> bytes:
@@ -323,29 +421,49 @@ def _check_prefix(request: bytes, fmt: str, context: Mapping[str, str], policy: 
     return b'{"request":' + request + b"," + orjson.dumps(extra)[1:-1]
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    chunks: list[bytes] = []
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], BodyState]:
+    """The request body's messages, as received; reading stops once they hold more than `limit` bytes, so a
+    body that cannot be checked is never held whole (the rest is left for the upstream to read)."""
+    messages: list[Message] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(chunks), False  # the client disconnected
-        chunks.append(message.get("body", b""))
+            return messages, "disconnected"
+        messages.append(message)
+        size += len(message.get("body", b""))
+        if size > limit:
+            return messages, "over_limit"
         if not message.get("more_body", False):
-            return b"".join(chunks), True
+            return messages, "complete"
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    replayed = False
+def _take_body(messages: list[Message]) -> bytes:
+    body = b"".join(message.get("body", b"") for message in messages)
+    messages.clear()  # one copy of the request is enough
+    return body
+
+
+def _whole(body: bytes) -> Message:
+    return {"type": "http.request", "body": body, "more_body": False}
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """Gives the upstream the messages already read, each as it was, then the rest from `receive`."""
+    pending = deque(messages)
 
     async def wrapped() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        return pending.popleft() if pending else await receive()
 
     return wrapped
 
 
-__all__ = ["CHECK_ID_HEADER", "DEFAULT_CONTEXT_HEADERS", "VERDICT_HEADER", "GuardedCall",
+__all__ = ["CHECK_ID_HEADER", "DEFAULT_CONTEXT_HEADERS", "DEFAULT_MAX_CHECK_BYTES", "VERDICT_HEADER", "GuardedCall",
            "GuardrailsMiddleware"]
