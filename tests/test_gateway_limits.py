@@ -244,17 +244,48 @@ def test_a_413_from_the_service_is_decided_like_the_limit_and_not_repeated(small
                                on_verdict=lambda r, _: verdicts.append(r))
     resp = asyncio.run(post(app, chat_body(300, stream=True)))
     refused = [size for size in client.sizes if size > 3000]
-    assert refused and len(refused) == 1  # one 413; later, bigger re-checks are decided without the service
+    # One 413, and it is the last check sent: no later check of this stream could fit, so none is built.
+    assert refused and len(refused) == 1 and client.sizes[-1] == refused[0]
     assert len(client.sizes) > 3  # the stream was re-checked while its check bodies fitted
-    # The final check, bigger still, was decided by fail_mode as over the limit the 413 taught this call.
+    # That 413 decides the stream by fail_mode, once, and it is the call's last verdict.
     final = verdicts[-1]
     assert final.phase == "response" and is_synthetic(final) and "too large" in final.findings[0].message
-    assert f"over max_check_bytes ({refused[0] - 1})" in final.signals["client"]["reason"]
+    assert "the service refused a response check body" in final.signals["client"]["reason"]
+    assert sum(is_synthetic(v) for v in verdicts) == 1
     sent = [e.raw for e in SSESplitter().feed(resp.content)]
-    if fail_mode == "open":
+    if fail_mode == "open":  # the rest passes unchecked, byte for byte
         assert resp.content == b"".join(events) and final.verdict == "allow"
-    else:  # stopped before [DONE], with the API's error event
+    else:  # stopped there, long before [DONE], with the API's error event
         assert b"[DONE]" not in resp.content and b"guardrails_blocked" in sent[-1] and final.verdict == "block"
+        assert len(sent) < len(events) - 5
+
+
+def test_a_stream_that_outgrows_the_limit_passes_on_without_being_held() -> None:
+    # Fail open: once the stream's check body is over max_check_bytes, the rest passes byte for byte and the
+    # middleware keeps none of it (a 4 MB stream is not held until it ends).
+    events = [_text_chunk(f"step {i} of a long plan") for i in range(20_000)] + [b"data: [DONE]\n\n"]
+    sizes: list[int] = []  # the check bodies' sizes only: a stub holding them would dwarf what is measured
+
+    def service(request: httpx.Request) -> httpx.Response:
+        sizes.append(len(request.content))
+        return httpx.Response(200, json=ALLOW)
+
+    client = GuardrailsClient("http://guardrails", transport=httpx.MockTransport(service), fail_mode="open")
+    verdicts: list[CheckResponse] = []
+    app = GuardrailsMiddleware(Upstream(events), client=client, max_check_bytes=LIMIT, stream_check_interval_s=0.0,
+                               on_verdict=lambda r, _: verdicts.append(r))
+    tracemalloc.start()
+    try:
+        resp = asyncio.run(post(app, chat_body(300, stream=True)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert resp.content == b"".join(events)
+    assert len(sizes) > 10 and max(sizes) <= LIMIT  # checked while it fitted
+    assert [v.verdict for v in verdicts if is_synthetic(v)] == ["allow"]  # then decided once, by fail_mode
+    # Two copies of the stream reach the test's client (body parts and the joined content): ~2 x 1.9 MB.
+    stream_bytes = len(b"".join(events))
+    assert peak < 2.6 * stream_bytes, f"peak {peak / 2**20:.1f} MiB for a {stream_bytes / 2**20:.1f} MiB stream"
 
 
 # --- 2. one deadline per check ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from guardrails.config import Settings
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, BlockNotice, detect_api
 from guardrails.middleware.payload import read_payload
-from guardrails.middleware.sse import SSESplitter
+from guardrails.middleware.sse import SSEEvent, SSESplitter
 from guardrails.middleware.stream import STOP_MID_STREAM, StreamChecker
 
 Scope = MutableMapping[str, Any]
@@ -167,7 +167,8 @@ class GuardedCall:
         self.partial_prefix = _check_prefix(checked, api.format, {}, owner.policy)  # mid-stream: nothing spent
         self.input_result: CheckResponse | None = None
         self.max_check_bytes = owner.max_check_bytes  # lowered when the service refuses a smaller body (413)
-        self._too_large_logged = False  # a stream's re-checks only grow: one warning per call is enough
+        self.over_limit = False  # a check body outgrew max_check_bytes: later ones only grow (one warning)
+        self._too_large_verdict: CheckResponse | None = None  # the latest verdict decided that way
         self.stopped = asyncio.Event()  # set once we ended the response ourselves (block)
         self._request = body
         self._downstream: Send | None = None
@@ -198,8 +199,8 @@ class GuardedCall:
                                      format=self.api.format)
 
     def _too_large(self, reason: str, phase: str) -> CheckResponse:
-        result = self.owner.too_large(self.api, reason, phase, quiet=self._too_large_logged)
-        self._too_large_logged = True
+        result = self.owner.too_large(self.api, reason, phase, quiet=self.over_limit)
+        self.over_limit, self._too_large_verdict = True, result
         return result
 
     async def _report(self, result: CheckResponse) -> None:
@@ -308,10 +309,13 @@ class GuardedCall:
         if not more and (tail := self._splitter.flush()) is not None:
             events.append(tail)
         out = bytearray()
-        for event in events:
+        for at, event in enumerate(events):
             if await self._blocked(await self._stream.admit(event), out):
                 return
             out += event.raw
+            if self._stream.last is not None and self._stream.last is self._too_large_verdict:
+                await self._stop_checking_stream(out, events[at + 1:], more)
+                return
         if not more:
             if await self._blocked(await self._stream.finish(), out):
                 return
@@ -319,6 +323,22 @@ class GuardedCall:
                 await self._report(self._stream.last)
         if out or not more:
             await self._downstream({"type": "http.response.body", "body": bytes(out), "more_body": more})
+
+    async def _stop_checking_stream(self, forwarded: bytearray, rest: list[SSEEvent], more: bool) -> None:
+        """The stream outgrew what one check body may hold: no later check can judge it. Fail closed stops it
+        here; fail open lets the rest through unchecked, holding none of it (a long stream would otherwise
+        keep every chunk until it ends)."""
+        assert self._downstream is not None and self._stream is not None
+        result = self._stream.last
+        assert result is not None
+        if result.verdict == "block":
+            await self._blocked(result, forwarded)
+            return
+        await self._report(result)
+        self._mode, self._stream.chunks = "pass", []
+        pending = b"".join(event.raw for event in rest) + self._splitter.take_pending()
+        await self._downstream({"type": "http.response.body", "body": bytes(forwarded) + pending,
+                                "more_body": more})
 
     async def _blocked(self, result: CheckResponse | None, forwarded: bytearray) -> bool:
         """On a stopping block: send what was allowed, then the API's SSE error event, and end the stream."""

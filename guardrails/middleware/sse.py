@@ -33,6 +33,12 @@ class SSESplitter:
             del self._buffer[: end + len(sep)]
             events.append(parse_event(raw))
 
+    def take_pending(self) -> bytes:
+        """The bytes of an event not yet complete, handed back raw (the caller stops splitting)."""
+        raw = bytes(self._buffer)
+        self._buffer.clear()
+        return raw
+
     def flush(self) -> SSEEvent | None:
         """What is left when the stream ends without a final blank line."""
         if not self._buffer:
