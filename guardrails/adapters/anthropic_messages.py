@@ -11,7 +11,10 @@ Normalization choices:
 * Turns count the system prompt as turn 0 when present, as in OpenAI Chat, so the same conversation gets the
   same turn numbers in both formats.
 * Tool results get role "tool", the name of the `tool_use` they answer when the request holds it, and
-  source "tool_error" when `is_error` is true. Everything readable inside a tool result is TOOL_RESULT.
+  source "tool_error" when `is_error` is true. Everything readable inside a tool result is TOOL_RESULT,
+  server tools' results included: fetched pages, MCP output, code execution stdout/stderr and viewed files,
+  web search result titles (the pages themselves come encrypted). The server tools' calls are not read.
+* A stream sends a result block whole in its `content_block_start`: it is read as in a complete response.
 * `finish_reason` uses the OpenAI vocabulary (end_turn -> stop, max_tokens -> length, tool_use ->
   tool_calls, refusal -> content_filter; others verbatim); `stop_reason` holds `stop_sequence`.
 * Thinking signatures and `redacted_thinking` data are opaque and never become segments.
@@ -45,7 +48,13 @@ STREAM_EVENT_TYPES = frozenset({
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*")
 TOOL_CHOICE_TYPES = frozenset({"auto", "any", "tool", "none"})
 FORCED_TOOL_CHOICES = frozenset({"any", "tool"})
-TOOL_RESULT_TYPES = frozenset({"tool_result", "mcp_tool_result", "web_fetch_tool_result"})
+TOOL_RESULT_TYPES = frozenset({
+    "tool_result", "mcp_tool_result", "web_fetch_tool_result", "web_search_tool_result", "code_execution_tool_result",
+    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result",
+})
+# Blocks of a result's `content` list with text to read (web search results: only their title is readable).
+NESTED_READABLE_TYPES = frozenset({"text", "document", "search_result", "web_search_result"})
+OUTPUT_FIELDS = ("stdout", "stderr")  # code execution results
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -169,15 +178,16 @@ class AnthropicMessagesAdapter(Adapter):
                 if isinstance(event.get("usage"), dict):
                     usage.update(event["usage"])  # cumulative counts: later values win
             # content_block_stop, message_stop, ping and error events carry nothing to read
+        names = _CallNames(b)
         for index in sorted(blocks):
-            blocks[index].emit(b, b.next_turn)
+            blocks[index].emit(b, b.next_turn, names)
         b.generation = _generation(message, stop_reason, stop_sequence, usage)
 
 
 class _BlockStream:
     """Accumulates one streamed content block (by index) across delta events."""
 
-    __slots__ = ("call_id", "fragments", "input", "input_pointer", "kind", "name", "name_pointer")
+    __slots__ = ("call_id", "fragments", "input", "input_pointer", "kind", "name", "name_pointer", "whole")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # "text", "thinking", "tool_use"; anything else is kept but never read
@@ -187,6 +197,7 @@ class _BlockStream:
         self.call_id: str | None = None
         self.input: Any = None
         self.input_pointer: str | None = None
+        self.whole: tuple[Mapping[str, Any], str] | None = None  # a block sent whole (a tool result), pointer
 
     @classmethod
     def start(cls, block: Mapping[str, Any], bptr: str) -> _BlockStream:
@@ -200,6 +211,8 @@ class _BlockStream:
             state.call_id = _optional_string(block.get("id"))
             state.input = block.get("input")
             state.input_pointer = f"{bptr}/input"
+        elif state.kind not in DELTA_FIELDS:  # no deltas follow: the block is all there is
+            state.whole = (block, bptr)
         return state
 
     def absorb(self, delta: Mapping[str, Any], dptr: str) -> None:
@@ -207,8 +220,10 @@ class _BlockStream:
         if expected is not None and delta.get("type") == expected[0]:  # signature/citations deltas: opaque
             self.fragments.append((_string(delta, expected[1], dptr), f"{dptr}/{expected[1]}"))
 
-    def emit(self, b: ExchangeBuilder, turn: int) -> None:
-        if self.kind in ("text", "thinking"):
+    def emit(self, b: ExchangeBuilder, turn: int, names: _CallNames) -> None:
+        if self.whole is not None:
+            _read_block(*self.whole, "assistant", turn, Phase.RESPONSE, b, names)
+        elif self.kind in ("text", "thinking"):
             b.streamed_text(self.fragments, turn=turn, reasoning="thinking" if self.kind == "thinking" else None)
         elif self.kind == "tool_use":
             text, pieces = assemble(self.fragments)
@@ -250,29 +265,34 @@ def _read_content(content: Any, ptr: str, role: str, turn: int, phase: Phase, b:
         return
     expect(content, list, ptr, "message content")
     for j, block in enumerate(content):
-        bptr = f"{ptr}/{j}"
-        expect(block, dict, bptr, "a content block")
-        btype = block.get("type")
-        if not isinstance(btype, str):
-            raise BodyError("content block type must be a string", f"{bptr}/type")
-        if btype == "text":
-            _text(_string(block, "text", bptr), f"{bptr}/text", role, turn, phase, b)
-        elif btype == "thinking":
-            b.text(SegmentKind.REASONING, _string(block, "thinking", bptr), f"{bptr}/thinking", role=role,
-                   turn=turn, phase=phase, source="thinking")
-        elif btype == "tool_use":
-            _tool_use(block, bptr, role, turn, phase, b)
-        elif btype in TOOL_RESULT_TYPES:
-            call_id = _optional_string(block.get("tool_use_id"))
-            name = names.get(call_id) if call_id else None
-            source = "tool_error" if block.get("is_error") is True else ""
-            for text, pointer in _readable(block, bptr):
-                b.text(SegmentKind.TOOL_RESULT, text, pointer, role="tool", turn=turn, phase=phase,
-                       tool_call_id=call_id, tool_name=name, source=source)
-        elif btype in ("document", "search_result"):
-            for text, pointer in _readable(block, bptr):
-                b.text(SegmentKind.DOCUMENT, text, pointer, role=role, turn=turn, phase=phase)
-        # image, redacted_thinking, server-tool calls, web search results (encrypted): nothing readable
+        _read_block(block, f"{ptr}/{j}", role, turn, phase, b, names)
+
+
+def _read_block(block: Any, bptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder,
+                names: _CallNames) -> None:
+    """One content block of a message, or a block a stream sent whole."""
+    expect(block, dict, bptr, "a content block")
+    btype = block.get("type")
+    if not isinstance(btype, str):
+        raise BodyError("content block type must be a string", f"{bptr}/type")
+    if btype == "text":
+        _text(_string(block, "text", bptr), f"{bptr}/text", role, turn, phase, b)
+    elif btype == "thinking":
+        b.text(SegmentKind.REASONING, _string(block, "thinking", bptr), f"{bptr}/thinking", role=role,
+               turn=turn, phase=phase, source="thinking")
+    elif btype == "tool_use":
+        _tool_use(block, bptr, role, turn, phase, b)
+    elif btype in TOOL_RESULT_TYPES:
+        call_id = _optional_string(block.get("tool_use_id"))
+        name = names.get(call_id) if call_id else None
+        source = "tool_error" if block.get("is_error") is True else ""
+        for text, pointer in _readable(block, bptr):
+            b.text(SegmentKind.TOOL_RESULT, text, pointer, role="tool", turn=turn, phase=phase,
+                   tool_call_id=call_id, tool_name=name, source=source)
+    elif btype in ("document", "search_result"):
+        for text, pointer in _readable(block, bptr):
+            b.text(SegmentKind.DOCUMENT, text, pointer, role=role, turn=turn, phase=phase)
+    # image, redacted_thinking, server-tool calls: nothing readable
 
 
 def _text(text: str, ptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
@@ -314,11 +334,15 @@ def _readable(block: Mapping[str, Any], bptr: str) -> list[tuple[str, str]]:
         if stype == "content":
             return _nested(source.get("content"), f"{sptr}/content")
         return []  # base64, url, file: not readable here
+    if btype == "web_search_result":  # the page comes encrypted; its title is the page's own words
+        title = block.get("title")
+        return [(title, f"{bptr}/title")] if isinstance(title, str) else []
+    out = [(block[key], f"{bptr}/{key}") for key in OUTPUT_FIELDS if isinstance(block.get(key), str)]
     content = block.get("content")
     cptr = f"{bptr}/content"
-    if isinstance(content, dict):  # web_fetch_tool_result -> web_fetch_result -> document
-        return _readable(content, cptr)
-    return _nested(content, cptr)
+    if isinstance(content, dict):  # web_fetch_tool_result -> web_fetch_result -> document; code execution results
+        return out + _readable(content, cptr)
+    return out + _nested(content, cptr)  # a viewed file's text is a string `content`
 
 
 def _nested(content: Any, ptr: str) -> list[tuple[str, str]]:
@@ -332,7 +356,7 @@ def _nested(content: Any, ptr: str) -> list[tuple[str, str]]:
     for k, inner in enumerate(content):
         iptr = f"{ptr}/{k}"
         expect(inner, dict, iptr, "a content block")
-        if inner.get("type") in ("text", "document", "search_result"):
+        if _is_one_of(inner.get("type"), NESTED_READABLE_TYPES):
             out.extend(_readable(inner, iptr))
     return out
 

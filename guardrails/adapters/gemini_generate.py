@@ -163,10 +163,9 @@ class GeminiGenerateContentAdapter(Adapter):
             return
         # executableCode is a call of the code_execution built-in, run in Google's sandbox: like the other
         # built-ins it is not judged (as assistant text it would read as a leaked `print(...)` tool call).
-        outcome, key = camel_or_snake(part, "codeExecutionResult", "code_execution_result")
-        if is_mapping(outcome) and isinstance(outcome.get("output"), str):
-            b.text(SegmentKind.TOOL_RESULT, outcome["output"], f"{ptr}/{key}/output", role="tool",
-                   turn=turn, phase=phase, source="code_execution_result")
+        output = _code_output(part, ptr)
+        if output is not None:
+            _code_result(b, *output, turn, phase)
         # inlineData / fileData / thoughtSignature-only parts carry no text we judge.
 
     @staticmethod
@@ -248,6 +247,7 @@ class _CandidateStream:
         self.thought: list[tuple[str, str]] = []
         self.text: list[tuple[str, str]] = []
         self.calls: list[tuple[Mapping[str, Any], str]] = []
+        self.code_outputs: list[tuple[str, str]] = []  # code execution output arrives whole, one per part
         self.finish_reason: Any = None
 
     def absorb(self, candidate: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
@@ -271,6 +271,9 @@ class _CandidateStream:
             call, key = camel_or_snake(part, "functionCall", "function_call")
             if call is not None:
                 self.calls.append((obj(call, f"{ptr}/{key}", key), f"{ptr}/{key}"))
+            output = _code_output(part, ptr)
+            if output is not None:
+                self.code_outputs.append(output)
 
     def emit(self, b: ExchangeBuilder) -> None:
         turn = b.next_turn
@@ -278,6 +281,8 @@ class _CandidateStream:
         b.streamed_text(self.text, turn=turn)
         for call, ptr in self.calls:  # function calls arrive whole, one per part
             _function_call(call, ptr, turn, Phase.RESPONSE, b)
+        for text, ptr in self.code_outputs:
+            _code_result(b, text, ptr, turn, Phase.RESPONSE)
 
 
 def _declares_functions(tools: Any) -> bool:
@@ -306,6 +311,18 @@ def _function_call(call: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b
         raise BodyError("functionCall args must be an object", f"{ptr}/args")
     b.tool_call(name=name, arguments=args, call_id=string(call.get("id")), name_pointer=f"{ptr}/name",
                 arguments_pointer=args_ptr, turn=turn, phase=phase)
+
+
+def _code_output(part: Mapping[str, Any], ptr: str) -> tuple[str, str] | None:
+    """The output (and its pointer) of a `codeExecutionResult` part: what the sandboxed code printed."""
+    outcome, key = camel_or_snake(part, "codeExecutionResult", "code_execution_result")
+    if is_mapping(outcome) and isinstance(outcome.get("output"), str):
+        return outcome["output"], f"{ptr}/{key}/output"
+    return None
+
+
+def _code_result(b: ExchangeBuilder, text: str, ptr: str, turn: int, phase: Phase) -> None:
+    b.text(SegmentKind.TOOL_RESULT, text, ptr, role="tool", turn=turn, phase=phase, source="code_execution_result")
 
 
 def _parameters(decl: Mapping[str, Any]) -> Mapping[str, Any] | None:

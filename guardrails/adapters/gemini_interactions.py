@@ -16,10 +16,12 @@ Normalization choices (shared with the other adapters):
   tool_calls, incomplete -> length; others verbatim). `usage.output_tokens` includes thought tokens.
 * A `user_input` step echoed in a response repeats the request's input and is skipped.
 * Function results are strings, Content lists or arbitrary objects: every string inside an object becomes
-  an untrusted TOOL_RESULT segment pointing at that string. Built-in tool steps (google_search...) are
-  not client tools and are ignored, except MCP server results, which are untrusted text like any result.
+  an untrusted TOOL_RESULT segment pointing at that string (source "tool_error" when `is_error`). Built-in
+  tool steps (google_search...) are not client tools and are ignored, except MCP server results and code
+  execution output, which are untrusted text like any result (as `codeExecutionResult` in generateContent).
 * Streams: `arguments_delta` fragments are assembled into the raw argument string with pieces; a legacy
-  whole-call delta keeps its arguments object.
+  whole-call delta keeps its arguments object. A result step arrives whole, in its `step.start` or in a
+  delta of its own type, and is read as in a complete response; a `user_input` step is skipped there too.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from guardrails.pointer import join
 # keys of a result object come from the body: `string_leaves` escapes those with `join`.
 USER_TYPES = frozenset({"user_input"})
 MODEL_TYPES = frozenset({"model_output", "thought", "function_call"})
-TOOL_RESULT_TYPES = frozenset({"function_result", "mcp_server_tool_result"})
+TOOL_RESULT_TYPES = frozenset({"function_result", "mcp_server_tool_result", "code_execution_result"})
 STEP_TYPES = USER_TYPES | MODEL_TYPES | {"function_result"}
 FORCING_CHOICES = frozenset({"any", "validated"})
 SCHEMA_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean"})
@@ -196,7 +198,7 @@ class GeminiInteractionsAdapter(Adapter):
         elif kind == "function_call":
             self._function_call(item, ptr, turn, phase, b)
         elif kind in TOOL_RESULT_TYPES:
-            self._function_result(item, ptr, turn, phase, b)
+            _read_result(item, ptr, turn, phase, b)
         # Media and built-in tool steps carry no text we judge; unknown types are newer API additions.
 
     @staticmethod
@@ -234,21 +236,6 @@ class GeminiInteractionsAdapter(Adapter):
                             args_ptr)
         b.tool_call(name=name, arguments=arguments, call_id=string(item.get("id")),
                     name_pointer=f"{ptr}/name", arguments_pointer=args_ptr, turn=turn, phase=phase)
-
-    @staticmethod
-    def _function_result(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
-                         b: ExchangeBuilder) -> None:
-        result, rptr = item.get("result"), f"{ptr}/result"
-        call_id, name = string(item.get("call_id")), string(item.get("name"))
-        if name is None and call_id is not None:
-            name = _called_name(call_id, b)
-        if isinstance(result, list):  # [text/image Content]
-            texts: Iterator[tuple[str, str]] | list[tuple[str, str]] = _texts(result, rptr, "result")
-        else:
-            texts = string_leaves(result, rptr)
-        for text, tptr in texts:
-            b.text(SegmentKind.TOOL_RESULT, text, tptr, role="tool", turn=turn, phase=phase,
-                   tool_call_id=call_id, tool_name=name)
 
     @staticmethod
     def _read_tool_choice(choice: Any, b: ExchangeBuilder) -> None:
@@ -328,6 +315,7 @@ class _StepStream:
         self.name: Any = None
         self.name_pointer: str | None = None
         self.call_id: Any = None
+        self.results: list[tuple[Mapping[str, Any], str]] = []  # result steps/deltas, each whole, and pointers
 
     def absorb_start(self, step: Mapping[str, Any], ptr: str) -> None:
         self.type = string(step.get("type")) or self.type
@@ -339,6 +327,10 @@ class _StepStream:
             self.summary.extend(_texts(step.get("summary"), f"{ptr}/summary", "thought summary"))
         elif self.type == "function_call":
             self._call_fields(step, ptr)
+        elif self.type in TOOL_RESULT_TYPES:
+            self.call_id = string(step.get("call_id")) or self.call_id
+            self.name = string(step.get("name")) or self.name
+            self.results.append((step, ptr))
 
     def absorb_delta(self, delta: Mapping[str, Any], ptr: str) -> None:
         kind = delta.get("type")
@@ -361,6 +353,9 @@ class _StepStream:
         elif kind == "function_call":  # legacy: the whole call in one delta
             self.type = "function_call"
             self._call_fields(delta, ptr)
+        elif isinstance(kind, str) and kind in TOOL_RESULT_TYPES:  # whole; its call id may be on the step start
+            self.type = self.type or kind
+            self.results.append((delta, ptr))
 
     def _call_fields(self, call: Mapping[str, Any], ptr: str) -> None:
         if isinstance(call.get("name"), str):
@@ -373,7 +368,11 @@ class _StepStream:
             self.arguments.append((arguments, f"{ptr}/arguments"))
 
     def emit(self, b: ExchangeBuilder) -> None:
+        if self.type in USER_TYPES:
+            return  # an echo of the request's input, skipped as in a complete response
         turn = b.next_turn
+        for result, ptr in self.results:
+            _read_result(result, ptr, turn, Phase.RESPONSE, b, self.call_id, string(self.name))
         b.streamed_text(self.summary, turn=turn, reasoning="thought_summary")
         b.streamed_text(self.text, turn=turn)
         if self.type != "function_call":
@@ -421,6 +420,24 @@ def _slot(steps: dict[int, _StepStream], index: int, kptr: str) -> _StepStream:
     if slot is None:
         slot = steps[index] = _StepStream(kptr)
     return slot
+
+
+def _read_result(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: ExchangeBuilder,
+                 call_id: str | None = None, name: str | None = None) -> None:
+    """A function, MCP or code execution result: untrusted text. `call_id`/`name`: a stream step's, if the
+    delta that carries the result names neither."""
+    result, rptr = item.get("result"), f"{ptr}/result"
+    call_id, name = string(item.get("call_id")) or call_id, string(item.get("name")) or name
+    if name is None and call_id is not None:
+        name = _called_name(call_id, b)
+    if isinstance(result, list):  # [text/image Content]
+        texts: Iterator[tuple[str, str]] | list[tuple[str, str]] = _texts(result, rptr, "result")
+    else:
+        texts = string_leaves(result, rptr)
+    source = "tool_error" if item.get("is_error") is True else ""
+    for text, tptr in texts:
+        b.text(SegmentKind.TOOL_RESULT, text, tptr, role="tool", turn=turn, phase=phase,
+               tool_call_id=call_id, tool_name=name, source=source)
 
 
 def _called_name(call_id: str, b: ExchangeBuilder) -> str | None:

@@ -5,6 +5,13 @@ Request: `instructions`, `input` (a string or items: messages, `function_call`, 
 message with `output_text` parts and their logprobs, function_call), usage, `status`/`incomplete_details`.
 A stream is the list of events: text is assembled from the deltas (each piece pointing at its delta) when
 there are any, else read from `response.output_item.done` or the final `response.completed`.
+
+Besides function calls, the client runs the calls of custom tools (`custom_tool_call`, free-form `input`) and of
+the shell and patch built-ins (`local_shell_call`, `shell_call`: `action`; `apply_patch_call`: `operation`):
+each is a tool call named after its tool (`custom` tools by their name, built-ins by their type, declared the
+same way). A custom call's arguments are read as `{"input": <input>}` at the item's pointer, so an argument
+path (`input`) resolves to the item's `input` string. What comes back (the `*_output` items, an MCP server's
+`mcp_call` output, code interpreter logs, file search results) is untrusted TOOL_RESULT text.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, has_any, is_mapping
 from guardrails.adapters.openai_chat import content_texts, int_or_none, is_forced_choice, tool_spec
 from guardrails.errors import BodyError
-from guardrails.exchange import Generation, Phase, SegmentKind, Usage
+from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping.
 
@@ -40,6 +47,16 @@ DELTA_EVENTS = {
 # `status` / `incomplete_details.reason` in the OpenAI finish_reason vocabulary the other adapters use.
 INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+# Calls the client runs for built-in tools: item type -> (tool name = the tool's `type`, field the client runs).
+# The name is the start of the item type, so the call's name pointer is the item's `type`, from offset 0.
+ACTION_CALLS = {"local_shell_call": ("local_shell", "action"), "shell_call": ("shell", "action"),
+                "apply_patch_call": ("apply_patch", "operation")}
+ACTION_TOOLS = frozenset(name for name, _ in ACTION_CALLS.values())
+# What a tool call returned to the model: untrusted text, whoever ran the tool.
+OUTPUT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output", "local_shell_call_output",
+                          "shell_call_output", "apply_patch_call_output"})
+# Hosted tools whose results come back inside the call item: item type -> (list field, text field of an entry).
+HOSTED_RESULTS = {"code_interpreter_call": ("outputs", "logs"), "file_search_call": ("results", "text")}
 
 
 class OpenAIResponsesAdapter(Adapter):
@@ -104,8 +121,17 @@ class OpenAIResponsesAdapter(Adapter):
         for i, tool in enumerate(tools):
             tptr = f"/request/tools/{i}"
             expect(tool, Mapping, tptr, "a tool")
-            if tool.get("type") != "function":
-                continue  # hosted tools (web search, file search, MCP...) are not called by the model's text
+            kind = tool.get("type")
+            if kind == "custom":  # free-form input (plain text or a grammar), no JSON Schema
+                b.tool(ToolSpec(name=expect(tool.get("name"), str, f"{tptr}/name", "custom tool name"),
+                                parameters=None, description=_string_or_empty(tool.get("description")),
+                                pointer=tptr))
+                continue
+            if isinstance(kind, str) and kind in ACTION_TOOLS:  # run by the client, which is sent their calls
+                b.tool(ToolSpec(name=kind, parameters=None, pointer=tptr))
+                continue
+            if kind != "function":
+                continue  # hosted tools (web search, file search, MCP...) are run by OpenAI, not the client
             if is_mapping(tool.get("function")):  # tolerate the nested Chat Completions shape
                 tool, tptr = tool["function"], f"{tptr}/function"
             expect(tool.get("name"), str, f"{tptr}/name", "function tool name")
@@ -172,11 +198,19 @@ class _ItemReader:
             self.message(item, ptr)
         elif kind == "function_call":
             self.function_call(item, ptr)
-        elif kind == "function_call_output":
+        elif kind in OUTPUT_ITEMS:
             self.function_output(item, ptr)
         elif kind == "reasoning":
             self.reasoning(item, ptr)
-        # Other items (hosted tool calls, item references) carry no model text or tool output we read.
+        elif kind == "custom_tool_call":
+            self.custom_call(item, ptr)
+        elif kind in ACTION_CALLS:
+            self.action_call(item, ptr, *ACTION_CALLS[kind])
+        elif kind == "mcp_call":
+            self.mcp_output(item, ptr)
+        elif kind in HOSTED_RESULTS:
+            self.hosted_results(item, ptr, *HOSTED_RESULTS[kind])
+        # Other items (item references, web search and computer calls, MCP listings) carry no text we read.
 
     def message(self, item: Mapping[str, Any], ptr: str) -> None:
         role = item.get("role", "assistant" if self.phase is Phase.RESPONSE else None)
@@ -200,22 +234,67 @@ class _ItemReader:
 
     def function_call(self, item: Mapping[str, Any], ptr: str) -> None:
         name = expect(item.get("name"), str, f"{ptr}/name", "function_call name")
-        call_id = _call_id(item)
-        if call_id is not None:
-            self.call_names[call_id] = name
         arguments, args_ptr = item.get("arguments"), f"{ptr}/arguments"
         if arguments is None:  # absent or null: no arguments, and no string to point into
             arguments, args_ptr = {}, args_ptr if "arguments" in item else ptr
-        self.b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=f"{ptr}/name",
+        self._call(name, arguments, item, f"{ptr}/name", args_ptr)
+
+    def custom_call(self, item: Mapping[str, Any], ptr: str) -> None:
+        """A custom tool's free-form input, read as the arguments `{"input": ...}` of the item itself."""
+        name = expect(item.get("name"), str, f"{ptr}/name", "custom_tool_call name")
+        text = item.get("input")
+        arguments = {} if text is None else {"input": expect(text, str, f"{ptr}/input", "custom_tool_call input")}
+        self._call(name, arguments, item, f"{ptr}/name", ptr)
+
+    def action_call(self, item: Mapping[str, Any], ptr: str, name: str, field: str) -> None:
+        """A shell or patch call the client runs: its action object is the arguments."""
+        action, aptr = item.get(field), f"{ptr}/{field}"
+        if action is None:
+            action, aptr = {}, ptr
+        self._call(name, expect(action, Mapping, aptr, f"{item.get('type')} {field}"), item, f"{ptr}/type", aptr)
+
+    def _call(self, name: str, arguments: Any, item: Mapping[str, Any], name_ptr: str, args_ptr: str) -> None:
+        """Add a call; `arguments` as `ExchangeBuilder.tool_call` takes them (a raw JSON string or a value)."""
+        call_id = _call_id(item)
+        if call_id is not None:
+            self.call_names[call_id] = name
+        self.b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=name_ptr,
                          arguments_pointer=args_ptr, turn=self.turn(model=True), phase=self.phase)
 
     def function_output(self, item: Mapping[str, Any], ptr: str) -> None:
         call_id = item.get("call_id")
         call_id = call_id if isinstance(call_id, str) else None
         turn = self.turn(model=False)
-        for text, pointer in content_texts(item.get("output"), f"{ptr}/output", "function_call_output output"):
+        kind = item.get("type")
+        output, optr = item.get("output"), f"{ptr}/output"
+        texts = _shell_outputs(output, optr) if kind == "shell_call_output" else content_texts(
+            output, optr, f"{kind} output")
+        for text, pointer in texts:
             self.b.text(SegmentKind.TOOL_RESULT, text, pointer, role="tool", turn=turn, phase=self.phase,
                         tool_call_id=call_id, tool_name=self.call_names.get(call_id or ""))
+
+    def mcp_output(self, item: Mapping[str, Any], ptr: str) -> None:
+        """What a remote MCP server returned (run by OpenAI, read by the model next): untrusted. The call's
+        arguments, run by OpenAI as the other hosted tools' calls are, are not read."""
+        name, call_id = _string_or_none(item.get("name")), _string_or_none(item.get("id"))
+        turn = self.turn(model=False)
+        for key, source in (("output", ""), ("error", "tool_error")):
+            text = item.get(key)
+            if isinstance(text, str):
+                self.b.text(SegmentKind.TOOL_RESULT, text, f"{ptr}/{key}", role="tool", turn=turn,
+                            phase=self.phase, source=source, tool_call_id=call_id, tool_name=name)
+
+    def hosted_results(self, item: Mapping[str, Any], ptr: str, field: str, key: str) -> None:
+        """Code interpreter logs, file search chunks: text a hosted tool fetched or printed, untrusted."""
+        entries = item.get(field)
+        if not isinstance(entries, list):
+            return  # absent, or null until the results are included
+        turn = self.turn(model=False)
+        for j, entry in enumerate(entries):
+            text = entry.get(key) if is_mapping(entry) else None
+            if isinstance(text, str):
+                self.b.text(SegmentKind.TOOL_RESULT, text, f"{ptr}/{field}/{j}/{key}", role="tool", turn=turn,
+                            phase=self.phase, source=str(item.get("type")))
 
     def reasoning(self, item: Mapping[str, Any], ptr: str) -> None:
         turn = self.turn(model=True)
@@ -378,6 +457,30 @@ def _looks_like_responses_output(response: Any) -> bool:
         kind = response[0].get("type")
         return isinstance(kind, str) and kind.startswith("response.")
     return False
+
+
+def _shell_outputs(output: Any, ptr: str) -> list[tuple[str, str]]:
+    """The stdout and stderr of each command of a `shell_call_output` (a list of {stdout, stderr, outcome})."""
+    if output is None:
+        return []
+    if isinstance(output, str):
+        return [(output, ptr)]
+    out: list[tuple[str, str]] = []
+    for j, entry in enumerate(expect(output, list, ptr, "shell_call_output output")):
+        eptr = f"{ptr}/{j}"
+        expect(entry, Mapping, eptr, "a shell command output")
+        for key in ("stdout", "stderr"):
+            if isinstance(entry.get(key), str):
+                out.append((entry[key], f"{eptr}/{key}"))
+    return out
+
+
+def _string_or_empty(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _string_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _call_id(item: Mapping[str, Any]) -> str | None:
