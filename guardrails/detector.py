@@ -15,12 +15,14 @@ this project registers its own (see pyproject.toml).
 Detectors read their policy settings through `Detector.setting(key, type, default)` when they are built: a
 value of the wrong type raises `SettingError`, which the engine reports as a configuration error naming the
 detector, the setting and the line of config.yml, so `guardrails policy validate` and a policy load refuse it.
+While a detector is built its settings are a `RecordedSettings`: a key it never asks for is a misspelled or
+unsupported setting, which `guardrails policy validate` reports and a policy load logs as a warning.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -77,6 +79,36 @@ def _is_a(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+class RecordedSettings(Mapping[str, Any]):
+    """A detector's settings that remember which keys the detector asked for while it was built.
+
+    Every lookup (`setting()`, `get`, `[]`, `in`) records the key, present or not, so the names a detector
+    asks for also serve as did-you-mean candidates; iterating (`items()`, `keys()`, `dict(...)`) reads them all.
+    """
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self._settings = settings
+        self.asked: dict[str, None] = {}  # in the order asked: suggestions are deterministic
+        self.read_all = False
+
+    def __getitem__(self, key: str) -> Any:
+        self.asked[key] = None
+        return self._settings[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self.read_all = True  # a detector that walks its settings checks (or accepts) every key itself
+        return iter(self._settings)
+
+    def __len__(self) -> int:
+        return len(self._settings)
+
+    def __repr__(self) -> str:
+        return f"RecordedSettings({self._settings!r})"
+
+    def unread(self) -> list[Any]:
+        """The keys the detector never asked for: misspelled or unsupported, unless it reads them later."""
+        return [] if self.read_all else [key for key in self._settings if key not in self.asked]
+
 
 @dataclass(frozen=True, slots=True)
 class Scope:
@@ -125,7 +157,12 @@ class ScanContext:
 
 
 class Detector(ABC):
-    """Base class of every detector. Subclasses set `name` and `category` and implement `scan`."""
+    """Base class of every detector. Subclasses set `name` and `category` and implement `scan`.
+
+    Read every setting in `__init__` (with `setting()`): the engine records which keys a detector asks for
+    while it is built, and a key it did not ask for is reported as unknown (an error for `guardrails policy
+    validate`, a warning when the service loads the policy). A setting first read in `scan` is reported too.
+    """
 
     name: ClassVar[str]
     category: ClassVar[Category]

@@ -4,12 +4,18 @@ Built once per policy version. Segment detectors run inline with a bounded per-s
 history an agent resends every step costs a dictionary lookup; exchange detectors that wait on I/O run
 concurrently under their timeout. A detector that raises or times out becomes a `detector_error`
 finding whose action the policy sets: a check never fails because a detector did.
+
+A setting no detector asked for while it was built (a typo such as `builtin_rule`) is kept in
+`Engine.unknown_settings` and logged as a warning: `guardrails policy validate` makes it an error, the service
+does not, since a third-party detector may read a setting only when it scans.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
+import logging
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -17,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guardrails.colang.catalog import RAIL_KINDS
-from guardrails.detector import Detector, DetectorRegistry, ScanContext, Scope, SegmentDetector, Services
+from guardrails.detector import (
+    Detector,
+    DetectorRegistry,
+    RecordedSettings,
+    ScanContext,
+    Scope,
+    SegmentDetector,
+    Services,
+)
 from guardrails.exchange import Exchange, Segment
 from guardrails.findings import (
     DEFAULT_ACTION_BY_SEVERITY,
@@ -29,6 +43,8 @@ from guardrails.findings import (
     strictest,
 )
 from guardrails.policy import DetectorConfig, Policy, PolicyError
+
+log = logging.getLogger(__name__)
 
 
 class SegmentCache:
@@ -103,10 +119,15 @@ class Engine:
         registry: DetectorRegistry,
         services: Services | None = None,
         cache: SegmentCache | None = None,
+        *,
+        log_unknown_settings: bool = True,
     ) -> None:
+        """Build the policy's detectors; `log_unknown_settings=False` leaves reporting `unknown_settings` to
+        the caller (`guardrails policy validate` prints them as errors)."""
         self.policy = policy
         self.cache = cache or SegmentCache()
         self.slots: list[_Slot] = []
+        self.unknown_settings: list[PolicyError] = []  # config.yml keys no detector asked for while built
         services = services or Services()
         # Detectors are built per policy: let them find files kept in their bundle (judge prompts...).
         services = dataclasses.replace(services, extra={**services.extra, "policy_dir": policy.path})
@@ -116,20 +137,15 @@ class Engine:
         for config in policy.detectors:
             if not config.enabled:
                 continue
-            if config.name not in registry:
-                reason = registry.load_errors.get(config.name, "not installed")
-                raise PolicyError(f"policy enables detector {config.name!r}, which is unavailable: {reason}",
-                                  policy.config_file or policy.path, config.line)
-            cls = registry.get(config.name)
-            try:
-                detector = cls(config.settings, services)
-            except Exception as exc:
-                raise PolicyError(f"detector {config.name!r} rejected its settings: {exc}",
-                                  policy.config_file or policy.path, config.line) from exc
-            scope = config.scope or cls.default_scope
+            detector = self._build(config)
+            scope = config.scope or type(detector).default_scope
             if config.rail_types:
                 scope = _narrow_to_rails(scope, config, policy.config_file or policy.path)
             self.slots.append(_Slot(detector, config, scope, id(detector)))
+        if log_unknown_settings:
+            for problem in self.unknown_settings:
+                log.warning("policy %s: %s (loaded anyway: a detector may read a setting only when it scans)",
+                            policy.id, problem)
         # Custom Colang flows run on NeMo's runtime, built once per policy version; built-in flows never do.
         self._segment_slots = [i for i, slot in enumerate(self.slots) if isinstance(slot.detector, SegmentDetector)]
         self._segment_scopes = [(i, self.slots[i].scope) for i in self._segment_slots]
@@ -139,6 +155,25 @@ class Engine:
             from guardrails.colang.bridge import ColangRails
 
             self.colang = ColangRails(self)
+
+    def _build(self, config: DetectorConfig) -> Detector:
+        """One enabled detector, built with its settings; records the settings it never asked for."""
+        file = self.policy.config_file or self.policy.path
+        if config.name not in self.registry:
+            reason = self.registry.load_errors.get(config.name, "not installed")
+            raise PolicyError(f"policy enables detector {config.name!r}, which is unavailable: {reason}",
+                              file, config.line)
+        recorded = RecordedSettings(config.settings)
+        try:
+            detector = self.registry.get(config.name)(recorded, self.services)
+        except Exception as exc:
+            raise PolicyError(f"detector {config.name!r} rejected its settings: {exc}", file, config.line) from exc
+        # Checks read the plain mapping: no recording on the hot path (a plug-in may keep settings elsewhere).
+        if getattr(detector, "settings", None) is recorded:
+            detector.settings = config.settings
+        self.unknown_settings += [PolicyError(_unknown_setting(config.name, key, list(recorded.asked)), file,
+                                              config.line) for key in recorded.unread()]
+        return detector
 
     async def run(self, exchange: Exchange) -> EngineResult:
         timings: dict[str, float] = {}
@@ -294,6 +329,15 @@ def _narrow_to_rails(scope: Scope, config: DetectorConfig, file: Any) -> Scope:
         raise PolicyError(f"detector {config.name!r} cannot look at any segment of the rails "
                           f"{sorted(config.rail_types)} its flow is listed under", file)
     return Scope(kinds=kinds, trust=scope.trust, phases=scope.phases)
+
+
+def _unknown_setting(detector: str, key: Any, asked: list[str]) -> str:
+    """`detector 'x' has no setting 'y'`, with the closest name the detector asked for, else all of them."""
+    message = f"detector {detector!r} has no setting {key!r}"
+    close = difflib.get_close_matches(str(key), asked, n=1)
+    if close:
+        return f"{message}; did you mean {close[0]!r}?"
+    return f"{message}; it reads {', '.join(sorted(asked))}" if asked else f"{message}; it reads none when built"
 
 
 def _error_finding(slot: _Slot, exc: BaseException) -> Finding:

@@ -21,6 +21,7 @@ change and keeps the last good version live when an edit breaks it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -241,8 +242,10 @@ def _rails(config: Mapping[str, Any], text: str, file: Path,
             if name in defined:
                 continue  # an author's flow, possibly overriding the built-in of the same name
             if name not in BUILTIN_FLOWS:
+                close = difflib.get_close_matches(name, [*defined, *BUILTIN_FLOWS], n=1, cutoff=0.8)
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 raise PolicyError(
-                    f"rails.{section}: unknown flow {name!r}; not a built-in rail "
+                    f"rails.{section}: unknown flow {name!r}; {hint}not a built-in rail "
                     f"(see guardrails/colang/library) and not defined in the policy's .co files",
                     file, _line_of(text, name, after="rails"))
             routed.setdefault(BUILTIN_FLOWS[name][0], set()).add(section)

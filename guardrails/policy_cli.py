@@ -1,8 +1,9 @@
 """`guardrails policy validate DIR...` and `guardrails policy test DIR...`: policies under CI.
 
 DIR is a policy bundle (has config.yml) or a directory of bundles (then routing.yml is checked too).
-`validate` loads each bundle, builds its detectors (a setting of the wrong type is an error) and its Colang
-runtime, and reports every action a flow calls that nothing defines, with file and line.
+`validate` loads each bundle, builds its detectors (a setting of the wrong type, or one the detector does not
+read, is an error) and its Colang runtime, and reports every action or flow a flow calls that nothing defines,
+with file and line.
 A test case is a JSON file in `<bundle>/tests/`:
 
     {"description": "...", "check": {<a /v1/checks body>},
@@ -66,8 +67,8 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
     """Problems with one bundle (empty when it loads and builds); also prints what it found."""
     try:
         policy = load_policy(directory)
-        engine = Engine(policy, registry)
-        problems = [str(problem) for problem in flow_problems(engine)]
+        engine = Engine(policy, registry, log_unknown_settings=False)  # errors here, not warnings as at load
+        problems = [str(problem) for problem in [*engine.unknown_settings, *flow_problems(engine)]]
     except PolicyError as exc:
         return [str(exc)]
     if problems:
@@ -81,8 +82,8 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
 
 
 def flow_problems(engine: Engine) -> list[PolicyError]:
-    """What the bundle's Colang flows call that is not there (a mistyped action): the runtime would only
-    report it when a check runs the flow. Flows no rail lists yet are checked too."""
+    """What the bundle's Colang flows call that is not there (a mistyped action or flow): the runtime would
+    only report it when a check runs the flow. Flows no rail lists yet are checked too."""
     if not engine.policy.rails.colang_files:
         return []
     from guardrails.colang.bridge import ColangRails  # imports nemoguardrails: only for bundles with flows

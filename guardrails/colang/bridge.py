@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import re
 import shutil
 import tempfile
@@ -31,7 +32,15 @@ import yaml
 
 from guardrails.adapters.base import TRUST_BY_KIND
 from guardrails.colang.catalog import BUILTIN_FLOWS, LIBRARY_FILES, RAIL_TYPES, action_names
-from guardrails.colang.parse import ActionCall, action_calls, flows_in, quiet_nemoguardrails
+from guardrails.colang.parse import (
+    ActionCall,
+    ColangSyntaxError,
+    FlowCall,
+    action_calls,
+    flow_calls,
+    flows_in,
+    quiet_nemoguardrails,
+)
 from guardrails.colang.variables import VARIABLE_NAMES, RailSegments, flow_variables
 from guardrails.detector import Detector, ScanContext, Scope, SegmentDetector
 from guardrails.exchange import Exchange, Segment, SegmentKind
@@ -218,15 +227,49 @@ class ColangRails:
 
     # --- actions ------------------------------------------------------------------------------------
     def call_problems(self) -> list[PolicyError]:
-        """Action calls in the policy's flows that would fail at check time: an action nothing registered (not
-        a detector action, not NeMo's, not in the bundle's actions.py) or a `run_detector` of a detector that
-        is not installed. For `guardrails policy validate`; the check path reports them as detector errors."""
+        """Calls in the policy's flows that would fail at check time, in file and line order: an action nothing
+        registered (not a detector action, not NeMo's, not in the bundle's actions.py), a `run_detector` of a
+        detector that is not installed, or a flow the runtime does not have (`do check secrts`). For
+        `guardrails policy validate`; the check path reports them as detector errors or aborted flows."""
+        files = list(self.policy.rails.colang_files)
+        found = [*self._action_problems(files), *self._flow_problems(files)]
+        order = {str(file): index for index, file in enumerate(files)}
+        return sorted(found, key=lambda problem: (order.get(problem.file or "", len(order)), problem.line or 0))
+
+    def _action_problems(self, files: list[Path]) -> list[PolicyError]:
         problems = []
-        for call in action_calls(list(self.policy.rails.colang_files), self.version):
+        for call in action_calls(files, self.version):
             message = self._unknown_detector(call) if self._is_registered(call.name) else self._unknown_action(call)
             if message:
                 problems.append(PolicyError(f"flow {call.flow!r}: {message}", call.file, call.line))
         return problems
+
+    def _flow_problems(self, files: list[Path]) -> list[PolicyError]:
+        defined = self.rails.runtime.flow_configs  # the bundle's, the built-in rails, NeMo's library or imports
+        return [PolicyError(f"flow {call.flow!r}: {self._unknown_flow(call)}", call.file, call.line)
+                for call in flow_calls(files, self.version) if call.name not in defined]
+
+    def _unknown_flow(self, call: FlowCall) -> str:
+        message = f"calls unknown flow {call.name!r}; "
+        module = _nemo_library_flows().get(call.name) if self.version != "1.0" else None
+        if module is not None:  # 2.x loads NeMo's library flows only when imported
+            return f"{message}NeMo's library defines it in `{module}`: add `import {module}` to a .co file"
+        where = ("a flow of NeMo's library" if self.version == "1.0" else "a library the bundle imports")
+        return (f"{message}{self._did_you_mean_flow(call.name)}not a built-in rail (guardrails/colang/library), "
+                f"{where}, nor a flow defined in the bundle's .co files")
+
+    def _did_you_mean_flow(self, name: str) -> str:
+        """The closest flow, else the closest action (`do detect secret` for `execute detect_secret`)."""
+        flows = [flow for flow in self.rails.runtime.flow_configs if not flow.startswith("_")]
+        flow = difflib.get_close_matches(name, flows, n=1, cutoff=0.8)
+        if flow:
+            return f"did you mean {flow[0]!r}? "
+        as_action = name.replace(" ", "_") if self.version == "1.0" else _camel(name.replace(" ", "_"))
+        action = difflib.get_close_matches(as_action, self._action_names(), n=1, cutoff=0.8)
+        if not action:
+            return ""
+        call = f"execute {action[0]}()" if self.version == "1.0" else f"await {action[0]}()"
+        return f"did you mean the action {action[0]!r} (`{call}`)? "
 
     def _is_registered(self, name: str) -> bool:
         # The runtime's own lookup (it maps `FooBarAction` to `foo_bar`), plus 2.x's instant actions (bot says).
@@ -243,16 +286,20 @@ class ColangRails:
 
     def _did_you_mean(self, name: str) -> str:
         """The closest action, else the closest flow (`execute check_secrets` for the flow `check secrets`)."""
-        registered = list(self.rails.runtime.action_dispatcher.registered_actions)
-        if self.version != "1.0":  # 2.x calls `refund_over_limit` as `RefundOverLimitAction`
-            registered += [*self._instant_actions(), *(_camel(n) for n in registered if not n.endswith("Action"))]
-        action = difflib.get_close_matches(name, registered, n=1, cutoff=0.8)
+        action = difflib.get_close_matches(name, self._action_names(), n=1, cutoff=0.8)
         if action:
             return f"did you mean {action[0]!r}? "
         flows = [*BUILTIN_FLOWS, *flows_in(list(self.policy.rails.colang_files), self.version)]
         flow = difflib.get_close_matches(_as_words(name), flows, n=1, cutoff=0.8)
         verb = "do" if self.version == "1.0" else "await"
         return f"did you mean the flow {flow[0]!r} (`{verb} {flow[0]}`)? " if flow else ""
+
+    def _action_names(self) -> list[str]:
+        """The names a flow may call an action by."""
+        registered = list(self.rails.runtime.action_dispatcher.registered_actions)
+        if self.version != "1.0":  # 2.x calls `refund_over_limit` as `RefundOverLimitAction`
+            registered += [*self._instant_actions(), *(_camel(n) for n in registered if not n.endswith("Action"))]
+        return registered
 
     def _unknown_detector(self, call: ActionCall) -> str | None:
         detector = _literal_name(call.arguments.get("detector", "")) if call.name in RUN_DETECTOR_ACTIONS else None
@@ -340,6 +387,19 @@ class ColangRails:
             detector = cls(config.settings if config else {}, self.engine.services)
             built = self._extra[name] = (detector, (config.scope if config else None) or cls.default_scope)
         return built
+
+
+@functools.cache
+def _nemo_library_flows() -> dict[str, str]:
+    """Flow name -> the module of NeMo's Colang 2.x library that defines it (`bot say` -> `core`)."""
+    import nemoguardrails
+
+    library = Path(nemoguardrails.__file__).resolve().parent / "colang" / "v2_x" / "library"
+    try:
+        flows = flows_in(sorted(library.glob("*.co")), "2.x")
+    except ColangSyntaxError:  # another NeMo release: the hint is a nicety, never a reason to fail
+        return {}
+    return {flow: file.stem for flow, file in flows.items()}
 
 
 def _camel(action_name: str) -> str:

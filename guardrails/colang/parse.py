@@ -1,4 +1,4 @@
-"""Read the flow names and the actions they call out of a policy's Colang files, with file and line.
+"""Read the flow names, and the actions and flows they call, out of a policy's Colang files, with file and line.
 
 Uses nemoguardrails' own parser, imported on first use: a policy without `.co` files never pays for it.
 """
@@ -29,6 +29,16 @@ class ActionCall:
     file: Path
     line: int | None
     arguments: Mapping[str, str] = field(default_factory=dict)  # argument -> its source text (`"pii"`, `$x`)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowCall:
+    """A flow another flow runs: `do name` in 1.0; `await`/`start`/`activate`/`when`/`match name` in 2.x."""
+
+    name: str
+    flow: str  # the flow that calls it
+    file: Path
+    line: int | None
 
 
 class ColangSyntaxError(Exception):
@@ -83,17 +93,33 @@ def _syntax_error(exc: Exception, file: Path) -> ColangSyntaxError:
 
 def action_calls(files: list[Path], version: str) -> list[ActionCall]:
     """Every action call in the files' flows, in file order. The files must parse (see `flows_in`)."""
+    calls: list[ActionCall] = []
+    for file, lines, flow in _parsed_flows(files, version):
+        found = _v1_calls(flow, file) if version == "1.0" else _v2_calls(flow, file, lines)
+        calls.extend(sorted(found, key=lambda call: call.line or 0))  # a `when` lists its specs first
+    return calls
+
+
+def flow_calls(files: list[Path], version: str) -> list[FlowCall]:
+    """Every flow the files' flows run, in file order. The files must parse (see `flows_in`)."""
+    calls: list[FlowCall] = []
+    for file, lines, flow in _parsed_flows(files, version):
+        found = _v1_flow_calls(flow, file) if version == "1.0" else _v2_flow_calls(flow, file, lines)
+        calls.extend(sorted(found, key=lambda call: call.line or 0))
+    return calls
+
+
+def _parsed_flows(files: list[Path], version: str) -> Iterator[tuple[Path, list[str], Any]]:
+    """(file, its lines, flow) for each flow NeMo's parser finds: a dict in 1.0, a `Flow` in 2.x."""
     quiet_nemoguardrails()
     from nemoguardrails.colang import parse_colang_file
 
-    calls: list[ActionCall] = []
     for file in files:
         content = file.read_text(encoding="utf-8")
         parsed = parse_colang_file(file.name, content=content, version=version)
+        lines = content.splitlines()
         for flow in parsed.get("flows", []):
-            found = _v1_calls(flow, file) if version == "1.0" else _v2_calls(flow, file, content.splitlines())
-            calls.extend(sorted(found, key=lambda call: call.line or 0))  # a `when` lists its specs first
-    return calls
+            yield file, lines, flow
 
 
 def _v1_calls(flow: Mapping[str, Any], file: Path) -> Iterator[ActionCall]:
@@ -105,33 +131,53 @@ def _v1_calls(flow: Mapping[str, Any], file: Path) -> Iterator[ActionCall]:
                              arguments)
 
 
+def _v1_flow_calls(flow: Mapping[str, Any], file: Path) -> Iterator[FlowCall]:
+    for element in flow.get("elements", []):
+        name = element.get("flow_name") if element.get("_type") == "flow" else None  # `do name`
+        if name and not str(name).startswith("$"):
+            line = (element.get("_source_mapping") or {}).get("line_number")
+            yield FlowCall(str(name), str(flow["id"]), file, line)
+
+
 def _v2_calls(flow: Any, file: Path, lines: list[str]) -> Iterator[ActionCall]:
+    from nemoguardrails.colang.v2_x.lang.colang_ast import SpecType
+
     flow_line = flow._source.line if flow._source else 1
-    for spec, line in _v2_started_specs(flow.elements, None, starting=False):
-        arguments = {str(k): str(v) for k, v in (spec.arguments or {}).items()}
-        yield ActionCall(spec.name, flow.name, file, line or _line_naming(lines, spec.name, flow_line), arguments)
+    for spec, line, starting in _v2_specs(flow.elements, None, starting=False):
+        if starting and spec.spec_type is SpecType.ACTION and spec.name:
+            arguments = {str(k): str(v) for k, v in (spec.arguments or {}).items()}
+            yield ActionCall(spec.name, flow.name, file, line or _line_naming(lines, spec.name, flow_line),
+                             arguments)
 
 
-def _v2_started_specs(node: Any, line: int | None, starting: bool) -> Iterator[tuple[Any, int | None]]:
-    """(action spec, line where known) for each action an `await`, `start` or `when` starts, at any depth."""
-    from nemoguardrails.colang.v2_x.lang.colang_ast import Spec, SpecOp, SpecType, When
+def _v2_flow_calls(flow: Any, file: Path, lines: list[str]) -> Iterator[FlowCall]:
+    from nemoguardrails.colang.v2_x.lang.colang_ast import SpecType
+
+    flow_line = flow._source.line if flow._source else 1
+    for spec, line, _ in _v2_specs(flow.elements, None, starting=False):
+        if spec.spec_type is SpecType.FLOW and spec.name:  # any statement: `match (x).Finished()` needs x too
+            yield FlowCall(spec.name, flow.name, file, line or _line_naming(lines, spec.name, flow_line))
+
+
+def _v2_specs(node: Any, line: int | None, starting: bool) -> Iterator[tuple[Any, int | None, bool]]:
+    """(spec, line where known, whether its statement starts it: `await`, `start`, `when`) for every spec a
+    flow's statements name, at any depth."""
+    from nemoguardrails.colang.v2_x.lang.colang_ast import Spec, SpecOp, When
 
     if isinstance(node, list):
         for child in node:
-            yield from _v2_started_specs(child, line, starting)
+            yield from _v2_specs(child, line, starting)
     elif isinstance(node, dict):  # `A and B`, `A or B`
-        yield from _v2_started_specs(node.get("elements", []), line, starting)
+        yield from _v2_specs(node.get("elements", []), line, starting)
     elif isinstance(node, Spec):
-        if starting and node.spec_type is SpecType.ACTION and node.name:
-            yield node, line
+        yield node, line, starting
     elif isinstance(node, SpecOp):
-        yield from _v2_started_specs(node.spec, node._source.line if node._source else line,
-                                     node.op in _V2_STARTING_OPS)
+        yield from _v2_specs(node.spec, node._source.line if node._source else line, node.op in _V2_STARTING_OPS)
     else:
         if isinstance(node, When):  # `when X` starts X, like `await X`
-            yield from _v2_started_specs(node.when_specs, line, starting=True)
+            yield from _v2_specs(node.when_specs, line, starting=True)
         for branch in _V2_BRANCHES:
-            yield from _v2_started_specs(getattr(node, branch, None) or [], line, starting=False)
+            yield from _v2_specs(getattr(node, branch, None) or [], line, starting=False)
 
 
 def _line_naming(lines: list[str], name: str, start: int) -> int | None:
