@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from policy_bundles import bundle
+from policy_bundles import bundle, validate
 
-from guardrails.cli import main
 from guardrails.detector import Detector, DetectorRegistry, ScanContext, Services
 from guardrails.engine import Engine
 from guardrails.exchange import Exchange
@@ -23,11 +22,6 @@ from guardrails.service import CheckService
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "please deploy the canary build"}]}
 REGISTRY = DetectorRegistry.from_entry_points()
-
-
-def validate(directory: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["policy", "validate", str(directory)])
-    return code, capsys.readouterr().out
 
 
 def errors_in(out: str) -> list[str]:

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from policy_bundles import bundle
+from policy_bundles import bundle, validate
 
-from guardrails.cli import main
 from guardrails.detector import DetectorRegistry, SettingError, read_setting
 from guardrails.engine import Engine
 from guardrails.policy import PolicyError, PolicyStore, load_policy
@@ -19,11 +18,6 @@ from guardrails.service import CheckService
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 REGISTRY = DetectorRegistry.from_entry_points()
-
-
-def validate(directory: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["policy", "validate", str(directory)])
-    return code, capsys.readouterr().out
 
 
 # --- 1. detector settings of the wrong type ------------------------------------------------------------
