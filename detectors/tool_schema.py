@@ -2,6 +2,10 @@
 
 vLLM's tool parsers do not validate arguments unless decoding was constrained (shared/reference/vllm.md §3.2):
 arguments may be broken JSON, a double-encoded string, or an object that ignores the schema.
+
+Calls the provider runs itself (`ToolCall.hosted`: web search, code execution, MCP servers) have no JSON Schema
+in the request: they are validated only where the request declares one for their name (a client tool of the
+same name); the provider checks its own tools' input when it runs them.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class ToolSchemaDetector(Detector):
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         findings: list[Finding] = []
         for segment in ctx.segments:
-            if segment.tool_call is not None:
+            if segment.tool_call is not None and _has_known_schema(exchange, segment):
                 findings.extend(self._check_arguments(exchange, segment))
         if self.check_tool_choice and exchange.has_response:
             findings.extend(self._check_tool_choice(exchange, ctx))
@@ -111,8 +115,10 @@ class ToolSchemaDetector(Detector):
         if mode in (None, "auto"):
             return []
         calls = [s for s in exchange.segments if s.phase is Phase.RESPONSE and s.tool_call is not None]
+        # Allowed-tool lists name client tools; a hosted tool (listed by type, if at all) is not judged by them.
+        named_calls = [s for s in calls if s.tool_call is not None and not s.tool_call.hosted]
         findings = []
-        if mode == "none":
+        if mode == "none":  # no tool at all, the provider's included
             for segment in calls:
                 assert segment.tool_call is not None
                 findings.append(finding_at(
@@ -122,17 +128,27 @@ class ToolSchemaDetector(Detector):
             findings.append(finding_at(self, Location("/response"), "tool_choice requires a tool call but "
                                        "the response has none", Severity.MEDIUM, {"tool_choice": "required"}))
         elif mode in ("required", "named") and names:
-            for segment in calls:
+            for segment in named_calls:
                 assert segment.tool_call is not None
                 if segment.tool_call.name not in names:
                     findings.append(finding_at(
                         self, locate_name(segment), f"tool_choice allows {sorted(names)} but the model "
                         f"called {segment.tool_call.name!r}", Severity.HIGH, {"tool_choice": sorted(names)}))
-            if mode == "named" and not calls and exchange.generation.finish_reason != "length":
+            if mode == "named" and not named_calls and exchange.generation.finish_reason != "length":
                 findings.append(finding_at(self, Location("/response"), f"tool_choice names {sorted(names)} "
                                            "but the response has no tool call", Severity.MEDIUM,
                                            {"tool_choice": sorted(names)}))
         return findings
+
+
+def _has_known_schema(exchange: Exchange, segment: Segment) -> bool:
+    """A client call always has one to check against (or is tool_undeclared's); a hosted call only where the
+    request declares a schema under its name."""
+    call = segment.tool_call
+    if call is None or not call.hosted:
+        return True
+    spec = exchange.tools.get(call.name)
+    return spec is not None and isinstance(spec.parameters, Mapping) and bool(spec.parameters)
 
 
 def normalize_tool_choice(choice: Any) -> tuple[str | None, frozenset[str]]:

@@ -5,6 +5,11 @@ tool result; the agent then calls a tool with it. A value is tainted when it app
 (tool results, documents) and in no trusted one (system, user). Values copied from a structured field of a
 tool result (`"id": "evt_42"`) are the normal data flow of an agent and are not reported unless asked; values
 lifted out of free text are. The finding points at the argument; `evidence.source` at where it was planted.
+
+Calls the provider runs itself (a web fetch, code execution, an MCP tool) are judged the same way: a URL a page
+planted is as dangerous in a `web_fetch` as in a client's `http_get`. Only the tool-choice check skips the
+provider's built-ins: their names (web_search, code_execution) name a capability the request enabled, not an
+errand a text could plant; an MCP tool's name (`send_email`) can, and is checked.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
 from guardrails.detector import Detector, ScanContext, Scope
-from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
 
 # Identifiers inside longer values: e-mail addresses, URLs, and tokens that mix letters and digits.
@@ -86,7 +91,7 @@ class ToolTaintDetector(Detector):
                 planted = _find(needle, untrusted, trusted)
                 if planted is not None and (planted.in_prose or self.report_data_fields):
                     findings.append(self._argument_finding(segment, call.name, path, needle, planted))
-            if self.check_tool_choice and call.name not in earlier_tools:
+            if self.check_tool_choice and call.name not in earlier_tools and not _is_builtin(call):
                 finding = self._choice_finding(segment, call.name, untrusted, trusted)
                 if finding is not None:
                     findings.append(finding)
@@ -154,6 +159,11 @@ class ToolTaintDetector(Detector):
                      "source": _source(Planted(source, 0, len(source.text), True))},
                     score=round(len(hits) / len(stems), 2))
         return None
+
+
+def _is_builtin(call: ToolCall) -> bool:
+    """A provider's built-in tool (web search, code execution...): hosted, and not a remote MCP server's."""
+    return call.hosted and call.mcp_server is None
 
 
 @lru_cache(maxsize=2048)

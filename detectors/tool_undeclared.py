@@ -2,6 +2,10 @@
 
 vLLM's tool parsers do not check names against `tools` unless decoding was constrained, so a Hermes
 model can "call" `delete_all_files` when only `get_weather` was declared (shared/reference/vllm.md §3.2).
+
+Calls the provider runs itself (`ToolCall.hosted`) are judged the same way against the hosted tools the request
+declares (adapters declare them under the names their calls carry), except calls to a remote MCP server: the
+server lists its tools itself, so which names it offers cannot be known from the request.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ class ToolUndeclared(Detector):
         findings = []
         for segment in ctx.segments:
             call = segment.tool_call
-            if call is None or call.name in exchange.tools:
-                continue
+            if call is None or call.name in exchange.tools or call.mcp_server is not None:
+                continue  # declared, or an MCP server's tool, which the request cannot declare
             close = difflib.get_close_matches(call.name, declared, n=1, cutoff=0.8)
             message = f"tool call to undeclared tool {call.name!r}"
             if close:
@@ -51,7 +55,8 @@ class ToolUndeclared(Detector):
                     start=call.name_offset,
                     end=call.name_offset + len(call.name),
                     score=1.0,
-                    evidence={"tool": call.name, "declared": declared, "recovered_from": call.recovered_from},
+                    evidence={"tool": call.name, "declared": declared, "recovered_from": call.recovered_from,
+                              "hosted": call.hosted},
                 )
             )
         return findings

@@ -67,6 +67,14 @@ class ToolCall:
     arguments_is_object: bool = False
     recovered_from: str | None = None  # parser family, for calls recovered from raw text
     name_offset: int = 0  # where the name starts in the string at `name_pointer` (recovered calls)
+    # Who runs the call. False: the caller's own code (function and custom tools, and built-ins the client runs,
+    # such as Responses `shell` or Anthropic `bash`). True: the API provider runs it on its side before the
+    # response comes back (Anthropic server tools, OpenAI hosted tools, Gemini built-ins, remote MCP servers),
+    # so no client code ever sees the call: this check is the only place it is judged.
+    hosted: bool = False
+    # For a hosted call to a remote MCP server: the server's label (Responses `server_label`, Anthropic and
+    # Gemini `server_name`). Such a server lists its own tools, so the request declares the server, not them.
+    mcp_server: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,9 @@ class ToolSpec:
     description: str = ""
     strict: bool = False
     pointer: str = ""
+    # A tool the API provider runs (web search, code execution...), declared by its type: it has no JSON Schema
+    # of its own, `parameters` is None.
+    hosted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

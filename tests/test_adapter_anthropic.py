@@ -229,7 +229,7 @@ def test_tool_results_string_nested_blocks_and_errors() -> None:
     assert_locations_resolve(body, ex)
 
 
-def test_server_tool_calls_are_skipped_but_fetched_pages_are_untrusted_results() -> None:
+def test_server_tool_calls_are_hosted_calls_and_fetched_pages_are_untrusted_results() -> None:
     page = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Page text."}}
     body = {"request": {"messages": [{"role": "user", "content": "read example.org"}],
                         "tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]},
@@ -242,10 +242,15 @@ def test_server_tool_calls_are_skipped_but_fetched_pages_are_untrusted_results()
                  "content": [{"type": "text", "text": "MCP says hi."}]},
                 {"type": "text", "text": "The page says hello."}]}}
     ex = normalize(body)
-    assert not ex.tool_calls and not ex.tools
-    results = [(s.text, s.pointer, s.tool_call_id) for s in ex.segments if s.kind is SegmentKind.TOOL_RESULT]
-    assert results == [("Page text.", "/response/content/1/content/content/source/data", "srvtoolu_1"),
-                       ("MCP says hi.", "/response/content/2/content/0/text", "mcptoolu_1")]
+    # Anthropic runs the fetch itself: a hosted call of the server tool the request declares by name.
+    (call,) = [s.tool_call for s in ex.tool_calls]
+    assert call is not None and (call.name, call.arguments, call.hosted, call.arguments_pointer) == (
+        "web_fetch", {"url": "https://example.org"}, True, "/response/content/0/input")
+    assert ex.tools["web_fetch"].hosted and ex.tools["web_fetch"].parameters is None
+    results = [(s.text, s.pointer, s.tool_call_id, s.tool_name) for s in ex.segments
+               if s.kind is SegmentKind.TOOL_RESULT]
+    assert results == [("Page text.", "/response/content/1/content/content/source/data", "srvtoolu_1", "web_fetch"),
+                       ("MCP says hi.", "/response/content/2/content/0/text", "mcptoolu_1", None)]
     assert ex.generation.finish_reason == "stop"
     assert_locations_resolve(body, ex)
 
@@ -299,7 +304,9 @@ def test_tool_choice(choice: dict[str, Any], forced: bool) -> None:
     ex = read_exchange(request, None)
     assert ex.format == FORMAT
     assert ex.constraints.tool_choice_forced is forced and ex.tool_choice == choice
-    assert list(ex.tools) == ["get_weather"]  # the server tool is not a declared client tool
+    # The server tool is declared under its name, as a hosted tool without a schema.
+    assert [(name, spec.hosted) for name, spec in ex.tools.items()] == [("get_weather", False), ("web_search", True)]
+    assert ex.tools["web_search"].parameters is None
 
 
 def test_strict_tools_and_structured_output_are_constraints() -> None:

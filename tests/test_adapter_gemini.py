@@ -10,6 +10,7 @@ import asyncio
 import copy
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,8 @@ def test_interactions_sample_history_turns_and_trust() -> None:
     results = [s for s in ex.segments if s.kind is SegmentKind.TOOL_RESULT]
     assert {(s.trust, s.tool_call_id, s.tool_name) for s in results} == {(Trust.UNTRUSTED, "fc_4k2q9", "get_weather")}
     assert {s.turn for s in ex.segments if s.phase is Phase.RESPONSE} == {6}
-    assert sorted(ex.tools) == ["get_weather", "search_flights"]  # the google_search built-in is not a function
+    assert sorted(ex.tools) == ["get_weather", "google_search", "search_flights"]
+    assert [name for name, spec in ex.tools.items() if spec.hosted] == ["google_search"]  # a built-in Google runs
     assert ex.tools["search_flights"].pointer == "/request/tools/0"
     usage = ex.generation.usage
     assert (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens, usage.cached_tokens,
@@ -355,11 +357,17 @@ def test_generate_content_code_execution_parts() -> None:
             {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "55\n"}},
             {"text": "The sum is 55."}]}, "finishReason": "STOP"}]}}
     ex = normalize(body)
-    # The sandboxed code is a built-in tool call, not text (nor a leaked `print` tool call); its output is
-    # untrusted.
+    # The sandboxed code is a call of the code_execution built-in, which Google runs (not text, nor a leaked
+    # `print` tool call); its output is untrusted.
     assert [(s.kind, s.trust, s.text) for s in ex.segments if s.phase is Phase.RESPONSE] == [
+        (SegmentKind.TOOL_CALL, Trust.MODEL, '{"language": "PYTHON", "code": "print(sum(range(11)))"}'),
         (SegmentKind.TOOL_RESULT, Trust.UNTRUSTED, "55\n"), (SegmentKind.ASSISTANT, Trust.MODEL, "The sum is 55.")]
-    assert_locations_resolve(body, ex)
+    call = ex.tool_calls[0].tool_call
+    assert call is not None and (call.name, call.hosted, call.arguments_pointer) == (
+        "code_execution", True, "/response/candidates/0/content/parts/0/executableCode")
+    assert ex.generation.finish_reason == "stop"  # Google ran the code: nothing is left for the client to run
+    # No string in the body holds the built-in's name: the name is located at the executableCode object.
+    assert_locations_resolve(body, replace(ex, segments=tuple(s for s in ex.segments if s.tool_call is None)))
 
 
 # --- sniffing ---------------------------------------------------------------------------------------

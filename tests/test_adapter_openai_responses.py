@@ -195,7 +195,10 @@ def test_request_items_instructions_turns_and_tool_results() -> None:
 def test_tools_tool_choice_and_text_format_constraints() -> None:
     exchange = read_exchange(HISTORY, None)
     spec = exchange.tools["get_weather"]
-    assert list(exchange.tools) == ["get_weather"] and spec.strict and spec.pointer == "/request/tools/0"
+    assert list(exchange.tools) == ["get_weather", "web_search"] and spec.strict and spec.pointer == "/request/tools/0"
+    # The hosted web search tool is declared under the name its calls carry, without its `_preview` suffix.
+    hosted = exchange.tools["web_search"]
+    assert (hosted.hosted, hosted.parameters, hosted.pointer) == (True, None, "/request/tools/1") and not spec.hosted
     assert spec.parameters == HISTORY["tools"][0]["parameters"] and spec.description == "Weather for a city."
     c = exchange.constraints
     assert c.tool_choice_forced and c.strict_tools and c.response_format

@@ -77,7 +77,11 @@ def assert_arguments_resolve(body: dict[str, Any], exchange: Exchange) -> None:
         if call is None or not call.arguments_is_object:
             plain.append(segment)
             continue
-        assert resolve(body, call.name_pointer)[call.name_offset:call.name_offset + len(call.name)] == call.name
+        named = resolve(body, call.name_pointer)
+        if isinstance(named, dict):  # Gemini `executableCode`: no string names the built-in, its object is located
+            assert call.hosted and call.name_pointer == call.arguments_pointer, segment
+        else:
+            assert named[call.name_offset:call.name_offset + len(call.name)] == call.name
         for path, value in leaves(call.arguments):
             assert resolve(body, join(call.arguments_pointer, *path)) == value, (segment, path)
     assert_locations_resolve(body, replace(exchange, segments=tuple(plain)))
@@ -126,13 +130,16 @@ def test_anthropic_code_execution_output_is_an_untrusted_tool_result(client: Tes
     body = {"request": ANTHROPIC_REQUEST, "response": anthropic_message(content)}
     exchange = read(body)
     assert results(exchange) == [
-        (f"AWS_ACCESS_KEY_ID={SECRET}\n", "/response/content/1/content/stdout", "srvtoolu_1", None, ""),
-        ("warning: deprecated flag", "/response/content/1/content/stderr", "srvtoolu_1", None, ""),
-        (f"key: {SECRET}\n", "/response/content/3/content/content", "srvtoolu_2", None, ""),
-        (f"KeyError: '{SECRET}'", "/response/content/5/content/stderr", "srvtoolu_3", None, ""),
+        (f"AWS_ACCESS_KEY_ID={SECRET}\n", "/response/content/1/content/stdout", "srvtoolu_1", "bash_code_execution",
+         ""),
+        ("warning: deprecated flag", "/response/content/1/content/stderr", "srvtoolu_1", "bash_code_execution", ""),
+        (f"key: {SECRET}\n", "/response/content/3/content/content", "srvtoolu_2", "text_editor_code_execution", ""),
+        (f"KeyError: '{SECRET}'", "/response/content/5/content/stderr", "srvtoolu_3", "code_execution", ""),
     ]
     assert all(s.phase is Phase.RESPONSE and s.turn == 1 for s in exchange.segments[1:])
-    assert not exchange.tool_calls  # server tools run at Anthropic: their calls are not the client's
+    # Server tools run at Anthropic: hosted calls, of the tools `code_execution_20250825` declares.
+    assert [(s.tool_call.name, s.tool_call.hosted) for s in exchange.tool_calls if s.tool_call] == [
+        ("bash_code_execution", True), ("text_editor_code_execution", True), ("code_execution", True)]
     assert_locations_resolve(body, exchange)
     payload = check(client, body)
     assert payload["verdict"] == "block"
@@ -287,7 +294,8 @@ def test_responses_tool_outputs_are_untrusted_results(client: TestClient) -> Non
         (f"denied for {SECRET}", "/request/input/4/output/1/stderr", "call_sh1", "shell", ""),
         (f"The CI key is {SECRET}.", "/request/input/5/output", "mcp_1", "ask_question", ""),
     ]
-    assert [s.turn for s in exchange.segments] == [0, 1, 2, 3, 4, 4, 5]
+    # The mcp_call item is the model's call (hosted), then the MCP server's output: a turn each.
+    assert [s.turn for s in exchange.segments] == [0, 1, 2, 3, 4, 4, 5, 6]
     assert_arguments_resolve(body, exchange)
     payload = check(client, body)
     assert secret_pointers(body, payload) == ["/request/input/1/input", "/request/input/2/output",
@@ -359,7 +367,7 @@ def test_gemini_stream_reads_code_execution_output_like_the_complete_response(cl
     whole = read({"request": GEMINI_REQUEST, "response": {"candidates": [
         {"content": {"role": "model", "parts": GEMINI_PARTS}, "finishReason": "STOP", "index": 0}]}})
     assert [r[0] for r in results(whole)] == [r[0] for r in results(exchange)]
-    assert_locations_resolve(body, exchange)
+    assert_arguments_resolve(body, exchange)
     payload = check(client, body)
     assert secret_pointers(body, payload) == ["/response/2/candidates/0/content/parts/0/codeExecutionResult/output"]
 
@@ -397,7 +405,7 @@ def test_interactions_stream_reads_result_steps(client: TestClient) -> None:
     assert results(exchange) == [(f"uses {SECRET}", "/response/4/delta/result/0/text", "mcp_1", "ask", ""),
                                  (f"stdout: {SECRET}", "/response/6/step/result", "ce_1", None, "")]
     assert [s.kind for s in exchange.segments if s.phase is Phase.RESPONSE] == [
-        SegmentKind.TOOL_RESULT, SegmentKind.TOOL_RESULT, SegmentKind.ASSISTANT]
+        SegmentKind.TOOL_CALL, SegmentKind.TOOL_RESULT, SegmentKind.TOOL_RESULT, SegmentKind.ASSISTANT]
     assert_locations_resolve(body, exchange)
     payload = check(client, body)
     assert secret_pointers(body, payload) == ["/response/4/delta/result/0/text", "/response/6/step/result"]
@@ -410,7 +418,7 @@ def test_interactions_code_execution_result_is_untrusted_and_error_results_are_m
         {"type": "code_execution_result", "call_id": "ce_1", "result": f"KEY={SECRET}"},
         {"type": "function_result", "call_id": "fc_9", "name": "deploy", "is_error": True, "result": "quota"}]}}
     exchange = read(body)
-    assert results(exchange) == [(f"KEY={SECRET}", "/request/input/2/result", "ce_1", None, ""),
+    assert results(exchange) == [(f"KEY={SECRET}", "/request/input/2/result", "ce_1", "code_execution", ""),
                                  ("quota", "/request/input/3/result", "fc_9", "deploy", "tool_error")]
     payload = check(client, body)
     assert secret_pointers(body, payload) == ["/request/input/2/result"]

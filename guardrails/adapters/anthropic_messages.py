@@ -2,8 +2,8 @@
 
 Request: `system` (string or text blocks), `messages` whose `content` is a string or content blocks
 (text, thinking, redacted_thinking, tool_use, tool_result, document, search_result, image, server-tool
-blocks), `tools` (custom tools with `input_schema`; server tools have none and are ignored), `tool_choice`,
-`thinking`, `output_format` / `output_config.format`.
+blocks), `tools` (custom tools with `input_schema`; server tools have a versioned `type` and a `name`),
+`tool_choice`, `thinking`, `output_format` / `output_config.format`.
 Response: a `{"type": "message", "content": [...]}` object. Stream: the list of SSE event objects, either
 bare (`{"type": "content_block_delta", ...}`) or wrapped as `{"event": name, "data": {...}}`.
 
@@ -13,8 +13,14 @@ Normalization choices:
 * Tool results get role "tool", the name of the `tool_use` they answer when the request holds it, and
   source "tool_error" when `is_error` is true. Everything readable inside a tool result is TOOL_RESULT,
   server tools' results included: fetched pages, MCP output, code execution stdout/stderr and viewed files,
-  web search result titles (the pages themselves come encrypted). The server tools' calls are not read.
+  web search result titles (the pages themselves come encrypted).
+* The calls Anthropic runs itself are tool calls like `tool_use`, marked hosted: `server_tool_use` (web_search,
+  web_fetch, code_execution, bash_code_execution, text_editor_code_execution, tool search) and `mcp_tool_use`
+  (with its `server_name`). A server tool is declared under its `name`; `code_execution_*` also declares the
+  bash_code_execution and text_editor_code_execution calls it makes. MCP tools are the MCP server's, never
+  declared in the request.
 * A stream sends a result block whole in its `content_block_start`: it is read as in a complete response.
+  A server or MCP call streams its input as a `tool_use` does (`input_json_delta`).
 * `finish_reason` uses the OpenAI vocabulary (end_turn -> stop, max_tokens -> length, tool_use ->
   tool_calls, refusal -> content_filter; others verbatim); `stop_reason` holds `stop_sequence`.
 * Thinking signatures and `redacted_thinking` data are opaque and never become segments.
@@ -62,10 +68,18 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# Blocks that are tool calls: the client's, then those Anthropic runs itself (server tools, MCP servers).
+HOSTED_CALL_TYPES = frozenset({"server_tool_use", "mcp_tool_use"})
+CALL_TYPES = HOSTED_CALL_TYPES | {"tool_use"}
+# `type` prefixes of the server tools Anthropic runs (web_search_20250305, code_execution_20250825...).
+SERVER_TOOL_TYPES = ("web_search_", "web_fetch_", "code_execution_", "tool_search_tool_", "advisor_")
+# The calls the code execution tool makes besides its own name (code_execution_20250825 and later).
+CODE_EXECUTION_CALLS = ("bash_code_execution", "text_editor_code_execution")
 # The delta type each streamed block kind accumulates, and the field holding its text.
 DELTA_FIELDS = {"text": ("text_delta", "text"), "thinking": ("thinking_delta", "thinking"),
                 "tool_use": ("input_json_delta", "partial_json")}
-KIND_BY_DELTA = {delta: kind for kind, (delta, _) in DELTA_FIELDS.items()}
+KIND_BY_DELTA = {delta: kind for kind, (delta, _) in DELTA_FIELDS.items()}  # before the hosted calls' entries
+DELTA_FIELDS.update({kind: DELTA_FIELDS["tool_use"] for kind in HOSTED_CALL_TYPES})
 
 
 class AnthropicMessagesAdapter(Adapter):
@@ -187,16 +201,18 @@ class AnthropicMessagesAdapter(Adapter):
 class _BlockStream:
     """Accumulates one streamed content block (by index) across delta events."""
 
-    __slots__ = ("call_id", "fragments", "input", "input_pointer", "kind", "name", "name_pointer", "whole")
+    __slots__ = ("call_id", "fragments", "input", "input_pointer", "kind", "mcp_server", "name", "name_pointer",
+                 "whole")
 
     def __init__(self, kind: str) -> None:
-        self.kind = kind  # "text", "thinking", "tool_use"; anything else is kept but never read
+        self.kind = kind  # "text", "thinking", a call type (CALL_TYPES); anything else is kept but never read
         self.fragments: list[tuple[str, str]] = []
         self.name = ""
         self.name_pointer: str | None = None
         self.call_id: str | None = None
         self.input: Any = None
         self.input_pointer: str | None = None
+        self.mcp_server: str | None = None
         self.whole: tuple[Mapping[str, Any], str] | None = None  # a block sent whole (a tool result), pointer
 
     @classmethod
@@ -205,12 +221,13 @@ class _BlockStream:
         state = cls(btype if isinstance(btype, str) else "")
         if state.kind in ("text", "thinking") and block.get(state.kind) is not None:
             state.fragments.append((_string(block, state.kind, bptr), f"{bptr}/{state.kind}"))
-        elif state.kind == "tool_use":
+        elif state.kind in CALL_TYPES:
             state.name = _string(block, "name", bptr)
             state.name_pointer = f"{bptr}/name"
             state.call_id = _optional_string(block.get("id"))
             state.input = block.get("input")
             state.input_pointer = f"{bptr}/input"
+            state.mcp_server = _optional_string(block.get("server_name"))
         elif state.kind not in DELTA_FIELDS:  # no deltas follow: the block is all there is
             state.whole = (block, bptr)
         return state
@@ -225,7 +242,7 @@ class _BlockStream:
             _read_block(*self.whole, "assistant", turn, Phase.RESPONSE, b, names)
         elif self.kind in ("text", "thinking"):
             b.streamed_text(self.fragments, turn=turn, reasoning="thinking" if self.kind == "thinking" else None)
-        elif self.kind == "tool_use":
+        elif self.kind in CALL_TYPES:
             text, pieces = assemble(self.fragments)
             if pieces:  # the arguments are the raw JSON the model streamed
                 arguments: Any = text
@@ -235,7 +252,8 @@ class _BlockStream:
                 pointer = self.input_pointer or self.name_pointer or "/response"
             _add_tool_call(b, name=self.name, arguments=arguments, call_id=self.call_id,
                            name_pointer=self.name_pointer or pointer, arguments_pointer=pointer, turn=turn,
-                           phase=Phase.RESPONSE, pieces=pieces)
+                           phase=Phase.RESPONSE, pieces=pieces, hosted=self.kind in HOSTED_CALL_TYPES,
+                           mcp_server=self.mcp_server)
 
 
 class _CallNames:
@@ -280,7 +298,7 @@ def _read_block(block: Any, bptr: str, role: str, turn: int, phase: Phase, b: Ex
     elif btype == "thinking":
         b.text(SegmentKind.REASONING, _string(block, "thinking", bptr), f"{bptr}/thinking", role=role,
                turn=turn, phase=phase, source="thinking")
-    elif btype == "tool_use":
+    elif btype in CALL_TYPES:
         _tool_use(block, bptr, role, turn, phase, b)
     elif btype in TOOL_RESULT_TYPES:
         call_id = _optional_string(block.get("tool_use_id"))
@@ -292,7 +310,7 @@ def _read_block(block: Any, bptr: str, role: str, turn: int, phase: Phase, b: Ex
     elif btype in ("document", "search_result"):
         for text, pointer in _readable(block, bptr):
             b.text(SegmentKind.DOCUMENT, text, pointer, role=role, turn=turn, phase=phase)
-    # image, redacted_thinking, server-tool calls: nothing readable
+    # image, redacted_thinking, container uploads: nothing readable
 
 
 def _text(text: str, ptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
@@ -303,13 +321,16 @@ def _text(text: str, ptr: str, role: str, turn: int, phase: Phase, b: ExchangeBu
 
 
 def _tool_use(block: Mapping[str, Any], bptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
+    """A `tool_use`, or a call Anthropic runs itself (`server_tool_use`, `mcp_tool_use`), which is hosted."""
+    btype = block["type"]
     name = _string(block, "name", bptr)
     arguments = block.get("input")
     if not isinstance(arguments, (dict, str)):  # a string is read as raw JSON, with offsets into it
-        raise BodyError("tool_use input must be an object", f"{bptr}/input")
+        raise BodyError(f"{btype} input must be an object", f"{bptr}/input")
     call_id = _optional_string(block.get("id"))
     _add_tool_call(b, name=name, arguments=arguments, call_id=call_id, name_pointer=f"{bptr}/name",
-                   arguments_pointer=f"{bptr}/input", turn=turn, phase=phase, role=role)
+                   arguments_pointer=f"{bptr}/input", turn=turn, phase=phase, role=role,
+                   hosted=btype in HOSTED_CALL_TYPES, mcp_server=_optional_string(block.get("server_name")))
 
 
 def _add_tool_call(b: ExchangeBuilder, **call: Any) -> None:
@@ -371,12 +392,25 @@ def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
         expect(tool, dict, tptr, "a tool")
         schema = tool.get("input_schema")
         if schema is None:
-            continue  # server tools (web_search, bash, ...) are run by the provider, not declared here
+            _declare_server_tool(tool, tptr, b)
+            continue
         expect(schema, dict, f"{tptr}/input_schema", "input_schema")
         description = tool.get("description")
         b.tool(ToolSpec(name=_string(tool, "name", tptr), parameters=schema,
                         description=description if isinstance(description, str) else "",
                         strict=tool.get("strict") is True, pointer=tptr))
+
+
+def _declare_server_tool(tool: Mapping[str, Any], tptr: str, b: ExchangeBuilder) -> None:
+    """A server tool, declared under the name its `server_tool_use` calls carry. Other tools without a schema
+    (the client's bash, text editor, computer and memory tools; MCP toolsets) are not declared here."""
+    kind, name = tool.get("type"), tool.get("name")
+    if not (isinstance(kind, str) and kind.startswith(SERVER_TOOL_TYPES) and isinstance(name, str)):
+        return
+    b.hosted_tool(name, tptr)
+    if kind.startswith("code_execution_"):
+        for call_name in CODE_EXECUTION_CALLS:
+            b.hosted_tool(call_name, tptr)
 
 
 def _read_tool_choice(choice: Any, b: ExchangeBuilder) -> None:

@@ -220,8 +220,11 @@ class ExchangeBuilder:
         pieces: tuple[Piece, ...] = (),
         name_offset: int = 0,
         arguments_offset: int = 0,
+        hosted: bool = False,
+        mcp_server: str | None = None,
     ) -> Segment:
-        """Add a tool call. `arguments` is the raw JSON string (OpenAI) or an object (Anthropic, Gemini)."""
+        """Add a tool call. `arguments` is the raw JSON string (OpenAI) or an object (Anthropic, Gemini).
+        `hosted`: the API provider runs the call (see `ToolCall.hosted`); `mcp_server`: the MCP server it calls."""
         if isinstance(arguments, str):
             raw, is_object = arguments, False
             parsed, error = parse_arguments(raw)
@@ -243,6 +246,8 @@ class ExchangeBuilder:
             arguments_is_object=is_object,
             recovered_from=recovered_from,
             name_offset=name_offset,
+            hosted=hosted,
+            mcp_server=mcp_server,
         )
         segment = Segment(
             index=len(self.segments),
@@ -265,6 +270,12 @@ class ExchangeBuilder:
     # --- declarations and metadata -----------------------------------------------------------------
     def tool(self, spec: ToolSpec) -> None:
         self.tools[spec.name] = spec
+
+    def hosted_tool(self, name: str, pointer: str) -> None:
+        """Declare a tool the provider runs, named as its calls name it. A client tool of the same name keeps
+        its own declaration (and schema), whichever comes first in the request."""
+        if name not in self.tools:
+            self.tools[name] = ToolSpec(name=name, parameters=None, pointer=pointer, hosted=True)
 
     def add_logprobs(self, shape: str, pointer: str, data: Any, choice: int = 0) -> None:
         if data:

@@ -16,6 +16,10 @@ Normalization choices (shared with the other adapters):
 * Function declarations' OpenAPI-subset `parameters` are rewritten as JSON Schema for detectors.
 * Function responses are arbitrary objects: every string inside becomes an untrusted TOOL_RESULT segment
   pointing at that string.
+* `executableCode` is a call of the code_execution built-in, which Google runs in its sandbox: a hosted tool
+  call named `code_execution` whose arguments are the part's `executableCode` object (`language`, `code`; its
+  `id` is the call id), declared by a `codeExecution` tool. No string in the body holds that name: the name's
+  location is the `executableCode` object itself.
 
 Logprobs are added with shape "gemini": the candidate's `logprobsResult` object as returned,
 `{"chosenCandidates": [{"token", "logProbability", "tokenId"?}], "topCandidates": [{"candidates": [...]}]}`
@@ -43,6 +47,7 @@ STREAM_META_KEYS = ("modelVersion", "responseId", "createTime")
 STREAM_CHUNK_KEYS = (*RESPONSE_MARKERS, *STREAM_META_KEYS, "usage_metadata", "prompt_feedback", "model_version",
                      "response_id", "create_time", "error")
 MAX_SCHEMA_DEPTH = 64
+CODE_EXECUTION = "code_execution"  # the built-in whose calls are `executableCode` parts
 # finishReason in the OpenAI vocabulary; others (MALFORMED_FUNCTION_CALL, OTHER...) are kept verbatim.
 FINISH_REASONS = {
     "STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
@@ -161,8 +166,10 @@ class GeminiGenerateContentAdapter(Adapter):
                 b.text(SegmentKind.TOOL_RESULT, leaf, lptr, role="tool", turn=turn, phase=phase,
                        tool_call_id=call_id, tool_name=name)
             return
-        # executableCode is a call of the code_execution built-in, run in Google's sandbox: like the other
-        # built-ins it is not judged (as assistant text it would read as a leaked `print(...)` tool call).
+        code, key = camel_or_snake(part, "executableCode", "executable_code")
+        if code is not None:
+            _code_call(obj(code, f"{ptr}/{key}", key), f"{ptr}/{key}", turn, phase, b)
+            return
         output = _code_output(part, ptr)
         if output is not None:
             _code_result(b, *output, turn, phase)
@@ -186,8 +193,10 @@ class GeminiGenerateContentAdapter(Adapter):
         for i, tool in enumerate(optional_list(tools, "/request/tools", "tools")):
             tptr = f"/request/tools/{i}"
             tool = obj(tool, tptr, "a tool")
+            if "codeExecution" in tool or "code_execution" in tool:  # Google runs it: its calls are hosted
+                b.hosted_tool(CODE_EXECUTION, tptr)
             declarations, key = camel_or_snake(tool, "functionDeclarations", "function_declarations")
-            # Other tool kinds (googleSearch, codeExecution, urlContext...) run on Google's side.
+            # Other built-ins (googleSearch, urlContext...) run on Google's side and send no call parts.
             for j, decl in enumerate(optional_list(declarations, f"{tptr}/{key}", key)):
                 dptr = f"{tptr}/{key}/{j}"
                 decl = obj(decl, dptr, "a function declaration")
@@ -246,7 +255,7 @@ class _CandidateStream:
     def __init__(self) -> None:
         self.thought: list[tuple[str, str]] = []
         self.text: list[tuple[str, str]] = []
-        self.calls: list[tuple[Mapping[str, Any], str]] = []
+        self.calls: list[tuple[Mapping[str, Any], str, bool]] = []  # (call, pointer, is code execution)
         self.code_outputs: list[tuple[str, str]] = []  # code execution output arrives whole, one per part
         self.finish_reason: Any = None
 
@@ -270,7 +279,10 @@ class _CandidateStream:
                 raise BodyError("part text must be a string", f"{ptr}/text")
             call, key = camel_or_snake(part, "functionCall", "function_call")
             if call is not None:
-                self.calls.append((obj(call, f"{ptr}/{key}", key), f"{ptr}/{key}"))
+                self.calls.append((obj(call, f"{ptr}/{key}", key), f"{ptr}/{key}", False))
+            code, key = camel_or_snake(part, "executableCode", "executable_code")
+            if code is not None:
+                self.calls.append((obj(code, f"{ptr}/{key}", key), f"{ptr}/{key}", True))
             output = _code_output(part, ptr)
             if output is not None:
                 self.code_outputs.append(output)
@@ -279,8 +291,8 @@ class _CandidateStream:
         turn = b.next_turn
         b.streamed_text(self.thought, turn=turn, reasoning="thought")
         b.streamed_text(self.text, turn=turn)
-        for call, ptr in self.calls:  # function calls arrive whole, one per part
-            _function_call(call, ptr, turn, Phase.RESPONSE, b)
+        for call, ptr, is_code in self.calls:  # calls arrive whole, one per part
+            (_code_call if is_code else _function_call)(call, ptr, turn, Phase.RESPONSE, b)
         for text, ptr in self.code_outputs:
             _code_result(b, text, ptr, turn, Phase.RESPONSE)
 
@@ -311,6 +323,13 @@ def _function_call(call: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b
         raise BodyError("functionCall args must be an object", f"{ptr}/args")
     b.tool_call(name=name, arguments=args, call_id=string(call.get("id")), name_pointer=f"{ptr}/name",
                 arguments_pointer=args_ptr, turn=turn, phase=phase)
+
+
+def _code_call(code: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
+    """An `executableCode` part: the code Google runs for the code_execution built-in, a hosted call."""
+    arguments = {key: value for key, value in code.items() if key != "id"}
+    b.tool_call(name=CODE_EXECUTION, arguments=arguments, call_id=string(code.get("id")), name_pointer=ptr,
+                arguments_pointer=ptr, turn=turn, phase=phase, hosted=True)
 
 
 def _code_output(part: Mapping[str, Any], ptr: str) -> tuple[str, str] | None:
@@ -362,7 +381,8 @@ def _finish_reason(reason: Any, b: ExchangeBuilder) -> str | None:
     if not isinstance(reason, str):
         return None
     # Segments before `response_from` were read from the request: a long history is not walked again.
-    if reason == "STOP" and any(s.tool_call is not None and s.phase is Phase.RESPONSE
+    # Code Google ran itself (a hosted call) leaves the client nothing to do.
+    if reason == "STOP" and any(s.tool_call is not None and s.phase is Phase.RESPONSE and not s.tool_call.hosted
                                 for s in b.segments[b.response_from:]):
         return "tool_calls"
     return FINISH_REASONS.get(reason, reason)

@@ -16,12 +16,17 @@ Normalization choices (shared with the other adapters):
   tool_calls, incomplete -> length; others verbatim). `usage.output_tokens` includes thought tokens.
 * A `user_input` step echoed in a response repeats the request's input and is skipped.
 * Function results are strings, Content lists or arbitrary objects: every string inside an object becomes
-  an untrusted TOOL_RESULT segment pointing at that string (source "tool_error" when `is_error`). Built-in
-  tool steps (google_search...) are not client tools and are ignored, except MCP server results and code
-  execution output, which are untrusted text like any result (as `codeExecutionResult` in generateContent).
+  an untrusted TOOL_RESULT segment pointing at that string (source "tool_error" when `is_error`), MCP server
+  results and code execution output included (as `codeExecutionResult` in generateContent).
+* Built-in call steps (`google_search_call`, `code_execution_call`, `url_context_call`, `file_search_call`,
+  `google_maps_call`, `mcp_server_tool_call`...) are calls Google runs itself: hosted tool calls whose
+  arguments are the step's `arguments` object. A built-in is named after its step type less `_call`, the name
+  its tool declares as `type` (`{"type": "url_context"}` declares `url_context`); an MCP call is named after
+  the MCP tool (`name`) and keeps its `server_name`.
 * Streams: `arguments_delta` fragments are assembled into the raw argument string with pieces; a legacy
-  whole-call delta keeps its arguments object. A result step arrives whole, in its `step.start` or in a
-  delta of its own type, and is read as in a complete response; a `user_input` step is skipped there too.
+  whole-call delta keeps its arguments object. A result step, or a built-in call step, arrives whole, in its
+  `step.start` or in a delta of its own type, and is read as in a complete response (a built-in call from the
+  last of them that carries `arguments`); a `user_input` step is skipped there too.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ MODEL_TYPES = frozenset({"model_output", "thought", "function_call"})
 TOOL_RESULT_TYPES = frozenset({"function_result", "mcp_server_tool_result", "code_execution_result"})
 STEP_TYPES = USER_TYPES | MODEL_TYPES | {"function_result"}
 FORCING_CHOICES = frozenset({"any", "validated"})
+MCP_CALL_TYPE = "mcp_server_tool_call"  # named after the MCP tool, not after the step type
+CALL_SUFFIX = "_call"  # built-in call steps: google_search_call, code_execution_call...
+NOT_HOSTED_TOOLS = frozenset({"function", "mcp_server"})  # an MCP server's tools are its own, never declared
 SCHEMA_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean"})
 # Interaction status in the OpenAI finish_reason vocabulary; other statuses are kept verbatim.
 FINISH_REASONS = {"completed": "stop", "requires_action": "tool_calls", "incomplete": "length"}
@@ -199,7 +207,9 @@ class GeminiInteractionsAdapter(Adapter):
             self._function_call(item, ptr, turn, phase, b)
         elif kind in TOOL_RESULT_TYPES:
             _read_result(item, ptr, turn, phase, b)
-        # Media and built-in tool steps carry no text we judge; unknown types are newer API additions.
+        elif is_hosted_call(kind):
+            _hosted_call(item, ptr, turn, phase, b)
+        # Media and built-in result steps with no text carry nothing we judge; unknown types are newer additions.
 
     @staticmethod
     def _text(text: Any, ptr: str, turn: int, phase: Phase, speaker: str, b: ExchangeBuilder) -> None:
@@ -252,8 +262,11 @@ class GeminiInteractionsAdapter(Adapter):
         for i, tool in enumerate(optional_list(tools, "/request/tools", "tools")):
             tptr = f"/request/tools/{i}"
             tool = obj(tool, tptr, "a tool")
-            if tool.get("type", "function") != "function":
-                continue  # built-ins (google_search, code_execution, mcp_server...) run on Google's side
+            kind = tool.get("type", "function")
+            if isinstance(kind, str) and kind not in NOT_HOSTED_TOOLS:  # google_search, code_execution...
+                b.hosted_tool(kind, tptr)
+            if kind != "function":
+                continue  # built-ins run on Google's side
             name = tool.get("name")
             if not isinstance(name, str):
                 raise BodyError("function tool name must be a string", f"{tptr}/name")
@@ -316,6 +329,7 @@ class _StepStream:
         self.name_pointer: str | None = None
         self.call_id: Any = None
         self.results: list[tuple[Mapping[str, Any], str]] = []  # result steps/deltas, each whole, and pointers
+        self.hosted: list[tuple[Mapping[str, Any], str]] = []  # built-in call steps/deltas, each whole
 
     def absorb_start(self, step: Mapping[str, Any], ptr: str) -> None:
         self.type = string(step.get("type")) or self.type
@@ -331,6 +345,8 @@ class _StepStream:
             self.call_id = string(step.get("call_id")) or self.call_id
             self.name = string(step.get("name")) or self.name
             self.results.append((step, ptr))
+        elif is_hosted_call(self.type):
+            self.hosted.append((step, ptr))
 
     def absorb_delta(self, delta: Mapping[str, Any], ptr: str) -> None:
         kind = delta.get("type")
@@ -356,6 +372,9 @@ class _StepStream:
         elif isinstance(kind, str) and kind in TOOL_RESULT_TYPES:  # whole; its call id may be on the step start
             self.type = self.type or kind
             self.results.append((delta, ptr))
+        elif is_hosted_call(kind):  # a built-in call, whole
+            self.type = self.type or kind
+            self.hosted.append((delta, ptr))
 
     def _call_fields(self, call: Mapping[str, Any], ptr: str) -> None:
         if isinstance(call.get("name"), str):
@@ -373,6 +392,8 @@ class _StepStream:
         turn = b.next_turn
         for result, ptr in self.results:
             _read_result(result, ptr, turn, Phase.RESPONSE, b, self.call_id, string(self.name))
+        if self.hosted:
+            self._emit_hosted(b, turn)
         b.streamed_text(self.summary, turn=turn, reasoning="thought_summary")
         b.streamed_text(self.text, turn=turn)
         if self.type != "function_call":
@@ -389,6 +410,49 @@ class _StepStream:
             arguments, args_ptr, pieces = {}, self.pointer, ()
         b.tool_call(name=self.name, arguments=arguments, call_id=self.call_id, name_pointer=self.name_pointer,
                     arguments_pointer=args_ptr, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+
+    def _emit_hosted(self, b: ExchangeBuilder, turn: int) -> None:
+        """A built-in call streamed as whole objects: the last one with arguments holds them (the start may carry
+        only the id); the id, and an MCP call's name and server, are taken from whichever object has them."""
+        with_arguments = [(call, ptr) for call, ptr in self.hosted if call.get("arguments") is not None]
+        call, ptr = (with_arguments or self.hosted)[-1]
+        named = next(((step["name"], f"{sptr}/name") for step, sptr in self.hosted
+                      if isinstance(step.get("name"), str)), None)
+        call_id = next((step["id"] for step, _ in self.hosted if isinstance(step.get("id"), str)), None)
+        server = next((step["server_name"] for step, _ in self.hosted if isinstance(step.get("server_name"), str)),
+                      None)
+        _hosted_call(call, ptr, turn, Phase.RESPONSE, b, call_id=call_id, named=named, server=server)
+
+
+def is_hosted_call(kind: Any) -> bool:
+    """A built-in call step type (google_search_call, mcp_server_tool_call...): Google runs the call."""
+    return isinstance(kind, str) and kind.endswith(CALL_SUFFIX) and kind != "function_call"
+
+
+def _hosted_call(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: ExchangeBuilder, *,
+                 call_id: str | None = None, named: tuple[str, str] | None = None,
+                 server: str | None = None) -> None:
+    """A built-in call step: named after its type less `_call` (the name at offset 0 of `type`), or for an MCP
+    call after the MCP tool (`name`); its `arguments` object is what the model asked for. `call_id`, `named`
+    (name, pointer) and `server`: a streamed step's, read off its other events."""
+    kind = item["type"]
+    if kind != MCP_CALL_TYPE:
+        call_name, name_ptr = kind[: -len(CALL_SUFFIX)], f"{ptr}/type"
+    elif isinstance(item.get("name"), str):
+        call_name, name_ptr = item["name"], f"{ptr}/name"
+    elif named is not None:
+        call_name, name_ptr = named
+    else:
+        raise BodyError("an mcp_server_tool_call step has no name", f"{ptr}/name")
+    arguments, args_ptr = item.get("arguments"), f"{ptr}/arguments"
+    if arguments is None:
+        arguments, args_ptr = {}, ptr  # no arguments field: point at the call itself
+    elif not is_mapping(arguments):
+        raise BodyError(f"{kind} arguments must be an object, got {_json_type(arguments)}", args_ptr)
+    mcp_server = (string(item.get("server_name")) or server) if kind == MCP_CALL_TYPE else None
+    b.tool_call(name=call_name, arguments=arguments, call_id=string(item.get("id")) or call_id,
+                name_pointer=name_ptr, arguments_pointer=args_ptr, turn=turn, phase=phase, hosted=True,
+                mcp_server=mcp_server)
 
 
 def _looks_like_interaction(response: Any) -> bool:
@@ -464,7 +528,7 @@ def _turns(items: list[Any], first_turn: int) -> list[int]:
 def _speaker(item: Mapping[str, Any]) -> str:
     """Who wrote an input item: "user", "model" or "tool"."""
     kind = string(item.get("type"))
-    if kind in MODEL_TYPES:
+    if kind in MODEL_TYPES or is_hosted_call(kind):  # a built-in call is the model's too
         return "model"
     if kind in TOOL_RESULT_TYPES:
         return "tool"

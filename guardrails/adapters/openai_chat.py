@@ -1,7 +1,9 @@
 """OpenAI Chat Completions, as served by vLLM of every version (and legacy Completions).
 
 Dialects handled: `reasoning` (vLLM >= 0.16), `reasoning_content` (<= 0.11.0), both (0.11.1-0.15);
-`tool_calls` and legacy `function_call`; `tools` and legacy `functions`; `logprobs.content` and the
+`tool_calls` (function calls, and OpenAI's `custom` tool calls, whose free-form `custom.input` is read as the
+arguments `{"input": ...}` at the call's `custom` object, as the Responses adapter reads `custom_tool_call`) and
+legacy `function_call`; `tools` (function and custom) and legacy `functions`; `logprobs.content` and the
 completions `logprobs` object; top-level `prompt_logprobs`; streamed chunks with `delta.reasoning`,
 `delta.reasoning_content`, tool-call argument fragments, and logprobs on chunks with an empty delta.
 
@@ -173,8 +175,11 @@ class OpenAIChatAdapter(Adapter):
             for j, call in enumerate(tool_calls):
                 cptr = f"{ptr}/tool_calls/{j}"
                 expect(call, Mapping, cptr, "a tool call")
+                if call.get("type") == "custom":
+                    self._custom_call(call, cptr, turn, phase, b)
+                    continue
                 if call.get("type", "function") != "function":
-                    continue  # custom tools carry free text, not function arguments
+                    continue  # a type this adapter does not know: no function to read
                 fptr = f"{cptr}/function"
                 fn = expect(call.get("function"), Mapping, fptr, "tool call function")
                 self._tool_call(fn, call.get("id"), fptr, turn, phase, b)
@@ -196,6 +201,16 @@ class OpenAIChatAdapter(Adapter):
                     name_pointer=f"{fptr}/name", arguments_pointer=args_ptr, turn=turn, phase=phase)
 
     @staticmethod
+    def _custom_call(call: Mapping[str, Any], cptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
+        """A custom tool call: free-form `custom.input`, read as the arguments `{"input": ...}` of `custom`."""
+        xptr = f"{cptr}/custom"
+        custom = expect(call.get("custom"), Mapping, xptr, "custom tool call")
+        name = expect(custom.get("name"), str, f"{xptr}/name", "custom tool call name")
+        b.tool_call(name=name, arguments=custom_input_arguments(custom, xptr, "custom tool call"),
+                    call_id=_str_or_none(call.get("id")), name_pointer=f"{xptr}/name", arguments_pointer=xptr,
+                    turn=turn, phase=phase)
+
+    @staticmethod
     def _read_tools(request: Mapping[str, Any], b: ExchangeBuilder) -> None:
         tools = request.get("tools")
         if tools is not None:
@@ -203,9 +218,10 @@ class OpenAIChatAdapter(Adapter):
             for i, tool in enumerate(tools):
                 tptr = f"/request/tools/{i}"
                 expect(tool, Mapping, tptr, "a tool")
-                fn = tool.get("function")
+                key = "custom" if tool.get("type") == "custom" else "function"
+                fn = tool.get(key)
                 if is_mapping(fn) and isinstance(fn.get("name"), str):  # vLLM ignores other tools too
-                    b.tool(tool_spec(fn, f"{tptr}/function"))
+                    b.tool(tool_spec(fn, f"{tptr}/{key}"))
         functions = request.get("functions")
         if isinstance(functions, list):
             for i, fn in enumerate(functions):
@@ -428,6 +444,14 @@ def content_texts(content: Any, ptr: str, what: str = "message content") -> list
             text = expect(part.get(key), str, f"{pptr}/{key}", f"{kind} part {key}")
             out.append((text, f"{pptr}/{key}"))
     return out
+
+
+def custom_input_arguments(call: Mapping[str, Any], ptr: str, what: str) -> dict[str, str]:
+    """A custom tool call's free-form `input` (not JSON) as the arguments `{"input": ...}` of the object at `ptr`
+    that holds it (a Responses `custom_tool_call` item, a Chat call's `custom`): the argument path `input` then
+    resolves to that `input` string. No input: no arguments."""
+    text = call.get("input")
+    return {} if text is None else {"input": expect(text, str, f"{ptr}/input", f"{what} input")}
 
 
 def tool_spec(fn: Mapping[str, Any], pointer: str) -> ToolSpec:

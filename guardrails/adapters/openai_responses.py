@@ -12,15 +12,31 @@ each is a tool call named after its tool (`custom` tools by their name, built-in
 same way). A custom call's arguments are read as `{"input": <input>}` at the item's pointer, so an argument
 path (`input`) resolves to the item's `input` string. What comes back (the `*_output` items, an MCP server's
 `mcp_call` output, code interpreter logs, file search results) is untrusted TOOL_RESULT text.
+
+The calls OpenAI runs itself are tool calls too, marked hosted: `mcp_call` and `mcp_approval_request` (named
+after the MCP tool, arguments the JSON string `arguments`, `server_label` kept), `web_search_call` (its
+`action`: a search's query, a page's url, a find's pattern; `sources` are results, not arguments),
+`code_interpreter_call` (`{"code": ...}` at the item, as a custom call's input) and `file_search_call`
+(`{"queries": [...]}` at the item). The built-ins are named after their tool type, as the client-run ones
+(`web_search`, `code_interpreter`, `file_search`), and a hosted tool declared in `tools` is declared under
+that name, its version suffix dropped (`web_search_preview_2025_03_11` declares `web_search`). An item with
+nothing the model wrote (a web search call without `action`, code still null) is not a call.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, has_any, is_mapping
-from guardrails.adapters.openai_chat import content_texts, int_or_none, is_forced_choice, tool_spec
+from guardrails.adapters.openai_chat import (
+    content_texts,
+    custom_input_arguments,
+    int_or_none,
+    is_forced_choice,
+    tool_spec,
+)
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 
@@ -57,6 +73,14 @@ OUTPUT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output", "lo
                           "shell_call_output", "apply_patch_call_output"})
 # Hosted tools whose results come back inside the call item: item type -> (list field, text field of an entry).
 HOSTED_RESULTS = {"code_interpreter_call": ("outputs", "logs"), "file_search_call": ("results", "text")}
+# Calls of hosted built-ins: item type -> (tool name, the item's fields the model wrote). Named like ACTION_CALLS.
+HOSTED_CALLS = {"code_interpreter_call": ("code_interpreter", ("code",)),
+                "file_search_call": ("file_search", ("queries",))}
+MCP_CALLS = ("mcp_call", "mcp_approval_request")  # named after the MCP tool; `arguments` is a JSON string
+SEARCH_RESULT_KEYS = ("sources",)  # what a web search action lists that the search found, not the model
+# A hosted tool's declared type less its version: web_search_preview_2025_03_11 -> web_search.
+TOOL_VERSION = re.compile(r"(?:_preview)?(?:_\d{4}_\d{2}_\d{2})?$")
+NOT_HOSTED_TOOLS = frozenset({"function", "custom", "mcp"})  # mcp: the server's tools are its own
 
 
 class OpenAIResponsesAdapter(Adapter):
@@ -130,8 +154,11 @@ class OpenAIResponsesAdapter(Adapter):
             if isinstance(kind, str) and kind in ACTION_TOOLS:  # run by the client, which is sent their calls
                 b.tool(ToolSpec(name=kind, parameters=None, pointer=tptr))
                 continue
+            if isinstance(kind, str) and kind not in NOT_HOSTED_TOOLS:  # web search, file search... run by OpenAI
+                b.hosted_tool(TOOL_VERSION.sub("", kind), tptr)
+                continue
             if kind != "function":
-                continue  # hosted tools (web search, file search, MCP...) are run by OpenAI, not the client
+                continue  # MCP servers list their own tools; other values are not tools
             if is_mapping(tool.get("function")):  # tolerate the nested Chat Completions shape
                 tool, tptr = tool["function"], f"{tptr}/function"
             expect(tool.get("name"), str, f"{tptr}/name", "function tool name")
@@ -206,11 +233,15 @@ class _ItemReader:
             self.custom_call(item, ptr)
         elif kind in ACTION_CALLS:
             self.action_call(item, ptr, *ACTION_CALLS[kind])
-        elif kind == "mcp_call":
+        elif kind in MCP_CALLS:
+            self.mcp_call(item, ptr)
             self.mcp_output(item, ptr)
-        elif kind in HOSTED_RESULTS:
+        elif kind == "web_search_call":
+            self.web_search_call(item, ptr)
+        elif kind in HOSTED_CALLS:
+            self.hosted_call(item, ptr, *HOSTED_CALLS[kind])
             self.hosted_results(item, ptr, *HOSTED_RESULTS[kind])
-        # Other items (item references, web search and computer calls, MCP listings) carry no text we read.
+        # Other items (item references, computer calls, MCP listings, approval responses) carry no text we read.
 
     def message(self, item: Mapping[str, Any], ptr: str) -> None:
         role = item.get("role", "assistant" if self.phase is Phase.RESPONSE else None)
@@ -242,9 +273,36 @@ class _ItemReader:
     def custom_call(self, item: Mapping[str, Any], ptr: str) -> None:
         """A custom tool's free-form input, read as the arguments `{"input": ...}` of the item itself."""
         name = expect(item.get("name"), str, f"{ptr}/name", "custom_tool_call name")
-        text = item.get("input")
-        arguments = {} if text is None else {"input": expect(text, str, f"{ptr}/input", "custom_tool_call input")}
-        self._call(name, arguments, item, f"{ptr}/name", ptr)
+        self._call(name, custom_input_arguments(item, ptr, "custom_tool_call"), item, f"{ptr}/name", ptr)
+
+    def mcp_call(self, item: Mapping[str, Any], ptr: str) -> None:
+        """An MCP tool call OpenAI runs (or, for an approval request, asks the client to approve): hosted."""
+        kind = item["type"]
+        name = expect(item.get("name"), str, f"{ptr}/name", f"{kind} name")
+        arguments, args_ptr = item.get("arguments"), f"{ptr}/arguments"
+        if arguments is None:  # absent or null: no arguments, and no string to point into
+            arguments, args_ptr = {}, ptr
+        else:
+            expect(arguments, str, args_ptr, f"{kind} arguments")
+        self._call(name, arguments, item, f"{ptr}/name", args_ptr, hosted=True,
+                   mcp_server=_string_or_none(item.get("server_label")))
+
+    def web_search_call(self, item: Mapping[str, Any], ptr: str) -> None:
+        """A web search OpenAI runs: the action (query, url, pattern) is what the model asked for."""
+        action = item.get("action")
+        if action is None:
+            return  # older items say nothing of what was searched
+        aptr = f"{ptr}/action"
+        expect(action, Mapping, aptr, "web_search_call action")
+        arguments = {key: value for key, value in action.items() if key not in SEARCH_RESULT_KEYS}
+        self._call("web_search", arguments, item, f"{ptr}/type", aptr, hosted=True)
+
+    def hosted_call(self, item: Mapping[str, Any], ptr: str, name: str, fields: tuple[str, ...]) -> None:
+        """Code interpreter code, file search queries: read as the arguments of the item itself, like a custom
+        call's input, so each argument path resolves to the item's own field."""
+        arguments = {key: item[key] for key in fields if item.get(key) is not None}
+        if arguments:
+            self._call(name, arguments, item, f"{ptr}/type", ptr, hosted=True)
 
     def action_call(self, item: Mapping[str, Any], ptr: str, name: str, field: str) -> None:
         """A shell or patch call the client runs: its action object is the arguments."""
@@ -253,13 +311,16 @@ class _ItemReader:
             action, aptr = {}, ptr
         self._call(name, expect(action, Mapping, aptr, f"{item.get('type')} {field}"), item, f"{ptr}/type", aptr)
 
-    def _call(self, name: str, arguments: Any, item: Mapping[str, Any], name_ptr: str, args_ptr: str) -> None:
-        """Add a call; `arguments` as `ExchangeBuilder.tool_call` takes them (a raw JSON string or a value)."""
+    def _call(self, name: str, arguments: Any, item: Mapping[str, Any], name_ptr: str, args_ptr: str, *,
+              hosted: bool = False, mcp_server: str | None = None) -> None:
+        """Add a call; `arguments` as `ExchangeBuilder.tool_call` takes them (a raw JSON string or a value).
+        `hosted`: OpenAI runs it; `mcp_server`: the label of the MCP server it calls."""
         call_id = _call_id(item)
         if call_id is not None:
             self.call_names[call_id] = name
         self.b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=name_ptr,
-                         arguments_pointer=args_ptr, turn=self.turn(model=True), phase=self.phase)
+                         arguments_pointer=args_ptr, turn=self.turn(model=True), phase=self.phase,
+                         hosted=hosted, mcp_server=mcp_server)
 
     def function_output(self, item: Mapping[str, Any], ptr: str) -> None:
         call_id = item.get("call_id")
@@ -274,8 +335,7 @@ class _ItemReader:
                         tool_call_id=call_id, tool_name=self.call_names.get(call_id or ""))
 
     def mcp_output(self, item: Mapping[str, Any], ptr: str) -> None:
-        """What a remote MCP server returned (run by OpenAI, read by the model next): untrusted. The call's
-        arguments, run by OpenAI as the other hosted tools' calls are, are not read."""
+        """What a remote MCP server returned (run by OpenAI, read by the model next): untrusted."""
         name, call_id = _string_or_none(item.get("name")), _string_or_none(item.get("id"))
         turn = self.turn(model=False)
         for key, source in (("output", ""), ("error", "tool_error")):
@@ -444,9 +504,11 @@ def _output_index(event: Mapping[str, Any], index_by_id: Mapping[str, int]) -> i
 
 
 def _called(b: ExchangeBuilder) -> bool:
+    """Whether the response calls a tool the client runs: calls OpenAI ran itself leave nothing to do."""
     # Segments before `response_from` were read from the request, so none is a response call: a long
     # history is not walked again.
-    return any(s.tool_call is not None and s.phase is Phase.RESPONSE for s in b.segments[b.response_from:])
+    return any(s.tool_call is not None and s.phase is Phase.RESPONSE and not s.tool_call.hosted
+               for s in b.segments[b.response_from:])
 
 
 def _looks_like_responses_output(response: Any) -> bool:
