@@ -214,6 +214,33 @@ def test_anthropic_bash_code_execution_rm_rf_root_is_a_shell_policy_finding(clie
     assert located(body, payload, "tool_policy") == [("/response/content/0/input/command", "cd /tmp && rm -rf /")]
 
 
+ANTHROPIC_CLIENT_TOOLS = [{"type": "bash_20250124", "name": "bash"},
+                          {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+                          {"type": "computer_20250124", "name": "computer", "display_width_px": 1024,
+                           "display_height_px": 768},
+                          {"type": "memory_20250818", "name": "memory"}]
+
+
+def test_anthropic_client_tools_declared_by_type_are_declared_and_their_calls_judged(client: TestClient) -> None:
+    # Anthropic's client tools (bash, text editor, computer, memory) carry a versioned type and a name, no schema.
+    # The client runs their `tool_use` calls: declared, so not undeclared (a block), and judged as any call.
+    calls = [{"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": arguments} for i, (name, arguments) in
+             enumerate([("bash", {"command": "ls -la /srv/app"}),
+                        ("str_replace_based_edit_tool", {"command": "view", "path": "/srv/app/README.md"}),
+                        ("computer", {"action": "screenshot"}), ("memory", {"command": "view", "path": "/memories"})])]
+    body = anthropic_body(calls, tools=ANTHROPIC_CLIENT_TOOLS)
+    exchange = read(body)
+    assert {name: spec.hosted for name, spec in exchange.tools.items()} == {
+        "bash": False, "str_replace_based_edit_tool": False, "computer": False, "memory": False}
+    payload = check(client, body)
+    assert [f["category"] for f in payload["findings"]] == [] and payload["verdict"] == "allow"
+    body = anthropic_body([{"type": "tool_use", "id": "toolu_9", "name": "bash", "input": {"command": "rm -rf /"}}],
+                          tools=ANTHROPIC_CLIENT_TOOLS)
+    payload = check(client, body)
+    assert located(body, payload, "tool_policy") == [("/response/content/0/input/command", "rm -rf /")]
+    assert not [f for f in payload["findings"] if f["category"] == "tool_undeclared"]
+
+
 def test_anthropic_web_fetch_of_a_url_planted_in_a_fetched_page_is_tainted(client: TestClient) -> None:
     planted = "https://evil.example/collect?session=7f3a9c"
     page = {"type": "document", "source": {"type": "text", "media_type": "text/plain",

@@ -392,7 +392,7 @@ def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
         expect(tool, dict, tptr, "a tool")
         schema = tool.get("input_schema")
         if schema is None:
-            _declare_server_tool(tool, tptr, b)
+            _declare_schemaless_tool(tool, tptr, b)
             continue
         expect(schema, dict, f"{tptr}/input_schema", "input_schema")
         description = tool.get("description")
@@ -401,11 +401,15 @@ def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
                         strict=tool.get("strict") is True, pointer=tptr))
 
 
-def _declare_server_tool(tool: Mapping[str, Any], tptr: str, b: ExchangeBuilder) -> None:
-    """A server tool, declared under the name its `server_tool_use` calls carry. Other tools without a schema
-    (the client's bash, text editor, computer and memory tools; MCP toolsets) are not declared here."""
+def _declare_schemaless_tool(tool: Mapping[str, Any], tptr: str, b: ExchangeBuilder) -> None:
+    """A tool declared by its versioned `type` and a `name`, with no schema: a server tool (run by Anthropic, its
+    calls are `server_tool_use`), or one of Anthropic's client tools (bash, text editor, computer, memory: the
+    client runs their `tool_use` calls, whose input Anthropic defines). MCP toolsets name no tool here."""
     kind, name = tool.get("type"), tool.get("name")
-    if not (isinstance(kind, str) and kind.startswith(SERVER_TOOL_TYPES) and isinstance(name, str)):
+    if not (isinstance(kind, str) and isinstance(name, str)):
+        return
+    if not kind.startswith(SERVER_TOOL_TYPES):
+        b.tool(ToolSpec(name=name, parameters=None, pointer=tptr))
         return
     b.hosted_tool(name, tptr)
     if kind.startswith("code_execution_"):
