@@ -115,7 +115,7 @@ def locate_name(segment: Segment) -> Location:
     call = segment.tool_call
     if call is None:
         return segment.locate(0, len(segment.text))
-    return Location(call.name_pointer, call.name_offset, call.name_offset + len(call.name))
+    return call.name_location()
 
 
 def value_at(value: Any, path: ArgPath) -> Any:

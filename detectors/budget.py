@@ -293,7 +293,8 @@ class BudgetDetector(Detector):
         pointer, start, end = "", None, None
         if seg is not None and seg.tool_call is not None:
             tc = seg.tool_call
-            pointer, start, end = tc.name_pointer, tc.name_offset, tc.name_offset + len(tc.name)
+            named = tc.name_location()
+            pointer, start, end = named.pointer, named.start, named.end
         return Finding(
             category=Category.BUDGET,
             detector=self.name,

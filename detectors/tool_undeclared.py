@@ -45,15 +45,16 @@ class ToolUndeclared(Detector):
                 message += f" (did you mean {close[0]!r}?)"
             elif not declared:
                 message += " (the request declared no tools)"
+            where = call.name_location()
             findings.append(
                 Finding(
                     category=self.category,
                     detector=self.name,
                     severity=Severity.HIGH,
                     message=message,
-                    pointer=call.name_pointer,
-                    start=call.name_offset,
-                    end=call.name_offset + len(call.name),
+                    pointer=where.pointer,
+                    start=where.start,
+                    end=where.end,
                     score=1.0,
                     evidence={"tool": call.name, "declared": declared, "recovered_from": call.recovered_from,
                               "hosted": call.hosted},

@@ -296,12 +296,11 @@ class UnsafeReasoningDetector(Detector):
                         assert call is not None
                         if family not in _name_families(call.name):
                             continue
-                        said = segment.locate(start, end)
+                        said, named = segment.locate(start, end), call.name_location()
                         findings.append(Finding(
                             category=self.category, detector=self.name, severity=Severity.HIGH,
                             message=f"tool call {call.name!r} takes an action the reasoning decided against",
-                            pointer=call.name_pointer, start=call.name_offset,
-                            end=call.name_offset + len(call.name), score=0.8,
+                            pointer=named.pointer, start=named.start, end=named.end, score=0.8,
                             evidence={"rule": "decided_against", "action": family,
                                       "reasoning": {"pointer": said.pointer, "start": said.start, "end": said.end},
                                       "sentence": sentence.strip()[:300]}))

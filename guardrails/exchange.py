@@ -67,6 +67,9 @@ class ToolCall:
     arguments_is_object: bool = False
     recovered_from: str | None = None  # parser family, for calls recovered from raw text
     name_offset: int = 0  # where the name starts in the string at `name_pointer` (recovered calls)
+    # False where no string in the body holds the name (Gemini `executableCode`): `name_pointer` then names the
+    # call's object, and a location there has no offsets.
+    name_in_text: bool = True
     # Who runs the call. False: the caller's own code (function and custom tools, and built-ins the client runs,
     # such as Responses `shell` or Anthropic `bash`). True: the API provider runs it on its side before the
     # response comes back (Anthropic server tools, OpenAI hosted tools, Gemini built-ins, remote MCP servers),
@@ -75,6 +78,13 @@ class ToolCall:
     # For a hosted call to a remote MCP server: the server's label (Responses `server_label`, Anthropic and
     # Gemini `server_name`). Such a server lists its own tools, so the request declares the server, not them.
     mcp_server: str | None = None
+
+    def name_location(self, start: int = 0, end: int | None = None) -> Location:
+        """Where the call's name (or chars [start, end) of it) is in the check body."""
+        if not self.name_in_text:
+            return Location(self.name_pointer)
+        end = len(self.name) if end is None else end
+        return Location(self.name_pointer, self.name_offset + start, self.name_offset + end)
 
 
 @dataclass(frozen=True, slots=True)

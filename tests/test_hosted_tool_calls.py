@@ -497,6 +497,12 @@ def test_gemini_executable_code_is_a_hosted_code_execution_call(client: TestClie
     assert located(streamed, check(client, streamed), "secret") == [
         ("/response/1/candidates/0/content/parts/0/executableCode/code", AWS_KEY)]
 
+    # Without the codeExecution tool the call is undeclared: its finding names the executableCode object, with
+    # no offsets (no string in the body holds the name `code_execution`).
+    undeclared = {"request": {**request, "tools": []}, "response": body["response"]}
+    (finding,) = [f for f in check(client, undeclared)["findings"] if f["category"] == "tool_undeclared"]
+    assert finding["location"] == {"pointer": ptr}
+
 
 # --- Gemini Interactions ------------------------------------------------------------------------------------------
 INTERACTIONS_TOOLS = [{"type": "google_search"}, {"type": "url_context"}, {"type": "code_execution"},

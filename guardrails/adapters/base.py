@@ -219,6 +219,7 @@ class ExchangeBuilder:
         recovered_from: str | None = None,
         pieces: tuple[Piece, ...] = (),
         name_offset: int = 0,
+        name_in_text: bool = True,
         arguments_offset: int = 0,
         hosted: bool = False,
         mcp_server: str | None = None,
@@ -246,6 +247,7 @@ class ExchangeBuilder:
             arguments_is_object=is_object,
             recovered_from=recovered_from,
             name_offset=name_offset,
+            name_in_text=name_in_text,
             hosted=hosted,
             mcp_server=mcp_server,
         )

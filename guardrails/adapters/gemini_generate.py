@@ -329,7 +329,7 @@ def _code_call(code: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: Ex
     """An `executableCode` part: the code Google runs for the code_execution built-in, a hosted call."""
     arguments = {key: value for key, value in code.items() if key != "id"}
     b.tool_call(name=CODE_EXECUTION, arguments=arguments, call_id=string(code.get("id")), name_pointer=ptr,
-                arguments_pointer=ptr, turn=turn, phase=phase, hosted=True)
+                name_in_text=False, arguments_pointer=ptr, turn=turn, phase=phase, hosted=True)
 
 
 def _code_output(part: Mapping[str, Any], ptr: str) -> tuple[str, str] | None:

@@ -50,7 +50,7 @@ class Unit(NamedTuple):  # a tuple: `records` builds hundreds at a time on the h
             a, b = self.local_start, self.local_end
         call = self.segment.tool_call
         if self.kind == "tool_name" and call is not None:
-            return Location(call.name_pointer, call.name_offset + a, call.name_offset + b)
+            return call.name_location(a, b)
         if self.kind == "argument" and call is not None and call.arguments_is_object:
             # Anthropic/Gemini carry arguments as an object: point at the value itself.
             pointer = join(call.arguments_pointer, *self.path)
