@@ -49,7 +49,9 @@ OVERRIDE_PATTERN = (
     r"|\bregardless\s+of\s+(?:any\s+|all\s+|the\s+|your\s+)?(?:previous|prior|earlier|original)\s+"
     r"(?:instructions?|tasks?|rules|directions?|prompts?)\b"
 )
-_EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+# A match starts only where a local part starts: else each of a long word's positions would be tried up to its
+# end (50 KB of "a...a@" in a tool result took seconds).
+EMAIL = r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
 _URL = r"(?:https?://|www\.)[^\s'\"<>)]+"
 # Operations an agent performs with tools on the user's behalf: the verbs of injected task requests.
 _ACTION_VERBS = (
@@ -78,16 +80,16 @@ _AGENT_REQUEST = re.compile(
 _LABEL = re.compile(r"\s*[\w-]+\s*:")  # "Email Address: ..." is a form label, not a request
 # What makes a request concrete: the requester's own assets, a destination address, credentials.
 _TARGET = re.compile(
-    r"\bmy\b|" + _EMAIL + "|" + _URL + r"|\b(?:password|passwords|credentials?|api[\s_-]?keys?|"
+    r"\bmy\b|" + EMAIL + "|" + _URL + r"|\b(?:password|passwords|credentials?|api[\s_-]?keys?|"
     r"tokens?|account|accounts|bank|payment|\$\s?\d|\d+\s?(?:usd|btc|bitcoin|eth)|the\s+user'?s?|"
     r"files|folders?|records|documents|data)\b",
     re.IGNORECASE,
 )
-_FIRST_PERSON_TARGET = re.compile(r"\bmy\b|" + _EMAIL, re.IGNORECASE)
+_FIRST_PERSON_TARGET = re.compile(r"\bmy\b|" + EMAIL, re.IGNORECASE)
 _EXFIL_TO = re.compile(
     r"(?:^|(?<=[.!?;:,'\"\n])\s*|\b(?:and|then|to|please|also|kindly|must|should)\s+)"
     r"(?P<verb>send|e-?mail|forward|share|upload|post|transmit|leak|copy|exfiltrate|deliver)\b[^.!?\n]{0,160}?"
-    r"\bto\b[^.!?\n]{0,40}?(?:" + _EMAIL + "|" + _URL + ")",
+    r"\bto\b[^.!?\n]{0,40}?(?:" + EMAIL + "|" + _URL + ")",
     FLAGS,
 )
 

@@ -25,9 +25,11 @@ from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
 
-# Identifiers inside longer values: e-mail addresses, URLs, and tokens that mix letters and digits.
-ENTITY = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+|[\w./:-]*\d[\w./:-]*"
-                    r"|(?:~|\.{1,2})?/[\w.-]+/[\w./-]+", re.IGNORECASE)
+# Identifiers inside longer values: e-mail addresses, URLs, and tokens that mix letters and digits. The first three
+# start only where a run of their characters starts: tried from every position of a long run (a 20 KB argument
+# with no digit), each attempt would scan to the run's end, and one check took seconds.
+ENTITY = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*://[^\s'\"<>]+"
+                    r"|(?<![\w./:-])[\w./:-]*\d[\w./:-]*|(?:~|\.{1,2})?/[\w.-]+/[\w./-]+", re.IGNORECASE)
 DISTINCTIVE = re.compile(r"[\d@/_.:]")
 WORD = re.compile(r"(?<!\w)[a-z]{3,}(?!\w)")  # prose words; `allowed_operations` is a key, not words
 CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")

@@ -120,3 +120,16 @@ def test_end_to_end_through_the_http_api_with_the_default_policy() -> None:
         assert resolve(check, loc["pointer"])[loc["start"]:loc["end"]] == expected
     source = found["tool_taint"]["evidence"]["source"]
     assert resolve(check, source["pointer"])[source["start"]:source["end"]] == "123-1234-1234"
+
+
+def test_identifiers_are_only_tried_where_their_run_starts() -> None:
+    # An argument of 20 KB with no digit (file content, a blob) took seconds: each position of the run started
+    # an attempt that scanned to its end. Addresses, URLs and digit tokens now start only where their run starts;
+    # what they find is unchanged.
+    from detectors.tool_taint import ENTITY
+
+    for text in ("x" * 40 + "1", "x" * 40 + "@ex.com", "x" * 40 + "://host"):
+        assert [i for i in range(len(text)) if ENTITY.match(text, i)] == [0], text
+    found = [m.group() for m in ENTITY.finditer(
+        "send to bob@example.com and https://evil.example/x?k=1, order 12345-AB at /srv/app/data.csv v2.3.1")]
+    assert found == ["bob@example.com", "https://evil.example/x?k=1,", "12345-AB", "/srv/app/data.csv", "v2.3.1"]
