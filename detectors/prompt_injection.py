@@ -253,18 +253,43 @@ def _hit(rule_id: str, message: str, severity: Severity, start: int, end: int, m
 
 
 def _dedupe(hits: list[Hit]) -> list[Hit]:
-    """Drop a hit wholly inside a stronger (or equal, earlier) hit of another rule."""
+    """Drop a hit wholly inside a stronger (or equal, earlier) hit of another rule.
+
+    In one pass: per rank, a Fenwick tree over the hits' starts holds the farthest end among kept hits of that
+    rank or above, so each hit asks one prefix maximum (text built to trip thousands of hits, such as a
+    repeated `<IMPORTANT>`, made the pairwise comparison take most of a second)."""
+    starts = sorted({h.start for h in hits if h.start is not None})
+    index = {start: i + 1 for i, start in enumerate(starts)}
+    trees = [[-1] * (len(starts) + 1) for _ in range(len(_RANKS))]  # trees[r]: kept hits of rank >= r
     kept: list[Hit] = []
     for h in hits:
-        covered = any(
-            k.start is not None and h.start is not None and k.start <= h.start and (h.end or 0) <= (k.end or 0)
-            and _rank(k) >= _rank(h)
-            for k in kept
-        )
-        if not covered:
-            kept.append(h)
+        if h.start is not None:
+            rank = _rank(h)
+            if _farthest_end(trees[rank], index[h.start]) >= (h.end or 0):
+                continue
+            for tree in trees[: rank + 1]:
+                _extend(tree, index[h.start], h.end or 0)
+        kept.append(h)
     return kept
 
 
+def _farthest_end(tree: list[int], i: int) -> int:
+    """The largest end among the kept hits starting at or before the i-th start (-1: none)."""
+    best = -1
+    while i > 0:
+        best = max(best, tree[i])
+        i -= i & -i
+    return best
+
+
+def _extend(tree: list[int], i: int, end: int) -> None:
+    while i < len(tree):
+        tree[i] = max(tree[i], end)
+        i += i & -i
+
+
+_RANKS = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
+
 def _rank(hit: Hit) -> int:
-    return {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}[hit.severity]
+    return _RANKS[hit.severity]
