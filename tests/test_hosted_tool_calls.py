@@ -12,14 +12,13 @@ default policy, that the finding names exactly the offending value in the submit
 
 from __future__ import annotations
 
-import copy
 import random
 from typing import Any
 
 import pytest
 from conftest import REPO, assert_locations_resolve
 from fastapi.testclient import TestClient
-from test_review_adapters import assert_arguments_resolve, assert_mangled_bodies_read_or_refused
+from test_review_adapters import assert_arguments_resolve, assert_mangled_bodies_read_or_refused, check
 
 from guardrails.adapters import read_exchange
 from guardrails.config import Settings
@@ -34,13 +33,6 @@ AWS_KEY = "AKIAQ7XK2M4PZ3LJ8VWE"  # an AWS access key id (tests/test_secret.py)
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     return TestClient(build_app(Settings(policy_dir=REPO / "policies")))
-
-
-def check(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
-    resp = client.post("/v1/checks", json=copy.deepcopy(body))
-    assert resp.status_code == 200, resp.text
-    payload: dict[str, Any] = resp.json()
-    return payload
 
 
 def located(body: dict[str, Any], payload: dict[str, Any], category: str) -> list[tuple[str, str]]:
