@@ -158,6 +158,14 @@ class Engine:
 
     def _build(self, config: DetectorConfig) -> Detector:
         """One enabled detector, built with its settings; records the settings it never asked for."""
+        detector, unknown = self.build_detector(config)
+        self.unknown_settings += unknown
+        return detector
+
+    def build_detector(self, config: DetectorConfig) -> tuple[Detector, list[PolicyError]]:
+        """`config`'s detector built with its settings, not added to the engine, and the settings it never asked
+        for. `guardrails policy validate` builds disabled detectors this way; a load never does (a build may open
+        clients or load models)."""
         file = self.policy.config_file or self.policy.path
         if config.name not in self.registry:
             reason = self.registry.load_errors.get(config.name, "not installed")
@@ -171,9 +179,9 @@ class Engine:
         # Checks read the plain mapping: no recording on the hot path (a plug-in may keep settings elsewhere).
         if getattr(detector, "settings", None) is recorded:
             detector.settings = config.settings
-        self.unknown_settings += [PolicyError(_unknown_setting(config.name, key, list(recorded.asked)), file,
-                                              config.line) for key in recorded.unread()]
-        return detector
+        unknown = [PolicyError(_unknown_setting(config.name, key, list(recorded.asked)), file, config.line)
+                   for key in recorded.unread()]
+        return detector, unknown
 
     async def run(self, exchange: Exchange) -> EngineResult:
         timings: dict[str, float] = {}

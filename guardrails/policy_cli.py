@@ -3,7 +3,8 @@
 DIR is a policy bundle (has config.yml) or a directory of bundles (then routing.yml is checked too).
 `validate` loads each bundle, builds its detectors (a setting of the wrong type, or one the detector does not
 read, is an error) and its Colang runtime, and reports every action or flow a flow calls that nothing defines,
-with file and line.
+with file and line. It also builds the detectors the bundle disables, and drops them, so that a typo in their
+settings is found now and not the day one is enabled; the service never builds them.
 A test case is a JSON file in `<bundle>/tests/`:
 
     {"description": "...", "check": {<a /v1/checks body>},
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from guardrails.policy import (
     POLICY_FILE,
     ROUTING_FILE,
     TESTS_DIR,
+    DetectorConfig,
     PolicyError,
     PolicyStore,
     load_policy,
@@ -40,6 +43,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 4
 EXPECT_KEYS = {"verdict", "categories", "not_categories", "detectors"}
+# How close a disabled name that is not installed must be to an installed one to read as its typo (an error);
+# stricter than difflib's 0.6 so that a plug-in merely absent here (`tool_audit`, not `tool_taint`) only warns.
+TYPO_CUTOFF = 0.85
 
 
 def add_policy_commands(sub: Any) -> None:
@@ -68,7 +74,8 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
     try:
         policy = load_policy(directory)
         engine = Engine(policy, registry, log_unknown_settings=False)  # errors here, not warnings as at load
-        problems = [str(problem) for problem in [*engine.unknown_settings, *flow_problems(engine)]]
+        disabled, not_checked = disabled_problems(engine)
+        problems = [str(problem) for problem in [*engine.unknown_settings, *disabled, *flow_problems(engine)]]
     except PolicyError as exc:
         return [str(exc)]
     if problems:
@@ -76,9 +83,53 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
     custom = sorted({f for flows in policy.rails.custom.values() for f in flows})
     print(f"ok    {policy.id}@{policy.version}  colang {policy.rails.colang_version}, "
           f"{len(engine.slots)} detector(s), custom flows: {', '.join(custom) or 'none'}")
-    for warning in policy.warnings:
+    for warning in [*policy.warnings, *map(str, not_checked)]:
         print(f"      warning: {warning}")
     return []
+
+
+def disabled_problems(engine: Engine) -> tuple[list[PolicyError], list[PolicyError]]:
+    """(errors, warnings) of the detectors the policy disables, each built with its settings and dropped (never
+    added to `engine.slots`). A disabled name that is not installed is an error when it reads as a typo of an
+    installed detector (`tool_polcy: false` leaves `tool_policy` on), else a warning: a plug-in absent from this
+    machine, whose settings cannot be checked here, does not stop a policy that does not run it."""
+    errors: list[PolicyError] = []
+    warnings: list[PolicyError] = []
+    for config in engine.policy.detectors:
+        if config.enabled:
+            continue
+        if config.name not in engine.registry:
+            problem, is_typo = _not_installed(engine, config)
+            (errors if is_typo else warnings).append(problem)
+        elif config.settings:  # `name: false` and a bare `enabled: false` have nothing to check
+            errors += _disabled_settings(engine, config)
+    return errors, warnings
+
+
+def _not_installed(engine: Engine, config: DetectorConfig) -> tuple[PolicyError, bool]:
+    """The problem with a disabled detector the registry lacks, and whether its name is a typo."""
+    file = engine.policy.config_file or engine.policy.path
+    close = difflib.get_close_matches(config.name, engine.registry.names(), n=1, cutoff=TYPO_CUTOFF)
+    if close and config.name not in engine.registry.load_errors:
+        return PolicyError(f"policy disables detector {config.name!r}, which is not installed; "
+                           f"did you mean {close[0]!r}?", file, config.line), True
+    reason = engine.registry.load_errors.get(config.name, "not installed")
+    return PolicyError(f"policy disables detector {config.name!r}, which is unavailable here ({reason}): "
+                       "its settings are not checked", file, config.line), False
+
+
+def _disabled_settings(engine: Engine, config: DetectorConfig) -> list[PolicyError]:
+    """What building a disabled detector reports: the settings it rejects, else those it does not read."""
+    try:
+        _, unknown = engine.build_detector(config)
+    except PolicyError as exc:
+        return [_while_disabled(exc)]
+    return [_while_disabled(problem) for problem in unknown]
+
+
+def _while_disabled(problem: PolicyError) -> PolicyError:
+    # Says why a detector that does not run is reported: the error waits for the day it is enabled.
+    return PolicyError(f"{problem.message} (the detector is disabled)", problem.file, problem.line)
 
 
 def flow_problems(engine: Engine) -> list[PolicyError]:
