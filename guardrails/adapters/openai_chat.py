@@ -7,6 +7,13 @@ legacy `function_call`; `tools` (function and custom) and legacy `functions`; `l
 completions `logprobs` object; top-level `prompt_logprobs`; streamed chunks with `delta.reasoning`,
 `delta.reasoning_content`, tool-call argument fragments, and logprobs on chunks with an empty delta.
 
+A streamed custom tool call comes as `delta.tool_calls[]` fragments `{"index", "id", "type": "custom",
+"custom": {"name", "input"}}`, both fields optional in each (openai-python's `ChoiceDeltaToolCallCustom`; older
+SDKs and OpenAPI specs type only `function` deltas): the name in the first fragment, the `input` in pieces, as a
+function's `arguments`. It is assembled on the same path as those, into the call the whole response gives
+(arguments `{"input": ...}`), its text keeping one piece per fragment, so a finding in the input points into the
+chunk that holds it. Its arguments text is then the input itself, not a serialization of the arguments.
+
 Legacy Completions with `echo: true`: vLLM returns each choice's `text` as the prompt followed by the
 completion, and its `logprobs` over the prompt's tokens then the completion's (a stream puts the prompt in the
 choice's first chunk). Where the prompt is a string and the text starts with it, only the completion is
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Mapping
+from dataclasses import replace
 from itertools import accumulate
 from typing import Any
 
@@ -365,7 +373,7 @@ class _ChoiceStream:
                 slot = self.calls.get(index)
                 if slot is None:
                     slot = self.calls[index] = _CallStream()
-                slot.absorb(call.get("function"), f"{tptr}/function", call.get("id"))
+                slot.absorb_call(call, tptr)
         fn_call = delta.get("function_call")
         if fn_call is not None:
             self.calls.setdefault("function_call", _CallStream()).absorb(fn_call, f"{dptr}/function_call")
@@ -380,33 +388,59 @@ class _ChoiceStream:
 
 
 class _CallStream:
-    """One streamed tool call: the id and name arrive once, the arguments in fragments."""
+    """One streamed tool call: the id and name arrive once, the arguments in fragments. A function's fragments
+    are `function` objects (`arguments` text); a custom tool's are `custom` objects (`input` text)."""
 
     def __init__(self) -> None:
         self.id: str | None = None
         self.name = ""
         self.name_pointer: str | None = None
         self.arguments: list[tuple[str, str]] = []
-        self.pointer = ""  # the first delta of this call (its function object, else the call delta)
+        self.pointer = ""  # the first delta of this call (its function or custom object, else the call delta)
         self.id_pointer: str | None = None
+        self.kind: str | None = None  # "function" or "custom", from the first delta that says which
+        self.has_input = False  # a custom call streamed an `input`, if only "": arguments {"input": ...}
 
-    def absorb(self, fn: Any, fptr: str, call_id: Any = None) -> None:
+    def absorb_call(self, call: Mapping[str, Any], tptr: str) -> None:
+        """A `tool_calls` delta: a custom tool's fragment where it has a `custom` object, else a function's. The
+        object decides, not `type`: only the first fragment has a `type`, and a delta may carry the id alone."""
+        custom, function = call.get("custom"), call.get("function")
+        if custom is not None and function is not None:
+            raise BodyError('a tool call delta carries a "function" or a "custom" object, not both', f"{tptr}/custom")
+        kind = "custom" if custom is not None else "function" if function is not None else None
+        if kind is not None:
+            if self.kind not in (None, kind):
+                raise BodyError(f"a {kind} fragment for the {self.kind} call of the same index", f"{tptr}/{kind}")
+            self.kind = kind
+        if self.kind == "custom":
+            self.absorb(custom, f"{tptr}/custom", call.get("id"), key="input", what="a custom tool call delta")
+        else:
+            self.absorb(function, f"{tptr}/function", call.get("id"))
+
+    def absorb(self, fn: Any, fptr: str, call_id: Any = None, key: str = "arguments",
+               what: str = "a tool call function delta") -> None:
+        """One fragment object at `fptr`: its `name`, and its text under `key` (a function's `arguments`, a
+        custom call's `input`)."""
         if isinstance(call_id, str) and call_id:
             self.id = call_id
             self.id_pointer = self.id_pointer or f"{fptr.rpartition('/')[0]}/id"
-        if fn is None:  # a delta with only the call's id: point at the call delta (fptr less "/function")
+        if fn is None:  # a delta with only the call's id: point at the call delta (fptr less its object key)
             self.pointer = self.pointer or fptr.rpartition("/")[0]
             return
         self.pointer = self.pointer or fptr
-        expect(fn, Mapping, fptr, "a tool call function delta")
+        expect(fn, Mapping, fptr, what)
         name = fn.get("name")
         if name is not None and not isinstance(name, str):
             raise BodyError("tool call name must be a string", f"{fptr}/name")
         if name:
             self.name += name
             self.name_pointer = self.name_pointer or f"{fptr}/name"
-        if isinstance(fn.get("arguments"), str):
-            self.arguments.append((fn["arguments"], f"{fptr}/arguments"))
+        text = fn.get(key)
+        if isinstance(text, str):
+            self.arguments.append((text, f"{fptr}/{key}"))
+            self.has_input = self.has_input or key == "input"
+        elif text is not None and key == "input":  # as a whole response's custom call: never skipped unread
+            expect(text, str, f"{fptr}/{key}", "custom tool call input")
 
     def emit(self, b: ExchangeBuilder, turn: int) -> None:
         raw, pieces = assemble(self.arguments)
@@ -415,12 +449,19 @@ class _CallStream:
         arguments: str | dict[str, Any] = raw
         if pieces:
             args_pointer = pieces[0].pointer
+        elif self.has_input:  # a custom call's empty input: {"input": ""} at the object that holds it
+            arguments, args_pointer = {"input": ""}, self.arguments[0][1].rpartition("/")[0]
         else:  # no argument text streamed: read as no arguments, located at the call delta as a whole
             arguments, args_pointer = {}, self.pointer
         # A name is located with offsets: without one, point at a string of the call (arguments, else id).
         name_pointer = self.name_pointer or (args_pointer if pieces else self.id_pointer) or args_pointer
-        b.tool_call(name=self.name, arguments=arguments, call_id=self.id, name_pointer=name_pointer,
-                    arguments_pointer=args_pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        segment = b.tool_call(name=self.name, arguments=arguments, call_id=self.id, name_pointer=name_pointer,
+                              arguments_pointer=args_pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+        if self.kind == "custom" and pieces and segment.tool_call is not None:
+            # Free-form input, not JSON: the text stays the input as streamed (each piece in its fragment), read
+            # as the arguments {"input": ...} that the whole response's call has.
+            call = replace(segment.tool_call, arguments={"input": raw}, arguments_error=None)
+            b.segments[-1] = replace(segment, tool_call=call)
 
 
 # --- helpers shared with the Responses adapter ------------------------------------------------------
