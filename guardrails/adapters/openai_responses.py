@@ -7,11 +7,14 @@ A stream is the list of events: text is assembled from the deltas (each piece po
 there are any, else read from `response.output_item.done` or the final `response.completed`.
 
 Besides function calls, the client runs the calls of custom tools (`custom_tool_call`, free-form `input`) and of
-the shell and patch built-ins (`local_shell_call`, `shell_call`: `action`; `apply_patch_call`: `operation`):
-each is a tool call named after its tool (`custom` tools by their name, built-ins by their type, declared the
-same way). A custom call's arguments are read as `{"input": <input>}` at the item's pointer, so an argument
-path (`input`) resolves to the item's `input` string. What comes back (the `*_output` items, an MCP server's
-`mcp_call` output, code interpreter logs, file search results) is untrusted TOOL_RESULT text.
+the shell, patch and computer built-ins (`local_shell_call`, `shell_call`: `action`; `apply_patch_call`:
+`operation`; `computer_call`: `action`): each is a tool call named after its tool (`custom` tools by their name,
+built-ins by their type, declared the same way; `computer_use_preview` declares `computer`, the name of the
+tool's current type). A custom call's arguments are read as `{"input": <input>}` at the item's pointer, so an
+argument path (`input`) resolves to the item's `input` string. A computer call's arguments are its `action`
+object (`{"type": "type", "text": ...}`, a click...), or `{"actions": [...]}` at the item for a batch. What comes
+back (the `*_output` items, an MCP server's `mcp_call` output, code interpreter logs, file search results) is
+untrusted TOOL_RESULT text; a `computer_call_output` is a screenshot, no text.
 
 The calls OpenAI runs itself are tool calls too, marked hosted: `mcp_call` and `mcp_approval_request` (named
 after the MCP tool, arguments the JSON string `arguments`, `server_label` kept), `web_search_call` (its
@@ -21,6 +24,11 @@ after the MCP tool, arguments the JSON string `arguments`, `server_label` kept),
 (`web_search`, `code_interpreter`, `file_search`), and a hosted tool declared in `tools` is declared under
 that name, its version suffix dropped (`web_search_preview_2025_03_11` declares `web_search`). An item with
 nothing the model wrote (a web search call without `action`, code still null) is not a call.
+
+The tools an MCP server lists (`mcp_list_tools`, in `output` or replayed in `input`) are declared tools, hosted:
+each listed tool's name, `description` and `input_schema` (as its parameters), pointing at the tool inside the
+item, so `tool_poisoning` reads what the server wrote and `tool_schema` judges `mcp_call` arguments against it.
+A tool the request's own `tools` declares under the same name keeps its declaration.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 # Input item types only the Responses API has (Gemini Interactions shares `function_call`).
 ITEM_TYPES = ("message", "function_call_output", "reasoning", "item_reference", "custom_tool_call",
               "custom_tool_call_output", "web_search_call", "file_search_call", "computer_call",
-              "computer_call_output", "mcp_call", "local_shell_call", "local_shell_call_output")
+              "computer_call_output", "mcp_call", "mcp_list_tools", "local_shell_call", "local_shell_call_output")
 REQUEST_KEYS = ("instructions", "previous_response_id", "max_output_tokens", "include", "conversation")
 # Gemini Interactions also sends `input` and flat function tools; these never occur in a Responses body.
 INTERACTIONS_KEYS = ("system_instruction", "generation_config", "previous_interaction_id", "agent_config",
@@ -66,8 +74,12 @@ FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 # Calls the client runs for built-in tools: item type -> (tool name = the tool's `type`, field the client runs).
 # The name is the start of the item type, so the call's name pointer is the item's `type`, from offset 0.
 ACTION_CALLS = {"local_shell_call": ("local_shell", "action"), "shell_call": ("shell", "action"),
-                "apply_patch_call": ("apply_patch", "operation")}
+                "apply_patch_call": ("apply_patch", "operation"), "computer_call": ("computer", "action")}
 ACTION_TOOLS = frozenset(name for name, _ in ACTION_CALLS.values())
+# Client-run built-ins declared under another type: the preview computer tool is the `computer` tool's.
+ACTION_TOOL_ALIASES = {"computer_use_preview": "computer"}
+# Where the request's own `tools` are declared: an MCP server's listing never replaces one of them.
+REQUEST_TOOLS_POINTER = "/request/tools/"
 # What a tool call returned to the model: untrusted text, whoever ran the tool.
 OUTPUT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output", "local_shell_call_output",
                           "shell_call_output", "apply_patch_call_output"})
@@ -130,6 +142,7 @@ class OpenAIResponsesAdapter(Adapter):
             reader.items(items, "/request/input")
         b.next_turn = reader.turns
         self._read_tools(request.get("tools"), b)
+        reader.declare_listed()  # after `tools`: a tool the request declares itself keeps its declaration
         b.tool_choice = request.get("tool_choice")
         b.forced_tool_choice = is_forced_choice(b.tool_choice)
         text = request.get("text")
@@ -151,6 +164,7 @@ class OpenAIResponsesAdapter(Adapter):
                                 parameters=None, description=_string_or_empty(tool.get("description")),
                                 pointer=tptr))
                 continue
+            kind = ACTION_TOOL_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
             if isinstance(kind, str) and kind in ACTION_TOOLS:  # run by the client, which is sent their calls
                 b.tool(ToolSpec(name=kind, parameters=None, pointer=tptr))
                 continue
@@ -169,7 +183,9 @@ class OpenAIResponsesAdapter(Adapter):
         output = response.get("output")
         if output is not None:
             expect(output, list, "/response/output", "output")
-            _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn).items(output, "/response/output")
+            reader = _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn)
+            reader.items(output, "/response/output")
+            reader.declare_listed()
         b.generation = _generation(response, _called(b))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
@@ -185,6 +201,7 @@ class OpenAIResponsesAdapter(Adapter):
             b.add_logprobs("responses", pointer, data)
         for index in sorted(stream.indexes()):
             stream.emit(index, reader)
+        reader.declare_listed()
         b.generation = _generation(stream.final or stream.latest, _called(b))
 
 
@@ -201,6 +218,7 @@ class _ItemReader:
         self.turns = 0
         self.last_was_model = False
         self.call_names: dict[str, str] = {}
+        self.listed: list[ToolSpec] = []  # tools MCP servers listed, declared once the request's own are known
 
     def turn(self, *, model: bool) -> int:
         if self.fixed_turn is not None:
@@ -231,6 +249,12 @@ class _ItemReader:
             self.reasoning(item, ptr)
         elif kind == "custom_tool_call":
             self.custom_call(item, ptr)
+        elif kind == "computer_call":
+            self.computer_call(item, ptr)
+        elif kind == "computer_call_output":
+            self.turn(model=False)  # a screenshot: no text, but the tool's answer ends the model's turn
+        elif kind == "mcp_list_tools":
+            self.mcp_listing(item, ptr)
         elif kind in ACTION_CALLS:
             self.action_call(item, ptr, *ACTION_CALLS[kind])
         elif kind in MCP_CALLS:
@@ -241,7 +265,7 @@ class _ItemReader:
         elif kind in HOSTED_CALLS:
             self.hosted_call(item, ptr, *HOSTED_CALLS[kind])
             self.hosted_results(item, ptr, *HOSTED_RESULTS[kind])
-        # Other items (item references, computer calls, MCP listings, approval responses) carry no text we read.
+        # Other items (item references, approval responses) carry no text we read.
 
     def message(self, item: Mapping[str, Any], ptr: str) -> None:
         role = item.get("role", "assistant" if self.phase is Phase.RESPONSE else None)
@@ -310,6 +334,42 @@ class _ItemReader:
         if action is None:
             action, aptr = {}, ptr
         self._call(name, expect(action, Mapping, aptr, f"{item.get('type')} {field}"), item, f"{ptr}/type", aptr)
+
+    def computer_call(self, item: Mapping[str, Any], ptr: str) -> None:
+        """A computer use action the client runs: its `action` object, or a batch of them (`actions`), which
+        is read as `{"actions": [...]}` at the item so that each argument path resolves in it."""
+        actions = item.get("actions")
+        if item.get("action") is None and actions is not None:
+            expect(actions, list, f"{ptr}/actions", "computer_call actions")
+            self._call("computer", {"actions": actions}, item, f"{ptr}/type", ptr)
+            return
+        self.action_call(item, ptr, *ACTION_CALLS["computer_call"])
+
+    def mcp_listing(self, item: Mapping[str, Any], ptr: str) -> None:
+        """The tools an MCP server lists: what the model reads about them is the server's to write, and is
+        where poisoned descriptions arrive. Kept for `declare_listed`."""
+        tools = item.get("tools")
+        if tools is None:
+            return  # a listing that failed (`error`) may carry none
+        expect(tools, list, f"{ptr}/tools", "mcp_list_tools tools")
+        for j, tool in enumerate(tools):
+            tptr = f"{ptr}/tools/{j}"
+            expect(tool, Mapping, tptr, "a listed MCP tool")
+            schema = tool.get("input_schema")
+            self.listed.append(ToolSpec(
+                name=expect(tool.get("name"), str, f"{tptr}/name", "MCP tool name"),
+                parameters=schema if is_mapping(schema) else None,
+                description=_string_or_empty(tool.get("description")), pointer=tptr, hosted=True))
+
+    def declare_listed(self) -> None:
+        """Declare the listed MCP tools, as `hosted_tool` declares a built-in: a tool of the same name in the
+        request's `tools` keeps its own declaration. A later listing of a name is passed on too (the builder
+        decides which declaration of a name it keeps), so a changed description is read."""
+        for spec in self.listed:
+            declared = self.b.tools.get(spec.name)
+            if declared is None or not declared.pointer.startswith(REQUEST_TOOLS_POINTER):
+                self.b.tool(spec)
+        self.listed.clear()
 
     def _call(self, name: str, arguments: Any, item: Mapping[str, Any], name_ptr: str, args_ptr: str, *,
               hosted: bool = False, mcp_server: str | None = None) -> None:
