@@ -14,6 +14,12 @@ Normalization choices:
   source "tool_error" when `is_error` is true. Everything readable inside a tool result is TOOL_RESULT,
   server tools' results included: fetched pages, MCP output, code execution stdout/stderr and viewed files,
   web search result titles (the pages themselves come encrypted).
+* A text block's `citations` (any role, system included) each quote their source in `cited_text`: read as an
+  untrusted DOCUMENT (TOOL_RESULT inside a tool result), pointer `.../citations/N/cited_text` (a stream's
+  `citations_delta` events: `.../delta/citation/cited_text`), after the block's own text. For a
+  `web_search_result_location` it is the only readable text of the encrypted page; for the document types it
+  quotes a document of the request, which is then read twice, each time at its own place. A citation without
+  `cited_text` (or a null one) quotes nothing; a non-string one is a BodyError.
 * The calls Anthropic runs itself are tool calls like `tool_use`, marked hosted: `server_tool_use` (web_search,
   web_fetch, code_execution, bash_code_execution, text_editor_code_execution, tool search) and `mcp_tool_use`
   (with its `server_name`). A server tool is declared under its `name`; `code_execution_*` also declares the
@@ -23,7 +29,8 @@ Normalization choices:
   A server or MCP call streams its input as a `tool_use` does (`input_json_delta`).
 * `finish_reason` uses the OpenAI vocabulary (end_turn -> stop, max_tokens -> length, tool_use ->
   tool_calls, refusal -> content_filter; others verbatim); `stop_reason` holds `stop_sequence`.
-* Thinking signatures and `redacted_thinking` data are opaque and never become segments.
+* Thinking signatures, `redacted_thinking` data and citations' other fields (urls, titles, encrypted indexes,
+  locations) are opaque and never become segments.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ CODE_EXECUTION_CALLS = ("bash_code_execution", "text_editor_code_execution")
 DELTA_FIELDS = {"text": ("text_delta", "text"), "thinking": ("thinking_delta", "thinking"),
                 "tool_use": ("input_json_delta", "partial_json")}
 KIND_BY_DELTA = {delta: kind for kind, (delta, _) in DELTA_FIELDS.items()}  # before the hosted calls' entries
+KIND_BY_DELTA["citations_delta"] = "text"  # only text blocks are cited; their citations may come before the text
 DELTA_FIELDS.update({kind: DELTA_FIELDS["tool_use"] for kind in HOSTED_CALL_TYPES})
 
 
@@ -147,6 +155,7 @@ class AnthropicMessagesAdapter(Adapter):
             if block.get("type", "text") == "text":
                 b.text(SegmentKind.SYSTEM, _string(block, "text", bptr), f"{bptr}/text", role="system",
                        turn=0, phase=Phase.REQUEST)
+                _documents(_citations(block, bptr), "system", 0, Phase.REQUEST, b)
 
     # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
@@ -201,8 +210,8 @@ class AnthropicMessagesAdapter(Adapter):
 class _BlockStream:
     """Accumulates one streamed content block (by index) across delta events."""
 
-    __slots__ = ("call_id", "fragments", "input", "input_pointer", "kind", "mcp_server", "name", "name_pointer",
-                 "whole")
+    __slots__ = ("call_id", "citations", "fragments", "input", "input_pointer", "kind", "mcp_server", "name",
+                 "name_pointer", "whole")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # "text", "thinking", a call type (CALL_TYPES); anything else is kept but never read
@@ -214,6 +223,7 @@ class _BlockStream:
         self.input_pointer: str | None = None
         self.mcp_server: str | None = None
         self.whole: tuple[Mapping[str, Any], str] | None = None  # a block sent whole (a tool result), pointer
+        self.citations: list[tuple[str, str]] = []  # (cited_text, pointer), from the start block and citations_delta
 
     @classmethod
     def start(cls, block: Mapping[str, Any], bptr: str) -> _BlockStream:
@@ -230,11 +240,17 @@ class _BlockStream:
             state.mcp_server = _optional_string(block.get("server_name"))
         elif state.kind not in DELTA_FIELDS:  # no deltas follow: the block is all there is
             state.whole = (block, bptr)
+        if state.kind == "text":  # normally none yet: they follow as citations_delta events
+            state.citations = _citations(block, bptr)
         return state
 
     def absorb(self, delta: Mapping[str, Any], dptr: str) -> None:
+        dtype = delta.get("type")
+        if dtype == "citations_delta":  # read whatever the block's kind: quoted text is never skipped unread
+            self.citations.extend(_cited_text(delta.get("citation"), f"{dptr}/citation"))
+            return
         expected = DELTA_FIELDS.get(self.kind)
-        if expected is not None and delta.get("type") == expected[0]:  # signature/citations deltas: opaque
+        if expected is not None and dtype == expected[0]:  # signature deltas: opaque
             self.fragments.append((_string(delta, expected[1], dptr), f"{dptr}/{expected[1]}"))
 
     def emit(self, b: ExchangeBuilder, turn: int, names: _CallNames) -> None:
@@ -254,6 +270,7 @@ class _BlockStream:
                            name_pointer=self.name_pointer or pointer, arguments_pointer=pointer, turn=turn,
                            phase=Phase.RESPONSE, pieces=pieces, hosted=self.kind in HOSTED_CALL_TYPES,
                            mcp_server=self.mcp_server)
+        _documents(self.citations, "assistant", turn, Phase.RESPONSE, b)  # after the text, as in a whole response
 
 
 class _CallNames:
@@ -295,6 +312,7 @@ def _read_block(block: Any, bptr: str, role: str, turn: int, phase: Phase, b: Ex
         raise BodyError("content block type must be a string", f"{bptr}/type")
     if btype == "text":
         _text(_string(block, "text", bptr), f"{bptr}/text", role, turn, phase, b)
+        _documents(_citations(block, bptr), role, turn, phase, b)
     elif btype == "thinking":
         b.text(SegmentKind.REASONING, _string(block, "thinking", bptr), f"{bptr}/thinking", role=role,
                turn=turn, phase=phase, source="thinking")
@@ -308,8 +326,7 @@ def _read_block(block: Any, bptr: str, role: str, turn: int, phase: Phase, b: Ex
             b.text(SegmentKind.TOOL_RESULT, text, pointer, role="tool", turn=turn, phase=phase,
                    tool_call_id=call_id, tool_name=name, source=source)
     elif btype in ("document", "search_result"):
-        for text, pointer in _readable(block, bptr):
-            b.text(SegmentKind.DOCUMENT, text, pointer, role=role, turn=turn, phase=phase)
+        _documents(_readable(block, bptr), role, turn, phase, b)
     # image, redacted_thinking, container uploads: nothing readable
 
 
@@ -318,6 +335,34 @@ def _text(text: str, ptr: str, role: str, turn: int, phase: Phase, b: ExchangeBu
         b.assistant_text(text, ptr, turn=turn, phase=phase)
     else:
         b.text(SegmentKind.USER, text, ptr, role=role, turn=turn, phase=phase)
+
+
+def _documents(readable: list[tuple[str, str]], role: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
+    """Third-party text (documents, search results, cited quotes): untrusted, whoever's turn holds it."""
+    for text, pointer in readable:
+        b.text(SegmentKind.DOCUMENT, text, pointer, role=role, turn=turn, phase=phase)
+
+
+def _citations(block: Mapping[str, Any], bptr: str) -> list[tuple[str, str]]:
+    """(cited_text, pointer) of a text block's `citations` (absent or null: none)."""
+    citations = block.get("citations")
+    if citations is None:
+        return []
+    cptr = f"{bptr}/citations"
+    expect(citations, list, cptr, "citations")
+    out: list[tuple[str, str]] = []
+    for n, citation in enumerate(citations):
+        out.extend(_cited_text(citation, f"{cptr}/{n}"))
+    return out
+
+
+def _cited_text(citation: Any, ptr: str) -> list[tuple[str, str]]:
+    """A citation's quoted source text. The location fields say where it was quoted from (a web search result's
+    `encrypted_index` is opaque); only `cited_text` holds words, untrusted ones."""
+    expect(citation, dict, ptr, "a citation")
+    if citation.get("cited_text") is None:
+        return []  # nothing quoted
+    return [(_string(citation, "cited_text", ptr), f"{ptr}/cited_text")]
 
 
 def _tool_use(block: Mapping[str, Any], bptr: str, role: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
@@ -343,8 +388,8 @@ def _add_tool_call(b: ExchangeBuilder, **call: Any) -> None:
 def _readable(block: Mapping[str, Any], bptr: str) -> list[tuple[str, str]]:
     """(text, pointer) of the readable text in a tool result, document or search result block."""
     btype = block.get("type")
-    if btype == "text":
-        return [(_string(block, "text", bptr), f"{bptr}/text")]
+    if btype == "text":  # a text block nested in a result or document may be cited like any other
+        return [(_string(block, "text", bptr), f"{bptr}/text"), *_citations(block, bptr)]
     if btype == "document":
         source = block.get("source")
         sptr = f"{bptr}/source"
