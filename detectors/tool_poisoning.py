@@ -13,6 +13,11 @@ markup attackers wrap it in. A tool description addresses the model by design ("
 absolute path"), so `prompt_injection`'s planted-request rule is left out; so is its URL-placeholder rule,
 since REST tools document `?id={id}` templates.
 
+Every declaration is read, a tool name declared twice included (vLLM accepts it and renders both; OpenAI and
+Anthropic refuse it): MCP tool shadowing declares a second tool under a trusted tool's name. Such a repeated
+name is itself a finding at the repeat's name: high when its description or schema differs from an earlier
+one's, medium when only `strict` does, low (allowed) when it repeats one exactly, as some clients do.
+
 Agents resend the same tools every step: hits are memoized per string, so step N costs a dictionary lookup.
 """
 
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors.prompt_injection import EMAIL, RULES, PromptInjectionDetector, Rule, rule
+from guardrails.adapters.openai_responses import ACTION_TOOLS
 from guardrails.detector import Detector, ScanContext, Services
 from guardrails.engine import SegmentCache
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec, Trust
@@ -43,6 +49,9 @@ DEFAULT_SCHEMA_KEYS = ("description", "title", "$comment", "default", "examples"
 # prompt_injection rules that misfire on honest tool descriptions (see the module docstring).
 SHARED_RULES_LEFT_OUT = frozenset({"agent_request", "url_placeholder_exfiltration"})
 SHARED_RULE_IDS = frozenset({r.id for r in RULES} | {"agent_request", "exfiltration_address", "hidden_text"})
+DUPLICATE_RULE = "duplicate_tool"  # a tool name declared more than once (not a text rule: read from the exchange)
+# What two declarations of one name are compared on, and how a message names it.
+DECLARATION_FIELDS = {"description": "description", "parameters": "schema", "strict": "strict flag"}
 
 # Within one sentence: a dot followed by a non-space (`~/.ssh`, `mcp.json`) does not end it; a newline does not
 # either, since docstring descriptions wrap lines.
@@ -139,7 +148,7 @@ POISONING_RULES: tuple[Rule, ...] = (
          r"(?<!\s)(?:[ \t\r]*+\n){20,}+[ \t\r]*+(?=\S)|(?<![ \t])[ \t]{120,}+(?=\S)",
          Severity.MEDIUM, "long run of blank space pushing text out of view"),
 )
-POISONING_RULE_IDS = frozenset(r.id for r in POISONING_RULES)
+POISONING_RULE_IDS = frozenset(r.id for r in POISONING_RULES) | {DUPLICATE_RULE}
 _ASSISTANT_LINE = re.compile(r"[ \t]*#{0,3}[ \t]*assistant[ \t]*:", re.IGNORECASE)
 
 
@@ -155,9 +164,9 @@ class DescribedText:
 class ToolPoisoningDetector(Detector):
     """Flags instructions to the model hidden in declared tools' descriptions and parameter schemas.
 
-    Settings: `disabled_rules` (ids of this detector's rules or of prompt_injection's), `scan_schemas`
-    (default true), `schema_keys` (the schema keywords whose strings are read), `max_hits` (per string, 20),
-    `memo_entries` (strings whose hits are remembered, 10000).
+    Settings: `disabled_rules` (ids of this detector's rules, `duplicate_tool` included, or of prompt_injection's),
+    `scan_schemas` (default true), `schema_keys` (the schema keywords whose strings are read), `max_hits` (per
+    string, 20), `memo_entries` (strings whose hits are remembered, 10000).
     """
 
     name = "tool_poisoning"
@@ -170,6 +179,7 @@ class ToolPoisoningDetector(Detector):
         if unknown:
             raise ValueError(f"tool_poisoning: unknown rule ids in disabled_rules: {sorted(unknown)}")
         self.scan_schemas = self.setting("scan_schemas", bool, True)
+        self.report_duplicates = DUPLICATE_RULE not in disabled
         self.schema_keys = frozenset(self.setting("schema_keys", list, list(DEFAULT_SCHEMA_KEYS), items=str))
         # prompt_injection's detector runs the shared rules, hidden-text and exfiltration checks and its
         # overlap rule; ours join its rule table.
@@ -185,11 +195,17 @@ class ToolPoisoningDetector(Detector):
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         schema_key = SCHEMA_KEY_BY_FORMAT.get(exchange.format)
         findings = []
-        for spec in exchange.tools.values():
+        earlier: dict[str, list[ToolSpec]] = {}  # client declarations by name, in body order
+        for spec in exchange.tool_declarations:  # every one: a shadowed duplicate is read too
             for described in self.described_texts(spec):
                 hits = self.hits(described.text)
                 if hits:  # pointers are built for findings only: most strings have none
                     findings.extend(self._finding(spec, described, schema_key, hit) for hit in hits)
+            if self.report_duplicates and not spec.hosted:  # hosted: the provider's or an MCP server's name
+                same_name = earlier.setdefault(spec.name, [])
+                if same_name:
+                    findings.append(self._duplicate(exchange.format, spec, same_name))
+                same_name.append(spec)
         return findings
 
     def described_texts(self, spec: ToolSpec) -> Iterator[DescribedText]:
@@ -232,6 +248,32 @@ class ToolPoisoningDetector(Detector):
         return Finding(category=self.category, detector=self.name, severity=hit.severity,
                        message=f"{hit.message} in {where}", pointer=pointer, start=start, end=end,
                        score=hit.score, evidence=evidence)
+
+    def _duplicate(self, format: str, spec: ToolSpec, earlier: list[ToolSpec]) -> Finding:
+        """A repeat of a declared name, at the repeat's name: high when its description or schema differs from an
+        earlier declaration's (the model sees two contracts; calls are validated against the last), medium when
+        only `strict` does, low when it repeats one exactly."""
+        differs = [key for key in DECLARATION_FIELDS if any(getattr(spec, key) != getattr(o, key) for o in earlier)]
+        severity = (Severity.HIGH if "description" in differs or "parameters" in differs
+                    else Severity.MEDIUM if differs else Severity.LOW)
+        how = "with a different " + " and ".join(DECLARATION_FIELDS[k] for k in differs) if differs else "identically"
+        pointer, start, end = _name_location(format, spec)
+        first = earlier[0].pointer
+        message = (f"tool {spec.name!r} is declared again {how} (first at {first}): the model is shown every "
+                   "declaration, calls are validated against the last" + (" (tool shadowing)" if differs else ""))
+        evidence = {"rule": DUPLICATE_RULE, "tool": spec.name, "matched": spec.name, "first": first,
+                    "declarations": len(earlier) + 1, "differs": differs}
+        return Finding(category=self.category, detector=self.name, severity=severity, message=message,
+                       pointer=pointer, start=start, end=end, evidence=evidence)
+
+
+def _name_location(format: str, spec: ToolSpec) -> tuple[str, int | None, int | None]:
+    """Where a declaration's name is: its `name` string, or the declaration itself for a Responses action tool
+    (`{"type": "shell"}`), which has no `name` key."""
+    if format == "openai.responses" and spec.name in ACTION_TOOLS and spec.parameters is None \
+            and not spec.description:
+        return spec.pointer, None, None
+    return join(spec.pointer, "name"), 0, len(spec.name)
 
 
 def schema_strings(schema: Mapping[str, Any], keys: frozenset[str]) -> Iterator[tuple[tuple[str | int, ...], str]]:

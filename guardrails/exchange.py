@@ -204,6 +204,9 @@ class Constraints:
 class Exchange:
     format: str
     segments: tuple[Segment, ...]
+    # The declared tools by name, for looking a call's tool up. A name declared more than once maps to its last
+    # client declaration (what vLLM constrains a named tool_choice to); a hosted one (a built-in, an MCP server's
+    # listed tool) only where no client tool has its name. Every declaration is in `tool_declarations`.
     tools: Mapping[str, ToolSpec]
     tool_choice: Any
     constraints: Constraints
@@ -212,6 +215,9 @@ class Exchange:
     context: CallerContext
     has_response: bool
     raw_output: str | None = None  # raw model text the gateway may add (see tool_call_leak)
+    # Every tool declaration of the request in body order, a name declared twice included twice (vLLM renders
+    # both into the prompt), hosted built-ins included. Left empty, it is filled from `tools`.
+    tool_declarations: tuple[ToolSpec, ...] = ()
     # Segments by (kind, trust, phase), each list in exchange order: what detector scopes select from.
     by_signature: dict[tuple[SegmentKind, Trust, Phase], list[Segment]] = field(init=False, repr=False,
                                                                                 compare=False)
@@ -228,6 +234,8 @@ class Exchange:
                 group.append(s)
         object.__setattr__(self, "by_signature", groups)
         object.__setattr__(self, "_views", {})
+        if not self.tool_declarations and self.tools:  # built by code that predates the field
+            object.__setattr__(self, "tool_declarations", tuple(self.tools.values()))
 
     @property
     def trusted(self) -> tuple[Segment, ...]:

@@ -85,6 +85,7 @@ class ExchangeBuilder:
         self.raw_output = raw_output
         self.segments: list[Segment] = []
         self.tools: dict[str, ToolSpec] = {}
+        self.tool_declarations: list[ToolSpec] = []  # every declaration, in body order (see `tool`)
         self.tool_choice: Any = None
         self.forced_tool_choice = False
         self.response_format = False
@@ -271,13 +272,22 @@ class ExchangeBuilder:
 
     # --- declarations and metadata -----------------------------------------------------------------
     def tool(self, spec: ToolSpec) -> None:
-        self.tools[spec.name] = spec
+        """Declare a tool. Every declaration is kept, in body order: vLLM accepts a name twice and renders both
+        into the prompt (tool shadowing), so each is scanned. By name, the last one wins, as in vLLM, which
+        constrains a named tool_choice to the last tool of that name; but a hosted one (an MCP server's listing)
+        never displaces a client tool, as in `hosted_tool`."""
+        self.tool_declarations.append(spec)
+        known = self.tools.get(spec.name)
+        if known is None or known.hosted or not spec.hosted:
+            self.tools[spec.name] = spec
 
     def hosted_tool(self, name: str, pointer: str) -> None:
         """Declare a tool the provider runs, named as its calls name it. A client tool of the same name keeps
         its own declaration (and schema), whichever comes first in the request."""
+        spec = ToolSpec(name=name, parameters=None, pointer=pointer, hosted=True)
+        self.tool_declarations.append(spec)
         if name not in self.tools:
-            self.tools[name] = ToolSpec(name=name, parameters=None, pointer=pointer, hosted=True)
+            self.tools[name] = spec
 
     def add_logprobs(self, shape: str, pointer: str, data: Any, choice: int = 0) -> None:
         if data:
@@ -289,10 +299,12 @@ class ExchangeBuilder:
             format=self.format,
             segments=tuple(self.segments),
             tools=dict(self.tools),
+            tool_declarations=tuple(self.tool_declarations),
             tool_choice=self.tool_choice,
             constraints=Constraints(
                 tool_choice_forced=self.forced_tool_choice,
-                strict_tools=any(t.strict for t in self.tools.values()),
+                # Over the list, as vLLM decides it: a strict tool shadowed by a later duplicate still counts.
+                strict_tools=any(t.strict for t in self.tool_declarations),
                 response_format=self.response_format,
             ),
             logprobs=tuple(self.logprobs),
