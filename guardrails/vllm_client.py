@@ -12,6 +12,7 @@ whether it closes again. Callers turn `VLLMError` into a `detector_error` findin
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+API_KEY_ENV = "api_key_env"  # a policy setting: the environment variable that holds the key
 
 
 class VLLMError(Exception):
@@ -42,15 +45,30 @@ class VLLMConfig:
     @classmethod
     def from_settings(cls, raw: Mapping[str, Any]) -> VLLMConfig:
         """Build from a policy's `vllm:` mapping; unknown keys are an error so typos do not go unnoticed."""
-        unknown = set(raw) - set(cls.__dataclass_fields__)
+        unknown = set(raw) - set(cls.__dataclass_fields__) - {API_KEY_ENV}
         if unknown:
             raise ValueError(f"unknown vllm settings: {sorted(unknown)}")
         if not isinstance(raw.get("base_url"), str) or not raw["base_url"]:
             raise ValueError("vllm.base_url must be a URL")
-        return cls(**{**raw, "base_url": raw["base_url"].rstrip("/")})
+        values = {**raw, "base_url": raw["base_url"].rstrip("/")}
+        if API_KEY_ENV in values:
+            values["api_key"] = _key_from_environment(values.pop(API_KEY_ENV), values.get("api_key"))
+        return cls(**values)
 
     def __repr__(self) -> str:  # never print the key
         return f"VLLMConfig(base_url={self.base_url!r}, model={self.model!r})"
+
+
+def _key_from_environment(name: Any, inline: Any) -> str:
+    """The API key named by `vllm.api_key_env`: policy files are versioned and shared, keys are not."""
+    if inline is not None:
+        raise ValueError(f"set vllm.api_key or vllm.{API_KEY_ENV}, not both")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"vllm.{API_KEY_ENV} must name an environment variable")
+    key = os.environ.get(name)
+    if not key:
+        raise ValueError(f"vllm.{API_KEY_ENV} names {name}, which is not set in the environment")
+    return key
 
 
 class CircuitBreaker:

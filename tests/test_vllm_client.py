@@ -161,3 +161,17 @@ def test_against_a_real_vllm_server() -> None:
     stream = read_source("completions", answer["choices"][0]["logprobs"])
     assert stream.text == "The capital of France is Paris."
     assert (stream.logprobs[1:] <= 0).all()
+
+
+def test_the_api_key_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDRAILS_TEST_VLLM_KEY", "sk-from-env")
+    config = VLLMConfig.from_settings({"base_url": "http://x", "api_key_env": "GUARDRAILS_TEST_VLLM_KEY"})
+    assert config.api_key == "sk-from-env"
+    assert "sk-from-env" not in repr(config)
+    with pytest.raises(ValueError, match="not both"):
+        VLLMConfig.from_settings({"base_url": "http://x", "api_key": "k", "api_key_env": "GUARDRAILS_TEST_VLLM_KEY"})
+    monkeypatch.delenv("GUARDRAILS_TEST_VLLM_KEY")
+    with pytest.raises(ValueError, match="GUARDRAILS_TEST_VLLM_KEY, which is not set"):
+        VLLMConfig.from_settings({"base_url": "http://x", "api_key_env": "GUARDRAILS_TEST_VLLM_KEY"})
+    with pytest.raises(ValueError, match="must name an environment variable"):
+        VLLMConfig.from_settings({"base_url": "http://x", "api_key_env": 12})
