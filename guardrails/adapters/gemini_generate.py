@@ -5,8 +5,8 @@ Requests: `contents` ([{role: user|model|function, parts}]), `systemInstruction`
 accepts the snake_case spelling of every field (Google's curl samples use it), so both are read. Parts:
 `text` (with `thought: true` for reasoning), `functionCall {name, args, id?}`, `functionResponse {name,
 response, id?}`, `codeExecutionResult` (untrusted output); `thoughtSignature` is opaque and never a
-segment. Responses: `candidates[]` with `content.parts`, `finishReason`, `logprobsResult`; a stream is the
-list of partial response objects, assembled per candidate.
+segment. Responses: `candidates[]` with `content.parts`, `finishReason`, `logprobsResult`, `groundingMetadata`;
+a stream is the list of partial response objects, assembled per candidate.
 
 Normalization choices (shared with the other adapters):
 * The system instruction is turn 0 when present, as in OpenAI Chat; each `contents` entry is one turn.
@@ -20,6 +20,16 @@ Normalization choices (shared with the other adapters):
   call named `code_execution` whose arguments are the part's `executableCode` object (`language`, `code`; its
   `id` is the call id), declared by a `codeExecution` tool. No string in the body holds that name: the name's
   location is the `executableCode` object itself.
+* A candidate's `groundingMetadata` (Google Search grounding): its `webSearchQueries` are queries the model
+  wrote, read as one hosted call of the google_search built-in (declared by a `googleSearch` or legacy
+  `googleSearchRetrieval` tool) whose arguments are `{"webSearchQueries": [...]}` located at the
+  `groundingMetadata` object, so a query's finding points at `.../webSearchQueries/<j>`; as for
+  `executableCode`, the name's location is that object. What the search found is untrusted TOOL_RESULT text
+  (source "grounding_chunk"): `groundingChunks[].web.title` and `groundingChunks[].retrievedContext.title` /
+  `.text`; their `uri`s are addresses, not read. `groundingSupports[].segment.text` quotes the answer already
+  read as assistant text and `searchEntryPoint` is Google's rendering of the queries: neither is read again.
+  In a stream, every chunk's `groundingMetadata` is read (usually only the last has one), except one equal to
+  a metadata the candidate already sent.
 
 Logprobs are added with shape "gemini": the candidate's `logprobsResult` object as returned,
 `{"chosenCandidates": [{"token", "logProbability", "tokenId"?}], "topCandidates": [{"candidates": [...]}]}`
@@ -48,6 +58,9 @@ STREAM_CHUNK_KEYS = (*RESPONSE_MARKERS, *STREAM_META_KEYS, "usage_metadata", "pr
                      "response_id", "create_time", "error")
 MAX_SCHEMA_DEPTH = 64
 CODE_EXECUTION = "code_execution"  # the built-in whose calls are `executableCode` parts
+GOOGLE_SEARCH = "google_search"  # the built-in whose queries come back in `groundingMetadata`
+# The tools (either spelling) that let the model search: googleSearchRetrieval is the Gemini 1.5 spelling.
+GOOGLE_SEARCH_TOOLS = ("googleSearch", "google_search", "googleSearchRetrieval", "google_search_retrieval")
 # finishReason in the OpenAI vocabulary; others (MALFORMED_FUNCTION_CALL, OTHER...) are kept verbatim.
 FINISH_REASONS = {
     "STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
@@ -195,8 +208,10 @@ class GeminiGenerateContentAdapter(Adapter):
             tool = obj(tool, tptr, "a tool")
             if "codeExecution" in tool or "code_execution" in tool:  # Google runs it: its calls are hosted
                 b.hosted_tool(CODE_EXECUTION, tptr)
+            if has_any(tool, GOOGLE_SEARCH_TOOLS):  # its queries are hosted calls too (groundingMetadata)
+                b.hosted_tool(GOOGLE_SEARCH, tptr)
             declarations, key = camel_or_snake(tool, "functionDeclarations", "function_declarations")
-            # Other built-ins (googleSearch, urlContext...) run on Google's side and send no call parts.
+            # Other built-ins (urlContext, googleMaps...) run on Google's side and send no call we read.
             for j, decl in enumerate(optional_list(declarations, f"{tptr}/{key}", key)):
                 dptr = f"{tptr}/{key}/{j}"
                 decl = obj(decl, dptr, "a function declaration")
@@ -219,6 +234,9 @@ class GeminiGenerateContentAdapter(Adapter):
                 self._read_content(content, f"{cptr}/content", turn, Phase.RESPONSE, "model", b)
             if is_mapping(candidate.get("logprobsResult")):
                 b.add_logprobs("gemini", f"{cptr}/logprobsResult", candidate["logprobsResult"], index)
+            grounding = _grounding_metadata(candidate, cptr)
+            if grounding is not None:
+                _read_grounding(*grounding, turn, b)
         first = candidates[0] if candidates and is_mapping(candidates[0]) else {}
         b.generation = _generation(response, _finish_reason(first.get("finishReason"), b),
                                    response.get("usageMetadata"))
@@ -257,6 +275,7 @@ class _CandidateStream:
         self.text: list[tuple[str, str]] = []
         self.calls: list[tuple[Mapping[str, Any], str, bool]] = []  # (call, pointer, is code execution)
         self.code_outputs: list[tuple[str, str]] = []  # code execution output arrives whole, one per part
+        self.grounding: list[tuple[Mapping[str, Any], str]] = []  # groundingMetadata objects and pointers
         self.finish_reason: Any = None
 
     def absorb(self, candidate: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
@@ -264,6 +283,9 @@ class _CandidateStream:
             self.finish_reason = candidate["finishReason"]
         if is_mapping(candidate.get("logprobsResult")):
             b.add_logprobs("gemini", f"{cptr}/logprobsResult", candidate["logprobsResult"], index)
+        grounding = _grounding_metadata(candidate, cptr)
+        if grounding is not None and not _repeats(grounding[0], self.grounding):
+            self.grounding.append(grounding)
         content = candidate.get("content")
         if content is None:
             return
@@ -295,6 +317,8 @@ class _CandidateStream:
             (_code_call if is_code else _function_call)(call, ptr, turn, Phase.RESPONSE, b)
         for text, ptr in self.code_outputs:
             _code_result(b, text, ptr, turn, Phase.RESPONSE)
+        for metadata, ptr in self.grounding:
+            _read_grounding(metadata, ptr, turn, b)
 
 
 def _declares_functions(tools: Any) -> bool:
@@ -342,6 +366,61 @@ def _code_output(part: Mapping[str, Any], ptr: str) -> tuple[str, str] | None:
 
 def _code_result(b: ExchangeBuilder, text: str, ptr: str, turn: int, phase: Phase) -> None:
     b.text(SegmentKind.TOOL_RESULT, text, ptr, role="tool", turn=turn, phase=phase, source="code_execution_result")
+
+
+def _grounding_metadata(candidate: Mapping[str, Any], cptr: str) -> tuple[Mapping[str, Any], str] | None:
+    """A candidate's `groundingMetadata` object and its pointer, if it has one."""
+    metadata, key = camel_or_snake(candidate, "groundingMetadata", "grounding_metadata")
+    if metadata is None:
+        return None
+    return obj(metadata, f"{cptr}/{key}", key), f"{cptr}/{key}"
+
+
+def _repeats(metadata: Mapping[str, Any], seen: list[tuple[Mapping[str, Any], str]]) -> bool:
+    """Whether a chunk repeats metadata the candidate already sent: it adds nothing, and its queries read again
+    would look like a loop. Metadata nested too deep to compare counts as new (it is read, never a 500)."""
+    try:
+        return any(metadata == earlier for earlier, _ in seen)
+    except RecursionError:
+        return False
+
+
+def _read_grounding(metadata: Mapping[str, Any], ptr: str, turn: int, b: ExchangeBuilder) -> None:
+    """Google Search grounding: the queries the model searched (a hosted google_search call), then the titles
+    and retrieved texts of what the search found (untrusted). `groundingSupports` quote the answer: not read."""
+    queries, key = camel_or_snake(metadata, "webSearchQueries", "web_search_queries")
+    qptr = f"{ptr}/{key}"
+    for j, query in enumerate(optional_list(queries, qptr, key)):
+        if not isinstance(query, str):
+            raise BodyError(f"{key} entries must be strings", f"{qptr}/{j}")
+    if queries:
+        # No string holds the name: it is located at the metadata object, which is also where the arguments
+        # `{key: queries}` sit, so a query's finding points at `<ptr>/<key>/<j>`.
+        b.tool_call(name=GOOGLE_SEARCH, arguments={key: queries}, call_id=None, name_pointer=ptr,
+                    name_in_text=False, arguments_pointer=ptr, turn=turn, phase=Phase.RESPONSE, hosted=True)
+    chunks, key = camel_or_snake(metadata, "groundingChunks", "grounding_chunks")
+    for j, chunk in enumerate(optional_list(chunks, f"{ptr}/{key}", key)):
+        _read_grounding_chunk(chunk, f"{ptr}/{key}/{j}", turn, b)
+
+
+def _read_grounding_chunk(chunk: Any, ptr: str, turn: int, b: ExchangeBuilder) -> None:
+    """A web page's title, or a retrieved document's title and text: third-party words, untrusted."""
+    chunk = obj(chunk, ptr, "a grounding chunk")
+    retrieved, key = camel_or_snake(chunk, "retrievedContext", "retrieved_context")
+    for source, skey, fields, tool in ((chunk.get("web"), "web", ("title",), GOOGLE_SEARCH),
+                                       (retrieved, key, ("title", "text"), None)):
+        if source is None:
+            continue
+        sptr = f"{ptr}/{skey}"
+        source = obj(source, sptr, skey)
+        for field in fields:
+            text = source.get(field)
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise BodyError(f"grounding chunk {field} must be a string", f"{sptr}/{field}")
+            b.text(SegmentKind.TOOL_RESULT, text, f"{sptr}/{field}", role="tool", turn=turn, phase=Phase.RESPONSE,
+                   tool_name=tool, source="grounding_chunk")
 
 
 def _parameters(decl: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -23,6 +23,12 @@ Normalization choices (shared with the other adapters):
   arguments are the step's `arguments` object. A built-in is named after its step type less `_call`, the name
   its tool declares as `type` (`{"type": "url_context"}` declares `url_context`); an MCP call is named after
   the MCP tool (`name`) and keeps its `server_name`.
+* Built-in result steps with text: a `google_search_result`'s `result[]` entries are what the search found,
+  untrusted TOOL_RESULT text named `google_search` (the call's name): each entry's `title`, `rendered_content`
+  and `search_suggestions` (the field names of the SDK revisions; the latter two are Google's search widget
+  HTML). Their `url`s are addresses, not read (nor are web search result urls in the other adapters). A
+  `url_context_result` lists only `{url, status}`, the URLs the model asked for (judged in its call): nothing
+  to read. Every `*_result` step starts a turn of its own, as a function result does.
 * Streams: `arguments_delta` fragments are assembled into the raw argument string with pieces; a legacy
   whole-call delta keeps its arguments object. A result step, or a built-in call step, arrives whole, in its
   `step.start` or in a delta of its own type, and is read as in a complete response (a built-in call from the
@@ -45,6 +51,10 @@ USER_TYPES = frozenset({"user_input"})
 MODEL_TYPES = frozenset({"model_output", "thought", "function_call"})
 TOOL_RESULT_TYPES = frozenset({"function_result", "mcp_server_tool_result", "code_execution_result"})
 STEP_TYPES = USER_TYPES | MODEL_TYPES | {"function_result"}
+# Built-in result steps whose `result` entries hold text, and the entry fields that hold it.
+BUILT_IN_RESULT_FIELDS = {"google_search_result": ("title", "rendered_content", "search_suggestions")}
+READ_RESULT_TYPES = TOOL_RESULT_TYPES | frozenset(BUILT_IN_RESULT_FIELDS)
+RESULT_SUFFIX = "_result"
 FORCING_CHOICES = frozenset({"any", "validated"})
 MCP_CALL_TYPE = "mcp_server_tool_call"  # named after the MCP tool, not after the step type
 CALL_SUFFIX = "_call"  # built-in call steps: google_search_call, code_execution_call...
@@ -205,7 +215,7 @@ class GeminiInteractionsAdapter(Adapter):
                        source="thought_summary")
         elif kind == "function_call":
             self._function_call(item, ptr, turn, phase, b)
-        elif kind in TOOL_RESULT_TYPES:
+        elif kind in READ_RESULT_TYPES:
             _read_result(item, ptr, turn, phase, b)
         elif is_hosted_call(kind):
             _hosted_call(item, ptr, turn, phase, b)
@@ -341,7 +351,7 @@ class _StepStream:
             self.summary.extend(_texts(step.get("summary"), f"{ptr}/summary", "thought summary"))
         elif self.type == "function_call":
             self._call_fields(step, ptr)
-        elif self.type in TOOL_RESULT_TYPES:
+        elif self.type in READ_RESULT_TYPES:
             self.call_id = string(step.get("call_id")) or self.call_id
             self.name = string(step.get("name")) or self.name
             self.results.append((step, ptr))
@@ -369,7 +379,7 @@ class _StepStream:
         elif kind == "function_call":  # legacy: the whole call in one delta
             self.type = "function_call"
             self._call_fields(delta, ptr)
-        elif isinstance(kind, str) and kind in TOOL_RESULT_TYPES:  # whole; its call id may be on the step start
+        elif isinstance(kind, str) and kind in READ_RESULT_TYPES:  # whole; its call id may be on the step start
             self.type = self.type or kind
             self.results.append((delta, ptr))
         elif is_hosted_call(kind):  # a built-in call, whole
@@ -488,10 +498,14 @@ def _slot(steps: dict[int, _StepStream], index: int, kptr: str) -> _StepStream:
 
 def _read_result(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: ExchangeBuilder,
                  call_id: str | None = None, name: str | None = None) -> None:
-    """A function, MCP or code execution result: untrusted text. `call_id`/`name`: a stream step's, if the
-    delta that carries the result names neither."""
+    """A function, MCP, code execution or built-in result: untrusted text. `call_id`/`name`: a stream step's, if
+    the delta that carries the result names neither."""
     result, rptr = item.get("result"), f"{ptr}/result"
     call_id, name = string(item.get("call_id")) or call_id, string(item.get("name")) or name
+    kind = item.get("type")
+    if isinstance(kind, str) and kind in BUILT_IN_RESULT_FIELDS:
+        _read_built_in_result(item, kind, rptr, turn, phase, b, call_id)
+        return
     if name is None and call_id is not None:
         name = _called_name(call_id, b)
     if isinstance(result, list):  # [text/image Content]
@@ -502,6 +516,25 @@ def _read_result(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: 
     for text, tptr in texts:
         b.text(SegmentKind.TOOL_RESULT, text, tptr, role="tool", turn=turn, phase=phase,
                tool_call_id=call_id, tool_name=name, source=source)
+
+
+def _read_built_in_result(item: Mapping[str, Any], kind: str, rptr: str, turn: int, phase: Phase,
+                          b: ExchangeBuilder, call_id: str | None) -> None:
+    """The text fields of a built-in result step's `result` entries (search result titles...), named after the
+    built-in, as its call is."""
+    name = kind[: -len(RESULT_SUFFIX)]
+    source = "tool_error" if item.get("is_error") is True else kind
+    for j, entry in enumerate(optional_list(item.get("result"), rptr, f"{kind} result")):
+        eptr = f"{rptr}/{j}"
+        entry = obj(entry, eptr, f"a {kind} entry")
+        for key in BUILT_IN_RESULT_FIELDS[kind]:
+            text = entry.get(key)
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise BodyError(f"{kind} {key} must be a string, got {_json_type(text)}", f"{eptr}/{key}")
+            b.text(SegmentKind.TOOL_RESULT, text, f"{eptr}/{key}", role="tool", turn=turn, phase=phase,
+                   tool_call_id=call_id, tool_name=name, source=source)
 
 
 def _called_name(call_id: str, b: ExchangeBuilder) -> str | None:
@@ -530,7 +563,7 @@ def _speaker(item: Mapping[str, Any]) -> str:
     kind = string(item.get("type"))
     if kind in MODEL_TYPES or is_hosted_call(kind):  # a built-in call is the model's too
         return "model"
-    if kind in TOOL_RESULT_TYPES:
+    if kind is not None and kind.endswith(RESULT_SUFFIX):  # function, MCP and every built-in's result
         return "tool"
     if kind is None and item.get("role") == "model":
         return "model"
