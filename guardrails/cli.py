@@ -28,6 +28,13 @@ EXIT_BY_VERDICT = {"allow": 0, "warn": 1, "block": 2}
 EXIT_BAD_INPUT = 3
 EXIT_CONFIG = 4
 EXIT_USAGE = 64
+CHECK_EXIT_CODES = f"""exit codes:
+  {EXIT_BY_VERDICT['allow']}   allow
+  {EXIT_BY_VERDICT['warn']}   warn
+  {EXIT_BY_VERDICT['block']}   block
+  {EXIT_BAD_INPUT}   the body cannot be read (not JSON, not a check body, unknown format)
+  {EXIT_CONFIG}   the policy does not load or is unknown
+  {EXIT_USAGE}  wrong arguments"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 
-    check = sub.add_parser("check", help="check one body (file or - for stdin) and print the verdict")
+    check = sub.add_parser("check", help="check one body (file or - for stdin) and print the verdict",
+                           epilog=CHECK_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("file", help="a check body JSON file, or - for stdin")
     check.add_argument("--json", action="store_true", help="print the raw /v1/checks response")
     check.add_argument("--policy", default=None, help="policy id (overrides the body's)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from guardrails.cli import EXIT_BAD_INPUT, EXIT_USAGE, main
+from guardrails.cli import EXIT_BAD_INPUT, EXIT_BY_VERDICT, EXIT_CONFIG, EXIT_USAGE, main
 
 BLOCKED = {
     "request": {"messages": [{"role": "user", "content": "hi"}],
@@ -16,6 +16,9 @@ BLOCKED = {
     "response": {"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "wipe_disk", "arguments": "{}"}}]}}]},
 }
+WARNED = {"request": {"messages": [{"role": "user", "content": "Who do I contact?"}]},
+          "response": {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                            "content": "Write to jane.doe@example.com."}}]}}
 ALLOWED = {"request": {"messages": [{"role": "user", "content": "hi"}]},
            "response": {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}}]}}
 
@@ -62,3 +65,22 @@ def test_usage_error_exits_64() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["check"])
     assert exc.value.code == EXIT_USAGE
+
+
+def test_warn_exits_1_and_names_the_finding(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["check", write(tmp_path, WARNED)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("verdict: WARN")
+    assert "/response/choices/0/message/content [9:29]" in out and '"jane.doe@example.com"' in out
+
+
+def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "--help"])
+    assert exc.value.code == 0
+    lines = {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in
+             capsys.readouterr().out.split("exit codes:", 1)[1].strip().splitlines()}
+    assert lines == {str(EXIT_BY_VERDICT["allow"]): "allow", str(EXIT_BY_VERDICT["warn"]): "warn",
+                     str(EXIT_BY_VERDICT["block"]): "block",
+                     str(EXIT_BAD_INPUT): "the body cannot be read (not JSON, not a check body, unknown format)",
+                     str(EXIT_CONFIG): "the policy does not load or is unknown", str(EXIT_USAGE): "wrong arguments"}
