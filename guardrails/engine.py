@@ -2,8 +2,9 @@
 
 Built once per policy version. Segment detectors run inline with a bounded per-segment cache, so the
 history an agent resends every step costs a dictionary lookup; exchange detectors that wait on I/O run
-concurrently under their timeout. A detector that raises or times out becomes a `detector_error`
-finding whose action the policy sets: a check never fails because a detector did.
+concurrently, each cancelled at its timeout. CPU-bound detectors cannot be stopped midway: one that runs past
+its timeout finishes, and the overrun is reported beside its findings. A detector that raises, times out or
+overruns gives a `detector_error` finding whose action the policy sets: a check never fails because a detector did.
 
 A setting no detector asked for while it was built (a typo such as `builtin_rule`) is kept in
 `Engine.unknown_settings` and logged as a warning: `guardrails policy validate` makes it an error, the service
@@ -269,6 +270,8 @@ class Engine:
         for i in slots:
             if i in failed:
                 per_slot[i] = [_error_finding(self.slots[i], failed[i])]
+            elif spent[i] > self.slots[i].config.timeout_s:
+                per_slot[i].append(_overrun_finding(self.slots[i], spent[i]))
             timings[self.slots[i].detector.name] = round(spent[i] * 1000, 3)
 
     async def _run_inline(self, slot: _Slot, exchange: Exchange, ctx: ScanContext,
@@ -278,7 +281,10 @@ class Engine:
             findings = await slot.detector.scan(exchange, ctx)
         except Exception as exc:
             findings = [_error_finding(slot, exc)]
-        timings[slot.detector.name] = _ms(started)
+        spent = time.perf_counter() - started
+        if spent > slot.config.timeout_s:
+            findings = [*findings, _overrun_finding(slot, spent)]
+        timings[slot.detector.name] = round(spent * 1000, 3)
         return findings
 
     async def _run_io(self, slot: _Slot, exchange: Exchange, ctx: ScanContext,
@@ -356,6 +362,22 @@ def _error_finding(slot: _Slot, exc: BaseException) -> Finding:
         message=f"detector {slot.detector.name!r} failed: {type(exc).__name__}: {exc}",
         pointer="",
         evidence={"error_type": type(exc).__name__},
+    )
+
+
+def _overrun_finding(slot: _Slot, spent_s: float) -> Finding:
+    """A CPU-bound detector past its timeout. It ran to the end (Python code cannot be stopped mid-computation
+    without a thread per scan, which costs more than most scans), so its findings stand; the overrun is reported
+    beside them, with the action `on_detector_error` gives it."""
+    limit_ms = slot.config.timeout_s * 1000
+    return Finding(
+        category=Category.DETECTOR_ERROR,
+        detector=slot.detector.name,
+        severity=Severity.MEDIUM,
+        message=f"detector {slot.detector.name!r} took {spent_s * 1000:.0f} ms, over its timeout of {limit_ms:g} ms "
+        "(it runs on the CPU, so it finished; its findings are kept)",
+        pointer="",
+        evidence={"error_type": "Overrun", "elapsed_ms": round(spent_s * 1000, 3), "timeout_ms": limit_ms},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -196,3 +197,72 @@ def test_segment_detector_failure_is_reported_and_retried(tmp_path: Path) -> Non
         assert "no Rome today" in by_detector["fails_on_rome"].message
         assert by_detector["counting"].pointer == "/request/messages/0/content"  # the others still ran
     assert FailsOnRome.calls.count("then Rome") == 2  # a failure is not remembered as "no hits"
+
+
+class Busy(Detector):
+    """A CPU-bound detector (no `io_bound`) that finds something and takes longer than its timeout."""
+
+    name = "busy"
+    category = Category.CUSTOM
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        time.sleep(0.03)  # blocks, as computing does: nothing can cancel it
+        return [Finding(category=self.category, detector=self.name, severity=Severity.LOW, message="found",
+                        pointer="/request/messages/0/content")]
+
+
+class BusyWords(CountingWords):
+    name = "busy_words"
+
+    def analyze(self, segment: Segment) -> list[Hit]:
+        time.sleep(0.03)
+        return super().analyze(segment)
+
+
+@pytest.mark.parametrize("name", ["busy", "busy_words"])
+def test_cpu_bound_detector_past_its_timeout_keeps_its_findings_and_reports_the_overrun(
+        tmp_path: Path, name: str) -> None:
+    reg = registry()
+    reg.register(Busy)
+    reg.register(BusyWords)
+    policy = make_policy(tmp_path, f"on_detector_error: block\ndetectors:\n  {name}: {{timeout_ms: 1}}\n")
+    result = asyncio.run(Engine(policy, reg).run(read_exchange(REQUEST, None)))
+    [found, overrun] = result.findings
+    assert found.category is not Category.DETECTOR_ERROR and found.detector == name
+    assert overrun.category is Category.DETECTOR_ERROR and overrun.detector == name
+    assert overrun.evidence["error_type"] == "Overrun" and overrun.evidence["timeout_ms"] == 1
+    assert overrun.evidence["elapsed_ms"] >= 30 and "over its timeout of 1 ms" in overrun.message
+    assert result.verdict is Action.BLOCK  # on_detector_error decides, as for a failure
+    relaxed = make_policy(tmp_path, f"detectors:\n  {name}: {{timeout_ms: 60000}}\n")
+    assert [f.category for f in asyncio.run(Engine(relaxed, reg).run(read_exchange(REQUEST, None))).findings] \
+        == [found.category]
+
+
+def test_normalize_timing_leaves_out_building_the_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A policy's first check builds its engine (Presidio...: seconds); `timings_ms.normalize` is the reading."""
+    import guardrails.service as service_module
+    from guardrails.policy import PolicyStore
+    from guardrails.service import CheckService
+
+    make_policy(tmp_path, "detectors:\n  tool_undeclared: {}\n")
+    service = CheckService(PolicyStore(tmp_path), registry(), default_policy="p")
+    clock = [0.0]
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter() -> float:
+            clock[0] += 0.001
+            return clock[0]
+
+        time = staticmethod(time.time)
+
+    build = service.engine_for
+
+    def slow_build(policy: object) -> Engine:
+        clock[0] += 10.0  # what building the detectors costs, as the clock sees it
+        return build(policy)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_module, "time", FakeTime)
+    monkeypatch.setattr(service, "engine_for", slow_build)
+    timings = asyncio.run(service.check({"request": REQUEST}))["timings_ms"]
+    assert timings["normalize"] < 1000 < timings["total"]
