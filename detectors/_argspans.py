@@ -95,7 +95,7 @@ def _container(text: str, pos: int, path: ArgPath, spans: dict[ArgPath, tuple[in
 
 
 def locate_argument(segment: Segment, path: ArgPath) -> Location:
-    """The body location of the argument value at `path` of a tool-call segment (the call's name for ())."""
+    """The body location of the argument value at `path` of a tool-call segment (all of its arguments for ())."""
     call = segment.tool_call
     if call is None:
         return segment.locate(0, len(segment.text))

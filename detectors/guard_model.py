@@ -24,6 +24,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from detectors._argspans import locate_argument
 from guardrails.detector import Detector, ScanContext, Scope, Services, read_setting
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Severity
@@ -158,7 +159,9 @@ class GuardModelDetector(Detector):
             message = f"guard model: the {what} may not serve the user's request (P={p:.2f})"
         else:
             message = f"guard model: {j.segment.kind.value} text judged harmful (P={p:.2f})"
-        location = j.segment.locate(0, len(j.segment.text))
+        # The whole segment; for a tool call, its whole arguments: an object in Anthropic and Gemini, which
+        # then gets a pointer and no offsets (offsets into our serialization of it would not be body offsets).
+        location = locate_argument(j.segment, ())
         return Finding(
             category=Category.UNSAFE_REASONING if alignment else Category.CONTENT,
             detector=self.name,
