@@ -9,9 +9,11 @@ lists or any positive value are dropped. Which models were kept or excluded, and
 
 Scores per token (higher = more suspicious), AUROC against "token overlaps a hard-label span":
   random, weight only (digits/names/identifiers, no logprobs), -logprob, -logprob x weight (ours).
-Span IoU (character level, mean over items; both empty counts 1): predicted spans = our low-confidence
-tokens (weighted logprob under the model's mean - z * std, as the detector judges once a model is warm),
-beside the trivial baselines "whole output" and "nothing".
+Span IoU (character level, mean over items; both empty counts 1): predicted spans = the low spans the shipped
+code reports once a model is warm: each item's placed tokens become a token stream, `analyze` gives the statistics
+the detector learns from it (merged per model over all items) and, under the detector's own relative token
+threshold (`LowConfidenceDetector._thresholds`, z = `relative.token_z`), the low spans. Beside them the trivial
+baselines "whole output" and "nothing".
 
     .venv/bin/python bench/eval_logprobs.py [--data ../shared/data/Mu-SHROOM]
 """
@@ -28,7 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from guardrails.logprobs.signals import token_weights
+from detectors.low_confidence import LowConfidenceDetector
+from guardrails.detector import Services
+from guardrails.logprobs import Aligned, Unit, analyze
+from guardrails.logprobs.tokens import TokenStream
+from guardrails.logprobs.weights import token_weights
+from guardrails.model_stats import InMemoryModelStats, ModelStats, Moments
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Mu-SHROOM"
 Z_VALUES = (2.5, 1.0, 0.5)
@@ -147,7 +154,6 @@ def main() -> None:
     rng = np.random.default_rng(0)
     scores: dict[str, list[np.ndarray]] = defaultdict(list)
     labels: list[np.ndarray] = []
-    per_model: dict[str, list[float]] = defaultdict(list)
     for item in items:
         placed = np.array([s[0] >= 0 for s in item.spans])
         inside = np.array([any(a < ge and gs < b for gs, ge in item.gold) for a, b in item.spans])
@@ -157,19 +163,20 @@ def main() -> None:
         scores["weight only"].append(weights[placed])
         scores["-logprob"].append(-item.logprobs[placed])
         scores["-logprob x weight (ours)"].append((-item.logprobs * weights)[placed])
-        per_model[item.model].extend((item.logprobs * weights)[placed].tolist())
     y = np.concatenate(labels)
-    moments = {m: (float(np.mean(v)), float(np.std(v))) for m, v in per_model.items()}
+    aligned = [_aligned(item) for item in items]
+    learned: dict[str, Moments] = defaultdict(Moments)
+    for item, one in zip(items, aligned, strict=True):  # what the detector learns, merged per model
+        learned[item.model] = learned[item.model].merge(analyze([one], False, 0.0).tokens)
+    detectors = {z: _detector(z) for z in Z_VALUES}
     ious: dict[str, list[float]] = defaultdict(list)
-    for item in items:
+    for item, one in zip(items, aligned, strict=True):
         ious["whole output"].append(char_iou([(0, len(item.text))], item.gold))
         ious["nothing"].append(char_iou([], item.gold))
-        weighted = item.logprobs * token_weights(tuple(item.tokens))
-        mean, std = moments[item.model]
-        for z in Z_VALUES:
-            low = [item.spans[i] for i in np.flatnonzero(weighted < mean - z * max(std, 0.1))
-                   if item.spans[i][0] >= 0]
-            ious[f"low-confidence spans z={z}"].append(char_iou(_merge(low), item.gold))
+        for z, det in detectors.items():
+            threshold = det._thresholds(ModelStats(learned[item.model], Moments())).token
+            (report,) = analyze([one], False, threshold).reports
+            ious[f"low-confidence spans z={z}"].append(char_iou(report.signals.low_spans, item.gold))
     print(f"\n{len(items)} items, {len(y)} tokens, {y.mean():.1%} inside a hallucinated span\n")
     print(f"{'method':34s} {'token AUROC':>11s}   {'method':34s} {'span IoU':>8s}")
     left = [(name, auroc(np.concatenate(v), y)) for name, v in scores.items()]
@@ -180,15 +187,21 @@ def main() -> None:
         print(f"{a}   {b}")
 
 
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Join low tokens separated only by whitespace into one span, as the detector reports runs."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if out and a - out[-1][1] <= 1:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+def _aligned(item: Item) -> Aligned:
+    """The item's placed tokens as one token stream over its text, with one unit covering them all."""
+    placed = [i for i, span in enumerate(item.spans) if span[0] >= 0]
+    starts = np.array([item.spans[i][0] for i in placed], dtype=np.int64)
+    ends = np.array([item.spans[i][1] for i in placed], dtype=np.int64)
+    stream = TokenStream(item.text, starts, ends, item.logprobs[placed], np.full((len(placed), 0), np.nan),
+                         tuple(item.tokens[i] for i in placed))
+    unit = Unit("segment", None, 0, len(placed), 0, len(item.text), 0, len(item.text))  # type: ignore[arg-type]
+    return Aligned(stream, [unit], "response")
+
+
+def _detector(z: float) -> LowConfidenceDetector:
+    """The detector whose relative token threshold the spans are judged under (warm from the first token)."""
+    services = Services(extra={"model_stats": InMemoryModelStats()})
+    return LowConfidenceDetector({"relative": {"min_tokens": 1, "token_z": z}}, services)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """`low_confidence`: segments and tool arguments the model generated with low token confidence.
 
-Judged against the model's own running distribution of logprobs (guardrails/model_stats.py) once enough
-of its traffic was seen, against the policy's absolute thresholds before that. Logprobs come from the
-response (any source shape) or, with `pull: true`, from teacher-forced scoring on a vLLM server. No
+Judged against the model's own running distribution of weighted token logprobs (guardrails/model_stats.py)
+once enough of its traffic was seen, against the policy's absolute thresholds before that. Token statistics are
+learned on the scale tokens are judged on (logprob x weight, guardrails/logprobs/weights.py): a relative token
+threshold is a weighted logprob, like `token_logprob`. Logprobs come from the response (any source shape,
+Gemini's `logprobsResult` included) or, with `pull: true`, from teacher-forced scoring on a vLLM server. No
 logprobs means no finding. Tokens forced by constrained decoding and masked (-9999) tokens do not count.
 
 Settings (policy `detectors.low_confidence`):
@@ -23,15 +25,17 @@ Settings (policy `detectors.low_confidence`):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from guardrails.detector import Detector, ScanContext, Scope, Services, SettingError, read_setting
-from guardrails.exchange import Exchange, Location, Phase, SegmentKind
+from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind
 from guardrails.findings import Action, Category, Finding, Severity
 from guardrails.logprobs import Aligned, Analysis, UnitReport, align_exchange, analyze
+from guardrails.logprobs.jsonspans import leaves
 from guardrails.logprobs.pull import pull_logprobs, resolve_token_ids, token_ids_to_resolve
 from guardrails.model_stats import ModelStats, ModelStatsStore, Moments, default_store
 from guardrails.vllm_client import VLLMClient, VLLMConfig, VLLMError, shared_client
@@ -117,6 +121,9 @@ class LowConfidenceDetector(Detector):
         findings = [self._finding(s, thresholds) for s in shown if self._is_low(s.report, thresholds)]
         self._learn(model, analysis, shown)
         ctx.signals[self.name] = self._summary(model, origin, exchange, thresholds, analysis, judged, shown)
+        unaligned = self._unaligned_calls(ctx.segments, judged)
+        if unaligned:
+            ctx.signals[self.name]["unaligned_calls"] = unaligned
         return findings
 
     async def _aligned(self, exchange: Exchange) -> tuple[list[Aligned], str]:
@@ -186,6 +193,8 @@ class LowConfidenceDetector(Detector):
         )
 
     def _learn(self, model: str, analysis: Analysis, shown: list[_Shown]) -> None:
+        """Merge this check into the model's statistics: its tokens' weighted logprobs (`analysis.tokens`, the
+        scale `_thresholds` turns into a token threshold) and its judged texts' weighted means."""
         texts = [s.report.signals for s in shown if s.report.unit.kind == "segment"
                  and s.report.unit.segment.tool_call is None]
         means = [sig.weighted_mean for sig in texts if sig.tokens >= self.min_tokens and sig.weighted_mean is not None]
@@ -225,6 +234,27 @@ class LowConfidenceDetector(Detector):
         if analysis.unresolved_ids:
             summary["unresolved_token_ids"] = analysis.unresolved_ids
         return summary
+
+    def _unaligned_calls(self, segments: Sequence[Segment], judged: list[UnitReport]) -> list[dict[str, Any]]:
+        """Response tool calls some of whose argument values have no tokens: said rather than guessed. Gemini
+        (and Anthropic) send arguments as an object, so no token text of them is in the body; their values are
+        placed only after the call's name was found in the tokens."""
+        named = {r.unit.segment.index for r in judged if r.unit.kind == "tool_name"}
+        placed = Counter(r.unit.segment.index for r in judged if r.unit.kind == "argument")
+        out: list[dict[str, Any]] = []
+        for segment in segments:
+            call = segment.tool_call
+            if call is None or segment.phase is not Phase.RESPONSE:
+                continue
+            values = len(leaves(call.arguments_raw))
+            if placed[segment.index] >= values:
+                continue
+            unplaceable = call.arguments_is_object and call.name_in_text and segment.index not in named
+            out.append({"pointer": call.arguments_pointer, "tool": call.name, "values": values,
+                        "aligned": placed[segment.index],
+                        "reason": "arguments sent as an object and the call's name is not in the tokens"
+                        if unplaceable else "argument values not found in the tokens"})
+        return out[: self.max_summary_units]
 
     def _error(self, exc: VLLMError) -> Finding:
         return Finding(

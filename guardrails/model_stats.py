@@ -46,7 +46,7 @@ class Moments:
 
 @dataclass(frozen=True, slots=True)
 class ModelStats:
-    tokens: Moments = Moments()  # logprob of every token that counted
+    tokens: Moments = Moments()  # weighted logprob (logprob x token weight) of every token that counted
     segments: Moments = Moments()  # weighted mean logprob of each judged segment
 
     def merge(self, other: ModelStats) -> ModelStats:

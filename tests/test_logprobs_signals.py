@@ -103,7 +103,8 @@ def test_moments_of_counted_tokens_feed_model_statistics() -> None:
     covered: set[int] = set()
     for r in analysis.reports:
         covered.update(range(r.unit.token_start, r.unit.token_end))
-    values = [content[i]["logprob"] for i in sorted(covered)]
+    # Weighted, the scale the token threshold judges on (and is derived from the statistics in).
+    values = [content[i]["logprob"] * token_weight(content[i]["token"]) for i in sorted(covered)]
     assert analysis.tokens.count == len(values)
     assert analysis.tokens.mean == pytest.approx(sum(values) / len(values))
 

@@ -120,6 +120,11 @@ def _align_call(text: str, segment: Segment, cursor: int, found: list[_Found]) -
     if name_at >= 0:
         found.append(("tool_name", segment, name_at, name_at + len(call.name), 0, len(call.name), True, ()))
         cursor = name_at + len(call.name)
+    elif call.arguments_is_object and call.name_in_text:
+        # Arguments sent as an object (Gemini, Anthropic) have no token text in the body: without the call's
+        # name in the tokens to start from, a short value ("BER") would match whatever text holds it. The
+        # detector reports such calls as unaligned instead.
+        return cursor
     raw = call.arguments_raw
     whole = text.find(raw, cursor) if len(raw) > 2 else -1
     before = len(found)

@@ -13,12 +13,19 @@ import numpy as np
 from guardrails.exchange import Exchange, LogprobSource, Phase, Segment, SegmentKind
 from guardrails.logprobs.align import Unit, align
 from guardrails.logprobs.records import records
-from guardrails.logprobs.signals import UnitSignals, token_signals, unit_bounds, unit_signals
-from guardrails.logprobs.tokens import TokenStream, join_completions, read_chat, read_completions, read_source
+from guardrails.logprobs.signals import UnitSignals, token_signals, unit_bounds, unit_signals, weighted_logprobs
+from guardrails.logprobs.tokens import (
+    TokenStream,
+    join_completions,
+    read_chat,
+    read_completions,
+    read_gemini,
+    read_source,
+)
 from guardrails.model_stats import Moments
 
 GENERATED = (SegmentKind.REASONING, SegmentKind.ASSISTANT, SegmentKind.TOOL_CALL)
-_CHOICE = re.compile(r"/choices/(\d+)/")
+_CHOICE = re.compile(r"/(?:choices|candidates)/(\d+)/")  # OpenAI choices, Gemini candidates
 
 
 def moments(values: np.ndarray) -> Moments:
@@ -49,7 +56,9 @@ class UnitReport(NamedTuple):  # a tuple: one per unit, hundreds per check, buil
 @dataclass(frozen=True, slots=True)
 class Analysis:
     reports: list[UnitReport]
-    tokens: Moments  # logprobs of the tokens that counted, for the model's running statistics
+    # Weighted logprobs of the tokens that counted, for the model's running statistics: the relative token
+    # threshold derived from them is compared with weighted logprobs.
+    tokens: Moments
     unresolved_ids: int  # "token_id:N" tokens we could not turn into text
 
 
@@ -73,17 +82,22 @@ def streams(exchange: Exchange, id_text: Mapping[int, str] | None = None, *, pro
     out: list[tuple[TokenStream, str, int]] = []
     chat_parts: dict[int, list[LogprobSource]] = {}
     completion_parts: dict[int, list[LogprobSource]] = {}
+    gemini_parts: dict[int, list[LogprobSource]] = {}
     for source in exchange.logprobs:
         if source.shape in ("chat", "responses"):
             chat_parts.setdefault(source.choice, []).append(source)
         elif source.shape == "completions":
             completion_parts.setdefault(source.choice, []).append(source)
+        elif source.shape == "gemini":
+            gemini_parts.setdefault(source.choice, []).append(source)
         elif source.shape == "prompt" and prompt:
             out.append((read_source("prompt", source.data), "prompt", source.choice))
     for choice, parts in completion_parts.items():  # a stream: one source per chunk, joined as one generation
         out.append((read_completions(join_completions([p.data for p in parts])), "response", choice))
     for choice, parts in chat_parts.items():
         out.append((read_chat([p.data for p in parts], id_text), "response", choice))
+    for choice, parts in gemini_parts.items():  # a candidate's logprobsResult, one per streamed chunk
+        out.append((read_gemini([p.data for p in parts]), "response", choice))
     return out
 
 
@@ -117,7 +131,7 @@ def analyze(aligned: Sequence[Aligned], constrained: bool, token_threshold: floa
         signals = unit_signals(item.stream, ts, item.units, token_threshold, bounds)
         reports += records(UnitReport, item.units, signals, repeat(item.origin, len(signals)))
         if item.origin != "prompt":
-            counted.append(ts.logprobs[ts.used & _covered(len(item.stream), bounds)])
+            counted.append(weighted_logprobs(ts, ts.used & _covered(len(item.stream), bounds)))
     batch = moments(np.concatenate(counted)) if counted else Moments()
     return Analysis(reports, batch, unresolved)
 

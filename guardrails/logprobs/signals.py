@@ -79,6 +79,12 @@ def token_signals(stream: TokenStream, constrained: bool) -> TokenSignals:
     return TokenSignals(lp, used, forced, masked, entropy, margin, weights)
 
 
+def weighted_logprobs(ts: TokenSignals, where: np.ndarray) -> np.ndarray:
+    """Logprob x weight of the tokens `where` selects: the scale `unit_signals` judges a token low on, so the
+    scale a model's token statistics (and the relative token threshold derived from them) must be learned on."""
+    return np.multiply(ts.logprobs[where], ts.weights[where])
+
+
 def _spread(alternatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | int]:
     """Entropy (renormalized), margin between the best two, and live alternatives per token (an int when
     every token has all k alive, the usual case).

@@ -6,6 +6,8 @@ that text, its logprob and its alternatives. Shapes (see shared/reference/vllm.m
 * "chat" / "responses": list of {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}
 * "completions": {tokens, token_logprobs, top_logprobs: [{token: logprob} | null], text_offset}
 * "prompt": vLLM prompt_logprobs, [null, {"<id>": {logprob, rank, decoded_token}}, ...]
+* "gemini": generateContent `logprobsResult`, {chosenCandidates: [{token, logProbability, tokenId?}],
+  topCandidates: [{candidates: [...]}]}: one chosen candidate and one top list per decoding step
 
 Text is rebuilt from UTF-8 bytes where a token's string cannot be trusted (a multi-byte character split
 across tokens decodes to U+FFFD), so character offsets stay exact. Tokens returned as "token_id:N"
@@ -61,6 +63,8 @@ def read_source(shape: str, data: Any, id_text: Mapping[int, str] | None = None)
         return read_completions(data)
     if shape == "prompt":
         return read_prompt(data)
+    if shape == "gemini":
+        return read_gemini([data])
     raise ValueError(f"unknown logprob source shape {shape!r}")
 
 
@@ -219,6 +223,64 @@ def read_prompt(data: Sequence[Any]) -> TokenStream:
     ends = np.cumsum(lengths)
     return TokenStream("".join(tokens), ends - lengths, ends, np.array(logprobs, dtype=np.float64),
                        _pad(alts), tuple(tokens))
+
+
+def read_gemini(parts: Sequence[Mapping[str, Any]]) -> TokenStream:
+    """Gemini `logprobsResult` objects (a stream gives one per chunk), concatenated in order. Step i's token is
+    `chosenCandidates[i]`, its alternatives `topCandidates[i].candidates` (sorted, best first). The chosen token
+    "may or may not be" among them (Google's docs): it is added when missing, so the alternatives hold the
+    sampled token as vLLM's do. Google sends no bytes: the token strings are the text."""
+    chosen: list[Any] = []
+    alternatives: list[list[float]] = []
+    for part in parts:
+        steps = _listed(part, "chosenCandidates", "chosen_candidates")
+        tops = _listed(part, "topCandidates", "top_candidates")
+        for i, step in enumerate(steps):
+            top = tops[i] if i < len(tops) else None
+            chosen.append(step)
+            alternatives.append(_gemini_alternatives(step, top))
+    tokens = tuple(_gemini_field(c, "token", "token", str, "") for c in chosen)
+    codes = token_codes(tokens)
+    lengths = lengths_of(codes)
+    ends = lengths.cumsum()
+    logprobs = floats([_gemini_logprob(c) for c in chosen])
+    return TokenStream("".join(tokens), ends - lengths, ends, logprobs, _pad(alternatives), tokens,
+                       weights=weights_of(codes))
+
+
+def _listed(container: object, camel: str, snake: str) -> list[Any]:
+    """A list field under either spelling (Google's JSON is camelCase, its SDKs' dicts snake_case); [] if absent."""
+    return _gemini_field(container, camel, snake, list, [])
+
+
+def _gemini_field(container: object, camel: str, snake: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    """`container[camel]` (or `[snake]`) when it is a `kind`, else `default`: a malformed step reads as no value."""
+    if not isinstance(container, Mapping):
+        return default
+    value = container.get(camel, container.get(snake))
+    return value if isinstance(value, kind) else default
+
+
+def _gemini_logprob(candidate: object) -> float:
+    value = _gemini_field(candidate, "logProbability", "log_probability", (int, float), None)
+    return float(value) if value is not None and not isinstance(value, bool) else np.nan
+
+
+def _gemini_alternatives(step: object, top: object) -> list[float]:
+    """The step's top candidates' logprobs, with the chosen token's first when the list lacks it."""
+    candidates = [c for c in _listed(top, "candidates", "candidates") if isinstance(c, Mapping)]
+    values = [_gemini_logprob(c) for c in candidates]
+    if not isinstance(step, Mapping) or not any(_same_candidate(step, c) for c in candidates):
+        values.insert(0, _gemini_logprob(step))
+    return values
+
+
+def _same_candidate(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """The same vocabulary entry: by token id when both carry one, else by token string."""
+    ids = (a.get("tokenId", a.get("token_id")), b.get("tokenId", b.get("token_id")))
+    if ids[0] is not None and ids[1] is not None:
+        return ids[0] == ids[1]
+    return a.get("token") == b.get("token")
 
 
 def _pad(rows: list[list[float]]) -> np.ndarray:
