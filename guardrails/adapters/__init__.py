@@ -27,6 +27,18 @@ ADAPTERS: dict[str, type[Adapter]] = {
 FORMATS = tuple(ADAPTERS)
 _INSTANCES: dict[str, Adapter] = {name: cls() for name, cls in ADAPTERS.items()}
 _BY_TOP_SCORE = sorted(ADAPTERS.items(), key=lambda item: -item[1].top_score)
+# Every request key that carries content in one of the APIs, with the formats whose adapters read it.
+_CONTENT_KEYS: dict[str, tuple[str, ...]] = {
+    key: tuple(name for name, cls in ADAPTERS.items() if key in cls.content_keys)
+    for key in sorted(frozenset().union(*(cls.content_keys for cls in ADAPTERS.values())))
+}
+_CONTENT_KEY_SET = frozenset(_CONTENT_KEYS)
+# Keys one adapter reads in place of each other: with both present it reads the first only. Chat Completions'
+# `messages` hides legacy Completions' `prompt` (which /v1/completions reads); Gemini's camelCase spelling wins.
+_READ_INSTEAD: dict[str, tuple[str, str]] = {
+    "openai.chat": ("messages", "prompt"),
+    "gemini": ("systemInstruction", "system_instruction"),
+}
 
 
 def detect_format(request: Mapping[str, Any], response: Any) -> str:
@@ -66,6 +78,46 @@ def _decisive_scores(request: dict[str, Any], response: Any) -> list[tuple[int, 
     return scores
 
 
+def _refuse_unread_keys(request: Mapping[str, Any], format: str) -> None:
+    """Refuse a body detected as `format` that holds content the `format` adapter would not read.
+
+    A detected body may mix APIs: a Chat Completions request with an extra `generationConfig` sniffs as
+    generateContent, whose adapter never reads `messages`, yet the server (vLLM ignores unknown fields) does.
+    Whichever API the body is sent to, the text under another API's key the adapter skips would go unchecked.
+    Runs on every detected check: set operations on the top-level keys, nothing more on the usual body.
+    """
+    present = request.keys() & _CONTENT_KEY_SET
+    unread = present - ADAPTERS[format].content_keys
+    pair = _READ_INSTEAD.get(format)
+    if pair is not None and pair[0] in present and pair[1] in present:
+        unread.add(pair[1])
+    if "prompt" in unread and not isinstance(request["prompt"], (str, list)):
+        unread.discard("prompt")  # Completions text is a string or a list; a Responses `prompt` names a template
+    if unread:
+        keys = sorted(unread)
+        raise AmbiguousFormat(_unread_message(format, keys, sorted(present - unread)), f"/request/{keys[0]}")
+
+
+def _unread_message(format: str, unread: list[str], read: list[str]) -> str:
+    reads = f"reads {_quoted(read)} here but not" if read else "does not read"
+    keys = ", ".join(f"\"{key}\" ({_readers(format, key)})" for key in unread)
+    return (f"the body mixes APIs: it was detected as {format}, which {reads} {keys}: that text would go "
+            "unchecked; set \"format\" to the API the body is sent to")
+
+
+def _readers(format: str, key: str) -> str:
+    """Which formats read `key`; `format` itself reads it only in place of another key (`_READ_INSTEAD`)."""
+    others = " and ".join(name for name in _CONTENT_KEYS[key] if name != format)
+    if format not in _CONTENT_KEYS[key]:
+        return f"read by {others}"
+    alone = f"by {format} only without \"{_READ_INSTEAD[format][0]}\""
+    return f"read by {others}, and {alone}" if others else f"read {alone}"
+
+
+def _quoted(keys: list[str]) -> str:
+    return ", ".join(f"\"{key}\"" for key in keys)
+
+
 def read_exchange(
     request: Mapping[str, Any],
     response: Any,
@@ -76,6 +128,7 @@ def read_exchange(
     memo: HistoryMemo | None = None,
 ) -> Exchange:
     """Normalize a check body. `response` is a dict, a list of stream chunks, or None."""
+    detected = format is None
     if format is None:
         format = detect_format(request, response)
     elif format not in ADAPTERS:
@@ -85,6 +138,8 @@ def read_exchange(
         # A chunk of another API would be skipped unread (a guardrail failing open): refused before anything
         # is read, so a list that mixes APIs is a 422 about its chunks whichever format was detected or given.
         adapter.check_stream(response)
+    if detected:  # a given format is the API the gateway speaks: its server reads that API's keys only
+        _refuse_unread_keys(request, format)
     builder = ExchangeBuilder(format, context or CallerContext(), raw_output, memo)
     adapter.read_request(request, builder)
     builder.response_from = len(builder.segments)

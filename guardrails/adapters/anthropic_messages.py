@@ -93,6 +93,7 @@ DELTA_FIELDS.update({kind: DELTA_FIELDS["tool_use"] for kind in HOSTED_CALL_TYPE
 class AnthropicMessagesAdapter(Adapter):
     format = "anthropic.messages"
     top_score = 90
+    content_keys = frozenset({"system", "messages", "tools"})
     stream_event = ('an Anthropic Messages stream event (an object whose "type" is an event name such as '
                     'message_start, content_block_delta or ping, bare or wrapped as {"event", "data"})')
 

@@ -376,6 +376,10 @@ class Adapter(ABC):
     top_score: ClassVar[int] = 100
     # What a streamed chunk of this API is, named in the 422 that refuses one that is not (`check_stream`).
     stream_event: ClassVar[str]
+    # The top-level request keys that carry content (text, history, tool declarations) and that `read_request`
+    # reads. A body whose format is detected, not given, is refused when it also holds another API's content key
+    # that the detected adapter does not read: the server would read that text, the guardrail never would.
+    content_keys: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     @abstractmethod

@@ -79,6 +79,7 @@ def camel_or_snake(container: Mapping[str, Any], camel: str, snake: str) -> tupl
 class GeminiGenerateContentAdapter(Adapter):
     format = "gemini"
     top_score = 95
+    content_keys = frozenset({"systemInstruction", "system_instruction", "contents", "tools"})
     stream_event = ('a Gemini streamGenerateContent chunk (a partial GenerateContentResponse, with "candidates", '
                     '"usageMetadata", "promptFeedback", "modelVersion" or "responseId", or an "error")')
 

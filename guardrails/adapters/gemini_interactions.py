@@ -115,6 +115,7 @@ def _json_type(value: Any) -> str:
 class GeminiInteractionsAdapter(Adapter):
     format = "gemini.interactions"
     top_score = 95
+    content_keys = frozenset({"system_instruction", "input", "tools"})
     stream_event = 'a Gemini Interactions stream event (an object with a string "event_type")'
 
     @classmethod

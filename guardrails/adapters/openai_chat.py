@@ -77,6 +77,7 @@ STREAM_OBJECTS = ("chat.completion.chunk", "text_completion", "error")
 class OpenAIChatAdapter(Adapter):
     format = "openai.chat"
     top_score = 90
+    content_keys = frozenset({"messages", "prompt", "tools", "functions"})  # prompt: legacy Completions
     stream_event = ('an OpenAI Chat Completions or legacy Completions stream chunk (an object with "choices", '
                     'its "object" "chat.completion.chunk" or "text_completion" where present, or an "error")')
 

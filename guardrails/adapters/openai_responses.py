@@ -98,6 +98,7 @@ NOT_HOSTED_TOOLS = frozenset({"function", "custom", "mcp"})  # mcp: the server's
 class OpenAIResponsesAdapter(Adapter):
     format = "openai.responses"
     top_score = 95
+    content_keys = frozenset({"instructions", "input", "tools"})
     stream_event = 'an OpenAI Responses stream event (an object whose "type" starts with "response." or is "error")'
 
     @classmethod
