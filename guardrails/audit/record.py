@@ -89,6 +89,10 @@ def _content(exchange: Exchange, findings: list[Finding], mode: str) -> list[dic
     return out
 
 
+# Which category names a redacted span that several findings cover: what the hidden text is comes first.
+LABEL_RANK = {label: rank for rank, label in enumerate(("secret", "pii", "prompt_injection", "jailbreak", "content"))}
+
+
 def redact(segment: Segment, findings: list[Finding]) -> str:
     """The segment's text with every finding span that falls in it replaced by `[<category>]`."""
     spans: list[tuple[int, int, str]] = []
@@ -101,7 +105,9 @@ def redact(segment: Segment, findings: list[Finding]) -> str:
             spans.append((start, end, f.category.value))
     if not spans:
         return segment.text
-    spans.sort()
+    # Where spans start together the widest one is cut (it covers the others), labelled by what the data is:
+    # a secret or PII span inside a custom flow's whole-answer finding is recorded as [secret], not [custom].
+    spans.sort(key=lambda span: (span[0], -span[1], LABEL_RANK.get(span[2], len(LABEL_RANK)), span[2]))
     parts, cursor = [], 0
     for start, end, label in spans:
         if end <= cursor:
