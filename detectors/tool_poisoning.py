@@ -29,22 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors.prompt_injection import EMAIL, RULES, PromptInjectionDetector, Rule, rule
-from guardrails.adapters.openai_responses import ACTION_TOOLS
 from guardrails.detector import Detector, ScanContext, Services
 from guardrails.engine import SegmentCache
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec, Trust
 from guardrails.findings import Category, Finding, Hit, Severity
 from guardrails.pointer import join
 
-# Where each API keeps a declared tool's parameter schema, under the tool's pointer. Gemini generateContent
-# has two spellings (`parameters`, `parametersJsonSchema`) and the exchange does not say which one the body
-# used, so its schema findings point at the function declaration instead of guessing a pointer.
-SCHEMA_KEY_BY_FORMAT: dict[str, str] = {
-    "openai.chat": "parameters",
-    "openai.responses": "parameters",
-    "anthropic.messages": "input_schema",
-    "gemini.interactions": "parameters",
-}
 DEFAULT_SCHEMA_KEYS = ("description", "title", "$comment", "default", "examples", "enum")
 # prompt_injection rules that misfire on honest tool descriptions (see the module docstring).
 SHARED_RULES_LEFT_OUT = frozenset({"agent_request", "url_placeholder_exfiltration"})
@@ -193,18 +183,17 @@ class ToolPoisoningDetector(Detector):
         self._memo_table = self._memo.table(self.name)
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
-        schema_key = SCHEMA_KEY_BY_FORMAT.get(exchange.format)
         findings = []
         earlier: dict[str, list[ToolSpec]] = {}  # client declarations by name, in body order
         for spec in exchange.tool_declarations:  # every one: a shadowed duplicate is read too
             for described in self.described_texts(spec):
                 hits = self.hits(described.text)
                 if hits:  # pointers are built for findings only: most strings have none
-                    findings.extend(self._finding(spec, described, schema_key, hit) for hit in hits)
+                    findings.extend(self._finding(spec, described, hit) for hit in hits)
             if self.report_duplicates and not spec.hosted:  # hosted: the provider's or an MCP server's name
                 same_name = earlier.setdefault(spec.name, [])
                 if same_name:
-                    findings.append(self._duplicate(exchange.format, spec, same_name))
+                    findings.append(self._duplicate(spec, same_name))
                 same_name.append(spec)
         return findings
 
@@ -231,25 +220,25 @@ class ToolPoisoningDetector(Detector):
         """Run every rule on one string (not memoized)."""
         return [h for h in self._rules.analyze(_as_segment(text)) if not _is_example_turn(h)]
 
-    def _finding(self, spec: ToolSpec, described: DescribedText, schema_key: str | None, hit: Hit) -> Finding:
+    def _finding(self, spec: ToolSpec, described: DescribedText, hit: Hit) -> Finding:
         evidence = {**hit.evidence, "tool": spec.name}  # the memoized hit stays as is
         pointer, start, end = spec.pointer, None, None
         if not described.in_schema:
             pointer, start, end = join(spec.pointer, *described.path), hit.start, hit.end
             where = f"the description of tool {spec.name!r}"
             evidence["field"] = "/description"
-        elif schema_key is not None:
-            pointer, start, end = join(spec.pointer, schema_key, *described.path), hit.start, hit.end
-            evidence["field"] = join("", schema_key, *described.path)
+        elif spec.schema_pointer is not None:  # the adapter says where it read the schema
+            pointer, start, end = join(spec.schema_pointer, *described.path), hit.start, hit.end
+            evidence["field"] = _under(spec.pointer, pointer)
             where = f"tool {spec.name!r} at {evidence['field']}"
-        else:  # the schema's key in the body is unknown: point at the declaration, name the path in the schema
+        else:  # where the schema is in the body is unknown: point at the declaration, name the path in the schema
             evidence["schema_path"] = join("", *described.path)
             where = f"tool {spec.name!r} at {evidence['schema_path']} of its parameter schema"
         return Finding(category=self.category, detector=self.name, severity=hit.severity,
                        message=f"{hit.message} in {where}", pointer=pointer, start=start, end=end,
                        score=hit.score, evidence=evidence)
 
-    def _duplicate(self, format: str, spec: ToolSpec, earlier: list[ToolSpec]) -> Finding:
+    def _duplicate(self, spec: ToolSpec, earlier: list[ToolSpec]) -> Finding:
         """A repeat of a declared name, at the repeat's name: high when its description or schema differs from an
         earlier declaration's (the model sees two contracts; calls are validated against the last), medium when
         only `strict` does, low when it repeats one exactly."""
@@ -257,7 +246,7 @@ class ToolPoisoningDetector(Detector):
         severity = (Severity.HIGH if "description" in differs or "parameters" in differs
                     else Severity.MEDIUM if differs else Severity.LOW)
         how = "with a different " + " and ".join(DECLARATION_FIELDS[k] for k in differs) if differs else "identically"
-        pointer, start, end = _name_location(format, spec)
+        pointer, start, end = _name_location(spec)
         first = earlier[0].pointer
         message = (f"tool {spec.name!r} is declared again {how} (first at {first}): the model is shown every "
                    "declaration, calls are validated against the last" + (" (tool shadowing)" if differs else ""))
@@ -267,13 +256,18 @@ class ToolPoisoningDetector(Detector):
                        pointer=pointer, start=start, end=end, evidence=evidence)
 
 
-def _name_location(format: str, spec: ToolSpec) -> tuple[str, int | None, int | None]:
-    """Where a declaration's name is: its `name` string, or the declaration itself for a Responses action tool
-    (`{"type": "shell"}`), which has no `name` key."""
-    if format == "openai.responses" and spec.name in ACTION_TOOLS and spec.parameters is None \
-            and not spec.description:
+def _name_location(spec: ToolSpec) -> tuple[str, int | None, int | None]:
+    """Where a declaration's name is: its `name` string, or the declaration itself when no string holds the name
+    (a tool declared by its type, such as Responses `{"type": "shell"}`)."""
+    if spec.name_pointer is None:
         return spec.pointer, None, None
-    return join(spec.pointer, "name"), 0, len(spec.name)
+    return spec.name_pointer, 0, len(spec.name)
+
+
+def _under(declaration: str, pointer: str) -> str:
+    """`pointer` relative to the declaration's (`/parameters/properties/a/description`); whole when outside it."""
+    prefix = declaration + "/"
+    return pointer[len(declaration):] if pointer.startswith(prefix) else pointer
 
 
 def schema_strings(schema: Mapping[str, Any], keys: frozenset[str]) -> Iterator[tuple[tuple[str | int, ...], str]]:

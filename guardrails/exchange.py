@@ -138,6 +138,13 @@ class ToolSpec:
     # A tool the API provider runs (web search, code execution...), declared by its type: it has no JSON Schema
     # of its own, `parameters` is None.
     hosted: bool = False
+    # Where the adapter read them, so findings land in the body without knowing each API's keys: the `name`
+    # string (None for a tool declared by its type only, such as Responses `{"type": "shell"}`), and the object
+    # `parameters` was read from (None when there is none). `parameters` may be a rewrite of that object
+    # (Gemini's OpenAPI subset) that keeps the path of every string but `type`'s. Left None, findings point at
+    # the declaration (`pointer`) without offsets.
+    name_pointer: str | None = None
+    schema_pointer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

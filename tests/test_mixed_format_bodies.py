@@ -236,7 +236,7 @@ def test_vllm_fixtures_with_their_requests_are_not_refused(name: str, request_: 
 # --- each adapter's declaration is what it reads ---------------------------------------------------------------
 # A request holding text under every content key of one API, as that API shapes it.
 FULL_REQUESTS = {
-    "openai.chat": {**CHAT, "functions": FOREIGN["functions"]},
+    "openai.chat": {**CHAT, "functions": FOREIGN["functions"], "documents": [{"title": "T", "text": HELLO}]},
     "anthropic.messages": {**ANTHROPIC, "system": "Be brief.", "tools": [
         {"name": "get_weather", "description": "Weather.", "input_schema": WEATHER_SCHEMA}]},
     "openai.responses": RESPONSES,

@@ -184,7 +184,7 @@ APIS: dict[str, tuple[Callable[[list[tuple[str, str, dict[str, Any]]]], dict[str
     "openai.chat": (chat_body, lambda i: f"/request/tools/{i}/function", "parameters"),
     "openai.responses": (responses_body, lambda i: f"/request/tools/{i}", "parameters"),
     "anthropic.messages": (anthropic_body, lambda i: f"/request/tools/{i}", "input_schema"),
-    "gemini": (gemini_body, lambda i: f"/request/tools/0/functionDeclarations/{i}", None),
+    "gemini": (gemini_body, lambda i: f"/request/tools/0/functionDeclarations/{i}", "parameters"),
     "gemini.interactions": (interactions_body, lambda i: f"/request/tools/{i}", "parameters"),
 }
 
@@ -245,18 +245,11 @@ def test_a_poisoned_parameter_description_is_located_in_the_schema(client: TestC
     assert [f["evidence"]["rule"] for f in found] == ["data_harvest"]
     finding = found[0]
     assert finding["severity"] == "high" and finding["action"] == "block"
-    if schema_key is None:
-        # Gemini spells the schema `parameters` or `parametersJsonSchema` and the exchange does not say which:
-        # the finding points at the declaration, the path inside the schema is in the evidence.
-        assert finding["location"] == {"pointer": tool_pointer(0)}  # no offsets: they would be in another string
-        assert finding["evidence"]["schema_path"] == "/properties/note/description"
-        assert resolve(body, tool_pointer(0))["name"] == "save_note"
-    else:
-        start = POISONED_PARAMETER.index(PARAMETER_MATCH)
-        pointer = f"{tool_pointer(0)}/{schema_key}/properties/note/description"
-        assert finding["location"] == {"pointer": pointer, "start": start, "end": start + len(PARAMETER_MATCH)}
-        assert located(body, finding) == PARAMETER_MATCH
-        assert finding["evidence"]["field"] == f"/{schema_key}/properties/note/description"
+    start = POISONED_PARAMETER.index(PARAMETER_MATCH)
+    pointer = f"{tool_pointer(0)}/{schema_key}/properties/note/description"
+    assert finding["location"] == {"pointer": pointer, "start": start, "end": start + len(PARAMETER_MATCH)}
+    assert located(body, finding) == PARAMETER_MATCH
+    assert finding["evidence"]["field"] == f"/{schema_key}/properties/note/description"
 
 
 def test_nested_schema_strings_are_read_items_any_of_titles_defaults_and_enums(client: TestClient) -> None:

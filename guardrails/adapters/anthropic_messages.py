@@ -444,7 +444,8 @@ def _read_tools(tools: Any, b: ExchangeBuilder) -> None:
         description = tool.get("description")
         b.tool(ToolSpec(name=_string(tool, "name", tptr), parameters=schema,
                         description=description if isinstance(description, str) else "",
-                        strict=tool.get("strict") is True, pointer=tptr))
+                        strict=tool.get("strict") is True, pointer=tptr, name_pointer=f"{tptr}/name",
+                        schema_pointer=f"{tptr}/input_schema"))
 
 
 def _declare_schemaless_tool(tool: Mapping[str, Any], tptr: str, b: ExchangeBuilder) -> None:
@@ -455,11 +456,11 @@ def _declare_schemaless_tool(tool: Mapping[str, Any], tptr: str, b: ExchangeBuil
     if not (isinstance(kind, str) and isinstance(name, str)):
         return
     if not kind.startswith(SERVER_TOOL_TYPES):
-        b.tool(ToolSpec(name=name, parameters=None, pointer=tptr))
+        b.tool(ToolSpec(name=name, parameters=None, pointer=tptr, name_pointer=f"{tptr}/name"))
         return
-    b.hosted_tool(name, tptr)
+    b.hosted_tool(name, tptr, f"{tptr}/name")
     if kind.startswith("code_execution_"):
-        for call_name in CODE_EXECUTION_CALLS:
+        for call_name in CODE_EXECUTION_CALLS:  # names of its calls, not written in the declaration
             b.hosted_tool(call_name, tptr)
 
 

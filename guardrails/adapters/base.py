@@ -281,10 +281,11 @@ class ExchangeBuilder:
         if known is None or known.hosted or not spec.hosted:
             self.tools[spec.name] = spec
 
-    def hosted_tool(self, name: str, pointer: str) -> None:
+    def hosted_tool(self, name: str, pointer: str, name_pointer: str | None = None) -> None:
         """Declare a tool the provider runs, named as its calls name it. A client tool of the same name keeps
-        its own declaration (and schema), whichever comes first in the request."""
-        spec = ToolSpec(name=name, parameters=None, pointer=pointer, hosted=True)
+        its own declaration (and schema), whichever comes first in the request. `name_pointer`: the string that
+        holds `name`, if one does (most built-ins are declared by their type only)."""
+        spec = ToolSpec(name=name, parameters=None, pointer=pointer, hosted=True, name_pointer=name_pointer)
         self.tool_declarations.append(spec)
         if name not in self.tools:
             self.tools[name] = spec

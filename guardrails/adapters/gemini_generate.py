@@ -219,8 +219,10 @@ class GeminiGenerateContentAdapter(Adapter):
                 name = decl.get("name")
                 if not isinstance(name, str):
                     raise BodyError("function declaration name must be a string", f"{dptr}/name")
-                b.tool(ToolSpec(name=name, parameters=_parameters(decl), strict=strict, pointer=dptr,
-                                description=string(decl.get("description")) or ""))
+                schema, schema_key = _parameters(decl)
+                b.tool(ToolSpec(name=name, parameters=schema, strict=strict, pointer=dptr,
+                                description=string(decl.get("description")) or "", name_pointer=f"{dptr}/name",
+                                schema_pointer=None if schema_key is None else f"{dptr}/{schema_key}"))
 
     # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:
@@ -424,14 +426,15 @@ def _read_grounding_chunk(chunk: Any, ptr: str, turn: int, b: ExchangeBuilder) -
                    tool_name=tool, source="grounding_chunk")
 
 
-def _parameters(decl: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The declaration's arguments as JSON Schema: `parametersJsonSchema` as is, or the OpenAPI-subset
-    `parameters` with Gemini's upper-case types and `nullable` rewritten (detectors use jsonschema)."""
-    schema, _ = camel_or_snake(decl, "parametersJsonSchema", "parameters_json_schema")
+def _parameters(decl: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, str | None]:
+    """The declaration's arguments as JSON Schema, and the key it was read from (None: none): the schema under
+    `parametersJsonSchema` as is, or the OpenAPI-subset `parameters` with Gemini's upper-case types and `nullable`
+    rewritten (detectors use jsonschema), which keeps the path of every other string."""
+    schema, key = camel_or_snake(decl, "parametersJsonSchema", "parameters_json_schema")
     if is_mapping(schema):
-        return schema
+        return schema, key
     schema = decl.get("parameters")
-    return _json_schema(schema, 0) if is_mapping(schema) else None
+    return (_json_schema(schema, 0), "parameters") if is_mapping(schema) else (None, None)
 
 
 def _json_schema(node: Any, depth: int) -> Any:

@@ -282,8 +282,10 @@ class GeminiInteractionsAdapter(Adapter):
             if not isinstance(name, str):
                 raise BodyError("function tool name must be a string", f"{tptr}/name")
             parameters = tool.get("parameters")
-            b.tool(ToolSpec(name=name, parameters=parameters if is_mapping(parameters) else None,
-                            description=string(tool.get("description")) or "", strict=strict, pointer=tptr))
+            schema = parameters if is_mapping(parameters) else None
+            b.tool(ToolSpec(name=name, parameters=schema, description=string(tool.get("description")) or "",
+                            strict=strict, pointer=tptr, name_pointer=f"{tptr}/name",
+                            schema_pointer=None if schema is None else f"{tptr}/parameters"))
 
     # --- response -----------------------------------------------------------------------------------
     def read_response(self, response: Mapping[str, Any], b: ExchangeBuilder) -> None:

@@ -5,7 +5,9 @@ Dialects handled: `reasoning` (vLLM >= 0.16), `reasoning_content` (<= 0.11.0), b
 arguments `{"input": ...}` at the call's `custom` object, as the Responses adapter reads `custom_tool_call`) and
 legacy `function_call`; `tools` (function and custom) and legacy `functions`; `logprobs.content` and the
 completions `logprobs` object; top-level `prompt_logprobs`; streamed chunks with `delta.reasoning`,
-`delta.reasoning_content`, tool-call argument fragments, and logprobs on chunks with an empty delta.
+`delta.reasoning_content`, tool-call argument fragments, and logprobs on chunks with an empty delta. vLLM's
+request `documents` (`list[dict[str, str]]`, rendered by the chat template for RAG): every value is an untrusted
+document segment at `/request/documents/<i>/<key>`.
 
 A streamed custom tool call comes as `delta.tool_calls[]` fragments `{"index", "id", "type": "custom",
 "custom": {"name", "input"}}`, both fields optional in each (openai-python's `ChoiceDeltaToolCallCustom`; older
@@ -48,8 +50,10 @@ from guardrails.adapters.base import (
 )
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.pointer import join
 
-# Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping.
+# Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping (but the
+# caller's keys of a `documents` entry, joined with `join`).
 
 KIND_BY_ROLE = {
     "system": SegmentKind.SYSTEM,
@@ -77,7 +81,8 @@ STREAM_OBJECTS = ("chat.completion.chunk", "text_completion", "error")
 class OpenAIChatAdapter(Adapter):
     format = "openai.chat"
     top_score = 90
-    content_keys = frozenset({"messages", "prompt", "tools", "functions"})  # prompt: legacy Completions
+    # prompt: legacy Completions; documents: vLLM's RAG documents, rendered by the chat template.
+    content_keys = frozenset({"messages", "prompt", "tools", "functions", "documents"})
     stream_event = ('an OpenAI Chat Completions or legacy Completions stream chunk (an object with "choices", '
                     'its "object" "chat.completion.chunk" or "text_completion" where present, or an "error")')
 
@@ -128,6 +133,7 @@ class OpenAIChatAdapter(Adapter):
                          lambda message, i: self._read_message(message, f"{base}/messages/{i}", i, Phase.REQUEST, b))
             if request.get("echo") is True:
                 b.echo = _echoed_message(messages, request.get("n"))
+        self._read_documents(request.get("documents"), b)
         self._read_tools(request, b)
         self._read_tool_choice(request, b)
         fmt = request.get("response_format")
@@ -146,6 +152,21 @@ class OpenAIChatAdapter(Adapter):
             if isinstance(p, str):  # other entries are token ids: nothing to read
                 b.text(SegmentKind.USER, p, f"/request/prompt/{i}", role="user", turn=0, phase=Phase.REQUEST)
         b.next_turn = 1
+
+    @staticmethod
+    def _read_documents(documents: Any, b: ExchangeBuilder) -> None:
+        """vLLM's `documents` (`list[dict[str, str]]`): the chat template renders every value for the model, so
+        each is third-party text, read as untrusted in the turn being generated. vLLM refuses other types."""
+        if documents is None:
+            return
+        expect(documents, list, "/request/documents", "documents")
+        for i, document in enumerate(documents):
+            dptr = f"/request/documents/{i}"
+            expect(document, Mapping, dptr, "a document")
+            for key, value in document.items():
+                vptr = join(dptr, key)  # keys are the caller's ("title", "text"...): escaped
+                b.text(SegmentKind.DOCUMENT, expect(value, str, vptr, "a document field"), vptr, role="document",
+                       turn=b.next_turn, phase=Phase.REQUEST, source="documents")
 
     def _read_message(self, message: Any, ptr: str, turn: int, phase: Phase, b: ExchangeBuilder) -> None:
         expect(message, Mapping, ptr, "a message")
@@ -497,12 +518,15 @@ def custom_input_arguments(call: Mapping[str, Any], ptr: str, what: str) -> dict
 
 
 def tool_spec(fn: Mapping[str, Any], pointer: str) -> ToolSpec:
-    """A declared function: `fn` holds name/description/parameters/strict (chat's `function` or a flat tool)."""
+    """A declared function: `fn` holds name/description/parameters/strict (chat's `function` or a flat tool), at
+    `pointer`."""
     parameters = fn.get("parameters")
+    schema = parameters if is_mapping(parameters) else None
     description = fn.get("description")
-    return ToolSpec(name=fn["name"], parameters=parameters if is_mapping(parameters) else None,
+    return ToolSpec(name=fn["name"], parameters=schema,
                     description=description if isinstance(description, str) else "",
-                    strict=fn.get("strict") is True, pointer=pointer)
+                    strict=fn.get("strict") is True, pointer=pointer, name_pointer=f"{pointer}/name",
+                    schema_pointer=None if schema is None else f"{pointer}/parameters")
 
 
 def is_forced_choice(choice: Any) -> bool:

@@ -163,11 +163,11 @@ class OpenAIResponsesAdapter(Adapter):
             if kind == "custom":  # free-form input (plain text or a grammar), no JSON Schema
                 b.tool(ToolSpec(name=expect(tool.get("name"), str, f"{tptr}/name", "custom tool name"),
                                 parameters=None, description=_string_or_empty(tool.get("description")),
-                                pointer=tptr))
+                                pointer=tptr, name_pointer=f"{tptr}/name"))
                 continue
             kind = ACTION_TOOL_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
             if isinstance(kind, str) and kind in ACTION_TOOLS:  # run by the client, which is sent their calls
-                b.tool(ToolSpec(name=kind, parameters=None, pointer=tptr))
+                b.tool(ToolSpec(name=kind, parameters=None, pointer=tptr))  # declared by type: no name string
                 continue
             if isinstance(kind, str) and kind not in NOT_HOSTED_TOOLS:  # web search, file search... run by OpenAI
                 b.hosted_tool(TOOL_VERSION.sub("", kind), tptr)
@@ -357,10 +357,11 @@ class _ItemReader:
             tptr = f"{ptr}/tools/{j}"
             expect(tool, Mapping, tptr, "a listed MCP tool")
             schema = tool.get("input_schema")
+            schema = schema if is_mapping(schema) else None
             self.listed.append(ToolSpec(
-                name=expect(tool.get("name"), str, f"{tptr}/name", "MCP tool name"),
-                parameters=schema if is_mapping(schema) else None,
-                description=_string_or_empty(tool.get("description")), pointer=tptr, hosted=True))
+                name=expect(tool.get("name"), str, f"{tptr}/name", "MCP tool name"), parameters=schema,
+                description=_string_or_empty(tool.get("description")), pointer=tptr, hosted=True,
+                name_pointer=f"{tptr}/name", schema_pointer=None if schema is None else f"{tptr}/input_schema"))
 
     def declare_listed(self) -> None:
         """Declare the listed MCP tools, as `hosted_tool` declares a built-in: a tool of the same name in the
