@@ -270,6 +270,15 @@ class ExchangeBuilder:
         self.segments.append(segment)
         return segment
 
+    def called_name(self, call_id: str) -> str | None:
+        """The name of the latest tool call read so far with this id (memoized history included): what a tool
+        result answers when its message does not repeat the name (OpenAI Chat's `tool` messages)."""
+        for segment in reversed(self.segments):
+            call = segment.tool_call
+            if call is not None and call.id == call_id:
+                return call.name
+        return None
+
     # --- declarations and metadata -----------------------------------------------------------------
     def tool(self, spec: ToolSpec) -> None:
         """Declare a tool. Every declaration is kept, in body order: vLLM accepts a name twice and renders both

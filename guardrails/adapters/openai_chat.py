@@ -180,6 +180,8 @@ class OpenAIChatAdapter(Adapter):
         call_id = name = None
         if kind is SegmentKind.TOOL_RESULT:
             call_id, name = _str_or_none(message.get("tool_call_id")), _str_or_none(message.get("name"))
+            if name is None and call_id is not None:  # `name` is optional: the call it answers has one
+                name = b.called_name(call_id)
         for text, pointer in content_texts(message.get("content"), f"{ptr}/content"):
             b.text(kind, text, pointer, role=role, turn=turn, phase=phase, tool_call_id=call_id, tool_name=name)
 
