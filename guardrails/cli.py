@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from guardrails.config import Settings
-from guardrails.errors import GuardrailsError, UnknownPolicy
+from guardrails.errors import GuardrailsError, PolicyUnavailable, UnknownPolicy
 from guardrails.pointer import resolve
-from guardrails.policy import PolicyError
+from guardrails.policy import ROUTING_FILE, PolicyError
 
 if TYPE_CHECKING:
     from guardrails.service import CheckService
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print the raw /v1/checks response")
     check.add_argument("--policy", default=None, help="policy id (overrides the body's)")
     check.add_argument("--format", default=None, help="API format (overrides detection)")
-    check.add_argument("--policy-dir", default=None)
+    check.add_argument("--policy-dir", default=None, help="directory of policy bundles (default ./policies)")
     check.set_defaults(func=_check)
 
     from guardrails.audit_cli import add_commands
@@ -105,15 +105,32 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     settings, service = configured
     try:  # fail fast on a broken default policy instead of at the first request
-        service.engine_for(service.policies.get(settings.default_policy))
-    except (PolicyError, KeyError) as exc:
-        print(f"guardrails: cannot load default policy: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        problem = _default_policy_problem(service)
     finally:  # only a trial: the server builds its own, and an open store here would outlive it
         service.close()
+    if problem:
+        print(f"guardrails: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     uvicorn.run("guardrails.serve:build_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=args.log_level)
     return 0
+
+
+def _default_policy_problem(service: CheckService) -> str | None:
+    """Why the default policy (routing.yml's `default`, else GUARDRAILS_DEFAULT_POLICY) cannot serve, if it cannot."""
+    try:
+        policy_id = service.default_policy_id()
+    except PolicyError as exc:
+        return f"cannot read {ROUTING_FILE}: {exc}"
+    try:
+        service.engine_for(service.policies.get(policy_id))
+    except KeyError:
+        routing = service.policies.routing()
+        return "cannot load default policy: " + service.missing_policy(
+            policy_id, routing, "default" if routing.default else None)
+    except PolicyError as exc:
+        return f"cannot load default policy {policy_id!r}: {exc}"
+    return None
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -141,7 +158,7 @@ def _check(args: argparse.Namespace) -> int:
     _, service = configured
     try:
         result = asyncio.run(service.check(body))
-    except UnknownPolicy as exc:  # the policy named by --policy, the body or the settings is not in the policy dir
+    except (UnknownPolicy, PolicyUnavailable) as exc:  # named by --policy or the body, or chosen by the settings
         print(f"guardrails: policy error: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
     except GuardrailsError as exc:

@@ -170,7 +170,10 @@ class Engine:
         file = self.policy.config_file or self.policy.path
         if config.name not in self.registry:
             reason = self.registry.load_errors.get(config.name, "not installed")
-            raise PolicyError(f"policy enables detector {config.name!r}, which is unavailable: {reason}",
+            close = [] if config.name in self.registry.load_errors else difflib.get_close_matches(
+                config.name, self.registry.names(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PolicyError(f"policy enables detector {config.name!r}, which is unavailable: {reason}{hint}",
                               file, config.line)
         recorded = RecordedSettings(config.settings)
         try:

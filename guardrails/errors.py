@@ -55,6 +55,14 @@ class UnknownPolicy(BodyError):
     type = "unknown_policy"
 
 
+class PolicyUnavailable(GuardrailsError):
+    """The policy the server's configuration chose (routing.yml, the default policy) is not there: the body named
+    none, so this is not the caller's error (a policy that exists but does not load is reported the same way)."""
+
+    status = 503
+    type = "policy_unavailable"
+
+
 class NotFound(GuardrailsError):
     status = 404
     type = "not_found"

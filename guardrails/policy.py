@@ -25,20 +25,24 @@ import difflib
 import hashlib
 import json
 import logging
+import math
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from guardrails.colang.catalog import BUILTIN_FLOWS, COLANG_VERSIONS, RAIL_TYPES
 from guardrails.detector import Scope
-from guardrails.exchange import CallerContext
+from guardrails.exchange import CallerContext, Phase, SegmentKind, Trust
 from guardrails.findings import Action
 
 log = logging.getLogger("guardrails.policy")
+E = TypeVar("E", bound=StrEnum)
 
 POLICY_FILE = "config.yml"
 ROUTING_FILE = "routing.yml"
@@ -56,7 +60,12 @@ NEMO_KEYS = {
 RAILS_SECTIONS = {*RAIL_TYPES, "config", "retrieval", "dialog", "actions"}
 RAIL_KEYS = {"flows", "parallel", "streaming", "apply_to_reasoning_traces"}
 COLANG_KEYS = {"timeout_ms"}
+ROUTING_KEYS = ("agents", "tenants", "default")
 DEFAULT_TIMEOUT_S = 2.0
+SCOPE_ENUMS: dict[str, type[StrEnum]] = {"kinds": SegmentKind, "trust": Trust, "phases": Phase}
+# Words authors reach for that difflib would not map to the value they mean ('answer' reads closest to 'user').
+VALUE_ALIASES = {"answer": "assistant", "content": "assistant", "thinking": "reasoning", "input": "request",
+                 "output": "response", "prompt": "request", "completion": "response"}
 
 
 class PolicyError(Exception):
@@ -173,7 +182,8 @@ def _build_policy(config: Mapping[str, Any], text: str, config_file: Path, polic
                   directory: Path | None, colang_files: tuple[Path, ...]) -> Policy:
     for key in config:
         if key not in OUR_KEYS and key not in NEMO_KEYS:
-            raise PolicyError(f"unknown key {key!r}", config_file, _line_of(text, key))
+            raise PolicyError(f"unknown key {key!r}{did_you_mean(key, OUR_KEYS | NEMO_KEYS)}", config_file,
+                              _line_of(text, key))
     detectors: dict[str, DetectorConfig] = {}
     raw_detectors = config.get("detectors") or {}
     if not isinstance(raw_detectors, Mapping):
@@ -181,11 +191,8 @@ def _build_policy(config: Mapping[str, Any], text: str, config_file: Path, polic
                           _line_of(text, "detectors"))
     for name, raw in raw_detectors.items():
         detectors[name] = _detector_config(name, raw, config_file, text)
-    try:
-        on_error = Action(config.get("on_detector_error", "warn"))
-    except ValueError:
-        raise PolicyError("on_detector_error must be allow, warn or block", config_file,
-                          _line_of(text, "on_detector_error")) from None
+    on_error = _enum_value(Action, config.get("on_detector_error", "warn"), "on_detector_error", config_file,
+                           _line_of(text, "on_detector_error"))
     rails, routed = _rails(config, text, config_file, colang_files)
     warnings = []
     for detector, rail_types in routed.items():
@@ -249,12 +256,23 @@ def _rails(config: Mapping[str, Any], text: str, file: Path,
                     f"(see guardrails/colang/library) and not defined in the policy's .co files",
                     file, _line_of(text, name, after="rails"))
             routed.setdefault(BUILTIN_FLOWS[name][0], set()).add(section)
-    timeout_ms = (config.get("colang") or {}).get("timeout_ms", DEFAULT_TIMEOUT_S * 1000)
-    if not isinstance(timeout_ms, (int, float)) or timeout_ms <= 0:
-        raise PolicyError("colang.timeout_ms must be a positive number", file, _line_of(text, "timeout_ms"))
     rails = Rails(flows=flows, custom=custom, colang_version=version, colang_files=colang_files,
-                  timeout_s=float(timeout_ms) / 1000)
+                  timeout_s=_colang_timeout_s(config.get("colang"), text, file))
     return rails, routed
+
+
+def _colang_timeout_s(raw: Any, text: str, file: Path) -> float:
+    """`colang: {timeout_ms}`; any other key is a typo that would otherwise change nothing."""
+    if raw is None:
+        return DEFAULT_TIMEOUT_S
+    line = _line_of(text, "colang")
+    if not isinstance(raw, Mapping):
+        raise PolicyError("colang must be a mapping, e.g. {timeout_ms: 2000}", file, line)
+    for key in raw:
+        if key not in COLANG_KEYS:
+            raise PolicyError(f"colang: unknown key {key!r}{choices_hint(key, COLANG_KEYS)}", file,
+                              _key_line(text, str(key), line))
+    return _timeout_s(raw.get("timeout_ms"), "colang.timeout_ms", file, _key_line(text, "timeout_ms", line))
 
 
 def _colang_flows(files: tuple[Path, ...], version: str) -> dict[str, Path]:
@@ -276,23 +294,98 @@ def _detector_config(name: str, raw: Any, file: Path, text: str) -> DetectorConf
         return DetectorConfig(name=name, enabled=False, line=line)
     if not isinstance(raw, Mapping):
         raise PolicyError(f"detector {name!r}: settings must be a mapping", file, line)
-    try:
-        action = Action(raw["action"]) if raw.get("action") is not None else None
-        scope = Scope.parse(raw["applies_to"]) if raw.get("applies_to") is not None else None
-    except (ValueError, TypeError) as exc:
-        raise PolicyError(f"detector {name!r}: {exc}", file, line) from None
-    timeout_ms = raw.get("timeout_ms", DEFAULT_TIMEOUT_S * 1000)
-    if not isinstance(timeout_ms, (int, float)) or timeout_ms <= 0:
-        raise PolicyError(f"detector {name!r}: timeout_ms must be a positive number", file, line)
+    where = f"detector {name!r}"
+    action = None
+    if raw.get("action") is not None:
+        action = _enum_value(Action, raw["action"], f"{where}: action", file, _key_line(text, "action", line))
+    scope = None
+    if raw.get("applies_to") is not None:
+        scope = _scope(raw["applies_to"], where, file, text, _key_line(text, "applies_to", line))
     return DetectorConfig(
         name=name,
         enabled=bool(raw.get("enabled", True)),
         action=action,
         scope=scope,
-        timeout_s=float(timeout_ms) / 1000,
+        timeout_s=_timeout_s(raw.get("timeout_ms"), f"{where}: timeout_ms", file,
+                             _key_line(text, "timeout_ms", line)),
         settings={k: v for k, v in raw.items() if k not in DETECTOR_KEYS},
         line=line,
     )
+
+
+def _scope(raw: Any, where: str, file: Path, text: str, line: int | None) -> Scope:
+    """`applies_to: {kinds, trust, phases}`, each a list of values; an error names the key and the values."""
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where}: applies_to must be a mapping, e.g. {{phases: [response]}}", file, line)
+    values: dict[str, list[StrEnum]] = {}
+    for key, items in raw.items():
+        key_line = _key_line(text, str(key), line)
+        enum = SCOPE_ENUMS.get(key)
+        if enum is None:
+            raise PolicyError(f"{where}: unknown applies_to key {key!r}{choices_hint(key, SCOPE_ENUMS)}", file,
+                              key_line)
+        values[key] = _enum_list(enum, items, f"{where}: applies_to.{key}", file, key_line)
+    return Scope.parse(values)
+
+
+def _enum_list(enum: type[StrEnum], items: Any, what: str, file: Path, line: int | None) -> list[StrEnum]:
+    # A bare string is refused rather than guessed at: iterating it would read `response` letter by letter.
+    if items is None:
+        return []
+    valid = [member.value for member in enum]
+    if isinstance(items, str):
+        example = items if items in valid else (_closest(items, valid) or valid[-1])
+        raise PolicyError(f"{what} must be a list, e.g. [{example}]", file, line)
+    if not isinstance(items, list):
+        raise PolicyError(f"{what} must be a list of: {', '.join(valid)}", file, line)
+    return [_enum_value(enum, item, what, file, line) for item in items]
+
+
+def _enum_value(enum: type[E], value: Any, what: str, file: Path, line: int | None) -> E:
+    valid = [member.value for member in enum]
+    if isinstance(value, str) and value in valid:
+        return enum(value)
+    raise PolicyError(f"{what}: {value!r} is not valid{choices_hint(value, valid)}", file, line)
+
+
+def _timeout_s(value: Any, what: str, file: Path, line: int | None) -> float:
+    """A `timeout_ms` in seconds (absent or empty: the default). `true` is not 1 ms, though bool is an int."""
+    if value is None:
+        return DEFAULT_TIMEOUT_S
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise PolicyError(f"{what} must be a positive number of milliseconds, not {value!r}", file, line)
+    return float(value) / 1000
+
+
+def _closest(word: Any, valid: Collection[str]) -> str | None:
+    if isinstance(word, str) and word in VALUE_ALIASES and VALUE_ALIASES[word] in valid:
+        return VALUE_ALIASES[word]
+    close = difflib.get_close_matches(str(word), list(valid), n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(word: Any, valid: Collection[str]) -> str:
+    """`; did you mean 'x'?` for the valid name closest to a misspelt one, else nothing."""
+    close = _closest(word, valid)
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def choices_hint(word: Any, valid: Collection[str]) -> str:
+    """The closest valid value, then all of them: `; did you mean 'x'? valid: a, b`."""
+    ordered = list(valid) if not isinstance(valid, (set, frozenset)) else sorted(valid)
+    return f"{did_you_mean(word, valid) or ';'} valid: {', '.join(ordered)}"
+
+
+def _key_line(text: str, key: str, start: int | None) -> int | None:
+    """1-based line of `key:` at or after line `start` (the entry the key belongs to, which may hold it in
+    flow style: `pii: {action: blok}`); `start` when not found."""
+    if start is None:
+        return _line_of(text, key)
+    pattern = re.compile(rf"(?:^|[\s{{,])['\"]?{re.escape(key)}['\"]?\s*:")
+    for number, line in enumerate(text.splitlines()[start - 1:], start):
+        if pattern.search(line.split("#", 1)[0]):
+            return number
+    return start
 
 
 def _line_of(text: str, key: str, after: str | None = None) -> int | None:
@@ -320,16 +413,30 @@ class Routing:
     agents: Mapping[str, str] = field(default_factory=dict)
     tenants: Mapping[str, str] = field(default_factory=dict)
     default: str | None = None
+    # Line of each rule (`agents.<agent>`, `tenants.<tenant>`, `default`) in routing.yml, for error messages.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    def rule(self, context: CallerContext) -> tuple[str, str] | None:
+        """The policy id routing gives this caller and the rule that gives it (`agents.<agent>`, ...)."""
+        if context.agent_id and context.agent_id in self.agents:
+            return self.agents[context.agent_id], f"agents.{context.agent_id}"
+        if context.tenant and context.tenant in self.tenants:
+            return self.tenants[context.tenant], f"tenants.{context.tenant}"
+        return (self.default, "default") if self.default else None
 
     def route(self, context: CallerContext) -> str | None:
-        if context.agent_id and context.agent_id in self.agents:
-            return self.agents[context.agent_id]
-        if context.tenant and context.tenant in self.tenants:
-            return self.tenants[context.tenant]
-        return self.default
+        rule = self.rule(context)
+        return rule[0] if rule else None
 
     def policy_ids(self) -> set[str]:
         return {*self.agents.values(), *self.tenants.values(), *([self.default] if self.default else [])}
+
+    def line_naming(self, policy_id: str) -> int | None:
+        """The first line of routing.yml that routes to `policy_id`."""
+        rules = [*(f"agents.{a}" for a, p in self.agents.items() if p == policy_id),
+                 *(f"tenants.{t}" for t, p in self.tenants.items() if p == policy_id),
+                 *(["default"] if self.default == policy_id else [])]
+        return min((self.lines[r] for r in rules if r in self.lines), default=None)
 
 
 def load_routing(file: Path) -> Routing:
@@ -337,11 +444,10 @@ def load_routing(file: Path) -> Routing:
         return Routing()
     text = file.read_text(encoding="utf-8")
     raw = _read_yaml(text, file)
-    unknown = set(raw) - {"agents", "tenants", "default"}
+    unknown = set(raw) - set(ROUTING_KEYS)
     if unknown:
-        key = sorted(unknown)[0]
-        raise PolicyError(f"unknown key {key!r}; expected agents, tenants, default", file,
-                          _line_of(text, key))
+        key = sorted(unknown, key=str)[0]
+        raise PolicyError(f"unknown key {key!r}{choices_hint(key, ROUTING_KEYS)}", file, _line_of(text, str(key)))
     maps = {}
     for key in ("agents", "tenants"):
         value = raw.get(key) or {}
@@ -351,7 +457,22 @@ def load_routing(file: Path) -> Routing:
     default = raw.get("default")
     if default is not None and not isinstance(default, str):
         raise PolicyError("default must be a policy id", file, _line_of(text, "default"))
-    return Routing(agents=maps["agents"], tenants=maps["tenants"], default=default)
+    return Routing(agents=maps["agents"], tenants=maps["tenants"], default=default, lines=_routing_lines(text))
+
+
+def _routing_lines(text: str) -> dict[str, int]:
+    """Line of each rule's policy id, from the YAML node tree (ids may sit in flow style, several per line)."""
+    root = yaml.compose(text)
+    lines: dict[str, int] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key_node, value_node in root.value:
+        if key_node.value == "default":
+            lines["default"] = value_node.start_mark.line + 1
+        elif isinstance(value_node, yaml.MappingNode):
+            for name_node, id_node in value_node.value:
+                lines[f"{key_node.value}.{name_node.value}"] = id_node.start_mark.line + 1
+    return lines
 
 
 # --- the store ---------------------------------------------------------------------------------------

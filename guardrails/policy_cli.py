@@ -11,7 +11,9 @@ A test case is a JSON file in `<bundle>/tests/`:
      "expect": {"verdict": "block", "categories": ["custom"], "not_categories": ["pii"],
                 "detectors": ["my flow"]}}
 
-`categories`/`detectors` must appear among the findings that warn or block; `not_categories` must not.
+`categories`/`detectors` must appear among the findings that warn or block; `not_categories` must not. A value
+that no finding can have (a category not in the list, a detector not installed, a flow the policy does not list)
+fails the case: `"not_categories": ["secrets"]` would otherwise pass forever.
 Exit codes: 0 all good, 1 a test case failed, 4 a policy does not load.
 """
 
@@ -21,20 +23,25 @@ import argparse
 import asyncio
 import difflib
 import json
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from guardrails.detector import DetectorRegistry
 from guardrails.engine import Engine
 from guardrails.errors import GuardrailsError
+from guardrails.findings import Action, Category
 from guardrails.policy import (
     POLICY_FILE,
     ROUTING_FILE,
     TESTS_DIR,
     DetectorConfig,
+    Policy,
     PolicyError,
     PolicyStore,
+    choices_hint,
     load_policy,
     load_routing,
 )
@@ -43,6 +50,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 4
 EXPECT_KEYS = {"verdict", "categories", "not_categories", "detectors"}
+VERDICTS = [action.value for action in Action]
+CATEGORIES = [category.value for category in Category]
 # How close a disabled name that is not installed must be to an installed one to read as its typo (an error);
 # stricter than difflib's 0.6 so that a plug-in merely absent here (`tool_audit`, not `tool_taint`) only warns.
 TYPO_CUTOFF = 0.85
@@ -58,6 +67,15 @@ def add_policy_commands(sub: Any) -> None:
     test.add_argument("dirs", nargs="+", metavar="DIR", help="a policy bundle or a directory of bundles")
     test.add_argument("-v", "--verbose", action="store_true", help="print passing cases too")
     test.set_defaults(func=_test)
+
+
+def say(line: str) -> None:
+    """Print one line; once the reader has gone (`policy test -v | head`), the rest goes nowhere, quietly: the
+    run still finishes and its exit code still says whether the cases passed."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def bundles(directory: Path) -> Iterator[Path]:
@@ -81,10 +99,10 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
     if problems:
         return problems
     custom = sorted({f for flows in policy.rails.custom.values() for f in flows})
-    print(f"ok    {policy.id}@{policy.version}  colang {policy.rails.colang_version}, "
-          f"{len(engine.slots)} detector(s), custom flows: {', '.join(custom) or 'none'}")
+    say(f"ok    {policy.id}@{policy.version}  colang {policy.rails.colang_version}, "
+        f"{len(engine.slots)} detector(s), custom flows: {', '.join(custom) or 'none'}")
     for warning in [*policy.warnings, *map(str, not_checked)]:
-        print(f"      warning: {warning}")
+        say(f"      warning: {warning}")
     return []
 
 
@@ -148,24 +166,30 @@ def _validate(args: argparse.Namespace) -> int:
     for root in map(Path, args.dirs):
         found = list(bundles(root))
         if not found:
-            print(f"error {root}: no {POLICY_FILE} here or in its sub-directories")
+            say(f"error {root}: no {POLICY_FILE} here or in its sub-directories")
             failed = True
         for directory in found:
             for problem in validate(directory, registry):
-                print(f"error {problem}")
+                say(f"error {problem}")
                 failed = True
         if (root / ROUTING_FILE).is_file():
-            try:
-                routing = load_routing(root / ROUTING_FILE)
-            except PolicyError as exc:
-                print(f"error {exc}")
-                failed = True
-                continue
-            ids = {b.name for b in found}
-            for missing in sorted(routing.policy_ids() - ids):
-                print(f"error {root / ROUTING_FILE}: names policy {missing!r}, which does not exist")
-                failed = True
+            problems = routing_problems(root, {b.name for b in found})
+            for problem in problems:
+                say(f"error {problem}")
+            failed = failed or bool(problems)
     return EXIT_CONFIG if failed else EXIT_OK
+
+
+def routing_problems(root: Path, ids: set[str]) -> list[PolicyError]:
+    """routing.yml does not load, or names policies that are not bundles of `root` (each at its line)."""
+    file = root / ROUTING_FILE
+    try:
+        routing = load_routing(file)
+    except PolicyError as exc:
+        return [exc]
+    return [PolicyError(f"names policy {missing!r}, which does not exist; bundles: {', '.join(sorted(ids)) or 'none'}",
+                        file, routing.line_naming(missing))
+            for missing in sorted(routing.policy_ids() - ids)]
 
 
 def run_cases(directory: Path, registry: DetectorRegistry, verbose: bool = False) -> tuple[int, int]:
@@ -173,28 +197,54 @@ def run_cases(directory: Path, registry: DetectorRegistry, verbose: bool = False
     from guardrails.service import CheckService
 
     service = CheckService(PolicyStore(directory.parent), registry, default_policy=directory.name)
-    service.engine_for(service.policies.get(directory.name))
+    policy = service.policies.get(directory.name)
+    service.engine_for(policy)
     cases = sorted((directory / TESTS_DIR).glob("*.json"))
+    detectors = finding_detectors(policy, registry)
 
     async def run_all() -> list[list[str]]:  # one event loop: the Colang runtime is built for one
-        return [await _run_case(service, directory.name, case_file) for case_file in cases]
+        return [await _run_case(service, directory.name, case_file, detectors) for case_file in cases]
 
     passed = failed = 0
     for case_file, problems in zip(cases, asyncio.run(run_all()), strict=True):
         label = f"{directory.name}/{TESTS_DIR}/{case_file.name}"
         if problems:
             failed += 1
-            print(f"FAIL  {label}")
+            say(f"FAIL  {label}")
             for problem in problems:
-                print(f"      {problem}")
+                say(f"      {problem}")
         else:
             passed += 1
             if verbose:
-                print(f"pass  {label}")
+                say(f"pass  {label}")
     return passed, failed
 
 
-async def _run_case(service: Any, policy_id: str, case_file: Path) -> list[str]:
+def finding_detectors(policy: Policy, registry: DetectorRegistry) -> list[str]:
+    """The `detector` values a finding of this policy can carry: installed detectors, the custom flows its rails
+    list, and `colang` (the runtime's own errors)."""
+    flows = sorted({flow for flows in policy.rails.custom.values() for flow in flows})
+    return [*registry.names(), *flows, *(["colang"] if flows else [])]
+
+
+def expect_problems(expect: Mapping[str, Any], detectors: list[str], case_file: Path) -> list[str]:
+    """What in `expect` no check can produce: it would always pass (`not_categories`) or always fail."""
+    problems = []
+    verdict = expect.get("verdict", VERDICTS[0])
+    if verdict not in VERDICTS:
+        problems.append(f"expect.verdict: {verdict!r} is not a verdict{choices_hint(verdict, VERDICTS)}")
+    for key, valid, noun in (("categories", CATEGORIES, "category"), ("not_categories", CATEGORIES, "category"),
+                             ("detectors", detectors, "detector or custom flow of this policy")):
+        values = expect.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            problems.append(f'expect.{key} must be a list of strings, e.g. ["{valid[0]}"]')
+            continue
+        problems += [f"expect.{key}: {value!r} is not a {noun}{choices_hint(value, valid)}"
+                     for value in values if value not in valid]
+    return [f"{case_file}: {problem}" for problem in problems]
+
+
+async def _run_case(service: Any, policy_id: str, case_file: Path, detectors: list[str]) -> list[str]:
     try:
         case = json.loads(case_file.read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -206,6 +256,9 @@ async def _run_case(service: Any, policy_id: str, case_file: Path) -> list[str]:
     unknown = set(expect) - EXPECT_KEYS
     if unknown:
         return [f"unknown expect keys {sorted(unknown)}; expected {sorted(EXPECT_KEYS)}"]
+    refused = expect_problems(expect, detectors, case_file)
+    if refused:  # not run: a check cannot make such a case meaningful
+        return refused
     body = {**case["check"], "policy": policy_id}
     try:
         result = await service.check(body)
@@ -242,12 +295,12 @@ def _test(args: argparse.Namespace) -> int:
             try:
                 passed, failed = run_cases(directory, registry, args.verbose)
             except PolicyError as exc:
-                print(f"error {exc}")
+                say(f"error {exc}")
                 broken = True
                 continue
             total_passed += passed
             total_failed += failed
-    print(f"{total_passed} passed, {total_failed} failed")
+    say(f"{total_passed} passed, {total_failed} failed")
     if broken:
         return EXIT_CONFIG
     return EXIT_FAILED if total_failed else EXIT_OK

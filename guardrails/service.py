@@ -14,9 +14,9 @@ from typing import Any
 from guardrails.adapters import FORMATS, HistoryMemo, read_exchange
 from guardrails.detector import DetectorRegistry, Services
 from guardrails.engine import Engine, EngineResult, SegmentCache
-from guardrails.errors import BodyError, UnknownPolicy
+from guardrails.errors import BodyError, PolicyUnavailable, UnknownPolicy
 from guardrails.exchange import CallerContext, Exchange
-from guardrails.policy import Policy, PolicyError, PolicyStore
+from guardrails.policy import ROUTING_FILE, Policy, PolicyError, PolicyStore, Routing
 
 CONTEXT_FIELDS = ("agent_id", "session_id", "tenant", "user", "trace_id", "span_id")
 BODY_FIELDS = {"request", "response", "format", "context", "policy", "raw_output"}
@@ -74,12 +74,45 @@ class CheckService:
         return engine
 
     def select_policy(self, requested: str | None, context: CallerContext) -> Policy:
-        """The body's `policy`, else routing.yml (agent, then tenant), else the default policy."""
-        policy_id = requested or self.policies.route(context) or self.default_policy
+        """The body's `policy`, else routing.yml (agent, then tenant, then its `default`), else the default policy.
+        Only a missing policy the body named is the body's error (422); one the server chose is a 503."""
+        if requested:
+            try:
+                return self.policies.get(requested)
+            except KeyError:
+                raise UnknownPolicy(f"no policy named {requested!r}; known: {self.policies.ids()}",
+                                    "/policy") from None
+        routing = self.policies.routing()
+        rule = routing.rule(context)
+        policy_id = rule[0] if rule else self.default_policy
         try:
             return self.policies.get(policy_id)
         except KeyError:
-            raise UnknownPolicy(f"no policy named {policy_id!r}; known: {self.policies.ids()}", "/policy") from None
+            raise PolicyUnavailable(self.missing_policy(policy_id, routing, rule[1] if rule else None)) from None
+
+    def default_policy_id(self) -> str:
+        """The policy of a check that names none and matches no agent or tenant rule: routing.yml's `default`
+        when it declares one, else the service default (GUARDRAILS_DEFAULT_POLICY)."""
+        return self.policies.routing().default or self.default_policy
+
+    def missing_policy(self, policy_id: str, routing: Routing, rule: str | None) -> str:
+        """Why the server-chosen `policy_id` is not there: what exists, and which setting chose it."""
+        root = self.policies.root
+        file = root / ROUTING_FILE
+        if not root.is_dir():
+            where = f"the policy directory {root} does not exist (looked for bundle {policy_id!r})"
+        else:
+            ids = self.policies.ids()
+            found = (f"bundles found: {', '.join(ids)}" if ids
+                     else "it holds none: a bundle is a sub-directory with a config.yml")
+            where = f"no bundle {policy_id!r} in the policy directory {root} ({found})"
+        if rule is None:
+            return (f"{where}; choose the default policy with GUARDRAILS_DEFAULT_POLICY=<id> "
+                    f"or `default: <id>` in {file}")
+        line = routing.lines.get(rule)
+        fallback = (f"; remove it to use the service default {self.default_policy!r} (GUARDRAILS_DEFAULT_POLICY)"
+                    if rule == "default" else "")
+        return f"{where}; the rule `{rule}` of {file}{f':{line}' if line else ''} routes to it{fallback}"
 
     async def check(self, body: Any, policy: Policy | None = None) -> dict[str, Any]:
         """Check one body; `policy` overrides selection (the NeMo endpoint's inline configurations)."""
@@ -143,8 +176,12 @@ class CheckService:
         # A rejected edit: the last good version still serves, so it is reported without failing readiness.
         for policy_id, error in self.policies.errors.items():
             problems[f"reload:{policy_id}"] = error
-        return {"ready": f"policy:{self.default_policy}" not in problems and self.default_policy in
-                self.policies.ids(), "problems": problems}
+        try:
+            default = self.default_policy_id()
+        except PolicyError:  # routing.yml never loaded (listed above): checks use the service default
+            default = self.default_policy
+        return {"ready": f"policy:{default}" not in problems and default in self.policies.ids(),
+                "problems": problems}
 
 
 def _read_envelope(body: Any) -> tuple[Mapping[str, Any], Any, str | None, CallerContext, str | None, str | None]:
