@@ -76,7 +76,8 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
         pinned = None
         if anchor:
             seq, _, digest = anchor.partition(":")
-            if not seq.isdigit() or len(digest) != 64:
+            # ASCII digits only (int() refuses "²", which isdigit() accepts), and few enough for a 64-bit sequence
+            if not (seq.isascii() and seq.isdigit()) or len(seq) > 18 or len(digest) != 64:
                 raise BodyError("anchor must be SEQ:HASH")
             pinned = (int(seq), digest.lower())
         return _json(audit_store().verify(pinned).to_dict())

@@ -23,7 +23,7 @@ from api.body import authorize, read_json
 from api.errors import ERROR_RESPONSES
 from guardrails.colang.catalog import default_rail_type, flow_for_detector
 from guardrails.config import Settings
-from guardrails.errors import BodyError, UnknownPolicy
+from guardrails.errors import BodyError, GuardrailsError, UnknownPolicy
 from guardrails.exchange import CallerContext
 from guardrails.policy import Policy, PolicyError, policy_from_mapping
 from guardrails.service import CONTEXT_FIELDS, CheckService
@@ -59,7 +59,12 @@ async def nemo_check(service: CheckService, body: Any) -> dict[str, Any]:
         raise BodyError("`guardrails` must be an object", "/guardrails")
     check_body, response_index = _check_body(body, messages, _context(options.get("context")))
     policies = _policies(service, options, check_body["context"])
-    results = [(policy, await service.check(check_body, policy)) for policy in policies]
+    try:
+        results = [(policy, await service.check(check_body, policy)) for policy in policies]
+    except GuardrailsError as exc:  # its pointer names our check body: name the field of the body the caller sent
+        if exc.pointer is not None:
+            exc.pointer = _nemo_pointer(exc.pointer, response_index)
+        raise
     return _answer(results, check_body, response_index, time.perf_counter() - started)
 
 
@@ -96,8 +101,8 @@ def _policies(service: CheckService, options: Mapping[str, Any], context: Mappin
         config = options["config"]
         if isinstance(config, str):
             try:
-                config = yaml.safe_load(config)
-            except yaml.YAMLError as exc:
+                config = yaml.load(config, Loader=_InlineConfigLoader)  # a SafeLoader that refuses aliases
+            except (yaml.YAMLError, RecursionError) as exc:
                 raise BodyError(f"`guardrails.config` is not YAML: {exc}", "/guardrails/config") from None
         try:
             policy = policy_from_mapping(config)
@@ -105,6 +110,8 @@ def _policies(service: CheckService, options: Mapping[str, Any], context: Mappin
             return [policy]
         except PolicyError as exc:
             raise BodyError(f"inline config: {exc.message}", "/guardrails/config") from None
+        except RecursionError:  # serializing the policy (its version) recurses once per level
+            raise BodyError("inline config: nested too deeply", "/guardrails/config") from None
     ids = options.get("config_ids")
     pointer = "/guardrails/config_ids"
     if ids is None and options.get("config_id") is not None:
@@ -209,12 +216,29 @@ def _rail_type_at(pointer: str, check_body: Mapping[str, Any]) -> str | None:
 def _in_nemo_body(finding: dict[str, Any], response_index: int | None) -> dict[str, Any]:
     """Re-point a finding from our check body into the NeMo body the caller sent."""
     location = dict(finding["location"])
-    pointer: str = location["pointer"]
-    if pointer.startswith("/request/"):
-        pointer = pointer[len("/request"):]
-    elif pointer.startswith("/response/choices/0/") and response_index is not None:
-        rest = pointer[len("/response/choices/0/"):]
-        rest = rest[len("message/"):] if rest.startswith("message/") else rest
-        pointer = f"/messages/{response_index}/{rest}"
-    location["pointer"] = pointer
+    location["pointer"] = _nemo_pointer(location["pointer"], response_index)
     return {**finding, "location": location}
+
+
+def _nemo_pointer(pointer: str, response_index: int | None) -> str:
+    """A pointer into our check body as a pointer into the NeMo body (see `_check_body`)."""
+    if pointer == "/request" or pointer.startswith("/request/"):
+        return pointer[len("/request"):]  # "/request" alone: the whole request, which is the NeMo body
+    if response_index is None or not (pointer == "/response" or pointer.startswith("/response/")):
+        return pointer
+    if pointer == "/response/model":
+        return "/model"
+    # The response is the trailing assistant message: its choice and message levels exist only in our body.
+    rest = pointer.removeprefix("/response").removeprefix("/choices/0").removeprefix("/message")
+    return f"/messages/{response_index}{rest}"
+
+
+class _InlineConfigLoader(yaml.SafeLoader):
+    """YAML for an inline config, without aliases: a few hundred bytes of nested `*alias` lists expand to
+    billions of nodes when the policy is serialized for its version (the "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in an inline config",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)

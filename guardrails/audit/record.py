@@ -121,6 +121,12 @@ def redact(segment: Segment, findings: list[Finding]) -> str:
 
 def _spans_in(segment: Segment, f: Finding) -> list[tuple[int, int]]:
     """Segment-relative spans a body-located finding covers (a whole-string finding covers it all)."""
+    call = segment.tool_call
+    if call is not None and call.arguments_is_object and f.span is not None \
+            and f.pointer.startswith(segment.pointer + "/"):
+        # Arguments carried as an object (Anthropic, Gemini): the text filters place a hit on the string value
+        # inside it, a pointer no run of this segment has; `span` is the hit in this segment's own text.
+        return [f.span]
     runs = [(p.offset, p.length, p.pointer, p.start) for p in segment.pieces] or [
         (0, len(segment.text), segment.pointer, segment.start)
     ]

@@ -23,6 +23,7 @@ from guardrails.audit.chain import INDEXED, StoredRecord, VerifyReport, canonica
 
 MAX_BATCH = 512
 PAGE_MAX = 1000
+MAX_SEQ = 2**63 - 1  # the largest sequence number the stores keep (SQLite INTEGER, PostgreSQL BIGINT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +210,6 @@ def _cursor(cursor: str | None) -> int:
         value = int(cursor)
     except ValueError:
         raise ValueError(f"invalid cursor {cursor!r}") from None
-    if value < 0:
+    if not 0 <= value <= MAX_SEQ:  # past MAX_SEQ the driver refuses the parameter (a 500, not a 422)
         raise ValueError(f"invalid cursor {cursor!r}")
     return value

@@ -127,7 +127,7 @@ def _draft_object(family: str, text: str, start: int, end: int, decode_string_ar
     else:
         repairs.add("no_arguments")
     if decode_string_arguments and isinstance(arguments, str):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):  # nested past the decoder's depth: stays a string
             arguments = json.loads(arguments)
     if "unclosed" in repairs and after >= rskip_space(text, len(text)):
         repairs.add("truncated")
@@ -144,7 +144,7 @@ def _clean_call(family: str, text: str, start: int, end: int) -> tuple[Draft, in
     args_start = head.end()
     try:
         arguments, args_end = _SCAN(text, args_start)
-    except (StopIteration, ValueError):
+    except (StopIteration, ValueError, RecursionError):  # RecursionError: nested deeper than the C decoder goes
         return None
     if args_end < end and text[args_end] == "}":  # (the common case, without a regex call)
         after = args_end + 1
@@ -161,7 +161,7 @@ def _strict_call(family: str, text: str, start: int, end: int) -> tuple[Draft, i
     """Strict JSON call objects of any other shape (keys in another order, more keys)."""
     try:
         obj, after = _SCAN(text, start)
-    except (StopIteration, ValueError):
+    except (StopIteration, ValueError, RecursionError):
         return None
     if after > end or not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
         return None
