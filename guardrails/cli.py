@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -28,13 +29,15 @@ EXIT_BY_VERDICT = {"allow": 0, "warn": 1, "block": 2}
 EXIT_BAD_INPUT = 3
 EXIT_CONFIG = 4
 EXIT_USAGE = 64
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug of ours, never to be read as a verdict (1 is "warn")
 CHECK_EXIT_CODES = f"""exit codes:
   {EXIT_BY_VERDICT['allow']}   allow
   {EXIT_BY_VERDICT['warn']}   warn
   {EXIT_BY_VERDICT['block']}   block
   {EXIT_BAD_INPUT}   the body cannot be read (not JSON, not a check body, unknown format)
   {EXIT_CONFIG}   the policy does not load or is unknown
-  {EXIT_USAGE}  wrong arguments"""
+  {EXIT_USAGE}  wrong arguments
+  {EXIT_INTERNAL}  internal error (a bug: the traceback is printed)"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     add_policy_commands(sub)
 
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception:  # Python would exit 1, which `guardrails check` documents as "warn"
+        traceback.print_exc()
+        print(f"guardrails: internal error (exit {EXIT_INTERNAL}); please report it with the traceback above",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from guardrails.cli import EXIT_BAD_INPUT, EXIT_BY_VERDICT, EXIT_CONFIG, EXIT_USAGE, main
+from guardrails.cli import EXIT_BAD_INPUT, EXIT_BY_VERDICT, EXIT_CONFIG, EXIT_INTERNAL, EXIT_USAGE, main
 
 BLOCKED = {
     "request": {"messages": [{"role": "user", "content": "hi"}],
@@ -83,4 +83,16 @@ def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
     assert lines == {str(EXIT_BY_VERDICT["allow"]): "allow", str(EXIT_BY_VERDICT["warn"]): "warn",
                      str(EXIT_BY_VERDICT["block"]): "block",
                      str(EXIT_BAD_INPUT): "the body cannot be read (not JSON, not a check body, unknown format)",
-                     str(EXIT_CONFIG): "the policy does not load or is unknown", str(EXIT_USAGE): "wrong arguments"}
+                     str(EXIT_CONFIG): "the policy does not load or is unknown", str(EXIT_USAGE): "wrong arguments",
+                     str(EXIT_INTERNAL): "internal error (a bug: the traceback is printed)"}
+
+
+def test_an_internal_error_is_not_read_as_a_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    async def broken(self: object, body: object, policy: object = None) -> dict:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("guardrails.service.CheckService.check", broken)
+    assert main(["check", write(tmp_path, ALLOWED)]) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "RuntimeError: a bug" in err and "internal error" in err
