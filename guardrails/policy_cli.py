@@ -93,7 +93,8 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
         policy = load_policy(directory)
         engine = Engine(policy, registry, log_unknown_settings=False)  # errors here, not warnings as at load
         disabled, not_checked = disabled_problems(engine)
-        problems = [str(problem) for problem in [*engine.unknown_settings, *disabled, *flow_problems(engine)]]
+        flow_errors, flow_warnings = flow_problems(engine)
+        problems = [str(problem) for problem in [*engine.unknown_settings, *disabled, *flow_errors]]
     except PolicyError as exc:
         return [str(exc)]
     if problems:
@@ -101,7 +102,7 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
     custom = sorted({f for flows in policy.rails.custom.values() for f in flows})
     say(f"ok    {policy.id}@{policy.version}  colang {policy.rails.colang_version}, "
         f"{len(engine.slots)} detector(s), custom flows: {', '.join(custom) or 'none'}")
-    for warning in [*policy.warnings, *map(str, not_checked)]:
+    for warning in [*policy.warnings, *map(str, not_checked), *map(str, flow_warnings)]:
         say(f"      warning: {warning}")
     return []
 
@@ -150,14 +151,16 @@ def _while_disabled(problem: PolicyError) -> PolicyError:
     return PolicyError(f"{problem.message} (the detector is disabled)", problem.file, problem.line)
 
 
-def flow_problems(engine: Engine) -> list[PolicyError]:
-    """What the bundle's Colang flows call that is not there (a mistyped action or flow): the runtime would
-    only report it when a check runs the flow. Flows no rail lists yet are checked too."""
+def flow_problems(engine: Engine) -> tuple[list[PolicyError], list[PolicyError]]:
+    """(errors, warnings) of the bundle's Colang flows. Errors: what they call that is not there (a mistyped
+    action or flow), which the runtime would only report when a check runs the flow; flows no rail lists yet
+    are checked too. Warnings: 2.x check variables a flow uses before declaring them `global`."""
     if not engine.policy.rails.colang_files:
-        return []
+        return [], []
     from guardrails.colang.bridge import ColangRails  # imports nemoguardrails: only for bundles with flows
 
-    return (engine.colang or ColangRails(engine)).call_problems()
+    rails = engine.colang or ColangRails(engine)
+    return rails.call_problems(), rails.global_warnings()
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import functools
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +32,19 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from guardrails.adapters.base import TRUST_BY_KIND
+from guardrails.colang.bundle_actions import ACTIONS_DIR, action_files, load_actions
 from guardrails.colang.catalog import BUILTIN_FLOWS, LIBRARY_FILES, RAIL_TYPES, action_names
 from guardrails.colang.parse import (
     ActionCall,
     ColangSyntaxError,
     FlowCall,
+    GlobalUse,
     action_calls,
     flow_calls,
+    flow_line,
     flows_in,
     quiet_nemoguardrails,
+    undeclared_globals,
 )
 from guardrails.colang.variables import VARIABLE_NAMES, RailSegments, flow_variables
 from guardrails.detector import Detector, ScanContext, Scope, SegmentDetector
@@ -70,6 +75,7 @@ class _Outcome:
     action: Action
     reason: str
     findings: list[dict[str, Any]] = field(default_factory=list)  # detector findings the flow looked at
+    error: str | None = None  # the runtime error that aborted the flow
 
 
 @dataclass(slots=True)
@@ -101,6 +107,8 @@ class ColangRails:
         quiet_nemoguardrails()
         from nemoguardrails import LLMRails, RailsConfig
 
+        # Imported here, not by NeMo, which would go on without a file that fails to import (see bundle_actions).
+        bundle_actions = load_actions(action_files(policy.path)) if policy.path is not None else {}
         # NeMo reads a directory; the staged copy holds only what NeMo should see, and lives as long as we do.
         self._staging = tempfile.TemporaryDirectory(prefix=f"guardrails-{policy.id}-")
         try:
@@ -111,6 +119,7 @@ class ColangRails:
         except Exception as exc:
             raise PolicyError(f"NeMo Guardrails rejected the policy: {type(exc).__name__}: {exc}",
                               policy.path) from exc
+        self._register_bundle_actions(bundle_actions)
         self._register_actions()
         self._watch_action_failures()
 
@@ -197,10 +206,20 @@ class ColangRails:
         for flow, action, reason in check.recorded:
             if flow in rail_type_of and (flow not in verdicts or action is Action.BLOCK):
                 verdicts[flow] = (action, reason)
+        errors = {flow: error for flow, error in _runtime_errors(events).items() if flow in aborted}
         for flow in aborted:
-            verdicts[flow] = (Action.BLOCK, verdicts.get(flow, (None, ""))[1] or "the flow aborted")
-        return [_Outcome(flow, rail_type_of[flow], action, reason, check.looked_at.get(flow, []))
+            reason = self._abort_reason(flow, errors[flow]) if flow in errors else verdicts.get(flow, (None, ""))[1]
+            verdicts[flow] = (Action.BLOCK, reason or "the flow aborted")
+        return [_Outcome(flow, rail_type_of[flow], action, reason, check.looked_at.get(flow, []), errors.get(flow))
                 for flow, (action, reason) in verdicts.items()]
+
+    def _abort_reason(self, flow: str, error: str) -> str:
+        """The runtime's error, and the check variables the flow (or the error) names without `global`: the
+        usual cause, which `global_warnings` reports before the policy runs."""
+        hints = [f"${use.name} is not declared `global ${use.name}` in flow {use.flow!r} "
+                 f"({use.file.name}:{use.line}), so there it is the flow's own variable, empty, not the check's"
+                 for use in self._undeclared if use.flow == flow or f"${use.name}" in error]
+        return f"the flow aborted on a Colang error: {error}" + "".join(f"; {hint}" for hint in hints)
 
     def _finding(self, outcome: _Outcome, rails: RailSegments) -> Finding:
         pointer, start, end = "", None, None
@@ -221,7 +240,8 @@ class ColangRails:
             start=start,
             end=end,
             evidence={"flow": outcome.flow, "rail": outcome.rail_type, "reason": outcome.reason,
-                      "colang_version": self.version, "detector_findings": len(outcome.findings)},
+                      "colang_version": self.version, "detector_findings": len(outcome.findings),
+                      **({"colang_error": outcome.error} if outcome.error else {})},
             action=outcome.action,
         )
 
@@ -271,6 +291,17 @@ class ColangRails:
         call = f"execute {action[0]}()" if self.version == "1.0" else f"await {action[0]}()"
         return f"did you mean the action {action[0]!r} (`{call}`)? "
 
+    def global_warnings(self) -> list[PolicyError]:
+        """Colang 2.x: each check variable a flow uses before declaring it `global` (`$bot_message` read or
+        assigned as the flow's own variable). Warnings for `guardrails policy validate`: reading it aborts
+        the flow, which the check reports as a block; assigning it changes nothing the check sees."""
+        return [PolicyError(_global_warning(use), use.file, use.line) for use in self._undeclared]
+
+    @functools.cached_property
+    def _undeclared(self) -> list[GlobalUse]:
+        files = list(self.policy.rails.colang_files)
+        return undeclared_globals(files, VARIABLE_NAMES) if self.version != "1.0" and files else []
+
     def _is_registered(self, name: str) -> bool:
         # The runtime's own lookup (it maps `FooBarAction` to `foo_bar`), plus 2.x's instant actions (bot says).
         return self.rails.runtime.action_dispatcher.has_registered(name) or (
@@ -306,6 +337,16 @@ class ColangRails:
         if detector is None or detector in self.engine.registry:
             return None
         return f"{call.name} names detector {detector!r}, which is not installed; known: {self.engine.registry.names()}"
+
+    def _register_bundle_actions(self, actions: dict[str, Any]) -> None:
+        """The bundle's actions, with the precedence NeMo gives them when it loads them: over its library's
+        actions, under the runtime's own (which it registers after a config's)."""
+        dispatcher = self.rails.runtime.action_dispatcher
+        own = {name for name, action in dispatcher.registered_actions.items()
+               if getattr(action, "__self__", None) is self.rails.runtime}
+        for name, action in actions.items():
+            if name not in own:
+                self.rails.register_action(action, name=name)
 
     def _register_actions(self) -> None:
         for name in self.engine.registry.names():
@@ -402,6 +443,22 @@ def _nemo_library_flows() -> dict[str, str]:
     return {flow: file.stem for flow, file in flows.items()}
 
 
+def _runtime_errors(events: list[dict[str, Any]]) -> dict[str, str]:
+    """Rail flow -> the first Colang error raised while it ran (the dispatcher's `GuardrailsRailError`)."""
+    errors: dict[str, str] = {}
+    for event in events:
+        if event.get("type") == "GuardrailsRailError" and isinstance(event.get("rail"), str):
+            errors.setdefault(event["rail"], f"{event.get('error_type')}: {event.get('error')}")
+    return errors
+
+
+def _global_warning(use: GlobalUse) -> str:
+    verb, effect = (("assigns", "what it assigns stays in the flow, unseen by the check and the flows it calls")
+                    if use.assigns else ("reads", "it is empty, and the flow aborts where it uses it"))
+    return (f"flow {use.flow!r} {verb} ${use.name} without declaring `global ${use.name}` first: in Colang 2.x "
+            f"it is then the flow's own variable, not the check's, so {effect}")
+
+
 def _camel(action_name: str) -> str:
     """A 1.0-style action name as Colang 2.x calls it: `refund_over_limit` -> `RefundOverLimitAction`."""
     return "".join(part.capitalize() for part in action_name.split("_")) + "Action"
@@ -485,10 +542,13 @@ def _v1_messages(rail_type: str, variables: dict[str, Any]) -> list[dict[str, An
 
 
 def _stage(policy: Policy, target: Path) -> None:
-    """Copy the policy's Colang and Python files; add a NeMo-only config.yml, the library, the dispatcher."""
+    """Copy the policy's Colang and other files (not its actions: see `_not_for_nemo`); add a NeMo-only
+    config.yml, the library, the dispatcher."""
     if policy.path is not None:
-        shutil.copytree(policy.path, target, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(TESTS_DIR, "__pycache__", "*.yml", "*.yaml"))
+        shutil.copytree(policy.path, target, dirs_exist_ok=True, ignore=_not_for_nemo(policy.path))
+        folder = target / ACTIONS_DIR
+        if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+            shutil.rmtree(folder)  # NeMo would log an error for an actions folder with no actions
     rails = policy.rails
     config = {k: v for k, v in policy.config.items() if k in NEMO_KEYS}
     config.setdefault("models", [])
@@ -507,10 +567,22 @@ def _stage(policy: Policy, target: Path) -> None:
         _library_without(rails.colang_version, set(own_flows)), encoding="utf-8")
     if rails.colang_version != "1.0":
         if "main" in own_flows:
-            raise PolicyError("a Colang 2.x policy must not define `flow main`: the service provides it",
-                              own_flows["main"])
+            raise PolicyError("a Colang 2.x policy must not define `flow main`: the service provides it (it runs "
+                              "the flows listed in rails.*.flows); rename this flow and list it there",
+                              own_flows["main"], flow_line(own_flows["main"], "main"))
         flows = list(dict.fromkeys(f for t in RAIL_TYPES for f in rails.custom.get(t, ())))
         (target / DISPATCH_FILE).write_text(_dispatcher(flows, VARIABLE_NAMES), encoding="utf-8")
+
+
+def _not_for_nemo(bundle: Path) -> Callable[[str, list[str]], set[str]]:
+    """What the staged copy leaves out: our files (config, tests) and the Python actions, imported by us."""
+    ours = shutil.ignore_patterns(TESTS_DIR, "__pycache__", "*.yml", "*.yaml")
+    actions = set(action_files(bundle))
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        return set(ours(directory, names)) | {name for name in names if Path(directory, name) in actions}
+
+    return ignore
 
 
 def _library_without(version: str, overridden: set[str]) -> str:
@@ -523,7 +595,10 @@ def _library_without(version: str, overridden: set[str]) -> str:
 
 def _dispatcher(flows: list[str], variables: tuple[str, ...]) -> str:
     lines = ["# Generated by the guardrails service: runs the policy's rails for one GuardrailsCheck event.",
-             "flow main", "  activate _guardrails serve checks", "",
+             "flow main", "  activate _guardrails report errors", "  activate _guardrails serve checks", "",
+             # A flow that fails aborts with no word of why: the runtime's error goes with the rail's events.
+             "flow _guardrails report errors", "  global $guardrails_rail", "  match ColangError() as $error",
+             "  send GuardrailsRailError(rail=$guardrails_rail, error_type=$error.type, error=$error.error)", "",
              "flow _guardrails serve checks", "  match GuardrailsCheck() as $req"]
     for name in variables:
         lines += [f"  global ${name}", f'  ${name} = $req.arguments["{name}"]']

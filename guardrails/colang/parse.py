@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_V1_LINE = re.compile(r"line (\d+)")
+from guardrails.colang.syntax import Line, layout, v1_problem, v2_problem
+
 # Colang 1.0: the parser also turns `bot ...` and `stop` into actions (`utter`); only `execute` is the author's.
 _V1_EXECUTE = re.compile(r"^\s*(?:\$\w+\s*=\s*)?execute\b")
 # Colang 2.x: these statements start the actions they name; `match`/`send` only refer to events.
 _V2_STARTING_OPS = frozenset({"await", "start"})
 _V2_BRANCHES = ("elements", "then_elements", "else_elements")
+_GLOBAL = re.compile(r"^global\s+\$")
+_VARIABLE = re.compile(r"\$(\w+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,17 @@ class FlowCall:
     flow: str  # the flow that calls it
     file: Path
     line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalUse:
+    """A check variable (`$bot_message`) a Colang 2.x flow uses before declaring it `global`."""
+
+    name: str
+    flow: str
+    file: Path
+    line: int
+    assigns: bool  # the first use assigns it; else it reads it
 
 
 class ColangSyntaxError(Exception):
@@ -69,7 +83,7 @@ def flows_in(files: list[Path], version: str) -> dict[str, Path]:
         try:
             parsed = parse_colang_file(file.name, content=content, version=version)
         except Exception as exc:
-            raise _syntax_error(exc, file) from None
+            raise _syntax_error(exc, file, content, version) from None
         for flow in parsed.get("flows", []):
             name = flow.get("id") if isinstance(flow, dict) else getattr(flow, "name", None)
             if name:
@@ -77,18 +91,47 @@ def flows_in(files: list[Path], version: str) -> dict[str, Path]:
     return flows
 
 
-def _syntax_error(exc: Exception, file: Path) -> ColangSyntaxError:
-    line = getattr(exc, "line", None)  # lark errors (Colang 2.x) carry line and column
-    if not isinstance(line, int):
-        found = _V1_LINE.search(str(exc))  # Colang 1.0: "Error parsing line 3 in f.co: ..."
-        line = int(found.group(1)) if found else None
+def flow_line(file: Path, name: str) -> int | None:
+    """The line of the header that defines flow `name` in `file` (the last one, as in `flows_in`)."""
+    header = re.compile(rf"^(?:define\s+(?:sub)?flow|flow)\s+{re.escape(name)}\s*(?:[$#].*)?$")
+    lines = file.read_text(encoding="utf-8").splitlines()
+    return next((n for n in range(len(lines), 0, -1) if header.match(lines[n - 1])), None)
+
+
+def _syntax_error(exc: Exception, file: Path, content: str, version: str) -> ColangSyntaxError:
+    """The parser's error as the author needs it: the line at fault and what is wrong there."""
+    try:
+        if version == "1.0":
+            failed, first_line, block = _v1_failing_block(file.name, content) or (exc, 1, content)
+            message, line = v1_problem(failed, block, first_line)
+        else:
+            message, line = v2_problem(exc, content) or _parser_words(exc)
+    except Exception:  # explaining the error must never hide it
+        message, line = _parser_words(exc)
+    return ColangSyntaxError(f"Colang syntax error: {message}", file, line)
+
+
+def _parser_words(exc: Exception) -> tuple[str, int | None]:
+    line = getattr(exc, "line", None)  # lark's errors carry it; Python's SyntaxError's `lineno` is the expression's
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if type(exc).__name__.startswith("Unexpected"):
-        column = getattr(exc, "column", None)
-        token = getattr(exc, "token", None)
-        first = f"unexpected {'token ' + repr(str(token)) if token is not None else 'input'}" + (
-            f" at column {column}" if column else "")
-    return ColangSyntaxError(f"Colang syntax error: {first}", file, line)
+    return first, line if isinstance(line, int) and line > 0 else None
+
+
+def _v1_failing_block(file_name: str, content: str) -> tuple[Exception, int, str] | None:
+    """(error, first line, text) of the first top-level block (`define ...` up to the next) that fails to parse
+    on its own. NeMo's 1.0 parser names no line, or a wrong one, for errors inside an expression or an
+    indentation it does not expect: the block narrows the search to one flow. Parsed at its own line numbers."""
+    from nemoguardrails.colang import parse_colang_file
+
+    lines = content.splitlines()
+    starts = [i for i, text in enumerate(lines) if text[:1] not in ("", " ", "\t", "#")]
+    for start, end in zip(starts, [*starts[1:], len(lines)], strict=True):
+        block = "\n".join(lines[start:end]) + "\n"
+        try:
+            parse_colang_file(file_name, content="\n" * start + block, version="1.0")
+        except Exception as exc:
+            return exc, start + 1, block
+    return None
 
 
 def action_calls(files: list[Path], version: str) -> list[ActionCall]:
@@ -107,6 +150,35 @@ def flow_calls(files: list[Path], version: str) -> list[FlowCall]:
         found = _v1_flow_calls(flow, file) if version == "1.0" else _v2_flow_calls(flow, file, lines)
         calls.extend(sorted(found, key=lambda call: call.line or 0))
     return calls
+
+
+def undeclared_globals(files: list[Path], names: Collection[str]) -> list[GlobalUse]:
+    """Colang 2.x: each of `names` (the check's variables) a flow uses before its `global $name`. There it is
+    the flow's own variable, empty until assigned, and what the flow assigns to it stays in the flow. A flow's
+    parameters are its own by design. The files must parse (see `flows_in`)."""
+    uses: list[GlobalUse] = []
+    for file, _, flow in _parsed_flows(files, "2.x"):
+        own = {member.name for member in [*flow.parameters, *flow.return_members]}
+        first_line = flow._source.line if flow._source else 1
+        found = _first_uses(layout(flow.source_code or "", first_line).lines, set(names) - own)
+        uses.extend(GlobalUse(name, flow.name, file, line, assigns) for name, (line, assigns) in found.items())
+    return sorted(uses, key=lambda use: use.line)
+
+
+def _first_uses(lines: Sequence[Line], names: set[str]) -> dict[str, tuple[int, bool]]:
+    """Name -> (line, whether it assigns) of its first use before a `global` declares it."""
+    declared: set[str] = set()
+    uses: dict[str, tuple[int, bool]] = {}
+    for line in lines:
+        if not line.code or line.code.startswith(("@", "flow ")):  # the header names parameters only
+            continue
+        if _GLOBAL.match(line.code):
+            declared.update(_VARIABLE.findall(line.code))
+            continue
+        for name in _VARIABLE.findall(line.code):
+            if name in names and name not in declared and name not in uses:
+                uses[name] = (line.number, bool(re.match(rf"\${name}\s*[-+*/]?=(?!=)", line.code)))
+    return uses
 
 
 def _parsed_flows(files: list[Path], version: str) -> Iterator[tuple[Path, list[str], Any]]:
