@@ -85,11 +85,11 @@ class GuardModelDetector(Detector):
         self.unsafe = frozenset(t.lower() for t in self.setting("unsafe_tokens", list, ["yes", "unsafe"], items=str))
         self.safe = frozenset(t.lower() for t in self.setting("safe_tokens", list, ["no", "safe"], items=str))
         self.chat_template_kwargs = self.setting("chat_template_kwargs", dict)
-        templates = self.setting("templates", dict, {})
+        templates = self.setting("templates", dict, {}, server_only=True)  # template files
         self.templates = {check: self._template(read_setting(templates, check, str, DEFAULT_TEMPLATES[check],
                                                              where="templates."))
                           for check in self.checks}
-        raw = self.setting("vllm", dict)
+        raw = self.setting("vllm", dict, server_only=True)  # a URL the server would call, and maybe a key
         self.client: VLLMClient | None = self.services.vllm or (
             shared_client(VLLMConfig.from_settings(raw)) if raw is not None else None)
 

@@ -586,7 +586,7 @@ class JailbreakDetector(SegmentDetector):
         self.threshold = self.setting("threshold", float, 1.0)
         self.many_shot_turns = self.setting("many_shot_turns", int, 16)
         self.max_decoded = self.setting("max_decoded_chars", int, 4000)
-        model_file = self.setting("model_file", str)
+        model_file = self.setting("model_file", str, server_only=True)
         self.model = None if LEARNED in disabled else jailbreak_model.load(
             self.policy_file(model_file) if model_file else jailbreak_model.MODEL_FILE)
 

@@ -92,7 +92,8 @@ class LowConfidenceDetector(Detector):
         self.stats: ModelStatsStore = self.services.extra.get("model_stats") or default_store()
 
     def _client(self) -> VLLMClient | None:
-        raw = self.setting("vllm", dict)  # checked even when the service hands us its client
+        # Checked even when the service hands us its client; a URL the server would call, and maybe a key.
+        raw = self.setting("vllm", dict, server_only=True)
         if self.services.vllm is not None:
             return self.services.vllm
         return shared_client(VLLMConfig.from_settings(raw)) if raw is not None else None

@@ -150,8 +150,11 @@ class UnsafeReasoningDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        one_file = self.settings.get("rules_file")  # one extra rules file, or a list of them
-        extra = [one_file] if isinstance(one_file, str) else self.setting("rules_file", list, [], items=str)
+        # One extra rules file, or a list of them: files of the server's, never named by an inline policy.
+        if isinstance(self.settings.get("rules_file"), str):
+            extra = [self.setting("rules_file", str, "", server_only=True)]
+        else:
+            extra = self.setting("rules_file", list, [], items=str, server_only=True)
         paths: list[str | Path] = [RULES_FILE, *(self.policy_file(p) for p in extra if p)]
         ruleset = load_rules(*paths)
         disabled = set(self.setting("disabled_rules", list, [], items=str))

@@ -17,6 +17,10 @@ value of the wrong type raises `SettingError`, which the engine reports as a con
 detector, the setting and the line of config.yml, so `guardrails policy validate` and a policy load refuse it.
 While a detector is built its settings are a `RecordedSettings`: a key it never asks for is a misspelled or
 unsupported setting, which `guardrails policy validate` reports and a policy load logs as a warning.
+
+A setting that reaches outside the process (a file path, a URL, a client block) is read with
+`setting(..., server_only=True)`: an inline policy (`InlineSettings`, sent by a caller of the NeMo endpoint) that
+sets it raises `SettingError` before the detector reads the file or calls the URL.
 """
 
 from __future__ import annotations
@@ -39,11 +43,31 @@ _TYPE_WORDS: dict[type, str] = {bool: "true or false", int: "a whole number", fl
                                 list: "a list", dict: "a mapping"}
 _PLURAL_WORDS: dict[type, str] = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings",
                                   list: "lists", dict: "mappings"}
+SERVER_ONLY = "file and URL settings are only allowed in policy bundles on the server, not in an inline config"
 
 
 class SettingError(ValueError):
-    """A policy setting of the wrong type. Raised while a detector is built; the engine names the detector
-    and the config.yml line."""
+    """A policy setting of the wrong type, or a server-only one in an inline policy. Raised while a detector is
+    built; the engine names the detector and the config.yml line."""
+
+
+class InlineSettings(dict[str, Any]):
+    """A detector's settings from an inline policy: written by whoever calls the service, not by whoever runs
+    it, so a setting read with `server_only=True` is refused (it would read the server's files or call URLs
+    from the server's network)."""
+
+    inline = True
+
+
+def is_inline(settings: Mapping[Any, Any]) -> bool:
+    """Whether `settings` (or the settings a `RecordedSettings` wraps) came from an inline policy."""
+    return getattr(settings, "inline", False) is True
+
+
+def refuse_inline(settings: Mapping[Any, Any], key: str) -> None:
+    """Raise `SettingError` when `key` is set in inline settings: file and URL settings come from the server."""
+    if settings.get(key) is not None and is_inline(settings):
+        raise SettingError(f"setting {key} reads a file or calls a URL: {SERVER_ONLY}")
 
 
 def read_setting(settings: Mapping[Any, Any], key: Hashable, kind: type[T], default: Any = None,
@@ -104,6 +128,10 @@ class RecordedSettings(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"RecordedSettings({self._settings!r})"
+
+    @property
+    def inline(self) -> bool:
+        return is_inline(self._settings)
 
     def unread(self) -> list[Any]:
         """The keys the detector never asked for: misspelled or unsupported, unless it reads them later."""
@@ -176,14 +204,20 @@ class Detector(ABC):
         self.services = services or Services()
 
     @overload
-    def setting(self, key: str, kind: type[T], default: T, items: type | None = None) -> T: ...
+    def setting(self, key: str, kind: type[T], default: T, items: type | None = None, *,
+                server_only: bool = False) -> T: ...
 
     @overload
-    def setting(self, key: str, kind: type[T], default: None = None, items: type | None = None) -> T | None: ...
+    def setting(self, key: str, kind: type[T], default: None = None, items: type | None = None, *,
+                server_only: bool = False) -> T | None: ...
 
-    def setting(self, key: str, kind: type[T], default: T | None = None, items: type | None = None) -> T | None:
+    def setting(self, key: str, kind: type[T], default: T | None = None, items: type | None = None, *,
+                server_only: bool = False) -> T | None:
         """A setting of this detector, type-checked (see `read_setting`); read it in `__init__`, so a wrong
-        type stops the policy from loading instead of failing a check."""
+        type stops the policy from loading instead of failing a check. `server_only=True` declares a setting
+        that reaches outside the process (a file, a URL, a client): an inline policy may not set it."""
+        if server_only:
+            refuse_inline(self.settings, key)
         return read_setting(self.settings, key, kind, default, items)
 
     def policy_file(self, value: str | Path, outside_a_bundle: Path | None = None) -> Path:
@@ -191,6 +225,9 @@ class Detector(ABC):
         it, and where it counts in the policy version), not from the directory the service was started in;
         for a detector built outside a bundle, from `outside_a_bundle` when given."""
         path = Path(value).expanduser()
+        # A backstop for a setting not declared `server_only`: an inline policy names no file of the server's.
+        if is_inline(self.settings) and (outside_a_bundle is None or path.is_absolute() or ".." in path.parts):
+            raise SettingError(f"file {str(value)!r}: {SERVER_ONLY}")
         base = self.services.extra.get("policy_dir") or outside_a_bundle
         return path if path.is_absolute() or base is None else Path(base) / path
 

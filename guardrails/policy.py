@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import yaml
 
 from guardrails.colang.catalog import BUILTIN_FLOWS, COLANG_VERSIONS, RAIL_TYPES
-from guardrails.detector import Scope
+from guardrails.detector import InlineSettings, Scope
 from guardrails.exchange import CallerContext, Phase, SegmentKind, Trust
 from guardrails.findings import Action
 
@@ -164,7 +164,9 @@ def policy_from_mapping(config: Mapping[str, Any], policy_id: str = "inline") ->
         raise PolicyError("an inline policy must be a mapping")
     text = yaml.safe_dump(dict(config), sort_keys=False)
     version = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return _build_policy(config, text, Path(f"<{policy_id}>"), policy_id, version, None, ())
+    policy = _build_policy(config, text, Path(f"<{policy_id}>"), policy_id, version, None, ())
+    # The caller wrote these settings, not the operator: detectors refuse their file and URL settings.
+    return replace(policy, detectors=tuple(replace(d, settings=InlineSettings(d.settings)) for d in policy.detectors))
 
 
 def _read_yaml(text: str, file: Path) -> Mapping[str, Any]:
