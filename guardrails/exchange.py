@@ -14,6 +14,9 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any
 
+from guardrails.argspans import object_span
+from guardrails.pointer import join
+
 
 class SegmentKind(StrEnum):
     SYSTEM = "system"
@@ -86,6 +89,12 @@ class ToolCall:
         end = len(self.name) if end is None else end
         return Location(self.name_pointer, self.name_offset + start, self.name_offset + end)
 
+    def arguments_location(self, start: int, end: int) -> Location:
+        """Where [start, end) of an object's serialization (`arguments_is_object`) is in the check body: the
+        string value holding it, offsets in that string; otherwise the value or object holding it, no offsets."""
+        path, lo, hi = object_span(self.arguments_raw, self.arguments, start, end)
+        return Location(join(self.arguments_pointer, *path), lo, hi)
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -114,7 +123,11 @@ class Segment:
         return self.start + len(self.text)
 
     def locate(self, start: int, end: int) -> Location:
-        """Map a [start, end) span of this segment's text to a location in the check body."""
+        """Map a [start, end) span of this segment's text to a location in the check body (for arguments carried
+        as an object, the string value holding the span; see `ToolCall.arguments_location`)."""
+        call = self.tool_call
+        if call is not None and call.arguments_is_object:  # our serialization: offsets into it are not the body's
+            return call.arguments_location(start, end)
         if not self.pieces:
             return Location(self.pointer, self.start + start, self.start + end)
         for piece in self.pieces:
