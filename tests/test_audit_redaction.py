@@ -37,3 +37,19 @@ def test_the_widest_span_starting_at_a_point_is_cut() -> None:
     wider = finding(Category.PII, start, start + len(KEY))
     assert redact(segment, [shorter, wider]) == "Use [pii] to deploy."
     assert KEY[4:] not in redact(segment, [shorter, wider])
+
+
+def test_a_hit_across_object_argument_values_redacts_only_its_span() -> None:
+    exchange = read_exchange(
+        {"model": "claude", "max_tokens": 100, "messages": [{"role": "user", "content": "send it"}],
+         "tools": [{"name": "send", "input_schema": {"type": "object"}}]},
+        {"type": "message", "role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "send", "input": {"to": "ops", "body": "deploy now"}}]})
+    segment = next(s for s in exchange.segments if s.tool_call is not None)
+    start = segment.text.index("ops")
+    end = segment.text.index("deploy") + len("deploy")
+    located = segment.locate(start, end)  # spans a value, a key and another value: the object, no offsets
+    assert located.pointer == segment.pointer and located.start is None
+    across = Finding(category=Category.CONTENT, detector="content", severity=Severity.HIGH, message="m",
+                     pointer=located.pointer, span=(start, end))
+    assert redact(segment, [across]) == segment.text[:start] + "[content]" + segment.text[end:]

@@ -123,9 +123,10 @@ def _spans_in(segment: Segment, f: Finding) -> list[tuple[int, int]]:
     """Segment-relative spans a body-located finding covers (a whole-string finding covers it all)."""
     call = segment.tool_call
     if call is not None and call.arguments_is_object and f.span is not None \
-            and f.pointer.startswith(segment.pointer + "/"):
-        # Arguments carried as an object (Anthropic, Gemini): the text filters place a hit on the string value
-        # inside it, a pointer no run of this segment has; `span` is the hit in this segment's own text.
+            and (f.pointer == segment.pointer or f.pointer.startswith(segment.pointer + "/")):
+        # Arguments carried as an object (Anthropic, Gemini): a hit is placed on the string value inside it, or on
+        # the object itself when it spans several values; `span` is the hit in this segment's own text, so only
+        # that much is redacted.
         return [f.span]
     runs = [(p.offset, p.length, p.pointer, p.start) for p in segment.pieces] or [
         (0, len(segment.text), segment.pointer, segment.start)
