@@ -15,12 +15,13 @@ errand a text could plant; an MCP tool's name (`send_email`) can, and is checked
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
+from detectors._taint_index import TextIndex, text_index, value_runs
 from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
@@ -78,19 +79,15 @@ class ToolTaintDetector(Detector):
         if not untrusted or not ctx.segments:
             return []
         trusted = [normalize(s.text) for s in exchange.trusted]
-        # One search of all untrusted text rules most values out before the per-segment walk.
-        everything_untrusted = "\x00".join(normalize(s.text) for s in untrusted)
         earlier_tools = {s.tool_call.name for s in exchange.tool_calls
                          if s.tool_call is not None and s.phase is Phase.REQUEST}
+        calls = [(segment, segment.tool_call, self._needles(segment.tool_call.arguments))
+                 for segment in ctx.segments if segment.tool_call is not None]
+        sources = _Sources(untrusted, trusted, (needle for _, _, needles in calls for _, needle in needles))
         findings: list[Finding] = []
-        for segment in ctx.segments:
-            call = segment.tool_call
-            if call is None:
-                continue
-            for path, needle in self._needles(call.arguments):
-                if needle not in everything_untrusted:
-                    continue
-                planted = _find(needle, untrusted, trusted)
+        for segment, call, needles in calls:
+            for path, needle in needles:
+                planted = sources.planted(needle)
                 if planted is not None and (planted.in_prose or self.report_data_fields):
                     findings.append(self._argument_finding(segment, call.name, path, needle, planted))
             if self.check_tool_choice and call.name not in earlier_tools and not _is_builtin(call):
@@ -122,6 +119,8 @@ class ToolTaintDetector(Detector):
     def _distinctive(self, text: str) -> bool:
         if len(text) < self.min_length or text in COMMON_VALUES or DATE_OR_TIME.match(text):
             return False
+        if not any(c.isalnum() for c in text):
+            return False  # punctuation ('.....', '/__/__') names no recipient or resource
         if text.replace(".", "").replace("-", "").isdigit():
             return sum(c.isdigit() for c in text) >= self.min_digits
         return bool(DISTINCTIVE.search(text)) or (" " in text and len(text) >= 10)
@@ -179,24 +178,49 @@ def word_stems(normalized: str) -> frozenset[str]:
     return frozenset(w[:5] for w in WORD.findall(normalized))
 
 
-def _find(needle: str, untrusted: Sequence[Segment], trusted: list[str]) -> Planted | None:
-    """Where `needle` was planted: its latest occurrence in free text of an untrusted segment, if no trusted
-    segment holds it. Once any tool returned it as a data field, it is data (in_prose False) everywhere."""
-    if any(needle in t for t in trusted):
-        return None
-    pattern: re.Pattern[str] | None = None
-    found: Planted | None = None
-    for segment in reversed(untrusted):
-        if needle not in normalize(segment.text):
-            continue
-        pattern = pattern or re.compile(r"\s+".join(re.escape(part) for part in needle.split()), re.IGNORECASE)
-        for match in pattern.finditer(segment.text):
-            if _inside_token(segment.text, match.start(), match.end()):
-                continue  # "2026-03-14" inside "2026-03-14T06:10" is part of another value
-            if not _in_prose(segment.text, match.start(), match.end()):
-                return Planted(segment, match.start(), match.end(), False)
-            found = found or Planted(segment, match.start(), match.end(), True)
-    return found
+class _Sources:
+    """The untrusted texts of one check, indexed once, and where each value was planted in them, found once.
+
+    Each text is indexed by its letter-digit runs (cached per text), and a value is compared only where its
+    rarest run is: the cost follows the texts' and the values' size, not their product.
+    """
+
+    def __init__(self, untrusted: Sequence[Segment], trusted: list[str], values: Iterable[str]) -> None:
+        self.untrusted = untrusted
+        self.trusted = trusted
+        self.runs = {value: value_runs(value) for value in values}
+        wanted = {run for runs in self.runs.values() for run, _ in runs}
+        self.indexes = [text_index(s.text) for s in untrusted] if wanted else []
+        self.holders: dict[str, list[int]] = {}  # run -> the untrusted segments holding it, in order
+        for i, index in enumerate(self.indexes):
+            few, many = (wanted, index.runs) if len(wanted) < len(index.runs) else (index.runs, wanted)
+            for run in few:
+                if run in many:
+                    self.holders.setdefault(run, []).append(i)
+        self.found: dict[str, Planted | None] = {}
+
+    def planted(self, value: str) -> Planted | None:
+        if value not in self.found:
+            found = self._find(value)
+            self.found[value] = None if found is None or any(value in t for t in self.trusted) else found
+        return self.found[value]
+
+    def _find(self, value: str) -> Planted | None:
+        """Where `value` was planted: its latest occurrence in free text of an untrusted segment (the trusted
+        ones are the caller's). Once any tool returned it as a data field, it is data (in_prose False) everywhere."""
+        holders = [self.holders.get(run) for run, _ in self.runs[value]]
+        if not holders or any(h is None for h in holders):
+            return None  # a value without letters or digits, or one a run of which no untrusted text has
+        found: Planted | None = None
+        for i in reversed(min(holders, key=lambda h: len(h or ())) or ()):
+            segment, index = self.untrusted[i], self.indexes[i]
+            for start, end in index.spans(value, self.runs[value]):
+                if _inside_token(segment.text, start, end):
+                    continue  # "2026-03-14" inside "2026-03-14T06:10" is part of another value
+                if not _in_prose(segment.text, start, end, index):
+                    return Planted(segment, start, end, False)
+                found = found or Planted(segment, start, end, True)
+        return found
 
 
 def _inside_token(text: str, start: int, end: int) -> bool:
@@ -204,14 +228,14 @@ def _inside_token(text: str, start: int, end: int) -> bool:
         end < len(text) and text[end].isalnum() and text[end - 1].isalnum())
 
 
-def _in_prose(text: str, start: int, end: int) -> bool:
+def _in_prose(text: str, start: int, end: int, index: TextIndex) -> bool:
     """False when the value is a whole field value (`"id": "x"`, `id: x`, a list item) of structured data.
 
     A field's key follows a structural character or a line start; in prose ("the whitelist: 'a.com'") it
     follows a word, so a value quoted inside a sentence still counts as planted in free text.
     """
-    if text[:start].strip() == "" and text[end:].strip() == "":
-        return False
+    if start <= index.content_start and end >= index.content_end:
+        return False  # the whole text (known from the index: slicing it here made each call as long as the text)
     if LINE_START.search(text, max(0, start - 8), start) and LINE_END.match(text, end):
         return False  # a whole line: one item of a listing ("a.com\nb.com", escaped or not)
     before, after = text[max(0, start - 400): start], text[end: end + 1]
