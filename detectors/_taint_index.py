@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 RUN = re.compile(r"[^\W_]+")  # letters and digits: str.isalnum, which decides what is inside a token
 WORD = re.compile(r"\S+")
@@ -56,9 +56,39 @@ def value_runs(value: str) -> Runs:
     return tuple((m.group(), m.start()) for m in RUN.finditer(value))
 
 
-@lru_cache(maxsize=512)
+# Indexes kept for texts resent later, bounded by the characters they index (an index is several times its
+# text's size): a run of distinct 4 MiB bodies must not hold gigabytes.
+CACHE_MAX_CHARS = 8_000_000
+_cache: OrderedDict[str, TextIndex] = OrderedDict()
+_cached_chars = 0
+
+
 def text_index(text: str) -> TextIndex:
-    """Built once per text: agents resend their history every step, so a step costs what it adds."""
+    """Built once per text while it stays cached: agents resend their history every step, so a step costs what
+    it adds."""
+    global _cached_chars
+    limit = CACHE_MAX_CHARS
+    index = _cache.get(text)
+    if index is not None:
+        _cache.move_to_end(text)
+        return index
+    index = _build_index(text)
+    if len(text) <= limit // 4:
+        _cache[text] = index
+        _cached_chars += len(text)
+        while _cached_chars > limit:
+            evicted, _ = _cache.popitem(last=False)
+            _cached_chars -= len(evicted)
+    return index
+
+
+def clear_cache() -> None:
+    global _cached_chars
+    _cache.clear()
+    _cached_chars = 0
+
+
+def _build_index(text: str) -> TextIndex:
     norm_starts: list[int] = []
     raw_starts: list[int] = []
     words: list[str] = []

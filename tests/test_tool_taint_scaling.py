@@ -106,9 +106,9 @@ def metered_scan(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> tuple[M
 
 def clear_caches() -> None:
     """Each measurement starts cold: what an earlier test indexed must not be counted as free."""
-    for cached in (tool_taint.normalize, tool_taint.word_stems, getattr(_taint_index, "text_index", None)):
-        if cached is not None:
-            cached.cache_clear()
+    for cached in (tool_taint.normalize, tool_taint.word_stems):
+        cached.cache_clear()
+    _taint_index.clear_cache()
 
 
 def test_work_grows_linearly_with_the_copied_document(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,3 +157,16 @@ async def scan_all(check: dict[str, Any]) -> list[Finding]:
     exchange, detector = read(check), ToolTaintDetector()
     ctx = ScanContext(segments=[s for s in exchange.segments if detector.default_scope.matches(s)], signals={})
     return await detector.scan(exchange, ctx)
+
+
+def test_the_index_cache_is_bounded_by_the_characters_it_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_taint_index, "CACHE_MAX_CHARS", 4000)
+    clear_caches()
+    texts = [f"order A{i:05d}x shipped to user{i}@example.com " * 10 for i in range(40)]  # ~500 chars each
+    for text in texts:
+        _taint_index.text_index(text)
+    assert sum(map(len, _taint_index._cache)) == _taint_index._cached_chars <= 4000
+    assert texts[-1] in _taint_index._cache and texts[0] not in _taint_index._cache  # oldest evicted first
+    _taint_index.text_index("x" * 1001)  # more than a quarter of the budget: indexed, never kept
+    assert "x" * 1001 not in _taint_index._cache
+    clear_caches()
