@@ -90,11 +90,16 @@ class PlacedFindings:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self.entries: dict[int, tuple[Segment, tuple[tuple[int, list[Finding]], ...]]] = {}
+        # The keys in insertion order. Evicting with `next(iter(entries))` instead would scan the deleted
+        # slots a dict keeps at its front until it resizes: quadratic once the memo is full.
+        self._order: deque[int] = deque()
 
     def put(self, key: int, entry: tuple[Segment, tuple[tuple[int, list[Finding]], ...]]) -> None:
+        if key not in self.entries:  # a replaced entry keeps its place, as in a dict
+            self._order.append(key)
         self.entries[key] = entry
-        if len(self.entries) > self.max_entries:
-            del self.entries[next(iter(self.entries))]
+        if len(self._order) > self.max_entries:
+            self.entries.pop(self._order.popleft(), None)
 
 
 @dataclass(slots=True)
@@ -126,7 +131,7 @@ class Engine:
         """Build the policy's detectors; `log_unknown_settings=False` leaves reporting `unknown_settings` to
         the caller (`guardrails policy validate` prints them as errors)."""
         self.policy = policy
-        self.cache = cache or SegmentCache()
+        self.cache = cache if cache is not None else SegmentCache()
         self.slots: list[_Slot] = []
         self.unknown_settings: list[PolicyError] = []  # config.yml keys no detector asked for while built
         services = services or Services()

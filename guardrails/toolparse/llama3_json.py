@@ -30,7 +30,9 @@ class Llama3JsonParser(ToolParser):
             i = bound
         for match in _BARE.finditer(text):
             start = match.start()
-            if start < covered or (calls and _inside(calls, start)):
+            # Every block read so far ends by `covered` (the tagged ones before this loop, the bare ones in
+            # it, left to right): no need to test each block in turn.
+            if start < covered:
                 continue
             read = call_object(self.family, text, start, fallback=False)
             if read and "no_arguments" not in read[0].repairs:
@@ -39,7 +41,3 @@ class Llama3JsonParser(ToolParser):
         if len(calls) > 1:
             calls.sort(key=by_span)
         return calls
-
-
-def _inside(calls: list[RecoveredCall], i: int) -> bool:
-    return any(c.block[0] <= i < c.block[1] for c in calls)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, insort
 from collections import defaultdict
 from functools import cache
 
@@ -24,8 +25,11 @@ _QUICK = ("<", "[", '"name"', "'name'")
 # below ~1 KB).
 _SHORT = 512
 _FEW = 3
+# Up to this many overlap tests, `_resolve` tests every pair of blocks rather than sorting them first.
+_FEW_TESTS = 64
 
 Span = tuple[int, int]
+Candidate = tuple[int, int, int, int]  # (-width, precedence rank, start, end) of a block, see `_resolve`
 Ranked = tuple[tuple[int, ToolParser], ...]  # (precedence rank, parser), in precedence order
 Scan = tuple[str, tuple[re.Pattern[str], ...], tuple[str, ...]]  # see `_scans`
 
@@ -213,11 +217,83 @@ def _resolve(text: str, parsers: Ranked, tools: Schemas | None, taken: list[Span
             groups.setdefault((rank, call.block), []).append(call)
     kept: list[RecoveredCall] = []
     # Widest first, then by precedence, then leftmost: (-width, rank, start, end) tuples sort that way.
-    for _, rank, start, end in sorted([(start - end, rank, start, end) for rank, (start, end) in groups]):
+    for _, rank, start, end in _winners(sorted([(start - end, rank, start, end) for rank, (start, end) in groups]),
+                                        taken):
+        kept += groups[(rank, (start, end))]
+    return kept
+
+
+def _winners(order: list[Candidate], taken: list[Span]) -> list[Candidate]:
+    """The blocks of `order` (best first) that overlap neither a better one kept nor `taken`; extend `taken`.
+
+    The same choice as testing each block against every block kept, without its quadratic cost: one sweep
+    splits the blocks (and `taken`) into groups that cannot overlap across; a block alone in its group wins
+    outright (the common case: calls side by side), the others are tested by bisection against the sorted
+    blocks kept in their group."""
+    if len(order) * (len(order) + len(taken)) <= _FEW_TESTS:  # a few blocks (most texts): test each pair
+        return _winners_few(order, taken)
+    group, seeds = _contested(order, taken)
+    kept_in: dict[int, list[Span]] = {}  # contested group -> its blocks kept so far, sorted (they are disjoint)
+    winners: list[Candidate] = []
+    for k, candidate in enumerate(order):
+        g = group[k]
+        if g >= 0:
+            start, end = candidate[2], candidate[3]
+            kept = kept_in.get(g)
+            if kept is None:
+                kept = kept_in[g] = seeds.get(g, [])  # (sorted, as the sweep met them)
+            # Disjoint blocks sorted by start are sorted by end too: of those starting before `end`, the last
+            # one ends latest, and overlaps this block when it ends after `start`.
+            i = bisect_left(kept, (end,))
+            if i and kept[i - 1][1] > start:
+                continue
+            insort(kept, (start, end))
+        winners.append(candidate)
+        taken.append((candidate[2], candidate[3]))
+    return winners
+
+
+def _winners_few(order: list[Candidate], taken: list[Span]) -> list[Candidate]:
+    """`_winners` by testing each block against every block kept: cheaper for a few blocks."""
+    winners: list[Candidate] = []
+    for candidate in order:
+        start, end = candidate[2], candidate[3]
         for t_start, t_end in taken:
             if start < t_end and t_start < end:
                 break  # overlaps a block already kept
         else:
             taken.append((start, end))
-            kept += groups[(rank, (start, end))]
-    return kept
+            winners.append(candidate)
+    return winners
+
+
+def _contested(order: list[Candidate], taken: list[Span]) -> tuple[list[int], dict[int, list[Span]]]:
+    """Per block of `order`: the id of its group of possibly overlapping blocks, or -1 when it overlaps no
+    other block nor `taken`; and the `taken` blocks in each group. A group is a run of blocks, by start, each
+    starting before the furthest end so far (a superset of the overlaps: a looser grouping only costs time)."""
+    spans = sorted([(start, end, k) for k, (_, _, start, end) in enumerate(order)]
+                   + [(start, end, -1) for start, end in taken])
+    group = [-1] * len(order)
+    seeds: dict[int, list[Span]] = {}
+    run: list[tuple[int, int, int]] = []
+    reach = -1
+    for span in spans:
+        if span[0] >= reach:
+            _close(run, group, seeds)
+            run = []
+        run.append(span)
+        reach = max(reach, span[1])
+    _close(run, group, seeds)
+    return group, seeds
+
+
+def _close(run: list[tuple[int, int, int]], group: list[int], seeds: dict[int, list[Span]]) -> None:
+    """Number a run of `_contested` as a group (by its first block of `order`) when it holds more than one
+    block and one of `order`'s."""
+    members = [k for _, _, k in run if k >= 0]
+    if len(run) < 2 or not members:
+        return
+    for k in members:
+        group[k] = members[0]
+    if len(members) < len(run):
+        seeds[members[0]] = [(start, end) for start, end, k in run if k < 0]
