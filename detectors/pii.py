@@ -12,6 +12,7 @@ entities that passed.
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import os
 import re
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from detectors._pii_candidates import MIN_PHONE_DIGITS, PhoneScan, phone_candidates, phone_windows
+from detectors._pii_candidates import digit_count as _digit_count
 from detectors._textfilter import TextFilter
 from guardrails.detector import Scope, Services
 from guardrails.exchange import Segment, Trust
@@ -93,30 +96,8 @@ _NOT_A_PHONE = re.compile(
 _LOCAL_NUMBER = re.compile(r"^\d{3}[.\-]\d{4}$")
 
 
-MIN_PHONE_DIGITS = 7
-
-
-def _digit_count(text: str) -> int:
-    return sum(c.isdigit() for c in text)
-
-
-# A maximal run of digits joined by short separators; ISO dates inside it do not count towards a phone number.
-_DIGIT_RUN = re.compile(r"\d(?:[\s().\-/]{1,3}\d|\d)*")
-_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
-
-
-def _phone_candidates(text: str) -> Iterator[re.Match[str]]:
-    return (m for m in _DIGIT_RUN.finditer(text) if _digit_count(_ISO_DATE.sub("", m.group())) >= MIN_PHONE_DIGITS)
-
-
 def _may_be_phone(text: str) -> bool:
-    return any(_phone_candidates(text))
-
-
-def _has_national_candidate(text: str) -> bool:
-    """A phone candidate not written in international form (+CC or 00CC)."""
-    return any(text[m.start() - 1 : m.start()] != "+" and not m.group().startswith("00")
-               for m in _phone_candidates(text))
+    return any(phone_candidates(text))
 
 
 def _looks_like_phone(candidate: str) -> bool:
@@ -203,6 +184,7 @@ def build_analyzer(nlp_config: Mapping[str, Any], countries: Sequence[str] | Non
     )
     registry.remove_recognizer("PhoneRecognizer")
     registry.remove_recognizer("CreditCardRecognizer")
+    registry.remove_recognizer("EmailRecognizer")
     for recognizer in _pattern_recognizers(phone_regions):
         registry.add_recognizer(recognizer)
     return AnalyzerEngine(nlp_engine=nlp_engine, registry=registry, supported_languages=["en"])
@@ -232,25 +214,37 @@ def _pattern_recognizers(phone_regions: Sequence[str]) -> list[Any]:
     class RegionPhoneRecognizer(PhoneRecognizer):
         """Presidio's phonenumbers recognizer, cheaper and stricter.
 
-        Each region is a full matcher pass (~0.06 ms per candidate): an international number (+CC) reads the
-        same in every region, so the other regions only run when a national-format candidate is present.
-        phonenumbers accepts 5- and 6-digit local numbers ("0896 69"), which in text are house numbers and
-        postal codes far more often than phones: those are dropped.
+        Each region is a full matcher pass (~0.06 ms per candidate), so phonenumbers only reads the windows
+        around digit runs, within a per-segment budget (detectors/_pii_candidates.py); an international
+        number (+CC) reads the same in every region, so the other regions only run on windows holding a
+        national-format candidate. phonenumbers accepts 5- and 6-digit local numbers ("0896 69"), which in
+        text are house numbers and postal codes far more often than phones: those are dropped.
         """
 
         def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
-            regions = self.supported_regions if _has_national_candidate(text) else self.supported_regions[:1]
             seen: set[tuple[int, int]] = set()
             results = []
-            for region in regions:
-                for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency):
-                    span = (match.start, match.end)
-                    if span not in seen and _digit_count(match.raw_string) >= MIN_PHONE_DIGITS:
-                        seen.add(span)
-                        result = self._get_recognizer_result(match, text, region, nlp_artifacts)
-                        if match.raw_string.startswith("(") and ")" not in match.raw_string:
-                            result.start += 1  # "(1-800-843-5678)": phonenumbers keeps the unmatched "("
-                        results.append(result)
+            for window in phone_windows(text, len(self.supported_regions)).windows:
+                regions = self.supported_regions if window.national else self.supported_regions[:1]
+                for region in regions:
+                    for result in self._window_matches(text, window.start, window.end, region, nlp_artifacts):
+                        if (result.start, result.end) not in seen:
+                            seen.add((result.start, result.end))
+                            results.append(result)
+            return results
+
+        def _window_matches(self, text: str, start: int, end: int, region: str, nlp_artifacts: Any) -> list[Any]:
+            """phonenumbers' matches in text[start:end], at their offsets in `text`."""
+            results = []
+            for match in phonenumbers.PhoneNumberMatcher(text[start:end], region, leniency=self.leniency):
+                if _digit_count(match.raw_string) < MIN_PHONE_DIGITS:
+                    continue
+                result = self._get_recognizer_result(match, text, region, nlp_artifacts)
+                result.start += start
+                result.end += start
+                if match.raw_string.startswith("(") and ")" not in match.raw_string:
+                    result.start += 1  # "(1-800-843-5678)": phonenumbers keeps the unmatched "("
+                results.append(result)
             return results
 
     class FormattedPhoneRecognizer(PatternRecognizer):
@@ -265,7 +259,51 @@ def _pattern_recognizers(phone_regions: Sequence[str]) -> list[Any]:
     )
     card = CreditCardRecognizer(patterns=[Pattern(name, regex, 0.3) for regex, name in _CARD_PATTERNS])
     regional = RegionPhoneRecognizer(supported_regions=tuple(r.upper() for r in phone_regions))
-    return [regional, phone, card]
+    return [regional, phone, card, _email_recognizer()]
+
+
+def _email_recognizer() -> Any:
+    """Presidio's e-mail recognizer, run only around each '@'.
+
+    Its pattern backtracks over every start of a dotted run ("1.2.3.4...") in front of an '@': quadratic,
+    a minute on 30 KB. Around an '@' it reads the address's own characters, at most RFC 5321's 64 before
+    and 255 after, so it matches as on the whole text and costs at most that much per '@'.
+    """
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    class WindowedEmailRecognizer(EmailRecognizer):
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
+                    regex_flags: int | None = None) -> list[Any]:
+            results = []
+            for start, end in _email_windows(text):
+                for result in super().analyze(text[start:end], entities, nlp_artifacts, regex_flags):
+                    result.start += start
+                    result.end += start
+                    results.append(result)
+            return results
+
+    return WindowedEmailRecognizer()
+
+
+_EMAIL_LOCAL = re.compile(r"[!#$%&'*+\-/=?^_`{|}~.\w]{0,64}\Z")
+_EMAIL_DOMAIN = re.compile(r"[\w.\-]{0,255}")
+
+
+def _email_windows(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) around each '@': the characters an address can hold on either side, merged."""
+    pending: tuple[int, int] | None = None
+    for at in (m.start() for m in re.finditer("@", text)):
+        local = _EMAIL_LOCAL.search(text, max(0, at - 64), at)
+        start = local.start() if local else at
+        end = _EMAIL_DOMAIN.match(text, at + 1).end()
+        if pending and start <= pending[1]:
+            pending = (pending[0], max(pending[1], end))
+            continue
+        if pending:
+            yield pending
+        pending = (start, end)
+    if pending:
+        yield pending
 
 
 def _custom_recognizers(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -312,17 +350,16 @@ class PIIDetector(TextFilter):
         self.context: list[str] | None = self.setting("context", list, [], items=str) or None
         severity = self.setting("severity", dict, {})
         self.severity = {**DEFAULT_SEVERITY, **{k: Severity(v) for k, v in severity.items()}}
-        nlp_engine = self.setting("nlp_engine", dict, {}) or NO_OP_ENGINE
+        # Loads models from the server's disk (a model name may be a directory path).
+        nlp_engine = self.setting("nlp_engine", dict, {}, server_only=True) or NO_OP_ENGINE
         # `countries: null` turns Presidio's country filter off (every country's recognizers).
         countries = None if "countries" in s and s["countries"] is None else (
             self.setting("countries", list, ["us"], items=str))
         from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
-        self.analyzer = build_analyzer(
-            nlp_engine,
-            countries,
-            self.setting("phone_regions", list, [], items=str) or PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS,
-        )
+        phone_regions = self.setting("phone_regions", list, [], items=str) or PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS
+        self.phone_region_count = len(phone_regions)
+        self.analyzer = build_analyzer(nlp_engine, countries, phone_regions)
         if nlp_engine.get("nlp_engine_name") == "no_op" and self.context is None:
             # No tokens and no context words: Presidio's enhancer can change nothing, but deep-copies
             # every result to find that out (half the cost of analyzing a short text with an e-mail).
@@ -362,7 +399,25 @@ class PIIDetector(TextFilter):
             allow_list=self.allow_list or None,
             allow_list_match=self.allow_list_match,
         )
-        return [self._hit(segment, r) for r in _drop_nested(results)]
+        hits = [self._hit(segment, r) for r in _drop_nested(results)]
+        if "PHONE_NUMBER" in entities:
+            hits.extend(self._phone_cap_note(segment, text))
+        return hits
+
+    def _phone_cap_note(self, segment: Segment, text: str) -> list[Hit]:
+        """Say so when phonenumbers stopped early: the rest of the segment's numbers were not parsed."""
+        scan: PhoneScan = phone_windows(text, self.phone_region_count)
+        if scan.unchecked_from is None:
+            return []
+        return [Hit(
+            message=f"phone numbers {where(segment)} only checked up to character {scan.unchecked_from} "
+                    f"of {len(text)} (too many digit runs)",
+            start=scan.unchecked_from,
+            end=len(text),
+            severity=Severity.LOW,
+            evidence={"entity": "PHONE_NUMBER", "capped": True, "checked_chars": scan.unchecked_from,
+                      "length": len(text), "segment_kind": segment.kind.value},
+        )]
 
     def _hit(self, segment: Segment, result: Any) -> Hit:
         entity = result.entity_type
@@ -386,10 +441,18 @@ class PIIDetector(TextFilter):
 
 def _drop_nested(results: list[Any]) -> list[Any]:
     """Keep one result per region, the strongest (then longest): a URL inside an e-mail, a "phone number"
-    that is an IP address or a card number, go."""
+    that is an IP address or a card number, go.
+
+    Kept results never overlap, so sorted by start they are sorted by end too, and only the kept result
+    starting last before `r` ends can overlap `r`: one bisection each (a pairwise check was quadratic).
+    """
     ordered = sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start))
-    kept: list[Any] = []
+    starts: list[int] = []
+    kept: list[Any] = []  # in start order, parallel to `starts`
     for r in ordered:
-        if all(r.end <= k.start or r.start >= k.end for k in kept):
-            kept.append(r)
-    return sorted(kept, key=lambda r: r.start)
+        i = bisect.bisect_left(starts, r.end)
+        if i and kept[i - 1].end > r.start:
+            continue
+        starts.insert(i, r.start)
+        kept.insert(i, r)
+    return kept
