@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+from guardrails.client import CLIENT_DETECTOR
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, EventKind
 from guardrails.middleware.payload import read_payload
@@ -60,6 +61,8 @@ class StreamChecker:
             return result if result.verdict == "block" else None
         if not self._stops_mid_stream(result):
             return None
+        if _unchecked(result):
+            return result  # fail closed: no check could be made, and a re-check would only wait out the timeout
         # The stream ends here, so this is its final verdict: re-check as the accounted one (with the caller
         # context), or a stopped stream's block would never reach budgets, block streaks or the audit's agent.
         final = await self.run_check(final=True)
@@ -72,8 +75,10 @@ class StreamChecker:
         return self.last if self.last is not None and self.last.verdict == "block" else None
 
     def _stops_mid_stream(self, result: CheckResponse) -> bool:
-        return result.verdict == "block" and any(
-            f.action == "block" and str(f.category) in self.stop_categories for f in result.findings)
+        # A fail-closed block made by the client (service unreachable, body too large) is no partial-data
+        # finding: more chunks cannot undo it, and going on would forward them unchecked.
+        return result.verdict == "block" and (_unchecked(result) or any(
+            f.action == "block" and str(f.category) in self.stop_categories for f in result.findings))
 
     async def run_check(self, final: bool = False) -> CheckResponse:
         final = final and not self.final_done  # one accounted check per stream
@@ -114,6 +119,11 @@ class StreamChecker:
         if kind == EventKind.PROGRESS:
             return time.monotonic() - self._last_check >= self.interval_s
         return False
+
+
+def _unchecked(result: CheckResponse) -> bool:
+    """The client's own fail_mode verdict: the service gave none."""
+    return any(str(f.category) == "detector_error" and f.detector == CLIENT_DETECTOR for f in result.findings)
 
 
 __all__ = ["StreamChecker"]
