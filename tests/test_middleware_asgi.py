@@ -336,3 +336,12 @@ def test_context_headers_reach_input_and_final_checks_only(service_app: Any) -> 
                                     "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
     assert "response" not in bodies[0] and len(bodies[-1]["response"]) == len(StubModelServer.chat_stream_events()) - 1
     assert all(b["format"] == "openai.chat" and b["request"] == request_for(CASES[1]) for b in bodies)
+
+
+def test_a_given_clients_policy_is_the_middlewares(service_app: Any) -> None:
+    client = CountingClient("http://guardrails", transport=httpx.ASGITransport(app=service_app), policy="minimal")
+    middleware = GuardrailsMiddleware(StubModelServer().app, client=client)
+    asyncio.run(Harness.call(middleware, CASES[0][1], request_for(CASES[0])))
+    assert client.bodies and all(b["policy"] == "minimal" for b in client.bodies)
+    explicit = GuardrailsMiddleware(StubModelServer().app, client=client, policy="default")
+    assert explicit.policy == "default"

@@ -77,7 +77,7 @@ class GuardrailsMiddleware:
         self.app = app
         self.client = client or GuardrailsClient(url, api_key=api_key, timeout=timeout, retries=retries,
                                                  fail_mode=fail_mode)
-        self.policy = policy
+        self.policy = policy if policy is not None else self.client.policy  # a given client's policy holds
         self.check_input = check_input
         self.check_output = check_output
         self.incremental = incremental
