@@ -33,6 +33,8 @@ POLICIES = {
     "reasoning_warn": {"terms": ["Paris"], "action": "warn", "applies_to": {"kinds": ["reasoning"]}},
     "input_block": {"terms": ["weather"], "action": "block", "applies_to": {"kinds": ["user"]}},
     "input_warn": {"terms": ["weather"], "action": "warn", "applies_to": {"kinds": ["user"]}},
+    # a banned term in the streamed answer text
+    "answer_block": {"terms": ["launch code"], "action": "block", "applies_to": {"kinds": ["assistant"]}},
 }
 
 
@@ -345,3 +347,30 @@ def test_a_given_clients_policy_is_the_middlewares(service_app: Any) -> None:
     assert client.bodies and all(b["policy"] == "minimal" for b in client.bodies)
     explicit = GuardrailsMiddleware(StubModelServer().app, client=client, policy="default")
     assert explicit.policy == "default"
+
+
+class TextAnswerServer(StubModelServer):
+    """A plain streamed answer (no reasoning, no tool call) that writes out a banned term midway."""
+
+    @staticmethod
+    def chat_stream_events() -> list[bytes]:
+        pieces = ["Sure. ", "Deploy with ", "the launch code ", "and then ", "restart the service."]
+        chunks = [{"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": p}, "finish_reason": None}]}
+                  for p in pieces]
+        chunks.append({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        return [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+
+
+def test_a_banned_term_in_streamed_answer_text_stops_the_stream_before_it_is_sent(service_app: Any) -> None:
+    client = CountingClient("http://guardrails", transport=httpx.ASGITransport(app=service_app))
+    upstream = TextAnswerServer()
+    middleware = GuardrailsMiddleware(upstream.app, client=client, stream_check_interval_s=0.0,
+                                      policy="answer_block")
+    request = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "How do I deploy?"}]}
+    response = asyncio.run(Harness.call(middleware, "/v1/chat/completions", request))
+    events = sse_events(response.content)
+    assert events[:-1] == upstream.chat_stream_events()[:2]  # the two chunks before the term, nothing after
+    assert not any(b"launch code" in e for e in events[:-1])
+    assert b"content" in events[-1] and b"guardrails_blocked" in events[-1]

@@ -1,6 +1,6 @@
 """What the middleware needs to know about each model API: how to recognise it from the request path, the
 check-body `format` it maps to, its native error body and SSE error event, and which stream events carry
-reasoning or tool calls (they trigger incremental checks)."""
+answer text, reasoning or tool calls (they trigger incremental checks)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import orjson
 class EventKind(IntEnum):
     """What a stream event means for incremental checking, from least to most urgent."""
 
-    OTHER = 0  # text, metadata, usage: checked at the next trigger
-    PROGRESS = 1  # a reasoning or tool-argument fragment: checked at bounded frequency
+    OTHER = 0  # metadata, usage, signatures: checked at the next trigger
+    PROGRESS = 1  # an answer-text, reasoning or tool-argument fragment: checked at bounded frequency
     BOUNDARY = 2  # a reasoning or tool-call block ended: checked if fragments are pending
     TOOL_START = 3  # a tool call's name is known: always checked before it is forwarded
     TERMINAL = 4  # the stream's success marker: the final output-phase check runs before it
@@ -98,12 +98,14 @@ def _chat_kind(event: str | None, data: Any) -> EventKind:
             function = call.get("function") if isinstance(call, dict) else None
             named = isinstance(function, dict) and function.get("name")
             kind = max(kind, EventKind.TOOL_START if named else EventKind.PROGRESS)
-        if delta.get("reasoning") or delta.get("reasoning_content"):
+        if delta.get("reasoning") or delta.get("reasoning_content") or delta.get("content") or delta.get("refusal"):
             kind = max(kind, EventKind.PROGRESS)
     return kind
 
 
 _RESPONSES_KINDS = {
+    "response.output_text.delta": EventKind.PROGRESS,
+    "response.refusal.delta": EventKind.PROGRESS,
     "response.reasoning_text.delta": EventKind.PROGRESS,
     "response.reasoning_summary_text.delta": EventKind.PROGRESS,
     "response.function_call_arguments.delta": EventKind.PROGRESS,
@@ -151,9 +153,9 @@ class _BlockEvents:
         return EventKind.TERMINAL if kind_name == self.terminal else EventKind.OTHER
 
 
-_anthropic_kind = _BlockEvents("type", "content_block_delta", ("thinking_delta", "input_json_delta"),
+_anthropic_kind = _BlockEvents("type", "content_block_delta", ("text_delta", "thinking_delta", "input_json_delta"),
                                "content_block_start", "content_block", "content_block_stop", "message_stop")
-_interactions_kind = _BlockEvents("event_type", "step.delta", ("thought_summary", "arguments_delta"),
+_interactions_kind = _BlockEvents("event_type", "step.delta", ("text", "thought_summary", "arguments_delta"),
                                   "step.start", "step", "step.stop", "interaction.completed")
 
 
@@ -166,7 +168,7 @@ def _gemini_kind(event: str | None, data: Any) -> EventKind:
         for part in content.get("parts") or () if isinstance(content, dict) else ():
             if isinstance(part, dict) and part.get("functionCall"):
                 kind = max(kind, EventKind.TOOL_START)
-            elif isinstance(part, dict) and part.get("thought"):
+            elif isinstance(part, dict) and (part.get("thought") or part.get("text")):
                 kind = max(kind, EventKind.PROGRESS)
         if candidate.get("finishReason"):
             kind = max(kind, EventKind.TERMINAL)
