@@ -374,3 +374,25 @@ def test_a_banned_term_in_streamed_answer_text_stops_the_stream_before_it_is_sen
     assert events[:-1] == upstream.chat_stream_events()[:2]  # the two chunks before the term, nothing after
     assert not any(b"launch code" in e for e in events[:-1])
     assert b"content" in events[-1] and b"guardrails_blocked" in events[-1]
+
+
+class UnreachableCounting(GuardrailsClient):
+    """A client whose service never answers; counts the checks it was asked to send."""
+
+    sent = 0
+
+    async def check_raw(self, body: bytes, **options: Any) -> CheckResponse:
+        self.sent += 1
+        return await super().check_raw(body, **options)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=["json", "stream"])
+def test_after_a_check_gets_no_verdict_the_rest_of_the_call_is_decided_without_waiting(
+        case: tuple[str, str, str, bool]) -> None:
+    upstream = StubModelServer()
+    client = UnreachableCounting("http://127.0.0.1:9", retries=0, timeout=0.5, fail_mode="open")
+    app = GuardrailsMiddleware(upstream.app, client=client, stream_check_interval_s=0.0)
+    guarded = asyncio.run(Harness.call(app, case[1], request_for(case)))
+    direct = asyncio.run(Harness.call(StubModelServer().app, case[1], request_for(case)))
+    assert guarded.status_code == 200 and guarded.content == direct.content  # fail open: passed unaltered
+    assert client.sent == 1  # the input check; every later one was decided by fail_mode at once

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-from guardrails.client import CheckRejected, FailMode, GuardrailsClient, synthetic_verdict
+from guardrails.client import CheckRejected, FailMode, GuardrailsClient, is_synthetic, synthetic_verdict
 from guardrails.config import Settings
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, BlockNotice, detect_api
@@ -169,6 +169,9 @@ class GuardedCall:
         self.max_check_bytes = owner.max_check_bytes  # lowered when the service refuses a smaller body (413)
         self.over_limit = False  # a check body outgrew max_check_bytes: later ones only grow (one warning)
         self._too_large_verdict: CheckResponse | None = None  # the latest verdict decided that way
+        # The service gave no verdict (unreachable, timed out, refused the body): the rest of this call is decided
+        # by fail_mode at once, or every later check (one per stream re-check) would wait out the timeout again.
+        self._unanswered: str | None = None
         self.stopped = asyncio.Event()  # set once we ended the response ourselves (block)
         self._request = body
         self._downstream: Send | None = None
@@ -186,8 +189,11 @@ class GuardedCall:
             reason = f"{phase} check body of {size} bytes is over max_check_bytes ({self.max_check_bytes})"
             return self._too_large(reason, phase)
         client = self.owner.client
+        if self._unanswered is not None:
+            return synthetic_verdict(client.fail_mode, f"not checked: {self._unanswered}", phase=phase,
+                                     format=self.api.format)
         try:
-            return await client.check_raw(b"".join(parts), phase=phase, format=self.api.format)
+            result = await client.check_raw(b"".join(parts), phase=phase, format=self.api.format)
         except CheckRejected as exc:
             if exc.status == 413:  # the service's limit is below ours: decided as over ours, now and for the rest
                 self.max_check_bytes = size - 1
@@ -195,8 +201,11 @@ class GuardedCall:
                 return self._too_large(reason, phase)
             # The service could not read what we sent: treat as unavailable.
             log.error("guardrails check rejected (%s); failing %s", exc, client.fail_mode)
-            return synthetic_verdict(client.fail_mode, f"check rejected: {exc}", phase=phase,
-                                     format=self.api.format)
+            result = synthetic_verdict(client.fail_mode, f"check rejected: {exc}", phase=phase,
+                                       format=self.api.format)
+        if is_synthetic(result):
+            self._unanswered = f"an earlier check of this call got no verdict ({result.findings[0].message})"
+        return result
 
     def _too_large(self, reason: str, phase: str) -> CheckResponse:
         result = self.owner.too_large(self.api, reason, phase, quiet=self.over_limit)
