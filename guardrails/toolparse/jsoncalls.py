@@ -9,7 +9,7 @@ from typing import Any
 
 from guardrails.toolparse.base import Draft, RecoveredCall, new_call
 from guardrails.toolparse.blocks import rskip_space, skip_space
-from guardrails.toolparse.lenient import LenientReader, NotAValue, read_value
+from guardrails.toolparse.lenient import LenientReader, NotAValue, read_value, scan_value
 
 ARGUMENT_KEYS = ("arguments", "parameters")
 _NAME_FALLBACK = re.compile(r"""["']name["']\s*:\s*["']([^"'\n]{1,200})["']""")
@@ -106,13 +106,22 @@ def _draft_object(family: str, text: str, start: int, end: int, decode_string_ar
                   fallback: bool) -> tuple[Draft, int] | None:
     """The call object at `start`: strict JSON first (most calls), then the tolerant reader."""
     clean = _clean_call(family, text, start, end)
-    if clean is not None and not (decode_string_arguments and isinstance(clean[0][2], str)):
+    if type(clean) is tuple and not (decode_string_arguments and isinstance(clean[0][2], str)):
         return clean
     reader = LenientReader(text, end)
+    if type(clean) is int:
+        reader.valid_to = clean  # (the reader does not scan again what the strict decoder failed on)
     try:
         members, after = reader.object_spans(start)
     except (NotAValue, RecursionError):
         return _fallback(family, text, start, end) if fallback else None
+    return _draft_members(family, text, start, reader, members, after, decode_string_arguments)
+
+
+def _draft_members(family: str, text: str, start: int, reader: LenientReader,
+                   members: dict[str, tuple[Any, int, int]], after: int,
+                   decode_string_arguments: bool) -> tuple[Draft, int] | None:
+    """The call of an object read by `reader` (None when its name is not a string)."""
     name = members.get("name")
     if name is None or not isinstance(name[0], str) or not name[0].strip():
         return None
@@ -136,16 +145,60 @@ def _draft_object(family: str, text: str, start: int, end: int, decode_string_ar
             tuple(sorted(repairs))), after
 
 
-def _clean_call(family: str, text: str, start: int, end: int) -> tuple[Draft, int] | None:
-    """The fast path: strict JSON with the name and arguments as top-level keys (most calls)."""
+def bare_call(family: str, text: str, start: int) -> tuple[RecoveredCall | None, int, list[int]]:
+    """The call object at `start`, for a reader that looks for call objects anywhere in text, nested ones too.
+
+    Returns the call (None when the object is no call with arguments, or cannot be read), the index after it
+    (`start` without a call), and where nested objects start that are no call either: read alone, an object
+    read here reads the same, and one left open by a failed read fails the same way. Reading each nested object
+    again is what made deep unclosed text quadratic."""
+    clean = _clean_call(family, text, start, len(text))
+    if type(clean) is tuple and "no_arguments" not in clean[0][9]:
+        return new_call(clean[0]), clean[1], []
+    reader = LenientReader(text)
+    if type(clean) is int:
+        reader.valid_to = clean
+    reader.objects = []
+    try:
+        members, after = reader.object_spans(start)
+    except (NotAValue, RecursionError):
+        return None, start, _no_calls(reader) + _chain(reader.failed_in)
+    read = _draft_members(family, text, start, reader, members, after, False)
+    if read is not None and "no_arguments" not in read[0][9]:
+        return new_call(read[0]), read[1], []
+    return None, start, _no_calls(reader)
+
+
+def _no_calls(reader: LenientReader) -> list[int]:
+    """Where the objects `reader` read start that cannot be calls (no string name, or no arguments)."""
+    out = []
+    for i, obj in reader.objects or ():
+        name = obj.get("name") if isinstance(obj, dict) else None
+        if not (name and isinstance(name, str) and any(key in obj for key in ARGUMENT_KEYS)):
+            out.append(i)
+    return out
+
+
+def _chain(links: tuple[int, Any] | None) -> list[int]:
+    """The starts in `LenientReader.failed_in` links."""
+    out = []
+    while links is not None:
+        out.append(links[0])
+        links = links[1]
+    return out
+
+
+def _clean_call(family: str, text: str, start: int, end: int) -> tuple[Draft, int] | int:
+    """The fast path: strict JSON with the name and arguments as top-level keys (most calls). When there is
+    none: where the strict decoder failed on the object (-1 where it did not), for the reader that follows."""
     head = _CANONICAL_HEAD.match(text, start, end)
     if head is None:
         return _strict_call(family, text, start, end)
     args_start = head.end()
-    try:
-        arguments, args_end = _SCAN(text, args_start)
-    except (StopIteration, ValueError, RecursionError):  # RecursionError: nested deeper than the C decoder goes
-        return None
+    read = _scan(text, args_start, end)
+    if type(read) is int:
+        return read
+    arguments, args_end = read
     if args_end < end and text[args_end] == "}":  # (the common case, without a regex call)
         after = args_end + 1
     else:
@@ -157,25 +210,42 @@ def _clean_call(family: str, text: str, start: int, end: int) -> tuple[Draft, in
     return (family, head.group(1), arguments, True, span, head.span(1), (args_start, args_end), span, None, ()), after
 
 
-def _strict_call(family: str, text: str, start: int, end: int) -> tuple[Draft, int] | None:
-    """Strict JSON call objects of any other shape (keys in another order, more keys)."""
+def _scan(text: str, i: int, end: int) -> tuple[Any, int] | int:
+    """The strict JSON value at `i` and the index after it, or where the strict decoder fails on it: `end` for
+    a value that ends after it or nests deeper than the decoder recurses (reading that fails too); -1 where
+    the reader's own decoder may read on (a raw control character in a string, which it allows) or for another
+    ValueError (a number too long to convert)."""
     try:
-        obj, after = _SCAN(text, start)
-    except (StopIteration, ValueError, RecursionError):
-        return None
-    if after > end or not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
-        return None
+        read = scan_value(text, i, _SCAN)
+    except RecursionError:
+        return end
+    except ValueError:
+        return -1
+    if type(read) is int:
+        return -1 if read < len(text) and text[read] < " " else read
+    return end if read[1] > end else read
+
+
+def _strict_call(family: str, text: str, start: int, end: int) -> tuple[Draft, int] | int:
+    """Strict JSON call objects of any other shape (keys in another order, more keys); when there is none, as
+    `_clean_call`."""
+    read = _scan(text, start, end)
+    if type(read) is int:
+        return read
+    obj, after = read
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
+        return -1
     name = _NAME_KEY.search(text, start, after)
     key = next((k for k in ARGUMENT_KEYS if k in obj), None)
     args = _ARGS_KEY.search(text, start, after) if key else None
     if name is None or text[name.end():name.end() + len(obj["name"])] != obj["name"]:
-        return None
+        return -1
     if key is not None:
         if args is None or args.group(1) != key:
-            return None
+            return -1
         value, args_end = _DECODER.raw_decode(text, args.end())
         if value != obj[key]:
-            return None
+            return -1
         args_span = (args.end(), args_end)
     else:
         args_span = (after - 1, after - 1)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from json import JSONDecodeError
 from typing import Any
 
+Scanner = Callable[[str, int], tuple[Any, int]]
 _DECODER = json.JSONDecoder(strict=False)
 # The C scanner behind `raw_decode`, called directly (one Python frame less on every strict read): it raises
 # StopIteration where nothing starts a value and JSONDecodeError on malformed JSON.
@@ -32,9 +35,15 @@ _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|.)", re.S)
 # A container strict JSON cannot read from its first item on (a single-quoted or unquoted key, a
 # single-quoted item): the C decoder is not tried, as its error would only be raised and caught.
 _NOT_JSON = re.compile(r"""\{\s*[^"\s}]|\[\s*'""")
+# From this index on, values are scanned in a window (see `scan_value`), grown fourfold while a result could be
+# the window's cut: a failure this close to it (a cut literal, number or escape) or an unterminated string.
+_WINDOW = 4096
+_CUT_REACH = 16
 LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None, "True": True, "False": False,
                             "None": None}
 _PYTHON_LITERALS = {"True", "False", "None"}
+# Read by strict JSON (Python's decoder) but not by this reader: see `value`.
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf")}
 
 
 class NotAValue(ValueError):
@@ -64,7 +73,8 @@ def decode_escapes(body: str) -> str:
 class LenientReader:
     """Reads one value from `text[start:end]`. `repairs` collects what had to be mended."""
 
-    __slots__ = ("bare_keys", "delimiter", "end", "repairs", "text")
+    __slots__ = ("bare_keys", "delimiter", "end", "failed_in", "non_finite", "objects", "repairs", "skipping",
+                 "text", "valid_to")
 
     def __init__(self, text: str, end: int | None = None, *, delimiter: str | None = None,
                  bare_keys: bool = False) -> None:
@@ -73,6 +83,17 @@ class LenientReader:
         self.delimiter = delimiter  # a custom string delimiter token
         self.bare_keys = bare_keys  # unquoted keys are the format, not a repair
         self.repairs: set[str] = set()
+        # Where the strict decoder last failed on a container: a container nested in that one and starting before
+        # this point either closes before it or fails at it too, so it is not tried again (each try would rescan
+        # to the same failure: quadratic on deep unclosed text).
+        self.valid_to = -1
+        self.skipping = False  # reading a container the strict decoder was not tried on (see `value`)
+        self.non_finite = 0  # NaN/Infinity read while skipping
+        # The objects left open by a failed read, innermost first, as (start, outer) links: a reader of bare call
+        # objects need not read them alone, as they fail the same way.
+        self.failed_in: tuple[int, Any] | None = None
+        # When a list: each object read as a value, (start, object), for that reader too (`jsoncalls.bare_call`).
+        self.objects: list[tuple[int, Any]] | None = None
 
     # --- entry points ---------------------------------------------------------------------------
     def value(self, i: int) -> tuple[Any, int]:
@@ -82,8 +103,30 @@ class LenientReader:
             i = _WS.match(text, i, end).end()  # type: ignore[union-attr]  # `\s*` always matches
         if i >= end:
             raise NotAValue("no value")
-        if self.delimiter is None and text[i] in _JSON_STARTS:  # (tested here too: spares a call on `'x'`)
-            read = strict_value(text, i, end)
+        char = text[i]
+        if self.delimiter is None and char in _JSON_STARTS:  # (tested here too: spares a call on `'x'`)
+            if char != "{" and char != "[":
+                read = strict_value(text, i, end)
+            elif i < self.valid_to:
+                # Nested in a container the strict decoder failed on after `i`: read here alone. Without
+                # NaN/Infinity this is the strict value when there is one (up to the failure the text is JSON, which
+                # both read alike); with them (only strict JSON reads them) `_settle` decides as the decoder would.
+                # (Inline, not a method: one frame less per level keeps the depth this reader reaches.)
+                outer, mark = self.skipping, self.non_finite
+                state = (self.valid_to, self.failed_in)
+                self.skipping = True
+                try:
+                    read = self.repaired_value(i)
+                except RecursionError:
+                    # Deeper than this reader recurses: the outermost container read this way is tried on
+                    # the strict decoder after all, as it was before (it recurses three times less).
+                    if outer or (read := self._deep(i, mark, state)) is None:  # type: ignore[assignment]
+                        raise
+                    return read
+                self.skipping = outer
+                return read if self.non_finite == mark else self._settle(i, mark)
+            else:
+                read = self._strict_container(i)
             if read is not None:
                 return read
         return self.repaired_value(i)
@@ -102,6 +145,35 @@ class LenientReader:
         match = _WS.match(self.text, i, self.end)
         return match.end() if match else i
 
+    def _strict_container(self, i: int) -> tuple[Any, int] | None:
+        """The container at `i` read by the strict decoder; None, noting where it failed, when it cannot."""
+        read = strict_read(self.text, i, self.end)
+        if type(read) is int:
+            self.valid_to = read
+            return None
+        if self.objects is not None:
+            self.objects.append((i, read[0]))  # type: ignore[index]
+        return read  # type: ignore[return-value]
+
+    def _deep(self, i: int, mark: int, state: tuple[int, tuple[int, Any] | None]) -> tuple[Any, int] | None:
+        """The strict value of the container at `i` that this reader failed to read for its depth (None when
+        there is none), the reader's state restored as before reading it."""
+        read = strict_value(self.text, i, self.end)
+        if read is not None:
+            self.skipping, self.non_finite = False, mark
+            self.valid_to, self.failed_in = state
+        return read
+
+    def _settle(self, i: int, mark: int) -> tuple[Any, int]:
+        """A container read without the strict decoder, holding NaN/Infinity: its strict value when it is strict
+        JSON, else NotAValue, as when the decoder was tried on it first. (Nested containers settle their own and
+        restore the count: `mark` counts this one's.)"""
+        self.non_finite = mark
+        read = strict_value(self.text, i, self.end)
+        if read is None:
+            raise NotAValue("NaN or Infinity outside strict JSON")
+        return read
+
     # --- the slow path --------------------------------------------------------------------------
     def repaired_value(self, i: int) -> tuple[Any, int]:
         """The value at `i` (not whitespace, before `end`) read by the tolerant reader, without trying the
@@ -111,7 +183,15 @@ class LenientReader:
             return self._delimited(i)
         if char == "{":
             obj: dict[str, Any] = {}
-            return obj, self._members(i + 1, "}", obj, spans=False)
+            try:
+                after = self._members(i + 1, "}", obj, spans=False)
+            except (NotAValue, RecursionError):
+                # (no call here: at the recursion limit it would raise again)
+                self.failed_in = (i, self.failed_in)
+                raise
+            if self.objects is not None:
+                self.objects.append((i, obj))
+            return obj, after
         if char in "[(":
             return self._array(i + 1, "]" if char == "[" else ")")
         if char in "\"'":
@@ -125,6 +205,9 @@ class LenientReader:
             if word.group() in _PYTHON_LITERALS:
                 self.repairs.add("python_literals")
             return LITERALS[word.group()], word.end()
+        if word and self.skipping and word.group() in _NON_FINITE:
+            self.non_finite += 1  # kept only if strict JSON reads the container (see `_settle`)
+            return _NON_FINITE[word.group()], word.end()
         raise NotAValue(f"unexpected {char!r}")
 
     def _members(self, i: int, close: str, out: dict[str, Any], *, spans: bool) -> int:
@@ -264,6 +347,32 @@ class LenientReader:
 _NO_REPAIRS: frozenset[str] = frozenset()
 
 
+def scan_value(text: str, i: int, scan: Scanner) -> tuple[Any, int] | int:
+    """The value `scan` (a C decoder's `scan_once`) reads at `i` and the index after it, or the index where it
+    fails (RecursionError and a ValueError other than JSONDecodeError are raised).
+
+    A JSONDecodeError counts the lines before its position (`doc.count`), so each failure far into a long text
+    would cost the text's length; there the value is scanned in a window of the text instead."""
+    size = _WINDOW
+    while True:
+        if i < _WINDOW:
+            part, start, offset, cut = text, i, 0, False
+        else:
+            part, start, offset, cut = text[i:i + size], 0, i, i + size < len(text)
+        try:
+            value, after = scan(part, start)
+        except JSONDecodeError as error:
+            if not cut or (error.pos < size - _CUT_REACH and not error.msg.startswith("Unterminated string")):
+                return offset + error.pos
+        except StopIteration as stop:  # (no value at `i`, or a nested one missing: the scanner raises it as is)
+            if not cut or stop.value < size - _CUT_REACH:
+                return offset + int(stop.value)
+        else:
+            if not cut or after < size:  # (a number ending at the cut may go on)
+                return value, offset + after
+        size *= 4
+
+
 def strict_value(text: str, i: int, end: int) -> tuple[Any, int] | None:
     """The strict JSON value at `i` (read by the C decoder) when it ends by `end`; None otherwise."""
     char = text[i]
@@ -273,10 +382,27 @@ def strict_value(text: str, i: int, end: int) -> tuple[Any, int] | None:
     if (char == "{" or char == "[") and text[i + 1:i + 2] != '"' and _NOT_JSON.match(text, i):
         return None
     try:
-        value, after = _SCAN(text, i)
-    except (StopIteration, ValueError):
+        read = scan_value(text, i, _SCAN)
+    except ValueError:
         return None
-    return (value, after) if after <= end else None
+    return read if type(read) is tuple and read[1] <= end else None
+
+
+def strict_read(text: str, i: int, end: int) -> tuple[Any, int] | int:
+    """As `strict_value`, but where the strict decoder fails instead of None: the text before that index is
+    JSON as far as it goes. A value that does not end by `end` fails at `end`; so does one nested deeper than
+    the decoder recurses (the failure is unknown there; a reader of it recurses deeper still and fails too)."""
+    if (text[i + 1:i + 2] != '"' and text[i] in "{[") and _NOT_JSON.match(text, i):
+        return i
+    try:
+        read = scan_value(text, i, _SCAN)
+    except RecursionError:
+        return end
+    except ValueError:
+        return i
+    if type(read) is int:
+        return read
+    return read if read[1] <= end else end  # type: ignore[index]
 
 
 def read_value(text: str, start: int, end: int | None = None) -> tuple[Any, int, frozenset[str]] | None:

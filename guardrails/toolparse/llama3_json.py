@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, by_span, register
-from guardrails.toolparse.jsoncalls import call_object, call_objects, with_block
+from guardrails.toolparse.jsoncalls import bare_call, call_objects, with_block
 
 _TAG = "<|python_tag|>"
 _BARE = re.compile(r"""\{\s*["']name["']\s*:""")
@@ -28,16 +28,18 @@ class Llama3JsonParser(ToolParser):
             calls += with_block(found, (i, after))
             covered = max(covered, after)
             i = bound
+        no_calls: set[int] = set()  # nested objects a read found to be no call (see `bare_call`)
         for match in _BARE.finditer(text):
             start = match.start()
             # Every block read so far ends by `covered` (the tagged ones before this loop, the bare ones in
             # it, left to right): no need to test each block in turn.
-            if start < covered:
+            if start < covered or start in no_calls:
                 continue
-            read = call_object(self.family, text, start, fallback=False)
-            if read and "no_arguments" not in read[0].repairs:
-                calls.append(read[0])
-                covered = read[1]
+            call, after, nested = bare_call(self.family, text, start)
+            if call is not None:
+                calls.append(call)
+                covered = after
+            no_calls.update(nested)
         if len(calls) > 1:
             calls.sort(key=by_span)
         return calls
