@@ -145,3 +145,22 @@ def test_an_audit_cursor_past_64_bits_is_a_422(client: TestClient, cursor: str) 
 @pytest.mark.parametrize("seq", ["99999999999999999999999", "²"])
 def test_an_anchor_sequence_that_is_no_64_bit_integer_is_a_422(client: TestClient, seq: str) -> None:
     assert_error(client.get("/v1/audit/verify", params={"anchor": f"{seq}:{'a' * 64}"}), 422)
+
+
+def test_an_integer_too_long_to_convert_in_leaked_markup_is_not_a_500() -> None:
+    from fastapi.testclient import TestClient
+
+    from guardrails.config import Settings
+    from guardrails.serve import build_app
+
+    content = '{"name": "f", "arguments": {"a": ' + "1" * 5000 + "}} and <tool_call>{\"name\": \"g\", " \
+              '"arguments": {"b": ' + "2" * 5000 + "}}</tool_call>"
+    body = {"request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            "response": {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}}
+    import tempfile
+    from pathlib import Path
+
+    app = build_app(Settings(policy_dir=Path(__file__).resolve().parent.parent / "policies",
+                             data_dir=Path(tempfile.mkdtemp())))
+    answer = TestClient(app, raise_server_exceptions=False).post("/v1/checks", json=body)
+    assert answer.status_code == 200, answer.text

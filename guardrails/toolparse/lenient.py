@@ -46,6 +46,9 @@ _PYTHON_LITERALS = {"True", "False", "None"}
 _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf")}
 
 
+MAX_INT_DIGITS = 4300  # Python's default int_max_str_digits: int() refuses longer literals
+
+
 class NotAValue(ValueError):
     """The text at this position does not start a JSON-like value."""
 
@@ -199,7 +202,11 @@ class LenientReader:
         number = _NUMBER.match(text, i, self.end)
         if number:
             literal = number.group()
-            return (float(literal) if any(c in literal for c in ".eE") else int(literal)), number.end()
+            if any(c in literal for c in ".eE"):
+                return float(literal), number.end()
+            if len(literal) > MAX_INT_DIGITS:  # int() refuses it (ValueError), as the strict decoder does
+                raise NotAValue("an integer too long to convert")
+            return int(literal), number.end()
         word = _WORD.match(text, i, self.end)
         if word and word.group() in LITERALS:
             if word.group() in _PYTHON_LITERALS:
