@@ -63,3 +63,19 @@ def assert_locations_resolve(body: dict[str, Any], exchange: Exchange) -> None:
             assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text[covered:covered + piece.length]
             covered += piece.length
         assert covered == len(seg.text)
+
+
+@pytest.fixture
+def poisoning_scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The strings `tool_poisoning` runs its rules on (memo misses), in order; clear it between steps."""
+    from detectors.tool_poisoning import ToolPoisoningDetector
+
+    scanned: list[str] = []
+    original = ToolPoisoningDetector.analyze_text
+
+    def counting(self: ToolPoisoningDetector, text: str) -> list[Any]:
+        scanned.append(text)
+        return original(self, text)
+
+    monkeypatch.setattr(ToolPoisoningDetector, "analyze_text", counting)
+    return scanned

@@ -262,15 +262,8 @@ def test_a_call_is_validated_against_the_last_declaration(client: TestClient, ap
 
 
 # --- memo and settings --------------------------------------------------------------------------------------
-def test_identical_poisoned_duplicates_are_scanned_once_and_found_at_both(monkeypatch: pytest.MonkeyPatch) -> None:
-    scanned: list[str] = []
-    original = ToolPoisoningDetector.analyze_text
-
-    def counting(self: ToolPoisoningDetector, text: str) -> list[Any]:
-        scanned.append(text)
-        return original(self, text)
-
-    monkeypatch.setattr(ToolPoisoningDetector, "analyze_text", counting)
+def test_identical_poisoned_duplicates_are_scanned_once_and_found_at_both(poisoning_scans: list[str]) -> None:
+    scanned = poisoning_scans
     client = TestClient(build_app(Settings(policy_dir=REPO / "policies", audit_url="none")))
     body = anthropic_body([("get_weather", POISONED, CITY), ("get_weather", POISONED, CITY)])
     first = by_detector(check(client, body), "tool_poisoning")

@@ -339,15 +339,8 @@ def test_poisoned_descriptions_from_public_write_ups_are_flagged(client: TestCli
 
 
 # --- memo ------------------------------------------------------------------------------------------------------
-def test_the_same_tools_on_the_next_step_are_not_scanned_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    scanned: list[str] = []
-    original = ToolPoisoningDetector.analyze_text
-
-    def counting(self: ToolPoisoningDetector, text: str) -> list[Any]:
-        scanned.append(text)
-        return original(self, text)
-
-    monkeypatch.setattr(ToolPoisoningDetector, "analyze_text", counting)
+def test_the_same_tools_on_the_next_step_are_not_scanned_again(poisoning_scans: list[str]) -> None:
+    scanned = poisoning_scans
     client = TestClient(build_app(Settings(policy_dir=REPO / "policies", audit_url="none")))
     body = anthropic_body([("add", POISONED, schema(POISONED_PARAMETER)),
                            ("get_time", "Current time.", schema("Zone"))])
