@@ -55,7 +55,8 @@ class ToolLoopDetector(Detector):
             return []
         signatures = [self._signature(s) for s in calls]
         findings = []
-        first_target = calls.index(targets[0])
+        # By identity: list.index would compare segments field by field (dataclass __eq__) up to the target.
+        first_target = next(i for i in range(len(calls) - 1, -1, -1) if calls[i] is targets[0])
         for position in range(first_target, len(calls)):
             finding = self._judge(calls, signatures, position)
             if finding is not None:
