@@ -15,12 +15,14 @@ import guardrails
 from api.admin import admin_router
 from api.body import authorize, read_json
 from api.errors import ERROR_RESPONSES, error_response, install_error_handlers, response_for
+from api.metrics import include_metrics
 from api.nemo import nemo_router
 from guardrails.config import Settings
 from guardrails.contract import CheckRequest, CheckResponse
 from guardrails.service import CheckService
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+PACKAGED_SAMPLES = Path(__file__).resolve().parent / "samples"  # a wheel's copy of samples/ (setup.py places it)
+SAMPLES_DIR = PACKAGED_SAMPLES if PACKAGED_SAMPLES.is_dir() else Path(__file__).resolve().parent.parent / "samples"
 CHECKS_PATH = "/v1/checks"
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
@@ -65,6 +67,7 @@ def create_app(service: CheckService, settings: Settings | None = None) -> FastA
     app.state.settings = settings
     install_error_handlers(app)
     app.check_endpoint = _check_endpoint(service, settings)
+    include_metrics(app, service, settings)  # GET /metrics; before the check route: it counts refused checks
     app.include_router(_check_router(app.check_endpoint))
 
     app.include_router(nemo_router(service, settings))
@@ -95,6 +98,10 @@ def _document_check_request(app: FastAPI) -> None:
                         content["schema"] = ERROR_REF
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        # After generation: FastAPI writes the document with `exclude_none`, which would drop the samples' nulls
+        # (`"content": null` of an assistant message that calls tools).
+        body = schema["paths"][CHECKS_PATH]["post"]["requestBody"]["content"]["application/json"]
+        body["examples"] = _examples()
         app.openapi_schema = schema
         return schema
 
@@ -120,7 +127,7 @@ def _check_router(endpoint: Callable[[Request], Awaitable[Response]]) -> APIRout
         responses=ERROR_RESPONSES,
         summary="Check one agent step",
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/CheckRequest"}, "examples": _examples()}}}},
+            "schema": {"$ref": "#/components/schemas/CheckRequest"}}}}},  # examples: _document_check_request
     )
     async def checks(request: Request) -> Response:
         return await endpoint(request)
@@ -148,12 +155,13 @@ def _health_router(service: CheckService) -> APIRouter:
 
 
 def _examples() -> dict[str, Any]:
-    """One OpenAPI example per format, from samples/ when the repository layout is present."""
+    """One OpenAPI example per format, from samples/ (the repository's, or the copy an installed wheel carries)."""
     examples: dict[str, Any] = {"minimal": {"summary": "OpenAI chat", "value": CheckRequest.model_json_schema()
                                             .get("example")}}
     for path in sorted(SAMPLES_DIR.glob("*.json")):
         try:
-            examples[path.stem] = {"summary": path.stem.replace("_", " "), "value": json.loads(path.read_text())}
+            value = json.loads(path.read_text(encoding="utf-8"))
+            examples[path.stem] = {"summary": path.stem.replace("_", " "), "value": value}
         except (OSError, ValueError):
             continue
     return examples

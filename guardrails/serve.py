@@ -16,6 +16,7 @@ from guardrails.audit.observer import AuditObserver
 from guardrails.audit.otlp import OtlpSender
 from guardrails.config import Settings
 from guardrails.detector import DetectorRegistry, Services
+from guardrails.metrics import CheckMetrics
 from guardrails.model_stats import SharedModelStats
 from guardrails.policy import PolicyStore
 from guardrails.service import CheckService
@@ -42,6 +43,7 @@ def build_service(settings: Settings) -> CheckService:
         sender = OtlpSender(settings.otlp_endpoint) if settings.otlp_endpoint else None
         store = open_audit_store(settings.resolved_audit_url())
         service.observers.append(AuditObserver(store, settings.audit_content, sender))
+    service.observers.append(CheckMetrics())  # last: counts only acknowledged checks, and times the audit write
     return service
 
 
