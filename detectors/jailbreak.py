@@ -11,7 +11,8 @@ rule carries a weight; a message is flagged when the weights of the distinct rul
 `threshold` (default 1.0), so one weak cue ("pretend to be", "hypothetical world") never flags alone. A learned
 cue (detectors/jailbreak_model.py) adds or subtracts weight on long messages. Every tripped rule is reported
 with its own offsets. A trie-shaped keyword regex decides in one pass which rules can match at all, so a benign
-message costs tens of microseconds.
+message costs tens of microseconds. Everything reads the message folded by detectors/_fold.py (NFKC, zero-width
+characters dropped, Cyrillic/Greek look-alikes read as Latin); offsets are mapped back onto the original.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors import jailbreak_model
+from detectors._fold import folded_view, warm_up
 from detectors.prompt_injection import OVERRIDE_PATTERN
 from guardrails.detector import Scope, SegmentDetector, Services
 from guardrails.exchange import Segment, SegmentKind
@@ -589,9 +591,13 @@ class JailbreakDetector(SegmentDetector):
         model_file = self.setting("model_file", str, server_only=True)
         self.model = None if LEARNED in disabled else jailbreak_model.load(
             self.policy_file(model_file) if model_file else jailbreak_model.MODEL_FILE)
+        warm_up()  # folding's character classes built here, not on the first check
 
     def analyze(self, segment: Segment) -> list[Hit]:
-        text = segment.text
+        # Everything reads the folded text (a zero-width space, fullwidth or Cyrillic letters do not hide a
+        # phrase from the rules or the learned cue); spans are placed back on the original.
+        view = folded_view(segment)
+        text = view.text
         matches = self._rule_matches(text)
         if "persona_preamble" not in self.disabled:
             matches += _persona_preamble(text, matches)
@@ -625,7 +631,7 @@ class JailbreakDetector(SegmentDetector):
                           "learned_probability": None if probability is None else round(probability, 3)})
             for _, hit in best.values()
         ]
-        return sorted(hits, key=lambda h: h.start or 0)
+        return sorted(map(view.place, hits), key=lambda h: h.start or 0)
 
     def _rule_matches(self, text: str, offset_base: int | None = None) -> list[tuple[float, Hit]]:
         """All rule matches; with `offset_base`, matches in decoded text are placed on the encoded span."""

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from detectors._fold import folded_view, warm_up
 from guardrails.detector import Scope, SegmentDetector, Services
 from guardrails.exchange import Segment, Trust
 from guardrails.findings import Category, Hit, Severity
@@ -186,12 +187,19 @@ class PromptInjectionDetector(SegmentDetector):
         self.check_exfil = "exfiltration_address" not in disabled
         self.check_hidden = "hidden_text" not in disabled
         self.max_hits = self.setting("max_hits", int, 20)
+        warm_up()  # folding's character classes built here, not on the first check
 
     def analyze(self, segment: Segment) -> list[Hit]:
-        text = segment.text
+        # The rules read the folded text (a zero-width space, fullwidth or Cyrillic letters do not hide a
+        # phrase); the hidden-text check reads the original, where the invisible characters still are.
+        hits = hidden_text_hits(segment.text) if self.check_hidden and not segment.text.isascii() else []
+        view = folded_view(segment)
+        hits.extend(map(view.place, self._rule_hits(view.text)))
+        hits.sort(key=lambda h: (h.start or 0, h.end or 0))
+        return _dedupe(hits)[: self.max_hits]
+
+    def _rule_hits(self, text: str) -> list[Hit]:
         hits: list[Hit] = []
-        if self.check_hidden and not text.isascii():
-            hits.extend(hidden_text_hits(text))
         lowered = text.lower()
         for r in self.rules:
             if any(k in lowered for k in r.keywords):
@@ -203,8 +211,7 @@ class PromptInjectionDetector(SegmentDetector):
                                  Severity.HIGH, m.start("verb"), m.end(), text[m.start("verb"):m.end()]))
         if self.check_requests:
             hits.extend(agent_request_hits(text))
-        hits.sort(key=lambda h: (h.start or 0, h.end or 0))
-        return _dedupe(hits)[: self.max_hits]
+        return hits
 
 
 def agent_request_hits(text: str) -> list[Hit]:

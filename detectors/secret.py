@@ -2,7 +2,9 @@
 
 One regex per rule, looped (a single alternation loses each rule's literal-prefix optimisation; see
 shared/reference/offline-dependencies.md §2). Each rule's `value` group is the secret itself, so spans
-cover exactly what a gateway would redact. Evidence shows a redacted preview, never the secret.
+cover exactly what a gateway would redact. Evidence shows a redacted preview, never the secret. The rules read the
+text folded by detectors/_fold.py (a key split by zero-width characters or typed in fullwidth letters is still a
+leak); spans cover the original characters.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from detectors._fold import folded_view, warm_up
 from detectors._textfilter import TextFilter
 from guardrails.detector import Scope, Services
 from guardrails.exchange import Segment
 from guardrails.findings import Category, Hit, Severity
-from guardrails.textview import redact, scan_view, where
+from guardrails.textview import redact, where
 
 # A token ends where a token character no longer follows (`\b` fails after a trailing '-' or '_').
 _END = r"(?![A-Za-z0-9_\-])"
@@ -142,9 +145,14 @@ class SecretDetector(TextFilter):
         # Values, not names: YAML reads an unquoted all-digit value as a number.
         self.allow_list = frozenset(str(v) for v in self.setting("allow_list", list, []))
         self.severity = {k: Severity(v) for k, v in severity.items()}
+        warm_up()  # folding's character classes built here, not on the first check
 
     def analyze(self, segment: Segment) -> list[Hit]:
-        text = scan_view(segment)
+        # A key split by zero-width characters, or typed in fullwidth or look-alike letters, still leaks: whoever
+        # reads it gets the key back by deleting or normalizing them. So the rules read the folded text, and a
+        # span covers the original characters, the invisible ones inside included (what a gateway must redact).
+        view = folded_view(segment, blank_escapes=True)  # `scan_view(segment)`, folded
+        text = view.text
         lower = text.lower()
         found: list[tuple[int, int, Rule]] = []
         for rule in self.rules:
@@ -152,9 +160,10 @@ class SecretDetector(TextFilter):
                 continue  # a substring test is far cheaper than a regex scan of the whole text
             for match in rule.pattern.finditer(text):
                 start, end = match.span("value")
-                if self._accept(rule, segment.text[start:end]):
+                if self._accept(rule, text[start:end]):
                     found.append((start, end, rule))
-        return [self._hit(segment, start, end, rule) for start, end, rule in _resolve_overlaps(found)]
+        return [self._hit(segment, text[start:end], *view.original_span(start, end), rule)
+                for start, end, rule in _resolve_overlaps(found)]
 
     def _accept(self, rule: Rule, value: str) -> bool:
         if value in self.allow_list:
@@ -164,12 +173,12 @@ class SecretDetector(TextFilter):
         threshold = self.generic_entropy if rule.generic else rule.min_entropy
         return threshold is None or shannon_entropy(value) >= threshold
 
-    def _hit(self, segment: Segment, start: int, end: int, rule: Rule) -> Hit:
-        value = segment.text[start:end]
+    def _hit(self, segment: Segment, value: str, start: int, end: int, rule: Rule) -> Hit:
+        """`value`: the secret as the rules read it (folded); `start`/`end`: its span in the original text."""
         preview = (
             value[: value.index("-----", 5) + 5] + "…" if rule.id == "private_key" else redact(value, rule.prefix)
         )
-        evidence: dict[str, Any] = {"rule": rule.id, "preview": preview, "length": len(value)}
+        evidence: dict[str, Any] = {"rule": rule.id, "preview": preview, "length": end - start}
         return Hit(
             message=f"{rule.description} {where(segment)}",
             start=start,

@@ -13,7 +13,9 @@ blocks, Responses reasoning items):
 * **decided against, then did it**: the reasoning says it should not take an action ("I should not delete
   the files") and a later tool call of the same turn takes it (`delete_files`).
 
-Rule hits depend only on a segment's text, so they are cached per text (an agent resends its history).
+Rule hits depend only on a segment's text, so they are cached per text (an agent resends its history). Rules
+and word overlaps read text folded by detectors/_fold.py (NFKC, zero-width characters dropped, Cyrillic/Greek
+look-alikes read as Latin); spans are those of the original.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from detectors._fold import fold, fold_with_offsets
 from detectors.prompt_injection import PromptInjectionDetector
 from guardrails.detector import Detector, ScanContext, Scope, Services
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
@@ -204,15 +207,19 @@ class UnsafeReasoningDetector(Detector):
         if cached is not None:
             return cached
         rs = self.ruleset
-        sentences = list(_sentences(text))
+        # The rules read the folded trace (a zero-width space, fullwidth or Cyrillic letters do not hide a plan);
+        # sentence spans are placed back on the original.
+        view = fold_with_offsets(text, casefold=False)
+        folded = view.text
+        sentences = list(_sentences(folded))
         starts = [start for start, _, _ in sentences]
         found: dict[int, tuple[ReasoningRule, int, int]] = {}
         # One pass per rule over the whole trace; cue checks only on the sentences a rule matched.
-        lowered = text.lower()
+        lowered = folded.lower()
         for rule in rs.rules:
             if rule.keywords and not any(k in lowered for k in rule.keywords):
                 continue
-            for m in rule.pattern.finditer(text):
+            for m in rule.pattern.finditer(folded):
                 i = bisect_right(starts, m.start()) - 1
                 if i < 0 or i in found:
                     continue
@@ -224,7 +231,7 @@ class UnsafeReasoningDetector(Detector):
                     continue
                 if rule.requires_intent and not rs.intent.search(sentence):
                     continue
-                found[i] = (rule, start, end)
+                found[i] = (rule, *view.original_span(start, end))
         matches = [found[i] for i in sorted(found)]
         self._cache[text] = matches
         if len(self._cache) > CACHE_SIZE:
@@ -326,7 +333,7 @@ def _sentence_around(text: str, start: int, end: int) -> str:
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+    return {w for w in _WORD.findall(fold(text)) if w not in _STOP}  # fold: casefold, look-alikes read as Latin
 
 
 def _name_families(name: str) -> set[str]:

@@ -18,16 +18,28 @@ def _blank(match: re.Match[str]) -> str:
     return " " * (match.end() - match.start())
 
 
+def _blank_unless_unicode(match: re.Match[str]) -> str:
+    escape = match.group()
+    return escape if escape[1] == "u" and len(escape) == 6 else " " * len(escape)
+
+
+def blank_json_escapes(text: str, keep_unicode: bool = False) -> str:
+    """`text` (raw JSON) with each escape replaced by spaces of the same width; with `keep_unicode`, `\\uXXXX`
+    escapes are kept, for a reader that decodes them (detectors/_fold.py)."""
+    if "\\" not in text:
+        return text
+    return JSON_ESCAPE.sub(_blank_unless_unicode if keep_unicode else _blank, text)
+
+
 def scan_view(segment: Segment) -> str:
     """The text a pattern detector should scan: same length as `segment.text`, offsets unchanged.
 
     A tool call's text is raw JSON, where `"call\\n212-555-0199"` would glue the `n` of the escape to the
     number and defeat word boundaries. Escapes are blanked with spaces of the same width.
     """
-    text = segment.text
-    if segment.kind is SegmentKind.TOOL_CALL and "\\" in text:
-        return JSON_ESCAPE.sub(_blank, text)
-    return text
+    if segment.kind is SegmentKind.TOOL_CALL:
+        return blank_json_escapes(segment.text)
+    return segment.text
 
 
 IN_ARGUMENTS = "in arguments"  # a tool call's: the detector adds "of <tool>" when it places the hit

@@ -1,0 +1,234 @@
+"""Offset-preserving Unicode folding shared by the text detectors (content, prompt_injection, jailbreak,
+unsafe_reasoning, secret).
+
+A detector scans a folded view of a segment and reports spans in the original text, so a word hidden with
+Unicode tricks still matches and its finding still covers the exact original characters:
+
+* NFKC: fullwidth `Ｉｇｎｏｒｅ`, mathematical bold `𝐈𝐠𝐧𝐨𝐫𝐞`, ligatures and compatibility forms read as plain letters;
+  a base character and its combining marks are folded together, so decomposed accents compose;
+* invisible characters are dropped, so `Ig<U+200B>nore` reads `Ignore`: format characters (Unicode category Cf:
+  zero-width space and joiners, soft hyphen, word joiner, BOM, bidi controls, tag characters) and the other
+  default-ignorable marks that can sit inside a word (variation selectors, the combining grapheme joiner);
+* confusables (`CONFUSABLES`): Cyrillic and Greek letters drawn like Latin ones are read as those letters, but
+  only inside a word that then reads as Latin throughout (`Іgnore` with a Cyrillic `І`; `ехес`, all Cyrillic).
+  A word holding any other letter of its script is left alone, so Russian or Greek prose stays what it is;
+* casefold, for comparisons (content's terms); pattern detectors keep case, since some of their rules need it;
+* in a tool call's raw JSON arguments, `\\uXXXX` escapes read as the character they encode (an escaped
+  evasion); the other escapes (`\\n`, `\\"`) stay as they are, or are blanked with spaces as
+  `guardrails.textview.scan_view` blanks them, for the detectors that read values (secret, content).
+
+Each folded character keeps the original span it came from. ASCII text (without `\\u` escapes) costs one
+`isascii()` and maps offsets to themselves; other text is scanned in C for the few characters that fold, and
+only those are folded one by one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import unicodedata
+from bisect import bisect_right
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+from guardrails.exchange import Segment, SegmentKind
+from guardrails.findings import Hit
+from guardrails.textview import JSON_ESCAPE, blank_json_escapes
+
+# Letters of other scripts that render like a Latin letter in common fonts (a subset of Unicode's
+# confusables.txt, UTS #39): the ones used to slip English words past filters.
+CONFUSABLES: dict[str, str] = {
+    # Cyrillic
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s",
+    "һ": "h", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "l", "ү": "y",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T",
+    "У": "Y", "Х": "X", "І": "I", "Ј": "J", "Ѕ": "S", "Ԛ": "Q", "Ԝ": "W", "Ӏ": "I", "Ү": "Y",
+    # Greek
+    "α": "a", "γ": "y", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "υ": "u", "χ": "x", "ϲ": "c", "ϳ": "j",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+}
+_TO_LATIN = str.maketrans(CONFUSABLES)
+# Invisible marks that are not format characters (category Mn): combining grapheme joiner, Khmer inherent vowels,
+# Mongolian free variation selectors, variation selectors.
+_IGNORABLE_MARKS = frozenset(map(chr, (0x034F, 0x17B4, 0x17B5, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10),
+                                        *range(0xE0100, 0xE01F0))))
+_LATIN = r"0-9A-Za-z_\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F"
+# A whole word of Latin letters and confusables holding at least one confusable. Possessive quantifiers: a
+# word that fails (it holds a Cyrillic "ч") is given up at once, never backtracked into.
+_CONFUSABLE_WORD = re.compile(rf"(?<!\w)(?:[{_LATIN}]*+[{''.join(CONFUSABLES)}])++[{_LATIN}]*+(?!\w)")
+_HAS_CONFUSABLE = re.compile(f"[{''.join(CONFUSABLES)}]")
+
+
+# A run of folded text and the original span it came from: (where it starts in the folded text, original start,
+# original end, one to one). One to one: text kept as it was, whose k-th character is original character start + k.
+# (Plain tuples: a text may have thousands of pieces, and a dataclass costs a microsecond each to build.)
+Piece = tuple[int, int, int, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedText:
+    """`text` folded, with the pieces that map it back to the original (None: offsets are unchanged).
+
+    A character of a piece that is not one to one (a folded unit: "ß" -> "ss", "ｉ" -> "i", "e" + U+0301 -> "é")
+    maps to the unit's whole original span, so a match never splits a unit."""
+
+    text: str
+    pieces: tuple[Piece, ...] | None = None
+    _ats: tuple[int, ...] = ()
+
+    def original_span(self, start: int, end: int) -> tuple[int, int]:
+        """The original characters a folded span came from, invisible characters inside it included."""
+        pieces = self.pieces
+        if pieces is None:
+            return start, end
+        if start >= end:  # an empty span is a position: before the character there, or after the last one
+            at = self._char(pieces, start)[0] if start < len(self.text) else (pieces[-1][2] if pieces else 0)
+            return at, at
+        return self._char(pieces, start)[0], self._char(pieces, end - 1)[1]
+
+    def place(self, hit: Hit) -> Hit:
+        """`hit`, found in the folded text, with its span moved onto the original text."""
+        if self.pieces is None or hit.start is None or hit.end is None:
+            return hit
+        start, end = self.original_span(hit.start, hit.end)
+        return dataclasses.replace(hit, start=start, end=end)
+
+    def _char(self, pieces: tuple[Piece, ...], k: int) -> tuple[int, int]:
+        """The original span of the k-th folded character."""
+        at, start, end, one_to_one = pieces[bisect_right(self._ats, k) - 1]
+        if one_to_one:
+            return start + k - at, start + k - at + 1
+        return start, end
+
+
+def fold(text: str) -> str:
+    """The comparison form of a term or a text: NFKC, confusables, casefold, invisible characters removed."""
+    return fold_with_offsets(text).text
+
+
+def folded_view(segment: Segment, *, casefold: bool = False, blank_escapes: bool = False) -> FoldedText:
+    """What a detector scans: the segment's text folded (case kept unless `casefold`).
+
+    A tool call's text is raw JSON: its `\\uXXXX` escapes read as the characters they encode; with
+    `blank_escapes`, its other escapes are blanked as `scan_view` blanks them (for detectors that read values:
+    secret, content), else they stay as they are (rules written for raw text: prompt_injection, jailbreak)."""
+    if segment.kind is not SegmentKind.TOOL_CALL:
+        return fold_with_offsets(segment.text, casefold=casefold)
+    text = blank_json_escapes(segment.text, keep_unicode=True) if blank_escapes else segment.text
+    return fold_with_offsets(text, casefold=casefold, json_escapes=True)
+
+
+def fold_with_offsets(text: str, *, casefold: bool = True, json_escapes: bool = False) -> FoldedText:
+    """Fold `text` keeping the map back to it. With `json_escapes` (raw JSON), a `\\uXXXX` escape folds as the
+    character it encodes; the other escapes are kept as they are."""
+    if text.isascii() and not (json_escapes and "\\u" in text):  # the common case: nothing to fold
+        return FoldedText(text.lower() if casefold else text)
+    folded = _normalized(text, casefold, json_escapes and "\\" in text)
+    if _HAS_CONFUSABLE.search(folded.text):  # one character for one: the pieces still hold
+        folded = dataclasses.replace(folded, text=_CONFUSABLE_WORD.sub(_to_latin, folded.text))
+    if casefold:  # after the confusables, so Cyrillic "В" reads "b", not "в"; units that grow were done already
+        folded = dataclasses.replace(folded, text=folded.text.casefold())
+    return folded
+
+
+def _normalized(text: str, casefold: bool, json_escapes: bool) -> FoldedText:
+    """Each unit folded (NFKC; casefold where it changes the length; JSON escapes read), invisible ones dropped."""
+    units = _unit_pattern(casefold, json_escapes)
+    pieces: list[Piece] = []
+    out: list[str] = []
+    size = done = 0
+    n = len(text)
+    for unit in units.finditer(text):
+        i, j = unit.span()
+        if i < done:  # a combining mark already folded with its base
+            continue
+        escape = json_escapes and text[i] == "\\"
+        if not escape:  # a base character and its combining marks fold together, so NFKC can compose them
+            if i > done and unicodedata.combining(text[i]):
+                i -= 1
+            while j < n and unicodedata.combining(text[j]):
+                j += 1
+        if done < i:  # the text since the last unit folds to itself
+            pieces.append((size, done, i, True))
+            out.append(text[done:i])
+            size += i - done
+        folded = _folded_escape(text[i:j], casefold) if escape else _folded(text[i:j], casefold)
+        if folded:  # an invisible character folds to nothing and needs no piece
+            pieces.append((size, i, j, False))
+            out.append(folded)
+            size += len(folded)
+        done = j
+    if not done:
+        return FoldedText(text)
+    if done < n:
+        pieces.append((size, done, n, True))
+        out.append(text[done:])
+    return FoldedText("".join(out), tuple(pieces), tuple(p[0] for p in pieces))
+
+
+@lru_cache(maxsize=4096)  # the same few characters come back (fullwidth punctuation, zero-width spaces)
+def _folded(unit: str, casefold: bool) -> str:
+    """NFKC (and casefold), invisible format characters dropped."""
+    unit = unicodedata.normalize("NFKC", unit)
+    return "".join(c for c in (unit.casefold() if casefold else unit) if not _invisible(c))
+
+
+def _invisible(char: str) -> bool:
+    return unicodedata.category(char) == "Cf" or char in _IGNORABLE_MARKS
+
+
+def _folded_escape(escape: str, casefold: bool) -> str:
+    if len(escape) != 6 or escape[1] != "u":
+        return escape  # `\n`, `\"`: kept as they are (see folded_view)
+    return _folded(_decode_escape(escape), casefold)
+
+
+def _decode_escape(escape: str) -> str:
+    try:
+        return json.loads(f'"{escape}"')
+    except ValueError:  # a bad escape: keep it as text
+        return escape
+
+
+@cache
+def _unit_pattern(casefold: bool, json_escapes: bool) -> re.Pattern[str]:
+    """Where text may need folding: a character that NFKC changes, a combining mark, an invisible character,
+    one whose casefold is longer (with `casefold`), any character outside the BMP (rare, and checked
+    one by one); with `json_escapes`, also an escape. Everything between two of them folds to itself, and
+    str.casefold() keeps its length."""
+    unit = f"[{_units_in_bmp(casefold)}\\U00010000-\\U{sys.maxunicode:08X}]"
+    return re.compile(f"{JSON_ESCAPE.pattern}|{unit}" if json_escapes else unit, re.DOTALL)
+
+
+@cache
+def _units_in_bmp(casefold: bool) -> str:
+    def needs_folding(char: str) -> bool:
+        return (_invisible(char) or unicodedata.combining(char) != 0 or unicodedata.normalize("NFKC", char) != char
+                or (casefold and len(char.casefold()) != 1))
+
+    return _char_ranges([c for c in range(0x80, 0x10000) if not 0xD800 <= c <= 0xDFFF and needs_folding(chr(c))])
+
+
+def _char_ranges(codepoints: list[int]) -> str:
+    """A regex class body of sorted code points, as ranges: a class of single characters is slower to match."""
+    ranges: list[list[int]] = []
+    for c in codepoints:
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
+
+
+def warm_up() -> None:
+    """Build the character classes now (in a detector's constructor), not on the first check that needs them."""
+    for casefold in (False, True):
+        for json_escapes in (False, True):
+            _unit_pattern(casefold, json_escapes)
+
+
+def _to_latin(word: re.Match[str]) -> str:
+    return word.group().translate(_TO_LATIN)
