@@ -396,14 +396,19 @@ RULES: tuple[Rule, ...] = (
          r"|<\|im_start\|>\s*system|\[/?INST\]|<</?SYS>>",
          0.5, "message dressed up as a system or developer turn"),
     rule("secret_request", "extraction", "password|passcode|secret|confidential|access code|mot de passe|passwort|"
-         "contraseña|senha|パスワード|密码",
+         "contraseña|senha|パスワード|暗証番号|密码|비밀번호",
          r"\b(?:what(?:'s|\s+is|\s+was)|tell\s+me|give\s+me|share|reveal|confirm|provide|disclose|spell)\s+(?:\w+\s+)"
          r"{0,3}?(?:the|this)\s+(?:secret\s+)?(?:password|passcode|pass\s*phrase|secret\s+(?:code|key|word|phrase)|"
          r"confidential\s+(?:string|code|key|password|information)|access\s+code)\b(?=\s*(?:[?.!\"]|$)|\s+(?:that|which)"
          r"\s+(?:unlocks|grants|opens))"
          r"|\b(?:password|passcode|secret\s+code|access\s+code)\s+(?:for|to|of)\s+(?:our|this|your|the)\s+system\b"
          r"|\b(?:quel|qual|cu[aá]l|wie|was)\b[^?\n]{0,30}\b(?:mot\s+de\s+passe|password|passwort|contrase[ñn]a|"
-         r"senha|kennwort)\b|(?:パスワード|密码|비밀번호)",
+         r"senha|kennwort)\b"
+         # CJK: a request for the password, not any mention of one ("if you forget your password, ...")
+         r"|(?:パスワード|暗証番号)(?:を|は|って|が)?\s*(?:教えて|おしえて|言って|いって|何|なに|なん|必要|ください)"
+         r"|(?:あなた|君|きみ|お前)の(?:パスワード|暗証番号)"
+         r"|密码(?:是(?:什么|多少)|告诉我)|(?:告诉|给|说出)我?[^。？?\n]{0,6}密码|你的密码|需要[^。？?\n]{0,6}密码"
+         r"|비밀번호(?:를|가|는|좀)?\s*(?:알려|말해|뭐|무엇|필요)|(?:너의|네|당신의)\s*비밀번호",
          1.0, "asks for a password or secret the model holds"),
     rule("consequence_denial", "role_play_override", "consequence|liab|responsib|accountab|real world|harm|sway",
          r"\b(?:no|without|carry\s+no|have\s+no|free\s+of)\s+(?:real[-\s]world\s+|real\s+|actual\s+)?"
