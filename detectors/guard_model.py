@@ -20,11 +20,11 @@ import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from string import Template
 from typing import Any
 
 from detectors._argspans import locate_argument
+from guardrails.config import INSTALLED_POLICIES
 from guardrails.detector import Detector, ScanContext, Scope, Services, read_setting
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Severity
@@ -32,7 +32,7 @@ from guardrails.vllm_client import VLLMClient, VLLMConfig, VLLMError, shared_cli
 
 DEFAULT_TEMPLATES = {"alignment": "judge/alignment.txt", "safety": "judge/safety.txt"}
 # Where a bundle-relative template is looked up when the engine did not say which bundle we belong to.
-DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[1] / "policies" / "default"
+DEFAULT_POLICY_DIR = INSTALLED_POLICIES / "default"  # the repository's, or the copy an installed wheel carries
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from guardrails.config import Settings
+from guardrails.config import Settings, parse_int
 from guardrails.errors import GuardrailsError, PolicyUnavailable, UnknownPolicy
 from guardrails.pointer import resolve
 from guardrails.policy import ROUTING_FILE, PolicyError
@@ -40,6 +42,9 @@ CHECK_EXIT_CODES = f"""exit codes:
   {EXIT_INTERNAL}  internal error (a bug: the traceback is printed)"""
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -52,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    serve.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    serve.add_argument("--port", type=_bounded_int(1, 65535), default=None, help="port (default 8000)")
+    serve.add_argument("--workers", type=_bounded_int(1), default=None, help="worker processes (default 1)")
     serve.add_argument("--policy-dir", default=None, help="directory of policy bundles (default ./policies)")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, type=str.lower)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check", help="check one body (file or - for stdin) and print the verdict",
@@ -82,6 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guardrails: internal error (exit {EXIT_INTERNAL}); please report it with the traceback above",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: the settings' own bounds, refused as a usage error (exit 64)."""
+
+    def parse(text: str) -> int:
+        try:
+            return parse_int(text, low, high)
+        except ValueError as exc:  # argparse shows an ArgumentTypeError's message, not a ValueError's
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -121,8 +138,25 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"guardrails: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     uvicorn.run("guardrails.serve:build_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=args.log_level)
+                workers=settings.workers, log_level=args.log_level, log_config=_log_config(args.log_level))
     return 0
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus our `guardrails.*` loggers: without a handler of their own they fell through
+    to Python's last-resort handler, which drops INFO (policy reloads) and prints the rest without a level
+    or the logger's name. Each line says which part of the service speaks."""
+    from uvicorn.config import LOG_LEVELS as LEVEL_NUMBERS
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["guardrails"] = {"()": "uvicorn.logging.DefaultFormatter",
+                                          "fmt": "%(levelprefix)s %(name)s: %(message)s"}
+    config["handlers"]["guardrails"] = {"formatter": "guardrails", "class": "logging.StreamHandler",
+                                        "stream": "ext://sys.stderr"}
+    config["loggers"]["guardrails"] = {"handlers": ["guardrails"], "level": LEVEL_NUMBERS[level],
+                                       "propagate": False}
+    return config
 
 
 def _default_policy_problem(service: CheckService) -> str | None:

@@ -6,13 +6,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+PACKAGED_POLICIES = Path(__file__).resolve().parent / "policies"  # a wheel's copy of policies/ (setup.py places it)
+REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"  # a checkout or an editable install
+INSTALLED_POLICIES = PACKAGED_POLICIES if PACKAGED_POLICIES.is_dir() else REPO_POLICIES
+
+AUDIT_CONTENT_MODES = ("none", "redacted", "hashed")  # GUARDRAILS_AUDIT_CONTENT (guardrails/audit/record.py)
 
 
 def _default_policy_dir() -> Path:
     local = Path.cwd() / "policies"
-    return local if (local / "default").is_dir() else REPO_POLICIES
+    return local if (local / "default").is_dir() else INSTALLED_POLICIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,25 +50,61 @@ class Settings:
         return cls(
             policy_dir=Path(env.get("GUARDRAILS_POLICY_DIR", base.policy_dir)),
             default_policy=env.get("GUARDRAILS_DEFAULT_POLICY", base.default_policy),
-            max_body_bytes=_int(env, "GUARDRAILS_MAX_BODY_BYTES", base.max_body_bytes),
-            segment_cache_entries=_int(env, "GUARDRAILS_SEGMENT_CACHE_ENTRIES", base.segment_cache_entries),
+            max_body_bytes=_int(env, "GUARDRAILS_MAX_BODY_BYTES", base.max_body_bytes, low=1),
+            segment_cache_entries=_int(env, "GUARDRAILS_SEGMENT_CACHE_ENTRIES", base.segment_cache_entries, low=0),
             host=env.get("GUARDRAILS_HOST", base.host),
-            port=_int(env, "GUARDRAILS_PORT", base.port),
-            workers=_int(env, "GUARDRAILS_WORKERS", base.workers),
+            port=_int(env, "GUARDRAILS_PORT", base.port, low=1, high=65535),
+            workers=_int(env, "GUARDRAILS_WORKERS", base.workers, low=1),
             data_dir=Path(env.get("GUARDRAILS_DATA_DIR", base.data_dir)),
             api_keys=tuple(k.strip() for k in env.get("GUARDRAILS_API_KEYS", "").split(",") if k.strip()),
             audit_url=env.get("GUARDRAILS_AUDIT_URL", base.audit_url),
             state_url=env.get("GUARDRAILS_STATE_URL", base.state_url),
-            audit_content=env.get("GUARDRAILS_AUDIT_CONTENT", base.audit_content),
-            otlp_endpoint=env.get("GUARDRAILS_OTLP_ENDPOINT", base.otlp_endpoint),
+            audit_content=_choice(env, "GUARDRAILS_AUDIT_CONTENT", base.audit_content, AUDIT_CONTENT_MODES),
+            otlp_endpoint=_http_url(env, "GUARDRAILS_OTLP_ENDPOINT", base.otlp_endpoint),
         )
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int | None = None) -> int:
     value = env.get(name)
     if value is None:
         return default
     try:
-        return int(value)
-    except ValueError:  # name the variable: int()'s own message does not
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        return parse_int(value, low, high)
+    except ValueError as exc:  # name the variable: the value alone does not say where it came from
+        raise ValueError(f"{name} {exc}") from None
+
+
+def parse_int(text: str, low: int, high: int | None = None) -> int:
+    """An integer setting within [low, high]; refused at start otherwise (workers=0 would serve nothing, a
+    port above 65535 would be wrapped silently by the socket layer). The message reads after the setting's name."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be an integer, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"must be between {low} and {high}, got {value}" if high is not None
+                         else f"must be at least {low}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, default)
+    if value not in choices:  # refused even where unused (audit off): a typo must not wait for the day it matters
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if value and urlsplit(value).scheme not in ("http", "https"):
+        raise ValueError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def redacted_url(url: str) -> str:
+    """A store URL fit for logs and error messages: its password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -7,6 +7,7 @@ imported here, at serve time, and nowhere else in the core.
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from guardrails.audit import DISABLED, open_audit_store
 from guardrails.audit.observer import AuditObserver
 from guardrails.audit.otlp import OtlpSender
-from guardrails.config import Settings
+from guardrails.config import Settings, redacted_url
 from guardrails.detector import DetectorRegistry, Services
 from guardrails.metrics import CheckMetrics
 from guardrails.model_stats import SharedModelStats
@@ -23,6 +24,7 @@ from guardrails.service import CheckService
 from guardrails.state import open_state_store
 from guardrails.state.observer import StreakObserver
 
+log = logging.getLogger("guardrails.serve")
 GC_YOUNG_THRESHOLD = 10_000  # objects allocated between young-generation collections (CPython's default: 700)
 
 
@@ -59,7 +61,18 @@ def build_app(settings: Settings | None = None) -> Any:
     app.router.lifespan_context = _closing(service, app.router.lifespan_context)
     if serving:
         tune_gc()
+        log.info("%s", serving_summary(settings, service))
     return app
+
+
+def serving_summary(settings: Settings, service: CheckService) -> str:
+    """One startup line that says what this worker reads and writes: the first thing to check in an incident."""
+    audit_off = settings.audit_url.lower() in DISABLED - {""}
+    state_off = settings.state_url.lower() in DISABLED - {""}
+    audit = "off" if audit_off else f"{redacted_url(settings.resolved_audit_url())} (content {settings.audit_content})"
+    state = "off" if state_off else redacted_url(settings.resolved_state_url())
+    return (f"policies {settings.policy_dir} ({', '.join(service.policies.ids()) or 'none'}); audit {audit}; "
+            f"state {state}; API keys {'required' if settings.api_keys else 'not required'}")
 
 
 def _closing(service: CheckService, inner: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from guardrails.audit.chain import StoredRecord, VerifyReport
 from guardrails.audit.store import AuditFilter, AuditStore, Page, parse_time
+from guardrails.config import redacted_url
 
 DISABLED = {"", "none", "off"}
 
@@ -20,7 +21,7 @@ def open_audit_store(url: str, create: bool = True) -> AuditStore:
         from guardrails.audit.postgres import PostgresAuditStore
 
         return PostgresAuditStore(url)
-    raise ValueError(f"unsupported audit store URL {url!r}: use sqlite:///path or postgresql://...")
+    raise ValueError(f"unsupported audit store URL {redacted_url(url)!r}: use sqlite:///path or postgresql://...")
 
 
 __all__ = [

@@ -4,6 +4,10 @@
 is stripped before connecting. Replicas append to one chain: each batch takes a transaction-scoped
 advisory lock, reads the head and inserts after it. Commits use the server's `synchronous_commit`
 (on by default: an acknowledged record is on disk).
+
+A connection the server dropped while idle (a restart, a failover, an idle timeout) fails at its next
+statement: a batch that failed before any row was sent is retried once on a new connection, so a restart
+costs no check; a batch that failed later is not (it may have committed), and its checks get a 503.
 """
 
 from __future__ import annotations
@@ -14,13 +18,17 @@ from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from guardrails.audit.chain import StoredRecord, chain_rows
 from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
+from guardrails.config import redacted_url
 
 DEFAULT_TABLE = "guardrails_audit"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}(\.[A-Za-z_][A-Za-z0-9_]{0,50})?$")
 COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash"
+# Without one, a host that does not answer holds a connect for the kernel's TCP timeout (minutes).
+CONNECT_TIMEOUT_S = 5
 
 
 def split_table(url: str, default: str = DEFAULT_TABLE) -> tuple[str, str]:
@@ -34,19 +42,32 @@ def split_table(url: str, default: str = DEFAULT_TABLE) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), table
 
 
+class _DroppedBeforeWrite(Exception):
+    """The connection failed before any row of the batch was sent: retrying cannot append it twice."""
+
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class PostgresAuditStore(AuditStore):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
         self._dsn, self.table = split_table(url)
+        self._options = {} if "connect_timeout" in conninfo_to_dict(self._dsn) else {
+            "connect_timeout": CONNECT_TIMEOUT_S}
         self._lock_key = f"guardrails-audit:{self.table}"
-        self._write_conn = self._connect()
-        self._create_schema()
-        self._read_conn = self._connect()
+        try:
+            self._write_conn = self._connect()
+            self._create_schema()
+            self._read_conn = self._connect()
+        except psycopg.Error as exc:  # at start: one line that names the store, not a driver traceback
+            raise ConnectionError(f"cannot open the audit store {redacted_url(url)}: {one_line(exc)}") from exc
         self._read_lock = threading.Lock()
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self._dsn, autocommit=True)
+        return psycopg.connect(self._dsn, autocommit=True, **self._options)
 
     def _create_schema(self) -> None:
         t = self.table
@@ -68,28 +89,48 @@ class PostgresAuditStore(AuditStore):
                 FOR EACH ROW EXECUTE FUNCTION {trigger_fn}()""")
 
     def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
-        if self._write_conn.closed or self._write_conn.broken:
-            self._write_conn = self._connect()
-        conn = self._write_conn
-        with conn.transaction():
-            cur = conn.cursor()
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
-            head = cur.execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1").fetchone()
-            values = chain_rows(head, rows)
-            seqs = [v[0] for v in values]
-            cur.executemany(
-                f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
-            )
-        return seqs
+        while True:
+            reused = not (self._write_conn.closed or self._write_conn.broken)
+            if not reused:
+                self._write_conn = self._connect()
+            try:
+                return self._append_locked(self._write_conn, rows)
+            except _DroppedBeforeWrite as dropped:
+                if not reused:  # a new connection that fails at once: the server is down, not our idle link
+                    raise dropped.error from None
+                # else the server dropped the idle connection: the next turn reconnects and retries once
+
+    def _append_locked(self, conn: psycopg.Connection, rows: Sequence[PendingRow]) -> list[int]:
+        sent = False
+        try:
+            with conn.transaction():
+                cur = conn.cursor()
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
+                head = cur.execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1").fetchone()
+                values = chain_rows(head, rows)
+                sent = True
+                cur.executemany(
+                    f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
+                )
+        except psycopg.OperationalError as exc:
+            if conn.broken and not sent:
+                raise _DroppedBeforeWrite(exc) from exc
+            raise
+        return [v[0] for v in values]
 
     def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
         where, params = filt.where(after_seq, "%s")
+        query = f"SELECT {COLUMNS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT %s"
         with self._read_lock:
             if self._read_conn.closed or self._read_conn.broken:
                 self._read_conn = self._connect()
-            rows = self._read_conn.execute(
-                f"SELECT {COLUMNS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT %s", [*params, limit]
-            ).fetchall()
+            try:
+                rows = self._read_conn.execute(query, [*params, limit]).fetchall()
+            except psycopg.OperationalError:
+                if not self._read_conn.broken:
+                    raise
+                self._read_conn = self._connect()  # a read is safe to repeat on a new connection
+                rows = self._read_conn.execute(query, [*params, limit]).fetchall()
         return [
             StoredRecord(
                 seq,
@@ -119,3 +160,8 @@ class PostgresAuditStore(AuditStore):
         self._stop_writer()
         self._write_conn.close()
         self._read_conn.close()
+
+
+def one_line(exc: BaseException) -> str:
+    """libpq's messages span lines (a hint after a tab): one log line, one error message."""
+    return " ".join(str(exc).split())

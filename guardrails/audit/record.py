@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import guardrails
+from guardrails.config import AUDIT_CONTENT_MODES
 from guardrails.exchange import Exchange, Segment
 from guardrails.findings import Finding
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from guardrails.service import CheckOutcome
 
 RECORD_VERSION = 1
-CONTENT_MODES = ("none", "redacted", "hashed")
+CONTENT_MODES = AUDIT_CONTENT_MODES
 # Per-check signals worth keeping: the logprob confidence summary and the budget state that judged it.
 KEPT_SIGNALS = {"low_confidence": "logprobs", "budget": "budget"}
 

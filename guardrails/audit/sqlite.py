@@ -57,9 +57,13 @@ def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
 
 
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+    except (OSError, sqlite3.Error) as exc:  # a directory, a non-database file, no permission: name the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OSError(f"cannot open the SQLite database {path}: {reason}") from exc
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
 

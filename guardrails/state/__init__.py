@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from guardrails.config import redacted_url
 from guardrails.state.base import Breaker, RateAdd, RateStats, Snapshot, StateStore, WindowAdd
 
 
@@ -16,7 +17,7 @@ def open_state_store(url: str) -> StateStore:
         from guardrails.state.redis import RedisStateStore
 
         return RedisStateStore(url)
-    raise ValueError(f"unsupported state store URL {url!r}: use sqlite:///path or redis://host:port/db")
+    raise ValueError(f"unsupported state store URL {redacted_url(url)!r}: use sqlite:///path or redis://host:port/db")
 
 
 __all__ = ["Breaker", "RateAdd", "RateStats", "Snapshot", "StateStore", "WindowAdd", "open_state_store"]

@@ -5,6 +5,11 @@
 (hash), `<prefix>b:<key>` breaker (hash) indexed in the set `<prefix>breakers`, `<prefix>s:<key>` streak,
 `<prefix>m:<key>` model statistics (hash). The rate math mirrors `guardrails.state.base.fold` and the
 statistics merge mirrors `Moments.merge`; the shared test suite holds both stores to them.
+
+Calls are synchronous, on the caller's thread (the event loop, for a check): a Redis that hangs holds every
+check of the worker, and its health probes, for the socket timeout. The default is one second (redis-py's
+is five), `?socket_timeout=` and `?socket_connect_timeout=` in the URL change it. The store pings at open,
+so a wrong URL is refused at start rather than failing each check.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
+from guardrails.config import redacted_url
 from guardrails.model_stats import ModelStats, Moments
 from guardrails.state.base import (
     HALF_OPEN,
@@ -30,6 +36,7 @@ from guardrails.state.base import (
 )
 
 DEFAULT_PREFIX = "guardrails:"
+SOCKET_TIMEOUT_S = 1.0  # connect and each reply: a same-network Redis answers in well under a millisecond
 
 # KEYS: window keys..., [rate key], breaker keys..., streak keys...   ARGV[1]: JSON spec (see `step`).
 STEP = """
@@ -162,7 +169,14 @@ class RedisStateStore(StateStore):
     def __init__(self, url: str) -> None:
         self.url = url
         dsn, self.prefix = split_prefix(url)
-        self._redis = redis.Redis.from_url(dsn, decode_responses=True)
+        # The URL's own options win over these defaults (from_url applies them last).
+        self._redis = redis.Redis.from_url(dsn, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S,
+                                           socket_connect_timeout=SOCKET_TIMEOUT_S)
+        try:
+            self._redis.ping()
+        except redis.RedisError as exc:  # at start: one line that names the store, not a driver traceback
+            self._redis.close()
+            raise ConnectionError(f"cannot reach the state store {redacted_url(url)}: {exc}") from exc
         self._step = self._redis.register_script(STEP)
         self._trip = self._redis.register_script(TRIP)
         self._close = self._redis.register_script(CLOSE)
