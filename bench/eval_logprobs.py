@@ -1,8 +1,8 @@
 """Evaluation: do our low-confidence tokens find the hallucinated spans humans marked? (Mu-SHROOM)
 
-Data: shared/data/Mu-SHROOM (SemEval-2025 Task 3), val v2 + test_labeled v1: model outputs with one value
-per generated token and human hard labels (character spans). Only items whose values are real
-log-probabilities count. Many models store raw logits instead; a model is kept when >= 90% of its items
+Data: Mu-SHROOM (SemEval-2025 Task 3) in the data directory (bench/data.py), val v2 + test_labeled v1: model
+outputs with one value per generated token and human hard labels (character spans). Only items whose values are
+real log-probabilities count. Many models store raw logits instead; a model is kept when >= 90% of its items
 have every value <= 0 AND its median token value is >= -3 (a model reading its own sampled text gives most
 tokens high probability; negative logits like Falcon's sit around -8). Items with mismatched token/value
 lists or any positive value are dropped. Which models were kept or excluded, and why, is printed.
@@ -15,7 +15,7 @@ the detector learns from it (merged per model over all items) and, under the det
 threshold (`LowConfidenceDetector._thresholds`, z = `relative.token_z`), the low spans. Beside them the trivial
 baselines "whole output" and "nothing".
 
-    .venv/bin/python bench/eval_logprobs.py [--data ../shared/data/Mu-SHROOM]
+    .venv/bin/python bench/eval_logprobs.py [--data DIR/Mu-SHROOM]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from data import data_dir  # bench/ is on sys.path when a bench script runs
 
 from detectors.low_confidence import LowConfidenceDetector
 from guardrails.detector import Services
@@ -37,7 +38,7 @@ from guardrails.logprobs.tokens import TokenStream
 from guardrails.logprobs.weights import token_weights
 from guardrails.model_stats import InMemoryModelStats, ModelStats, Moments
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Mu-SHROOM"
+DEFAULT_DATA = data_dir() / "Mu-SHROOM"
 Z_VALUES = (2.5, 1.0, 0.5)
 
 

@@ -1,10 +1,11 @@
 """PII span evaluation of the `pii` detector on presidio-research's synthetic dataset.
 
 Runs the detector exactly as the service does (same settings path, same prefilter) over every sentence of
-/work/shared/data/presidio-research/data/synth_dataset_v2.json (1,500 sentences, MIT, microsoft/presidio-research)
-and prints span precision / recall / F1 per pattern entity. A predicted span counts as a true positive when it
-has the gold entity type and overlaps a gold span of that type with IoU >= 0.5 (strict exact-span figures are
-printed too). Then it times the default text filters (pii + secret + content) on a 10-segment agent step.
+presidio-research/data/synth_dataset_v2.json in the data directory (bench/data.py; 1,500 sentences, MIT,
+microsoft/presidio-research) and prints span precision / recall / F1 per pattern entity. A predicted span counts
+as a true positive when it has the gold entity type and overlaps a gold span of that type with IoU >= 0.5 (strict
+exact-span figures are printed too). Then it times the default text filters (pii + secret + content) on a
+10-segment agent step.
 Usage: .venv/bin/python bench/eval_pii.py [--dataset PATH] [--limit N]
 """
 
@@ -18,6 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from data import data_dir  # bench/ is on sys.path when a bench script runs
+
 from detectors.content import ContentDetector
 from detectors.pii import PIIDetector
 from detectors.secret import SecretDetector
@@ -25,7 +28,7 @@ from guardrails.adapters import read_exchange
 from guardrails.detector import ScanContext, SegmentDetector
 from guardrails.exchange import Phase, Segment, SegmentKind, Trust
 
-DATASET = Path("/work/shared/data/presidio-research/data/synth_dataset_v2.json")
+DATASET = data_dir() / "presidio-research" / "data" / "synth_dataset_v2.json"
 ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS")
 
 

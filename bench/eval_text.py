@@ -1,4 +1,4 @@
-"""Evaluate the text detectors on public labelled data (shared/data): prompt_injection, jailbreak,
+"""Evaluate the text detectors on public labelled data (bench/data.py): prompt_injection, jailbreak,
 unsafe_reasoning. Prints one table.
 
 Held-out protocol: every data set is split in two halves by a stable hash (InjecAgent by attacker
@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from data import data_dir  # bench/ is on sys.path when a bench script runs
+
 from detectors.jailbreak import JailbreakDetector
 from detectors.prompt_injection import PromptInjectionDetector
 from detectors.unsafe_reasoning import UnsafeReasoningDetector
@@ -36,7 +38,7 @@ from guardrails.adapters import read_exchange
 from guardrails.detector import ScanContext
 from guardrails.exchange import Phase, Segment, SegmentKind, Trust
 
-DATA = Path("/work/shared/data")
+DATA = data_dir()
 SPLITS = ("dev", "held-out")
 
 

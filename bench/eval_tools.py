@@ -1,6 +1,6 @@
 """Evaluate the tool-call checks (tool_schema, tool_policy, tool_taint, tool_loop) on public agent data.
 
-    /work/main/.venv/bin/python bench/eval_tools.py [--data /work/shared/data]
+    .venv/bin/python bench/eval_tools.py [--data DIR]     (default: bench/data.py, GUARDRAILS_EVAL_DATA)
 
 * InjecAgent (MIT; uiuc-kang-lab/InjecAgent via enkryptai/xInjectAgent): each labelled next action of two
   agents after an injected tool result, rebuilt as an OpenAI chat exchange. `succ` (the agent called the
@@ -29,6 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data import data_dir  # bench/ is on sys.path when a bench script runs
+
 from detectors.tool_loop import ToolLoopDetector
 from detectors.tool_policy import ToolPolicyDetector
 from detectors.tool_schema import ToolSchemaDetector
@@ -38,6 +40,7 @@ from guardrails.detector import Detector, ScanContext
 from guardrails.exchange import Exchange
 from guardrails.findings import DEFAULT_ACTION_BY_SEVERITY, Action, Finding
 
+DEFAULT_DATA = data_dir()
 JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
               "array": "array", "object": "object"}
 ACTION_LINE = re.compile(r"Action:\s*([A-Za-z_][\w.]*)\s*\n\s*Action Input:\s*", re.S)
@@ -319,7 +322,7 @@ def eval_rjudge(data: Path, latencies: list[float], checked: list[Exchange]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     latencies: list[float] = []
     checked: list[Exchange] = []

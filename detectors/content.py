@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from detectors._choices import read_severity
 from detectors._fold import fold, fold_with_offsets, folded_view, warm_up
 from detectors._textfilter import TextFilter
 from guardrails.detector import Scope, Services, SettingError, read_setting
@@ -44,7 +45,7 @@ class ContentDetector(TextFilter):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        default = Severity(self.setting("severity", str, Severity.MEDIUM.value))
+        default = read_severity(self.settings, "severity", Severity.MEDIUM)
         self.terms: dict[str, list[Term]] = {}
         for term in self.setting("terms", list, []):
             self._add(str(term), None, default)
@@ -52,7 +53,7 @@ class ContentDetector(TextFilter):
             terms, severity = spec or [], default
             if isinstance(spec, Mapping):
                 terms = read_setting(spec, "terms", list, [], where=f"topics.{topic}.")
-                severity = Severity(read_setting(spec, "severity", str, default.value, where=f"topics.{topic}."))
+                severity = read_severity(spec, "severity", default, where=f"topics.{topic}.")
             elif not isinstance(terms, list):  # a bare string would be matched letter by letter
                 raise SettingError(f"setting topics.{topic} must be a list of terms or a mapping, not {spec!r}")
             for term in terms:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from detectors._choices import read_choice
 from guardrails.detector import Detector, ScanContext, Scope, Services, SettingError, read_setting
 from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind
 from guardrails.findings import Action, Category, Finding, Severity
@@ -41,6 +42,7 @@ from guardrails.model_stats import ModelStats, ModelStatsStore, Moments, default
 from guardrails.vllm_client import VLLMClient, VLLMConfig, VLLMError, shared_client
 
 DEFAULT_RELATIVE = {"min_tokens": 500, "min_segments": 30, "token_z": 2.5, "segment_z": 2.0}
+PULL_MODES = ("auto", "chat", "completions")  # see guardrails/logprobs/pull.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class LowConfidenceDetector(Detector):
         self.max_spans = self.setting("max_spans", int, 5)
         self.max_summary_units = self.setting("max_summary_units", int, 32)
         self.pull = self.setting("pull", bool, False)
-        self.pull_mode = self.setting("pull_mode", str, "auto")
+        self.pull_mode = read_choice(self.settings, "pull_mode", PULL_MODES, "auto")
         self.top_k = self.setting("top_k", int, 5)
         self.client = self._client()
         self.io_bound = self.client is not None  # the engine then runs us concurrently, under our timeout

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from detectors._choices import read_choice
 from detectors._pii_candidates import MIN_PHONE_DIGITS, PhoneScan, phone_candidates, phone_windows
 from detectors._pii_candidates import digit_count as _digit_count
 from detectors._textfilter import TextFilter
@@ -344,9 +345,7 @@ class PIIDetector(TextFilter):
         self.score_threshold = self.setting("score_threshold", float, DEFAULT_SCORE_THRESHOLD)
         # Values, not names: YAML reads an unquoted all-digit value as a number.
         self.allow_list: list[str] = [str(v) for v in self.setting("allow_list", list, [])]
-        self.allow_list_match: str = self.setting("allow_list_match", str, "exact")
-        if self.allow_list_match not in ("exact", "regex"):
-            raise PIIConfigError("pii: allow_list_match must be 'exact' or 'regex'")
+        self.allow_list_match = read_choice(self.settings, "allow_list_match", ("exact", "regex"), "exact")
         self.context: list[str] | None = self.setting("context", list, [], items=str) or None
         severity = self.setting("severity", dict, {})
         self.severity = {**DEFAULT_SEVERITY, **{k: Severity(v) for k, v in severity.items()}}

@@ -163,6 +163,11 @@ _FLAG_SEQUENCE = re.compile("\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F")
 # e-mail address or a URL.
 _OPENER_HINT = re.compile(r"please|kindly|pls|\byou\b|make\s+sure|be\s+sure|remember\s+to", re.IGNORECASE)
 _EXFIL_HINTS = ("@", "http", "www.")
+# The hidden-text rules: `hidden_text` in disabled_rules disables the three, each id disables itself.
+HIDDEN_TEXT_RULE_IDS = frozenset({"unicode_tags", "bidi_override", "zero_width"})
+# Every id disabled_rules accepts.
+RULE_IDS = frozenset({r.id for r in RULES} | {"agent_request", "exfiltration_address", "hidden_text"}
+                     | HIDDEN_TEXT_RULE_IDS)
 
 
 class PromptInjectionDetector(SegmentDetector):
@@ -179,20 +184,22 @@ class PromptInjectionDetector(SegmentDetector):
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
         disabled = set(self.setting("disabled_rules", list, [], items=str))
-        unknown = disabled - {r.id for r in RULES} - {"agent_request", "exfiltration_address", "hidden_text"}
+        unknown = disabled - RULE_IDS
         if unknown:
             raise ValueError(f"prompt_injection: unknown rule ids in disabled_rules: {sorted(unknown)}")
         self.rules = tuple(r for r in RULES if r.id not in disabled)
         self.check_requests = self.setting("agent_requests", bool, True) and "agent_request" not in disabled
         self.check_exfil = "exfiltration_address" not in disabled
-        self.check_hidden = "hidden_text" not in disabled
+        hidden_off = HIDDEN_TEXT_RULE_IDS if "hidden_text" in disabled else disabled
+        self.hidden_rules = HIDDEN_TEXT_RULE_IDS - hidden_off
         self.max_hits = self.setting("max_hits", int, 20)
         warm_up()  # folding's character classes built here, not on the first check
 
     def analyze(self, segment: Segment) -> list[Hit]:
         # The rules read the folded text (a zero-width space, fullwidth or Cyrillic letters do not hide a
         # phrase); the hidden-text check reads the original, where the invisible characters still are.
-        hits = hidden_text_hits(segment.text) if self.check_hidden and not segment.text.isascii() else []
+        hidden = self.hidden_rules if not segment.text.isascii() else frozenset()
+        hits = hidden_text_hits(segment.text, hidden) if hidden else []
         view = folded_view(segment)
         hits.extend(map(view.place, self._rule_hits(view.text)))
         hits.sort(key=lambda h: (h.start or 0, h.end or 0))
@@ -233,7 +240,7 @@ def agent_request_hits(text: str) -> list[Hit]:
     return hits
 
 
-def hidden_text_hits(text: str) -> list[Hit]:
+def hidden_text_hits(text: str, rules: frozenset[str] = HIDDEN_TEXT_RULE_IDS) -> list[Hit]:
     flags = [(m.start(), m.end()) for m in _FLAG_SEQUENCE.finditer(text)]
     hits = []
     for m in _HIDDEN_CHARS.finditer(text):
@@ -250,7 +257,7 @@ def hidden_text_hits(text: str) -> list[Hit]:
         else:
             hits.append(_hit("zero_width", "run of zero-width characters (hidden content)", Severity.MEDIUM,
                              m.start(), m.end(), f"{len(m.group())} characters"))
-    return hits
+    return [h for h in hits if h.evidence["rule"] in rules]
 
 
 def _hit(rule_id: str, message: str, severity: Severity, start: int, end: int, matched: str) -> Hit:

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.prompt_injection import EMAIL, RULES, PromptInjectionDetector, Rule, rule
+from detectors.prompt_injection import EMAIL, RULE_IDS, PromptInjectionDetector, Rule, rule
 from guardrails.detector import Detector, ScanContext, Services
 from guardrails.engine import SegmentCache
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec, Trust
@@ -38,7 +38,7 @@ from guardrails.pointer import join
 DEFAULT_SCHEMA_KEYS = ("description", "title", "$comment", "default", "examples", "enum")
 # prompt_injection rules that misfire on honest tool descriptions (see the module docstring).
 SHARED_RULES_LEFT_OUT = frozenset({"agent_request", "url_placeholder_exfiltration"})
-SHARED_RULE_IDS = frozenset({r.id for r in RULES} | {"agent_request", "exfiltration_address", "hidden_text"})
+SHARED_RULE_IDS = RULE_IDS  # hidden_text, or one of the three it groups (unicode_tags, bidi_override, zero_width)
 DUPLICATE_RULE = "duplicate_tool"  # a tool name declared more than once (not a text rule: read from the exchange)
 # What two declarations of one name are compared on, and how a message names it.
 DECLARATION_FIELDS = {"description": "description", "parameters": "schema", "strict": "strict flag"}

@@ -49,7 +49,12 @@ ROUTING_FILE = "routing.yml"
 TESTS_DIR = "tests"  # policy test cases live beside the policy and are not part of it
 BUNDLE_SUFFIXES = {".yml", ".yaml", ".co", ".py", ".json", ".txt", ".jsonl"}
 DETECTOR_KEYS = {"enabled", "action", "applies_to", "timeout_ms"}
-OUR_KEYS = {"detectors", "on_detector_error", "routing", "description", "colang"}
+OUR_KEYS = {"detectors", "on_detector_error", "description", "colang"}
+# Keys an author puts in a bundle's config.yml that belong elsewhere: nothing would read them there.
+MISPLACED_KEYS = {
+    "routing": f"routing does not belong in a bundle's {POLICY_FILE}: it goes in {ROUTING_FILE} at the top of the "
+               "policy directory, beside the bundles (agents, tenants, default; see docs/policies.md)",
+}
 # Top-level keys of NeMo Guardrails' config.yml that we accept and leave to the Colang runtime.
 NEMO_KEYS = {
     "models", "rails", "instructions", "prompts", "sample_conversation", "colang_version", "actions_server_url",
@@ -183,6 +188,8 @@ def _read_yaml(text: str, file: Path) -> Mapping[str, Any]:
 def _build_policy(config: Mapping[str, Any], text: str, config_file: Path, policy_id: str, version: str,
                   directory: Path | None, colang_files: tuple[Path, ...]) -> Policy:
     for key in config:
+        if key in MISPLACED_KEYS:
+            raise PolicyError(MISPLACED_KEYS[key], config_file, _line_of(text, key))
         if key not in OUR_KEYS and key not in NEMO_KEYS:
             raise PolicyError(f"unknown key {key!r}{did_you_mean(key, OUR_KEYS | NEMO_KEYS)}", config_file,
                               _line_of(text, key))

@@ -10,10 +10,11 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 
+from detectors._choices import read_choice
 from detectors.tool_policy.base import Violation, string_list
-from guardrails.detector import read_setting
 from guardrails.findings import Severity
 
 # sqlglot logs a warning for every statement it keeps as an opaque Command (GRANT...); we judge those ourselves.
@@ -31,6 +32,8 @@ LOOKS_LIKE_SQL = re.compile(
 SCHEMA_CHANGES = {exp.Drop: "DROP", exp.TruncateTable: "TRUNCATE", exp.Alter: "ALTER", exp.Grant: "GRANT",
                   exp.Revoke: "REVOKE"}
 PRIVILEGED_COMMANDS = frozenset({"GRANT", "REVOKE", "ALTER", "DROP", "TRUNCATE", "COPY", "LOAD", "SHUTDOWN"})
+# An unknown dialect makes every parse fail, which would read as "not SQL": refused when the policy loads.
+DIALECTS = tuple(sorted(name for name in Dialect.classes if name))
 
 
 class SqlRule:
@@ -38,7 +41,7 @@ class SqlRule:
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         settings = settings or {}
-        self.dialect = read_setting(settings, "dialect", str) or None
+        self.dialect = read_choice(settings, "dialect", DIALECTS) or None
         self.allow = frozenset(s.upper() for s in string_list(settings, "allow_statements"))
         self.deny_tables = frozenset(t.lower() for t in string_list(settings, "deny_tables"))
         self.check = lru_cache(maxsize=2048)(self._check)  # type: ignore[method-assign]

@@ -149,7 +149,7 @@ class AnthropicMessagesAdapter(Adapter):
         if isinstance(system, str):
             b.text(SegmentKind.SYSTEM, system, "/request/system", role="system", turn=0, phase=Phase.REQUEST)
             return
-        expect(system, list, "/request/system", "system")
+        expect(system, list, "/request/system", "system", "a string, an array of text blocks or null")
         for j, block in enumerate(system):
             bptr = f"/request/system/{j}"
             expect(block, dict, bptr, "a system block")
@@ -299,7 +299,7 @@ def _read_content(content: Any, ptr: str, role: str, turn: int, phase: Phase, b:
     if isinstance(content, str):
         _text(content, ptr, role, turn, phase, b)
         return
-    expect(content, list, ptr, "message content")
+    expect(content, list, ptr, "message content", "a string or an array of content blocks")
     for j, block in enumerate(content):
         _read_block(block, f"{ptr}/{j}", role, turn, phase, b, names)
 
@@ -418,7 +418,7 @@ def _nested(content: Any, ptr: str) -> list[tuple[str, str]]:
         return []
     if isinstance(content, str):
         return [(content, ptr)]
-    expect(content, list, ptr, "content")
+    expect(content, list, ptr, "content", "a string, an array of content blocks or null")
     out: list[tuple[str, str]] = []
     for k, inner in enumerate(content):
         iptr = f"{ptr}/{k}"

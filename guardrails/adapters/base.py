@@ -471,13 +471,15 @@ def _within(pieces: tuple[Piece, ...], end: int) -> bool:
     return all(p.offset >= 0 and p.length > 0 and p.offset + p.length <= end for p in pieces)
 
 
-def expect(value: Any, kind: type | tuple[type, ...], pointer: str, what: str) -> Any:
-    """Type-check one field of the body, raising the documented 422 with its pointer."""
+def expect(value: Any, kind: type | tuple[type, ...], pointer: str, what: str, accepted: str | None = None) -> Any:
+    """Type-check one field of the body, raising the documented 422 with its pointer. `accepted` names every
+    shape the field takes where the caller read the others first ("a string, an array of content parts or
+    null"): the message must not say "must be an array" of a field that a string fills too."""
     if type(value) is dict and kind is Mapping:  # the usual case, without the ABC check
         return value
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise BodyError(f"{what} must be {_article(names)}, got {type(value).__name__}", pointer)
+        raise BodyError(f"{what} must be {accepted or _article(names)}, got {type(value).__name__}", pointer)
     return value
 
 

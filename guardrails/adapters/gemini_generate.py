@@ -115,7 +115,7 @@ class GeminiGenerateContentAdapter(Adapter):
             self._read_content(contents, "/request/contents", first, Phase.REQUEST, "user", b)
             b.next_turn = first + 1
         else:
-            items = optional_list(contents, "/request/contents", "contents")
+            items = optional_list(contents, "/request/contents", "contents", "an array of contents, a content or null")
 
             def read_one(content: Any, i: int) -> None:
                 self._read_content(content, f"/request/contents/{i}", first + i, Phase.REQUEST, "user", b)
@@ -146,7 +146,7 @@ class GeminiGenerateContentAdapter(Adapter):
         if is_mapping(parts):  # a single part is accepted in place of the list
             self._read_part(parts, pptr, turn, phase, role, b)
             return
-        for j, part in enumerate(optional_list(parts, pptr, "parts")):
+        for j, part in enumerate(optional_list(parts, pptr, "parts", "an array of parts, a part or null")):
             self._read_part(part, f"{pptr}/{j}", turn, phase, role, b)
 
     @staticmethod

@@ -66,6 +66,7 @@ FINISH_REASONS = {"completed": "stop", "requires_action": "tool_calls", "incompl
 REQUEST_MARKERS = ("system_instruction", "generation_config", "previous_interaction_id", "response_mime_type",
                    "agent_config")
 EVENT_PREFIXES = ("interaction.", "step.", "content.")
+TEXT_OR_ITEMS = "a string, an array of content items or null"  # a turn's or step's content, in 422s
 MAX_RESULT_DEPTH = 32
 Fragments = list[tuple[str, str]]
 
@@ -76,11 +77,13 @@ def obj(value: Any, pointer: str, what: str) -> Mapping[str, Any]:
     raise BodyError(f"{what} must be an object, got {_json_type(value)}", pointer)
 
 
-def optional_list(value: Any, pointer: str, what: str) -> list[Any]:
+def optional_list(value: Any, pointer: str, what: str, accepted: str = "an array") -> list[Any]:
+    """`value` as a list, null as an empty one. `accepted` names every shape the field takes where the caller
+    read the others first (a string, an object)."""
     if value is None:
         return []
     if not isinstance(value, list):
-        raise BodyError(f"{what} must be an array, got {_json_type(value)}", pointer)
+        raise BodyError(f"{what} must be {accepted}, got {_json_type(value)}", pointer)
     return value
 
 
@@ -170,7 +173,7 @@ class GeminiInteractionsAdapter(Adapter):
         if is_mapping(value):
             self._read_item(value, ptr, first_turn, Phase.REQUEST, "user", b)
             return first_turn + 1
-        items = optional_list(value, ptr, "input")
+        items = optional_list(value, ptr, "input", "a string, an input item, an array of input items or null")
         turns = _turns(items, first_turn)
 
         def read_one(item: Any, i: int) -> None:
@@ -194,7 +197,7 @@ class GeminiInteractionsAdapter(Adapter):
         if isinstance(content, str):
             self._text(content, cptr, turn, Phase.REQUEST, role, b)
             return
-        for j, part in enumerate(optional_list(content, cptr, "turn content")):
+        for j, part in enumerate(optional_list(content, cptr, "turn content", TEXT_OR_ITEMS)):
             self._read_item(obj(part, f"{cptr}/{j}", "a content item"), f"{cptr}/{j}", turn, Phase.REQUEST,
                             role, b)
 
@@ -236,7 +239,7 @@ class GeminiInteractionsAdapter(Adapter):
         if isinstance(content, str):
             self._text(content, ptr, turn, phase, speaker, b)
             return
-        for j, part in enumerate(optional_list(content, ptr, "content")):
+        for j, part in enumerate(optional_list(content, ptr, "content", TEXT_OR_ITEMS)):
             pptr = f"{ptr}/{j}"
             part = obj(part, pptr, "a content item")
             if part.get("type", "text") == "text":

@@ -147,7 +147,7 @@ class OpenAIChatAdapter(Adapter):
         if isinstance(prompt, str):
             b.text(SegmentKind.USER, prompt, "/request/prompt", role="user", turn=0, phase=Phase.REQUEST)
             return
-        expect(prompt, list, "/request/prompt", "prompt")
+        expect(prompt, list, "/request/prompt", "prompt", "a string or an array of strings or token ids")
         for i, p in enumerate(prompt):
             if isinstance(p, str):  # other entries are token ids: nothing to read
                 b.text(SegmentKind.USER, p, f"/request/prompt/{i}", role="user", turn=0, phase=Phase.REQUEST)
@@ -495,7 +495,7 @@ def content_texts(content: Any, ptr: str, what: str = "message content") -> list
         return [(content, ptr)]
     if content is None:
         return []
-    expect(content, list, ptr, what)
+    expect(content, list, ptr, what, "a string, an array of content parts or null")
     out = []
     for j, part in enumerate(content):
         pptr = f"{ptr}/{j}"

@@ -60,6 +60,7 @@ INTERACTIONS_KEYS = ("system_instruction", "generation_config", "previous_intera
                      "response_mime_type")
 INTERACTIONS_ITEM_TYPES = ("user_input", "model_output", "function_result", "thought")
 CONSTRAINED_FORMATS = ("json_schema", "json_object")
+ITEMS_OR_TEXT = "a string, an array of input items or null"  # `input` and `instructions`, in 422 messages
 # Stream event type -> (item type, fragment group) for the text-carrying deltas.
 DELTA_EVENTS = {
     "response.output_text.delta": ("message", "content"),
@@ -132,14 +133,14 @@ class OpenAIResponsesAdapter(Adapter):
             b.text(SegmentKind.SYSTEM, instructions, "/request/instructions", role="system",
                    turn=reader.turn(model=False), phase=Phase.REQUEST)
         elif instructions is not None:  # a prompt template expands to a list of items
-            expect(instructions, list, "/request/instructions", "instructions")
+            expect(instructions, list, "/request/instructions", "instructions", ITEMS_OR_TEXT)
             reader.items(instructions, "/request/instructions")
         items = request.get("input")
         if isinstance(items, str):
             b.text(SegmentKind.USER, items, "/request/input", role="user", turn=reader.turn(model=False),
                    phase=Phase.REQUEST)
         elif items is not None:
-            expect(items, list, "/request/input", "input")
+            expect(items, list, "/request/input", "input", ITEMS_OR_TEXT)
             reader.items(items, "/request/input")
         b.next_turn = reader.turns
         self._read_tools(request.get("tools"), b)
@@ -590,7 +591,8 @@ def _shell_outputs(output: Any, ptr: str) -> list[tuple[str, str]]:
     if isinstance(output, str):
         return [(output, ptr)]
     out: list[tuple[str, str]] = []
-    for j, entry in enumerate(expect(output, list, ptr, "shell_call_output output")):
+    for j, entry in enumerate(expect(output, list, ptr, "shell_call_output output",
+                                     "a string, an array of command outputs or null")):
         eptr = f"{ptr}/{j}"
         expect(entry, Mapping, eptr, "a shell command output")
         for key in ("stdout", "stderr"):
