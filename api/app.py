@@ -142,7 +142,7 @@ def _health_router(service: CheckService) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": guardrails.__version__}
 
-    @router.get("/readyz", summary="Readiness: policies load and detectors import",
+    @router.get("/readyz", summary="Readiness: policies load, detectors import, the audit store writes",
                 responses={503: {"description": "Not ready: the same report, with the problems listed"}})
     async def readyz() -> Response:
         report = service.readiness()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import errno
 import json
 import os
+import socket
 import sys
 import traceback
 from collections.abc import Callable
@@ -43,6 +45,11 @@ CHECK_EXIT_CODES = f"""exit codes:
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there: stop it or choose another port (--port, GUARDRAILS_PORT)",
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address: set --host or GUARDRAILS_HOST",
+    errno.EACCES: "a port below 1024 needs privileges: choose another port (--port, GUARDRAILS_PORT)",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,12 +141,33 @@ def _serve(args: argparse.Namespace) -> int:
         problem = _default_policy_problem(service)
     finally:  # only a trial: the server builds its own, and an open store here would outlive it
         service.close()
+    problem = problem or _listen_problem(settings.host, settings.port)
     if problem:
         print(f"guardrails: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     uvicorn.run("guardrails.serve:build_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=args.log_level, log_config=_log_config(args.log_level))
     return 0
+
+
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not listen on host:port, if it could not. Found after its "startup complete" it would exit
+    3 with a traceback-like log; found here it is one line and exit 4. Bound as uvicorn binds (SO_REUSEADDR, so a
+    port held only by closed connections in TIME_WAIT passes), then released for it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    try:
+        socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot listen on {where}: the host does not resolve ({exc.strerror}); set --host or GUARDRAILS_HOST"
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            hint = LISTEN_HINTS.get(exc.errno or 0, "check --host and --port (GUARDRAILS_HOST, GUARDRAILS_PORT)")
+            return f"cannot listen on {where}: {exc.strerror or exc}; {hint}"
+    return None
 
 
 def _log_config(level: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import difflib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -46,6 +47,9 @@ from guardrails.findings import (
 from guardrails.policy import DetectorConfig, Policy, PolicyError
 
 log = logging.getLogger(__name__)
+# `scheme://user:password@`: a driver's error may quote its connection URL.
+URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^\s@]+@")
+MAX_REASON_CHARS = 500
 
 
 class SegmentCache:
@@ -277,9 +281,9 @@ class Engine:
                 placed.put(id(segment), (segment, tuple(placed_here)))
         for i in slots:
             if i in failed:
-                per_slot[i] = [_error_finding(self.slots[i], failed[i])]
+                per_slot[i] = [self._logged(self.slots[i], _error_finding(self.slots[i], failed[i]))]
             elif spent[i] > self.slots[i].config.timeout_s:
-                per_slot[i].append(_overrun_finding(self.slots[i], spent[i]))
+                per_slot[i].append(self._logged(self.slots[i], _overrun_finding(self.slots[i], spent[i])))
             timings[self.slots[i].detector.name] = round(spent[i] * 1000, 3)
 
     async def _run_inline(self, slot: _Slot, exchange: Exchange, ctx: ScanContext,
@@ -288,10 +292,10 @@ class Engine:
         try:
             findings = await slot.detector.scan(exchange, ctx)
         except Exception as exc:
-            findings = [_error_finding(slot, exc)]
+            findings = [self._logged(slot, _error_finding(slot, exc))]
         spent = time.perf_counter() - started
         if spent > slot.config.timeout_s:
-            findings = [*findings, _overrun_finding(slot, spent)]
+            findings = [*findings, self._logged(slot, _overrun_finding(slot, spent))]
         timings[slot.detector.name] = round(spent * 1000, 3)
         return findings
 
@@ -301,11 +305,18 @@ class Engine:
         try:
             findings = await asyncio.wait_for(slot.detector.scan(exchange, ctx), slot.config.timeout_s)
         except TimeoutError:
-            findings = [_error_finding(slot, TimeoutError(f"timed out after {slot.config.timeout_s:g} s"))]
+            timeout = TimeoutError(f"timed out after {slot.config.timeout_s:g} s")
+            findings = [self._logged(slot, _error_finding(slot, timeout))]
         except Exception as exc:
-            findings = [_error_finding(slot, exc)]
+            findings = [self._logged(slot, _error_finding(slot, exc))]
         timings[slot.detector.name] = _ms(started)
         return findings
+
+    def _logged(self, slot: _Slot, finding: Finding) -> Finding:
+        """Log a `detector_error` finding (rate-limited), then hand it on: an outage must reach the log."""
+        DETECTOR_ERRORS.report(self.policy.id, slot.detector.name, str(finding.evidence["error_type"]),
+                               finding.message, self.policy.on_detector_error.value)
+        return finding
 
 
 class _Selector:
@@ -362,12 +373,43 @@ def _unknown_setting(detector: str, key: Any, asked: list[str]) -> str:
     return f"{message}; it reads {', '.join(sorted(asked))}" if asked else f"{message}; it reads none when built"
 
 
+class DetectorErrorLog:
+    """Logs detector failures at WARNING, at most once per `interval_s` per (policy, detector, error type),
+    with how many were left out since: a store outage fails a detector on every check, and a line per check
+    would flood the log. Only the finding's message is logged, never the checked content."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self.interval_s = interval_s
+        self.clock = time.monotonic
+        self._seen: dict[tuple[str, str, str], tuple[float, int]] = {}  # key -> (last logged, left out since)
+
+    def report(self, policy_id: str, detector: str, error_type: str, message: str, action: str) -> None:
+        key = (policy_id, detector, error_type)
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.interval_s:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return
+        self._seen[key] = (now, 0)
+        left_out = f"; {seen[1]} more like it since the last line" if seen is not None and seen[1] else ""
+        log.warning("policy %s: %s (a detector_error finding, action %s)%s", policy_id, message, action, left_out)
+
+
+DETECTOR_ERRORS = DetectorErrorLog()
+
+
+def _reason(exc: BaseException) -> str:
+    """`Type: message` on one line, bounded, with any URL's password masked: it goes to the caller and the log."""
+    text = URL_PASSWORD.sub(r"\1***@", " ".join(f"{type(exc).__name__}: {exc}".split()))
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
+
+
 def _error_finding(slot: _Slot, exc: BaseException) -> Finding:
     return Finding(
         category=Category.DETECTOR_ERROR,
         detector=slot.detector.name,
         severity=Severity.MEDIUM,
-        message=f"detector {slot.detector.name!r} failed: {type(exc).__name__}: {exc}",
+        message=f"detector {slot.detector.name!r} failed: {_reason(exc)}",
         pointer="",
         evidence={"error_type": type(exc).__name__},
     )

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -540,12 +541,13 @@ class PolicyStore:
             if loaded is None:
                 raise
             self.errors[policy_id] = f"kept version {loaded.policy.version}: {exc}"
-            log.error("policy %s: edit rejected, still serving version %s: %s", policy_id,
-                      loaded.policy.version, exc)
+            log.error("policy %s: edit rejected in worker pid %d, still serving version %s: %s", policy_id,
+                      os.getpid(), loaded.policy.version, one_line(str(exc)))
             loaded.fingerprint, loaded.checked_at = fingerprint, now
             return loaded.policy
         if loaded is not None and loaded.policy.version != policy.version:
-            log.info("policy %s: reloaded version %s -> %s", policy_id, loaded.policy.version, policy.version)
+            log.info("policy %s: reloaded version %s -> %s in worker pid %d", policy_id, loaded.policy.version,
+                     policy.version, os.getpid())
         self._loaded[policy_id] = _Loaded(policy, fingerprint, now)  # one assignment: the swap is atomic
         self.errors.pop(policy_id, None)
         return policy
@@ -572,13 +574,20 @@ class PolicyStore:
             if cached is None:
                 raise
             self.errors[ROUTING_FILE] = f"kept the previous routing: {exc}"
-            log.error("routing: edit rejected: %s", exc)
+            log.error("routing: edit rejected in worker pid %d, still serving the previous routing: %s", os.getpid(),
+                      one_line(str(exc)))
             routing = cached[2]
         self._routing = (now, stamp, routing)
         return routing
 
     def route(self, context: CallerContext) -> str | None:
         return self.routing().route(context)
+
+
+def one_line(text: str) -> str:
+    """A multi-line error (YAML's quotes the offending line) as one log line, lines joined by ` | `; the caret lines
+    under the quotes point at nothing once joined."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip() not in ("", "^"))
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:

@@ -159,7 +159,9 @@ class CheckService:
             self.services.state.close()
 
     def readiness(self) -> dict[str, Any]:
-        """What /readyz reports: each policy loads and builds, and every detector plug-in imported."""
+        """What /readyz reports: each policy loads and builds, every detector plug-in imported, and what the
+        observers report (the audit store refusing writes). Not ready while the default policy does not load
+        or an observer reports a problem: either way checks are refused."""
         problems: dict[str, str] = {}
         for policy_id in self.policies.ids():
             try:
@@ -180,8 +182,20 @@ class CheckService:
             default = self.default_policy_id()
         except PolicyError:  # routing.yml never loaded (listed above): checks use the service default
             default = self.default_policy
-        return {"ready": f"policy:{default}" not in problems and default in self.policies.ids(),
+        observed = self.observer_problems()
+        problems.update(observed)
+        return {"ready": f"policy:{default}" not in problems and default in self.policies.ids() and not observed,
                 "problems": problems}
+
+    def observer_problems(self) -> dict[str, str]:
+        """Problems reported by observers that have an optional `problems() -> dict[str, str]`: only what makes
+        every check fail (the audit observer while its store refuses writes)."""
+        problems: dict[str, str] = {}
+        for observer in self.observers:
+            report = getattr(observer, "problems", None)
+            if callable(report):
+                problems.update(report())
+        return problems
 
 
 def _read_envelope(body: Any) -> tuple[Mapping[str, Any], Any, str | None, CallerContext, str | None, str | None]:

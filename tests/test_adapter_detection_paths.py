@@ -171,7 +171,7 @@ def test_a_request_that_is_not_an_object_fails_as_before() -> None:
             detect_format(request, None)  # type: ignore[arg-type]
     with pytest.raises(BodyError) as caught:
         read_exchange({"messages": [5]}, None)
-    assert (caught.value.pointer, caught.value.message.endswith("got int")) == ("/request/messages/0", True)
+    assert (caught.value.pointer, caught.value.message.endswith("got a number")) == ("/request/messages/0", True)
 
 
 # --- OpenAI Chat: the message scan runs only when its answer matters -------------------------------------------

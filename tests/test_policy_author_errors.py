@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,9 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """`guardrails serve` gets as far as starting uvicorn, which records its arguments instead."""
     import uvicorn
 
+    with socket.socket() as sock:  # serve tries to bind its port first: a free one, not 8000
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("GUARDRAILS_PORT", str(sock.getsockname()[1]))
     started: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(kwargs))
     return started

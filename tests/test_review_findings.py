@@ -173,7 +173,7 @@ def test_openapi_documents_the_error_shape_the_service_returns(client: TestClien
 def test_type_errors_name_json_types(client: TestClient) -> None:
     error = assert_error(client.post("/v1/checks", json={"request": REQUEST, "response": ["x"]}), 422,
                          "invalid_body")
-    assert error["message"] == "a stream chunk must be an object, got str" and error["pointer"] == "/response/0"
+    assert error["message"] == "a stream chunk must be an object, got a string" and error["pointer"] == "/response/0"
 
 
 # --- guardrails check: exit codes as documented ------------------------------------------------------------

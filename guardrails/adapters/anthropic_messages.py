@@ -39,7 +39,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, json_type
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 
@@ -559,7 +559,7 @@ def _index(event: Mapping[str, Any], ptr: str) -> int:
 def _string(obj: Mapping[str, Any], key: str, ptr: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
-        raise BodyError(f"{key} must be a string, got {type(value).__name__}", f"{ptr}/{key}")
+        raise BodyError(f"{key} must be a string, got {json_type(value)}", f"{ptr}/{key}")
     return value
 
 

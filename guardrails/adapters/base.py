@@ -479,8 +479,23 @@ def expect(value: Any, kind: type | tuple[type, ...], pointer: str, what: str, a
         return value
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise BodyError(f"{what} must be {accepted or _article(names)}, got {type(value).__name__}", pointer)
+        raise BodyError(f"{what} must be {accepted or _article(names)}, got {json_type(value)}", pointer)
     return value
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a decoded value, for "got ..." in a 422: the caller sent JSON, not Python objects."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):  # before numbers: a bool is an int to Python
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return "an object" if is_mapping(value) else type(value).__name__
 
 
 def _describe(chunk: Mapping[str, Any]) -> str:

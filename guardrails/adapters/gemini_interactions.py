@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, has_any, is_mapping
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, has_any, is_mapping, json_type
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 from guardrails.pointer import join
@@ -74,7 +74,7 @@ Fragments = list[tuple[str, str]]
 def obj(value: Any, pointer: str, what: str) -> Mapping[str, Any]:
     if type(value) is dict or isinstance(value, Mapping):  # a dict, as orjson gives, skips the ABC check
         return value
-    raise BodyError(f"{what} must be an object, got {_json_type(value)}", pointer)
+    raise BodyError(f"{what} must be an object, got {json_type(value)}", pointer)
 
 
 def optional_list(value: Any, pointer: str, what: str, accepted: str = "an array") -> list[Any]:
@@ -83,7 +83,7 @@ def optional_list(value: Any, pointer: str, what: str, accepted: str = "an array
     if value is None:
         return []
     if not isinstance(value, list):
-        raise BodyError(f"{what} must be {accepted}, got {_json_type(value)}", pointer)
+        raise BodyError(f"{what} must be {accepted}, got {json_type(value)}", pointer)
     return value
 
 
@@ -106,13 +106,6 @@ def string_leaves(value: Any, pointer: str) -> Iterator[tuple[str, str]]:
             stack.extend((v, join(ptr, k), depth + 1) for k, v in reversed(node.items()))
         elif depth < MAX_RESULT_DEPTH and isinstance(node, list):
             stack.extend((v, f"{ptr}/{i}", depth + 1) for i, v in reversed(list(enumerate(node))))
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 class GeminiInteractionsAdapter(Adapter):
@@ -149,7 +142,7 @@ class GeminiInteractionsAdapter(Adapter):
             b.text(SegmentKind.SYSTEM, system, "/request/system_instruction", role="system", turn=0,
                    phase=Phase.REQUEST)
         elif system is not None:
-            raise BodyError(f"system_instruction must be a string, got {_json_type(system)}",
+            raise BodyError(f"system_instruction must be a string, got {json_type(system)}",
                             "/request/system_instruction")
         # The system prompt is turn 0 when present, as in OpenAI Chat, so turn numbers agree across formats.
         # Decided by the segments before the history, so an input item's segments depend only on the items.
@@ -228,7 +221,7 @@ class GeminiInteractionsAdapter(Adapter):
     @staticmethod
     def _text(text: Any, ptr: str, turn: int, phase: Phase, speaker: str, b: ExchangeBuilder) -> None:
         if not isinstance(text, str):
-            raise BodyError(f"text must be a string, got {_json_type(text)}", ptr)
+            raise BodyError(f"text must be a string, got {json_type(text)}", ptr)
         if speaker == "model":
             b.assistant_text(text, ptr, turn=turn, phase=phase)
         else:
@@ -256,7 +249,7 @@ class GeminiInteractionsAdapter(Adapter):
         if arguments is None:
             arguments, args_ptr = {}, ptr  # no arguments field: point at the call itself
         elif not isinstance(arguments, (Mapping, str)):
-            raise BodyError(f"function_call arguments must be an object, got {_json_type(arguments)}",
+            raise BodyError(f"function_call arguments must be an object, got {json_type(arguments)}",
                             args_ptr)
         b.tool_call(name=name, arguments=arguments, call_id=string(item.get("id")),
                     name_pointer=f"{ptr}/name", arguments_pointer=args_ptr, turn=turn, phase=phase)
@@ -464,7 +457,7 @@ def _hosted_call(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: 
     if arguments is None:
         arguments, args_ptr = {}, ptr  # no arguments field: point at the call itself
     elif not is_mapping(arguments):
-        raise BodyError(f"{kind} arguments must be an object, got {_json_type(arguments)}", args_ptr)
+        raise BodyError(f"{kind} arguments must be an object, got {json_type(arguments)}", args_ptr)
     mcp_server = (string(item.get("server_name")) or server) if kind == MCP_CALL_TYPE else None
     b.tool_call(name=call_name, arguments=arguments, call_id=string(item.get("id")) or call_id,
                 name_pointer=name_ptr, arguments_pointer=args_ptr, turn=turn, phase=phase, hosted=True,
@@ -538,7 +531,7 @@ def _read_built_in_result(item: Mapping[str, Any], kind: str, rptr: str, turn: i
             if text is None:
                 continue
             if not isinstance(text, str):
-                raise BodyError(f"{kind} {key} must be a string, got {_json_type(text)}", f"{eptr}/{key}")
+                raise BodyError(f"{kind} {key} must be a string, got {json_type(text)}", f"{eptr}/{key}")
             b.text(SegmentKind.TOOL_RESULT, text, f"{eptr}/{key}", role="tool", turn=turn, phase=phase,
                    tool_call_id=call_id, tool_name=name, source=source)
 
@@ -588,7 +581,7 @@ def _texts(content: Any, ptr: str, what: str) -> list[tuple[str, str]]:
         if part.get("type", "text") == "text":
             text = part.get("text")
             if not isinstance(text, str):
-                raise BodyError(f"text must be a string, got {_json_type(text)}", f"{pptr}/text")
+                raise BodyError(f"text must be a string, got {json_type(text)}", f"{pptr}/text")
             out.append((text, f"{pptr}/text"))
     return out
 

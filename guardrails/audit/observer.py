@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import threading
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from guardrails.audit.otlp import OtlpSender
 from guardrails.audit.record import CONTENT_MODES, build_record
-from guardrails.audit.store import AuditStore
+from guardrails.audit.store import MAX_SEQ, AuditFilter, AuditStore
 from guardrails.config import redacted_url
 from guardrails.errors import AuditUnavailable
 
@@ -15,6 +19,7 @@ if TYPE_CHECKING:
     from guardrails.service import CheckOutcome
 
 log = logging.getLogger("guardrails.audit")
+PROBE_INTERVAL_S = 5.0  # while writes fail, /readyz asks the store a read at most this often
 
 
 class AuditObserver:
@@ -23,6 +28,11 @@ class AuditObserver:
             raise ValueError(f"GUARDRAILS_AUDIT_CONTENT must be one of {CONTENT_MODES}, got {content!r}")
         self.store, self.content, self.sender = store, content, sender
         self.refused = 0  # checks answered 503 since the store last accepted a record
+        self.failing_since: float | None = None  # when the last write failed, until a write or probe succeeds
+        self.probe_interval_s = PROBE_INTERVAL_S
+        self.probe: concurrent.futures.Future[None] | None = None  # the store probe in flight, or the last one
+        self._probed_at = 0.0
+        self._last_failure = 0.0
 
     async def __call__(self, outcome: CheckOutcome) -> None:
         record = build_record(outcome, self.content)
@@ -34,6 +44,7 @@ class AuditObserver:
             raise AuditUnavailable(
                 f"the audit record could not be written ({reason}); the check was not acknowledged"
             ) from exc
+        self.failing_since = None
         if self.refused:
             log.warning("audit store %s accepts records again; %d check(s) were refused with 503 "
                         "audit_unavailable meanwhile", redacted_url(self.store.url), self.refused)
@@ -47,7 +58,46 @@ class AuditObserver:
             log.error("audit store %s cannot write (%s): checks are refused with 503 audit_unavailable until "
                       "it can; check that the store is reachable and has space", redacted_url(self.store.url),
                       reason)
+        self._last_failure = time.time()
+        if self.failing_since is None:
+            self.failing_since = self._last_failure
         self.refused += 1
+
+    def problems(self) -> dict[str, str]:
+        """What /readyz reports (and is not ready for) while the last write failed: checks are refused anyway.
+
+        Only a check learns that writes fail. Once the load balancer stops sending checks, none would learn
+        that the store is back: so while failing, this also starts a read of the store in the background (never
+        waited for: a hung store must not hold /readyz); when the store answers, readiness returns and the next
+        check's write confirms it (or reports the failure again)."""
+        since = self.failing_since
+        if since is None:
+            return {}
+        self._start_probe()
+        started = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+        return {"audit": f"writes failing since {started} ({self.refused} checks refused)"}
+
+    def _start_probe(self) -> None:
+        now = time.monotonic()
+        if (self.probe is not None and not self.probe.done()) or now - self._probed_at < self.probe_interval_s:
+            return
+        self._probed_at = now
+        self.probe = concurrent.futures.Future()
+        threading.Thread(target=self._run_probe, args=(self.probe,), name="audit-probe", daemon=True).start()
+
+    def _run_probe(self, done: concurrent.futures.Future[None]) -> None:
+        started = time.time()
+        try:
+            self.store.page(AuditFilter(), str(MAX_SEQ), 1)  # past the last record: an index lookup, no rows
+            # A write that failed meanwhile outweighs a read that worked (a full disk still serves reads).
+            if self.failing_since is not None and self._last_failure < started:
+                self.failing_since = None
+                log.info("audit store %s answers again: /readyz reports ready; the next check's write confirms it",
+                         redacted_url(self.store.url))
+        except Exception:  # still failing: the check that failed logged why
+            pass
+        finally:
+            done.set_result(None)
 
     def close(self) -> None:
         if self.sender is not None:
