@@ -200,7 +200,10 @@ def logging_as_configured(config: dict[str, Any]) -> Iterator[None]:
 
 def test_serve_logs_policy_reloads_with_level_and_logger(no_server: list[dict[str, Any]],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--port", "18999"]) == 0
+    with socket.socket() as probe:  # a free port: serve now binds it once before starting
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["serve", "--port", str(port)]) == 0
     capsys.readouterr()
     with logging_as_configured(no_server[0]["log_config"]):  # what uvicorn does with it in each worker
         logging.getLogger("guardrails.policy").info("policy default: reloaded version a -> b")
