@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +39,7 @@ from guardrails.state.base import (
     Breaker,
     RateAdd,
     RateStats,
+    Snapshot,
     StateStore,
     WindowAdd,
     std_floor,
@@ -82,6 +84,22 @@ class Spend:
     cost: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One check's request to the store, and what judging its answer needs."""
+
+    now: float
+    keys: dict[str, str]  # scope -> state key
+    spending: bool
+    spend: Spend
+    limits: list[Limit]  # the limits of the check's scopes, in the order of their `adds`
+    calls: list[tuple[str, Segment]]  # the response's tool calls (fingerprint, segment), added after the limits
+    adds: list[WindowAdd]
+    rate: RateAdd | None
+    breaker_keys: list[str]
+    streak_scopes: list[str]
+
+
 class BudgetDetector(Detector):
     name = "budget"
     category = Category.BUDGET
@@ -118,6 +136,8 @@ class BudgetDetector(Detector):
         )
         clock = self.services.extra.get("clock")  # tests drive time
         self.clock: Callable[[], float] = clock or time.time
+        # A remote store may hang: the engine then runs us concurrently and ends our wait at `timeout_ms`.
+        self.io_bound = bool(getattr(self.services.state, "remote", False))
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         store: StateStore | None = self.services.state
@@ -127,7 +147,14 @@ class BudgetDetector(Detector):
         if not keys:
             ctx.signals[self.name] = {"skipped": "no tenant, agent_id or session_id in the check context"}
             return []
-        now = self.clock()
+        step = self._plan(exchange, keys)
+        # Every store call of the check in one `run`: one hop to a thread for a remote store, none for SQLite.
+        findings, signal = await store.run(partial(self._settle, store, step))
+        ctx.signals[self.name] = signal
+        return findings
+
+    def _plan(self, exchange: Exchange, keys: dict[str, str]) -> _Step:
+        """What this check adds and reads, from the exchange (on the event loop: the store is not touched)."""
         spending = exchange.has_response or self.count_request_phase
         spend = self._spend(exchange) if spending else Spend(0, 0, 0, 0)
         limits = [lim for lim in self.limits if lim.scope in keys]
@@ -149,22 +176,27 @@ class BudgetDetector(Detector):
             {keys[scope] for scope in streak_scopes}
             | ({agent_key} if agent_key and (self.max_repeats or self.anomaly) else set())
         )
-        snap = store.step(now, adds, rate, breaker_keys, [keys[scope] for scope in streak_scopes])
+        return _Step(self.clock(), keys, spending, spend, limits, calls, adds, rate, breaker_keys, streak_scopes)
 
+    def _settle(self, store: StateStore, step: _Step) -> tuple[list[Finding], dict[str, Any]]:
+        """Add to the store, judge the totals, trip and close breakers: the findings and the signal."""
+        now, keys = step.now, step.keys
+        snap = store.step(now, step.adds, step.rate, step.breaker_keys, [keys[s] for s in step.streak_scopes])
         findings = [self._open_finding(b, now) for b in snap.breakers.values() if b.state == OPEN]
-        for lim, total in zip(limits, snap.totals, strict=False):
-            finding = self._limit_finding(lim, total, keys[lim.scope], spending)
+        for lim, total in zip(step.limits, snap.totals, strict=False):
+            finding = self._limit_finding(lim, total, keys[lim.scope], step.spending)
             if finding is not None:
                 findings.append(finding)
         blocked_keys = {b.key for b in snap.breakers.values() if b.state == OPEN}
         tripped: list[Breaker] = []
+        agent_key = keys.get("agent")
         if agent_key and agent_key not in blocked_keys:
-            trip = self._trip_repeated(store, agent_key, calls, snap.totals[len(limits) :], now)
+            trip = self._trip_repeated(store, agent_key, step.calls, snap.totals[len(step.limits) :], now)
             trip = trip or self._trip_anomaly(store, agent_key, snap.rate, now)
             if trip:
                 tripped.append(trip[0])
                 findings.append(self._trip_finding(*trip))
-        for scope in streak_scopes:
+        for scope in step.streak_scopes:
             key, limit = keys[scope], self.streak_limits[scope]
             if key not in blocked_keys and snap.streaks.get(key, 0) >= limit:
                 details = {"blocked_checks": snap.streaks[key], "limit": limit}
@@ -174,20 +206,7 @@ class BudgetDetector(Detector):
         for b in snap.breakers.values():  # a clean check through a half-open breaker closes it
             if b.state == HALF_OPEN and b.key not in tripped_keys:
                 store.close_half_open(b.key)
-        ctx.signals[self.name] = {
-            "spent": {
-                "tokens": spend.tokens,
-                "requests": spend.requests,
-                "tool_calls": spend.tool_calls,
-                "cost_usd": round(spend.cost, 6),
-            },
-            "totals": {
-                f"{lim.scope}.{lim.name}": round(t, 6) for lim, t in zip(limits, snap.totals, strict=False)
-            },
-            "breakers": {b.key: b.state for b in snap.breakers.values()} | {b.key: OPEN for b in tripped},
-            "streaks": {k: v for k, v in snap.streaks.items() if k not in tripped_keys},
-        }
-        return findings
+        return findings, _signal(step, snap, tripped)
 
     def _trip_repeated(
         self,
@@ -306,6 +325,23 @@ class BudgetDetector(Detector):
             end=end,
             evidence={"breaker": b.to_dict()},
         )
+
+
+def _signal(step: _Step, snap: Snapshot, tripped: list[Breaker]) -> dict[str, Any]:
+    spend, tripped_keys = step.spend, {b.key for b in tripped}
+    return {
+        "spent": {
+            "tokens": spend.tokens,
+            "requests": spend.requests,
+            "tool_calls": spend.tool_calls,
+            "cost_usd": round(spend.cost, 6),
+        },
+        "totals": {
+            f"{lim.scope}.{lim.name}": round(t, 6) for lim, t in zip(step.limits, snap.totals, strict=False)
+        },
+        "breakers": {b.key: b.state for b in snap.breakers.values()} | {b.key: OPEN for b in tripped},
+        "streaks": {k: v for k, v in snap.streaks.items() if k not in tripped_keys},
+    }
 
 
 def scope_keys(context: CallerContext) -> dict[str, str]:

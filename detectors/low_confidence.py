@@ -28,7 +28,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from detectors._choices import read_choice
@@ -90,8 +90,9 @@ class LowConfidenceDetector(Detector):
         self.pull_mode = read_choice(self.settings, "pull_mode", PULL_MODES, "auto")
         self.top_k = self.setting("top_k", int, 5)
         self.client = self._client()
-        self.io_bound = self.client is not None  # the engine then runs us concurrently, under our timeout
         self.stats: ModelStatsStore = self.services.extra.get("model_stats") or default_store()
+        # We wait on vLLM or on a remote statistics store: the engine then runs us concurrently, under our timeout.
+        self.io_bound = self.client is not None or self.stats.remote
 
     def _client(self) -> VLLMClient | None:
         # Checked even when the service hands us its client; a URL the server would call, and maybe a key.
@@ -114,7 +115,7 @@ class LowConfidenceDetector(Detector):
             return []
         if origin == "pulled":
             model = f"scored:{self.client.config.model if self.client else model}"
-        thresholds = self._thresholds(self.stats.get(model))
+        thresholds = self._thresholds(await self.stats.run(partial(self.stats.get, model)))
         analysis = analyze(aligned, exchange.constraints.any, thresholds.token)
         in_scope = {s.index for s in ctx.segments}
         judged = [r for r in analysis.reports if r.origin != "prompt" and r.unit.segment.index in in_scope]
@@ -122,7 +123,9 @@ class LowConfidenceDetector(Detector):
         # ones the summary lists (a call can hold hundreds of confident arguments).
         shown = [_Shown(r) for r in judged if r.unit.kind != "argument" or r.signals.low_spans]
         findings = [self._finding(s, thresholds) for s in shown if self._is_low(s.report, thresholds)]
-        self._learn(model, analysis, shown)
+        learned = self._learned(analysis, shown)
+        if learned is not None:
+            await self.stats.run(partial(self.stats.update, model, learned))
         ctx.signals[self.name] = self._summary(model, origin, exchange, thresholds, analysis, judged, shown)
         unaligned = self._unaligned_calls(ctx.segments, judged)
         if unaligned:
@@ -195,9 +198,10 @@ class LowConfidenceDetector(Detector):
             action=Action.BLOCK if high_risk else None,
         )
 
-    def _learn(self, model: str, analysis: Analysis, shown: list[_Shown]) -> None:
-        """Merge this check into the model's statistics: its tokens' weighted logprobs (`analysis.tokens`, the
-        scale `_thresholds` turns into a token threshold) and its judged texts' weighted means."""
+    def _learned(self, analysis: Analysis, shown: list[_Shown]) -> ModelStats | None:
+        """What this check adds to the model's statistics (None: nothing): its tokens' weighted logprobs
+        (`analysis.tokens`, the scale `_thresholds` turns into a token threshold) and its judged texts' weighted
+        means."""
         texts = [s.report.signals for s in shown if s.report.unit.kind == "segment"
                  and s.report.unit.segment.tool_call is None]
         means = [sig.weighted_mean for sig in texts if sig.tokens >= self.min_tokens and sig.weighted_mean is not None]
@@ -205,8 +209,7 @@ class LowConfidenceDetector(Detector):
         if means:
             mean = sum(means) / len(means)
             moments = Moments(len(means), mean, sum((v - mean) ** 2 for v in means))
-        if analysis.tokens.count or moments.count:
-            self.stats.update(model, ModelStats(analysis.tokens, moments))
+        return ModelStats(analysis.tokens, moments) if analysis.tokens.count or moments.count else None
 
     def _summary(self, model: str, origin: str, exchange: Exchange, t: Thresholds, analysis: Analysis,
                  judged: list[UnitReport], shown: list[_Shown]) -> dict[str, Any]:

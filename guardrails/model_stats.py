@@ -3,7 +3,8 @@
 A "low" logprob means little on its own: models differ (a 0.5B model's typical token sits far below a 70B
 model's). Detectors judge against the model's own running mean and spread, kept per model key behind two
 methods, `get` and `update`: in the service's state store (`SharedModelStats`: SQLite or Redis, so every
-replica judges against the same numbers), or in memory when the service runs without one.
+replica judges against the same numbers), or in memory when the service runs without one. Code on the event
+loop calls them through `run`, which takes a remote store's calls off the loop (`StateStore.run`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from guardrails.state.base import StateStore
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,15 @@ class ModelStats:
 
 class ModelStatsStore(ABC):
     """get/update per model key. Implementations must make `update` atomic per key."""
+
+    @property
+    def remote(self) -> bool:
+        """Whether `get` and `update` may wait on the network (then call them through `run`)."""
+        return False
+
+    async def run(self, call: Callable[[], T]) -> T:
+        """`call()`, a `get` or an `update`, without holding the event loop while a remote store answers."""
+        return call()
 
     @abstractmethod
     def get(self, key: str) -> ModelStats | None:
@@ -112,6 +124,13 @@ class SharedModelStats(ModelStatsStore):
         self._max_models = max_models
         self._clock = clock
         self._recent: dict[str, tuple[float, ModelStats | None]] = {}
+
+    @property
+    def remote(self) -> bool:
+        return self.store.remote
+
+    async def run(self, call: Callable[[], T]) -> T:
+        return await self.store.run(call)
 
     def get(self, key: str) -> ModelStats | None:
         recent = self._recent.get(key)

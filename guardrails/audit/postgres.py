@@ -8,14 +8,20 @@ advisory lock, reads the head and inserts after it. Commits use the server's `sy
 A connection the server dropped while idle (a restart, a failover, an idle timeout) fails at its next
 statement: a batch that failed before any row was sent is retried once on a new connection, so a restart
 costs no check; a batch that failed later is not (it may have committed), and its checks get a 503.
+
+A server that stops answering (rather than refusing) would hold a batch, and the checks waiting on it, for the
+kernel's TCP timeouts (minutes): `connection_defaults` bounds connect, silence, unacknowledged sends and each
+statement. The URL (or PGCONNECT_TIMEOUT, PGOPTIONS) wins over each default.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -27,8 +33,17 @@ from guardrails.config import redacted_url
 DEFAULT_TABLE = "guardrails_audit"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}(\.[A-Za-z_][A-Za-z0-9_]{0,50})?$")
 COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash"
-# Without one, a host that does not answer holds a connect for the kernel's TCP timeout (minutes).
-CONNECT_TIMEOUT_S = 5
+# libpq settings that apply unless the URL sets them; none has a server-side cost.
+CONNECTION_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 5,  # s: a host that does not answer a connect
+    "keepalives": 1,  # a server silent while we wait for its answer is found gone after 10 + 3 x 5 s
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # ms: what we sent is not acknowledged (the server went away mid-statement)
+}
+STATEMENT_TIMEOUT_MS = 5_000  # a statement the server does not finish (a lock never released, a stalled disk)
+ENVIRONMENT = {"connect_timeout": "PGCONNECT_TIMEOUT", "options": "PGOPTIONS"}  # libpq reads these when unset
 
 
 def split_table(url: str, default: str = DEFAULT_TABLE) -> tuple[str, str]:
@@ -38,8 +53,27 @@ def split_table(url: str, default: str = DEFAULT_TABLE) -> tuple[str, str]:
     table = next((v for k, v in query if k == "table"), default)
     if not IDENTIFIER.match(table):
         raise ValueError(f"invalid table name {table!r}")
-    rest = urlencode([(k, v) for k, v in query if k != "table"])
+    # quote, not urlencode's default quote_plus: libpq reads a `+` as itself, so `options=-c%20x` would break.
+    rest = urlencode([(k, v) for k, v in query if k != "table"], quote_via=quote)
     return urlunsplit(parts._replace(query=rest)), table
+
+
+def connection_defaults(dsn: str) -> dict[str, str | int]:
+    """Our libpq settings for what `dsn` (and libpq's environment) leaves unset. `statement_timeout` joins the
+    server options already given (`options`, else PGOPTIONS) unless they set it."""
+    given = conninfo_to_dict(dsn)
+    defaults: dict[str, str | int] = {
+        key: value for key, value in CONNECTION_DEFAULTS.items() if not _set(key, given)}
+    options = str(given.get("options", os.environ.get("PGOPTIONS", "")))
+    if "statement_timeout" not in options:
+        defaults["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
+    return defaults
+
+
+def _set(key: str, given: dict[str, Any]) -> bool:
+    """Whether the URL, or the environment variable libpq reads in its place, sets `key`."""
+    variable = ENVIRONMENT.get(key)
+    return key in given or (variable is not None and variable in os.environ)
 
 
 class _DroppedBeforeWrite(Exception):
@@ -55,8 +89,7 @@ class PostgresAuditStore(AuditStore):
         super().__init__()
         self.url = url
         self._dsn, self.table = split_table(url)
-        self._options = {} if "connect_timeout" in conninfo_to_dict(self._dsn) else {
-            "connect_timeout": CONNECT_TIMEOUT_S}
+        self._options = connection_defaults(self._dsn)
         self._lock_key = f"guardrails-audit:{self.table}"
         try:
             self._write_conn = self._connect()

@@ -14,21 +14,30 @@ breakers. Keys are opaque strings chosen by the caller (the budget detector).
 * Model statistics (`guardrails.model_stats`) are running moments of each model's token and segment
   logprobs; a merge is atomic (Chan et al.), so replicas add their checks without losing one. A model not
   updated for `MODEL_STATS_IDLE_S` is forgotten: its name comes from the caller.
+
+The methods are synchronous. Code on the event loop calls them through `run`: inline for a local store (an
+SQLite step takes microseconds, less than a hop to a thread), on the store's own threads for a remote one
+(`remote`: Redis), so a store that is slow or hangs holds a thread and its caller, not the worker's other
+requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from guardrails.model_stats import ModelStats
 
 OPEN = "open"
 HALF_OPEN = "half_open"
 MODEL_STATS_IDLE_S = 30 * 86_400.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,20 @@ class Snapshot:
 
 class StateStore(ABC):
     url: str
+    # Set by a store whose calls wait on the network: `run` hands calls to these threads. None: calls run inline.
+    pool: Executor | None = None
+
+    @property
+    def remote(self) -> bool:
+        """Whether a call waits on the network (and may wait for the socket timeout): run it through `run`."""
+        return self.pool is not None
+
+    async def run(self, call: Callable[[], T]) -> T:
+        """`call()`, one or more calls on this store, without holding the event loop while a remote store answers.
+        A caller that stops waiting (a detector's timeout) leaves the call to finish on its thread."""
+        if self.pool is None:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     @abstractmethod
     def step(

@@ -12,6 +12,7 @@ must not fail a check the detectors have judged.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from guardrails.config import redacted_url
@@ -41,7 +42,7 @@ class StreakObserver:
         if not keys:  # nothing to write on the common path: not blocked, no streak running
             return
         try:
-            self.store.record_streaks(keys, blocked)
+            await self.store.run(partial(self.store.record_streaks, keys, blocked))
         except Exception as exc:
             log.warning("state store %s: block streaks of check %s not updated (%s: %s)",
                         redacted_url(self.store.url), outcome.check_id, type(exc).__name__, exc)

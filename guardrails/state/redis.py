@@ -6,16 +6,18 @@
 `<prefix>m:<key>` model statistics (hash). The rate math mirrors `guardrails.state.base.fold` and the
 statistics merge mirrors `Moments.merge`; the shared test suite holds both stores to them.
 
-Calls are synchronous, on the caller's thread (the event loop, for a check): a Redis that hangs holds every
-check of the worker, and its health probes, for the socket timeout. The default is one second (redis-py's
-is five), `?socket_timeout=` and `?socket_connect_timeout=` in the URL change it. The store pings at open,
-so a wrong URL is refused at start rather than failing each check.
+Calls are synchronous; the detectors and the streak observer make them through `StateStore.run`, on this
+store's threads (`THREADS`), so a Redis that hangs holds those checks for the socket timeout (or their
+detector's timeout, whichever ends first) while the worker's other requests and health probes go on. The
+socket timeout is one second (redis-py's is five), `?socket_timeout=` and `?socket_connect_timeout=` in the
+URL change it. The store pings at open, so a wrong URL is refused at start rather than failing each check.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +39,9 @@ from guardrails.state.base import (
 
 DEFAULT_PREFIX = "guardrails:"
 SOCKET_TIMEOUT_S = 1.0  # connect and each reply: a same-network Redis answers in well under a millisecond
+# Calls in flight per process. A call takes a fraction of a millisecond, so a few threads carry thousands of
+# checks a second; against a hung Redis the rest queue, and their detectors time out instead of waiting.
+THREADS = 8
 
 # KEYS: window keys..., [rate key], breaker keys..., streak keys...   ARGV[1]: JSON spec (see `step`).
 STEP = """
@@ -182,6 +187,7 @@ class RedisStateStore(StateStore):
         self._close = self._redis.register_script(CLOSE)
         self._merge_model_stats = self._redis.register_script(MERGE_MODEL_STATS)
         self._index = self.prefix + "breakers"
+        self.pool = ThreadPoolExecutor(THREADS, thread_name_prefix="guardrails-state")
 
     def step(
         self,
@@ -276,6 +282,7 @@ class RedisStateStore(StateStore):
             self._redis.delete(key)
 
     def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)  # a call stuck on a hung Redis ends at its timeout
         self._redis.close()
 
 

@@ -1,7 +1,8 @@
 """SQLite state store: the embedded default. One process or several on one host (BEGIN IMMEDIATE).
 
 Budget counters are not an audit trail: WAL with `synchronous=NORMAL` (no fsync per step; a service
-crash loses nothing, a power cut may lose the last steps).
+crash loses nothing, a power cut may lose the last steps). The file is opened, and its schema created, when
+the store is built (at start): a path that cannot hold a database is refused then, not on every check.
 """
 
 from __future__ import annotations
@@ -51,14 +52,14 @@ class SQLiteStateStore(StateStore):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path, _ = sqlite_path(url)
-        self._connection: sqlite3.Connection | None = None  # opened on first use: no file unless budgets run
+        self._connection: sqlite3.Connection | None = _open(self.path)
         self._lock = threading.Lock()
         self._steps = 0
         self._merges = 0
 
     @property
     def _conn(self) -> sqlite3.Connection:
-        if self._connection is None:
+        if self._connection is None:  # closed, then used again
             self._connection = _open(self.path)
         return self._connection
 
@@ -233,21 +234,26 @@ class _Tx:
 
 
 def _open(path: Path, attempts: int = 300) -> sqlite3.Connection:
-    """Connect and create the schema. While another connection creates a fresh file, switching it to WAL
-    fails at once ("database is locked": the busy timeout does not apply), so retry for up to ~3 s."""
+    """Connect and create the schema. While another connection creates a fresh file (workers starting
+    together), switching it to WAL fails at once ("database is locked": the busy timeout does not apply), so
+    retry for up to ~3 s. Any other failure is an OSError that names the path."""
     for _ in range(attempts - 1):
         try:
             return _connect_with_schema(path)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc):
+        except OSError as exc:
+            if "database is locked" not in str(exc):
                 raise
             time.sleep(0.01)
     return _connect_with_schema(path)
 
 
 def _connect_with_schema(path: Path) -> sqlite3.Connection:
-    conn = connect(path, "NORMAL")
-    conn.executescript(SCHEMA)
+    conn = connect(path, "NORMAL")  # its failures are OSErrors already
+    try:
+        conn.executescript(SCHEMA)
+    except sqlite3.Error as exc:  # read-only file, full disk: one line at start, as `connect` says its own
+        conn.close()
+        raise OSError(f"cannot open the SQLite database {path}: {exc}") from exc
     return conn
 
 
