@@ -405,10 +405,12 @@ RULES: tuple[Rule, ...] = (
          r"|\b(?:quel|qual|cu[aá]l|wie|was)\b[^?\n]{0,30}\b(?:mot\s+de\s+passe|password|passwort|contrase[ñn]a|"
          r"senha|kennwort)\b"
          # CJK: a request for the password, not any mention of one ("if you forget your password, ...")
-         r"|(?:パスワード|暗証番号)(?:を|は|って|が)?\s*(?:教えて|おしえて|言って|いって|何|なに|なん|必要|ください)"
-         r"|(?:あなた|君|きみ|お前)の(?:パスワード|暗証番号)"
-         r"|密码(?:是(?:什么|多少)|告诉我)|(?:告诉|给|说出)我?[^。？?\n]{0,6}密码|你的密码|需要[^。？?\n]{0,6}密码"
-         r"|비밀번호(?:를|가|는|좀)?\s*(?:알려|말해|뭐|무엇|필요)|(?:너의|네|당신의)\s*비밀번호",
+         r"|(?:パスワード|暗証番号)(?:を|は|って)?\s*(?:教えて|おしえて|言って|いって)"
+         r"|(?:パスワード|暗証番号)(?:は|って)(?:何|なに|なん)(?:です(?:か)?|だ)?\s*[?？]"
+         r"|(?:パスワード|暗証番号)[^\n]{0,40}?(?:それ|これ)を(?:私に|僕に|俺に)?(?:教えて|おしえて)"
+         r"|密码是(?:什么|多少)|(?:告诉|说出)我?[^。？?\n]{0,6}密码|密码[^。\n]{0,6}告诉我"
+         r"|비밀번호(?:를|가|는|좀)?\s*(?:알려|말해)|비밀번호(?:가|는)\s*(?:뭐|무엇)"
+         r"|비밀번호[^\n]{0,40}?(?:그것을|그걸)\s*(?:나에게|저에게)?\s*알려",
          1.0, "asks for a password or secret the model holds"),
     rule("consequence_denial", "role_play_override", "consequence|liab|responsib|accountab|real world|harm|sway",
          r"\b(?:no|without|carry\s+no|have\s+no|free\s+of)\s+(?:real[-\s]world\s+|real\s+|actual\s+)?"

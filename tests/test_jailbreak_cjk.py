@@ -37,3 +37,15 @@ def test_a_request_for_the_password_is_flagged(text: str) -> None:
 ])
 def test_a_mention_of_passwords_in_ordinary_help_text_is_not(text: str) -> None:
     assert "secret_request" not in rules(text)
+
+
+@pytest.mark.parametrize("text", [
+    "如何给文件设置密码？",  # how do I set a password on a file
+    "登录需要输入密码吗？",  # do I need a password to log in
+    "请妥善保管你的密码。",  # keep your password safe
+    "ログインにはパスワードが必要です。",  # logging in requires a password
+    "パスワードは何文字以上にすればいいですか？",  # how many characters should a password have
+    "로그인하려면 비밀번호가 필요합니다.",  # you need a password to log in
+])
+def test_questions_about_passwords_in_general_are_not_requests_for_the_models(text: str) -> None:
+    assert "secret_request" not in rules(text)
