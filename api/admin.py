@@ -6,16 +6,21 @@
     GET    /v1/breakers/{key}
     POST   /v1/breakers/{key}/reset
 
-Same API keys as /v1/checks. The stores come from the service's wiring (guardrails/serve.py).
+Same API keys as /v1/checks. The stores come from the service's wiring (guardrails/serve.py). No store call runs
+on the event loop: breaker routes go through the state store's `run`, audit reads (a PostgreSQL round trip, a walk
+of the whole chain) through a worker thread, so a store that hangs or a long verify holds that request, not the
+worker's checks and probes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from guardrails.audit import AuditFilter, AuditStore, parse_time
 from guardrails.audit.observer import AuditObserver
@@ -65,7 +70,7 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
                 session=session,
                 verdict=verdict,
             )
-            page = audit_store().page(filt, cursor, limit)
+            page = await run_in_threadpool(audit_store().page, filt, cursor, limit)
         except ValueError as exc:
             raise BodyError(str(exc)) from None
         return _json({"records": [r.exported() for r in page.records], "next_cursor": page.next_cursor})
@@ -80,19 +85,21 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
             if not (seq.isascii() and seq.isdigit()) or len(seq) > 18 or len(digest) != 64:
                 raise BodyError("anchor must be SEQ:HASH")
             pinned = (int(seq), digest.lower())
-        return _json(audit_store().verify(pinned).to_dict())
+        return _json((await run_in_threadpool(audit_store().verify, pinned)).to_dict())
 
     @router.get("/v1/breakers", summary="Open and half-open circuit breakers")
     async def list_breakers(request: Request) -> Response:
         authorize(request)
-        return _json({"breakers": [b.to_dict() for b in state_store().breakers()]})
+        store = state_store()
+        return _json({"breakers": [b.to_dict() for b in await store.run(store.breakers)]})
 
     @router.get("/v1/breakers/{key:path}", summary="One circuit breaker")
     async def show_breaker(request: Request, key: str) -> Response:
         authorize(request)
         if key.endswith("/reset"):
             raise NotFound("use POST to reset a breaker")
-        found = state_store().breaker(key)
+        store = state_store()
+        found = await store.run(partial(store.breaker, key))
         if found is None:
             raise NotFound(f"no breaker open for {key!r}")
         return _json(found.to_dict())
@@ -100,7 +107,8 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
     @router.post("/v1/breakers/{key:path}/reset", summary="Close a circuit breaker now")
     async def reset_breaker(request: Request, key: str) -> Response:
         authorize(request)
-        if not state_store().reset(key):
+        store = state_store()
+        if not await store.run(partial(store.reset, key)):
             raise NotFound(f"no breaker open for {key!r}")
         return _json({"key": key, "state": "closed"})
 

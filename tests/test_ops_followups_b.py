@@ -295,9 +295,9 @@ def test_workers_opening_a_fresh_state_file_together_wait_for_each_other(
         waits.append(seconds)
         other_worker.execute("COMMIT")
 
-    import guardrails.state.sqlite as state_sqlite
+    import guardrails.audit.sqlite as shared_sqlite  # the state store opens its file with the audit store's `connect`
 
-    monkeypatch.setattr(state_sqlite, "time", SimpleNamespace(sleep=other_worker_done))
+    monkeypatch.setattr(shared_sqlite, "time", SimpleNamespace(sleep=other_worker_done))
     store = SQLiteStateStore(f"sqlite:///{path}")
     try:
         assert len(waits) == 1 and store.breakers() == []

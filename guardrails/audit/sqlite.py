@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +25,8 @@ from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
 
 TABLE = "audit_records"
 SYNC_MODES = {"normal": "NORMAL", "full": "FULL", "extra": "EXTRA"}
+WAL_SWITCH_ATTEMPTS = 300
+WAL_SWITCH_PAUSE_S = 0.01
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     seq INTEGER PRIMARY KEY,
@@ -57,14 +60,37 @@ def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
 
 
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    """A connection in WAL mode, for the audit and the state store. Any failure is an OSError that names the path."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = _connect_wal(path)
     except (OSError, sqlite3.Error) as exc:  # a directory, a non-database file, no permission: name the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise OSError(f"cannot open the SQLite database {path}: {reason}") from exc
     conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+def _connect_wal(path: Path) -> sqlite3.Connection:
+    """While another connection creates a fresh file (workers starting together), switching it to WAL fails at
+    once ("database is locked": the busy timeout does not apply), so retry for up to ~3 s."""
+    for _ in range(WAL_SWITCH_ATTEMPTS - 1):
+        try:
+            return _open_wal(path)
+        except sqlite3.OperationalError as exc:
+            if "database is locked" not in str(exc):
+                raise
+        time.sleep(WAL_SWITCH_PAUSE_S)
+    return _open_wal(path)
+
+
+def _open_wal(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except BaseException:
+        conn.close()  # a failed attempt leaves no open file behind
+        raise
     return conn
 
 

@@ -233,21 +233,9 @@ class _Tx:
             self.store._lock.release()
 
 
-def _open(path: Path, attempts: int = 300) -> sqlite3.Connection:
-    """Connect and create the schema. While another connection creates a fresh file (workers starting
-    together), switching it to WAL fails at once ("database is locked": the busy timeout does not apply), so
-    retry for up to ~3 s. Any other failure is an OSError that names the path."""
-    for _ in range(attempts - 1):
-        try:
-            return _connect_with_schema(path)
-        except OSError as exc:
-            if "database is locked" not in str(exc):
-                raise
-            time.sleep(0.01)
-    return _connect_with_schema(path)
-
-
-def _connect_with_schema(path: Path) -> sqlite3.Connection:
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect (`connect` waits out workers creating a fresh file together) and create the schema. Any failure
+    is an OSError that names the path."""
     conn = connect(path, "NORMAL")  # its failures are OSErrors already
     try:
         conn.executescript(SCHEMA)
