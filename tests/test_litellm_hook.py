@@ -1,8 +1,10 @@
 """samples/gateway/litellm_guardrail.py, the LiteLLM hook of docs/gateway-integration.md §4.
 
-Its pure parts are tested always. Its hooks run against this project's app in-process (httpx ASGI transport) when
-LiteLLM is importable, with LiteLLM's own objects (ModelResponse, ModelResponseStream, Responses events, the
-logging object, UserAPIKeyAuth); they skip otherwise. To run them:
+Its pure parts are tested always, and so is its stream handling: the hooks run against this project's app
+in-process (httpx ASGI transport) with stand-ins for the two LiteLLM classes the file imports. With LiteLLM
+importable, those tests run with LiteLLM's classes too, and the hooks are tested with LiteLLM's own objects
+(ModelResponse, ModelResponseStream, Responses events, the logging object, UserAPIKeyAuth); they skip otherwise.
+To run them:
 
     python3 -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]' pytest <this project's deps>
     PYTHONPATH=. /tmp/litellm-venv/bin/python -m pytest tests/test_litellm_hook.py
@@ -17,11 +19,15 @@ import asyncio
 import copy
 import datetime
 import importlib.util
+import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Iterable
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -33,12 +39,41 @@ from guardrails.serve import build_app
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # importing litellm would fetch its price list
 
 
-def _load_hook() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("litellm_guardrail", REPO / "samples/gateway/litellm_guardrail.py")
+def _load_hook(name: str = "litellm_guardrail") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "samples/gateway/litellm_guardrail.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class StandInBlocked(Exception):
+    """LiteLLM's GuardrailRaisedException, as far as the hook uses it."""
+
+    def __init__(self, guardrail_name: str | None = None, message: str = "",
+                 should_wrap_with_default_message: bool = True, status_code: int = 400,
+                 blocked_content: bool = False) -> None:
+        super().__init__(message)
+        self.message, self.status_code = message, status_code
+
+
+class StandInGuardrail:
+    """LiteLLM's CustomGuardrail, as far as the hook uses it."""
+
+    def __init__(self, guardrail_name: str | None = None, timeout: float | None = None, **kwargs: Any) -> None:
+        self.guardrail_name, self.timeout = guardrail_name, timeout
+
+
+def _load_hook_with_stand_ins() -> ModuleType:
+    litellm = ModuleType("litellm")
+    exceptions, integrations = ModuleType("litellm.exceptions"), ModuleType("litellm.integrations")
+    custom_guardrail = ModuleType("litellm.integrations.custom_guardrail")
+    exceptions.GuardrailRaisedException = StandInBlocked  # type: ignore[attr-defined]
+    custom_guardrail.CustomGuardrail = StandInGuardrail  # type: ignore[attr-defined]
+    with mock.patch.dict(sys.modules, {"litellm": litellm, "litellm.exceptions": exceptions,
+                                       "litellm.integrations": integrations,
+                                       "litellm.integrations.custom_guardrail": custom_guardrail}):
+        return _load_hook("litellm_guardrail_with_stand_ins")
 
 
 hook = _load_hook()
@@ -122,9 +157,100 @@ def sse_frames(events: Iterable[dict[str, Any]]) -> list[bytes]:
     return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
 
 
-def test_stream_events_reads_anthropic_sse_bytes() -> None:
-    events = sample("anthropic_messages_stream.json")["response"]
-    assert [e for frame in sse_frames(events) for e in hook.stream_events(frame)] == events
+def anthropic_sse(events: Iterable[dict[str, Any]], line_end: str = "\n") -> bytes:
+    """A Messages stream as an Anthropic upstream sends it (UTF-8 text unescaped)."""
+    return "".join(f"event: {e['type']}{line_end}data: {json.dumps(e, ensure_ascii=False)}{line_end}{line_end}"
+                   for e in events).encode()
+
+
+def accented_stream() -> list[dict[str, Any]]:
+    """The Messages sample stream with answer text in 2-, 3- and 4-byte UTF-8 characters."""
+    events = copy.deepcopy(sample("anthropic_messages_stream.json")["response"])
+    first_text = next(e for e in events if (e.get("delta") or {}).get("type") == "text_delta")
+    first_text["delta"]["text"] = "Voilà : deux vols du matin pour 東京 🌧, "
+    return events
+
+
+def sliced(data: bytes, size: int) -> list[bytes]:
+    """`data` cut the way `aiter_bytes()` may hand it on: anywhere."""
+    return [data[at:at + size] for at in range(0, len(data), size)]
+
+
+def cuts_inside_characters(data: bytes) -> list[int]:
+    """Each offset in `data` that falls inside a multi-byte UTF-8 character."""
+    return [at for at in range(1, len(data)) if data[at] & 0xC0 == 0x80]
+
+
+def cut_inside_each_character(data: bytes) -> list[bytes]:
+    """`data` cut at each offset inside a multi-byte UTF-8 character."""
+    bounds = [0, *cuts_inside_characters(data), len(data)]
+    return [data[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def read_stream(module: ModuleType, chunks: Iterable[Any]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The events a StreamReader reads from `chunks`, and the chunks it passes on."""
+    reader, events, passed = module.StreamReader(), [], []
+    for chunk in chunks:
+        events += reader.read(chunk)
+        passed += reader.take()
+    events += reader.end()
+    return events, passed + reader.take()
+
+
+@pytest.mark.parametrize("size", [1, 7, 40, 1 << 20])
+def test_anthropic_sse_bytes_cut_anywhere_read_as_the_whole_stream(size: int) -> None:
+    events = accented_stream()
+    whole = anthropic_sse(events)
+    read, passed = read_stream(hook, sliced(whole, size))
+    assert read == events
+    assert b"".join(passed) == whole
+    assert all(chunk.endswith(b"\n\n") for chunk in passed)  # whole events only: a stop never leaves half of one
+
+
+def test_anthropic_sse_cut_inside_a_multi_byte_character() -> None:
+    events = accented_stream()
+    whole = anthropic_sse(events)
+    cuts = cuts_inside_characters(whole)
+    assert len(cuts) == 1 + 2 + 2 + 3  # à, 東, 京, 🌧
+    for cut in cuts:
+        with pytest.raises(UnicodeDecodeError):
+            whole[:cut].decode()
+        read, passed = read_stream(hook, [whole[:cut], whole[cut:]])
+        assert read == events and b"".join(passed) == whole
+
+
+def test_anthropic_sse_with_crlf_line_ends() -> None:
+    events = accented_stream()
+    whole = anthropic_sse(events, "\r\n")
+    read, passed = read_stream(hook, sliced(whole, 7))
+    assert read == events
+    assert b"".join(passed) == whole and all(chunk.endswith(b"\r\n\r\n") for chunk in passed)
+
+
+def test_sse_events_skip_comments_and_done_and_join_data_lines() -> None:
+    stream = (b": keep-alive\n\n"
+              b"event: ping\ndata: {\"type\":\ndata: \"ping\"}\n\n"
+              b"data: [DONE]\n\n"
+              b"event: message_stop\ndata: {\"type\": \"message_stop\"}")  # the last one without its blank line
+    read, passed = read_stream(hook, sliced(stream, 5))
+    assert read == [{"type": "ping"}, {"type": "message_stop"}]
+    assert b"".join(passed) == stream
+
+
+@pytest.mark.parametrize("event", [b'data: {"type": "content_block_delta", "ind\n\n', b'data: {"text": "\xe9"}\n\n',
+                                   b"data: [1, 2]\n\n"])
+def test_an_unreadable_sse_event_raises_and_the_reader_releases_what_it_holds(event: bytes) -> None:
+    reader = hook.StreamReader()
+    assert reader.read(b'data: {"type": "ping"}\n\n' + event[:9]) == [{"type": "ping"}]
+    assert reader.take() == [b'data: {"type": "ping"}\n\n']
+    with pytest.raises(ValueError):
+        reader.read(event[9:] + b"data: {}")
+    assert reader.release() == [event + b"data: {}"]
+
+
+def test_litellm_objects_are_read_one_event_each() -> None:
+    chunks = sample("openai_chat_stream.json")["response"]
+    assert read_stream(hook, chunks) == (chunks, chunks)
 
 
 @pytest.mark.parametrize(("name", "first_tool", "completions"), [
@@ -286,8 +412,10 @@ def test_chat_stream_stops_before_the_chunk_naming_an_undeclared_tool(litellm: M
             await drain(guardrail(recording).async_post_call_streaming_iterator_hook(
                 api_key(team_id="acme"), chunks_of(chunks), data), passed)
         assert len(passed) == 22  # every chunk before the tool call's name
-        mid_stream, final = recording.bodies  # the block then counts for the caller (budgets, audit, streaks)
-        assert "context" not in mid_stream and final == {**mid_stream, "context": {"tenant": "acme"}}
+        routing, mid_stream, final = recording.bodies  # the block then counts for the caller (budgets, audit, ...)
+        assert routing == {"request": data_request(data), "format": "openai.chat", "context": {"tenant": "acme"}}
+        assert "context" not in mid_stream and mid_stream.pop("policy") == "default"  # what routing gives acme
+        assert final == {**mid_stream, "context": {"tenant": "acme"}}
 
     asyncio.run(run())
 
@@ -368,3 +496,142 @@ def test_calls_of_other_apis_pass_unchecked(litellm: ModuleType) -> None:
         assert await unreachable.async_pre_call_hook(api_key(), None, data, "aembedding") is data
 
     asyncio.run(run())
+
+
+# --- streams, with stand-ins for LiteLLM's classes (and with LiteLLM's when it is importable) ------------------
+
+class StandInLogging:
+    """LiteLLM's logging object of a call, as far as the hook uses it (weakly referenced, as the real one)."""
+
+    def __init__(self, call_type: str) -> None:
+        self.call_type = call_type
+
+
+@dataclass(frozen=True)
+class Kit:
+    """The hook module with the LiteLLM classes it runs with, and the hooks' arguments made as those want them."""
+
+    hook: ModuleType
+    blocked: type[Exception]
+    logging_obj: Callable[[str], Any]
+    api_key: Callable[..., Any]
+    chat_chunk: Callable[[dict[str, Any]], Any]
+
+    def guardrail(self, transport: httpx.AsyncBaseTransport, **params: Any) -> Any:
+        return self.hook.InferenceGuardrails(guardrail_name="inference-guardrails",
+                                             event_hook=["pre_call", "post_call"], default_on=True,
+                                             api_base="http://guardrails.test", transport=transport, **params)
+
+
+@pytest.fixture(scope="module", params=["stand-ins", "litellm"])
+def kit(request: pytest.FixtureRequest) -> Kit:
+    if request.param == "stand-ins":
+        return Kit(_load_hook_with_stand_ins(), StandInBlocked, StandInLogging, SimpleNamespace, dict)
+    litellm = request.getfixturevalue("litellm")
+    from litellm.types.utils import ModelResponseStream
+
+    return Kit(hook, blocked(litellm), logging_obj, api_key, lambda chunk: ModelResponseStream(**chunk))
+
+
+@pytest.fixture(scope="module")
+def routed_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The service with a routing.yml that puts tenant `bank` on a stricter policy than everyone else."""
+    root = tmp_path_factory.mktemp("policies")
+    strict = "detectors:\n  tool_undeclared:\n    action: block\n"
+    for name, config in (("lenient", "detectors: {}\n"), ("strict", strict)):
+        (root / name).mkdir()
+        (root / name / "config.yml").write_text(config)
+    (root / "routing.yml").write_text("default: lenient\ntenants:\n  bank: strict\n")
+    return build_app(Settings(policy_dir=root))
+
+
+def data_request(data: dict[str, Any]) -> dict[str, Any]:
+    return data["proxy_server_request"]["body"]
+
+
+async def run_stream(guard: Any, key: Any, chunks: Iterable[Any], data: dict[str, Any]) -> tuple[list[Any], Any]:
+    """What the streaming hook passes on, and what it raised (None: nothing)."""
+    passed: list[Any] = []
+    try:
+        await drain(guard.async_post_call_streaming_iterator_hook(key, chunks_of(chunks), data), passed)
+    except Exception as exc:
+        return passed, exc
+    return passed, None
+
+
+def without_check_id(message: str) -> str:
+    return message.split(" [check ")[0]
+
+
+@pytest.mark.parametrize("tools", ["declared", "undeclared"])
+def test_an_anthropic_stream_cut_anywhere_gets_the_checks_of_its_whole_events(kit: Kit, app: Any, tools: str) -> None:
+    exchange = sample("anthropic_messages_stream.json")
+    request = exchange["request"] if tools == "declared" else {**exchange["request"], "tools": []}
+    events = accented_stream()
+    whole = anthropic_sse(events)
+
+    async def run(chunks: list[bytes]) -> tuple[bytes, str | None, list[dict[str, Any]]]:
+        recording = Recording(httpx.ASGITransport(app=app))
+        data = litellm_data(request, kit.logging_obj("anthropic_messages"))
+        passed, raised = await run_stream(kit.guardrail(recording), kit.api_key(), chunks, data)
+        assert raised is None or isinstance(raised, kit.blocked), repr(raised)
+        return b"".join(passed), raised and without_check_id(raised.message), recording.bodies
+
+    frames = [anthropic_sse([event]) for event in events]
+    by_event = asyncio.run(run(frames))  # one SSE event per chunk
+    in_characters = [piece for frame in frames for piece in cut_inside_each_character(frame)]
+    assert len(in_characters) == len(frames) + 8  # à, 東, 京 and 🌧 each cut after every byte but their last
+    for chunks in (sliced(whole, 7), sliced(whole, 1), in_characters):
+        assert asyncio.run(run(chunks)) == by_event
+    passed, message, bodies = by_event
+    if tools == "declared":
+        assert (passed, message, bodies[-1]["response"]) == (whole, None, events)
+    else:  # stopped before the tool_use block, on whole events only
+        assert passed == anthropic_sse(events[:13])
+        assert message == ("Blocked by guardrails (tool_undeclared): tool call to undeclared tool 'get_weather' "
+                           "(the request declared no tools)")
+
+
+@pytest.mark.parametrize("garbled", [b'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n',
+                                     b'data: {"type": "content_block_delta", "text": "caf\xe9"}\n\n'])
+def test_an_unreadable_event_is_decided_by_the_fail_mode(kit: Kit, app: Any, garbled: bytes) -> None:
+    exchange = sample("anthropic_messages_stream.json")
+    events = accented_stream()
+    head = anthropic_sse(events[:3])
+    stream = head + garbled + anthropic_sse(events[3:])
+
+    async def run(**params: Any) -> tuple[bytes, Any]:
+        data = litellm_data(exchange["request"], kit.logging_obj("anthropic_messages"))
+        passed, raised = await run_stream(kit.guardrail(httpx.ASGITransport(app=app), **params), kit.api_key(),
+                                          sliced(stream, 7), data)
+        return b"".join(passed), raised
+
+    passed, raised = asyncio.run(run())
+    assert passed == head and isinstance(raised, kit.blocked) and raised.status_code == 503
+    assert raised.message.startswith("unreadable stream event: ")
+    assert asyncio.run(run(unreachable_fallback="fail_open")) == (stream, None)  # the rest goes on unchecked
+
+
+@pytest.mark.parametrize("pre_call", [True, False])  # False: a guardrail in `mode: post_call`
+def test_mid_stream_checks_use_the_policy_routing_gives_the_caller(kit: Kit, routed_app: Any, pre_call: bool) -> None:
+    exchange = sample("openai_chat_stream.json")
+    request = {**exchange["request"], "tools": []}
+    chunks = [kit.chat_chunk(chunk) for chunk in exchange["response"]]
+
+    async def run() -> tuple[list[Any], Any, list[dict[str, Any]]]:
+        recording = Recording(httpx.ASGITransport(app=routed_app))
+        guard, key = kit.guardrail(recording), kit.api_key(team_id="bank")
+        data = litellm_data(request, kit.logging_obj("acompletion"))
+        if pre_call:
+            await guard.async_pre_call_hook(key, None, data, "acompletion")
+        passed, raised = await run_stream(guard, key, chunks, data)
+        return passed, raised, recording.bodies
+
+    passed, raised, bodies = asyncio.run(run())
+    assert isinstance(raised, kit.blocked) and "(tool_undeclared)" in raised.message
+    assert len(passed) == 22  # the strict policy stopped it before the tool call's name, not at the end
+    request_check, mid_stream, final = bodies  # the pre-call check, or the one that asks for the routed policy
+    assert request_check == {"request": request, "format": "openai.chat", "context": {"tenant": "bank"}}
+    assert mid_stream == {"request": request, "response": mid_stream["response"], "format": "openai.chat",
+                          "policy": "strict"}  # no context: budgets count the call once
+    assert len(mid_stream["response"]) == 23 and final["context"] == {"tenant": "bank"} and "policy" not in final

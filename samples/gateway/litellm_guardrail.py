@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, NoReturn
 
@@ -131,14 +133,78 @@ def block_message(result: Mapping[str, Any], categories: frozenset[str] | None =
     return f"Blocked by guardrails ({names}){detail} [check {result.get('check_id')}]"
 
 
-def stream_events(chunk: Any) -> list[Any]:
-    """What the streaming hook got, as the API's stream events: Chat chunks and Responses events come as
-    LiteLLM objects, Anthropic Messages events as the SSE bytes themselves."""
-    if isinstance(chunk, bytes | str):
-        text = chunk.decode("utf-8") if isinstance(chunk, bytes) else chunk
-        lines = (line.strip() for line in text.splitlines())
-        return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip() != "[DONE]"]
-    return [as_json(chunk)]
+# What ends an SSE event: a blank line.
+SSE_EVENT_ENDS = (b"\r\n\r\n", b"\n\n")
+
+
+def split_sse(buffer: bytes) -> tuple[bytes, bytes]:
+    """`buffer` cut after its last complete SSE event: (the complete events, the start of one still arriving)."""
+    end = max((buffer.rfind(mark) + len(mark) for mark in SSE_EVENT_ENDS if mark in buffer), default=0)
+    return buffer[:end], buffer[end:]
+
+
+def sse_events(complete: bytes) -> list[dict[str, Any]]:
+    """The JSON events in whole SSE events (comments, keep-alives and `[DONE]` have none). Raises ValueError
+    for an event that is not UTF-8 or whose `data` is not a JSON object."""
+    events = []
+    for raw in re.split(rb"\r\n\r\n|\n\n", complete):
+        lines = raw.decode("utf-8").splitlines()
+        data = "\n".join(line[5:].removeprefix(" ") for line in lines if line.startswith("data:"))
+        if data.strip() in ("", "[DONE]"):
+            continue
+        event = json.loads(data)
+        if not isinstance(event, dict):
+            raise ValueError(f"an SSE event that is not a JSON object: {data[:200]!r}")
+        events.append(event)
+    return events
+
+
+class StreamReader:
+    """A stream's chunks as the API's events. Chat chunks and Responses events come as LiteLLM objects, one event
+    each. Anthropic Messages events come as the upstream's SSE bytes, cut anywhere (LiteLLM passes on
+    `aiter_bytes()` chunks: an event, even a UTF-8 character, can be split): they are held until their event is
+    complete, so checks see whole events and the caller never gets part of an event a check then stops."""
+
+    def __init__(self) -> None:
+        self.ready: list[Any] = []  # chunks whose events were read: to pass on
+        self.pending = b""  # the start of an event still arriving
+        self.text = False  # the chunks are str: what is passed on stays str
+
+    def read(self, chunk: Any) -> list[dict[str, Any]]:
+        """Takes `chunk` in and returns the events it completes. Raises (ValueError, see `sse_events`) for an event
+        that cannot be read; `release` then hands back all that is held."""
+        if not isinstance(chunk, bytes | str):
+            self.ready.append(chunk)
+            return [as_json(chunk)]
+        self.text = isinstance(chunk, str)
+        self.pending += chunk.encode() if self.text else chunk
+        complete, rest = split_sse(self.pending)
+        events = sse_events(complete)
+        self._hand_on(complete)
+        self.pending = rest
+        return events
+
+    def end(self) -> list[dict[str, Any]]:
+        """At the end of the stream: the events of a last one sent without its blank line."""
+        events = sse_events(self.pending)
+        self._hand_on(self.pending)
+        self.pending = b""
+        return events
+
+    def take(self) -> list[Any]:
+        """The chunks read so far, to pass on."""
+        ready, self.ready = self.ready, []
+        return ready
+
+    def release(self) -> list[Any]:
+        """All that is held, read or not: the rest of the stream goes on unchecked."""
+        self._hand_on(self.pending)
+        self.pending = b""
+        return self.take()
+
+    def _hand_on(self, raw: bytes) -> None:
+        if raw:
+            self.ready.append(raw.decode("utf-8", "replace") if self.text else raw)
 
 
 def stream_trigger(event: Mapping[str, Any]) -> str | None:
@@ -173,6 +239,10 @@ class InferenceGuardrails(CustomGuardrail):
             base_url=api_base or os.environ.get("GUARDRAILS_URL", "http://127.0.0.1:8000"),
             headers={"authorization": f"Bearer {api_key}"} if api_key else {},
             timeout=self.timeout or 2.0, transport=transport)
+        # The policy each call's pre-call check was answered by (routing.yml's choice for its caller), for the
+        # call's mid-stream checks, which go without context. Keyed by the call's LiteLLM logging object: the
+        # proxy makes one per call (a caller cannot send one), and the entry goes with it.
+        self.routed_policies: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
     async def _verdict(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The service's answer; None when it gave no verdict and `fail_open` lets the call go on unchecked."""
@@ -185,17 +255,25 @@ class InferenceGuardrails(CustomGuardrail):
                 raise ValueError(f"not a check answer: {answer.text[:200]!r}")
             return result
         except (httpx.HTTPError, ValueError, TypeError) as exc:  # TypeError: a request that is not JSON
-            reason = f"guardrails service gave no verdict: {type(exc).__name__}: {exc}"
-            if self.fail_open:
-                logger.error("%s; the call goes on unchecked (unreachable_fallback: fail_open)", reason)
-                return None
-            raise GuardrailRaisedException(self.guardrail_name, reason, should_wrap_with_default_message=False,
-                                           status_code=503) from exc
+            self._no_verdict(f"guardrails service gave no verdict: {type(exc).__name__}: {exc}", exc)
+            return None
 
-    async def _enforce(self, body: dict[str, Any]) -> None:
-        message = block_message(await self._verdict(body) or {})
+    def _no_verdict(self, reason: str, exc: Exception) -> None:
+        """A call that cannot be checked: it goes on unchecked with `fail_open`, else LiteLLM answers 503."""
+        if self.fail_open:
+            logger.error("%s; the call goes on unchecked (unreachable_fallback: fail_open)", reason)
+            return
+        logger.error("%s; the call is refused (unreachable_fallback: fail_closed)", reason)
+        raise GuardrailRaisedException(self.guardrail_name, reason, should_wrap_with_default_message=False,
+                                       status_code=503) from exc
+
+    async def _enforce(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The service's answer, as `_verdict`; a `block` raises LiteLLM's block."""
+        result = await self._verdict(body)
+        message = block_message(result or {})
         if message:
             self._block(message)
+        return result
 
     def _block(self, message: str) -> NoReturn:
         # LiteLLM's own guardrail exception: a 400 in the API's error shape before the answer started, an error
@@ -203,12 +281,27 @@ class InferenceGuardrails(CustomGuardrail):
         raise GuardrailRaisedException(self.guardrail_name, message, should_wrap_with_default_message=False,
                                        status_code=400, blocked_content=True)
 
+    async def _routed_policy(self, data: Mapping[str, Any], request_check: dict[str, Any]) -> str | None:
+        """The policy routing.yml gives the caller, for mid-stream checks: the pre-call check's, else asked once with
+        `request_check` (a request check spends no budget). None: no agent or tenant to route by (routing gives a
+        check without context the same policy), or no verdict."""
+        call = _weakly_held(data.get("litellm_logging_obj"))
+        if call is not None and call in self.routed_policies:
+            return self.routed_policies[call]
+        context = request_check["context"]
+        if not (context.get("agent_id") or context.get("tenant")):
+            return None
+        return _policy_id(await self._verdict(request_check))
+
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict,  # type: ignore[override]
                                   call_type: Any) -> dict:
         check_as = check_format(call_type)
         if check_as:
-            await self._enforce({"request": api_request(data), "format": check_as,
-                                 "context": check_context(user_api_key_dict, data)})
+            result = await self._enforce({"request": api_request(data), "format": check_as,
+                                          "context": check_context(user_api_key_dict, data)})
+            call, policy = _weakly_held(data.get("litellm_logging_obj")), _policy_id(result)
+            if call is not None and policy:
+                self.routed_policies[call] = policy
         return data  # never altered
 
     async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any,  # type: ignore[override]
@@ -222,31 +315,98 @@ class InferenceGuardrails(CustomGuardrail):
     async def async_post_call_streaming_iterator_hook(  # type: ignore[override]
             self, user_api_key_dict: Any, response: AsyncIterator[Any], request_data: dict,
     ) -> AsyncGenerator[Any, None]:
-        """The events so far are checked before an event that names a tool call is passed on (mid-stream: only
-        STOP_MID_STREAM blocks, and without context, so budgets count a call once) and before the stream completes
-        (the final check: before `response.completed` / `message_stop`, or before LiteLLM's `[DONE]`). Text in
-        between is passed on as it comes."""
+        """See `StreamCheck`. A call type that is not checked streams through as it comes."""
         check_as = check_format(_call_type(request_data))
-        body: dict[str, Any] = {"request": api_request(request_data), "response": [], "format": check_as}
-        final_body = {**body, "context": check_context(user_api_key_dict, request_data)}  # shares the event list
-        finished = check_as is None  # a call type that is not checked streams through
+        if check_as is None:
+            async for chunk in response:
+                yield chunk
+            return
+        stream = StreamCheck(self, request_data, check_as, check_context(user_api_key_dict, request_data))
         async for chunk in response:
-            if not finished:
-                events = stream_events(chunk)
-                body["response"].extend(events)
-                triggers = {stream_trigger(event) for event in events}
-                finished = "final" in triggers
-                if finished:
-                    await self._enforce(final_body)
-                elif "tool" in triggers:
-                    stop = block_message(await self._verdict(body) or {}, STOP_MID_STREAM)
-                    if stop:  # the final check now, with context: the block counts for the caller, as in §2
-                        self._block(block_message(await self._verdict(final_body) or {}) or stop)
-            yield chunk
-        if not finished and body["response"]:  # a Chat stream, or one that ended without its completion event
-            await self._enforce(final_body)
+            for passed in await stream.feed(chunk):
+                yield passed
+        for passed in await stream.end():
+            yield passed
+
+
+class StreamCheck:
+    """One stream through the streaming hook. The events so far are checked before an event that names a tool call
+    is passed on (mid-stream: only STOP_MID_STREAM blocks, and without context, so budgets count a call once; with
+    the policy routing gives the caller) and before the stream completes (the final check: before
+    `response.completed` / `message_stop`, or before LiteLLM's `[DONE]`). Text in between is passed on as it comes.
+    An event that cannot be read is a stream that cannot be checked: the fail mode decides, as for no verdict."""
+
+    def __init__(self, guardrail: InferenceGuardrails, request_data: Mapping[str, Any], check_as: str,
+                 context: dict[str, str]) -> None:
+        self.guardrail = guardrail
+        self.request_data = request_data
+        self.reader = StreamReader()
+        self.partial: dict[str, Any] = {"request": api_request(request_data), "response": [], "format": check_as}
+        self.final = {**self.partial, "context": context}  # shares the event list
+        self.routed = False  # the mid-stream checks' policy is resolved
+        self.done = False  # checked to its end, or left unchecked: the rest passes as it comes
+
+    async def feed(self, chunk: Any) -> list[Any]:
+        """The chunks to pass on now; raises LiteLLM's exception for a block or (fail_closed) no verdict."""
+        if self.done:
+            return [chunk]
+        try:
+            events = self.reader.read(chunk)
+            triggers = {stream_trigger(event) for event in events}
+        except Exception as exc:  # anything the upstream sent: a parsing error must not end the caller's stream
+            return self._unreadable(exc)
+        self.partial["response"].extend(events)
+        if "final" in triggers:
+            self.done = True
+            await self.guardrail._enforce(self.final)
+            return self.reader.release()
+        if "tool" in triggers:
+            await self._mid_stream_check()
+        return self.reader.take()
+
+    async def end(self) -> list[Any]:
+        """What is left to pass on when the upstream ends; a stream not checked complete yet (Chat, or one without
+        its completion event) gets its final check first."""
+        if self.done:
+            return []
+        try:
+            self.partial["response"].extend(self.reader.end())
+        except Exception as exc:
+            return self._unreadable(exc)
+        if self.partial["response"]:
+            await self.guardrail._enforce(self.final)
+        return self.reader.take()
+
+    async def _mid_stream_check(self) -> None:
+        if not self.routed:
+            self.routed = True
+            request_check = {key: value for key, value in self.final.items() if key != "response"}
+            policy = await self.guardrail._routed_policy(self.request_data, request_check)
+            if policy:
+                self.partial["policy"] = policy
+        stop = block_message(await self.guardrail._verdict(self.partial) or {}, STOP_MID_STREAM)
+        if stop:  # the final check now, with context: the block counts for the caller, as in §2
+            self.guardrail._block(block_message(await self.guardrail._verdict(self.final) or {}) or stop)
+
+    def _unreadable(self, exc: Exception) -> list[Any]:
+        self.done = True
+        self.guardrail._no_verdict(f"unreadable stream event: {type(exc).__name__}: {exc}", exc)
+        return self.reader.release()
 
 
 def _call_type(data: Mapping[str, Any]) -> object:
     # The post-call hooks get no call_type; LiteLLM's logging object for the call carries it.
     return getattr(data.get("litellm_logging_obj"), "call_type", None)
+
+
+def _weakly_held(call: object) -> object | None:
+    try:
+        weakref.ref(call)
+    except TypeError:  # None, or a stand-in
+        return None
+    return call
+
+
+def _policy_id(result: Mapping[str, Any] | None) -> str | None:
+    policy = (result or {}).get("policy")
+    return policy.get("id") if isinstance(policy, dict) and isinstance(policy.get("id"), str) else None
