@@ -164,7 +164,11 @@ class GuardedCall:
         context = _context(scope, owner.context_headers)
         checked = body if check_request is None else check_request  # a strict copy when `body` is lenient JSON
         self.body_prefix = _check_prefix(checked, api.format, context, owner.policy)
-        self.partial_prefix = _check_prefix(checked, api.format, {}, owner.policy)  # mid-stream: nothing spent
+        # Mid-stream checks carry no context (budgets would count each one), so they name the caller's routed
+        # policy instead: known up front when the operator set one, else learned from a check that had context.
+        self._checked_request = checked
+        self._partial_prefix: bytes | None = (_check_prefix(checked, api.format, {}, owner.policy)
+                                              if owner.policy or not context else None)
         self.input_result: CheckResponse | None = None
         self.max_check_bytes = owner.max_check_bytes  # lowered when the service refuses a smaller body (413)
         self.over_limit = False  # a check body outgrew max_check_bytes: later ones only grow (one warning)
@@ -307,8 +311,19 @@ class GuardedCall:
         await self._downstream({"type": "http.response.body", "body": bytes(self._buffer), "more_body": more})
         self._buffer = bytearray()
 
+    async def partial_prefix(self) -> bytes:
+        """The prefix of a mid-stream check body: the request, the format and the policy routing chose for this
+        caller (from the input check; without one, a request-only check with the caller's context, once)."""
+        if self._partial_prefix is None:
+            routed = self.input_result
+            if routed is None or is_synthetic(routed):
+                routed = await self.check("request", self.body_prefix, b"}")
+            policy = None if is_synthetic(routed) else routed.policy.id
+            self._partial_prefix = _check_prefix(self._checked_request, self.api.format, {}, policy)
+        return self._partial_prefix
+
     async def _check_chunks(self, chunks: list[bytes], final: bool) -> CheckResponse:
-        prefix = self.body_prefix if final else self.partial_prefix
+        prefix = self.body_prefix if final else await self.partial_prefix()
         return await self.check("response", prefix, _RESPONSE_KEY, b"[", *_comma_separated(chunks), b"]}")
 
     async def _on_stream_body(self, message: Message) -> None:
