@@ -14,8 +14,9 @@ Unicode tricks still matches and its finding still covers the exact original cha
   A word holding any other letter of its script is left alone, so Russian or Greek prose stays what it is;
 * casefold, for comparisons (content's terms); pattern detectors keep case, since some of their rules need it;
 * in a tool call's raw JSON arguments, `\\uXXXX` escapes read as the character they encode (an escaped
-  evasion); the other escapes (`\\n`, `\\"`) stay as they are, or are blanked with spaces as
-  `guardrails.textview.scan_view` blanks them, for the detectors that read values (secret, content).
+  evasion; an escaped surrogate pair is one character, a lone surrogate U+FFFD); the other escapes (`\\n`,
+  `\\"`) stay as they are, or are blanked with spaces as `guardrails.textview.scan_view` blanks them, for the
+  detectors that read values (secret, content).
 
 Each folded character keeps the original span it came from. ASCII text (without `\\u` escapes) costs one
 `isascii()` and maps offsets to themselves; other text is scanned in C for the few characters that fold, and
@@ -25,7 +26,6 @@ only those are folded one by one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import sys
 import unicodedata
@@ -60,6 +60,10 @@ _LATIN = r"0-9A-Za-z_\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F"
 # word that fails (it holds a Cyrillic "ч") is given up at once, never backtracked into.
 _CONFUSABLE_WORD = re.compile(rf"(?<!\w)(?:[{_LATIN}]*+[{''.join(CONFUSABLES)}])++[{_LATIN}]*+(?!\w)")
 _HAS_CONFUSABLE = re.compile(f"[{''.join(CONFUSABLES)}]")
+# A high and a low surrogate escaped one after the other: one character outside the BMP, read as one unit (its
+# offsets the pair's whole span), never as two lone surrogates.
+_ESCAPED_PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+QUOTE_CHARS = 200  # how much of a match a finding's evidence quotes
 
 
 # A run of folded text and the original span it came from: (where it starts in the folded text, original start,
@@ -89,12 +93,21 @@ class FoldedText:
             return at, at
         return self._char(pieces, start)[0], self._char(pieces, end - 1)[1]
 
-    def place(self, hit: Hit) -> Hit:
-        """`hit`, found in the folded text, with its span moved onto the original text."""
-        if self.pieces is None or hit.start is None or hit.end is None:
+    def place(self, hit: Hit, original: str) -> Hit:
+        """`hit`, found in the folded text, with its span moved onto `original`, the text that was folded.
+
+        Evidence `matched` that quotes the folded span quotes the original characters instead (what a reviewer
+        finds in the payload, as the span says); the folded reading is kept as `folded` where it differs."""
+        if hit.start is None or hit.end is None:
             return hit
         start, end = self.original_span(hit.start, hit.end)
-        return dataclasses.replace(hit, start=start, end=end)
+        matched = hit.evidence.get("matched")
+        if matched and matched == self.text[hit.start:hit.end][:QUOTE_CHARS]:  # else not a quote: a decoding, a count
+            quoted = original[start:end][:QUOTE_CHARS]
+            if quoted != matched:
+                evidence = {**hit.evidence, "matched": quoted, "folded": matched}
+                return dataclasses.replace(hit, start=start, end=end, evidence=evidence)
+        return hit if self.pieces is None else dataclasses.replace(hit, start=start, end=end)
 
     def _char(self, pieces: tuple[Piece, ...], k: int) -> tuple[int, int]:
         """The original span of the k-th folded character."""
@@ -181,16 +194,18 @@ def _invisible(char: str) -> bool:
 
 
 def _folded_escape(escape: str, casefold: bool) -> str:
-    if len(escape) != 6 or escape[1] != "u":
-        return escape  # `\n`, `\"`: kept as they are (see folded_view)
+    if escape[1] != "u" or len(escape) == 2:
+        return escape  # `\n`, `\"`, a `\u` without four hex digits: kept as they are (see folded_view)
     return _folded(_decode_escape(escape), casefold)
 
 
 def _decode_escape(escape: str) -> str:
-    try:
-        return json.loads(f'"{escape}"')
-    except ValueError:  # a bad escape: keep it as text
-        return escape
+    """The character a `\\uXXXX` escape, or an escaped surrogate pair (`\\ud83d\\ude00`), encodes. A lone
+    surrogate reads as U+FFFD: it is no character, and no JSON encoder writes it (a finding quoting it was a 500)."""
+    units = [int(escape[k + 2:k + 6], 16) for k in range(0, len(escape), 6)]
+    if len(units) == 2:
+        return chr(0x10000 + ((units[0] - 0xD800) << 10) + (units[1] - 0xDC00))
+    return "\ufffd" if 0xD800 <= units[0] <= 0xDFFF else chr(units[0])
 
 
 @cache
@@ -200,7 +215,7 @@ def _unit_pattern(casefold: bool, json_escapes: bool) -> re.Pattern[str]:
     one by one); with `json_escapes`, also an escape. Everything between two of them folds to itself, and
     str.casefold() keeps its length."""
     unit = f"[{_units_in_bmp(casefold)}\\U00010000-\\U{sys.maxunicode:08X}]"
-    return re.compile(f"{JSON_ESCAPE.pattern}|{unit}" if json_escapes else unit, re.DOTALL)
+    return re.compile(f"{_ESCAPED_PAIR}|{JSON_ESCAPE.pattern}|{unit}" if json_escapes else unit, re.DOTALL)
 
 
 @cache

@@ -24,6 +24,9 @@ from guardrails.textview import where
 __all__ = ["ContentDetector", "fold", "fold_with_offsets"]  # the folding helpers moved to _fold; still importable here
 
 
+_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+
+
 @dataclass(frozen=True, slots=True)
 class Term:
     term: str  # as configured
@@ -37,6 +40,8 @@ class ContentDetector(TextFilter):
     terms: [word, "two words", ...]                 banned terms
     topics: {name: [terms...]} or {name: {terms: [...], severity: high}}
     severity: medium                                default severity of a match
+    max_hits: 20                                    matches reported per segment (the first ones); past them
+                                                    only a term more severe than all reported
     """
 
     name = "content"
@@ -58,7 +63,14 @@ class ContentDetector(TextFilter):
                 raise SettingError(f"setting topics.{topic} must be a list of terms or a mapping, not {spec!r}")
             for term in terms:
                 self._add(str(term), str(topic), severity)
-        self.pattern = self._compile()
+        self.pattern = _compile(self.terms)
+        # Per segment: a megabyte of one term repeated was half a million findings (seconds, a huge answer).
+        self.max_hits = self.setting("max_hits", int, 20)
+        # Past the cap, only terms more severe than those found are looked for: the pattern of each rank's.
+        ranks = {_RANK[t.severity] for terms in self.terms.values() for t in terms}
+        self.more_severe = {rank: _compile({key: terms for key, terms in self.terms.items()
+                                            if any(_RANK[t.severity] > rank for t in terms)})
+                            for rank in ranks}
         warm_up()  # folding's character classes built here, not on the first check
 
     def _add(self, term: str, topic: str | None, severity: Severity) -> None:
@@ -66,23 +78,27 @@ class ContentDetector(TextFilter):
         if key:
             self.terms.setdefault(key, []).append(Term(term, topic, severity))
 
-    def _compile(self) -> re.Pattern[str] | None:
-        if not self.terms:
-            return None
-        # Longest first, so "credit card fraud" wins over "credit card"; inner spaces match any whitespace.
-        keys = sorted(self.terms, key=len, reverse=True)
-        alternatives = (r"\s+".join(map(re.escape, key.split(" "))) for key in keys)
-        return re.compile(rf"(?<!\w)(?:{'|'.join(alternatives)})(?!\w)")
-
     def analyze(self, segment: Segment) -> list[Hit]:
         if self.pattern is None:
             return []
         folded = folded_view(segment, casefold=True, blank_escapes=True)
-        hits = []
-        for match in self.pattern.finditer(folded.text):
+        hits: list[Hit] = []
+        worst = -1  # rank of the most severe term found
+        pattern: re.Pattern[str] | None = self.pattern
+        position = 0
+        while pattern is not None and (match := pattern.search(folded.text, position)) is not None:
+            position = match.end()
+            terms = self.terms[" ".join(match.group().split())]
+            if len(hits) >= self.max_hits:
+                terms = [term for term in terms if _RANK[term.severity] > worst]
             start, end = folded.original_span(*match.span())
-            for term in self.terms[" ".join(match.group().split())]:
+            for term in terms:
                 hits.append(self._hit(segment, start, end, term))
+                worst = max(worst, _RANK[term.severity])
+            if len(hits) >= self.max_hits:
+                # Past the cap only a more severe term is reported: twenty mild terms written first must not hide
+                # one that blocks. Once the most severe is in, nothing further can change the verdict.
+                pattern = self.more_severe.get(worst)
         return hits
 
     def _hit(self, segment: Segment, start: int, end: int, term: Term) -> Hit:
@@ -98,3 +114,12 @@ class ContentDetector(TextFilter):
             score=1.0,
             evidence=evidence,
         )
+
+
+def _compile(terms: Mapping[str, list[Term]]) -> re.Pattern[str] | None:
+    if not terms:
+        return None
+    # Longest first, so "credit card fraud" wins over "credit card"; inner spaces match any whitespace.
+    keys = sorted(terms, key=len, reverse=True)
+    alternatives = (r"\s+".join(map(re.escape, key.split(" "))) for key in keys)
+    return re.compile(rf"(?<!\w)(?:{'|'.join(alternatives)})(?!\w)")

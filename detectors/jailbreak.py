@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors import jailbreak_model
-from detectors._fold import folded_view, warm_up
+from detectors._fold import QUOTE_CHARS, folded_view, warm_up
 from detectors.prompt_injection import OVERRIDE_PATTERN
 from guardrails.detector import Scope, SegmentDetector, Services
 from guardrails.exchange import Segment, SegmentKind
@@ -638,7 +638,7 @@ class JailbreakDetector(SegmentDetector):
                           "learned_probability": None if probability is None else round(probability, 3)})
             for _, hit in best.values()
         ]
-        return sorted(map(view.place, hits), key=lambda h: h.start or 0)
+        return sorted((view.place(hit, segment.text) for hit in hits), key=lambda h: h.start or 0)
 
     def _rule_matches(self, text: str, offset_base: int | None = None) -> list[tuple[float, Hit]]:
         """All rule matches; with `offset_base`, matches in decoded text are placed on the encoded span."""
@@ -780,7 +780,7 @@ def _transformed_windows(text: str, cue: bool) -> list[tuple[float, Hit]]:
 
 def _hit(rule_id: str, family: str, message: str, start: int, end: int, matched: str) -> Hit:
     return Hit(message=message, start=start, end=end,
-               evidence={"rule": rule_id, "family": family, "matched": matched[:200]})
+               evidence={"rule": rule_id, "family": family, "matched": matched[:QUOTE_CHARS]})
 
 
 def _longest_repeat(text: str) -> tuple[int, int, str] | None:

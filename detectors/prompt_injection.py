@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from detectors._fold import folded_view, warm_up
+from detectors._fold import QUOTE_CHARS, folded_view, warm_up
 from guardrails.detector import Scope, SegmentDetector, Services
 from guardrails.exchange import Segment, Trust
 from guardrails.findings import Category, Hit, Severity
@@ -201,7 +201,7 @@ class PromptInjectionDetector(SegmentDetector):
         hidden = self.hidden_rules if not segment.text.isascii() else frozenset()
         hits = hidden_text_hits(segment.text, hidden) if hidden else []
         view = folded_view(segment)
-        hits.extend(map(view.place, self._rule_hits(view.text)))
+        hits.extend(view.place(hit, segment.text) for hit in self._rule_hits(view.text))
         hits.sort(key=lambda h: (h.start or 0, h.end or 0))
         return _dedupe(hits)[: self.max_hits]
 
@@ -263,7 +263,7 @@ def hidden_text_hits(text: str, rules: frozenset[str] = HIDDEN_TEXT_RULE_IDS) ->
 def _hit(rule_id: str, message: str, severity: Severity, start: int, end: int, matched: str) -> Hit:
     score = 0.9 if severity is Severity.HIGH else 0.6
     return Hit(message=message, start=start, end=end, severity=severity, score=score,
-               evidence={"rule": rule_id, "matched": matched[:200]})
+               evidence={"rule": rule_id, "matched": matched[:QUOTE_CHARS]})
 
 
 def _dedupe(hits: list[Hit]) -> list[Hit]:

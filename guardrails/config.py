@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,15 +97,38 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, default)
-    if value and urlsplit(value).scheme not in ("http", "https"):
-        raise ValueError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    if not value:
+        return value
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError as exc:  # `http://[::1`: urllib's message alone does not say which setting
+        raise ValueError(f"{name} is not a valid URL ({exc})") from None
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{name} must be an http:// or https:// URL, got {redacted_url(value)!r}")
     return value
 
 
+UNREADABLE_URL = "<a URL that does not parse>"  # what redacted_url shows of one: its password cannot be found
+# libpq also takes the password as a query parameter (`postgresql://db/x?password=secret`), and in its
+# key=value form (`host=db password=secret`), refused as a store URL with the value quoted.
+_PASSWORD_PARAMETER = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+_PASSWORD_KEYWORD = re.compile(r"(?i)(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S*)")
+
+
 def redacted_url(url: str) -> str:
-    """A store URL fit for logs and error messages: its password replaced by `***`."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """A store URL fit for logs and error messages: its password (the user part's, a `password` query parameter,
+    a libpq `password=` keyword) replaced by `***`. Never raises: it is called on error paths, where its own
+    error would replace the one being reported."""
+    try:
+        parts = urlsplit(url)
+        if not parts.scheme:
+            return _PASSWORD_KEYWORD.sub(r"\1***", url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+        query = _PASSWORD_PARAMETER.sub(r"\1***", parts.query)
+    except ValueError:  # `postgresql://u:pw@[::1/x`: an unclosed IPv6 host
+        return UNREADABLE_URL
+    if netloc == parts.netloc and query == parts.query:
         return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -552,6 +552,11 @@ class PolicyStore:
         self.errors.pop(policy_id, None)
         return policy
 
+    def loaded_versions(self) -> dict[str, str]:
+        """The version serving for each bundle loaded so far: read without touching the disk or loading (a copy
+        first, taken at once, since a check on another thread may load a bundle meanwhile)."""
+        return {policy_id: loaded.policy.version for policy_id, loaded in self._loaded.copy().items()}
+
     def routing(self) -> Routing:
         """`routing.yml`, reloaded on change; a broken edit keeps the previous mapping."""
         file = self.root / ROUTING_FILE

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from guardrails.adapters import FORMATS, HistoryMemo, read_exchange
 from guardrails.detector import DetectorRegistry, Services
 from guardrails.engine import Engine, EngineResult, SegmentCache
@@ -134,7 +136,7 @@ class CheckService:
             "verdict": result.verdict.value,
             "phase": exchange.phase.value,
             "format": exchange.format,
-            "findings": [f.to_dict() for f in result.findings],
+            "findings": _encodable([f.to_dict() for f in result.findings]),
             "policy": {"id": policy.id, "version": policy.version},
             "signals": signals,
             "timings_ms": {
@@ -196,6 +198,30 @@ class CheckService:
             if callable(report):
                 problems.update(report())
         return problems
+
+
+def _encodable(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`findings` as a JSON encoder takes them. A lone surrogate in a message or evidence (a detector's half-decoded
+    escape) is no character: orjson refuses it, and the HTTP answer, the NeMo answer and the CLI's output all
+    failed. Every consumer gets the findings from here, so they are tried here, once (about a microsecond for a
+    handful), and copied with surrogates repaired only when that fails."""
+    if findings:
+        try:
+            orjson.dumps(findings)
+        except TypeError:
+            return [_without_surrogates(finding) for finding in findings]
+    return findings
+
+
+def _without_surrogates(value: Any) -> Any:
+    """`value` with each surrogate pair left as two characters joined into one, each lone surrogate U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if isinstance(value, Mapping):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_surrogates(item) for item in value]
+    return value
 
 
 def _read_envelope(body: Any) -> tuple[Mapping[str, Any], Any, str | None, CallerContext, str | None, str | None]:

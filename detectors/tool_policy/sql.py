@@ -15,6 +15,7 @@ from sqlglot.errors import SqlglotError
 
 from detectors._choices import read_choice
 from detectors.tool_policy.base import Violation, string_list
+from guardrails.detector import SettingError, read_setting
 from guardrails.findings import Severity
 
 # sqlglot logs a warning for every statement it keeps as an opaque Command (GRANT...); we judge those ourselves.
@@ -36,12 +37,27 @@ PRIVILEGED_COMMANDS = frozenset({"GRANT", "REVOKE", "ALTER", "DROP", "TRUNCATE",
 DIALECTS = tuple(sorted(name for name in Dialect.classes if name))
 
 
+def _dialect(settings: Mapping[str, Any]) -> str | None:
+    """The `dialect` setting: a sqlglot dialect name, optionally followed by that dialect's settings, as sqlglot
+    reads it (`"mysql, normalization_strategy=lowercase"`). The name is one of DIALECTS; the settings are
+    checked by sqlglot itself, since a wrong one would make every parse fail too."""
+    value = read_setting(settings, "dialect", str)
+    if value is None:
+        return None
+    read_choice({"dialect": value.split(",", 1)[0].strip()}, "dialect", DIALECTS)
+    try:
+        Dialect.get_or_raise(value)
+    except ValueError as exc:
+        raise SettingError(f"setting dialect: {value!r} is not valid: {exc}") from None
+    return value
+
+
 class SqlRule:
     """`{type: sql, dialect: postgres, allow_statements: [select], deny_tables: [...]}`."""
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         settings = settings or {}
-        self.dialect = read_choice(settings, "dialect", DIALECTS) or None
+        self.dialect = _dialect(settings)
         self.allow = frozenset(s.upper() for s in string_list(settings, "allow_statements"))
         self.deny_tables = frozenset(t.lower() for t in string_list(settings, "deny_tables"))
         self.check = lru_cache(maxsize=2048)(self._check)  # type: ignore[method-assign]
