@@ -281,11 +281,11 @@ def test_the_state_store_creates_its_file_and_tables_when_built(tmp_path: Path) 
         service.close()
 
 
-def test_workers_opening_a_fresh_state_file_together_wait_for_each_other(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Switching a file to WAL fails at once while another connection holds its write lock (workers starting
-    together): the store retries instead of refusing to start."""
-    path = tmp_path / "state.sqlite3"
+def another_worker_holds_the_write_lock(path: Path, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Another connection holds `path`'s write lock until the SQLite stores' shared `connect` first pauses to
+    retry (patched): the pauses are recorded in the list returned."""
+    import guardrails.audit.sqlite as shared_sqlite
+
     other_worker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other_worker.execute("CREATE TABLE creating (x)")
     other_worker.execute("BEGIN IMMEDIATE")
@@ -294,16 +294,23 @@ def test_workers_opening_a_fresh_state_file_together_wait_for_each_other(
     def other_worker_done(seconds: float) -> None:  # the store's pause between attempts
         waits.append(seconds)
         other_worker.execute("COMMIT")
-
-    import guardrails.audit.sqlite as shared_sqlite  # the state store opens its file with the audit store's `connect`
+        other_worker.close()
 
     monkeypatch.setattr(shared_sqlite, "time", SimpleNamespace(sleep=other_worker_done))
+    return waits
+
+
+def test_workers_opening_a_fresh_state_file_together_wait_for_each_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switching a file to WAL fails at once while another connection holds its write lock (workers starting
+    together): the store retries instead of refusing to start."""
+    path = tmp_path / "state.sqlite3"
+    waits = another_worker_holds_the_write_lock(path, monkeypatch)
     store = SQLiteStateStore(f"sqlite:///{path}")
     try:
         assert len(waits) == 1 and store.breakers() == []
     finally:
         store.close()
-        other_worker.close()
 
 
 def test_low_confidence_without_a_state_store_learns_in_memory(tmp_path: Path) -> None:

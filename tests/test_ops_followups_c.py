@@ -13,13 +13,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from test_ops_followups_b import HungRedis
+from test_ops_followups_b import HungRedis, another_worker_holds_the_write_lock
 
 from guardrails.audit import AuditFilter
 from guardrails.audit.observer import AuditObserver
@@ -113,18 +112,7 @@ def test_workers_opening_a_fresh_audit_log_together_wait_for_each_other(
     """Switching a file to WAL fails at once while another connection holds its write lock (workers starting
     together): the audit store retries instead of refusing to start."""
     path = tmp_path / "audit.sqlite3"
-    other_worker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other_worker.execute("CREATE TABLE creating (x)")
-    other_worker.execute("BEGIN IMMEDIATE")
-    waits: list[float] = []
-
-    def other_worker_done(seconds: float) -> None:  # the store's pause between attempts
-        waits.append(seconds)
-        other_worker.execute("COMMIT")
-
-    import guardrails.audit.sqlite as audit_sqlite
-
-    monkeypatch.setattr(audit_sqlite, "time", SimpleNamespace(sleep=other_worker_done))
+    waits = another_worker_holds_the_write_lock(path, monkeypatch)
     store = SQLiteAuditStore(f"sqlite:///{path}")
     try:
         assert len(waits) == 1
@@ -134,4 +122,3 @@ def test_workers_opening_a_fresh_audit_log_together_wait_for_each_other(
             assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         store.close()
-        other_worker.close()
