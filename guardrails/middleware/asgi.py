@@ -9,7 +9,8 @@ and the response after (output phase). Allowed traffic passes byte for byte; a w
 
 A check body over `max_check_bytes` (default: the service's own default limit) is never built: the service would
 refuse it (413). The call is then decided as when the service cannot check (`fail_mode`); a request that large is
-not even read for a check: it streams to the upstream as received.
+not even read for a check: it streams to the upstream as received. A compressed answer (`content-encoding`) cannot
+be read either, and is decided the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ DEFAULT_CONTEXT_HEADERS: Mapping[str, str] = {
 # The service refuses a bigger check body (413; GUARDRAILS_MAX_BODY_BYTES): building one is only waste.
 DEFAULT_MAX_CHECK_BYTES = Settings().max_body_bytes
 TOO_LARGE = "check body too large for the guardrails service"
+ENCODED = "response is content-encoded, and the middleware reads identity bodies only"
 log = logging.getLogger("guardrails.middleware")
 
 
@@ -120,28 +122,34 @@ class GuardrailsMiddleware:
         """A request over `max_check_bytes`: no check body can hold it, so neither phase can be checked. It is
         decided as when the service cannot check (`fail_mode`) and, if allowed, streams to the upstream as is."""
         if self.check_input or self.check_output:
-            result = self.too_large(api, reason, "request")
+            result = self.uncheckable(api, reason, "request")
             if result.verdict == "block":
                 await self.send_block(api, send, result)
                 return
             await self.report(api, result)
         await self.app(scope, receive, send)
 
-    def too_large(self, api: Api, reason: str, phase: str, *, quiet: bool = False) -> CheckResponse:
-        """The verdict for a check body the service would refuse: the fail_mode one, without calling it."""
+    def uncheckable(self, api: Api, reason: str, phase: str, *, cause: str = TOO_LARGE,
+                    quiet: bool = False) -> CheckResponse:
+        """The verdict for what the service cannot be asked about (a check body it would refuse, a compressed
+        answer): the fail_mode one, without calling it."""
         fail_mode = self.client.fail_mode
         log.log(logging.DEBUG if quiet else logging.WARNING, "guardrails: %s %s not checked (%s); failing %s",
                 api.name, phase, reason, fail_mode)
-        return synthetic_verdict(fail_mode, reason, phase=phase, format=api.format, cause=TOO_LARGE)
+        return synthetic_verdict(fail_mode, reason, phase=phase, format=api.format, cause=cause)
 
     async def report(self, api: Api, result: CheckResponse) -> None:
         if result.verdict != "allow":
             log.info("guardrails %s on %s %s phase: check %s", result.verdict, api.name, result.phase,
                      result.check_id)
-        if self.on_verdict is not None:
+        if self.on_verdict is None:
+            return
+        try:
             outcome = self.on_verdict(result, {"api": api.name})
             if asyncio.iscoroutine(outcome):
                 await outcome
+        except Exception:  # the gateway's own hook (metrics, alerts) must not fail the call it reports on
+            log.exception("guardrails: on_verdict hook failed on check %s", result.check_id)
 
     async def send_block(self, api: Api, send: Send, result: CheckResponse) -> None:
         await self.report(api, result)
@@ -212,7 +220,7 @@ class GuardedCall:
         return result
 
     def _too_large(self, reason: str, phase: str) -> CheckResponse:
-        result = self.owner.too_large(self.api, reason, phase, quiet=self.over_limit)
+        result = self.owner.uncheckable(self.api, reason, phase, quiet=self.over_limit)
         self.over_limit, self._too_large_verdict = True, result
         return result
 
@@ -255,21 +263,39 @@ class GuardedCall:
         assert self._downstream is not None
         headers = _headers(message.get("headers", ()))
         content_type = headers.get(b"content-type", b"").lower()
-        encoded = headers.get(b"content-encoding", b"identity").lower() not in (b"identity", b"")
-        if self.owner.check_output and 200 <= message["status"] < 300 and not encoded:
-            if content_type.startswith(b"text/event-stream"):
-                self._mode = "stream"
-                self._stream = StreamChecker(self.api, self._check_chunks, incremental=self.owner.incremental,
-                                             interval_s=self.owner.stream_check_interval_s,
-                                             stop_categories=self.owner.stream_stop_categories)
-            elif b"json" in content_type:
-                self._mode = "buffer"
-                self._start = message
+        stream = content_type.startswith(b"text/event-stream")
+        checked = self.owner.check_output and 200 <= message["status"] < 300 and (stream or b"json" in content_type)
+        encoding = headers.get(b"content-encoding", b"identity").lower()
+        if checked and encoding not in (b"identity", b""):
+            if await self._decided_unread(encoding):
                 return
-        elif encoded:
-            log.warning("guardrails: %s response is content-encoded; output not checked", self.api.name)
+        elif checked and stream:
+            self._mode = "stream"
+            self._stream = StreamChecker(self.api, self._check_chunks, incremental=self.owner.incremental,
+                                         interval_s=self.owner.stream_check_interval_s,
+                                         stop_categories=self.owner.stream_stop_categories)
+            # A block cuts the stream and appends an error event: an upstream `content-length` would then be a
+            # lie, and the server would drop the connection before the client read the error.
+            message = _without_length(message)
+        elif checked:
+            self._mode = "buffer"
+            self._start = message
+            return
         # Headers go now: on a stream the output verdict is not known yet (a warn there is only logged).
         await self._downstream(_with_warn(message, self.input_result))
+
+    async def _decided_unread(self, encoding: bytes) -> bool:
+        """A compressed answer cannot be checked: decided by fail_mode like any answer without a verdict (closed
+        answers the block now; open lets it through). True when it was blocked."""
+        assert self._downstream is not None
+        reason = f"content-encoding {encoding.decode('latin-1')}; the gateway must ask the upstream for identity"
+        result = self.owner.uncheckable(self.api, reason, "response", cause=ENCODED)
+        if result.verdict != "block":
+            await self._report(result)
+            return False
+        self.stopped.set()
+        await self.send_block(self._downstream, result)
+        return True
 
     async def _on_buffered_body(self, message: Message) -> None:
         assert self._downstream is not None and self._start is not None
@@ -420,6 +446,11 @@ def _with_warn(start: Message, result: CheckResponse | None) -> Message:
         return start
     headers = [*start.get("headers", ()), (VERDICT_HEADER, b"warn"),
                (CHECK_ID_HEADER, result.check_id.encode())]
+    return {**start, "headers": headers}
+
+
+def _without_length(start: Message) -> Message:
+    headers = [(name, value) for name, value in start.get("headers", ()) if name.lower() != b"content-length"]
     return {**start, "headers": headers}
 
 

@@ -22,6 +22,8 @@ from guardrails.middleware import GuardrailsMiddleware
 # Per-connection headers that a proxy must not copy (RFC 9110 §7.6.1), plus what the HTTP stack recomputes.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length"}
+# Set by the gateway's own HTTP server on every answer: copied from the upstream, the client would get two.
+SERVER_SET = {"date", "server"}
 
 
 def create_gateway(vllm_base_url: str, *, guardrails_url: str | None = None, **middleware: Any) -> FastAPI:
@@ -43,11 +45,11 @@ def create_gateway(vllm_base_url: str, *, guardrails_url: str | None = None, **m
         outgoing = client().build_request(request.method, "/" + path, params=request.query_params,
                                           headers=headers, content=await request.body())
         answer = await client().send(outgoing, stream=True)
-        reply_headers = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+        reply_headers = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | SERVER_SET}
         if answer.headers.get("content-type", "").startswith("text/event-stream"):
             return StreamingResponse(_relay(answer), status_code=answer.status_code, headers=reply_headers)
-        body = await answer.aread()
-        await answer.aclose()
+        # The bytes as sent (`aread()` would decompress them under the upstream's `content-encoding` header).
+        body = b"".join([chunk async for chunk in _relay(answer)])
         return Response(body, status_code=answer.status_code, headers=reply_headers)
 
     if guardrails_url:
