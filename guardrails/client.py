@@ -186,8 +186,11 @@ class SyncGuardrailsClient:
         self.close()
 
 
+UNAVAILABLE = "guardrails service unavailable"  # the cause of a synthetic verdict when no answer came back
+
+
 def synthetic_verdict(fail_mode: FailMode, reason: str, *, phase: str = "request", format: str | None = None,
-                      cause: str = "guardrails service unavailable") -> CheckResponse:
+                      cause: str = UNAVAILABLE) -> CheckResponse:
     """The verdict used when no real one could be had: allow (fail open) or block (fail closed). `cause` heads the
     finding's message; `reason` says what happened."""
     action = "allow" if fail_mode == "open" else "block"
@@ -202,9 +205,15 @@ def synthetic_verdict(fail_mode: FailMode, reason: str, *, phase: str = "request
             "location": {"pointer": ""}, "evidence": {"fail_mode": fail_mode, "reason": reason},
         }],
         "policy": {"id": "", "version": ""},
-        "signals": {"client": {"synthetic": True, "fail_mode": fail_mode, "reason": reason}},
+        "signals": {"client": {"synthetic": True, "fail_mode": fail_mode, "reason": reason, "cause": cause}},
         "timings_ms": {},
     })
+
+
+def is_unavailable(result: CheckResponse) -> bool:
+    """True when `result` was made up because the service gave no answer (not for a body it could not take)."""
+    client = result.signals.get("client", {})
+    return bool(client.get("synthetic")) and client.get("cause", UNAVAILABLE) == UNAVAILABLE
 
 
 def is_synthetic(result: CheckResponse) -> bool:
@@ -223,5 +232,5 @@ def _error_of(answer: httpx.Response) -> Mapping[str, Any]:
     return {"type": "http_error", "message": str(payload)[:200]}
 
 
-__all__ = ["CheckRejected", "FailMode", "GuardrailsClient", "SyncGuardrailsClient", "is_synthetic",
-           "synthetic_verdict"]
+__all__ = ["UNAVAILABLE", "CheckRejected", "FailMode", "GuardrailsClient", "SyncGuardrailsClient", "is_synthetic",
+           "is_unavailable", "synthetic_verdict"]

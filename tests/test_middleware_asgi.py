@@ -293,15 +293,18 @@ def test_output_warn_on_a_stream_is_reported_not_sent(service_app: Any) -> None:
     assert harness.verdicts[-1].verdict == "warn" and harness.verdicts[-1].phase == "response"
 
 
-@pytest.mark.parametrize("fail_mode, status", [("open", 200), ("closed", 400)])
+@pytest.mark.parametrize("fail_mode, status", [("open", 200), ("closed", 503)])
 def test_unreachable_service_fails_open_or_closed(fail_mode: str, status: int) -> None:
+    """Failing closed is the service's outage, not the caller's mistake: a 503 server error the SDKs retry."""
     upstream = StubModelServer()
     client = GuardrailsClient("http://127.0.0.1:9", retries=0, timeout=0.5, fail_mode=fail_mode)  # type: ignore[arg-type]
     app = GuardrailsMiddleware(upstream.app, client=client)
     resp = asyncio.run(Harness.call(app, CASES[0][1], request_for(CASES[0])))
     assert resp.status_code == status
     if fail_mode == "closed":
-        assert "detector_error" in resp.json()["error"]["message"]
+        error = resp.json()["error"]
+        assert error["type"] == "api_error" and error["code"] == "guardrails_unavailable"
+        assert error["message"].startswith("Guardrails could not check this call: guardrails service unavailable")
         assert upstream.requests == []
     else:
         assert resp.content == StubModelServer.fixture_bytes("chat_completion_reasoning_2_tool_calls_logprobs.json")

@@ -21,6 +21,7 @@ from guardrails.middleware.apis import (
     EventKind,
     detect_api,
 )
+from guardrails.middleware.asgi import GuardrailsMiddleware, _notice
 from guardrails.middleware.sse import SSESplitter
 from guardrails.middleware.stream import StreamChecker
 
@@ -148,3 +149,17 @@ def test_final_only_mode_checks_once_at_the_end_without_a_marker() -> None:
     assert [GEMINI_GENERATE.classify(None, c) for c in chunks] == [EventKind.PROGRESS, EventKind.TOOL_START]
     forwarded, stop = run_stream(StreamChecker(GEMINI_GENERATE, service, incremental=False), raw)
     assert stop is None and forwarded == 2 and service.calls == [(2, True)]
+
+
+@pytest.mark.parametrize("api_path", ["/v1/chat/completions", "/v1/responses", "/v1/messages",
+                                      "/v1beta/models/m:generateContent", "/v1beta/interactions"])
+def test_failing_closed_is_a_server_error_in_every_api_while_a_block_stays_the_callers(api_path: str) -> None:
+    api = detect_api(api_path)
+    assert api is not None
+    owner = GuardrailsMiddleware(lambda *a: None, fail_mode="closed")
+    down = _notice(synthetic_verdict("closed", "connection refused"), owner)
+    too_large = _notice(synthetic_verdict("closed", "9 MB", cause="check body too large"), owner)
+    assert (down.status, down.unavailable) == (503, True) and (too_large.status, too_large.unavailable) == (400, False)
+    unavailable, blocked = json.dumps(api.error_body(down)), json.dumps(api.error_body(too_large))
+    assert ("api_error" in unavailable or "UNAVAILABLE" in unavailable) and "invalid_request_error" not in unavailable
+    assert "invalid_request_error" in blocked or "INVALID_ARGUMENT" in blocked

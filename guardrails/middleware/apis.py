@@ -30,6 +30,8 @@ class BlockNotice:
     message: str
     check_id: str
     status: int = 400
+    # Failing closed because the service gave no answer: a server-side error (retryable), not the caller's.
+    unavailable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +46,19 @@ class Api:
 # --- native error shapes ---------------------------------------------------------------------------
 
 def _openai_error(notice: BlockNotice) -> dict[str, Any]:
-    return {"error": {"message": notice.message, "type": "invalid_request_error", "param": None,
-                      "code": "guardrails_blocked"}}
+    kind, code = (("api_error", "guardrails_unavailable") if notice.unavailable
+                  else ("invalid_request_error", "guardrails_blocked"))
+    return {"error": {"message": notice.message, "type": kind, "param": None, "code": code}}
 
 
 def _anthropic_error(notice: BlockNotice) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": "invalid_request_error", "message": notice.message}}
+    kind = "api_error" if notice.unavailable else "invalid_request_error"
+    return {"type": "error", "error": {"type": kind, "message": notice.message}}
 
 
 def _google_error(notice: BlockNotice) -> dict[str, Any]:
-    return {"error": {"code": notice.status, "message": notice.message, "status": "INVALID_ARGUMENT"}}
+    status = "UNAVAILABLE" if notice.unavailable else "INVALID_ARGUMENT"
+    return {"error": {"code": notice.status, "message": notice.message, "status": status}}
 
 
 def _data_event(payload: Mapping[str, Any], sep: bytes, event: str | None = None) -> bytes:

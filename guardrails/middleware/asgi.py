@@ -23,7 +23,14 @@ from typing import Any, Literal
 
 import orjson
 
-from guardrails.client import CheckRejected, FailMode, GuardrailsClient, is_synthetic, synthetic_verdict
+from guardrails.client import (
+    CheckRejected,
+    FailMode,
+    GuardrailsClient,
+    is_synthetic,
+    is_unavailable,
+    synthetic_verdict,
+)
 from guardrails.config import Settings
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, BlockNotice, detect_api
@@ -72,6 +79,7 @@ class GuardrailsMiddleware:
         stream_check_interval_s: float = 0.2,
         stream_stop_categories: frozenset[str] = STOP_MID_STREAM,
         block_status: int = 400,
+        unavailable_status: int = 503,
         context_headers: Mapping[str, str] = DEFAULT_CONTEXT_HEADERS,
         on_verdict: VerdictHook | None = None,
         max_check_bytes: int = DEFAULT_MAX_CHECK_BYTES,
@@ -86,6 +94,7 @@ class GuardrailsMiddleware:
         self.stream_check_interval_s = stream_check_interval_s
         self.stream_stop_categories = frozenset(stream_stop_categories)
         self.block_status = block_status
+        self.unavailable_status = unavailable_status
         self.context_headers = {k.lower().encode(): v for k, v in context_headers.items()}
         self.on_verdict = on_verdict
         self.max_check_bytes = max_check_bytes
@@ -153,7 +162,7 @@ class GuardrailsMiddleware:
 
     async def send_block(self, api: Api, send: Send, result: CheckResponse) -> None:
         await self.report(api, result)
-        notice = _notice(result, self.block_status)
+        notice = _notice(result, self)
         payload = orjson.dumps(api.error_body(notice))
         await send({"type": "http.response.start", "status": notice.status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
@@ -397,7 +406,7 @@ class GuardedCall:
         assert self._downstream is not None
         self.stopped.set()
         await self._report(result)
-        notice = _notice(result, self.owner.block_status)
+        notice = _notice(result, self.owner)
         sep = self._splitter.separator
         error = self.api.sse_error(notice, sep)
         if forwarded and not forwarded.endswith(sep):
@@ -433,12 +442,16 @@ class GuardedCall:
         return wrapped
 
 
-def _notice(result: CheckResponse, status: int) -> BlockNotice:
+def _notice(result: CheckResponse, owner: GuardrailsMiddleware) -> BlockNotice:
     blocking = [f for f in result.findings if f.action == "block"] or result.findings
+    if is_unavailable(result):  # failing closed: the caller did nothing wrong and may retry
+        detail = f": {blocking[0].message}" if blocking else ""
+        return BlockNotice(f"Guardrails could not check this call{detail} [check {result.check_id}]",
+                           result.check_id, owner.unavailable_status, unavailable=True)
     categories = ", ".join(sorted({str(f.category) for f in blocking})) or "policy"
     detail = f": {blocking[0].message}" if blocking else ""
     return BlockNotice(f"Blocked by guardrails ({categories}){detail} [check {result.check_id}]",
-                       result.check_id, status)
+                       result.check_id, owner.block_status)
 
 
 def _with_warn(start: Message, result: CheckResponse | None) -> Message:
