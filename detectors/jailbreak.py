@@ -93,8 +93,10 @@ class KeywordIndex:
 
     def present(self, lowered: str) -> set[str]:
         found: set[str] = set()
-        for m in self.pattern.finditer(lowered):
-            found |= self.prefixes[m.group(1)]
+        # Each longest keyword once (a long prompt repeats some hundreds of times), in the order first seen: the
+        # set is then filled in the same order as by every match, so it iterates in the same order.
+        for keyword in dict.fromkeys(self.pattern.findall(lowered)):
+            found |= self.prefixes[keyword]
         return found
 
     def candidates(self, lowered: str) -> list[tuple[Rule, list[str]]]:
@@ -551,7 +553,7 @@ _BINARY = re.compile(r"\b(?:[01]{8}\s+){6,}[01]{8}\b")
 _MORSE = re.compile(r"(?:[.\-]{1,7}[ /]+){10,}[.\-]{1,7}")
 _WORD = re.compile(r"[A-Za-z]+")
 _LEET_WORD = re.compile(r"\b(?=[A-Za-z0-9@$]*[A-Za-z])(?=[A-Za-z0-9@$]*[0134579@$])[A-Za-z0-9@$]{3,}\b")
-_DROP_DIGITS = str.maketrans("", "", "0123456789")
+_DIGITS = "0123456789"
 _LONG_RUN = re.compile(r"\S{24}")
 _LEET_HINT = re.compile(r"[A-Za-z][0134579@$]|[0134579@$][A-Za-z]")
 _DROP_PROSE = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ',.!?\n")
@@ -608,7 +610,7 @@ class JailbreakDetector(SegmentDetector):
         matches = self._rule_matches(text)
         if "persona_preamble" not in self.disabled:
             matches += _persona_preamble(text, matches)
-        digits = len(text) - len(text.translate(_DROP_DIGITS))
+        digits = sum(map(text.count, _DIGITS))  # ten C scans, no copy of the text
         matches += self._structural_matches(text, digits)
         if "encoded_payload" not in self.disabled:
             matches += self._encoded_matches(text, digits)
@@ -620,13 +622,14 @@ class JailbreakDetector(SegmentDetector):
         total = sum(weight for weight, _ in best.values())
         probability = None
         if self.model is not None:
-            probability, grams = self.model.score(text)
-            weight = _learned_weight(probability, grams, strong_rule=any(w >= 1.0 for w, _ in best.values()))
+            grams = self.model.grams(text)
+            probability = self.model.probability(grams)
+            weight = _learned_weight(probability, len(grams), strong_rule=any(w >= 1.0 for w, _ in best.values()))
             total += weight
             if weight > 0:  # a finding over the whole message, with the n-grams that weighed most
                 best[LEARNED] = (weight, _hit(LEARNED, "learned", f"reads like known jailbreak prompts (learned "
                                               f"score {probability:.2f})", 0, len(text),
-                                              ", ".join(self.model.strongest(text))))
+                                              ", ".join(self.model.strongest_of(grams))))
         if total < self.threshold:
             return []
         severity = Severity.HIGH if total >= 2 * self.threshold else Severity.MEDIUM
@@ -682,7 +685,7 @@ class JailbreakDetector(SegmentDetector):
     def _encoded_matches(self, text: str, digits: int) -> list[tuple[float, Hit]]:
         out: list[tuple[float, Hit]] = []
         lowered = text.lower()
-        cue = any(stem in lowered for stem in _ENCODING_STEMS) and _ENCODING_CUE.search(text) is not None
+        cue = any(map(lowered.__contains__, _ENCODING_STEMS)) and _ENCODING_CUE.search(text) is not None
         candidates = []
         if _LONG_RUN.search(text):  # base64 needs a long unbroken run
             candidates.append((_BASE64, _b64, "base64"))

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
+from itertools import pairwise, repeat
 from pathlib import Path
 
 MODEL_FILE = Path(__file__).parent / "data" / "jailbreak_ngrams.json"
@@ -35,17 +35,30 @@ class NgramModel:
 
     def logit(self, grams: set[str]) -> float:
         # presence features scaled by 1/sqrt(n): long prompts do not win by length alone
-        total = sum(self.weights.get(g, 0.0) for g in grams)
+        total = sum(map(self.weights.get, grams, repeat(0.0)))  # map: the look-ups stay in C
         return self.bias + total / math.sqrt(max(1, len(grams)))
+
+    def grams(self, text: str) -> set[str]:
+        """The n-grams of `text` this model reads: computed once, then passed to `probability` and `strongest_of`."""
+        return ngrams(text, self.max_tokens)
+
+    def probability(self, grams: set[str]) -> float:
+        """The probability that the text of these n-grams is a jailbreak prompt."""
+        return 1.0 / (1.0 + math.exp(-self.logit(grams)))
 
     def score(self, text: str) -> tuple[float, int]:
         """(probability that `text` is a jailbreak prompt, how many distinct n-grams that rests on)."""
-        grams = ngrams(text, self.max_tokens)
-        return 1.0 / (1.0 + math.exp(-self.logit(grams))), len(grams)
+        grams = self.grams(text)
+        return self.probability(grams), len(grams)
 
     def strongest(self, text: str, top: int = 5) -> list[str]:
         """The n-grams of `text` that push hardest towards "jailbreak" (evidence for a finding)."""
-        present = [(self.weights[g], g) for g in ngrams(text, self.max_tokens) if self.weights.get(g, 0.0) > 0]
+        return self.strongest_of(self.grams(text), top)
+
+    def strongest_of(self, grams: set[str], top: int = 5) -> list[str]:
+        """`strongest` for n-grams already computed."""
+        weights = self.weights
+        present = [(weights[g], g) for g in grams & weights.keys() if weights[g] > 0]  # sorted below: order-free
         return [g for _, g in sorted(present, reverse=True)[:top]]
 
 

@@ -274,20 +274,28 @@ def schema_strings(schema: Mapping[str, Any], keys: frozenset[str]) -> Iterator[
     """(path, text) of every string under one of `keys` (or in a list under one), at any depth; a node's own
     strings come before those nested in it.
 
-    Iterative: a schema nested deeper than Python's recursion limit is walked like any other."""
+    Iterative: a schema nested deeper than Python's recursion limit is walked like any other. Every tool is
+    walked on every check: exact type tests come before the slower `Mapping` check, and a path is built only
+    for what is kept."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), schema)]
     while stack:
         path, node = stack.pop()
         children: list[tuple[tuple[str | int, ...], Any]] = []
-        items = node.items() if isinstance(node, Mapping) else enumerate(node)
+        shape = type(node)
+        items = node.items() if shape is dict or (shape is not list and isinstance(node, Mapping)) else enumerate(node)
+        in_keys = bool(path) and path[-1] in keys  # the strings of a list under one of `keys`
         for key, value in items:
-            here = (*path, key)
-            if isinstance(value, str):
-                if key in keys or (isinstance(key, int) and path and path[-1] in keys):
-                    yield here, value
-            elif isinstance(value, (Mapping, list)):
-                children.append((here, value))
+            kind = type(value)
+            if kind is str or (kind not in _PLAIN_TYPES and isinstance(value, str)):
+                if key in keys or (in_keys and isinstance(key, int)):
+                    yield (*path, key), value
+            elif kind is dict or kind is list or (kind not in _PLAIN_TYPES and isinstance(value, (Mapping, list))):
+                children.append(((*path, key), value))
         stack.extend(reversed(children))
+
+
+# JSON's scalar types besides str: never a string, a mapping or a list.
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def _is_example_turn(hit: Hit) -> bool:

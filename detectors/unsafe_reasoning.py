@@ -215,9 +215,9 @@ class UnsafeReasoningDetector(Detector):
         starts = [start for start, _, _ in sentences]
         found: dict[int, tuple[ReasoningRule, int, int]] = {}
         # One pass per rule over the whole trace; cue checks only on the sentences a rule matched.
-        lowered = folded.lower()
+        contains = folded.lower().__contains__
         for rule in rs.rules:
-            if rule.keywords and not any(k in lowered for k in rule.keywords):
+            if rule.keywords and not any(map(contains, rule.keywords)):  # map: the keyword loop stays in C
                 continue
             for m in rule.pattern.finditer(folded):
                 i = bisect_right(starts, m.start()) - 1

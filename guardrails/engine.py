@@ -22,6 +22,8 @@ import time
 from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from guardrails.colang.catalog import RAIL_KINDS
@@ -34,7 +36,7 @@ from guardrails.detector import (
     SegmentDetector,
     Services,
 )
-from guardrails.exchange import Exchange, Segment
+from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
 from guardrails.findings import (
     DEFAULT_ACTION_BY_SEVERITY,
     Action,
@@ -158,7 +160,7 @@ class Engine:
                             policy.id, problem)
         # Custom Colang flows run on NeMo's runtime, built once per policy version; built-in flows never do.
         self._segment_slots = [i for i, slot in enumerate(self.slots) if isinstance(slot.detector, SegmentDetector)]
-        self._segment_scopes = [(i, self.slots[i].scope) for i in self._segment_slots]
+        self._plans: dict[tuple[Signature, ...], _Plan] = {}
         self._placed = PlacedFindings(self.cache.max_entries)
         self.colang: Any = None
         if policy.rails.has_custom_flows:
@@ -201,12 +203,12 @@ class Engine:
         signals: dict[str, Any] = {}
         per_slot: list[list[Finding]] = [[] for _ in self.slots]
         pending: list[tuple[int, asyncio.Task[list[Finding]]]] = []
+        plan = self._plan_for(exchange)
+        self._run_segment_detectors(exchange, plan, per_slot, timings)
         select = _Selector(exchange)
-        self._run_segment_detectors(select, per_slot, timings)
-        for i, slot in enumerate(self.slots):
-            if isinstance(slot.detector, SegmentDetector):
-                continue
-            ctx = ScanContext(segments=select(slot.scope), signals=signals, policy_id=self.policy.id)
+        for i, allowed in plan.exchange_slots:
+            slot = self.slots[i]
+            ctx = ScanContext(segments=select(allowed), signals=signals, policy_id=self.policy.id)
             if getattr(slot.detector, "io_bound", False):
                 pending.append((i, asyncio.ensure_future(self._run_io(slot, exchange, ctx, timings))))
             else:
@@ -232,7 +234,17 @@ class Engine:
         action = self._detector_actions.get(finding.detector)
         return action if action is not None else DEFAULT_ACTION_BY_SEVERITY[finding.severity]
 
-    def _run_segment_detectors(self, select: _Selector, per_slot: list[list[Finding]],
+    def _plan_for(self, exchange: Exchange) -> _Plan:
+        """The plan for the signatures `exchange` holds, in the order they first appear (its `by_signature`)."""
+        signatures = tuple(exchange.by_signature)
+        plan = self._plans.get(signatures)
+        if plan is None:
+            if len(self._plans) >= MAX_PLANS:  # orders of a few dozen signatures: bounded all the same
+                self._plans.clear()
+            plan = self._plans[signatures] = _Plan(self.slots, self._segment_slots, signatures)
+        return plan
+
+    def _run_segment_detectors(self, exchange: Exchange, plan: _Plan, per_slot: list[list[Finding]],
                                timings: dict[str, float]) -> None:
         """Run every segment detector, walking the segments once.
 
@@ -247,7 +259,11 @@ class Engine:
         placed, cache = self._placed, self.cache
         seen = placed.entries
         clock = time.perf_counter
-        for segment, slots_here in select.per_segment(self._segment_scopes):
+        chosen, all_slots = plan.segment_slots, self.slots
+        for segment in exchange.segments:
+            slots_here = chosen[segment.signature]
+            if not slots_here:
+                continue
             entry = seen.get(id(segment))
             if entry is not None and entry[0] is segment:
                 for i, found in entry[1]:
@@ -257,15 +273,17 @@ class Engine:
             for i in slots_here:
                 if i in failed:
                     continue
-                detector = self.slots[i].detector
+                slot = all_slots[i]
+                detector = slot.detector
                 started = clock()
                 try:
-                    table = cache.table((self.slots[i].key, segment.kind, segment.trust))
+                    key = (slot.key, segment.kind, segment.trust)
+                    table = cache.table(key)
                     hits = table.get(segment.text)
                     if hits is None:
                         cache.misses += 1
                         hits = detector.analyze(segment)  # type: ignore[attr-defined]
-                        cache.put((self.slots[i].key, segment.kind, segment.trust), table, segment.text, hits)
+                        cache.put(key, table, segment.text, hits)
                     else:
                         cache.hits += 1
                     found = [detector.finding(segment, hit) for hit in hits]
@@ -319,33 +337,58 @@ class Engine:
         return finding
 
 
+Signature = tuple[SegmentKind, Trust, Phase]
+ALL_SEGMENTS = None  # a selection that keeps every segment of the exchange
+MAX_PLANS = 1024
+
+
+class _Plan:
+    """What each detector slot reads, decided once per tuple of distinct segment signatures (kind, trust,
+    phase) instead of per check: a session sends the same few tuples step after step.
+
+    `exchange_slots`: each exchange detector's slot index with the signatures its scope selects (None: all of
+    them). `segment_slots`: per signature, the segment detectors' slot indices whose scope selects it.
+    """
+
+    __slots__ = ("exchange_slots", "segment_slots")
+
+    def __init__(self, slots: Sequence[_Slot], segment_slots: Sequence[int], signatures: tuple[Signature, ...]
+                 ) -> None:
+        self.segment_slots = {sig: tuple(i for i in segment_slots if _scope_allows(slots[i].scope, sig))
+                              for sig in signatures}
+        self.exchange_slots: list[tuple[int, tuple[Signature, ...] | None]] = []
+        for i, slot in enumerate(slots):
+            if isinstance(slot.detector, SegmentDetector):
+                continue
+            allowed = tuple(sig for sig in signatures if _scope_allows(slot.scope, sig))
+            self.exchange_slots.append((i, ALL_SEGMENTS if len(allowed) == len(signatures) else allowed))
+
+
 class _Selector:
-    """Selects a scope's segments, deciding per distinct (kind, trust, phase) instead of per segment."""
+    """The segments of one exchange a plan's selection names; a selection of several signatures is merged once
+    per check, however many detectors read it."""
 
     def __init__(self, exchange: Exchange) -> None:
         self.segments = exchange.segments
         self.groups = exchange.by_signature
-        self.distinct = self.groups.keys()
+        self._merged: dict[tuple[Signature, ...], tuple[Segment, ...]] = {}
 
-    def __call__(self, scope: Scope) -> Sequence[Segment]:
+    def __call__(self, allowed: tuple[Signature, ...] | None) -> Sequence[Segment]:
         """The selected segments in exchange order (a shared list when one signature is selected: read only)."""
-        allowed = [sig for sig in self.distinct if _scope_allows(scope, sig)]
-        if len(allowed) == len(self.distinct):
+        if allowed is ALL_SEGMENTS:
             return self.segments
         if not allowed:
             return ()
         if len(allowed) == 1:
             return self.groups[allowed[0]]
-        return sorted((s for sig in allowed for s in self.groups[sig]), key=_position)
+        merged = self._merged.get(allowed)
+        if merged is None:
+            merged = self._merged[allowed] = tuple(sorted(chain.from_iterable(self.groups[sig] for sig in allowed),
+                                                          key=_position))
+        return list(merged)  # a list of its own per detector, as before: only single-signature lists are shared
 
-    def per_segment(self, scopes: list[tuple[int, Scope]]) -> list[tuple[Segment, tuple[int, ...]]]:
-        """Each segment with the indices of the scopes that select it (segments no scope selects left out)."""
-        chosen = {sig: tuple(i for i, scope in scopes if _scope_allows(scope, sig)) for sig in self.distinct}
-        return [(segment, chosen[segment.signature]) for segment in self.segments if chosen[segment.signature]]
 
-
-def _position(segment: Segment) -> int:
-    return segment.index
+_position = attrgetter("index")  # a segment's place in its exchange
 
 
 def _scope_allows(scope: Scope, sig: tuple[Any, Any, Any]) -> bool:

@@ -487,7 +487,7 @@ class _EventStream:
         if not isinstance(kind, str):
             raise BodyError("stream event type must be a string", f"{kptr}/type")
         response = event.get("response")
-        if type(response) is dict or isinstance(response, Mapping):
+        if response is not None and is_mapping(response):  # None: a delta, the bulk of a stream (no ABC check)
             if kind in FINAL_EVENTS:
                 self.final, self.final_pointer = response, f"{kptr}/response"
             else:
