@@ -16,7 +16,13 @@ Unicode tricks still matches and its finding still covers the exact original cha
 * in a tool call's raw JSON arguments, `\\uXXXX` escapes read as the character they encode (an escaped
   evasion; an escaped surrogate pair is one character, a lone surrogate U+FFFD); the other escapes (`\\n`,
   `\\"`) stay as they are, or are blanked with spaces as `guardrails.textview.scan_view` blanks them, for the
-  detectors that read values (secret, content).
+  detectors that read values (secret, content);
+* a tool result or document that is a JSON document (an API's answer, written with non-ASCII escaped) reads the
+  same way, except that without blanking its `\\n`, `\\"`... read as the characters they encode (a space, then
+  the character: offsets unchanged), so a line or a quote still starts a sentence.
+
+Other readings of a folded text (detectors/_readings.py: encoded runs decoded, markup left out) are built with
+`rewritten` and mapped back to the original with `compose`.
 
 Each folded character keeps the original span it came from. ASCII text (without `\\u` escapes) costs one
 `isascii()` and maps offsets to themselves; other text is scanned in C for the few characters that fold, and
@@ -30,6 +36,7 @@ import re
 import sys
 import unicodedata
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -122,16 +129,90 @@ def fold(text: str) -> str:
     return fold_with_offsets(text).text
 
 
+# Tool results and documents are often an API's JSON answer, its non-ASCII written as `\\uXXXX` escapes by
+# default (Python's json.dumps, most encoders): a zero-width space or fullwidth letters hide there as escapes.
+_DATA_KINDS = frozenset({SegmentKind.TOOL_RESULT, SegmentKind.DOCUMENT})
+_JSON_OPENERS = frozenset('{["')
+_SIMPLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": " ", "f": " ", '"': '"', "\\": "\\", "/": "/"}
+
+
 def folded_view(segment: Segment, *, casefold: bool = False, blank_escapes: bool = False) -> FoldedText:
     """What a detector scans: the segment's text folded (case kept unless `casefold`).
 
     A tool call's text is raw JSON: its `\\uXXXX` escapes read as the characters they encode; with
     `blank_escapes`, its other escapes are blanked as `scan_view` blanks them (for detectors that read values:
-    secret, content), else they stay as they are (rules written for raw text: prompt_injection, jailbreak)."""
-    if segment.kind is not SegmentKind.TOOL_CALL:
-        return fold_with_offsets(segment.text, casefold=casefold)
-    text = blank_json_escapes(segment.text, keep_unicode=True) if blank_escapes else segment.text
+    secret, content), else they stay as they are (rules written for raw text: prompt_injection, jailbreak).
+    A tool result or document that is a JSON document reads the same, but its other escapes, unless blanked,
+    read as a space and the character they encode (`\\nIgnore` starts a line, as the model reads it)."""
+    text = segment.text
+    if segment.kind is SegmentKind.TOOL_CALL:
+        text = blank_json_escapes(text, keep_unicode=True) if blank_escapes else text
+    elif segment.kind in _DATA_KINDS and "\\" in text and text.lstrip()[:1] in _JSON_OPENERS:
+        text = blank_json_escapes(text, keep_unicode=True) if blank_escapes else _spaced_escapes(text)
+    else:
+        return fold_with_offsets(text, casefold=casefold)
     return fold_with_offsets(text, casefold=casefold, json_escapes=True)
+
+
+def _spaced_escapes(text: str) -> str:
+    """`text` (JSON) with each two-character escape (`\\n`, `\\"`) read as a space and the character it encodes:
+    the same length, so offsets are unchanged; `\\uXXXX` escapes are kept for folding to read."""
+    return JSON_ESCAPE.sub(_spaced_escape, text)
+
+
+def _spaced_escape(match: re.Match[str]) -> str:
+    escape = match.group()
+    decoded = _SIMPLE_ESCAPES.get(escape[1]) if len(escape) == 2 else None
+    return escape if decoded is None else " " + decoded
+
+
+def rewritten(text: str, replacements: Iterable[tuple[int, int, str]]) -> FoldedText:
+    """`text` with each (start, end, new) span, in order and not overlapping, replaced by `new` (deleted when
+    empty), mapped back to `text`: a character of `new` maps to the whole span it replaced."""
+    pieces: list[Piece] = []
+    out: list[str] = []
+    size = done = 0
+    for start, end, new in replacements:
+        if done < start:
+            pieces.append((size, done, start, True))
+            out.append(text[done:start])
+            size += start - done
+        if new:
+            pieces.append((size, start, end, False))
+            out.append(new)
+            size += len(new)
+        done = end
+    if not done:
+        return FoldedText(text)
+    if done < len(text):
+        pieces.append((size, done, len(text), True))
+        out.append(text[done:])
+    return FoldedText("".join(out), tuple(pieces), tuple(p[0] for p in pieces))
+
+
+def compose(outer: FoldedText, inner: FoldedText) -> FoldedText:
+    """`outer`, a reading of `inner.text`, mapped straight back to the text `inner` was read from."""
+    if inner.pieces is None:
+        return outer
+    if outer.pieces is None:  # `outer` reads `inner.text` as it is
+        return dataclasses.replace(inner, text=outer.text)
+    pieces: list[Piece] = []
+    for at, start, end, one_to_one in outer.pieces:
+        if not one_to_one:
+            pieces.append((at, *inner.original_span(start, end), False))
+            continue
+        k = bisect_right(inner._ats, start) - 1  # the inner pieces this run of `inner.text` crosses
+        while start < end:
+            inner_at, inner_start, inner_end, inner_one_to_one = inner.pieces[k]
+            stop = min(end, inner.pieces[k + 1][0] if k + 1 < len(inner.pieces) else end)
+            if inner_one_to_one:
+                pieces.append((at, inner_start + start - inner_at, inner_start + stop - inner_at, True))
+            else:
+                pieces.append((at, inner_start, inner_end, False))
+            at += stop - start
+            start = stop
+            k += 1
+    return FoldedText(outer.text, tuple(pieces), tuple(p[0] for p in pieces))
 
 
 def fold_with_offsets(text: str, *, casefold: bool = True, json_escapes: bool = False) -> FoldedText:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from guardrails.detector import SegmentDetector
 from guardrails.exchange import Segment
-from guardrails.findings import Finding, Hit
+from guardrails.findings import Finding, Hit, Severity
 from guardrails.textview import IN_ARGUMENTS
+
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
 
 
 class TextFilter(SegmentDetector):
@@ -25,3 +27,15 @@ class TextFilter(SegmentDetector):
             finding.message = f"{finding.message} of {call.name}"
         finding.evidence = {**finding.evidence, "tool": call.name}  # the cached hit's dict stays untouched
         return finding
+
+
+def capped_by_severity(hits: list[Hit], max_hits: int) -> list[Hit]:
+    """The first `max_hits` of `hits` (in position order), then only those more severe than every one kept before
+    them: a cap that bounds the answer must not let twenty mild hits written first hide one that blocks."""
+    kept = hits[:max_hits]
+    worst = max((SEVERITY_RANK[h.severity] for h in kept), default=-1)
+    for hit in hits[max_hits:]:
+        if SEVERITY_RANK[hit.severity] > worst:
+            kept.append(hit)
+            worst = SEVERITY_RANK[hit.severity]
+    return kept

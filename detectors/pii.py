@@ -8,6 +8,10 @@ LOCATION and the other NER entities.
 Presidio costs ~8 µs per word, so each entity has a cheap "could it match at all" pattern: a segment with
 no '@' and too few digits never reaches the analyzer, and the analyzer only runs the recognizers of the
 entities that passed.
+
+Presidio reads the text folded by detectors/_fold.py (fullwidth digits and `＠`, zero-width characters inside a
+number or an address, no-break and thin spaces between digit groups read as plain ones); spans cover the original
+characters.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from detectors._choices import read_choice
+from detectors._fold import FoldedText, folded_view, warm_up
 from detectors._pii_candidates import MIN_PHONE_DIGITS, PhoneScan, phone_candidates, phone_windows
 from detectors._pii_candidates import digit_count as _digit_count
 from detectors._textfilter import TextFilter
 from guardrails.detector import Scope, Services
 from guardrails.exchange import Segment, Trust
 from guardrails.findings import Category, Hit, Severity
-from guardrails.textview import redact, scan_view, where
+from guardrails.textview import redact, where
 
 # The e-mail recognizer calls tldextract, which downloads the public suffix list on first use unless the
 # URL list is empty; tldextract reads this when Presidio is imported, so it must be set first.
@@ -40,9 +45,10 @@ NO_OP_ENGINE = {"nlp_engine_name": "no_op", "models": [{"lang_code": "en", "mode
 # Cheap necessary conditions per entity, checked before Presidio runs. Each is looser than the
 # recognizer it guards (it may let a segment through, never hold back a real match).
 MAY_MATCH: dict[str, re.Pattern[str] | Callable[[str], bool]] = {
-    "EMAIL_ADDRESS": re.compile(r"@"),
+    # An '@', or a closing bracket after "at" (`[at]`, `( at )`): a character class first is scanned for in C.
+    "EMAIL_ADDRESS": re.compile(r"@|[\])}>](?:(?<=(?i:at).)|(?<=(?i:at)\s.))"),
     "PHONE_NUMBER": lambda text: _may_be_phone(text),
-    "CREDIT_CARD": re.compile(r"\d(?:[\s\-]?\d){11}"),
+    "CREDIT_CARD": re.compile(r"\d(?:[\s\-.]?\d){11}"),
     "US_SSN": re.compile(r"\d(?:[\s.\-]?\d){8}"),
     "IBAN_CODE": re.compile(r"[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]{4}){2}"),
     "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:"),
@@ -109,13 +115,23 @@ def _looks_like_phone(candidate: str) -> bool:
     return number[0] in "+(" or number.startswith("00") or separators >= 2 or bool(_LOCAL_NUMBER.match(number))
 
 
-# Card numbers of every ISO/IEC 7812 length (12-19 digits), contiguous or in groups of four (Amex 4-6-5),
-# still Luhn-checked by Presidio's recognizer; Presidio's own pattern stops at 13-17 digits and at IIN 2xxx.
-# A number right after '+' is an international phone number.
+# Card numbers of every ISO/IEC 7812 length (12-19 digits), contiguous or in groups of four (Amex 4-6-5) joined
+# by one space, dash or dot, still Luhn-checked by Presidio's recognizer; Presidio's own pattern stops at 13-17
+# digits and at IIN 2xxx. A number right after '+' is an international phone number.
 _CARD_PATTERNS = (
     (r"(?<!\+)\b(?!1\d{12}\b)[1-6]\d{11,18}\b", "contiguous card number"),
-    (r"\b[1-6]\d{3}([ \-])\d{4}\1\d{4}(?:\1\d{1,7})?\b", "card number in groups of four"),
-    (r"\b3\d{3}([ \-])\d{6}\1\d{4,5}\b", "card number in 4-6-5 groups"),
+    (r"\b[1-6]\d{3}([ \-.])\d{4}\1\d{4}(?:\1\d{1,7})?\b", "card number in groups of four"),
+    (r"\b3\d{3}([ \-.])\d{6}\1\d{4,5}\b", "card number in 4-6-5 groups"),
+)
+_CARD_SEPARATORS = [("-", ""), (" ", ""), (".", "")]  # removed before the Luhn check
+# An address written to slip past filters, as a reader still types it: `jane [at] example [dot] com`,
+# `jane(at)example.com`. Only bracketed: a bare "at ... dot" is prose ("meet me at noon. Then"), as is a `.`
+# with a space after it.
+_BRACKETED = r"\s?[\[({{<]\s?(?i:{word})\s?[\])}}>]\s?"
+_OBFUSCATED_EMAIL = (
+    rf"(?<![\w.+\-])[\w.+\-]{{1,64}}{_BRACKETED.format(word='at')}[\w\-]{{1,63}}"
+    rf"(?:(?:{_BRACKETED.format(word='dot')}|\.)[\w\-]{{1,63}})*(?:{_BRACKETED.format(word='dot')}|\.)"
+    r"[A-Za-z]{2,24}\b"
 )
 
 
@@ -258,9 +274,12 @@ def _pattern_recognizers(phone_regions: Sequence[str]) -> list[Any]:
         patterns=[Pattern("formatted phone number", _PHONE_PATTERN, 0.4)],
         context=["phone", "call", "tel", "mobile", "cell", "fax", "contact"],
     )
-    card = CreditCardRecognizer(patterns=[Pattern(name, regex, 0.3) for regex, name in _CARD_PATTERNS])
+    card = CreditCardRecognizer(patterns=[Pattern(name, regex, 0.3) for regex, name in _CARD_PATTERNS],
+                                replacement_pairs=_CARD_SEPARATORS)
     regional = RegionPhoneRecognizer(supported_regions=tuple(r.upper() for r in phone_regions))
-    return [regional, phone, card, _email_recognizer()]
+    obfuscated = PatternRecognizer(supported_entity="EMAIL_ADDRESS", name="ObfuscatedEmailRecognizer",
+                                   patterns=[Pattern("obfuscated e-mail address", _OBFUSCATED_EMAIL, 0.6)])
+    return [regional, phone, card, _email_recognizer(), obfuscated]
 
 
 def _email_recognizer() -> Any:
@@ -379,13 +398,17 @@ class PIIDetector(TextFilter):
             (e, may.search if isinstance(may, re.Pattern) else may)
             for e, may in ((e, MAY_MATCH[e]) for e in self.entities if e in MAY_MATCH)
         )
+        warm_up()  # folding's character classes built here, not on the first check
 
     def candidate_entities(self, text: str) -> list[str]:
         """The entities that could possibly match `text`; empty means Presidio need not run."""
         return [*self.always, *(e for e, may in self.prefiltered if may(text))]
 
     def analyze(self, segment: Segment) -> list[Hit]:
-        text = scan_view(segment)
+        # Fullwidth digits, a zero-width space inside a card number, a thin space between its groups: the reader
+        # still has the number. Presidio reads the folded text; spans cover the original characters.
+        view = folded_view(segment, blank_escapes=True)  # `scan_view(segment)`, folded
+        text = view.text
         entities = self.candidate_entities(text)
         if not entities:
             return []
@@ -398,29 +421,31 @@ class PIIDetector(TextFilter):
             allow_list=self.allow_list or None,
             allow_list_match=self.allow_list_match,
         )
-        hits = [self._hit(segment, r) for r in _drop_nested(results)]
+        hits = [self._hit(segment, *view.original_span(r.start, r.end), r) for r in _drop_nested(results)]
         if "PHONE_NUMBER" in entities:
-            hits.extend(self._phone_cap_note(segment, text))
+            hits.extend(self._phone_cap_note(segment, view))
         return hits
 
-    def _phone_cap_note(self, segment: Segment, text: str) -> list[Hit]:
+    def _phone_cap_note(self, segment: Segment, view: FoldedText) -> list[Hit]:
         """Say so when phonenumbers stopped early: the rest of the segment's numbers were not parsed."""
-        scan: PhoneScan = phone_windows(text, self.phone_region_count)
+        scan: PhoneScan = phone_windows(view.text, self.phone_region_count)
         if scan.unchecked_from is None:
             return []
+        start, length = view.original_span(scan.unchecked_from, scan.unchecked_from)[0], len(segment.text)
         return [Hit(
-            message=f"phone numbers {where(segment)} only checked up to character {scan.unchecked_from} "
-                    f"of {len(text)} (too many digit runs)",
-            start=scan.unchecked_from,
-            end=len(text),
+            message=f"phone numbers {where(segment)} only checked up to character {start} "
+                    f"of {length} (too many digit runs)",
+            start=start,
+            end=length,
             severity=Severity.LOW,
-            evidence={"entity": "PHONE_NUMBER", "capped": True, "checked_chars": scan.unchecked_from,
-                      "length": len(text), "segment_kind": segment.kind.value},
+            evidence={"entity": "PHONE_NUMBER", "capped": True, "checked_chars": start,
+                      "length": length, "segment_kind": segment.kind.value},
         )]
 
-    def _hit(self, segment: Segment, result: Any) -> Hit:
+    def _hit(self, segment: Segment, start: int, end: int, result: Any) -> Hit:
+        """`result`: Presidio's, in the folded text; `start`/`end`: its span in the original text."""
         entity = result.entity_type
-        value = segment.text[result.start : result.end]
+        value = segment.text[start:end]
         words = ENTITY_WORDS.get(entity, entity.lower().replace("_", " "))
         evidence: dict[str, Any] = {
             "entity": entity,
@@ -430,8 +455,8 @@ class PIIDetector(TextFilter):
         }
         return Hit(
             message=f"{words} {where(segment)}",
-            start=result.start,
-            end=result.end,
+            start=start,
+            end=end,
             severity=self.severity.get(entity, Severity.MEDIUM),
             score=round(float(result.score), 3),
             evidence=evidence,

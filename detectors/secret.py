@@ -4,7 +4,8 @@ One regex per rule, looped (a single alternation loses each rule's literal-prefi
 shared/reference/offline-dependencies.md §2). Each rule's `value` group is the secret itself, so spans
 cover exactly what a gateway would redact. Evidence shows a redacted preview, never the secret. The rules read the
 text folded by detectors/_fold.py (a key split by zero-width characters or typed in fullwidth letters is still a
-leak); spans cover the original characters.
+leak), and the readings of detectors/_readings.py: base64, hex and percent-encoded runs decoded, string literals
+joined (a key sent encoded or in pieces is still sent); spans cover the original characters.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from detectors._fold import folded_view, warm_up
+from detectors._fold import FoldedText, folded_view, warm_up
+from detectors._readings import decoded, literals_joined
 from detectors._textfilter import TextFilter
 from guardrails.detector import Scope, Services
-from guardrails.exchange import Segment
+from guardrails.exchange import Segment, SegmentKind
 from guardrails.findings import Category, Hit, Severity
 from guardrails.textview import redact, where
 
-# A token ends where a token character no longer follows (`\b` fails after a trailing '-' or '_').
+# A token ends where a token character no longer follows (`\b` fails after a trailing '-' or '_'). It starts after
+# a non-token character, or after a `\n`, `\r` or `\t` escape written out in JSON or code a model printed.
 _END = r"(?![A-Za-z0-9_\-])"
-_START = r"(?<![A-Za-z0-9_\-])"
+_START = r"(?:(?<![A-Za-z0-9_\-])|(?<=\\[nrt]))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,9 @@ class SecretDetector(TextFilter):
         if unknown:
             raise ValueError(f"secret: unknown rule ids {sorted(unknown)}; known: {sorted(RULE_IDS)}")
         self.rules = tuple(r for r in RULES if r.id not in disabled)
+        # A key split into literals is a provider's key: the format rules read joined literals, never the
+        # free-form ones (any two values joined would make a "password").
+        self.joinable_rules = tuple(r for r in self.rules if not (r.generic or r.free_form))
         self.generic_entropy = self.setting("min_entropy", float, 3.0)
         # Values, not names: YAML reads an unquoted all-digit value as a number.
         self.allow_list = frozenset(str(v) for v in self.setting("allow_list", list, []))
@@ -151,19 +157,39 @@ class SecretDetector(TextFilter):
         # A key split by zero-width characters, or typed in fullwidth or look-alike letters, still leaks: whoever
         # reads it gets the key back by deleting or normalizing them. So the rules read the folded text, and a
         # span covers the original characters, the invisible ones inside included (what a gateway must redact).
+        # The same holds for a key sent base64-, hex- or URL-encoded, or in pieces: the rules read those too.
         view = folded_view(segment, blank_escapes=True)  # `scan_view(segment)`, folded
+        found = self._found(view, self.rules)
+        reading = decoded(view, percent=True)
+        if reading is not None:
+            found += self._found(reading, self.rules, "decoded")
+        kept = _resolve_overlaps(found)
+        joined = self._joined(segment)
+        if joined is not None:  # only where no key was found whole: joining would stretch one into the next value
+            kept += [f for f in _resolve_overlaps(self._found(joined, self.joinable_rules, "joined"))
+                     if all(f.end <= k.start or f.start >= k.end for k in kept)]
+        return [self._hit(segment, f) for f in sorted(kept, key=lambda f: f.start)]
+
+    def _joined(self, segment: Segment) -> FoldedText | None:
+        """The segment with its string literals joined (its escaped quotes kept: they delimit literals)."""
+        arguments = segment.kind is SegmentKind.TOOL_CALL
+        if not (arguments or "+" in segment.text):
+            return None
+        return literals_joined(folded_view(segment), json_values=arguments)
+
+    def _found(self, view: FoldedText, rules: tuple[Rule, ...], reading: str | None = None) -> list[Found]:
+        """The rules' matches in `view`, at their spans in the original text."""
         text = view.text
         lower = text.lower()
-        found: list[tuple[int, int, Rule]] = []
-        for rule in self.rules:
+        found: list[Found] = []
+        for rule in rules:
             if rule.hints and not any(h in lower for h in rule.hints):
                 continue  # a substring test is far cheaper than a regex scan of the whole text
             for match in rule.pattern.finditer(text):
                 start, end = match.span("value")
                 if self._accept(rule, text[start:end]):
-                    found.append((start, end, rule))
-        return [self._hit(segment, text[start:end], *view.original_span(start, end), rule)
-                for start, end, rule in _resolve_overlaps(found)]
+                    found.append(Found(*view.original_span(start, end), rule, text[start:end], reading))
+        return found
 
     def _accept(self, rule: Rule, value: str) -> bool:
         if value in self.allow_list:
@@ -173,27 +199,37 @@ class SecretDetector(TextFilter):
         threshold = self.generic_entropy if rule.generic else rule.min_entropy
         return threshold is None or shannon_entropy(value) >= threshold
 
-    def _hit(self, segment: Segment, value: str, start: int, end: int, rule: Rule) -> Hit:
-        """`value`: the secret as the rules read it (folded); `start`/`end`: its span in the original text."""
+    def _hit(self, segment: Segment, found: Found) -> Hit:
+        rule, value = found.rule, found.value
         preview = (
             value[: value.index("-----", 5) + 5] + "…" if rule.id == "private_key" else redact(value, rule.prefix)
         )
-        evidence: dict[str, Any] = {"rule": rule.id, "preview": preview, "length": end - start}
+        evidence: dict[str, Any] = {"rule": rule.id, "preview": preview, "length": found.end - found.start}
+        if found.reading:  # the span holds the key encoded or in pieces; the preview is of the key
+            evidence["reading"] = found.reading
         return Hit(
             message=f"{rule.description} {where(segment)}",
-            start=start,
-            end=end,
+            start=found.start,
+            end=found.end,
             severity=self.severity.get(rule.id, rule.severity),
             score=1.0,
             evidence=evidence,
         )
 
 
-def _resolve_overlaps(found: list[tuple[int, int, Rule]]) -> list[tuple[int, int, Rule]]:
-    """One finding per secret: specific rules beat the generic one, then the longer span wins."""
-    ordered = sorted(found, key=lambda f: (f[2].generic, -(f[1] - f[0]), f[0]))
-    kept: list[tuple[int, int, Rule]] = []
+class Found(NamedTuple):
+    start: int  # the span in the original text
+    end: int
+    rule: Rule
+    value: str  # the secret as the rules read it (folded, decoded, joined)
+    reading: str | None  # how: None for the folded text, else "decoded" or "joined"
+
+
+def _resolve_overlaps(found: list[Found]) -> list[Found]:
+    """One finding per secret: specific rules beat the generic one, then the longer span, then the plain reading."""
+    ordered = sorted(found, key=lambda f: (f.rule.generic, -(f.end - f.start), f.reading is not None, f.start))
+    kept: list[Found] = []
     for f in ordered:
-        if all(f[1] <= k[0] or f[0] >= k[1] for k in kept):
+        if all(f.end <= k.start or f.start >= k.end for k in kept):
             kept.append(f)
-    return sorted(kept, key=lambda f: f[0])
+    return kept
