@@ -15,13 +15,15 @@ errand a text could plant; an MCP tool's name (`send_email`) can, and is checked
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
-from detectors._taint_index import TextIndex, text_index, value_runs
+from detectors._taint_index import TextIndex, compact_form, text_index, value_runs
+from detectors._taint_index import normalize as _normalize
 from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
@@ -51,6 +53,9 @@ SINK_WORDS = frozenset({"to", "recipient", "recipients", "email", "emails", "add
 # Words that name a tool's vendor or shape rather than the action it performs.
 GENERIC_NAME_WORDS = frozenset({"get", "set", "tool", "api", "manager", "the", "and", "for", "with", "from"})
 MAX_VALUE_LENGTH = 200
+
+
+Needle = tuple[ArgPath, str, bool]  # (argument path, normalized text, whether it is another reading of the value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +88,18 @@ class ToolTaintDetector(Detector):
                          if s.tool_call is not None and s.phase is Phase.REQUEST}
         calls = [(segment, segment.tool_call, self._needles(segment.tool_call.arguments))
                  for segment in ctx.segments if segment.tool_call is not None]
-        sources = _Sources(untrusted, trusted, (needle for _, _, needles in calls for _, needle in needles))
+        sources = _Sources(untrusted, trusted, (needle for _, _, needles in calls for _, needle, _ in needles),
+                           self.min_digits)
         findings: list[Finding] = []
         for segment, call, needles in calls:
-            for path, needle in needles:
+            reported: set[ArgPath] = set()
+            for path, needle, variant in needles:
+                if variant and path in reported:
+                    continue  # another reading of a value already reported
                 planted = sources.planted(needle)
                 if planted is not None and (planted.in_prose or self.report_data_fields):
                     findings.append(self._argument_finding(segment, call.name, path, needle, planted))
+                    reported.add(path)
             if self.check_tool_choice and call.name not in earlier_tools and not _is_builtin(call):
                 finding = self._choice_finding(segment, call.name, untrusted, trusted)
                 if finding is not None:
@@ -97,23 +107,26 @@ class ToolTaintDetector(Detector):
         ctx.signals[self.name] = {"tainted_calls": len({f.pointer for f in findings})}
         return findings
 
-    def _needles(self, arguments: Any) -> list[tuple[ArgPath, str]]:
-        """Normalized, non-trivial strings to look for: whole short values, and identifiers in long ones."""
-        out: list[tuple[ArgPath, str]] = []
+    def _needles(self, arguments: Any) -> list[Needle]:
+        """Normalized, non-trivial strings to look for: whole short values, and identifiers in long ones; then
+        other readings of a URL value (variants: looked for only while the argument has no finding)."""
+        out: list[Needle] = []
         for path, value in leaves(arguments):
             if isinstance(value, bool) or value is None:
                 continue
             if isinstance(value, (int, float)):
                 text = str(value)
                 if sum(c.isdigit() for c in text) >= self.min_digits:
-                    out.append((path, text))
+                    out.append((path, text, False))
                 continue
             text = normalize(str(value))
             if len(text) <= MAX_VALUE_LENGTH and self._distinctive(text):
-                out.append((path, text))
+                out.append((path, text, False))
             if len(text) > MAX_VALUE_LENGTH or " " in text:
-                out.extend((path, e) for e in {m.group(0).lstrip(":-").rstrip(".:/-,;") for m in ENTITY.finditer(text)}
-                           if self._distinctive(e) and e != text)
+                entities = {m.group(0).lstrip(":-").rstrip(".:/-,;") for m in ENTITY.finditer(text)}
+                out.extend((path, e, False) for e in entities if self._distinctive(e) and e != text)
+            if len(text) <= MAX_VALUE_LENGTH and ("://" in text or "%" in text):
+                out.extend((path, u, True) for u in dict.fromkeys(_url_variants(text)) if self._distinctive(u))
         return out
 
     def _distinctive(self, text: str) -> bool:
@@ -169,8 +182,34 @@ def _is_builtin(call: ToolCall) -> bool:
 
 @lru_cache(maxsize=2048)
 def normalize(text: str) -> str:
-    """Case- and whitespace-insensitive form; cached because agents resend their history every step."""
-    return " ".join(text.lower().split())
+    """Case- and whitespace-insensitive form, Unicode folded as the index reads texts; cached because agents
+    resend their history every step."""
+    return _normalize(text)
+
+
+@lru_cache(maxsize=2048)
+def _squashed(normalized: str) -> str:
+    """Letters and digits only: where a trusted text's `DE89 3704 ...` matches a compacted `de893704...`."""
+    return "".join(c for c in normalized if c.isalnum())
+
+
+def _url_variants(url: str) -> Iterator[str]:
+    """A planted URL as a model passes it on: with a query or a trailing slash added (`.../collect?d=<data>`),
+    percent-encoded, or as a parameter of another URL (`?u=https%3a%2f%2fevil.test%2fx`)."""
+    decoded = unquote(url)
+    if decoded != url:
+        yield decoded
+    if "://" not in decoded:
+        return
+    base = decoded.split("#", 1)[0].split("?", 1)[0].rstrip("/")
+    if base != decoded:
+        yield base
+    try:
+        params = parse_qsl(urlsplit(url).query)
+    except ValueError:
+        return
+    for _, value in params:
+        yield value.strip()
 
 
 @lru_cache(maxsize=2048)
@@ -185,9 +224,11 @@ class _Sources:
     rarest run is: the cost follows the texts' and the values' size, not their product.
     """
 
-    def __init__(self, untrusted: Sequence[Segment], trusted: list[str], values: Iterable[str]) -> None:
+    def __init__(self, untrusted: Sequence[Segment], trusted: list[str], values: Iterable[str],
+                 min_digits: int) -> None:
         self.untrusted = untrusted
         self.trusted = trusted
+        self.min_digits = min_digits
         self.runs = {value: value_runs(value) for value in values}
         wanted = {run for runs in self.runs.values() for run, _ in runs}
         self.indexes = [text_index(s.text) for s in untrusted] if wanted else []
@@ -201,20 +242,39 @@ class _Sources:
 
     def planted(self, value: str) -> Planted | None:
         if value not in self.found:
-            found = self._find(value)
-            self.found[value] = None if found is None or any(value in t for t in self.trusted) else found
+            compact = self._compact(value)
+            found = self._find(value, compact)
+            trusted = any(value in t or (compact and compact in _squashed(t)) for t in self.trusted)
+            self.found[value] = None if found is None or trusted else found
         return self.found[value]
 
-    def _find(self, value: str) -> Planted | None:
+    def _compact(self, value: str) -> str | None:
+        """The letters and digits of an account- or phone-like value, which may be written with other separators."""
+        if sum(c.isdigit() for c in value) < self.min_digits:
+            return None
+        return compact_form(value)
+
+    def _find(self, value: str, compact: str | None) -> Planted | None:
         """Where `value` was planted: its latest occurrence in free text of an untrusted segment (the trusted
-        ones are the caller's). Once any tool returned it as a data field, it is data (in_prose False) everywhere."""
+        ones are the caller's). Once any tool returned it as a data field, it is data (in_prose False) everywhere.
+        An identifier found nowhere as written is looked for with other separators (`compact`)."""
         holders = [self.holders.get(run) for run, _ in self.runs[value]]
-        if not holders or any(h is None for h in holders):
-            return None  # a value without letters or digits, or one a run of which no untrusted text has
+        if holders and all(h is not None for h in holders):
+            found = self._first(min(holders, key=lambda h: len(h or ())) or [],
+                                lambda index: index.spans(value, self.runs[value]))
+            if found is not None:
+                return found
+        if compact is None or not self.indexes:
+            return None
+        return self._first(range(len(self.indexes)), lambda index: index.compact_spans(compact))
+
+    def _first(self, segments: Sequence[int], spans: Callable[[TextIndex], Iterable[tuple[int, int]]]
+               ) -> Planted | None:
+        """The latest occurrence among `segments`: in a data field if there is one, else in free text."""
         found: Planted | None = None
-        for i in reversed(min(holders, key=lambda h: len(h or ())) or ()):
+        for i in reversed(segments):
             segment, index = self.untrusted[i], self.indexes[i]
-            for start, end in index.spans(value, self.runs[value]):
+            for start, end in spans(index):
                 if _inside_token(segment.text, start, end):
                     continue  # "2026-03-14" inside "2026-03-14T06:10" is part of another value
                 if not _in_prose(segment.text, start, end, index):

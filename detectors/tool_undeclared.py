@@ -6,6 +6,11 @@ model can "call" `delete_all_files` when only `get_weather` was declared (shared
 Calls the provider runs itself (`ToolCall.hosted`) are judged the same way against the hosted tools the request
 declares (adapters declare them under the names their calls carry), except calls to a remote MCP server: the
 server lists its tools itself, so which names it offers cannot be known from the request.
+
+A name that only imitates a declared one (`Get_Weather`, `get_weather `, `get_wea\u200bther`, `get_weаther` with a
+Cyrillic `а`, `functions.get_weather`) is undeclared too, and the finding says which tool it imitates and how
+(`evidence.imitates`, `evidence.disguise`): a client that looks names up loosely would run that tool. Invisible or
+look-alike characters are written to deceive, not by a slip: those findings are critical.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from detectors._toolnames import imitation
 from guardrails.detector import Detector, ScanContext, Scope, Services
 from guardrails.exchange import Exchange, Phase, SegmentKind
 from guardrails.findings import Category, Finding, Severity
@@ -39,25 +45,40 @@ class ToolUndeclared(Detector):
             call = segment.tool_call
             if call is None or call.name in exchange.tools or call.mcp_server is not None:
                 continue  # declared, or an MCP server's tool, which the request cannot declare
-            close = difflib.get_close_matches(call.name, declared, n=1, cutoff=0.8)
-            message = f"tool call to undeclared tool {call.name!r}"
-            if close:
-                message += f" (did you mean {close[0]!r}?)"
-            elif not declared:
-                message += " (the request declared no tools)"
+            evidence: dict[str, Any] = {"tool": call.name, "declared": declared,
+                                        "recovered_from": call.recovered_from, "hosted": call.hosted}
+            message, severity = _describe(call.name, declared, evidence)
             where = call.name_location()
             findings.append(
                 Finding(
                     category=self.category,
                     detector=self.name,
-                    severity=Severity.HIGH,
+                    severity=severity,
                     message=message,
                     pointer=where.pointer,
                     start=where.start,
                     end=where.end,
                     score=1.0,
-                    evidence={"tool": call.name, "declared": declared, "recovered_from": call.recovered_from,
-                              "hosted": call.hosted},
+                    evidence=evidence,
                 )
             )
         return findings
+
+
+def _describe(name: str, declared: list[str], evidence: dict[str, Any]) -> tuple[str, Severity]:
+    """The message and severity; an imitated declared name goes into `evidence`."""
+    message = f"tool call to undeclared tool {name!r}"
+    imitated = imitation(name, declared)
+    if imitated is not None:
+        evidence.update(imitates=imitated.declared, disguise=list(imitated.disguise))
+        if imitated.characters:
+            evidence["characters"] = list(imitated.characters)
+        how = ", ".join(imitated.disguise)
+        return (f"{message}, which imitates declared tool {imitated.declared!r} ({how})",
+                Severity.CRITICAL if imitated.deceptive else Severity.HIGH)
+    close = difflib.get_close_matches(name, declared, n=1, cutoff=0.8)
+    if close:
+        message += f" (did you mean {close[0]!r}?)"
+    elif not declared:
+        message += " (the request declared no tools)"
+    return message, Severity.HIGH

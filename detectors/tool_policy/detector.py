@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
+from detectors._toolnames import name_key, without_namespace
 from detectors.tool_policy.base import ArgumentRule, Violation, string_list
 from detectors.tool_policy.classify import classify
 from detectors.tool_policy.numbers import NumberRule
@@ -29,7 +30,7 @@ ANY_AGENT = "*"
 @dataclass(frozen=True, slots=True)
 class AgentLists:
     allow: re.Pattern[str] | None  # None: every tool allowed
-    deny: re.Pattern[str] | None
+    deny: re.Pattern[str] | None  # deny and high-risk globs ignore case (see `_listed`)
     high_risk: re.Pattern[str] | None
 
 
@@ -45,8 +46,8 @@ class ToolPolicyDetector(Detector):
                         for agent in agents}
         self._any_agent = _lists(_entry(agents, ANY_AGENT, "agents"), {})
         tools = self.setting("tools", dict, {})
-        self._tools = [(_glob(str(pattern)), _argument_rules(str(pattern), _entry(tools, pattern, "tools")))
-                       for pattern in tools]
+        self._tools = [(_globs([str(pattern)], re.IGNORECASE),
+                        _argument_rules(str(pattern), _entry(tools, pattern, "tools"))) for pattern in tools]
         self._rules_by_tool: dict[str, dict[str, tuple[str, ArgumentRule]]] = {}
         self.builtin = self.setting("builtin_rules", bool, True)
         self._builtin: dict[str, ArgumentRule] = {kind: RULE_TYPES[kind]() for kind in ("path", "url", "shell", "sql")}
@@ -67,13 +68,13 @@ class ToolPolicyDetector(Detector):
     def _check_name(self, segment: Segment, tool: str, lists: AgentLists, agent: str | None) -> list[Finding]:
         who = f"agent {agent!r}" if agent else "this agent"
         evidence = {"tool": tool, "agent": agent}
-        if lists.deny and lists.deny.match(tool):
+        if _listed(lists.deny, tool):
             return [finding_at(self, locate_name(segment), f"tool {tool!r} is denied for {who}", Severity.HIGH,
                                {**evidence, "rule": "agent.deny_tools"})]
         if lists.allow and not lists.allow.match(tool):
             return [finding_at(self, locate_name(segment), f"tool {tool!r} is not in the allow list of {who}",
                                Severity.HIGH, {**evidence, "rule": "agent.allow_tools"})]
-        if lists.high_risk and lists.high_risk.match(tool):
+        if _listed(lists.high_risk, tool):
             return [finding_at(self, locate_name(segment), f"high-risk tool {tool!r} needs review",
                                Severity.MEDIUM, {**evidence, "rule": "agent.high_risk_tools"})]
         return []
@@ -106,7 +107,7 @@ class ToolPolicyDetector(Detector):
         if rules is None:
             rules = {}
             for pattern, tool_rules in self._tools:
-                if pattern.match(tool):
+                if _listed(pattern, tool):  # `Transfer_Funds ` is still transfer_funds
                     rules.update(tool_rules)
             if len(self._rules_by_tool) < 4096:
                 self._rules_by_tool[tool] = rules
@@ -124,7 +125,17 @@ def _lists(default: Mapping[str, Any], agent: Mapping[str, Any]) -> AgentLists:
     allow = string_list(agent, "allow_tools") if "allow_tools" in agent else string_list(default, "allow_tools")
     deny = string_list(default, "deny_tools") + string_list(agent, "deny_tools")
     high_risk = string_list(default, "high_risk_tools") + string_list(agent, "high_risk_tools")
-    return AgentLists(_globs(allow), _globs(deny), _globs(high_risk))
+    return AgentLists(_globs(allow), _globs(deny, re.IGNORECASE), _globs(high_risk, re.IGNORECASE))
+
+
+def _listed(globs: re.Pattern[str] | None, tool: str) -> bool:
+    """A deny, high-risk or `tools:` glob matches the name as written, or as a reader reads it (case, invisible
+    and look-alike characters, whitespace, a namespace prefix): `Delete_Files` and `functions.delete_files` are
+    still `delete_*` to a client that looks names up loosely. (Allow lists stay exact: `tool_undeclared`
+    reports a disguised name.)"""
+    if globs is None:
+        return False
+    return any(globs.match(name) for name in (tool, name_key(tool), name_key(without_namespace(tool))))
 
 
 def _entry(settings: Mapping[str, Any], key: Any, where: str) -> Mapping[str, Any]:
@@ -146,14 +157,10 @@ def _argument_rules(tool: str, raw: Mapping[str, Any]) -> dict[str, tuple[str, A
     return rules
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern))
-
-
-def _globs(patterns: list[str]) -> re.Pattern[str] | None:
+def _globs(patterns: list[str], flags: int = 0) -> re.Pattern[str] | None:
     if not patterns:
         return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns), flags)
 
 
 def _strip_items(key: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,9 +24,22 @@ SENSITIVE_PATH = re.compile(
     | (?:^|/)\.config/gcloud(?:/|$) | (?:^|/)\.azure(?:/|$) | (?:^|/)\.gnupg(?:/|$)
     | (?:^|/)\.(?:env(?:\.[\w.-]+)?|netrc|pgpass|git-credentials|npmrc|pypirc|bash_history|zsh_history|my\.cnf)$
     | \.(?:pem|key|p12|pfx|kdbx|keystore|jks)$
+    | (?:^|/)\.config/gh/hosts\.yml$ | (?:^|/)kubeconfig$ | ^/etc/kubernetes/[\w.-]+\.conf$
+    | ^/(?:var/)?run/docker\.sock$ | ^/windows/system32/config/(?:sam|system|security)(?:\.\w+)?$
     """
 )
-ENCODED_TRAVERSAL = re.compile(r"(?i)%2e%2e|%252e|\.\.%2f|%2f\.\.|\.\.%5c|%c0%ae")
+ENCODED_TRAVERSAL = re.compile(r"(?i)%2e%2e|%252e|\.\.%2f|%2f\.\.|\.\.%5c|%c0%ae|%c0%af|%e0%80%af|%c1%9c")
+# /proc/<pid>/root/ is the process's view of `/`: /proc/self/root/etc/shadow is /etc/shadow.
+PROC_ROOT = re.compile(r"^/proc/(?:self|thread-self|\d+)/root(?=/|$)")
+# Concrete sensitive files a glob may be written to reach (`cat /e??/sha*`): fnmatch cannot test a glob against
+# a regex, so the glob is tested against these.
+SENSITIVE_EXAMPLES = ("/etc/shadow", "/etc/gshadow", "/etc/passwd", "/etc/sudoers", "/etc/master.passwd",
+                      "~/.ssh/id_rsa", "~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/authorized_keys",
+                      "/root/.ssh/id_rsa", "~/.aws/credentials", "~/.kube/config", "~/.docker/config.json",
+                      "~/.netrc", "~/.git-credentials", "~/.pgpass", "/proc/self/environ", "~/.bash_history",
+                      "/var/run/secrets/kubernetes.io/serviceaccount/token")
+GLOB_CHARS = re.compile(r"[*?\[]")
+DECODE_ROUNDS = 3  # %252e%252e is `..` decoded twice
 
 
 class PathRule:
@@ -62,12 +76,34 @@ class PathRule:
 
 
 def is_sensitive(path: str) -> bool:
-    return bool(SENSITIVE_PATH.search(path))
+    return bool(SENSITIVE_PATH.search(PROC_ROOT.sub("", path) or "/"))
+
+
+def glob_is_sensitive(pattern: str) -> bool:
+    """A glob that names a sensitive file (`/e??/sha*`, `~/.ssh/id_*`): its last segment keeps at least two
+    literal characters, so `/*/*` (which also reaches /etc/shadow) is not read as aimed at it."""
+    if not GLOB_CHARS.search(pattern):
+        return False
+    segments = pattern.replace("$HOME", "~").split("/")
+    if len(GLOB_CHARS.sub("", segments[-1])) < 2:
+        return False
+    return any(_glob_matches(segments, example.split("/")) for example in SENSITIVE_EXAMPLES)
+
+
+def _glob_matches(pattern: list[str], path: list[str]) -> bool:
+    """Segment by segment, as the shell matches a glob: `*` never crosses a `/`."""
+    return len(pattern) == len(path) and all(fnmatchcase(name, glob) for name, glob in zip(path, pattern, strict=True))
 
 
 def _normalize(value: str) -> str:
     """Forward slashes, `~`/`$HOME` kept as a home marker, percent-decoding for traversal tricks."""
-    path = unquote(value.strip()).replace("\\", "/")
+    path = value.strip()
+    for _ in range(DECODE_ROUNDS):  # double encoding (`..%252f`) hides a traversal from one decoding
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    path = path.replace("\\", "/").removeprefix("//?/")  # `\\?\C:\...`: a Windows long path
     if re.match(r"^[a-zA-Z]:/", path):
         path = path[2:]
     for home in ("$HOME", "${HOME}"):

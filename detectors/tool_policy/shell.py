@@ -1,7 +1,11 @@
-"""Shell commands, parsed (bashlex; shlex when bashlex cannot read the text), never grepped.
+"""Shell commands, parsed (bashlex; shlex when bashlex cannot read the text), never grepped (PowerShell and
+cmd.exe lines, which are not bash, are matched by windows.py).
 
-A command line is reduced to pipelines of simple commands (their words and redirect targets), including
-commands nested in `$(...)`, backticks and `sh -c '...'`; the rules judge those commands.
+A command line is reduced to pipelines of simple commands (their words, redirect targets and here-documents),
+including commands nested in `$(...)`, backticks, `sh -c '...'`, here-documents fed to a shell, `find -exec`,
+`ssh host '...'` and the commands an interpreter one-liner spawns; the rules judge those commands. The text is
+also read as the shell expands it (`${IFS}`, `{rm,-rf,/}`, variables set on the same line), and a file the line
+downloads or writes and then runs is judged as what it holds.
 """
 
 from __future__ import annotations
@@ -13,39 +17,67 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import bashlex
 
 from detectors.tool_policy.base import Violation, string_list
-from detectors.tool_policy.paths import is_sensitive
+from detectors.tool_policy.inline_code import (
+    AWKS,
+    INTERPRETERS,
+    deleted_trees,
+    inline_code,
+    opens_reverse_shell,
+    spawned_commands,
+)
+from detectors.tool_policy.paths import glob_is_sensitive, is_sensitive
+from detectors.tool_policy.shell_expand import expand, plain_words, unquote_heredocs
+from detectors.tool_policy.windows import windows_violations
 from guardrails.findings import Severity
 
-SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "fish", "csh", "tcsh", "ash", "busybox"})
-INTERPRETERS = frozenset({"python", "python2", "python3", "perl", "ruby", "node", "php", "lua"})
+SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "fish", "csh", "tcsh", "ash"})
 FETCHERS = frozenset({"curl", "wget", "fetch", "nc", "ncat", "netcat", "socat", "telnet", "base64", "xxd"})
 ESCALATION = frozenset({"sudo", "su", "doas", "pkexec", "runas", "setcap", "visudo", "chroot"})
 WRAPPERS = frozenset({"env", "nohup", "time", "nice", "ionice", "stdbuf", "timeout", "xargs", "exec", "command",
-                      "builtin", "then", "do", "else"})
+                      "builtin", "then", "do", "else", "busybox", "setsid", "unbuffer", "caffeinate"})
+# Wrapper options that take a value (`nice -n 19`, `timeout -s KILL`, `xargs -n 1`, `env -u VAR`).
+VALUE_OPTIONS = frozenset({"-n", "-s", "-k", "-c", "-u", "-P", "-L", "-d", "-a", "--signal", "--kill-after"})
+DURATION = re.compile(r"^\d+(?:\.\d+)?[smhd]?$")  # timeout 10 / nice 19: the number before the command
 WIPERS = frozenset({"mkfs", "shred", "wipefs", "fdisk", "sfdisk", "parted", "mkswap", "blkdiscard"})
 POWER = frozenset({"shutdown", "reboot", "halt", "poweroff"})
+POWER_VERBS = frozenset({"poweroff", "reboot", "halt", "kexec", "suspend", "hibernate"})  # systemctl <verb>
+WRITE_REDIRECTS = frozenset({">", ">>", ">|", "&>", "&>>", ">&"})
+FIND_EXEC = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
+# ssh options that take a value: the first other word is the host, the rest the remote command.
+SSH_VALUE_OPTIONS = frozenset(f"-{letter}" for letter in "bcDEeFIiJLlmOopQRSWw")
 ROOT_TARGETS = frozenset({"/", "/*", "~", "~/", "~/*", "*", ".", "./", "..", "$HOME", "${HOME}", "/home", "/etc",
                           "/usr", "/var", "/boot", "/bin", "/lib", "/opt", "/root", "/srv", "C:\\"})
 FORK_BOMB = re.compile(r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}")
-REVERSE_SOCKET = re.compile(r"/dev/(?:tcp|udp)/")
-PY_REVERSE = re.compile(r"socket\b.*(?:subprocess|pty\.spawn|os\.dup2)", re.S)
+# Files that run at login, at boot or on a schedule: writing one plants a command that outlives the session.
+PERSISTENCE = re.compile(r"(?:^|/)\.(?:bashrc|bash_profile|bash_login|profile|zshrc|zprofile|zshenv)$"
+                         r"|^/etc/(?:profile|bash\.bashrc|zshrc|crontab|rc\.local|ld\.so\.preload|environment)$"
+                         r"|^/etc/(?:cron\.\w+|profile\.d|systemd/system|init\.d)/|^/var/spool/cron/")
+REVERSE_SOCKET = re.compile(r"/dev/(?:tcp|udp)/|/inet/(?:tcp|udp)/")  # bash's and gawk's socket files
 MAX_DEPTH = 3
 MAX_LENGTH = 20_000
 # Programs some rule looks at. A command line naming none of them (and no path, socket or substitution)
 # cannot violate a built-in rule, so it is not parsed: bashlex costs ~0.5 ms per line.
-TRIGGERS = (SHELLS | INTERPRETERS | FETCHERS | ESCALATION | WIPERS | POWER
-            | {"rm", "dd", "chmod", "chown", "find", "kill", "init", "eval", "source"})
+TRIGGERS = (SHELLS | INTERPRETERS | AWKS | FETCHERS | ESCALATION | WIPERS | POWER
+            | {"rm", "dd", "chmod", "chown", "find", "kill", "init", "telinit", "eval", "source", "systemctl", "ssh",
+               "tee"})
+# Forms whose words a pre-filter cannot see: a variable set (and used), a substitution in command position.
+ASSIGNS = re.compile(r"(?<![^\s;&|(])[A-Za-z_]\w*=")
+SUBSTITUTED_COMMAND = re.compile(r"(?:^|[;&|(\n])\s*(?:\$\(|`)")
+SHELL_SCRIPT_FLAG = re.compile(r"-[a-zA-Z]*c")  # sh -c, bash -lc, bash -euxc
 WORD = re.compile(r"[^\s|&;()<>`'\"]+")
 
 
 @dataclass(slots=True)
 class Command:
     words: list[str]
-    redirects: list[str] = field(default_factory=list)
+    redirects: list[str] = field(default_factory=list)  # every redirect target
+    writes: list[str] = field(default_factory=list)  # the targets of output redirects
+    inputs: list[str] = field(default_factory=list)  # here-documents and here-strings: what it reads on stdin
 
     @property
     def program(self) -> str:
@@ -59,7 +91,7 @@ def parse(text: str) -> list[Pipeline]:
     """Pipelines of simple commands; `sh -c` strings and substitutions are flattened in as their own."""
     pipelines: list[Pipeline] = []
     try:
-        for node in bashlex.parse(text):
+        for node in bashlex.parse(unquote_heredocs(text)):
             _walk(node, pipelines)
     except Exception:  # bashlex raises several error types, and asserts on odd input
         pipelines = _shlex_pipelines(text)
@@ -92,11 +124,23 @@ def _command(node: Any, out: list[Pipeline]) -> Command:
             command.words.append(part.word)
             for sub in getattr(part, "parts", None) or ():
                 _walk(sub, out)
-        elif part.kind == "redirect" and getattr(part.output, "kind", "") == "word":
-            command.redirects.append(part.output.word)
+        elif part.kind == "redirect":
+            _redirect(part, command)
         elif part.kind == "compound":
             _walk(part, out)
     return command
+
+
+def _redirect(part: Any, command: Command) -> None:
+    heredoc = getattr(part, "heredoc", None)
+    if heredoc is not None:  # its value is the body and the delimiter line
+        command.inputs.append(heredoc.value.rpartition("\n")[0])
+    elif getattr(part.output, "kind", "") == "word":
+        command.redirects.append(part.output.word)
+        if part.type == "<<<":
+            command.inputs.append(part.output.word)
+        elif part.type in WRITE_REDIRECTS:
+            command.writes.append(part.output.word)
 
 
 def _shlex_pipelines(text: str) -> list[Pipeline]:
@@ -107,17 +151,19 @@ def _shlex_pipelines(text: str) -> list[Pipeline]:
     except ValueError:  # unbalanced quotes
         tokens = text.split()
     pipelines: list[Pipeline] = [[Command(words=[])]]
-    redirect_next = False
+    redirect_next = ""
     for token in tokens:
         if token in (";", "&&", "||", "&", ";;", "\n"):
             pipelines.append([Command(words=[])])
         elif token in ("|", "|&"):
             pipelines[-1].append(Command(words=[]))
         elif token in (">", ">>", "<", ">&", "&>", "<<", "<<<", ">|"):
-            redirect_next = True
+            redirect_next = token
         elif redirect_next:
             pipelines[-1][-1].redirects.append(token)
-            redirect_next = False
+            if redirect_next in WRITE_REDIRECTS:
+                pipelines[-1][-1].writes.append(token)
+            redirect_next = ""
         else:
             pipelines[-1][-1].words.append(token)
     return [[c for c in p if c.words or c.redirects] for p in pipelines if any(c.words for c in p)]
@@ -138,20 +184,22 @@ class ShellRule:
     def _check(self, value: Any) -> list[Violation]:
         if not isinstance(value, str) or not value.strip():
             return []
-        if not self.allow and not self._may_violate(value):
-            return []
-        out: list[Violation] = []
-        self._check_text(value[:MAX_LENGTH], 0, out)
+        text = value[:MAX_LENGTH]
+        out = windows_violations(text)  # PowerShell and cmd.exe: not bash, matched before the POSIX pre-filter
+        if self.allow or self._may_violate(text):
+            self._check_text(text, 0, out)
         unique: dict[str, Violation] = {}
         for violation in out:
             unique.setdefault(violation.rule + violation.message, violation)
         return list(unique.values())
 
     def _may_violate(self, text: str) -> bool:
-        if FORK_BOMB.search(text) or REVERSE_SOCKET.search(text):
+        if FORK_BOMB.search(text) or REVERSE_SOCKET.search(text) or SUBSTITUTED_COMMAND.search(text):
             return True
-        words = WORD.findall(text)
-        if any(("/" in w or w.startswith(".")) and is_sensitive(posixpath.normpath(_strip_at(w))) for w in words):
+        if "$" in text and ASSIGNS.search(text):
+            return True  # `X=rm; $X -rf /`: the words are only known once expanded
+        words = WORD.findall(plain_words(text))  # `r''m`, `\rm`, `"/etc/"shadow` read as the shell reads them
+        if any(("/" in w or w.startswith(".")) and (_touches_sensitive(w) or PERSISTENCE.search(w)) for w in words):
             return True
         programs = {posixpath.basename(w) for w in words}
         return not programs.isdisjoint(TRIGGERS) or not programs.isdisjoint(self.deny)
@@ -159,80 +207,137 @@ class ShellRule:
     def _check_text(self, text: str, depth: int, out: list[Violation]) -> None:
         if FORK_BOMB.search(text):
             out.append(Violation("shell.destructive", "fork bomb", Severity.CRITICAL))
-        for pipeline in parse(text):
-            self._check_pipeline(pipeline, depth, out)
+        pipelines = parse(text)
+        written = _written_files(pipelines)
+        for pipeline in pipelines:
+            self._check_pipeline(pipeline, depth, out, written)
+        expanded = expand(text)
+        if expanded != text and depth < MAX_DEPTH:  # also as the shell expands it: ${IFS}, {a,b}, $VAR
+            self._check_text(expanded, depth + 1, out)
 
-    def _check_pipeline(self, pipeline: Pipeline, depth: int, out: list[Violation]) -> None:
-        programs = [_unwrap(c, out).program for c in pipeline]
-        for position, command in enumerate(pipeline):
-            words = _unwrap(command, out).words
-            program = posixpath.basename(words[0]) if words else ""
+    def _check_pipeline(self, pipeline: Pipeline, depth: int, out: list[Violation], written: Written) -> None:
+        commands = [_unwrap(c, out) for c in pipeline]
+        programs = [c.program for c in commands]
+        for position, command in enumerate(commands):
+            words, program = command.words, command.program
             if position > 0 and (program in SHELLS or (program in INTERPRETERS and len(words) == 1)
                                  or (program in INTERPRETERS and words[1:2] == ["-"])):
                 fetched = any(p in FETCHERS for p in programs[:position])
                 out.append(Violation("shell.pipe_to_shell",
                                      f"output of {programs[0]!r} piped into {program!r}",
                                      Severity.CRITICAL if fetched else Severity.HIGH))
-            self._check_command(program, words, command.redirects, depth, out)
+            self._check_command(command, depth, out, written)
 
-    def _check_command(self, program: str, words: list[str], redirects: list[str], depth: int,
-                       out: list[Violation]) -> None:
-        args = words[1:]
-        flags = "".join(a[1:] for a in args if a.startswith("-") and not a.startswith("--"))
-        long_flags = {a for a in args if a.startswith("--")}
+    def _check_command(self, command: Command, depth: int, out: list[Violation], written: Written) -> None:
+        program, args = command.program, command.words[1:]
         if self.deny and program in self.deny:
             out.append(Violation("shell.denied_command", f"command {program!r} is denied", Severity.HIGH))
         if self.allow and program and program not in self.allow and program not in SHELLS:
             out.append(Violation("shell.command_not_allowed", f"command {program!r} is not allowed",
                                  Severity.HIGH))
-        if program in SHELLS or program in ("eval", "source", ".") or program in INTERPRETERS:
-            script = _inline_script(program, args)
-            if script is not None:
-                if program in INTERPRETERS and PY_REVERSE.search(script):
-                    out.append(Violation("shell.reverse_shell", "inline script opens a socket to a shell",
-                                         Severity.CRITICAL))
-                elif depth < MAX_DEPTH and program not in INTERPRETERS:
-                    self._check_text(script, depth + 1, out)
-            if any(_runs_fetched(w) for w in args):
-                out.append(Violation("shell.pipe_to_shell", f"{program!r} runs downloaded code",
-                                     Severity.CRITICAL))
-        if program == "rm" and ("r" in flags.lower() or "--recursive" in long_flags):
-            targets = [a for a in args if not a.startswith("-")]
-            severity = Severity.CRITICAL if any(t.rstrip("/") in ROOT_TARGETS or t in ROOT_TARGETS
-                                                for t in targets) else Severity.MEDIUM
-            out.append(Violation("shell.destructive", f"recursive delete of {targets or '?'}", severity))
-        elif program.split(".")[0] in WIPERS or (program == "dd" and any(a.startswith("of=/dev/") for a in args)):
-            out.append(Violation("shell.destructive", f"disk-wiping command {program!r}", Severity.CRITICAL))
-        elif program in POWER or (program == "init" and args[:1] in (["0"], ["6"])):
-            out.append(Violation("shell.destructive", f"{program!r} stops the machine", Severity.HIGH))
-        elif program == "chmod" and any(re.fullmatch(r"[0-7]?777|a?\+rwx", a) for a in args) and "R" in flags:
-            out.append(Violation("shell.destructive", "recursive world-writable permissions", Severity.HIGH))
-        elif program == "find" and ("-delete" in args or "rm" in args):
-            out.append(Violation("shell.destructive", "find deleting files", Severity.HIGH))
-        elif program == "kill" and "-1" in args:
-            out.append(Violation("shell.destructive", "kill every process", Severity.HIGH))
-        if program in ("nc", "ncat", "netcat") and ({"e", "c"} & set(flags) or "--exec" in long_flags
-                                                   or "--sh-exec" in long_flags):
-            out.append(Violation("shell.reverse_shell", f"{program} executing a program", Severity.CRITICAL))
-        if program == "socat" and any(a.lower().startswith(("exec:", "system:")) for a in args):
-            out.append(Violation("shell.reverse_shell", "socat executing a program", Severity.CRITICAL))
-        if any(REVERSE_SOCKET.search(t) for t in [*words, *redirects]):
-            out.append(Violation("shell.reverse_shell", "shell I/O to a /dev/tcp socket", Severity.CRITICAL))
-        if program == "chmod" and any(re.fullmatch(r"[ugoa]*\+[rwx]*s[rwx]*|[2467][0-7]{3}", a) for a in args):
-            out.append(Violation("shell.privilege", "setuid/setgid bit", Severity.HIGH))
-        if program == "chown" and any(a.startswith("root") for a in args):
-            out.append(Violation("shell.privilege", "chown to root", Severity.HIGH))
-        if any(t.startswith(("/etc/sudoers", "/etc/passwd", "/etc/shadow")) for t in redirects):
-            out.append(Violation("shell.privilege", "writes to an account database", Severity.CRITICAL))
-        touched = [w for w in [*args, *redirects] if "/" in w or w.startswith(".")]
-        sensitive = [w for w in touched if is_sensitive(posixpath.normpath(_strip_at(w)))]
-        if sensitive:
-            out.append(Violation("shell.sensitive_file", f"command touches sensitive file {sensitive[0]!r}",
-                                 Severity.HIGH))
+        if command.words and _runs_fetched(command.words[0]):
+            out.append(Violation("shell.pipe_to_shell", "runs the output of a download or a decoder as a command",
+                                 Severity.CRITICAL))
+        runner = program in SHELLS or program in ("eval", "source", ".") or program in INTERPRETERS
+        if runner and any(_runs_fetched(w) for w in [*args, *command.inputs]):
+            out.append(Violation("shell.pipe_to_shell", f"{program!r} runs downloaded code", Severity.CRITICAL))
+        code = inline_code(program, args)
+        if code is None and program in INTERPRETERS and command.inputs:
+            code = "\n".join(command.inputs)  # python3 - <<EOF ... EOF
+        if code is not None:
+            self._check_code(program, code, depth, out)
+        if depth < MAX_DEPTH:
+            for script in _nested_scripts(program, args, command.inputs):
+                self._check_text(script, depth + 1, out)
+            for nested in _find_exec(program, args):
+                self._check_command(_unwrap(nested, out), depth + 1, out, written)
+        self._check_written(command, depth, out, written)
+        _check_operations(program, command.words, command.redirects, out)
+
+    def _check_code(self, program: str, code: str, depth: int, out: list[Violation]) -> None:
+        """An interpreter one-liner: its socket-to-shell wiring, the trees it deletes, the commands it spawns."""
+        if opens_reverse_shell(code):
+            out.append(Violation("shell.reverse_shell", "inline script opens a socket to a shell", Severity.CRITICAL))
+        for target in deleted_trees(code):
+            out.append(Violation("shell.destructive", f"{program} deletes the tree {target!r}",
+                                 _delete_severity([target])))
+        if depth < MAX_DEPTH:
+            for spawned in spawned_commands(code):
+                self._check_text(spawned, depth + 1, out)
+
+    def _check_written(self, command: Command, depth: int, out: list[Violation], written: Written) -> None:
+        """A file this command line downloaded or wrote, run by this command: judged as what it holds."""
+        target = _run_file(command)
+        if target is None or target not in written:
+            return
+        content = written[target]
+        if content is None:
+            out.append(Violation("shell.pipe_to_shell", f"{command.program!r} runs downloaded file {target!r}",
+                                 Severity.CRITICAL))
+        elif depth < MAX_DEPTH:
+            self._check_text(content, depth + 1, out)
+
+
+# Files a command line writes, by normalized path: what they hold, or None for downloaded (or decoded) bytes.
+Written = dict[str, "str | None"]
+_UNKNOWN = object()
+
+
+def _check_operations(program: str, words: list[str], redirects: list[str], out: list[Violation]) -> None:
+    """The rules on one simple command: destruction, reverse shells, privilege, sensitive files."""
+    args = words[1:]
+    flags = "".join(a[1:] for a in args if a.startswith("-") and not a.startswith("--"))
+    long_flags = {a for a in args if a.startswith("--")}
+    writes = [*redirects, *(a for a in args if not a.startswith("-"))] if program == "tee" else redirects
+    if program == "rm" and ("r" in flags.lower() or "--recursive" in long_flags):
+        targets = [a for a in args if not a.startswith("-")]
+        out.append(Violation("shell.destructive", f"recursive delete of {targets or '?'}", _delete_severity(targets)))
+    elif program.split(".")[0] in WIPERS or (program == "dd" and any(a.startswith("of=/dev/") for a in args)):
+        out.append(Violation("shell.destructive", f"disk-wiping command {program!r}", Severity.CRITICAL))
+    elif (program in POWER or (program in ("init", "telinit") and args[:1] in (["0"], ["6"]))
+          or (program == "systemctl" and not POWER_VERBS.isdisjoint(args[:2]))):
+        out.append(Violation("shell.destructive", f"{program!r} stops the machine", Severity.HIGH))
+    elif program == "chmod" and any(re.fullmatch(r"[0-7]?777|a?\+rwx", a) for a in args) and "R" in flags:
+        out.append(Violation("shell.destructive", "recursive world-writable permissions", Severity.HIGH))
+    elif program == "find" and ("-delete" in args or "rm" in args):
+        out.append(Violation("shell.destructive", "find deleting files", Severity.HIGH))
+    elif program == "kill" and "-1" in args:
+        out.append(Violation("shell.destructive", "kill every process", Severity.HIGH))
+    if program in ("nc", "ncat", "netcat") and ({"e", "c"} & set(flags) or "--exec" in long_flags
+                                               or "--sh-exec" in long_flags):
+        out.append(Violation("shell.reverse_shell", f"{program} executing a program", Severity.CRITICAL))
+    if program == "socat" and any(a.lower().startswith(("exec:", "system:")) for a in args):
+        out.append(Violation("shell.reverse_shell", "socat executing a program", Severity.CRITICAL))
+    if any(REVERSE_SOCKET.search(t) for t in [*words, *redirects]):
+        out.append(Violation("shell.reverse_shell", "shell I/O to a /dev/tcp socket", Severity.CRITICAL))
+    if program == "chmod" and any(re.fullmatch(r"[ugoa]*\+[rwx]*s[rwx]*|[2467][0-7]{3}", a) for a in args):
+        out.append(Violation("shell.privilege", "setuid/setgid bit", Severity.HIGH))
+    if program == "chown" and any(a.startswith("root") for a in args):
+        out.append(Violation("shell.privilege", "chown to root", Severity.HIGH))
+    if any(t.startswith(("/etc/sudoers", "/etc/passwd", "/etc/shadow")) for t in writes):
+        out.append(Violation("shell.privilege", "writes to an account database", Severity.CRITICAL))
+    planted = [t for t in writes if PERSISTENCE.search(posixpath.normpath(t.replace("$HOME", "~")))]
+    if planted:
+        out.append(Violation("shell.persistence", f"writes to {planted[0]!r}, which runs at login or on a schedule",
+                             Severity.HIGH))
+    sensitive = [w for w in [*args, *redirects] if ("/" in w or w.startswith(".")) and _touches_sensitive(w)]
+    if sensitive:
+        out.append(Violation("shell.sensitive_file", f"command touches sensitive file {sensitive[0]!r}",
+                             Severity.HIGH))
+
+
+def _delete_severity(targets: list[str]) -> Severity:
+    return Severity.CRITICAL if any(t.rstrip("/") in ROOT_TARGETS or t in ROOT_TARGETS for t in targets) \
+        else Severity.MEDIUM
+
+
+def _touches_sensitive(word: str) -> bool:
+    path = _strip_at(word)
+    return is_sensitive(posixpath.normpath(path)) or glob_is_sensitive(path)
 
 
 def _unwrap(command: Command, out: list[Violation]) -> Command:
-    """Strip `sudo`/`env`/`nohup`-style wrappers and leading VAR=value; record privilege escalation."""
+    """Strip `sudo`/`env`/`timeout 10`-style wrappers and leading VAR=value; record privilege escalation."""
     words = list(command.words)
     while words:
         head = posixpath.basename(words[0])
@@ -242,12 +347,19 @@ def _unwrap(command: Command, out: list[Violation]) -> Command:
             while words and words[0].startswith("-"):
                 words = words[2:] if words[0] in ("-u", "-g", "-c") and head != "su" else words[1:]
         elif head in WRAPPERS or re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", words[0]):
-            words = words[1:]
-            while words and words[0].startswith("-"):
-                words = words[1:]
+            words = _skip_options(words[1:])
         else:
             break
-    return Command(words=words, redirects=command.redirects)
+    return Command(words=words, redirects=command.redirects, writes=command.writes, inputs=command.inputs)
+
+
+def _skip_options(words: list[str]) -> list[str]:
+    """A wrapper's options, their values, and a leading duration or niceness (`timeout -s KILL 10 rm ...`)."""
+    while words and words[0].startswith("-"):
+        words = words[2:] if words[0] in VALUE_OPTIONS else words[1:]
+    if words and DURATION.match(words[0]):
+        words = words[1:]
+    return words
 
 
 def _runs_fetched(word: str) -> bool:
@@ -257,14 +369,99 @@ def _runs_fetched(word: str) -> bool:
     return any(c.program in FETCHERS for p in parse(word) for c in p)
 
 
-def _inline_script(program: str, args: list[str]) -> str | None:
+def _nested_scripts(program: str, args: list[str], inputs: list[str]) -> list[str]:
+    """Command lines a command runs as shell text: `sh -c '...'`, `eval ...`, here-documents fed to a shell,
+    `ssh host '...'` (judged as if local: `rm -rf /` is as destructive on the remote host)."""
     if program == "eval":
-        return " ".join(args)
-    for flag in ("-c", "-e", "-lc", "-ic"):
-        if flag in args:
-            index = args.index(flag)
-            return args[index + 1] if index + 1 < len(args) else None
-    return None
+        return [" ".join(args)]
+    if program in SHELLS:
+        script = next((args[k + 1] for k, a in enumerate(args[:-1]) if SHELL_SCRIPT_FLAG.fullmatch(a)), None)
+        return [script] if script is not None else list(inputs)
+    if program == "ssh":
+        k = 0
+        while k < len(args) and args[k].startswith("-"):
+            k += 2 if args[k] in SSH_VALUE_OPTIONS else 1
+        return [" ".join(args[k + 1:])] if len(args) > k + 1 else []
+    return []
+
+
+def _find_exec(program: str, args: list[str]) -> list[Command]:
+    """The commands `find ... -exec CMD {} ;` (or -execdir, -ok, `+`) runs."""
+    if program != "find":
+        return []
+    commands: list[Command] = []
+    current: list[str] | None = None
+    for arg in args:
+        if arg in FIND_EXEC:
+            current = []
+        elif current is not None and arg in (";", "\\;", "+"):
+            commands.append(Command(words=current))
+            current = None
+        elif current is not None:
+            current.append(arg)
+    if current:
+        commands.append(Command(words=current))
+    return commands
+
+
+def _written_files(pipelines: list[Pipeline]) -> Written:
+    """What each file the command line writes holds, where it is known: downloaded or decoded bytes (None), a
+    here-document or echoed text."""
+    written: Written = {}
+    for pipeline in pipelines:
+        flow: object = _UNKNOWN  # what the pipeline carries at this point
+        for raw in pipeline:
+            command = _unwrap(raw, [])
+            flow = _output(command, flow)
+            targets = [*command.writes, *_download_targets(command)]
+            if command.program == "tee":
+                targets += [a for a in command.words[1:] if not a.startswith("-")]
+            for target in targets:
+                if target != "-" and (flow is None or isinstance(flow, str)):
+                    written[posixpath.normpath(target)] = flow  # type: ignore[assignment]
+    return written
+
+
+def _output(command: Command, flow: object) -> object:
+    """What a command writes out: downloaded bytes (None), known text, or _UNKNOWN."""
+    program, args = command.program, command.words[1:]
+    if program in FETCHERS:
+        return None
+    if program in ("echo", "printf"):
+        return " ".join(a for a in args if a not in ("-e", "-n")).replace("\\n", "\n")
+    if program in ("cat", "tee") and command.inputs:
+        return "\n".join(command.inputs)
+    if program == "tee" or (program == "cat" and not [a for a in args if not a.startswith("-")]):
+        return flow  # passes its input on
+    return _UNKNOWN
+
+
+def _download_targets(command: Command) -> list[str]:
+    """Files curl/wget save to: -o/-O FILE (glued too: `curl -fsSLo f`, `wget -qO f`), or the URL's name."""
+    program, args = command.program, command.words[1:]
+    letter = {"curl": "o", "wget": "O"}.get(program)
+    if letter is None:
+        return []
+    targets = []
+    for k, arg in enumerate(args):
+        found = re.fullmatch(rf"-[a-zA-Z]*{letter}(.*)", arg) or re.fullmatch(r"--output(?:-document)?=(.*)", arg)
+        if found:
+            targets.append(found.group(1) or (args[k + 1] if k + 1 < len(args) else "-"))
+        elif arg in ("--output", "--output-document") and k + 1 < len(args):
+            targets.append(args[k + 1])
+    if not targets and (program == "wget" or "-O" in args or "--remote-name" in args):
+        targets = [posixpath.basename(urlsplit(a).path) or "index.html" for a in args if "://" in a]
+    return targets
+
+
+def _run_file(command: Command) -> str | None:
+    """The file a command runs: a shell's, `source`'s or an interpreter's script argument, or itself (`./a.sh`)."""
+    program, words = command.program, command.words
+    if program in SHELLS or program in INTERPRETERS or program in ("source", "."):
+        script = next((a for a in words[1:] if not a.startswith("-")), None)
+    else:
+        script = words[0] if words and "/" in words[0] else None
+    return posixpath.normpath(script) if script else None
 
 
 def _strip_at(word: str) -> str:

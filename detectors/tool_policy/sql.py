@@ -1,4 +1,6 @@
-"""SQL, parsed with sqlglot: schema and permission changes, unbounded writes, stacked statements."""
+"""SQL, parsed with sqlglot: schema and permission changes, unbounded writes (also inside a CTE, or behind a
+WHERE that does not depend on the row), stacked statements, file access and command execution from SQL, and
+the SQL a dynamic EXECUTE runs."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.simplify import simplify
 
 from detectors._choices import read_choice
 from detectors.tool_policy.base import Violation, string_list
@@ -28,11 +31,27 @@ LOOKS_LIKE_SQL = re.compile(
         | drop\s+(?:table|database|schema|view|index|user|role)\s | truncate\s+(?:table\s+)?[\w."`]+
         | alter\s+(?:table|user|database|role|system)\s | grant\s+\w[\w\s,]*\s+(?:on|to)\s | revoke\s
         | create\s+(?:table|user|database|role|or\s+replace)\s | with\s+\w+\s+as\s*\( | merge\s+into\s
+        | select\s+[\w.]+\s*\([^()]*\)\s*;?\s*$ | exec(?:ute)?\s+(?:immediate\s|master\.|xp_|sp_)
+        | load\s+data\s+(?:local\s+)?infile\s | copy\s+(?:\(|[\w."]+\s+(?:to|from)\s+(?:program\s|'|stdout|stdin))
     )"""
 )
 SCHEMA_CHANGES = {exp.Drop: "DROP", exp.TruncateTable: "TRUNCATE", exp.Alter: "ALTER", exp.Grant: "GRANT",
                   exp.Revoke: "REVOKE"}
-PRIVILEGED_COMMANDS = frozenset({"GRANT", "REVOKE", "ALTER", "DROP", "TRUNCATE", "COPY", "LOAD", "SHUTDOWN"})
+PRIVILEGED_COMMANDS = frozenset({"GRANT", "REVOKE", "ALTER", "DROP", "TRUNCATE", "COPY", "LOAD", "SHUTDOWN",
+                                 "CREATE USER", "CREATE ROLE", "CREATE LOGIN"})
+WRITES = (exp.Delete, exp.Update, exp.Insert, exp.Merge)  # data-modifying statements, wherever they nest
+# Reading or writing server files, or running programs, from SQL: the usual ways an injected query leaves the
+# database. Matched on the text: sqlglot reads most of them only in their own dialect, or not at all.
+COMMAND_EXEC = re.compile(r"(?i)\b(?:xp_cmdshell|sp_oacreate|sys_exec|sys_eval)\b"
+                          r"|\bcopy\b[^;]*?\b(?:to|from)\s+program\b")
+FILE_ACCESS = re.compile(r"(?i)\binto\s+(?:out|dump)file\b|\bload\s+data\s+(?:local\s+)?infile\b"
+                         r"|\b(?:load_file|pg_read_file|pg_read_binary_file|pg_ls_dir|lo_import|lo_export|"
+                         r"openrowset|utl_file\.\w+)\s*\(|\bbulk\s+insert\b")
+# Dynamic SQL: the statement runs a string (EXECUTE IMMEDIATE '...', EXEC('...'), sp_executesql, DO $$...$$,
+# dblink_exec); its string literals that read as SQL are judged as SQL too.
+DYNAMIC = re.compile(r"(?i)\b(?:exec(?:ute)?|sp_executesql|dblink_exec|dblink|do|prepare)\b")
+LITERAL = re.compile(r"'((?:[^']|'')*)'")
+MAX_DEPTH = 2
 # An unknown dialect makes every parse fail, which would read as "not SQL": refused when the policy loads.
 DIALECTS = tuple(sorted(name for name in Dialect.classes if name))
 
@@ -65,14 +84,18 @@ class SqlRule:
     def check(self, value: Any) -> list[Violation]:
         return self._check(value)
 
-    def _check(self, value: Any) -> list[Violation]:
+    def _check(self, value: Any, depth: int = 0) -> list[Violation]:
         if not isinstance(value, str) or not value.strip():
             return []
+        out = _escapes(value)
+        if depth < MAX_DEPTH and DYNAMIC.search(value):
+            for literal in LITERAL.findall(value):
+                if looks_like_sql(literal := literal.replace("''", "'")):
+                    out.extend(self._check(literal, depth + 1))
         try:
             statements = [s for s in sqlglot.parse(value, read=self.dialect) if s is not None]
         except (SqlglotError, RecursionError, ValueError):
-            return [Violation("sql.unparsed", "SQL could not be parsed", Severity.MEDIUM)] if self.allow else []
-        out: list[Violation] = []
+            return out + ([Violation("sql.unparsed", "SQL could not be parsed", Severity.MEDIUM)] if self.allow else [])
         if len(statements) > 1:
             out.append(Violation("sql.stacked", f"{len(statements)} stacked statements", Severity.HIGH))
         for statement in statements:
@@ -84,15 +107,13 @@ class SqlRule:
         kind = statement_kind(statement)
         if kind in ("DROP", "TRUNCATE", "ALTER", "GRANT", "REVOKE") or kind in PRIVILEGED_COMMANDS:
             out.append(Violation("sql.schema_change", f"{kind} statement", Severity.HIGH))
-        elif isinstance(statement, (exp.Delete, exp.Update)):
-            where = statement.args.get("where")
-            if where is None:
-                out.append(Violation("sql.unbounded_write", f"{kind} without WHERE", Severity.HIGH))
-            elif _always_true(where.this):
-                out.append(Violation("sql.unbounded_write", f"{kind} with an always-true WHERE", Severity.HIGH))
-        if self.allow and kind not in self.allow:
-            out.append(Violation("sql.statement_not_allowed", f"{kind} is not an allowed statement",
-                                 Severity.HIGH))
+        writes = list(statement.find_all(*WRITES))  # the statement itself, and a DELETE inside a CTE
+        for write in writes:
+            out.extend(_unbounded(write, nested=write is not statement))
+        if self.allow:
+            for denied in sorted({kind, *(statement_kind(w) for w in writes)} - self.allow):
+                out.append(Violation("sql.statement_not_allowed", f"{denied} is not an allowed statement",
+                                     Severity.HIGH))
         if self.deny_tables:
             tables = {t.name.lower() for t in statement.find_all(exp.Table)}
             for table in sorted(tables & self.deny_tables):
@@ -105,7 +126,9 @@ def statement_kind(statement: exp.Expression) -> str:
         if isinstance(statement, cls):
             return kind
     if isinstance(statement, exp.Command):
-        return str(statement.this).upper()
+        kind = str(statement.this).upper()
+        target = str(statement.expression or "").split(maxsplit=1)[:1]
+        return f"CREATE {target[0].upper()}" if kind == "CREATE" and target else kind
     if isinstance(statement, exp.Query):
         return "SELECT"
     return type(statement).__name__.upper()
@@ -115,12 +138,52 @@ def looks_like_sql(value: str) -> bool:
     return bool(LOOKS_LIKE_SQL.match(value))
 
 
+def _escapes(value: str) -> list[Violation]:
+    out = []
+    if COMMAND_EXEC.search(value):
+        out.append(Violation("sql.command_exec", "SQL runs an operating-system command", Severity.CRITICAL))
+    if FILE_ACCESS.search(value):
+        out.append(Violation("sql.file_access", "SQL reads or writes a server file", Severity.HIGH))
+    return out
+
+
+def _unbounded(write: exp.Expression, nested: bool) -> list[Violation]:
+    """A DELETE/UPDATE without a WHERE that selects rows; a MERGE whose ON matches every row."""
+    kind = statement_kind(write)
+    where = f"{kind} inside another statement" if nested else kind
+    if isinstance(write, exp.Merge):
+        on = write.args.get("on")
+        always = on is not None and _always_true(on)
+        return [Violation("sql.unbounded_write", f"{where} matching every row", Severity.HIGH)] if always else []
+    if not isinstance(write, (exp.Delete, exp.Update)):
+        return []
+    condition = write.args.get("where")
+    if condition is None:
+        return [Violation("sql.unbounded_write", f"{where} without WHERE", Severity.HIGH)]
+    if _always_true(condition.this):
+        return [Violation("sql.unbounded_write", f"{where} with an always-true WHERE", Severity.HIGH)]
+    return []
+
+
 def _always_true(condition: exp.Expression) -> bool:
-    if isinstance(condition, exp.Boolean):
-        return bool(condition.this)
-    if isinstance(condition, exp.EQ):
-        left, right = condition.left, condition.right
-        return isinstance(left, exp.Literal) and isinstance(right, exp.Literal) and left.this == right.this
+    """True for a condition every row meets: `1=1`, `'a'='a'`, `NOT 0`, `1`, `x OR 1=1`, `id = id`...
+
+    A condition that reads no column is the same for every row: unless it is plainly false, it selects them all."""
+    condition = condition.unnest()
     if isinstance(condition, exp.Or):
         return _always_true(condition.left) or _always_true(condition.right)
-    return False
+    if isinstance(condition, exp.And):
+        return _always_true(condition.left) and _always_true(condition.right)
+    if isinstance(condition, exp.EQ) and isinstance(condition.left, exp.Column) and condition.left == condition.right:
+        return True  # a column compared with itself
+    if condition.find(exp.Column) is not None:
+        return False
+    return not _plainly_false(simplify(condition.copy()))
+
+
+def _plainly_false(constant: exp.Expression) -> bool:
+    if isinstance(constant, exp.Boolean):
+        return not constant.this
+    if isinstance(constant, exp.Literal):
+        return str(constant.this).strip().lower() in ("0", "", "false", "0.0")
+    return isinstance(constant, exp.Null)

@@ -1,5 +1,6 @@
 """Shared reading of `<function=NAME><parameter=KEY>value</parameter>...</function>` (Qwen3-Coder,
-Seed-OSS)."""
+Seed-OSS), and of the same header around a JSON object, `<function=NAME>{"k": "v"}</function>` (Llama 3.1's
+custom-tool format, which a model may also write where another parser is configured)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, new_call
-from guardrails.toolparse.blocks import rskip_space
+from guardrails.toolparse.blocks import rskip_space, skip_space
+from guardrails.toolparse.lenient import read_value
 from guardrails.toolparse.schema import coerce, tool_properties
 
 _FUNCTION = re.compile(r"<function=([^>\n<]*)>?")
@@ -65,7 +67,14 @@ def function_calls(family: str, text: str, schemas: Schemas | None, *, seed_wrap
 
 def _parameters(text: str, header_end: int, func_end: int, properties: Mapping[str, Any] | None,
                 repairs: set[str]) -> tuple[dict[str, Any], int]:
-    """The `<parameter=KEY>value</parameter>` arguments of one call, typed by `properties`; and where they end."""
+    """The `<parameter=KEY>value</parameter>` arguments of one call, typed by `properties`, or the JSON object
+    that is its body; and where they end."""
+    body = skip_space(text, header_end, func_end)
+    if body < func_end and text[body] == "{":
+        read = read_value(text, body, func_end)
+        if read is not None and isinstance(read[0], dict):
+            repairs.update(read[2])
+            return read[0], read[1]
     arguments: dict[str, Any] = {}
     args_end = header_end
     for param in _PARAMETER.finditer(text, header_end, func_end):
