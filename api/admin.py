@@ -1,6 +1,6 @@
 """Admin routes: read the audit log, and list, inspect and reset circuit breakers.
 
-    GET    /v1/audit/records?since&until&tenant&agent&session&verdict&cursor&limit
+    GET    /v1/audit/records?since&until&tenant&agent&session&verdict&partial&cursor&limit
     GET    /v1/audit/verify[?anchor=SEQ:HASH]
     GET    /v1/breakers
     GET    /v1/breakers/{key}
@@ -57,6 +57,8 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
         agent: str | None = None,
         session: str | None = None,
         verdict: str | None = Query(None, pattern="^(allow|warn|block)$"),
+        partial: bool | None = Query(None, description="true: only mid-stream re-checks (advisory verdicts); "
+                                     "false: every record but them"),
         cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
@@ -69,6 +71,7 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
                 agent=agent,
                 session=session,
                 verdict=verdict,
+                partial=partial,
             )
             page = await run_in_threadpool(audit_store().page, filt, cursor, limit)
         except ValueError as exc:

@@ -6,22 +6,32 @@ arguments may be broken JSON, a double-encoded string, or an object that ignores
 Calls the provider runs itself (`ToolCall.hosted`: web search, code execution, MCP servers) have no JSON Schema
 in the request: they are validated only where the request declares one for their name (a client tool of the
 same name); the provider checks its own tools' input when it runs them.
+
+A `partial` check (a mid-stream re-check, `Exchange.partial`) sees calls still arriving: arguments that are not
+JSON yet, or none yet. Those are not judged until they are complete (the stream's final check judges them all),
+nor is a `tool_choice` that asks for a call the stream has not reached yet. Complete arguments are judged as usual.
+
+What a default validator lets through, and this one does not: a key written twice in the arguments (parsers
+disagree on which value counts, so the tool may run the one no check read); an extra argument to a `strict`
+tool whose schema does not say `additionalProperties: false` (strict mode means the declared shape, exactly);
+`format`s whose checker needs a package that is not installed (uri, date-time, hostname...: checked here).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
-from jsonschema import SchemaError, ValidationError, validators
+from jsonschema import FormatChecker, SchemaError, ValidationError, validators
 from jsonschema.protocols import Validator
 
 from detectors._argspans import ArgPath, finding_at, locate_argument, locate_name
+from detectors._schema_formats import with_fallback_formats
 from guardrails.detector import Detector, ScanContext, Scope
-from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind
+from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
 
 VALIDATOR_CACHE_SIZE = 1024
@@ -36,13 +46,15 @@ class ToolSchemaDetector(Detector):
         super().__init__(settings, services)
         self.max_errors = self.setting("max_errors_per_call", int, 10)
         self.check_tool_choice = self.setting("check_tool_choice", bool, True)
-        # Schemas arrive as fresh dicts on every request: cache compiled validators by content.
+        # Schemas arrive as fresh dicts on every request: cache compiled validators by content (and strictness).
         self._validators: dict[bytes, Validator | None] = {}
+        self._format_checkers: dict[type, FormatChecker] = {}
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         findings: list[Finding] = []
         for segment in ctx.segments:
-            if segment.tool_call is not None and _has_known_schema(exchange, segment):
+            if segment.tool_call is not None and _has_known_schema(exchange, segment) \
+                    and not (exchange.partial and _still_arriving(segment)):
                 findings.extend(self._check_arguments(exchange, segment))
         if self.check_tool_choice and exchange.has_response:
             findings.extend(self._check_tool_choice(exchange, ctx))
@@ -66,33 +78,51 @@ class ToolSchemaDetector(Detector):
         if not isinstance(arguments, dict):
             message = f"arguments of {call.name!r} must be a JSON object, got {_json_type(arguments)}"
             return [finding_at(self, whole, message, Severity.HIGH, {**evidence, "error": "not_object"})]
+        findings = [] if call.arguments_is_object else self._duplicate_keys(segment, call, evidence)
         spec = exchange.tools.get(call.name)
         if spec is None or not isinstance(spec.parameters, Mapping) or not spec.parameters:
-            return []  # undeclared tools are tool_undeclared's business
-        validator = self._validator(spec.parameters)
+            return findings  # undeclared tools are tool_undeclared's business
+        validator = self._validator(spec.parameters, spec.strict)
         if validator is None:
-            return []
-        findings = []
+            return findings
         for error in validator.iter_errors(arguments):
             findings.extend(self._error_findings(segment, error, evidence))
             if len(findings) >= self.max_errors:
                 break
         return findings[: self.max_errors]
 
-    def _validator(self, schema: Mapping[str, Any]) -> Validator | None:
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    def _duplicate_keys(self, segment: Segment, call: ToolCall, evidence: dict[str, Any]) -> list[Finding]:
+        """A key written twice: this check (like Python) read the last value, a first-wins parser runs the other."""
+        findings = []
+        for path, count in duplicate_keys(call.arguments_raw, call.arguments):
+            where = "/".join(str(t) for t in path)
+            message = (f"{evidence['tool']!r} {where}: key written {count} times; parsers disagree on which value "
+                       "counts, and the checks read only the last")
+            findings.append(finding_at(self, locate_argument(segment, path), message, Severity.HIGH,
+                                       {**evidence, "path": list(path), "rule": "duplicate_key"}))
+        return findings
+
+    def _validator(self, schema: Mapping[str, Any], strict: bool = False) -> Validator | None:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS) + (b"+strict" if strict else b"")
         if key in self._validators:
             return self._validators[key]
         cls = validators.validator_for(schema, default=validators.Draft202012Validator)
         try:
             cls.check_schema(schema)
-            validator: Validator | None = cls(schema, format_checker=cls.FORMAT_CHECKER)
+            validator: Validator | None = cls(closed(schema) if strict else schema,
+                                              format_checker=self._format_checker(cls))
         except SchemaError:
             validator = None  # a broken declaration is the caller's bug, not the model's
         if len(self._validators) >= VALIDATOR_CACHE_SIZE:
             self._validators.pop(next(iter(self._validators)))
         self._validators[key] = validator
         return validator
+
+    def _format_checker(self, cls: type) -> FormatChecker:
+        checker = self._format_checkers.get(cls)
+        if checker is None:
+            checker = self._format_checkers[cls] = with_fallback_formats(cls.FORMAT_CHECKER)  # type: ignore[attr-defined]
+        return checker
 
     def _error_findings(self, segment: Segment, error: ValidationError, evidence: dict[str, Any]
                         ) -> list[Finding]:
@@ -124,7 +154,7 @@ class ToolSchemaDetector(Detector):
                 findings.append(finding_at(
                     self, locate_name(segment), f"tool_choice is 'none' but the model called "
                     f"{segment.tool_call.name!r}", Severity.HIGH, {"tool_choice": "none"}))
-        elif mode == "required" and not calls and exchange.generation.finish_reason != "length":
+        elif mode == "required" and not calls and _ended(exchange):
             findings.append(finding_at(self, Location("/response"), "tool_choice requires a tool call but "
                                        "the response has none", Severity.MEDIUM, {"tool_choice": "required"}))
         elif mode in ("required", "named") and names:
@@ -134,11 +164,24 @@ class ToolSchemaDetector(Detector):
                     findings.append(finding_at(
                         self, locate_name(segment), f"tool_choice allows {sorted(names)} but the model "
                         f"called {segment.tool_call.name!r}", Severity.HIGH, {"tool_choice": sorted(names)}))
-            if mode == "named" and not named_calls and exchange.generation.finish_reason != "length":
+            if mode == "named" and not named_calls and _ended(exchange):
                 findings.append(finding_at(self, Location("/response"), f"tool_choice names {sorted(names)} "
                                            "but the response has no tool call", Severity.MEDIUM,
                                            {"tool_choice": sorted(names)}))
         return findings
+
+
+def _still_arriving(segment: Segment) -> bool:
+    """Arguments a stream may still be sending: not valid JSON (yet), or none at all (the adapters read a call
+    whose name came before any argument text as `{}`). A finished call like that is judged by the final check."""
+    call = segment.tool_call
+    assert call is not None
+    return call.arguments_error is not None or call.arguments == {}
+
+
+def _ended(exchange: Exchange) -> bool:
+    """The response is complete and not cut by the token limit: a call it lacks will not come."""
+    return not exchange.partial and exchange.generation.finish_reason != "length"
 
 
 def _has_known_schema(exchange: Exchange, segment: Segment) -> bool:
@@ -186,6 +229,73 @@ def normalize_tool_choice(choice: Any) -> tuple[str | None, frozenset[str]]:
         required = str(choice.get("mode", "auto")).lower() == "required"
         return ("required" if required else "auto"), frozenset(n for n in names if isinstance(n, str))
     return normalize_tool_choice(kind) if kind else (None, frozenset())
+
+
+def closed(schema: Any) -> Any:
+    """A strict tool's schema as strict mode reads it: every object schema that lists `properties` and says
+    nothing about other keys takes no other keys."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {key: closed(value) for key, value in schema.items()}
+    if isinstance(schema.get("properties"), Mapping) and not {"additionalProperties", "patternProperties",
+                                                               "unevaluatedProperties"} & set(schema):
+        out["additionalProperties"] = False
+    return out
+
+
+_KEY = re.compile(r'"(?:[^"\\]|\\.)*"\s*:')
+
+
+def duplicate_keys(raw: str, parsed: Any) -> list[tuple[ArgPath, int]]:
+    """Keys written more than once in a JSON object text (`parsed`: as json.loads read it): the path of the (last)
+    value, and the count.
+
+    Counted first against the keys `parsed` kept: every key is followed by a colon (no more colons than keys: no
+    repeat), and then by a regex (a key never hides from it; a string value that looks like one only costs the full
+    read), so arguments without repeats are not parsed again."""
+    colons = raw.count(":")
+    if isinstance(parsed, dict) and colons <= len(parsed):
+        return []  # (the common case: a flat object without colons in its values, counted without a walk)
+    kept = _key_count(parsed)
+    if colons <= kept or len(_KEY.findall(raw)) <= kept:
+        return []
+    repeated: list[tuple[dict[str, Any], str, int]] = []  # (the object, its repeated key, how many times)
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        counts: dict[str, int] = {}
+        for key, _ in items:
+            counts[key] = counts.get(key, 0) + 1
+        repeated.extend((obj, key, n) for key, n in counts.items() if n > 1)
+        return obj
+
+    try:
+        root = json.loads(raw, object_pairs_hook=pairs)
+    except ValueError:
+        return []
+    paths = {id(obj): path for path, obj in _objects(root)}
+    return [((*paths.get(id(obj), ()), key), n) for obj, key, n in repeated]
+
+
+def _objects(value: Any, path: ArgPath = ()) -> Iterator[tuple[ArgPath, Any]]:
+    """Every object in a parsed JSON value, with its path."""
+    if isinstance(value, dict):
+        yield path, value
+        for key, item in value.items():
+            yield from _objects(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _objects(item, (*path, index))
+
+
+def _key_count(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_key_count(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_key_count(v) for v in value)
+    return 0
 
 
 def _extra_properties(instance: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:

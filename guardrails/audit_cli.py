@@ -34,6 +34,8 @@ def add_commands(sub: Any) -> None:
     for name in ("tenant", "agent", "session"):
         export.add_argument(f"--{name}", help=f"only this {name}")
     export.add_argument("--verdict", choices=("allow", "warn", "block"))
+    export.add_argument("--partial", action=argparse.BooleanOptionalAction, default=None,
+                        help="only mid-stream re-checks (partial: advisory verdicts); --no-partial leaves them out")
     export.add_argument("--format", choices=tuple(EXPORTERS), default="jsonl")
     export.add_argument("--output", "-o", help="write to this file instead of stdout")
     export.set_defaults(func=_export)
@@ -98,6 +100,7 @@ def _export(args: argparse.Namespace) -> int:
         agent=args.agent,
         session=args.session,
         verdict=args.verdict,
+        partial=args.partial,
     )
     store = open_audit_store(_audit_url(args), create=False)
     try:

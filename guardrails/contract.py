@@ -64,6 +64,14 @@ class CheckRequest(BaseModel):
     raw_output: str | None = Field(
         default=None, description="Raw model text before vLLM's parsers, if the gateway has it."
     )
+    partial: bool = Field(
+        default=False,
+        description="A mid-stream re-check of a response still arriving; its verdict is advisory. Echoed in "
+        "the answer and the audit record, counted apart in the metrics (`guardrails_partial_checks_total`), and "
+        "tool-call arguments that are not complete JSON yet are not reported as invalid. The final check of the "
+        "stream leaves it out.",
+        examples=[True],
+    )
 
 
 class Location(BaseModel):
@@ -118,6 +126,8 @@ class CheckResponse(BaseModel):
     policy: PolicyRef
     signals: dict[str, Any]
     timings_ms: dict[str, Any]
+    partial: bool = Field(default=False, description="Present (true) when the check body was a `partial` one: "
+                          "a mid-stream re-check, whose verdict is advisory.")
 
 
 class ErrorDetail(BaseModel):

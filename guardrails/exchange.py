@@ -238,6 +238,9 @@ class Exchange:
     # Every tool declaration of the request in body order, a name declared twice included twice (vLLM renders
     # both into the prompt), hosted built-ins included. Left empty, it is filled from `tools`.
     tool_declarations: tuple[ToolSpec, ...] = ()
+    # A mid-stream re-check (the check body's `partial`): the response is still arriving, so its last tool call
+    # may be unfinished (arguments not JSON yet). Its verdict is advisory; the stream's final check is not partial.
+    partial: bool = False
     # Segments by (kind, trust, phase), each list in exchange order: what detector scopes select from.
     by_signature: dict[tuple[SegmentKind, Trust, Phase], list[Segment]] = field(init=False, repr=False,
                                                                                 compare=False)

@@ -50,6 +50,7 @@ class CheckMetrics:
 
     def __init__(self) -> None:
         self.checks: dict[Labels, int] = {}  # (policy, format, phase, verdict)
+        self.partial_checks: dict[Labels, int] = {}  # (policy, verdict): mid-stream re-checks, advisory verdicts
         self.findings: dict[Labels, int] = {}  # (category, detector, action)
         self.detector_errors: dict[Labels, int] = {}  # (detector, error_type)
         self.check_errors: dict[Labels, int] = {}  # (status, type)
@@ -66,12 +67,16 @@ class CheckMetrics:
         result, exchange, policy_id = outcome.result, outcome.exchange, outcome.policy.id
         # Keys hold the enum members themselves (str subclasses, rendered as their values): `.value` costs a
         # property call per finding, and a 50-step session answers with dozens of findings.
-        _increment(self.checks, (policy_id, exchange.format, exchange.phase, result.verdict))
+        if exchange.partial:  # a mid-stream re-check: its verdict is advisory, the stream's final check counts
+            _increment(self.partial_checks, (policy_id, result.verdict))
+        else:
+            _increment(self.checks, (policy_id, exchange.format, exchange.phase, result.verdict))
         findings = self.findings
         for finding in result.findings:
-            key = (finding.category, finding.detector, finding.action or Action.ALLOW)
-            findings[key] = findings.get(key, 0) + 1
-            if finding.category is Category.DETECTOR_ERROR:
+            if not exchange.partial:
+                key = (finding.category, finding.detector, finding.action or Action.ALLOW)
+                findings[key] = findings.get(key, 0) + 1
+            if finding.category is Category.DETECTOR_ERROR:  # a detector that failed did fail, partial or not
                 self._count_detector_error(finding)
         spent = self.detector_ms
         for detector, ms in result.timings_ms.items():
@@ -112,10 +117,13 @@ def _render_lines(m: CheckMetrics, policies: PolicyStore) -> Iterator[str]:
     yield from _family("info", "gauge", "The service's version (always 1).", ("version",), {(__version__,): 1})
     yield from _family("policy_info", "gauge", "Each policy bundle loaded, with its serving version (always 1).",
                        ("policy", "version"), {pair: 1 for pair in policies.loaded_versions().items()})
-    yield from _family("checks_total", "counter", "Checks answered with a verdict.",
+    yield from _family("checks_total", "counter", "Checks answered with a verdict (mid-stream re-checks apart).",
                        ("policy", "format", "phase", "verdict"), m.checks)
     yield from _family("findings_total", "counter", "Findings reported in check answers.",
                        ("category", "detector", "action"), m.findings)
+    yield from _family("partial_checks_total", "counter",
+                       "Mid-stream re-checks (partial) answered; their verdicts are advisory.",
+                       ("policy", "verdict"), m.partial_checks)
     yield from _family("detector_errors_total", "counter", "Detectors that failed, timed out or overran.",
                        ("detector", "error_type"), m.detector_errors)
     yield from _family("check_errors_total", "counter", "Checks refused with an error instead of a verdict.",

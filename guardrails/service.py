@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -21,7 +21,19 @@ from guardrails.exchange import CallerContext, Exchange
 from guardrails.policy import ROUTING_FILE, Policy, PolicyError, PolicyStore, Routing
 
 CONTEXT_FIELDS = ("agent_id", "session_id", "tenant", "user", "trace_id", "span_id")
-BODY_FIELDS = {"request", "response", "format", "context", "policy", "raw_output"}
+BODY_FIELDS = {"request", "response", "format", "context", "policy", "raw_output", "partial"}
+
+
+class Envelope(NamedTuple):
+    """A check body's fields, read and type-checked."""
+
+    request: Mapping[str, Any]
+    response: Any
+    format: str | None
+    context: CallerContext
+    policy_id: str | None
+    raw_output: str | None
+    partial: bool  # a mid-stream re-check: its verdict is advisory (see CheckRequest.partial)
 
 
 @dataclass(slots=True)
@@ -120,12 +132,13 @@ class CheckService:
         """Check one body; `policy` overrides selection (the NeMo endpoint's inline configurations)."""
         started = time.perf_counter()
         received_at = time.time()
-        request, response, fmt, context, policy_id, raw_output = _read_envelope(body)
-        policy = policy or self.select_policy(policy_id, context)
+        envelope = _read_envelope(body)
+        policy = policy or self.select_policy(envelope.policy_id, envelope.context)
         engine = self.engine_for(policy)  # built on a policy's first check: not normalizing time
         reading = time.perf_counter()
-        exchange = read_exchange(request, response, format=fmt, context=context, raw_output=raw_output,
-                                 memo=self.history)
+        exchange = read_exchange(envelope.request, envelope.response, format=envelope.format,
+                                 context=envelope.context, raw_output=envelope.raw_output, memo=self.history,
+                                 partial=envelope.partial)
         normalized = time.perf_counter()
         result = await engine.run(exchange)
         check_id = new_check_id()
@@ -145,6 +158,8 @@ class CheckService:
                 "total": 0.0,
             },
         }
+        if exchange.partial:  # echoed only when set: a final check's answer keeps its shape
+            payload["partial"] = True
         outcome = CheckOutcome(check_id, received_at, policy, exchange, result, payload)
         for observer in self.observers:
             await observer(outcome)
@@ -224,7 +239,7 @@ def _without_surrogates(value: Any) -> Any:
     return value
 
 
-def _read_envelope(body: Any) -> tuple[Mapping[str, Any], Any, str | None, CallerContext, str | None, str | None]:
+def _read_envelope(body: Any) -> Envelope:
     if not isinstance(body, Mapping):
         raise BodyError("the check body must be a JSON object", "")
     unknown = set(body) - BODY_FIELDS
@@ -246,7 +261,11 @@ def _read_envelope(body: Any) -> tuple[Mapping[str, Any], Any, str | None, Calle
     raw_output = body.get("raw_output")
     if raw_output is not None and not isinstance(raw_output, str):
         raise BodyError("`raw_output` must be a string", "/raw_output")
-    return request, response, fmt, _read_context(body.get("context")), policy_id, raw_output
+    partial = body.get("partial")
+    if partial is not None and not isinstance(partial, bool):
+        raise BodyError("`partial` must be a boolean", "/partial")
+    return Envelope(request, response, fmt, _read_context(body.get("context")), policy_id, raw_output,
+                    partial is True)
 
 
 def _read_context(raw: Any) -> CallerContext:

@@ -633,5 +633,6 @@ def test_mid_stream_checks_use_the_policy_routing_gives_the_caller(kit: Kit, rou
     request_check, mid_stream, final = bodies  # the pre-call check, or the one that asks for the routed policy
     assert request_check == {"request": request, "format": "openai.chat", "context": {"tenant": "bank"}}
     assert mid_stream == {"request": request, "response": mid_stream["response"], "format": "openai.chat",
-                          "policy": "strict"}  # no context: budgets count the call once
+                          "policy": "strict", "partial": True}  # no context: budgets count the call once
     assert len(mid_stream["response"]) == 23 and final["context"] == {"tenant": "bank"} and "policy" not in final
+    assert "partial" not in final  # the final check's verdict is the one that counts

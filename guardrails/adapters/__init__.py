@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
@@ -126,8 +127,10 @@ def read_exchange(
     context: CallerContext | None = None,
     raw_output: str | None = None,
     memo: HistoryMemo | None = None,
+    partial: bool = False,
 ) -> Exchange:
-    """Normalize a check body. `response` is a dict, a list of stream chunks, or None."""
+    """Normalize a check body. `response` is a dict, a list of stream chunks, or None; `partial` marks a mid-stream
+    re-check (`Exchange.partial`)."""
     detected = format is None
     if format is None:
         format = detect_format(request, response)
@@ -151,7 +154,8 @@ def read_exchange(
         adapter.read_response(response, builder)
     elif response is not None:
         raise BodyError("response must be an object, a list of stream chunks, or null", "/response")
-    return builder.build()
+    exchange = builder.build()
+    return replace(exchange, partial=True) if partial else exchange
 
 
 __all__ = ["ADAPTERS", "FORMATS", "Adapter", "ExchangeBuilder", "HistoryMemo", "detect_format", "read_exchange"]

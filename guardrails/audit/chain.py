@@ -18,8 +18,9 @@ import orjson
 
 GENESIS = "0" * 64
 CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-# Columns stored beside the record for filtering; verify checks they still match the record.
-INDEXED = ("check_id", "ts", "tenant", "agent", "session", "verdict")
+# Columns stored beside the record for filtering; verify checks they still match the record. `partial` is NULL
+# for every check but a mid-stream re-check (and for records written before the column existed).
+INDEXED = ("check_id", "ts", "tenant", "agent", "session", "verdict", "partial")
 
 
 def canonical(record: dict[str, Any]) -> bytes:
@@ -83,7 +84,7 @@ class VerifyReport:
 def chain_rows(head: tuple[int, str] | None, rows: Iterable[Any]) -> list[tuple[Any, ...]]:
     """Number and hash-chain a batch of pending rows after the current head; the insert tuples, in order.
 
-    Each row has `.columns` (check_id, ts, tenant, agent, session, verdict) and `.body` (canonical bytes).
+    Each row has `.columns` (`INDEXED`) and `.body` (canonical bytes). The hash is last in each tuple.
     """
     seq, prev = head if head else (0, GENESIS)
     values = []
@@ -92,7 +93,7 @@ def chain_rows(head: tuple[int, str] | None, rows: Iterable[Any]) -> list[tuple[
         digest = chain_hash(seq, prev, row.body)
         c = row.columns
         values.append((seq, c["check_id"], c["ts"], c["tenant"], c["agent"], c["session"], c["verdict"],
-                       row.body, prev, digest))
+                       c["partial"], row.body, prev, digest))
         prev = digest
     return values
 

@@ -40,6 +40,7 @@ CSV_COLUMNS = (
     "reasoning_tokens",
     "total_tokens",
     "verdict",
+    "partial",
     "findings",
     "categories",
     "detectors",
@@ -88,6 +89,7 @@ def export_csv(rows: Iterable[StoredRecord]) -> Iterator[str]:
                 usage.get("reasoning_tokens"),
                 usage.get("total_tokens"),
                 r.get("verdict"),
+                "true" if r.get("partial") else "false",
                 len(findings),
                 ";".join(sorted({f["category"] for f in findings})),
                 ";".join(sorted({f["detector"] for f in findings})),
@@ -158,6 +160,7 @@ def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
         "gen_ai.agent.id": record.get("agent"),
         "guardrails.check_id": check_id,
         "guardrails.verdict": record.get("verdict"),
+        "guardrails.partial": True if record.get("partial") else None,  # only on mid-stream re-checks
         "guardrails.phase": record.get("phase"),
         "guardrails.format": fmt,
         "guardrails.policy.id": (record.get("policy") or {}).get("id"),

@@ -32,7 +32,7 @@ from guardrails.config import redacted_url
 
 DEFAULT_TABLE = "guardrails_audit"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}(\.[A-Za-z_][A-Za-z0-9_]{0,50})?$")
-COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash"
+COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, hash"
 # libpq settings that apply unless the URL sets them; none has a server-side cost.
 CONNECTION_DEFAULTS: dict[str, int] = {
     "connect_timeout": 5,  # s: a host that does not answer a connect
@@ -110,8 +110,10 @@ class PostgresAuditStore(AuditStore):
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
             cur.execute(f"""CREATE TABLE IF NOT EXISTS {t} (
                 seq BIGINT PRIMARY KEY, check_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
-                tenant TEXT, agent TEXT, session TEXT, verdict TEXT NOT NULL,
+                tenant TEXT, agent TEXT, session TEXT, verdict TEXT NOT NULL, partial BOOLEAN,
                 body BYTEA NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""")
+            # A table created before the column: its rows read NULL (not partial). Under the advisory lock.
+            cur.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS partial BOOLEAN")
             bare = t.split(".")[-1]
             cur.execute(f"CREATE INDEX IF NOT EXISTS {bare}_ts ON {t}(ts)")
             cur.execute(f"CREATE INDEX IF NOT EXISTS {bare}_tenant ON {t}(tenant, seq)")
@@ -143,7 +145,7 @@ class PostgresAuditStore(AuditStore):
                 values = chain_rows(head, rows)
                 sent = True
                 cur.executemany(
-                    f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
+                    f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
                 )
         except psycopg.OperationalError as exc:
             if conn.broken and not sent:
@@ -177,9 +179,10 @@ class PostgresAuditStore(AuditStore):
                     "agent": agent,
                     "session": session,
                     "verdict": verdict,
+                    "partial": partial,
                 },
             )
-            for seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, digest in rows
+            for seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, digest in rows
         ]
 
     def drop(self) -> None:

@@ -68,6 +68,8 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
         },
         "service_version": guardrails.__version__,
     }
+    if exchange.partial:  # a mid-stream re-check: its verdict is advisory (the key is absent on other checks)
+        record["partial"] = True
     for signal, field_name in KEPT_SIGNALS.items():
         if signal in result.signals:
             record[field_name] = result.signals[signal]

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     ts REAL NOT NULL,
     tenant TEXT, agent TEXT, session TEXT,
     verdict TEXT NOT NULL,
+    partial INTEGER,
     body BLOB NOT NULL,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
@@ -46,8 +47,8 @@ CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE}
 """
 # One secondary index (time): each one costs the write path about as much as the row itself. Tenant and
 # agent filters walk the sequence; PostgreSQL indexes them too, for large multi-tenant logs.
-COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, hash"
-INSERT = f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, hash"
+INSERT = f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 
 def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
@@ -116,6 +117,7 @@ class SQLiteAuditStore(AuditStore):
                                       (TABLE,)).fetchone() is None:
             self._write_conn.close()
             raise ValueError(f"{self.path} holds no audit log (no {TABLE} table)")
+        add_partial_column(self._write_conn)
         self._read_conn = connect(self.path, SYNC_MODES[sync])
         self._read_lock = threading.Lock()
         self._head: tuple[int, str] | None = None  # the last record this process wrote (seq, hash)
@@ -158,8 +160,27 @@ class SQLiteAuditStore(AuditStore):
         self._read_conn.close()
 
 
+def add_partial_column(conn: sqlite3.Connection) -> None:
+    """A log created before the `partial` column gets it (NULL in its rows: not partial). Under the write lock,
+    so workers opening one old file together add it once; for the readers (export, verify) too, which select it."""
+    if _has_partial_column(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not _has_partial_column(conn):  # another process may have added it while we waited for the lock
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN partial INTEGER")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _has_partial_column(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "partial" for row in conn.execute(f"PRAGMA table_info({TABLE})"))
+
+
 def _stored(row: tuple) -> StoredRecord:
-    seq, check_id, ts, tenant, agent, session, verdict, body, prev_hash, digest = row
+    seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, digest = row
     body = body.encode() if isinstance(body, str) else bytes(body)
     return StoredRecord(
         seq,
@@ -173,5 +194,6 @@ def _stored(row: tuple) -> StoredRecord:
             "agent": agent,
             "session": session,
             "verdict": verdict,
+            "partial": partial,
         },
     )

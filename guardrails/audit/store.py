@@ -34,6 +34,7 @@ class AuditFilter:
     agent: str | None = None
     session: str | None = None
     verdict: str | None = None
+    partial: bool | None = None  # True: mid-stream re-checks only; False: all but them; None: every record
 
     def where(self, after_seq: int, placeholder: str) -> tuple[str, list[Any]]:
         """SQL condition and parameters; `placeholder` is the driver's (`?` or `%s`)."""
@@ -49,6 +50,8 @@ class AuditFilter:
             if value is not None:
                 clauses.append(f"{column} {op} {placeholder}")
                 params.append(value)
+        if self.partial is not None:  # NULL (not partial, or written before the column) is NOT TRUE
+            clauses.append("partial IS TRUE" if self.partial else "partial IS NOT TRUE")
         return " AND ".join(clauses), params
 
 

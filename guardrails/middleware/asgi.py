@@ -183,8 +183,9 @@ class GuardedCall:
         self.body_prefix = _check_prefix(checked, api.format, context, owner.policy)
         # Mid-stream checks carry no context (budgets would count each one), so they name the caller's routed
         # policy instead: known up front when the operator set one, else learned from a check that had context.
+        # They say `partial`, so the service keeps their advisory verdicts apart (audit, metrics).
         self._checked_request = checked
-        self._partial_prefix: bytes | None = (_check_prefix(checked, api.format, {}, owner.policy)
+        self._partial_prefix: bytes | None = (_check_prefix(checked, api.format, {}, owner.policy, partial=True)
                                               if owner.policy or not context else None)
         self.input_result: CheckResponse | None = None
         self.max_check_bytes = owner.max_check_bytes  # lowered when the service refuses a smaller body (413)
@@ -347,14 +348,14 @@ class GuardedCall:
         self._buffer = bytearray()
 
     async def partial_prefix(self) -> bytes:
-        """The prefix of a mid-stream check body: the request, the format and the policy routing chose for this
-        caller (from the input check; without one, a request-only check with the caller's context, once)."""
+        """The prefix of a mid-stream check body: the request, the format, `partial` and the policy routing chose
+        for this caller (from the input check; without one, a request-only check with the caller's context, once)."""
         if self._partial_prefix is None:
             routed = self.input_result
             if routed is None or is_synthetic(routed):
                 routed = await self.check("request", self.body_prefix, b"}")
             policy = None if is_synthetic(routed) else routed.policy.id
-            self._partial_prefix = _check_prefix(self._checked_request, self.api.format, {}, policy)
+            self._partial_prefix = _check_prefix(self._checked_request, self.api.format, {}, policy, partial=True)
         return self._partial_prefix
 
     async def _check_chunks(self, chunks: list[bytes], final: bool) -> CheckResponse:
@@ -499,13 +500,16 @@ def _comma_separated(items: list[bytes]) -> list[bytes]:
     return parts
 
 
-def _check_prefix(request: bytes, fmt: str, context: Mapping[str, str], policy: str | None) -> bytes:
+def _check_prefix(request: bytes, fmt: str, context: Mapping[str, str], policy: str | None, *,
+                  partial: bool = False) -> bytes:
     """`{"request": <raw bytes>, ...` left open for `,"response": ...}`: payloads are never re-serialized."""
     extra: dict[str, Any] = {"format": fmt}
     if context:
         extra["context"] = context
     if policy:
         extra["policy"] = policy
+    if partial:
+        extra["partial"] = True
     return b'{"request":' + request + b"," + orjson.dumps(extra)[1:-1]
 
 

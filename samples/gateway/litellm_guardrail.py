@@ -331,8 +331,8 @@ class InferenceGuardrails(CustomGuardrail):
 
 class StreamCheck:
     """One stream through the streaming hook. The events so far are checked before an event that names a tool call
-    is passed on (mid-stream: only STOP_MID_STREAM blocks, and without context, so budgets count a call once; with
-    the policy routing gives the caller) and before the stream completes (the final check: before
+    is passed on (mid-stream: only STOP_MID_STREAM blocks, marked `partial`, and without context, so budgets count a
+    call once; with the policy routing gives the caller) and before the stream completes (the final check: before
     `response.completed` / `message_stop`, or before LiteLLM's `[DONE]`). Text in between is passed on as it comes.
     An event that cannot be read is a stream that cannot be checked: the fail mode decides, as for no verdict."""
 
@@ -341,8 +341,11 @@ class StreamCheck:
         self.guardrail = guardrail
         self.request_data = request_data
         self.reader = StreamReader()
-        self.partial: dict[str, Any] = {"request": api_request(request_data), "response": [], "format": check_as}
-        self.final = {**self.partial, "context": context}  # shares the event list
+        request, events = api_request(request_data), []  # the events so far: both check bodies share the list
+        # Mid-stream checks: no context (budgets count the call once) and `partial` (advisory verdicts, which the
+        # service keeps out of its audit and metrics block counts). The final check carries the caller's context.
+        self.partial: dict[str, Any] = {"request": request, "response": events, "format": check_as, "partial": True}
+        self.final: dict[str, Any] = {"request": request, "response": events, "format": check_as, "context": context}
         self.routed = False  # the mid-stream checks' policy is resolved
         self.done = False  # checked to its end, or left unchecked: the rest passes as it comes
 
