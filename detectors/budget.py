@@ -143,6 +143,9 @@ class BudgetDetector(Detector):
         store: StateStore | None = self.services.state
         if store is None:
             raise RuntimeError("the budget detector needs a state store (GUARDRAILS_STATE_URL)")
+        if exchange.partial:  # a mid-stream re-check: the final check of the same response spends
+            ctx.signals[self.name] = {"skipped": "partial check"}
+            return []
         keys = scope_keys(exchange.context)
         if not keys:
             ctx.signals[self.name] = {"skipped": "no tenant, agent_id or session_id in the check context"}

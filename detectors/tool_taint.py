@@ -123,7 +123,8 @@ class ToolTaintDetector(Detector):
             if len(text) <= MAX_VALUE_LENGTH and self._distinctive(text):
                 out.append((path, text, False))
             if len(text) > MAX_VALUE_LENGTH or " " in text:
-                entities = {m.group(0).lstrip(":-").rstrip(".:/-,;") for m in ENTITY.finditer(text)}
+                # In order of appearance (a set would order findings by string hash, differing between runs).
+                entities = dict.fromkeys(m.group(0).lstrip(":-").rstrip(".:/-,;") for m in ENTITY.finditer(text))
                 out.extend((path, e, False) for e in entities if self._distinctive(e) and e != text)
             if len(text) <= MAX_VALUE_LENGTH and ("://" in text or "%" in text):
                 out.extend((path, u, True) for u in dict.fromkeys(_url_variants(text)) if self._distinctive(u))
