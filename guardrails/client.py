@@ -86,11 +86,13 @@ class GuardrailsClient:
         context: Mapping[str, Any] | None = None,
         policy: str | None = None,
         raw_output: str | None = None,
+        partial: bool = False,
     ) -> CheckResponse:
-        """Check one step: `request` alone is an input-phase check; with `response` an output-phase one."""
+        """Check one step: `request` alone is an input-phase check; with `response` an output-phase one.
+        `partial`: a re-check of a response still arriving (stream chunks so far); its verdict is advisory."""
         body: dict[str, Any] = {"request": request}
         for key, value in (("response", response), ("format", format), ("context", context),
-                           ("policy", policy or self.policy), ("raw_output", raw_output)):
+                           ("policy", policy or self.policy), ("raw_output", raw_output), ("partial", partial or None)):
             if value is not None:
                 body[key] = value
         phase = "response" if response is not None else "request"

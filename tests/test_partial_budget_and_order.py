@@ -3,13 +3,16 @@ stable order (they followed string hashes, so two runs of one check could list t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from test_budget import Clock, body, budget_findings, check, service, state  # noqa: F401 (fixture)
 
+from guardrails.client import GuardrailsClient
 from guardrails.state import StateStore
 
 
@@ -38,3 +41,21 @@ def test_tool_taint_reads_an_arguments_values_in_order_whatever_the_hash_seed() 
     assert len(orders) == 1, runs
     needles = runs["1"]
     assert needles.index("attacker@evil.test") < needles.index("drop.evil.example") < needles.index("555")
+
+
+def test_the_client_sends_partial_only_when_asked() -> None:
+    sent: list[dict[str, object]] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"check_id": "chk_1", "verdict": "allow", "phase": "response",
+                                         "format": "openai.chat", "findings": [], "policy": {"id": "d", "version": "v"},
+                                         "signals": {}, "timings_ms": {}})
+
+    async def run() -> None:
+        async with GuardrailsClient("http://g", transport=httpx.MockTransport(service)) as client:
+            await client.check({"model": "m", "messages": []}, [{"choices": []}], partial=True)
+            await client.check({"model": "m", "messages": []}, [{"choices": []}])
+
+    asyncio.run(run())
+    assert sent[0]["partial"] is True and "partial" not in sent[1]
