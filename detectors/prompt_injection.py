@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +176,33 @@ RULE_IDS = frozenset({r.id for r in RULES} | {"agent_request", "exfiltration_add
                      | HIDDEN_TEXT_RULE_IDS)
 
 
+class _HitMemo:
+    """Recent analyses, bounded by the characters of the texts they hold (a 4 MiB body must not stay)."""
+
+    MAX_CHARS = 2_000_000
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple[Any, ...], list[Hit]] = OrderedDict()
+        self.chars = 0
+
+    def get(self, key: tuple[Any, ...]) -> list[Hit] | None:
+        return self.entries.get(key)
+
+    def put(self, key: tuple[Any, ...], hits: list[Hit]) -> list[Hit]:
+        size = len(key[-1])
+        if size > self.MAX_CHARS // 8 or key in self.entries:
+            return hits
+        self.entries[key] = hits
+        self.chars += size
+        while self.chars > self.MAX_CHARS:
+            evicted, _ = self.entries.popitem(last=False)
+            self.chars -= len(evicted[-1])
+        return hits
+
+
+_memo = _HitMemo()
+
+
 class PromptInjectionDetector(SegmentDetector):
     """Flags instructions aimed at the model inside tool results and documents.
 
@@ -199,9 +227,20 @@ class PromptInjectionDetector(SegmentDetector):
         hidden_off = HIDDEN_TEXT_RULE_IDS if "hidden_text" in disabled else disabled
         self.hidden_rules = HIDDEN_TEXT_RULE_IDS - hidden_off
         self.max_hits = self.setting("max_hits", int, 20)
+        self._config = (tuple(r.id for r in self.rules), self.check_requests, self.check_exfil,
+                        tuple(sorted(self.hidden_rules)), self.max_hits)
         warm_up()  # folding's character classes built here, not on the first check
 
     def analyze(self, segment: Segment) -> list[Hit]:
+        """Hits in `segment`, memoized per (settings, kind, text) across instances: unsafe_reasoning's goal-hijack
+        check reads every new tool result with its own instance, right after this detector read it."""
+        key = (self._config, segment.kind, segment.text)
+        hits = _memo.get(key)
+        if hits is None:
+            hits = _memo.put(key, self._analyze(segment))
+        return hits
+
+    def _analyze(self, segment: Segment) -> list[Hit]:
         # The rules read the folded text (a zero-width space, fullwidth or Cyrillic letters do not hide a
         # phrase), then its readings without markup and decoded, where they differ; the hidden-text check reads
         # the original, where the invisible characters still are.
