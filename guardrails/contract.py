@@ -68,8 +68,9 @@ class CheckRequest(BaseModel):
         default=False,
         description="A mid-stream re-check of a response still arriving; its verdict is advisory. Echoed in "
         "the answer and the audit record, counted apart in the metrics (`guardrails_partial_checks_total`), and "
-        "tool-call arguments that are not complete JSON yet are not reported as invalid. The final check of the "
-        "stream leaves it out.",
+        "tool-call arguments that are not complete JSON yet are not reported as invalid, nor a `tool_choice` call "
+        "not reached yet, and budgets are not spent. The final check of the stream leaves it out: the service "
+        "trusts the flag (a final check sent as partial skips those checks). Needs `response`.",
         examples=[True],
     )
 

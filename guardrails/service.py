@@ -261,11 +261,19 @@ def _read_envelope(body: Any) -> Envelope:
     raw_output = body.get("raw_output")
     if raw_output is not None and not isinstance(raw_output, str):
         raise BodyError("`raw_output` must be a string", "/raw_output")
-    partial = body.get("partial")
+    return Envelope(request, response, fmt, _read_context(body.get("context")), policy_id, raw_output,
+                    _read_partial(body.get("partial"), response))
+
+
+def _read_partial(partial: Any, response: Any) -> bool:
     if partial is not None and not isinstance(partial, bool):
         raise BodyError("`partial` must be a boolean", "/partial")
-    return Envelope(request, response, fmt, _read_context(body.get("context")), policy_id, raw_output,
-                    partial is True)
+    # Nothing is still arriving in a request: an input check marked partial would be answered as advisory, spend no
+    # budget, and its block would be missing from `checks_total` and `export --no-partial`.
+    if partial and response is None:
+        raise BodyError("`partial: true` needs a `response` (the stream chunks so far): a request-only check is "
+                        "never partial", "/partial")
+    return partial is True
 
 
 def _read_context(raw: Any) -> CallerContext:

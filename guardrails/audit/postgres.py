@@ -112,8 +112,11 @@ class PostgresAuditStore(AuditStore):
                 seq BIGINT PRIMARY KEY, check_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
                 tenant TEXT, agent TEXT, session TEXT, verdict TEXT NOT NULL, partial BOOLEAN,
                 body BYTEA NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""")
-            # A table created before the column: its rows read NULL (not partial). Under the advisory lock.
-            cur.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS partial BOOLEAN")
+            # A table created before the column: its rows read NULL (not partial). Under the advisory lock. Only
+            # when missing: ALTER TABLE waits for an ACCESS EXCLUSIVE lock even when the column exists, so any open
+            # read (an export, pg_dump) made every start fail at statement_timeout and stalled every insert meanwhile.
+            if not _has_column(cur, t, "partial"):
+                cur.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS partial BOOLEAN")
             bare = t.split(".")[-1]
             cur.execute(f"CREATE INDEX IF NOT EXISTS {bare}_ts ON {t}(ts)")
             cur.execute(f"CREATE INDEX IF NOT EXISTS {bare}_tenant ON {t}(tenant, seq)")
@@ -196,6 +199,14 @@ class PostgresAuditStore(AuditStore):
         self._stop_writer()
         self._write_conn.close()
         self._read_conn.close()
+
+
+def _has_column(cur: psycopg.Cursor[Any], table: str, column: str) -> bool:
+    """Whether `table` (as written in SQL: `name` or `schema.name`, on the search path) has `column`; a catalog read,
+    which takes no lock on the table."""
+    found = cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s "
+                        "AND NOT attisdropped", (table, column)).fetchone()
+    return found is not None
 
 
 def one_line(exc: BaseException) -> str:

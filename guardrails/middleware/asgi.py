@@ -50,6 +50,7 @@ BodyState = Literal["complete", "disconnected", "over_limit"]
 VERDICT_HEADER = b"x-guardrails-verdict"
 CHECK_ID_HEADER = b"x-guardrails-check-id"
 _RESPONSE_KEY = b',"response":'
+_PARTIAL_FIELD = b',"partial":true'  # how `_check_prefix` ends a mid-stream check's prefix
 # Request headers copied into the check body's `context` (agent routing, budgets, audit).
 DEFAULT_CONTEXT_HEADERS: Mapping[str, str] = {
     "x-agent-id": "agent_id", "x-session-id": "session_id", "x-tenant-id": "tenant", "x-user-id": "user",
@@ -98,6 +99,7 @@ class GuardrailsMiddleware:
         self.context_headers = {k.lower().encode(): v for k, v in context_headers.items()}
         self.on_verdict = on_verdict
         self.max_check_bytes = max_check_bytes
+        self.partial_refused = False  # the service refused `partial` once (older than us): logged once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         api = detect_api(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -221,6 +223,8 @@ class GuardedCall:
                 self.max_check_bytes = size - 1
                 reason = f"the service refused a {phase} check body of {size} bytes ({exc}); lower max_check_bytes"
                 return self._too_large(reason, phase)
+            if _refuses_partial(exc) and parts[0] == self._partial_prefix:
+                return await self._recheck_without_partial(phase, parts)
             # The service could not read what we sent: treat as unavailable.
             log.error("guardrails check rejected (%s); failing %s", exc, client.fail_mode)
             result = synthetic_verdict(client.fail_mode, f"check rejected: {exc}", phase=phase,
@@ -228,6 +232,17 @@ class GuardedCall:
         if is_synthetic(result):
             self._unanswered = f"an earlier check of this call got no verdict ({result.findings[0].message})"
         return result
+
+    async def _recheck_without_partial(self, phase: str, parts: tuple[bytes, ...]) -> CheckResponse:
+        """A service older than the `partial` field (rolled back, or not upgraded yet) refuses it: its no-verdict
+        would decide the rest of the call by fail_mode (open: the stream and its final check unchecked; closed:
+        every stream cut). This call's re-checks go without it, as ordinary checks, as before the field."""
+        if not self.owner.partial_refused:
+            self.owner.partial_refused = True
+            log.warning("guardrails: the service does not know `partial` (older than this middleware): mid-stream "
+                        "re-checks are sent as ordinary checks, audited and counted as such; upgrade the service")
+        self._partial_prefix = parts[0].removesuffix(_PARTIAL_FIELD)
+        return await self.check(phase, self._partial_prefix, *parts[1:])
 
     def _too_large(self, reason: str, phase: str) -> CheckResponse:
         result = self.owner.uncheckable(self.api, reason, phase, quiet=self.over_limit)
@@ -500,6 +515,11 @@ def _comma_separated(items: list[bytes]) -> list[bytes]:
     return parts
 
 
+def _refuses_partial(exc: CheckRejected) -> bool:
+    """The 422 of a service that predates `partial` ("unknown field(s) ['partial']"); we only ever send `true`."""
+    return exc.status == 422 and exc.pointer == "/partial"
+
+
 def _check_prefix(request: bytes, fmt: str, context: Mapping[str, str], policy: str | None, *,
                   partial: bool = False) -> bytes:
     """`{"request": <raw bytes>, ...` left open for `,"response": ...}`: payloads are never re-serialized."""
@@ -509,7 +529,7 @@ def _check_prefix(request: bytes, fmt: str, context: Mapping[str, str], policy: 
     if policy:
         extra["policy"] = policy
     if partial:
-        extra["partial"] = True
+        extra["partial"] = True  # last: `_PARTIAL_FIELD` ends the prefix
     return b'{"request":' + request + b"," + orjson.dumps(extra)[1:-1]
 
 

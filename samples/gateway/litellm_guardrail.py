@@ -207,6 +207,17 @@ class StreamReader:
             self.ready.append(raw.decode("utf-8", "replace") if self.text else raw)
 
 
+def refuses_partial(answer: httpx.Response) -> bool:
+    """The 422 of a service that predates `partial` ("unknown field(s) ['partial']"): the hook only sends `true`."""
+    if answer.status_code != 422:
+        return False
+    try:
+        error = answer.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("pointer") == "/partial"
+
+
 def stream_trigger(event: Mapping[str, Any]) -> str | None:
     """`"final"` for the event that completes a Responses or Anthropic stream (a Chat stream is complete when it
     ends: LiteLLM adds `[DONE]` after the hook), `"tool"` for one that names a tool call, else None."""
@@ -247,8 +258,13 @@ class InferenceGuardrails(CustomGuardrail):
     async def _verdict(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The service's answer; None when it gave no verdict and `fail_open` lets the call go on unchecked."""
         try:
-            answer = await self.http.post("/v1/checks", content=json.dumps(body),
-                                          headers={"content-type": "application/json"})
+            answer = await self._post(body)
+            if refuses_partial(answer) and body.pop("partial", None):
+                # A service older than `partial` (rolled back, or not upgraded yet): this stream's re-checks go as
+                # ordinary checks, as before the field, not as no verdict (fail_closed would cut every stream).
+                logger.warning("guardrails service refused `partial` (older than this hook): re-checking as an "
+                               "ordinary check; upgrade the service")
+                answer = await self._post(body)
             answer.raise_for_status()  # a 4xx too: our body or key is wrong, and passing the call would hide it
             result = answer.json()
             if not isinstance(result, dict) or result.get("verdict") not in VERDICTS:  # a 200 from a wrong URL
@@ -257,6 +273,10 @@ class InferenceGuardrails(CustomGuardrail):
         except (httpx.HTTPError, ValueError, TypeError) as exc:  # TypeError: a request that is not JSON
             self._no_verdict(f"guardrails service gave no verdict: {type(exc).__name__}: {exc}", exc)
             return None
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        return await self.http.post("/v1/checks", content=json.dumps(body),
+                                    headers={"content-type": "application/json"})
 
     def _no_verdict(self, reason: str, exc: Exception) -> None:
         """A call that cannot be checked: it goes on unchecked with `fail_open`, else LiteLLM answers 503."""
