@@ -27,9 +27,11 @@ from typing import Any
 import orjson
 from jsonschema import FormatChecker, SchemaError, ValidationError, validators
 from jsonschema.protocols import Validator
+from referencing.exceptions import Unresolvable
 
 from detectors._argspans import ArgPath, finding_at, locate_argument, locate_name
 from detectors._schema_formats import with_fallback_formats
+from detectors._schema_guard import OFFLINE_REGISTRY, SlowPattern, without_slow_patterns
 from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
@@ -85,10 +87,15 @@ class ToolSchemaDetector(Detector):
         validator = self._validator(spec.parameters, spec.strict)
         if validator is None:
             return findings
-        for error in validator.iter_errors(arguments):
-            findings.extend(self._error_findings(segment, error, evidence))
-            if len(findings) >= self.max_errors:
-                break
+        try:
+            for error in validator.iter_errors(arguments):
+                findings.extend(self._error_findings(segment, error, evidence))
+                if len(findings) >= self.max_errors:
+                    break
+        except Unresolvable:  # a `$ref` to nowhere (never fetched): the declaration is broken, as if invalid
+            self._validators[_schema_key(spec.parameters, spec.strict)] = None
+        except RecursionError:
+            pass  # a `$ref` cycle, or arguments nested deeper than Python's stack: what was found so far stands
         return findings[: self.max_errors]
 
     def _duplicate_keys(self, segment: Segment, call: ToolCall, evidence: dict[str, Any]) -> list[Finding]:
@@ -103,16 +110,16 @@ class ToolSchemaDetector(Detector):
         return findings
 
     def _validator(self, schema: Mapping[str, Any], strict: bool = False) -> Validator | None:
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS) + (b"+strict" if strict else b"")
+        key = _schema_key(schema, strict)
         if key in self._validators:
             return self._validators[key]
         cls = validators.validator_for(schema, default=validators.Draft202012Validator)
         try:
             cls.check_schema(schema)
-            validator: Validator | None = cls(closed(schema) if strict else schema,
-                                              format_checker=self._format_checker(cls))
-        except SchemaError:
-            validator = None  # a broken declaration is the caller's bug, not the model's
+            validator: Validator | None = cls(without_slow_patterns(closed(schema) if strict else schema),
+                                              registry=OFFLINE_REGISTRY, format_checker=self._format_checker(cls))
+        except (SchemaError, SlowPattern, RecursionError):
+            validator = None  # a broken (or too deep, or too slow) declaration is the caller's bug, not the model's
         if len(self._validators) >= VALIDATOR_CACHE_SIZE:
             self._validators.pop(next(iter(self._validators)))
         self._validators[key] = validator
@@ -169,6 +176,20 @@ class ToolSchemaDetector(Detector):
                                            "but the response has no tool call", Severity.MEDIUM,
                                            {"tool_choice": sorted(names)}))
         return findings
+
+
+def _schema_key(schema: Mapping[str, Any], strict: bool) -> bytes:
+    """The cache key of a schema's validator: its content. orjson refuses integers past 64 bits and nesting past
+    255 levels, json.dumps nesting past Python's stack; such a schema gets one key, and so no validator."""
+    suffix = b"+strict" if strict else b""
+    try:
+        return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS) + suffix
+    except TypeError:  # (orjson.JSONEncodeError is a TypeError)
+        pass
+    try:
+        return json.dumps(schema, sort_keys=True, default=repr).encode() + suffix
+    except (RecursionError, ValueError, TypeError):
+        return b"<unreadable schema>" + suffix
 
 
 def _still_arriving(segment: Segment) -> bool:
@@ -273,29 +294,36 @@ def duplicate_keys(raw: str, parsed: Any) -> list[tuple[ArgPath, int]]:
 
     try:
         root = json.loads(raw, object_pairs_hook=pairs)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     paths = {id(obj): path for path, obj in _objects(root)}
     return [((*paths.get(id(obj), ()), key), n) for obj, key, n in repeated]
 
 
-def _objects(value: Any, path: ArgPath = ()) -> Iterator[tuple[ArgPath, Any]]:
+# Both walk with a stack, not by recursion: arguments may nest as deep as the JSON parser allows (~1000 levels).
+def _objects(value: Any) -> Iterator[tuple[ArgPath, Any]]:
     """Every object in a parsed JSON value, with its path."""
-    if isinstance(value, dict):
-        yield path, value
-        for key, item in value.items():
-            yield from _objects(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _objects(item, (*path, index))
+    stack: list[tuple[ArgPath, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            yield path, item
+            stack.extend(((*path, key), child) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend(((*path, index), child) for index, child in enumerate(item))
 
 
 def _key_count(value: Any) -> int:
-    if isinstance(value, dict):
-        return len(value) + sum(_key_count(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_key_count(v) for v in value)
-    return 0
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _extra_properties(instance: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:

@@ -25,10 +25,11 @@ BACKTICKS = re.compile(r"`([^`]+)`")  # Perl, Ruby and PHP run a backticked stri
 STRING = re.compile(_STRING, re.S)
 # shutil.rmtree("/"), FileUtils.rm_rf("/"), fs.rmSync("/", {recursive: true}), rimraf.sync("/")...
 TREE_DELETE = re.compile(rf"\b(?:rmtree|rm_rf|rm_r|remove_dir_all|rmSync|rimraf(?:\.sync)?)\s*\(\s*({_STRING})")
-# A socket opened and wired to a shell: the reverse-shell one-liners of Python, Perl, PHP, Ruby and Node.
-REVERSE = re.compile(r"(?:\bsocket\b|fsockopen|TCPSocket|Socket\.new|net\.connect|new\s+net\.Socket|IO::Socket)"
-                     r".*(?:subprocess|pty\.spawn|os\.dup2|\bexec\b|\bsystem\b|\bspawn\b|/bin/(?:ba)?sh|\bsh\s+-i)",
-                     re.S)
+# A socket opened and wired to a shell: the reverse-shell one-liners of Python, Perl, PHP, Ruby and Node. Searched
+# in two steps (the shell after the first socket): one `socket.*shell` pattern re-scanned the rest of the code from
+# every socket word (a second for 20 KB of them).
+SOCKET = re.compile(r"\bsocket\b|fsockopen|TCPSocket|Socket\.new|net\.connect|new\s+net\.Socket|IO::Socket")
+TO_SHELL = re.compile(r"subprocess|pty\.spawn|os\.dup2|\bexec\b|\bsystem\b|\bspawn\b|/bin/(?:ba)?sh|\bsh\s+-i")
 
 
 def inline_code(program: str, args: list[str]) -> str | None:
@@ -60,7 +61,8 @@ def deleted_trees(code: str) -> list[str]:
 
 
 def opens_reverse_shell(code: str) -> bool:
-    return REVERSE.search(code) is not None
+    socket = SOCKET.search(code)
+    return socket is not None and TO_SHELL.search(code, socket.end()) is not None
 
 
 def _literal_command(literal: str) -> str:

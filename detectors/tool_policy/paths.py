@@ -13,7 +13,8 @@ from detectors.tool_policy.base import Violation, string_list
 from guardrails.detector import read_setting
 from guardrails.findings import Severity
 
-# Files whose reading or writing is a credential leak or a takeover, wherever they sit.
+# Files whose reading or writing is a credential leak or a takeover, wherever they sit. (`.env.example` and its
+# kin are the committed templates of `.env`, without its values: every project's setup step reads or writes one.)
 SENSITIVE_PATH = re.compile(
     r"""(?ix)
     (?:^|/)\.ssh(?:/|$) | (?:^|/)id_(?:rsa|dsa|ecdsa|ed25519)(?:\.pub)?$ | (?:^|/)authorized_keys$
@@ -22,7 +23,8 @@ SENSITIVE_PATH = re.compile(
     | ^/proc/(?:self|\d+)/(?:environ|mem|maps|cmdline)$ | ^/dev/(?:sd[a-z]|nvme\d|hd[a-z]|mem|kmem)
     | (?:^|/)\.aws/(?:credentials|config)$ | (?:^|/)\.kube/config$ | (?:^|/)\.docker/config\.json$
     | (?:^|/)\.config/gcloud(?:/|$) | (?:^|/)\.azure(?:/|$) | (?:^|/)\.gnupg(?:/|$)
-    | (?:^|/)\.(?:env(?:\.[\w.-]+)?|netrc|pgpass|git-credentials|npmrc|pypirc|bash_history|zsh_history|my\.cnf)$
+    | (?:^|/)\.(?:env(?:\.(?!(?:example|sample|template|dist|defaults?)$)[\w.-]+)?|netrc|pgpass|git-credentials
+                 |npmrc|pypirc|bash_history|zsh_history|my\.cnf)$
     | \.(?:pem|key|p12|pfx|kdbx|keystore|jks)$
     | (?:^|/)\.config/gh/hosts\.yml$ | (?:^|/)kubeconfig$ | ^/etc/kubernetes/[\w.-]+\.conf$
     | ^/(?:var/)?run/docker\.sock$ | ^/windows/system32/config/(?:sam|system|security)(?:\.\w+)?$

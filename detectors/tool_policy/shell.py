@@ -60,6 +60,15 @@ PERSISTENCE = re.compile(r"(?:^|/)\.(?:bashrc|bash_profile|bash_login|profile|zs
 REVERSE_SOCKET = re.compile(r"/dev/(?:tcp|udp)/|/inet/(?:tcp|udp)/")  # bash's and gawk's socket files
 MAX_DEPTH = 3
 MAX_LENGTH = 20_000
+# Characters one check may parse in all: the line, its expansion, and the texts nested in it. A nested text is
+# parsed once however often it recurs (`bash -c $(bash -c $(...))` 25 levels deep, 283 characters, took 20 s when
+# each level was read again inside every level around it); past the budget the rest is not read, and the line is
+# reported as too complex.
+MAX_READ = 4 * MAX_LENGTH  # a line, a `sh -c` script in it, and both expanded, at their longest
+# bashlex re-reads a substitution for each level around it (time grows with the square of the nesting): a text
+# whose `$(...)`, `<(...)` nest deeper than this is split into words by shlex only, and reported as too complex.
+MAX_NESTING = 8
+NESTING = re.compile(r"[$<>]?\(|\)")
 # Programs some rule looks at. A command line naming none of them (and no path, socket or substitution)
 # cannot violate a built-in rule, so it is not parsed: bashlex costs ~0.5 ms per line.
 TRIGGERS = (SHELLS | INTERPRETERS | AWKS | FETCHERS | ESCALATION | WIPERS | POWER
@@ -87,6 +96,44 @@ class Command:
 Pipeline = list[Command]
 
 
+class Reading(list[Violation]):
+    """The violations one check has found so far, and what it has read: each text parsed once and charged to the
+    MAX_READ budget, each nested text judged once at the shallowest depth it appears."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.budget = MAX_READ
+        self.parsed: dict[str, list[Pipeline]] = {}
+        self.judged: dict[str, int] = {}
+
+    def parse(self, text: str) -> list[Pipeline]:
+        pipelines = self.parsed.get(text)
+        if pipelines is None:
+            if len(text) > self.budget:
+                self._too_complex(f"more than {MAX_READ} characters of commands")
+                return []
+            self.budget -= len(text)
+            if substitution_depth(text) > MAX_NESTING:
+                self._too_complex(f"substitutions nested more than {MAX_NESTING} deep")
+                pipelines = _shlex_pipelines(text)
+            else:
+                pipelines = parse(text)
+            self.parsed[text] = pipelines
+        return pipelines
+
+    def first_judged(self, text: str, depth: int) -> bool:
+        """False when `text` was judged already at this depth or a shallower one (which read it as deep or deeper)."""
+        if self.judged.get(text, MAX_DEPTH + 1) <= depth:
+            return False
+        self.judged[text] = depth
+        return True
+
+    def _too_complex(self, why: str) -> None:
+        if not any(v.rule == "shell.too_complex" for v in self):
+            self.append(Violation("shell.too_complex", f"command line too complex to read in full ({why})",
+                                  Severity.MEDIUM))
+
+
 def parse(text: str) -> list[Pipeline]:
     """Pipelines of simple commands; `sh -c` strings and substitutions are flattened in as their own."""
     pipelines: list[Pipeline] = []
@@ -96,6 +143,22 @@ def parse(text: str) -> list[Pipeline]:
     except Exception:  # bashlex raises several error types, and asserts on odd input
         pipelines = _shlex_pipelines(text)
     return pipelines
+
+
+def substitution_depth(text: str) -> int:
+    """How deep `$(...)`, `<(...)` and `>(...)` nest in the text (plain parentheses do not count)."""
+    if "(" not in text:
+        return 0
+    opened: list[bool] = []  # for each open parenthesis: whether it opened a substitution
+    depth = deepest = 0
+    for token in NESTING.findall(text):
+        if token != ")":
+            opened.append(token != "(")
+            depth += opened[-1]
+            deepest = max(deepest, depth)
+        elif opened and opened.pop():
+            depth -= 1
+    return deepest
 
 
 def _walk(node: Any, out: list[Pipeline]) -> None:
@@ -185,7 +248,8 @@ class ShellRule:
         if not isinstance(value, str) or not value.strip():
             return []
         text = value[:MAX_LENGTH]
-        out = windows_violations(text)  # PowerShell and cmd.exe: not bash, matched before the POSIX pre-filter
+        out = Reading()
+        out.extend(windows_violations(text))  # PowerShell and cmd.exe: not bash, matched before the POSIX pre-filter
         if self.allow or self._may_violate(text):
             self._check_text(text, 0, out)
         unique: dict[str, Violation] = {}
@@ -204,10 +268,12 @@ class ShellRule:
         programs = {posixpath.basename(w) for w in words}
         return not programs.isdisjoint(TRIGGERS) or not programs.isdisjoint(self.deny)
 
-    def _check_text(self, text: str, depth: int, out: list[Violation]) -> None:
+    def _check_text(self, text: str, depth: int, out: Reading) -> None:
+        if not out.first_judged(text, depth):
+            return
         if FORK_BOMB.search(text):
             out.append(Violation("shell.destructive", "fork bomb", Severity.CRITICAL))
-        pipelines = parse(text)
+        pipelines = out.parse(text)
         written = _written_files(pipelines)
         for pipeline in pipelines:
             self._check_pipeline(pipeline, depth, out, written)
@@ -215,7 +281,7 @@ class ShellRule:
         if expanded != text and depth < MAX_DEPTH:  # also as the shell expands it: ${IFS}, {a,b}, $VAR
             self._check_text(expanded, depth + 1, out)
 
-    def _check_pipeline(self, pipeline: Pipeline, depth: int, out: list[Violation], written: Written) -> None:
+    def _check_pipeline(self, pipeline: Pipeline, depth: int, out: Reading, written: Written) -> None:
         commands = [_unwrap(c, out) for c in pipeline]
         programs = [c.program for c in commands]
         for position, command in enumerate(commands):
@@ -228,18 +294,18 @@ class ShellRule:
                                      Severity.CRITICAL if fetched else Severity.HIGH))
             self._check_command(command, depth, out, written)
 
-    def _check_command(self, command: Command, depth: int, out: list[Violation], written: Written) -> None:
+    def _check_command(self, command: Command, depth: int, out: Reading, written: Written) -> None:
         program, args = command.program, command.words[1:]
         if self.deny and program in self.deny:
             out.append(Violation("shell.denied_command", f"command {program!r} is denied", Severity.HIGH))
         if self.allow and program and program not in self.allow and program not in SHELLS:
             out.append(Violation("shell.command_not_allowed", f"command {program!r} is not allowed",
                                  Severity.HIGH))
-        if command.words and _runs_fetched(command.words[0]):
+        if command.words and _runs_fetched(command.words[0], out):
             out.append(Violation("shell.pipe_to_shell", "runs the output of a download or a decoder as a command",
                                  Severity.CRITICAL))
         runner = program in SHELLS or program in ("eval", "source", ".") or program in INTERPRETERS
-        if runner and any(_runs_fetched(w) for w in [*args, *command.inputs]):
+        if runner and any(_runs_fetched(w, out) for w in [*args, *command.inputs]):
             out.append(Violation("shell.pipe_to_shell", f"{program!r} runs downloaded code", Severity.CRITICAL))
         code = inline_code(program, args)
         if code is None and program in INTERPRETERS and command.inputs:
@@ -254,7 +320,7 @@ class ShellRule:
         self._check_written(command, depth, out, written)
         _check_operations(program, command.words, command.redirects, out)
 
-    def _check_code(self, program: str, code: str, depth: int, out: list[Violation]) -> None:
+    def _check_code(self, program: str, code: str, depth: int, out: Reading) -> None:
         """An interpreter one-liner: its socket-to-shell wiring, the trees it deletes, the commands it spawns."""
         if opens_reverse_shell(code):
             out.append(Violation("shell.reverse_shell", "inline script opens a socket to a shell", Severity.CRITICAL))
@@ -265,7 +331,7 @@ class ShellRule:
             for spawned in spawned_commands(code):
                 self._check_text(spawned, depth + 1, out)
 
-    def _check_written(self, command: Command, depth: int, out: list[Violation], written: Written) -> None:
+    def _check_written(self, command: Command, depth: int, out: Reading, written: Written) -> None:
         """A file this command line downloaded or wrote, run by this command: judged as what it holds."""
         target = _run_file(command)
         if target is None or target not in written:
@@ -362,11 +428,11 @@ def _skip_options(words: list[str]) -> list[str]:
     return words
 
 
-def _runs_fetched(word: str) -> bool:
+def _runs_fetched(word: str, out: Reading) -> bool:
     """`$(curl ...)`, `<(wget ...)` or backticks around a downloader in an argument of a shell."""
     if "$(" not in word and "`" not in word and "<(" not in word:
         return False
-    return any(c.program in FETCHERS for p in parse(word) for c in p)
+    return any(c.program in FETCHERS for p in out.parse(word) for c in p)
 
 
 def _nested_scripts(program: str, args: list[str], inputs: list[str]) -> list[str]:

@@ -13,7 +13,9 @@ import re
 # `$IFS`, `${IFS}` and its trimmed forms (`${IFS%??}`) expand to whitespace: a space that is not a space.
 IFS = re.compile(r"\$\{IFS[^}]*\}|\$IFS(?![A-Za-z0-9_])")
 # `{a,b,c}` as a whole word expands to the words a b c (only as a word: `x{a,b}` rewritten wrong is still harmless).
-BRACE_LIST = re.compile(r"(?<![^\s;&|(])\{([^{}\s]*,[^{}\s]*)\}(?![^\s;&|)])")
+# Items and commas are read apart (`[^,]` in the items): a pattern whose items could hold commas tried every comma
+# as the last one, and an unclosed `{a,a,a,...` of 20 KB took a second.
+BRACE_LIST = re.compile(r"(?<![^\s;&|(])\{([^{}\s,]*(?:,[^{}\s,]*)+)\}(?![^\s;&|)])")
 # NAME=value, optionally after export/declare/local/readonly, at the start of a command.
 ASSIGNMENT = re.compile(r"(?<![^\s;&|(])(?:(?:export|declare|local|readonly|typeset)\s+(?:-\w+\s+)*)?"
                         r"([A-Za-z_]\w*)=(\"[^\"]*\"|'[^']*'|[^\s;&|)]*)")

@@ -39,6 +39,9 @@ TABS_AND_NEWLINES = re.compile(r"[\t\n\r]")  # removed from URLs by WHATWG parse
 IDEOGRAPHIC_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 NUMERIC_HOST = re.compile(r"(?i)^(?:0x[0-9a-f]+|\d+)(?:\.(?:0x[0-9a-f]+|\d+)){0,3}$")
 HAS_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:")
+# A reference the tool resolves against its own base URL (`/users/42`, `./a`, `?page=2`): it names no host or scheme.
+# (`//host`, `/\host` and `\\host` do name a host: a WHATWG parser reads each `\` as `/`.)
+RELATIVE = re.compile(r"^(?:/(?![/\\])|\.\.?(?:/|$)|[?#])")
 
 
 class UrlRule:
@@ -57,6 +60,8 @@ class UrlRule:
         if not isinstance(value, str) or not value.strip() or len(value) > 8192:
             return []
         text = TABS_AND_NEWLINES.sub("", value.strip())
+        if RELATIVE.match(text):
+            return []  # (read as `http:///users/42`, its first segment was judged as a host)
         if text.startswith(("//", "\\\\")):
             text = "http:" + text  # scheme-relative, or a UNC path to a host
         elif not HAS_SCHEME.match(text) or text.lower().startswith(("localhost:", "www.")):
