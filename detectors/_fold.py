@@ -25,8 +25,8 @@ Other readings of a folded text (detectors/_readings.py: encoded runs decoded, m
 `rewritten` and mapped back to the original with `compose`.
 
 Each folded character keeps the original span it came from. ASCII text (without `\\u` escapes) costs one
-`isascii()` and maps offsets to themselves; other text is scanned in C for the few characters that fold, and
-only those are folded one by one.
+`isascii()` and maps offsets to themselves; other text is scanned in C for the few characters that fold: those
+that fold to one other character (fullwidth letters) are read in C too, and only the rest are folded one by one.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ import re
 import sys
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from operator import methodcaller
 
 from guardrails.exchange import Segment, SegmentKind
 from guardrails.findings import Hit
@@ -71,6 +72,7 @@ _HAS_CONFUSABLE = re.compile(f"[{''.join(CONFUSABLES)}]")
 # offsets the pair's whole span), never as two lone surrogates.
 _ESCAPED_PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 QUOTE_CHARS = 200  # how much of a match a finding's evidence quotes
+_MATH_LETTERS = range(0x1D400, 0x1D800)  # Mathematical Alphanumeric Symbols: `𝐈𝐠𝐧𝐨𝐫𝐞`
 
 
 # A run of folded text and the original span it came from: (where it starts in the folded text, original start,
@@ -231,11 +233,20 @@ def fold_with_offsets(text: str, *, casefold: bool = True, json_escapes: bool = 
 def _normalized(text: str, casefold: bool, json_escapes: bool) -> FoldedText:
     """Each unit folded (NFKC; casefold where it changes the length; JSON escapes read), invisible ones dropped."""
     units = _unit_pattern(casefold, json_escapes)
+    # A character that folds to one other character (fullwidth and mathematical letters, most compatibility forms)
+    # is no unit: it is read in place, in C, with the text around it (a unit at a time, in Python, a megabyte of
+    # fullwidth text took seconds): in the whole text at once (`read`), or in raw JSON between units only, so the
+    # escapes are those written (a fullwidth `＼` is no backslash). A unit is folded from the original characters:
+    # a base and its combining marks compose as they are written.
+    table = _one_for_one(casefold)
+    first = _in_place(casefold).search(text)
+    between: Callable[[str], str] = methodcaller("translate", table) if json_escapes and first else _as_is
+    read = text if json_escapes or not first else text[: first.start()] + text[first.start() :].translate(table)
     pieces: list[Piece] = []
     out: list[str] = []
     size = done = 0
     n = len(text)
-    for unit in units.finditer(text):
+    for unit in units.finditer(read):
         i, j = unit.span()
         if i < done:  # a combining mark already folded with its base
             continue
@@ -245,9 +256,9 @@ def _normalized(text: str, casefold: bool, json_escapes: bool) -> FoldedText:
                 i -= 1
             while j < n and unicodedata.combining(text[j]):
                 j += 1
-        if done < i:  # the text since the last unit folds to itself
+        if done < i:  # the text since the last unit folds character for character
             pieces.append((size, done, i, True))
-            out.append(text[done:i])
+            out.append(between(read[done:i]))
             size += i - done
         folded = _folded_escape(text[i:j], casefold) if escape else _folded(text[i:j], casefold)
         if folded:  # an invisible character folds to nothing and needs no piece
@@ -256,15 +267,45 @@ def _normalized(text: str, casefold: bool, json_escapes: bool) -> FoldedText:
             size += len(folded)
         done = j
     if not done:
-        return FoldedText(text)
+        return FoldedText(between(read))
     if done < n:
         pieces.append((size, done, n, True))
-        out.append(text[done:])
+        out.append(between(read[done:]))
     return FoldedText("".join(out), tuple(pieces), tuple(p[0] for p in pieces))
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+@cache
+def _one_for_one(casefold: bool) -> dict[int, str]:
+    """The characters `_folded` turns into one character that needs no more folding, and that character. Not
+    combining marks or invisible ones: a unit of one such character folds the same alone or in the text."""
+    table: dict[int, str] = {}
+    for code in (*_bmp_units(casefold), *_MATH_LETTERS):
+        char = chr(code)
+        if unicodedata.combining(char) or _invisible(char):
+            continue
+        folded = _fold_unit(char, casefold)
+        if folded != char and len(folded) == 1 and not unicodedata.combining(folded) and not _needs_folding(
+                folded, casefold):
+            table[code] = folded
+    return table
+
+
+@cache
+def _in_place(casefold: bool) -> re.Pattern[str]:
+    """The characters `_one_for_one` reads in place (a text without any is not translated)."""
+    return re.compile(f"[{_char_ranges(sorted(_one_for_one(casefold)))}]")
 
 
 @lru_cache(maxsize=4096)  # the same few characters come back (fullwidth punctuation, zero-width spaces)
 def _folded(unit: str, casefold: bool) -> str:
+    return _fold_unit(unit, casefold)
+
+
+def _fold_unit(unit: str, casefold: bool) -> str:
     """NFKC (and casefold), invisible format characters dropped."""
     unit = unicodedata.normalize("NFKC", unit)
     return "".join(c for c in (unit.casefold() if casefold else unit) if not _invisible(c))
@@ -276,7 +317,9 @@ def _invisible(char: str) -> bool:
 
 def _folded_escape(escape: str, casefold: bool) -> str:
     if escape[1] != "u" or len(escape) == 2:
-        return escape  # `\n`, `\"`, a `\u` without four hex digits: kept as they are (see folded_view)
+        # `\n`, `\"`, a `\u` without four hex digits: kept as they are (see folded_view); casefolded now if at all, as
+        # the text is casefolded last (`\ß` grew to `\ss` there, and every span after it was off by one)
+        return escape.casefold() if casefold else escape
     return _folded(_decode_escape(escape), casefold)
 
 
@@ -291,21 +334,31 @@ def _decode_escape(escape: str) -> str:
 
 @cache
 def _unit_pattern(casefold: bool, json_escapes: bool) -> re.Pattern[str]:
-    """Where text may need folding: a character that NFKC changes, a combining mark, an invisible character,
-    one whose casefold is longer (with `casefold`), any character outside the BMP (rare, and checked
-    one by one); with `json_escapes`, also an escape. Everything between two of them folds to itself, and
-    str.casefold() keeps its length."""
-    unit = f"[{_units_in_bmp(casefold)}\\U00010000-\\U{sys.maxunicode:08X}]"
+    """Where text needs folding one unit at a time: a character that NFKC changes, a combining mark, an invisible
+    character, one whose casefold is longer (with `casefold`), any character outside the BMP (rare, and checked
+    one by one); with `json_escapes`, also an escape. Not those folded in place (`_one_for_one`): everything
+    between two units folds character for character, and str.casefold() keeps its length."""
+    unit = (f"[{_listed_units(casefold)}\\U00010000-\\U{_MATH_LETTERS.start - 1:08X}"
+            f"\\U{_MATH_LETTERS.stop:08X}-\\U{sys.maxunicode:08X}]")
     return re.compile(f"{_ESCAPED_PAIR}|{JSON_ESCAPE.pattern}|{unit}" if json_escapes else unit, re.DOTALL)
 
 
 @cache
-def _units_in_bmp(casefold: bool) -> str:
-    def needs_folding(char: str) -> bool:
-        return (_invisible(char) or unicodedata.combining(char) != 0 or unicodedata.normalize("NFKC", char) != char
-                or (casefold and len(char.casefold()) != 1))
+def _bmp_units(casefold: bool) -> tuple[int, ...]:
+    return tuple(c for c in range(0x80, 0x10000) if not 0xD800 <= c <= 0xDFFF and _needs_folding(chr(c), casefold))
 
-    return _char_ranges([c for c in range(0x80, 0x10000) if not 0xD800 <= c <= 0xDFFF and needs_folding(chr(c))])
+
+def _listed_units(casefold: bool) -> str:
+    """A class body of the units listed one by one: the BMP's and the mathematical letters', less those folded in
+    place (every other character outside the BMP is a unit)."""
+    table = _one_for_one(casefold)
+    math = [c for c in _MATH_LETTERS if c not in table]
+    return _char_ranges([c for c in _bmp_units(casefold) if c not in table] + math)
+
+
+def _needs_folding(char: str, casefold: bool) -> bool:
+    return (_invisible(char) or unicodedata.combining(char) != 0 or unicodedata.normalize("NFKC", char) != char
+            or (casefold and len(char.casefold()) != 1))
 
 
 def _char_ranges(codepoints: list[int]) -> str:
@@ -322,6 +375,7 @@ def _char_ranges(codepoints: list[int]) -> str:
 def warm_up() -> None:
     """Build the character classes now (in a detector's constructor), not on the first check that needs them."""
     for casefold in (False, True):
+        _in_place(casefold)
         for json_escapes in (False, True):
             _unit_pattern(casefold, json_escapes)
 

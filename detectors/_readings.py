@@ -17,6 +17,8 @@ import binascii
 import html
 import re
 from collections.abc import Iterator
+from functools import lru_cache
+from itertools import islice
 
 from detectors._fold import FoldedText, compose, fold_with_offsets, rewritten
 
@@ -28,19 +30,24 @@ _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 _PERCENT_ESCAPE = re.compile(r"%([2-6][0-9A-Fa-f]|7[0-9A-Ea-e])")  # printable ASCII
 MAX_RUN_CHARS = 16_384  # a longer run is a file (an image, an archive), not a typed secret or sentence
 MAX_DECODED_CHARS = 65_536  # per text: bounds the work on a text made of encoded runs
+# Per reading of a text: bounds the work on a text made of markup, escapes or spelled-out letters (each rewrite is a
+# piece mapped back, built in Python: a megabyte of `&amp;` took most of a second per reading). Past it, the rest of
+# the text reads as it is written.
+MAX_REWRITES = 65_536
 _LINE_BREAKS = str.maketrans("", "", "\t\n\r")
 
 # Inline elements join the text around them ("Ig<b>no</b>re"); other tags and comments separate it.
 _INLINE_TAGS = frozenset({
     "a", "abbr", "b", "bdi", "bdo", "big", "cite", "code", "data", "del", "dfn", "em", "font", "i", "ins", "kbd",
     "mark", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "time", "tt", "u", "var", "wbr"})
+# (HTML comments are found apart, with str.find: see _comments.)
 _MARKUP = re.compile(
-    r"<!--[\s\S]*?-->"
-    r"|</?(?P<tag>[A-Za-z][A-Za-z0-9-]*)(?:\s[^<>]{0,1000})?/?>"
+    r"</?(?P<tag>[A-Za-z][A-Za-z0-9-]*)(?:\s[^<>]{0,1000})?/?>"
     r"|&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
     # Markdown emphasis touching a word (`**Ignore**`, `Ig*nore*`; not `a * b`), and a pair of `_` or `__` around
     # words (not `snake_case` or `_id`). Backticks and `~~` are not letters: they never join or split a word.
-    r"|\*(?<=\w\*)\**|\*+(?=\w)"
+    # A run of `*` is tried from its first one only: from each of them, a long run was quadratic (40 KB: 37 s).
+    r"|\*(?<=\w\*)\**|(?<!\*)\*++(?=\w)"
     r"|_(?<![^\W_]_)(?P<double>_?)(?=[^\W_])[^\n_]{1,200}?(?<=[^\W_])_(?P=double)(?![^\W_])"
 )
 # Three or more letters each followed by the same one separator: `n a p a l m`, `n.a.p.a.l.m`, `n-a-p-a-l-m`.
@@ -58,15 +65,21 @@ _JSON_VALUE_GLUE = re.compile(r'"\s*,\s*(?:"[^"\\]{0,200}"\s*:\s*)?"')
 def decoded(view: FoldedText, *, percent: bool = False) -> FoldedText | None:
     """`view` with its base64 and hex runs that decode to printable text read as that text (and, with `percent`,
     its `%XX` escapes of printable ASCII read as their characters, before the runs): None if nothing decodes."""
-    reading = view
-    if percent and "%" in view.text:
-        escapes = [(m.start(), m.end(), chr(int(m.group(1), 16))) for m in _PERCENT_ESCAPE.finditer(view.text)]
-        if escapes:
-            reading = compose(rewritten(view.text, escapes), view)
+    reading = (percent_decoded(view) or view) if percent else view
     runs = list(_decoded_runs(reading.text))
     if runs:
         reading = compose(rewritten(reading.text, (piece for run in runs for piece in run)), reading)
     return reading if reading is not view else None
+
+
+def percent_decoded(view: FoldedText) -> FoldedText | None:
+    """`view` with its `%XX` escapes of printable ASCII read as their characters (a URL as it reads): None if it
+    has none."""
+    if "%" not in view.text:
+        return None
+    escapes = [(m.start(), m.end(), chr(int(m.group(1), 16)))
+               for m in islice(_PERCENT_ESCAPE.finditer(view.text), MAX_REWRITES)]
+    return compose(rewritten(view.text, escapes), view) if escapes else None
 
 
 def _decoded_runs(text: str) -> Iterator[list[tuple[int, int, str]]]:
@@ -130,8 +143,30 @@ def without_markup(view: FoldedText, *, casefold: bool = False) -> FoldedText | 
     text = view.text
     if not any(mark in text for mark in "<&*_"):
         return None
-    replacements = [r for m in _MARKUP.finditer(text) for r in _rendered(m, casefold)]
+    replacements = list(islice(_markup_rewrites(text, casefold), MAX_REWRITES))
     return compose(rewritten(text, replacements), view) if replacements else None
+
+
+def _markup_rewrites(text: str, casefold: bool) -> Iterator[tuple[int, int, str]]:
+    """The replacements of `text`'s markup, in order: what is between comments, then the comment (a space)."""
+    done = 0
+    for start, end in _comments(text):
+        yield from (r for m in _MARKUP.finditer(text, done, start) for r in _rendered(m, casefold))
+        yield start, end, " "
+        done = end
+    yield from (r for m in _MARKUP.finditer(text, done) for r in _rendered(m, casefold))
+
+
+def _comments(text: str) -> Iterator[tuple[int, int]]:
+    """The spans of the HTML comments in `text`. An unclosed `<!--` is text, and so is every one after it (a regex
+    looked for the end from each one: a text of `<!--` repeated was quadratic, 100 KB took 10 s)."""
+    done = 0
+    while (start := text.find("<!--", done)) >= 0:
+        end = text.find("-->", start + 4)
+        if end < 0:
+            return
+        yield start, end + 3
+        done = end + 3
 
 
 def _rendered(markup: re.Match[str], casefold: bool) -> list[tuple[int, int, str]]:
@@ -139,20 +174,24 @@ def _rendered(markup: re.Match[str], casefold: bool) -> list[tuple[int, int, str
     start, end = markup.span()
     first = markup.group()[0]
     if first == "&":
-        return [(start, end, fold_with_offsets(html.unescape(markup.group()), casefold=casefold).text)]
+        return [(start, end, _character_reference(markup.group(), casefold))]
     if first == "_":  # the two markers of `_word_`, not the words between them
         width = 1 + len(markup.group("double"))
         return [(start, start + width, ""), (end - width, end, "")]
-    tag = markup.group("tag")
-    if first == "<" and (tag is None or tag.lower() not in _INLINE_TAGS):  # a comment, a block
+    if first == "<" and markup.group("tag").lower() not in _INLINE_TAGS:  # a block
         return [(start, end, " ")]
     return [(start, end, "")]
 
 
+@lru_cache(maxsize=1024)  # a page repeats the same few references (`&nbsp;`, `&amp;`)
+def _character_reference(reference: str, casefold: bool) -> str:
+    return fold_with_offsets(html.unescape(reference), casefold=casefold).text
+
+
 def letters_joined(view: FoldedText) -> FoldedText | None:
     """`view` with words spelled out letter by letter (`n a p a l m`, `n.a.p.a.l.m`) read as words."""
-    replacements = [(k, k + 1, "") for m in _SPACED_LETTERS.finditer(view.text)
-                    for k in range(m.start(), m.end(), 2)]
+    replacements = list(islice(((k, k + 1, "") for m in _SPACED_LETTERS.finditer(view.text)
+                                for k in range(m.start(), m.end(), 2)), MAX_REWRITES))
     return compose(rewritten(view.text, replacements), view) if replacements else None
 
 
@@ -161,14 +200,14 @@ def literals_joined(view: FoldedText, *, json_values: bool = False) -> FoldedTex
     the string values of an object or array too (`{"a": "sk-proj-ab", "b": "cd…"}` reads `sk-proj-abcd…`).
     `view` keeps JSON escapes as they are (`folded_view` without blanking): an escaped quote is a quote here."""
     text = view.text
-    glue = [m.span() for m in _CONCATENATION.finditer(text)] if "+" in text else []
+    glue = [m.span() for m in islice(_CONCATENATION.finditer(text), MAX_REWRITES)] if "+" in text else []
     if json_values:
-        glue += [m.span() for m in _JSON_VALUE_GLUE.finditer(text)]
+        glue += [m.span() for m in islice(_JSON_VALUE_GLUE.finditer(text), MAX_REWRITES)]
     if not glue:
         return None
     glue.sort()
     replacements, done = [], 0
-    for start, end in glue:  # the two patterns may overlap on a `"` they share
+    for start, end in glue[:MAX_REWRITES]:  # the two patterns may overlap on a `"` they share
         if start >= done:
             replacements.append((start, end, ""))
             done = end

@@ -131,8 +131,14 @@ _BRACKETED = r"\s?[\[({{<]\s?(?i:{word})\s?[\])}}>]\s?"
 _OBFUSCATED_EMAIL = (
     rf"(?<![\w.+\-])[\w.+\-]{{1,64}}{_BRACKETED.format(word='at')}[\w\-]{{1,63}}"
     rf"(?:(?:{_BRACKETED.format(word='dot')}|\.)[\w\-]{{1,63}})*(?:{_BRACKETED.format(word='dot')}|\.)"
-    r"[A-Za-z]{2,24}\b"
+    # A top-level domain in one case (Presidio matches ignoring case): `noon.Then` is a sentence after a missing
+    # space ("Lunch (at) noon.Then").
+    r"(?-i:[a-z]{2,24}|[A-Z]{2,24})\b"
 )
+# A number grouped in thousands by a no-break, narrow no-break or thin space, as French, Russian or SI typography
+# writes it (`67 390 000`; escaped in raw JSON arguments): read as plain spaces so a card's groups still join, it is
+# no phone number.
+_TYPESET_THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:(?:[\u00a0\u202f\u2009]|\\u(?:00[aA]0|202[fF]|2009))\d{3})+")
 
 
 class PIIConfigError(ValueError):
@@ -421,6 +427,7 @@ class PIIDetector(TextFilter):
             allow_list=self.allow_list or None,
             allow_list_match=self.allow_list_match,
         )
+        results = [r for r in results if not _typeset_thousands(r, view, segment.text)]
         hits = [self._hit(segment, *view.original_span(r.start, r.end), r) for r in _drop_nested(results)]
         if "PHONE_NUMBER" in entities:
             hits.extend(self._phone_cap_note(segment, view))
@@ -461,6 +468,12 @@ class PIIDetector(TextFilter):
             score=round(float(result.score), 3),
             evidence=evidence,
         )
+
+
+def _typeset_thousands(result: Any, view: FoldedText, text: str) -> bool:
+    """A "phone number" that is a number grouped in thousands by typographic spaces in the original text."""
+    return result.entity_type == "PHONE_NUMBER" and bool(
+        _TYPESET_THOUSANDS.fullmatch(text, *view.original_span(result.start, result.end)))
 
 
 def _drop_nested(results: list[Any]) -> list[Any]:

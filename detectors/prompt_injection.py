@@ -248,9 +248,12 @@ class PromptInjectionDetector(SegmentDetector):
         hits = hidden_text_hits(segment.text, hidden) if hidden else []
         view = folded_view(segment)
         found = self._placed_hits(view, segment.text)
-        for reading in (without_markup(view), decoded(view)):
-            if reading is not None:
-                found += _not_shown_in(self._placed_hits(reading, segment.text), found)
+        rendered = without_markup(view)
+        if rendered is not None:
+            found += _not_shown_in(_not_references(self._placed_hits(rendered, segment.text), segment.text), found)
+        reading = decoded(view)
+        if reading is not None:
+            found += _not_shown_in(self._placed_hits(reading, segment.text), found)
         hits += found
         hits.sort(key=lambda h: (h.start or 0, h.end or 0))
         return capped_by_severity(_dedupe(hits), self.max_hits)
@@ -311,6 +314,17 @@ def hidden_text_hits(text: str, rules: frozenset[str] = HIDDEN_TEXT_RULE_IDS) ->
             hits.append(_hit("zero_width", "run of zero-width characters (hidden content)", Severity.MEDIUM,
                              m.start(), m.end(), f"{len(m.group())} characters"))
     return [h for h in hits if h.evidence["rule"] in rules]
+
+
+def _not_references(hits: list[Hit], text: str) -> list[Hit]:
+    """Rendered `hits` less chat markup whose brackets are character references: a page showing a template's tokens
+    (`&lt;|im_start|&gt;`) is documentation, and no tokenizer reads `&lt;` as the `<` of a special token. (A
+    `&#115;ystem:` line is still a fake turn: the model reads it as `system:`.)"""
+    def brackets_written_as_references(hit: Hit) -> bool:
+        rendered, original = hit.evidence.get("folded"), text[hit.start or 0 : hit.end or 0]
+        return rendered is not None and any(rendered.count(c) > original.count(c) for c in "<>|[]")
+
+    return [h for h in hits if not (h.evidence["rule"] == "chat_markup" and brackets_written_as_references(h))]
 
 
 def _not_shown_in(hits: list[Hit], found: list[Hit]) -> list[Hit]:

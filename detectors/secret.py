@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from detectors._fold import FoldedText, folded_view, warm_up
-from detectors._readings import decoded, literals_joined
+from detectors._readings import decoded, literals_joined, percent_decoded
 from detectors._textfilter import TextFilter
 from guardrails.detector import Scope, Services
 from guardrails.exchange import Segment, SegmentKind
@@ -144,9 +144,9 @@ class SecretDetector(TextFilter):
         if unknown:
             raise ValueError(f"secret: unknown rule ids {sorted(unknown)}; known: {sorted(RULE_IDS)}")
         self.rules = tuple(r for r in RULES if r.id not in disabled)
-        # A key split into literals is a provider's key: the format rules read joined literals, never the
-        # free-form ones (any two values joined would make a "password").
-        self.joinable_rules = tuple(r for r in self.rules if not (r.generic or r.free_form))
+        # A key split into literals or encoded is a provider's key: the format rules read joined literals and
+        # decoded runs, never the free-form ones (any two values joined would make a "password").
+        self.format_rules = tuple(r for r in self.rules if not (r.generic or r.free_form))
         self.generic_entropy = self.setting("min_entropy", float, 3.0)
         # Values, not names: YAML reads an unquoted all-digit value as a number.
         self.allow_list = frozenset(str(v) for v in self.setting("allow_list", list, []))
@@ -160,14 +160,20 @@ class SecretDetector(TextFilter):
         # The same holds for a key sent base64-, hex- or URL-encoded, or in pieces: the rules read those too.
         view = folded_view(segment, blank_escapes=True)  # `scan_view(segment)`, folded
         found = self._found(view, self.rules)
-        reading = decoded(view, percent=True)
+        unescaped = percent_decoded(view)  # a URL reads with its escapes decoded: every rule applies
+        if unescaped is not None:
+            found += self._found(unescaped, self.rules, "decoded")
+        # Base64 and hex runs are read for keys by their format only: a run is data (a pagination cursor, a JWT's
+        # claims) whose `"token": "…"` or `password=…` is no more a typed secret than any other field of it.
+        reading = decoded(unescaped or view)
         if reading is not None:
-            found += self._found(reading, self.rules, "decoded")
+            found += self._found(reading, self.format_rules, "decoded")
         kept = _resolve_overlaps(found)
         joined = self._joined(segment)
         if joined is not None:  # only where no key was found whole: joining would stretch one into the next value
-            kept += [f for f in _resolve_overlaps(self._found(joined, self.joinable_rules, "joined"))
-                     if all(f.end <= k.start or f.start >= k.end for k in kept)]
+            pieced = [f for f in self._found(joined, self.format_rules, "joined")
+                      if not _split_at_prefix(f, segment.text)]
+            kept += [f for f in _resolve_overlaps(pieced) if all(f.end <= k.start or f.start >= k.end for k in kept)]
         return [self._hit(segment, f) for f in sorted(kept, key=lambda f: f.start)]
 
     def _joined(self, segment: Segment) -> FoldedText | None:
@@ -215,6 +221,17 @@ class SecretDetector(TextFilter):
             score=1.0,
             evidence=evidence,
         )
+
+
+# Where a join starts: the quote that closes a literal (escaped in raw JSON arguments).
+_GLUE_START = re.compile(r"""\\?["'`]""")
+
+
+def _split_at_prefix(found: Found, text: str) -> bool:
+    """Whether the first piece of a joined key is no more than the key's public prefix: data that starts like a key
+    (`["ASIA", "EMEA", "APAC", "LATAM", "ANZ"]` reads as an AWS key id), not a key split inside its secret part."""
+    glue = _GLUE_START.search(text, found.start, found.end)
+    return glue is not None and glue.start() - found.start <= found.rule.prefix
 
 
 class Found(NamedTuple):
