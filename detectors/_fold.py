@@ -36,10 +36,9 @@ import re
 import sys
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from operator import methodcaller
 
 from guardrails.exchange import Segment, SegmentKind
 from guardrails.findings import Hit
@@ -72,7 +71,6 @@ _HAS_CONFUSABLE = re.compile(f"[{''.join(CONFUSABLES)}]")
 # offsets the pair's whole span), never as two lone surrogates.
 _ESCAPED_PAIR = r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 QUOTE_CHARS = 200  # how much of a match a finding's evidence quotes
-_MATH_LETTERS = range(0x1D400, 0x1D800)  # Mathematical Alphanumeric Symbols: `𝐈𝐠𝐧𝐨𝐫𝐞`
 
 
 # A run of folded text and the original span it came from: (where it starts in the folded text, original start,
@@ -233,15 +231,15 @@ def fold_with_offsets(text: str, *, casefold: bool = True, json_escapes: bool = 
 def _normalized(text: str, casefold: bool, json_escapes: bool) -> FoldedText:
     """Each unit folded (NFKC; casefold where it changes the length; JSON escapes read), invisible ones dropped."""
     units = _unit_pattern(casefold, json_escapes)
-    # A character that folds to one other character (fullwidth and mathematical letters, most compatibility forms)
-    # is no unit: it is read in place, in C, with the text around it (a unit at a time, in Python, a megabyte of
-    # fullwidth text took seconds): in the whole text at once (`read`), or in raw JSON between units only, so the
-    # escapes are those written (a fullwidth `＼` is no backslash). A unit is folded from the original characters:
-    # a base and its combining marks compose as they are written.
+    # A character of the BMP that folds to one other character (fullwidth letters, most compatibility forms) is no
+    # unit: it is read in place, in C, with the text around it (a unit at a time, in Python, a megabyte of fullwidth
+    # text took seconds): in the whole text at once (`read`), or in raw JSON between units only, so the escapes are
+    # those written (a fullwidth `＼` is no backslash). A unit is folded from the original characters: a base and its
+    # combining marks compose as they are written.
     table = _one_for_one(casefold)
     first = _in_place(casefold).search(text)
-    between: Callable[[str], str] = methodcaller("translate", table) if json_escapes and first else _as_is
-    read = text if json_escapes or not first else text[: first.start()] + text[first.start() :].translate(table)
+    per_gap = json_escapes and first is not None
+    read = text if json_escapes or first is None else text[: first.start()] + text[first.start() :].translate(table)
     pieces: list[Piece] = []
     out: list[str] = []
     size = done = 0
@@ -258,7 +256,7 @@ def _normalized(text: str, casefold: bool, json_escapes: bool) -> FoldedText:
                 j += 1
         if done < i:  # the text since the last unit folds character for character
             pieces.append((size, done, i, True))
-            out.append(between(read[done:i]))
+            out.append(read[done:i].translate(table) if per_gap else read[done:i])
             size += i - done
         folded = _folded_escape(text[i:j], casefold) if escape else _folded(text[i:j], casefold)
         if folded:  # an invisible character folds to nothing and needs no piece
@@ -267,23 +265,20 @@ def _normalized(text: str, casefold: bool, json_escapes: bool) -> FoldedText:
             size += len(folded)
         done = j
     if not done:
-        return FoldedText(between(read))
+        return FoldedText(read.translate(table) if per_gap else read)
     if done < n:
         pieces.append((size, done, n, True))
-        out.append(between(read[done:]))
+        out.append(read[done:].translate(table) if per_gap else read[done:])
     return FoldedText("".join(out), tuple(pieces), tuple(p[0] for p in pieces))
-
-
-def _as_is(text: str) -> str:
-    return text
 
 
 @cache
 def _one_for_one(casefold: bool) -> dict[int, str]:
-    """The characters `_folded` turns into one character that needs no more folding, and that character. Not
-    combining marks or invisible ones: a unit of one such character folds the same alone or in the text."""
+    """The characters of the BMP that `_folded` turns into one character that needs no more folding, and that
+    character. Not combining marks or invisible ones: a unit of one such character folds the same alone or in the
+    text. (The BMP only: a class with characters outside it is matched range by range, ten times slower.)"""
     table: dict[int, str] = {}
-    for code in (*_bmp_units(casefold), *_MATH_LETTERS):
+    for code in _bmp_units(casefold):
         char = chr(code)
         if unicodedata.combining(char) or _invisible(char):
             continue
@@ -338,8 +333,7 @@ def _unit_pattern(casefold: bool, json_escapes: bool) -> re.Pattern[str]:
     character, one whose casefold is longer (with `casefold`), any character outside the BMP (rare, and checked
     one by one); with `json_escapes`, also an escape. Not those folded in place (`_one_for_one`): everything
     between two units folds character for character, and str.casefold() keeps its length."""
-    unit = (f"[{_listed_units(casefold)}\\U00010000-\\U{_MATH_LETTERS.start - 1:08X}"
-            f"\\U{_MATH_LETTERS.stop:08X}-\\U{sys.maxunicode:08X}]")
+    unit = f"[{_units_in_bmp(casefold)}\\U00010000-\\U{sys.maxunicode:08X}]"
     return re.compile(f"{_ESCAPED_PAIR}|{JSON_ESCAPE.pattern}|{unit}" if json_escapes else unit, re.DOTALL)
 
 
@@ -348,12 +342,10 @@ def _bmp_units(casefold: bool) -> tuple[int, ...]:
     return tuple(c for c in range(0x80, 0x10000) if not 0xD800 <= c <= 0xDFFF and _needs_folding(chr(c), casefold))
 
 
-def _listed_units(casefold: bool) -> str:
-    """A class body of the units listed one by one: the BMP's and the mathematical letters', less those folded in
-    place (every other character outside the BMP is a unit)."""
+def _units_in_bmp(casefold: bool) -> str:
+    """The BMP's units, less those folded in place."""
     table = _one_for_one(casefold)
-    math = [c for c in _MATH_LETTERS if c not in table]
-    return _char_ranges([c for c in _bmp_units(casefold) if c not in table] + math)
+    return _char_ranges([c for c in _bmp_units(casefold) if c not in table])
 
 
 def _needs_folding(char: str, casefold: bool) -> bool:

@@ -87,6 +87,7 @@ _PREVIEW_PREFIX = {"IBAN_CODE": 2}
 # valid in a configured region, and misses the formatted numbers of every other country.
 _PHONE_PATTERN = (
     r"(?<![\w+.\-/:])"
+    r"(?<!〒)(?<!〒 )"  # after the postal mark, a Japanese postal code: `〒100-0001` has the `555-0199` shape
     r"(?:(?:\+|00)\d{1,3}[ .\-]?(?:\(0\)[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?|\d{1,4}[ .\-])"
     r"|\(\d{1,4}\)[ .\-]?"
     r"|\d{2,5}[ .\-])"

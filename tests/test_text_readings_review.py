@@ -136,6 +136,16 @@ def test_thousands_grouped_by_typographic_spaces_are_not_phone_numbers(service: 
     assert findings(service, chat_call({"note": text}), "pii") == []  # escaped as `\u00a0` in the arguments
 
 
+@pytest.mark.parametrize("code", ["〒１００－０００１", "〒100-0001", "〒 100-0001"],
+                         ids=["fullwidth", "ascii", "spaced"])
+def test_a_japanese_postal_code_is_not_a_phone_number(service: CheckService, code: str) -> None:
+    """Folded, a fullwidth `〒１００－０００１` read as `555-0199`; the postal mark says what it is."""
+    assert findings(service, answer(f"郵便番号：{code} 東京都千代田区"), "pii") == []
+    body = answer("電話：０３－１２３４－５６７８（代表）")
+    (phone,) = findings(service, body, "pii")
+    assert located(body, phone) == "０３－１２３４－５６７８"
+
+
 def test_a_phone_number_grouped_by_no_break_spaces_is_still_found(service: CheckService) -> None:
     number = "01\u00a023\u00a045\u00a067\u00a089"
     body = answer(f"Appelez le {number} avant midi.")
