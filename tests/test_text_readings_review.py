@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO
+from test_evasion_text import tool_result
 
 from detectors import _fold, _readings
 from detectors._fold import FoldedText, fold_with_offsets
@@ -87,15 +88,6 @@ def answer(text: str) -> dict[str, Any]:
         "response": {"id": "r1", "object": "chat.completion", "model": "m", "choices": [
             {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]},
     }
-
-
-def tool_result(text: str) -> dict[str, Any]:
-    return {"request": {"model": "m", "messages": [
-        {"role": "user", "content": "Summarize the page."},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "fetch_page", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": text},
-    ]}}
 
 
 # --- secret ---------------------------------------------------------------------------------------------------------
