@@ -20,6 +20,7 @@ that agent (or scope) is blocked; after the cooldown one check at a time goes th
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -349,24 +350,35 @@ def _signal(step: _Step, snap: Snapshot, tripped: list[Breaker]) -> dict[str, An
 
 def scope_keys(context: CallerContext) -> dict[str, str]:
     """State keys of the scopes this check belongs to; a scope needs its own id (tenant is optional)."""
-    tenant = quote(context.tenant or "-", safe="")
+    tenant = _key_part(context.tenant or "-")
     keys = {}
     if context.tenant:
         keys["tenant"] = f"tenant:{tenant}"
     if context.agent_id:
-        agent = quote(context.agent_id, safe="")
+        agent = _key_part(context.agent_id)
         keys["agent"] = f"agent:{tenant}/{agent}"
         if context.session_id:
-            keys["session"] = f"session:{tenant}/{agent}/{quote(context.session_id, safe='')}"
+            keys["session"] = f"session:{tenant}/{agent}/{_key_part(context.session_id)}"
     elif context.session_id:
-        keys["session"] = f"session:{tenant}/-/{quote(context.session_id, safe='')}"
+        keys["session"] = f"session:{tenant}/-/{_key_part(context.session_id)}"
     return keys
 
 
 def call_fingerprint(name: str, arguments: Any, raw: str) -> str:
     """Same tool, same arguments (key order and whitespace aside) -> same fingerprint."""
-    body = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS) if arguments is not None else raw.encode()
-    return hashlib.sha256(name.encode() + b"\0" + body).hexdigest()[:16]
+    if arguments is None:
+        body = raw.encode(errors="surrogatepass")
+    else:
+        try:
+            body = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # a lone surrogate (a library caller's string): escaped, so still one key per value
+            body = json.dumps(arguments, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(name.encode(errors="surrogatepass") + b"\0" + body).hexdigest()[:16]
+
+
+def _key_part(value: str) -> str:
+    """`value` percent-encoded for a state key; a lone surrogate (a library caller's string) is kept distinct."""
+    return quote(value, safe="", errors="surrogatepass")
 
 
 def _limits(windows: Mapping[str, Any]) -> tuple[list[Limit], dict[str, int]]:

@@ -19,6 +19,7 @@ from guardrails.engine import Engine, EngineResult, SegmentCache
 from guardrails.errors import BodyError, PolicyUnavailable, UnknownPolicy
 from guardrails.exchange import CallerContext, Exchange
 from guardrails.policy import ROUTING_FILE, Policy, PolicyError, PolicyStore, Routing
+from guardrails.surrogates import without_surrogates
 
 CONTEXT_FIELDS = ("agent_id", "session_id", "tenant", "user", "trace_id", "span_id")
 BODY_FIELDS = {"request", "response", "format", "context", "policy", "raw_output", "partial"}
@@ -224,19 +225,8 @@ def _encodable(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             orjson.dumps(findings)
         except TypeError:
-            return [_without_surrogates(finding) for finding in findings]
+            return [without_surrogates(finding) for finding in findings]
     return findings
-
-
-def _without_surrogates(value: Any) -> Any:
-    """`value` with each surrogate pair left as two characters joined into one, each lone surrogate U+FFFD."""
-    if isinstance(value, str):
-        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    if isinstance(value, Mapping):
-        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_without_surrogates(item) for item in value]
-    return value
 
 
 def _read_envelope(body: Any) -> Envelope:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
+
+from guardrails.surrogates import without_surrogates
 
 API_KEY_ENV = "api_key_env"  # a policy setting: the environment variable that holds the key
 
@@ -140,7 +143,7 @@ class VLLMClient:
         try:
             async with semaphore:  # waiting for a slot is not vLLM's fault: the timeout starts after it
                 async with asyncio.timeout(self.config.timeout_s):
-                    response = await http.post(path, json=body)
+                    response = await http.post(path, content=_json_bytes(body), headers=JSON_HEADERS)
         except (TimeoutError, httpx.TimeoutException):
             self.breaker.failure()
             raise VLLMUnavailable(f"vLLM {path} timed out after {self.config.timeout_s:g}s") from None
@@ -210,3 +213,15 @@ def shared_client(config: VLLMConfig) -> VLLMClient:
         if client is None:
             client = _clients[config] = VLLMClient(config)
         return client
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _json_bytes(body: Mapping[str, Any]) -> bytes:
+    """The request body as JSON; a lone surrogate in checked text (a library caller's string) is sent as U+FFFD
+    rather than failing the call: no JSON encoder takes it."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return orjson.dumps(without_surrogates(body))

@@ -266,3 +266,17 @@ def test_stopping_the_server_leaves_every_record_in_the_database_file(tmp_path: 
     with sqlite3.connect(copy) as db:
         assert [row[0] for row in db.execute("SELECT check_id FROM audit_records ORDER BY seq")] == ids
     assert main(["audit", "verify", "--url", f"sqlite:///{copy}"]) == 0
+
+
+def test_a_library_callers_lone_surrogate_is_recorded_repaired_not_refused(tmp_path: Path) -> None:
+    """`CheckService.check` called in-process can receive strings JSON never carries (a lone surrogate): the
+    record is written with U+FFFD in its place, and the audit store is not reported as failing."""
+    service = build_service(settings(tmp_path))
+    result = asyncio.run(service.check(body(1, tenant="acme\ud800", content="hello \udc00 world")))
+    assert result["verdict"] == "allow"
+    assert not [f for f in result["findings"] if f["category"] == "detector_error"], result["findings"]
+    assert service.readiness()["ready"] is True
+    store = open_audit_store(Settings.resolved_audit_url(settings(tmp_path)), create=False)
+    records = [json.loads(r.body) for r in store.iter_records(AuditFilter())]
+    assert [r["tenant"] for r in records] == ["acme\ufffd"]
+    assert store.verify().ok

@@ -131,3 +131,16 @@ def test_failing_guard_model_is_a_detector_error(stub: VLLMStub) -> None:
 def test_unknown_check_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown checks"):
         GuardModelDetector({"checks": ["vibes"]}, Services())
+
+
+def test_a_lone_surrogate_in_checked_text_is_judged_not_a_detector_error(stub: VLLMStub) -> None:
+    """A library caller can pass strings no JSON encoder takes: the judge gets U+FFFD in their place."""
+    stub.reset()
+    stub.guard_p_unsafe = 0.7
+    det = GuardModelDetector({"vllm": {"base_url": stub.url}}, Services())
+    body = {"request": {"messages": [{"role": "user", "content": "How do I make a \ud83d weapon?"}]}, "response": None}
+    (finding,) = scan(det, body)[0]
+    prompts = [b["messages"][0]["content"] for p, b in stub.calls if p == "/v1/chat/completions"]
+    stub.reset()
+    assert finding.category is Category.CONTENT
+    assert any("make a \ufffd weapon" in p for p in prompts)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guardrails.audit.chain import INDEXED, StoredRecord, VerifyReport, canonical, verify_chain
+from guardrails.surrogates import without_surrogates
 
 MAX_BATCH = 512
 PAGE_MAX = 1000
@@ -203,7 +204,12 @@ class AuditStore(ABC):
 
 
 def _pending(record: dict[str, Any]) -> PendingRow:
-    return PendingRow(canonical(record), {name: record.get(name) for name in INDEXED})
+    try:
+        body = canonical(record)
+    except TypeError:  # a lone surrogate (a library caller's string): recorded repaired, not refused
+        record = without_surrogates(record)
+        body = canonical(record)
+    return PendingRow(body, {name: record.get(name) for name in INDEXED})
 
 
 def _cursor(cursor: str | None) -> int:
