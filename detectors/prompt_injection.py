@@ -168,6 +168,10 @@ _FLAG_SEQUENCE = re.compile("\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F")
 # planted request has a polite opener or a first-person target, and a target; exfiltration needs an
 # e-mail address or a URL.
 _OPENER_HINT = re.compile(r"please|kindly|pls|\byou\b|make\s+sure|be\s+sure|remember\s+to", re.IGNORECASE)
+# Literals one of which each gate pattern's match contains, tested on the lower-cased text first: a case-insensitive
+# alternation costs ~60 ns per character in `re`, and most tool results hold none of them.
+_OPENER_WORDS = ("please", "kindly", "pls", "you", "sure", "remember")
+_FIRST_PERSON_WORDS = ("my", "@")
 _EXFIL_HINTS = ("@", "http", "www.")
 # The hidden-text rules: `hidden_text` in disabled_rules disables the three, each id disables itself.
 HIDDEN_TEXT_RULE_IDS = frozenset({"unicode_tags", "bidi_override", "zero_width"})
@@ -273,13 +277,18 @@ class PromptInjectionDetector(SegmentDetector):
                 hits.append(_hit("exfiltration_address", "instruction to send data to an address",
                                  Severity.HIGH, m.start("verb"), m.end(), text[m.start("verb"):m.end()]))
         if self.check_requests:
-            hits.extend(agent_request_hits(text))
+            hits.extend(agent_request_hits(text, lowered))
         return hits
 
 
-def agent_request_hits(text: str) -> list[Hit]:
-    """Task requests aimed at an agent: an operation verb opening a sentence, with a concrete target."""
-    if not ((_OPENER_HINT.search(text) or _FIRST_PERSON_TARGET.search(text)) and _TARGET.search(text)):
+def agent_request_hits(text: str, lowered: str | None = None) -> list[Hit]:
+    """Task requests aimed at an agent: an operation verb opening a sentence, with a concrete target.
+    `lowered`: `text.lower()`, when the caller has it."""
+    lowered = text.lower() if lowered is None else lowered
+    opener = any(w in lowered for w in _OPENER_WORDS) and _OPENER_HINT.search(text)
+    if not opener and not (any(w in lowered for w in _FIRST_PERSON_WORDS) and _FIRST_PERSON_TARGET.search(text)):
+        return []
+    if not _TARGET.search(text):
         return []
     hits = []
     for m in _AGENT_REQUEST.finditer(text):
