@@ -45,7 +45,7 @@ from guardrails.findings import Hit
 from guardrails.textview import JSON_ESCAPE, blank_json_escapes
 
 # Letters of other scripts that render like a Latin letter in common fonts (a subset of Unicode's
-# confusables.txt, UTS #39): the ones used to slip English words past filters.
+# confusables.txt, UTS #39), and Latin small capitals: the ones used to slip English words past filters.
 CONFUSABLES: dict[str, str] = {
     # Cyrillic
     "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s",
@@ -56,6 +56,12 @@ CONFUSABLES: dict[str, str] = {
     "α": "a", "γ": "y", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "υ": "u", "χ": "x", "ϲ": "c", "ϳ": "j",
     "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
     "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # Armenian
+    "օ": "o", "ս": "u", "հ": "h", "ո": "n", "ց": "g", "զ": "q", "Օ": "O", "Ս": "U", "Տ": "S",
+    # Latin small capitals (IPA and phonetic blocks; NFKC leaves them): what "small caps" text generators emit
+    "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j", "ᴋ": "k",
+    "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w",
+    "ʏ": "y", "ᴢ": "z",
 }
 _TO_LATIN = str.maketrans(CONFUSABLES)
 # Invisible marks that are not format characters (category Mn): combining grapheme joiner, Khmer inherent vowels,
