@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
+from guardrails.surrogates import without_surrogates
+
 
 class Category(StrEnum):
     PII = "pii"
@@ -92,9 +96,19 @@ class Finding:
     _as_record: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The public JSON shape; computed once, after the action is set. Callers must not mutate it."""
+        """The public JSON shape; computed once, after the action is set. Callers must not mutate it.
+
+        A lone surrogate in a message or evidence (a detector's half-decoded escape) is no character: orjson
+        refuses it, and the HTTP answer, the NeMo answer and the CLI's output all failed. So the shape is tried
+        once here (a microsecond; a history finding reused step after step is not tried again), and copied with
+        surrogates repaired only when that fails."""
         if self._as_dict is None or self._as_dict["action"] != (self.action or Action.ALLOW).value:
-            self._as_dict = self._dict()
+            shape = self._dict()
+            try:
+                orjson.dumps(shape)
+            except TypeError:
+                shape = without_surrogates(shape)
+            self._as_dict = shape
         return self._as_dict
 
     def to_record(self) -> dict[str, Any]:

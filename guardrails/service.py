@@ -11,15 +11,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import orjson
-
 from guardrails.adapters import FORMATS, HistoryMemo, read_exchange
 from guardrails.detector import DetectorRegistry, Services
 from guardrails.engine import Engine, EngineResult, SegmentCache
 from guardrails.errors import BodyError, PolicyUnavailable, UnknownPolicy
 from guardrails.exchange import CallerContext, Exchange
 from guardrails.policy import ROUTING_FILE, Policy, PolicyError, PolicyStore, Routing
-from guardrails.surrogates import without_surrogates
 
 CONTEXT_FIELDS = ("agent_id", "session_id", "tenant", "user", "trace_id", "span_id")
 BODY_FIELDS = {"request", "response", "format", "context", "policy", "raw_output", "partial"}
@@ -150,7 +147,7 @@ class CheckService:
             "verdict": result.verdict.value,
             "phase": exchange.phase.value,
             "format": exchange.format,
-            "findings": _encodable([f.to_dict() for f in result.findings]),
+            "findings": [f.to_dict() for f in result.findings],
             "policy": {"id": policy.id, "version": policy.version},
             "signals": signals,
             "timings_ms": {
@@ -214,19 +211,6 @@ class CheckService:
             if callable(report):
                 problems.update(report())
         return problems
-
-
-def _encodable(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`findings` as a JSON encoder takes them. A lone surrogate in a message or evidence (a detector's half-decoded
-    escape) is no character: orjson refuses it, and the HTTP answer, the NeMo answer and the CLI's output all
-    failed. Every consumer gets the findings from here, so they are tried here, once (about a microsecond for a
-    handful), and copied with surrogates repaired only when that fails."""
-    if findings:
-        try:
-            orjson.dumps(findings)
-        except TypeError:
-            return [without_surrogates(finding) for finding in findings]
-    return findings
 
 
 def _read_envelope(body: Any) -> Envelope:
