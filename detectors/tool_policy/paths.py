@@ -17,7 +17,7 @@ from guardrails.findings import Severity
 # kin are the committed templates of `.env`, without its values: every project's setup step reads or writes one.)
 SENSITIVE_PATH = re.compile(
     r"""(?ix)
-    (?:^|/)\.ssh(?:/|$) | (?:^|/)id_(?:rsa|dsa|ecdsa|ed25519)(?:\.pub)?$ | (?:^|/)authorized_keys$
+    (?:^|/)\.ssh(?:/(?!config$)|$) | (?:^|/)id_(?:rsa|dsa|ecdsa|ed25519)(?:\.pub)?$ | (?:^|/)authorized_keys$
     | ^/etc/(?:shadow|gshadow|sudoers(?:\.d)?|passwd|master\.passwd|security/opasswd)(?:/|$)
     | ^/etc/ssl/private(?:/|$) | ^/root(?:/|$) | ^/var/run/secrets(?:/|$) | ^/run/secrets(?:/|$)
     | ^/proc/(?:self|\d+)/(?:environ|mem|maps|cmdline)$ | ^/dev/(?:sd[a-z]|nvme\d|hd[a-z]|mem|kmem)
@@ -30,6 +30,10 @@ SENSITIVE_PATH = re.compile(
     | ^/(?:var/)?run/docker\.sock$ | ^/windows/system32/config/(?:sam|system|security)(?:\.\w+)?$
     """
 )
+# The ssh client's settings: hosts, user names and key file names, no secret. Agents read it to debug a connection,
+# so reading it is medium; everything else under ~/.ssh (keys, authorized_keys, known_hosts) stays high, and a shell
+# write to it is high (a `ProxyCommand` there runs a command on every connection).
+SSH_CLIENT_CONFIG = re.compile(r"(?i)(?:^|/)\.ssh/config$")
 ENCODED_TRAVERSAL = re.compile(r"(?i)%2e%2e|%252e|\.\.%2f|%2f\.\.|\.\.%5c|%c0%ae|%c0%af|%e0%80%af|%c1%9c")
 # /proc/<pid>/root/ is the process's view of `/`: /proc/self/root/etc/shadow is /etc/shadow.
 PROC_ROOT = re.compile(r"^/proc/(?:self|thread-self|\d+)/root(?=/|$)")
@@ -41,6 +45,9 @@ SENSITIVE_EXAMPLES = ("/etc/shadow", "/etc/gshadow", "/etc/passwd", "/etc/sudoer
                       "~/.netrc", "~/.git-credentials", "~/.pgpass", "/proc/self/environ", "~/.bash_history",
                       "/var/run/secrets/kubernetes.io/serviceaccount/token")
 GLOB_CHARS = re.compile(r"[*?\[]")
+# How far a relative path may climb out of the working directory and still read as a sibling checkout or a parent
+# project's file (`../README.md`, `../../shared/x.py`), not as a climb to `/`.
+NEARBY_LEVELS = 2
 DECODE_ROUNDS = 3  # %252e%252e is `..` decoded twice
 
 
@@ -62,13 +69,12 @@ class PathRule:
         if "\x00" in value:
             out.append(Violation("path.null_byte", "path contains a NUL byte", Severity.HIGH))
         if self.traversal and (ENCODED_TRAVERSAL.search(value) or ".." in path.split("/")):
-            resolved = posixpath.normpath(path)
-            escapes = resolved == ".." or resolved.startswith("../") or bool(ENCODED_TRAVERSAL.search(value))
             out.append(Violation("path.traversal", f"path traversal in {value!r}",
-                                 Severity.HIGH if escapes or self.roots else Severity.MEDIUM))
+                                 Severity.HIGH if self.roots else traversal_severity(value, path)))
         resolved = posixpath.normpath(path) if path else path
-        if self.sensitive and is_sensitive(resolved):
-            out.append(Violation("path.sensitive", f"sensitive file {value!r}", Severity.HIGH))
+        sensitivity = sensitive_severity(resolved) if self.sensitive else None
+        if sensitivity is not None:
+            out.append(Violation("path.sensitive", f"sensitive file {value!r}", sensitivity))
         if self.roots and not _under_roots(resolved, self.roots):
             out.append(Violation("path.outside_roots", f"{value!r} is outside the allowed roots {self.roots}",
                                  Severity.HIGH))
@@ -79,6 +85,27 @@ class PathRule:
 
 def is_sensitive(path: str) -> bool:
     return bool(SENSITIVE_PATH.search(PROC_ROOT.sub("", path) or "/"))
+
+
+def sensitive_severity(path: str) -> Severity | None:
+    """HIGH for credentials and account files, MEDIUM for the ssh client config, None for anything else."""
+    if is_sensitive(path):
+        return Severity.HIGH
+    return Severity.MEDIUM if SSH_CLIENT_CONFIG.search(PROC_ROOT.sub("", path)) else None
+
+
+def traversal_severity(value: str, path: str) -> Severity:
+    """How bad the `..` in a path is. HIGH: hidden by an encoding, climbing more than NEARBY_LEVELS up, or landing
+    on a sensitive file once the climb reaches `/` (`../../etc/shadow`; `..` stops at `/`, so extra levels do not
+    help a reader). LOW: a relative path to a nearby file (`../README.md`); MEDIUM: an absolute path with `..`."""
+    if ENCODED_TRAVERSAL.search(value):
+        return Severity.HIGH
+    segments = posixpath.normpath(path).split("/")
+    levels = next((k for k, segment in enumerate(segments) if segment != ".."), len(segments))
+    landing = "/".join(segments[levels:])
+    if levels and (levels > NEARBY_LEVELS or is_sensitive("/" + landing) or is_sensitive(landing)):
+        return Severity.HIGH
+    return Severity.MEDIUM if path.startswith(("/", "~")) else Severity.LOW
 
 
 def glob_is_sensitive(pattern: str) -> bool:

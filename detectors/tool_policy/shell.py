@@ -30,7 +30,7 @@ from detectors.tool_policy.inline_code import (
     opens_reverse_shell,
     spawned_commands,
 )
-from detectors.tool_policy.paths import glob_is_sensitive, is_sensitive
+from detectors.tool_policy.paths import glob_is_sensitive, sensitive_severity
 from detectors.tool_policy.shell_expand import expand, plain_words, unquote_heredocs
 from detectors.tool_policy.windows import windows_violations
 from guardrails.findings import Severity
@@ -48,13 +48,24 @@ POWER = frozenset({"shutdown", "reboot", "halt", "poweroff"})
 POWER_VERBS = frozenset({"poweroff", "reboot", "halt", "kexec", "suspend", "hibernate"})  # systemctl <verb>
 WRITE_REDIRECTS = frozenset({">", ">>", ">|", "&>", "&>>", ">&"})
 FIND_EXEC = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
+FIND_DELETERS = frozenset({"rm", "rmdir", "unlink", "shred"})  # what `find -exec` runs to delete the files it finds
+# find tests that pick files by name, path, age or size: `find . -name '*.pyc' -delete` is a cleanup, not a wipe.
+# (`-type f` alone picks every file; a negation, `! -name x`, picks all but a few.)
+FIND_SELECTORS = frozenset({"-name", "-iname", "-path", "-ipath", "-wholename", "-iwholename", "-regex", "-iregex",
+                            "-lname", "-ilname", "-newer", "-mtime", "-mmin", "-atime", "-amin", "-ctime", "-cmin",
+                            "-size", "-empty", "-inum", "-samefile"})
+FIND_NEGATIONS = frozenset({"!", "\\!", "-not"})
+FIND_OPTIONS = frozenset({"-H", "-L", "-P"})  # before the starting points (also -D debugopts, -O<level>)
 # ssh options that take a value: the first other word is the host, the rest the remote command.
 SSH_VALUE_OPTIONS = frozenset(f"-{letter}" for letter in "bcDEeFIiJLlmOopQRSWw")
 ROOT_TARGETS = frozenset({"/", "/*", "~", "~/", "~/*", "*", ".", "./", "..", "$HOME", "${HOME}", "/home", "/etc",
                           "/usr", "/var", "/boot", "/bin", "/lib", "/opt", "/root", "/srv", "C:\\"})
+WORKING_DIRECTORY = frozenset({"*", ".", "./", ".."})  # root targets that are the project, not the system
 FORK_BOMB = re.compile(r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}")
-# Files that run at login, at boot or on a schedule: writing one plants a command that outlives the session.
+# Files that run at login, at boot, on a schedule or on every ssh connection (a `ProxyCommand` in ~/.ssh/config):
+# writing one plants a command that outlives the session.
 PERSISTENCE = re.compile(r"(?:^|/)\.(?:bashrc|bash_profile|bash_login|profile|zshrc|zprofile|zshenv)$"
+                         r"|(?:^|/)\.ssh/config$"
                          r"|^/etc/(?:profile|bash\.bashrc|zshrc|crontab|rc\.local|ld\.so\.preload|environment)$"
                          r"|^/etc/(?:cron\.\w+|profile\.d|systemd/system|init\.d)/|^/var/spool/cron/")
 REVERSE_SOCKET = re.compile(r"/dev/(?:tcp|udp)/|/inet/(?:tcp|udp)/")  # bash's and gawk's socket files
@@ -316,7 +327,9 @@ class ShellRule:
             for script in _nested_scripts(program, args, command.inputs):
                 self._check_text(script, depth + 1, out)
             for nested in _find_exec(program, args):
-                self._check_command(_unwrap(nested, out), depth + 1, out, written)
+                nested = _unwrap(nested, out)
+                if not _deletes_found_files(nested):  # `-exec rm -rf {} +`: judged with find's starting points
+                    self._check_command(nested, depth + 1, out, written)
         self._check_written(command, depth, out, written)
         _check_operations(program, command.words, command.redirects, out)
 
@@ -365,8 +378,10 @@ def _check_operations(program: str, words: list[str], redirects: list[str], out:
         out.append(Violation("shell.destructive", f"{program!r} stops the machine", Severity.HIGH))
     elif program == "chmod" and any(re.fullmatch(r"[0-7]?777|a?\+rwx", a) for a in args) and "R" in flags:
         out.append(Violation("shell.destructive", "recursive world-writable permissions", Severity.HIGH))
-    elif program == "find" and ("-delete" in args or "rm" in args):
-        out.append(Violation("shell.destructive", "find deleting files", Severity.HIGH))
+    elif program == "find" and ("-delete" in args
+                                or any(_deletes_found_files(_unwrap(c, [])) for c in _find_exec(program, args))):
+        starts = _find_starts(args)
+        out.append(Violation("shell.destructive", f"find deleting files under {starts}", _find_delete_severity(args)))
     elif program == "kill" and "-1" in args:
         out.append(Violation("shell.destructive", "kill every process", Severity.HIGH))
     if program in ("nc", "ncat", "netcat") and ({"e", "c"} & set(flags) or "--exec" in long_flags
@@ -384,12 +399,13 @@ def _check_operations(program: str, words: list[str], redirects: list[str], out:
         out.append(Violation("shell.privilege", "writes to an account database", Severity.CRITICAL))
     planted = [t for t in writes if PERSISTENCE.search(posixpath.normpath(t.replace("$HOME", "~")))]
     if planted:
-        out.append(Violation("shell.persistence", f"writes to {planted[0]!r}, which runs at login or on a schedule",
-                             Severity.HIGH))
-    sensitive = [w for w in [*args, *redirects] if ("/" in w or w.startswith(".")) and _touches_sensitive(w)]
-    if sensitive:
-        out.append(Violation("shell.sensitive_file", f"command touches sensitive file {sensitive[0]!r}",
-                             Severity.HIGH))
+        out.append(Violation("shell.persistence", f"writes to {planted[0]!r}, which runs at login, on a schedule or "
+                             "on an ssh connection", Severity.HIGH))
+    touched = [(w, severity) for w in [*args, *redirects]
+               if ("/" in w or w.startswith(".")) and (severity := _sensitivity(w)) is not None]
+    if touched:
+        word, severity = max(touched, key=lambda item: list(Severity).index(item[1]))
+        out.append(Violation("shell.sensitive_file", f"command touches sensitive file {word!r}", severity))
 
 
 def _delete_severity(targets: list[str]) -> Severity:
@@ -397,9 +413,51 @@ def _delete_severity(targets: list[str]) -> Severity:
         else Severity.MEDIUM
 
 
-def _touches_sensitive(word: str) -> bool:
+def _find_starts(args: list[str]) -> list[str]:
+    """find's starting points: the words before its first test or action (`.` when there are none)."""
+    k = 0
+    while k < len(args) and (args[k] in FIND_OPTIONS or args[k].startswith("-O") or args[k] == "-D"):
+        k += 2 if args[k] == "-D" else 1
+    starts = []
+    for arg in args[k:]:
+        if arg.startswith("-") or arg in ("(", "\\(", "!", "\\!"):
+            break
+        starts.append(arg)
+    return starts or ["."]
+
+
+def _find_delete_severity(args: list[str]) -> Severity:
+    """A find that deletes everything it walks is `rm -r` of its starting points; one that picks files by name, age
+    or size is a cleanup: LOW in the project or below it, HIGH from `/`, `~` or a system directory."""
+    starts = _find_starts(args)
+    if not _find_selects(args):
+        return _delete_severity(starts)
+    system = ROOT_TARGETS - WORKING_DIRECTORY
+    return Severity.HIGH if any(t.rstrip("/") in system or t in system for t in starts) else Severity.LOW
+
+
+def _find_selects(args: list[str]) -> bool:
+    """A test that picks some files: `-name '*.pyc'`, `-mtime +7`, `-empty`; not `-name '*'`, not under a negation."""
+    if not FIND_NEGATIONS.isdisjoint(args):
+        return False
+    values = [*args[1:], ""]  # each word's next word
+    return any(arg == "-empty" or (arg in FIND_SELECTORS and value.strip("*") != "")
+               for arg, value in zip(args, values, strict=True))
+
+
+def _deletes_found_files(command: Command) -> bool:
+    """`rm -rf {}`, `rmdir {}`: a command run by `find -exec` that deletes the found files and nothing else."""
+    targets = [w for w in command.words[1:] if not w.startswith("-")]
+    return command.program in FIND_DELETERS and bool(targets) and all(t == "{}" for t in targets)
+
+
+def _sensitivity(word: str) -> Severity | None:
     path = _strip_at(word)
-    return is_sensitive(posixpath.normpath(path)) or glob_is_sensitive(path)
+    return sensitive_severity(posixpath.normpath(path)) or (Severity.HIGH if glob_is_sensitive(path) else None)
+
+
+def _touches_sensitive(word: str) -> bool:
+    return _sensitivity(word) is not None
 
 
 def _unwrap(command: Command, out: list[Violation]) -> Command:

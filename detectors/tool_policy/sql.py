@@ -122,7 +122,9 @@ class SqlRule:
     def _statement(self, statement: exp.Expression) -> list[Violation]:
         out: list[Violation] = []
         kind = statement_kind(statement)
-        if kind in PRIVILEGED_COMMANDS and not _copies_with_client(statement):
+        if _adds_columns_only(statement):  # additive: no row, column or table is lost
+            out.append(Violation("sql.schema_change", "ALTER TABLE adding columns", Severity.LOW))
+        elif kind in PRIVILEGED_COMMANDS and not _copies_with_client(statement):
             out.append(Violation("sql.schema_change", f"{kind} statement", Severity.HIGH))
         writes = list(statement.find_all(*WRITES))  # the statement itself, and a DELETE inside a CTE
         for write in writes:
@@ -154,6 +156,14 @@ def statement_kind(statement: exp.Expression) -> str:
 
 def looks_like_sql(value: str) -> bool:
     return bool(LOOKS_LIKE_SQL.match(value))
+
+
+def _adds_columns_only(statement: exp.Expression) -> bool:
+    """`ALTER TABLE t ADD COLUMN c ...` (one or more): what migrations do every day. A DROP, RENAME, type change or
+    constraint among the actions makes the statement a schema change like any other ALTER."""
+    actions = statement.args.get("actions") or []
+    return (isinstance(statement, exp.Alter) and str(statement.args.get("kind", "")).upper() == "TABLE"
+            and bool(actions) and all(isinstance(action, exp.ColumnDef) for action in actions))
 
 
 def _copies_with_client(statement: exp.Expression) -> bool:

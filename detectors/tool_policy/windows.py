@@ -16,7 +16,8 @@ from guardrails.findings import Severity
 
 # Cheap gate: a text without any of these words holds no Windows operation the rules look at.
 GATE = re.compile(r"(?i)remove-item|\b(?:ri|rd|rmdir|del|erase|iex|format)\b|invoke-|-e(?:nc|ncodedcommand|c)\b|"
-                  r"tcpclient|stop-computer|restart-computer|clear-disk|format-volume|downloadstring|\$env:")
+                  r"tcpclient|stop-computer|restart-computer|clear-disk|format-volume|downloadstring|\$env:|"
+                  r"\|\s*(?:rm\b|%|foreach)")
 RUNS_TEXT = re.compile(r"(?i)\b(?:iex|invoke-expression)\b")
 FETCHES = re.compile(r"(?i)\b(?:iwr|irm|invoke-webrequest|invoke-restmethod|curl|wget|start-bitstransfer)\b"
                      r"|downloadstring|downloadfile|net\.webclient")
@@ -24,6 +25,13 @@ FETCHES = re.compile(r"(?i)\b(?:iwr|irm|invoke-webrequest|invoke-restmethod|curl
 DELETE = re.compile(r"(?i)\b(?:remove-item|ri|rmdir|rd|del|erase)\b")
 RECURSIVE = re.compile(r"(?i)\s-r(?:ecurse)?\b|\s/s\b")
 STATEMENTS = re.compile(r"[;|\n]")  # a verb's arguments end at the statement's end
+# A listing piped into a delete: `Get-ChildItem C:\ -Recurse | Remove-Item -Force`, `gci ~ -r | ri -fo`,
+# `ls C:\Users | % { Remove-Item $_ -Recurse }`. The delete's target is the listing's. Only PowerShell passes listed
+# items down a pipe to a delete (POSIX rm and rmdir ignore their input), so `ls`, `dir` and `rm` count here too.
+LISTING = re.compile(r"(?i)^\s*(?:get-childitem|gci|ls|dir|get-item|gi)\b")
+PIPED_DELETE = re.compile(r"(?i)(?:^|[{;(|])\s*(?:remove-item|ri|rm|del|rd|erase|rmdir)\b")
+LISTING_FILTER = re.compile(r"(?i)\s-(?:filter|include|exclude)\b|(?:^|[|{;])\s*(?:where-object|where|\?)(?=[\s{])")
+PIPE_SYNTAX = re.compile(r"\|\||&&|[{}()|;\n]")  # what splits a line into statements and pipeline stages
 # A drive root, the Windows or Users folder, the profile: `C:\`, `C:\*`, `$env:SystemRoot`, `C:\Windows`.
 ROOT_TARGET = re.compile(r"""(?i)(?:^|[\s'"])(?:[a-z]:|\$env:(?:systemroot|windir|systemdrive|userprofile|"""
                          r"""programfiles)|[a-z]:\\+(?:windows|users|program files)|~)\\*\*?(?=$|[\s'";|])""")
@@ -41,10 +49,15 @@ def windows_violations(text: str, depth: int = 0) -> list[Violation]:
     out: list[Violation] = []
     if RUNS_TEXT.search(text) and FETCHES.search(text):
         out.append(Violation("shell.pipe_to_shell", "Invoke-Expression runs downloaded code", Severity.CRITICAL))
-    for statement in STATEMENTS.split(text):
-        for target in _recursive_delete_targets(statement):
-            out.append(Violation("shell.destructive", f"recursive delete of {target.strip()[:80]!r}",
-                                 Severity.CRITICAL if ROOT_TARGET.search(target) else Severity.MEDIUM))
+    for pipeline in _pipelines(text):
+        piped = _piped_delete(pipeline)
+        if piped is not None:
+            out.append(piped)
+            continue
+        for statement in STATEMENTS.split("|".join(pipeline)):
+            for target in _recursive_delete_targets(statement):
+                out.append(Violation("shell.destructive", f"recursive delete of {target.strip()[:80]!r}",
+                                     Severity.CRITICAL if ROOT_TARGET.search(target) else Severity.MEDIUM))
     if WIPE.search(text):
         out.append(Violation("shell.destructive", "disk-wiping command", Severity.CRITICAL))
     if POWER.search(text):
@@ -66,6 +79,44 @@ def _recursive_delete_targets(statement: str) -> list[str]:
     if verb is None or not RECURSIVE.search(statement, verb.end()):
         return []
     return [statement[verb.end():]]
+
+
+def _pipelines(text: str) -> list[list[str]]:
+    """The line's statements, each split into its pipeline stages; a `;` or `|` inside `{...}` or `(...)` (the
+    script block of `% { ... }`) stays in its stage."""
+    pipelines: list[list[str]] = [[]]
+    depth = start = 0
+    for mark in PIPE_SYNTAX.finditer(text):
+        token = mark.group()
+        if token in "{(":
+            depth += 1
+        elif token in "})":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            pipelines[-1].append(text[start:mark.start()])
+            start = mark.end()
+            if token != "|":
+                pipelines.append([])
+    pipelines[-1].append(text[start:])
+    return pipelines
+
+
+def _piped_delete(stages: list[str]) -> Violation | None:
+    """A listing whose items a later stage deletes: critical from a drive root, the Windows or Users folder or the
+    profile (high when a filter picks some items), medium elsewhere when the listing or the delete recurses."""
+    listing = LISTING.match(stages[0])
+    if listing is None or not any(PIPED_DELETE.search(stage) for stage in stages[1:]):
+        return None
+    target = stages[0][listing.end():]
+    filtered = any(LISTING_FILTER.search(stage) for stage in stages)
+    if ROOT_TARGET.search(target):
+        severity = Severity.HIGH if filtered else Severity.CRITICAL
+    elif any(RECURSIVE.search(stage) for stage in stages) and not filtered:
+        severity = Severity.MEDIUM
+    else:
+        return None
+    return Violation("shell.destructive", f"recursive delete of the items listed in {target.strip()[:80]!r}",
+                     severity)
 
 
 def _encoded_commands(text: str) -> list[str]:
