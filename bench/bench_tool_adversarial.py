@@ -4,8 +4,10 @@
 
 Each line times one rule (or detector) on one input, best of three runs, and stops a run at `--limit` seconds
 (printed as `>limit`). The inputs are the ones a review found superlinear: nested `$(...)` and `bash -c` scripts,
-statements of repeated verbs that a look-ahead pattern re-read, unclosed brace lists, huge SQL, a JSON Schema
-`pattern` that backtracks exponentially. Run it against another tree with `PYTHONPATH=<tree>` to compare.
+statements of repeated verbs that a look-ahead pattern re-read, unclosed brace lists, huge SQL, JSON Schema
+`pattern`s and `patternProperties` keys that backtrack exponentially (each search stops at 50 ms, a check's at
+about 250 ms: detectors/_schema_guard.py), a pattern `regex` would unroll into gigabytes. Run it against another tree
+with `PYTHONPATH=<tree>` to compare.
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ def sql(text: str) -> Callable[[], Any]:
     return lambda: SqlRule().check(text)
 
 
-def schema_check(value: str, schema: dict[str, Any]) -> Callable[[], Any]:
+def schema_check(arguments: dict[str, Any], schema: dict[str, Any]) -> Callable[[], Any]:
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
                "tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}]}
     response = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "t", "arguments": json.dumps({"v": value})}}]}}]}
+        {"id": "c", "type": "function", "function": {"name": "t", "arguments": json.dumps(arguments)}}]}}]}
 
     def run() -> Any:
         exchange = read_exchange(request, response, format="openai.chat")
@@ -61,6 +63,10 @@ def schema_check(value: str, schema: dict[str, Any]) -> Callable[[], Any]:
         ctx = ScanContext(segments=[s for s in exchange.segments if detector.default_scope.matches(s)], signals={})
         return asyncio.run(detector.scan(exchange, ctx))
     return run
+
+
+def pattern_check(pattern: str, value: str) -> Callable[[], Any]:
+    return schema_check({"v": value}, {"type": "object", "properties": {"v": {"type": "string", "pattern": pattern}}})
 
 
 def nested_bash(depth: int) -> str:
@@ -83,8 +89,15 @@ CASES: list[tuple[str, Callable[[], Any]]] = [
     ("sql: 5000 CTEs", sql("WITH " + ", ".join(f"c{i} AS (SELECT {i})" for i in range(5000)) + " SELECT 1")),
     ("sql: 200 KB of `copy ` words", sql("copy " * (200 * KB // 5))),
     ("classify: `grant a` + 200 KB of spaces", lambda: classify("t", "text", "grant a" + " " * 200 * KB, None)),
-    ("schema: pattern ^(a+)+$ on 40 chars", schema_check("a" * 40 + "!", {
-        "type": "object", "properties": {"v": {"type": "string", "pattern": "^(a+)+$"}}})),
+    ("schema: pattern ^(a+)+$ on 40 chars", pattern_check("^(a+)+$", "a" * 40 + "!")),
+    ("schema: pattern ^(a|aa)+$ on 40 chars", pattern_check("^(a|aa)+$", "a" * 40 + "!")),
+    ("schema: pattern ^(\\w|\\d)+$ on 40 digits", pattern_check("^(\\w|\\d)+$", "1" * 40 + "!")),
+    ("schema: pattern ^(a+)+$ on 5000 chars", pattern_check("^(a+)+$", "a" * 5000 + "!")),
+    ("schema: patternProperties ^(a|aa)+$, 40-char key", schema_check({"a" * 40 + "!": 1}, {
+        "type": "object", "patternProperties": {"^(a|aa)+$": {"type": "integer"}}, "additionalProperties": False})),
+    ("schema: 20 values x pattern ^(a|aa)+$", schema_check({f"v{i}": "a" * (40 + i) + "!" for i in range(20)}, {
+        "type": "object", "properties": {f"v{i}": {"type": "string", "pattern": "^(a|aa)+$"} for i in range(20)}})),
+    ("schema: pattern ((a{1000}){1000}){1000}", pattern_check("((a{1000}){1000}){1000}", "a")),
 ]
 
 

@@ -31,7 +31,17 @@ from referencing.exceptions import Unresolvable
 
 from detectors._argspans import ArgPath, finding_at, locate_argument, locate_name
 from detectors._schema_formats import with_fallback_formats
-from detectors._schema_guard import OFFLINE_REGISTRY, SlowPattern, without_slow_patterns
+from detectors._schema_guard import (
+    OFFLINE_REGISTRY,
+    REASONS,
+    Unchecked,
+    additional_keys,
+    current_checks,
+    guarded_schema,
+    guarded_validator,
+    pattern_checks,
+    unchecked_by_pattern,
+)
 from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
@@ -54,10 +64,11 @@ class ToolSchemaDetector(Detector):
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         findings: list[Finding] = []
-        for segment in ctx.segments:
-            if segment.tool_call is not None and _has_known_schema(exchange, segment) \
-                    and not (exchange.partial and _still_arriving(segment)):
-                findings.extend(self._check_arguments(exchange, segment))
+        with pattern_checks():  # one time budget for all the declared patterns this check searches
+            for segment in ctx.segments:
+                if segment.tool_call is not None and _has_known_schema(exchange, segment) \
+                        and not (exchange.partial and _still_arriving(segment)):
+                    findings.extend(self._check_arguments(exchange, segment))
         if self.check_tool_choice and exchange.has_response:
             findings.extend(self._check_tool_choice(exchange, ctx))
         return findings
@@ -87,6 +98,8 @@ class ToolSchemaDetector(Detector):
         validator = self._validator(spec.parameters, spec.strict)
         if validator is None:
             return findings
+        checks = current_checks()
+        already_unchecked = len(checks.unchecked)
         try:
             for error in validator.iter_errors(arguments):
                 findings.extend(self._error_findings(segment, error, evidence))
@@ -94,9 +107,11 @@ class ToolSchemaDetector(Detector):
                     break
         except Unresolvable:  # a `$ref` to nowhere (never fetched): the declaration is broken, as if invalid
             self._validators[_schema_key(spec.parameters, spec.strict)] = None
+            return findings[: self.max_errors]
         except RecursionError:
             pass  # a `$ref` cycle, or arguments nested deeper than Python's stack: what was found so far stands
-        return findings[: self.max_errors]
+        notes = self._unchecked_notes(segment, arguments, checks.unchecked[already_unchecked:], evidence)
+        return findings[: self.max_errors] + notes[: self.max_errors]
 
     def _duplicate_keys(self, segment: Segment, call: ToolCall, evidence: dict[str, Any]) -> list[Finding]:
         """A key written twice: this check (like Python) read the last value, a first-wins parser runs the other."""
@@ -116,10 +131,11 @@ class ToolSchemaDetector(Detector):
         cls = validators.validator_for(schema, default=validators.Draft202012Validator)
         try:
             cls.check_schema(schema)
-            validator: Validator | None = cls(without_slow_patterns(closed(schema) if strict else schema),
-                                              registry=OFFLINE_REGISTRY, format_checker=self._format_checker(cls))
-        except (SchemaError, SlowPattern, RecursionError):
-            validator = None  # a broken (or too deep, or too slow) declaration is the caller's bug, not the model's
+            validator: Validator | None = guarded_validator(cls)(
+                guarded_schema(closed(schema) if strict else schema), registry=OFFLINE_REGISTRY,
+                format_checker=self._format_checker(cls))
+        except (SchemaError, RecursionError):
+            validator = None  # a broken (or too deep) declaration is the caller's bug, not the model's
         if len(self._validators) >= VALIDATOR_CACHE_SIZE:
             self._validators.pop(next(iter(self._validators)))
         self._validators[key] = validator
@@ -137,7 +153,7 @@ class ToolSchemaDetector(Detector):
         kind = str(error.validator)
         base = {**evidence, "path": list(path), "rule": kind}
         if kind == "additionalProperties" and isinstance(error.instance, dict):
-            extras = _extra_properties(error.instance, error.schema)
+            extras = additional_keys(error.instance, error.schema)
             return [finding_at(self, locate_argument(segment, (*path, key)),
                                f"unexpected argument {key!r} for {evidence['tool']!r}",
                                Severity.MEDIUM, {**base, "path": [*path, key]}) for key in extras]
@@ -145,6 +161,23 @@ class ToolSchemaDetector(Detector):
         where = "/".join(str(t) for t in path) or "arguments"
         message = f"{evidence['tool']!r} {where}: {error.message}"
         return [finding_at(self, locate_argument(segment, path), message[:300], severity, base)]
+
+    def _unchecked_notes(self, segment: Segment, arguments: dict[str, Any], unchecked: list[Unchecked],
+                         evidence: dict[str, Any]) -> list[Finding]:
+        """Values a declared pattern did not judge in time (one note per pattern, at the first such value). Low:
+        not the model's error, and blocking on them would let a slow pattern in the caller's own schema stop every
+        call; a gateway that must not pass an unverified value acts on `rule: pattern_unchecked`."""
+        notes = []
+        for pattern, misses in unchecked_by_pattern(unchecked).items():
+            texts = list(dict.fromkeys(miss.text for miss in misses))
+            path = path_of_text(arguments, texts[0])
+            where = "/".join(str(t) for t in path) or "arguments"
+            reason = misses[0].reason
+            message = f"{evidence['tool']!r} {where}: not checked against pattern {pattern!r}: {REASONS[reason]}"
+            notes.append(finding_at(self, locate_argument(segment, path), message[:300], Severity.LOW, {
+                **evidence, "path": list(path), "rule": "pattern_unchecked", "pattern": pattern[:200],
+                "reason": reason, "values": len(texts)}))
+        return notes
 
     # --- tool_choice -------------------------------------------------------------------------------
     def _check_tool_choice(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
@@ -326,10 +359,20 @@ def _key_count(value: Any) -> int:
     return count
 
 
-def _extra_properties(instance: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    declared = schema.get("properties") or {}
-    patterns = [re.compile(p) for p in (schema.get("patternProperties") or {})]
-    return [k for k in instance if k not in declared and not any(p.search(k) for p in patterns)]
+def path_of_text(arguments: Any, text: str) -> ArgPath:
+    """Where `text` first stands in the arguments, as a string value or as a key (the path of its value)."""
+    stack: list[tuple[ArgPath, Any]] = [((), arguments)]
+    while stack:
+        path, item = stack.pop()
+        if item == text and isinstance(item, str):
+            return path
+        if isinstance(item, dict):
+            if text in item:
+                return (*path, text)
+            stack.extend(reversed([((*path, key), child) for key, child in item.items()]))
+        elif isinstance(item, list):
+            stack.extend(reversed([((*path, index), child) for index, child in enumerate(item)]))
+    return ()
 
 
 def _try_json(text: str) -> Any:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from tool_bodies import body, scan
 
-from detectors._schema_guard import slow_pattern
 from detectors.tool_policy import ToolPolicyDetector, shell, sql
 from detectors.tool_policy.classify import looks_like_sql
 from detectors.tool_policy.inline_code import opens_reverse_shell
@@ -183,24 +182,7 @@ def test_duplicate_keys_in_deeply_nested_arguments() -> None:
     assert found == [("duplicate_key", "high")]
 
 
-def test_a_pattern_that_can_backtrack_exponentially_is_not_evaluated() -> None:
-    """`^(a+)+$` against 40 characters ran for minutes, holding the event loop: the caller's constraint is skipped.
-    (Checked here on a short value, which any engine answers at once: without the guard it is reported.)"""
-    slow = {"type": "object", "properties": {"v": {"type": "string", "pattern": "^(a+)+$"}}}
-    assert schema_findings({"v": "aaaa!"}, slow) == []
-    plain = {"type": "object", "properties": {"v": {"type": "string", "pattern": "^a+$"}}}
-    assert schema_findings({"v": "aaaa!"}, plain) == [("pattern", "high")]
-    keys = {"type": "object", "patternProperties": {"^(a+)+$": {}}, "additionalProperties": False}
-    assert schema_findings({"aaaa!": 1}, keys) == []
-
-
-@pytest.mark.parametrize(("pattern", "slow"), [
-    ("^(a+)+$", True), ("^(\\w+\\s?)*$", True), ("(a{1,3})+", True), ("(?=(a*)*)", True), ("((ab)*)+", True),
-    ("^\\d{3}-\\d{4}$", False), ("(\\d{1,3}\\.){3}\\d{1,3}", False), ("^(?:a|b)*c$", False), ("(?>a+)+", False),
-    ("(a++)+", False), ("[", False),
-])
-def test_which_patterns_are_slow(pattern: str, slow: bool) -> None:
-    assert slow_pattern(pattern) is slow
+# (Declared patterns that backtrack: tests/test_schema_patterns.py.)
 
 
 # --- shell: nesting, and the patterns that re-read the text --------------------------------------------------------
