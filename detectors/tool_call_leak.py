@@ -19,6 +19,7 @@ from guardrails.detector import Detector, ScanContext, Scope, Services
 from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Severity
 from guardrails.toolparse import RecoveredCall, find_leaks
+from guardrails.toolparse.react import invented_observation
 
 # Names that look like they change or destroy something; a leaked call to one is high severity even when
 # the request did not declare it.
@@ -56,29 +57,36 @@ class ToolCallLeakDetector(Detector):
 
     def _finding(self, exchange: Exchange, segment: Segment | None, call: RecoveredCall) -> Finding:
         if segment is None:
-            where, location = "raw_output", Location("/raw_output", *call.span)
+            where, location, text = "raw_output", Location("/raw_output", *call.span), exchange.raw_output or ""
         else:
             where = "reasoning" if segment.kind is SegmentKind.REASONING else "content"
-            location = segment.locate(*call.span)
+            location, text = segment.locate(*call.span), segment.text
         declared = call.name in exchange.tools
         dangerous = bool(self.dangerous.search(call.name))
         why = "a declared tool" if declared else "a dangerous-looking tool" if dangerous else "an undeclared tool"
+        evidence: dict[str, Any] = {
+            "family": call.family,
+            "name": call.name,
+            "arguments": call.arguments,
+            "arguments_parsed": call.arguments_parsed,
+            "repairs": list(call.repairs),
+            "where": where,
+        }
+        message = (f"{call.family} tool-call markup for {why} {call.name!r} in the {where}, "
+                   "not in the structured tool calls")
+        # A ReAct agent that writes the `Observation:` itself has invented the tool's result.
+        observation = invented_observation(text, call.span[1]) if call.family == "react" else None
+        if observation is not None:
+            evidence["invented_observation"] = observation
+            message += ", followed by a tool result the model invented (Observation:)"
         return Finding(
             category=self.category,
             detector=self.name,
             severity=Severity.HIGH if declared or dangerous else Severity.MEDIUM,
-            message=(f"{call.family} tool-call markup for {why} {call.name!r} in the {where}, "
-                     "not in the structured tool calls"),
+            message=message,
             pointer=location.pointer,
             start=location.start,
             end=location.end,
             score=1.0,
-            evidence={
-                "family": call.family,
-                "name": call.name,
-                "arguments": call.arguments,
-                "arguments_parsed": call.arguments_parsed,
-                "repairs": list(call.repairs),
-                "where": where,
-            },
+            evidence=evidence,
         )

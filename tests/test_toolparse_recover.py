@@ -15,7 +15,7 @@ SCHEMAS = {"search": {"type": "object", "properties": {"n": {"type": "integer"},
 
 def test_every_family_is_registered_once_and_ranked() -> None:
     assert set(PARSERS) == set(PRECEDENCE)
-    assert len(PARSERS) == 21
+    assert len(PARSERS) == 22
     with pytest.raises(KeyError):
         get_parser("nope")
 

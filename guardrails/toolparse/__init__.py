@@ -23,6 +23,7 @@ from guardrails.toolparse import (  # noqa: F401  (imported to register each fam
     phi4_mini_json,
     pythonic,
     qwen3_coder,
+    react,
     seed_oss,
     xlam,
 )

@@ -14,12 +14,12 @@ from guardrails.toolparse.base import PARSERS, RecoveredCall, Schemas, ToolParse
 PRECEDENCE = (
     "harmony", "kimi_k2", "deepseek_v3", "deepseek_v31", "seed_oss", "qwen3_coder", "glm45", "hermes",
     "granite", "jamba", "internlm", "granite_20b_fc", "gemma4", "functiongemma", "mistral_v11",
-    "mistral_prev11", "phi4_mini_json", "llama4_pythonic", "llama3_json", "xlam", "pythonic",
+    "mistral_prev11", "phi4_mini_json", "llama4_pythonic", "react", "llama3_json", "xlam", "pythonic",
 )
 # Every marker contains one of these characters; text with none of them (most prose) costs four memchr
 # scans, and the markers containing one are looked for only when it occurs.
 _ANCHORS = ("<", "[", '"', "'")
-_QUICK = ("<", "[", '"name"', "'name'")
+_QUICK = ("<", "[", '"name"', "'name'", "Action")  # (the last: ReAct's `Action:` lines)
 # A regex call has a fixed cost that a short text does not repay: there, an anchor's markers are looked for with
 # `in` when they are few (slower per byte than the regex engine's search for their first character, faster
 # below ~1 KB).

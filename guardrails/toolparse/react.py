@@ -1,0 +1,243 @@
+"""ReAct, the text protocol of LangChain-style agents and of many open models prompted as agents:
+
+    Thought: I need the weather.
+    Action: get_weather
+    Action Input: {"city": "Paris"}
+
+also `Action Input: Paris` (a plain string, the tool's single input), `Action: get_weather[Paris]` (the ReAct
+paper's form), `Action:` followed by a JSON blob `{"action": NAME, "action_input": ...}`, usually fenced (LangChain's
+structured chat agent), numbered steps (`Action 2:`), and several blocks in one text, each often followed by an
+`Observation:` the model invented.
+
+"Action:" is also plain English (meeting notes, "Action items:", docs about ReAct), so only what is unambiguous
+counts: a line-anchored `Action: NAME` line followed by an `Action Input:` line; `Action:` followed by the blob,
+whose keys say what it is; and `Action: NAME[arg]` only where NAME is a declared tool. An undeclared name is also
+turned away inside a fenced code block (a tutorial's example) and when it stands for "no action" or a placeholder.
+When the request declares no tools at all, ReAct text is the agent's protocol and nothing is reported.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Any
+
+from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
+from guardrails.toolparse.blocks import rskip_space, skip_space
+from guardrails.toolparse.lenient import LenientReader, NotAValue, read_value
+from guardrails.toolparse.schema import coerce, tool_properties
+
+_BOLD = r"(?:\*\*|__)?"  # `**Action:**`, `**Action**:`
+# `Action:` / `Action 2:` (that it starts its line is checked apart: a regex with a literal prefix is found fast)
+_HEAD = re.compile(r"Action(?:[ \t]*\d+)?" + _BOLD + r"[ \t]*:" + _BOLD + r"[ \t]*")
+_ACTION = re.compile("Action")
+_SHORT = 512  # up to this length, `"Action" in text` costs less than a regex call
+_INDENT = 16  # at most this many spaces or bold marks before `Action` on its line
+_NAME = r"[A-Za-z_](?:[\w.\-]{0,126}\w)?"
+_NAME_LINE = re.compile(r"[`'\"]?(" + _NAME + r")[`'\"]?[ \t]*(?=\n|\Z)")
+_BRACKET_LINE = re.compile(r"(" + _NAME + r")\[([^\n]*)\][ \t]*(?=\n|\Z)")  # `get_weather[Paris]`
+_BRACKET_OPEN = re.compile(r"(" + _NAME + r")\[([^\n]*)\Z")  # cut off before its `]`
+# The `Action Input:` line after the name line (blank lines between are allowed).
+_INPUT = re.compile(r"[ \t]*\n(?:[ \t]*\n)*[ \t]*" + _BOLD + r"Action[ \t]*(?:\d+[ \t]*)?Input(?:[ \t]*\d+)?" + _BOLD
+                    + r"[ \t]*:" + _BOLD + r"[ \t]*")
+# The next ReAct line: an input ends before it.
+_NEXT = re.compile(r"\n[ \t]*" + _BOLD + r"(?:Observation|Thought|Action|Final Answer|Question)[^\n:]{0,16}:")
+_PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
+_FENCE = re.compile(r"```[\w+\-]*[ \t]*\n")
+_FENCE_MARK = re.compile(r"```")  # a position after an odd number of these is inside a fenced code block
+# An `Observation:` after the call: the model wrote the tool's result itself.
+_OBSERVATION = re.compile(r"[^\n]*(?:\n[ \t]*)*" + _BOLD + r"Observation(?:[ \t]*\d+)?" + _BOLD + r"[ \t]*:" + _BOLD)
+_OBSERVATION_SHOWN = 200  # characters of an invented observation quoted in evidence
+# Not tools: what agents write for "no action", the final answer, and the placeholders of prompt templates and
+# ReAct tutorials. Only undeclared names are turned away.
+_NOT_TOOLS = frozenset({"none", "null", "nothing", "finish", "final_answer", "tool_name", "action", "tool",
+                        "function_name", "the_action"})
+_NO_ARGUMENTS = ("no_arguments",)
+
+
+@register
+class ReActParser(ToolParser):
+    family = "react"
+    # In every block, and found at memchr speed (a text without a colon costs nothing more); `applies` is the full
+    # test. It looks for "Action" with a regex search, twice as fast as `in` on prose (where its "A" is rare), except
+    # in a short text, where the regex call's fixed cost is more than the search.
+    markers = (":",)
+
+    def applies(self, text: str) -> bool:
+        if ("Action" not in text) if len(text) <= _SHORT else (_ACTION.search(text) is None):
+            return False
+        return next(_heads(text), None) is not None
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        calls: list[RecoveredCall] = []
+        if schemas is not None and not schemas:
+            # The request declared no tools: ReAct text is then the agent's own protocol (a LangChain ReAct agent
+            # prompts its tools in text), not a call that missed the structured channel.
+            return calls
+        fences: list[int] | None = None  # where the ``` marks are, looked for at the first undeclared name
+        for head in _heads(text):
+            call = _call(text, head, schemas)
+            if call is None:
+                continue
+            if not (schemas and call.name in schemas):
+                if fences is None:
+                    fences = [m.start() for m in _FENCE_MARK.finditer(text)]
+                if call.name.lower() in _NOT_TOOLS or bisect_left(fences, call.span[0]) % 2 == 1:
+                    continue  # "no action", a placeholder, or an example inside a tutorial's fenced code block
+            calls.append(call)
+        return calls
+
+
+def invented_observation(text: str, call_end: int) -> str | None:
+    """The `Observation:` the model wrote after a ReAct call ending at `call_end` (its start, shortened), if any."""
+    found = _OBSERVATION.match(text, call_end)
+    if found is None:
+        return None
+    start = skip_space(text, found.end())
+    stop = _NEXT.search(text, start)
+    observation = text[start:stop.start() if stop else len(text)].strip()
+    return observation[:_OBSERVATION_SHOWN] + ("..." if len(observation) > _OBSERVATION_SHOWN else "")
+
+
+def _heads(text: str) -> Iterator[re.Match[str]]:
+    """The `Action:` heads that start their line (after spaces or Markdown bold), in order."""
+    at = text.find("Action")
+    while at >= 0:
+        # The line's start is looked for only within the indent allowed (a long line of prose costs no more).
+        window = max(0, at - _INDENT)
+        line_start = text.rfind("\n", window, at) + 1
+        if (line_start or not window) and text[line_start:at].strip(" \t") in ("", "**", "__"):
+            head = _HEAD.match(text, at)
+            if head is not None:
+                yield head
+        at = text.find("Action", at + 6)
+
+
+def _start(text: str, head: re.Match[str]) -> int:
+    """Where the block starts: at `Action`, or at the Markdown bold before it."""
+    start = head.start()
+    return start - 2 if text[start - 2:start] in ("**", "__") else start
+
+
+def _call(text: str, head: re.Match[str], schemas: Schemas | None) -> RecoveredCall | None:
+    at = head.end()
+    if at >= len(text) or text[at] in "\n`{":
+        return _blob_call(text, head, schemas)
+    line = _NAME_LINE.match(text, at)
+    if line is not None:
+        started = _INPUT.match(text, line.end())
+        if started is None:
+            return None  # `Action: approve` with no input line: prose as likely as a call
+        return _text_call(text, _start(text, head), line.span(1), started.end(), schemas)
+    bracket = _BRACKET_LINE.match(text, at) or _BRACKET_OPEN.match(text, at)
+    if bracket is None or not schemas or bracket.group(1) not in schemas:
+        return None  # `Action: Search[...]` reads as a call only for a declared tool
+    closed = bracket.re is _BRACKET_LINE
+    args_start, args_end = bracket.span(2)
+    arguments, parsed, after, repairs = _input(text, args_start, args_end, bracket.group(1), schemas)
+    if not closed:
+        repairs.add("truncated")
+    end = args_end + 1 if closed else after
+    span = (_start(text, head), end)
+    return new_call(("react", bracket.group(1), arguments, parsed, span, bracket.span(1), (args_start, after), span,
+                     None, tuple(sorted(repairs))))
+
+
+def _text_call(text: str, start: int, name_span: tuple[int, int], input_at: int,
+               schemas: Schemas | None) -> RecoveredCall:
+    """`Action: NAME` then `Action Input: ...`: the input runs to the next ReAct line (`Observation:`...)."""
+    name = text[name_span[0]:name_span[1]]
+    stop = _NEXT.search(text, input_at)
+    bound = stop.start() if stop else len(text)
+    args_start = skip_space(text, input_at, bound)
+    if args_start >= bound:
+        arguments: Any = {}
+        parsed, after, repairs = True, args_start, set(_NO_ARGUMENTS)
+    else:
+        arguments, parsed, after, repairs = _input(text, args_start, bound, name, schemas)
+    span = (start, after)
+    return new_call(("react", name, arguments, parsed, span, name_span, (args_start, after), span, None,
+                     tuple(sorted(repairs))))
+
+
+def _input(text: str, start: int, bound: int, name: str,
+           schemas: Schemas | None) -> tuple[Any, bool, int, set[str]]:
+    """The input at `start`: a JSON-like value, or plain text up to a blank line (the tool's single input).
+    Returns (arguments, parsed, end, repairs)."""
+    char = text[start] if start < bound else ""
+    if char in ("{", "[", '"', "'"):
+        read = read_value(text, start, bound)
+        if read is not None and (char in "{[" or _line_ends(text, read[1], bound)):
+            value, after, repaired = read
+            repairs = set(repaired)
+            if "unclosed" in repairs and after >= rskip_space(text, len(text)):
+                repairs.add("truncated")
+            return _single_input(value, name, schemas, repairs), True, after, repairs
+        if char in "{[":  # an object or array the reader cannot read: kept as text
+            after = rskip_space(text, bound)
+            truncated = {"truncated"} if after >= rskip_space(text, len(text)) else set()
+            return text[start:after], False, after, {"unreadable_arguments"} | truncated
+    paragraph = _PARAGRAPH_END.search(text, start, bound)
+    after = rskip_space(text, paragraph.start() if paragraph else bound)
+    repairs = set()
+    return _single_input(text[start:after], name, schemas, repairs), True, after, repairs
+
+
+def _line_ends(text: str, i: int, bound: int) -> bool:
+    """Whether only spaces follow `i` on its line (a quoted input, not a quote that starts a sentence)."""
+    end = text.find("\n", i, bound)
+    return not text[i:end if end >= 0 else bound].strip()
+
+
+def _single_input(value: Any, name: str, schemas: Schemas | None, repairs: set[str]) -> Any:
+    """A text input of a tool with one declared parameter is that parameter, typed by its schema (as LangChain
+    passes a single input); other values are the arguments as they are."""
+    if not isinstance(value, str):
+        return value
+    properties = tool_properties(schemas, name)
+    if properties is None or len(properties) != 1:
+        return value
+    (parameter,) = properties
+    repairs.add("single_input")
+    return {parameter: coerce(value, properties, parameter, repairs)}
+
+
+def _blob_call(text: str, head: re.Match[str], schemas: Schemas | None) -> RecoveredCall | None:
+    """`Action:` then `{"action": NAME, "action_input": ...}`, fenced or not."""
+    start = skip_space(text, head.end())
+    stop = _NEXT.search(text, start)
+    bound = stop.start() if stop else len(text)
+    fence_end = -1
+    fence = _FENCE.match(text, start)
+    if fence is not None:
+        close = text.find("```", fence.end())
+        bound = len(text)
+        if close >= 0:
+            bound, fence_end = close, close + 3
+        start = skip_space(text, fence.end(), bound)
+    if start >= bound or text[start] != "{":
+        return None
+    reader = LenientReader(text, bound)
+    try:
+        members, after = reader.object_spans(start)
+    except (NotAValue, RecursionError):
+        return None
+    action = members.get("action")
+    if action is None or not isinstance(action[0], str) or not re.fullmatch(_NAME, action[0]):
+        return None  # also LangChain's `"action": "Final Answer"`
+    name, (name_start, name_end) = action[0], action[1:]
+    if text[name_start + 1:name_end - 1] == name:  # the name without its quotes
+        name_start, name_end = name_start + 1, name_end - 1
+    repairs = set(reader.repairs)
+    if "action_input" in members:
+        arguments, args_start, args_end = members["action_input"]
+        arguments = _single_input(arguments, name, schemas, repairs)
+    else:
+        arguments, args_start, args_end = {}, after - 1, after - 1
+        repairs.add("no_arguments")
+    if "unclosed" in repairs and after >= rskip_space(text, len(text)):
+        repairs.add("truncated")
+    span = (_start(text, head), fence_end if fence_end >= 0 else after)
+    return new_call(("react", name, arguments, True, span, (name_start, name_end), (args_start, args_end), span, None,
+                     tuple(sorted(repairs))))
