@@ -41,6 +41,7 @@ from guardrails.colang.catalog import BUILTIN_FLOWS, COLANG_VERSIONS, RAIL_TYPES
 from guardrails.detector import InlineSettings, Scope
 from guardrails.exchange import CallerContext, Phase, SegmentKind, Trust
 from guardrails.findings import Action
+from guardrails.policy_yaml import DuplicateKeyError, safe_load_unique
 
 log = logging.getLogger("guardrails.policy")
 E = TypeVar("E", bound=StrEnum)
@@ -64,6 +65,7 @@ NEMO_KEYS = {
     "enable_rails_exceptions", "imports", "bot_thinking",
 }
 RAILS_SECTIONS = {*RAIL_TYPES, "config", "retrieval", "dialog", "actions"}
+UNRUN_RAILS = ("dialog", "retrieval")  # NeMo sections whose `flows` only a generating runtime would run
 RAIL_KEYS = {"flows", "parallel", "streaming", "apply_to_reasoning_traces"}
 COLANG_KEYS = {"timeout_ms"}
 ROUTING_KEYS = ("agents", "tenants", "default")
@@ -177,7 +179,9 @@ def policy_from_mapping(config: Mapping[str, Any], policy_id: str = "inline") ->
 
 def _read_yaml(text: str, file: Path) -> Mapping[str, Any]:
     try:
-        config = yaml.safe_load(text) or {}
+        config = safe_load_unique(text) or {}
+    except DuplicateKeyError as exc:
+        raise PolicyError(str(exc.problem), file, exc.line) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise PolicyError(f"YAML error: {exc}", file, mark.line + 1 if mark else None) from exc
@@ -243,6 +247,11 @@ def _rails(config: Mapping[str, Any], text: str, file: Path,
             raise PolicyError(f"unknown rails section {section!r}; expected one of {sorted(RAILS_SECTIONS)}",
                               file, _line_of(text, section))
         if section not in RAIL_TYPES:
+            if section in UNRUN_RAILS and isinstance(body, Mapping) and body.get("flows"):
+                raise PolicyError(
+                    f"rails.{section}.flows: this service runs no {section} rails (it checks an exchange that has "
+                    f"happened and generates nothing), so these flows would never run; list each under the rail it "
+                    f"checks: rails.{', rails.'.join(RAIL_TYPES)}", file, _line_of(text, section))
             continue
         body = body or {}
         if not isinstance(body, Mapping) or set(body) - RAIL_KEYS:
@@ -263,12 +272,35 @@ def _rails(config: Mapping[str, Any], text: str, file: Path,
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise PolicyError(
                     f"rails.{section}: unknown flow {name!r}; {hint}not a built-in rail "
-                    f"(see guardrails/colang/library) and not defined in the policy's .co files",
+                    f"(see guardrails/colang/library) and not defined in the policy's .co files"
+                    f"{_undefined_flow_hint(name, colang_files, version, defined, 'colang_version' in config)}",
                     file, _line_of(text, name, after="rails"))
             routed.setdefault(BUILTIN_FLOWS[name][0], set()).add(section)
     rails = Rails(flows=flows, custom=custom, colang_version=version, colang_files=colang_files,
                   timeout_s=_colang_timeout_s(config.get("colang"), text, file))
     return rails, routed
+
+
+def _undefined_flow_hint(name: str, files: tuple[Path, ...], version: str, defined: Collection[str],
+                         version_set: bool) -> str:
+    """Why a flow the author did write is not found: its header is in the other Colang version's syntax (the
+    parser of this version reads it as something else, without an error), else which flows the files define."""
+    header = (rf"^\s*flow\s+{re.escape(name)}\s*(?:\$.*)?(?:#.*)?$" if version == "1.0"
+              else rf"^\s*define\s+(?:sub)?flow\s+{re.escape(name)}\s*(?:#.*)?$")
+    for file in files:
+        lines = file.read_text(encoding="utf-8").splitlines()
+        number = next((n for n, line in enumerate(lines, 1) if re.match(header, line)), None)
+        if number is None:
+            continue
+        if version == "1.0":
+            default = "" if version_set else " (the default: config.yml does not set it)"
+            return (f"; {file.name}:{number} defines it in Colang 2.x syntax (`flow {name}`), but colang_version "
+                    f"is \"1.0\"{default}: set `colang_version: \"2.x\"`, or write `define subflow {name}`")
+        return (f"; {file.name}:{number} defines it in Colang 1.0 syntax (`define flow`), but colang_version is "
+                f"\"{version}\": write `flow {name}`, or set `colang_version: \"1.0\"`")
+    if not files:
+        return ""
+    return f"; the .co files define: {', '.join(sorted(defined))}" if defined else "; the .co files define no flow"
 
 
 def _colang_timeout_s(raw: Any, text: str, file: Path) -> float:
@@ -313,7 +345,7 @@ def _detector_config(name: str, raw: Any, file: Path, text: str) -> DetectorConf
         scope = _scope(raw["applies_to"], where, file, text, _key_line(text, "applies_to", line))
     return DetectorConfig(
         name=name,
-        enabled=bool(raw.get("enabled", True)),
+        enabled=_enabled(raw.get("enabled"), where, file, _key_line(text, "enabled", line)),
         action=action,
         scope=scope,
         timeout_s=_timeout_s(raw.get("timeout_ms"), f"{where}: timeout_ms", file,
@@ -321,6 +353,15 @@ def _detector_config(name: str, raw: Any, file: Path, text: str) -> DetectorConf
         settings={k: v for k, v in raw.items() if k not in DETECTOR_KEYS},
         line=line,
     )
+
+
+def _enabled(value: Any, where: str, file: Path, line: int | None) -> bool:
+    """`enabled: true|false` (empty: true). A string is refused: `enabled: "false"` would read as true."""
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise PolicyError(f"{where}: enabled must be true or false (unquoted), not {value!r}", file, line)
+    return value
 
 
 def _scope(raw: Any, where: str, file: Path, text: str, line: int | None) -> Scope:

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from guardrails.colang.catalog import RAIL_TYPES
 from guardrails.detector import DetectorRegistry
 from guardrails.engine import Engine
 from guardrails.errors import GuardrailsError
@@ -55,6 +56,7 @@ CATEGORIES = [category.value for category in Category]
 # How close a disabled name that is not installed must be to an installed one to read as its typo (an error);
 # stricter than difflib's 0.6 so that a plug-in merely absent here (`tool_audit`, not `tool_taint`) only warns.
 TYPO_CUTOFF = 0.85
+MISNAMED_CONFIG = "config.yaml"
 
 
 def add_policy_commands(sub: Any) -> None:
@@ -102,7 +104,10 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
     custom = sorted({f for flows in policy.rails.custom.values() for f in flows})
     say(f"ok    {policy.id}@{policy.version}  colang {policy.rails.colang_version}, "
         f"{len(engine.slots)} detector(s), custom flows: {', '.join(custom) or 'none'}")
-    for warning in [*policy.warnings, *map(str, not_checked), *map(str, flow_warnings)]:
+    idle = [] if engine.slots or policy.rails.has_custom_flows else [
+        f"{policy.config_file}: the policy enables no detector and lists no flow in its rails, so every check "
+        f"is allowed; is {POLICY_FILE} empty or unsaved?"]
+    for warning in [*policy.warnings, *map(str, not_checked), *map(str, flow_warnings), *idle]:
         say(f"      warning: {warning}")
     return []
 
@@ -160,7 +165,43 @@ def flow_problems(engine: Engine) -> tuple[list[PolicyError], list[PolicyError]]
     from guardrails.colang.bridge import ColangRails  # imports nemoguardrails: only for bundles with flows
 
     rails = engine.colang or ColangRails(engine)
-    return rails.call_problems(), rails.global_warnings()
+    return rails.call_problems(), [*rails.global_warnings(), *unset_warnings(engine.policy),
+                                   *unused_flow_warnings(engine.policy)]
+
+
+def unset_warnings(policy: Policy) -> list[PolicyError]:
+    """Variables a flow reads that nothing sets (`$bot_mesage`): empty at check time, so the flow never fires."""
+    from guardrails.colang.unset import unset_reads
+    from guardrails.colang.variables import VARIABLE_NAMES
+
+    version = policy.rails.colang_version
+    warnings = []
+    for read in unset_reads(list(policy.rails.colang_files), version, VARIABLE_NAMES):
+        if version == "1.0":
+            why = "not a check variable, and no flow of the bundle assigns it"
+            fix = f"; did you mean ${read.suggestion}?" if read.suggestion else ""
+        else:
+            why = "not a check variable, and the flow neither assigns it nor declares it `global`"
+            fix = (f"; did you mean ${read.suggestion} (declared first: `global ${read.suggestion}`)?"
+                   if read.suggestion else "")
+        warnings.append(PolicyError(f"flow {read.flow!r} reads ${read.name}, which nothing sets ({why}): it is "
+                                    f"empty (None) at check time{fix}", read.file, read.line))
+    return warnings
+
+
+def unused_flow_warnings(policy: Policy) -> list[PolicyError]:
+    """Flows of the bundle that no rail lists and no flow calls: they never run, whatever they say."""
+    from guardrails.colang.parse import flow_calls, flow_line, flows_in
+
+    files = list(policy.rails.colang_files)
+    version = policy.rails.colang_version
+    listed = {flow for flows in policy.rails.flows.values() for flow in flows}
+    called = {call.name for call in flow_calls(files, version)}
+    rails = ", ".join(f"rails.{rail}" for rail in RAIL_TYPES)
+    return [PolicyError(f"flow {name!r} is defined but no rail lists it and no flow calls it, so it never runs; "
+                        f"list it in {POLICY_FILE} under the rail it checks ({rails})", file, flow_line(file, name))
+            for name, file in flows_in(files, version).items()
+            if name not in listed and name not in called and not name.startswith("_")]
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -168,7 +209,11 @@ def _validate(args: argparse.Namespace) -> int:
     failed = False
     for root in map(Path, args.dirs):
         found = list(bundles(root))
-        if not found:
+        for misnamed in misnamed_configs(root):
+            say(f"error {misnamed}: the service reads {POLICY_FILE}, not {misnamed.name}: rename it (until then "
+                f"there is no policy {misnamed.parent.name!r})")
+            failed = True
+        if not found and not failed:
             say(f"error {root}: no {POLICY_FILE} here or in its sub-directories")
             failed = True
         for directory in found:
@@ -181,6 +226,13 @@ def _validate(args: argparse.Namespace) -> int:
                 say(f"error {problem}")
             failed = failed or bool(problems)
     return EXIT_CONFIG if failed else EXIT_OK
+
+
+def misnamed_configs(root: Path) -> list[Path]:
+    """`config.yaml` (which NeMo reads too) in a bundle directory without a config.yml: no policy for us."""
+    candidates = [root, *(sorted(root.iterdir()) if root.is_dir() else [])]
+    return [directory / MISNAMED_CONFIG for directory in candidates
+            if (directory / MISNAMED_CONFIG).is_file() and not (directory / POLICY_FILE).is_file()]
 
 
 def routing_problems(root: Path, ids: set[str]) -> list[PolicyError]:

@@ -40,6 +40,7 @@ from guardrails.colang.parse import (
     FlowCall,
     GlobalUse,
     action_calls,
+    awaited_events,
     flow_calls,
     flow_line,
     flows_in,
@@ -262,7 +263,16 @@ class ColangRails:
             message = self._unknown_detector(call) if self._is_registered(call.name) else self._unknown_action(call)
             if message:
                 problems.append(PolicyError(f"flow {call.flow!r}: {message}", call.file, call.line))
+        if self.version != "1.0":
+            problems += [PolicyError(f"flow {call.flow!r}: {self._awaited_event(call)}", call.file, call.line)
+                         for call in awaited_events(files)]
         return problems
+
+    def _awaited_event(self, call: ActionCall) -> str:
+        hint = self._did_you_mean(call.name).rstrip() or "check its spelling against the bundle's actions.py"
+        return (f"calls {call.name!r}, which is neither an action (an action's name ends in `Action`) nor a flow, "
+                f"so Colang reads it as an event, which cannot be awaited or started: at check time the runtime "
+                f"fails and no custom flow of the policy runs; {hint}")
 
     def _flow_problems(self, files: list[Path]) -> list[PolicyError]:
         defined = self.rails.runtime.flow_configs  # the bundle's, the built-in rails, NeMo's library or imports
@@ -454,7 +464,9 @@ def _runtime_errors(events: list[dict[str, Any]]) -> dict[str, str]:
 
 def _global_warning(use: GlobalUse) -> str:
     verb, effect = (("assigns", "what it assigns stays in the flow, unseen by the check and the flows it calls")
-                    if use.assigns else ("reads", "it is empty, and the flow aborts where it uses it"))
+                    if use.assigns else ("reads", f"it is empty there: an expression on it (`\"x\" in ${use.name}`) "
+                                                  "aborts the flow (a block), and an action given it gets None, "
+                                                  "so the flow judges nothing (an allow)"))
     return (f"flow {use.flow!r} {verb} ${use.name} without declaring `global ${use.name}` first: in Colang 2.x "
             f"it is then the flow's own variable, not the check's, so {effect}")
 

@@ -78,6 +78,7 @@ def flows_in(files: list[Path], version: str) -> dict[str, Path]:
     from nemoguardrails.colang import parse_colang_file
 
     flows: dict[str, Path] = {}
+    overriding: set[str] = set()  # 2.x flows marked `@override`: a second definition is meant
     for file in files:
         content = file.read_text(encoding="utf-8")
         try:
@@ -86,9 +87,31 @@ def flows_in(files: list[Path], version: str) -> dict[str, Path]:
             raise _syntax_error(exc, file, content, version) from None
         for flow in parsed.get("flows", []):
             name = flow.get("id") if isinstance(flow, dict) else getattr(flow, "name", None)
-            if name:
-                flows[str(name)] = file
+            if not name:
+                continue
+            if any(d.name == "override" for d in getattr(flow, "decorators", None) or ()):
+                overriding.add(str(name))
+            if str(name) in flows and str(name) not in overriding:
+                raise _duplicate_flow(str(name), flows[str(name)], file)
+            flows[str(name)] = file
     return flows
+
+
+def _duplicate_flow(name: str, first: Path, second: Path) -> ColangSyntaxError:
+    """Two definitions of one flow: NeMo's 1.0 runtime silently keeps one (a stale copy in `rails_old.co` can
+    replace the flow the author edits), and its 2.x runtime refuses them without saying where."""
+    first_lines, second_lines = _header_lines(first, name), _header_lines(second, name)
+    first_line = first_lines[0] if first_lines else None
+    line = (second_lines[1] if first == second and len(second_lines) > 1 else
+            second_lines[0] if second_lines else None)
+    where = f"{first.name}:{first_line}" if first_line else first.name
+    return ColangSyntaxError(f"flow {name!r} is defined twice (first at {where}); only one of them would run: "
+                             "remove or rename the other", second, line)
+
+
+def _header_lines(file: Path, name: str) -> list[int]:
+    header = re.compile(rf"^(?:define\s+(?:sub)?flow|flow)\s+{re.escape(name)}\s*(?:[$#].*)?$")
+    return [n for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1) if header.match(line)]
 
 
 def flow_line(file: Path, name: str) -> int | None:
@@ -220,6 +243,38 @@ def _v2_calls(flow: Any, file: Path, lines: list[str]) -> Iterator[ActionCall]:
             arguments = {str(k): str(v) for k, v in (spec.arguments or {}).items()}
             yield ActionCall(spec.name, flow.name, file, line or _line_naming(lines, spec.name, flow_line),
                              arguments)
+
+
+def awaited_events(files: list[Path]) -> list[ActionCall]:
+    """Colang 2.x: each `await X(...)` / `start X(...)` whose X the parser read as an event, not an action or a
+    flow: an action's name must end in `Action` (`await TransferLimitActoin()` is neither). The runtime cannot
+    start an event, and its error fails every flow of the check. The files must parse (see `flows_in`)."""
+    from nemoguardrails.colang.v2_x.lang.colang_ast import SpecOp, SpecType
+
+    calls: list[ActionCall] = []
+    for file, lines, flow in _parsed_flows(files, "2.x"):
+        flow_line = flow._source.line if flow._source else 1
+        for op in _v2_ops(flow.elements):
+            spec = op.spec
+            if (isinstance(op, SpecOp) and op.op in _V2_STARTING_OPS and getattr(spec, "spec_type", None)
+                    is SpecType.EVENT and spec.name):
+                line = op._source.line if op._source else _line_naming(lines, spec.name, flow_line)
+                calls.append(ActionCall(spec.name, flow.name, file, line))
+    return calls
+
+
+def _v2_ops(node: Any) -> Iterator[Any]:
+    """Every statement of a flow that names a spec (`await`, `start`, `match`, ...), at any depth."""
+    from nemoguardrails.colang.v2_x.lang.colang_ast import SpecOp
+
+    if isinstance(node, list):
+        for child in node:
+            yield from _v2_ops(child)
+    elif isinstance(node, SpecOp):
+        yield node
+    elif not isinstance(node, dict):
+        for branch in _V2_BRANCHES:
+            yield from _v2_ops(getattr(node, branch, None) or [])
 
 
 def _v2_flow_calls(flow: Any, file: Path, lines: list[str]) -> Iterator[FlowCall]:
