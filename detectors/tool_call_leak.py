@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from guardrails.detector import Detector, ScanContext, Scope, Services
-from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind
+from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind, recovery_schemas
 from guardrails.findings import Category, Finding, Severity
 from guardrails.toolparse import RecoveredCall, find_leaks
 from guardrails.toolparse.react import invented_observation
@@ -48,9 +48,12 @@ class ToolCallLeakDetector(Detector):
                       for s in exchange.tool_calls
                       if s.tool_call is not None and s.phase is Phase.RESPONSE and not s.tool_call.recovered_from]
         raw_output = exchange.raw_output if self.check_raw_output else None
-        schemas = {name: spec.parameters for name, spec in exchange.tools.items()}
+        # An agent that lists its tools in the prompt calls them in ReAct text: its protocol, not a leak (the
+        # builder turned those calls into tool-call segments, which the tool checks judge).
+        react_is_protocol = any(spec.declared_in is not None for spec in exchange.tools.values())
         findings = [self._finding(exchange, segment, call)
-                    for segment, call in find_leaks(texts, raw_output, structured, schemas)]
+                    for segment, call in find_leaks(texts, raw_output, structured, recovery_schemas(exchange.tools))
+                    if not (react_is_protocol and call.family == "react")]
         ctx.signals[self.name] = {"leaked_calls": len(findings),
                                   "families": sorted({f.evidence["family"] for f in findings})}
         return findings

@@ -40,6 +40,7 @@ class ToolUndeclared(Detector):
         if not exchange.tools and not self.flag_when_no_tools:
             return []
         declared = sorted(exchange.tools)
+        lists = _prompt_lists(exchange)
         findings = []
         for segment in ctx.segments:
             call = segment.tool_call
@@ -48,6 +49,9 @@ class ToolUndeclared(Detector):
             evidence: dict[str, Any] = {"tool": call.name, "declared": declared,
                                         "recovered_from": call.recovered_from, "hosted": call.hosted}
             message, severity = _describe(call.name, declared, evidence)
+            if lists:
+                evidence["declared_in"] = lists
+                message += f" (not among the tools its prompt lists, at {lists[0]['pointer']})"
             where = call.name_location()
             findings.append(
                 Finding(
@@ -63,6 +67,12 @@ class ToolUndeclared(Detector):
                 )
             )
         return findings
+
+
+def _prompt_lists(exchange: Exchange) -> list[dict[str, Any]]:
+    """Where the prompt lists the tools it declares (a ReAct agent's, in a request without `tools`), each once."""
+    places = dict.fromkeys(spec.declared_in for spec in exchange.tools.values() if spec.declared_in is not None)
+    return [{"pointer": p.pointer, "start": p.start, "end": p.end} for p in places]
 
 
 def _describe(name: str, declared: list[str], evidence: dict[str, Any]) -> tuple[str, Severity]:

@@ -158,6 +158,19 @@ class ToolSpec:
     # the declaration (`pointer`) without offsets.
     name_pointer: str | None = None
     schema_pointer: str | None = None
+    # A tool the prompt's own text declares (a ReAct agent's tool list, in a request without `tools`): where that
+    # list was read, and the argument name its plain-text input goes under (the one parameter its signature names,
+    # else LangChain's `tool_input`). Its `parameters` stay None: the prompt gives no schema to judge against.
+    declared_in: Location | None = None
+    text_input: str | None = None
+
+
+def recovery_schemas(tools: Mapping[str, ToolSpec]) -> dict[str, Any]:
+    """What the tool-call parsers get for each declared tool: its schema; for a tool the prompt declares, one whose
+    only property is its text input, so a ReAct `Action Input: rm -rf ~` reads as `{"tool_input": "rm -rf ~"}`."""
+    return {name: spec.parameters if spec.text_input is None
+            else {"type": "object", "properties": {spec.text_input: {"type": "string"}}}
+            for name, spec in tools.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,11 @@ from guardrails.exchange import (
     ToolCall,
     ToolSpec,
     Trust,
+    recovery_schemas,
 )
 from guardrails.reasoning import split_reasoning
 from guardrails.toolparse import RecoveredCall, find_leaks
+from guardrails.toolparse.react import prompt_tools
 
 TRUST_BY_KIND = {
     SegmentKind.SYSTEM: Trust.TRUSTED,
@@ -304,6 +306,8 @@ class ExchangeBuilder:
             self.logprobs.append(LogprobSource(shape=shape, pointer=pointer, data=data, choice=choice))
 
     def build(self) -> Exchange:
+        if not self.tool_declarations:
+            self._add_prompt_tools()
         self._add_recovered_calls()
         return Exchange(
             format=self.format,
@@ -324,6 +328,19 @@ class ExchangeBuilder:
             raw_output=self.raw_output,
         )
 
+    def _add_prompt_tools(self) -> None:
+        """Declare the tools a ReAct agent lists in its prompt (system messages or its first user message), for a
+        request without `tools`: its `Action:` calls are then judged like any call (docs/tool-call-recovery.md)."""
+        request = [s for s in self.segments[:self.response_from] if s.phase is Phase.REQUEST]
+        first_user = next((s.turn for s in request if s.kind is SegmentKind.USER), None)
+        for segment in request:
+            if segment.kind is SegmentKind.SYSTEM or (segment.kind is SegmentKind.USER and segment.turn == first_user):
+                for tool in prompt_tools(segment.text):
+                    if tool.name not in self.tools:
+                        where = segment.locate(*tool.span)
+                        self.tool(ToolSpec(name=tool.name, parameters=None, pointer=where.pointer, declared_in=where,
+                                           text_input=tool.text_input))
+
     # --- tool calls left as markup in the response text (see docs/tool-call-recovery.md) -----------
     def _add_recovered_calls(self) -> None:
         """Add, as tool-call segments, the calls written as markup in the response's content or reasoning
@@ -334,7 +351,7 @@ class ExchangeBuilder:
             return
         structured = [(s.tool_call.name, s.tool_call.arguments, s.tool_call.arguments_error is None)
                       for s in response if s.tool_call is not None]
-        schemas = {name: spec.parameters for name, spec in self.tools.items()}
+        schemas = recovery_schemas(self.tools)
         for segment, call in find_leaks(texts, self.raw_output, structured, schemas):
             self._add_recovered(segment, call)
 

@@ -13,7 +13,9 @@ structured chat agent), numbered steps (`Action 2:`), and several blocks in one 
 counts: a line-anchored `Action: NAME` line followed by an `Action Input:` line; `Action:` followed by the blob,
 whose keys say what it is; and `Action: NAME[arg]` only where NAME is a declared tool. An undeclared name is also
 turned away inside a fenced code block (a tutorial's example) and when it stands for "no action" or a placeholder.
-When the request declares no tools at all, ReAct text is the agent's protocol and nothing is reported.
+When the request declares no tools at all, ReAct text is the agent's protocol and nothing is reported, unless its
+prompt lists the agent's tools (`prompt_tools` below): the exchange builder then declares those, and the calls are
+read and judged like any other (docs/tool-call-recovery.md, "ReAct agents that list their tools in the prompt").
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
 from guardrails.toolparse.blocks import rskip_space, skip_space
@@ -241,3 +244,110 @@ def _blob_call(text: str, head: re.Match[str], schemas: Schemas | None) -> Recov
     span = (_start(text, head), fence_end if fence_end >= 0 else after)
     return new_call(("react", name, arguments, True, span, (name_start, name_end), (args_start, args_end), span, None,
                      tuple(sorted(repairs))))
+
+
+# --- the tools a ReAct agent's prompt declares ------------------------------------------------------------------
+# A LangChain ReAct agent sends no `tools`: its prompt lists them, under "You have access to the following tools:"
+# (or a `Tools:` heading) as `name: description` or `name(args) - description` lines, and in the format's
+# "Action: the action to take, should be one of [a, b, c]". Only these shapes declare names: a prompt that merely
+# talks about tools declares none.
+_TOOLS_HEADER = re.compile(r"(?:^|(?<=[.!?:])[ \t]+)you have access to the following tools[ \t]*:[ \t]*$"
+                           r"|^[ \t]*(?:#{1,6}[ \t]+)?" + _BOLD + r"tools" + _BOLD + r"[ \t]*:" + _BOLD + r"[ \t]*$",
+                           re.IGNORECASE | re.MULTILINE)
+# `name: description`, `name(args) - description` (also `name(args): description`), bulleted or numbered.
+_TOOL_ENTRY = re.compile(r"[ \t]{0,3}(?:[-*\u2022][ \t]+|\d{1,2}[.)][ \t]+)?[`*]{0,2}(" + _NAME + r")[`*]{0,2}"
+                         r"(?:(\([^\n]*?\))[ \t]*(?::|[ \t]+-|[ \t]+\u2014)|:)[ \t]+\S")
+_ONE_OF = re.compile(r"^[ \t]*" + _BOLD + r"Action" + _BOLD + r"[ \t]*:" + _BOLD
+                     + r"[^\n\[]{0,80}?should be one of[ \t]*\[([^\]\n]*)\]", re.IGNORECASE | re.MULTILINE)
+_PROMPT_MARKERS = re.compile(r"following tools|tools" + _BOLD + r"[ \t]*:|should be one of", re.IGNORECASE)
+# Lines shaped like an entry that are not tools: the ReAct format's own lines, and a description's sections.
+_NOT_ENTRIES = frozenset({"question", "thought", "action", "observation", "answer", "begin", "args", "arguments",
+                          "returns", "return", "raises", "example", "examples", "note", "notes", "usage",
+                          "parameters", "input", "output"})
+_PARAMETER = re.compile(r"[ \t]*\*{0,2}(" + _NAME + r")")
+TEXT_INPUT = "tool_input"  # what LangChain names the one text input of a tool declared without arguments
+
+
+class PromptTool(NamedTuple):
+    name: str
+    text_input: str  # the argument a plain-text `Action Input:` goes under
+    span: tuple[int, int]  # the list it was read from, in the prompt's text
+
+
+def prompt_tools(text: str) -> list[PromptTool]:
+    """The tools a ReAct prompt declares, in order, each name once (its first list wins)."""
+    return list(_prompt_tools(text))
+
+
+@lru_cache(maxsize=1024)
+def _prompt_tools(text: str) -> tuple[PromptTool, ...]:
+    """Cached: an agent resends the same system prompt every step, and most requests without `tools` have none."""
+    lowered = text.lower()
+    # The literals every marker holds, tested before the case-insensitive regex (which costs ~30 ns per character).
+    if ("tools" not in lowered and "should be one of" not in lowered) or _PROMPT_MARKERS.search(text) is None:
+        return ()
+    found: dict[str, PromptTool] = {}
+    for header in _TOOLS_HEADER.finditer(text):
+        start = header.start() + len(header.group()) - len(header.group().lstrip())  # not the space before it
+        for tool in _listed_tools(text, start, header.end()):
+            found.setdefault(tool.name, tool)
+    for one_of in _ONE_OF.finditer(text):
+        names = [n.strip().strip("`'\"") for n in one_of.group(1).split(",")]
+        if names and all(re.fullmatch(_NAME, n) for n in names):  # else a template's `[{tool_names}]`, or prose
+            for name in names:
+                found.setdefault(name, PromptTool(name, TEXT_INPUT, one_of.span(1)))
+    return tuple(found.values())
+
+
+def _listed_tools(text: str, start: int, at: int) -> list[PromptTool]:
+    """The entries after a tools header at `at`: lines of the entry shapes, each maybe followed by lines that
+    continue its description (indented, or right after it); the list ends at a blank line followed by neither an
+    entry nor an indented line, or at a line that is neither."""
+    entries: list[tuple[str, str]] = []
+    end = at
+    blank = True  # before the first entry, blank lines are skipped
+    indent = -1  # the first entry's: a line indented deeper continues a description (its `Args:` section)
+    line_break = text.find("\n", at)
+    for line_start, line_end in _lines(text, len(text) if line_break < 0 else line_break + 1):
+        content = text[line_start:line_end]
+        if not content.strip():
+            blank = True
+            continue
+        entry = _TOOL_ENTRY.match(content)
+        depth = len(content) - len(content.lstrip(" \t"))
+        if entry is not None and entry.group(1).lower() not in _NOT_ENTRIES and (indent < 0 or depth <= indent):
+            indent = depth if indent < 0 else indent
+            entries.append((entry.group(1), _text_input(entry.group(2))))
+        elif not entries or not (depth > indent or not blank):
+            break  # the first line is no entry, or a new paragraph begins
+        elif entry is not None and not blank and entry.group(1).lower() in ("question", "thought", "action"):
+            break  # the ReAct format right after the list
+        end, blank = line_end, False
+    span = (start, end)
+    return [PromptTool(name, text_input, span) for name, text_input in entries]
+
+
+def _lines(text: str, at: int) -> Iterator[tuple[int, int]]:
+    while at < len(text):
+        stop = text.find("\n", at)
+        stop = len(text) if stop < 0 else stop
+        yield at, stop
+        at = stop + 1
+
+
+def _text_input(arguments: str | None) -> str:
+    """The one parameter a `name(query: str)` signature names; LangChain's `tool_input` otherwise."""
+    if not arguments:
+        return TEXT_INPUT
+    parts, depth, current = [], 0, []
+    for char in arguments[1:-1]:
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    names = [m.group(1) for m in map(_PARAMETER.match, parts) if m is not None and m.group(1) not in ("self",)]
+    return names[0] if len(names) == 1 else TEXT_INPUT
