@@ -16,6 +16,14 @@ from detectors.tool_policy.sql import looks_like_sql
 SHELL_KEYS = frozenset({"cmd", "command", "commands", "shell", "script", "bash", "cmdline", "commandline"})
 SHELL_TOOLS = frozenset({"terminal", "shell", "bash", "cmd", "console", "powershell", "command", "sh"})
 SQL_KEYS = frozenset({"sql"})
+CODE_KEYS = frozenset({"code"})
+# Tool-name words of code execution: `execute_python_code`, `run_python`, `code_interpreter`, `code_execution`.
+CODE_TOOLS = frozenset({"python", "code", "interpreter", "exec", "execute", "eval", "run", "repl", "jupyter",
+                        "notebook", "ipython", "javascript", "node"})
+RUN_WORDS = frozenset({"execute", "exec", "run", "launch"})  # a path argument of `execute_python_file` is run
+WRITE_WORDS = frozenset({"write", "save", "create", "append"})
+CONTENT_KEYS = frozenset({"text", "content", "contents", "data", "body", "code", "source"})
+SCRIPT_FILE = re.compile(r"\.(?:py|pyw|js|mjs|cjs|ts|rb|pl|php|ps1|lua)$", re.IGNORECASE)
 URL_KEYS = frozenset({"url", "urls", "uri", "uris", "link", "links", "href", "endpoint", "webhook", "website",
                       "homepage", "callback", "host", "hostname", "domain"})
 PATH_KEYS = frozenset({"path", "paths", "file", "files", "filename", "filepath", "dir", "dirname", "directory",
@@ -33,19 +41,34 @@ def name_tokens(name: str) -> frozenset[str]:
     return frozenset(t for t in _SPLIT.split(_CAMEL.sub("_", name).lower()) if t)
 
 
-def classify(tool: str, key: str | None, value: str, schema: Mapping[str, Any] | None) -> str | None:
-    """"shell", "sql", "url", "path" or None for an argument string."""
+def classify(tool: str, key: str | None, value: str, schema: Mapping[str, Any] | None,
+             writes_script: bool = False) -> str | None:
+    """"shell", "code", "sql", "url", "path", "script" (a file the tool runs), "written_code" (source written to
+    a script file: `writes_script`, see `writes_script_file`) or None for an argument string."""
     if isinstance(schema, Mapping):
         kind = SCHEMA_FORMATS.get(str(schema.get("format", "")))
         if kind:
             return kind
     tokens = name_tokens(key) if key else frozenset()
-    if tokens & SHELL_KEYS or (name_tokens(tool) & SHELL_TOOLS and not tokens & (URL_KEYS | PATH_KEYS)):
+    tool_tokens = name_tokens(tool)
+    if tokens & SHELL_KEYS or (tool_tokens & SHELL_TOOLS and not tokens & (URL_KEYS | PATH_KEYS)):
         return "shell"
+    if writes_script and tokens & CONTENT_KEYS:
+        return "written_code"
+    if tokens & CODE_KEYS and tool_tokens & CODE_TOOLS:
+        return "code"
     if tokens & SQL_KEYS or looks_like_sql(value):
         return "sql"
     if tokens & URL_KEYS or URL_VALUE.match(value):
         return "url"
     if (tokens & PATH_KEYS and "://" not in value) or (PATH_VALUE.match(value) and len(value) < 1024):
-        return "path"
+        return "script" if tool_tokens & RUN_WORDS else "path"
     return None
+
+
+def writes_script_file(tool: str, arguments: Mapping[str, Any]) -> bool:
+    """The call writes a script file (`write_to_file(filename="main.py", text=...)`): its content is source."""
+    if not name_tokens(tool) & WRITE_WORDS:
+        return False
+    return any(isinstance(value, str) and name_tokens(str(key)) & PATH_KEYS and SCRIPT_FILE.search(value.strip())
+               for key, value in arguments.items())

@@ -11,7 +11,9 @@ from typing import Any
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
 from detectors._toolnames import name_key, without_namespace
 from detectors.tool_policy.base import ArgumentRule, Violation, string_list
-from detectors.tool_policy.classify import classify
+from detectors.tool_policy.classify import classify, writes_script_file
+from detectors.tool_policy.code import CodeRule, ScriptRule
+from detectors.tool_policy.context import context_violations
 from detectors.tool_policy.numbers import NumberRule
 from detectors.tool_policy.paths import PathRule
 from detectors.tool_policy.patterns import PatternRule
@@ -23,7 +25,7 @@ from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec
 from guardrails.findings import Category, Finding, Severity
 
 RULE_TYPES: dict[str, type] = {"path": PathRule, "url": UrlRule, "shell": ShellRule, "sql": SqlRule,
-                               "number": NumberRule, "pattern": PatternRule}
+                               "code": CodeRule, "number": NumberRule, "pattern": PatternRule}
 ANY_AGENT = "*"
 
 
@@ -50,7 +52,10 @@ class ToolPolicyDetector(Detector):
                         _argument_rules(str(pattern), _entry(tools, pattern, "tools"))) for pattern in tools]
         self._rules_by_tool: dict[str, dict[str, tuple[str, ArgumentRule]]] = {}
         self.builtin = self.setting("builtin_rules", bool, True)
-        self._builtin: dict[str, ArgumentRule] = {kind: RULE_TYPES[kind]() for kind in ("path", "url", "shell", "sql")}
+        self._builtin: dict[str, ArgumentRule] = {kind: RULE_TYPES[kind]() for kind in ("path", "url", "shell", "sql",
+                                                                                     "code")}
+        self._builtin["script"] = ScriptRule()
+        self._builtin["written_code"] = CodeRule(written=True)
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         lists = self._agents.get(exchange.context.agent_id or "", self._any_agent)
@@ -63,6 +68,9 @@ class ToolPolicyDetector(Detector):
             if isinstance(call.arguments, dict):
                 findings.extend(self._check_arguments(segment, call.name, call.arguments,
                                                       exchange.tools.get(call.name)))
+                if self.builtin:
+                    findings.extend(self._finding(segment, call.name, path, "context", violation)
+                                    for path, violation in context_violations(call.name, call.arguments, exchange))
         return findings
 
     def _check_name(self, segment: Segment, tool: str, lists: AgentLists, agent: str | None) -> list[Finding]:
@@ -82,15 +90,16 @@ class ToolPolicyDetector(Detector):
     def _check_arguments(self, segment: Segment, tool: str, arguments: dict[str, Any], spec: ToolSpec | None
                          ) -> list[Finding]:
         configured = self._configured(tool)
+        script = self.builtin and writes_script_file(tool, arguments)
         findings = []
         for path, value in leaves(arguments):
-            kind, violations = self._judge(tool, path, value, configured, spec)
+            kind, violations = self._judge(tool, path, value, configured, spec, script)
             for violation in violations:
                 findings.append(self._finding(segment, tool, path, kind, violation))
         return findings
 
     def _judge(self, tool: str, path: ArgPath, value: Any, configured: dict[str, tuple[str, ArgumentRule]],
-               spec: ToolSpec | None) -> tuple[str, list[Violation]]:
+               spec: ToolSpec | None, script: bool = False) -> tuple[str, list[Violation]]:
         key = dotted(path)
         entry = configured.get(key) or configured.get(_strip_items(key))
         if entry is not None:
@@ -98,7 +107,7 @@ class ToolPolicyDetector(Detector):
         if not self.builtin or not isinstance(value, str) or len(value) < 2:
             return "", []
         name = next((t for t in reversed(path) if isinstance(t, str)), None)
-        kind = classify(tool, name, value, _property_schema(spec, path))
+        kind = classify(tool, name, value, _property_schema(spec, path), script and len(path) == 1)
         return (kind, self._builtin[kind].check(value)) if kind else ("", [])
 
     def _configured(self, tool: str) -> dict[str, tuple[str, ArgumentRule]]:

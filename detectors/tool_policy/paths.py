@@ -6,6 +6,7 @@ import posixpath
 import re
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
+from itertools import pairwise
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,6 +31,27 @@ SENSITIVE_PATH = re.compile(
     | ^/(?:var/)?run/docker\.sock$ | ^/windows/system32/config/(?:sam|system|security)(?:\.\w+)?$
     """
 )
+# Files named for the secrets they hold (`api_keys.json`, `passwords.txt`, `credentials.yaml`): not a system
+# location, so MEDIUM: worth a review, not a block.
+CREDENTIAL_NAME = re.compile(r"(?i)(?:^|/)(?:[\w-]*[_-])?(?:api[_-]?keys?|secrets?|credentials?|passwords?)"
+                             r"\.(?:json|ya?ml|txt|ini|cfg|conf|toml|csv|xml)$")
+# Files that run at login, at boot, on a schedule or on every ssh connection (a `ProxyCommand` in ~/.ssh/config):
+# writing one plants a command that outlives the session.
+PERSISTENCE = re.compile(r"(?:^|/)\.(?:bashrc|bash_profile|bash_login|profile|zshrc|zprofile|zshenv)$"
+                         r"|(?:^|/)\.ssh/config$"
+                         r"|^/etc/(?:profile|bash\.bashrc|zshrc|crontab|rc\.local|ld\.so\.preload|environment)$"
+                         r"|^/etc/(?:cron\.\w+|profile\.d|systemd/system|init\.d)/|^/var/spool/cron/")
+# A script whose own name says it is malware (`ransomware_attack.py`, `reverse_shell.py`, `keylogger.sh`); a
+# defensive word beside it (`keylogger_detector.py`, `rootkit_scan.sh`) names a tool against it.
+MALWARE_WORDS = frozenset({"ransomware", "keylogger", "backdoor", "rootkit", "trojan", "infostealer", "spyware",
+                           "cryptominer", "cryptojacker", "botnet", "revshell", "reverseshell", "bindshell"})
+MALWARE_PAIRS = frozenset({("reverse", "shell"), ("bind", "shell"), ("key", "logger"), ("password", "stealer"),
+                           ("credential", "stealer"), ("crypto", "miner")})
+DEFENSIVE_WORDS = frozenset({"detect", "detector", "detection", "scan", "scanner", "check", "checker", "hunter",
+                             "remove", "remover", "removal", "clean", "cleaner", "protect", "protection", "guard",
+                             "defense", "defender", "monitor", "test", "tests", "analysis", "analyze", "analyse",
+                             "analyzer", "classifier", "yara", "report", "simulator"})
+SCRIPT_NAME_WORDS = re.compile(r"[a-z]+")
 # The ssh client's settings: hosts, user names and key file names, no secret. Agents read it to debug a connection,
 # so reading it is medium; everything else under ~/.ssh (keys, authorized_keys, known_hosts) stays high, and a shell
 # write to it is high (a `ProxyCommand` there runs a command on every connection).
@@ -88,10 +110,21 @@ def is_sensitive(path: str) -> bool:
 
 
 def sensitive_severity(path: str) -> Severity | None:
-    """HIGH for credentials and account files, MEDIUM for the ssh client config, None for anything else."""
+    """HIGH for credentials and account files, MEDIUM for the ssh client config and files named for the secrets
+    they hold, None for anything else."""
     if is_sensitive(path):
         return Severity.HIGH
-    return Severity.MEDIUM if SSH_CLIENT_CONFIG.search(PROC_ROOT.sub("", path)) else None
+    path = PROC_ROOT.sub("", path)
+    return Severity.MEDIUM if SSH_CLIENT_CONFIG.search(path) or CREDENTIAL_NAME.search(path) else None
+
+
+def malware_named(path: str) -> bool:
+    """The file's name says it is malware: `reverse_shell.py`, `RansomwareAttack.ps1`, not `rootkit_scanner.sh`."""
+    name = posixpath.basename(path.replace("\\", "/"))
+    words = SCRIPT_NAME_WORDS.findall(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower())
+    if not words or not DEFENSIVE_WORDS.isdisjoint(words):
+        return False
+    return not MALWARE_WORDS.isdisjoint(words) or any(pair in MALWARE_PAIRS for pair in pairwise(words))
 
 
 def traversal_severity(value: str, path: str) -> Severity:

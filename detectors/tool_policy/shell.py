@@ -26,11 +26,12 @@ from detectors.tool_policy.inline_code import (
     AWKS,
     INTERPRETERS,
     deleted_trees,
+    file_violations,
     inline_code,
     opens_reverse_shell,
     spawned_commands,
 )
-from detectors.tool_policy.paths import glob_is_sensitive, sensitive_severity
+from detectors.tool_policy.paths import PERSISTENCE, glob_is_sensitive, malware_named, sensitive_severity
 from detectors.tool_policy.shell_expand import expand, plain_words, unquote_heredocs
 from detectors.tool_policy.windows import windows_violations
 from guardrails.findings import Severity
@@ -62,12 +63,6 @@ ROOT_TARGETS = frozenset({"/", "/*", "~", "~/", "~/*", "*", ".", "./", "..", "$H
                           "/usr", "/var", "/boot", "/bin", "/lib", "/opt", "/root", "/srv", "C:\\"})
 WORKING_DIRECTORY = frozenset({"*", ".", "./", ".."})  # root targets that are the project, not the system
 FORK_BOMB = re.compile(r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}")
-# Files that run at login, at boot, on a schedule or on every ssh connection (a `ProxyCommand` in ~/.ssh/config):
-# writing one plants a command that outlives the session.
-PERSISTENCE = re.compile(r"(?:^|/)\.(?:bashrc|bash_profile|bash_login|profile|zshrc|zprofile|zshenv)$"
-                         r"|(?:^|/)\.ssh/config$"
-                         r"|^/etc/(?:profile|bash\.bashrc|zshrc|crontab|rc\.local|ld\.so\.preload|environment)$"
-                         r"|^/etc/(?:cron\.\w+|profile\.d|systemd/system|init\.d)/|^/var/spool/cron/")
 REVERSE_SOCKET = re.compile(r"/dev/(?:tcp|udp)/|/inet/(?:tcp|udp)/")  # bash's and gawk's socket files
 MAX_DEPTH = 3
 MAX_LENGTH = 20_000
@@ -83,8 +78,13 @@ NESTING = re.compile(r"[$<>]?\(|\)")
 # Programs some rule looks at. A command line naming none of them (and no path, socket or substitution)
 # cannot violate a built-in rule, so it is not parsed: bashlex costs ~0.5 ms per line.
 TRIGGERS = (SHELLS | INTERPRETERS | AWKS | FETCHERS | ESCALATION | WIPERS | POWER
-            | {"rm", "dd", "chmod", "chown", "find", "kill", "init", "telinit", "eval", "source", "systemctl", "ssh",
-               "tee"})
+            | {"rm", "dd", "chmod", "chown", "find", "kill", "pkill", "killall", "init", "telinit", "eval", "source",
+               "systemctl", "ssh", "tee"})
+# Processes the system cannot run without (init, the service manager and its daemons, the ssh server, Windows'
+# session and security processes): killing one takes the machine or its remote access down.
+SYSTEM_PROCESS = re.compile(r"(?:systemd(?:-[\w-]+)?|init|sshd|dbus-daemon|dbus-broker|kthreadd|launchd|"
+                            r"lsass(?:\.exe)?|csrss(?:\.exe)?|wininit(?:\.exe)?|winlogon(?:\.exe)?|smss(?:\.exe)?)")
+KILL_VALUE_OPTIONS = frozenset({"-s", "-n", "--signal"})  # `kill -s 9 1234`: the 9 is a signal, not a PID
 # Forms whose words a pre-filter cannot see: a variable set (and used), a substitution in command position.
 ASSIGNS = re.compile(r"(?<![^\s;&|(])[A-Za-z_]\w*=")
 SUBSTITUTED_COMMAND = re.compile(r"(?:^|[;&|(\n])\s*(?:\$\(|`)")
@@ -277,7 +277,18 @@ class ShellRule:
         if any(("/" in w or w.startswith(".")) and (_touches_sensitive(w) or PERSISTENCE.search(w)) for w in words):
             return True
         programs = {posixpath.basename(w) for w in words}
+        if any("/" in w and malware_named(w) for w in words):
+            return True  # `./backdoor.sh`: a script run by its path, with no program a rule looks at
         return not programs.isdisjoint(TRIGGERS) or not programs.isdisjoint(self.deny)
+
+    def check_code(self, program: str, code: str, family: str) -> list[Violation]:
+        """Code a tool runs (a code-execution tool's argument): judged as an interpreter one-liner is."""
+        out = Reading()
+        self._check_code(program, code[:MAX_LENGTH], 0, out, family)
+        unique: dict[str, Violation] = {}
+        for violation in out:
+            unique.setdefault(violation.rule + violation.message, violation)
+        return list(unique.values())
 
     def _check_text(self, text: str, depth: int, out: Reading) -> None:
         if not out.first_judged(text, depth):
@@ -331,15 +342,21 @@ class ShellRule:
                 if not _deletes_found_files(nested):  # `-exec rm -rf {} +`: judged with find's starting points
                     self._check_command(nested, depth + 1, out, written)
         self._check_written(command, depth, out, written)
+        script = _run_file(command)
+        if script is not None and not any(c.isspace() for c in script) and malware_named(script):
+            out.append(Violation("shell.malware_script", f"runs {script!r}, named as malware", Severity.HIGH))
         _check_operations(program, command.words, command.redirects, out)
 
-    def _check_code(self, program: str, code: str, depth: int, out: Reading) -> None:
-        """An interpreter one-liner: its socket-to-shell wiring, the trees it deletes, the commands it spawns."""
+    def _check_code(self, program: str, code: str, depth: int, out: Reading, family: str = "shell") -> None:
+        """An interpreter one-liner: its socket-to-shell wiring, the trees it deletes, the files it plants, reads or
+        sends, the keyboard it hooks, the commands it spawns."""
         if opens_reverse_shell(code):
-            out.append(Violation("shell.reverse_shell", "inline script opens a socket to a shell", Severity.CRITICAL))
+            out.append(Violation(f"{family}.reverse_shell", "inline script opens a socket to a shell",
+                                 Severity.CRITICAL))
         for target in deleted_trees(code):
-            out.append(Violation("shell.destructive", f"{program} deletes the tree {target!r}",
+            out.append(Violation(f"{family}.destructive", f"{program} deletes the tree {target!r}",
                                  _delete_severity([target])))
+        out.extend(file_violations(program, code, family))
         if depth < MAX_DEPTH:
             for spawned in spawned_commands(code):
                 self._check_text(spawned, depth + 1, out)
@@ -384,6 +401,10 @@ def _check_operations(program: str, words: list[str], redirects: list[str], out:
         out.append(Violation("shell.destructive", f"find deleting files under {starts}", _find_delete_severity(args)))
     elif program == "kill" and "-1" in args:
         out.append(Violation("shell.destructive", "kill every process", Severity.HIGH))
+    elif (program == "kill" and "1" in _kill_targets(args)) or (
+            program in ("pkill", "killall") and any(SYSTEM_PROCESS.fullmatch(t) for t in _kill_targets(args))):
+        out.append(Violation("shell.destructive", "kills a process the system runs on (init, systemd, sshd...)",
+                             Severity.HIGH))
     if program in ("nc", "ncat", "netcat") and ({"e", "c"} & set(flags) or "--exec" in long_flags
                                                or "--sh-exec" in long_flags):
         out.append(Violation("shell.reverse_shell", f"{program} executing a program", Severity.CRITICAL))
@@ -406,6 +427,19 @@ def _check_operations(program: str, words: list[str], redirects: list[str], out:
     if touched:
         word, severity = max(touched, key=lambda item: list(Severity).index(item[1]))
         out.append(Violation("shell.sensitive_file", f"command touches sensitive file {word!r}", severity))
+
+
+def _kill_targets(args: list[str]) -> list[str]:
+    """The PIDs or process names kill/pkill/killall is given: its words less options and their values."""
+    targets, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in KILL_VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            targets.append(arg)
+    return targets
 
 
 def _delete_severity(targets: list[str]) -> Severity:
