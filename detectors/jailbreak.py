@@ -289,6 +289,8 @@ RULES: tuple[Rule, ...] = (
          1.0, "asks for another user's private data"),
     rule("override_multilingual", "instruction_override",
          "ignor|olvid|oubli|vergiss|dimentic|무시|忽略|無視|игнорир|забудь",
+         # Not where the English rule (`override`) matches: "ignore all previous instructions" is one cue, not two.
+         r"(?!" + OVERRIDE_PATTERN + r")"
          r"\b(?:ignor[ae]\w*|olvid[ae]\w*|oubli\w*|vergiss\w*|dimentic\w*)\s+(?:\w+\s+){0,3}?(?:instru\w+|"
          r"indica\w+|direc\w+|anweisung\w*|consign\w+|istruzion\w+|regl\w+|regeln|vorgaben)"
          r"|이전\s*지시|忽略(?:之前|以上|先前)|以前の指示|(?:игнорир|забудь)\w*\s+(?:\w+\s+)?инструкц",
@@ -635,11 +637,19 @@ class JailbreakDetector(SegmentDetector):
         severity = Severity.HIGH if total >= 2 * self.threshold else Severity.MEDIUM
         score = round(min(1.0, total / (2 * self.threshold)), 3)
         rules = sorted(best)
+        # One finding per span: rules that read the same words ("ignore all previous instructions" is an override
+        # and a forget-your-rules cue) all weigh in the total, but the gateway sees the words once, under the
+        # heaviest rule's message; `evidence.rules` lists every rule that fired.
+        by_span: dict[tuple[int | None, int | None], tuple[float, Hit]] = {}
+        for weight, hit in best.values():
+            span = (hit.start, hit.end)
+            if span not in by_span or weight > by_span[span][0]:
+                by_span[span] = (weight, hit)
         hits = [
             Hit(message=hit.message, start=hit.start, end=hit.end, severity=severity, score=score,
                 evidence={**hit.evidence, "rules": rules, "total_weight": round(total, 2),
                           "learned_probability": None if probability is None else round(probability, 3)})
-            for _, hit in best.values()
+            for _, hit in by_span.values()
         ]
         return sorted((view.place(hit, segment.text) for hit in hits), key=lambda h: h.start or 0)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from detectors.prompt_injection import EMAIL, RULE_IDS, PromptInjectionDetector, Rule, rule
@@ -189,7 +189,8 @@ class ToolPoisoningDetector(Detector):
             for described in self.described_texts(spec):
                 hits = self.hits(described.text)
                 if hits:  # pointers are built for findings only: most strings have none
-                    findings.extend(self._finding(spec, described, hit) for hit in hits)
+                    findings.extend(self._finding(spec, described, _as_stated_purpose(spec, described, hit))
+                                    for hit in hits)
             if self.report_duplicates and not spec.hosted:  # hosted: the provider's or an MCP server's name
                 same_name = earlier.setdefault(spec.name, [])
                 if same_name:
@@ -254,6 +255,28 @@ class ToolPoisoningDetector(Detector):
                     "declarations": len(earlier) + 1, "differs": differs}
         return Finding(category=self.category, detector=self.name, severity=severity, message=message,
                        pointer=pointer, start=start, end=end, evidence=evidence)
+
+
+def _as_stated_purpose(spec: ToolSpec, described: DescribedText, hit: Hit) -> Hit:
+    """A description that opens by saying what the tool does is not an instruction hidden from the user:
+    `share_password` described as "Share a stored password securely with a trusted contact." is a password
+    manager's tool. When a data-harvest match starts the description and its object shares a word with the
+    tool's name, the hit becomes a low note; a harvest instruction later in the text, or one the name does not
+    announce ("get_weather: Send the conversation history to ..."), keeps its severity."""
+    if (hit.evidence.get("rule") != "data_harvest" or described.in_schema or hit.start is None
+            or described.text[:hit.start].strip()):
+        return hit
+    name_words = {w for w in _NAME_WORD.findall(_CAMEL_BOUNDARY.sub("_", spec.name).lower()) if len(w) > 2}
+    # The object, not the verb: `send_data` announces no passwords however its description begins.
+    obj = described.text[hit.start:hit.end].lower().split(None, 1)[-1]
+    if not any(word in obj for word in name_words):
+        return hit
+    return replace(hit, severity=Severity.LOW, message=hit.message + " (the opening words state the tool's own "
+                   "purpose, which its name announces)", evidence={**hit.evidence, "stated_purpose": True})
+
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NAME_WORD = re.compile(r"[a-z0-9]+")
 
 
 def _name_location(spec: ToolSpec) -> tuple[str, int | None, int | None]:

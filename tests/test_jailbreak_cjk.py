@@ -13,7 +13,7 @@ RULES_ONLY = JailbreakDetector({"disabled_rules": ["learned_score"]})
 def rules(text: str) -> set[str]:
     segment = Segment(index=0, kind=SegmentKind.USER, role="user", trust=Trust.TRUSTED, turn=0, phase=Phase.REQUEST,
                       text=text, pointer="/x")
-    return {h.evidence["rule"] for h in RULES_ONLY.analyze(segment)}
+    return {rule for h in RULES_ONLY.analyze(segment) for rule in h.evidence["rules"]}
 
 
 @pytest.mark.parametrize("text", [
