@@ -1,6 +1,6 @@
 """Admin routes: read the audit log, and list, inspect and reset circuit breakers.
 
-    GET    /v1/audit/records?since&until&tenant&agent&session&verdict&partial&cursor&limit
+    GET    /v1/audit/records?since&until&tenant&agent&session&verdict&partial&check_id&category&cursor&limit
     GET    /v1/audit/verify[?anchor=SEQ:HASH]
     GET    /v1/breakers
     GET    /v1/breakers/{key}
@@ -59,10 +59,13 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
         verdict: str | None = Query(None, pattern="^(allow|warn|block)$"),
         partial: bool | None = Query(None, description="true: only mid-stream re-checks (advisory verdicts); "
                                      "false: every record but them"),
+        check_id: str | None = Query(None, description="only this check"),
+        category: str | None = Query(None, description="only records with a finding of this category (any action)"),
         cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
         authorize(request)
+        _known_parameters(request, RECORDS_PARAMETERS)
         try:
             filt = AuditFilter(
                 since=parse_time(since),
@@ -72,6 +75,8 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
                 session=session,
                 verdict=verdict,
                 partial=partial,
+                check_id=check_id,
+                category=category,
             )
             page = await run_in_threadpool(audit_store().page, filt, cursor, limit)
         except ValueError as exc:
@@ -81,6 +86,7 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
     @router.get("/v1/audit/verify", summary="Walk the hash chain and name broken records")
     async def verify(request: Request, anchor: str | None = Query(None, description="SEQ:HASH")) -> Response:
         authorize(request)
+        _known_parameters(request, ("anchor",))
         pinned = None
         if anchor:
             seq, _, digest = anchor.partition(":")
@@ -116,6 +122,18 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
         return _json({"key": key, "state": "closed"})
 
     return router
+
+
+RECORDS_PARAMETERS = ("since", "until", "tenant", "agent", "session", "verdict", "partial", "check_id", "category",
+                      "cursor", "limit")
+
+
+def _known_parameters(request: Request, known: tuple[str, ...]) -> None:
+    """A misspelt or unsupported filter (`?tenat=`, `?user=`) is refused: ignored, it would return every record as if
+    they all matched it."""
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        raise BodyError(f"unknown query parameter(s) {', '.join(unknown)}; this route reads {', '.join(known)}")
 
 
 def _json(payload: Any) -> Response:

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from guardrails.audit import AuditFilter, open_audit_store, parse_time
 from guardrails.audit.export import EXPORTERS
+from guardrails.audit.store import CATEGORIES
 from guardrails.config import Settings
 from guardrails.state import open_state_store
 
@@ -34,6 +35,9 @@ def add_commands(sub: Any) -> None:
     for name in ("tenant", "agent", "session"):
         export.add_argument(f"--{name}", help=f"only this {name}")
     export.add_argument("--verdict", choices=("allow", "warn", "block"))
+    export.add_argument("--check-id", help="only this check (the check_id a check answered with)")
+    export.add_argument("--category", choices=CATEGORIES, metavar="CATEGORY",
+                        help=f"only records with a finding of this category (any action): {', '.join(CATEGORIES)}")
     export.add_argument("--partial", action=argparse.BooleanOptionalAction, default=None,
                         help="only mid-stream re-checks (partial: advisory verdicts); --no-partial leaves them out")
     export.add_argument("--format", choices=tuple(EXPORTERS), default="jsonl")
@@ -101,6 +105,8 @@ def _export(args: argparse.Namespace) -> int:
         session=args.session,
         verdict=args.verdict,
         partial=args.partial,
+        check_id=args.check_id,
+        category=args.category,
     )
     store = open_audit_store(_audit_url(args), create=False)
     try:

@@ -11,7 +11,7 @@ DISABLED = {"", "none", "off"}
 
 def open_audit_store(url: str, create: bool = True) -> AuditStore:
     """`sqlite:///path` (embedded default) or `postgresql://...` (psycopg 3). `create=False` opens an
-    existing SQLite log only (the readers: export, verify)."""
+    existing log only (the readers: export, verify): a missing SQLite file or PostgreSQL table is an error."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         from guardrails.audit.sqlite import SQLiteAuditStore
@@ -20,7 +20,7 @@ def open_audit_store(url: str, create: bool = True) -> AuditStore:
     if scheme in ("postgresql", "postgres"):
         from guardrails.audit.postgres import PostgresAuditStore
 
-        return PostgresAuditStore(url)
+        return PostgresAuditStore(url, create=create)
     raise ValueError(f"unsupported audit store URL {redacted_url(url)!r}: use sqlite:///path or postgresql://...")
 
 

@@ -10,7 +10,7 @@ rewriting the whole chain is only visible against an anchor kept elsewhere (`ver
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,11 @@ class VerifyReport:
         }
 
 
+class LogDamaged(Exception):
+    """The store itself cannot be read past some point (a SQLite file whose pages were overwritten): `verify` reports
+    it as a problem of the log, not as a store it cannot reach."""
+
+
 def chain_rows(head: tuple[int, str] | None, rows: Iterable[Any]) -> list[tuple[Any, ...]]:
     """Number and hash-chain a batch of pending rows after the current head; the insert tuples, in order.
 
@@ -103,9 +108,16 @@ def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = 
     report = VerifyReport()
     prev_seq, prev_hash = 0, GENESIS
     anchor_seen = False
-    for row in rows:
+    for row in _readable(rows, report):
         report.checked += 1
-        check_id = _check_id(row)
+        record = _parsed(row)
+        check_id = (record or row.columns).get("check_id")
+        check_id = None if check_id is None else str(check_id)
+        if row.seq < 1:  # exports never show it (they start at 1); only a forger writes one
+            report.problems.append(
+                Problem(row.seq, check_id, "inserted", "sequence numbers start at 1: no service wrote this record")
+            )
+            continue
         own_ok = chain_hash(row.seq, row.prev_hash, row.body) == row.hash
         linked = row.prev_hash == prev_hash
         if row.seq != prev_seq + 1:
@@ -131,15 +143,18 @@ def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = 
                 Problem(row.seq, check_id, "altered", "its content no longer matches its hash")
             )
         elif not linked:
+            # Either this record was forged, or the one before was rewritten with a hash recomputed to match: the
+            # chain cannot tell which, so the message names both (a backup or an export of the earlier one tells).
             report.problems.append(
                 Problem(
                     row.seq,
                     check_id,
                     "inserted",
-                    f"it does not follow record {prev_seq} (prev_hash mismatch)",
+                    f"it does not follow record {prev_seq} (prev_hash mismatch): this record was forged, or record "
+                    f"{prev_seq} was rewritten and its hash recomputed",
                 )
             )
-        mismatch = _column_mismatch(row)
+        mismatch = _column_mismatch(row, record)
         if mismatch:
             report.problems.append(
                 Problem(row.seq, check_id, "columns", f"indexed column {mismatch} was changed")
@@ -150,24 +165,36 @@ def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = 
                 report.problems.append(Problem(row.seq, check_id, "anchor", "hash differs from the anchor"))
         prev_seq, prev_hash = row.seq, row.hash
     report.head_seq, report.head_hash = prev_seq, prev_hash
-    if anchor and not anchor_seen:
+    damaged = any(p.kind == "damaged" for p in report.problems)
+    if anchor and not anchor_seen and not damaged:  # past unreadable pages the anchor cannot be judged
         report.problems.append(
             Problem(anchor[0], None, "deleted", f"the anchored record is gone (the chain ends at {prev_seq})")
         )
     return report
 
 
-def _check_id(row: StoredRecord) -> str | None:
+def _readable(rows: Iterable[StoredRecord], report: VerifyReport) -> Iterator[StoredRecord]:
+    """The rows, until the store cannot read on: that is reported as a `damaged` problem, after the last row read."""
+    last = 0
     try:
-        return str(row.record().get("check_id"))
-    except orjson.JSONDecodeError:
-        return row.columns.get("check_id")
+        for row in rows:
+            last = row.seq
+            yield row
+    except LogDamaged as exc:
+        where = f"after record {last}" if last else "from its start"
+        report.problems.append(Problem(last + 1, None, "damaged", f"the log cannot be read {where}: {exc}"))
 
 
-def _column_mismatch(row: StoredRecord) -> str | None:
+def _parsed(row: StoredRecord) -> dict[str, Any] | None:
     try:
         record = row.record()
     except orjson.JSONDecodeError:
+        return None  # reported as altered (its bytes no longer match their hash)
+    return record if isinstance(record, dict) else None
+
+
+def _column_mismatch(row: StoredRecord, record: dict[str, Any] | None) -> str | None:
+    if record is None:
         return None  # already reported as altered
     for name in INDEXED:
         if name in row.columns and row.columns[name] != record.get(name):

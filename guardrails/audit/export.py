@@ -50,6 +50,8 @@ CSV_COLUMNS = (
 # The API format tells which provider's wire protocol the call used (gen_ai.provider.name values).
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
 OPERATIONS = {"openai.chat": "chat", "openai.responses": "chat", "anthropic.messages": "chat"}
+# What makes a spreadsheet read a cell as a formula (or, for tab and CR, start one in the next cell).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 SPAN_KIND_INTERNAL = 1
@@ -70,7 +72,8 @@ def export_csv(rows: Iterable[StoredRecord]) -> Iterator[str]:
         r = row.record()
         usage, findings = r.get("usage") or {}, r.get("findings") or []
         writer.writerow(
-            [
+            _cell(value)
+            for value in (
                 row.seq,
                 r.get("check_id"),
                 r.get("time"),
@@ -95,9 +98,17 @@ def export_csv(rows: Iterable[StoredRecord]) -> Iterator[str]:
                 ";".join(sorted({f["detector"] for f in findings})),
                 r.get("service_version"),
                 row.hash,
-            ]
+            )
         )
         yield _drain(buffer)
+
+
+def _cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (`=HYPERLINK(...)` as a tenant or user name: callers choose
+    those) gets a leading `'`, which Excel and LibreOffice show as text (OWASP's CSV injection advice)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def export_otlp(rows: Iterable[StoredRecord], batch: int = OTLP_BATCH) -> Iterator[str]:
@@ -191,6 +202,7 @@ def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
                         "guardrails.finding.severity": f.get("severity"),
                         "guardrails.finding.pointer": f.get("pointer"),
                         "guardrails.finding.score": f.get("score"),
+                        "guardrails.finding.error": f.get("error"),  # a detector_error's kind
                     }
                 ),
             }

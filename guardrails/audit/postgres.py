@@ -85,7 +85,10 @@ class _DroppedBeforeWrite(Exception):
 
 
 class PostgresAuditStore(AuditStore):
-    def __init__(self, url: str) -> None:
+    """`create=False` (export, verify) opens an existing table only: a mistyped `?table=` or a dropped table must
+    not be replaced by an empty log that verifies as intact."""
+
+    def __init__(self, url: str, create: bool = True) -> None:
         super().__init__()
         self.url = url
         self._dsn, self.table = split_table(url)
@@ -93,16 +96,32 @@ class PostgresAuditStore(AuditStore):
         self._lock_key = f"guardrails-audit:{self.table}"
         try:
             self._write_conn = self._connect()
-            self._create_schema()
-            self._read_conn = self._connect()
+            found = self._create_schema() if create else self._open_schema()
+            if found:
+                self._read_conn = self._connect()
         except psycopg.Error as exc:  # at start: one line that names the store, not a driver traceback
             raise ConnectionError(f"cannot open the audit store {redacted_url(url)}: {one_line(exc)}") from exc
+        if not found:
+            self._write_conn.close()
+            raise ValueError(f"no audit log table {self.table!r} in {redacted_url(url)} (`?table=` names it; "
+                             f"the default is {DEFAULT_TABLE!r})")
         self._read_lock = threading.Lock()
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(self._dsn, autocommit=True, **self._options)
 
-    def _create_schema(self) -> None:
+    def _open_schema(self) -> bool:
+        """Whether the table exists; it gets the `partial` column if it lacks it (the readers select it)."""
+        with self._write_conn.transaction():
+            cur = self._write_conn.cursor()
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
+            if cur.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0] is None:
+                return False
+            if not _has_column(cur, self.table, "partial"):
+                cur.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS partial BOOLEAN")
+        return True
+
+    def _create_schema(self) -> bool:
         t = self.table
         trigger_fn = f"{t}_append_only"
         with self._write_conn.transaction():
@@ -125,6 +144,7 @@ class PostgresAuditStore(AuditStore):
                 $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""")
             cur.execute(f"""CREATE OR REPLACE TRIGGER {bare}_append_only BEFORE UPDATE OR DELETE ON {t}
                 FOR EACH ROW EXECUTE FUNCTION {trigger_fn}()""")
+        return True
 
     def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
         while True:
@@ -157,7 +177,7 @@ class PostgresAuditStore(AuditStore):
         return [v[0] for v in values]
 
     def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
-        where, params = filt.where(after_seq, "%s")
+        where, params = filt.where(after_seq, "%s", contains="position(%s IN body) > 0")
         query = f"SELECT {COLUMNS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT %s"
         with self._read_lock:
             if self._read_conn.closed or self._read_conn.broken:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import guardrails
 from guardrails.config import AUDIT_CONTENT_MODES
 from guardrails.exchange import Exchange, Segment
-from guardrails.findings import Finding
+from guardrails.findings import Category, Finding
 
 if TYPE_CHECKING:
     from guardrails.service import CheckOutcome
@@ -23,6 +23,7 @@ RECORD_VERSION = 1
 CONTENT_MODES = AUDIT_CONTENT_MODES
 # Per-check signals worth keeping: the logprob confidence summary and the budget state that judged it.
 KEPT_SIGNALS = {"low_confidence": "logprobs", "budget": "budget"}
+MAX_ERROR_TYPE = 100
 
 
 def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]:
@@ -61,7 +62,7 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
         "usage": usage,
         "finish_reason": gen.finish_reason,
         "verdict": result.verdict.value,
-        "findings": [f.to_record() for f in result.findings],
+        "findings": [_finding(f) for f in result.findings],
         "timings_ms": {
             "normalize": outcome.response.get("timings_ms", {}).get("normalize"),
             "detectors": dict(result.timings_ms),
@@ -76,6 +77,17 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
     if content != "none":
         record["content"] = {"mode": content, "segments": _content(exchange, result.findings, content)}
     return record
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    """The finding's compact form; a detector error also says what kind it was (`TimeoutError`, `Overrun`...): the
+    exception's class only, never its message, which may quote the checked text."""
+    entry = f.to_record()
+    if f.category is Category.DETECTOR_ERROR:
+        kind = f.evidence.get("error_type") or f.evidence.get("error")
+        if isinstance(kind, str) and kind:
+            return {**entry, "error": kind[:MAX_ERROR_TYPE]}  # a copy: to_record's dict is shared with later checks
+    return entry
 
 
 def _content(exchange: Exchange, findings: list[Finding], mode: str) -> list[dict[str, Any]]:

@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from guardrails.audit.chain import StoredRecord, chain_rows
+from guardrails.audit.chain import LogDamaged, StoredRecord, chain_rows
 from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
 
 TABLE = "audit_records"
 SYNC_MODES = {"normal": "NORMAL", "full": "FULL", "extra": "EXTRA"}
+DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes: the low byte of an extended code)
 WAL_SWITCH_ATTEMPTS = 300
 WAL_SWITCH_PAUSE_S = 0.01
 SCHEMA = f"""
@@ -147,11 +148,17 @@ class SQLiteAuditStore(AuditStore):
         return [v[0] for v in values]
 
     def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
-        where, params = filt.where(after_seq, "?")
+        where, params = filt.where(after_seq, "?", contains="instr(body, ?) > 0")
         with self._read_lock:
-            rows = self._read_conn.execute(
-                f"SELECT {COLUMNS} FROM {TABLE} WHERE {where} ORDER BY seq LIMIT ?", [*params, limit]
-            ).fetchall()
+            try:
+                rows = self._read_conn.execute(
+                    f"SELECT {COLUMNS} FROM {TABLE} WHERE {where} ORDER BY seq LIMIT ?", [*params, limit]
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                # Overwritten pages are the log's problem (verify reports them), not a store that cannot be reached.
+                if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in DAMAGED:
+                    raise LogDamaged(f"{self.path} is damaged ({exc})") from exc
+                raise
         return [_stored(r) for r in rows]
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -19,12 +20,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from guardrails.audit.chain import INDEXED, StoredRecord, VerifyReport, canonical, verify_chain
+from guardrails.findings import Category
 from guardrails.surrogates import without_surrogates
 
 MAX_BATCH = 512
 PAGE_MAX = 1000
 MAX_SEQ = 2**63 - 1  # the largest sequence number the stores keep (SQLite INTEGER, PostgreSQL BIGINT)
+MIN_SEQ = -(2**63)
+EVERY_ROW = MIN_SEQ - 1  # an `after_seq` below any row (never sent to the database as such)
+CATEGORIES = tuple(c.value for c in Category)
+# Epoch seconds past 9999-12-31: epoch milliseconds or microseconds, which would select nothing (or everything).
+MAX_EPOCH_S = 253_402_300_799
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +45,24 @@ class AuditFilter:
     session: str | None = None
     verdict: str | None = None
     partial: bool | None = None  # True: mid-stream re-checks only; False: all but them; None: every record
+    check_id: str | None = None
+    category: str | None = None  # records with at least one finding of this category (any action)
 
-    def where(self, after_seq: int, placeholder: str) -> tuple[str, list[Any]]:
-        """SQL condition and parameters; `placeholder` is the driver's (`?` or `%s`)."""
-        clauses, params = [f"seq > {placeholder}"], [after_seq]
+    def __post_init__(self) -> None:
+        # A swapped range selects nothing: an empty export that reads as "no incidents" must not come from a typo.
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since ({_shown(self.since)}) is after until ({_shown(self.until)}): nothing can match")
+        if self.category is not None and self.category not in CATEGORIES:
+            raise ValueError(f"unknown finding category {self.category!r}; one of: {', '.join(CATEGORIES)}")
+
+    def where(self, after_seq: int, placeholder: str, contains: str = "instr(body, {p}) > 0") -> tuple[str, list[Any]]:
+        """SQL condition and parameters; `placeholder` is the driver's (`?` or `%s`), `contains` its byte search
+        in the body (SQLite's `instr`, PostgreSQL's `position`). `after_seq=EVERY_ROW` selects every row, also
+        the ones with a sequence number below 1 that no service writes (verify reads them)."""
+        if after_seq < MIN_SEQ:
+            clauses, params = [f"seq >= {placeholder}"], [MIN_SEQ]
+        else:
+            clauses, params = [f"seq > {placeholder}"], [after_seq]
         for column, op, value in (
             ("ts", ">=", self.since),
             ("ts", "<", self.until),
@@ -47,13 +70,39 @@ class AuditFilter:
             ("agent", "=", self.agent),
             ("session", "=", self.session),
             ("verdict", "=", self.verdict),
+            ("check_id", "=", self.check_id),
         ):
             if value is not None:
                 clauses.append(f"{column} {op} {placeholder}")
                 params.append(value)
         if self.partial is not None:  # NULL (not partial, or written before the column) is NOT TRUE
             clauses.append("partial IS TRUE" if self.partial else "partial IS NOT TRUE")
+        if self.category is not None:  # a byte search narrows the rows; `matches` reads the findings themselves
+            clauses.append(contains.format(p=placeholder))
+            params.append(_category_bytes(self.category))
         return " AND ".join(clauses), params
+
+    def matches(self, row: StoredRecord) -> bool:
+        """What SQL cannot say exactly: whether a finding of the record has the category."""
+        if self.category is None:
+            return True
+        try:
+            findings = row.record().get("findings") or []
+        except (orjson.JSONDecodeError, AttributeError):
+            return False  # not a record (verify reports it)
+        return any(isinstance(f, dict) and f.get("category") == self.category for f in findings)
+
+
+def _category_bytes(category: str) -> bytes:
+    """How a finding's category is written in the canonical JSON (sorted keys, no spaces)."""
+    return b'"category":' + orjson.dumps(category)
+
+
+def _shown(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError, OSError):  # before the year 1: the number itself
+        return repr(ts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,25 +120,47 @@ class PendingRow:
 
 
 def parse_time(value: str | float | None) -> float | None:
-    """Epoch seconds from a number or an ISO 8601 date/time (naive means UTC)."""
+    """Epoch seconds from a number or an ISO 8601 date/time (naive means UTC).
+
+    Refused rather than read as something that silently selects nothing or everything: NaN and infinities, epoch
+    milliseconds (past year 9999 as seconds), and digits that are also an ISO 8601 basic date (`20260131`)."""
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        return _epoch(float(value), value)
+    text = value.strip()
     try:
-        return float(value)
+        number = float(text)
     except ValueError:
         pass
-    text = value.strip().replace("Z", "+00:00")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"not a time: {value!r} (use ISO 8601, e.g. 2026-01-31T12:00:00Z, or epoch seconds)"
-        ) from None
+    else:
+        if text.isdigit() and _iso(text) is not None:
+            raise ValueError(f"ambiguous time {value!r}: write {_iso(text):%Y-%m-%d} for that date, "
+                             f"or {text}.0 for epoch seconds")
+        return _epoch(number, value)
+    moment = _iso(text.replace("Z", "+00:00"))
+    if moment is None:
+        raise ValueError(f"not a time: {value!r} (use ISO 8601, e.g. 2026-01-31T12:00:00Z, or epoch seconds)")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _iso(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _epoch(number: float, value: str | float) -> float:
+    if not math.isfinite(number):
+        raise ValueError(f"not a time: {value!r} (use ISO 8601, e.g. 2026-01-31T12:00:00Z, or epoch seconds)")
+    if abs(number) > MAX_EPOCH_S:
+        ms = abs(number) <= MAX_EPOCH_S * 1000
+        hint = f" (epoch milliseconds? divide by 1000: {number / 1000:.3f})" if ms else ""
+        raise ValueError(f"not a time: {value!r} is past the year 9999 in epoch seconds{hint}")
+    return number
 
 
 class AuditStore(ABC):
@@ -184,7 +255,7 @@ class AuditStore(ABC):
     def page(self, filt: AuditFilter, cursor: str | None = None, limit: int = 100) -> Page:
         limit = max(1, min(limit, PAGE_MAX))
         after = _cursor(cursor)
-        rows = self._select(filt, after, limit + 1)
+        rows = self._matching(filt, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, str(rows[-1].seq) if more and rows else None)
@@ -193,14 +264,36 @@ class AuditStore(ABC):
         filt = filt or AuditFilter()
         after = 0
         while True:
-            rows = self._select(filt, after, batch)
+            rows = self._matching(filt, after, batch)
             yield from rows
             if len(rows) < batch:
                 return
             after = rows[-1].seq
 
+    def _matching(self, filt: AuditFilter, after: int, limit: int) -> list[StoredRecord]:
+        """Up to `limit` rows after `after` that match `filt` exactly: SQL's rows, less those `filt.matches`
+        refuses (then the next rows are read, so a short answer still means there are no more)."""
+        found: list[StoredRecord] = []
+        while True:
+            wanted = limit - len(found)
+            rows = self._select(filt, after, wanted)
+            found += [row for row in rows if filt.matches(row)]
+            if len(rows) < wanted or len(found) >= limit:
+                return found
+            after = rows[-1].seq
+
     def verify(self, anchor: tuple[int, str] | None = None) -> VerifyReport:
-        return verify_chain(self.iter_records(), anchor)
+        return verify_chain(self._every_row(), anchor)
+
+    def _every_row(self, batch: int = 500) -> Iterator[StoredRecord]:
+        """Every row in sequence order, also any below 1 (no service writes one: a forger's, hidden from exports)."""
+        after = EVERY_ROW
+        while True:
+            rows = self._select(AuditFilter(), after, batch)
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1].seq
 
 
 def _pending(record: dict[str, Any]) -> PendingRow:
