@@ -14,6 +14,7 @@ from guardrails.exchange import (
     Constraints,
     Exchange,
     Generation,
+    Location,
     LogprobSource,
     Phase,
     Piece,
@@ -26,7 +27,15 @@ from guardrails.exchange import (
 )
 from guardrails.reasoning import split_reasoning
 from guardrails.toolparse import RecoveredCall, find_leaks
-from guardrails.toolparse.react import prompt_tools
+from guardrails.toolparse.react import (
+    new_question,
+    only_labels,
+    pending_action,
+    prompt_tools,
+    starts_with_observation,
+    transcript_steps,
+    typed_input,
+)
 
 TRUST_BY_KIND = {
     SegmentKind.SYSTEM: Trust.TRUSTED,
@@ -146,9 +155,14 @@ class ExchangeBuilder:
         tool_call_id: str | None = None,
         tool_name: str | None = None,
     ) -> Segment | None:
-        """Add one text segment; empty text adds nothing."""
+        """Add one text segment; empty text adds nothing. A request's user or assistant text that holds a ReAct
+        transcript is carved into several (`_transcript`)."""
         if not text:
             return None
+        if (phase is Phase.REQUEST and trust is None and not pieces and "Observation" in text
+                and (kind is SegmentKind.USER or kind is SegmentKind.ASSISTANT)
+                and self._transcript(kind, text, pointer, role=role, turn=turn, start=start, source=source)):
+            return self.segments[-1]
         segment = Segment(
             index=len(self.segments),
             kind=kind,
@@ -166,6 +180,83 @@ class ExchangeBuilder:
         )
         self.segments.append(segment)
         return segment
+
+    def _transcript(self, kind: SegmentKind, text: str, pointer: str, *, role: str, turn: int, start: int,
+                    source: str) -> bool:
+        """Carve a ReAct transcript (docs/tool-call-recovery.md, "ReAct transcripts in the request"), in text order:
+        each observation becomes an untrusted tool result, each action an earlier tool call; the rest keeps its kind
+        and trust up to the first observation, and after it is model text that cannot be told from the tool's output
+        (an observation can write a `Thought:` line), so untrusted, until a line asks a new question. Segments that
+        would hold only ReAct labels are left out. False, adding nothing, when the text holds no transcript."""
+        pending = self._pending_call() if kind is SegmentKind.USER and starts_with_observation(text) else None
+        steps = transcript_steps(text, leading_observation=pending is not None)
+        if not steps:
+            return False
+        at, after_observation = 0, False
+
+        def keep(end: int) -> None:
+            """The text from `at` to `end`, as its region has it."""
+            nonlocal at, after_observation
+            if after_observation:
+                question = new_question(text, at, end)
+                cut = end if question < 0 else question
+                self._scratchpad(text[at:cut], pointer, role=role, turn=turn, start=start + at)
+                at, after_observation = cut, question < 0
+            if at < end and not only_labels(text[at:end]):
+                self.text(kind, text[at:end], pointer, role=role, turn=turn, phase=Phase.REQUEST, start=start + at,
+                          source=source, trust=TRUST_BY_KIND[kind])
+            at = end
+
+        name = None
+        for call, (observed, observed_end) in steps:
+            if call is None:  # the observation of the action the previous message ended with
+                assert pending is not None
+                earlier, call_at_end = pending
+                self._react_call(call_at_end, earlier.text, earlier.locate, earlier.turn)
+                name = call_at_end.name
+            else:
+                keep(call.arguments_span[0])
+                self._react_call(call, text, lambda lo, hi: Location(pointer, start + lo, start + hi), turn)
+                at, name = call.arguments_span[1], call.name
+            keep(observed)
+            self.text(SegmentKind.TOOL_RESULT, text[observed:observed_end], pointer, role="tool", turn=turn,
+                      phase=Phase.REQUEST, start=start + observed, source="react_observation", tool_name=name)
+            at, after_observation = max(at, observed_end), True
+        keep(len(text))
+        return True
+
+    def _scratchpad(self, text: str, pointer: str, *, role: str, turn: int, start: int) -> None:
+        """Transcript text after an observation: the model's `Thought:` lines, or what the tool's output made look
+        like them. Model-written by kind, untrusted: `prompt_injection` reads it, `tool_taint` does not trust it."""
+        if text and not only_labels(text):
+            self.text(SegmentKind.ASSISTANT, text, pointer, role=role, turn=turn, phase=Phase.REQUEST, start=start,
+                      source="react_scratchpad", trust=Trust.UNTRUSTED)
+
+    def _pending_call(self) -> tuple[Segment, RecoveredCall] | None:
+        """The ReAct action the previous message ended with (an assistant text of the request), if any."""
+        if not self.segments:
+            return None
+        earlier = self.segments[-1]
+        if earlier.phase is not Phase.REQUEST or earlier.kind is not SegmentKind.ASSISTANT or earlier.pieces:
+            return None
+        call = pending_action(earlier.text)
+        return None if call is None else (earlier, call)
+
+    def _react_call(self, call: RecoveredCall, text: str, locate: Callable[[int, int], Location], turn: int) -> None:
+        """An action of a request's ReAct transcript, as an earlier tool call of the history (phase request: judged
+        as history, like the structured calls of earlier turns)."""
+        (name_start, name_end), (args_start, args_end) = call.name_span, call.arguments_span
+        name_at, args_at = locate(name_start, name_end), locate(args_start, args_end)
+        raw = text[args_start:args_end]
+        # The arguments the parser read (the raw text may be plain text or repaired JSON), as `_add_recovered` does.
+        arguments, error = (call.arguments, None) if call.arguments_parsed else parse_arguments(raw)
+        tool_call = ToolCall(name=call.name, arguments_raw=raw, arguments=arguments, arguments_error=error, id=None,
+                             name_pointer=name_at.pointer, arguments_pointer=args_at.pointer,
+                             recovered_from=call.family, name_offset=name_at.start or 0)
+        self.segments.append(Segment(index=len(self.segments), kind=SegmentKind.TOOL_CALL, role="assistant",
+                                     trust=Trust.MODEL, turn=turn, phase=Phase.REQUEST, text=raw,
+                                     pointer=args_at.pointer, start=args_at.start or 0, tool_call=tool_call,
+                                     tool_name=call.name))
 
     def streamed_text(self, fragments: list[tuple[str, str]], *, turn: int, phase: Phase = Phase.RESPONSE,
                       reasoning: str | None = None, skip: int = 0) -> None:
@@ -308,6 +399,8 @@ class ExchangeBuilder:
     def build(self) -> Exchange:
         if not self.tool_declarations:
             self._add_prompt_tools()
+        if self.tools:
+            self._type_transcript_inputs()
         self._add_recovered_calls()
         return Exchange(
             format=self.format,
@@ -340,6 +433,22 @@ class ExchangeBuilder:
                         where = segment.locate(*tool.span)
                         self.tool(ToolSpec(name=tool.name, parameters=None, pointer=where.pointer, declared_in=where,
                                            text_input=tool.text_input))
+
+    def _type_transcript_inputs(self) -> None:
+        """Type the plain-text inputs of a request transcript's actions by the declared tools, as the response's
+        recovered calls are typed (`{"tool_input": "..."}`): the same action then reads alike in both. Done here,
+        once the tools are known; the history memo keeps the segments as read."""
+        schemas = None
+        segments = self.segments
+        for i in range(self.response_from):
+            call = segments[i].tool_call
+            if call is None or call.recovered_from != "react" or not isinstance(call.arguments, str):
+                continue
+            if schemas is None:
+                schemas = recovery_schemas(self.tools)
+            typed = typed_input(call.arguments, call.name, schemas)
+            if typed is not call.arguments:
+                segments[i] = _with_arguments(segments[i], call, typed)
 
     # --- tool calls left as markup in the response text (see docs/tool-call-recovery.md) -----------
     def _add_recovered_calls(self) -> None:
@@ -374,6 +483,18 @@ class ExchangeBuilder:
             # The raw text may be XML or repaired JSON: detectors get the arguments the parser read.
             mended = replace(added.tool_call, arguments=call.arguments, arguments_error=None)
             self.segments[-1] = replace(added, tool_call=mended)
+
+
+def _with_arguments(segment: Segment, call: ToolCall, arguments: Any) -> Segment:
+    """A transcript action's segment (`_react_call`) with its call's arguments replaced, built directly:
+    `dataclasses.replace` costs several times as much, on every check of a history that holds such a call."""
+    typed = ToolCall(name=call.name, arguments_raw=call.arguments_raw, arguments=arguments,
+                     arguments_error=call.arguments_error, id=call.id, name_pointer=call.name_pointer,
+                     arguments_pointer=call.arguments_pointer, recovered_from=call.recovered_from,
+                     name_offset=call.name_offset)
+    return Segment(index=segment.index, kind=segment.kind, role=segment.role, trust=segment.trust, turn=segment.turn,
+                   phase=segment.phase, text=segment.text, pointer=segment.pointer, start=segment.start,
+                   tool_call=typed, tool_name=segment.tool_name, source=segment.source)
 
 
 class EchoedPrompts(NamedTuple):

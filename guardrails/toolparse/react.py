@@ -103,9 +103,9 @@ def invented_observation(text: str, call_end: int) -> str | None:
     return observation[:_OBSERVATION_SHOWN] + ("..." if len(observation) > _OBSERVATION_SHOWN else "")
 
 
-def _heads(text: str) -> Iterator[re.Match[str]]:
-    """The `Action:` heads that start their line (after spaces or Markdown bold), in order."""
-    at = text.find("Action")
+def _heads(text: str, start: int = 0) -> Iterator[re.Match[str]]:
+    """The `Action:` heads that start their line (after spaces or Markdown bold), in order, from `start` on."""
+    at = text.find("Action", start)
     while at >= 0:
         # The line's start is looked for only within the indent allowed (a long line of prose costs no more).
         window = max(0, at - _INDENT)
@@ -244,6 +244,120 @@ def _blob_call(text: str, head: re.Match[str], schemas: Schemas | None) -> Recov
     span = (_start(text, head), fence_end if fence_end >= 0 else after)
     return new_call(("react", name, arguments, True, span, (name_start, name_end), (args_start, args_end), span, None,
                      tuple(sorted(repairs))))
+
+
+# --- ReAct transcripts inside a request ---------------------------------------------------------------------------
+# A LangChain-style agent sends its scratchpad as text: `Thought:`/`Action:`/`Action Input:` lines the model wrote,
+# each followed by an `Observation:`, the tool's output, which the agent framework pasted in (often into one user
+# message). The exchange builder carves such a transcript into segments (docs/tool-call-recovery.md, "ReAct
+# transcripts in the request"): each observation is an untrusted tool result, each action an earlier tool call.
+_LEADING_OBSERVATION = re.compile(r"[ \t\r\n]*" + _BOLD + r"Observation(?:[ \t]*\d+)?" + _BOLD + r"[ \t]*:" + _BOLD)
+# A line that ends a transcript: the agent's answer. What comes before it is an example or a finished episode.
+# (Cases spelt out: a case-insensitive search costs ~30 ns per character, and these run over whole transcripts.)
+_FINISHED = re.compile(r"\n[ \t]*" + _BOLD + r"(?:Final[ \t]+[Aa]nswer|FINAL[ \t]+ANSWER)" + _BOLD + r"[ \t]*:")
+# A line that starts a new question: text after it is the user's again, not the continuation of an observation.
+_NEW_QUESTION = re.compile(r"\n[ \t]*" + _BOLD + r"(?:Question|QUESTION|User[ \t]+[Ii]nput|New[ \t]+[Ii]nput)" + _BOLD
+                           + r"[ \t]*:")
+# Only ReAct labels and white space: nothing worth a segment of its own.
+_LABELS_ONLY = re.compile(r"(?:\s|\*\*|__|(?:Observation|Thought|Action(?:[ \t]+Input)?)(?:[ \t]*\d+)?[ \t]*:)*")
+
+
+class TranscriptStep(NamedTuple):
+    """One step of a ReAct transcript: the action (None for an observation that opens the text, answering the action
+    an earlier message ended with) and its observation, [start, end) in the text (empty when the tool said nothing).
+    The action is a `RecoveredCall` of family "react", read without schemas: a plain-text input stays a string."""
+
+    call: RecoveredCall | None
+    observation: tuple[int, int]
+
+
+def transcript_steps(text: str, leading_observation: bool = False) -> list[TranscriptStep]:
+    """The steps of the ReAct transcript in a request-side text: an `Action: NAME` (a name, not the template's
+    "the action to take, ...") with its input, followed by an `Observation:` (an action with no observation is no
+    step: text a user pasted). Steps before a `Final Answer:` line are left out: a finished transcript is a format
+    example or an earlier episode, not the scratchpad the agent carries on. `leading_observation`: an observation
+    that opens the text is a step of its own (its action ended the previous message).
+
+    Linear in the text: each search starts where the previous one stopped. Most texts have no "Observation" and
+    cost one literal search."""
+    if "Observation" not in text:
+        return []
+    steps: list[TranscriptStep] = []
+    at = 0
+    if leading_observation:
+        found = _LEADING_OBSERVATION.match(text)
+        if found is not None:
+            steps.append(TranscriptStep(None, _observation_span(text, found.end())))
+            at = steps[-1].observation[1]
+    fences: list[int] | None = None
+    for head in _heads(text, at):
+        if head.start() < at:
+            continue  # inside the previous step (an input spread over lines)
+        call = _call(text, head, None)
+        if call is None or call.name.lower() in _NOT_TOOLS:
+            continue
+        if fences is None:
+            fences = [m.start() for m in _FENCE_MARK.finditer(text)]
+        if bisect_left(fences, call.span[0]) % 2 == 1:
+            continue  # quoted in a fenced code block: an example
+        found = _OBSERVATION.match(text, call.span[1])
+        if found is None:
+            continue
+        steps.append(TranscriptStep(call, _observation_span(text, found.end())))
+        at = steps[-1].observation[1]
+    # Only the steps after the last `Final Answer:` that follows a step are the live transcript.
+    for i in range(len(steps) - 1, -1, -1):
+        following = steps[i + 1].call if i + 1 < len(steps) else None
+        if _FINISHED.search(text, steps[i].observation[1], following.span[0] if following else len(text)):
+            return steps[i + 1:]
+    return steps
+
+
+def _observation_span(text: str, label_end: int) -> tuple[int, int]:
+    """An observation's text after its label: up to the next ReAct line (`Thought:`, `Action:`...), stripped."""
+    stop = _NEXT.search(text, label_end)
+    bound = stop.start() if stop else len(text)
+    start = skip_space(text, label_end, bound)
+    return start, max(start, rskip_space(text, bound))
+
+
+def pending_action(text: str) -> RecoveredCall | None:
+    """The ReAct action a request-side text ends with, its observation still to come (in the next message, as
+    LlamaIndex's agent sends it: the action in an assistant message, `Observation: ...` in a user message)."""
+    if "Action" not in text:
+        return None
+    last = None
+    for last in _heads(text):  # noqa: B007  (the last head is the one wanted)
+        pass
+    if last is None:
+        return None
+    call = _call(text, last, None)
+    if call is None or call.name.lower() in _NOT_TOOLS or skip_space(text, call.span[1]) < len(text):
+        return None
+    if text.count("```", 0, call.span[0]) % 2 == 1:
+        return None  # inside a fenced code block
+    return call
+
+
+def starts_with_observation(text: str) -> bool:
+    return _LEADING_OBSERVATION.match(text) is not None
+
+
+def new_question(text: str, start: int, end: int) -> int:
+    """Where a line that asks a new question (`Question:`, `User Input:`) starts in [start, end); -1 if none."""
+    found = _NEW_QUESTION.search(text, start, end)
+    return -1 if found is None else found.start() + 1
+
+
+def only_labels(text: str) -> bool:
+    """Whether `text` holds nothing but ReAct labels (`Observation:`, `Thought:`) and white space."""
+    return _LABELS_ONLY.fullmatch(text) is not None
+
+
+def typed_input(value: Any, name: str, schemas: Schemas) -> Any:
+    """A transcript action's plain-text input typed as the response's calls are (`{"tool_input": ...}` for a tool
+    the prompt lists): an earlier action and a new call of the same input then read alike (`tool_loop`)."""
+    return _single_input(value, name, schemas, set())
 
 
 # --- the tools a ReAct agent's prompt declares ------------------------------------------------------------------
