@@ -1,7 +1,8 @@
 """`guardrails audit export|verify` and `guardrails breakers list|show|reset`.
 
 Exit codes: 0 success, 1 `verify` found tampering (each broken record is named) or `show`/`reset` found no
-such breaker, 4 the store cannot be opened or the arguments are invalid (bad time, bad URL).
+such breaker, 4 the store cannot be opened or the arguments are invalid (bad time, bad URL), or `verify --file`
+was given a file that holds no exported record (empty, a CSV or OTLP export).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from guardrails.audit import AuditFilter, open_audit_store, parse_time
+from guardrails.audit.archive import describe_gaps, open_export, verify_export
 from guardrails.audit.export import EXPORTERS
 from guardrails.audit.store import CATEGORIES
 from guardrails.config import Settings
@@ -46,7 +48,15 @@ def add_commands(sub: Any) -> None:
     verify = audit_sub.add_parser(
         "verify", help="check the hash chain; names altered, inserted, deleted records"
     )
-    _url_option(verify, "GUARDRAILS_AUDIT_URL")
+    source = verify.add_mutually_exclusive_group()
+    _url_option(source, "GUARDRAILS_AUDIT_URL")
+    source.add_argument("--file", metavar="EXPORT.jsonl",
+                        help="verify a JSONL export (`audit export`, gzip or not; - for stdin) offline, without the "
+                             "store")
+    verify.add_argument("--filtered", action="store_true",
+                        help="with --file: the export was filtered (--tenant, --verdict...), so records are missing "
+                             "by design: check each contiguous run and list the gaps instead of reporting them as "
+                             "deleted")
     verify.add_argument("--anchor", help="SEQ:HASH recorded earlier (detects truncation and rewrites)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=_verify)
@@ -66,7 +76,7 @@ def add_commands(sub: Any) -> None:
         cmd.set_defaults(func=func)
 
 
-def _url_option(parser: argparse.ArgumentParser, env: str) -> None:
+def _url_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, env: str) -> None:
     parser.add_argument("--url", help=f"store URL (default ${env}, else SQLite under $GUARDRAILS_DATA_DIR)")
 
 
@@ -133,6 +143,10 @@ def _verify(args: argparse.Namespace) -> int:
         if not seq.isdigit() or len(digest) != 64:
             raise ValueError(f"--anchor must be SEQ:HASH (64 hex digits), got {args.anchor!r}")
         anchor = (int(seq), digest.lower())
+    if args.file:
+        return _verify_file(args, anchor)
+    if args.filtered:
+        raise ValueError("--filtered applies to an exported file (--file EXPORT.jsonl): a store holds every record")
     store = open_audit_store(_audit_url(args), create=False)
     try:
         report = store.verify(anchor)
@@ -146,6 +160,38 @@ def _verify(args: argparse.Namespace) -> int:
         status = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
         print(f"{status}: {report.checked} record(s); head {report.head_seq}:{report.head_hash}")
     return EXIT_OK if report.ok else EXIT_FOUND_PROBLEMS
+
+
+def _verify_file(args: argparse.Namespace, anchor: tuple[int, str] | None) -> int:
+    """`verify --file`: the export's chain, re-checked by the store's own code (guardrails/audit/archive.py)."""
+    name = "stdin" if args.file == "-" else args.file
+    lines = open_export(args.file, sys.stdin.buffer)
+    try:
+        found = verify_export(lines, anchor, filtered=args.filtered, name=name)
+    finally:
+        if args.file != "-":  # stdin stays open: it is not ours
+            lines.close()
+    report = found.report
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return EXIT_OK if found.ok else EXIT_FOUND_PROBLEMS
+    for problem in report.problems:
+        print(f"TAMPERED {problem}")
+    if found.first_seq is not None and found.first_seq > 1 and not (anchor and anchor[0] == found.first_seq - 1):
+        print(f"NOTE the file starts at record {found.first_seq} (an export from --since, or its first records "
+              f"were removed): its link to record {found.first_seq - 1} is taken as is; --anchor "
+              f"{found.first_seq - 1}:HASH, kept when that record was the head, checks it")
+    if found.gaps:
+        print(f"NOTE filtered export: each of its {found.runs} contiguous runs is checked, but not across its "
+              f"{len(found.gaps)} gap(s) (records {describe_gaps(found.gaps)}): a record deleted, or rewritten "
+              "with its hash recomputed, beside a gap would not show")
+    elif found.missing_ranges and not args.filtered:
+        print(f"NOTE {found.missing_ranges} range(s) of records are missing: if {name} is a filtered export "
+              "(--tenant, --verdict, --category...), they were left out by design; --filtered checks each "
+              "contiguous run and lists the gaps")
+    status = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
+    print(f"{status}: {report.checked} record(s) in {name}; head {report.head_seq}:{report.head_hash}")
+    return EXIT_OK if found.ok else EXIT_FOUND_PROBLEMS
 
 
 @_guarded

@@ -103,11 +103,22 @@ def chain_rows(head: tuple[int, str] | None, rows: Iterable[Any]) -> list[tuple[
     return values
 
 
-def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = None) -> VerifyReport:
-    """Walk the chain in sequence order and name every record that breaks it."""
+def verify_chain(
+    rows: Iterable[StoredRecord],
+    anchor: tuple[int, str] | None = None,
+    *,
+    open_start: bool = False,
+    gaps: list[tuple[int, int]] | None = None,
+) -> VerifyReport:
+    """Walk the chain in sequence order and name every record that breaks it.
+
+    A store's chain starts at record 1. An exported file may not (`open_start`: an export from `--since` begins
+    later, and its first record's link to the one before is taken as is), and a filtered export leaves records out:
+    with `gaps`, each jump in the sequence is added there as `(first, last)` missing instead of being reported as
+    deleted, and the link across it is not checked (the record before is not in the rows)."""
     report = VerifyReport()
     prev_seq, prev_hash = 0, GENESIS
-    anchor_seen = False
+    anchor_seen = started = False
     for row in _readable(rows, report):
         report.checked += 1
         record = _parsed(row)
@@ -118,9 +129,17 @@ def verify_chain(rows: Iterable[StoredRecord], anchor: tuple[int, str] | None = 
                 Problem(row.seq, check_id, "inserted", "sequence numbers start at 1: no service wrote this record")
             )
             continue
+        if open_start and not started:
+            prev_seq, prev_hash = row.seq - 1, row.prev_hash
+        started = True
         own_ok = chain_hash(row.seq, row.prev_hash, row.body) == row.hash
         linked = row.prev_hash == prev_hash
-        if row.seq != prev_seq + 1:
+        skipped = row.seq != prev_seq + 1
+        if skipped and gaps is not None and row.seq > prev_seq + 1:
+            gaps.append((prev_seq + 1, row.seq - 1))
+            skipped = False
+            linked = True  # the record it links to is not in the rows: the link cannot be checked
+        if skipped:
             report.problems.append(
                 Problem(
                     row.seq,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -46,7 +47,14 @@ CSV_COLUMNS = (
     "detectors",
     "service_version",
     "hash",
+    # Appended (consumers read the columns above by position): what an incident reviewer looks up next.
+    "response_id",
+    "trace_id",
+    "span_id",
+    "finding_locations",
 )
+# Excel shows at most 32,767 characters in a cell: a longer findings list is cut, saying how many were left out.
+MAX_CELL = 32_000
 # The API format tells which provider's wire protocol the call used (gen_ai.provider.name values).
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
 OPERATIONS = {"openai.chat": "chat", "openai.responses": "chat", "anthropic.messages": "chat"}
@@ -98,9 +106,35 @@ def export_csv(rows: Iterable[StoredRecord]) -> Iterator[str]:
                 ";".join(sorted({f["detector"] for f in findings})),
                 r.get("service_version"),
                 row.hash,
+                r.get("response_id"),
+                r.get("trace_id"),
+                r.get("span_id"),
+                finding_locations(findings),
             )
         )
         yield _drain(buffer)
+
+
+def finding_locations(findings: list[dict[str, Any]]) -> str:
+    """`category:detector@pointer` per finding, in the record's order, joined by `; ` (an exchange-wide finding, such
+    as a budget, has no `@pointer`); repeats are counted (`pii:pii@/request/messages/0/content x3`)."""
+    counts: dict[str, int] = {}
+    for f in findings:
+        if not isinstance(f, dict):
+            continue
+        pointer = f.get("pointer")
+        where = f"{f.get('category')}:{f.get('detector')}" + (f"@{pointer}" if pointer else "")
+        counts[where] = counts.get(where, 0) + 1
+    parts = [where if n == 1 else f"{where} x{n}" for where, n in counts.items()]
+    text = "; ".join(parts)
+    if len(text) <= MAX_CELL:
+        return text
+    kept, size = 0, 0
+    for part in parts:
+        if size + len(part) + 2 > MAX_CELL - 40:  # room for the note
+            break
+        kept, size = kept + 1, size + len(part) + 2
+    return "; ".join(parts[:kept]) + f"; ... {len(parts) - kept} more (the JSONL export has them all)"
 
 
 def _cell(value: Any) -> Any:
@@ -153,10 +187,7 @@ def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
     trace_id = (record.get("trace_id") or "").lower()
     parent = (record.get("span_id") or "").lower()
     start_ns = round(record["ts"] * 1e6) * 1000  # the record keeps microseconds; floats blur nanoseconds
-    detectors = (record.get("timings_ms") or {}).get("detectors") or {}
-    elapsed_ms = sum(v for v in detectors.values() if isinstance(v, (int, float))) + (
-        (record.get("timings_ms") or {}).get("normalize") or 0
-    )
+    elapsed_ms = _elapsed_ms(record.get("timings_ms") or {})
     attributes = {
         "gen_ai.operation.name": OPERATIONS.get(fmt, "generate_content"),
         "gen_ai.provider.name": provider,
@@ -213,6 +244,21 @@ def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
     if HEX32.match(trace_id) and HEX16.match(parent):
         span["parentSpanId"] = parent
     return span
+
+
+def _elapsed_ms(timings: dict[str, Any]) -> float:
+    """The check's duration: its recorded `total`; a record written before it had one gets the sum of its reading
+    and detector times (an approximation: detectors that ran concurrently are counted one after another)."""
+    total = timings.get("total")
+    if _number(total):
+        return max(0.0, float(total))
+    detectors = timings.get("detectors") or {}
+    parts = [*detectors.values(), timings.get("normalize")] if isinstance(detectors, dict) else []
+    return sum(float(v) for v in parts if _number(v))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _attributes(values: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ finding span replaced by `[<category>]`; `content="hashed"` keeps a SHA-256 of e
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,9 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
         "timings_ms": {
             "normalize": outcome.response.get("timings_ms", {}).get("normalize"),
             "detectors": dict(result.timings_ms),
+            # From the check's arrival to its record (the OTLP span's end): detectors run concurrently, so their sum
+            # is not the check's time. The answer's `timings_ms.total` is taken later and also counts this write.
+            "total": max(0.0, round((time.time() - outcome.received_at) * 1000, 3)),
         },
         "service_version": guardrails.__version__,
     }
