@@ -6,17 +6,19 @@ imported here, at serve time, and nowhere else in the core.
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guardrails.audit import DISABLED, open_audit_store
 from guardrails.audit.observer import AuditObserver
 from guardrails.audit.otlp import OtlpSender
+from guardrails.audit.record import KnownHits, RecognizerRedactor
 from guardrails.config import Settings, redacted_url
-from guardrails.detector import DetectorRegistry, Services
+from guardrails.detector import Detector, DetectorRegistry, Services
 from guardrails.metrics import CheckMetrics
 from guardrails.model_stats import SharedModelStats
 from guardrails.policy import PolicyStore
@@ -24,8 +26,22 @@ from guardrails.service import CheckService
 from guardrails.state import open_state_store
 from guardrails.state.observer import StreakObserver
 
+if TYPE_CHECKING:
+    from guardrails.engine import Engine
+    from guardrails.exchange import Segment
+    from guardrails.findings import Hit
+    from guardrails.service import CheckOutcome
+
 log = logging.getLogger("guardrails.serve")
 GC_YOUNG_THRESHOLD = 10_000  # objects allocated between young-generation collections (CPython's default: 700)
+# What `GUARDRAILS_AUDIT_CONTENT=redacted` masks in every segment, whatever the policy enables: these detectors (by
+# entry-point name) with these settings, which are their defaults as the default policy writes them. A policy
+# detector of the same class with exactly these settings caches the same hits: the redactor reuses them.
+REDACTING_DETECTORS: dict[str, dict[str, Any]] = {
+    "pii": {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS"],
+            "score_threshold": 0.4, "countries": ["us"], "allow_list": []},
+    "secret": {"min_entropy": 3.0, "disabled_rules": []},
+}
 
 
 def build_service(settings: Settings) -> CheckService:
@@ -42,11 +58,73 @@ def build_service(settings: Settings) -> CheckService:
     if state is not None:
         service.observers.append(StreakObserver(state))
     if settings.audit_url.lower() not in DISABLED - {""}:  # every acknowledged check leaves a record
+        # Before the store and sender open: a redactor that cannot be built leaves nothing open behind it.
+        redactor = (audit_redactor(service, settings.segment_cache_entries)
+                    if settings.audit_content == "redacted" else None)  # the other modes keep no text
         sender = OtlpSender(settings.otlp_endpoint) if settings.otlp_endpoint else None
         store = open_audit_store(settings.resolved_audit_url())
-        service.observers.append(AuditObserver(store, settings.audit_content, sender))
+        service.observers.append(AuditObserver(store, settings.audit_content, sender, redactor))
     service.observers.append(CheckMetrics())  # last: counts only acknowledged checks, and times the audit write
     return service
+
+
+def audit_redactor(service: CheckService, max_entries: int) -> RecognizerRedactor:
+    """The PII and secret recognizers as the audit log's redactor, built once: a card number or key in a segment no
+    policy rail reads (the default `pii` rail skips user messages and tool results) is masked in `redacted` records
+    too. A detector that cannot be built is a configuration error: `redacted` would otherwise keep what it promised
+    to hide."""
+    registry = service.registry
+    recognizers: list[tuple[str, Any]] = []
+    built: list[tuple[type[Detector], Mapping[str, Any]]] = []
+    for name, detector_settings in REDACTING_DETECTORS.items():
+        if name not in registry:
+            reason = registry.load_errors.get(name, "not installed")
+            raise ValueError(f"GUARDRAILS_AUDIT_CONTENT=redacted needs the {name!r} detector, which is unavailable: "
+                             f"{reason}")
+        cls = registry.get(name)
+        try:
+            detector = cls(copy.deepcopy(detector_settings), service.services)  # compared below: kept intact
+        except Exception as exc:
+            raise ValueError(f"GUARDRAILS_AUDIT_CONTENT=redacted: the {name!r} detector could not be built: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        analyze = getattr(detector, "analyze", None)
+        if not callable(analyze):
+            raise ValueError(f"GUARDRAILS_AUDIT_CONTENT=redacted needs {name!r} to be a segment detector")
+        recognizers.append((cls.category.value, analyze))
+        built.append((cls, detector_settings))
+    return RecognizerRedactor(recognizers, max_entries, known_hits=_PolicyHits(service, built))
+
+
+class _PolicyHits:
+    """Where the check's policy keeps the hits the redactor's recognizers would compute: the segment cache of its
+    detectors of the same class built with the same settings (hits depend only on those and the segment)."""
+
+    def __init__(self, service: CheckService, recognizers: Sequence[tuple[type[Detector], Mapping[str, Any]]]) -> None:
+        self.service, self.recognizers = service, tuple(recognizers)
+
+    def __call__(self, outcome: CheckOutcome) -> list[KnownHits | None]:
+        # The engine that ran the check, looked up, never built: `engine_for` would build (and swap in) an old
+        # version when a reload replaced it meanwhile.
+        engine = self.service.built_engine(outcome.policy)
+        if engine is None:
+            return []
+        return [self._lookup(engine, cls, settings) for cls, settings in self.recognizers]
+
+    @staticmethod
+    def _lookup(engine: Engine, cls: type[Detector], settings: Mapping[str, Any]) -> KnownHits | None:
+        keys = [slot.key for slot in engine.slots if type(slot.detector) is cls and slot.config.settings == settings]
+        if not keys:
+            return None
+        cache = engine.cache
+
+        def known(segment: Segment) -> Sequence[Hit] | None:
+            for key in keys:
+                hits = cache.table((key, segment.kind, segment.trust)).get(segment.text)
+                if hits is not None:
+                    return hits
+            return None
+
+        return known
 
 
 def build_app(settings: Settings | None = None) -> Any:

@@ -5,6 +5,7 @@ payload -> adapter -> exchange -> detectors -> findings -> policy -> verdict -> 
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -85,12 +86,16 @@ class CheckService:
             self._engines[key] = engine
         return engine
 
+    def built_engine(self, policy: Policy) -> Engine | None:
+        """The engine this policy version runs on, if one was built; never builds (nor swaps in) one."""
+        return self._engines.get((policy.id, policy.version))
+
     def select_policy(self, requested: str | None, context: CallerContext) -> Policy:
         """The body's `policy`, else routing.yml (agent, then tenant, then its `default`), else the default policy.
         Only a missing policy the body named is the body's error (422); one the server chose is a 503."""
         if requested:
             try:
-                return self.policies.get(requested)
+                return self.named_policy(requested)
             except KeyError:
                 raise UnknownPolicy(f"no policy named {requested!r}; known: {self.policies.ids()}",
                                     "/policy") from None
@@ -101,6 +106,16 @@ class CheckService:
             return self.policies.get(policy_id)
         except KeyError:
             raise PolicyUnavailable(self.missing_policy(policy_id, routing, rule[1] if rule else None)) from None
+
+    def named_policy(self, policy_id: str) -> Policy:
+        """The bundle a caller named (a check's `policy`, a NeMo `config_id`); KeyError when there is none. A name
+        longer than a directory name can be is no bundle: the lookup's ENAMETOOLONG was a 500."""
+        try:
+            return self.policies.get(policy_id)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            raise KeyError(policy_id) from None
 
     def default_policy_id(self) -> str:
         """The policy of a check that names none and matches no agent or tenant rule: routing.yml's `default`

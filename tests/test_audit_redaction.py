@@ -53,3 +53,13 @@ def test_a_hit_across_object_argument_values_redacts_only_its_span() -> None:
     across = Finding(category=Category.CONTENT, detector="content", severity=Severity.HIGH, message="m",
                      pointer=located.pointer, span=(start, end))
     assert redact(segment, [across]) == segment.text[:start] + "[content]" + segment.text[end:]
+
+
+def test_recognizer_spans_are_masked_beside_the_findings_and_clipped_to_the_text() -> None:
+    segment = answer_segment()
+    start = ANSWER.index(KEY)
+    whole_key = finding(Category.CUSTOM, start, start + len(KEY))
+    tail = len(ANSWER) - len("deploy.")
+    found = [(start, start + len(KEY), "secret"), (tail, len(ANSWER) + 40, "pii"), (3, 3, "pii")]  # past the end, empty
+    assert redact(segment, [whole_key], found) == "Use [secret] to [pii]"
+    assert redact(segment, [], found[1:]) == f"Use {KEY} to [pii]"

@@ -10,23 +10,35 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from guardrails.audit.otlp import OtlpSender
-from guardrails.audit.record import CONTENT_MODES, build_record
+from guardrails.audit.record import CONTENT_MODES, UNREDACTED, Redactor, build_record
 from guardrails.audit.store import MAX_SEQ, AuditFilter, AuditStore
 from guardrails.config import redacted_url
 from guardrails.errors import AuditUnavailable
 
 if TYPE_CHECKING:
+    from guardrails.exchange import Segment
     from guardrails.service import CheckOutcome
 
 log = logging.getLogger("guardrails.audit")
 PROBE_INTERVAL_S = 5.0  # while writes fail, /readyz asks the store a read at most this often
+REDACTOR_LOG_INTERVAL_S = 60.0  # a redactor that fails on every check logs a line at most this often
 
 
 class AuditObserver:
-    def __init__(self, store: AuditStore, content: str = "none", sender: OtlpSender | None = None) -> None:
+    """`redactor`: with `content="redacted"`, the spans to mask in each segment besides the findings' (the PII and
+    secret recognizers, built by `guardrails/serve.py`; one with a `for_check(outcome)` method is bound to each check
+    first); the other modes never call it. A segment it fails on is stored as `[unredacted]`, counted in
+    `redaction_failures` and logged (the record is written all the same)."""
+
+    def __init__(self, store: AuditStore, content: str = "none", sender: OtlpSender | None = None,
+                 redactor: Redactor | None = None) -> None:
         if content not in CONTENT_MODES:
             raise ValueError(f"GUARDRAILS_AUDIT_CONTENT must be one of {CONTENT_MODES}, got {content!r}")
         self.store, self.content, self.sender = store, content, sender
+        self.redactor = redactor if content == "redacted" else None  # only kept text is redacted
+        self.redaction_failures = 0  # segments stored as [unredacted] because the redactor raised
+        self._redaction_logged: float | None = None  # when the last redactor failure was logged (monotonic)
+        self._redaction_unlogged = 0  # failures since then, not logged
         self.refused = 0  # checks answered 503 since the store last accepted a record
         self.failing_since: float | None = None  # when the last write failed, until a write or probe succeeds
         self.probe_interval_s = PROBE_INTERVAL_S
@@ -35,7 +47,14 @@ class AuditObserver:
         self._last_failure = 0.0
 
     async def __call__(self, outcome: CheckOutcome) -> None:
-        record = build_record(outcome, self.content)
+        redactor = self.redactor
+        bind = getattr(redactor, "for_check", None)  # a redactor that can reuse what this check's policy found
+        if bind is not None:
+            try:
+                redactor = bind(outcome)
+            except Exception:  # the reuse is lost, not the record: the redactor reads every segment itself
+                log.debug("audit redactor: could not bind check %s", outcome.check_id, exc_info=True)
+        record = build_record(outcome, self.content, redactor, self._redactor_failed)
         try:
             seq = await self.store.append(record)
         except Exception as exc:  # no verdict leaves without its record
@@ -51,6 +70,18 @@ class AuditObserver:
             self.refused = 0
         if self.sender is not None:
             self.sender.submit(record, seq)
+
+    def _redactor_failed(self, segment: Segment, exc: Exception) -> None:
+        """Count it, and log it at most once a minute: the exception's class only (its message may quote the text)."""
+        self.redaction_failures += 1
+        now = time.monotonic()
+        if self._redaction_logged is not None and now - self._redaction_logged < REDACTOR_LOG_INTERVAL_S:
+            self._redaction_unlogged += 1
+            return
+        more = f"; {self._redaction_unlogged} more since the last line" if self._redaction_unlogged else ""
+        log.error("audit redactor failed (%s) on %s: its text is stored as %s, not redacted (%d segment(s) so "
+                  "far)%s", type(exc).__name__, segment.pointer, UNREDACTED, self.redaction_failures, more)
+        self._redaction_logged, self._redaction_unlogged = now, 0
 
     def _refused(self, reason: str) -> None:
         """Say once when the store starts failing (not once per check: an outage would flood the log)."""

@@ -1,7 +1,8 @@
 """The audit record: what one check leaves behind, built from a `CheckOutcome`.
 
 Message content is not kept by default. `content="redacted"` keeps each segment's text with every
-finding span replaced by `[<category>]`; `content="hashed"` keeps a SHA-256 of each segment's text
+finding span replaced by `[<category>]`, and every span a `Redactor` finds (the PII and secret recognizers, wired
+by `guardrails/serve.py` whatever the policy enables); `content="hashed"` keeps a SHA-256 of each segment's text
 (enough to prove later that a given message was or was not checked, without storing it).
 """
 
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import guardrails
 from guardrails.config import AUDIT_CONTENT_MODES
 from guardrails.exchange import Exchange, Segment
-from guardrails.findings import Category, Finding
+from guardrails.findings import Category, Finding, Hit
 
 if TYPE_CHECKING:
     from guardrails.service import CheckOutcome
@@ -25,9 +28,18 @@ CONTENT_MODES = AUDIT_CONTENT_MODES
 # Per-check signals worth keeping: the logprob confidence summary and the budget state that judged it.
 KEPT_SIGNALS = {"low_confidence": "logprobs", "budget": "budget"}
 MAX_ERROR_TYPE = 100
+# A redacted segment's whole text when its redactor failed: what it holds is unknown, so none of it is kept.
+UNREDACTED = "[unredacted]"
+
+Span = tuple[int, int, str]  # start, end in a segment's text, and the label that replaces it
+# Spans to mask in a segment whatever the findings say (`redacted` content only).
+Redactor = Callable[[Segment], Iterable[Span]]
+# Told of each segment whose redactor raised (that segment's text is stored as UNREDACTED).
+RedactorErrorHandler = Callable[[Segment, Exception], None]
 
 
-def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]:
+def build_record(outcome: CheckOutcome, content: str = "none", redactor: Redactor | None = None,
+                 on_redactor_error: RedactorErrorHandler | None = None) -> dict[str, Any]:
     exchange, result = outcome.exchange, outcome.result
     ctx, gen = exchange.context, exchange.generation
     usage = {
@@ -79,7 +91,8 @@ def build_record(outcome: CheckOutcome, content: str = "none") -> dict[str, Any]
         if signal in result.signals:
             record[field_name] = result.signals[signal]
     if content != "none":
-        record["content"] = {"mode": content, "segments": _content(exchange, result.findings, content)}
+        record["content"] = {"mode": content,
+                             "segments": _content(exchange, result.findings, content, redactor, on_redactor_error)}
     return record
 
 
@@ -94,7 +107,8 @@ def _finding(f: Finding) -> dict[str, Any]:
     return entry
 
 
-def _content(exchange: Exchange, findings: list[Finding], mode: str) -> list[dict[str, Any]]:
+def _content(exchange: Exchange, findings: list[Finding], mode: str, redactor: Redactor | None = None,
+             on_redactor_error: RedactorErrorHandler | None = None) -> list[dict[str, Any]]:
     if mode not in CONTENT_MODES:
         raise ValueError(f"audit content mode must be one of {CONTENT_MODES}, got {mode!r}")
     out = []
@@ -102,8 +116,15 @@ def _content(exchange: Exchange, findings: list[Finding], mode: str) -> list[dic
         entry: dict[str, Any] = {"pointer": seg.pointer, "kind": seg.kind.value, "role": seg.role}
         if mode == "hashed":
             entry["sha256"] = hashlib.sha256(seg.text.encode()).hexdigest()
-        else:
+        elif redactor is None:
             entry["text"] = redact(seg, findings)
+        else:
+            try:
+                entry["text"] = redact(seg, findings, redactor(seg))
+            except Exception as exc:  # the record is still written, without this segment's text
+                entry["text"] = UNREDACTED
+                if on_redactor_error is not None:
+                    on_redactor_error(seg, exc)
         out.append(entry)
     return out
 
@@ -112,9 +133,13 @@ def _content(exchange: Exchange, findings: list[Finding], mode: str) -> list[dic
 LABEL_RANK = {label: rank for rank, label in enumerate(("secret", "pii", "prompt_injection", "jailbreak", "content"))}
 
 
-def redact(segment: Segment, findings: list[Finding]) -> str:
-    """The segment's text with every finding span that falls in it replaced by `[<category>]`."""
-    spans: list[tuple[int, int, str]] = []
+def redact(segment: Segment, findings: list[Finding], extra: Iterable[Span] = ()) -> str:
+    """The segment's text with every finding span that falls in it replaced by `[<category>]`, and each of the
+    `extra` (segment-relative) spans by `[<label>]`."""
+    length = len(segment.text)
+    spans: list[tuple[int, int, str]] = [
+        (max(0, start), min(end, length), label) for start, end, label in extra if min(end, length) > max(0, start)
+    ]
     for f in findings:
         if not f.pointer:
             continue  # exchange-wide findings (budget, detector errors) cover no text
@@ -162,3 +187,90 @@ def _spans_in(segment: Segment, f: Finding) -> list[tuple[int, int]]:
         if hi > lo or (f.start is None and length == 0):
             spans.append((offset + lo - start, offset + hi - start))
     return spans
+
+
+Recognizer = Callable[[Segment], Sequence[Hit]]  # a segment detector's `analyze`
+# Hits a recognizer would return for a segment, already computed (by a policy's own detector with the same class and
+# settings), or None when there are none to reuse.
+KnownHits = Callable[[Segment], Sequence[Hit] | None]
+
+
+class RecognizerRedactor:
+    """A `Redactor` from recognizers (label, `analyze`): every hit they return is a span to mask, a hit on the whole
+    segment covers all of it.
+
+    Built once at startup (`guardrails/serve.py` gives it the `pii` and `secret` detectors). An agent resends its
+    history every step, so each (kind, trust, text) is read once: the spans are memoized, bounded, first in first
+    out (a dict lookup per resent segment, as in the engine's segment cache). A recognizer that raises is not
+    memoized: the segment is read again next time.
+
+    `known_hits(outcome)`, when given, says per recognizer where the check's policy may already hold its hits (a
+    policy detector of the same class and settings caches the hits of every segment in its scope): `for_check`
+    binds it, and a segment read for the first time takes those hits instead of running the recognizer again.
+    """
+
+    def __init__(self, recognizers: Sequence[tuple[str, Recognizer]], max_entries: int = 50_000,
+                 known_hits: Callable[[CheckOutcome], Sequence[KnownHits | None]] | None = None) -> None:
+        self.recognizers = tuple(recognizers)
+        self.max_entries = max_entries
+        self.known_hits = known_hits
+        self._memo: dict[tuple[Any, Any, str], tuple[Span, ...]] = {}
+        self._order: deque[tuple[Any, Any, str]] = deque()
+        self.hits = 0  # segments answered from the memo
+        self.misses = 0  # segments read
+        self.reused = 0  # recognizer reads answered by the policy's own cached hits
+
+    def __call__(self, segment: Segment) -> tuple[Span, ...]:
+        return self.spans(segment, ())
+
+    def for_check(self, outcome: CheckOutcome) -> Redactor:
+        """This redactor, reusing the hits `outcome`'s policy already produced (itself when there is nothing to
+        reuse; a lookup that fails only costs the reuse)."""
+        if self.known_hits is None:
+            return self
+        try:
+            known = tuple(self.known_hits(outcome))
+        except Exception:
+            return self
+        return self if not any(known) else lambda segment: self.spans(segment, known)
+
+    def spans(self, segment: Segment, known: Sequence[KnownHits | None]) -> tuple[Span, ...]:
+        key = (segment.kind, segment.trust, segment.text)  # what a segment detector's hits may depend on
+        spans = self._memo.get(key)
+        if spans is not None:
+            self.hits += 1
+            return spans
+        self.misses += 1
+        spans = tuple(self._read(segment, known))
+        self._memo[key] = spans
+        self._order.append(key)
+        if len(self._order) > self.max_entries:
+            self._memo.pop(self._order.popleft(), None)
+        return spans
+
+    def _read(self, segment: Segment, known: Sequence[KnownHits | None]) -> Iterable[Span]:
+        length = len(segment.text)
+        for i, (label, analyze) in enumerate(self.recognizers):
+            hits = self._known(known[i] if i < len(known) else None, segment)
+            if hits is None:
+                hits = analyze(segment)
+            else:
+                self.reused += 1
+            for hit in hits:
+                label_here = hit.category.value if hit.category is not None else label
+                if hit.start is None:
+                    yield 0, length, label_here
+                elif hit.end is not None and hit.end > hit.start:
+                    yield hit.start, hit.end, label_here
+
+    @staticmethod
+    def _known(lookup: KnownHits | None, segment: Segment) -> Sequence[Hit] | None:
+        if lookup is None:
+            return None
+        try:
+            return lookup(segment)
+        except Exception:  # only an optimisation: the recognizer reads the segment itself
+            return None
+
+    def __len__(self) -> int:
+        return len(self._memo)
