@@ -124,7 +124,7 @@ def _policies(service: CheckService, options: Mapping[str, Any], context: Mappin
     policies = []
     for policy_id in ids:
         try:
-            policies.append(service.policies.get(policy_id))
+            policies.append(service.named_policy(policy_id))
         except KeyError:
             raise UnknownPolicy(f"no guardrails config {policy_id!r}; known: {service.policies.ids()}",
                                 pointer) from None

@@ -419,6 +419,7 @@ class _CallStream:
         self.id: str | None = None
         self.name = ""
         self.name_pointer: str | None = None
+        self.name_split = False  # the name came in more than one fragment (clients concatenate them)
         self.arguments: list[tuple[str, str]] = []
         self.pointer = ""  # the first delta of this call (its function or custom object, else the call delta)
         self.id_pointer: str | None = None
@@ -457,6 +458,7 @@ class _CallStream:
         if name is not None and not isinstance(name, str):
             raise BodyError("tool call name must be a string", f"{fptr}/name")
         if name:
+            self.name_split = bool(self.name)
             self.name += name
             self.name_pointer = self.name_pointer or f"{fptr}/name"
         text = fn.get(key)
@@ -479,8 +481,11 @@ class _CallStream:
             arguments, args_pointer = {}, self.pointer
         # A name is located with offsets: without one, point at a string of the call (arguments, else id).
         name_pointer = self.name_pointer or (args_pointer if pieces else self.id_pointer) or args_pointer
+        # A name streamed in fragments is located in the chunk where it starts, as the whole of that fragment:
+        # offsets up to len(name) would run past the fragment's string.
         segment = b.tool_call(name=self.name, arguments=arguments, call_id=self.id, name_pointer=name_pointer,
-                              arguments_pointer=args_pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces)
+                              arguments_pointer=args_pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces,
+                              name_in_text=not self.name_split)
         if self.kind == "custom" and pieces and segment.tool_call is not None:
             # Free-form input, not JSON: the text stays the input as streamed (each piece in its fragment), read
             # as the arguments {"input": ...} that the whole response's call has.
