@@ -38,6 +38,7 @@ from guardrails.detector import (
 )
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
 from guardrails.findings import (
+    ACTION_RANK,
     DEFAULT_ACTION_BY_SEVERITY,
     Action,
     Category,
@@ -215,10 +216,16 @@ class Engine:
                 per_slot[i] = await self._run_inline(slot, exchange, ctx, timings)
         for i, task in pending:
             per_slot[i] = await task
-        findings = [f for chunk in per_slot for f in chunk]
-        for f in findings:
-            if f.action is None:
-                f.action = self._action_for(f)
+        findings: list[Finding] = []
+        for chunk in per_slot:
+            for f in chunk:
+                if f.action is None:
+                    f.action = self._action_for(f)
+            if len(chunk) > MAX_FINDINGS_PER_DETECTOR:
+                kept = capped_findings(chunk, MAX_FINDINGS_PER_DETECTOR)
+                signals.setdefault("findings_capped", {})[chunk[0].detector] = len(chunk) - len(kept)
+                chunk = kept
+            findings.extend(chunk)
         if self.colang is not None:
             started = time.perf_counter()
             for f in await self.colang.run(exchange, findings, signals):
@@ -340,6 +347,29 @@ class Engine:
 Signature = tuple[SegmentKind, Trust, Phase]
 ALL_SEGMENTS = None  # a selection that keeps every segment of the exchange
 MAX_PLANS = 1024
+# Findings one detector reports in one check: thousands of leaked-call markups (`<function=a>` x 8000 in a reply)
+# made a 24 MB answer. Far above what a real exchange yields (a 50-turn session: ~35 PII findings).
+MAX_FINDINGS_PER_DETECTOR = 1000
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+
+
+def capped_findings(findings: list[Finding], limit: int) -> list[Finding]:
+    """At most about `limit` of one detector's findings, in order: the first and the last half (the oldest history
+    and the newest content, which comes last), and between them only a finding stricter (action, then severity)
+    than every one kept so far, so the cap never changes the verdict nor hides a block behind warnings."""
+    half = limit // 2
+    head, middle, tail = findings[:half], findings[half:len(findings) - half], findings[len(findings) - half:]
+
+    def rank(f: Finding) -> tuple[int, int]:
+        return ACTION_RANK[f.action or Action.ALLOW], _SEVERITY_RANK[f.severity]
+
+    worst = max(map(rank, head + tail))
+    kept = []
+    for f in middle:
+        if rank(f) > worst:
+            kept.append(f)
+            worst = rank(f)
+    return head + kept + tail
 
 
 class _Plan:

@@ -298,3 +298,21 @@ def test_a_policy_name_longer_than_a_directory_name_is_an_unknown_policy_not_a_5
     resp = client.post("/v1/guardrail/checks", json=nemo)
     assert resp.status_code == 422, resp.text
     assert resp.json()["error"]["pointer"] == "/guardrails/config_id"
+
+
+def test_a_leaked_tool_call_whose_name_spans_two_chunks_is_located_at_the_chunk_where_it_starts(
+        client: TestClient) -> None:
+    """Hermes markup streamed as content, the name cut between chunks ("dele" + "te_files"): the recovered call's
+    name was placed at offsets 22..34 of the first chunk's 26 characters. It is now that whole chunk string."""
+    body = {"request": {"model": "Qwen/Qwen3-8B", "stream": True, "tools": [CHAT_TOOL],
+                        "messages": [{"role": "user", "content": "Clean up my home directory"}]},
+            "response": [
+                chat_chunk({"content": '<tool_call>\n{"name": "dele'}),
+                chat_chunk({"content": 'te_files", "arguments": {"path": "~"}}\n</tool_call>'}),
+            ]}
+    status, answer = post(client, body)
+    assert status == 200, answer
+    (undeclared,) = [f for f in answer["findings"] if f["detector"] == "tool_undeclared"]
+    assert undeclared["evidence"]["tool"] == "delete_files"
+    assert undeclared["location"] == {"pointer": "/response/0/choices/0/delta/content"}
+    assert contract_problems(body, status, answer) == []

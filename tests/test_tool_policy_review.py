@@ -213,3 +213,23 @@ def test_piped_powershell_delete_blocks_through_the_detector_and_the_default_pol
     assert finding.severity is CRITICAL and located(check_body, finding) == command
     verdict, (reported,) = policy_findings(service, check_body)
     assert verdict == "block" and reported["evidence"]["rule"] == "shell.destructive"
+
+
+# --- a declared schema is the caller's: a non-object `properties` is no detector error ---------------------------
+
+@pytest.mark.parametrize("properties", [True, 3, "city", ["city"]])
+def test_a_call_to_a_tool_whose_properties_is_not_an_object_is_judged_not_a_detector_error(
+        service: CheckService, properties: Any) -> None:
+    check_body = {
+        "request": {"model": "m", "messages": [{"role": "user", "content": "Clean up the temp files"}], "tools": [
+            {"type": "function", "function": {"name": "run", "parameters": {"type": "object",
+                                                                           "properties": properties}}}]},
+        "response": {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "run", "arguments": '{"command": "rm -rf /"}'}}]}}]},
+    }
+    result = asyncio.run(service.check(copy.deepcopy(check_body)))
+    assert not [f for f in result["findings"] if f["category"] == "detector_error"]
+    assert {f["evidence"].get("rule") for f in result["findings"] if f["detector"] == "tool_policy"} >= {
+        "shell.destructive"}
+    assert result["verdict"] == "block"

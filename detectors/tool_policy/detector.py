@@ -184,5 +184,9 @@ def _property_schema(spec: ToolSpec | None, path: ArgPath) -> Mapping[str, Any] 
     for token in path:
         if not isinstance(schema, Mapping):
             return None
-        schema = (schema.get("properties") or {}).get(token) if isinstance(token, str) else schema.get("items")
+        if isinstance(token, str):
+            properties = schema.get("properties")  # a declared schema is the caller's: `true`, a list...
+            schema = properties.get(token) if isinstance(properties, Mapping) else None
+        else:
+            schema = schema.get("items")
     return schema if isinstance(schema, Mapping) else None

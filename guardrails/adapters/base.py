@@ -475,10 +475,14 @@ class ExchangeBuilder:
             name_loc, args_loc = segment.locate(name_start, name_end), segment.locate(args_start, args_end)
             name_ptr, name_at = name_loc.pointer, name_loc.start or 0
             args_ptr, args_at = args_loc.pointer, args_loc.start or 0
+            # A name split across stream chunks: its start's chunk holds only part of it, so the name is located at
+            # that whole fragment (offsets up to len(name) would run past it), as a streamed Chat name is.
+            whole_name = name_loc.end is None or name_loc.end - name_at == name_end - name_start
         added = self.tool_call(name=call.name, arguments=text[args_start:args_end], call_id=call.call_id,
                                name_pointer=name_ptr, arguments_pointer=args_ptr, turn=turn,
                                phase=Phase.RESPONSE, recovered_from=call.family, pieces=pieces,
-                               name_offset=name_at, arguments_offset=args_at)
+                               name_offset=name_at, arguments_offset=args_at,
+                               name_in_text=segment is None or whole_name)
         if call.arguments_parsed and added.tool_call is not None:
             # The raw text may be XML or repaired JSON: detectors get the arguments the parser read.
             mended = replace(added.tool_call, arguments=call.arguments, arguments_error=None)
