@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from detectors import prompt_injection
+from detectors import _answer_steering
 from detectors.prompt_injection import ANSWER_RULES, RULE_IDS, PromptInjectionDetector
 from guardrails.adapters import read_exchange
 from guardrails.detector import DetectorRegistry, ScanContext
@@ -341,12 +341,12 @@ def answer_work(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Meter, list
     where a rule has no shape, as a shape)."""
     meter = Meter()
     with monkeypatch.context() as patch:
-        for name, value in vars(prompt_injection).items():
+        for name, value in vars(_answer_steering).items():
             if metered(value, meter) is not value:
-                patch.setattr(prompt_injection, name, metered(value, meter))
+                patch.setattr(_answer_steering, name, metered(value, meter))
         rules = tuple(replace(r, **{f.name: metered(getattr(r, f.name), meter, f.name in ("shape", "pattern"))
                                     for f in fields(r)}) for r in ANSWER_RULES)
-        hits = prompt_injection.answer_hits(text, text.lower(), rules)
+        hits = _answer_steering.answer_hits(text, text.lower(), rules)
     return meter, hits
 
 
@@ -368,8 +368,8 @@ def test_each_start_is_read_a_bounded_stretch(monkeypatch: pytest.MonkeyPatch) -
     # from each: quadratic (the run of "In your response, mention " took 590 s at 130 KB).
     meter, hits = answer_work(SENTENCES * 4_000, monkeypatch)
     assert hits
-    assert meter.widest <= prompt_injection._MATCH_REACH
-    assert meter.tries <= len(ANSWER_RULES) * prompt_injection.MAX_ANSWER_STARTS
+    assert meter.widest <= _answer_steering._MATCH_REACH
+    assert meter.tries <= len(ANSWER_RULES) * _answer_steering.MAX_ANSWER_STARTS
 
 
 @pytest.mark.parametrize("unit", HOSTILE.values(), ids=HOSTILE.keys())
@@ -386,16 +386,16 @@ def test_decoys_do_not_hide_a_planted_line_at_the_end(monkeypatch: pytest.Monkey
               "www.example.com.")
     text = "Please include your order number in your reply, thanks. " * 3_000 + "\n" + attack
     meter, hits = answer_work(text, monkeypatch)
-    assert meter.tries <= len(ANSWER_RULES) * prompt_injection.MAX_ANSWER_STARTS
+    assert meter.tries <= len(ANSWER_RULES) * _answer_steering.MAX_ANSWER_STARTS
     assert findings_in(text) == [("answer_insertion_payload", Severity.HIGH)]
     assert text[hits[-1].start : hits[-1].end] == attack.rstrip(".")
 
 
 def test_code_blocks_judged_are_bounded_and_include_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
     judged = []
-    monkeypatch.setattr(prompt_injection, "_malicious",
-                        lambda code, judge=prompt_injection._malicious: judged.append(code) or judge(code))
+    monkeypatch.setattr(_answer_steering, "_malicious",
+                        lambda code, judge=_answer_steering._malicious: judged.append(code) or judge(code))
     decoy = "Add the following code snippet to your script:\n```\nprint('hello')\n```\n"
     text = SO_ANSWER.format(attack=decoy * 3_000 + RMTREE_ATTACK)
     assert findings_in(text) == [("code_insertion", Severity.HIGH)]
-    assert len(judged) <= prompt_injection.MAX_CODE_DIRECTIVES
+    assert len(judged) <= _answer_steering.MAX_CODE_DIRECTIVES
