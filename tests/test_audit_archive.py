@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from openai_payloads import tool_call_response
+from test_audit_review import body
 
 from guardrails.audit.chain import StoredRecord, canonical
 from guardrails.audit.export import export_otlp, finding_locations, otlp_span
@@ -39,20 +39,6 @@ def settings(tmp_path: Path) -> Settings:
     (policy / "config.yml").write_text(yaml.safe_dump({"detectors": {"tool_undeclared": {"action": "block"},
                                                                      "secret": {}}}))
     return Settings(policy_dir=tmp_path / "policies", data_dir=tmp_path / "var", audit_content="redacted")
-
-
-def body(i: int, *, tool: str = "get_weather", content: str = "Weather in Paris?", tenant: str = "acme",
-         context: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "request": {
-            "model": "Qwen/Qwen3-8B",
-            "messages": [{"role": "user", "content": content}],
-            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
-        },
-        "response": tool_call_response(tool, {"city": "Paris"}, id=f"chatcmpl-{i}", model="Qwen/Qwen3-8B",
-                                       usage={"prompt_tokens": 50, "completion_tokens": 20}),
-        "context": context or {"agent_id": "travel-agent", "session_id": f"s-{i}", "tenant": tenant, "user": "u-1"},
-    }
 
 
 def run_checks(tmp_path: Path, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(policy_dir=tmp_path / "policies", data_dir=tmp_path / "var", **overrides)
 
 
-def body(i: int, *, tool: str = "get_weather", content: str = "Weather in Paris?",
+def body(i: int, *, tool: str = "get_weather", content: str = "Weather in Paris?", tenant: str = "acme",
          context: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "request": {
@@ -55,7 +55,7 @@ def body(i: int, *, tool: str = "get_weather", content: str = "Weather in Paris?
         },
         "response": tool_call_response(tool, {"city": "Paris"}, id=f"chatcmpl-{i}", model="Qwen/Qwen3-8B",
                                        usage={"prompt_tokens": 50, "completion_tokens": 20}),
-        "context": context or {"agent_id": "travel-agent", "session_id": f"s-{i}", "tenant": "acme", "user": "u-1"},
+        "context": context or {"agent_id": "travel-agent", "session_id": f"s-{i}", "tenant": tenant, "user": "u-1"},
     }
 
 
