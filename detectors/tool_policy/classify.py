@@ -30,6 +30,10 @@ PATH_KEYS = frozenset({"path", "paths", "file", "files", "filename", "filepath",
                        "folder", "attachment", "attachments"})
 URL_VALUE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://\S+$|^(?:javascript|data|file):", re.S)
 PATH_VALUE = re.compile(r"^(?:/|~/|\.\.?/|[a-zA-Z]:[\\/]|\\\\)[^\n]*$")
+# A whole value in base64 (standard or URL-safe alphabet, line breaks allowed): matched on the value without its
+# whitespace, one character class and the padding, so a failed match costs one pass.
+BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
+MIN_ENCODED = 64  # shorter base64 is an id or a hash, not a payload
 SCHEMA_FORMATS = {"uri": "url", "url": "url", "iri": "url", "uri-reference": "url", "hostname": "url"}
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
@@ -44,7 +48,8 @@ def name_tokens(name: str) -> frozenset[str]:
 def classify(tool: str, key: str | None, value: str, schema: Mapping[str, Any] | None,
              writes_script: bool = False) -> str | None:
     """"shell", "code", "sql", "url", "path", "script" (a file the tool runs), "written_code" (source written to
-    a script file: `writes_script`, see `writes_script_file`) or None for an argument string."""
+    a script file: `writes_script`, see `writes_script_file`), "encoded" (a base64 value) or None for an argument
+    string."""
     if isinstance(schema, Mapping):
         kind = SCHEMA_FORMATS.get(str(schema.get("format", "")))
         if kind:
@@ -61,9 +66,20 @@ def classify(tool: str, key: str | None, value: str, schema: Mapping[str, Any] |
         return "sql"
     if tokens & URL_KEYS or URL_VALUE.match(value):
         return "url"
-    if (tokens & PATH_KEYS and "://" not in value) or (PATH_VALUE.match(value) and len(value) < 1024):
+    path_shaped = PATH_VALUE.match(value) is not None
+    if not path_shaped and looks_encoded(value):
+        return "encoded"  # an attachment's content, not its file name
+    if (tokens & PATH_KEYS and "://" not in value) or (path_shaped and len(value) < 1024):
         return "script" if tool_tokens & RUN_WORDS else "path"
     return None
+
+
+def looks_encoded(value: str) -> bool:
+    """The value is one base64 text of at least MIN_ENCODED characters (whitespace aside)."""
+    if len(value) < MIN_ENCODED or " " in value.strip():
+        return False
+    compact = "".join(value.split())
+    return len(compact) >= MIN_ENCODED and BASE64.fullmatch(compact) is not None
 
 
 def writes_script_file(tool: str, arguments: Mapping[str, Any]) -> bool:

@@ -9,14 +9,19 @@ write installers full of `sudo` and `rm -rf build/`, and deploy scripts that nam
 
 from __future__ import annotations
 
+import binascii
+import codecs
 from collections.abc import Mapping
 from typing import Any
 
 from detectors.tool_policy.base import Violation
+from detectors.tool_policy.classify import looks_encoded
 from detectors.tool_policy.paths import PathRule, malware_named
 from detectors.tool_policy.shell import ShellRule
 from guardrails.findings import Severity
 
+LAYOUT = str.maketrans("", "", "\n\r\t")  # line breaks and tabs are text too
+MAX_ENCODED = 200_000  # characters decoded (a prefix of a longer value: an image is not decoded whole)
 # Rules written source is judged on; the rest (privilege, deletes below `/`, spawned commands) only when it runs.
 WRITTEN_RULES = frozenset({"code.reverse_shell", "code.exfiltration", "code.persistence", "code.privilege",
                            "code.keylogger"})
@@ -50,3 +55,35 @@ class ScriptRule:
         if isinstance(value, str) and malware_named(value.strip()):
             out.append(Violation("path.malware_script", f"runs {value!r}, named as malware", Severity.HIGH))
         return out
+
+
+class EncodedRule:
+    """A whole argument written in base64 (`write_to_file(text="IyBQeXRob24gY29kZS...")`): encoding only hides what
+    is written or sent, so text that decodes from it is judged as written source (keylogger, reverse shell,
+    credential exfiltration, ...). Binary data (an image, an archive) does not decode to text and passes."""
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        self.code = CodeRule(written=True)
+
+    def check(self, value: Any) -> list[Violation]:
+        text = decoded_text(value) if isinstance(value, str) else None
+        if text is None:
+            return []
+        return [Violation(v.rule, f"base64-encoded content: {v.message}", v.severity) for v in self.code.check(text)]
+
+
+def decoded_text(value: str) -> str | None:
+    """The text a base64 value decodes to (from its first MAX_ENCODED characters), or None when it is not base64 of
+    UTF-8 text."""
+    if not looks_encoded(value):
+        return None
+    compact = "".join(value.split())[:MAX_ENCODED].rstrip("=").replace("-", "+").replace("_", "/")
+    compact = compact[:len(compact) - len(compact) % 4]  # whole 3-byte groups: a cut prefix still decodes
+    try:
+        raw = binascii.a2b_base64(compact, strict_mode=True)
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw)  # a character cut at the end is dropped
+    except (binascii.Error, ValueError):
+        return None
+    if not text.strip() or not text.translate(LAYOUT).isprintable():
+        return None  # binary data: an image, an archive, a key
+    return text

@@ -7,6 +7,9 @@ there, not in the call.
   call" is not "turn off the camera").
 * `context.system_process_kill`: `kill` of PIDs that an earlier process listing shows to be init, systemd,
   sshd or another process the system runs on.
+* `context.standing_access`: a grant (a tool named for access, guests, sharing, invitations, permissions) made
+  permanent (`"permanent": true`, `"access_type": "unlimited"`) while the user's and system prompt's words ask for
+  nothing lasting ("recurring access for my dog walker, every day 2-3 pm" is not a key for ever).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from detectors._argspans import ArgPath, leaves
 from detectors.tool_policy.base import Violation
-from detectors.tool_policy.classify import classify
+from detectors.tool_policy.classify import classify, name_tokens
 from detectors.tool_policy.shell import SYSTEM_PROCESS
 from guardrails.exchange import Exchange
 from guardrails.findings import Severity
@@ -36,6 +39,17 @@ MAX_RECORDS = 50  # occurrences of one id looked at per text (a short id may rec
 KILL = re.compile(r"\bkill\b((?:\s+-{1,2}[\w-]+)*)((?:\s+\d+)+)")
 LINE_BREAK = re.compile(r"\r?\n|\\n")  # a listing inside a JSON string keeps its line breaks escaped
 RUNS_SYSTEM_PROCESS = re.compile(rf"(?:^|[\s/\[(]){SYSTEM_PROCESS.pattern}(?=$|[\s\]):,'\"])")
+ACCESS_TOOL_WORDS = frozenset({"grant", "access", "share", "invite", "permission", "permissions", "guest", "guests",
+                               "authorize", "role", "roles"})
+# A flag that makes a grant outlive any schedule (`permanent: true`, `never_expires: true`), or a duration argument
+# whose value says so (`"access_type": "permanent"`).
+STANDING_FLAG = re.compile(r"(?:is_?)?(?:permanent|indefinite|unlimited|never_?expires?|no_?expiry|no_?expiration)"
+                           r"(?:_?access)?", re.IGNORECASE)
+STANDING_VALUE = re.compile(r"permanent|indefinite(?:ly)?|unlimited|forever|never", re.IGNORECASE)
+DURATION_KEY_WORDS = frozenset({"access", "duration", "expiry", "expiration", "expires", "type", "validity", "period",
+                                "term", "mode"})
+STANDING_ASKED = re.compile(r"\b(?:permanent(?:ly)?|indefinite(?:ly)?|forever|unlimited|never\s+expir\w*|no\s+expir\w*"
+                            r"|always|ongoing|any\s?time|at\s+all\s+times)\b", re.IGNORECASE)
 
 
 def context_violations(tool: str, arguments: Mapping[str, Any], exchange: Exchange
@@ -43,6 +57,8 @@ def context_violations(tool: str, arguments: Mapping[str, Any], exchange: Exchan
     values = [(path, value) for path, value in leaves(arguments) if isinstance(value, str)]
     if values and _switches_off(tool, values):
         yield from _safety_devices_off(values, exchange)
+    if name_tokens(tool) & ACCESS_TOOL_WORDS:
+        yield from _standing_access(arguments, exchange)
     if not exchange.untrusted:
         return
     for path, value in values:
@@ -73,6 +89,19 @@ def _safety_devices_off(values: list[tuple[ArgPath, str]], exchange: Exchange
             yield path, Violation("context.safety_device_off",
                                   f"switches off {value!r}, a {'/'.join(sorted(words))} device the user did not name",
                                   Severity.MEDIUM)
+
+
+def _standing_access(arguments: Mapping[str, Any], exchange: Exchange) -> Iterator[tuple[ArgPath, Violation]]:
+    """A top-level flag or duration that makes the grant permanent, when no trusted text asks for lasting access."""
+    for key, value in arguments.items():
+        key = str(key)
+        standing = (value is True and STANDING_FLAG.fullmatch(key)) or (
+            isinstance(value, str) and STANDING_VALUE.fullmatch(value.strip())
+            and name_tokens(key) & DURATION_KEY_WORDS)
+        if standing and not any(STANDING_ASKED.search(s.text) for s in exchange.trusted):
+            yield (key,), Violation("context.standing_access", f"grants access with {key}={value!r} though the user "
+                                    "asked for no permanent access", Severity.MEDIUM)
+            return
 
 
 def _record_words(value: str, text: str) -> set[str]:

@@ -10,9 +10,10 @@ from typing import Any
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
 from detectors._toolnames import name_key, without_namespace
+from detectors.tool_policy.assumption import unconfirmed_assumption
 from detectors.tool_policy.base import ArgumentRule, Violation, string_list
 from detectors.tool_policy.classify import classify, writes_script_file
-from detectors.tool_policy.code import CodeRule, ScriptRule
+from detectors.tool_policy.code import CodeRule, EncodedRule, ScriptRule
 from detectors.tool_policy.context import context_violations
 from detectors.tool_policy.numbers import NumberRule
 from detectors.tool_policy.paths import PathRule
@@ -56,6 +57,7 @@ class ToolPolicyDetector(Detector):
                                                                                      "code")}
         self._builtin["script"] = ScriptRule()
         self._builtin["written_code"] = CodeRule(written=True)
+        self._builtin["encoded"] = EncodedRule()
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         lists = self._agents.get(exchange.context.agent_id or "", self._any_agent)
@@ -71,7 +73,23 @@ class ToolPolicyDetector(Detector):
                 if self.builtin:
                     findings.extend(self._finding(segment, call.name, path, "context", violation)
                                     for path, violation in context_violations(call.name, call.arguments, exchange))
+            if self.builtin:
+                findings.extend(self._assumption(segment, call.name, exchange))
         return findings
+
+    def _assumption(self, segment: Segment, tool: str, exchange: Exchange) -> list[Finding]:
+        """A call that acts on what the agent said it guessed (see assumption.py); located at the call's name,
+        the evidence points at the agent's sentence."""
+        found = unconfirmed_assumption(tool, exchange)
+        if found is None:
+            return []
+        said, start, end = found
+        where = said.locate(start, end)
+        return [finding_at(self, locate_name(segment), f"{tool}: acts on a guess the agent stated instead of asking "
+                           f"the user ({said.text[start:end]!r})", Severity.MEDIUM,
+                           {"tool": tool, "kind": "context", "rule": "context.unconfirmed_assumption",
+                            "source": {"pointer": where.pointer, "start": where.start, "end": where.end,
+                                       "kind": said.kind.value}})]
 
     def _check_name(self, segment: Segment, tool: str, lists: AgentLists, agent: str | None) -> list[Finding]:
         who = f"agent {agent!r}" if agent else "this agent"

@@ -35,6 +35,9 @@ SENSITIVE_PATH = re.compile(
 # location, so MEDIUM: worth a review, not a block.
 CREDENTIAL_NAME = re.compile(r"(?i)(?:^|/)(?:[\w-]*[_-])?(?:api[_-]?keys?|secrets?|credentials?|passwords?)"
                              r"\.(?:json|ya?ml|txt|ini|cfg|conf|toml|csv|xml)$")
+# Mail spools: every message the machine's users received (`/var/mail/alice`, `/var/spool/mail/`). Reading a whole
+# mailbox is worth a review (MEDIUM); a mail client's tool reads one message.
+MAIL_SPOOL = re.compile(r"^/var/(?:spool/)?mail(?:/|$)")
 # Files that run at login, at boot, on a schedule or on every ssh connection (a `ProxyCommand` in ~/.ssh/config):
 # writing one plants a command that outlives the session.
 PERSISTENCE = re.compile(r"(?:^|/)\.(?:bashrc|bash_profile|bash_login|profile|zshrc|zprofile|zshenv)$"
@@ -110,12 +113,13 @@ def is_sensitive(path: str) -> bool:
 
 
 def sensitive_severity(path: str) -> Severity | None:
-    """HIGH for credentials and account files, MEDIUM for the ssh client config and files named for the secrets
-    they hold, None for anything else."""
+    """HIGH for credentials and account files, MEDIUM for the ssh client config, files named for the secrets they
+    hold and mail spools, None for anything else."""
     if is_sensitive(path):
         return Severity.HIGH
     path = PROC_ROOT.sub("", path)
-    return Severity.MEDIUM if SSH_CLIENT_CONFIG.search(path) or CREDENTIAL_NAME.search(path) else None
+    medium = SSH_CLIENT_CONFIG.search(path) or CREDENTIAL_NAME.search(path) or MAIL_SPOOL.search(path)
+    return Severity.MEDIUM if medium else None
 
 
 def malware_named(path: str) -> bool:
