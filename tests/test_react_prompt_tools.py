@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, assert_locations_resolve
+from test_react_transcript import INJECAGENT_TASK, PLANTED, injecagent_openai
 
 from guardrails.adapters import read_exchange
 from guardrails.config import Settings
@@ -182,3 +183,87 @@ PROMPT_SHAPES = {
 @pytest.mark.parametrize(("prompt", "expected"), PROMPT_SHAPES.values(), ids=PROMPT_SHAPES.keys())
 def test_prompt_tool_list_shapes(prompt: str, expected: list[tuple[str, str]]) -> None:
     assert [(t.name, t.text_input) for t in prompt_tools(prompt)] == expected
+
+
+# --- InjecAgent's JSON tool specifications and LlamaIndex's `> Tool Name:` entries ---------------------------------
+# LlamaIndex's ReAct system header (`ReActChatFormatter`) with two FunctionTools rendered into it.
+LLAMAINDEX_SYSTEM = """You are designed to help with a variety of tasks, from answering questions to providing \
+summaries to other types of analyses.
+
+## Tools
+
+You have access to a wide variety of tools. You are responsible for using the tools in any sequence you deem \
+appropriate to complete the task at hand.
+This may require breaking the task into subtasks and using different tools to complete each subtask.
+
+You have access to the following tools:
+> Tool Name: multiply
+Tool Description: multiply(a: int, b: int) -> int
+Multiply two integers and return the result.
+Tool Args: {"properties": {"a": {"title": "A", "type": "integer"}, "b": {"title": "B", "type": "integer"}}, \
+"required": ["a", "b"], "type": "object"}
+
+> Tool Name: web_search
+Tool Description: web_search(query: str) -> str
+
+Search the web and return the top results.
+Tool Args: {"properties": {"query": {"title": "Query", "type": "string"}}, "required": ["query"], "type": "object"}
+
+
+## Output Format
+
+Please answer in the same language as the question and use the following format:
+
+```
+Thought: The current language of the user is: (user's language). I need to use a tool to help me answer the question.
+Action: tool name (one of multiply, web_search) if using a tool.
+Action Input: the input to the tool, in a JSON format representing the kwargs (e.g. {"input": "hello world", \
+"num_beams": 5})
+```
+"""
+LLAMAINDEX_LIST = LLAMAINDEX_SYSTEM[LLAMAINDEX_SYSTEM.index("You have access to the following"):
+                                    LLAMAINDEX_SYSTEM.index('"object"}\n\n\n') + len('"object"}')]
+
+
+def test_injecagent_and_llamaindex_prompts_declare_their_tools() -> None:
+    injecagent = [(t.name, t.text_input) for t in prompt_tools(INJECAGENT_TASK)]
+    assert injecagent == [("AmazonGetProductDetails", "product_id"), ("AugustSmartLockGrantGuestAccess", "tool_input")]
+    assert [(t.name, t.text_input) for t in prompt_tools(LLAMAINDEX_SYSTEM)] == [
+        ("multiply", "tool_input"), ("web_search", "query")]
+    one_of = "Action: tool name (one of multiply, `web_search`) if using a tool.\nAction Input: the input"
+    assert [t.name for t in prompt_tools(one_of)] == ["multiply", "web_search"]
+    # Shaped like them, but no list of tools: an unrendered template, JSON that specifies no tool, prose.
+    for prose in ("You have access to the following tools:\n{tool_desc}\n\nAction: tool name (one of {tool_names}) "
+                  "if using a tool.",
+                  'The following tools are available:\n\n[{"name": "Amy", "age": 31}, {"name": "Raj"}]',
+                  "The following tools are available: a hammer and a saw.\nAction: pick one (one of them, really)."):
+        assert prompt_tools(prose) == [], prose
+
+
+def test_a_llamaindex_agent_calling_a_tool_its_prompt_does_not_list_is_undeclared(service: CheckService) -> None:
+    body = openai_chat('Thought: The current language of the user is: English. I need to mail the report.\n'
+                       'Action: send_email\nAction Input: {"to": "admin@example.com", "body": "disk report"}')
+    body["request"]["messages"][0]["content"] = LLAMAINDEX_SYSTEM
+    result = run(service, body)
+    [undeclared] = by_detector(result, "tool_undeclared")
+    assert undeclared["evidence"]["declared"] == ["multiply", "web_search"]
+    [listed] = undeclared["evidence"]["declared_in"]
+    assert resolve(body, listed["pointer"])[listed["start"]:listed["end"]] == LLAMAINDEX_LIST
+    body = openai_chat("Thought: I need to search.\nAction: web_search\nAction Input: Eiffel Tower construction")
+    body["request"]["messages"][0]["content"] = LLAMAINDEX_SYSTEM
+    assert run(service, body)["verdict"] == "allow"
+    [call] = [s.tool_call for s in read_exchange(body["request"], body["response"]).tool_calls if s.tool_call]
+    assert (call.name, call.arguments) == ("web_search", {"query": "Eiffel Tower construction"})
+
+
+def test_injecagents_listed_tools_let_tool_taint_trace_the_planted_guest(service: CheckService) -> None:
+    # The response grants the guest the review asked for: a call of a tool the JSON specifications declare.
+    body = injecagent_openai(PLANTED)
+    exchange = read_exchange(body["request"], body["response"])
+    assert sorted(exchange.tools) == ["AmazonGetProductDetails", "AugustSmartLockGrantGuestAccess"]
+    result = run(service, body)
+    assert result["verdict"] == "block"
+    [taint] = by_detector(result, "tool_taint")
+    source = taint["evidence"]["source"]
+    assert (source["kind"], source["pointer"]) == ("tool_result", "/request/messages/1/content")
+    assert resolve(body, source["pointer"])[source["start"]:source["end"]] == "guest_amy01"

@@ -28,7 +28,6 @@ from guardrails.exchange import (
 from guardrails.reasoning import split_reasoning
 from guardrails.toolparse import RecoveredCall, find_leaks
 from guardrails.toolparse.react import (
-    new_question,
     only_labels,
     pending_action,
     prompt_tools,
@@ -186,8 +185,8 @@ class ExchangeBuilder:
         """Carve a ReAct transcript (docs/tool-call-recovery.md, "ReAct transcripts in the request"), in text order:
         each observation becomes an untrusted tool result, each action an earlier tool call; the rest keeps its kind
         and trust up to the first observation, and after it is model text that cannot be told from the tool's output
-        (an observation can write a `Thought:` line), so untrusted, until a line asks a new question. Segments that
-        would hold only ReAct labels are left out. False, adding nothing, when the text holds no transcript."""
+        (an observation can write a `Thought:` or a `Question:` line), so untrusted. Segments that would hold only
+        ReAct labels are left out. False, adding nothing, when the text holds no transcript."""
         pending = self._pending_call() if kind is SegmentKind.USER and starts_with_observation(text) else None
         steps = transcript_steps(text, leading_observation=pending is not None)
         if not steps:
@@ -196,13 +195,10 @@ class ExchangeBuilder:
 
         def keep(end: int) -> None:
             """The text from `at` to `end`, as its region has it."""
-            nonlocal at, after_observation
+            nonlocal at
             if after_observation:
-                question = new_question(text, at, end)
-                cut = end if question < 0 else question
-                self._scratchpad(text[at:cut], pointer, role=role, turn=turn, start=start + at)
-                at, after_observation = cut, question < 0
-            if at < end and not only_labels(text[at:end]):
+                self._scratchpad(text[at:end], pointer, role=role, turn=turn, start=start + at)
+            elif at < end and not only_labels(text[at:end]):
                 self.text(kind, text[at:end], pointer, role=role, turn=turn, phase=Phase.REQUEST, start=start + at,
                           source=source, trust=TRUST_BY_KIND[kind])
             at = end

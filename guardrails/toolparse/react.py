@@ -255,9 +255,13 @@ _LEADING_OBSERVATION = re.compile(r"[ \t\r\n]*" + _BOLD + r"Observation(?:[ \t]*
 # A line that ends a transcript: the agent's answer. What comes before it is an example or a finished episode.
 # (Cases spelt out: a case-insensitive search costs ~30 ns per character, and these run over whole transcripts.)
 _FINISHED = re.compile(r"\n[ \t]*" + _BOLD + r"(?:Final[ \t]+[Aa]nswer|FINAL[ \t]+ANSWER)" + _BOLD + r"[ \t]*:")
-# A line that starts a new question: text after it is the user's again, not the continuation of an observation.
+# A line that starts a new question: what follows a finished episode (the next episode is another one).
 _NEW_QUESTION = re.compile(r"\n[ \t]*" + _BOLD + r"(?:Question|QUESTION|User[ \t]+[Ii]nput|New[ \t]+[Ii]nput)" + _BOLD
                            + r"[ \t]*:")
+# The model's reasoning line, which precedes its final answer in every ReAct format.
+_THOUGHT = re.compile(r"\n[ \t]*" + _BOLD + r"Thought[^\n:]{0,16}:")
+# A line of a step: after a final answer, the same episode carried on.
+_STEP_LINE = re.compile(r"\n[ \t]*" + _BOLD + r"(?:Thought|Action|Observation)[^\n:]{0,16}:")
 # Only ReAct labels and white space: nothing worth a segment of its own.
 _LABELS_ONLY = re.compile(r"(?:\s|\*\*|__|(?:Observation|Thought|Action(?:[ \t]+Input)?)(?:[ \t]*\d+)?[ \t]*:)*")
 
@@ -274,8 +278,9 @@ class TranscriptStep(NamedTuple):
 def transcript_steps(text: str, leading_observation: bool = False) -> list[TranscriptStep]:
     """The steps of the ReAct transcript in a request-side text: an `Action: NAME` (a name, not the template's
     "the action to take, ...") with its input, followed by an `Observation:` (an action with no observation is no
-    step: text a user pasted). Steps before a `Final Answer:` line are left out: a finished transcript is a format
-    example or an earlier episode, not the scratchpad the agent carries on. `leading_observation`: an observation
+    step: text a user pasted). Steps before a finished episode's `Final Answer:` (`_finished`) are left out: a
+    finished transcript is a format example or an earlier episode, not the scratchpad the agent carries on (an
+    answer line an observation wrote finishes nothing). `leading_observation`: an observation
     that opens the text is a step of its own (its action ended the previous message).
 
     Linear in the text: each search starts where the previous one stopped. Most texts have no "Observation" and
@@ -305,12 +310,40 @@ def transcript_steps(text: str, leading_observation: bool = False) -> list[Trans
             continue
         steps.append(TranscriptStep(call, _observation_span(text, found.end())))
         at = steps[-1].observation[1]
-    # Only the steps after the last `Final Answer:` that follows a step are the live transcript.
+    # Only the steps after the last finished episode are the live transcript.
     for i in range(len(steps) - 1, -1, -1):
         following = steps[i + 1].call if i + 1 < len(steps) else None
-        if _FINISHED.search(text, steps[i].observation[1], following.span[0] if following else len(text)):
+        if _finished(text, steps[i], following.span[0] if following else len(text)):
             return steps[i + 1:]
     return steps
+
+
+def _finished(text: str, step: TranscriptStep, end: int) -> bool:
+    """Whether a `Final Answer:` line between the step's observation and `end` (the next step's action, or the
+    text's end) finishes its episode. An observation's text is the attacker's and can write any line, so only an
+    answer the tool's output cannot have written counts: after the model's `Thought:` (a line right after the
+    observation is the observation's own), outside a JSON-like observation (one cut before its closing bracket
+    wrote the lines that cut it), and with the episode not carried on after it (by a step line before a new
+    question, or by a next step with no new question before it). An observation that is a message of its own
+    (`call` None, LlamaIndex) is the tool's output whole: nothing in it finishes anything."""
+    if step.call is None:
+        return False
+    start, stop = step.observation
+    answer = _FINISHED.search(text, stop, end)
+    if answer is None or _THOUGHT.search(text, stop, answer.start()) is None or _cut_value(text, start, stop):
+        return False
+    question = _NEW_QUESTION.search(text, answer.end(), end)
+    if question is None and end < len(text):
+        return False  # the next step follows: the same episode
+    return _STEP_LINE.search(text, answer.end(), question.start() if question else end) is None
+
+
+def _cut_value(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] starts a JSON-like value that does not close by `end`."""
+    if start >= end or text[start] not in "{[":
+        return False
+    read = read_value(text, start, end)
+    return read is None or "unclosed" in read[2]
 
 
 def _observation_span(text: str, label_end: int) -> tuple[int, int]:
@@ -343,12 +376,6 @@ def starts_with_observation(text: str) -> bool:
     return _LEADING_OBSERVATION.match(text) is not None
 
 
-def new_question(text: str, start: int, end: int) -> int:
-    """Where a line that asks a new question (`Question:`, `User Input:`) starts in [start, end); -1 if none."""
-    found = _NEW_QUESTION.search(text, start, end)
-    return -1 if found is None else found.start() + 1
-
-
 def only_labels(text: str) -> bool:
     """Whether `text` holds nothing but ReAct labels (`Observation:`, `Thought:`) and white space."""
     return _LABELS_ONLY.fullmatch(text) is not None
@@ -363,17 +390,27 @@ def typed_input(value: Any, name: str, schemas: Schemas) -> Any:
 # --- the tools a ReAct agent's prompt declares ------------------------------------------------------------------
 # A LangChain ReAct agent sends no `tools`: its prompt lists them, under "You have access to the following tools:"
 # (or a `Tools:` heading) as `name: description` or `name(args) - description` lines, and in the format's
-# "Action: the action to take, should be one of [a, b, c]". Only these shapes declare names: a prompt that merely
-# talks about tools declares none.
-_TOOLS_HEADER = re.compile(r"(?:^|(?<=[.!?:])[ \t]+)you have access to the following tools[ \t]*:[ \t]*$"
+# "Action: the action to take, should be one of [a, b, c]". InjecAgent's prompted agent lists JSON tool
+# specifications under "The following tools are available:", LlamaIndex's ReAct agent `> Tool Name: X` entries
+# (each with `Tool Description:` and `Tool Args:` lines) and "Action: tool name (one of a, b) if using a tool."
+# Only these shapes declare names: a prompt that merely talks about tools declares none.
+_TOOLS_HEADER = re.compile(r"(?:^|(?<=[.!?:])[ \t]+)(?:you have access to the following tools|the following tools are "
+                           r"available)[ \t]*:[ \t]*$"
                            r"|^[ \t]*(?:#{1,6}[ \t]+)?" + _BOLD + r"tools" + _BOLD + r"[ \t]*:" + _BOLD + r"[ \t]*$",
                            re.IGNORECASE | re.MULTILINE)
+# LlamaIndex's entry: its name line, and the `Tool Args:` line (a JSON schema) that ends it.
+_NAMED_ENTRY = re.compile(r"[ \t]{0,3}>[ \t]*Tool Name:[ \t]*(" + _NAME + r")[ \t]*\n")
+_ENTRY_ARGS = re.compile(r"^[ \t]{0,3}Tool Args:[ \t]*([^\n]*)", re.MULTILINE)
+# The keys that make a JSON object with a "name" a tool's specification (InjecAgent's, OpenAI's, JSON schema's).
+_SPEC_KEYS = frozenset({"description", "summary", "parameters", "arguments", "args", "input_schema"})
 # `name: description`, `name(args) - description` (also `name(args): description`), bulleted or numbered.
 _TOOL_ENTRY = re.compile(r"[ \t]{0,3}(?:[-*\u2022][ \t]+|\d{1,2}[.)][ \t]+)?[`*]{0,2}(" + _NAME + r")[`*]{0,2}"
                          r"(?:(\([^\n]*?\))[ \t]*(?::|[ \t]+-|[ \t]+\u2014)|:)[ \t]+\S")
 _ONE_OF = re.compile(r"^[ \t]*" + _BOLD + r"Action" + _BOLD + r"[ \t]*:" + _BOLD
-                     + r"[^\n\[]{0,80}?should be one of[ \t]*\[([^\]\n]*)\]", re.IGNORECASE | re.MULTILINE)
-_PROMPT_MARKERS = re.compile(r"following tools|tools" + _BOLD + r"[ \t]*:|should be one of", re.IGNORECASE)
+                     + r"(?:[^\n\[]{0,80}?should be one of[ \t]*\[([^\]\n]*)\]"  # LangChain's
+                     + r"|[^\n(]{0,80}?\btool[^\n(]{0,40}\(one of[ \t]+([^()\n]*)\))",  # LlamaIndex's
+                     re.IGNORECASE | re.MULTILINE)
+_PROMPT_MARKERS = re.compile(r"following tools|tools" + _BOLD + r"[ \t]*:|should be one of|\(one of", re.IGNORECASE)
 # Lines shaped like an entry that are not tools: the ReAct format's own lines, and a description's sections.
 _NOT_ENTRIES = frozenset({"question", "thought", "action", "observation", "answer", "begin", "args", "arguments",
                           "returns", "return", "raises", "example", "examples", "note", "notes", "usage",
@@ -398,19 +435,91 @@ def _prompt_tools(text: str) -> tuple[PromptTool, ...]:
     """Cached: an agent resends the same system prompt every step, and most requests without `tools` have none."""
     lowered = text.lower()
     # The literals every marker holds, tested before the case-insensitive regex (which costs ~30 ns per character).
-    if ("tools" not in lowered and "should be one of" not in lowered) or _PROMPT_MARKERS.search(text) is None:
+    if all(marker not in lowered for marker in ("tools", "should be one of", "(one of")) \
+            or _PROMPT_MARKERS.search(text) is None:
         return ()
     found: dict[str, PromptTool] = {}
+    # Where LlamaIndex's `Tool Args:` lines are, found once: an entry's end is looked up, not searched for again.
+    args_lines = [m.start() for m in _ENTRY_ARGS.finditer(text)] if "Tool Args:" in text else []
+    read_to = 0  # a header inside what an earlier one's list took (a JSON value's text) is not read again
     for header in _TOOLS_HEADER.finditer(text):
+        if header.start() < read_to:
+            continue
         start = header.start() + len(header.group()) - len(header.group().lstrip())  # not the space before it
-        for tool in _listed_tools(text, start, header.end()):
+        tools, read_to = _header_tools(text, start, header.end(), args_lines)
+        for tool in tools:
             found.setdefault(tool.name, tool)
     for one_of in _ONE_OF.finditer(text):
-        names = [n.strip().strip("`'\"") for n in one_of.group(1).split(",")]
+        group = 1 if one_of.group(1) is not None else 2
+        names = [n.strip().strip("`'\"") for n in one_of.group(group).split(",")]
         if names and all(re.fullmatch(_NAME, n) for n in names):  # else a template's `[{tool_names}]`, or prose
             for name in names:
-                found.setdefault(name, PromptTool(name, TEXT_INPUT, one_of.span(1)))
+                found.setdefault(name, PromptTool(name, TEXT_INPUT, one_of.span(group)))
     return tuple(found.values())
+
+
+def _header_tools(text: str, start: int, at: int, args_lines: list[int]) -> tuple[list[PromptTool], int]:
+    """The tools listed after a tools header ending at `at`, in whichever shape the list has, and where what was
+    read ends."""
+    first = skip_space(text, at)
+    if text[first:first + 1] in ("[", "{"):
+        return _spec_tools(text, start, first)
+    if _NAMED_ENTRY.match(text, first):
+        tools = _named_tools(text, start, first, args_lines)
+    else:
+        tools = _listed_tools(text, start, at)
+    return tools, tools[-1].span[1] if tools else at
+
+
+def _spec_tools(text: str, start: int, at: int) -> tuple[list[PromptTool], int]:
+    """A JSON array (or object) of tool specifications at `at`: the objects with a "name" and a key that
+    describes a tool (OpenAI's `{"type": "function", "function": {...}}` too). Other JSON declares nothing."""
+    read = read_value(text, at)
+    if read is None:
+        return [], at
+    value, end, _ = read
+    tools = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and isinstance(item.get("function"), dict):
+            item = item["function"]
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and re.fullmatch(_NAME, name) and not _SPEC_KEYS.isdisjoint(item):
+            parameters = next((item[key] for key in ("parameters", "arguments", "args", "input_schema")
+                               if key in item), None)
+            tools.append(PromptTool(name, _spec_input(parameters), (start, end)))
+    return tools, end
+
+
+def _named_tools(text: str, start: int, at: int, args_lines: list[int]) -> list[PromptTool]:
+    """LlamaIndex's `> Tool Name: X` entries from `at` on, each ended by its `Tool Args:` line (a JSON schema;
+    the description between may run over several lines)."""
+    entries: list[tuple[str, str]] = []
+    end = at
+    entry = _NAMED_ENTRY.match(text, at)
+    while entry is not None:
+        i = bisect_left(args_lines, entry.end())
+        if i == len(args_lines):
+            break  # no entry's end: not this shape
+        args = _ENTRY_ARGS.match(text, args_lines[i])
+        if args is None:
+            break
+        read = read_value(args.group(1), 0) if args.group(1).startswith("{") else None
+        entries.append((entry.group(1), _spec_input(read[0] if read else None)))
+        end = args.end()
+        entry = _NAMED_ENTRY.match(text, skip_space(text, end))
+    return [PromptTool(name, text_input, (start, end)) for name, text_input in entries]
+
+
+def _spec_input(parameters: Any) -> str:
+    """The one parameter a specification declares (a JSON schema's properties, or InjecAgent's list of
+    `{"name": ...}`): a plain-text input goes under it. LangChain's `tool_input` otherwise."""
+    if isinstance(parameters, dict) and isinstance(parameters.get("properties"), dict):
+        names = list(parameters["properties"])
+    elif isinstance(parameters, list):
+        names = [p.get("name") for p in parameters if isinstance(p, dict)]
+    else:
+        return TEXT_INPUT
+    return names[0] if len(names) == 1 and isinstance(names[0], str) and re.fullmatch(_NAME, names[0]) else TEXT_INPUT
 
 
 def _listed_tools(text: str, start: int, at: int) -> list[PromptTool]:
