@@ -1,7 +1,8 @@
 """Admin routes: read the audit log, and list, inspect and reset circuit breakers.
 
-    GET    /v1/audit/records?since&until&tenant&agent&session&verdict&partial&check_id&category&cursor&limit
-    GET    /v1/audit/verify[?anchor=SEQ:HASH]
+    GET    /v1/audit/records?since&until&tenant&agent&session&verdict&partial&check_id&category&after_seq&to_seq
+                            &cursor&limit
+    GET    /v1/audit/verify[?anchor=SEQ:HASH]   (`ok` only when records were checked: `status` is ok|failed|empty)
     GET    /v1/breakers
     GET    /v1/breakers/{key}
     POST   /v1/breakers/{key}/reset
@@ -22,7 +23,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from guardrails.audit import AuditFilter, AuditStore, parse_time
+from guardrails.audit import AuditFilter, AuditStore, parse_seq, parse_time
 from guardrails.audit.observer import AuditObserver
 from guardrails.errors import BodyError, GuardrailsError, NotFound
 from guardrails.service import CheckService
@@ -61,6 +62,8 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
                                      "false: every record but them"),
         check_id: str | None = Query(None, description="only this check"),
         category: str | None = Query(None, description="only records with a finding of this category (any action)"),
+        after_seq: str | None = Query(None, description="only records numbered after this one (exclusive)"),
+        to_seq: str | None = Query(None, description="only records numbered up to this one (inclusive)"),
         cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
@@ -77,6 +80,8 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
                 partial=partial,
                 check_id=check_id,
                 category=category,
+                after_seq=parse_seq(after_seq, "after_seq"),
+                to_seq=parse_seq(to_seq, "to_seq"),
             )
             page = await run_in_threadpool(audit_store().page, filt, cursor, limit)
         except ValueError as exc:
@@ -125,7 +130,7 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
 
 
 RECORDS_PARAMETERS = ("since", "until", "tenant", "agent", "session", "verdict", "partial", "check_id", "category",
-                      "cursor", "limit")
+                      "after_seq", "to_seq", "cursor", "limit")
 
 
 def _known_parameters(request: Request, known: tuple[str, ...]) -> None:

@@ -1,4 +1,5 @@
-"""`GET /metrics`: the service's Prometheus metrics (guardrails/metrics.py), and the count of refused checks.
+"""`GET /metrics`: the service's Prometheus metrics (guardrails/metrics.py), the count of refused checks, and the
+audit observer's count of segments it could not redact.
 
 Same API keys as /v1/checks: with `GUARDRAILS_API_KEYS` set, Prometheus sends one as a bearer token
 (`authorization: {credentials: <key>}` in its scrape config). Each worker process counts its own checks.
@@ -15,6 +16,7 @@ from fastapi.responses import PlainTextResponse
 
 from api.body import authorize
 from api.errors import ERROR_RESPONSES, response_for
+from guardrails.audit.observer import AuditObserver
 from guardrails.config import Settings
 from guardrails.metrics import CONTENT_TYPE, CheckMetrics, render
 from guardrails.service import CheckService
@@ -74,6 +76,8 @@ def _metrics_router(service: CheckService, settings: Settings, metrics: CheckMet
                 response_class=PlainTextResponse, responses={401: UNAUTHORIZED})
     async def prometheus_metrics(request: Request) -> Response:  # async: read on the event loop that counts
         authorize(request, settings)
-        return Response(render(metrics, service.policies), media_type=CONTENT_TYPE)
+        audit = next((o for o in service.observers if isinstance(o, AuditObserver)), None)
+        failures = None if audit is None else audit.redaction_failures
+        return Response(render(metrics, service.policies, failures), media_type=CONTENT_TYPE)
 
     return router

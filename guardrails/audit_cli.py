@@ -1,8 +1,9 @@
 """`guardrails audit export|verify` and `guardrails breakers list|show|reset`.
 
 Exit codes: 0 success, 1 `verify` found tampering (each broken record is named) or `show`/`reset` found no
-such breaker, 4 the store cannot be opened or the arguments are invalid (bad time, bad URL), or `verify --file`
-was given a file that holds no exported record (empty, a CSV or OTLP export).
+such breaker, 4 the store cannot be opened or the arguments are invalid (bad time, bad sequence number, bad URL),
+or `verify` had nothing to verify: a log that holds no record (without `--anchor`: an emptied log looks the same)
+or a file that holds no exported record (empty, a CSV or OTLP export).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from guardrails.audit import AuditFilter, open_audit_store, parse_time
+from guardrails.audit import AuditFilter, open_audit_store, parse_seq, parse_time
 from guardrails.audit.archive import describe_gaps, open_export, verify_export
 from guardrails.audit.export import EXPORTERS
 from guardrails.audit.store import CATEGORIES
@@ -38,6 +39,11 @@ def add_commands(sub: Any) -> None:
         export.add_argument(f"--{name}", help=f"only this {name}")
     export.add_argument("--verdict", choices=("allow", "warn", "block"))
     export.add_argument("--check-id", help="only this check (the check_id a check answered with)")
+    export.add_argument("--after-seq", metavar="SEQ",
+                        help="only records numbered after SEQ (exclusive: the SEQ of an anchor, or the head of the "
+                             "previous archive)")
+    export.add_argument("--to-seq", metavar="SEQ",
+                        help="only records numbered up to SEQ (inclusive: the head `audit verify` printed)")
     export.add_argument("--category", choices=CATEGORIES, metavar="CATEGORY",
                         help=f"only records with a finding of this category (any action): {', '.join(CATEGORIES)}")
     export.add_argument("--partial", action=argparse.BooleanOptionalAction, default=None,
@@ -117,6 +123,8 @@ def _export(args: argparse.Namespace) -> int:
         partial=args.partial,
         check_id=args.check_id,
         category=args.category,
+        after_seq=parse_seq(args.after_seq, "--after-seq"),
+        to_seq=parse_seq(args.to_seq, "--to-seq"),
     )
     store = open_audit_store(_audit_url(args), create=False)
     try:
@@ -154,11 +162,17 @@ def _verify(args: argparse.Namespace) -> int:
         store.close()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
+    elif report.empty:
+        print("EMPTY: the log holds no records, so nothing was verified. A log emptied with SQL looks the same: "
+              "--anchor SEQ:HASH, the head a previous verify printed (kept outside the database), proves that no "
+              "record was removed")
     else:
         for problem in report.problems:
             print(f"TAMPERED {problem}")
         status = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
         print(f"{status}: {report.checked} record(s); head {report.head_seq}:{report.head_hash}")
+    if report.empty:  # nothing verified: the code of a log that cannot be opened, or of an empty --file
+        return EXIT_CONFIG
     return EXIT_OK if report.ok else EXIT_FOUND_PROBLEMS
 
 
@@ -178,8 +192,8 @@ def _verify_file(args: argparse.Namespace, anchor: tuple[int, str] | None) -> in
     for problem in report.problems:
         print(f"TAMPERED {problem}")
     if found.first_seq is not None and found.first_seq > 1 and not (anchor and anchor[0] == found.first_seq - 1):
-        print(f"NOTE the file starts at record {found.first_seq} (an export from --since, or its first records "
-              f"were removed): its link to record {found.first_seq - 1} is taken as is; --anchor "
+        print(f"NOTE the file starts at record {found.first_seq} (an export from --since or --after-seq, or its "
+              f"first records were removed): its link to record {found.first_seq - 1} is taken as is; --anchor "
               f"{found.first_seq - 1}:HASH, kept when that record was the head, checks it")
     if found.gaps:
         print(f"NOTE filtered export: each of its {found.runs} contiguous runs is checked, but not across its "

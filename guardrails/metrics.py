@@ -106,14 +106,15 @@ def _increment(counter: dict[Labels, int], labels: Labels) -> None:
     counter[labels] = counter.get(labels, 0) + 1
 
 
-def render(metrics: CheckMetrics, policies: PolicyStore) -> str:
+def render(metrics: CheckMetrics, policies: PolicyStore, redaction_failures: int | None = None) -> str:
     """The exposition of `metrics`, plus the service version and the serving version of every policy loaded so
     far. A scrape loads nothing: loading and building every bundle took a second on the event loop, and a bundle
-    that does not load was retried on every scrape (/readyz loads them all and names those that fail)."""
-    return "".join(_render_lines(metrics, policies))
+    that does not load was retried on every scrape (/readyz loads them all and names those that fail).
+    `redaction_failures`: the audit observer's count (None: no audit log, so the family has no sample)."""
+    return "".join(_render_lines(metrics, policies, redaction_failures))
 
 
-def _render_lines(m: CheckMetrics, policies: PolicyStore) -> Iterator[str]:
+def _render_lines(m: CheckMetrics, policies: PolicyStore, redaction_failures: int | None) -> Iterator[str]:
     yield from _family("info", "gauge", "The service's version (always 1).", ("version",), {(__version__,): 1})
     yield from _family("policy_info", "gauge", "Each policy bundle loaded, with its serving version (always 1).",
                        ("policy", "version"), {pair: 1 for pair in policies.loaded_versions().items()})
@@ -128,6 +129,10 @@ def _render_lines(m: CheckMetrics, policies: PolicyStore) -> Iterator[str]:
                        ("detector", "error_type"), m.detector_errors)
     yield from _family("check_errors_total", "counter", "Checks refused with an error instead of a verdict.",
                        ("status", "type"), m.check_errors)
+    # Exposed at 0 from the start, so `increase(...) > 0` alerts on the first one (a series born at 1 shows none).
+    yield from _family("audit_redaction_failures_total", "counter",
+                       "Audit record segments stored as [unredacted] (their text dropped) because the redactor raised.",
+                       (), {} if redaction_failures is None else {(): redaction_failures})
     yield from _histogram("check_duration_seconds", "Time from a check's arrival to its verdict.", "policy",
                           m.check_durations)
     yield from _sum_count("detector_duration_seconds", "Time spent in each detector.", "detector", m.detector_ms)
@@ -171,7 +176,8 @@ def _header(name: str, kind: str, help_text: str) -> Iterator[str]:
 
 
 def _labels(pairs: Iterable[tuple[str, str]]) -> str:
-    return "{" + ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs) + "}"
+    text = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
+    return "{" + text + "}" if text else ""  # a series without labels is written bare
 
 
 def escape_label_value(value: str) -> str:

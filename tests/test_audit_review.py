@@ -264,7 +264,9 @@ def test_postgres_readers_never_create_the_table_they_were_asked_to_read(
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}_meta")  # the high-water mark beside the log
             conn.execute(f"DROP FUNCTION IF EXISTS {table}_append_only()")
+            conn.execute(f"DROP FUNCTION IF EXISTS {table}_meta_guard()")
 
 
 # --- what a record tells a reviewer ----------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 
 Changing a record's bytes or sequence number breaks its own hash; deleting or inserting one breaks the
 `prev_hash` link (or leaves a gap in the sequence) of the record after it. Truncating the tail or
-rewriting the whole chain is only visible against an anchor kept elsewhere (`verify --anchor SEQ:HASH`).
+rewriting the whole chain is only visible against an anchor kept elsewhere (`verify --anchor SEQ:HASH`);
+a store's high-water mark (`check_high_water`) also catches a tail cut below the last mark it wrote.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ class Problem:
         return f"record {self.seq} ({self.check_id or 'unknown check'}): {self.kind}: {self.message}"
 
 
+EMPTY_NOTE = ("the log holds no records, so nothing was verified. A log emptied with SQL looks the same: verify "
+              "with an anchor (SEQ:HASH, the head a previous verify reported, kept outside the database) to prove "
+              "that no record was removed")
+
+
 @dataclass(slots=True)
 class VerifyReport:
     checked: int = 0
@@ -66,12 +72,23 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
 
     @property
+    def empty(self) -> bool:
+        """No record and no problem: nothing was verified, which is not a verified log."""
+        return not self.checked and not self.problems
+
+    @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.empty
+
+    @property
+    def status(self) -> str:
+        return "empty" if self.empty else "ok" if self.ok else "failed"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "status": self.status,
+            **({"note": EMPTY_NOTE} if self.empty else {}),
             "checked": self.checked,
             "head": {"seq": self.head_seq, "hash": self.head_hash},
             "problems": [
@@ -190,6 +207,19 @@ def verify_chain(
             Problem(anchor[0], None, "deleted", f"the anchored record is gone (the chain ends at {prev_seq})")
         )
     return report
+
+
+def check_high_water(report: VerifyReport, high: int | None) -> None:
+    """Report records missing from the end of a store's log: `high` is a sequence number the store remembers having
+    written (its high-water mark, read before the chain was walked), which a log cut short, or emptied, no longer
+    reaches. Past unreadable pages the end cannot be judged (the damage is reported already)."""
+    if high is None or high <= report.head_seq or any(p.kind == "damaged" for p in report.problems):
+        return
+    first = report.head_seq + 1
+    where = f"ends at record {report.head_seq}" if report.checked else "holds no records"
+    report.problems.append(Problem(first, None, "deleted", f"records {first}..{high} are missing from the end of the "
+                                                           f"log: the store wrote record {high} (its high-water mark) "
+                                                           f"and the log now {where}"))
 
 
 def _readable(rows: Iterable[StoredRecord], report: VerifyReport) -> Iterator[StoredRecord]:

@@ -28,7 +28,8 @@ class AuditObserver:
     """`redactor`: with `content="redacted"`, the spans to mask in each segment besides the findings' (the PII and
     secret recognizers, built by `guardrails/serve.py`; one with a `for_check(outcome)` method is bound to each check
     first); the other modes never call it. A segment it fails on is stored as `[unredacted]`, counted in
-    `redaction_failures` and logged (the record is written all the same)."""
+    `redaction_failures` (`guardrails_audit_redaction_failures_total` on /metrics: api/metrics.py) and logged (the
+    record is written all the same)."""
 
     def __init__(self, store: AuditStore, content: str = "none", sender: OtlpSender | None = None,
                  redactor: Redactor | None = None) -> None:

@@ -16,6 +16,7 @@ statement. The URL (or PGCONNECT_TIMEOUT, PGOPTIONS) wins over each default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -27,7 +28,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from guardrails.audit.chain import StoredRecord, chain_rows
-from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
+from guardrails.audit.store import HIGH_WATER_KEY, AuditFilter, AuditStore, PendingRow, raises_high_water
 from guardrails.config import redacted_url
 
 DEFAULT_TABLE = "guardrails_audit"
@@ -92,7 +93,10 @@ class PostgresAuditStore(AuditStore):
         super().__init__()
         self.url = url
         self._dsn, self.table = split_table(url)
+        self.meta = f"{self.table}_meta"  # the high-water mark (guardrails/audit/store.py)
         self._options = connection_defaults(self._dsn)
+        self._last_seq = 0  # the last record this process wrote: the mark a clean close leaves
+        self._marks = True  # False: a reader of a log that has no mark table (it creates none)
         self._lock_key = f"guardrails-audit:{self.table}"
         try:
             self._write_conn = self._connect()
@@ -119,6 +123,7 @@ class PostgresAuditStore(AuditStore):
                 return False
             if not _has_column(cur, self.table, "partial"):
                 cur.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS partial BOOLEAN")
+            self._marks = cur.execute("SELECT to_regclass(%s)", (self.meta,)).fetchone()[0] is not None
         return True
 
     def _create_schema(self) -> bool:
@@ -144,7 +149,27 @@ class PostgresAuditStore(AuditStore):
                 $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$""")
             cur.execute(f"""CREATE OR REPLACE TRIGGER {bare}_append_only BEFORE UPDATE OR DELETE ON {t}
                 FOR EACH ROW EXECUTE FUNCTION {trigger_fn}()""")
+            self._create_meta(cur)
         return True
+
+    def _create_meta(self, cur: psycopg.Cursor[Any]) -> None:
+        """The high-water mark's table (the mark only rises), seeded with the log's head: a log written before it
+        existed, or by an older version meanwhile, starts from what it holds now. Its own trigger function: the
+        log's table and function can be dropped without it."""
+        meta, bare, trigger_fn = self.meta, self.meta.split(".")[-1], f"{self.meta}_guard"
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value BIGINT NOT NULL)")
+        cur.execute(f"""CREATE OR REPLACE FUNCTION {trigger_fn}() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'the audit log''s high-water mark only rises'; END $$""")
+        cur.execute(f"""CREATE OR REPLACE TRIGGER {bare}_no_delete BEFORE DELETE ON {meta}
+            FOR EACH ROW EXECUTE FUNCTION {trigger_fn}()""")
+        cur.execute(f"""CREATE OR REPLACE TRIGGER {bare}_no_lowering BEFORE UPDATE ON {meta}
+            FOR EACH ROW WHEN (NEW.value < OLD.value) EXECUTE FUNCTION {trigger_fn}()""")
+        cur.execute(f"INSERT INTO {meta} AS m (key, value) SELECT %s, seq FROM {self.table} ORDER BY seq DESC LIMIT 1 "
+                    "ON CONFLICT (key) DO UPDATE SET value = GREATEST(m.value, EXCLUDED.value)", (HIGH_WATER_KEY,))
+
+    def _raise_mark(self, cur: psycopg.Cursor[Any], seq: int) -> None:
+        cur.execute(f"INSERT INTO {self.meta} AS m (key, value) VALUES (%s, %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = GREATEST(m.value, EXCLUDED.value)", (HIGH_WATER_KEY, seq))
 
     def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
         while True:
@@ -170,25 +195,36 @@ class PostgresAuditStore(AuditStore):
                 cur.executemany(
                     f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
                 )
+                if self._marks and raises_high_water(head[0] if head else 0, values[-1][0]):
+                    self._raise_mark(cur, values[-1][0])
         except psycopg.OperationalError as exc:
             if conn.broken and not sent:
                 raise _DroppedBeforeWrite(exc) from exc
             raise
+        self._last_seq = values[-1][0]
         return [v[0] for v in values]
 
-    def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
-        where, params = filt.where(after_seq, "%s", contains="position(%s IN body) > 0")
-        query = f"SELECT {COLUMNS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT %s"
+    def _read(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._read_lock:
             if self._read_conn.closed or self._read_conn.broken:
                 self._read_conn = self._connect()
             try:
-                rows = self._read_conn.execute(query, [*params, limit]).fetchall()
+                return self._read_conn.execute(query, params).fetchall()
             except psycopg.OperationalError:
                 if not self._read_conn.broken:
                     raise
                 self._read_conn = self._connect()  # a read is safe to repeat on a new connection
-                rows = self._read_conn.execute(query, [*params, limit]).fetchall()
+                return self._read_conn.execute(query, params).fetchall()
+
+    def _high_water(self) -> int | None:
+        if self._read("SELECT to_regclass(%s)", (self.meta,))[0][0] is None:  # a log no service of ours marked yet
+            return None
+        found = self._read(f"SELECT value FROM {self.meta} WHERE key = %s", (HIGH_WATER_KEY,))
+        return found[0][0] if found else None
+
+    def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
+        where, params = filt.where(after_seq, "%s", contains="position(%s IN body) > 0")
+        rows = self._read(f"SELECT {COLUMNS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT %s", [*params, limit])
         return [
             StoredRecord(
                 seq,
@@ -213,10 +249,16 @@ class PostgresAuditStore(AuditStore):
         self._stop_writer()
         with self._write_conn.transaction():
             self._write_conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+            self._write_conn.execute(f"DROP TABLE IF EXISTS {self.meta}")
             self._write_conn.execute(f"DROP FUNCTION IF EXISTS {self.table}_append_only()")
+            self._write_conn.execute(f"DROP FUNCTION IF EXISTS {self.meta}_guard()")
 
     def close(self) -> None:
         self._stop_writer()
+        if self._marks and self._last_seq and not (self._write_conn.closed or self._write_conn.broken):
+            # A clean stop leaves the exact head as the mark; if it cannot, the mark stays where it last was.
+            with contextlib.suppress(psycopg.Error):
+                self._raise_mark(self._write_conn.cursor(), self._last_seq)
         self._write_conn.close()
         self._read_conn.close()
 

@@ -9,10 +9,13 @@ corrupted. Several processes may append to one file: a batch takes the write loc
 reads the chain head inside it. A single record after the head this process last wrote is first tried as
 one INSERT on its own (one statement instead of four): if another process appended meanwhile, the record's
 sequence number is taken, the primary key refuses it, and the locked path chains it after the real head.
+An append that raises the high-water mark (one in HIGH_WATER_EVERY) takes the locked path too, so the mark is
+written in the batch's own transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -21,9 +24,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from guardrails.audit.chain import LogDamaged, StoredRecord, chain_rows
-from guardrails.audit.store import AuditFilter, AuditStore, PendingRow
+from guardrails.audit.store import HIGH_WATER_KEY, AuditFilter, AuditStore, PendingRow, raises_high_water
 
 TABLE = "audit_records"
+META = "audit_meta"  # the high-water mark (guardrails/audit/store.py): the highest seq the log ever reached
 SYNC_MODES = {"normal": "NORMAL", "full": "FULL", "extra": "EXTRA"}
 DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes: the low byte of an extended code)
 WAL_SWITCH_ATTEMPTS = 300
@@ -45,11 +49,21 @@ CREATE TRIGGER IF NOT EXISTS {TABLE}_no_update BEFORE UPDATE ON {TABLE}
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS {TABLE}_no_delete BEFORE DELETE ON {TABLE}
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS {META}_no_delete BEFORE DELETE ON {META}
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS {META}_no_lowering BEFORE UPDATE ON {META} WHEN NEW.value < OLD.value
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 # One secondary index (time): each one costs the write path about as much as the row itself. Tenant and
 # agent filters walk the sequence; PostgreSQL indexes them too, for large multi-tenant logs.
 COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, hash"
 INSERT = f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_KEEP_HIGHER = "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
+RAISE_MARK = f"INSERT INTO {META} (key, value) VALUES ('{HIGH_WATER_KEY}', ?) {_KEEP_HIGHER}"
+# At open: a log written before the mark existed (or by an older version meanwhile) gets its current head.
+SEED_MARK = (f"INSERT INTO {META} (key, value) SELECT '{HIGH_WATER_KEY}', seq FROM {TABLE} WHERE true "
+             f"ORDER BY seq DESC LIMIT 1 {_KEEP_HIGHER}")
 
 
 def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
@@ -114,19 +128,29 @@ class SQLiteAuditStore(AuditStore):
         self._write_conn = connect(self.path, SYNC_MODES[sync])
         if create:
             self._write_conn.executescript(SCHEMA)
-        elif self._write_conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                                      (TABLE,)).fetchone() is None:
+        elif not _has_table(self._write_conn, TABLE):
             self._write_conn.close()
             raise ValueError(f"{self.path} holds no audit log (no {TABLE} table)")
         add_partial_column(self._write_conn)
+        self._marks = create or _has_table(self._write_conn, META)  # a reader of an older log writes no mark
+        if create:
+            self._seed_high_water()
         self._read_conn = connect(self.path, SYNC_MODES[sync])
         self._read_lock = threading.Lock()
         self._head: tuple[int, str] | None = None  # the last record this process wrote (seq, hash)
 
+    def _seed_high_water(self) -> None:
+        try:
+            self._write_conn.execute(SEED_MARK)
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):  # overwritten pages: verify reports them; the service starts as it did
+                raise
+
     def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
         conn = self._write_conn
-        if self._head is not None and len(rows) == 1:
-            values = chain_rows(self._head, rows)
+        head = self._head
+        if head is not None and len(rows) == 1 and not (self._marks and raises_high_water(head[0], head[0] + 1)):
+            values = chain_rows(head, rows)
             try:
                 conn.execute(INSERT, values[0])  # autocommit: the statement is its own transaction
             except sqlite3.IntegrityError:  # another process appended after our head
@@ -139,6 +163,8 @@ class SQLiteAuditStore(AuditStore):
             head = conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
             values = chain_rows(head, rows)
             conn.executemany(INSERT, values)
+            if self._marks and raises_high_water(head[0] if head else 0, values[-1][0]):
+                conn.execute(RAISE_MARK, (values[-1][0],))
             conn.execute("COMMIT")
         except BaseException:
             self._head = None
@@ -156,13 +182,27 @@ class SQLiteAuditStore(AuditStore):
                 ).fetchall()
             except sqlite3.DatabaseError as exc:
                 # Overwritten pages are the log's problem (verify reports them), not a store that cannot be reached.
-                if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in DAMAGED:
+                if _damaged(exc):
                     raise LogDamaged(f"{self.path} is damaged ({exc})") from exc
                 raise
         return [_stored(r) for r in rows]
 
+    def _high_water(self) -> int | None:
+        with self._read_lock:
+            try:
+                row = self._read_conn.execute(f"SELECT value FROM {META} WHERE key = ?", (HIGH_WATER_KEY,)).fetchone()
+            except sqlite3.DatabaseError as exc:
+                if _damaged(exc) or not _has_table(self._read_conn, META):  # an older log keeps no mark
+                    return None
+                raise
+        return row[0] if row and isinstance(row[0], int) else None
+
     def close(self) -> None:
         self._stop_writer()
+        if self._marks and self._head is not None:
+            # A clean stop leaves the exact head as the mark; if it cannot, the mark stays where it last was.
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self._write_conn.execute(RAISE_MARK, (self._head[0],))
         self._write_conn.close()
         self._read_conn.close()
 
@@ -180,6 +220,14 @@ def add_partial_column(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in DAMAGED
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def _has_partial_column(conn: sqlite3.Connection) -> bool:

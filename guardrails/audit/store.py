@@ -22,11 +22,16 @@ from typing import Any
 
 import orjson
 
-from guardrails.audit.chain import INDEXED, StoredRecord, VerifyReport, canonical, verify_chain
+from guardrails.audit.chain import INDEXED, StoredRecord, VerifyReport, canonical, check_high_water, verify_chain
 from guardrails.findings import Category
 from guardrails.surrogates import without_surrogates
 
 MAX_BATCH = 512
+# The store remembers the highest sequence number it wrote (its high-water mark, in a table beside the log) when a
+# batch reaches a multiple of this, at the log's first record, and when it opens and closes: one statement per
+# HIGH_WATER_EVERY records, none on the other appends. `verify` reports a log that no longer reaches the mark.
+HIGH_WATER_EVERY = 100
+HIGH_WATER_KEY = "high_seq"
 PAGE_MAX = 1000
 MAX_SEQ = 2**63 - 1  # the largest sequence number the stores keep (SQLite INTEGER, PostgreSQL BIGINT)
 MIN_SEQ = -(2**63)
@@ -47,6 +52,8 @@ class AuditFilter:
     partial: bool | None = None  # True: mid-stream re-checks only; False: all but them; None: every record
     check_id: str | None = None
     category: str | None = None  # records with at least one finding of this category (any action)
+    after_seq: int | None = None  # records numbered above this one (exclusive: an anchor's or a previous head's SEQ)
+    to_seq: int | None = None  # records numbered up to this one (inclusive: the head `verify` printed)
 
     def __post_init__(self) -> None:
         # A swapped range selects nothing: an empty export that reads as "no incidents" must not come from a typo.
@@ -54,15 +61,25 @@ class AuditFilter:
             raise ValueError(f"since ({_shown(self.since)}) is after until ({_shown(self.until)}): nothing can match")
         if self.category is not None and self.category not in CATEGORIES:
             raise ValueError(f"unknown finding category {self.category!r}; one of: {', '.join(CATEGORIES)}")
+        _check_seq("after_seq", self.after_seq, 0)
+        _check_seq("to_seq", self.to_seq, 1)
+        if self.after_seq is not None and self.to_seq is not None and self.after_seq >= self.to_seq:
+            raise ValueError(f"after_seq ({self.after_seq}) is not below to_seq ({self.to_seq}): nothing can match "
+                             "(after_seq is exclusive, to_seq inclusive)")
 
     def where(self, after_seq: int, placeholder: str, contains: str = "instr(body, {p}) > 0") -> tuple[str, list[Any]]:
         """SQL condition and parameters; `placeholder` is the driver's (`?` or `%s`), `contains` its byte search
-        in the body (SQLite's `instr`, PostgreSQL's `position`). `after_seq=EVERY_ROW` selects every row, also
-        the ones with a sequence number below 1 that no service writes (verify reads them)."""
-        if after_seq < MIN_SEQ:
+        in the body (SQLite's `instr`, PostgreSQL's `position`). `after_seq` is the reader's position (a cursor),
+        combined with the filter's own range. `after_seq=EVERY_ROW` selects every row, also the ones with a
+        sequence number below 1 that no service writes (verify reads them)."""
+        lower = after_seq if self.after_seq is None else max(after_seq, self.after_seq)
+        if lower < MIN_SEQ:
             clauses, params = [f"seq >= {placeholder}"], [MIN_SEQ]
         else:
-            clauses, params = [f"seq > {placeholder}"], [after_seq]
+            clauses, params = [f"seq > {placeholder}"], [lower]
+        if self.to_seq is not None:
+            clauses.append(f"seq <= {placeholder}")
+            params.append(self.to_seq)
         for column, op, value in (
             ("ts", ">=", self.since),
             ("ts", "<", self.until),
@@ -91,6 +108,28 @@ class AuditFilter:
         except (orjson.JSONDecodeError, AttributeError):
             return False  # not a record (verify reports it)
         return any(isinstance(f, dict) and f.get("category") == self.category for f in findings)
+
+
+def _check_seq(name: str, value: int | None, low: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a sequence number (an integer), got {value!r}")
+    if not low <= value <= MAX_SEQ:  # past MAX_SEQ the driver refuses the parameter (a 500, not a 422)
+        raise ValueError(f"{name} must be between {low} and {MAX_SEQ} (records are numbered from 1), got {value}")
+
+
+def parse_seq(value: str | None, name: str) -> int | None:
+    """A sequence number given as text (a CLI option, a query parameter): ASCII digits only, so `-1`, `1.5`, `1e3`
+    and other scripts' digits (which int() would read) are refused with a message that names the option."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_SEQ)):
+        return int(text)
+    if text.startswith("-"):
+        raise ValueError(f"{name} must be 0 or more (records are numbered from 1), got {value!r}")
+    raise ValueError(f"{name} must be a record's sequence number (a whole number in digits), got {value!r}")
 
 
 def _category_bytes(category: str) -> bytes:
@@ -190,6 +229,11 @@ class AuditStore(ABC):
     def close(self) -> None:
         """Stop the writer after it drained its queue, and close connections."""
 
+    def _high_water(self) -> int | None:
+        """The highest sequence number the store remembers writing (a lower bound of its real high), or None where
+        it keeps none (a log opened read-only that no service of this version wrote to)."""
+        return None
+
     # -- writing ----------------------------------------------------------------------------------------
     def submit(self, record: dict[str, Any]) -> concurrent.futures.Future[int]:
         """Queue a record; the future resolves to its sequence number once committed."""
@@ -283,7 +327,10 @@ class AuditStore(ABC):
             after = rows[-1].seq
 
     def verify(self, anchor: tuple[int, str] | None = None) -> VerifyReport:
-        return verify_chain(self._every_row(), anchor)
+        high = self._high_water()  # read before the walk: records appended during it are not missing from it
+        report = verify_chain(self._every_row(), anchor)
+        check_high_water(report, high)
+        return report
 
     def _every_row(self, batch: int = 500) -> Iterator[StoredRecord]:
         """Every row in sequence order, also any below 1 (no service writes one: a forger's, hidden from exports)."""
@@ -294,6 +341,11 @@ class AuditStore(ABC):
             if len(rows) < batch:
                 return
             after = rows[-1].seq
+
+
+def raises_high_water(before: int, after: int) -> bool:
+    """Whether a batch that took the log from record `before` to `after` writes the high-water mark."""
+    return before == 0 or before // HIGH_WATER_EVERY != after // HIGH_WATER_EVERY
 
 
 def _pending(record: dict[str, Any]) -> PendingRow:
