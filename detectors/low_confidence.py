@@ -6,6 +6,7 @@ learned on the scale tokens are judged on (logprob x weight, guardrails/logprobs
 threshold is a weighted logprob, like `token_logprob`. Logprobs come from the response (any source shape,
 Gemini's `logprobsResult` included) or, with `pull: true`, from teacher-forced scoring on a vLLM server. No
 logprobs means no finding. Tokens forced by constrained decoding and masked (-9999) tokens do not count.
+Malformed logprobs never reach it: the adapters refuse them with a 422 naming the field (guardrails/logprobs/check.py).
 
 Settings (policy `detectors.low_confidence`):
     token_logprob: -2.3       cold start: a token is low under this weighted logprob

@@ -45,6 +45,7 @@ from guardrails.adapters.base import Adapter, ExchangeBuilder, has_any, is_mappi
 from guardrails.adapters.gemini_interactions import integer, obj, optional_list, string, string_leaves
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.logprobs.check import check_gemini
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping (the
 # keys of a function response, read from the body, are escaped by `string_leaves`).
@@ -235,8 +236,7 @@ class GeminiGenerateContentAdapter(Adapter):
             content = candidate.get("content")
             if content is not None:
                 self._read_content(content, f"{cptr}/content", turn, Phase.RESPONSE, "model", b)
-            if is_mapping(candidate.get("logprobsResult")):
-                b.add_logprobs("gemini", f"{cptr}/logprobsResult", candidate["logprobsResult"], index)
+            _read_logprobs(candidate, cptr, index, b)
             grounding = _grounding_metadata(candidate, cptr)
             if grounding is not None:
                 _read_grounding(*grounding, turn, b)
@@ -284,8 +284,7 @@ class _CandidateStream:
     def absorb(self, candidate: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
         if candidate.get("finishReason") is not None:
             self.finish_reason = candidate["finishReason"]
-        if is_mapping(candidate.get("logprobsResult")):
-            b.add_logprobs("gemini", f"{cptr}/logprobsResult", candidate["logprobsResult"], index)
+        _read_logprobs(candidate, cptr, index, b)
         grounding = _grounding_metadata(candidate, cptr)
         if grounding is not None and not _repeats(grounding[0], self.grounding):
             self.grounding.append(grounding)
@@ -369,6 +368,15 @@ def _code_output(part: Mapping[str, Any], ptr: str) -> tuple[str, str] | None:
 
 def _code_result(b: ExchangeBuilder, text: str, ptr: str, turn: int, phase: Phase) -> None:
     b.text(SegmentKind.TOOL_RESULT, text, ptr, role="tool", turn=turn, phase=phase, source="code_execution_result")
+
+
+def _read_logprobs(candidate: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
+    """A candidate's `logprobsResult` (one per chunk in a stream), checked as it is added: 422 on a wrong type."""
+    result = candidate.get("logprobsResult")
+    if result is not None:
+        lptr = f"{cptr}/logprobsResult"
+        check_gemini(obj(result, lptr, "logprobsResult"), lptr)
+        b.add_logprobs("gemini", lptr, result, index)
 
 
 def _grounding_metadata(candidate: Mapping[str, Any], cptr: str) -> tuple[Mapping[str, Any], str] | None:

@@ -50,6 +50,7 @@ from guardrails.adapters.base import (
 )
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.logprobs.check import check_chat_sources, check_completions
 from guardrails.pointer import join
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping (but the
@@ -294,6 +295,7 @@ class OpenAIChatAdapter(Adapter):
                 b.add_logprobs("prompt", f"{cptr}/prompt_logprobs", choice["prompt_logprobs"], index)
         if isinstance(response.get("prompt_logprobs"), list):
             b.add_logprobs("prompt", "/response/prompt_logprobs", response["prompt_logprobs"])
+        check_chat_sources(b.logprobs)
         b.generation = _generation(response, first.get("finish_reason"), first.get("stop_reason"),
                                    response.get("usage"))
 
@@ -324,6 +326,7 @@ class OpenAIChatAdapter(Adapter):
                 stream.absorb(choice, cptr, b)
         for index in sorted(state):
             state[index].emit(b, turn)
+        check_chat_sources(b.logprobs)  # every chunk's list in one pass
         first = state[min(state)] if state else _ChoiceStream(0)
         meta, usage = _stream_meta(chunks)
         b.generation = _generation(meta, first.finish_reason, first.stop_reason, usage)
@@ -564,16 +567,24 @@ def _index(value: Any, default: int) -> int:
 
 def _read_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder,
                           echoed_tokens: int = 0) -> None:
-    """Add a choice's logprob source; `echoed_tokens`: leading completions tokens that are an echoed prompt."""
+    """Add a choice's logprob source; `echoed_tokens`: leading completions tokens that are an echoed prompt. A chat
+    list is checked with the response's others (`check_chat_sources`); a completions object here, before the
+    echoed tokens are cut, so a 422 points at the body's own index."""
     logprobs = choice.get("logprobs")
-    if type(logprobs) is dict or isinstance(logprobs, Mapping):
-        content = logprobs.get("content")
-        if isinstance(content, list):
-            b.add_logprobs("chat", f"{cptr}/logprobs/content", content, index)
-        elif isinstance(logprobs.get("tokens"), list):
-            # Kept when no token is left (`max_tokens: 0`): the response had logprobs, there is nothing to pull.
-            data = _without_echo(logprobs, echoed_tokens) if echoed_tokens > 0 else logprobs
-            b.add_logprobs("completions", f"{cptr}/logprobs", data, index)
+    if logprobs is None:
+        return
+    if type(logprobs) is not dict:
+        expect(logprobs, Mapping, f"{cptr}/logprobs", "choice logprobs", "an object or null")
+    content = logprobs.get("content")
+    if content is not None:
+        if type(content) is not list:
+            expect(content, list, f"{cptr}/logprobs/content", "logprobs content", "an array or null")
+        b.add_logprobs("chat", f"{cptr}/logprobs/content", content, index)
+    elif logprobs.get("tokens") is not None:
+        check_completions(logprobs, f"{cptr}/logprobs")
+        # Kept when no token is left (`max_tokens: 0`): the response had logprobs, there is nothing to pull.
+        data = _without_echo(logprobs, echoed_tokens) if echoed_tokens > 0 else logprobs
+        b.add_logprobs("completions", f"{cptr}/logprobs", data, index)
 
 
 def _echoed_prompts(prompt: Any, n: Any) -> EchoedPrompts:

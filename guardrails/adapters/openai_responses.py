@@ -47,6 +47,7 @@ from guardrails.adapters.openai_chat import (
 )
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.logprobs.check import check_chat_sources
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping.
 
@@ -188,6 +189,7 @@ class OpenAIResponsesAdapter(Adapter):
             reader = _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn)
             reader.items(output, "/response/output")
             reader.declare_listed()
+        check_chat_sources(b.logprobs)
         b.generation = _generation(response, _called(b))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
@@ -204,6 +206,7 @@ class OpenAIResponsesAdapter(Adapter):
         for index in sorted(stream.indexes()):
             stream.emit(index, reader)
         reader.declare_listed()
+        check_chat_sources(b.logprobs)  # every delta's list (or the final response's) in one pass
         b.generation = _generation(stream.final or stream.latest, _called(b))
 
 
@@ -286,8 +289,11 @@ class _ItemReader:
             self.b.assistant_text(text, pointer, turn=turn, phase=self.phase)
         if self.logprobs and isinstance(content, list):
             for j, part in enumerate(content):
-                if is_mapping(part) and isinstance(part.get("logprobs"), list):
-                    self.b.add_logprobs("responses", f"{cptr}/{j}/logprobs", part["logprobs"])
+                logprobs = part.get("logprobs") if is_mapping(part) else None
+                if logprobs is not None:  # checked with the response's others (`check_chat_sources`)
+                    lptr = f"{cptr}/{j}/logprobs"
+                    self.b.add_logprobs("responses", lptr, expect(logprobs, list, lptr, "output_text logprobs",
+                                                                  "an array or null"))
 
     def function_call(self, item: Mapping[str, Any], ptr: str) -> None:
         name = expect(item.get("name"), str, f"{ptr}/name", "function_call name")
@@ -509,8 +515,11 @@ class _EventStream:
                 fragments = state.fragments[key] = []
             fragments.append((delta, dptr))
             logprobs = event.get("logprobs")
-            if isinstance(logprobs, list) and logprobs:
-                self.logprobs.append((f"{kptr}/logprobs", logprobs))
+            if logprobs is not None:
+                if type(logprobs) is not list:
+                    expect(logprobs, list, f"{kptr}/logprobs", f"{kind} logprobs", "an array or null")
+                if logprobs:
+                    self.logprobs.append((f"{kptr}/logprobs", logprobs))
         elif kind in ("response.output_item.added", "response.output_item.done"):
             item = expect(event.get("item"), Mapping, f"{kptr}/item", "output item")
             state = self._state(event)

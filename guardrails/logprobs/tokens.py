@@ -106,13 +106,25 @@ def _read_uniform(entries: Sequence[Mapping[str, Any]], first: object) -> _Field
 def _read_by_field(entries: Sequence[Mapping[str, Any]], first: object) -> _Fields:
     """The general path: one C-level pass per field, then every alternative (ragged ones NaN-padded)."""
     tokens = tuple(map(_getter(first, "token"), entries))
-    logprobs = floats(list(map(_getter(first, "logprob"), entries)))
-    alternatives = read_alternatives(list(map(_getter(first, "top_logprobs"), entries)))
+    logprobs = floats(_column(entries, _own_key(first, "logprob"), MASKED))
+    alternatives = read_alternatives(_column(entries, _own_key(first, "top_logprobs"), None))
     return tokens, logprobs, alternatives
 
 
-def read_alternatives(tops: list[Sequence[Mapping[str, Any]]]) -> np.ndarray:
-    """(n, k) alternative logprobs: one flat pass over every alternative (the bulk of reading a response)."""
+def _column(entries: Sequence[Mapping[str, Any]], key: str, default: Any) -> list[Any]:
+    """Every entry's `key`, `default` where it is absent: a vLLM stream leaves out a field left at its default
+    (an entry with no logprob at hand: logprob -9999.0, top_logprobs [])."""
+    try:
+        return list(map(itemgetter(key), entries))
+    except KeyError:
+        return [entry.get(key, default) for entry in entries]
+
+
+def read_alternatives(tops: list[Sequence[Mapping[str, Any]] | None]) -> np.ndarray:
+    """(n, k) alternative logprobs: one flat pass over every alternative (the bulk of reading a response). A null
+    list is no alternatives."""
+    if None in tops:
+        tops = [top or () for top in tops]
     widths = list(map(len, tops))
     sample = next((alt for top in tops for alt in top), {})
     flat = floats(list(map(_getter(sample, "logprob"), chain.from_iterable(tops))))
@@ -254,7 +266,8 @@ def _listed(container: object, camel: str, snake: str) -> list[Any]:
 
 
 def _gemini_field(container: object, camel: str, snake: str, kind: type | tuple[type, ...], default: Any) -> Any:
-    """`container[camel]` (or `[snake]`) when it is a `kind`, else `default`: a malformed step reads as no value."""
+    """`container[camel]` (or `[snake]`) when it is a `kind`, else `default`: an absent field reads as no value
+    (the adapters refuse one of another type with a 422, check.py)."""
     if not isinstance(container, Mapping):
         return default
     value = container.get(camel, container.get(snake))
