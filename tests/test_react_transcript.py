@@ -198,7 +198,7 @@ def test_a_request_planted_in_an_observation_is_flagged_there(service: CheckServ
     [planted] = by_detector(result, "prompt_injection")
     location = planted["location"]
     assert location["pointer"] == pointer
-    [(start, end)] = spans(body, pointer, SegmentKind.TOOL_RESULT)  # the example's observation is not one
+    *_, (start, end) = spans(body, pointer, SegmentKind.TOOL_RESULT)  # the last: the example's observation is one too
     assert start <= location["start"] < location["end"] <= end
     assert resolve(body, pointer)[location["start"]:location["end"]] == PLANTED.rstrip(".")
     assert_locations_resolve(body, read_exchange(body["request"], body["response"]))
@@ -211,7 +211,7 @@ def test_an_override_in_an_observation_is_injection_not_the_users_jailbreak(serv
     result = run(service, body)
     assert result["verdict"] == "block"
     assert by_detector(result, "jailbreak") == []
-    [(start, end)] = spans(body, pointer, SegmentKind.TOOL_RESULT)
+    *_, (start, end) = spans(body, pointer, SegmentKind.TOOL_RESULT)  # the last: the example's comes first
     rules = {f["evidence"].get("rule") for f in by_detector(result, "prompt_injection")}
     assert {"override_instructions", "agent_request"} <= rules
     for finding in by_detector(result, "prompt_injection"):
@@ -219,18 +219,27 @@ def test_an_override_in_an_observation_is_injection_not_the_users_jailbreak(serv
         assert start <= finding["location"]["start"] < finding["location"]["end"] <= end
 
 
-def test_the_transcript_is_carved_in_text_order_with_the_example_left_alone() -> None:
+def test_the_transcript_is_carved_in_text_order_with_the_examples_action_left_as_text() -> None:
     body = injecagent_openai(PLANTED)
     exchange = read_exchange(body["request"], body["response"])
     text = body["request"]["messages"][1]["content"]
     request = [s for s in exchange.segments if s.pointer == "/request/messages/1/content"]
     assert [(s.kind, s.trust) for s in request] == [(SegmentKind.USER, Trust.TRUSTED),
+                                                    (SegmentKind.TOOL_RESULT, Trust.UNTRUSTED),
+                                                    (SegmentKind.ASSISTANT, Trust.UNTRUSTED),
+                                                    (SegmentKind.USER, Trust.TRUSTED),
                                                     (SegmentKind.TOOL_CALL, Trust.MODEL),
                                                     (SegmentKind.TOOL_RESULT, Trust.UNTRUSTED)]
-    user, action, observation = request
-    assert [s.index for s in request] == [1, 2, 3]
-    assert text[user.start:user.end] == user.text and user.start == 0
-    assert "GmailSendEmail" in user.text  # the worked example, finished by its Final Answer, stays the user's
+    user, example, answer, task, action, observation = request
+    assert [s.index for s in request] == [1, 2, 3, 4, 5, 6]
+    for segment in request:
+        assert text[segment.start:segment.end] == segment.text
+    # The worked example, finished by its Final Answer: its action stays the user's text (no call was made), its
+    # observation is a tool result like any (test_react_finished_episodes.py), the task after its answer the user's.
+    assert user.start == 0 and "GmailSendEmail" in user.text
+    assert (example.text, example.tool_name) == ('{"status": "Success"}', "GmailSendEmail")
+    assert answer.source == "react_scratchpad" and "Final Answer: Your email to John Lee" in answer.text
+    assert task.text.startswith("## Start the Execution") and "User Input: Can you fetch" in task.text
     call = action.tool_call
     assert call is not None and action.phase is Phase.REQUEST
     assert (call.name, call.arguments, call.recovered_from) == (
@@ -332,8 +341,6 @@ NOT_TRANSCRIPTS = {
     "the LangChain template alone": LANGCHAIN_TEMPLATE + QUESTION + "Thought:",
     "an action without observation": "Why does this fail?\nAction: search\nAction Input: weather in Paris\n",
     "a fenced example": "Example:\n```\nAction: search\nAction Input: Paris\nObservation: 18 C\n```\nIs this right?",
-    "a finished example": ("Example:\nQuestion: weather?\nAction: search\nAction Input: Paris\nObservation: 18 C\n"
-                           "Thought: done\nFinal Answer: 18 C\n\nNow answer my question: what is 2+2?"),
 }
 
 
@@ -457,6 +464,8 @@ HOSTILE = {
     "answers carried on": "Action: lookup\nAction Input: x\nObservation: y\nThought: t\nFinal Answer: z\n",
     "finished episodes": "Question: q\nAction: lookup\nAction Input: x\nObservation: y\nThought: t\nFinal Answer: z\n",
     "answers in cut values": "Action: lookup\nAction Input: x\nObservation: {'a': 'y\nThought: t\nFinal Answer: z\n",
+    "answers in paragraphs": "Action: lookup\nAction Input: x\nObservation: y\nThought: t\nFinal Answer: z\n\nok\n"
+                             "Question: q\n",
 }
 
 
@@ -464,7 +473,8 @@ HOSTILE = {
 def test_transcript_parsing_does_work_linear_in_the_text(monkeypatch: pytest.MonkeyPatch, unit: str) -> None:
     def work(repeats: int) -> int:
         counted = [0]
-        for name in ("_NEXT", "_OBSERVATION", "_FINISHED", "_INPUT", "_THOUGHT", "_NEW_QUESTION", "_STEP_LINE"):
+        for name in ("_NEXT", "_OBSERVATION", "_FINISHED", "_INPUT", "_THOUGHT", "_NEW_QUESTION", "_STEP_LINE",
+                     "_PARAGRAPH_END"):
             monkeypatch.setattr(react, name, Counted(getattr(react, name), counted))
         text = unit * repeats + "Observation: done\n"
         transcript_steps(text)

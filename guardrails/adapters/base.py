@@ -183,10 +183,12 @@ class ExchangeBuilder:
     def _transcript(self, kind: SegmentKind, text: str, pointer: str, *, role: str, turn: int, start: int,
                     source: str) -> bool:
         """Carve a ReAct transcript (docs/tool-call-recovery.md, "ReAct transcripts in the request"), in text order:
-        each observation becomes an untrusted tool result, each action an earlier tool call; the rest keeps its kind
-        and trust up to the first observation, and after it is model text that cannot be told from the tool's output
-        (an observation can write a `Thought:` or a `Question:` line), so untrusted. Segments that would hold only
-        ReAct labels are left out. False, adding nothing, when the text holds no transcript."""
+        each observation becomes an untrusted tool result, a finished episode's too (it is a tool's output, or an
+        example's harmless text); each action of the live scratchpad an earlier tool call (a finished episode's stays
+        text: an example's call was never made). The rest keeps its kind and trust up to the first observation, and
+        after it is model text that cannot be told from the tool's output (an observation can write a `Thought:` or
+        a `Question:` line), so untrusted, up to where a finished episode's answer ends. Segments that would hold
+        only ReAct labels are left out. False, adding nothing, when the text holds no transcript."""
         pending = self._pending_call() if kind is SegmentKind.USER and starts_with_observation(text) else None
         steps = transcript_steps(text, leading_observation=pending is not None)
         if not steps:
@@ -204,12 +206,14 @@ class ExchangeBuilder:
             at = end
 
         name = None
-        for call, (observed, observed_end) in steps:
+        for call, (observed, observed_end), finished, resume in steps:
             if call is None:  # the observation of the action the previous message ended with
                 assert pending is not None
                 earlier, call_at_end = pending
                 self._react_call(call_at_end, earlier.text, earlier.locate, earlier.turn)
                 name = call_at_end.name
+            elif finished:  # not counted by tool_loop, nor a tool tool_taint takes as called before
+                name = call.name
             else:
                 keep(call.arguments_span[0])
                 self._react_call(call, text, lambda lo, hi: Location(pointer, start + lo, start + hi), turn)
@@ -218,6 +222,9 @@ class ExchangeBuilder:
             self.text(SegmentKind.TOOL_RESULT, text[observed:observed_end], pointer, role="tool", turn=turn,
                       phase=Phase.REQUEST, start=start + observed, source="react_observation", tool_name=name)
             at, after_observation = max(at, observed_end), True
+            if resume is not None:  # the finished episode's answer ends: the text is as it was before it
+                keep(resume)
+                after_observation = False
         keep(len(text))
         return True
 

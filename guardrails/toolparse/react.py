@@ -269,19 +269,27 @@ _LABELS_ONLY = re.compile(r"(?:\s|\*\*|__|(?:Observation|Thought|Action(?:[ \t]+
 class TranscriptStep(NamedTuple):
     """One step of a ReAct transcript: the action (None for an observation that opens the text, answering the action
     an earlier message ended with) and its observation, [start, end) in the text (empty when the tool said nothing).
-    The action is a `RecoveredCall` of family "react", read without schemas: a plain-text input stays a string."""
+    The action is a `RecoveredCall` of family "react", read without schemas: a plain-text input stays a string.
+    `finished`: the step is part of an episode the model finished (a format example, an earlier question): its
+    observation is a tool's output all the same, but its action is no call of the scratchpad the agent carries on.
+    `resume`: on a finished episode's last step, where the text is again what it was before the episode's first
+    observation (the answer's paragraph ended, or the new question's line); None on other steps."""
 
     call: RecoveredCall | None
     observation: tuple[int, int]
+    finished: bool = False
+    resume: int | None = None
 
 
 def transcript_steps(text: str, leading_observation: bool = False) -> list[TranscriptStep]:
     """The steps of the ReAct transcript in a request-side text: an `Action: NAME` (a name, not the template's
     "the action to take, ...") with its input, followed by an `Observation:` (an action with no observation is no
-    step: text a user pasted). Steps before a finished episode's `Final Answer:` (`_finished`) are left out: a
-    finished transcript is a format example or an earlier episode, not the scratchpad the agent carries on (an
-    answer line an observation wrote finishes nothing). `leading_observation`: an observation
-    that opens the text is a step of its own (its action ended the previous message).
+    step: text a user pasted). Steps up to a finished episode's `Final Answer:` (`_finish`) are `finished`: a
+    format example or an earlier episode, not the scratchpad the agent carries on (an answer line an observation
+    wrote finishes nothing). Their observations are steps all the same: whether an answer line is the model's or
+    one a plain-text observation forged cannot always be told, and an observation is a tool's output either way.
+    `leading_observation`: an observation that opens the text is a step of its own (its action ended the previous
+    message); the text is then that tool's output message, and nothing after a finish in it is given back.
 
     Linear in the text: each search starts where the previous one stopped. Most texts have no "Observation" and
     cost one literal search."""
@@ -310,32 +318,44 @@ def transcript_steps(text: str, leading_observation: bool = False) -> list[Trans
             continue
         steps.append(TranscriptStep(call, _observation_span(text, found.end())))
         at = steps[-1].observation[1]
-    # Only the steps after the last finished episode are the live transcript.
-    for i in range(len(steps) - 1, -1, -1):
+    # Each step's gap up to the next action is searched once: linear in the text.
+    resumes: dict[int, int] = {}
+    for i, step in enumerate(steps):
         following = steps[i + 1].call if i + 1 < len(steps) else None
-        if _finished(text, steps[i], following.span[0] if following else len(text)):
-            return steps[i + 1:]
-    return steps
+        resume = _finish(text, step, following.span[0] if following else len(text))
+        if resume is not None:
+            resumes[i] = resume
+    if not resumes:
+        return steps
+    last = max(resumes)
+    message = leading_observation and steps[0].call is None  # the tool's output message: nothing is given back
+    return [TranscriptStep(step.call, step.observation, i <= last and step.call is not None,
+                           None if message else resumes.get(i)) for i, step in enumerate(steps)]
 
 
-def _finished(text: str, step: TranscriptStep, end: int) -> bool:
-    """Whether a `Final Answer:` line between the step's observation and `end` (the next step's action, or the
-    text's end) finishes its episode. An observation's text is the attacker's and can write any line, so only an
-    answer the tool's output cannot have written counts: after the model's `Thought:` (a line right after the
-    observation is the observation's own), outside a JSON-like observation (one cut before its closing bracket
-    wrote the lines that cut it), and with the episode not carried on after it (by a step line before a new
-    question, or by a next step with no new question before it). An observation that is a message of its own
-    (`call` None, LlamaIndex) is the tool's output whole: nothing in it finishes anything."""
+def _finish(text: str, step: TranscriptStep, end: int) -> int | None:
+    """Where the text is again what it was before the episode, if a `Final Answer:` line between the step's
+    observation and `end` (the next step's action, or the text's end) finishes its episode; None if none does.
+    An observation's text is the attacker's and can write any line, so only an answer the tool's output cannot
+    have written counts: after the model's `Thought:` (a line right after the observation is the observation's
+    own), outside a JSON-like observation (one cut before its closing bracket wrote the lines that cut it), and
+    with the episode not carried on after it (by a step line before a new question, or by a next step with no new
+    question before it). An observation that is a message of its own (`call` None, LlamaIndex) is the tool's
+    output whole: nothing in it finishes anything. The answer runs to its paragraph's end or the new question."""
     if step.call is None:
-        return False
+        return None
     start, stop = step.observation
     answer = _FINISHED.search(text, stop, end)
     if answer is None or _THOUGHT.search(text, stop, answer.start()) is None or _cut_value(text, start, stop):
-        return False
+        return None
     question = _NEW_QUESTION.search(text, answer.end(), end)
     if question is None and end < len(text):
-        return False  # the next step follows: the same episode
-    return _STEP_LINE.search(text, answer.end(), question.start() if question else end) is None
+        return None  # the next step follows: the same episode
+    bound = question.start() + 1 if question else end  # the question's line
+    if _STEP_LINE.search(text, answer.end(), bound) is not None:
+        return None
+    paragraph = _PARAGRAPH_END.search(text, skip_space(text, answer.end(), bound), bound)
+    return paragraph.end() if paragraph else bound
 
 
 def _cut_value(text: str, start: int, end: int) -> bool:
