@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from guardrails.audit import AuditFilter, open_audit_store, parse_seq, parse_time
+from guardrails.audit import DISABLED, AuditFilter, open_audit_store, parse_seq, parse_time
 from guardrails.audit.archive import describe_gaps, open_export, verify_export
 from guardrails.audit.export import EXPORTERS
 from guardrails.audit.store import CATEGORIES
@@ -87,11 +87,19 @@ def _url_option(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGro
 
 
 def _audit_url(args: argparse.Namespace) -> str:
-    return args.url or Settings.from_env().resolved_audit_url()
+    return _enabled(args.url or Settings.from_env().resolved_audit_url(), "audit log", "GUARDRAILS_AUDIT_URL")
 
 
 def _state_url(args: argparse.Namespace) -> str:
-    return args.url or Settings.from_env().resolved_state_url()
+    return _enabled(args.url or Settings.from_env().resolved_state_url(), "state store", "GUARDRAILS_STATE_URL")
+
+
+def _enabled(url: str, what: str, env: str) -> str:
+    """`url`, unless it is the setting that turns the store off: then there is nothing to read, said plainly."""
+    if url.lower() in DISABLED:
+        raise ValueError(f"the {what} is disabled ({env}={url!r}): there is nothing to read; pass --url with the "
+                         f"store's URL (sqlite:///path or a server URL)")
+    return url
 
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

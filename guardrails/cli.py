@@ -58,6 +58,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+POLICY_DIR_HELP = ("directory of policy bundles (default $GUARDRAILS_POLICY_DIR, else ./policies when it holds a "
+                   "default bundle, else the bundles installed with the package)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="guardrails", description="Inference-aware guardrails service.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=_bounded_int(1, 65535), default=None, help="port (default 8000)")
     serve.add_argument("--workers", type=_bounded_int(1), default=None, help="worker processes (default 1)")
-    serve.add_argument("--policy-dir", default=None, help="directory of policy bundles (default ./policies)")
+    serve.add_argument("--policy-dir", default=None, help=POLICY_DIR_HELP)
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, type=str.lower)
     serve.set_defaults(func=_serve)
 
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print the raw /v1/checks response")
     check.add_argument("--policy", default=None, help="policy id (overrides the body's)")
     check.add_argument("--format", default=None, help="API format (overrides detection)")
-    check.add_argument("--policy-dir", default=None, help="directory of policy bundles (default ./policies)")
+    check.add_argument("--policy-dir", default=None, help=POLICY_DIR_HELP)
     check.set_defaults(func=_check)
 
     from guardrails.audit_cli import add_commands
