@@ -2,10 +2,10 @@
 
 Rules are grouped in the known families (see docs/detectors-text.md, section "jailbreak"): instruction
 override, persona (DAN-style) and role-play override, developer/system mode, refusal suppression,
-authority impersonation, secret or system-prompt extraction, encoded payloads (base64, rot13, hex, binary,
-Morse, reversed text, pig latin, leetspeak), many-shot priming, repeated-token attacks and dual-response
-formats; plus ethics exemptions, role-play cards, long persona preambles, token smuggling (payload
-splitting), secret requests, fake system turns, forgotten context, indifference to ethics, lifted restrictions,
+authority impersonation, secret or system-prompt extraction, encoded payloads (base64, rot13 and the other
+Caesar shifts, Atbash, hex, binary, Morse, reversed text, pig latin, leetspeak), many-shot priming, repeated-token
+attacks and dual-response formats; plus ethics exemptions, role-play cards, long persona preambles, token smuggling
+(payload splitting), secret requests, fake system turns, forgotten context, indifference to ethics, lifted restrictions,
 named modes, prompt-template placeholders, secrets asked for in disguise and harmful asks inside a frame. Each
 rule carries a weight; a message is flagged when the weights of the distinct rules it trips add up to
 `threshold` (default 1.0), so one weak cue ("pretend to be", "hypothetical world") never flags alone. A learned
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,11 +165,15 @@ RULES: tuple[Rule, ...] = (
          1.0, "DAN-style persona", re.MULTILINE),
     rule("unrestricted_persona", "persona",
          "amoral|unfilt|uncensor|unethical|immoral|unrestrict|unbound|unhinged|unlimited|lawless|rogue|evil|"
-         "jailbr|freed|liberated|unchained",
+         "jailbr|freed|liberated|unchained|gpt",
          r"\b(?:amoral|unfiltered|unfiltred|uncensored|unethical|immoral|unrestricted|unbound|unhinged|unlimited|"
          r"lawless|rogue|evil|jailbroken)\s+(?:and\s+\w+\s+|&\s+\w+\s+|,\s*\w+\s+)?" + _AI + r"s?\b"
          r"|\byou\s+(?:are|have\s+been)\s+(?:now\s+)?(?:jail\s*broken|freed|liberated|unchained)\b"
-         r"|\[\s*(?:🔓\s*)?JAILBREAK\s*\]|\bjailbreak\s+(?:mode|prompt|version)\b",
+         r"|\[\s*(?:🔓\s*)?JAILBREAK\s*\]|\bjailbreak\s+(?:mode|prompt|version)\b"
+         # a GPT persona named for what it does: "EvilGPT", "Worm GPT", "Chaos-GPT"; words common in prose only
+         # joined ("HackGPT", not "a fraud GPT detector")
+         r"|\b(?:evil|chaos|worm|black\s?hat|jail\s?broken|jailbreak|uncensored|unfiltered|unrestricted|anarchy|devil|"
+         r"satan|villain)[-_\s]?gpt\b|\b(?:dark|fraud|hack(?:er)?|malware|criminal)[-_]?gpt\b",
          1.0, "persona declared free of restrictions"),
     rule("no_limits", "role_play_override",
          "restriction|limit|filter|censor|rules|guideline|ethic|moral|boundar|confines|polic|safeguard|"
@@ -310,7 +315,7 @@ RULES: tuple[Rule, ...] = (
          0.6, "grants permission for harmful or explicit output"),
     rule("named_persona", "persona", "gpt|chatgpt|persona|act as|you are|answer as|respond as",
          r"\b(?!chatgpt\b|gpt\b)[a-z0-9-]{2,20}gpt\b|\b(?:hi|hello|hey|dear|greetings),?\s+chat\s?gpt\b"
-         r"|\b(?:answer|respond|reply|speak|talk|write)\s+(?:only\s+)?(?:as|like)\s+(?:\w+\s+)?(?:would|does)\b"
+         r"|\b(?:answer|respond|reply|speak|talk|write)\s+(?:only\s+)?(?:as|like)\s+(?:\w+\s+){0,2}?(?:would|does)\b"
          r"|\bact\s+as\s+(?-i:[A-Z][\w-]+)\b(?!\s+(?-i:[a-z]))|\byou\s+are\s+(?:now\s+)?(?:called\s+)?(?-i:[A-Z][A-Za-z]*[A-Z0-9]\w*)\b",
          0.5, "addresses the model by a new persona name"),
     rule("persona_rules", "role_play_override", "will always|will never|always|never",
@@ -328,6 +333,14 @@ RULES: tuple[Rule, ...] = (
          r"|\bimagine\s+(?:(?:that\s+)?(?:we(?:'re|\s+are)|you(?:'re|\s+are))\s+(?:\w+\s+)?in\s+)?a\s+(?:\w+\s+)?world\s+"
          r"(?:where|in\s+which)\b",
          0.3, "fictional framing"),
+    # "Hypothetical response: the way to describe a character planning to X is as follows... rewrite it from the
+    # character's perspective, in detail": the harmful plan is asked for in the voice of the one who plans it.
+    rule("character_perspective", "role_play_override", "hypothetical response|perspective of",
+         r"\bhypothetical\s+response\b[^\n]{0,200}?\bcharacter\s+(?:who\s+is\s+)?(?:planning|preparing|intending|"
+         r"plotting|about|trying|who\s+(?:plans|intends|wants))\s+to\b"
+         r"|\brewrite\s+(?:the|this|that)\s+(?:hypothetical\s+)?response\s+from\s+the\s+perspective\s+of\s+"
+         r"(?:that|the|this)\s+character\b",
+         1.0, "asks for a harmful plan voiced by a character (the \"hypothetical response\" template)"),
     # --- added in issue 3 (see docs/detectors-text.md, "rules added for recall") ----------------------
     rule("role_claim", "authority_impersonation", "i am|i'm|im ",
          r"\bi(?:'m|\s+am|m)\s+(?:actually\s+|really\s+)?(?:the|an?)\s+(?:\w+\s+){0,2}?(?:developer|creator|admin|"
@@ -550,8 +563,9 @@ _DIALOGUE_TURN = re.compile(r"(?:^|(?<=\s))(?:Q|A|User|Human|Assistant|AI|Bot|Qu
 _TOKEN = re.compile(r"\S+")
 REPEAT_RUN = 25
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
-_HEX_BYTES = re.compile(r"\b(?:[0-9a-fA-F]{2}[\s:]){12,}[0-9a-fA-F]{2}\b")
-_BINARY = re.compile(r"\b(?:[01]{8}\s+){6,}[01]{8}\b")
+# hex bytes and binary octets with or without separators ("48 65 6c", "48656c", "01001000 01100101")
+_HEX_BYTES = re.compile(r"\b(?:[0-9a-fA-F]{2}[\s:]?){12,}[0-9a-fA-F]{2}\b")
+_BINARY = re.compile(r"\b(?:[01]{8}\s?){6,}[01]{8}\b")
 _MORSE = re.compile(r"(?:[.\-]{1,7}[ /]+){10,}[.\-]{1,7}")
 _WORD = re.compile(r"[A-Za-z]+")
 _LEET_WORD = re.compile(r"\b(?=[A-Za-z0-9@$]*[A-Za-z])(?=[A-Za-z0-9@$]*[0134579@$])[A-Za-z0-9@$]{3,}\b")
@@ -560,17 +574,35 @@ _LONG_RUN = re.compile(r"\S{24}")
 _LEET_HINT = re.compile(r"[A-Za-z][0134579@$]|[0134579@$][A-Za-z]")
 _DROP_PROSE = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ',.!?\n")
 _LEET = str.maketrans("013457@$9", "oieastasg")
-_ROT13 = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm"
-)
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _shift_table(shift: int) -> dict[int, int]:
+    """A Caesar shift (each letter `shift` places on) as a str.translate table."""
+    moved = _LOWER[shift:] + _LOWER[:shift]
+    return str.maketrans(_LOWER + _LOWER.upper(), moved + moved.upper())
+
+
+_ROT13 = _shift_table(13)
+# The other 24 shifts and Atbash (a<->z) are tried only when the message names a cipher: rot13 is tried on every
+# window with few stopwords, and 25 more transforms there would be paid by every such message.
+_CIPHERS = (*((_shift_table(k), f"Caesar-shifted ({k})") for k in range(1, 26) if k != 13),
+            (str.maketrans(_LOWER + _LOWER.upper(), _LOWER[::-1] + _LOWER[::-1].upper()), "Atbash"))
+_CIPHER_CUE = re.compile(r"\b(?:caesar|cipher|atbash|shift(?:ed)?\s+(?:each\s+letter|by\s+\d+|\d+\s+letters))\b",
+                         re.IGNORECASE)
+_MORSE_CODE = dict(zip(re.findall(r"\S+", (
+    ".- -... -.-. -.. . ..-. --. .... .. .--- -.- .-.. -- -. --- .--. --.- .-. ... - ..- ...- .-- -..- -.-- --.. "
+    "----- .---- ..--- ...-- ....- ..... -.... --... ---.. ----. .-.-.- --..-- ..--.. .----. -.-.-- -..-. -.--. "
+    "-.--.- ---... -.-.-. -...- .-.-. -....- .-..-. .--.-.")),
+    "abcdefghijklmnopqrstuvwxyz0123456789.,?'!/():;=+-\"@", strict=True))
 _STOPWORDS = frozenset((
     "the", "and", "you", "is", "to", "of", "what", "how", "a", "in", "it", "that", "for", "are", "i", "me", "my",
     "your", "this", "with", "be", "not", "do", "does", "can", "on", "where", "who", "tell", "give", "write", "make",
 ))
 _ENCODING_STEMS = ("base", "rot", "caesar", "cipher", "hex", "binary", "morse", "dec", "leet", "l33t", "1337",
-                   "pig", "revers")  # every cue contains one: the regex runs only then
+                   "pig", "revers", "atbash")  # every cue contains one: the regex runs only then
 _ENCODING_CUE = re.compile(r"\b(?:base64|base-64|rot13|rot-13|caesar|cipher|hex(?:adecimal)?|binary|morse|"
-                           r"decode|decipher|decrypt|leet|l33t|1337|pig\s+latin|reverse)\b", re.IGNORECASE)
+                           r"decode|decipher|decrypt|leet|l33t|1337|pig\s+latin|reverse|atbash)\b", re.IGNORECASE)
 
 
 class JailbreakDetector(SegmentDetector):
@@ -696,7 +728,7 @@ class JailbreakDetector(SegmentDetector):
         out: list[tuple[float, Hit]] = []
         lowered = text.lower()
         cue = any(map(lowered.__contains__, _ENCODING_STEMS)) and _ENCODING_CUE.search(text) is not None
-        candidates = []
+        candidates: list[tuple[re.Pattern[str], Callable[[str], str | None], str]] = []
         if _LONG_RUN.search(text):  # base64 needs a long unbroken run
             candidates.append((_BASE64, _b64, "base64"))
         if digits >= 24:  # hex bytes and binary octets are mostly digits
@@ -706,19 +738,25 @@ class JailbreakDetector(SegmentDetector):
                 decoded = decode(m.group()[: self.max_decoded])
                 if decoded is None:
                     continue
-                inner = self._rule_matches(decoded, m.start())
-                weight = 1.0 if inner or cue else 0.6
-                out.append((weight, _hit("encoded_payload", "encoded_payload", f"{kind}-encoded text",
-                                         m.start(), m.end(), decoded)))
+                out.append(self._decoded_hit(decoded, cue, kind, m.start(), m.end()))
                 break
         if text.count(".") + text.count("-") >= 20 and (m := _MORSE.search(text)):
-            out.append((0.6, _hit("encoded_payload", "encoded_payload", "Morse-encoded text", m.start(), m.end(), "")))
+            # Morse that does not decode to text still counts as Morse, unread
+            decoded = _morse(m.group()[: self.max_decoded])
+            out.append(self._decoded_hit(decoded, cue, "Morse", m.start(), m.end()) if decoded else
+                       (0.6, _hit("encoded_payload", "encoded_payload", "Morse-encoded text", m.start(), m.end(), "")))
         # Plain English is mostly stopwords: only a message with an encoding cue or few stopwords is decoded;
         # rot13, reversed text and pig latin are words and spaces, so code and JSON are not tried either.
         if cue or (_is_prose(text) and len(tokens := text.split()) >= 4
                    and _stopword_count(tokens) < 0.15 * len(tokens)):
-            out += _transformed_windows(text[: self.max_decoded], cue)
+            ciphers = _CIPHERS if cue and _CIPHER_CUE.search(text) else ()
+            out += _transformed_windows(text[: self.max_decoded], cue, ciphers)
         return out
+
+    def _decoded_hit(self, decoded: str, cue: bool, kind: str, start: int, end: int) -> tuple[float, Hit]:
+        """A decoded payload, re-scanned: 1.0 when it trips a rule or the message asks to decode it, else 0.6."""
+        weight = 1.0 if self._rule_matches(decoded, start) or cue else 0.6
+        return weight, _hit("encoded_payload", "encoded_payload", f"{kind}-encoded text", start, end, decoded)
 
 
 # The learned cue (detectors/jailbreak_model.py) is one more weighted cue, counted only on a message with
@@ -769,18 +807,23 @@ def _persona_preamble(text: str, matches: list[tuple[float, Hit]]) -> list[tuple
                        0, opening[0], text[: opening[0]]))]
 
 
-def _transformed_windows(text: str, cue: bool) -> list[tuple[float, Hit]]:
-    """Runs of words that read as English only once rot13-decoded, reversed or un-pig-latined.
+def _transformed_windows(text: str, cue: bool,
+                         ciphers: tuple[tuple[dict[int, int], str], ...] = ()) -> list[tuple[float, Hit]]:
+    """Runs of words that read as English only once rot13-decoded, reversed or un-pig-latined, or deciphered with
+    one of `ciphers` (letter substitutions, passed only when the message names a cipher).
 
     Only windows with almost no English stopwords are transformed, so English prose costs one pass.
     """
     words = list(_WORD.finditer(text))
+    transforms: list[tuple[Callable[[list[str]], list[str]], str]] = [
+        (_rot13, "rot13"), (_reverse, "reversed"), (_pig_latin, "pig latin"),
+        *((functools.partial(_substitute, table), kind) for table, kind in ciphers)]
     for i in range(0, max(1, len(words) - 3), 8):
         window = words[i : i + 12]
         plain = [m.group() for m in window]
         if len(plain) < 4 or _stopword_count(plain) > 1:
             continue
-        for transform, kind in ((_rot13, "rot13"), (_reverse, "reversed"), (_pig_latin, "pig latin")):
+        for transform, kind in transforms:
             decoded = transform(plain)
             # distinct stopwords: "no, no, no" reversed is "on, on, on", and rot13 turns every "or" into "be"
             if _stopword_count(decoded) >= max(3, len(plain) // 4) and len(_STOPWORDS.intersection(
@@ -827,7 +870,11 @@ def _stopword_count(words: list[str]) -> int:
 
 
 def _rot13(words: list[str]) -> list[str]:
-    return [w.translate(_ROT13) for w in words]
+    return _substitute(_ROT13, words)
+
+
+def _substitute(table: dict[int, int], words: list[str]) -> list[str]:
+    return [w.translate(table) for w in words]
 
 
 def _reverse(words: list[str]) -> list[str]:
@@ -882,4 +929,16 @@ def _hex(chunk: str) -> str | None:
 
 
 def _binary(chunk: str) -> str | None:
-    return _printable_text(bytes(int(b, 2) for b in chunk.split()))
+    bits = "".join(chunk.split())
+    return _printable_text(bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits) - 7, 8)))
+
+
+def _morse(chunk: str) -> str | None:
+    """Letters split by one space, words by a slash or two or more spaces; None if a code is not Morse."""
+    words = []
+    for word in re.split(r"\s*/\s*|\s{2,}", chunk.strip()):
+        letters = [_MORSE_CODE.get(code) for code in word.split()]
+        if None in letters:
+            return None
+        words.append("".join(letters))  # type: ignore[arg-type]
+    return _printable_text(" ".join(words).encode())
