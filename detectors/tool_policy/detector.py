@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from collections.abc import Mapping
@@ -29,6 +30,35 @@ RULE_TYPES: dict[str, type] = {"path": PathRule, "url": UrlRule, "shell": ShellR
                                "code": CodeRule, "number": NumberRule, "pattern": PatternRule}
 ANY_AGENT = "*"
 
+# The rule ids each built-in check can report (the modules write them as literals; tests/
+# test_tool_policy_disabled_rules.py reads the modules and fails on an id missing here). A check whose ids are all
+# in `disabled_rules` is not run; otherwise the disabled ids are dropped from what it reports.
+_PATH_IDS = frozenset({"path.null_byte", "path.traversal", "path.sensitive"})
+_SHELL_IDS = frozenset({"shell.destructive", "shell.pipe_to_shell", "shell.reverse_shell", "shell.privilege",
+                        "shell.persistence", "shell.sensitive_file", "shell.exfiltration", "shell.keylogger",
+                        "shell.malware_script", "shell.too_complex"})
+_CODE_IDS = frozenset({"code.reverse_shell", "code.destructive", "code.persistence", "code.privilege",
+                       "code.exfiltration", "code.sensitive_file", "code.keylogger"}) | _SHELL_IDS  # + spawned commands
+BUILTIN_RULES: dict[str, frozenset[str]] = {
+    "path": _PATH_IDS,
+    "script": _PATH_IDS | {"path.malware_script"},
+    "url": frozenset({"url.malformed", "url.scheme", "url.credentials", "url.metadata", "url.private"}),
+    "shell": _SHELL_IDS,
+    "sql": frozenset({"sql.stacked", "sql.too_long", "sql.schema_change", "sql.unbounded_write", "sql.command_exec",
+                      "sql.file_access"}),
+    "code": _CODE_IDS, "written_code": _CODE_IDS, "encoded": _CODE_IDS,
+    "context": frozenset({"context.safety_device_off", "context.system_process_kill", "context.standing_access"}),
+    "assumption": frozenset({"context.unconfirmed_assumption"}),
+}
+BUILTIN_RULE_IDS = frozenset().union(*BUILTIN_RULES.values())
+# Ids only the policy's own `agents:` lists and `tools:` rules report: their entries are where to change them.
+CONFIGURED_RULE_IDS = frozenset({
+    "agent.deny_tools", "agent.allow_tools", "agent.high_risk_tools", "path.outside_roots", "path.denied",
+    "url.ip_literal", "url.denied_domain", "url.domain_not_allowed", "shell.denied_command",
+    "shell.command_not_allowed", "sql.unparsed", "sql.statement_not_allowed", "sql.denied_table",
+    "number.not_a_number", "number.below_min", "number.above_max", "number.not_integer", "pattern.denied",
+    "pattern.not_allowed"})
+
 
 @dataclass(frozen=True, slots=True)
 class AgentLists:
@@ -53,11 +83,10 @@ class ToolPolicyDetector(Detector):
                         _argument_rules(str(pattern), _entry(tools, pattern, "tools"))) for pattern in tools]
         self._rules_by_tool: dict[str, dict[str, tuple[str, ArgumentRule]]] = {}
         self.builtin = self.setting("builtin_rules", bool, True)
-        self._builtin: dict[str, ArgumentRule] = {kind: RULE_TYPES[kind]() for kind in ("path", "url", "shell", "sql",
-                                                                                     "code")}
-        self._builtin["script"] = ScriptRule()
-        self._builtin["written_code"] = CodeRule(written=True)
-        self._builtin["encoded"] = EncodedRule()
+        self.disabled = _disabled_rules(self.setting("disabled_rules", list, [], items=str))
+        # The built-in checks left with an id to report: the others are never run.
+        self._checks = frozenset(check for check, ids in BUILTIN_RULES.items() if self.builtin and ids - self.disabled)
+        self._builtin = {kind: rule for kind, rule in _builtin_rules(self.disabled).items() if kind in self._checks}
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         lists = self._agents.get(exchange.context.agent_id or "", self._any_agent)
@@ -70,10 +99,11 @@ class ToolPolicyDetector(Detector):
             if isinstance(call.arguments, dict):
                 findings.extend(self._check_arguments(segment, call.name, call.arguments,
                                                       exchange.tools.get(call.name)))
-                if self.builtin:
+                if "context" in self._checks:
                     findings.extend(self._finding(segment, call.name, path, "context", violation)
-                                    for path, violation in context_violations(call.name, call.arguments, exchange))
-            if self.builtin:
+                                    for path, violation in context_violations(call.name, call.arguments, exchange)
+                                    if violation.rule not in self.disabled)
+            if "assumption" in self._checks:
                 findings.extend(self._assumption(segment, call.name, exchange))
         return findings
 
@@ -108,7 +138,8 @@ class ToolPolicyDetector(Detector):
     def _check_arguments(self, segment: Segment, tool: str, arguments: dict[str, Any], spec: ToolSpec | None
                          ) -> list[Finding]:
         configured = self._configured(tool)
-        script = self.builtin and writes_script_file(tool, arguments)
+        # (with `code.*` disabled, written source is still read as source, not as some other kind of argument)
+        script = bool(self._builtin) and writes_script_file(tool, arguments)
         findings = []
         for path, value in leaves(arguments):
             kind, violations = self._judge(tool, path, value, configured, spec, script)
@@ -122,11 +153,14 @@ class ToolPolicyDetector(Detector):
         entry = configured.get(key) or configured.get(_strip_items(key))
         if entry is not None:
             return entry[0], entry[1].check(value)
-        if not self.builtin or not isinstance(value, str) or len(value) < 2:
+        if not self._builtin or not isinstance(value, str) or len(value) < 2:
             return "", []
         name = next((t for t in reversed(path) if isinstance(t, str)), None)
         kind = classify(tool, name, value, _property_schema(spec, path), script and len(path) == 1)
-        return (kind, self._builtin[kind].check(value)) if kind else ("", [])
+        rule = self._builtin.get(kind) if kind else None
+        if rule is None:  # not a recognisable argument, or its check is disabled
+            return "", []
+        return kind, [v for v in rule.check(value) if v.rule not in self.disabled]
 
     def _configured(self, tool: str) -> dict[str, tuple[str, ArgumentRule]]:
         """Argument rules of every `tools:` entry whose name pattern matches; cached per tool name."""
@@ -145,6 +179,30 @@ class ToolPolicyDetector(Detector):
         return finding_at(self, locate_argument(segment, path), f"{tool} {argument}: {violation.message}",
                           violation.severity, {"tool": tool, "argument": argument, "kind": kind,
                                                "rule": violation.rule})
+
+
+def _disabled_rules(ids: list[str]) -> frozenset[str]:
+    """`disabled_rules`, every id a built-in rule's; a typo or an id of the policy's own rules is refused."""
+    for rule in ids:
+        if rule in CONFIGURED_RULE_IDS:
+            raise ValueError(f"tool_policy: disabled_rules: {rule!r} is reported by the policy's own agents: or "
+                             "tools: entries, not by a built-in rule: change that entry instead")
+    unknown = sorted(set(ids) - BUILTIN_RULE_IDS)
+    if not unknown:
+        return frozenset(ids)
+    close = {rule: difflib.get_close_matches(rule, BUILTIN_RULE_IDS, n=1) for rule in unknown}
+    hints = [f"{near[0]!r} for {rule!r}" if len(unknown) > 1 else repr(near[0]) for rule, near in close.items() if near]
+    hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+    known = "" if len(hints) == len(unknown) else f"; built-in rule ids: {sorted(BUILTIN_RULE_IDS)}"
+    raise ValueError(f"tool_policy: unknown rule ids in disabled_rules: {unknown}{hint}{known}")
+
+
+def _builtin_rules(disabled: frozenset[str]) -> dict[str, ArgumentRule]:
+    """The built-in rule of each argument kind; a check the rule can switch off is off when its id is disabled."""
+    path = {"sensitive": "path.sensitive" not in disabled, "traversal": "path.traversal" not in disabled}
+    url = {"allow_private": "url.private" in disabled}
+    return {"path": PathRule(path), "script": ScriptRule(path), "url": UrlRule(url), "shell": ShellRule(),
+            "sql": SqlRule(), "code": CodeRule(), "written_code": CodeRule(written=True), "encoded": EncodedRule()}
 
 
 def _lists(default: Mapping[str, Any], agent: Mapping[str, Any]) -> AgentLists:
