@@ -20,6 +20,7 @@ look-alikes read as Latin); spans are those of the original.
 
 from __future__ import annotations
 
+import difflib
 import re
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
@@ -143,6 +144,10 @@ def load_rules(*paths: str | Path) -> RuleSet:
     )
 
 
+# The checks beside the rules file, by the rule id their findings carry.
+CHECK_RULE_IDS = frozenset({"goal_hijack", "decided_against"})
+
+
 class UnsafeReasoningDetector(Detector):
     """Settings: `rules_file` (extra rules, same format as the shipped file), `disabled_rules`,
     `goal_hijack` (default true), `decided_against` (default true), `hijack_min_overlap` (default 3 words)."""
@@ -161,10 +166,17 @@ class UnsafeReasoningDetector(Detector):
         paths: list[str | Path] = [RULES_FILE, *(self.policy_file(p) for p in extra if p)]
         ruleset = load_rules(*paths)
         disabled = set(self.setting("disabled_rules", list, [], items=str))
+        known = {r.id for r in ruleset.rules} | CHECK_RULE_IDS
+        if disabled - known:  # a typo must not leave the rule it meant running unnoticed
+            close = {rule: difflib.get_close_matches(rule, sorted(known), n=1) for rule in disabled - known}
+            named = (f"{rule!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                     for rule, near in sorted(close.items()))
+            raise ValueError(f"unsafe_reasoning: unknown rule ids in disabled_rules: {', '.join(named)}")
         self.ruleset = RuleSet(ruleset.intent, ruleset.negation, ruleset.context,
                                tuple(r for r in ruleset.rules if r.id not in disabled))
-        self.goal_hijack = self.setting("goal_hijack", bool, True)
-        self.decided_against = self.setting("decided_against", bool, True)
+        # Their rule ids switch them off too, like their own settings.
+        self.goal_hijack = self.setting("goal_hijack", bool, True) and "goal_hijack" not in disabled
+        self.decided_against = self.setting("decided_against", bool, True) and "decided_against" not in disabled
         self.min_overlap = self.setting("hijack_min_overlap", int, 3)
         self._injection = PromptInjectionDetector()
         # Plain dicts evicted first-in-first-out: every history segment is looked up every step, and an
