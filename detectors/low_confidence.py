@@ -6,7 +6,9 @@ learned on the scale tokens are judged on (logprob x weight, guardrails/logprobs
 threshold is a weighted logprob, like `token_logprob`. Logprobs come from the response (any source shape,
 Gemini's `logprobsResult` included) or, with `pull: true`, from teacher-forced scoring on a vLLM server. No
 logprobs means no finding. Tokens forced by constrained decoding and masked (-9999) tokens do not count.
-Malformed logprobs never reach it: the adapters refuse them with a 422 naming the field (guardrails/logprobs/check.py).
+A malformed logprob source is not read: the adapters leave it unread (guardrails/logprobs/check.py) and it is
+reported here as a `detector_error` finding at the bad field (the policy's `on_detector_error` action); the
+response's other sources are read, and every other detector checks the response as usual.
 
 Settings (policy `detectors.low_confidence`):
     token_logprob: -2.3       cold start: a token is low under this weighted logprob
@@ -34,7 +36,7 @@ from typing import Any
 
 from detectors._choices import read_choice
 from guardrails.detector import Detector, ScanContext, Scope, Services, SettingError, read_setting
-from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind
+from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind, UnreadLogprobs
 from guardrails.findings import Action, Category, Finding, Severity
 from guardrails.logprobs import Aligned, Analysis, UnitReport, align_exchange, analyze
 from guardrails.logprobs.jsonspans import leaves
@@ -105,6 +107,12 @@ class LowConfidenceDetector(Detector):
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         if not exchange.has_response:
             return []
+        findings = await self._judge(exchange, ctx)
+        if exchange.unread_logprobs:  # reported beside what the response's other sources show
+            findings = [*map(self._unread, exchange.unread_logprobs), *findings]
+        return findings
+
+    async def _judge(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         model = exchange.generation.model or "unknown"
         try:
             aligned, origin = await self._aligned(exchange)
@@ -112,7 +120,8 @@ class LowConfidenceDetector(Detector):
             ctx.signals[self.name] = {"source": "pull_failed"}
             return [self._error(exc)]
         if not aligned:
-            ctx.signals[self.name] = {"source": "none", "reason": "the response carries no logprobs"}
+            reason = "its logprobs are malformed (not read)" if exchange.unread_logprobs else "no logprobs"
+            ctx.signals[self.name] = {"source": "none", "reason": f"the response carries {reason}"}
             return []
         if origin == "pulled":
             model = f"scored:{self.client.config.model if self.client else model}"
@@ -271,6 +280,17 @@ class LowConfidenceDetector(Detector):
             message=f"could not score the response on vLLM: {exc}",
             pointer="/response",
             evidence={"error": type(exc).__name__},
+        )
+
+    def _unread(self, part: UnreadLogprobs) -> Finding:
+        """A malformed logprob source the adapters left unread: the response's confidence is judged without it."""
+        return Finding(
+            category=Category.DETECTOR_ERROR,
+            detector=self.name,
+            severity=Severity.MEDIUM,
+            message=f"logprobs not read: {part.reason}",
+            pointer=part.pointer,
+            evidence={"error_type": "MalformedLogprobs", "reason": part.reason},
         )
 
 

@@ -190,6 +190,15 @@ class LogprobSource:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadLogprobs:
+    """A response's logprob source left unread because a field of it is malformed: `low_confidence` reports it
+    (a `detector_error`) while every other detector checks the response as usual."""
+
+    pointer: str  # the malformed field in the check body
+    reason: str  # what is wrong with it ("logprob must be a number or null, got a string")
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -254,6 +263,8 @@ class Exchange:
     # A mid-stream re-check (the check body's `partial`): the response is still arriving, so its last tool call
     # may be unfinished (arguments not JSON yet). Its verdict is advisory; the stream's final check is not partial.
     partial: bool = False
+    # Malformed logprob sources the adapters left unread (guardrails/logprobs/check.py), in the order met.
+    unread_logprobs: tuple[UnreadLogprobs, ...] = ()
     # Segments by (kind, trust, phase), each list in exchange order: what detector scopes select from.
     by_signature: dict[tuple[SegmentKind, Trust, Phase], list[Segment]] = field(init=False, repr=False,
                                                                                 compare=False)

@@ -1,7 +1,9 @@
-"""Malformed logprobs are the body's error: a 422 `invalid_body` whose pointer names the field, for every format
+"""Malformed logprobs are left unread, not a reason to leave the response unchecked: the check answers 200, every
+other detector judges the response as usual, and `low_confidence` reports each malformed source as a
+`detector_error` finding whose pointer names the field (the policy's `on_detector_error` action), for every format
 that carries logprobs (Chat, its stream chunks, Completions with and without `echo`, Responses and its delta
-events, Gemini generateContent and its stream). What vLLM really sends (nulls, fields a stream leaves at their
-default, -9999.0 and -inf) is read by `low_confidence` without a `detector_error`.
+events, Gemini generateContent and its stream); a stream's other chunks are still read. What vLLM really sends
+(nulls, fields a stream leaves at their default, -9999.0 and -inf) is read without a `detector_error`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import copy
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +24,7 @@ from guardrails.config import Settings
 from guardrails.logprobs import read_source
 from guardrails.logprobs.tokens import MASKED
 from guardrails.pointer import join, resolve, split
+from guardrails.policy import load_policy
 from guardrails.serve import build_app
 
 DELETE = object()  # a mutation that removes the member
@@ -85,8 +89,10 @@ BASES: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
                       "/response/2/candidates/0/logprobsResult"),
 }
 CHAT_LIKE = ("chat", "chat_stream", "responses", "responses_stream", "responses_stream_final")
+# Bodies with other logprob sources beside the mutated one (a stream's other chunks): those are still read.
+OTHER_SOURCES = ("chat_stream", "completions_stream", "responses_stream", "gemini_stream")
 
-# (name, the mutated member below the container, its new value, the member the 422 names); "" is the container
+# (name, the mutated member below the container, its new value, the member the finding names); "" is the container
 CHAT_CASES = [
     ("entry not an object", "/0", "<think>", "/0"),
     ("entry null", "/0", None, "/0"),
@@ -169,19 +175,72 @@ def post(client: TestClient, body: dict[str, Any]) -> tuple[int, dict[str, Any]]
     return response.status_code, response.json()
 
 
+def detector_errors(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in answer["findings"] if f["category"] == "detector_error"]
+
+
+ON_DETECTOR_ERROR = load_policy(REPO / "policies" / "default").on_detector_error.value
+
+
 @pytest.mark.parametrize(("fmt", "member", "value", "named"), matrix())
-def test_malformed_logprobs_are_a_422_naming_the_field(client: TestClient, fmt: str, member: str, value: Any,
-                                                         named: str) -> None:
+def test_malformed_logprobs_are_a_detector_error_naming_the_field(client: TestClient, fmt: str, member: str,
+                                                                  value: Any, named: str) -> None:
     make, container = BASES[fmt]
     body = make()
     mutate(body, container + member, value)
     status, answer = post(client, body)
-    assert status == 422, answer
-    error = answer["error"]
-    assert error["type"] == "invalid_body"
-    assert error["pointer"] == container + named, error
-    # It resolves in the body sent; a missing member is named in the object that lacks it.
-    resolve(body, error["pointer"].rpartition("/")[0] if value is DELETE else error["pointer"])
+    assert status == 200, answer
+    errors = detector_errors(answer)
+    # A missing member is named in the object that lacks it: a finding's pointer resolves in the body sent.
+    pointer = (container + named).rpartition("/")[0] if value is DELETE else container + named
+    assert [(f["detector"], f["location"]["pointer"]) for f in errors] == [("low_confidence", pointer)]
+    resolve(body, pointer)
+    reason = errors[0]["evidence"]["reason"]
+    assert errors[0]["message"] == f"logprobs not read: {reason}"
+    if value is DELETE:
+        assert reason.endswith("got nothing (it is required)") and split(container + named)[-1] in reason, reason
+    assert errors[0]["action"] == answer["verdict"] == ON_DETECTOR_ERROR  # the sample is otherwise allowed
+    # A stream's other chunks are read; a source on its own leaves nothing to read.
+    read = answer["signals"]["low_confidence"]["source"]
+    assert read == ("response" if fmt in OTHER_SOURCES else "none"), answer["signals"]["low_confidence"]
+
+
+def test_an_attack_with_a_malformed_logprob_is_still_blocked(client: TestClient) -> None:
+    # The regression: as a 422, one "NaN" let a gateway in fail_mode="open" forward the exfiltration unchecked.
+    body = sample("attacks/openai_chat_exfiltration.json")
+    message = body["response"]["choices"][0]["message"]
+    call = message["tool_calls"][0]["function"]
+    generated = (f"<think>\n{message['reasoning']}\n</think>\n\n<tool_call>\n"
+                 f'{{"name": "{call["name"]}", "arguments": {call["arguments"]}}}\n</tool_call>')
+    content = [{"token": token, "logprob": -0.05 * (i % 7), "bytes": list(token.encode()),
+                "top_logprobs": [{"token": token, "logprob": -0.05 * (i % 7)}, {"token": " the", "logprob": -4.2}]}
+               for i, token in enumerate(re.findall(r"\s*\w+|\s*[^\w\s]+|\s+", generated))]
+    content[40]["logprob"] = "NaN"
+    body["response"]["choices"][0]["logprobs"] = {"content": content}
+    status, answer = post(client, body)
+    assert status == 200, answer
+    assert answer["verdict"] == "block"
+    blocked = {f["category"] for f in answer["findings"] if f["action"] == "block"}
+    assert {"tool_taint", "secret"} <= blocked, blocked
+    assert [f["location"]["pointer"] for f in detector_errors(answer)] == [
+        "/response/choices/0/logprobs/content/40/logprob"]
+
+
+def test_every_malformed_chunk_is_reported_and_the_others_are_read(client: TestClient) -> None:
+    body = sample("openai_chat_stream.json")
+    chunks = [k for k, chunk in enumerate(body["response"])
+              if chunk != "[DONE]" and any((c.get("logprobs") or {}).get("content") for c in chunk["choices"])]
+    first, last = chunks[1], chunks[-1]
+    body["response"][first]["choices"][0]["logprobs"]["content"][0]["token"] = None
+    body["response"][last]["choices"][0]["logprobs"] = "none"
+    status, answer = post(client, body)
+    assert status == 200, answer
+    assert sorted((f["location"]["pointer"], f["evidence"]["reason"]) for f in detector_errors(answer)) == [
+        (f"/response/{first}/choices/0/logprobs/content/0/token", "token must be a string, got null"),
+        (f"/response/{last}/choices/0/logprobs", "choice logprobs must be an object or null, got a string"),
+    ]  # in the order the adapter met them: a list that is no list at once, entries in one pass at the end
+    summary = answer["signals"]["low_confidence"]
+    assert summary["source"] == "response" and summary["units"], summary
 
 
 def chat_entries(fmt: str, body: dict[str, Any]) -> list[dict[str, Any]]:

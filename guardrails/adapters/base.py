@@ -23,6 +23,7 @@ from guardrails.exchange import (
     ToolCall,
     ToolSpec,
     Trust,
+    UnreadLogprobs,
     recovery_schemas,
 )
 from guardrails.reasoning import split_reasoning
@@ -100,6 +101,7 @@ class ExchangeBuilder:
         self.forced_tool_choice = False
         self.response_format = False
         self.logprobs: list[LogprobSource] = []
+        self.unread_logprobs: list[UnreadLogprobs] = []  # malformed sources, left unread (see `skip_logprobs`)
         self.generation: Generation | None = None  # set by response readers; build() makes an empty one if not
         self.has_response = False
         self.next_turn = 0  # turn index of the response; adapters set it from the request history
@@ -399,6 +401,11 @@ class ExchangeBuilder:
         if data:
             self.logprobs.append(LogprobSource(shape=shape, pointer=pointer, data=data, choice=choice))
 
+    def skip_logprobs(self, error: BodyError) -> None:
+        """Leave a malformed logprob source unread, recording the field and the reason: logprobs are data only
+        `low_confidence` reads, so it reports them and the rest of the response is checked as usual."""
+        self.unread_logprobs.append(UnreadLogprobs(error.pointer or "", error.message))
+
     def build(self) -> Exchange:
         if not self.tool_declarations:
             self._add_prompt_tools()
@@ -422,6 +429,7 @@ class ExchangeBuilder:
             context=self.context,
             has_response=self.has_response,
             raw_output=self.raw_output,
+            unread_logprobs=tuple(self.unread_logprobs),
         )
 
     def _add_prompt_tools(self) -> None:

@@ -371,12 +371,17 @@ def _code_result(b: ExchangeBuilder, text: str, ptr: str, turn: int, phase: Phas
 
 
 def _read_logprobs(candidate: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder) -> None:
-    """A candidate's `logprobsResult` (one per chunk in a stream), checked as it is added: 422 on a wrong type."""
+    """A candidate's `logprobsResult` (one per chunk in a stream), checked as it is added: one with a field of the
+    wrong type is left unread (`skip_logprobs`)."""
     result = candidate.get("logprobsResult")
     if result is not None:
         lptr = f"{cptr}/logprobsResult"
-        check_gemini(obj(result, lptr, "logprobsResult"), lptr)
-        b.add_logprobs("gemini", lptr, result, index)
+        try:
+            check_gemini(obj(result, lptr, "logprobsResult"), lptr)
+        except BodyError as exc:
+            b.skip_logprobs(exc)
+        else:
+            b.add_logprobs("gemini", lptr, result, index)
 
 
 def _grounding_metadata(candidate: Mapping[str, Any], cptr: str) -> tuple[Mapping[str, Any], str] | None:

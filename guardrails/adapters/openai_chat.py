@@ -49,9 +49,9 @@ from guardrails.adapters.base import (
     is_mapping,
 )
 from guardrails.errors import BodyError
-from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.exchange import Generation, LogprobSource, Phase, SegmentKind, ToolSpec, Usage
 from guardrails.logprobs.check import check_chat_sources, check_completions
-from guardrails.pointer import join
+from guardrails.pointer import join, resolve
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping (but the
 # caller's keys of a `documents` entry, joined with `join`).
@@ -295,7 +295,7 @@ class OpenAIChatAdapter(Adapter):
                 b.add_logprobs("prompt", f"{cptr}/prompt_logprobs", choice["prompt_logprobs"], index)
         if isinstance(response.get("prompt_logprobs"), list):
             b.add_logprobs("prompt", "/response/prompt_logprobs", response["prompt_logprobs"])
-        check_chat_sources(b.logprobs)
+        read_chat_logprobs(b)
         b.generation = _generation(response, first.get("finish_reason"), first.get("stop_reason"),
                                    response.get("usage"))
 
@@ -326,7 +326,7 @@ class OpenAIChatAdapter(Adapter):
                 stream.absorb(choice, cptr, b)
         for index in sorted(state):
             state[index].emit(b, turn)
-        check_chat_sources(b.logprobs)  # every chunk's list in one pass
+        read_chat_logprobs(b)  # every chunk's list in one pass
         first = state[min(state)] if state else _ChoiceStream(0)
         meta, usage = _stream_meta(chunks)
         b.generation = _generation(meta, first.finish_reason, first.stop_reason, usage)
@@ -565,11 +565,48 @@ def _index(value: Any, default: int) -> int:
     return default if index is None else index
 
 
+def read_chat_logprobs(b: ExchangeBuilder) -> None:
+    """Check the response's chat-shaped logprob sources (a stream's chunks together, in one pass); a malformed
+    one is left unread (`skip_logprobs`), the others are read."""
+    try:
+        check_chat_sources(b.logprobs)
+    except BodyError:  # the rare case: find every malformed source, not only the first
+        b.logprobs = [source for source in b.logprobs if _well_formed(source, b)]
+
+
+def _well_formed(source: LogprobSource, b: ExchangeBuilder) -> bool:
+    try:
+        check_chat_sources((source,))
+    except BodyError as exc:
+        b.skip_logprobs(BodyError(exc.message, _present(exc.pointer or source.pointer, source)))
+        return False
+    return True
+
+
+def _present(pointer: str, source: LogprobSource) -> str:
+    """`pointer`, or for a member the entry lacks (a `token`, an alternative's `logprob`), the object that lacks it:
+    a finding's pointer resolves in the body (the reason names the member)."""
+    try:
+        resolve(source.data, pointer[len(source.pointer):])
+    except KeyError:
+        return pointer.rpartition("/")[0]
+    return pointer
+
+
 def _read_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder,
                           echoed_tokens: int = 0) -> None:
-    """Add a choice's logprob source; `echoed_tokens`: leading completions tokens that are an echoed prompt. A chat
-    list is checked with the response's others (`check_chat_sources`); a completions object here, before the
-    echoed tokens are cut, so a 422 points at the body's own index."""
+    """Add a choice's logprob source, or leave it unread where it is malformed (`skip_logprobs`)."""
+    try:
+        _add_choice_logprobs(choice, cptr, index, b, echoed_tokens)
+    except BodyError as exc:
+        b.skip_logprobs(exc)
+
+
+def _add_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder,
+                         echoed_tokens: int) -> None:
+    """`echoed_tokens`: leading completions tokens that are an echoed prompt. A chat list is checked with the
+    response's others (`read_chat_logprobs`); a completions object here, before the echoed tokens are cut, so
+    the error points at the body's own index."""
     logprobs = choice.get("logprobs")
     if logprobs is None:
         return

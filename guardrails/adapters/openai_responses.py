@@ -37,17 +37,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, has_any, is_mapping
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, has_any, is_mapping, json_type
 from guardrails.adapters.openai_chat import (
     content_texts,
     custom_input_arguments,
     int_or_none,
     is_forced_choice,
+    read_chat_logprobs,
     tool_spec,
 )
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
-from guardrails.logprobs.check import check_chat_sources
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping.
 
@@ -189,7 +189,7 @@ class OpenAIResponsesAdapter(Adapter):
             reader = _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn)
             reader.items(output, "/response/output")
             reader.declare_listed()
-        check_chat_sources(b.logprobs)
+        read_chat_logprobs(b)
         b.generation = _generation(response, _called(b))
 
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
@@ -200,13 +200,15 @@ class OpenAIResponsesAdapter(Adapter):
             kptr = f"/response/{k}"
             expect(event, Mapping, kptr, "a stream event")
             stream.absorb(event, kptr)
+        for error in stream.unread:
+            b.skip_logprobs(error)
         reader = _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn, logprobs=not stream.logprobs)
         for pointer, data in stream.logprobs:
             b.add_logprobs("responses", pointer, data)
         for index in sorted(stream.indexes()):
             stream.emit(index, reader)
         reader.declare_listed()
-        check_chat_sources(b.logprobs)  # every delta's list (or the final response's) in one pass
+        read_chat_logprobs(b)  # every delta's list (or the final response's) in one pass
         b.generation = _generation(stream.final or stream.latest, _called(b))
 
 
@@ -290,10 +292,18 @@ class _ItemReader:
         if self.logprobs and isinstance(content, list):
             for j, part in enumerate(content):
                 logprobs = part.get("logprobs") if is_mapping(part) else None
-                if logprobs is not None:  # checked with the response's others (`check_chat_sources`)
-                    lptr = f"{cptr}/{j}/logprobs"
-                    self.b.add_logprobs("responses", lptr, expect(logprobs, list, lptr, "output_text logprobs",
-                                                                  "an array or null"))
+                if logprobs is not None:  # checked with the response's others (`read_chat_logprobs`)
+                    self._logprobs(logprobs, f"{cptr}/{j}/logprobs")
+
+    def _logprobs(self, logprobs: Any, lptr: str) -> None:
+        """Add an `output_text`'s logprobs; a response's that are not a list are left unread (`skip_logprobs`)."""
+        try:
+            self.b.add_logprobs("responses", lptr, expect(logprobs, list, lptr, "output_text logprobs",
+                                                          "an array or null"))
+        except BodyError as exc:
+            if self.phase is Phase.REQUEST:
+                raise  # an input item replaying an answer: the request's contract is unchanged
+            self.b.skip_logprobs(exc)
 
     def function_call(self, item: Mapping[str, Any], ptr: str) -> None:
         name = expect(item.get("name"), str, f"{ptr}/name", "function_call name")
@@ -484,6 +494,7 @@ class _EventStream:
         self.items: dict[int, _ItemStream] = {}
         self.index_by_id: dict[str, int] = {}
         self.logprobs: list[tuple[str, list[Any]]] = []
+        self.unread: list[BodyError] = []  # delta events whose logprobs are not a list: left unread
         self.final: Mapping[str, Any] | None = None  # the response of response.completed (or its kin)
         self.final_pointer = ""
         self.latest: Mapping[str, Any] = {}  # the newest partial response (created / in_progress)
@@ -515,11 +526,12 @@ class _EventStream:
                 fragments = state.fragments[key] = []
             fragments.append((delta, dptr))
             logprobs = event.get("logprobs")
-            if logprobs is not None:
-                if type(logprobs) is not list:
-                    expect(logprobs, list, f"{kptr}/logprobs", f"{kind} logprobs", "an array or null")
+            if type(logprobs) is list:
                 if logprobs:
                     self.logprobs.append((f"{kptr}/logprobs", logprobs))
+            elif logprobs is not None:
+                self.unread.append(BodyError(f"{kind} logprobs must be an array or null, got {json_type(logprobs)}",
+                                             f"{kptr}/logprobs"))
         elif kind in ("response.output_item.added", "response.output_item.done"):
             item = expect(event.get("item"), Mapping, f"{kptr}/item", "output item")
             state = self._state(event)

@@ -1,6 +1,7 @@
-"""Check a response's logprobs where the adapters pick them up: a field of the wrong type is the body's error, a
-422 `invalid_body` whose JSON Pointer names it, not a `detector_error` when `low_confidence` reads it later
-(the engine turns whatever a detector raises into one).
+"""Check a response's logprobs where the adapters pick them up: a source with a field of the wrong type is left
+unread and recorded on the exchange (`Exchange.unread_logprobs`, with the JSON Pointer that names the field), and
+`low_confidence` reports it as a `detector_error` finding there; the rest of the response is checked as usual (a
+422 would have let a fail-open gateway forward the whole answer unchecked).
 
 What is checked is what the readers (tokens.py) read, with the types the APIs fix; what vLLM really sends is
 taken as the readers take it. Any number is a number: -9999.0, a positive value, and -inf or NaN from callers in
@@ -107,7 +108,7 @@ def _check_entries(entries: Sequence[Any], pointer: str) -> None:
             raise _wrong(entry["bytes"], f"{ptr}/bytes", "bytes", "an array of byte values (0-255) or null")
 
 
-# key, the item types, what a 422 says they must be, the exact types one C-level pass takes
+# key, the item types, what the finding says they must be, the exact types one C-level pass takes
 _COMPLETIONS_FIELDS = (
     ("token_logprobs", (int, float, type(None)), "a number or null", _NUMBER_TYPES),
     ("top_logprobs", (Mapping, type(None)), "an object of logprobs or null", frozenset({dict, type(None)})),

@@ -267,7 +267,7 @@ def _listed(container: object, camel: str, snake: str) -> list[Any]:
 
 def _gemini_field(container: object, camel: str, snake: str, kind: type | tuple[type, ...], default: Any) -> Any:
     """`container[camel]` (or `[snake]`) when it is a `kind`, else `default`: an absent field reads as no value
-    (the adapters refuse one of another type with a 422, check.py)."""
+    (the adapters leave a source with one of another type unread and report it, check.py)."""
     if not isinstance(container, Mapping):
         return default
     value = container.get(camel, container.get(snake))
