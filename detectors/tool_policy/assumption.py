@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 
 from detectors.tool_policy.classify import name_tokens
+from detectors.tool_policy.context import per_exchange
 from guardrails.exchange import Exchange, Segment, SegmentKind, Trust
 
 # Tool-name words of calls that change something outside the agent (`BankManagerPayBill`, `GmailSendEmail`,
@@ -46,8 +47,12 @@ QUOTE_CHARS = 160
 def unconfirmed_assumption(tool: str, exchange: Exchange) -> tuple[Segment, int, int] | None:
     """Where the agent said it guessed (segment, start, end of the sentence), when `tool` acts and the trusted text
     leaves no choice to the agent; None otherwise."""
-    if not name_tokens(tool) & ACTING_WORDS:
-        return None
+    return _unasked_guess(exchange) if name_tokens(tool) & ACTING_WORDS else None
+
+
+@per_exchange
+def _unasked_guess(exchange: Exchange) -> tuple[Segment, int, int] | None:
+    """The same for every call of the exchange: read once, not once per call (each would read the history)."""
     found = _latest_assumption(exchange)
     if found is None or any(_search(GUESS_ALLOWED, s.text) for s in exchange.trusted):
         return None
@@ -72,7 +77,8 @@ def _search(pattern: re.Pattern[str], text: str, keywords: tuple[str, ...] = ())
 
 
 def _first(pattern: re.Pattern[str], text: str, keywords: tuple[str, ...]) -> tuple[int, int] | None:
-    if keywords and not any(k in text.lower() for k in keywords):
+    lowered = text.lower() if keywords else ""  # once, not once per keyword
+    if keywords and not any(k in lowered for k in keywords):
         return None  # most agent text: a few passes of `in` instead of the pattern's
     match = pattern.search(text)
     return match.span() if match else None

@@ -31,18 +31,28 @@ PATH_KEYS = frozenset({"path", "paths", "file", "files", "filename", "filepath",
 URL_VALUE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://\S+$|^(?:javascript|data|file):", re.S)
 PATH_VALUE = re.compile(r"^(?:/|~/|\.\.?/|[a-zA-Z]:[\\/]|\\\\)[^\n]*$")
 # A whole value in base64 (standard or URL-safe alphabet, line breaks allowed): matched on the value without its
-# whitespace, one character class and the padding, so a failed match costs one pass.
-BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
+# whitespace, one character class and the padding, so a failed match costs one pass (possessive: a bad last
+# character of 4 MB is not backtracked over character by character).
+BASE64 = re.compile(r"[A-Za-z0-9+/]++={0,2}|[A-Za-z0-9_-]++={0,2}")
 MIN_ENCODED = 64  # shorter base64 is an id or a hash, not a payload
 SCHEMA_FORMATS = {"uri": "url", "url": "url", "iri": "url", "uri-reference": "url", "hostname": "url"}
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
 
 
-@lru_cache(maxsize=4096)
+CACHED_NAME = 256  # longer names (an argument key is the caller's: a megabyte) are split uncached
+
+
 def name_tokens(name: str) -> frozenset[str]:
     """`TerminalExecute` / `file_path` / `targetURL` -> {"terminal", "execute"} / {"file", "path"} / ..."""
+    return _cached_tokens(name) if len(name) <= CACHED_NAME else _tokens(name)
+
+
+def _tokens(name: str) -> frozenset[str]:
     return frozenset(t for t in _SPLIT.split(_CAMEL.sub("_", name).lower()) if t)
+
+
+_cached_tokens = lru_cache(maxsize=4096)(_tokens)  # at most ~1 MB of names kept
 
 
 def classify(tool: str, key: str | None, value: str, schema: Mapping[str, Any] | None,
