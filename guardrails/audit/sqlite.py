@@ -11,6 +11,11 @@ one INSERT on its own (one statement instead of four): if another process append
 sequence number is taken, the primary key refuses it, and the locked path chains it after the real head.
 An append that raises the high-water mark (one in HIGH_WATER_EVERY) takes the locked path too, so the mark is
 written in the batch's own transaction.
+
+Inline commits (synchronous=NORMAL) run on the event loop's thread and never wait for the write lock (the
+connection's busy timeout is 0): while another process holds it (an operator's `sqlite3` shell in BEGIN
+IMMEDIATE, a backup, another worker's batch), SQLITE_BUSY hands the record to the writer thread, which waits out
+the busy timeout, and the check awaits it while the loop serves other requests.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,6 +35,8 @@ TABLE = "audit_records"
 META = "audit_meta"  # the high-water mark (guardrails/audit/store.py): the highest seq the log ever reached
 SYNC_MODES = {"normal": "NORMAL", "full": "FULL", "extra": "EXTRA"}
 DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (primary codes: the low byte of an extended code)
+SQLITE_BUSY = 5  # another connection holds the lock (extended codes: BUSY_RECOVERY, BUSY_SNAPSHOT, ...)
+BUSY_TIMEOUT_S = 30  # how long a statement waits for another connection's lock (not the inline commit's)
 WAL_SWITCH_ATTEMPTS = 300
 WAL_SWITCH_PAUSE_S = 0.01
 SCHEMA = f"""
@@ -101,7 +108,7 @@ def _connect_wal(path: Path) -> sqlite3.Connection:
 
 
 def _open_wal(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
     except BaseException:
@@ -137,6 +144,8 @@ class SQLiteAuditStore(AuditStore):
             self._seed_high_water()
         self._read_conn = connect(self.path, SYNC_MODES[sync])
         self._read_lock = threading.Lock()
+        if self.inline_writes:  # commits on the event loop: a locked log is SQLITE_BUSY at once, not a 30 s stall
+            self._write_conn.execute("PRAGMA busy_timeout=0")
         self._head: tuple[int, str] | None = None  # the last record this process wrote (seq, hash)
 
     def _seed_high_water(self) -> None:
@@ -145,6 +154,31 @@ class SQLiteAuditStore(AuditStore):
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):  # overwritten pages: verify reports them; the service starts as it did
                 raise
+
+    def _append_now(self, rows: Sequence[PendingRow]) -> list[int] | None:
+        try:
+            return self._append_batch(rows)
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):  # nothing was written (a failed transaction rolled back): the writer thread waits
+                return None
+            raise
+
+    def _append_waiting(self, rows: Sequence[PendingRow]) -> list[int]:
+        with self._waiting():
+            return self._append_batch(rows)
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """The write connection waits out another process's lock, as it does without inline commits. Two statements
+        around a writer-thread batch: with inline commits it runs only for records a lock turned away."""
+        if not self.inline_writes:
+            yield
+            return
+        self._write_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        try:
+            yield
+        finally:
+            self._write_conn.execute("PRAGMA busy_timeout=0")
 
     def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
         conn = self._write_conn
@@ -201,7 +235,7 @@ class SQLiteAuditStore(AuditStore):
         self._stop_writer()
         if self._marks and self._head is not None:
             # A clean stop leaves the exact head as the mark; if it cannot, the mark stays where it last was.
-            with contextlib.suppress(sqlite3.DatabaseError):
+            with contextlib.suppress(sqlite3.DatabaseError), self._waiting():
                 self._write_conn.execute(RAISE_MARK, (self._head[0],))
         self._write_conn.close()
         self._read_conn.close()
@@ -224,6 +258,10 @@ def add_partial_column(conn: sqlite3.Connection) -> None:
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in DAMAGED
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == SQLITE_BUSY
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

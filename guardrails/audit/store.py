@@ -4,7 +4,8 @@ A store whose commit is slow (an fsync, a network round trip) writes through one
 every record waiting in its queue, appends them in one transaction (group commit) and only then resolves
 their futures, so a check returns after its record is durable and concurrent checks share one commit
 instead of queueing for one each. A store whose commit is a few microseconds (SQLite WAL without fsync)
-commits on the caller's thread: handing a record to a thread and back costs more than writing it.
+commits on the caller's thread: handing a record to a thread and back costs more than writing it. That
+commit never waits: where it would (another process holds the log's lock), the writer thread takes the record.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ class AuditStore(ABC):
         )
         self._writer: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._inline_lock = threading.Lock()
+        # The chain head a store caches: one writer at a time, the caller's thread (inline) or the writer thread.
+        self._head_lock = threading.Lock()
 
     # -- storage primitives -------------------------------------------------------------------------
     @abstractmethod
@@ -229,6 +231,15 @@ class AuditStore(ABC):
     def close(self) -> None:
         """Stop the writer after it drained its queue, and close connections."""
 
+    def _append_now(self, rows: Sequence[PendingRow]) -> list[int] | None:
+        """`_append_batch` on the caller's thread without waiting on a lock another process holds: None (nothing
+        written) where it would have to wait. A store that cannot tell (or never waits) appends as usual."""
+        return self._append_batch(rows)
+
+    def _append_waiting(self, rows: Sequence[PendingRow]) -> list[int]:
+        """`_append_batch` on the writer thread, which may wait on such a lock."""
+        return self._append_batch(rows)
+
     def _high_water(self) -> int | None:
         """The highest sequence number the store remembers writing (a lower bound of its real high), or None where
         it keeps none (a log opened read-only that no service of this version wrote to)."""
@@ -238,26 +249,45 @@ class AuditStore(ABC):
     def submit(self, record: dict[str, Any]) -> concurrent.futures.Future[int]:
         """Queue a record; the future resolves to its sequence number once committed."""
         row = _pending(record)
-        future: concurrent.futures.Future[int] = concurrent.futures.Future()
         if self.inline_writes:
+            future: concurrent.futures.Future[int] = concurrent.futures.Future()
             try:
-                future.set_result(self._append_inline(row))
+                seq = self._append_inline(row)
             except Exception as exc:
                 future.set_exception(exc)
-            return future
+                return future
+            if seq is not None:
+                future.set_result(seq)
+                return future
+        return self._enqueue(row)
+
+    async def append(self, record: dict[str, Any]) -> int:
+        row = _pending(record)
+        if self.inline_writes:  # no future to build and resolve: the commit is done when this returns
+            seq = self._append_inline(row)
+            if seq is not None:
+                return seq
+        # The writer thread commits it (and waits on a lock if it must) while the loop serves other requests.
+        return await asyncio.wrap_future(self._enqueue(row))
+
+    def _append_inline(self, row: PendingRow) -> int | None:
+        """Commit on the caller's thread, never waiting: None (nothing written; the writer thread takes it) while
+        records wait in the queue (they keep their order), the writer thread holds the head, or another process
+        holds the log's write lock."""
+        if not self._queue.empty() or not self._head_lock.acquire(blocking=False):
+            return None
+        try:
+            seqs = self._append_now([row])
+        finally:
+            self._head_lock.release()
+        return None if seqs is None else seqs[0]
+
+    def _enqueue(self, row: PendingRow) -> concurrent.futures.Future[int]:
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
         if self._writer is None:
             self._start_writer()
         self._queue.put((row, future))
         return future
-
-    async def append(self, record: dict[str, Any]) -> int:
-        if self.inline_writes:  # no future to build and resolve: the commit is done when this returns
-            return self._append_inline(_pending(record))
-        return await asyncio.wrap_future(self.submit(record))
-
-    def _append_inline(self, row: PendingRow) -> int:
-        with self._inline_lock:
-            return self._append_batch([row])[0]
 
     def _start_writer(self) -> None:
         with self._start_lock:
@@ -286,14 +316,19 @@ class AuditStore(ABC):
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(nxt)
+            for _, future in batch:  # a check cancelled from now on (its client left) cannot cancel its future
+                future.set_running_or_notify_cancel()
             try:
-                seqs = self._append_batch([row for row, _ in batch])
+                with self._head_lock:
+                    seqs = self._append_waiting([row for row, _ in batch])
             except Exception as exc:  # every waiting check learns its record was not written
                 for _, future in batch:
-                    future.set_exception(exc)
+                    if future.running():
+                        future.set_exception(exc)
                 continue
             for (_, future), seq in zip(batch, seqs, strict=True):
-                future.set_result(seq)
+                if future.running():  # one cancelled before: its record is written all the same, no one waits
+                    future.set_result(seq)
 
     # -- reading ----------------------------------------------------------------------------------------
     def page(self, filt: AuditFilter, cursor: str | None = None, limit: int = 100) -> Page:
