@@ -152,7 +152,8 @@ class BudgetDetector(Detector):
             ctx.signals[self.name] = {"skipped": "no tenant, agent_id or session_id in the check context"}
             return []
         step = self._plan(exchange, keys)
-        # Every store call of the check in one `run`: one hop to a thread for a remote store, none for SQLite.
+        # Every store call of the check in one `run`: one hop to a thread for a remote store; on SQLite one
+        # transaction, inline unless another process holds the lock (then a thread waits for it, the loop does not).
         findings, signal = await store.run(partial(self._settle, store, step))
         ctx.signals[self.name] = signal
         return findings
@@ -183,7 +184,8 @@ class BudgetDetector(Detector):
         return _Step(self.clock(), keys, spending, spend, limits, calls, adds, rate, breaker_keys, streak_scopes)
 
     def _settle(self, store: StateStore, step: _Step) -> tuple[list[Finding], dict[str, Any]]:
-        """Add to the store, judge the totals, trip and close breakers: the findings and the signal."""
+        """Add to the store, judge the totals, trip and close breakers: the findings and the signal. Touches nothing
+        but the store: `run` may call it again after an attempt a lock turned away (and rolled back)."""
         now, keys = step.now, step.keys
         snap = store.step(now, step.adds, step.rate, step.breaker_keys, [keys[s] for s in step.streak_scopes])
         findings = [self._open_finding(b, now) for b in snap.breakers.values() if b.state == OPEN]

@@ -18,7 +18,9 @@ breakers. Keys are opaque strings chosen by the caller (the budget detector).
 The methods are synchronous. Code on the event loop calls them through `run`: inline for a local store (an
 SQLite step takes microseconds, less than a hop to a thread), on the store's own threads for a remote one
 (`remote`: Redis), so a store that is slow or hangs holds a thread and its caller, not the worker's other
-requests.
+requests. SQLite's inline attempt never waits for a lock another process holds: it is rolled back and the
+call runs again on a thread that waits (guardrails/state/sqlite.py): a call passed to `run` may run twice,
+so it changes nothing outside the store.
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ class StateStore(ABC):
         return self.pool is not None
 
     async def run(self, call: Callable[[], T]) -> T:
-        """`call()`, one or more calls on this store, without holding the event loop while a remote store answers.
-        A caller that stops waiting (a detector's timeout) leaves the call to finish on its thread."""
+        """`call()`, one or more calls on this store, without holding the event loop while a remote store answers
+        (or, on SQLite, while another process holds the lock). A caller that stops waiting (a detector's timeout)
+        leaves the call to finish on its thread."""
         if self.pool is None:
             return call()
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)

@@ -3,20 +3,31 @@
 Budget counters are not an audit trail: WAL with `synchronous=NORMAL` (no fsync per step; a service
 crash loses nothing, a power cut may lose the last steps). The file is opened, and its schema created, when
 the store is built (at start): a path that cannot hold a database is refused then, not on every check.
+
+`run` (how the event loop calls the store) runs a call inline, on the loop's thread: a step takes microseconds,
+less than a hop to a thread. That attempt never waits for the write lock (the connection's busy timeout is 0):
+while another process holds it (an operator's `sqlite3` shell in BEGIN IMMEDIATE, a backup, another worker's long
+transaction), SQLite answers busy at once, the attempt is rolled back, and the same call runs again on the store's
+waiting thread, which waits out the busy timeout while the caller awaits it and the loop serves other requests.
+The store calls inside one `run` share one transaction (begun by the first write, committed when the call
+returns): an attempt turned away leaves nothing behind, so the retry counts once. Direct calls (the CLI) wait.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from guardrails.audit.sqlite import connect, sqlite_path
+from guardrails.audit.sqlite import BUSY_TIMEOUT_S, SQLITE_BUSY, connect, sqlite_path
 from guardrails.model_stats import ModelStats, Moments
 from guardrails.state.base import (
     HALF_OPEN,
@@ -27,6 +38,7 @@ from guardrails.state.base import (
     RateStats,
     Snapshot,
     StateStore,
+    T,
     WindowAdd,
     fold,
 )
@@ -46,6 +58,11 @@ CREATE TABLE IF NOT EXISTS model_stats (key TEXT PRIMARY KEY, tokens_n INTEGER N
 MODEL_STATS_COLUMNS = "tokens_n, tokens_mean, tokens_m2, segments_n, segments_mean, segments_m2"
 BREAKER_COLUMNS = "key, state, reason, opened_at, until, trips, details"
 PRUNE_EVERY = 1000  # steps between deletions of expired buckets (a scan: an index would tax every step)
+NO_WAIT = "PRAGMA busy_timeout=0"  # the connection's default: the inline attempt fails at once on a held lock
+
+
+class _Busy(Exception):
+    """The inline attempt found the write lock held by another connection: rolled back, to run on the waiting thread."""
 
 
 class SQLiteStateStore(StateStore):
@@ -53,7 +70,10 @@ class SQLiteStateStore(StateStore):
         self.url = url
         self.path, _ = sqlite_path(url)
         self._connection: sqlite3.Connection | None = _open(self.path)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one call at a time on the connection: inline, the waiting thread, or direct
+        self._owner: int | None = None  # the thread whose call holds the lock: its store calls join one transaction
+        self._turned_away = False  # the call in progress found the lock held (even if it caught the error)
+        self._waiter: ThreadPoolExecutor | None = None
         self._steps = 0
         self._merges = 0
 
@@ -63,8 +83,83 @@ class SQLiteStateStore(StateStore):
             self._connection = _open(self.path)
         return self._connection
 
-    def _transaction(self) -> _Tx:
-        return _Tx(self)
+    async def run(self, call: Callable[[], T]) -> T:
+        """`call()` inline without waiting on a lock; where it would have to, on the waiting thread (see above)."""
+        if self._lock.acquire(blocking=False):  # else the waiting thread holds it: queue behind, never block the loop
+            try:
+                with self._session(None):
+                    return call()
+            except _Busy:
+                pass
+            finally:
+                self._lock.release()
+        # The busy timeout counts from now, not from when the thread gets to it: a queue does not add up the waits.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._waiting_thread(), self._call_waiting, call, deadline)
+
+    def _call_waiting(self, call: Callable[[], T], deadline: float) -> T:
+        with self._lock, self._session(max(deadline - time.monotonic(), 0.0)):
+            return call()
+
+    def _waiting_thread(self) -> ThreadPoolExecutor:
+        # One thread: calls turned away by a lock run in the order they came, and never hold more than one thread.
+        if self._waiter is None:
+            self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-sqlite-wait")
+        return self._waiter
+
+    @contextlib.contextmanager
+    def _session(self, wait_s: float | None) -> Iterator[None]:
+        """Under the lock (the caller holds it): the store calls inside share one transaction, begun by the first
+        write, committed at the end and rolled back on an error. Statements wait up to `wait_s` for another
+        connection's lock; None (inline) waits on none: a busy answer anywhere rolls everything back and raises
+        `_Busy` (nothing was written)."""
+        conn = self._conn
+        if wait_s is not None:
+            conn.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+        self._owner, self._turned_away = threading.get_ident(), False
+        try:
+            yield
+            if self._turned_away and wait_s is None:  # the call caught the busy error itself: it did not do its all
+                raise _Busy
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if wait_s is not None or isinstance(exc, _Busy) or not _busy(exc):
+                raise
+            raise _Busy from exc
+        finally:
+            self._owner = None
+            if wait_s is not None:
+                conn.execute(NO_WAIT)
+
+    def _using(self, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """The connection for one store call: in the session of this thread's `run` call (a write begins its
+        transaction, BEGIN IMMEDIATE), or in a session of its own that waits (a direct call: the CLI, tests)."""
+        if self._owner != threading.get_ident():
+            return self._direct(write)
+        if write:
+            self._begin()
+        return contextlib.nullcontext(self._conn)  # not a generator: this runs for every call of every check
+
+    @contextlib.contextmanager
+    def _direct(self, write: bool) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._session(BUSY_TIMEOUT_S):
+            if write:
+                self._begin()
+            yield self._conn
+
+    def _begin(self) -> None:
+        conn = self._conn
+        if conn.in_transaction:  # an earlier call of the same `run` began it
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            self._turned_away = _busy(exc)
+            raise
 
     def step(
         self,
@@ -74,7 +169,7 @@ class SQLiteStateStore(StateStore):
         breaker_keys: Sequence[str] = (),
         streak_keys: Sequence[str] = (),
     ) -> Snapshot:
-        with self._transaction() as db:
+        with self._using(write=True) as db:
             totals = self._step_windows(db, now, adds) if adds else []
             stats = self._step_rate(db, now, rate) if rate is not None else None
             breakers = {b.key: b for b in _breakers(db, breaker_keys)}
@@ -140,7 +235,7 @@ class SQLiteStateStore(StateStore):
     def trip(
         self, key: str, reason: str, now: float, cooldown_s: float, details: dict[str, Any] | None = None
     ) -> Breaker:
-        with self._transaction() as db:
+        with self._using(write=True) as db:
             row = db.execute("SELECT trips FROM breakers WHERE key = ?", (key,)).fetchone()
             trips = (row[0] if row else 0) + 1
             db.execute(
@@ -151,30 +246,30 @@ class SQLiteStateStore(StateStore):
         return Breaker(key, OPEN, reason, now, now + cooldown_s, trips, details or {})
 
     def close_half_open(self, key: str) -> bool:
-        with self._transaction() as db:
+        with self._using(write=True) as db:
             return (
                 db.execute("DELETE FROM breakers WHERE key = ? AND state = ?", (key, HALF_OPEN)).rowcount > 0
             )
 
     def reset(self, key: str) -> bool:
-        with self._transaction() as db:
+        with self._using(write=True) as db:
             db.execute("DELETE FROM streaks WHERE key = ?", (key,))
             return db.execute("DELETE FROM breakers WHERE key = ?", (key,)).rowcount > 0
 
     def breaker(self, key: str) -> Breaker | None:
-        with self._lock:
-            found = _breakers(self._conn, [key])
+        with self._using() as db:
+            found = _breakers(db, [key])
         return found[0] if found else None
 
     def breakers(self) -> list[Breaker]:
-        with self._lock:
-            rows = self._conn.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY key").fetchall()
+        with self._using() as db:
+            rows = db.execute(f"SELECT {BREAKER_COLUMNS} FROM breakers ORDER BY key").fetchall()
         return [_breaker(r) for r in rows]
 
     def record_streaks(self, keys: Sequence[str], blocked: bool) -> None:
         if not keys:
             return
-        with self._transaction() as db:
+        with self._using(write=True) as db:
             for key in keys:
                 if blocked:
                     db.execute(
@@ -185,13 +280,13 @@ class SQLiteStateStore(StateStore):
                     db.execute("DELETE FROM streaks WHERE key = ?", (key,))
 
     def model_stats(self, key: str) -> ModelStats | None:
-        with self._lock:
-            row = self._conn.execute(f"SELECT {MODEL_STATS_COLUMNS} FROM model_stats WHERE key = ?", (key,)).fetchone()
+        with self._using() as db:
+            row = db.execute(f"SELECT {MODEL_STATS_COLUMNS} FROM model_stats WHERE key = ?", (key,)).fetchone()
         return _model_stats(row) if row else None
 
     def merge_model_stats(self, key: str, batch: ModelStats) -> ModelStats:
         now = time.time()
-        with self._transaction() as db:
+        with self._using(write=True) as db:
             row = db.execute(f"SELECT {MODEL_STATS_COLUMNS} FROM model_stats WHERE key = ?", (key,)).fetchone()
             merged = (_model_stats(row) if row else ModelStats()).merge(batch)
             t, s = merged.tokens, merged.segments
@@ -205,32 +300,13 @@ class SQLiteStateStore(StateStore):
         return merged
 
     def close(self) -> None:
+        if self._waiter is not None:  # calls waiting on a lock finish first (or give up after the busy timeout)
+            self._waiter.shutdown(wait=True)
+            self._waiter = None
         with self._lock:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
-
-
-class _Tx:
-    """One write transaction under the store's lock (BEGIN IMMEDIATE: other processes wait, not fail)."""
-
-    def __init__(self, store: SQLiteStateStore) -> None:
-        self.store = store
-
-    def __enter__(self) -> Any:
-        self.store._lock.acquire()
-        try:
-            self.store._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.store._lock.release()  # __exit__ will not run: a leaked lock would hang every later call
-            raise
-        return self.store._conn
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        try:
-            self.store._conn.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self.store._lock.release()
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -239,10 +315,16 @@ def _open(path: Path) -> sqlite3.Connection:
     conn = connect(path, "NORMAL")  # its failures are OSErrors already
     try:
         conn.executescript(SCHEMA)
+        conn.execute(NO_WAIT)
     except sqlite3.Error as exc:  # read-only file, full disk: one line at start, as `connect` says its own
         conn.close()
         raise OSError(f"cannot open the SQLite database {path}: {exc}") from exc
     return conn
+
+
+def _busy(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None) or 0  # absent from an error raised by hand
+    return isinstance(exc, sqlite3.OperationalError) and code & 0xFF == SQLITE_BUSY
 
 
 def _breakers(db: Any, keys: Sequence[str]) -> list[Breaker]:
