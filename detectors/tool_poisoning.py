@@ -18,14 +18,16 @@ Anthropic refuse it): MCP tool shadowing declares a second tool under a trusted 
 name is itself a finding at the repeat's name: high when its description or schema differs from an earlier
 one's, medium when only `strict` does, low (allowed) when it repeats one exactly, as some clients do.
 
-Agents resend the same tools every step: hits are memoized per string, so step N costs a dictionary lookup.
+Agents resend the same tools every step: hits are memoized per string, so step N costs a dictionary lookup. A check
+reads its first `MAX_DECLARATIONS` declarations (OpenAI takes 128 tools, a busy MCP client a few hundred); a body
+that declares more gets a medium `declarations_not_read` finding at the first one left unread, and a signal.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from detectors.prompt_injection import EMAIL, RULE_IDS, PromptInjectionDetector, Rule, rule
@@ -34,12 +36,17 @@ from guardrails.engine import SegmentCache
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec, Trust
 from guardrails.findings import Category, Finding, Hit, Severity
 from guardrails.pointer import join
+from guardrails.toolparse.react import MAX_PROMPT_TOOLS
 
 DEFAULT_SCHEMA_KEYS = ("description", "title", "$comment", "default", "examples", "enum")
 # prompt_injection rules that misfire on honest tool descriptions (see the module docstring).
 SHARED_RULES_LEFT_OUT = frozenset({"agent_request", "url_placeholder_exfiltration"})
 SHARED_RULE_IDS = RULE_IDS  # hidden_text, or one of the three it groups (unicode_tags, bidi_override, zero_width)
 DUPLICATE_RULE = "duplicate_tool"  # a tool name declared more than once (not a text rule: read from the exchange)
+NOT_READ_RULE = "declarations_not_read"  # declarations past MAX_DECLARATIONS
+# Declarations read per check: 4 MiB of distinct descriptions (~80,000) took seconds, 4,000 of one name (each
+# compared with every earlier one) 3 s.
+MAX_DECLARATIONS = 2_000
 # What two declarations of one name are compared on, and how a message names it.
 DECLARATION_FIELDS = {"description": "description", "parameters": "schema", "strict": "strict flag"}
 
@@ -138,7 +145,7 @@ POISONING_RULES: tuple[Rule, ...] = (
          r"(?<!\s)(?:[ \t\r]*+\n){20,}+[ \t\r]*+(?=\S)|(?<![ \t])[ \t]{120,}+(?=\S)",
          Severity.MEDIUM, "long run of blank space pushing text out of view"),
 )
-POISONING_RULE_IDS = frozenset(r.id for r in POISONING_RULES) | {DUPLICATE_RULE}
+POISONING_RULE_IDS = frozenset(r.id for r in POISONING_RULES) | {DUPLICATE_RULE, NOT_READ_RULE}
 _ASSISTANT_LINE = re.compile(r"[ \t]*#{0,3}[ \t]*assistant[ \t]*:", re.IGNORECASE)
 
 
@@ -149,6 +156,24 @@ class DescribedText:
     text: str
     path: tuple[str | int, ...]  # ("description",), or the path inside the parameter schema
     in_schema: bool = False
+
+
+@dataclass(slots=True)
+class _Declared:
+    """The declarations of one name so far: the first, how many, and the compared fields whose value changed after
+    the first (enough to tell whether any earlier one differs from a new one, without comparing it to each)."""
+
+    first: ToolSpec
+    count: int = 1
+    varied: set[str] = field(default_factory=set)
+
+    def differs(self, spec: ToolSpec) -> list[str]:
+        """The fields in which some earlier declaration differs from `spec` (recorded for the next one)."""
+        changed = [key for key in DECLARATION_FIELDS if getattr(spec, key) != getattr(self.first, key)]
+        differs = [key for key in DECLARATION_FIELDS if key in self.varied or key in changed]
+        self.varied.update(changed)
+        self.count += 1
+        return differs
 
 
 class ToolPoisoningDetector(Detector):
@@ -170,6 +195,7 @@ class ToolPoisoningDetector(Detector):
             raise ValueError(f"tool_poisoning: unknown rule ids in disabled_rules: {sorted(unknown)}")
         self.scan_schemas = self.setting("scan_schemas", bool, True)
         self.report_duplicates = DUPLICATE_RULE not in disabled
+        self.report_not_read = NOT_READ_RULE not in disabled
         self.schema_keys = frozenset(self.setting("schema_keys", list, list(DEFAULT_SCHEMA_KEYS), items=str))
         # prompt_injection's detector runs the shared rules, hidden-text and exfiltration checks and its
         # overlap rule; ours join its rule table.
@@ -184,18 +210,26 @@ class ToolPoisoningDetector(Detector):
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         findings = []
-        earlier: dict[str, list[ToolSpec]] = {}  # client declarations by name, in body order
-        for spec in exchange.tool_declarations:  # every one: a shadowed duplicate is read too
-            for described in self.described_texts(spec):
-                hits = self.hits(described.text)
-                if hits:  # pointers are built for findings only: most strings have none
-                    findings.extend(self._finding(spec, described, _as_stated_purpose(spec, described, hit))
-                                    for hit in hits)
+        earlier: dict[str, _Declared] = {}  # client declarations by name, in body order
+        declarations = exchange.tool_declarations
+        for spec in declarations[:MAX_DECLARATIONS]:  # every one: a shadowed duplicate is read too
+            if spec.description or (self.scan_schemas and spec.parameters):
+                for described in self.described_texts(spec):
+                    hits = self.hits(described.text)
+                    if hits:  # pointers are built for findings only: most strings have none
+                        findings.extend(self._finding(spec, described, _as_stated_purpose(spec, described, hit))
+                                        for hit in hits)
             if self.report_duplicates and not spec.hosted:  # hosted: the provider's or an MCP server's name
-                same_name = earlier.setdefault(spec.name, [])
-                if same_name:
+                same_name = earlier.get(spec.name)
+                if same_name is None:
+                    earlier[spec.name] = _Declared(spec)
+                else:
                     findings.append(self._duplicate(spec, same_name))
-                same_name.append(spec)
+        if len(declarations) > MAX_DECLARATIONS and self.report_not_read:
+            findings.append(self._not_read(declarations))
+        signal = _signal(declarations)
+        if signal:
+            ctx.signals[self.name] = signal
         return findings
 
     def described_texts(self, spec: ToolSpec) -> Iterator[DescribedText]:
@@ -239,22 +273,44 @@ class ToolPoisoningDetector(Detector):
                        message=f"{hit.message} in {where}", pointer=pointer, start=start, end=end,
                        score=hit.score, evidence=evidence)
 
-    def _duplicate(self, spec: ToolSpec, earlier: list[ToolSpec]) -> Finding:
+    def _duplicate(self, spec: ToolSpec, earlier: _Declared) -> Finding:
         """A repeat of a declared name, at the repeat's name: high when its description or schema differs from an
         earlier declaration's (the model sees two contracts; calls are validated against the last), medium when
         only `strict` does, low when it repeats one exactly."""
-        differs = [key for key in DECLARATION_FIELDS if any(getattr(spec, key) != getattr(o, key) for o in earlier)]
+        differs = earlier.differs(spec)
         severity = (Severity.HIGH if "description" in differs or "parameters" in differs
                     else Severity.MEDIUM if differs else Severity.LOW)
         how = "with a different " + " and ".join(DECLARATION_FIELDS[k] for k in differs) if differs else "identically"
         pointer, start, end = _name_location(spec)
-        first = earlier[0].pointer
+        first = earlier.first.pointer
         message = (f"tool {spec.name!r} is declared again {how} (first at {first}): the model is shown every "
                    "declaration, calls are validated against the last" + (" (tool shadowing)" if differs else ""))
         evidence = {"rule": DUPLICATE_RULE, "tool": spec.name, "matched": spec.name, "first": first,
-                    "declarations": len(earlier) + 1, "differs": differs}
+                    "declarations": earlier.count, "differs": differs}
         return Finding(category=self.category, detector=self.name, severity=severity, message=message,
                        pointer=pointer, start=start, end=end, evidence=evidence)
+
+    def _not_read(self, declarations: tuple[ToolSpec, ...]) -> Finding:
+        """The declarations past MAX_DECLARATIONS, at the first of them: not judged, so not passed as clean."""
+        unread = declarations[MAX_DECLARATIONS]
+        message = (f"{len(declarations) - MAX_DECLARATIONS} of {len(declarations)} tool declarations not read "
+                   f"for hidden instructions (a check reads the first {MAX_DECLARATIONS})")
+        return Finding(category=self.category, detector=self.name, severity=Severity.MEDIUM, message=message,
+                       pointer=unread.pointer, evidence={"rule": NOT_READ_RULE, "tool": unread.name,
+                                                         "declarations": len(declarations),
+                                                         "read": MAX_DECLARATIONS})
+
+
+def _signal(declarations: tuple[ToolSpec, ...]) -> dict[str, int]:
+    """Where a cap left declarations unread: this detector's, and the exchange builder's on the tools a ReAct
+    prompt lists (those past it are not declared, so a call to one is undeclared)."""
+    signal = {}
+    if len(declarations) > MAX_DECLARATIONS:
+        signal.update(declarations=len(declarations), declarations_read=MAX_DECLARATIONS)
+    # (a prompt's tools are declared only where the request declares none: then every declaration is one)
+    if len(declarations) >= MAX_PROMPT_TOOLS and declarations[0].declared_in is not None:
+        signal["prompt_tools_read"] = MAX_PROMPT_TOOLS  # the cap was reached: tools listed past it were not read
+    return signal
 
 
 def _as_stated_purpose(spec: ToolSpec, described: DescribedText, hit: Hit) -> Hit:

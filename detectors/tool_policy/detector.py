@@ -19,7 +19,7 @@ from detectors.tool_policy.context import context_violations
 from detectors.tool_policy.numbers import NumberRule
 from detectors.tool_policy.paths import PathRule
 from detectors.tool_policy.patterns import PatternRule
-from detectors.tool_policy.shell import ShellRule
+from detectors.tool_policy.shell import ShellRule, current_budget, not_read, shell_budget
 from detectors.tool_policy.sql import SqlRule
 from detectors.tool_policy.urls import UrlRule
 from guardrails.detector import Detector, ScanContext, Scope, read_setting
@@ -36,7 +36,7 @@ ANY_AGENT = "*"
 _PATH_IDS = frozenset({"path.null_byte", "path.traversal", "path.sensitive"})
 _SHELL_IDS = frozenset({"shell.destructive", "shell.pipe_to_shell", "shell.reverse_shell", "shell.privilege",
                         "shell.persistence", "shell.sensitive_file", "shell.exfiltration", "shell.keylogger",
-                        "shell.malware_script", "shell.too_complex"})
+                        "shell.malware_script", "shell.too_complex", "shell.not_read"})
 _CODE_IDS = frozenset({"code.reverse_shell", "code.destructive", "code.persistence", "code.privilege",
                        "code.exfiltration", "code.sensitive_file", "code.keylogger"}) | _SHELL_IDS  # + spawned commands
 BUILTIN_RULES: dict[str, frozenset[str]] = {
@@ -91,20 +91,23 @@ class ToolPolicyDetector(Detector):
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         lists = self._agents.get(exchange.context.agent_id or "", self._any_agent)
         findings: list[Finding] = []
-        for segment in ctx.segments:
-            call = segment.tool_call
-            if call is None:
-                continue
-            findings.extend(self._check_name(segment, call.name, lists, exchange.context.agent_id))
-            if isinstance(call.arguments, dict):
-                findings.extend(self._check_arguments(segment, call.name, call.arguments,
-                                                      exchange.tools.get(call.name)))
-                if "context" in self._checks:
-                    findings.extend(self._finding(segment, call.name, path, "context", violation)
-                                    for path, violation in context_violations(call.name, call.arguments, exchange)
-                                    if violation.rule not in self.disabled)
-            if "assumption" in self._checks:
-                findings.extend(self._assumption(segment, call.name, exchange))
+        with shell_budget() as budget:  # what the shell and code readers may spend on this whole check
+            for segment in ctx.segments:
+                call = segment.tool_call
+                if call is None:
+                    continue
+                findings.extend(self._check_name(segment, call.name, lists, exchange.context.agent_id))
+                if isinstance(call.arguments, dict):
+                    findings.extend(self._check_arguments(segment, call.name, call.arguments,
+                                                          exchange.tools.get(call.name)))
+                    if "context" in self._checks:
+                        findings.extend(self._finding(segment, call.name, path, "context", violation)
+                                        for path, violation in context_violations(call.name, call.arguments, exchange)
+                                        if violation.rule not in self.disabled)
+                if "assumption" in self._checks:
+                    findings.extend(self._assumption(segment, call.name, exchange))
+        if budget.unread:
+            ctx.signals[self.name] = {"shell_budget": budget.summary()}
         return findings
 
     def _assumption(self, segment: Segment, tool: str, exchange: Exchange) -> list[Finding]:
@@ -152,7 +155,7 @@ class ToolPolicyDetector(Detector):
         key = dotted(path)
         entry = configured.get(key) or configured.get(_strip_items(key))
         if entry is not None:
-            return entry[0], entry[1].check(value)
+            return entry[0], _read(entry[1], value)
         if not self._builtin or not isinstance(value, str) or len(value) < 2:
             return "", []
         name = next((t for t in reversed(path) if isinstance(t, str)), None)
@@ -160,7 +163,7 @@ class ToolPolicyDetector(Detector):
         rule = self._builtin.get(kind) if kind else None
         if rule is None:  # not a recognisable argument, or its check is disabled
             return "", []
-        return kind, [v for v in rule.check(value) if v.rule not in self.disabled]
+        return kind, [v for v in _read(rule, value) if v.rule not in self.disabled]
 
     def _configured(self, tool: str) -> dict[str, tuple[str, ArgumentRule]]:
         """Argument rules of every `tools:` entry whose name pattern matches; cached per tool name."""
@@ -179,6 +182,14 @@ class ToolPolicyDetector(Detector):
         return finding_at(self, locate_argument(segment, path), f"{tool} {argument}: {violation.message}",
                           violation.severity, {"tool": tool, "argument": argument, "kind": kind,
                                                "rule": violation.rule})
+
+
+def _read(rule: ArgumentRule, value: Any) -> list[Violation]:
+    """`rule.check(value)`, and `shell.not_read` where the check's shell budget left the value unread."""
+    budget = current_budget()
+    unread = budget.unread
+    violations = rule.check(value)
+    return [*violations, not_read(budget)] if budget.unread > unread else violations
 
 
 def _disabled_rules(ids: list[str]) -> frozenset[str]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,6 +76,13 @@ MAX_READ = 4 * MAX_LENGTH  # a line, a `sh -c` script in it, and both expanded, 
 # whose `$(...)`, `<(...)` nest deeper than this is split into words by shlex only, and reported as too complex.
 MAX_NESTING = 8
 NESTING = re.compile(r"[$<>]?\(|\)")
+# What one whole check (every argument of every call) may spend on command lines and code: bashlex reads ~0.1 MB/s,
+# and 12,000 commands in one call's arguments took 12 s. Past either limit the arguments left get the cheap checks
+# only (a fork bomb, a /dev/tcp socket, PowerShell's spellings, a reverse shell in code), and the detector reports
+# each as a medium `shell.not_read` (see `not_read`). A value read in full is cached, so repeats cost nothing.
+CHECK_TEXTS = 1_000  # command lines and code texts read in full (~0.5 ms each)
+CHECK_PARSED = 200_000  # characters given to bashlex (~10-20 us each)
+CACHED = 2048  # values per rule whose reading is kept
 # Programs some rule looks at. A command line naming none of them (and no path, socket or substitution)
 # cannot violate a built-in rule, so it is not parsed: bashlex costs ~0.5 ms per line.
 TRIGGERS = (SHELLS | INTERPRETERS | AWKS | FETCHERS | ESCALATION | WIPERS | POWER
@@ -107,13 +115,71 @@ class Command:
 Pipeline = list[Command]
 
 
-class Reading(list[Violation]):
-    """The violations one check has found so far, and what it has read: each text parsed once and charged to the
-    MAX_READ budget, each nested text judged once at the shallowest depth it appears."""
+@dataclass(eq=False)
+class ShellBudget:
+    """What the shell and code readers of one check may still spend (`CHECK_TEXTS`, `CHECK_PARSED`), what they
+    spent, and how many arguments they left unread. Once a limit is hit nothing more is read."""
+    texts: int = CHECK_TEXTS
+    parsed: int = CHECK_PARSED
+    texts_read: int = 0
+    chars_parsed: int = 0
+    unread: int = 0  # arguments the budget left (partly) unread
 
-    def __init__(self) -> None:
+    def take_text(self) -> bool:
+        if self.texts_read >= self.texts or self.chars_parsed >= self.parsed:
+            return False
+        self.texts_read += 1
+        return True
+
+    def take_chars(self, count: int) -> bool:
+        if self.chars_parsed + count > self.parsed:
+            self.chars_parsed = self.parsed  # spent: a smaller text after a refused one is not read either
+            return False
+        self.chars_parsed += count
+        return True
+
+    def summary(self) -> dict[str, int]:
+        """The detector's signal once the budget ran out."""
+        return {"unread_arguments": self.unread, "texts_read": self.texts_read, "chars_parsed": self.chars_parsed,
+                "max_texts": self.texts, "max_chars_parsed": self.parsed}
+
+
+_current_budget: ContextVar[ShellBudget | None] = ContextVar("shell_budget", default=None)
+
+
+@contextmanager
+def shell_budget(**limits: int) -> Iterator[ShellBudget]:
+    """The shell and code readers called in this block (one check) share one budget."""
+    budget = ShellBudget(**limits)
+    token = _current_budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _current_budget.reset(token)
+
+
+def current_budget() -> ShellBudget:
+    """The block's budget; outside one, a fresh budget per argument (each still bounded by MAX_READ)."""
+    return _current_budget.get() or ShellBudget()
+
+
+def not_read(budget: ShellBudget) -> Violation:
+    """An argument the check's budget left unread: not judged safe, said so (as `shell.too_complex` is)."""
+    return Violation("shell.not_read", f"not read in full: this check had read {budget.texts_read} command lines or "
+                     f"code texts and parsed {budget.chars_parsed} characters (at most {budget.texts} and "
+                     f"{budget.parsed})", Severity.MEDIUM)
+
+
+class Reading(list[Violation]):
+    """The violations one argument's reading has found so far, and what it has read: each text parsed once and
+    charged to the MAX_READ budget and to the check's (`ShellBudget`), each nested text judged once at the
+    shallowest depth it appears. `unread`: the check's budget ran out before or during this reading."""
+
+    def __init__(self, check: ShellBudget | None = None) -> None:
         super().__init__()
         self.budget = MAX_READ
+        self.check = check or current_budget()
+        self.unread = False
         self.parsed: dict[str, list[Pipeline]] = {}
         self.judged: dict[str, int] = {}
 
@@ -122,6 +188,9 @@ class Reading(list[Violation]):
         if pipelines is None:
             if len(text) > self.budget:
                 self._too_complex(f"more than {MAX_READ} characters of commands")
+                return []
+            if not self.check.take_chars(len(text)):
+                self.unread = True
                 return []
             self.budget -= len(text)
             if substitution_depth(text) > MAX_NESTING:
@@ -138,6 +207,22 @@ class Reading(list[Violation]):
             return False
         self.judged[text] = depth
         return True
+
+    def start(self) -> bool:
+        """Charge one text (an argument's command line or code) to the check; False, marked unread, when spent."""
+        if self.check.take_text():
+            return True
+        self.unread = True
+        return False
+
+    def result(self) -> tuple[list[Violation], bool]:
+        """The violations, each once, and whether the argument was read in full (counted unread otherwise)."""
+        if self.unread:
+            self.check.unread += 1
+        unique: dict[str, Violation] = {}
+        for violation in self:
+            unique.setdefault(violation.rule + violation.message, violation)
+        return list(unique.values()), not self.unread
 
     def _too_complex(self, why: str) -> None:
         if not any(v.rule == "shell.too_complex" for v in self):
@@ -250,23 +335,46 @@ class ShellRule:
         settings = settings or {}
         self.allow = frozenset(string_list(settings, "allow_commands"))
         self.deny = frozenset(string_list(settings, "deny_commands"))
-        self.check = lru_cache(maxsize=2048)(self._check)  # type: ignore[method-assign]
+        # Readings of values read in full (one the check's budget cut short is read again next time).
+        self._cache: dict[tuple[str, ...], list[Violation]] = {}
 
     def check(self, value: Any) -> list[Violation]:
-        return self._check(value)
-
-    def _check(self, value: Any) -> list[Violation]:
         if not isinstance(value, str) or not value.strip():
             return []
-        text = value[:MAX_LENGTH]
+        return self._cached((value,), lambda: self._check(value[:MAX_LENGTH]))
+
+    def check_code(self, program: str, code: str, family: str) -> list[Violation]:
+        """Code a tool runs (a code-execution tool's argument): judged as an interpreter one-liner is."""
+        return self._cached((program, code, family), lambda: self._check_whole_code(program, code[:MAX_LENGTH], family))
+
+    def _cached(self, key: tuple[str, ...], read: Callable[[], tuple[list[Violation], bool]]) -> list[Violation]:
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        violations, whole = read()
+        if whole:
+            if len(self._cache) >= CACHED:
+                self._cache.pop(next(iter(self._cache), key), None)  # the oldest
+            self._cache[key] = violations
+        return violations
+
+    def _check(self, text: str) -> tuple[list[Violation], bool]:
         out = Reading()
         out.extend(windows_violations(text))  # PowerShell and cmd.exe: not bash, matched before the POSIX pre-filter
         if self.allow or self._may_violate(text):
-            self._check_text(text, 0, out)
-        unique: dict[str, Violation] = {}
-        for violation in out:
-            unique.setdefault(violation.rule + violation.message, violation)
-        return list(unique.values())
+            if out.start():
+                self._check_text(text, 0, out)
+            else:  # the check's budget is spent: the cheap checks only
+                out.extend(_unread_line_violations(text))
+        return out.result()
+
+    def _check_whole_code(self, program: str, code: str, family: str) -> tuple[list[Violation], bool]:
+        out = Reading()
+        if out.start():
+            self._check_code(program, code, 0, out, family)
+        elif opens_reverse_shell(code):  # the check's budget is spent: the cheap check only
+            out.append(_reverse_shell_code(family))
+        return out.result()
 
     def _may_violate(self, text: str) -> bool:
         if FORK_BOMB.search(text) or REVERSE_SOCKET.search(text) or SUBSTITUTED_COMMAND.search(text):
@@ -280,15 +388,6 @@ class ShellRule:
         if any("/" in w and malware_named(w) for w in words):
             return True  # `./backdoor.sh`: a script run by its path, with no program a rule looks at
         return not programs.isdisjoint(TRIGGERS) or not programs.isdisjoint(self.deny)
-
-    def check_code(self, program: str, code: str, family: str) -> list[Violation]:
-        """Code a tool runs (a code-execution tool's argument): judged as an interpreter one-liner is."""
-        out = Reading()
-        self._check_code(program, code[:MAX_LENGTH], 0, out, family)
-        unique: dict[str, Violation] = {}
-        for violation in out:
-            unique.setdefault(violation.rule + violation.message, violation)
-        return list(unique.values())
 
     def _check_text(self, text: str, depth: int, out: Reading) -> None:
         if not out.first_judged(text, depth):
@@ -351,8 +450,7 @@ class ShellRule:
         """An interpreter one-liner: its socket-to-shell wiring, the trees it deletes, the files it plants, reads or
         sends, the keyboard it hooks, the commands it spawns."""
         if opens_reverse_shell(code):
-            out.append(Violation(f"{family}.reverse_shell", "inline script opens a socket to a shell",
-                                 Severity.CRITICAL))
+            out.append(_reverse_shell_code(family))
         for target in deleted_trees(code):
             out.append(Violation(f"{family}.destructive", f"{program} deletes the tree {target!r}",
                                  _delete_severity([target])))
@@ -377,6 +475,20 @@ class ShellRule:
 # Files a command line writes, by normalized path: what they hold, or None for downloaded (or decoded) bytes.
 Written = dict[str, "str | None"]
 _UNKNOWN = object()
+
+
+def _unread_line_violations(text: str) -> list[Violation]:
+    """The rules a command line's text shows without parsing it: a fork bomb, shell I/O to a socket file."""
+    found = []
+    if FORK_BOMB.search(text):
+        found.append(Violation("shell.destructive", "fork bomb", Severity.CRITICAL))
+    if REVERSE_SOCKET.search(text):
+        found.append(Violation("shell.reverse_shell", "shell I/O to a /dev/tcp socket", Severity.CRITICAL))
+    return found
+
+
+def _reverse_shell_code(family: str) -> Violation:
+    return Violation(f"{family}.reverse_shell", "inline script opens a socket to a shell", Severity.CRITICAL)
 
 
 def _check_operations(program: str, words: list[str], redirects: list[str], out: list[Violation]) -> None:

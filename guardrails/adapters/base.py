@@ -29,12 +29,14 @@ from guardrails.exchange import (
 from guardrails.reasoning import split_reasoning
 from guardrails.toolparse import RecoveredCall, find_leaks
 from guardrails.toolparse.react import (
+    MAX_PROMPT_TOOLS,
     only_labels,
     pending_action,
     prompt_tools,
+    read_transcript,
     starts_with_observation,
-    transcript_steps,
     typed_input,
+    unread_pieces,
 )
 
 TRUST_BY_KIND = {
@@ -190,10 +192,11 @@ class ExchangeBuilder:
         text: an example's call was never made). The rest keeps its kind and trust up to the first observation, and
         after it is model text that cannot be told from the tool's output (an observation can write a `Thought:` or
         a `Question:` line), so untrusted, up to where a finished episode's answer ends. Segments that would hold
-        only ReAct labels are left out. False, adding nothing, when the text holds no transcript."""
+        only ReAct labels are left out. Past the actions `read_transcript` reads, the rest of the text is untrusted tool
+        results (`source` `react_unread`). False, adding nothing, when the text holds no transcript."""
         pending = self._pending_call() if kind is SegmentKind.USER and starts_with_observation(text) else None
-        steps = transcript_steps(text, leading_observation=pending is not None)
-        if not steps:
+        steps, rest = read_transcript(text, leading_observation=pending is not None)
+        if not steps and rest is None:
             return False
         at, after_observation = 0, False
 
@@ -227,6 +230,12 @@ class ExchangeBuilder:
             if resume is not None:  # the finished episode's answer ends: the text is as it was before it
                 keep(resume)
                 after_observation = False
+        if rest is not None:  # not read: may hold more observations, so it is read as them
+            keep(rest)
+            for lo, hi in unread_pieces(text, rest):
+                self.text(SegmentKind.TOOL_RESULT, text[lo:hi], pointer, role="tool", turn=turn, phase=Phase.REQUEST,
+                          start=start + lo, source="react_unread")
+            at = len(text)
         keep(len(text))
         return True
 
@@ -440,6 +449,8 @@ class ExchangeBuilder:
         for segment in request:
             if segment.kind is SegmentKind.SYSTEM or (segment.kind is SegmentKind.USER and segment.turn == first_user):
                 for tool in prompt_tools(segment.text):
+                    if len(self.tools) >= MAX_PROMPT_TOOLS:
+                        return  # the rest are not declared: a call to one is undeclared (tool_poisoning's signal)
                     if tool.name not in self.tools:
                         where = segment.locate(*tool.span)
                         self.tool(ToolSpec(name=tool.name, parameters=None, pointer=where.pointer, declared_in=where,

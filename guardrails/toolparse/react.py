@@ -24,6 +24,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterator
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
@@ -123,16 +124,18 @@ def _start(text: str, head: re.Match[str]) -> int:
     return start - 2 if text[start - 2:start] in ("**", "__") else start
 
 
-def _call(text: str, head: re.Match[str], schemas: Schemas | None) -> RecoveredCall | None:
+def _call(text: str, head: re.Match[str], schemas: Schemas | None, observed: bool = False) -> RecoveredCall | None:
+    """The call at an `Action:` head, if it is one. `observed`: only a call an `Observation:` can follow (a
+    transcript's step); the input of another is not read."""
     at = head.end()
     if at >= len(text) or text[at] in "\n`{":
-        return _blob_call(text, head, schemas)
+        return _blob_call(text, head, schemas, observed)
     line = _NAME_LINE.match(text, at)
     if line is not None:
         started = _INPUT.match(text, line.end())
         if started is None:
             return None  # `Action: approve` with no input line: prose as likely as a call
-        return _text_call(text, _start(text, head), line.span(1), started.end(), schemas)
+        return _text_call(text, _start(text, head), line.span(1), started.end(), schemas, observed)
     bracket = _BRACKET_LINE.match(text, at) or _BRACKET_OPEN.match(text, at)
     if bracket is None or not schemas or bracket.group(1) not in schemas:
         return None  # `Action: Search[...]` reads as a call only for a declared tool
@@ -148,10 +151,12 @@ def _call(text: str, head: re.Match[str], schemas: Schemas | None) -> RecoveredC
 
 
 def _text_call(text: str, start: int, name_span: tuple[int, int], input_at: int,
-               schemas: Schemas | None) -> RecoveredCall:
+               schemas: Schemas | None, observed: bool = False) -> RecoveredCall | None:
     """`Action: NAME` then `Action Input: ...`: the input runs to the next ReAct line (`Observation:`...)."""
     name = text[name_span[0]:name_span[1]]
     stop = _NEXT.search(text, input_at)
+    if observed and not _observable(text, input_at, stop):
+        return None
     bound = stop.start() if stop else len(text)
     args_start = skip_space(text, input_at, bound)
     if args_start >= bound:
@@ -162,6 +167,14 @@ def _text_call(text: str, start: int, name_span: tuple[int, int], input_at: int,
     span = (start, after)
     return new_call(("react", name, arguments, parsed, span, name_span, (args_start, after), span, None,
                      tuple(sorted(repairs))))
+
+
+def _observable(text: str, start: int, stop: re.Match[str] | None) -> bool:
+    """Whether an `Observation:` can follow an input that starts at `start` and ends by the next ReAct line `stop`:
+    the input ends before `stop` (or the text's end), and the observation is on the input's last line or after
+    blank lines only, so on or before `stop`'s line. Tested before the input is read (a transcript reads only its
+    steps' inputs)."""
+    return text.find("Observation", start, stop.end() if stop else len(text)) >= 0
 
 
 def _input(text: str, start: int, bound: int, name: str,
@@ -206,7 +219,8 @@ def _single_input(value: Any, name: str, schemas: Schemas | None, repairs: set[s
     return {parameter: coerce(value, properties, parameter, repairs)}
 
 
-def _blob_call(text: str, head: re.Match[str], schemas: Schemas | None) -> RecoveredCall | None:
+def _blob_call(text: str, head: re.Match[str], schemas: Schemas | None, observed: bool = False
+               ) -> RecoveredCall | None:
     """`Action:` then `{"action": NAME, "action_input": ...}`, fenced or not."""
     start = skip_space(text, head.end())
     stop = _NEXT.search(text, start)
@@ -218,7 +232,13 @@ def _blob_call(text: str, head: re.Match[str], schemas: Schemas | None) -> Recov
         bound = len(text)
         if close >= 0:
             bound, fence_end = close, close + 3
+            if observed and _OBSERVATION.match(text, fence_end) is None:
+                return None  # the call ends at its fence, and no observation follows
+        elif observed and text.find("Observation", start) < 0:
+            return None
         start = skip_space(text, fence.end(), bound)
+    elif observed and not _observable(text, start, stop):
+        return None
     if start >= bound or text[start] != "{":
         return None
     reader = LenientReader(text, bound)
@@ -247,6 +267,9 @@ def _blob_call(text: str, head: re.Match[str], schemas: Schemas | None) -> Recov
 
 
 # --- ReAct transcripts inside a request ---------------------------------------------------------------------------
+# Actions read per text (steps, and actions no observation follows): 1 MB of steps took ~1 s to carve into ~70,000
+# segments. Real scratchpads hold tens of steps; the text past the last action read is not carved (`unread_pieces`).
+MAX_ACTIONS = 2_000
 # A LangChain-style agent sends its scratchpad as text: `Thought:`/`Action:`/`Action Input:` lines the model wrote,
 # each followed by an `Observation:`, the tool's output, which the agent framework pasted in (often into one user
 # message). The exchange builder carves such a transcript into segments (docs/tool-call-recovery.md, "ReAct
@@ -262,6 +285,8 @@ _NEW_QUESTION = re.compile(r"\n[ \t]*" + _BOLD + r"(?:Question|QUESTION|User[ \t
 _THOUGHT = re.compile(r"\n[ \t]*" + _BOLD + r"Thought[^\n:]{0,16}:")
 # A line of a step: after a final answer, the same episode carried on.
 _STEP_LINE = re.compile(r"\n[ \t]*" + _BOLD + r"(?:Thought|Action|Observation)[^\n:]{0,16}:")
+# Where a text that is not carved is cut (`unread_pieces`).
+_OBSERVATION_LINE = re.compile(r"\n[ \t]*" + _BOLD + r"Observation")
 # Only ReAct labels and white space: nothing worth a segment of its own.
 _LABELS_ONLY = re.compile(r"(?:\s|\*\*|__|(?:Observation|Thought|Action(?:[ \t]+Input)?)(?:[ \t]*\d+)?[ \t]*:)*")
 
@@ -281,7 +306,30 @@ class TranscriptStep(NamedTuple):
     resume: int | None = None
 
 
+class Transcript(NamedTuple):
+    """The steps read from a text, and `rest`: where the first action past the MAX_ACTIONS read begins, if any. From
+    there on the text is not read: the exchange builder makes it untrusted segments (`unread_pieces`)."""
+
+    steps: list[TranscriptStep]
+    rest: int | None = None
+
+
+def unread_pieces(text: str, rest: int) -> list[tuple[int, int]]:
+    """The text from `rest` on, cut at `Observation` lines into at most MAX_ACTIONS + 2 pieces, each but the first
+    and the last as many observations long: steps pasted over and over make equal pieces, which the detectors'
+    per-text caches read once (one piece of megabytes would be read whole by each)."""
+    cuts = [m.start() + 1 for m in _OBSERVATION_LINE.finditer(text, rest)]
+    every = -(-len(cuts) // MAX_ACTIONS) or 1
+    bounds = [rest, *(cut for cut in cuts[::every] if cut > rest), len(text)]
+    return list(pairwise(bounds))
+
+
 def transcript_steps(text: str, leading_observation: bool = False) -> list[TranscriptStep]:
+    """The steps of `read_transcript`."""
+    return read_transcript(text, leading_observation).steps
+
+
+def read_transcript(text: str, leading_observation: bool = False) -> Transcript:
     """The steps of the ReAct transcript in a request-side text: an `Action: NAME` (a name, not the template's
     "the action to take, ...") with its input, followed by an `Observation:` (an action with no observation is no
     step: text a user pasted). Steps up to a finished episode's `Final Answer:` (`_finish`) are `finished`: a
@@ -291,10 +339,11 @@ def transcript_steps(text: str, leading_observation: bool = False) -> list[Trans
     `leading_observation`: an observation that opens the text is a step of its own (its action ended the previous
     message); the text is then that tool's output message, and nothing after a finish in it is given back.
 
-    Linear in the text: each search starts where the previous one stopped. Most texts have no "Observation" and
-    cost one literal search."""
+    Linear in the text: each search starts where the previous one stopped, and an action no observation can follow
+    is left before its input is read. Most texts have no "Observation" and cost one literal search. At most
+    MAX_ACTIONS actions are read (`Transcript.rest`)."""
     if "Observation" not in text:
-        return []
+        return Transcript([])
     steps: list[TranscriptStep] = []
     at = 0
     if leading_observation:
@@ -303,10 +352,15 @@ def transcript_steps(text: str, leading_observation: bool = False) -> list[Trans
             steps.append(TranscriptStep(None, _observation_span(text, found.end())))
             at = steps[-1].observation[1]
     fences: list[int] | None = None
+    rest, actions = None, 0
     for head in _heads(text, at):
         if head.start() < at:
             continue  # inside the previous step (an input spread over lines)
-        call = _call(text, head, None)
+        if actions == MAX_ACTIONS:
+            rest = _start(text, head)
+            break
+        actions += 1
+        call = _call(text, head, None, observed=True)
         if call is None or call.name.lower() in _NOT_TOOLS:
             continue
         if fences is None:
@@ -318,11 +372,16 @@ def transcript_steps(text: str, leading_observation: bool = False) -> list[Trans
             continue
         steps.append(TranscriptStep(call, _observation_span(text, found.end())))
         at = steps[-1].observation[1]
+    return Transcript(_finished(text, steps, leading_observation, len(text) if rest is None else rest), rest)
+
+
+def _finished(text: str, steps: list[TranscriptStep], leading_observation: bool, end: int) -> list[TranscriptStep]:
+    """The steps, those of finished episodes marked (`_finish`); `end`: where the text read ends."""
     # Each step's gap up to the next action is searched once: linear in the text.
     resumes: dict[int, int] = {}
     for i, step in enumerate(steps):
         following = steps[i + 1].call if i + 1 < len(steps) else None
-        resume = _finish(text, step, following.span[0] if following else len(text))
+        resume = _finish(text, step, following.span[0] if following else end)
         if resume is not None:
             resumes[i] = resume
     if not resumes:
@@ -436,6 +495,9 @@ _NOT_ENTRIES = frozenset({"question", "thought", "action", "observation", "answe
                           "returns", "return", "raises", "example", "examples", "note", "notes", "usage",
                           "parameters", "input", "output"})
 _PARAMETER = re.compile(r"[ \t]*\*{0,2}(" + _NAME + r")")
+# Tools read from one prompt, and declared per check: 40,000 listed took seconds to read and declare; a real agent
+# lists tens (OpenAI takes 128 tools). A call to a tool listed past them is undeclared.
+MAX_PROMPT_TOOLS = 1_000
 TEXT_INPUT = "tool_input"  # what LangChain names the one text input of a tool declared without arguments
 
 
@@ -446,7 +508,8 @@ class PromptTool(NamedTuple):
 
 
 def prompt_tools(text: str) -> list[PromptTool]:
-    """The tools a ReAct prompt declares, in order, each name once (its first list wins)."""
+    """The tools a ReAct prompt declares, in order, each name once (its first list wins), at most MAX_PROMPT_TOOLS
+    (the lists are read no further)."""
     return list(_prompt_tools(text))
 
 
@@ -463,10 +526,12 @@ def _prompt_tools(text: str) -> tuple[PromptTool, ...]:
     args_lines = [m.start() for m in _ENTRY_ARGS.finditer(text)] if "Tool Args:" in text else []
     read_to = 0  # a header inside what an earlier one's list took (a JSON value's text) is not read again
     for header in _TOOLS_HEADER.finditer(text):
+        if len(found) >= MAX_PROMPT_TOOLS:
+            return tuple(found.values())
         if header.start() < read_to:
             continue
         start = header.start() + len(header.group()) - len(header.group().lstrip())  # not the space before it
-        tools, read_to = _header_tools(text, start, header.end(), args_lines)
+        tools, read_to = _header_tools(text, start, header.end(), args_lines, MAX_PROMPT_TOOLS - len(found))
         for tool in tools:
             found.setdefault(tool.name, tool)
     for one_of in _ONE_OF.finditer(text):
@@ -474,32 +539,36 @@ def _prompt_tools(text: str) -> tuple[PromptTool, ...]:
         names = [n.strip().strip("`'\"") for n in one_of.group(group).split(",")]
         if names and all(re.fullmatch(_NAME, n) for n in names):  # else a template's `[{tool_names}]`, or prose
             for name in names:
+                if len(found) >= MAX_PROMPT_TOOLS:
+                    break
                 found.setdefault(name, PromptTool(name, TEXT_INPUT, one_of.span(group)))
     return tuple(found.values())
 
 
-def _header_tools(text: str, start: int, at: int, args_lines: list[int]) -> tuple[list[PromptTool], int]:
-    """The tools listed after a tools header ending at `at`, in whichever shape the list has, and where what was
-    read ends."""
+def _header_tools(text: str, start: int, at: int, args_lines: list[int], room: int) -> tuple[list[PromptTool], int]:
+    """The tools listed after a tools header ending at `at`, in whichever shape the list has (the first `room` of
+    them), and where what was read ends."""
     first = skip_space(text, at)
     if text[first:first + 1] in ("[", "{"):
-        return _spec_tools(text, start, first)
+        return _spec_tools(text, start, first, room)
     if _NAMED_ENTRY.match(text, first):
-        tools = _named_tools(text, start, first, args_lines)
+        tools = _named_tools(text, start, first, args_lines, room)
     else:
-        tools = _listed_tools(text, start, at)
+        tools = _listed_tools(text, start, at, room)
     return tools, tools[-1].span[1] if tools else at
 
 
-def _spec_tools(text: str, start: int, at: int) -> tuple[list[PromptTool], int]:
+def _spec_tools(text: str, start: int, at: int, room: int) -> tuple[list[PromptTool], int]:
     """A JSON array (or object) of tool specifications at `at`: the objects with a "name" and a key that
     describes a tool (OpenAI's `{"type": "function", "function": {...}}` too). Other JSON declares nothing."""
     read = read_value(text, at)
     if read is None:
         return [], at
     value, end, _ = read
-    tools = []
+    tools: list[PromptTool] = []
     for item in value if isinstance(value, list) else [value]:
+        if len(tools) >= room:
+            break
         if isinstance(item, dict) and isinstance(item.get("function"), dict):
             item = item["function"]
         name = item.get("name") if isinstance(item, dict) else None
@@ -510,13 +579,13 @@ def _spec_tools(text: str, start: int, at: int) -> tuple[list[PromptTool], int]:
     return tools, end
 
 
-def _named_tools(text: str, start: int, at: int, args_lines: list[int]) -> list[PromptTool]:
+def _named_tools(text: str, start: int, at: int, args_lines: list[int], room: int) -> list[PromptTool]:
     """LlamaIndex's `> Tool Name: X` entries from `at` on, each ended by its `Tool Args:` line (a JSON schema;
     the description between may run over several lines)."""
     entries: list[tuple[str, str]] = []
     end = at
     entry = _NAMED_ENTRY.match(text, at)
-    while entry is not None:
+    while entry is not None and len(entries) < room:
         i = bisect_left(args_lines, entry.end())
         if i == len(args_lines):
             break  # no entry's end: not this shape
@@ -542,7 +611,7 @@ def _spec_input(parameters: Any) -> str:
     return names[0] if len(names) == 1 and isinstance(names[0], str) and re.fullmatch(_NAME, names[0]) else TEXT_INPUT
 
 
-def _listed_tools(text: str, start: int, at: int) -> list[PromptTool]:
+def _listed_tools(text: str, start: int, at: int, room: int) -> list[PromptTool]:
     """The entries after a tools header at `at`: lines of the entry shapes, each maybe followed by lines that
     continue its description (indented, or right after it); the list ends at a blank line followed by neither an
     entry nor an indented line, or at a line that is neither."""
@@ -559,6 +628,8 @@ def _listed_tools(text: str, start: int, at: int) -> list[PromptTool]:
         entry = _TOOL_ENTRY.match(content)
         depth = len(content) - len(content.lstrip(" \t"))
         if entry is not None and entry.group(1).lower() not in _NOT_ENTRIES and (indent < 0 or depth <= indent):
+            if len(entries) >= room:
+                break
             indent = depth if indent < 0 else indent
             entries.append((entry.group(1), _text_input(entry.group(2))))
         elif not entries or not (depth > indent or not blank):
