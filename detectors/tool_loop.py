@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from detectors._argspans import finding_at, locate_name
+from guardrails.argspans import SizedMemo
 from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Severity
@@ -19,13 +21,8 @@ from guardrails.findings import Category, Finding, Severity
 MAX_COMPARED_LENGTH = 2000  # longer argument strings are compared on their first characters only
 DICE_SLACK = 0.3  # trigram Dice this far below the threshold means difflib cannot reach it in practice
 MEMO_ENTRIES = 20_000
-
-
-def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
-    if len(memo) >= MEMO_ENTRIES:
-        memo.pop(next(iter(memo)))
-    memo[key] = value
-    return value
+MEMO_BYTES = 16 * 2**20  # each of the three memos: a 1 MB argument name must not stay for 20,000 checks
+_PAIR_BYTES = 150  # a pair's tuple, its verdict and its dict slots
 
 
 class ToolLoopDetector(Detector):
@@ -44,9 +41,9 @@ class ToolLoopDetector(Detector):
         # Near repeats are looked for among this many latest calls of the same tool (a difflib ratio each).
         self.near_window = self.setting("near_window", int, 10)
         # History is resent every step: remember signatures, shingles and pair verdicts across checks.
-        self._signatures: dict[tuple[str, str], tuple[str, str]] = {}
-        self._shingles: dict[str, frozenset[str]] = {}
-        self._similar_pairs: dict[tuple[str, str], bool] = {}
+        self._signatures: SizedMemo[tuple[str, str], tuple[str, str]] = SizedMemo(MEMO_ENTRIES, MEMO_BYTES)
+        self._shingles: SizedMemo[str, frozenset[str]] = SizedMemo(MEMO_ENTRIES, MEMO_BYTES)
+        self._similar_pairs: SizedMemo[tuple[str, str], bool] = SizedMemo(MEMO_ENTRIES, MEMO_BYTES)
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         calls = [s for s in ctx.segments if s.tool_call is not None][-self.window:]
@@ -112,7 +109,10 @@ class ToolLoopDetector(Detector):
         key = (call.name, call.arguments_raw)
         cached = self._signatures.get(key)
         if cached is None:
-            cached = _remember(self._signatures, key, signature(segment))
+            cached = signature(segment)
+            # The key's name and text, and the canonical arguments (the value shares the name).
+            size = sys.getsizeof(call.name) + sys.getsizeof(call.arguments_raw) + sys.getsizeof(cached[1])
+            self._signatures.put(key, cached, size + _PAIR_BYTES)
         return cached
 
     def _similar(self, a: str, b: str) -> bool:
@@ -131,12 +131,15 @@ class ToolLoopDetector(Detector):
             matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
             verdict = (matcher.real_quick_ratio() >= self.near_similarity and matcher.quick_ratio() >=
                        self.near_similarity and matcher.ratio() >= self.near_similarity)
-        return _remember(self._similar_pairs, pair, verdict)
+        return self._similar_pairs.put(pair, verdict, sys.getsizeof(a) + sys.getsizeof(b) + _PAIR_BYTES)
 
     def _shingle(self, text: str) -> frozenset[str]:
         cached = self._shingles.get(text)
         if cached is None:
-            cached = _remember(self._shingles, text, frozenset(text[i:i + 3] for i in range(len(text) - 2)))
+            cached = frozenset(text[i:i + 3] for i in range(len(text) - 2))
+            # Every trigram is as wide as the widest one's string: size them all as that one.
+            each = max(map(sys.getsizeof, cached), default=0)
+            self._shingles.put(text, cached, sys.getsizeof(text) + sys.getsizeof(cached) + each * len(cached))
         return cached
 
     def _finding(self, segment: Segment, calls: Sequence[Segment], earlier: list[int], message: str,

@@ -8,30 +8,111 @@ serialization of it, and a span of that text is placed on the value holding it (
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
-from functools import lru_cache
+import sys
+from array import array
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Hashable
 from json.decoder import scanstring
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 ArgPath = tuple[str | int, ...]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 _WS = re.compile(r"[ \t\n\r]*")
 _NUMBER_OR_LITERAL = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null")
-# One decoded character of a JSON string: an escape (a surrogate pair is one character) or a literal character.
-_JSON_CHAR = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\.|.",
-                        re.DOTALL)
+# An escape in a JSON string: one decoded character (a surrogate pair too) written with several.
+_ESCAPE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\.", re.DOTALL)
+
+
+class SizedMemo(Generic[K, V]):
+    """A first-in-first-out memo bounded by entries and by bytes, each entry's size estimated by its caller.
+
+    A bound on entries alone lets a few megabyte-sized texts (a 1 MB argument name) stay alive long after the
+    checks that sent them. An entry above a quarter of the byte bound is not kept with the others: it would flush
+    them. With `latest`, the latest such entry is kept alone until the next one (`latest_bytes`): a check asks for
+    the same key once per finding, and 1,000 findings must not each scan a megabyte again.
+    `entries` is a plain dict, so a hot path may look keys up directly.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int, *, latest: bool = False) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.entries: dict[K, V] = {}
+        self.bytes = 0  # the estimated size of what is kept, `latest` aside
+        self.keeps_latest = latest
+        self.latest: tuple[K, V] | None = None
+        self.latest_bytes = 0
+        self._sizes: dict[K, int] = {}
+        # Keys in insertion order: evicting with `next(iter(entries))` would scan the deleted slots a dict keeps
+        # at its front until it resizes (quadratic once full).
+        self._order: deque[K] = deque()
+
+    def get(self, key: K) -> V | None:
+        value = self.entries.get(key)
+        if value is None and self.latest is not None and self.latest[0] == key:
+            return self.latest[1]
+        return value
+
+    def put(self, key: K, value: V, size: int) -> V:
+        """Keep `value` (`size` bytes, with its key); a replaced entry keeps its place."""
+        if size > self.max_bytes // 4:
+            if self.keeps_latest:
+                self.latest, self.latest_bytes = (key, value), size
+            return value
+        old = self._sizes.get(key)
+        if old is None:
+            self._order.append(key)
+            old = 0
+        self.entries[key] = value
+        self._sizes[key] = size
+        self.bytes += size - old
+        while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
+            evicted = self._order.popleft()
+            self.entries.pop(evicted, None)
+            self.bytes -= self._sizes.pop(evicted, 0)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._order)
 
 
 class _Malformed(Exception):
     pass
 
 
-@lru_cache(maxsize=4096)
+SPANS_BYTES = 16 * 2**20
+# The scanned argument texts, bounded: agents resend the same calls in their history.
+_spans: SizedMemo[str, dict[ArgPath, tuple[int, int]]] = SizedMemo(4096, SPANS_BYTES, latest=True)
+_escapes: SizedMemo[tuple[str, int, int], tuple[array[int], array[int]]] = SizedMemo(1024, SPANS_BYTES, latest=True)
+_SPAN_BYTES = 120  # a (start, end) tuple of two ints and its dict slot
+
+
 def argument_spans(raw: str) -> dict[ArgPath, tuple[int, int]]:
     """Map every value's path in a JSON text to its [start, end) span (strings: without the quotes).
 
     Returns {} when the text is not JSON. Cached: agents resend the same calls in their history.
     """
+    spans = _spans.get(raw)
+    if spans is None:
+        spans = _scan(raw)
+        _spans.put(raw, spans, _spans_size(raw, spans))
+    return spans
+
+
+def _spans_size(raw: str, spans: dict[ArgPath, tuple[int, int]]) -> int:
+    """The text, the dict, each path tuple and span, and each key string once: a key is the last item of exactly
+    one path, and the paths below it share that object."""
+    size = sys.getsizeof(raw) + sys.getsizeof(spans)
+    for path in spans:
+        size += sys.getsizeof(path) + _SPAN_BYTES
+        if path and isinstance(path[-1], str):
+            size += sys.getsizeof(path[-1])
+    return size
+
+
+def _scan(raw: str) -> dict[ArgPath, tuple[int, int]]:
     spans: dict[ArgPath, tuple[int, int]] = {}
     try:
         end = _value(raw, _skip(raw, 0), (), spans)
@@ -118,12 +199,33 @@ def object_span(raw: str, parsed: Any, start: int, end: int) -> tuple[ArgPath, i
     path, a, b = best
     if not isinstance(value_at(parsed, path), str):
         return path, None, None
-    starts = _char_starts(raw, a, b)
+    escapes = _string_escapes(raw, a, b)
     # A boundary inside an escape widens the span to the whole character.
-    return path, bisect_right(starts, start) - 1 if start < b else len(starts), bisect_left(starts, end)
+    lo = _chars_before(escapes, a, start + 1) - 1 if start < b else _chars_before(escapes, a, b)
+    return path, lo, _chars_before(escapes, a, end)
 
 
-@lru_cache(maxsize=1024)
-def _char_starts(raw: str, a: int, b: int) -> tuple[int, ...]:
-    """Where each decoded character of the JSON string body raw[a:b] starts in `raw`."""
-    return tuple(match.start() for match in _JSON_CHAR.finditer(raw, a, b))
+def _string_escapes(raw: str, a: int, b: int) -> tuple[array[int], array[int]]:
+    """The escapes of the JSON string body raw[a:b]: where each starts, and how many more characters than it decodes
+    to the escapes up to it (that one included) take. Most strings have none: nothing per character is kept."""
+    key = (raw, a, b)
+    found = _escapes.get(key)
+    if found is None:
+        starts, extra, total = array("q"), array("q"), 0
+        for match in _ESCAPE.finditer(raw, a, b):
+            total += match.end() - match.start() - 1
+            starts.append(match.start())
+            extra.append(total)
+        found = (starts, extra)
+        _escapes.put(key, found, sys.getsizeof(raw) + sys.getsizeof(starts) + sys.getsizeof(extra))
+    return found
+
+
+def _chars_before(escapes: tuple[array[int], array[int]], a: int, x: int) -> int:
+    """How many decoded characters of the string body starting at `a` start before raw offset `x`."""
+    starts, extra = escapes
+    k = bisect_left(starts, x)  # escapes starting before x
+    if not k:
+        return x - a
+    last_end = starts[k - 1] + 1 + extra[k - 1] - (extra[k - 2] if k > 1 else 0)
+    return x - a - extra[k - 1] + max(0, last_end - x)  # x inside the last escape: its tail is not counted as hidden

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import logging
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -26,6 +27,7 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any
 
+from guardrails.argspans import SizedMemo
 from guardrails.colang.catalog import RAIL_KINDS
 from guardrails.detector import (
     Detector,
@@ -53,6 +55,13 @@ log = logging.getLogger(__name__)
 # `scheme://user:password@`: a driver's error may quote its connection URL.
 URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^\s@]+@")
 MAX_REASON_CHARS = 500
+# The bytes the segment cache and the placed findings may each keep (estimated): with 50,000 entries only, a few
+# checks with megabyte texts kept them alive long after they ended.
+SEGMENT_CACHE_BYTES = 64 * 2**20
+_ENTRY_BYTES = 250  # an entry's list, its table and queue slots (and a placed entry's tuples)
+_RECORD_BYTES = 250  # a hit or a finding and its list slot
+_SEGMENT_BYTES = 400  # a segment and, for a tool call, its ToolCall
+_ITEM_BYTES = 64  # what parsed JSON may hold per `,` `:` `[` `{` of its text (an object, a list or dict slot)
 
 
 class SegmentCache:
@@ -60,12 +69,17 @@ class SegmentCache:
 
     Lookups sit on the hot path (every history segment, every detector, every step), so it is plain
     dicts keyed by the segment text with first-in-first-out eviction, not an LRU with reordering.
+    Bounded by entries and by bytes: a text is counted once however many detectors' tables hold it (the
+    same string), with each entry's hits; a text above a quarter of `max_bytes` is not kept.
     """
 
-    def __init__(self, max_entries: int = 50_000) -> None:
+    def __init__(self, max_entries: int = 50_000, max_bytes: int = SEGMENT_CACHE_BYTES) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the estimated size of what is kept
         self._tables: dict[Hashable, dict[str, list[Hit]]] = {}
-        self._order: deque[tuple[Hashable, str]] = deque()
+        self._order: deque[tuple[Hashable, str, int]] = deque()  # (table key, text, its size but the text)
+        self._holders: dict[str, int] = {}  # text -> how many tables hold it
         self.hits = 0
         self.misses = 0
 
@@ -76,37 +90,78 @@ class SegmentCache:
         return table
 
     def put(self, key: Hashable, table: dict[str, list[Hit]], text: str, value: list[Hit]) -> None:
+        if text in table:  # already counted
+            table[text] = value
+            return
+        holders = self._holders.get(text, 0)
+        hits_size = _ENTRY_BYTES + _records_bytes(value)
+        text_size = 0 if holders else sys.getsizeof(text)
+        if hits_size + text_size > self.max_bytes // 4:
+            return
         table[text] = value
-        self._order.append((key, text))
-        if len(self._order) > self.max_entries:
-            old_key, old_text = self._order.popleft()
-            self._tables.get(old_key, {}).pop(old_text, None)
+        self._holders[text] = holders + 1
+        self._order.append((key, text, hits_size))
+        self.bytes += hits_size + text_size
+        while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
+            self._evict()
+
+    def _evict(self) -> None:
+        old_key, old_text, size = self._order.popleft()
+        self._tables.get(old_key, {}).pop(old_text, None)
+        holders = self._holders.pop(old_text, 1) - 1
+        if holders:
+            self._holders[old_text] = holders
+        else:
+            size += sys.getsizeof(old_text)
+        self.bytes -= size
 
     def __len__(self) -> int:
         return len(self._order)
 
 
-class PlacedFindings:
-    """Findings placed for a segment object, by identity, bounded first-in-first-out.
+Placed = tuple[Segment, tuple[tuple[int, list[Finding]], ...]]
+
+
+class PlacedFindings(SizedMemo[int, Placed]):
+    """Findings placed for a segment object, by identity, bounded first-in-first-out, by entries and by bytes.
 
     The history memo hands back the same `Segment` objects while a session's history is unchanged; their
     findings (same pointer, same text) are then reused instead of re-created. Each entry keeps its segment
-    alive, so an id cannot be reused while its entry exists; the identity check guards the rest.
+    alive, so an id cannot be reused while its entry exists; the identity check guards the rest. An entry is
+    sized by what it keeps alive (`_segment_bytes`).
     """
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self.entries: dict[int, tuple[Segment, tuple[tuple[int, list[Finding]], ...]]] = {}
-        # The keys in insertion order. Evicting with `next(iter(entries))` instead would scan the deleted
-        # slots a dict keeps at its front until it resizes: quadratic once the memo is full.
-        self._order: deque[int] = deque()
+    def __init__(self, max_entries: int, max_bytes: int = SEGMENT_CACHE_BYTES) -> None:
+        super().__init__(max_entries, max_bytes)
 
-    def put(self, key: int, entry: tuple[Segment, tuple[tuple[int, list[Finding]], ...]]) -> None:
-        if key not in self.entries:  # a replaced entry keeps its place, as in a dict
-            self._order.append(key)
-        self.entries[key] = entry
-        if len(self._order) > self.max_entries:
-            self.entries.pop(self._order.popleft(), None)
+    def put(self, key: int, value: Placed, size: int | None = None) -> Placed:
+        if size is None:
+            size = _ENTRY_BYTES + _segment_bytes(value[0]) + sum(_records_bytes(found) for _, found in value[1])
+        return super().put(key, value, size)
+
+
+def _records_bytes(records: Sequence[Hit] | Sequence[Finding]) -> int:
+    """Hits or findings, with their strings (a pointer can name a megabyte argument key; evidence is a quote)."""
+    size = 0
+    for record in records:
+        size += _RECORD_BYTES + sys.getsizeof(record.message) + sys.getsizeof(getattr(record, "pointer", ""))
+        evidence = record.evidence if isinstance(record.evidence, dict) else {}  # a plug-in's may be anything
+        size += sum(sys.getsizeof(v) for v in evidence.values() if isinstance(v, str))
+    return size
+
+
+def _segment_bytes(segment: Segment) -> int:
+    """What a placed entry keeps alive: the segment's text and, for a tool call, its name, its argument text and
+    the parsed arguments (estimated from that text, an upper bound on what json.loads builds)."""
+    size = _SEGMENT_BYTES + sys.getsizeof(segment.text)
+    call = segment.tool_call
+    if call is not None:
+        raw = call.arguments_raw
+        size += sys.getsizeof(call.name) + (0 if raw is segment.text else sys.getsizeof(raw))
+        if call.arguments is not None:
+            width = 1 if raw.isascii() and "\\u" not in raw else 4  # an escape can widen a whole string
+            size += width * len(raw) + _ITEM_BYTES * sum(map(raw.count, ",:[{"))
+    return size
 
 
 @dataclass(slots=True)
@@ -162,7 +217,7 @@ class Engine:
         # Custom Colang flows run on NeMo's runtime, built once per policy version; built-in flows never do.
         self._segment_slots = [i for i, slot in enumerate(self.slots) if isinstance(slot.detector, SegmentDetector)]
         self._plans: dict[tuple[Signature, ...], _Plan] = {}
-        self._placed = PlacedFindings(self.cache.max_entries)
+        self._placed = PlacedFindings(self.cache.max_entries, self.cache.max_bytes)
         self.colang: Any = None
         if policy.rails.has_custom_flows:
             from guardrails.colang.bridge import ColangRails
@@ -302,7 +357,8 @@ class Engine:
                 if found:
                     placed_here.append((i, found))
                     per_slot[i].extend(found)
-            if not failed:
+            # A response's segments are never handed back (next step reads them from the request): not kept.
+            if not failed and segment.phase is not Phase.RESPONSE:
                 placed.put(id(segment), (segment, tuple(placed_here)))
         for i in slots:
             if i in failed:
