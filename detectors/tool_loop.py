@@ -20,6 +20,9 @@ from guardrails.findings import Category, Finding, Severity
 
 MAX_COMPARED_LENGTH = 2000  # longer argument strings are compared on their first characters only
 DICE_SLACK = 0.3  # trigram Dice this far below the threshold means difflib cannot reach it in practice
+# difflib (autojunk off) grows about cubically on low-variety text: 128 characters cost < 3 ms at worst
+# ("aaa…" with scattered edits), 2,000 cost seconds. Longer arguments get difflib on this prefix only.
+DIFFLIB_CHARS = 128
 MEMO_ENTRIES = 20_000
 MEMO_BYTES = 16 * 2**20  # each of the three memos: a 1 MB argument name must not stay for 20,000 checks
 _PAIR_BYTES = 150  # a pair's tuple, its verdict and its dict slots
@@ -127,11 +130,20 @@ class ToolLoopDetector(Detector):
         dice = 2 * len(sa & sb) / (len(sa) + len(sb)) if sa or sb else 1.0
         if dice < self.near_similarity - DICE_SLACK:
             verdict = False
+        elif max(len(a), len(b)) <= DIFFLIB_CHARS:
+            verdict = self._difflib_similar(a, b)
         else:
-            matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-            verdict = (matcher.real_quick_ratio() >= self.near_similarity and matcher.quick_ratio() >=
-                       self.near_similarity and matcher.ratio() >= self.near_similarity)
+            # Past the prefix, the whole texts must agree by length and by trigrams at the threshold itself
+            # (Dice is stricter than difflib's ratio, so this misses rather than invents near repeats).
+            lengths = 2 * min(len(a), len(b)) / (len(a) + len(b))
+            verdict = (lengths >= self.near_similarity and dice >= self.near_similarity
+                       and self._difflib_similar(a[:DIFFLIB_CHARS], b[:DIFFLIB_CHARS]))
         return self._similar_pairs.put(pair, verdict, sys.getsizeof(a) + sys.getsizeof(b) + _PAIR_BYTES)
+
+    def _difflib_similar(self, a: str, b: str) -> bool:
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        return (matcher.real_quick_ratio() >= self.near_similarity and matcher.quick_ratio() >= self.near_similarity
+                and matcher.ratio() >= self.near_similarity)
 
     def _shingle(self, text: str) -> frozenset[str]:
         cached = self._shingles.get(text)

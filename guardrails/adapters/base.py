@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
@@ -60,26 +61,82 @@ def parse_arguments(raw: str) -> tuple[Any, str | None]:
         return None, f"arguments are not valid JSON: {exc}"
 
 
+HISTORY_BYTES = 64 * 2**20  # all sessions' histories together: 256 bodies of 4 MiB would be gigabytes
+HISTORY_ENTRY_BYTES = 16 * 2**20  # a larger history is read again each step rather than flush the others
+_NODE_BYTES = 64  # a JSON container or scalar and its slot in its parent (an estimate)
+_SEGMENT_BYTES = 300  # a segment, its tool call and pointers, beside its text and parsed arguments
+
+
+class HistoryEntry(NamedTuple):
+    items: list[Any]  # a copy of the list read
+    ends: list[int]  # per item: len(builder.segments) after reading it
+    segments: list[Segment]
+    start: int  # len(builder.segments) before the list
+    sizes: list[int]  # per item: the estimated bytes of the items up to it and of their segments
+
+
 class HistoryMemo:
     """Segments read from a history list, reused while the next check's history starts the same way.
 
     An agent resends its whole history every step. Comparing the new list to the previous one item by item
     (dict equality runs in C) is far cheaper than reading it again, so normalizing step N costs about the
     new items only. Reuse is decided by equality alone, so a wrong key costs speed, never correctness.
+    Bounded by entries and by estimated bytes; the least recently stored session goes first (a session
+    stores its entry every step, so active ones stay).
     """
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, max_entries: int = 256, max_bytes: int = HISTORY_BYTES,
+                 max_entry_bytes: int = HISTORY_ENTRY_BYTES) -> None:
         self.max_entries = max_entries
-        self._entries: dict[Hashable, tuple[list[Any], list[int], list[Segment], int]] = {}
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self.bytes = 0  # the estimated size of what is kept
+        self._entries: dict[Hashable, HistoryEntry] = {}
 
-    def get(self, key: Hashable) -> tuple[list[Any], list[int], list[Segment], int] | None:
+    def get(self, key: Hashable) -> HistoryEntry | None:
         return self._entries.get(key)
 
-    def put(self, key: Hashable, entry: tuple[list[Any], list[int], list[Segment], int]) -> None:
-        self._entries.pop(key, None)
+    def put(self, key: Hashable, entry: HistoryEntry) -> None:
+        self._forget(key)
+        size = entry.sizes[-1] if entry.sizes else 0
+        if size > self.max_entry_bytes:
+            return
         self._entries[key] = entry
-        if len(self._entries) > self.max_entries:
-            self._entries.pop(next(iter(self._entries)))
+        self.bytes += size
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._forget(next(iter(self._entries)))
+
+    def _forget(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None and entry.sizes:
+            self.bytes -= entry.sizes[-1]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _value_bytes(value: Any) -> int:
+    """Estimated memory of a decoded JSON value: its strings' sizes plus a flat cost per other node."""
+    total, stack = 0, [value]
+    while stack:  # a loop, not recursion: items may nest as deep as the JSON parser allows
+        node = stack.pop()
+        if isinstance(node, str):
+            total += sys.getsizeof(node)
+            continue
+        total += _NODE_BYTES
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return total
+
+
+def _segment_bytes(segment: Segment) -> int:
+    size = _SEGMENT_BYTES + sys.getsizeof(segment.text)
+    if segment.tool_call is not None:  # the raw arguments are usually the text; the parsed ones are new
+        size += _value_bytes(segment.tool_call.arguments)
+    return size
 
 
 class ExchangeBuilder:
@@ -120,26 +177,31 @@ class ExchangeBuilder:
         start = len(self.segments)
         reused = 0
         ends: list[int] = []
+        sizes: list[int] = []
         entry = self.memo.get((self.format, pointer, self.context.session_id)) if self.memo else None
-        if entry is not None and entry[3] == start:
-            old_items, old_ends, old_segments, _ = entry
-            limit = min(len(old_items), len(items))
-            if old_items[:limit] == items[:limit]:  # the usual step: the old history, unchanged, then more
+        if entry is not None and entry.start == start:
+            limit = min(len(entry.items), len(items))
+            if entry.items[:limit] == items[:limit]:  # the usual step: the old history, unchanged, then more
                 reused = limit
             else:
-                while reused < limit and old_items[reused] == items[reused]:
+                while reused < limit and entry.items[reused] == items[reused]:
                     reused += 1
             if reused:
-                ends = old_ends[:reused]
-                self.segments.extend(old_segments[: ends[-1] - start])
+                ends, sizes = entry.ends[:reused], entry.sizes[:reused]
+                self.segments.extend(entry.segments[: ends[-1] - start])
         for index in range(reused, len(items)):
             read_one(items[index], index)
             ends.append(len(self.segments))
         if self.memo is not None:
+            # Only the new items are sized: the reused prefix keeps its sizes.
+            for index in range(len(sizes), len(items)):
+                first = ends[index - 1] if index else start
+                added = sum(map(_segment_bytes, self.segments[first:ends[index]]))
+                sizes.append((sizes[-1] if sizes else 0) + _value_bytes(items[index]) + added)
             # A copy of the list: a caller may append to the same list for its next check. The items
             # themselves are compared by equality, so an embedding app must not edit them in place.
             self.memo.put((self.format, pointer, self.context.session_id),
-                          (list(items), ends, self.segments[start:], start))
+                          HistoryEntry(list(items), ends, self.segments[start:], start, sizes))
 
     # --- segments -------------------------------------------------------------------------------
     def text(
