@@ -433,7 +433,8 @@ RULES: tuple[Rule, ...] = (
          r"\b(?:no|without|carry\s+no|have\s+no|free\s+of)\s+(?:real[-\s]world\s+|real\s+|actual\s+)?"
          r"(?:consequences|repercussions|impact\s+on\s+reality)\b"
          r"|\bhold\s+no\s+sway\b|\b(?:accept|take)s?\s+(?:full\s+|all\s+)?(?:liability|responsibility)\b"
-         r"|\b(?:you|the\s+ai|it)\s+(?:are|is|will\s+not\s+be|won't\s+be|can't\s+be|cannot\s+be)\s+(?:not\s+)?"
+         # not held responsible; "you are responsible for using the tools" (LlamaIndex's agent prompt) is a duty
+         r"|\b(?:you|the\s+ai|it)\s+(?:(?:are|is)\s+not|(?:will\s+not|won't|can't|cannot)\s+be)\s+"
          r"(?:held\s+)?(?:responsible|liable|accountable)\b|\bno\s+(?:one|body)\s+(?:will\s+)?(?:gets?|be)\s+hurt\b",
          0.5, "claims the answer has no real consequences"),
     rule("research_pretext", "role_play_override", "research|survey|study|studying|educational|academic|purposes",
@@ -656,8 +657,7 @@ class JailbreakDetector(SegmentDetector):
         total = sum(weight for weight, _ in best.values())
         probability = None
         if self.model is not None:
-            grams = self.model.grams(text)
-            probability = self.model.probability(grams)
+            grams, probability = self.learned_reading(text)
             weight = _learned_weight(probability, len(grams), strong_rule=any(w >= 1.0 for w, _ in best.values()))
             total += weight
             if weight > 0:  # a finding over the whole message, with the n-grams that weighed most
@@ -684,6 +684,18 @@ class JailbreakDetector(SegmentDetector):
             for _, hit in by_span.values()
         ]
         return sorted((view.place(hit, segment.text) for hit in hits), key=lambda h: h.start or 0)
+
+    def learned_reading(self, text: str) -> tuple[set[str], float]:
+        """The n-grams the learned cue rests on, and their score: the message's, or those of the user's question in an
+        agent framework's prompt where that alone (long enough to count) reads more like a jailbreak. The framework's
+        words around the question are learned as ordinary: they must not dilute what the user asked."""
+        assert self.model is not None
+        grams = self.model.grams(text)
+        probability = self.model.probability(grams)
+        for question in self.model.question_grams(text):
+            if len(question) >= LEARNED_MIN_NGRAMS and (score := self.model.probability(question)) > probability:
+                grams, probability = question, score
+        return grams, probability
 
     def _rule_matches(self, text: str, offset_base: int | None = None) -> list[tuple[float, Hit]]:
         """All rule matches; with `offset_base`, matches in decoded text are placed on the encoded span."""
