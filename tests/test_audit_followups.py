@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import test_audit_store
 from fastapi.testclient import TestClient
 from test_audit_redaction_recognizers import support_chat
 from test_audit_review import body
@@ -34,58 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("GUARDRAILS_TEST_POSTGRES_URL")
 FAILURES = "guardrails_audit_redaction_failures_total"
 
-
-@dataclass
-class Backend:
-    name: str
-    url: str
-    execute: Callable[[str], None]  # raw SQL as someone with database access, the log's triggers off; {t} the table
-    meta: str  # the high-water mark's table
-    stores: list[AuditStore] = field(default_factory=list)
-
-    def open(self, create: bool = True) -> AuditStore:
-        store = open_audit_store(self.url, create=create)
-        self.stores.append(store)
-        return store
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        path = tmp_path / "audit.sqlite3"
-
-        def sqlite_execute(sql: str) -> None:
-            conn = sqlite3.connect(path, isolation_level=None)
-            conn.execute("DROP TRIGGER IF EXISTS audit_records_no_update")
-            conn.execute("DROP TRIGGER IF EXISTS audit_records_no_delete")
-            conn.execute(sql.replace("{t}", "audit_records"))
-            conn.close()
-
-        b = Backend("sqlite", f"sqlite:///{path}", sqlite_execute, "audit_meta")
-        yield b
-        for s in b.stores:
-            s.close()
-        return
-    if not PG_URL:
-        pytest.skip("PostgreSQL audit tests need GUARDRAILS_TEST_POSTGRES_URL "
-                    "(e.g. postgresql://postgres@127.0.0.1:5432/test)")
-    import psycopg
-
-    table = f"audit_followup_{uuid.uuid4().hex[:12]}"
-
-    def pg_execute(sql: str) -> None:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None:
-                conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-            conn.execute(sql.replace("{t}", table))
-
-    b = Backend("postgres", f"{PG_URL}{'&' if '?' in PG_URL else '?'}table={table}", pg_execute, f"{table}_meta")
-    yield b
-    for s in b.stores:
-        s.close()
-    cleanup = open_audit_store(b.url)
-    cleanup.drop()  # type: ignore[attr-defined]
-    cleanup.close()
+Backend = test_audit_store.Backend
+backend = test_audit_store.backend  # the store contract tests' fixture: SQLite and PostgreSQL, triggers off for SQL
 
 
 def record(i: int, tenant: str = "acme") -> dict[str, Any]:

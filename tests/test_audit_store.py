@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,12 @@ PG_URL = os.environ.get("GUARDRAILS_TEST_POSTGRES_URL")
 class Backend:
     name: str
     url: str
-    execute: Callable[[str], None]  # raw SQL as an attacker with database access; {t} is the table
-    stores: list[AuditStore]
+    execute: Callable[[str], None]  # raw SQL as an attacker with database access, the log's triggers off; {t} the table
+    meta: str  # the high-water mark's table
+    stores: list[AuditStore] = field(default_factory=list)
 
-    def open(self) -> AuditStore:
-        store = open_audit_store(self.url)
+    def open(self, create: bool = True) -> AuditStore:
+        store = open_audit_store(self.url, create=create)
         self.stores.append(store)
         return store
 
@@ -50,7 +51,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             conn.execute(sql.replace("{t}", "audit_records"))
             conn.close()
 
-        b = Backend("sqlite", f"sqlite:///{path}", sqlite_execute, [])
+        b = Backend("sqlite", f"sqlite:///{path}", sqlite_execute, "audit_meta")
         yield b
         for s in b.stores:
             s.close()
@@ -66,11 +67,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
     def pg_execute(sql: str) -> None:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None:
+                conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
             conn.execute(sql.replace("{t}", table))
 
     sep = "&" if "?" in PG_URL else "?"
-    b = Backend("postgres", f"{PG_URL}{sep}table={table}", pg_execute, [])
+    b = Backend("postgres", f"{PG_URL}{sep}table={table}", pg_execute, f"{table}_meta")
     yield b
     for s in b.stores:
         s.close()
