@@ -264,7 +264,10 @@ def _normalized(text: str, casefold: bool, json_escapes: bool) -> FoldedText:
             pieces.append((size, done, i, True))
             out.append(read[done:i].translate(table) if per_gap else read[done:i])
             size += i - done
-        folded = _folded_escape(text[i:j], casefold) if escape else _folded(text[i:j], casefold)
+        if escape:
+            folded = _folded_escape(text[i:j], casefold)
+        else:  # a base with hundreds of combining marks is one unit: too long to keep (the text is the client's)
+            folded = _folded(text[i:j], casefold) if j - i <= CACHED_UNIT else _fold_unit(text[i:j], casefold)
         if folded:  # an invisible character folds to nothing and needs no piece
             pieces.append((size, i, j, False))
             out.append(folded)
@@ -301,7 +304,12 @@ def _in_place(casefold: bool) -> re.Pattern[str]:
     return re.compile(f"[{_char_ranges(sorted(_one_for_one(casefold)))}]")
 
 
-@lru_cache(maxsize=4096)  # the same few characters come back (fullwidth punctuation, zero-width spaces)
+# The same few characters come back (fullwidth punctuation, zero-width spaces): units of at most CACHED_UNIT
+# characters are kept, each entry under ~1 KB (NFKC grows a character 18-fold at most), 4 MiB in all.
+CACHED_UNIT = 32
+
+
+@lru_cache(maxsize=4096)
 def _folded(unit: str, casefold: bool) -> str:
     return _fold_unit(unit, casefold)
 

@@ -7,16 +7,23 @@ Unicode normalization, a stripped prefix) runs the declared tool with arguments 
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 
 from detectors._fold import fold, fold_with_offsets
+from guardrails.argspans import SizedMemo
 
 # `functions.`, `default_api.`, `tools.`, `mcp__server__`: the namespaces some chat templates and SDKs put
 # before a function's name.
 NAMESPACE = re.compile(r"^(?:[A-Za-z_][\w-]*(?:\.|::|:|/|__))+")
+NAME_KEYS_BYTES = 16 * 2**20
+# Every call's name is compared, and the history is resent each step: the keys are kept, bounded by bytes too (a
+# name is the client's: a megabyte). The latest name too big to keep with the others is kept alone: a check asks
+# for it once per call and per list.
+_name_keys: SizedMemo[str, str] = SizedMemo(4096, NAME_KEYS_BYTES, latest=True)
+_KEY_BYTES = 100  # an entry's slots in the memo's tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +38,16 @@ class Imitation:
         return "invisible characters" in self.disguise or "look-alike characters" in self.disguise
 
 
-@lru_cache(maxsize=4096)
 def name_key(name: str) -> str:
     """The name as a reader compares it: NFKC, look-alike letters as Latin, case folded, invisible characters
     and whitespace dropped."""
-    return "".join(fold(name).split())
+    key = _name_keys.entries.get(name)  # the hot path: a plain dict lookup
+    if key is None:
+        key = _name_keys.get(name)
+        if key is None:
+            key = "".join(fold(name).split())
+            _name_keys.put(name, key, sys.getsizeof(name) + sys.getsizeof(key) + _KEY_BYTES)
+    return key
 
 
 def without_namespace(name: str) -> str:

@@ -9,10 +9,11 @@ The user's (or operator's) words can allow the guess ("pick whichever", "use you
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+import sys
 
 from detectors.tool_policy.classify import name_tokens
 from detectors.tool_policy.context import per_exchange
+from guardrails.argspans import SizedMemo
 from guardrails.exchange import Exchange, Segment, SegmentKind, Trust
 
 # Tool-name words of calls that change something outside the agent (`BankManagerPayBill`, `GmailSendEmail`,
@@ -40,7 +41,15 @@ GUESS_ALLOWED = re.compile(
     r"|your\s+(?:best\s+)?(?:judge?ment|choice|discretion|call)|up\s+to\s+you"
     r"|(?:don't|do\s+not|no\s+need\s+to)\s+(?:ask|confirm|check\s+with)|without\s+(?:asking|confirm))",
     re.IGNORECASE)
-CACHED_CHARS = 4_096  # longer texts are searched uncached: the cache holds at most ~4 MB of text
+# Searches kept: agents resend their history every step. Longer texts are searched uncached; the kept ones are
+# bounded by bytes too (4,096 characters of emoji are 16 KB).
+CACHED_CHARS = 4_096
+CACHED_SEARCHES = 1024
+CACHED_BYTES = 16 * 2**20
+_SEARCH_BYTES = 300  # the key's tuple, the span and the entry's slots in the memo's tables
+_NO_MATCH = (-1, -1)  # kept for a text without a match (None is the memo's "not kept")
+_searched: SizedMemo[tuple[re.Pattern[str], str, tuple[str, ...]], tuple[int, int]] = SizedMemo(
+    CACHED_SEARCHES, CACHED_BYTES)
 QUOTE_CHARS = 160
 
 
@@ -73,7 +82,13 @@ def _latest_assumption(exchange: Exchange) -> tuple[Segment, int, int] | None:
 
 def _search(pattern: re.Pattern[str], text: str, keywords: tuple[str, ...] = ()) -> tuple[int, int] | None:
     """The first match's span; the pattern runs only on text holding one of `keywords` (if any are given)."""
-    return _cached_search(pattern, text, keywords) if len(text) <= CACHED_CHARS else _first(pattern, text, keywords)
+    if len(text) > CACHED_CHARS:
+        return _first(pattern, text, keywords)
+    key = (pattern, text, keywords)
+    found = _searched.entries.get(key)  # the hot path: a plain dict lookup
+    if found is None:
+        found = _searched.put(key, _first(pattern, text, keywords) or _NO_MATCH, sys.getsizeof(text) + _SEARCH_BYTES)
+    return None if found is _NO_MATCH else found
 
 
 def _first(pattern: re.Pattern[str], text: str, keywords: tuple[str, ...]) -> tuple[int, int] | None:
@@ -82,9 +97,6 @@ def _first(pattern: re.Pattern[str], text: str, keywords: tuple[str, ...]) -> tu
         return None  # most agent text: a few passes of `in` instead of the pattern's
     match = pattern.search(text)
     return match.span() if match else None
-
-
-_cached_search = lru_cache(maxsize=1024)(_first)  # agents resend their history every step
 
 
 def _sentence(text: str, start: int, end: int) -> tuple[int, int]:

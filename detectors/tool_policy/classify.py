@@ -40,7 +40,11 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
 
 
-CACHED_NAME = 256  # longer names (an argument key is the caller's: a megabyte) are split uncached
+# Names up to the longest a tool name may be (64 characters for OpenAI, Anthropic and Gemini) are kept; longer ones
+# (an argument key is the caller's: a megabyte) are split uncached. An entry holds at most ~4.3 KB (a 64-character
+# name of 32 two-letter tokens: the name, the set and the tokens): with CACHED_NAMES of them, under 16 MiB.
+CACHED_NAME = 64
+CACHED_NAMES = 3072
 
 
 def name_tokens(name: str) -> frozenset[str]:
@@ -52,7 +56,7 @@ def _tokens(name: str) -> frozenset[str]:
     return frozenset(t for t in _SPLIT.split(_CAMEL.sub("_", name).lower()) if t)
 
 
-_cached_tokens = lru_cache(maxsize=4096)(_tokens)  # at most ~1 MB of names kept
+_cached_tokens = lru_cache(maxsize=CACHED_NAMES)(_tokens)  # agents resend their history every step
 
 
 def classify(tool: str, key: str | None, value: str, schema: Mapping[str, Any] | None,

@@ -173,7 +173,9 @@ class ToolPolicyDetector(Detector):
             for pattern, tool_rules in self._tools:
                 if _listed(pattern, tool):  # `Transfer_Funds ` is still transfer_funds
                     rules.update(tool_rules)
-            if len(self._rules_by_tool) < 4096:
+            # Real tool names are at most 64 characters (OpenAI, Anthropic, Gemini): a longer one is not kept,
+            # so the memo holds at most 4,096 short names, never megabyte names a hostile body made up.
+            if len(tool) <= MAX_CACHED_NAME and len(self._rules_by_tool) < 4096:
                 self._rules_by_tool[tool] = rules
         return rules
 
@@ -182,6 +184,9 @@ class ToolPolicyDetector(Detector):
         return finding_at(self, locate_argument(segment, path), f"{tool} {argument}: {violation.message}",
                           violation.severity, {"tool": tool, "argument": argument, "kind": kind,
                                                "rule": violation.rule})
+
+
+MAX_CACHED_NAME = 256
 
 
 def _read(rule: ArgumentRule, value: Any) -> list[Violation]:

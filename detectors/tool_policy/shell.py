@@ -13,6 +13,7 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,6 +36,7 @@ from detectors.tool_policy.inline_code import (
 from detectors.tool_policy.paths import PERSISTENCE, glob_is_sensitive, malware_named, sensitive_severity
 from detectors.tool_policy.shell_expand import expand, plain_words, unquote_heredocs
 from detectors.tool_policy.windows import windows_violations
+from guardrails.argspans import SizedMemo
 from guardrails.findings import Severity
 
 SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "fish", "csh", "tcsh", "ash"})
@@ -83,6 +85,10 @@ NESTING = re.compile(r"[$<>]?\(|\)")
 CHECK_TEXTS = 1_000  # command lines and code texts read in full (~0.5 ms each)
 CHECK_PARSED = 200_000  # characters given to bashlex (~10-20 us each)
 CACHED = 2048  # values per rule whose reading is kept
+# ... and their bytes: a value is the client's (4 MB, though only MAX_LENGTH of it is read); the latest one too big
+# to keep with the others is kept alone.
+CACHED_BYTES = 16 * 2**20
+_VIOLATION_BYTES = 150  # a violation, its list slot and the entry's slots in the memo's tables
 # Programs some rule looks at. A command line naming none of them (and no path, socket or substitution)
 # cannot violate a built-in rule, so it is not parsed: bashlex costs ~0.5 ms per line.
 TRIGGERS = (SHELLS | INTERPRETERS | AWKS | FETCHERS | ESCALATION | WIPERS | POWER
@@ -336,7 +342,7 @@ class ShellRule:
         self.allow = frozenset(string_list(settings, "allow_commands"))
         self.deny = frozenset(string_list(settings, "deny_commands"))
         # Readings of values read in full (one the check's budget cut short is read again next time).
-        self._cache: dict[tuple[str, ...], list[Violation]] = {}
+        self._cache: SizedMemo[tuple[str, ...], list[Violation]] = SizedMemo(CACHED, CACHED_BYTES, latest=True)
 
     def check(self, value: Any) -> list[Violation]:
         if not isinstance(value, str) or not value.strip():
@@ -348,14 +354,16 @@ class ShellRule:
         return self._cached((program, code, family), lambda: self._check_whole_code(program, code[:MAX_LENGTH], family))
 
     def _cached(self, key: tuple[str, ...], read: Callable[[], tuple[list[Violation], bool]]) -> list[Violation]:
-        found = self._cache.get(key)
+        found = self._cache.entries.get(key)  # the hot path: a plain dict lookup
+        if found is not None:
+            return found
+        found = self._cache.get(key)  # the latest value too big to keep with the others
         if found is not None:
             return found
         violations, whole = read()
         if whole:
-            if len(self._cache) >= CACHED:
-                self._cache.pop(next(iter(self._cache), key), None)  # the oldest
-            self._cache[key] = violations
+            self._cache.put(key, violations, sys.getsizeof(key) + sum(map(sys.getsizeof, key)) + sys.getsizeof(
+                violations) + sum(_VIOLATION_BYTES + sys.getsizeof(v.message) for v in violations))
         return violations
 
     def _check(self, text: str) -> tuple[list[Violation], bool]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import sqlglot
@@ -18,6 +18,7 @@ from sqlglot.optimizer.simplify import simplify
 
 from detectors._choices import read_choice
 from detectors.tool_policy.base import Violation, string_list
+from guardrails.argspans import SizedMemo
 from guardrails.detector import SettingError, read_setting
 from guardrails.findings import Severity
 
@@ -60,6 +61,11 @@ MAX_DEPTH = 2
 MAX_LENGTH = 20_000
 CHANGES = re.compile(r"(?i)\b(?:drop|truncate|alter|grant|revoke|delete|update|merge|create|copy|exec(?:ute)?)\b")
 CLIENT_STREAMS = frozenset({"STDIN", "STDOUT"})  # COPY to or from the client, not a server file or program
+# Values judged per rule, kept: agents resend their history every step. Bounded by bytes too: a value is the
+# client's (4 MB); the latest one too big to keep with the others is kept alone.
+MEMO_ENTRIES = 2048
+MEMO_BYTES = 16 * 2**20
+_VIOLATION_BYTES = 150  # a violation, its list slot and the entry's slots in the memo's tables
 # An unknown dialect makes every parse fail, which would read as "not SQL": refused when the policy loads.
 DIALECTS = tuple(sorted(name for name in Dialect.classes if name))
 
@@ -87,10 +93,22 @@ class SqlRule:
         self.dialect = _dialect(settings)
         self.allow = frozenset(s.upper() for s in string_list(settings, "allow_statements"))
         self.deny_tables = frozenset(t.lower() for t in string_list(settings, "deny_tables"))
-        self.check = lru_cache(maxsize=2048)(self._check)  # type: ignore[method-assign]
+        self._judged: SizedMemo[str, list[Violation]] = SizedMemo(MEMO_ENTRIES, MEMO_BYTES, latest=True)
 
     def check(self, value: Any) -> list[Violation]:
-        return self._check(value)
+        try:
+            found = self._judged.entries.get(value)  # the hot path: a plain dict lookup
+        except TypeError:  # unhashable: a list or an object, no SQL
+            return []
+        if found is None:
+            if not isinstance(value, str):
+                return []
+            found = self._judged.get(value)
+            if found is None:
+                found = self._check(value)
+                self._judged.put(value, found, sys.getsizeof(value) + sys.getsizeof(found) + sum(
+                    _VIOLATION_BYTES + sys.getsizeof(v.message) for v in found))
+        return found
 
     def _check(self, value: Any, depth: int = 0) -> list[Violation]:
         if not isinstance(value, str) or not value.strip():

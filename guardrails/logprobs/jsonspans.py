@@ -7,9 +7,11 @@ to point a finding at `arguments[start:end]`. The scanner accepts exactly the JS
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+import sys
 from json.decoder import scanstring
 from typing import NamedTuple
+
+from guardrails.argspans import SizedMemo
 
 _WS = re.compile(r"[ \t\n\r]*")
 _NUMBER_TEXT = r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?"
@@ -36,9 +38,44 @@ class Leaf(NamedTuple):  # a tuple: a call's arguments can hold hundreds
     is_string: bool
 
 
-@lru_cache(maxsize=4096)  # an agent resends the same calls in its history every step
+LEAVES_BYTES = 16 * 2**20
+# An agent resends the same calls in its history every step: their leaves are kept, bounded by bytes too (a client
+# sends 4 MB arguments); the latest call too big to keep with the others is kept alone (align and low_confidence
+# both ask for it).
+_leaves: SizedMemo[str, tuple[Leaf, ...]] = SizedMemo(4096, LEAVES_BYTES, latest=True)
+_LEAF_BYTES = 136  # a leaf's tuple of five and its two offsets (ints past 256 are objects of their own)
+
+
 def leaves(text: str) -> tuple[Leaf, ...]:
     """Leaf values of a JSON text in document order; () when the text is not JSON we can scan."""
+    found = _leaves.entries.get(text)  # the hot path: a plain dict lookup
+    if found is None:
+        found = _leaves.get(text)
+        if found is None:
+            found = _scan(text)
+            _leaves.put(text, found, _leaves_size(text, found))
+    return found
+
+
+def clear_leaves() -> None:
+    """Forget every scanned text: a benchmark's run starts cold, as a new response does."""
+    global _leaves
+    _leaves = SizedMemo(_leaves.max_entries, _leaves.max_bytes, latest=True)
+
+
+leaves.cache_clear = clear_leaves  # type: ignore[attr-defined]  # the name bench/bench_logprobs.py calls
+
+
+def _leaves_size(text: str, found: tuple[Leaf, ...]) -> int:
+    """An upper bound of what the entry holds: the text, each leaf, its value and its path (each key and index
+    counted in every path holding it, though the paths below one key share that object)."""
+    size, getsizeof = sys.getsizeof(text) + sys.getsizeof(found), sys.getsizeof
+    for leaf in found:
+        size += _LEAF_BYTES + getsizeof(leaf.value) + getsizeof(leaf.path) + sum(map(getsizeof, leaf.path))
+    return size
+
+
+def _scan(text: str) -> tuple[Leaf, ...]:
     out: list[Leaf] = []
     try:
         end = _value(text, _skip(text, 0), (), out)
