@@ -545,16 +545,16 @@ def _error_finding(slot: _Slot, exc: BaseException) -> Finding:
 
 
 def _overrun_finding(slot: _Slot, spent_s: float) -> Finding:
-    """A CPU-bound detector past its timeout. It ran to the end (Python code cannot be stopped mid-computation
-    without a thread per scan, which costs more than most scans), so its findings stand; the overrun is reported
-    beside them, with the action `on_detector_error` gives it."""
+    """An inline detector past its timeout, whether it computed or waited on a store's lock. It ran to the end
+    (Python code cannot be stopped mid-computation without a thread per scan, which costs more than most scans),
+    so its findings stand; the overrun is reported beside them, with the action `on_detector_error` gives it."""
     limit_ms = slot.config.timeout_s * 1000
     return Finding(
         category=Category.DETECTOR_ERROR,
         detector=slot.detector.name,
         severity=Severity.MEDIUM,
         message=f"detector {slot.detector.name!r} took {spent_s * 1000:.0f} ms, over its timeout of {limit_ms:g} ms "
-        "(it runs on the CPU, so it finished; its findings are kept)",
+        "(it ran inline, so it finished; its findings are kept)",
         pointer="",
         evidence={"error_type": "Overrun", "elapsed_ms": round(spent_s * 1000, 3), "timeout_ms": limit_ms},
     )

@@ -22,7 +22,7 @@ from test_metrics import parse_exposition
 
 from guardrails.audit import AuditFilter, AuditStore, open_audit_store
 from guardrails.audit.observer import AuditObserver
-from guardrails.audit.store import HIGH_WATER_EVERY
+from guardrails.audit.store import _pending
 from guardrails.cli import main
 from guardrails.config import Settings
 from guardrails.exchange import Segment, SegmentKind
@@ -226,15 +226,56 @@ def test_a_log_emptied_with_sql_is_reported_without_an_anchor(
     assert "FAILED (1 problem(s)): 0 record(s)" in out
 
 
-def test_a_tail_cut_below_the_last_mark_is_reported_while_the_service_runs(backend: Backend) -> None:
+@pytest.mark.parametrize("cut", [1, 3])
+def test_the_last_records_deleted_while_the_service_runs_are_reported_without_an_anchor(
+        backend: Backend, cut: int, capsys: pytest.CaptureFixture[str]) -> None:
     store = backend.open()
-    fill(store, 1, HIGH_WATER_EVERY + 50)  # marks written at 1 and at HIGH_WATER_EVERY
-    backend.execute(f"DELETE FROM {{t}} WHERE seq > {HIGH_WATER_EVERY - 10}")
-    problems = [(p.seq, p.kind, p.message) for p in store.verify().problems]
-    assert problems == [(HIGH_WATER_EVERY - 9, "deleted",
-                         f"records {HIGH_WATER_EVERY - 9}..{HIGH_WATER_EVERY} are missing from the end of the log: "
-                         f"the store wrote record {HIGH_WATER_EVERY} (its high-water mark) and the log now ends at "
-                         f"record {HIGH_WATER_EVERY - 10}")]
+    fill(store, 1, 10)
+    backend.execute(f"DELETE FROM {{t}} WHERE seq > {10 - cut}")  # the store stays open: no close writes a mark
+    first = 11 - cut
+    message = (f"records {first}..10 are missing from the end of the log: the store wrote record 10 (its high-water "
+               f"mark) and the log now ends at record {10 - cut}")
+    assert [(p.seq, p.kind, p.message) for p in store.verify().problems] == [(first, "deleted", message)]
+    code, out, _ = cli(capsys, "audit", "verify", "--url", backend.url)  # an operator's check, no anchor
+    assert code == 1 and f"TAMPERED record {first} (unknown check): deleted: {message}" in out
+
+
+def test_a_cut_tail_stays_reported_after_the_service_appends_past_the_mark(backend: Backend) -> None:
+    store = backend.open()
+    fill(store, 1, 10)
+    backend.execute("DELETE FROM {t} WHERE seq > 7")
+    fill(store, 11, 20)  # more checks than were cut: their numbers must not cover the cut
+    rows = list(store.iter_records())
+    assert [r.seq for r in rows] == [*range(1, 8), *range(11, 21)]
+    assert rows[7].prev_hash == rows[6].hash  # chained after the log's real head, numbered after the mark
+    assert [(p.seq, p.kind, p.message) for p in store.verify().problems] == [
+        (11, "deleted", "records 8..10 are missing before this one")]
+
+
+def test_the_last_record_of_a_group_commit_deleted_is_reported(backend: Backend) -> None:
+    store = backend.open()
+    fill(store, 1, 1)
+    futures = [store._enqueue(_pending(record(i))) for i in range(2, 65)]  # through the writer thread, in batches
+    assert [f.result(timeout=10) for f in futures] == list(range(2, 65))
+    backend.execute("DELETE FROM {t} WHERE seq = 64")
+    assert [(p.seq, p.kind) for p in store.verify().problems] == [(64, "deleted")]
+
+
+def test_the_mark_follows_appends_from_two_processes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    first, second = open_audit_store(url), open_audit_store(url)
+    try:
+        for i, store in enumerate([first, second, first, first, second], start=1):  # heads cached, then stale
+            assert store.submit(record(i)).result(timeout=10) == i
+            assert first._high_water() == i  # type: ignore[attr-defined]
+        conn = sqlite3.connect(tmp_path / "audit.sqlite3", isolation_level=None)
+        conn.execute("DROP TRIGGER audit_records_no_delete")
+        conn.execute("DELETE FROM audit_records WHERE seq = 5")
+        conn.close()
+        assert [(p.seq, p.kind) for p in first.verify().problems] == [(5, "deleted")]
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_log_table_dropped_and_recreated_is_reported(backend: Backend) -> None:
@@ -243,8 +284,9 @@ def test_a_log_table_dropped_and_recreated_is_reported(backend: Backend) -> None
     store.close()
     backend.execute("DROP TABLE {t}")
     restarted = backend.open()  # the service starts again and creates an empty log
-    restarted.submit(record(9)).result(timeout=10)
-    assert [(p.seq, p.kind) for p in restarted.verify().problems] == [(2, "deleted")]
+    assert restarted.submit(record(9)).result(timeout=10) == 4  # numbered after the mark: the gap stays
+    assert [(p.seq, p.kind, p.message) for p in restarted.verify().problems] == [
+        (4, "deleted", "records 1..3 are missing before this one")]
 
 
 def test_the_mark_only_rises(backend: Backend) -> None:
@@ -296,20 +338,27 @@ def test_an_older_log_gets_its_mark_when_the_service_opens_it(tmp_path: Path) ->
     reader.close()
 
 
-def test_the_mark_costs_a_statement_once_per_hundred_appends(tmp_path: Path) -> None:
+def test_the_mark_costs_one_statement_per_transaction(tmp_path: Path) -> None:
     store = open_audit_store(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
     try:
         store.submit(record(1)).result(timeout=10)
-        statements: list[str] = []
-        store._write_conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
-        fill(store, 2, 2 * HIGH_WATER_EVERY + 50)
-        inserts = [s for s in statements if s.startswith("INSERT INTO audit_records")]
-        assert len(inserts) == 2 * HIGH_WATER_EVERY + 49  # one per append
-        # The two appends that reach 100 and 200 take the lock, re-read the head and write the mark with the record.
-        assert statements.count("BEGIN IMMEDIATE") == statements.count("COMMIT") == 2
-        marks = {s for s in statements if "audit_meta" in s}  # (a set: traced again where its trigger's check runs)
-        assert sorted(int(m.split("'high_seq', ")[1].split(")")[0]) for m in marks) == [100, 200]
-        assert all(s.startswith(("INSERT INTO audit_", "BEGIN IMMEDIATE", "SELECT seq, hash", "COMMIT"))
-                   for s in statements)
+        traced: list[str] = []
+        store._write_conn.set_trace_callback(traced.append)  # type: ignore[attr-defined]
+        fill(store, 2, 6)
+        # Each inline append: the head and the mark read in one SELECT, the record and the mark written, in one
+        # transaction. An upsert of the mark is traced twice where the row exists (its trigger's check): counted once.
+        statements = [s for i, s in enumerate(traced) if i == 0 or s != traced[i - 1]]
+        assert [s.split(" (")[0].split(",")[0] for s in statements] == [
+            "BEGIN IMMEDIATE", "SELECT", "INSERT INTO audit_records", "INSERT INTO audit_meta", "COMMIT"] * 5
+        marks = [s for s in statements if s.startswith("INSERT INTO audit_meta")]
+        assert [int(m.split("'high_seq', ")[1].split(")")[0]) for m in marks] == [2, 3, 4, 5, 6]
+        traced.clear()
+        store._append_waiting([_pending(record(i)) for i in range(7, 57)])  # a batch the writer thread commits
+        statements = [s for i, s in enumerate(traced) if i == 0 or s != traced[i - 1]]
+        assert sum(s.startswith("INSERT INTO audit_records") for s in statements) == 50
+        assert [s for s in statements if s.startswith("INSERT INTO audit_meta")] == [
+            "INSERT INTO audit_meta (key, value) VALUES ('high_seq', 56) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"]
+        assert statements.count("BEGIN IMMEDIATE") == statements.count("COMMIT") == 1
     finally:
         store.close()

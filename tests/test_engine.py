@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -219,12 +220,28 @@ class BusyWords(CountingWords):
         return super().analyze(segment)
 
 
-@pytest.mark.parametrize("name", ["busy", "busy_words"])
-def test_cpu_bound_detector_past_its_timeout_keeps_its_findings_and_reports_the_overrun(
+class LockWaiter(Busy):
+    """Waits on a lock another thread holds (as a detector does on a state store's SQLite lock), not the CPU."""
+
+    name = "lock_waiter"
+
+    async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
+        lock = threading.Lock()
+        lock.acquire()
+        threading.Timer(0.03, lock.release).start()
+        with lock:
+            pass
+        return [Finding(category=self.category, detector=self.name, severity=Severity.LOW, message="found",
+                        pointer="/request/messages/0/content")]
+
+
+@pytest.mark.parametrize("name", ["busy", "busy_words", "lock_waiter"])
+def test_inline_detector_past_its_timeout_keeps_its_findings_and_reports_the_overrun(
         tmp_path: Path, name: str) -> None:
     reg = registry()
     reg.register(Busy)
     reg.register(BusyWords)
+    reg.register(LockWaiter)
     policy = make_policy(tmp_path, f"on_detector_error: block\ndetectors:\n  {name}: {{timeout_ms: 1}}\n")
     result = asyncio.run(Engine(policy, reg).run(read_exchange(REQUEST, None)))
     [found, overrun] = result.findings
@@ -232,6 +249,9 @@ def test_cpu_bound_detector_past_its_timeout_keeps_its_findings_and_reports_the_
     assert overrun.category is Category.DETECTOR_ERROR and overrun.detector == name
     assert overrun.evidence["error_type"] == "Overrun" and overrun.evidence["timeout_ms"] == 1
     assert overrun.evidence["elapsed_ms"] >= 30 and "over its timeout of 1 ms" in overrun.message
+    # True whether the time went to computing or to waiting on a lock: no cause claimed.
+    assert overrun.message.endswith("(it ran inline, so it finished; its findings are kept)")
+    assert "CPU" not in overrun.message
     assert result.verdict is Action.BLOCK  # on_detector_error decides, as for a failure
     relaxed = make_policy(tmp_path, f"detectors:\n  {name}: {{timeout_ms: 60000}}\n")
     assert [f.category for f in asyncio.run(Engine(relaxed, reg).run(read_exchange(REQUEST, None))).findings] \

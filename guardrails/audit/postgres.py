@@ -28,7 +28,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from guardrails.audit.chain import StoredRecord, chain_rows
-from guardrails.audit.store import HIGH_WATER_KEY, AuditFilter, AuditStore, PendingRow, raises_high_water
+from guardrails.audit.store import HIGH_WATER_KEY, AuditFilter, AuditStore, PendingRow, chain_start
 from guardrails.config import redacted_url
 
 DEFAULT_TABLE = "guardrails_audit"
@@ -45,6 +45,7 @@ CONNECTION_DEFAULTS: dict[str, int] = {
 }
 STATEMENT_TIMEOUT_MS = 5_000  # a statement the server does not finish (a lock never released, a stalled disk)
 ENVIRONMENT = {"connect_timeout": "PGCONNECT_TIMEOUT", "options": "PGOPTIONS"}  # libpq reads these when unset
+PIPELINE = psycopg.Pipeline.is_supported()  # libpq 14+ (the binary wheels'); older: the statements one by one
 
 
 def split_table(url: str, default: str = DEFAULT_TABLE) -> tuple[str, str]:
@@ -95,7 +96,6 @@ class PostgresAuditStore(AuditStore):
         self._dsn, self.table = split_table(url)
         self.meta = f"{self.table}_meta"  # the high-water mark (guardrails/audit/store.py)
         self._options = connection_defaults(self._dsn)
-        self._last_seq = 0  # the last record this process wrote: the mark a clean close leaves
         self._marks = True  # False: a reader of a log that has no mark table (it creates none)
         self._lock_key = f"guardrails-audit:{self.table}"
         try:
@@ -189,20 +189,31 @@ class PostgresAuditStore(AuditStore):
             with conn.transaction():
                 cur = conn.cursor()
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
-                head = cur.execute(f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1").fetchone()
+                head = self._head(cur)
                 values = chain_rows(head, rows)
                 sent = True
-                cur.executemany(
-                    f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
-                )
-                if self._marks and raises_high_water(head[0] if head else 0, values[-1][0]):
-                    self._raise_mark(cur, values[-1][0])
+                # The rows and the mark in one round trip: the mark adds a statement, not a wait.
+                with conn.pipeline() if PIPELINE else contextlib.nullcontext():
+                    cur.executemany(
+                        f"INSERT INTO {self.table} ({COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", values
+                    )
+                    if self._marks:  # in the batch's transaction: a tail removed later is always below the mark
+                        self._raise_mark(cur, values[-1][0])
         except psycopg.OperationalError as exc:
             if conn.broken and not sent:
                 raise _DroppedBeforeWrite(exc) from exc
             raise
-        self._last_seq = values[-1][0]
         return [v[0] for v in values]
+
+    def _head(self, cur: psycopg.Cursor[Any]) -> tuple[int, str] | None:
+        """Where the batch is chained (`chain_start`): the head and the mark read in one round trip."""
+        last = f"SELECT seq, hash FROM {self.table} ORDER BY seq DESC LIMIT 1"
+        if not self._marks:
+            return cur.execute(last).fetchone()
+        mark, seq, digest = cur.execute(
+            f"SELECT (SELECT value FROM {self.meta} WHERE key = %s), h.seq, h.hash FROM (SELECT 1) AS one "
+            f"LEFT JOIN ({last}) AS h ON true", (HIGH_WATER_KEY,)).fetchone()
+        return chain_start(None if seq is None else (seq, digest), mark)
 
     def _read(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._read_lock:
@@ -254,11 +265,7 @@ class PostgresAuditStore(AuditStore):
             self._write_conn.execute(f"DROP FUNCTION IF EXISTS {self.meta}_guard()")
 
     def close(self) -> None:
-        self._stop_writer()
-        if self._marks and self._last_seq and not (self._write_conn.closed or self._write_conn.broken):
-            # A clean stop leaves the exact head as the mark; if it cannot, the mark stays where it last was.
-            with contextlib.suppress(psycopg.Error):
-                self._raise_mark(self._write_conn.cursor(), self._last_seq)
+        self._stop_writer()  # the mark is the head already: each batch's transaction raised it
         self._write_conn.close()
         self._read_conn.close()
 

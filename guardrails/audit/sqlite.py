@@ -5,12 +5,10 @@ no fsync: the record is in the operating system's page cache when the check is a
 survives the service being killed (kill -9, OOM, crash) but the last commits can be lost if the machine
 itself loses power. `?synchronous=full` fsyncs the WAL on every commit (power-loss safe; a few ms per
 commit on ordinary disks, shared by every check in a group commit). Either way the database is never
-corrupted. Several processes may append to one file: a batch takes the write lock (BEGIN IMMEDIATE) and
-reads the chain head inside it. A single record after the head this process last wrote is first tried as
-one INSERT on its own (one statement instead of four): if another process appended meanwhile, the record's
-sequence number is taken, the primary key refuses it, and the locked path chains it after the real head.
-An append that raises the high-water mark (one in HIGH_WATER_EVERY) takes the locked path too, so the mark is
-written in the batch's own transaction.
+corrupted. Several processes may append to one file: each transaction (one inline record, or a writer-thread
+batch) takes the write lock (BEGIN IMMEDIATE), reads the chain head and the high-water mark in one statement,
+appends after them, and raises the mark to its last record before it commits: five statements, one of them the
+mark's, whatever the batch's size.
 
 Inline commits (synchronous=NORMAL) run on the event loop's thread and never wait for the write lock (the
 connection's busy timeout is 0): while another process holds it (an operator's `sqlite3` shell in BEGIN
@@ -29,7 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from guardrails.audit.chain import LogDamaged, StoredRecord, chain_rows
-from guardrails.audit.store import HIGH_WATER_KEY, AuditFilter, AuditStore, PendingRow, raises_high_water
+from guardrails.audit.store import HIGH_WATER_KEY, AuditFilter, AuditStore, PendingRow, chain_start
 
 TABLE = "audit_records"
 META = "audit_meta"  # the high-water mark (guardrails/audit/store.py): the highest seq the log ever reached
@@ -68,6 +66,10 @@ COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, partial, body, pr
 INSERT = f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _KEEP_HIGHER = "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
 RAISE_MARK = f"INSERT INTO {META} (key, value) VALUES ('{HIGH_WATER_KEY}', ?) {_KEEP_HIGHER}"
+HEAD = f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
+# The mark and the head in one statement (one row, NULLs for an empty log or no mark yet).
+HEAD_AND_MARK = (f"SELECT (SELECT value FROM {META} WHERE key = '{HIGH_WATER_KEY}'), h.seq, h.hash "
+                 f"FROM (SELECT 1) LEFT JOIN ({HEAD}) AS h ON 1")
 # At open: a log written before the mark existed (or by an older version meanwhile) gets its current head.
 SEED_MARK = (f"INSERT INTO {META} (key, value) SELECT '{HIGH_WATER_KEY}', seq FROM {TABLE} WHERE true "
              f"ORDER BY seq DESC LIMIT 1 {_KEEP_HIGHER}")
@@ -146,7 +148,6 @@ class SQLiteAuditStore(AuditStore):
         self._read_lock = threading.Lock()
         if self.inline_writes:  # commits on the event loop: a locked log is SQLITE_BUSY at once, not a 30 s stall
             self._write_conn.execute("PRAGMA busy_timeout=0")
-        self._head: tuple[int, str] | None = None  # the last record this process wrote (seq, hash)
 
     def _seed_high_water(self) -> None:
         try:
@@ -182,29 +183,21 @@ class SQLiteAuditStore(AuditStore):
 
     def _append_batch(self, rows: Sequence[PendingRow]) -> list[int]:
         conn = self._write_conn
-        head = self._head
-        if head is not None and len(rows) == 1 and not (self._marks and raises_high_water(head[0], head[0] + 1)):
-            values = chain_rows(head, rows)
-            try:
-                conn.execute(INSERT, values[0])  # autocommit: the statement is its own transaction
-            except sqlite3.IntegrityError:  # another process appended after our head
-                pass
-            else:
-                self._head = values[0][0], values[0][-1]
-                return [values[0][0]]
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")  # busy: nothing to roll back (the inline caller hands the rows on)
         try:
-            head = conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
+            if self._marks:
+                mark, seq, digest = conn.execute(HEAD_AND_MARK).fetchone()
+                head = chain_start(None if seq is None else (seq, digest), mark)
+            else:
+                head = conn.execute(HEAD).fetchone()
             values = chain_rows(head, rows)
             conn.executemany(INSERT, values)
-            if self._marks and raises_high_water(head[0] if head else 0, values[-1][0]):
+            if self._marks:  # in the append's transaction: a tail removed later is always below the mark
                 conn.execute(RAISE_MARK, (values[-1][0],))
             conn.execute("COMMIT")
         except BaseException:
-            self._head = None
             conn.execute("ROLLBACK")
             raise
-        self._head = values[-1][0], values[-1][-1]
         return [v[0] for v in values]
 
     def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
@@ -232,11 +225,7 @@ class SQLiteAuditStore(AuditStore):
         return row[0] if row and isinstance(row[0], int) else None
 
     def close(self) -> None:
-        self._stop_writer()
-        if self._marks and self._head is not None:
-            # A clean stop leaves the exact head as the mark; if it cannot, the mark stays where it last was.
-            with contextlib.suppress(sqlite3.DatabaseError), self._waiting():
-                self._write_conn.execute(RAISE_MARK, (self._head[0],))
+        self._stop_writer()  # the mark is the head already: each append's transaction raised it
         self._write_conn.close()
         self._read_conn.close()
 

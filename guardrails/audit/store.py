@@ -23,15 +23,23 @@ from typing import Any
 
 import orjson
 
-from guardrails.audit.chain import INDEXED, StoredRecord, VerifyReport, canonical, check_high_water, verify_chain
+from guardrails.audit.chain import (
+    GENESIS,
+    INDEXED,
+    StoredRecord,
+    VerifyReport,
+    canonical,
+    check_high_water,
+    verify_chain,
+)
 from guardrails.findings import Category
 from guardrails.surrogates import without_surrogates
 
 MAX_BATCH = 512
-# The store remembers the highest sequence number it wrote (its high-water mark, in a table beside the log) when a
-# batch reaches a multiple of this, at the log's first record, and when it opens and closes: one statement per
-# HIGH_WATER_EVERY records, none on the other appends. `verify` reports a log that no longer reaches the mark.
-HIGH_WATER_EVERY = 100
+# The store remembers the highest sequence number it wrote (its high-water mark, in a table beside the log): each
+# transaction that appends (one record inline, or a writer-thread batch) raises it to its last record, in that same
+# transaction, and a service raises it to the log's head when it opens the log. `verify` reports a log that no
+# longer reaches the mark, so removing even the last record is caught without an anchor.
 HIGH_WATER_KEY = "high_seq"
 PAGE_MAX = 1000
 MAX_SEQ = 2**63 - 1  # the largest sequence number the stores keep (SQLite INTEGER, PostgreSQL BIGINT)
@@ -378,9 +386,14 @@ class AuditStore(ABC):
             after = rows[-1].seq
 
 
-def raises_high_water(before: int, after: int) -> bool:
-    """Whether a batch that took the log from record `before` to `after` writes the high-water mark."""
-    return before == 0 or before // HIGH_WATER_EVERY != after // HIGH_WATER_EVERY
+def chain_start(head: tuple[int, str] | None, mark: int | None) -> tuple[int, str] | None:
+    """Where a transaction's records are chained: after the log's head (`(seq, hash)`, None when empty), numbered
+    after the high-water mark where the log no longer reaches it. Its tail was cut: new records leave that gap for
+    `verify` to report (`records 8..10 are missing before this one`) instead of taking the cut records' numbers,
+    which would hide the cut once the log reached the mark again."""
+    if not isinstance(mark, int) or mark <= (head[0] if head else 0):  # (a mark rewritten as text: not one)
+        return head
+    return mark, head[1] if head else GENESIS
 
 
 def _pending(record: dict[str, Any]) -> PendingRow:
