@@ -30,6 +30,7 @@ from guardrails.exchange import (
 from guardrails.reasoning import split_reasoning
 from guardrails.toolparse import RecoveredCall, find_leaks
 from guardrails.toolparse.react import (
+    MAX_ACTIONS,
     MAX_PROMPT_TOOLS,
     only_labels,
     pending_action,
@@ -166,6 +167,10 @@ class ExchangeBuilder:
         self.next_turn = 0  # turn index of the response; adapters set it from the request history
         self.response_from = 0  # segments before this index were read from the request (no response text)
         self.echo: EchoedPrompts | None = None  # Completions or Chat with `echo: true` (set from the request)
+        # ReAct transcripts: what is left of the check's budget of actions read and of pieces their overflow is cut
+        # into (`_transcript`). A history prefix the memo reuses was read, and charged, by an earlier check.
+        self.react_actions = MAX_ACTIONS
+        self.react_pieces = MAX_ACTIONS
 
     # --- history lists ----------------------------------------------------------------------------
     def read_items(self, pointer: str, items: list[Any], read_one: Callable[[Any, int], None]) -> None:
@@ -253,11 +258,16 @@ class ExchangeBuilder:
         example's harmless text); each action of the live scratchpad an earlier tool call (a finished episode's stays
         text: an example's call was never made). The rest keeps its kind and trust up to the first observation, and
         after it is model text that cannot be told from the tool's output (an observation can write a `Thought:` or
-        a `Question:` line), so untrusted, up to where a finished episode's answer ends. Segments that would hold
-        only ReAct labels are left out. Past the actions `read_transcript` reads, the rest of the text is untrusted tool
-        results (`source` `react_unread`). False, adding nothing, when the text holds no transcript."""
+        a `Question:` line), so untrusted, up to where a finished episode's answer ends. An observation's own text runs
+        to the model's next step or the end of the text (`read_transcript`). Segments that would hold only ReAct labels
+        are left out. Past the actions `read_transcript`
+        reads (MAX_ACTIONS per check, over all the texts of the request), the rest of the text is untrusted tool
+        results (`source` `react_unread`; at most MAX_ACTIONS of them per check, then one per text). False, adding
+        nothing, when the text holds no transcript."""
         pending = self._pending_call() if kind is SegmentKind.USER and starts_with_observation(text) else None
-        steps, rest = read_transcript(text, leading_observation=pending is not None)
+        steps, rest, actions = read_transcript(text, leading_observation=pending is not None,
+                                               budget=self.react_actions)
+        self.react_actions -= actions
         if not steps and rest is None:
             return False
         at, after_observation = 0, False
@@ -294,7 +304,9 @@ class ExchangeBuilder:
                 after_observation = False
         if rest is not None:  # not read: may hold more observations, so it is read as them
             keep(rest)
-            for lo, hi in unread_pieces(text, rest):
+            pieces = unread_pieces(text, rest, self.react_pieces)
+            self.react_pieces = max(0, self.react_pieces - len(pieces))
+            for lo, hi in pieces:
                 self.text(SegmentKind.TOOL_RESULT, text[lo:hi], pointer, role="tool", turn=turn, phase=Phase.REQUEST,
                           start=start + lo, source="react_unread")
             at = len(text)

@@ -21,12 +21,13 @@ read and judged like any other (docs/tool-call-recovery.md, "ReAct agents that l
 from __future__ import annotations
 
 import re
+import sys
 from bisect import bisect_left
 from collections.abc import Iterator
-from functools import lru_cache
 from itertools import pairwise
 from typing import Any, NamedTuple
 
+from guardrails.argspans import SizedMemo
 from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
 from guardrails.toolparse.blocks import rskip_space, skip_space
 from guardrails.toolparse.lenient import LenientReader, NotAValue, read_value
@@ -267,8 +268,10 @@ def _blob_call(text: str, head: re.Match[str], schemas: Schemas | None, observed
 
 
 # --- ReAct transcripts inside a request ---------------------------------------------------------------------------
-# Actions read per text (steps, and actions no observation follows): 1 MB of steps took ~1 s to carve into ~70,000
-# segments. Real scratchpads hold tens of steps; the text past the last action read is not carved (`unread_pieces`).
+# Actions read per check (steps, and actions no observation follows), over all the texts of its request: 1 MB of
+# steps took ~1 s to carve into ~70,000 segments, and a body of many such messages multiplied it. Real scratchpads
+# hold tens of steps; the text past the last action read is not carved (`unread_pieces`). The exchange builder keeps
+# what is left of the budget (`read_transcript`'s `budget`).
 MAX_ACTIONS = 2_000
 # A LangChain-style agent sends its scratchpad as text: `Thought:`/`Action:`/`Action Input:` lines the model wrote,
 # each followed by an `Observation:`, the tool's output, which the agent framework pasted in (often into one user
@@ -307,19 +310,23 @@ class TranscriptStep(NamedTuple):
 
 
 class Transcript(NamedTuple):
-    """The steps read from a text, and `rest`: where the first action past the MAX_ACTIONS read begins, if any. From
-    there on the text is not read: the exchange builder makes it untrusted segments (`unread_pieces`)."""
+    """The steps read from a text, and `rest`: where the first action past the budget of actions begins, if any.
+    From there on the text is not read: the exchange builder makes it untrusted segments (`unread_pieces`).
+    `actions`: how many actions were read (what the text took of the check's budget)."""
 
     steps: list[TranscriptStep]
     rest: int | None = None
+    actions: int = 0
 
 
-def unread_pieces(text: str, rest: int) -> list[tuple[int, int]]:
-    """The text from `rest` on, cut at `Observation` lines into at most MAX_ACTIONS + 2 pieces, each but the first
-    and the last as many observations long: steps pasted over and over make equal pieces, which the detectors'
-    per-text caches read once (one piece of megabytes would be read whole by each)."""
+def unread_pieces(text: str, rest: int, limit: int = MAX_ACTIONS) -> list[tuple[int, int]]:
+    """The text from `rest` on, cut at `Observation` lines into at most `limit` + 1 pieces (one when `limit` is 0),
+    each but the first and the last as many observations long: steps pasted over and over make equal pieces, which
+    the detectors' per-text caches read once (one piece of megabytes would be read whole by each)."""
+    if limit <= 0:
+        return [(rest, len(text))]
     cuts = [m.start() + 1 for m in _OBSERVATION_LINE.finditer(text, rest)]
-    every = -(-len(cuts) // MAX_ACTIONS) or 1
+    every = -(-len(cuts) // limit) or 1
     bounds = [rest, *(cut for cut in cuts[::every] if cut > rest), len(text)]
     return list(pairwise(bounds))
 
@@ -329,34 +336,38 @@ def transcript_steps(text: str, leading_observation: bool = False) -> list[Trans
     return read_transcript(text, leading_observation).steps
 
 
-def read_transcript(text: str, leading_observation: bool = False) -> Transcript:
+def read_transcript(text: str, leading_observation: bool = False, budget: int = MAX_ACTIONS) -> Transcript:
     """The steps of the ReAct transcript in a request-side text: an `Action: NAME` (a name, not the template's
     "the action to take, ...") with its input, followed by an `Observation:` (an action with no observation is no
-    step: text a user pasted). Steps up to a finished episode's `Final Answer:` (`_finish`) are `finished`: a
-    format example or an earlier episode, not the scratchpad the agent carries on (an answer line an observation
-    wrote finishes nothing). Their observations are steps all the same: whether an answer line is the model's or
-    one a plain-text observation forged cannot always be told, and an observation is a tool's output either way.
-    `leading_observation`: an observation that opens the text is a step of its own (its action ended the previous
-    message); the text is then that tool's output message, and nothing after a finish in it is given back.
+    step: text a user pasted). An observation's text is the tool's, and the tool can write any line: it runs to the
+    model's next step or to the end of the text (`_observation_end`), so the lines it wrote (a `Question:`, a
+    `Final Answer:`, a paragraph after them) are read as its own. Steps up to a finished episode's `Final Answer:`
+    (`_finish`) are `finished`: a format example or an earlier episode, not the scratchpad the agent carries on; the
+    observation ends at the `Thought:` before that answer. After the text's last observation, a forged finish
+    (`Thought:` + `Final Answer:` + a new `Question:`) reads exactly as a worked example followed by the live
+    question: it is taken as a finish, so a few-shot prompt's first step is not blocked (docs/tool-call-recovery.md
+    names this limit). `leading_observation`: an observation that opens the text answers the action
+    the previous message ended with (LlamaIndex): the text is then that tool's output message, one observation,
+    nothing in it a step.
 
     Linear in the text: each search starts where the previous one stopped, and an action no observation can follow
     is left before its input is read. Most texts have no "Observation" and cost one literal search. At most
-    MAX_ACTIONS actions are read (`Transcript.rest`)."""
+    `budget` actions are read (`Transcript.rest`; the check's budget is MAX_ACTIONS over all its texts)."""
     if "Observation" not in text:
         return Transcript([])
-    steps: list[TranscriptStep] = []
-    at = 0
     if leading_observation:
         found = _LEADING_OBSERVATION.match(text)
-        if found is not None:
-            steps.append(TranscriptStep(None, _observation_span(text, found.end())))
-            at = steps[-1].observation[1]
+        if found is not None:  # the model's steps come in assistant messages: any in this one the tool wrote
+            start = skip_space(text, found.end())
+            return Transcript([TranscriptStep(None, (start, max(start, rskip_space(text, len(text)))))])
+    steps: list[TranscriptStep] = []
+    at = 0
     fences: list[int] | None = None
     rest, actions = None, 0
     for head in _heads(text, at):
         if head.start() < at:
             continue  # inside the previous step (an input spread over lines)
-        if actions == MAX_ACTIONS:
+        if actions >= budget:
             rest = _start(text, head)
             break
         actions += 1
@@ -372,40 +383,76 @@ def read_transcript(text: str, leading_observation: bool = False) -> Transcript:
             continue
         steps.append(TranscriptStep(call, _observation_span(text, found.end())))
         at = steps[-1].observation[1]
-    return Transcript(_finished(text, steps, leading_observation, len(text) if rest is None else rest), rest)
+    return Transcript(_finished(text, steps, rest), rest, actions)
 
 
-def _finished(text: str, steps: list[TranscriptStep], leading_observation: bool, end: int) -> list[TranscriptStep]:
-    """The steps, those of finished episodes marked (`_finish`); `end`: where the text read ends."""
-    # Each step's gap up to the next action is searched once: linear in the text.
-    resumes: dict[int, int] = {}
+def _finished(text: str, steps: list[TranscriptStep], rest: int | None) -> list[TranscriptStep]:
+    """The steps with their observations' whole spans (`_observation_end`), those of finished episodes marked
+    (`_finish`); `rest`: where the text read ends, if before its end. Each step's gap up to the next action is
+    searched once: linear in the text."""
+    marked: list[TranscriptStep] = []
+    last = -1  # the last step that finishes an episode
     for i, step in enumerate(steps):
+        start, stop = step.observation
         following = steps[i + 1].call if i + 1 < len(steps) else None
-        resume = _finish(text, step, following.span[0] if following else end)
-        if resume is not None:
-            resumes[i] = resume
-    if not resumes:
-        return steps
-    last = max(resumes)
-    message = leading_observation and steps[0].call is None  # the tool's output message: nothing is given back
-    return [TranscriptStep(step.call, step.observation, i <= last and step.call is not None,
-                           None if message else resumes.get(i)) for i, step in enumerate(steps)]
+        if following is not None:
+            bound: int | None = following.span[0]
+            finish = _finish(text, step, following.span[0])
+        elif rest is None:
+            bound, finish = None, _finish(text, step, len(text))
+        else:  # the unread text follows: what an answer would give back is not all read
+            bound, finish = rest, None
+        if finish is not None:
+            end, resume = finish
+            last = i
+        else:
+            end, resume = _observation_end(text, stop, bound), None
+        marked.append(TranscriptStep(step.call, (start, max(start, rskip_space(text, end))), False, resume))
+    if last < 0:
+        return marked
+    return [step._replace(finished=True) if i <= last and step.call is not None else step
+            for i, step in enumerate(marked)]
 
 
-def _finish(text: str, step: TranscriptStep, end: int) -> int | None:
-    """Where the text is again what it was before the episode, if a `Final Answer:` line between the step's
-    observation and `end` (the next step's action, or the text's end) finishes its episode; None if none does.
-    An observation's text is the attacker's and can write any line, so only an answer the tool's output cannot
-    have written counts: after the model's `Thought:` (a line right after the observation is the observation's
-    own), outside a JSON-like observation (one cut before its closing bracket wrote the lines that cut it), and
-    with the episode not carried on after it (by a step line before a new question, or by a next step with no new
-    question before it). An observation that is a message of its own (`call` None, LlamaIndex) is the tool's
-    output whole: nothing in it finishes anything. The answer runs to its paragraph's end or the new question."""
-    if step.call is None:
-        return None
+def _observation_end(text: str, stop: int, following: int | None) -> int:
+    """Where the text an observation wrote ends: at the model's next step, the last `Thought:` line before the next
+    action `following` (a `Question:` or `Final Answer:` line before it is the tool's), else at that action. After
+    the last observation the tool's text runs to the end of the text; only a bare `Thought:` label that ends it (the
+    agent's prompt for the model's turn) or a `Thought:` line an action follows (the model's step, its observation
+    still to come) is the model's. `stop`: where the observation's first line of ReAct cut it (`_observation_span`)."""
+    if following is not None:
+        thought = _last_thought(text, stop, following)
+        return thought.start() if thought is not None else following
+    thought = _last_thought(text, stop, len(text))
+    if thought is not None and (skip_space(text, thought.end()) == len(text)
+                                or next(_heads(text, thought.end()), None) is not None):
+        return thought.start()
+    return len(text)
+
+
+def _last_thought(text: str, start: int, end: int) -> re.Match[str] | None:
+    """The last `Thought:` line in text[start:end] (each search starts where the previous one stopped)."""
+    last, found = None, _THOUGHT.search(text, start, end)
+    while found is not None:
+        last, found = found, _THOUGHT.search(text, found.end(), end)
+    return last
+
+
+def _finish(text: str, step: TranscriptStep, end: int) -> tuple[int, int] | None:
+    """If a `Final Answer:` line between the step's observation and `end` (the next step's action, or the text's
+    end) finishes its episode: where the answer's `Thought:` line begins (the observation's text ends there) and
+    where the text is again what it was before the episode. None if none does. An observation's text is the
+    attacker's and can write any line, so only an answer the tool's output cannot have written counts: after the
+    model's `Thought:` (a line right after the observation is the observation's own), outside a JSON-like
+    observation (one cut before its closing bracket wrote the lines that cut it), and with the episode not carried
+    on after it (by a step line before a new question, or by a next step with no new question before it). The
+    answer runs to its paragraph's end or the new question."""
     start, stop = step.observation
     answer = _FINISHED.search(text, stop, end)
-    if answer is None or _THOUGHT.search(text, stop, answer.start()) is None or _cut_value(text, start, stop):
+    if answer is None or _cut_value(text, start, stop):
+        return None
+    thought = _last_thought(text, stop, answer.start())
+    if thought is None:
         return None
     question = _NEW_QUESTION.search(text, answer.end(), end)
     if question is None and end < len(text):
@@ -414,7 +461,7 @@ def _finish(text: str, step: TranscriptStep, end: int) -> int | None:
     if _STEP_LINE.search(text, answer.end(), bound) is not None:
         return None
     paragraph = _PARAGRAPH_END.search(text, skip_space(text, answer.end(), bound), bound)
-    return paragraph.end() if paragraph else bound
+    return thought.start(), paragraph.end() if paragraph else bound
 
 
 def _cut_value(text: str, start: int, end: int) -> bool:
@@ -499,6 +546,12 @@ _PARAMETER = re.compile(r"[ \t]*\*{0,2}(" + _NAME + r")")
 # lists tens (OpenAI takes 128 tools). A call to a tool listed past them is undeclared.
 MAX_PROMPT_TOOLS = 1_000
 TEXT_INPUT = "tool_input"  # what LangChain names the one text input of a tool declared without arguments
+# The tools read from each prompt, kept: an agent resends the same system prompt every step, and most requests
+# without `tools` list none. Bounded by bytes (a prompt may be 4 MiB): a prompt over PROMPT_TOOLS_TEXT_BYTES is read
+# each time rather than kept.
+PROMPT_TOOLS_BYTES = 16 * 2**20
+PROMPT_TOOLS_TEXT_BYTES = 2**20
+_PROMPT_TOOL_BYTES = 250  # a PromptTool, its span and its slot in the tuple, beside its two strings
 
 
 class PromptTool(NamedTuple):
@@ -513,9 +566,23 @@ def prompt_tools(text: str) -> list[PromptTool]:
     return list(_prompt_tools(text))
 
 
-@lru_cache(maxsize=1024)
+_prompt_memo: SizedMemo[str, tuple[PromptTool, ...]] = SizedMemo(1024, PROMPT_TOOLS_BYTES)
+
+
 def _prompt_tools(text: str) -> tuple[PromptTool, ...]:
-    """Cached: an agent resends the same system prompt every step, and most requests without `tools` have none."""
+    """`_read_prompt_tools`, kept per prompt text (`_prompt_memo`, up to PROMPT_TOOLS_BYTES)."""
+    size = sys.getsizeof(text)
+    if size > PROMPT_TOOLS_TEXT_BYTES:
+        return _read_prompt_tools(text)
+    found = _prompt_memo.entries.get(text)
+    if found is None:
+        found = _read_prompt_tools(text)
+        _prompt_memo.put(text, found, size + sum(_PROMPT_TOOL_BYTES + sys.getsizeof(tool.name)
+                                                 + sys.getsizeof(tool.text_input) for tool in found))
+    return found
+
+
+def _read_prompt_tools(text: str) -> tuple[PromptTool, ...]:
     lowered = text.lower()
     # The literals every marker holds, tested before the case-insensitive regex (which costs ~30 ns per character).
     if all(marker not in lowered for marker in ("tools", "should be one of", "(one of")) \
