@@ -15,16 +15,17 @@ errand a text could plant; an MCP tool's name (`send_email`) can, and is checked
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
 from detectors._taint_index import TextIndex, compact_form, text_index, value_runs
 from detectors._taint_index import normalize as _normalize
 from detectors.prompt_injection import agent_request_hits
+from guardrails.argspans import SizedMemo
 from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
@@ -36,6 +37,8 @@ ENTITY = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?<![a-z0-9+.-])[
                     r"|(?<![\w./:-])[\w./:-]*\d[\w./:-]*|(?:~|\.{1,2})?/[\w.-]+/[\w./-]+", re.IGNORECASE)
 DISTINCTIVE = re.compile(r"[\d@/_.:]")
 WORD = re.compile(r"(?<!\w)[a-z]{3,}(?!\w)")  # prose words; `allowed_operations` is a key, not words
+LETTERS_DIGITS = re.compile(r"[^\W_]+")
+WORD_CHARS = re.compile(r"\w*")
 CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
 # What precedes a field value in JSON, Python reprs, YAML or key=value text: `{"key": `, `, 'key': [`, `\nkey: `.
 FIELD_PREFIX = re.compile(r"""(?:^|[{,\[]|\n)\s*["']?[\w$@.\-]{1,60}["']?\s*[:=]\s*\[?\s*$|(?:^|\[)\s*$""")
@@ -57,7 +60,13 @@ MAX_VALUE_LENGTH = 200
 # The short values an errand is spelled with: an action word ("sell"), an amount (50), a name ("Bob Lee").
 ERRAND_VALUE_MAX = 40
 ERRAND_VALUE_WORDS = 3
-REQUEST_CACHE_CHARS = 65_536
+# What is kept of the texts read (normalized forms, word stems, planted requests): agents resend their history every
+# step. Each memo is bounded by bytes (its texts as keys included); a longer text is read again when asked for: a
+# run of distinct 4 MiB bodies must not stay.
+MEMO_BYTES = 16 * 2**20
+MEMO_ENTRIES = 4096
+CACHED_TEXT_BYTES = 2**20
+_ENTRY_BYTES = 120  # an entry's slots in the memo's tables
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")  # "$3,000" is the 3000 of an amount argument
 
 
@@ -109,7 +118,7 @@ class ToolTaintDetector(Detector):
                     reported.add(path)
             choice = None
             if self.check_tool_choice and call.name not in earlier_tools and not _is_builtin(call):
-                choice = self._choice_finding(segment, call.name, untrusted, trusted)
+                choice = self._choice_finding(segment, call.name, sources, trusted)
                 if choice is not None:
                     findings.append(choice)
             if self.check_requests and choice is None and not reported:
@@ -165,19 +174,19 @@ class ToolTaintDetector(Detector):
             {"tool": tool, "argument": argument, "value": needle[:200], "in_prose": planted.in_prose,
              "source": _source(planted)}, score=0.9 if planted.in_prose else 0.3)
 
-    def _choice_finding(self, segment: Segment, tool: str, untrusted: Sequence[Segment], trusted: list[str]
-                        ) -> Finding | None:
+    def _choice_finding(self, segment: Segment, tool: str, sources: _Sources, trusted: list[str]) -> Finding | None:
         """The tool itself is what untrusted text asks for: its name's words are there and not in user text."""
         # Names read <vendor><verb><object> (AugustSmartLockUnlockDoor): the last words say what the call does.
         words = [w for w in (p.lower() for p in CAMEL.split(tool)) if len(w) >= 3 and w not in GENERIC_NAME_WORDS]
-        stems = {w[:5] for w in words[-3:]}
+        stems = frozenset(w[:5] for w in words[-3:])
         if len(stems) < 2:
             return None
         trusted_hits = {s for s in stems if any(s in word_stems(t) for t in trusted)}
         if len(trusted_hits) / len(stems) > 1 - self.choice_coverage:
             return None
-        for source in reversed(untrusted):
-            hits = stems & word_stems(normalize(source.text))
+        for i in reversed(range(len(sources.untrusted))):
+            source = sources.untrusted[i]
+            hits = sources.stems(i, stems)
             if len(hits) >= 2 and len(hits) / len(stems) >= self.choice_coverage:
                 return finding_at(
                     self, locate_name(segment), f"call to {tool!r} follows instructions in untrusted "
@@ -198,7 +207,7 @@ class ToolTaintDetector(Detector):
         if len(values) < 2 or not any(sum(c.isalpha() for c in v) >= 3 for v in values):
             return None
         for source in reversed(untrusted):
-            for start, end, request in _planted_requests(source.text):
+            for start, end, request in _cached_requests(source.text):
                 matched = [v for v in values if _has_token(request, v)]
                 if len(matched) >= 2 and any(sum(c.isalpha() for c in v) >= 3 for v in matched):
                     return finding_at(
@@ -224,19 +233,11 @@ def _errand_values(arguments: Any) -> Iterator[tuple[ArgPath, str]]:
             yield path, text
 
 
-def _planted_requests(text: str) -> tuple[tuple[int, int, str], ...]:
-    """Requests for an agent action in a text (prompt_injection's `agent_request` reading), each with its span
-    and its normalized words; cached because agents resend their history every step (texts up to
-    REQUEST_CACHE_CHARS: the cache must not hold megabytes per entry)."""
-    return _cached_requests(text) if len(text) <= REQUEST_CACHE_CHARS else _find_requests(text)
-
-
 def _find_requests(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Requests for an agent action in a text (prompt_injection's `agent_request` reading), each with its span
+    and its normalized words."""
     return tuple((hit.start or 0, hit.end or 0, THOUSANDS.sub("", normalize(text[hit.start:hit.end])))
                  for hit in agent_request_hits(text))
-
-
-_cached_requests = lru_cache(maxsize=1024)(_find_requests)
 
 
 def _has_token(text: str, value: str) -> bool:
@@ -255,17 +256,85 @@ def _is_builtin(call: ToolCall) -> bool:
     return call.hosted and call.mcp_server is None
 
 
-@lru_cache(maxsize=2048)
-def normalize(text: str) -> str:
-    """Case- and whitespace-insensitive form, Unicode folded as the index reads texts; cached because agents
-    resend their history every step."""
-    return _normalize(text)
+V = TypeVar("V")
 
 
-@lru_cache(maxsize=2048)
-def _squashed(normalized: str) -> str:
+class _TextMemo(Generic[V]):
+    """`compute(text)` kept per text (a SizedMemo: MEMO_ENTRIES, MEMO_BYTES), each entry's size the text's and the
+    result's (`size`); a text over CACHED_TEXT_BYTES is computed each time. A hit is one dict lookup."""
+
+    def __init__(self, compute: Callable[[str], V], size: Callable[[V], int]) -> None:
+        self.compute, self.size = compute, size
+        self.memo: SizedMemo[str, V] = SizedMemo(MEMO_ENTRIES, MEMO_BYTES)
+
+    def __call__(self, text: str) -> V:
+        found = self.memo.entries.get(text)
+        if found is None:
+            found = self.compute(text)
+            text_bytes = sys.getsizeof(text)
+            if text_bytes <= CACHED_TEXT_BYTES:
+                self.memo.put(text, found, text_bytes + self.size(found) + _ENTRY_BYTES)
+        return found
+
+    def cache_clear(self) -> None:
+        self.memo = SizedMemo(MEMO_ENTRIES, MEMO_BYTES)
+
+
+def _squash(normalized: str) -> str:
     """Letters and digits only: where a trusted text's `DE89 3704 ...` matches a compacted `de893704...`."""
-    return "".join(c for c in normalized if c.isalnum())
+    return "".join(LETTERS_DIGITS.findall(normalized))  # (str.isalnum, in C)
+
+
+def _stems(normalized: str) -> frozenset[str]:
+    return frozenset(w[:5] for w in set(WORD.findall(normalized)))  # (each word once: a tenth of them)
+
+
+def _stems_size(stems: frozenset[str]) -> int:
+    return sys.getsizeof(stems) + sum(map(sys.getsizeof, stems))
+
+
+def _requests_size(requests: tuple[tuple[int, int, str], ...]) -> int:
+    return sys.getsizeof(requests) + sum(sys.getsizeof(r) + sys.getsizeof(r[2]) + 64 for r in requests)
+
+
+def held_stems(normalized: str, stems: frozenset[str]) -> frozenset[str]:
+    """`stems & word_stems(normalized)`: each stem looked for where it opens a word (a str.find scan or two), where
+    word_stems reads every word (~150,000 a MB); kept per text and stems, as the history is resent each step."""
+    found = word_stems.memo.entries.get(normalized)
+    if found is not None:
+        return stems & found
+    key = (normalized, stems)
+    found = _held.entries.get(key)
+    if found is None:
+        found = frozenset(s for s in stems if _opens_a_word(normalized, s))
+        text_bytes = sys.getsizeof(normalized)
+        if text_bytes <= CACHED_TEXT_BYTES:
+            _held.put(key, found, text_bytes + _stems_size(stems) + _stems_size(found) + _ENTRY_BYTES)
+    return found
+
+
+def _opens_a_word(text: str, stem: str) -> bool:
+    """Whether `stem` is the first five letters (or all) of a WORD match of `text`: a run of three or more a-z letters
+    with no other word character (str.isalnum, `_`) on either side."""
+    if not (3 <= len(stem) <= 5 and stem.isascii() and stem.isalpha() and stem.islower()):
+        return False
+    k = text.find(stem)
+    while k >= 0:
+        if not k or not (text[k - 1].isalnum() or text[k - 1] == "_"):
+            end = k + len(stem)
+            rest = text[end:WORD_CHARS.match(text, end).end()]  # type: ignore[union-attr]
+            if not rest or (len(stem) == 5 and rest.isascii() and rest.isalpha() and rest.islower()):
+                return True
+        k = text.find(stem, k + 1)
+    return False
+
+
+# Case- and whitespace-insensitive form, Unicode folded as the index reads texts.
+normalize: _TextMemo[str] = _TextMemo(_normalize, sys.getsizeof)
+_squashed: _TextMemo[str] = _TextMemo(_squash, sys.getsizeof)
+word_stems: _TextMemo[frozenset[str]] = _TextMemo(_stems, _stems_size)
+_held: SizedMemo[tuple[str, frozenset[str]], frozenset[str]] = SizedMemo(MEMO_ENTRIES, MEMO_BYTES)
+_cached_requests: _TextMemo[tuple[tuple[int, int, str], ...]] = _TextMemo(_find_requests, _requests_size)
 
 
 def _url_variants(url: str) -> Iterator[str]:
@@ -287,11 +356,6 @@ def _url_variants(url: str) -> Iterator[str]:
         yield value.strip()
 
 
-@lru_cache(maxsize=2048)
-def word_stems(normalized: str) -> frozenset[str]:
-    return frozenset(w[:5] for w in WORD.findall(normalized))
-
-
 class _Sources:
     """The untrusted texts of one check, indexed once, and where each value was planted in them, found once.
 
@@ -309,11 +373,16 @@ class _Sources:
         self.indexes = [text_index(s.text) for s in untrusted] if wanted else []
         self.holders: dict[str, list[int]] = {}  # run -> the untrusted segments holding it, in order
         for i, index in enumerate(self.indexes):
-            few, many = (wanted, index.runs) if len(wanted) < len(index.runs) else (index.runs, wanted)
-            for run in few:
-                if run in many:
-                    self.holders.setdefault(run, []).append(i)
+            for run in index.runs.held(wanted):
+                self.holders.setdefault(run, []).append(i)
         self.found: dict[str, Planted | None] = {}
+
+    def stems(self, i: int, stems: frozenset[str]) -> frozenset[str]:
+        """Those of `stems` that are word stems of the i-th untrusted text, read off its index's normalized form where
+        that is normalize()'s too (folding and lower-casing a megabyte again cost ~45 ms)."""
+        index = self.indexes[i] if self.indexes else None
+        return held_stems(index.normalized if index is not None and index.as_normalize
+                          else normalize(self.untrusted[i].text), stems)
 
     def planted(self, value: str) -> Planted | None:
         if value not in self.found:
