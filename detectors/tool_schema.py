@@ -29,7 +29,7 @@ from jsonschema import FormatChecker, SchemaError, ValidationError, validators
 from jsonschema.protocols import Validator
 from referencing.exceptions import Unresolvable
 
-from detectors._argspans import ArgPath, finding_at, locate_argument, locate_name
+from detectors._argspans import ArgPath, argument_spans, finding_at, locate_argument, locate_name
 from detectors._schema_formats import with_fallback_formats
 from detectors._schema_guard import (
     OFFLINE_REGISTRY,
@@ -77,7 +77,7 @@ class ToolSchemaDetector(Detector):
     def _check_arguments(self, exchange: Exchange, segment: Segment) -> list[Finding]:
         call = segment.tool_call
         assert call is not None
-        whole = locate_argument(segment, ())
+        whole = _locate(segment, ())
         evidence: dict[str, Any] = {"tool": call.name}
         if call.arguments_error is not None:
             return [finding_at(self, whole, f"arguments of {call.name!r} are not valid JSON",
@@ -120,7 +120,7 @@ class ToolSchemaDetector(Detector):
             where = "/".join(str(t) for t in path)
             message = (f"{evidence['tool']!r} {where}: key written {count} times; parsers disagree on which value "
                        "counts, and the checks read only the last")
-            findings.append(finding_at(self, locate_argument(segment, path), message, Severity.HIGH,
+            findings.append(finding_at(self, _locate(segment, path), message, Severity.HIGH,
                                        {**evidence, "path": list(path), "rule": "duplicate_key"}))
         return findings
 
@@ -154,13 +154,13 @@ class ToolSchemaDetector(Detector):
         base = {**evidence, "path": list(path), "rule": kind}
         if kind == "additionalProperties" and isinstance(error.instance, dict):
             extras = additional_keys(error.instance, error.schema)
-            return [finding_at(self, locate_argument(segment, (*path, key)),
+            return [finding_at(self, _locate(segment, (*path, key)),
                                f"unexpected argument {key!r} for {evidence['tool']!r}",
                                Severity.MEDIUM, {**base, "path": [*path, key]}) for key in extras]
         severity = Severity.MEDIUM if kind in ("additionalProperties", "format") else Severity.HIGH
         where = "/".join(str(t) for t in path) or "arguments"
         message = f"{evidence['tool']!r} {where}: {error.message}"
-        return [finding_at(self, locate_argument(segment, path), message[:300], severity, base)]
+        return [finding_at(self, _locate(segment, path), message[:300], severity, base)]
 
     def _unchecked_notes(self, segment: Segment, arguments: dict[str, Any], unchecked: list[Unchecked],
                          evidence: dict[str, Any]) -> list[Finding]:
@@ -174,7 +174,7 @@ class ToolSchemaDetector(Detector):
             where = "/".join(str(t) for t in path) or "arguments"
             reason = misses[0].reason
             message = f"{evidence['tool']!r} {where}: not checked against pattern {pattern!r}: {REASONS[reason]}"
-            notes.append(finding_at(self, locate_argument(segment, path), message[:300], Severity.LOW, {
+            notes.append(finding_at(self, _locate(segment, path), message[:300], Severity.LOW, {
                 **evidence, "path": list(path), "rule": "pattern_unchecked", "pattern": pattern[:200],
                 "reason": reason, "values": len(texts)}))
         return notes
@@ -192,7 +192,7 @@ class ToolSchemaDetector(Detector):
             for segment in calls:
                 assert segment.tool_call is not None
                 findings.append(finding_at(
-                    self, locate_name(segment), f"tool_choice is 'none' but the model called "
+                    self, _name_location(segment), f"tool_choice is 'none' but the model called "
                     f"{segment.tool_call.name!r}", Severity.HIGH, {"tool_choice": "none"}))
         elif mode == "required" and not calls and _ended(exchange):
             findings.append(finding_at(self, Location("/response"), "tool_choice requires a tool call but "
@@ -202,7 +202,7 @@ class ToolSchemaDetector(Detector):
                 assert segment.tool_call is not None
                 if segment.tool_call.name not in names:
                     findings.append(finding_at(
-                        self, locate_name(segment), f"tool_choice allows {sorted(names)} but the model "
+                        self, _name_location(segment), f"tool_choice allows {sorted(names)} but the model "
                         f"called {segment.tool_call.name!r}", Severity.HIGH, {"tool_choice": sorted(names)}))
             if mode == "named" and not named_calls and _ended(exchange):
                 findings.append(finding_at(self, Location("/response"), f"tool_choice names {sorted(names)} "
@@ -385,3 +385,29 @@ def _try_json(text: str) -> Any:
 def _json_type(value: Any) -> str:
     return {bool: "a boolean", int: "a number", float: "a number", list: "an array", type(None): "null"}.get(
         type(value), type(value).__name__)
+
+
+def _locate(segment: Segment, path: ArgPath) -> Location:
+    """`locate_argument`, never an empty span (start == end points at nothing): an empty string value is located
+    with its quotes; arguments with no text at all (a call recovered without "arguments", `"arguments": ""`), at
+    the call's name, which names the call the finding is about."""
+    location = locate_argument(segment, path)
+    if location.start is None or location.start != location.end:
+        return location
+    call = segment.tool_call
+    if call is not None and call.arguments_is_object:
+        return Location(location.pointer)  # the empty string value itself, as a whole value
+    span = argument_spans(call.arguments_raw).get(path) if call is not None and path else None
+    if span is not None and span[0] == span[1] > 0:
+        quoted = segment.locate(span[0] - 1, span[1] + 1)
+        if quoted.start != quoted.end:
+            return quoted
+    return _name_location(segment)
+
+
+def _name_location(segment: Segment) -> Location:
+    """The call's name; an empty name as the whole value that holds it, not an empty span."""
+    location = locate_name(segment)
+    if location.start is not None and location.start == location.end:
+        return Location(location.pointer)
+    return location

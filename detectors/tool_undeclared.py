@@ -21,7 +21,7 @@ from typing import Any
 
 from detectors._toolnames import imitation
 from guardrails.detector import Detector, ScanContext, Scope, Services
-from guardrails.exchange import Exchange, Phase, SegmentKind
+from guardrails.exchange import Exchange, Location, Phase, SegmentKind
 from guardrails.findings import Category, Finding, Severity
 
 
@@ -53,6 +53,8 @@ class ToolUndeclared(Detector):
                 evidence["declared_in"] = lists
                 message += f" (not among the tools its prompt lists, at {lists[0]['pointer']})"
             where = call.name_location()
+            if where.start is not None and where.start == where.end:  # an empty name: the value, not a span in it
+                where = Location(where.pointer)
             findings.append(
                 Finding(
                     category=self.category,

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
-from guardrails.adapters.base import Adapter, ExchangeBuilder, HistoryMemo, is_mapping
+from guardrails.adapters.base import Adapter, ExchangeBuilder, HistoryMemo, describe_object, is_mapping
 from guardrails.adapters.gemini_generate import GeminiGenerateContentAdapter
 from guardrails.adapters.gemini_interactions import GeminiInteractionsAdapter
 from guardrails.adapters.openai_chat import OpenAIChatAdapter
@@ -34,6 +34,17 @@ _CONTENT_KEYS: dict[str, tuple[str, ...]] = {
     for key in sorted(frozenset().union(*(cls.content_keys for cls in ADAPTERS.values())))
 }
 _CONTENT_KEY_SET = frozenset(_CONTENT_KEYS)
+# Per format, the marker keys and the ("object"/"type" -> values) tags of the other APIs' whole responses.
+_FOREIGN_KEYS: dict[str, frozenset[str]] = {
+    name: frozenset(key for other, cls in ADAPTERS.items() if other != name for key in cls.response_markers)
+    for name in ADAPTERS
+}
+_FOREIGN_TAGS: dict[str, dict[str, frozenset[str]]] = {
+    name: {field: frozenset(value for other, cls in ADAPTERS.items() if other != name
+                            for key, value in cls.response_tags if key == field)
+           for field in {key for cls in ADAPTERS.values() for key, _ in cls.response_tags}}
+    for name in ADAPTERS
+}
 # Keys one adapter reads in place of each other: with both present it reads the first only. Chat Completions'
 # `messages` hides legacy Completions' `prompt` (which /v1/completions reads); Gemini's camelCase spelling wins.
 _READ_INSTEAD: dict[str, tuple[str, str]] = {
@@ -119,6 +130,59 @@ def _quoted(keys: list[str]) -> str:
     return ", ".join(f"\"{key}\"" for key in keys)
 
 
+def check_response(format: str, response: Mapping[str, Any], detected: bool) -> bool:
+    """Refuse a whole response that is not recognisably one of `format`'s: True to read it, False for an API error
+    body (nothing was generated: nothing to read).
+
+    Each reader skips the fields it does not know, so a response of another API (a gateway translating between
+    APIs, a request and a response paired by mistake) or none at all (`{}`) would be read as empty and allowed.
+    A response carrying another API's marker fields is refused whether it has `format`'s own fields or not: the
+    text under those fields would go unchecked. Detected, that is a body mixing APIs (`ambiguous_format`); with
+    `format` given, a body that does not match its format (`invalid_body`). Pointer: /response.
+    """
+    adapter = ADAPTERS[format]
+    foreign: list[str] = []
+    if _may_be_foreign(format, response):
+        foreign = [f"{', '.join(marks)} ({name})" for name, other in ADAPTERS.items()
+                   if name != format and (marks := other.response_marks(response))]
+    if foreign:
+        found = "; ".join(foreign)
+        if detected:
+            raise AmbiguousFormat(
+                f"the body mixes APIs: it was detected as {format}, but its response carries {found}, fields of "
+                f"another API's response that {format} does not read: that text would go unchecked; check the "
+                f"request and the response of one API (expected {adapter.response_kind})", "/response")
+        raise BodyError(f"expected {adapter.response_kind}, got a response that carries {found}: a response must "
+                        f"be of the API the body is read as, {format}", "/response")
+    if adapter.carries_response_fields(response):
+        return True
+    if _is_error_body(response):
+        return False
+    fields = " or ".join(f"\"{key}\"" for key in adapter.response_fields)
+    raise BodyError(f"expected {adapter.response_kind}, got {describe_object(response)}, with no {fields}: it "
+                    f"would be read as empty; a response must be of the API the body is read as, {format}",
+                    "/response")
+
+
+def _may_be_foreign(format: str, response: Mapping[str, Any]) -> bool:
+    """Whether `response` has a key or tag of another API's response (maybe null): set operations on its keys, so
+    that the usual response, which has none, costs no message building."""
+    keys = _FOREIGN_KEYS[format]
+    if not (response.keys().isdisjoint(keys) if type(response) is dict else all(key not in response for key in keys)):
+        return True
+    for key, values in _FOREIGN_TAGS[format].items():
+        value = response.get(key)
+        if isinstance(value, str) and value in values:
+            return True
+    return False
+
+
+def _is_error_body(response: Mapping[str, Any]) -> bool:
+    """An API's error body, which is all a failed call returns: `{"error": {...}}` (OpenAI, vLLM, Google),
+    `{"object": "error", ...}` (older vLLM), `{"type": "error", "error": {...}}` (Anthropic)."""
+    return response.get("type") == "error" or response.get("object") == "error" or is_mapping(response.get("error"))
+
+
 def read_exchange(
     request: Mapping[str, Any],
     response: Any,
@@ -151,11 +215,13 @@ def read_exchange(
         adapter.read_stream(response, builder)
     elif is_mapping(response):
         builder.has_response = True
-        adapter.read_response(response, builder)
+        if check_response(format, response, detected):
+            adapter.read_response(response, builder)
     elif response is not None:
         raise BodyError("response must be an object, a list of stream chunks, or null", "/response")
     exchange = builder.build()
     return replace(exchange, partial=True) if partial else exchange
 
 
-__all__ = ["ADAPTERS", "FORMATS", "Adapter", "ExchangeBuilder", "HistoryMemo", "detect_format", "read_exchange"]
+__all__ = ["ADAPTERS", "FORMATS", "Adapter", "ExchangeBuilder", "HistoryMemo", "check_response", "detect_format",
+           "read_exchange"]

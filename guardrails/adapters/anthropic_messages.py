@@ -96,6 +96,10 @@ class AnthropicMessagesAdapter(Adapter):
     content_keys = frozenset({"system", "messages", "tools"})
     stream_event = ('an Anthropic Messages stream event (an object whose "type" is an event name such as '
                     'message_start, content_block_delta or ping, bare or wrapped as {"event", "data"})')
+    response_kind = 'an Anthropic Messages response, with "content"'
+    response_fields = ("content",)
+    response_markers = ("content",)  # no other API has a top-level `content`
+    response_tags = (("type", "message"),)
 
     @classmethod
     def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:

@@ -628,6 +628,29 @@ class Adapter(ABC):
     # reads. A body whose format is detected, not given, is refused when it also holds another API's content key
     # that the detected adapter does not read: the server would read that text, the guardrail never would.
     content_keys: ClassVar[frozenset[str]] = frozenset()
+    # What a whole response of this API is, named in the 422 that refuses one that is not (`check_response`).
+    response_kind: ClassVar[str]
+    # Top-level fields of which every whole response of this API carries one (not null): a response with none
+    # of them would be read as empty, so it is refused.
+    response_fields: ClassVar[tuple[str, ...]] = ()
+    # Top-level fields only this API's whole responses have, and ("object"/"type", value) tags naming them: a
+    # response read as another API that carries one holds text that API's reader would skip.
+    response_markers: ClassVar[tuple[str, ...]] = ()
+    response_tags: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @classmethod
+    def response_marks(cls, response: Mapping[str, Any]) -> list[str]:
+        """The marker fields and tags of this API that `response` carries, as a 422 names them."""
+        marks = [f'"{key}"' for key in cls.response_markers if response.get(key) is not None]
+        marks += [f'"{key}": "{value}"' for key, value in cls.response_tags if response.get(key) == value]
+        return marks
+
+    @classmethod
+    def carries_response_fields(cls, response: Mapping[str, Any]) -> bool:
+        for key in cls.response_fields:  # noqa: SIM110  (a loop: any() over a generator costs twice as much)
+            if response.get(key) is not None:
+                return True
+        return False
 
     @classmethod
     @abstractmethod
@@ -663,7 +686,7 @@ class Adapter(ABC):
         is_event = self.is_stream_event
         for k, chunk in enumerate(chunks):
             if (type(chunk) is dict or isinstance(chunk, Mapping)) and not is_event(chunk):
-                raise BodyError(f"expected {self.stream_event}, got {_describe(chunk)}: every chunk of a stream "
+                raise BodyError(f"expected {self.stream_event}, got {describe_object(chunk)}: every chunk of a stream "
                                 f"must be an event of the API it is read as, {self.format}", f"/response/{k}")
 
 
@@ -736,7 +759,7 @@ def json_type(value: Any) -> str:
     return "an object" if is_mapping(value) else type(value).__name__
 
 
-def _describe(chunk: Mapping[str, Any]) -> str:
+def describe_object(chunk: Mapping[str, Any]) -> str:
     """A short account of an object for an error message: the field that names its kind, else its first keys."""
     for key in ("type", "object", "event_type"):
         value = chunk.get(key)

@@ -57,6 +57,11 @@ STREAM_META_KEYS = ("modelVersion", "responseId", "createTime")
 # no candidates (usage or prompt feedback only). Google's mid-stream error is {"error": {code, message, status}}.
 STREAM_CHUNK_KEYS = (*RESPONSE_MARKERS, *STREAM_META_KEYS, "usage_metadata", "prompt_feedback", "model_version",
                      "response_id", "create_time", "error")
+# A whole response carries candidates, or only prompt feedback where the prompt was blocked.
+RESPONSE_FIELDS = ("candidates", "promptFeedback", "prompt_feedback")
+# Fields no other API's whole response has (camelCase, or Gemini's own names): a response read as another API
+# that carries one is Gemini's.
+RESPONSE_ONLY_KEYS = (*RESPONSE_FIELDS, "usageMetadata", "usage_metadata", "modelVersion", "responseId")
 MAX_SCHEMA_DEPTH = 64
 CODE_EXECUTION = "code_execution"  # the built-in whose calls are `executableCode` parts
 GOOGLE_SEARCH = "google_search"  # the built-in whose queries come back in `groundingMetadata`
@@ -83,6 +88,9 @@ class GeminiGenerateContentAdapter(Adapter):
     content_keys = frozenset({"systemInstruction", "system_instruction", "contents", "tools"})
     stream_event = ('a Gemini streamGenerateContent chunk (a partial GenerateContentResponse, with "candidates", '
                     '"usageMetadata", "promptFeedback", "modelVersion" or "responseId", or an "error")')
+    response_kind = 'a Gemini generateContent response, with "candidates" (or "promptFeedback" for a blocked prompt)'
+    response_fields = RESPONSE_FIELDS
+    response_markers = RESPONSE_ONLY_KEYS
 
     @classmethod
     def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:

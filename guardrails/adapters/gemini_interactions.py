@@ -113,6 +113,11 @@ class GeminiInteractionsAdapter(Adapter):
     top_score = 95
     content_keys = frozenset({"system_instruction", "input", "tools"})
     stream_event = 'a Gemini Interactions stream event (an object with a string "event_type")'
+    response_kind = 'a Gemini Interactions response, with "steps", legacy "outputs", or at least a "status"'
+    # An interaction still `in_progress` or `queued` (background) has a status and no steps yet.
+    response_fields = ("steps", "outputs", "status")
+    response_markers = ("steps", "outputs")
+    response_tags = (("object", "interaction"),)
 
     @classmethod
     def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:

@@ -86,6 +86,10 @@ class OpenAIChatAdapter(Adapter):
     content_keys = frozenset({"messages", "prompt", "tools", "functions", "documents"})
     stream_event = ('an OpenAI Chat Completions or legacy Completions stream chunk (an object with "choices", '
                     'its "object" "chat.completion.chunk" or "text_completion" where present, or an "error")')
+    response_kind = 'an OpenAI Chat Completions (or legacy Completions) response, with "choices"'
+    response_fields = ("choices",)
+    response_markers = ("choices",)
+    response_tags = (("object", "chat.completion"), ("object", "chat.completion.chunk"), ("object", "text_completion"))
 
     @classmethod
     def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
@@ -189,19 +193,25 @@ class OpenAIChatAdapter(Adapter):
     def _read_assistant(self, message: Mapping[str, Any], ptr: str, turn: int, phase: Phase,
                         b: ExchangeBuilder, echoed: int = 0) -> None:
         """`echoed`: leading characters of a string content that vLLM echoed from the request (chat `echo`)."""
+        read = False
         for key in REASONING_KEYS:
             value = message.get(key)
-            if isinstance(value, str) and value:
+            if value is None:
+                continue
+            if not isinstance(value, str):  # an array or object would be skipped unread
+                expect(value, str, f"{ptr}/{key}", f"message {key}", "a string or null")
+            if value and not read:
+                read = True
                 b.text(SegmentKind.REASONING, value, f"{ptr}/{key}", role="assistant", turn=turn, phase=phase,
                        source=key)
-                break
         content = message.get("content")
         if content is not None:  # agents' tool-calling turns have none: no pointer to build
             for text, pointer in content_texts(content, f"{ptr}/content"):  # a string content: one run
                 b.assistant_text(text[echoed:], pointer, turn=turn, phase=phase, start=echoed)
         refusal = message.get("refusal")
-        if isinstance(refusal, str):
-            b.assistant_text(refusal, f"{ptr}/refusal", turn=turn, phase=phase)
+        if refusal is not None:
+            b.assistant_text(expect(refusal, str, f"{ptr}/refusal", "message refusal", "a string or null"),
+                             f"{ptr}/refusal", turn=turn, phase=phase)
         tool_calls = message.get("tool_calls")
         if tool_calls is not None:
             expect(tool_calls, list, f"{ptr}/tool_calls", "tool_calls")
@@ -284,12 +294,16 @@ class OpenAIChatAdapter(Adapter):
             if is_mapping(message):
                 self._read_assistant(message, f"{cptr}/message", turn, Phase.RESPONSE, b,
                                      _echoed_content(b.echo, index, message))
+            elif message is not None:  # a string or an array would be skipped unread
+                expect(message, Mapping, f"{cptr}/message", "a choice's message")
             elif isinstance(choice.get("text"), str):  # legacy completions
                 text = choice["text"]
                 echoed = _echoed(b.echo, index, choice, text)
                 if len(text) > echoed[0]:  # `max_tokens: 0` scoring echoes the prompt alone: no assistant text
                     b.assistant_text(text[echoed[0]:], f"{cptr}/text", turn=turn, phase=Phase.RESPONSE,
                                      start=echoed[0])
+            else:
+                _refuse_textless_choice(choice, cptr)
             _read_choice_logprobs(choice, cptr, index, b, echoed[1])
             if isinstance(choice.get("prompt_logprobs"), list):
                 b.add_logprobs("prompt", f"{cptr}/prompt_logprobs", choice["prompt_logprobs"], index)
@@ -382,12 +396,20 @@ class _ChoiceStream:
                 if echo is not None:  # vLLM's echo chunk: the role chunk's "" comes before it
                     self.echoed = _echoed_chars(echo, self.index, content, self.role or "assistant")
             self.content.append((content, f"{dptr}/content"))
+        elif content is not None:  # an array or object would be skipped unread
+            expect(content, str, f"{dptr}/content", "delta content", "a string or null")
         refusal = delta.get("refusal")
         if isinstance(refusal, str):
             self.refusal.append((refusal, f"{dptr}/refusal"))
+        elif refusal is not None:
+            expect(refusal, str, f"{dptr}/refusal", "delta refusal", "a string or null")
         for key in REASONING_KEYS:
             value = delta.get(key)
-            if isinstance(value, str) and self.reasoning_key in (None, key):
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                expect(value, str, f"{dptr}/{key}", f"delta {key}", "a string or null")
+            if self.reasoning_key in (None, key):
                 self.reasoning_key = key
                 self.reasoning.append((value, f"{dptr}/{key}"))
         tool_calls = delta.get("tool_calls")
@@ -482,13 +504,13 @@ class _CallStream:
             arguments, args_pointer = {"input": ""}, self.arguments[0][1].rpartition("/")[0]
         else:  # no argument text streamed: read as no arguments, located at the call delta as a whole
             arguments, args_pointer = {}, self.pointer
-        # A name is located with offsets: without one, point at a string of the call (arguments, else id).
+        # A name is located with offsets. A name streamed in fragments is located in the chunk where it starts,
+        # as the whole of that fragment: offsets up to len(name) would run past the fragment's string. No name
+        # streamed (its chunk is missing): a string of the call (arguments, else id) as a whole, not an empty span.
         name_pointer = self.name_pointer or (args_pointer if pieces else self.id_pointer) or args_pointer
-        # A name streamed in fragments is located in the chunk where it starts, as the whole of that fragment:
-        # offsets up to len(name) would run past the fragment's string.
         segment = b.tool_call(name=self.name, arguments=arguments, call_id=self.id, name_pointer=name_pointer,
                               arguments_pointer=args_pointer, turn=turn, phase=Phase.RESPONSE, pieces=pieces,
-                              name_in_text=not self.name_split)
+                              name_in_text=bool(self.name) and not self.name_split)
         if self.kind == "custom" and pieces and segment.tool_call is not None:
             # Free-form input, not JSON: the text stays the input as streamed (each piece in its fragment), read
             # as the arguments {"input": ...} that the whole response's call has.
@@ -705,6 +727,17 @@ def _without_echo(logprobs: Mapping[str, Any], count: int) -> dict[str, Any]:
         base = kept[0] if kept and type(kept[0]) is int else 0
         out["text_offset"] = [o - base if type(o) is int else o for o in kept]
     return out
+
+
+def _refuse_textless_choice(choice: Mapping[str, Any], cptr: str) -> None:
+    """A whole response's choice with neither a `message` nor a completions `text`: what it carries instead (a
+    stream chunk's `delta`, a text of the wrong type, a misspelt key) would be skipped unread."""
+    if choice.get("delta") is not None:
+        raise BodyError("a whole response's choice carries a \"message\" (or a completions \"text\"), not a "
+                        "\"delta\"; send a stream as the list of its chunks", f"{cptr}/delta")
+    if choice.get("text") is not None:
+        expect(choice["text"], str, f"{cptr}/text", "a completions choice's text", "a string")
+    raise BodyError("a choice must carry a \"message\" (Chat Completions) or a \"text\" (legacy Completions)", cptr)
 
 
 def _looks_like_chat_response(response: Any) -> bool:

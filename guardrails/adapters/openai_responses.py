@@ -102,6 +102,10 @@ class OpenAIResponsesAdapter(Adapter):
     top_score = 95
     content_keys = frozenset({"instructions", "input", "tools"})
     stream_event = 'an OpenAI Responses stream event (an object whose "type" starts with "response." or is "error")'
+    response_kind = 'an OpenAI Responses response, with "output"'
+    response_fields = ("output",)
+    response_markers = ("output",)
+    response_tags = (("object", "response"),)
 
     @classmethod
     def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
@@ -469,13 +473,15 @@ class _ItemReader:
             args_pointer = pieces[0].pointer if pieces else arguments[0][1]
             name, name_pointer = "", args_pointer
             call_id = None
-            if item is not None and isinstance(item[0].get("name"), str):
-                name, name_pointer = item[0]["name"], f"{item[1]}/name"
-                call_id = _call_id(item[0])
+            if item is not None and "name" in item[0]:  # a name of another type (null included): never unnamed
+                name = expect(item[0]["name"], str, f"{item[1]}/name", "function_call name")
+                name_pointer, call_id = f"{item[1]}/name", _call_id(item[0])
             elif name_event is not None:
                 name, name_pointer = name_event
+            # No name streamed: the location is the first arguments delta as a whole, not an empty span in it.
             self.b.tool_call(name=name, arguments=raw, call_id=call_id, name_pointer=name_pointer,
-                             arguments_pointer=args_pointer, turn=turn, phase=self.phase, pieces=pieces)
+                             arguments_pointer=args_pointer, turn=turn, phase=self.phase, pieces=pieces,
+                             name_in_text=bool(name))
 
 
 class _ItemStream:
