@@ -24,9 +24,12 @@ def authorize(request: Request, settings: Settings) -> None:
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    """The body as JSON. A missing (or empty) Content-Type is read as JSON (gateway middleware often sends none);
+    one that says another type is refused (415). A client that closes mid-body raises starlette's `ClientDisconnect`
+    (answered by api/errors.py as a disconnect, not a 500)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower() or "application/json"
     if content_type != "application/json" and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type!r}")
+        raise UnsupportedMediaType(f"Content-Type must be application/json (or absent), got {content_type!r}")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -43,4 +46,15 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"body is not valid JSON: {exc}") from None
+        raise InvalidJSON(_not_json(raw, exc)) from None
+
+
+def _not_json(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why `raw` is not JSON. orjson reports any byte that is not UTF-8 as "surrogates not allowed" at char 0;
+    Python's decoder says where it is."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (f"the body is not valid UTF-8 at byte {bad.start} (0x{raw[bad.start:bad.end].hex()}): JSON is "
+                "sent as UTF-8")
+    return f"body is not valid JSON: {exc}"

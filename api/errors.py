@@ -9,6 +9,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from guardrails.contract import ErrorResponse
 from guardrails.errors import GuardrailsError
@@ -49,6 +50,12 @@ def response_for(exc: Exception) -> Response:
         return error_response(exc.status_code, STATUS_TYPES.get(exc.status_code, "http_error"), str(exc.detail))
     if isinstance(exc, PolicyError):  # a bundle on disk that does not load (/readyz lists it): not the body's fault
         return error_response(503, "policy_unavailable", f"the selected policy does not load: {exc}")
+    if isinstance(exc, ClientDisconnect):  # the caller's doing (a gateway timeout, a killed client): no traceback
+        # 499, nginx's "client closed request": nobody reads it, but the log and check_errors_total{status="499",
+        # type="client_disconnect"} tell it from a bug of ours.
+        log.info("client disconnected before its request body arrived: not checked")
+        return error_response(499, "client_disconnect", "the client closed the connection before its request body "
+                              "arrived")
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
@@ -62,5 +69,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle(_: Request, exc: Exception) -> Response:
         return response_for(exc)
 
-    for exc_type in (GuardrailsError, HTTPException, RequestValidationError, Exception):
+    # ClientDisconnect by name: a handler for `Exception` alone runs in starlette's ServerErrorMiddleware, which
+    # re-raises, and the server logs the traceback anyway.
+    for exc_type in (GuardrailsError, HTTPException, RequestValidationError, ClientDisconnect, Exception):
         app.add_exception_handler(exc_type, handle)

@@ -1,7 +1,9 @@
 """`low_confidence`: segments and tool arguments the model generated with low token confidence.
 
 Judged against the model's own running distribution of weighted token logprobs (guardrails/model_stats.py)
-once enough of its traffic was seen, against the policy's absolute thresholds before that. Token statistics are
+once enough of its traffic was seen, against the policy's absolute thresholds before that. Learned from final
+checks only, each response once (not from `partial` re-checks, nor a retry with the same response id), under the
+model name the body claims (what that allows: guardrails/model_stats.py). Token statistics are
 learned on the scale tokens are judged on (logprob x weight, guardrails/logprobs/weights.py): a relative token
 threshold is a weighted logprob, like `token_logprob`. Logprobs come from the response (any source shape,
 Gemini's `logprobsResult` included) or, with `pull: true`, from teacher-forced scoring on a vLLM server. No
@@ -134,7 +136,10 @@ class LowConfidenceDetector(Detector):
         shown = [_Shown(r) for r in judged if r.unit.kind != "argument" or r.signals.low_spans]
         findings = [self._finding(s, thresholds) for s in shown if self._is_low(s.report, thresholds)]
         learned = self._learned(analysis, shown)
-        if learned is not None:
+        # A partial re-check resends every chunk so far (40 of them outweighed the final answer); a retried check
+        # resends the same response: learned from once, at its first final check.
+        if (learned is not None and not exchange.partial
+                and self.stats.first_count(model, exchange.generation.response_id)):
             await self.stats.run(partial(self.stats.update, model, learned))
         ctx.signals[self.name] = self._summary(model, origin, exchange, thresholds, analysis, judged, shown)
         unaligned = self._unaligned_calls(ctx.segments, judged)

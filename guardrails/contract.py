@@ -28,9 +28,13 @@ class CheckContext(BaseModel):
 
 
 class CheckRequest(BaseModel):
-    """A check body: the request the gateway forwarded and, for an output-phase check, what came back."""
+    """A check body: the request the gateway forwarded and, for an output-phase check, what came back. A top-level
+    key other than these is refused with HTTP 422 `invalid_body` (the message lists them, the pointer names the
+    first): a misspelt `polcy` or `respone` would otherwise be checked without it. Unknown keys inside `context`
+    are kept."""
 
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "example": {
                 "request": {

@@ -5,14 +5,25 @@ model's). Detectors judge against the model's own running mean and spread, kept 
 methods, `get` and `update`: in the service's state store (`SharedModelStats`: SQLite or Redis, so every
 replica judges against the same numbers), or in memory when the service runs without one. Code on the event
 loop calls them through `run`, which takes a remote store's calls off the loop (`StateStore.run`).
+
+What is learned is the caller's word: the key is the model name the check body claims, so learning is per
+caller-claimed model, and whoever may call the service can feed a name's statistics. What limits that here:
+detectors judge relative to the statistics only past their minimum counts (`relative.min_tokens`, `min_segments`
+of `low_confidence`); a mid-stream re-check (`partial`) is never learned from (it resends every chunk so far); a
+response already counted (same response id and model, a gateway's retry) is not counted again (`first_count`,
+the last `MAX_SEEN_RESPONSES` per process); the memory store keeps at most `max_models` names, the state stores
+forget a name idle for 30 days. One check's influence is not capped: a check adds every token it carries, so one
+long response weighs as much as many short ones (a 500-token final check alone reaches `min_tokens`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -21,6 +32,9 @@ if TYPE_CHECKING:
     from guardrails.state.base import StateStore
 
 T = TypeVar("T")
+# Responses remembered as counted, per process: a retry comes seconds after its first check, not 65,536 checks.
+MAX_SEEN_RESPONSES = 65_536
+_CREATING = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +79,50 @@ class ModelStats:
         return cls(Moments(int(t[0]), float(t[1]), float(t[2])), Moments(int(s[0]), float(s[1]), float(s[2])))
 
 
+class SeenResponses:
+    """(model key, response id) pairs already counted, the most recent `max_entries` of them. Kept as 16-byte
+    digests, so memory is bounded by the count whatever the ids' length (about 9 MB at 65,536)."""
+
+    def __init__(self, max_entries: int = MAX_SEEN_RESPONSES) -> None:
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_entries = max_entries
+
+    def first(self, key: str, response_id: str) -> bool:
+        """True the first time this pair is seen (it is remembered from then on), False for a repeat."""
+        # Length-prefixed: ("a:b", "c") and ("a", "b:c") are different pairs. surrogatepass: a library caller's
+        # string may hold a lone surrogate.
+        raw = f"{len(key)}:{key}{response_id}".encode("utf-8", "surrogatepass")
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        with self._lock:
+            if digest in self._seen:
+                return False
+            if len(self._seen) >= self._max_entries:
+                self._seen.popitem(last=False)  # the oldest: a retry of it is long past
+            self._seen[digest] = None
+            return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
 class ModelStatsStore(ABC):
     """get/update per model key. Implementations must make `update` atomic per key."""
+
+    _responses: SeenResponses | None = None
+
+    def first_count(self, key: str, response_id: str | None) -> bool:
+        """Whether a check of response `response_id` may be learned from under `key`: not when that response was
+        counted already (a gateway that retries a check sends the same response again). A response without an id
+        cannot be told apart from another: it always counts. Per process: a retry that reaches another replica
+        is counted there too."""
+        if not response_id:
+            return True
+        if self._responses is None:
+            with _CREATING:  # created on first use: a subclass need not call an __init__ for it
+                if self._responses is None:
+                    self._responses = SeenResponses()
+        return self._responses.first(key, response_id)
 
     @property
     def remote(self) -> bool:

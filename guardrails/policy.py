@@ -544,7 +544,9 @@ class PolicyStore:
     bundle that no longer loads keeps its last good version live and its error is kept in `errors`.
     `build`, when set (the check service sets it), also builds a changed version's detectors and flows
     before the swap: an edit that loads but does not build (an unknown detector, a rejected setting)
-    must not replace a version that works.
+    must not replace a version that works. A removed bundle (its directory or its config.yml gone) is no
+    longer served, as `guardrails check` on the same directory would not find it; `removed`, when set, is
+    told its id. One that comes back is loaded again.
     """
 
     def __init__(self, root: str | Path, check_interval_s: float = 1.0) -> None:
@@ -552,6 +554,7 @@ class PolicyStore:
         self.check_interval_s = check_interval_s
         self.errors: dict[str, str] = {}  # policy id -> why its latest edit did not load
         self.build: Callable[[Policy], object] | None = None
+        self.removed: Callable[[str], object] | None = None
         self._loaded: dict[str, _Loaded] = {}
         self._routing: tuple[float, tuple[int, int], Routing] | None = None
 
@@ -567,8 +570,8 @@ class PolicyStore:
             return loaded.policy
         directory = self.root / policy_id
         if "/" in policy_id or policy_id.startswith(".") or not (directory / POLICY_FILE).is_file():
-            if loaded is not None:  # the bundle was removed: keep serving what we have
-                return loaded.policy
+            if loaded is not None:  # removed: serving its old version would answer for a bundle no one can see
+                self._forget(policy_id, loaded)
             raise KeyError(policy_id)
         fingerprint = _fingerprint(directory)
         if loaded is not None and fingerprint == loaded.fingerprint:
@@ -592,6 +595,26 @@ class PolicyStore:
         self._loaded[policy_id] = _Loaded(policy, fingerprint, now)  # one assignment: the swap is atomic
         self.errors.pop(policy_id, None)
         return policy
+
+    def prune(self) -> list[str]:
+        """Forget every loaded bundle no longer on disk (what `get` does for one it is asked for); return their
+        ids. Readiness calls it, so a removed bundle leaves `/readyz` and the metrics without a check naming it."""
+        on_disk = set(self.ids())
+        gone = [policy_id for policy_id in self._loaded.copy() if policy_id not in on_disk]
+        for policy_id in gone:
+            loaded = self._loaded.get(policy_id)
+            if loaded is not None:
+                self._forget(policy_id, loaded)
+        return gone
+
+    def _forget(self, policy_id: str, loaded: _Loaded) -> None:
+        if self._loaded.pop(policy_id, None) is None:
+            return  # another thread forgot it first
+        self.errors.pop(policy_id, None)  # a rejected edit of a bundle that is gone is no longer news
+        log.warning("policy %s: removed from %s (no %s), no longer served in worker pid %d (was version %s)",
+                    policy_id, self.root, POLICY_FILE, os.getpid(), loaded.policy.version)
+        if self.removed is not None:
+            self.removed(policy_id)
 
     def loaded_versions(self) -> dict[str, str]:
         """The version serving for each bundle loaded so far: read without touching the disk or loading (a copy

@@ -76,6 +76,7 @@ class CheckService:
         # A reloaded version is built before it replaces the live one: an edit that loads but does not
         # build (unknown detector, rejected setting, Colang NeMo refuses) keeps the last good version serving.
         policies.build = self.engine_for
+        policies.removed = self._drop_engine  # a removed bundle's detectors are not kept for a return
 
     def engine_for(self, policy: Policy) -> Engine:
         key = (policy.id, policy.version)
@@ -85,6 +86,9 @@ class CheckService:
             self._engines = {k: v for k, v in self._engines.items() if k[0] != policy.id}
             self._engines[key] = engine
         return engine
+
+    def _drop_engine(self, policy_id: str) -> None:
+        self._engines = {k: v for k, v in self._engines.items() if k[0] != policy_id}
 
     def built_engine(self, policy: Policy) -> Engine | None:
         """The engine this policy version runs on, if one was built; never builds (nor swaps in) one."""
@@ -193,6 +197,7 @@ class CheckService:
         observers report (the audit store refusing writes). Not ready while the default policy does not load
         or an observer reports a problem: either way checks are refused."""
         problems: dict[str, str] = {}
+        self.policies.prune()  # a bundle removed since it served: its stale `reload:` error goes with it
         for policy_id in self.policies.ids():
             try:
                 self.engine_for(self.policies.get(policy_id))
@@ -212,6 +217,14 @@ class CheckService:
             default = self.default_policy_id()
         except PolicyError:  # routing.yml never loaded (listed above): checks use the service default
             default = self.default_policy
+        if default not in self.policies.ids() and not {f"policy:{default}", f"routing:{default}"} & set(problems):
+            # Missing (removed while serving, say): said as a check that falls to it is told.
+            try:
+                routing = self.policies.routing()
+                rule = "default" if routing.default else None
+            except PolicyError:
+                routing, rule = Routing(), None
+            problems[f"policy:{default}"] = self.missing_policy(default, routing, rule)
         observed = self.observer_problems()
         problems.update(observed)
         return {"ready": f"policy:{default}" not in problems and default in self.policies.ids() and not observed,
