@@ -177,6 +177,16 @@ def unset_warnings(policy: Policy) -> list[PolicyError]:
     version = policy.rails.colang_version
     warnings = []
     for read in unset_reads(list(policy.rails.colang_files), version, VARIABLE_NAMES):
+        if read.declared:  # a 2.x `global` nothing sets: reported at its declaration
+            local = (f"; flow {read.local_in!r} assigns ${read.name} without declaring `global ${read.name}`, so "
+                     f"that value stays in flow {read.local_in!r}" if read.local_in else "")
+            fix = f"; did you mean ${read.suggestion}?" if read.suggestion else ""
+            warnings.append(PolicyError(
+                f"flow {read.flow!r} declares `global ${read.name}`, which nothing sets (not a check variable, no "
+                f"flow assigns it as a global, no action returns it in context_updates): it is empty (None) at "
+                f"check time, so an expression on it (`\"x\" in ${read.name}`) aborts the flow (a block) and an "
+                f"action given it gets None (the flow judges nothing){local}{fix}", read.file, read.line))
+            continue
         if version == "1.0":
             why = "not a check variable, and no flow of the bundle assigns it"
             fix = f"; did you mean ${read.suggestion}?" if read.suggestion else ""

@@ -12,6 +12,7 @@ import pytest
 from policy_bundles import bundle, validate
 
 from guardrails.adapters import read_exchange
+from guardrails.colang.parse import flows_in
 from guardrails.detector import DetectorRegistry
 from guardrails.engine import Engine
 from guardrails.exchange import Exchange
@@ -200,7 +201,8 @@ def test_colang_syntax_errors_name_the_line_and_what_is_wrong(
     assert (caught.value.file, caught.value.line) == (str(directory / "rails.co"), line), caught.value
     assert caught.value.message.startswith("Colang syntax error: ")
     assert needle in caught.value.message
-    assert "Token(" not in caught.value.message and "object has no attribute" not in caught.value.message
+    said = caught.value.message.split(" (NeMo's parser: ")[0]  # NeMo's own words only as a trailing detail
+    assert "Token(" not in said and "object has no attribute" not in said
 
 
 def test_a_colang2_flow_main_is_refused_at_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -276,3 +278,241 @@ def test_validate_prints_the_global_warnings_and_still_passes(tmp_path: Path,
                 if line.strip().startswith("warning:") and "without declaring" in line]  # not: unlisted flows
     assert len(warnings) == 2
     assert f"{directory / 'rails.co'}:2" in warnings[0] and "assigns $bot_message" in warnings[0]
+
+
+# --- 4. Colang 1.0 mistakes NeMo's parser reports in its own terms ------------------------------------------
+
+V1_HEAD = "define subflow check answer\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "needle", "nemo"),
+    [
+        # The review's repro: an `if` that ends the file.
+        (V1_HEAD + "  $over = execute wire_over_limit()\n  if $over\n    stop\n\n  if $x\n", 6,
+         "expected an indented block under `if $x` (line 6): the flow ends there",
+         "'NoneType' object is not subscriptable"),
+        (V1_HEAD + "  while $x\n", 2, "expected an indented block under `while $x` (line 2): the flow ends there",
+         "'NoneType' object is not subscriptable"),
+        # Raised with no line, by the step after the line-by-line parse.
+        (V1_HEAD + "  if $bot_message\n    execute block(reason=\"x\"\n    stop\n", 3,
+         "the arguments of `execute block(reason=\"x\"` are never closed: '(' at column 18 has no ')'",
+         "Incorrect params str: reason=\"x\""),
+        (V1_HEAD + "  stop\n  execute block(reason=\"x\") now\n", 3,
+         "unexpected `now` after the arguments of `execute block(reason=\"x\")`",
+         "Incorrect params str: reason=\"x\") now"),
+        (V1_HEAD + "  execute block(reason=\"x\"))\n", 2,
+         "the arguments of `execute block(reason=\"x\"))` close a bracket never opened: an unexpected ')'",
+         "Invalid syntax for string: reason=\"x\"); unexpected closing ')'"),
+        (V1_HEAD + "  stop\n  execute block(reason=over)\n", 3,
+         "the argument `reason=over` of `execute block(reason=over)` is not a value: quote a string "
+         "(`reason=\"over\"`) or write a variable with `$` (`reason=$over`)",
+         "malformed node or string on line 1: <ast.Name object>"),
+        (V1_HEAD + "  exectue block(reason=\"x\")\n", 2,
+         "`exectue` is not a Colang 1.0 statement; did you mean `execute`?",
+         "Unknown main token 'exectue' on line 2"),
+        ("define subflw check answer\n  stop\n", 1,
+         "unknown definition `define subflw`: a top-level block is `define flow`, `define subflow`, `define user` "
+         "or `define bot`; did you mean `define subflow`?", "Unknown token: \"subflw\""),
+        (V1_HEAD + "  execute\n", 2, "`execute` names no action: write `execute <action>(...)`",
+         "Unknown main token 'execute' on line 2"),
+        (V1_HEAD + "  $x =\n", 2, "`$x =` assigns nothing: a value or `execute <action>(...)` must follow the `=`",
+         "Unknown main token '$x' on line 2"),
+        (V1_HEAD + "  $x=1\n", 2, "`$x=1`: Colang 1.0 needs a space on each side of the `=`",
+         "Unknown main token '$x=1' on line 2"),
+        (V1_HEAD + "  do\n", 2, "`do` needs the name of the flow to run", "list index out of range"),
+        (V1_HEAD + "  if\n    stop\n", 2, "`if` needs a condition", "list index out of range"),
+        (V1_HEAD + "  else\n    stop\n", 2, "`else` has no `if` above it at the same indentation",
+         "Unknown main token 'flow' on line 2"),
+        ("define subflow empty\ndefine subflow check answer\n  stop\n", 1,
+         "expected an indented block under `define subflow empty` (line 1): the flow has no statements",
+         "Expected indented block after define statement."),
+        (V1_HEAD + "\tstop\n", 2, "this line is indented with a tab, which NeMo's Colang 1.0 parser does not count",
+         "Expected indented block after define statement."),
+        (V1_HEAD + "  stop\nif $bot_message\n  stop\n", 3,
+         "`if $bot_message` starts at column 1, outside any flow: indent it under its flow's `define`",
+         "list index out of range"),
+    ],
+    ids=["if-at-end", "while-at-end", "unclosed-arguments", "after-arguments", "extra-bracket", "not-a-value",
+         "unknown-statement", "unknown-definition", "bare-execute", "empty-assignment", "assignment-spacing",
+         "bare-do", "bare-if", "stray-else", "empty-define", "tab", "outside-flow"],
+)
+def test_colang1_parser_failures_read_in_colang_terms_with_nemos_words_as_a_detail(
+    tmp_path: Path, source: str, line: int, needle: str, nemo: str
+) -> None:
+    # Before: "rails.co:6: Colang syntax error: 'NoneType' object is not subscriptable", or NeMo's
+    # "Incorrect params str: reason="x"" at the flow's first line.
+    directory = bundle(tmp_path, "p", "colang_version: '1.0'\nmodels: []\n", rails__co=source)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(directory)
+    assert (caught.value.file, caught.value.line) == (str(directory / "rails.co"), line), caught.value
+    assert caught.value.message.startswith("Colang syntax error: " + needle), caught.value.message
+    assert caught.value.message.endswith(f" (NeMo's parser: {nemo})"), caught.value.message
+
+
+def test_the_review_repro_names_the_empty_if_through_validate(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    flows = V1_FLOWS + "\n  if $x\n"
+    directory = bundle(tmp_path, "p", V1_CONFIG, rails__co=flows, actions__py=GOOD_ACTIONS)
+    code, out = validate(directory, capsys)
+    assert code == 4
+    assert out.strip() == (f"error {directory / 'rails.co'}:8: Colang syntax error: expected an indented block "
+                           "under `if $x` (line 8): the flow ends there (NeMo's parser: 'NoneType' object is not "
+                           "subscriptable)"), out
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "needle"),
+    [
+        # NeMo takes `stop` as the if's block: the flow would stop only when $x is true.
+        (V1_HEAD + "  if $x\n  stop\n", 3, "expected an indented block under `if $x` (line 2)"),
+        # NeMo reads an `if` with nothing under it, before the next flow, as an if that does nothing.
+        (V1_HEAD + "  if $x\n\ndefine subflow other\n  stop\n", 2,
+         "expected an indented block under `if $x` (line 2): the flow ends there"),
+        (V1_HEAD + "  if $x\n    stop\n  else\n", 4,
+         "expected an indented block under `else` (line 4): the flow ends there"),
+    ],
+    ids=["same-depth", "before-next-flow", "else-at-end"],
+)
+def test_a_colang1_block_statement_with_nothing_under_it_is_an_error_though_nemo_accepts_it(
+    tmp_path: Path, source: str, line: int, needle: str
+) -> None:
+    directory = bundle(tmp_path, "p", "colang_version: '1.0'\nmodels: []\n", rails__co=source)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(directory)
+    assert (caught.value.line, caught.value.message) == (line, f"Colang syntax error: {needle}")
+
+
+def test_a_colang1_multiline_string_is_not_read_as_statements(tmp_path: Path) -> None:
+    # Its second line starts with `if`: part of the string, which NeMo reads up to the line ending in `"`.
+    source = ('define bot explain\n  "We can help.\n  if you need more, ask."\n\n'
+              + V1_HEAD + "  bot explain\n")
+    directory = bundle(tmp_path, "p", "colang_version: '1.0'\nmodels: []\n", rails__co=source)
+    assert load_policy(directory).rails.colang_files == (directory / "rails.co",)
+    assert set(flows_in([directory / "rails.co"], "1.0")) == {"check answer"}
+
+
+def test_an_unexplained_colang1_parser_error_keeps_a_line_and_a_colang_lead(tmp_path: Path) -> None:
+    # Parameters under `meta` are YAML; NeMo's words are YAML's.
+    source = V1_HEAD + "  stop\n  meta\n    - bad\n    key: value\n"
+    directory = bundle(tmp_path, "p", "colang_version: '1.0'\nmodels: []\n", rails__co=source)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(directory)
+    assert caught.value.line == 3
+    assert caught.value.message.startswith("Colang 1.0 syntax error: NeMo's parser cannot read `meta`: ")
+
+
+def test_a_colang1_error_the_explanation_fails_on_still_has_a_line_and_a_colang_lead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import guardrails.colang.parse as parse
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("explaining failed")
+
+    monkeypatch.setattr(parse, "v1_problem", broken)
+    directory = bundle(tmp_path, "p", "colang_version: '1.0'\nmodels: []\n",
+                       rails__co=V1_HEAD + "  stop\n\n  if $x\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(directory)
+    assert (caught.value.line, caught.value.message) == (
+        4, "Colang 1.0 syntax error: NeMo's parser failed: 'NoneType' object is not subscriptable")
+
+
+# --- 5. Colang 2.x: a `global` nothing sets ------------------------------------------------------------------
+
+TYPO_GLOBAL = """flow check wire
+  global $bot_mesage
+  if "wire" in $bot_mesage
+    await BlockAction(reason="wire")
+"""
+
+
+def unset_global_warnings(out: str) -> list[str]:
+    return [line.strip().removeprefix("warning: ") for line in out.splitlines() if "declares `global $" in line]
+
+
+def test_a_misspelt_global_is_a_validate_warning_with_the_variable_it_probably_means(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: "ok" and no word; at check time $bot_mesage is None and the flow aborts or judges nothing.
+    directory = bundle(tmp_path, "p", V2_CONFIG, rails__co=TYPO_GLOBAL)
+    code, out = validate(directory, capsys)
+    assert code == 0 and "ok    p@" in out
+    [warning] = unset_global_warnings(out)
+    assert warning.startswith(f"{directory / 'rails.co'}:2: flow 'check wire' declares `global $bot_mesage`, "
+                              "which nothing sets (not a check variable, no flow assigns it as a global, no action "
+                              "returns it in context_updates): it is empty (None) at check time")
+    assert warning.endswith("; did you mean $bot_message?")
+
+
+def test_a_global_another_flow_sets_or_the_service_sets_is_no_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flows = """flow check wire
+  global $wire_limit
+  global $bot_message
+  global $guardrails_rail
+  await set limit
+  if "wire" in $bot_message and $wire_limit < 5000
+    await BlockAction(reason=$guardrails_rail)
+
+flow set limit
+  global $wire_limit
+  $wire_limit = 1000
+"""
+    directory = bundle(tmp_path, "p", V2_CONFIG, rails__co=flows)
+    code, out = validate(directory, capsys)
+    assert code == 0 and unset_global_warnings(out) == [], out
+
+
+def test_a_global_a_flow_assigns_without_declaring_it_names_that_flow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flows = """flow check wire
+  global $wire_limit
+  await set limit
+  if $wire_limit < 5000
+    await BlockAction(reason="wire")
+
+flow set limit
+  $wire_limit = 1000
+"""
+    directory = bundle(tmp_path, "p", V2_CONFIG, rails__co=flows)
+    _, out = validate(directory, capsys)
+    [warning] = unset_global_warnings(out)
+    assert f"{directory / 'rails.co'}:2: flow 'check wire' declares `global $wire_limit`" in warning
+    assert ("flow 'set limit' assigns $wire_limit without declaring `global $wire_limit`, so that value stays in "
+            "flow 'set limit'") in warning
+
+
+ACTION_SETS_LIMIT = """from nemoguardrails.actions import action
+from nemoguardrails.actions.actions import ActionResult
+
+
+@action(name="LoadLimitsAction")
+async def load_limits() -> ActionResult:
+    return ActionResult(return_value=True, context_updates={"wire_limit": 1000})
+"""
+ACTION_SETS_ANY = ACTION_SETS_LIMIT.replace('{"wire_limit": 1000}', "load()").replace(
+    "@action", "def load() -> dict:\n    return {}\n\n\n@action")
+
+
+@pytest.mark.parametrize(("actions", "flows", "expected"), [
+    (ACTION_SETS_LIMIT, "wire_limit", []),
+    (ACTION_SETS_LIMIT, "wire_limt", ["$wire_limt", "did you mean $wire_limit?"]),
+    # Names it cannot read: an action may set any global, so only a near miss of a known name is reported.
+    (ACTION_SETS_ANY, "wire_limit", []),
+    (ACTION_SETS_ANY, "bot_mesage", ["$bot_mesage", "did you mean $bot_message?"]),
+], ids=["literal", "literal-typo", "dynamic", "dynamic-typo"])
+def test_a_global_a_bundle_action_returns_in_context_updates_is_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], actions: str, flows: str, expected: list[str]
+) -> None:
+    source = (f"flow check wire\n  global ${flows}\n  await LoadLimitsAction()\n  if ${flows} < 5000\n"
+              "    await BlockAction(reason=\"wire\")\n")
+    directory = bundle(tmp_path, "p", V2_CONFIG, rails__co=source, actions__py=actions)
+    code, out = validate(directory, capsys)
+    assert code == 0, out
+    warnings = unset_global_warnings(out)
+    assert len(warnings) == (1 if expected else 0), out
+    assert all(part in warnings[0] for part in expected)

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guardrails.colang.syntax import Line, layout, v1_problem, v2_problem
+from guardrails.colang.syntax import (
+    Line,
+    layout,
+    nemo_words,
+    v1_empty_block,
+    v1_problem,
+    v1_unexplained,
+    v2_problem,
+)
 
 # Colang 1.0: the parser also turns `bot ...` and `stop` into actions (`utter`); only `execute` is the author's.
 _V1_EXECUTE = re.compile(r"^\s*(?:\$\w+\s*=\s*)?execute\b")
@@ -85,6 +93,9 @@ def flows_in(files: list[Path], version: str) -> dict[str, Path]:
             parsed = parse_colang_file(file.name, content=content, version=version)
         except Exception as exc:
             raise _syntax_error(exc, file, content, version) from None
+        empty = v1_empty_block(layout(content, multiline_brackets=False)) if version == "1.0" else None
+        if empty is not None:  # NeMo accepts it, and takes the next statement (or nothing) as the block
+            raise ColangSyntaxError(f"Colang syntax error: {empty[0]}", file, empty[1])
         for flow in parsed.get("flows", []):
             name = flow.get("id") if isinstance(flow, dict) else getattr(flow, "name", None)
             if not name:
@@ -123,15 +134,33 @@ def flow_line(file: Path, name: str) -> int | None:
 
 def _syntax_error(exc: Exception, file: Path, content: str, version: str) -> ColangSyntaxError:
     """The parser's error as the author needs it: the line at fault and what is wrong there."""
+    if version == "1.0":
+        return _v1_syntax_error(exc, file, content)
     try:
-        if version == "1.0":
-            failed, first_line, block = _v1_failing_block(file.name, content) or (exc, 1, content)
-            message, line = v1_problem(failed, block, first_line)
-        else:
-            message, line = v2_problem(exc, content) or _parser_words(exc)
+        message, line = v2_problem(exc, content) or _parser_words(exc)
     except Exception:  # explaining the error must never hide it
         message, line = _parser_words(exc)
     return ColangSyntaxError(f"Colang syntax error: {message}", file, line)
+
+
+def _v1_syntax_error(exc: Exception, file: Path, content: str) -> ColangSyntaxError:
+    """NeMo's 1.0 parser fails in its own terms (`'NoneType' object is not subscriptable`, `Incorrect params
+    str: ...`), often at no line or the wrong one: the error in Colang's terms, else the statement it failed on
+    with its words behind a "Colang 1.0 syntax error" lead; never its words alone."""
+    failed, first_line, block = exc, 1, content
+    try:
+        failed, first_line, block = _v1_failing_block(file.name, content) or (exc, 1, content)
+        located = None if isinstance(getattr(failed, "line", None), int) else _v1_failing_element(
+            file.name, block, first_line)
+        said = nemo_words(exc) if _v1_within(exc, failed, first_line, block) else None
+        explained = v1_problem(failed, block, first_line, located, said)
+        if explained is not None:
+            return ColangSyntaxError(f"Colang syntax error: {explained[0]}", file, explained[1])
+        message, line = v1_unexplained(failed, block, first_line, located, said)
+    except Exception:  # explaining the error must never hide it
+        line = _parser_words(failed)[1] or first_line
+        message = f"NeMo's parser failed: {nemo_words(failed)}"
+    return ColangSyntaxError(f"Colang 1.0 syntax error: {message}", file, line)
 
 
 def _parser_words(exc: Exception) -> tuple[str, int | None]:
@@ -154,6 +183,49 @@ def _v1_failing_block(file_name: str, content: str) -> tuple[Exception, int, str
             parse_colang_file(file_name, content="\n" * start + block, version="1.0")
         except Exception as exc:
             return exc, start + 1, block
+    return None
+
+
+def _v1_within(exc: Exception, failed: Exception, first_line: int, block: str) -> bool:
+    """Whether NeMo's error for the whole file is about the block that fails on its own (the author sees the
+    former; parsed alone, a block may fail in other words)."""
+    line = getattr(exc, "line", None)
+    if isinstance(line, int):
+        return first_line <= line < first_line + len(block.splitlines())
+    return not isinstance(getattr(failed, "line", None), int)
+
+
+def _v1_failing_element(file_name: str, block: str, first_line: int) -> int | None:
+    """The line of the flow element NeMo's 1.0 parser fails on after reading the lines (an action's arguments
+    it cannot split or evaluate): each element parsed on its own, the deepest that fails."""
+    from nemoguardrails.colang.v1_0.lang.colang_parser import (
+        parse_coflows_to_yml_flows,
+        parse_snippets_and_imports,
+    )
+
+    content = "\n" * (first_line - 1) + block
+    snippets, _ = parse_snippets_and_imports(file_name, content)
+    parsed = parse_coflows_to_yml_flows(file_name, content, include_source_mapping=True, snippets=snippets)
+    return next((line for items in parsed["flows"].values() if (line := _deepest_failing(items)) is not None),
+                None)
+
+
+def _deepest_failing(node: Any) -> int | None:
+    from nemoguardrails.colang.v1_0.lang.coyml_parser import parse_flow_elements
+
+    children = node if isinstance(node, list) else list(node.values()) if isinstance(node, dict) else []
+    for child in children:
+        if not isinstance(child, (list, dict)):
+            continue
+        deeper = _deepest_failing(child)
+        if deeper is not None:
+            return deeper
+        source = child.get("_source_mapping") if isinstance(child, dict) else None
+        if isinstance(source, dict):
+            try:
+                parse_flow_elements([child])
+            except Exception:
+                return source.get("line_number")
     return None
 
 

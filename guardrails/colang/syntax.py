@@ -3,12 +3,15 @@
 NeMo's parsers report some errors with no line (a 2.x dedent), at the wrong one (1.0 reads expressions with
 Python's parser, which counts lines from the expression), or in their own terms (`'list' object has no
 attribute 'keys'`, `Unexpected token Token('_INDENT', '    ')`). This module reads the file's layout
-(indentation, brackets, strings) to say where and why. It runs only after a parser failed, to explain that
-error; where it finds no explanation, the parser's own words stand.
+(indentation, brackets, strings) to say where and why. It runs after a parser failed, to explain that error;
+where it finds no explanation, the parser's own words stand (in 1.0, behind the statement it failed on). On
+Colang 1.0 files NeMo accepts, it also finds a block statement with nothing under it (`v1_empty_block`).
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +21,23 @@ _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _CLOSING = {closing: opening for opening, closing in _PAIRS.items()}
 _LONG_QUOTES = ('"""', "'''")
 _DEDENT = re.compile(r"dedent to column (\d+)\.")
-_V1_LINE = re.compile(r"^Error parsing line (\d+) in [^:]*: ")
+_V1_LINE = re.compile(r"^Error parsing line (\d+) in [^:]*:\s*")
+# NeMo's 1.0 parser errors, in its words: a statement it does not know, a `define` of something else, an
+# action's arguments it cannot split (raised with no line, by the step after the line-by-line parse).
+_V1_MAIN_TOKEN = re.compile(r"Unknown main token '(.*)' on line \d+$")
+_V1_DEFINE_TOKEN = re.compile(r'^Unknown token: "(.*)"$')
+_V1_PARAMS = re.compile(r"^Incorrect params str: ")
+_V1_SPLIT_ARGS = re.compile(r"^Invalid syntax for string: (.*); "
+                            r"(?:unexpected closing '(.)'|expecting (.) and got (.))$")
+# Colang 1.0 statements that open a block (`define user` may have no examples under it).
+_V1_OPENS = re.compile(r"^(?:(?:if|else\s+if|while|when|else\s+when)\b|(?:else|any|infer):?$|define\s+(?!user\b))")
+_V1_STATEMENTS = ("if", "else", "while", "when", "execute", "do", "bot", "user", "stop", "abort", "return", "break",
+                  "continue")
+_V1_DEFINES = ("flow", "subflow", "user", "bot")
+# Keywords NeMo's parser reads an operand after, with no check that there is one.
+_V1_OPERANDS = {"if": "a condition, e.g. `if $result[\"count\"] > 0`", "while": "a condition, e.g. `while $n < 3`",
+                "do": "the name of the flow to run, e.g. `do check pii`", "goto": "the name of a label"}
+_MAX_WORDS = 200
 # Statements that open a block: the line after one must be indented deeper.
 _V2_OPENS = re.compile(r"^(?:flow|if|elif|else|while|when|or\s+when|and\s+when)\b")
 # Colang 1.0 statements that never open a block: a deeper line after one is out of place.
@@ -50,10 +69,13 @@ class Layout:
         return next((line for line in reversed(self.lines[:number - 1]) if line.statement), None)
 
 
-def layout(content: str, first_line: int = 1) -> Layout:
-    """Each line's indentation, code and unterminated string; the brackets left open at the end."""
+def layout(content: str, first_line: int = 1, multiline_brackets: bool = True) -> Layout:
+    """Each line's indentation, code and unterminated string; the brackets left open at the end. Without
+    `multiline_brackets` (Colang 1.0, whose statements are one line each), a bracket a line leaves open is
+    never closed, and the next line is a statement of its own."""
     lines: list[Line] = []
     brackets: list[tuple[int, int, str]] = []
+    left_open: list[tuple[int, int, str]] = []
     long_quote: list[str] = []  # the triple quote of a string still open, if any
     for number, text in enumerate(content.splitlines(), first_line):
         continued = bool(brackets or long_quote)
@@ -61,7 +83,10 @@ def layout(content: str, first_line: int = 1) -> Layout:
         blanks = text[:len(text) - len(text.lstrip(" \t"))]
         lines.append(Line(number, text[:code_end].strip(), blanks.count(" ") + blanks.count("\t") * TAB,
                           continued, open_quote))
-    return Layout(tuple(lines), tuple(brackets))
+        if not multiline_brackets:
+            left_open += brackets
+            brackets.clear()
+    return Layout(tuple(lines), tuple(left_open + brackets))
 
 
 def _scan_line(text: str, number: int, brackets: list[tuple[int, int, str]],
@@ -186,15 +211,249 @@ def _spaces(levels: Sequence[int]) -> str:
 # --- Colang 1.0 ------------------------------------------------------------------------------------
 
 
-def v1_problem(exc: Exception, block: str, first_line: int) -> Problem:
+def v1_problem(exc: Exception, block: str, first_line: int, located: int | None = None,
+               said: str | None = None) -> Problem | None:
     """The author's version of a 1.0 parser error raised by one top-level block (`define ...` up to the
-    next), whose text starts at `first_line` of its file."""
-    found = layout(block, first_line)
+    next), whose text starts at `first_line` of its file. `located`: the line of the flow element the error
+    came from, where its text names none; `said`: NeMo's words for the whole file, where they are about this
+    block (the detail). None where no explanation fits (see `v1_unexplained`)."""
+    found = layout(block, first_line, multiline_brackets=False)
     if isinstance(exc, SyntaxError):  # Python's parser on one expression: its line is the expression's
         return _unclosed_in_expression(found, exc) or _v1_indentation(found) or _bad_expression(found, exc)
     reported = _V1_LINE.match(str(exc))
-    detail = str(exc)[reported.end():] if reported else str(exc).strip().splitlines()[0]
-    return _v1_indentation(found) or (detail, int(reported.group(1)) if reported else first_line)
+    line = int(reported.group(1)) if reported else located
+    cause = exc.__context__ if reported else exc  # NeMo re-raises the error of a line as a bare Exception
+    nemo = said or nemo_words(exc)
+    problem = (_v1_tabs(block, found) or _v1_outside_flow(found, line) or _v1_indentation(found)
+               or v1_empty_block(found) or _v1_statement(found, nemo, line, cause))
+    return (f"{problem[0]} (NeMo's parser: {nemo})", problem[1]) if problem else None
+
+
+def v1_unexplained(exc: Exception, block: str, first_line: int, located: int | None = None,
+                   said: str | None = None) -> Problem:
+    """A 1.0 parser error `v1_problem` has no words for: the statement NeMo failed on, and its words."""
+    found = layout(block, first_line, multiline_brackets=False)
+    reported = _V1_LINE.match(str(exc))
+    here = _statement_at(found, int(reported.group(1)) if reported else located) or next(
+        (line for line in found.lines if line.statement), None)
+    if here is None:
+        return f"NeMo's parser failed: {said or nemo_words(exc)}", first_line
+    return f"NeMo's parser cannot read `{here.code}`: {said or nemo_words(exc)}", here.number
+
+
+def nemo_words(exc: BaseException) -> str:
+    """The first line of a parser error, without NeMo's "Error parsing line N in file:" (the line is ours)."""
+    reported = _V1_LINE.match(str(exc))
+    text = (str(exc)[reported.end():] if reported else str(exc)).strip()
+    cause = exc.__context__ if reported and exc.__context__ is not None else exc
+    first = re.sub(r" at 0x[0-9a-f]+", "", text.splitlines()[0]) if text else type(cause).__name__
+    return first if len(first) <= _MAX_WORDS else first[:_MAX_WORDS] + "..."
+
+
+def v1_empty_block(found: Layout) -> Problem | None:
+    """A statement that opens a block (`if`, `else`, `while`, `when`, `define flow`) with nothing indented
+    under it. NeMo's parser fails on one that ends the file, in its own terms (`'NoneType' object is not
+    subscriptable`), and elsewhere takes the next statement as the block whatever its indentation: `if $x`
+    over `stop`, both at one depth, stops only when $x is true."""
+    statements = _v1_statements(found)
+    for opener, after in zip(statements, [*statements[1:], None], strict=True):
+        if not _V1_OPENS.match(opener.code) or (after is not None and after.indent > opener.indent):
+            continue
+        where = f"expected an indented block under `{opener.code}` (line {opener.number})"
+        if opener.indent == 0:  # a `define` with nothing under it
+            return f"{where}: the flow has no statements", opener.number
+        if after is None or after.indent == 0:
+            return f"{where}: the flow ends there", opener.number
+        return where, after.number
+    return None
+
+
+def _v1_statements(found: Layout) -> list[Line]:
+    """The statements, without the lines of a multi-line string: NeMo's 1.0 parser reads a line that starts
+    with `"` and does not end with one, and the lines after it up to one that does, as one string."""
+    statements: list[Line] = []
+    in_string = False
+    for line in found.lines:
+        if not line.statement:
+            continue
+        if in_string:
+            in_string = not line.code.endswith('"')
+            continue
+        statements.append(line)
+        in_string = line.code.startswith('"') and not line.code.startswith('"""') and (
+            line.code == '"' or not line.code.endswith('"'))
+    return statements
+
+
+def _statement_at(found: Layout, number: int | None) -> Line | None:
+    """The statement on line `number`, or the one it continues."""
+    if number is None or not found.lines or not found.lines[0].number <= number <= found.lines[-1].number:
+        return None
+    line = found.lines[number - found.lines[0].number]
+    return line if line.statement else found.statement_before(number - found.lines[0].number + 1)
+
+
+def _v1_tabs(block: str, found: Layout) -> Problem | None:
+    """A statement indented with a tab: NeMo's 1.0 parser counts only spaces, so it reads the line as
+    starting a new flow."""
+    for text, line in zip(block.splitlines(), found.lines, strict=True):
+        blanks = text[:len(text) - len(text.lstrip(" \t"))]
+        if "\t" in blanks and line.statement:
+            spaces = len(blanks) - len(blanks.lstrip(" "))
+            return (f"this line is indented with a tab, which NeMo's Colang 1.0 parser does not count (it reads "
+                    f"the line as indented {spaces} spaces): indent with spaces"), line.number
+    return None
+
+
+def _v1_outside_flow(found: Layout, number: int | None) -> Problem | None:
+    """A statement at the start of its line (the block's first, or the one NeMo's parser failed on): the parser
+    reads it as outside any flow."""
+    line = _statement_at(found, number) or next((line for line in found.lines if line.statement), None)
+    if line is None or line.indent > 0 or re.match(r"(?:define|def|import|include)\b", line.code):
+        return None
+    return f"`{line.code}` starts at column 1, outside any flow: indent it under its flow's `define`", line.number
+
+
+def _v1_statement(found: Layout, nemo: str, number: int | None, cause: BaseException | None) -> Problem | None:
+    """What is wrong with the statement NeMo's parser failed on, from its error."""
+    here = _statement_at(found, number)
+    if here is None:
+        return _v1_unplaced(found, nemo)
+    code = here.code
+    token = _V1_MAIN_TOKEN.search(nemo)
+    defined = _V1_DEFINE_TOKEN.match(nemo)
+    if re.fullmatch(r"def(?:ine)?", code):
+        message = f"`{code}` names nothing to define: write {_words(_V1_DEFINES, 'define ')} and a name"
+    elif token:
+        message = _unknown_statement(code, token.group(1))
+    elif defined:
+        message = (f"unknown definition `define {defined.group(1)}`: a top-level block is "
+                   f"{_words(_V1_DEFINES, 'define ')}{_did_you_mean(defined.group(1), _V1_DEFINES, 'define ')}")
+    elif isinstance(cause, IndexError) and code in _V1_OPERANDS:  # `split(" ", 1)[1]` of a bare keyword
+        message = f"`{code}` needs {_V1_OPERANDS[code]}"
+    elif _V1_PARAMS.match(nemo):
+        message = _unclosed_arguments(found, here)
+    elif _V1_SPLIT_ARGS.match(nemo):
+        message = _unbalanced_arguments(code, _V1_SPLIT_ARGS.match(nemo))
+    elif isinstance(cause, ValueError) and "malformed node or string" in nemo:  # ast.literal_eval
+        message = _not_a_value(code)
+    elif any(bracket[0] == here.number for bracket in found.unclosed):  # `do check pii(`: its own words
+        message = _unclosed_arguments(found, here)
+    else:
+        return None
+    return (message, here.number) if message else None
+
+
+def _v1_unplaced(found: Layout, nemo: str) -> Problem | None:
+    """An error of the flow's elements whose line NeMo's parser does not say: an unclosed call's arguments."""
+    if _V1_PARAMS.match(nemo) and found.unclosed:
+        number, column, bracket = found.unclosed[0]
+        here = _statement_at(found, number)
+        return (_unclosed_arguments(found, here) if here else f"{bracket!r} at column {column} is never closed"), \
+            number
+    return None
+
+
+def _unknown_statement(code: str, token: str) -> str:
+    if re.fullmatch(r"exec(?:ute)?", code):
+        return "`execute` names no action: write `execute <action>(...)`, e.g. `execute warn(reason=\"...\")`"
+    if token.startswith("$"):
+        if re.fullmatch(r"\$[\w.]+\s*=", code):
+            return f"`{code}` assigns nothing: a value or `execute <action>(...)` must follow the `=`"
+        if re.match(r"\$[\w.]+(?:=(?!=)|\s*=(?![=\s]))", code):  # `$x=1`, `$x =1`; not `$x == 1`
+            return f"`{code}`: Colang 1.0 needs a space on each side of the `=` (`$name = value`)"
+        return f"`{code}` is not a statement: a line that starts with a variable assigns it (`$name = value`)"
+    if token == "flow" and code.startswith("else"):  # NeMo reads an `else` no `if` owns as `else when flow`
+        return f"`{code}` has no `if` above it at the same indentation"
+    if token != code.split()[0]:
+        return ""
+    close = _did_you_mean(token, _V1_STATEMENTS, "")
+    return f"`{token}` is not a Colang 1.0 statement" + (
+        close or f"; statements start with {_words(_V1_STATEMENTS, '')}, or `$name = `")
+
+
+def _unclosed_arguments(found: Layout, here: Line) -> str:
+    """`execute block(reason="x"`: NeMo's parser says "Incorrect params str: reason="x"", at no line."""
+    unclosed = next((b for b in found.unclosed if b[0] == here.number), None)
+    if unclosed is not None:
+        return f"the arguments of `{here.code}` are never closed: {unclosed[2]!r} at column {unclosed[1]} has no " \
+               f"{_PAIRS[unclosed[2]]!r}"
+    closing = _closing_bracket(here.code)
+    if closing is not None and here.code[closing + 1:].strip():
+        return f"unexpected `{here.code[closing + 1:].strip()}` after the arguments of `{here.code[:closing + 1]}`"
+    return ""
+
+
+def _unbalanced_arguments(code: str, found: re.Match[str]) -> str:
+    unexpected, expected, got = found.group(2), found.group(3), found.group(4)
+    if unexpected:
+        return f"the arguments of `{code}` close a bracket never opened: an unexpected {unexpected!r}"
+    if expected not in _PAIRS.values():
+        return f"the arguments of `{code}` leave a string open: a {expected!r} is never closed"
+    return f"the arguments of `{code}` close {_CLOSING[expected]!r} with {got!r} (expected {expected!r})"
+
+
+def _not_a_value(code: str) -> str:
+    """An argument NeMo's parser reads with `ast.literal_eval`: neither a literal nor a `$variable`."""
+    closing = _closing_bracket(code)
+    opening = code.find("(")
+    for argument in _top_level_split(code[opening + 1:closing] if opening >= 0 and closing is not None else ""):
+        name, _, value = argument.rpartition("=")
+        value = value.strip()
+        if value.startswith("$"):
+            continue
+        try:
+            ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            key = f"{name.strip()}=" if name.strip() else ""
+            return (f"the argument `{argument.strip()}` of `{code}` is not a value: quote a string "
+                    f"(`{key}\"{value}\"`) or write a variable with `$` (`{key}${value}`)")
+    return f"an argument of `{code}` is not a value: quote strings and write variables with `$`"
+
+
+def _closing_bracket(code: str) -> int | None:
+    """The index of the bracket that closes the first `(` of `code`, outside strings."""
+    depth, quote = 0, ""
+    for index, char in enumerate(code):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in _PAIRS:
+            depth += 1
+        elif char in _CLOSING:
+            depth -= 1
+            if depth == 0:
+                return index
+    return None
+
+
+def _top_level_split(text: str) -> list[str]:
+    """`a=1, b=[1, 2]` -> [`a=1`, ` b=[1, 2]`]: commas outside brackets and strings."""
+    parts, depth, quote, start = [], 0, "", 0
+    for index, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in _PAIRS:
+            depth += 1
+        elif char in _CLOSING:
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    return [*parts, text[start:]] if text.strip() else parts
+
+
+def _did_you_mean(word: str, choices: Sequence[str], prefix: str) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean `{prefix}{close[0]}`?" if close else ""
+
+
+def _words(choices: Sequence[str], prefix: str) -> str:
+    words = [f"`{prefix}{choice}`" for choice in choices]
+    return ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _unclosed_in_expression(found: Layout, exc: SyntaxError) -> Problem | None:
@@ -203,7 +462,9 @@ def _unclosed_in_expression(found: Layout, exc: SyntaxError) -> Problem | None:
         if line is not None:
             return f"unterminated string: the quote at column {line.open_quote} is never closed", line.number
     if "never closed" in (exc.msg or "") and found.unclosed:
-        number, column, bracket = found.unclosed[0]
+        named = re.match(r"'(.)' was never closed", exc.msg or "")  # the bracket Python names, if open here
+        number, column, bracket = next((b for b in found.unclosed if named and b[2] == named.group(1)),
+                                       found.unclosed[0])
         return f"{bracket!r} at column {column} is never closed", number
     return None
 

@@ -6,13 +6,16 @@ the flow silently never blocks. `guardrails policy validate` warns about each, w
 A text scan, run after NeMo's parser accepted the files:
 
 * Colang 2.x: a flow's variables are its own unless declared `global`; one it reads is set when the flow assigns
-  it (`$x = ...`, `... as $x`, `for $x in`), takes it as a parameter, or declares it `global`.
+  it (`$x = ...`, `... as $x`, `for $x in`), takes it as a parameter, or declares it `global`. A `global` one is
+  set when it is a check variable, some flow both declares it `global` and assigns it, or a bundle action
+  returns it in `ActionResult(context_updates={...})`; else it is empty (`global $bot_mesage`).
 * Colang 1.0: variables are shared by the flows of a check; one is set when any flow of the bundle assigns it.
   NeMo sets others too (`$relevant_chunks`, ...), so 1.0 only reports names close to a check variable.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from collections.abc import Collection, Iterator
@@ -31,6 +34,8 @@ _NAMED_ARGUMENT = re.compile(r"\$[A-Za-z_]\w*\s*=(?!=)")
 _GLOBAL = re.compile(r"^global\s+(.*)$")
 # Set by NeMo's 2.x runtime in every flow.
 RUNTIME_VARIABLES_2X = frozenset({"system", "self", "config"})
+# Globals the service's 2.x dispatcher sets besides the check variables (see bridge._dispatcher).
+SERVICE_GLOBALS_2X = frozenset({"guardrails_rail"})
 # Close enough to a check variable to read as a misspelling of it (`bot_mesage`, `last_bot_message`).
 SUGGEST_CUTOFF = 0.75
 
@@ -42,6 +47,8 @@ class UnsetRead:
     file: Path
     line: int
     suggestion: str | None  # the check variable it probably means
+    declared: bool = False  # 2.x: a `global` nothing sets, reported at its declaration
+    local_in: str | None = None  # 2.x: a flow that assigns it without declaring it `global`
 
 
 @dataclass(slots=True)
@@ -57,10 +64,17 @@ def unset_reads(files: list[Path], version: str, check_variables: Collection[str
     flows = [flow for file in files for flow in _flows(file)]
     shared = set(check_variables) | (
         {n for _, flow in flows for n in _assigned(flow)} if version == "1.0" else RUNTIME_VARIABLES_2X)
+    known_globals: set[str] = set()
+    dynamic = False
+    if version != "1.0":  # what sets a global: the service, a flow that declares and assigns it, an action
+        by_actions, dynamic = _action_updates(files)
+        known_globals = (set(check_variables) | RUNTIME_VARIABLES_2X | SERVICE_GLOBALS_2X | by_actions
+                         | {name for _, flow in flows for name in _assigned(flow) & _declared(flow)})
     found: list[UnsetRead] = []
     for file, flow in flows:
         known = shared if version == "1.0" else shared | _assigned(flow) | _declared(flow)
         reported: set[str] = set()
+        in_flow: list[UnsetRead] = []
         for number, name in flow.reads:
             if name in known or name in reported:
                 continue
@@ -68,8 +82,70 @@ def unset_reads(files: list[Path], version: str, check_variables: Collection[str
             if version == "1.0" and not close:
                 continue  # NeMo may set it
             reported.add(name)
-            found.append(UnsetRead(name, flow.name, file, number, close[0] if close else None))
+            in_flow.append(UnsetRead(name, flow.name, file, number, close[0] if close else None))
+        if version != "1.0":
+            in_flow += _unset_globals(file, flow, flows, known_globals, dynamic)
+        found += sorted(in_flow, key=lambda read: read.line)
     return found
+
+
+def _unset_globals(file: Path, flow: _Flow, flows: list[tuple[Path, _Flow]], known: set[str],
+                   dynamic: bool) -> list[UnsetRead]:
+    """The globals `flow` declares that nothing sets (none of `known`). Where an action's `context_updates` are
+    not literal names (`dynamic`), only a name close to a known one is reported: the action may set any other."""
+    found = []
+    for name in sorted(_declared(flow) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=SUGGEST_CUTOFF)
+        if dynamic and not close:
+            continue
+        line = next(n for n, code in flow.lines if _GLOBAL.match(code) and name in _VARIABLE.findall(code))
+        local = next((other.name for _, other in flows
+                      if any(name in _targets(code) for _, code in other.lines[1:])), None)
+        found.append(UnsetRead(name, flow.name, file, line, close[0] if close else None, True, local))
+    return found
+
+
+def _action_updates(colang_files: list[Path]) -> tuple[set[str], bool]:
+    """(names the bundle's actions set through `context_updates={"name": ...}`, whether one sets names this
+    cannot read: a dict built elsewhere, a file that does not parse)."""
+    from guardrails.colang.bundle_actions import action_files
+    from guardrails.policy import POLICY_FILE
+
+    bundles = {next((d for d in file.parents if (d / POLICY_FILE).is_file()), None) for file in colang_files}
+    names: set[str] = set()
+    dynamic = False
+    for file in [f for bundle in sorted(b for b in bundles if b) for f in action_files(bundle)]:
+        text = file.read_text(encoding="utf-8", errors="replace")
+        if "context_updates" not in text:
+            continue
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            return names, True
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword) and node.arg == "context_updates":
+                keys = _literal_keys(node.value)
+                names |= keys or set()
+                dynamic = dynamic or keys is None
+            elif _names(node, "context_updates") or (  # `result.context_updates[k] = v`, a positional dict
+                    isinstance(node, ast.Call) and _names(node.func, "ActionResult") and len(node.args) > 2):
+                dynamic = True
+    return names, dynamic
+
+
+def _names(node: ast.AST, name: str) -> bool:
+    return (isinstance(node, ast.Name) and node.id == name) or (isinstance(node, ast.Attribute) and node.attr == name)
+
+
+def _literal_keys(value: ast.expr) -> set[str] | None:
+    """The keys of `{"name": ...}` or `dict(name=...)`; None for anything else."""
+    if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(k.value, str)
+                                           for k in value.keys):
+        return {str(k.value) for k in value.keys if isinstance(k, ast.Constant)}
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "dict" \
+            and not value.args and all(k.arg for k in value.keywords):
+        return {str(k.arg) for k in value.keywords}
+    return None
 
 
 def _flows(file: Path) -> Iterator[tuple[Path, _Flow]]:
