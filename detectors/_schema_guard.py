@@ -8,6 +8,11 @@ backtracking `re`, where `^(a|aa)+$` against 40 characters runs for minutes and 
 pattern. So `pattern` and `patternProperties` are searched with the `regex` package, which can stop a search: each
 search has `SEARCH_TIMEOUT_S`, a whole check `CHECK_BUDGET_S`. A search that did not finish judges nothing: the
 value passes that pattern and is listed in `PatternChecks.unchecked`, for the detector to say so.
+
+Patterns a policy sets (tool_policy's `pattern` and `path` rules, pii's custom recognizers and regex allow list) are
+the same hazard where an inline config sends them: they are compiled once with `policy_pattern` (refused at load
+when they do not compile or compile too large) and searched with `PatternChecks.judge`, under the same limits; the
+detector reports a search that did not finish as a finding of its own, never as a pass.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import regex
 from jsonschema import ValidationError, validators
@@ -43,6 +48,7 @@ MAX_COMPILED_SIZE = 10_000
 CACHE_SIZE = 200_000
 
 Reason = Literal["timeout", "budget", "too_large", "unsupported"]
+T = TypeVar("T")
 REASONS: dict[str, str] = {
     "timeout": f"the search ran past {SEARCH_TIMEOUT_S * 1000:g} ms (the pattern backtracks on this value)",
     "budget": f"this check's {CHECK_BUDGET_S * 1000:g} ms for pattern searches was spent",
@@ -67,6 +73,7 @@ class PatternChecks:
     budget: float = CHECK_BUDGET_S
     unchecked: list[Unchecked] = field(default_factory=list)
     _results: dict[tuple[str, str], bool | Reason] = field(default_factory=dict)
+    _judged: dict[tuple[regex.Pattern[str], bool, str], bool | Reason] = field(default_factory=dict)
 
     def matches(self, pattern: str, text: str) -> bool | None:
         """Whether `pattern` finds a match in `text` (`re.search`, as jsonschema reads it); None where that could
@@ -80,6 +87,37 @@ class PatternChecks:
         self.unchecked.append(Unchecked(pattern, text, result))
         return None
 
+    def judge(self, compiled: regex.Pattern[str], text: str, full: bool = False) -> bool | Reason:
+        """Whether a pattern compiled by `policy_pattern` finds a match in `text` (`full`: matches all of it), under
+        this block's limits; where that could not be judged, why (also recorded in `unchecked`). A caller reports
+        the reason: it is never a pass."""
+        key = (compiled, full, text)
+        result = self._judged.get(key)
+        if result is None:
+            found = self._run(compiled.fullmatch if full else compiled.search, text)
+            result = self._judged[key] = found if isinstance(found, str) else found is not None
+        if not isinstance(result, bool):
+            self.unchecked.append(Unchecked(compiled.pattern, text, result))
+        return result
+
+    def find_all(self, compiled: regex.Pattern[str], text: str) -> list[regex.Match[str]]:
+        """Every match of a `policy_pattern` in `text` (`finditer`), under this block's limits; none where the
+        search did not finish, which is recorded in `unchecked` for the caller to report."""
+        found = self._run(lambda value, timeout: list(compiled.finditer(value, timeout=timeout)), text)
+        if isinstance(found, str):
+            self.unchecked.append(Unchecked(compiled.pattern, text, found))
+            return []
+        return found
+
+    def _run(self, run: Callable[..., T], text: str) -> T | Reason:
+        if self.budget <= 0:
+            return "budget"
+        start = time.perf_counter()
+        try:
+            return _limited(run, text, self.timeout, self.budget)
+        finally:
+            self.budget -= time.perf_counter() - start
+
     def _search(self, pattern: str, text: str) -> bool | Reason:
         if self.budget <= 0:
             return "budget"
@@ -88,13 +126,19 @@ class PatternChecks:
             compiled = compiled_pattern(pattern)
             if isinstance(compiled, str):
                 return compiled
-            limit = min(self.timeout, self.budget - (time.perf_counter() - start))
-            try:
-                return compiled.search(text, timeout=max(limit, 0.0)) is not None
-            except TimeoutError:
-                return "timeout" if limit >= self.timeout else "budget"
+            found = _limited(compiled.search, text, self.timeout, self.budget - (time.perf_counter() - start))
+            return found if isinstance(found, str) else found is not None
         finally:
             self.budget -= time.perf_counter() - start
+
+
+def _limited(run: Callable[..., T], text: str, timeout: float, budget: float) -> T | Reason:
+    """`run(text)` stopped after `timeout` seconds, or what is left of the check's `budget`."""
+    limit = min(timeout, budget)
+    try:
+        return run(text, timeout=max(limit, 0.0))
+    except TimeoutError:
+        return "timeout" if limit >= timeout else "budget"
 
 
 _current_checks: ContextVar[PatternChecks | None] = ContextVar("pattern_checks", default=None)
@@ -165,6 +209,23 @@ def compiled_pattern(pattern: str) -> regex.Pattern[str] | Reason:
             compiled, size = "unsupported", 1  # (`re` accepted it: jsonschema checked the schema first)
     _compiled.put(pattern, compiled, max(size, 1))
     return compiled
+
+
+def policy_pattern(pattern: str, flags: int = 0) -> regex.Pattern[str]:
+    """A pattern from a policy setting, compiled by `regex` (Python `re`'s syntax) for `PatternChecks.judge`;
+    `ValueError` when it does not compile, or would compile to more than MAX_COMPILED_SIZE items."""
+    size = compiled_size(pattern)
+    if size > MAX_COMPILED_SIZE:
+        raise ValueError(f"pattern {_shown(pattern)} compiles to more than {MAX_COMPILED_SIZE} items ({size}): "
+                         "write its counted repeats smaller")
+    try:
+        return regex.compile(pattern, flags)
+    except (regex.error, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"pattern {_shown(pattern)} does not compile: {exc}") from None
+
+
+def _shown(pattern: str) -> str:
+    return repr(pattern if len(pattern) <= 80 else pattern[:77] + "...")
 
 
 _COUNT = re.compile(r"\{(\d*)(?:,\d*)?\}")

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import orjson
 
-from guardrails.detector import Detector, ScanContext, Services, read_setting
+from guardrails.detector import Detector, ScanContext, Services, check_range, read_setting
 from guardrails.exchange import CallerContext, Exchange, Phase, Segment
 from guardrails.findings import Action, Category, Finding, Severity
 from guardrails.state.base import (
@@ -111,29 +111,31 @@ class BudgetDetector(Detector):
         _only(s, {"windows", "prices", "breaker", "warn_ratio", "count_request_phase"}, "budget")
         self.limits, self.streak_limits = _limits(s.get("windows") or {})
         self.prices = {model: _price(model, raw) for model, raw in (s.get("prices") or {}).items()}
-        self.warn_ratio = _number(s.get("warn_ratio", 0), "warn_ratio")
+        # A fraction of the limit (0: no warning): 5 would never warn before the block.
+        self.warn_ratio = _number(s.get("warn_ratio", 0), "warn_ratio", maximum=1)
         self.count_request_phase = self.setting("count_request_phase", bool, False)
         breaker = s.get("breaker") or {}
         _only(breaker, {"cooldown_s", "repeated_call", "anomaly"}, "breaker")
         self.cooldown_s = _number(breaker.get("cooldown_s", 300), "breaker.cooldown_s")
         repeated = breaker.get("repeated_call")
         _only(repeated or {}, {"max_repeats", "window_s"}, "breaker.repeated_call")
-        self.max_repeats = (read_setting(repeated, "max_repeats", int, 5, where="breaker.repeated_call.")
+        # 0 would switch the breaker off without a word (leave `repeated_call` out for that); 1 trips on every call.
+        self.max_repeats = (read_setting(repeated, "max_repeats", int, 5, where="breaker.repeated_call.", minimum=1)
                             if repeated else 0)
-        self.repeat_window_s = _number((repeated or {}).get("window_s", 600), "repeated_call.window_s")
+        self.repeat_window_s = _number((repeated or {}).get("window_s", 600), "repeated_call.window_s", above=0)
         anomaly = breaker.get("anomaly")
         _only(anomaly or {}, {"z", "alpha", "min_samples", "min_tokens", "period_s"}, "breaker.anomaly")
         self.anomaly = anomaly is not None and anomaly is not False
         a = anomaly if isinstance(anomaly, Mapping) else {}
-        self.anomaly_z = _number(a.get("z", 4.0), "anomaly.z")
+        self.anomaly_z = _number(a.get("z", 4.0), "anomaly.z", above=0)
         self.anomaly_min_tokens = _number(a.get("min_tokens", 2000), "anomaly.min_tokens")
         self.anomaly_rate = RateAdd(
             "",
             0,
-            period_s=_number(a.get("period_s", 60), "anomaly.period_s"),
-            alpha=_number(a.get("alpha", 0.1), "anomaly.alpha"),
+            period_s=_number(a.get("period_s", 60), "anomaly.period_s", above=0),
+            alpha=_number(a.get("alpha", 0.1), "anomaly.alpha", above=0, maximum=1),  # the EWMA's weight
             clamp_z=self.anomaly_z,
-            min_samples=read_setting(a, "min_samples", int, 10, where="breaker.anomaly."),
+            min_samples=read_setting(a, "min_samples", int, 10, where="breaker.anomaly.", minimum=1),
         )
         clock = self.services.extra.get("clock")  # tests drive time
         self.clock: Callable[[], float] = clock or time.time
@@ -390,7 +392,8 @@ def _limits(windows: Mapping[str, Any]) -> tuple[list[Limit], dict[str, int]]:
             raise ValueError(f"budget windows: unknown scope {scope!r}; expected one of {SCOPES}")
         for name, value in (raw or {}).items():
             if name == "block_streak":
-                streaks[scope] = int(_number(value, f"{scope}.block_streak"))
+                # Consecutive blocked checks: a whole number, and 0 would open the breaker on every check.
+                streaks[scope] = read_setting(raw, name, int, where=f"windows.{scope}.", minimum=1)
                 continue
             match = LIMIT_KEY.match(name)
             if not match or (match.group(3) and match.group(1) != "cost"):
@@ -416,9 +419,11 @@ def _price(model: str, raw: Any) -> Price:
     )
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+def _number(value: Any, name: str, *, above: float | None = None, maximum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:  # (NaN too)
         raise ValueError(f"budget {name} must be a non-negative number, got {value!r}")
+    if above is not None or maximum is not None:
+        check_range(value, name, 0 if above is None else None, maximum, above)
     return float(value)
 
 

@@ -55,12 +55,12 @@ class ContentDetector(TextFilter):
         super().__init__(settings, services)
         default = read_severity(self.settings, "severity", Severity.MEDIUM)
         self.terms: dict[str, list[Term]] = {}
-        for term in self.setting("terms", list, []):
+        for term in self.setting("terms", list, [], items=str):
             self._add(str(term), None, default)
         for topic, spec in self.setting("topics", dict, {}).items():
             terms, severity = spec or [], default
             if isinstance(spec, Mapping):
-                terms = read_setting(spec, "terms", list, [], where=f"topics.{topic}.")
+                terms = read_setting(spec, "terms", list, [], items=str, where=f"topics.{topic}.")
                 severity = read_severity(spec, "severity", default, where=f"topics.{topic}.")
             elif not isinstance(terms, list):  # a bare string would be matched letter by letter
                 raise SettingError(f"setting topics.{topic} must be a list of terms or a mapping, not {spec!r}")
@@ -72,7 +72,7 @@ class ContentDetector(TextFilter):
         for key, terms in self.terms.items():
             self.by_words.setdefault(_words(key), []).extend(terms)
         # Per segment: a megabyte of one term repeated was half a million findings (seconds, a huge answer).
-        self.max_hits = self.setting("max_hits", int, 20)
+        self.max_hits = self.setting("max_hits", int, 20, minimum=1)
         # Past the cap, only terms more severe than those found are looked for: the pattern of each rank's.
         ranks = {SEVERITY_RANK[t.severity] for terms in self.terms.values() for t in terms}
         self.more_severe = {rank: _compile({key: terms for key, terms in self.terms.items()

@@ -77,11 +77,12 @@ class GuardModelDetector(Detector):
         unknown = set(self.checks) - set(DEFAULT_TEMPLATES)
         if unknown:
             raise ValueError(f"guard_model: unknown checks {sorted(unknown)}")
-        self.threshold = self.setting("threshold", float, 0.5)
-        self.block_threshold = self.setting("block_threshold", float, 0.9)
-        self.max_chars = self.setting("max_chars", int, 6000)
-        self.top_logprobs = self.setting("top_logprobs", int, 20)
-        self.positions = self.setting("verdict_positions", int, 3)
+        # Probabilities: a threshold above 1 reports nothing.
+        self.threshold = self.setting("threshold", float, 0.5, minimum=0, maximum=1)
+        self.block_threshold = self.setting("block_threshold", float, 0.9, minimum=0, maximum=1)
+        self.max_chars = self.setting("max_chars", int, 6000, minimum=1)
+        self.top_logprobs = self.setting("top_logprobs", int, 20, minimum=1)
+        self.positions = self.setting("verdict_positions", int, 3, minimum=1)
         self.unsafe = frozenset(t.lower() for t in self.setting("unsafe_tokens", list, ["yes", "unsafe"], items=str))
         self.safe = frozenset(t.lower() for t in self.setting("safe_tokens", list, ["no", "safe"], items=str))
         self.chat_template_kwargs = self.setting("chat_template_kwargs", dict)

@@ -629,9 +629,10 @@ class JailbreakDetector(SegmentDetector):
         self.disabled = disabled
         self.rules = tuple(r for r in RULES if r.id not in disabled)
         self.index = KeywordIndex(self.rules)
-        self.threshold = self.setting("threshold", float, 1.0)
-        self.many_shot_turns = self.setting("many_shot_turns", int, 16)
-        self.max_decoded = self.setting("max_decoded_chars", int, 4000)
+        # A threshold of 0 flags every message; fewer than 2 turns makes any text "many-shot".
+        self.threshold = self.setting("threshold", float, 1.0, above=0)
+        self.many_shot_turns = self.setting("many_shot_turns", int, 16, minimum=2)
+        self.max_decoded = self.setting("max_decoded_chars", int, 4000, minimum=0)
         model_file = self.setting("model_file", str, server_only=True)
         self.model = None if LEARNED in disabled else jailbreak_model.load(
             self.policy_file(model_file) if model_file else jailbreak_model.MODEL_FILE)

@@ -12,6 +12,11 @@ entities that passed.
 Presidio reads the text folded by detectors/_fold.py (fullwidth digits and `＠`, zero-width characters inside a
 number or an address, no-break and thin spaces between digit groups read as plain ones); spans cover the original
 characters.
+
+The policy's own patterns (`recognizers` and a `regex` allow list) may come from an inline config, written by
+whoever calls the service: they are compiled by `regex` and searched with a timeout and a per-segment budget
+(detectors/_schema_guard.py), not Presidio's 60 s. A custom pattern whose search did not finish is reported as a
+finding of its own (`rule: pattern_unchecked`); an allow-list pattern that did not finish keeps the value reported.
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import regex
+
 from detectors._choices import read_choice
 from detectors._fold import FoldedText, folded_view, warm_up
 from detectors._pii_candidates import MIN_PHONE_DIGITS, PhoneScan, phone_candidates, phone_windows
 from detectors._pii_candidates import digit_count as _digit_count
+from detectors._schema_guard import REASONS, PatternChecks, current_checks, pattern_checks, policy_pattern
 from detectors._textfilter import TextFilter
-from guardrails.detector import Scope, Services
+from guardrails.detector import Scope, Services, SettingError
 from guardrails.exchange import Segment, Trust
 from guardrails.findings import Category, Hit, Severity
 from guardrails.textview import redact, where
@@ -40,6 +48,8 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS")
 DEFAULT_SCORE_THRESHOLD = 0.4  # drops the 0.01-0.3 guesses of the weak US_* recognizers
+# What Presidio matches an allow list's patterns with (AnalyzerEngine.analyze's default `regex_flags`).
+ALLOW_LIST_FLAGS = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
 NO_OP_ENGINE = {"nlp_engine_name": "no_op", "models": [{"lang_code": "en", "model_name": "no_op"}]}
 
 # Cheap necessary conditions per entity, checked before Presidio runs. Each is looser than the
@@ -334,15 +344,51 @@ def _email_windows(text: str) -> Iterator[tuple[int, int]]:
 
 
 def _custom_recognizers(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """Operator recognizers in Presidio's own dict shape (patterns or deny_list), e.g. employee ids."""
+    """Operator recognizers in Presidio's own dict shape (patterns or deny_list), e.g. employee ids. Their patterns
+    are compiled by `regex` here (one that does not compile, or compiles too large, stops the policy) and searched
+    under the segment's limits (`_BoundedPattern`); a deny list is escaped words, searched as Presidio does."""
     from presidio_analyzer import PatternRecognizer
 
     recognizers = []
     for spec in specs:
         spec = {"supported_language": "en", **spec}
         spec.setdefault("name", f"custom_{spec.get('supported_entity', 'entity')}")
-        recognizers.append(PatternRecognizer.from_dict(spec))
+        recognizer = PatternRecognizer.from_dict(spec)
+        flags = recognizer.global_regex_flags
+        for pattern in recognizer.patterns[:len(spec.get("patterns") or ())]:  # (the deny list's comes last)
+            try:
+                compiled = policy_pattern(pattern.regex, flags or 0)
+            except ValueError as exc:
+                raise SettingError(f"setting recognizers: {recognizer.name}: {exc}") from None
+            # Presidio reuses a compiled pattern built with the flags it searches with.
+            pattern.compiled_regex = _BoundedPattern(compiled, recognizer.supported_entities[0])
+            pattern.compiled_with_flags = flags
+        recognizers.append(recognizer)
     return recognizers
+
+
+class _BoundedPattern:
+    """A custom pattern where Presidio searches it: every match found within the segment's limits, or none when the
+    search did not finish (recorded, and reported by the detector), instead of Presidio's 60 s timeout."""
+
+    def __init__(self, compiled: regex.Pattern[str], entity: str) -> None:
+        self.compiled = compiled
+        self.entity = entity
+        self.pattern = compiled.pattern
+
+    def finditer(self, text: str, timeout: float | None = None) -> Iterator[regex.Match[str]]:
+        return iter(current_checks().find_all(self.compiled, text))
+
+
+def _allow_patterns(allow_list: list[str]) -> list[regex.Pattern[str]]:
+    patterns = []
+    for term in allow_list:
+        if term:  # (Presidio drops empty ones)
+            try:
+                patterns.append(policy_pattern(term, ALLOW_LIST_FLAGS))
+            except ValueError as exc:
+                raise SettingError(f"setting allow_list: {exc}") from None
+    return patterns
 
 
 class PIIDetector(TextFilter):
@@ -368,10 +414,13 @@ class PIIDetector(TextFilter):
         super().__init__(settings, services)
         s = self.settings
         self.entities: tuple[str, ...] = tuple(self.setting("entities", list, [], items=str) or DEFAULT_ENTITIES)
-        self.score_threshold = self.setting("score_threshold", float, DEFAULT_SCORE_THRESHOLD)
+        # Presidio's scores are 0..1: a threshold above 1 would report nothing.
+        self.score_threshold = self.setting("score_threshold", float, DEFAULT_SCORE_THRESHOLD, minimum=0, maximum=1)
         # Values, not names: YAML reads an unquoted all-digit value as a number.
         self.allow_list: list[str] = [str(v) for v in self.setting("allow_list", list, [])]
         self.allow_list_match = read_choice(self.settings, "allow_list_match", ("exact", "regex"), "exact")
+        # Searched here, bounded (Presidio would search the joined patterns for up to 60 s per result).
+        self.allow_patterns = _allow_patterns(self.allow_list) if self.allow_list_match == "regex" else []
         self.context: list[str] | None = self.setting("context", list, [], items=str) or None
         severity = self.setting("severity", dict, {})
         self.severity = {**DEFAULT_SEVERITY, **{k: Severity(v) for k, v in severity.items()}}
@@ -389,7 +438,11 @@ class PIIDetector(TextFilter):
             # No tokens and no context words: Presidio's enhancer can change nothing, but deep-copies
             # every result to find that out (half the cost of analyzing a short text with an e-mail).
             self.analyzer.context_aware_enhancer = _unchanged_enhancer()
-        for recognizer in _custom_recognizers(self.setting("recognizers", list, [], items=dict)):
+        custom = _custom_recognizers(self.setting("recognizers", list, [], items=dict))
+        self.bounded = bool(custom or self.allow_patterns)  # patterns of the policy's: searched under limits
+        self._custom_patterns = {p.compiled_regex.pattern: p.compiled_regex.entity for r in custom for p in r.patterns
+                                 if isinstance(p.compiled_regex, _BoundedPattern)}
+        for recognizer in custom:
             self.analyzer.registry.add_recognizer(recognizer)
             self.entities += tuple(e for e in recognizer.supported_entities if e not in self.entities)
         supported = set(self.analyzer.get_supported_entities("en"))
@@ -419,19 +472,43 @@ class PIIDetector(TextFilter):
         entities = self.candidate_entities(text)
         if not entities:
             return []
-        results = self.analyzer.analyze(
-            text=text,
-            language="en",
-            entities=entities,
-            score_threshold=self.score_threshold,
-            context=self.context,
-            allow_list=self.allow_list or None,
-            allow_list_match=self.allow_list_match,
-        )
+        if not self.bounded:
+            results = self._analyze(text, entities)
+            unchecked: list[Hit] = []
+        else:
+            with pattern_checks() as checks:  # one budget for the policy's patterns on this segment
+                results = self._analyze(text, entities)
+                if self.allow_patterns:
+                    results = [r for r in results if not self._allowed(text[r.start:r.end], checks)]
+            unchecked = self._unchecked_hits(segment, checks)
         results = [r for r in results if not _typeset_thousands(r, view, segment.text)]
         hits = [self._hit(segment, *view.original_span(r.start, r.end), r) for r in _drop_nested(results)]
+        hits.extend(unchecked)
         if "PHONE_NUMBER" in entities:
             hits.extend(self._phone_cap_note(segment, view))
+        return hits
+
+    def _analyze(self, text: str, entities: list[str]) -> list[Any]:
+        exact = self.allow_list if self.allow_list_match == "exact" else []  # a regex allow list is applied here
+        return self.analyzer.analyze(text=text, language="en", entities=entities, score_threshold=self.score_threshold,
+                                     context=self.context, allow_list=exact or None, allow_list_match="exact")
+
+    def _allowed(self, word: str, checks: PatternChecks) -> bool:
+        """An allow-list pattern finds a match in the value. One that could not say allows nothing: the value stays
+        reported."""
+        return any(checks.judge(pattern, word) is True for pattern in self.allow_patterns)
+
+    def _unchecked_hits(self, segment: Segment, checks: PatternChecks) -> list[Hit]:
+        """One finding per custom recognizer pattern whose search did not finish: what it looks for may be there."""
+        hits = []
+        for pattern, reason in dict.fromkeys((u.pattern, u.reason) for u in checks.unchecked
+                                             if u.pattern in self._custom_patterns):
+            entity = self._custom_patterns[pattern]
+            hits.append(Hit(
+                message=f"{entity} {where(segment)} not checked: custom pattern {pattern[:80]!r}: {REASONS[reason]}",
+                start=None, end=None, severity=self.severity.get(entity, Severity.MEDIUM),
+                evidence={"entity": entity, "rule": "pattern_unchecked", "pattern": pattern[:200], "reason": reason,
+                          "segment_kind": segment.kind.value}))
         return hits
 
     def _phone_cap_note(self, segment: Segment, view: FoldedText) -> list[Hit]:

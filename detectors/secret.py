@@ -117,6 +117,9 @@ _PLACEHOLDER = re.compile(
 )
 
 
+MAX_MIN_ENTROPY = 6.0
+
+
 def shannon_entropy(value: str) -> float:
     """Bits per character of the value's own character distribution."""
     n = len(value)
@@ -147,7 +150,8 @@ class SecretDetector(TextFilter):
         # A key split into literals or encoded is a provider's key: the format rules read joined literals and
         # decoded runs, never the free-form ones (any two values joined would make a "password").
         self.format_rules = tuple(r for r in self.rules if not (r.generic or r.free_form))
-        self.generic_entropy = self.setting("min_entropy", float, 3.0)
+        # Bits per character: random base64 has 6, so a higher minimum would switch the generic rule off.
+        self.generic_entropy = self.setting("min_entropy", float, 3.0, minimum=0, maximum=MAX_MIN_ENTROPY)
         # Values, not names: YAML reads an unquoted all-digit value as a number.
         self.allow_list = frozenset(str(v) for v in self.setting("allow_list", list, []))
         self.severity = {k: Severity(v) for k, v in severity.items()}

@@ -35,14 +35,17 @@ class ToolLoopDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
-        self.max_repeats = self.setting("max_repeats", int, 3)
-        self.near_similarity = self.setting("near_similarity", float, 0.9)
-        self.max_near_repeats = self.setting("max_near_repeats", int, 4)
-        self.max_cycle_length = self.setting("max_cycle_length", int, 3)
-        self.min_cycle_repeats = self.setting("min_cycle_repeats", int, 3)
-        self.window = self.setting("window", int, 50)
+        # Ranges: 0 repeats would flag every call without saying so (1 says it: each call is its own first
+        # occurrence), a similarity of 0 makes every call of a tool near, a cycle has at least 2 calls repeated at
+        # least twice (less would never find one), and `window: 0` would read as the whole history.
+        self.max_repeats = self.setting("max_repeats", int, 3, minimum=1)
+        self.near_similarity = self.setting("near_similarity", float, 0.9, above=0, maximum=1)
+        self.max_near_repeats = self.setting("max_near_repeats", int, 4, minimum=1)
+        self.max_cycle_length = self.setting("max_cycle_length", int, 3, minimum=2)
+        self.min_cycle_repeats = self.setting("min_cycle_repeats", int, 3, minimum=2)
+        self.window = self.setting("window", int, 50, minimum=1)
         # Near repeats are looked for among this many latest calls of the same tool (a difflib ratio each).
-        self.near_window = self.setting("near_window", int, 10)
+        self.near_window = self.setting("near_window", int, 10, minimum=1)
         # History is resent every step: remember signatures, shingles and pair verdicts across checks.
         self._signatures: SizedMemo[tuple[str, str], tuple[str, str]] = SizedMemo(MEMO_ENTRIES, MEMO_BYTES)
         self._shingles: SizedMemo[str, frozenset[str]] = SizedMemo(MEMO_ENTRIES, MEMO_BYTES)

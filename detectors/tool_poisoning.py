@@ -202,10 +202,10 @@ class ToolPoisoningDetector(Detector):
         self._rules = PromptInjectionDetector({
             "disabled_rules": sorted((disabled & SHARED_RULE_IDS) | SHARED_RULES_LEFT_OUT),
             "agent_requests": False,
-            "max_hits": self.setting("max_hits", int, 20),
+            "max_hits": self.setting("max_hits", int, 20, minimum=1),
         })
         self._rules.rules += tuple(r for r in POISONING_RULES if r.id not in disabled)
-        self._memo = SegmentCache(self.setting("memo_entries", int, 10_000))
+        self._memo = SegmentCache(self.setting("memo_entries", int, 10_000, minimum=0))
         self._memo_table = self._memo.table(self.name)
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:

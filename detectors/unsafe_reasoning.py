@@ -177,7 +177,7 @@ class UnsafeReasoningDetector(Detector):
         # Their rule ids switch them off too, like their own settings.
         self.goal_hijack = self.setting("goal_hijack", bool, True) and "goal_hijack" not in disabled
         self.decided_against = self.setting("decided_against", bool, True) and "decided_against" not in disabled
-        self.min_overlap = self.setting("hijack_min_overlap", int, 3)
+        self.min_overlap = self.setting("hijack_min_overlap", int, 3, minimum=1)
         self._injection = PromptInjectionDetector()
         # Plain dicts evicted first-in-first-out: every history segment is looked up every step, and an
         # LRU's reordering would cost more than the rare re-analysis of an evicted text.

@@ -18,6 +18,11 @@ detector, the setting and the line of config.yml, so `guardrails policy validate
 While a detector is built its settings are a `RecordedSettings`: a key it never asks for is a misspelled or
 unsupported setting, which `guardrails policy validate` reports and a policy load logs as a warning.
 
+A number setting may declare its range (`setting("score_threshold", float, 0.4, minimum=0, maximum=1)`): a value
+outside it (`score_threshold: 7`, which would report nothing) is a `SettingError` naming the range. A detector that
+reads a mapping of its own (an entry per tool, a rule per argument) refuses a key it does not read with
+`refuse_unknown_keys`, so a typo there (`maximum:` for `max:`) stops the policy as a misspelt setting does.
+
 A setting that reaches outside the process (a file path, a URL, a client block) is read with
 `setting(..., server_only=True)`: an inline policy (`InlineSettings`, sent by a caller of the NeMo endpoint) that
 sets it raises `SettingError` before the detector reads the file or calls the URL.
@@ -25,6 +30,8 @@ sets it raises `SettingError` before the detector reads the file or calls the UR
 
 from __future__ import annotations
 
+import difflib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,9 +78,11 @@ def refuse_inline(settings: Mapping[Any, Any], key: str) -> None:
 
 
 def read_setting(settings: Mapping[Any, Any], key: Hashable, kind: type[T], default: Any = None,
-                 items: type | None = None, where: str = "") -> Any:
+                 items: type | None = None, where: str = "", *, minimum: float | None = None,
+                 maximum: float | None = None, above: float | None = None) -> Any:
     """`settings[key]` checked against `kind` (bool, int, float, str, list or dict); `default` when the key is
     absent or null. `items` checks a list's elements; `where` prefixes the key in messages ("tools.x.").
+    `minimum`/`maximum` (inclusive) and `above` (exclusive) bound a number setting's value.
 
     Python's bool is an int: a number setting refuses `true`, a bool setting refuses 0 and 1. An int is a
     float (`threshold: 1`); a float is not an int (`max_repeats: 2.5` would be cut to 2)."""
@@ -86,9 +95,44 @@ def read_setting(settings: Mapping[Any, Any], key: Hashable, kind: type[T], defa
         wrong = [v for v in value if not _is_a(v, items)] if items is not None else []
         if items is not None and wrong:
             plural = _PLURAL_WORDS.get(items, f"{items.__name__} values")
-            raise SettingError(f"setting {where}{key} must be a list of {plural}, but holds {wrong[0]!r}")
+            quote = " (quote it to use a number as a string)" if items is str and _is_a(wrong[0], float) else ""
+            raise SettingError(f"setting {where}{key} must be a list of {plural}, but holds {wrong[0]!r}{quote}")
         return list(value)
+    if minimum is not None or maximum is not None or above is not None:
+        check_range(value, f"{where}{key}", minimum, maximum, above)
     return float(value) if kind is float else value
+
+
+def check_range(value: Any, name: str, minimum: float | None, maximum: float | None, above: float | None) -> None:
+    """A number outside its range is refused: `score_threshold: 7` would silently report nothing."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    inside = not math.isnan(value) and (
+        (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+        and (above is None or value > above))
+    if not inside:
+        raise SettingError(f"setting {name} must be {range_words(minimum, maximum, above)}, not {value!r}")
+
+
+def range_words(minimum: float | None, maximum: float | None, above: float | None = None) -> str:
+    """`between 0 and 1`, `at least 2`, `above 0 and at most 1`..."""
+    low = f"above {above:g}" if above is not None else (f"at least {minimum:g}" if minimum is not None else "")
+    if maximum is None:
+        return low or "a number"
+    if minimum is not None and above is None:
+        return f"between {minimum:g} and {maximum:g}"
+    return f"{low} and at most {maximum:g}" if low else f"at most {maximum:g}"
+
+
+def refuse_unknown_keys(settings: Mapping[Any, Any], known: Iterable[str], where: str) -> None:
+    """A key of a nested settings mapping (`tools.<name>`, an argument rule) that its reader does not read is
+    refused, with the closest known key: left alone it would switch its rule off without a word."""
+    valid = list(dict.fromkeys(known))
+    for key in settings:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ";"
+            raise SettingError(f"{where}: unknown key {key!r}{hint} valid: {', '.join(sorted(valid)) or 'none'}")
 
 
 def _is_a(value: Any, kind: type) -> bool:
@@ -205,20 +249,25 @@ class Detector(ABC):
 
     @overload
     def setting(self, key: str, kind: type[T], default: T, items: type | None = None, *,
-                server_only: bool = False) -> T: ...
+                server_only: bool = False, minimum: float | None = None, maximum: float | None = None,
+                above: float | None = None) -> T: ...
 
     @overload
     def setting(self, key: str, kind: type[T], default: None = None, items: type | None = None, *,
-                server_only: bool = False) -> T | None: ...
+                server_only: bool = False, minimum: float | None = None, maximum: float | None = None,
+                above: float | None = None) -> T | None: ...
 
     def setting(self, key: str, kind: type[T], default: T | None = None, items: type | None = None, *,
-                server_only: bool = False) -> T | None:
+                server_only: bool = False, minimum: float | None = None, maximum: float | None = None,
+                above: float | None = None) -> T | None:
         """A setting of this detector, type-checked (see `read_setting`); read it in `__init__`, so a wrong
         type stops the policy from loading instead of failing a check. `server_only=True` declares a setting
-        that reaches outside the process (a file, a URL, a client): an inline policy may not set it."""
+        that reaches outside the process (a file, a URL, a client): an inline policy may not set it.
+        `minimum`/`maximum` (inclusive) and `above` (exclusive) bound a number: a value that would switch the
+        detector off or make it fire on everything is refused with its range."""
         if server_only:
             refuse_inline(self.settings, key)
-        return read_setting(self.settings, key, kind, default, items)
+        return read_setting(self.settings, key, kind, default, items, minimum=minimum, maximum=maximum, above=above)
 
     def policy_file(self, value: str | Path, outside_a_bundle: Path | None = None) -> Path:
         """A file named by a setting: a relative path is read from the policy's bundle (where the author keeps

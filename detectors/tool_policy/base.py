@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from guardrails.detector import SettingError
 from guardrails.findings import Severity
 
 
@@ -22,11 +23,17 @@ class ArgumentRule(Protocol):
     def check(self, value: Any) -> list[Violation]: ...
 
 
-def string_list(settings: Mapping[str, Any], key: str) -> list[str]:
-    """A list-of-strings setting; a single string is accepted as a one-element list."""
-    raw = settings.get(key) or []
+def string_list(settings: Mapping[str, Any], key: str, where: str = "") -> list[str]:
+    """A list-of-strings setting; a single string is accepted as a one-element list. Anything else (a mapping, a
+    number, `false`) is refused: read as empty, it would switch its rule off without a word."""
+    raw = settings.get(key)
+    if raw is None or raw == "":
+        return []
     if isinstance(raw, str):
         return [raw]
-    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-        raise ValueError(f"{key} must be a list of strings")
+    if not isinstance(raw, (list, tuple)):
+        raise SettingError(f"setting {where}{key} must be a string or a list of strings, not {raw!r}")
+    wrong = [item for item in raw if not isinstance(item, str)]
+    if wrong:
+        raise SettingError(f"setting {where}{key} must be a list of strings, but holds {wrong[0]!r}")
     return list(raw)

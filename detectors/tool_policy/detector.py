@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
+from detectors._schema_guard import pattern_checks
 from detectors._toolnames import name_key, without_namespace
 from detectors.tool_policy.assumption import unconfirmed_assumption
 from detectors.tool_policy.base import ArgumentRule, Violation, string_list
@@ -22,13 +23,24 @@ from detectors.tool_policy.patterns import PatternRule
 from detectors.tool_policy.shell import ShellRule, current_budget, not_read, shell_budget
 from detectors.tool_policy.sql import SqlRule
 from detectors.tool_policy.urls import UrlRule
-from guardrails.detector import Detector, ScanContext, Scope, read_setting
+from guardrails.detector import (
+    Detector,
+    RecordedSettings,
+    ScanContext,
+    Scope,
+    SettingError,
+    read_setting,
+    refuse_unknown_keys,
+)
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec
 from guardrails.findings import Category, Finding, Severity
 
 RULE_TYPES: dict[str, type] = {"path": PathRule, "url": UrlRule, "shell": ShellRule, "sql": SqlRule,
                                "code": CodeRule, "number": NumberRule, "pattern": PatternRule}
 ANY_AGENT = "*"
+# The keys an `agents:` entry and a `tools:` entry may hold; an argument rule's are those its type reads (and `type`).
+AGENT_KEYS = ("allow_tools", "deny_tools", "high_risk_tools")
+TOOL_KEYS = ("arguments",)
 
 # The rule ids each built-in check can report (the modules write them as literals; tests/
 # test_tool_policy_disabled_rules.py reads the modules and fails on an id missing here). A check whose ids are all
@@ -57,7 +69,7 @@ CONFIGURED_RULE_IDS = frozenset({
     "url.ip_literal", "url.denied_domain", "url.domain_not_allowed", "shell.denied_command",
     "shell.command_not_allowed", "sql.unparsed", "sql.statement_not_allowed", "sql.denied_table",
     "number.not_a_number", "number.below_min", "number.above_max", "number.not_integer", "pattern.denied",
-    "pattern.not_allowed"})
+    "pattern.not_allowed", "pattern.unchecked", "path.unchecked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +87,13 @@ class ToolPolicyDetector(Detector):
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
         agents = self.setting("agents", dict, {})
-        self._agents = {str(agent): _lists(_entry(agents, ANY_AGENT, "agents"), _entry(agents, agent, "agents"))
-                        for agent in agents}
-        self._any_agent = _lists(_entry(agents, ANY_AGENT, "agents"), {})
+        entries = {agent: _entry(agents, agent, "agents", AGENT_KEYS) for agent in agents}
+        default = entries.get(ANY_AGENT, {})
+        self._agents = {str(agent): _lists(default, entry, str(agent)) for agent, entry in entries.items()}
+        self._any_agent = _lists(default, {}, ANY_AGENT)
         tools = self.setting("tools", dict, {})
         self._tools = [(_globs([str(pattern)], re.IGNORECASE),
-                        _argument_rules(str(pattern), _entry(tools, pattern, "tools"))) for pattern in tools]
+                        _argument_rules(str(pattern), _entry(tools, pattern, "tools", TOOL_KEYS))) for pattern in tools]
         self._rules_by_tool: dict[str, dict[str, tuple[str, ArgumentRule]]] = {}
         self.builtin = self.setting("builtin_rules", bool, True)
         self.disabled = _disabled_rules(self.setting("disabled_rules", list, [], items=str))
@@ -91,7 +104,8 @@ class ToolPolicyDetector(Detector):
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         lists = self._agents.get(exchange.context.agent_id or "", self._any_agent)
         findings: list[Finding] = []
-        with shell_budget() as budget:  # what the shell and code readers may spend on this whole check
+        # What the shell and code readers, and the policy's own patterns, may spend on this whole check.
+        with shell_budget() as budget, pattern_checks():
             for segment in ctx.segments:
                 call = segment.tool_call
                 if call is None:
@@ -221,11 +235,13 @@ def _builtin_rules(disabled: frozenset[str]) -> dict[str, ArgumentRule]:
             "sql": SqlRule(), "code": CodeRule(), "written_code": CodeRule(written=True), "encoded": EncodedRule()}
 
 
-def _lists(default: Mapping[str, Any], agent: Mapping[str, Any]) -> AgentLists:
+def _lists(default: Mapping[str, Any], agent: Mapping[str, Any], name: str) -> AgentLists:
     """An agent's own allow list replaces the default one; deny and high-risk lists add up."""
-    allow = string_list(agent, "allow_tools") if "allow_tools" in agent else string_list(default, "allow_tools")
-    deny = string_list(default, "deny_tools") + string_list(agent, "deny_tools")
-    high_risk = string_list(default, "high_risk_tools") + string_list(agent, "high_risk_tools")
+    here, everyone = f"agents.{name}.", f"agents.{ANY_AGENT}."
+    allow = (string_list(agent, "allow_tools", here) if "allow_tools" in agent
+             else string_list(default, "allow_tools", everyone))
+    deny = string_list(default, "deny_tools", everyone) + string_list(agent, "deny_tools", here)
+    high_risk = string_list(default, "high_risk_tools", everyone) + string_list(agent, "high_risk_tools", here)
     return AgentLists(_globs(allow), _globs(deny, re.IGNORECASE), _globs(high_risk, re.IGNORECASE))
 
 
@@ -239,22 +255,37 @@ def _listed(globs: re.Pattern[str] | None, tool: str) -> bool:
     return any(globs.match(name) for name in (tool, name_key(tool), name_key(without_namespace(tool))))
 
 
-def _entry(settings: Mapping[str, Any], key: Any, where: str) -> Mapping[str, Any]:
-    """One agent's or tool's entry: a mapping, or empty when left blank."""
-    return read_setting(settings, key, dict, {}, where=f"{where}.")
+def _entry(settings: Mapping[str, Any], key: Any, where: str, known: tuple[str, ...]) -> Mapping[str, Any]:
+    """One agent's or tool's entry: a mapping of `known` keys, or empty when left blank."""
+    entry: Mapping[str, Any] = read_setting(settings, key, dict, {}, where=f"{where}.")
+    refuse_unknown_keys(entry, known, f"tool_policy.{where}.{key}")
+    return entry
 
 
 def _argument_rules(tool: str, raw: Mapping[str, Any]) -> dict[str, tuple[str, ArgumentRule]]:
     rules: dict[str, tuple[str, ArgumentRule]] = {}
     for argument, constraint in read_setting(raw, "arguments", dict, {}, where=f"tools.{tool}.").items():
-        kind = constraint.get("type") if isinstance(constraint, Mapping) else None
+        where = f"tool_policy.tools.{tool}.arguments.{argument}"
+        if not isinstance(constraint, Mapping):
+            raise SettingError(f"{where}: must be a mapping with a type (e.g. {{type: number, max: 1000}}), "
+                               f"not {constraint!r}")
+        kind = constraint.get("type")
         if kind not in RULE_TYPES:
-            raise ValueError(f"tool_policy.tools.{tool}.arguments.{argument}: type must be one of "
-                             f"{sorted(RULE_TYPES)}")
+            close = difflib.get_close_matches(str(kind), RULE_TYPES, n=1) if isinstance(kind, str) else []
+            hint = f", not {kind!r}" + (f"; did you mean {close[0]!r}?" if close else "") if kind is not None else ""
+            raise SettingError(f"{where}: type must be one of {sorted(RULE_TYPES)}{hint}")
+        # The keys the rule reads are the ones it knows: any other is a typo that would switch part of it off.
+        recorded = RecordedSettings(constraint)
+        recorded.asked["type"] = None
         try:
-            rules[str(argument)] = (kind, RULE_TYPES[kind](constraint))
-        except ValueError as exc:  # name the rule whose setting is wrong: the same key repeats across tools
-            raise ValueError(f"tool_policy.tools.{tool}.arguments.{argument}: {exc}") from exc
+            rules[str(argument)] = (kind, RULE_TYPES[kind](recorded))
+            refuse_unknown_keys(constraint, recorded.asked, where)
+        except SettingError as exc:
+            if str(exc).startswith(where):
+                raise
+            raise SettingError(f"{where}: {exc}") from exc  # the same key repeats across tools: name the rule
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
     return rules
 
 

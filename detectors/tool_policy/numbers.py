@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from detectors.tool_policy.base import Violation
-from guardrails.detector import read_setting
+from guardrails.detector import SettingError, read_setting
 from guardrails.findings import Severity
 
 
@@ -17,6 +17,8 @@ class NumberRule:
         self.minimum = _bound(settings.get("min"))
         self.maximum = _bound(settings.get("max"))
         self.integer = read_setting(settings, "integer", bool, False)
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise SettingError(f"min {self.minimum:g} is above max {self.maximum:g}: every value would be refused")
 
     def check(self, value: Any) -> list[Violation]:
         number = _as_number(value)
@@ -37,8 +39,8 @@ class NumberRule:
 def _bound(raw: Any) -> float | None:
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise ValueError(f"numeric bound must be a number, got {raw!r}")
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or math.isnan(raw):
+        raise SettingError(f"numeric bound must be a number, got {raw!r}")
     return float(raw)
 
 

@@ -10,7 +10,9 @@ from itertools import pairwise
 from typing import Any
 from urllib.parse import unquote
 
+from detectors._schema_guard import current_checks
 from detectors.tool_policy.base import Violation, string_list
+from detectors.tool_policy.patterns import compile_patterns, unchecked_message
 from guardrails.detector import read_setting
 from guardrails.findings import Severity
 
@@ -82,7 +84,7 @@ class PathRule:
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         settings = settings or {}
         self.roots = [_normalize(r).rstrip("/") or "/" for r in string_list(settings, "allowed_roots")]
-        self.deny = [re.compile(p) for p in string_list(settings, "deny")]
+        self.deny = compile_patterns(settings, "deny")  # the policy's: searched with a timeout (patterns.py)
         self.sensitive = read_setting(settings, "sensitive", bool, True)
         self.traversal = read_setting(settings, "traversal", bool, True)
 
@@ -103,8 +105,19 @@ class PathRule:
         if self.roots and not _under_roots(resolved, self.roots):
             out.append(Violation("path.outside_roots", f"{value!r} is outside the allowed roots {self.roots}",
                                  Severity.HIGH))
-        out.extend(Violation("path.denied", f"{value!r} matches denied pattern {p.pattern!r}", Severity.HIGH)
-                   for p in self.deny if p.search(resolved))
+        if self.deny:
+            out.extend(self._denied(value, resolved))
+        return out
+
+    def _denied(self, value: str, resolved: str) -> list[Violation]:
+        checks = current_checks()
+        out = []
+        for p in self.deny:
+            found = checks.judge(p, resolved)
+            if found is True:
+                out.append(Violation("path.denied", f"{value!r} matches denied pattern {p.pattern!r}", Severity.HIGH))
+            elif found is not False:  # a search that did not finish is no pass
+                out.append(Violation("path.unchecked", unchecked_message(value, "denied", p, found), Severity.HIGH))
         return out
 
 
