@@ -18,7 +18,7 @@ from typing import Any
 from guardrails.detector import Detector, ScanContext, Scope, Services
 from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind, recovery_schemas
 from guardrails.findings import Category, Finding, Severity
-from guardrails.toolparse import RecoveredCall, find_leaks
+from guardrails.toolparse import MAX_CALLS, RecoveredCall, read_leaks
 from guardrails.toolparse.react import invented_observation
 
 # Names that look like they change or destroy something; a leaked call to one is high severity even when
@@ -51,12 +51,40 @@ class ToolCallLeakDetector(Detector):
         # An agent that lists its tools in the prompt calls them in ReAct text: its protocol, not a leak (the
         # builder turned those calls into tool-call segments, which the tool checks judge).
         react_is_protocol = any(spec.declared_in is not None for spec in exchange.tools.values())
-        findings = [self._finding(exchange, segment, call)
-                    for segment, call in find_leaks(texts, raw_output, structured, recovery_schemas(exchange.tools))
+        reading = read_leaks(texts, raw_output, structured, recovery_schemas(exchange.tools))
+        findings = [self._finding(exchange, segment, call) for segment, call in reading.leaks
                     if not (react_is_protocol and call.family == "react")]
-        ctx.signals[self.name] = {"leaked_calls": len(findings),
-                                  "families": sorted({f.evidence["family"] for f in findings})}
+        signals: dict[str, Any] = {"leaked_calls": len(findings),
+                                   "families": sorted({f.evidence["family"] for f in findings})}
+        if reading.unread:  # past its bound a text is not read: said so, never passed as clean
+            findings += [self._not_read(exchange, segment, at) for segment, at in reading.unread]
+            signals["not_read"] = [f.evidence["where"] for f in findings[-len(reading.unread):]]
+        ctx.signals[self.name] = signals
         return findings
+
+    def _not_read(self, exchange: Exchange, segment: Segment | None, at: int) -> Finding:
+        """The rest of a text, from `at`, that recovery did not read (past the check's MAX_CALLS calls, or a parser's
+        bound on the candidates it tries): calls written there are neither reported nor judged by the tool
+        detectors."""
+        if segment is None:
+            where, end = "raw_output", len(exchange.raw_output or "")
+            location = Location("/raw_output", at, end)
+        else:
+            where = "reasoning" if segment.kind is SegmentKind.REASONING else "content"
+            end = len(segment.text)
+            location = segment.locate(at, end)
+        return Finding(
+            category=self.category,
+            detector=self.name,
+            severity=Severity.MEDIUM,
+            message=(f"tool-call markup in the {where} not read: past the {MAX_CALLS:,} calls a check reads (or a "
+                     f"parser's bound on the markup it tries), its last {end - at:,} characters are not checked"),
+            pointer=location.pointer,
+            start=location.start,
+            end=location.end,
+            score=1.0,
+            evidence={"rule": "calls_not_read", "where": where, "not_read_chars": end - at},
+        )
 
     def _finding(self, exchange: Exchange, segment: Segment | None, call: RecoveredCall) -> Finding:
         if segment is None:

@@ -28,8 +28,8 @@ from guardrails.toolparse import (  # noqa: F401  (imported to register each fam
     xlam,
 )
 from guardrails.toolparse.base import PARSERS, RecoveredCall, Schemas, ToolParser, get_parser
-from guardrails.toolparse.leaks import CarriedCalls, find_leaks
-from guardrails.toolparse.recover import PRECEDENCE, might_contain_calls, recover
+from guardrails.toolparse.leaks import CarriedCalls, LeakReading, find_leaks, read_leaks
+from guardrails.toolparse.recover import MAX_CALLS, PRECEDENCE, Recovery, might_contain_calls, recover, recover_bounded
 
-__all__ = ["PARSERS", "PRECEDENCE", "CarriedCalls", "RecoveredCall", "Schemas", "ToolParser", "find_leaks",
-           "get_parser", "might_contain_calls", "recover"]
+__all__ = ["MAX_CALLS", "PARSERS", "PRECEDENCE", "CarriedCalls", "LeakReading", "RecoveredCall", "Recovery", "Schemas",
+           "ToolParser", "find_leaks", "get_parser", "might_contain_calls", "read_leaks", "recover", "recover_bounded"]

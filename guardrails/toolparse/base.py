@@ -41,6 +41,39 @@ by_span = attrgetter("span")  # the sort key of calls in text order
 Draft = tuple[str, str, Any, bool, Span, Span, Span, Span, str | None, tuple[str, ...]]
 
 
+# Per text, the candidates one parser tries: a tag, a head, a list, and each further call object in one (a call
+# usually costs one). A 4 MB answer of repeated markup holds 40,000 to 180,000 calls, and every one of them cost
+# each check its parse and then a tool-call segment that the tool detectors judge (seconds per megabyte); real
+# answers hold a few. Past the bound the parser stops: where, `Budget.unread` tells (`recover.recover_bounded`).
+MAX_CANDIDATES = 5_000
+
+
+class Budget:
+    """The candidates one parser may still try on one text, and `until` where (another parser stopped there: the
+    text past it is not read); `unread`: where it stopped (the start of the first candidate it did not try)."""
+
+    __slots__ = ("left", "unread", "until")
+
+    def __init__(self, limit: int | None = None, until: int | None = None) -> None:
+        self.left = MAX_CANDIDATES if limit is None else limit
+        self.until = until
+        self.unread: int | None = None
+
+    def take(self, at: int) -> bool:
+        """Spend one candidate on the one at `at`; False (noting `at`) when none is left or `at` is past `until`."""
+        if self.left > 0 and (self.until is None or at < self.until):
+            self.left -= 1
+            return True
+        self.stop(at)
+        return False
+
+    def stop(self, at: int) -> None:
+        """Stop reading at `at` (the earliest of the places where reading stopped is kept)."""
+        self.left = 0
+        if self.unread is None or at < self.unread:
+            self.unread = at
+
+
 class ToolParser(ABC):
     """One format family. Tolerant: recovers calls vLLM's parser of the family would drop or reject."""
 
@@ -60,6 +93,21 @@ class ToolParser(ABC):
     @abstractmethod
     def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
         """Every call of this family found in `text`, in order. Never raises on malformed text."""
+
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
+        """`parse`, trying at most `budget`'s candidates (a parser without its own bound reads the whole text)."""
+        return self.parse(text, schemas)
+
+
+class BoundedParser(ToolParser):
+    """A parser that stops after its budget of candidates (`read`); `parse` reads with a fresh budget."""
+
+    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+        return self.read(text, schemas, Budget())
+
+    @abstractmethod
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
+        """The calls of this family in `text`, in order, up to where `budget` ran out (`budget.unread`)."""
 
 
 PARSERS: dict[str, ToolParser] = {}  # family -> parser, in precedence order

@@ -15,11 +15,14 @@ Block = tuple[int, int, int, int, bool, bool]
 
 
 def tagged_blocks(text: str, open_: str, close: str | None, *, stray_close: bool = True,
-                  terminators: tuple[str, ...] = ()) -> list[Block]:
+                  terminators: tuple[str, ...] = (), limit: int | None = None) -> list[Block]:
     """Blocks `open_ body close`. A block without its close ends at the next open marker, at one of
     `terminators`, or at the end of text. With `stray_close`, a close marker seen before any open marker
-    yields a block whose body runs from the previous block's end (the model forgot the start token)."""
+    yields a block whose body runs from the previous block's end (the model forgot the start token). With
+    `limit`, the first `limit` blocks only (a parser passes what is left of its `Budget` plus one: where it stops)."""
     blocks: list[Block] = []
+    if limit is not None and limit <= 0:
+        return blocks
     open_len = len(open_)
     close_len = len(close) if close else 0
     find = text.find
@@ -54,12 +57,31 @@ def tagged_blocks(text: str, open_: str, close: str | None, *, stray_close: bool
         else:
             end = body_end
             blocks.append((body - open_len, body, body_end, end, True, False))
+        if limit is not None and len(blocks) >= limit:
+            break
         i = end
         if 0 <= o < i:
             o = find(open_, i)
         if 0 <= c < i:
             c = find(close, i)  # type: ignore[arg-type]
     return blocks
+
+
+class NextFind:
+    """`text.find(sub, i)` for a run of searches from positions that mostly grow: a search is done again only
+    when the last one's answer lies before `i` (or `i` before where it started). Searching afresh from every
+    candidate scanned the rest of the text each time: quadratic when `sub` is rare."""
+
+    __slots__ = ("at", "origin", "sub", "text")
+
+    def __init__(self, text: str, sub: str) -> None:
+        self.text, self.sub = text, sub
+        self.origin, self.at = 0, text.find(sub)
+
+    def __call__(self, i: int) -> int:
+        if i < self.origin or 0 <= self.at < i:
+            self.origin, self.at = i, self.text.find(self.sub, i)
+        return self.at
 
 
 _SPACE = re.compile(r"\s*")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, register
 from guardrails.toolparse.gemma4 import call_syntax
 
 
 @register
-class FunctionGemmaParser(ToolParser):
+class FunctionGemmaParser(BoundedParser):
     family = "functiongemma"
     markers = ("<start_function_call>", "<end_function_call>")
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        return call_syntax(self.family, text, "<start_function_call>", "<end_function_call>", "<escape>")
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
+        return call_syntax(self.family, text, "<start_function_call>", "<end_function_call>", "<escape>", budget)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from itertools import islice
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, new_call, register
 from guardrails.toolparse.blocks import rskip_space
 from guardrails.toolparse.lenient import LenientReader, NotAValue
 
@@ -24,15 +25,19 @@ def _plain_object(delimiter: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
     return re.compile(rf"\{{(?:{member},)*{member}\}}"), re.compile(f"({_KEY})[:=]{d}({value}){d}")
 
 
-def call_syntax(family: str, text: str, open_: str, close: str, delimiter: str) -> list[RecoveredCall]:
+def call_syntax(family: str, text: str, open_: str, close: str, delimiter: str, budget: Budget) -> list[RecoveredCall]:
     """Calls written `open_ call:NAME{k:<delim>v<delim>,...} close` (the Gemma call syntax)."""
     calls = []
-    heads = list(_CALL.finditer(text))
+    heads = list(islice(_CALL.finditer(text), budget.left + 1))
+    last_close = text.rfind(close)  # (a close after a head: one search, not one to the end per head)
     for k, head in enumerate(heads):
         start = head.start()
-        if text.endswith(open_, 0, start):
+        opened = text.endswith(open_, 0, start)
+        if opened:
             start -= len(open_)
-        elif text.find(close, head.end()) < 0:
+        if not budget.take(start):
+            break
+        if not opened and last_close < head.end():
             continue  # neither marker: `call:x{...}` in prose is not a call
         next_head = heads[k + 1].start() if k + 1 < len(heads) else len(text)
         close_at = text.find(close, head.end(), next_head)
@@ -61,9 +66,9 @@ def call_syntax(family: str, text: str, open_: str, close: str, delimiter: str) 
 
 
 @register
-class Gemma4Parser(ToolParser):
+class Gemma4Parser(BoundedParser):
     family = "gemma4"
     markers = ("<|tool_call>", "<tool_call|>")
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        return call_syntax(self.family, text, "<|tool_call>", "<tool_call|>", '<|"|>')
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
+        return call_syntax(self.family, text, "<|tool_call>", "<tool_call|>", '<|"|>', budget)

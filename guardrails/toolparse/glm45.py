@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, new_call, register
 from guardrails.toolparse.blocks import rskip_space, tagged_blocks
 from guardrails.toolparse.schema import coerce, tool_properties
 
@@ -17,14 +17,17 @@ _ARGUMENT = re.compile(r"<arg_key>(.*?)</arg_key>\s*(?:<arg_value>)?([^<]*+(?:<(
 
 
 @register
-class GLM45Parser(ToolParser):
+class GLM45Parser(BoundedParser):
     family = "glm45"
     markers = ("<arg_key>",)
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
         calls = []
         for block_start, body, body_end, block_end, opened, closed in tagged_blocks(text, "<tool_call>",
-                                                                                    "</tool_call>"):
+                                                                                    "</tool_call>",
+                                                                                    limit=budget.left + 1):
+            if not budget.take(block_start):
+                break
             if opened:
                 name = _NAME.match(text, body, body_end)
             else:  # no start tag: the name is the word just before the first <arg_key>

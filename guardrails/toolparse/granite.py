@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, by_span, register
-from guardrails.toolparse.blocks import skip_space
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, by_span, register
+from guardrails.toolparse.blocks import NextFind, skip_space
 from guardrails.toolparse.jsoncalls import call_array, with_block
 
 _TAGS = ("<|tool_call|>", "<tool_call>")
@@ -16,33 +16,43 @@ _TAG_ARRAY = re.compile(r"(?:<\|tool_call\|>|<tool_call>)\s*\[")
 
 
 @register
-class GraniteParser(ToolParser):
+class GraniteParser(BoundedParser):
     family = "granite"
     markers = _TAGS
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
         if "[" not in text or _TAG_ARRAY.search(text) is None:
             return calls  # (the character test first: it turns away most other bodies at a fraction of the cost)
-        for tag in _TAGS:
-            i = text.find(tag)
+        # The next tag of each kind from a position: one search per tag passed, not one per call to the end of the
+        # text (a text of one kind of tag scanned its whole rest for the other kind at every call).
+        nexts = (NextFind(text, _TAGS[0]), NextFind(text, _TAGS[1]))
+        for tag, find in zip(_TAGS, nexts, strict=True):
+            i = find(0)
             while i >= 0:
+                if not budget.take(i):
+                    break
                 body = skip_space(text, i + len(tag))
                 if text.startswith("[", body):
-                    found, after = call_array(self.family, text, body, _bound(text, body))
+                    found, after = call_array(self.family, text, body, _bound(nexts, body, len(text)),
+                                              budget=budget)
                     close = skip_space(text, after)
-                    if text.startswith("</tool_call>", close):
+                    if text.startswith("</tool_call>", close) and budget.unread is None:
                         after = close + len("</tool_call>")
                     calls += with_block(found, (i, after))
-                i = text.find(tag, body)
+                    if budget.unread is not None:
+                        break
+                i = find(body)
+        if budget.unread is not None:  # the other tag's calls past where this one stopped are not kept either
+            calls = [call for call in calls if call.span[0] < budget.unread]
         if len(calls) > 1:
             calls.sort(key=by_span)
         return calls
 
 
-def _bound(text: str, start: int) -> int:
+def _bound(nexts: tuple[NextFind, NextFind], start: int, end: int) -> int:
     """Where the next tag starts (or the end of text)."""
-    first, second = text.find(_TAGS[0], start), text.find(_TAGS[1], start)
+    first, second = nexts[0](start), nexts[1](start)
     if first < 0:
-        return second if second >= 0 else len(text)
+        return second if second >= 0 else end
     return first if second < 0 else min(first, second)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, register
 from guardrails.toolparse.jsoncalls import named_call
 
 # A header: at most four tokens, `<|start|>... <|channel|>... <|constrain|>... <|message|>`, with no other `<`
@@ -20,17 +20,22 @@ _CLOSERS = ("<|call|>", "<|end|>", "<|return|>")
 
 
 @register
-class HarmonyParser(ToolParser):
+class HarmonyParser(BoundedParser):
     family = "harmony"
     markers = ("<|message|>",)
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
         calls = []
-        for header in _headers(text):
+        stop: re.Match[str] | None = None
+        searched = -1  # where `stop` was searched from (-1: not yet)
+        for header in _headers(text, budget):
             recipient = _RECIPIENT.search(text, header.start(), header.end())
             if recipient is None:
                 continue
-            stop = _BODY_END.search(text, header.end())
+            # The body's end, searched again only once passed: a search from every header to the end of a text
+            # without one was quadratic.
+            if searched < 0 or header.end() < searched or (stop is not None and stop.start() < header.end()):
+                stop, searched = _BODY_END.search(text, header.end()), header.end()
             bound = stop.start() if stop else len(text)
             closed_end = stop.end() if stop is not None and stop.group() in _CLOSERS else None
             calls.append(named_call(self.family, text, recipient.span(2), header.end(), bound,
@@ -38,11 +43,15 @@ class HarmonyParser(ToolParser):
         return calls
 
 
-def _headers(text: str) -> list[re.Match[str]]:
-    """The longest header ending at each `<|message|>`: the leftmost match that ends with it."""
+def _headers(text: str, budget: Budget) -> list[re.Match[str]]:
+    """The longest header ending at each `<|message|>`: the leftmost match that ends with it (one candidate of
+    `budget` each)."""
     headers = []
     at = text.find("<|message|>")
+    end = 0
     while at >= 0:
+        if not budget.take(max(end, at - _WINDOW)):  # (where its header may start: after the last one read)
+            break
         end = at + len("<|message|>")
         found = _HEADER.search(text, max(0, at - _WINDOW), end)
         if found is not None:

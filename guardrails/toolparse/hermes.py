@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, register
 from guardrails.toolparse.blocks import skip_space, tagged_blocks
 from guardrails.toolparse.jsoncalls import call_objects, with_block
 
@@ -16,16 +16,19 @@ _OPENED_CALL = re.compile(r"<tool_call>\s*\{")
 
 
 @register
-class HermesParser(ToolParser):
+class HermesParser(BoundedParser):
     family = "hermes"
     markers = ("<tool_call>", "</tool_call>")
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
         if "{" not in text or (_OPENED_CALL.search(text) is None and _CALL_START.search(text) is None):
             return calls  # (the character test first: it turns away the XML and GLM bodies at a fraction of the cost)
         for block_start, body, body_end, block_end, opened, closed in tagged_blocks(text, "<tool_call>",
-                                                                                    "</tool_call>"):
+                                                                                    "</tool_call>",
+                                                                                    limit=budget.left + 1):
+            if not budget.take(block_start):
+                break
             if opened:
                 start = skip_space(text, body, body_end)
             else:  # no start tag: the call object is the last thing before `</tool_call>`
@@ -35,7 +38,10 @@ class HermesParser(ToolParser):
                 start = found.start()
             if start >= body_end or text[start] != "{":
                 continue  # another family's body (XML, GLM, a Granite array)
-            found_calls, after = call_objects(self.family, text, start, body_end, separators="")
+            found_calls, after = call_objects(self.family, text, start, body_end, separators="", budget=budget)
+            if budget.unread is not None:  # stopped inside the block: it ends after the last object read
+                calls += with_block(found_calls, (block_start if opened else start, after))
+                break
             if found_calls:
                 calls += with_block(found_calls, (block_start if opened else start, block_end if closed else after))
         return calls

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from guardrails.toolparse.base import Draft, RecoveredCall, new_call
+from guardrails.toolparse.base import Budget, Draft, RecoveredCall, new_call
 from guardrails.toolparse.blocks import rskip_space, skip_space
 from guardrails.toolparse.lenient import LenientReader, NotAValue, read_value, scan_value
 
@@ -45,9 +45,11 @@ def call_object(family: str, text: str, start: int, end: int | None = None, *, d
 
 
 def call_objects(family: str, text: str, start: int, end: int | None = None, *, separators: str = ";,",
-                 decode_string_arguments: bool = False, fallback: bool = True) -> tuple[list[Draft], int]:
+                 decode_string_arguments: bool = False, fallback: bool = True,
+                 budget: Budget | None = None) -> tuple[list[Draft], int]:
     """Read consecutive call objects (separated by whitespace or `separators`) from `start`: their drafts
-    (see `with_block`) and the index after the last one."""
+    (see `with_block`) and the index after the last one. Each object after the first (which the markup around
+    it paid for) is a candidate of `budget`: past it, the objects read so far."""
     end = len(text) if end is None else end
     drafts: list[Draft] = []
     i = start
@@ -58,6 +60,8 @@ def call_objects(family: str, text: str, start: int, end: int | None = None, *, 
             j = skip_space(text, i, end, separators)
             if j >= end or text[j] != "{":
                 return drafts, i
+        if drafts and budget is not None and not budget.take(j):
+            return drafts, i
         read = _draft_object(family, text, j, end, decode_string_arguments, fallback)
         if read is None:
             return drafts, i
@@ -66,14 +70,16 @@ def call_objects(family: str, text: str, start: int, end: int | None = None, *, 
 
 
 def call_array(family: str, text: str, start: int, end: int | None = None, *, decode_string_arguments: bool = False,
-               fallback: bool = True) -> tuple[list[Draft], int]:
+               fallback: bool = True, budget: Budget | None = None) -> tuple[list[Draft], int]:
     """Read `[{call}, {call}]` at `start` (tolerating a missing `]` and truncation): drafts, as `call_objects`."""
     end = len(text) if end is None else end
     i = start if start < end and text[start] == "[" else skip_space(text, start, end)  # (most point at it)
     if i >= end or text[i] != "[":
         return [], start
     drafts, i = call_objects(family, text, i + 1, end, separators=",",
-                             decode_string_arguments=decode_string_arguments, fallback=fallback)
+                             decode_string_arguments=decode_string_arguments, fallback=fallback, budget=budget)
+    if budget is not None and budget.unread is not None:
+        return drafts, i  # stopped inside the array: its close is not the one after the last object read
     j = i if i < end and text[i] == "]" else skip_space(text, i, end, ",")
     if j < end and text[j] == "]":
         i = j + 1

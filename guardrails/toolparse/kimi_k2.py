@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, register
 from guardrails.toolparse.blocks import tagged_blocks
 from guardrails.toolparse.jsoncalls import named_call
 
@@ -13,15 +13,17 @@ _HEADER = re.compile(r"\s*((?:functions\.)?([\w.\-]+?)(?::\d+)?)\s*<\|tool_call_
 
 
 @register
-class KimiK2Parser(ToolParser):
+class KimiK2Parser(BoundedParser):
     family = "kimi_k2"
     markers = ("<|tool_call_begin|>",)
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
         calls = []
         for block_start, body, body_end, block_end, _, closed in tagged_blocks(
                 text, "<|tool_call_begin|>", "<|tool_call_end|>", stray_close=False,
-                terminators=("<|tool_calls_section_end|>",)):
+                terminators=("<|tool_calls_section_end|>",), limit=budget.left + 1):
+            if not budget.take(block_start):
+                break
             header = _HEADER.match(text, body, body_end)
             if header is None:
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from guardrails.toolparse.base import Draft, Schemas
+from guardrails.toolparse.base import Budget, Draft, Schemas
 from guardrails.toolparse.blocks import skip_space
 from guardrails.toolparse.lenient import read_value
 
@@ -15,11 +15,14 @@ _OPENERS, _CLOSERS = "([{", ")]}"
 _EXPRESSION_STOP = re.compile(r"[()\[\]{},]")
 
 
-def call_list(family: str, text: str, start: int, bound: int, schemas: Schemas | None) -> tuple[list[Draft], int]:
+def call_list(family: str, text: str, start: int, bound: int, schemas: Schemas | None,
+              budget: Budget | None = None) -> tuple[list[Draft], int]:
     """Read the list of calls whose `[` is at `start` (their drafts, see `jsoncalls.with_block`); ([], start)
-    when it is not one."""
+    when it is not one. Each call after the first (which the list paid for) is a candidate of `budget`: past it,
+    the calls read so far."""
     calls: list[Draft] = []
     i = start + 1
+    read_to = start  # the end of the last call read
     while True:
         i = skip_space(text, i, bound)
         if i >= bound:
@@ -33,8 +36,11 @@ def call_list(family: str, text: str, start: int, bound: int, schemas: Schemas |
         head = CALL_HEAD.match(text, i, bound)
         if head is None:
             return [], start  # `[f(x) for x in y]`, `[f(a) + 1]`: an expression, not a call list
+        if calls and budget is not None and not budget.take(i):
+            return calls, read_to
         call, i = one_call(family, text, head, bound, schemas)
         calls.append(call)
+        read_to = i
     return calls, (i if calls else start)
 
 

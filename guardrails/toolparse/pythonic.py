@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, new_call, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, new_call, register
 from guardrails.toolparse.blocks import rskip_space, skip_space
 from guardrails.toolparse.jsoncalls import with_block
 from guardrails.toolparse.pycalls import CALL_HEAD, call_list, one_call
@@ -17,7 +17,7 @@ _LIST_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 
 
 @register
-class PythonicParser(ToolParser):
+class PythonicParser(BoundedParser):
     family = "pythonic"
     bare = True
     markers = ("(",)  # in every pythonic call; `applies` below is the full test
@@ -25,15 +25,19 @@ class PythonicParser(ToolParser):
     def applies(self, text: str) -> bool:
         return "(" in text and ("[" in text or text.rstrip().endswith(")"))
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
         calls: list[RecoveredCall] = []
         i = 0
         for start in _LIST_START.finditer(text):
             if start.start() < i:
                 continue
-            found, i = call_list(self.family, text, start.start(), len(text), schemas)
+            if not budget.take(start.start()):
+                break
+            found, i = call_list(self.family, text, start.start(), len(text), schemas, budget)
             calls += with_block(found, (start.start(), i))
-        if not calls:  # the whole output may be one call without its brackets
+            if budget.unread is not None:
+                break
+        if not calls and budget.unread is None:  # the whole output may be one call without its brackets
             head = CALL_HEAD.match(text, skip_space(text, 0))
             text_end = rskip_space(text, len(text)) if head else 0
             if head and text.endswith(")", 0, text_end):

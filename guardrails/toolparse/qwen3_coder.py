@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, register
 from guardrails.toolparse.xmlcalls import function_calls
 
 
 @register
-class Qwen3CoderParser(ToolParser):
+class Qwen3CoderParser(BoundedParser):
     family = "qwen3_coder"
     markers = ("<function=",)
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        return function_calls(self.family, text, schemas, seed_wrapped=False)
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
+        return function_calls(self.family, text, schemas, seed_wrapped=False, budget=budget)

@@ -6,8 +6,9 @@ import re
 from bisect import bisect_left, insort
 from collections import defaultdict
 from functools import cache
+from typing import NamedTuple
 
-from guardrails.toolparse.base import PARSERS, RecoveredCall, Schemas, ToolParser, by_span
+from guardrails.toolparse.base import MAX_CANDIDATES, PARSERS, Budget, RecoveredCall, Schemas, ToolParser, by_span
 
 # Who wins a tie between equally wide markup blocks: specific markup first; the bare-JSON and pythonic
 # readers last, because they also read the bodies other families wrap.
@@ -27,6 +28,11 @@ _SHORT = 512
 _FEW = 3
 # Up to this many overlap tests, `_resolve` tests every pair of blocks rather than sorting them first.
 _FEW_TESTS = 64
+# Calls recovered per text, all families together (and per check: `leaks.read_leaks` shares them out among the texts
+# of a response): past them the text is not read (`Recovery.unread`). Each becomes a tool-call segment that every
+# tool detector judges (~0.1 ms per call and check); a parser tries at most MAX_CANDIDATES candidates, about as
+# many calls.
+MAX_CALLS = MAX_CANDIDATES
 
 Span = tuple[int, int]
 Candidate = tuple[int, int, int, int]  # (-width, precedence rank, start, end) of a block, see `_resolve`
@@ -145,8 +151,24 @@ def might_contain_calls(text: str) -> bool:
     return any(q in text for q in _QUICK) or text.rstrip().endswith(")")
 
 
+class Recovery(NamedTuple):
+    """The calls recovered from a text, in order, and `unread`: where the text stops being read (None when it was
+    read to its end). Past MAX_CALLS calls, or where a parser ran out of its budget of candidates, the rest of
+    the text is not read: no call starting there is kept, and the caller reports the region as not read."""
+
+    calls: list[RecoveredCall]
+    unread: int | None = None
+
+
 def recover(text: str, tools: Schemas | None = None) -> list[RecoveredCall]:
-    """All calls found in `text`, in order. `tools` maps declared tool names to their parameter schemas.
+    """All calls found in `text`, in order (up to where it stops being read, see `recover_bounded`)."""
+    return recover_bounded(text, tools).calls
+
+
+def recover_bounded(text: str, tools: Schemas | None = None, max_calls: int | None = None) -> Recovery:
+    """All calls found in `text`, in order, and where reading stopped (see `Recovery`): at most `max_calls` of them
+    (what the check has left), and never more than MAX_CALLS. `tools` maps declared tool names to their parameter
+    schemas.
 
     Families overlap (`<tool_call>` opens Hermes JSON, Qwen3-Coder XML, GLM and Granite bodies; a bare
     array may be xLAM or an unwrapped Mistral list), so each parser reports the markup blocks it reads and
@@ -154,14 +176,21 @@ def recover(text: str, tools: Schemas | None = None) -> list[RecoveredCall]:
     run last, on the text with the blocks already claimed blanked out.
     """
     if not text:
-        return []
+        return Recovery([])
     dispatch = _dispatch()
     mask = dispatch.mask(text)
     if not mask:
-        return []
+        return Recovery([])
     specific, bare = dispatch.woken.get(mask) or dispatch.wake(mask)
+    limit = MAX_CALLS if max_calls is None else max(0, min(max_calls, MAX_CALLS))
+    # A parser needs no more candidates than the calls left to find (each call is one candidate, or more).
+    candidates = min(MAX_CANDIDATES, limit)
     taken: list[Span] = []
-    calls = _resolve(text, specific, tools, taken) if specific else []
+    stops: list[int] = []  # where parsers ran out of candidates
+    calls = _resolve(text, specific, tools, taken, stops, candidates) if specific else []
+    if len(calls) > limit:  # the bare readers read no further than the calls kept
+        calls.sort(key=by_span)
+        stops.append(calls[limit].span[0])
     view = text  # what the bare readers read: the text with the claimed blocks blanked out
     blanked = 0  # how many of `taken` the view blanks
     absent = 0  # the bare readers whose markers are not in the view
@@ -173,10 +202,23 @@ def recover(text: str, tools: Schemas | None = None) -> list[RecoveredCall]:
         if view is not text and (dispatch.subsumed[k] & absent or not parser.applies(view)):
             absent |= 1 << k
             continue  # its markers were all inside claimed blocks
-        calls += _resolve(view, ((k, parser),), tools, taken)
+        calls += _resolve(view, ((k, parser),), tools, taken, stops, candidates)
     if len(calls) > 1:
         calls.sort(key=by_span)
-    return calls
+    unread = min(stops) if stops else None
+    if len(calls) > limit and (unread is None or calls[limit].span[0] < unread):
+        unread = calls[limit].span[0]
+    if unread is not None:
+        # Nothing from there on: a region one parser did not read may hold another family's calls that its own
+        # blocks would have beaten. (Calls are sorted by start: cut at the first one at or past it.)
+        cut = bisect_left(calls, unread, key=_start)
+        del calls[cut:]
+    return Recovery(calls, unread)
+
+
+def _start(call: RecoveredCall) -> int:
+    return call.span[0]
+
 
 
 def _blank(text: str, spans: list[Span]) -> str:
@@ -193,11 +235,17 @@ def _blank(text: str, spans: list[Span]) -> str:
     return "".join(parts)
 
 
-def _resolve(text: str, parsers: Ranked, tools: Schemas | None, taken: list[Span]) -> list[RecoveredCall]:
-    """Run `parsers`; keep the widest non-overlapping blocks (ties: precedence); extend `taken`."""
+def _resolve(text: str, parsers: Ranked, tools: Schemas | None, taken: list[Span],
+             stops: list[int] | None = None, candidates: int | None = None) -> list[RecoveredCall]:
+    """Run `parsers`, each with its budget of `candidates` (where one ran out goes to `stops`); keep the widest
+    non-overlapping blocks (ties: precedence); extend `taken`."""
     found = []  # (rank, calls) of the parsers that found calls (a loop: cheaper than a comprehension here)
     for rank, parser in parsers:
-        calls = parser.parse(text, tools)
+        # (no candidate past where an earlier parser stopped: nothing from there on is kept)
+        budget = Budget(candidates, until=min(stops) if stops else None)
+        calls = parser.read(text, tools, budget)
+        if budget.unread is not None and stops is not None:
+            stops.append(budget.unread)
         if calls:
             found.append((rank, calls))
     if not found:

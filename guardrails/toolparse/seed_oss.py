@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, ToolParser, register
+from guardrails.toolparse.base import BoundedParser, Budget, RecoveredCall, Schemas, register
 from guardrails.toolparse.xmlcalls import function_calls
 
 
 @register
-class SeedOSSParser(ToolParser):
+class SeedOSSParser(BoundedParser):
     family = "seed_oss"
     # Its calls are the `<function=` calls with a seed wrapper, so only the wrapper wakes it.
     markers = ("<seed:tool_call>", "</seed:tool_call>")
 
-    def parse(self, text: str, schemas: Schemas | None = None) -> list[RecoveredCall]:
-        return function_calls(self.family, text, schemas, seed_wrapped=True)
+    def read(self, text: str, schemas: Schemas | None, budget: Budget) -> list[RecoveredCall]:
+        return function_calls(self.family, text, schemas, seed_wrapped=True, budget=budget)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.toolparse.base import RecoveredCall, Schemas, new_call
+from guardrails.toolparse.base import Budget, RecoveredCall, Schemas, new_call
 from guardrails.toolparse.blocks import rskip_space, skip_space
 from guardrails.toolparse.lenient import read_value
 from guardrails.toolparse.schema import coerce, tool_properties
@@ -23,11 +23,15 @@ TOOL_CALL, SEED_TOOL_CALL = "<tool_call>", "<seed:tool_call>"  # the wrappers, i
 _CLOSES = re.compile(r"(\s*</tool_call>)?(\s*</seed:tool_call>)?")
 
 
-def function_calls(family: str, text: str, schemas: Schemas | None, *, seed_wrapped: bool) -> list[RecoveredCall]:
+def function_calls(family: str, text: str, schemas: Schemas | None, *, seed_wrapped: bool,
+                   budget: Budget) -> list[RecoveredCall]:
     """The `<function=...>` calls in a `<seed:tool_call>` wrapper (`seed_wrapped`), or the others. The wrapper
-    is read before the parameters, so the family that does not want a call does not parse it."""
+    is read before the parameters, so the family that does not want a call does not parse it. Each head is a
+    candidate of `budget`."""
     out = []
     for head in _FUNCTION.finditer(text):
+        if not budget.take(_wrapped_start(text, head.start())):
+            break
         # The wrapper tags around the call (whitespace between), inner then outer on each side; the opening
         # side first: a seed tag there settles the family before the rest is looked for.
         start = head.start()
@@ -63,6 +67,15 @@ def function_calls(family: str, text: str, schemas: Schemas | None, *, seed_wrap
         out.append(new_call((family, name, arguments, True, span, (name_start, name_start + len(name)),
                              (header_end, args_end), span, None, tuple(sorted(repairs)) if repairs else ())))
     return out
+
+
+def _wrapped_start(text: str, start: int) -> int:
+    """Where a call whose `<function=` is at `start` starts: at the wrapper tags before it, if any."""
+    before = rskip_space(text, start)
+    if text.endswith(TOOL_CALL, 0, before):
+        start = before - len(TOOL_CALL)
+        before = rskip_space(text, start)
+    return before - len(SEED_TOOL_CALL) if text.endswith(SEED_TOOL_CALL, 0, before) else start
 
 
 def _parameters(text: str, header_end: int, func_end: int, properties: Mapping[str, Any] | None,
