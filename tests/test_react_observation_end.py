@@ -1,8 +1,9 @@
 """Where an observation's text ends. The tool's output is pasted into the transcript and can write any line: a
 `Final Answer:`, a paragraph after it, a `Question:`, a `Thought:`. Everything it writes, up to the model's next step
 or the end of the text, is carved as its untrusted tool result, unless it forges a whole finish (the model's
-`Thought:` and `Final Answer:`): that reads as a worked example's end, the documented limit. A worked example (its observation ended, the model's `Thought:` and `Final Answer:` after it,
-then the task and the live step) reads as before, and a question in a later user message is the user's."""
+`Thought:` and `Final Answer:`): that reads as a worked example's end, the documented limit. A worked example (its
+observation ended, the model's `Thought:` and `Final Answer:` after it, then the task and the live step) reads as
+before, and a question in a later user message is the user's."""
 
 from __future__ import annotations
 
