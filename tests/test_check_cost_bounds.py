@@ -176,7 +176,7 @@ def test_tool_poisoning_reads_at_most_its_budget_of_declarations(monkeypatch: py
 
 
 class Compared(str):
-    """A description that counts how often it is compared."""
+    """A string (a description, a tool name) that counts how often it is compared."""
 
     count = 0
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import SHARED
+from test_check_cost_bounds import Compared  # a str that counts its comparisons
 
 from detectors.tool_call_leak import ToolCallLeakDetector
 from guardrails.adapters import read_exchange
@@ -273,22 +274,6 @@ def test_real_outputs_read_the_same_calls_as_without_the_bound(monkeypatch: pyte
 
 
 # --- carried calls: a claim does not scan every call carried -------------------------------------------------------
-class Compared(str):
-    """A tool name that counts how often it is compared."""
-
-    count = 0
-
-    def __eq__(self, other: object) -> bool:
-        Compared.count += 1
-        return str.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        Compared.count += 1
-        return str.__ne__(self, other)
-
-    __hash__ = str.__hash__
-
-
 def claims(n: int) -> int:
     """Name comparisons to claim `n` recovered calls against `n` carried calls of other names."""
     carried = CarriedCalls([(Compared(f"carried_{i}"), {"k": i}, True) for i in range(n)])
