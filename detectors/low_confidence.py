@@ -47,6 +47,10 @@ from guardrails.model_stats import ModelStats, ModelStatsStore, Moments, default
 from guardrails.vllm_client import VLLMClient, VLLMConfig, VLLMError, shared_client
 
 DEFAULT_RELATIVE = {"min_tokens": 500, "min_segments": 30, "token_z": 2.5, "segment_z": 2.0}
+# With no statistics behind them (0 seen) or a threshold at or above the mean (z <= 0), relative thresholds would call
+# half of everything low.
+RELATIVE_RANGES: dict[str, dict[str, float]] = {"min_tokens": {"minimum": 1}, "min_segments": {"minimum": 1},
+                                                "token_z": {"above": 0}, "segment_z": {"above": 0}}
 PULL_MODES = ("auto", "chat", "completions")  # see guardrails/logprobs/pull.py
 
 
@@ -83,17 +87,18 @@ class LowConfidenceDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
-        self.token_logprob = self.setting("token_logprob", float, -2.3)
-        self.segment_logprob = self.setting("segment_logprob", float, -1.0)
-        self.max_low_share = self.setting("max_low_share", float, 0.25)
-        self.min_tokens = self.setting("min_tokens", int, 4)
+        # Logprobs are at most 0: a positive threshold would make every token (or segment) low.
+        self.token_logprob = self.setting("token_logprob", float, -2.3, maximum=0)
+        self.segment_logprob = self.setting("segment_logprob", float, -1.0, maximum=0)
+        self.max_low_share = self.setting("max_low_share", float, 0.25, minimum=0, maximum=1)
+        self.min_tokens = self.setting("min_tokens", int, 4, minimum=1)
         self.relative = _relative(self.setting("relative", dict, {}))
         self.high_risk_tools = frozenset(self.setting("high_risk_tools", list, [], items=str))
-        self.max_spans = self.setting("max_spans", int, 5)
-        self.max_summary_units = self.setting("max_summary_units", int, 32)
+        self.max_spans = self.setting("max_spans", int, 5, minimum=1)
+        self.max_summary_units = self.setting("max_summary_units", int, 32, minimum=1)
         self.pull = self.setting("pull", bool, False)
         self.pull_mode = read_choice(self.settings, "pull_mode", PULL_MODES, "auto")
-        self.top_k = self.setting("top_k", int, 5)
+        self.top_k = self.setting("top_k", int, 5, minimum=1)
         self.client = self._client()
         self.stats: ModelStatsStore = self.services.extra.get("model_stats") or default_store()
         # We wait on vLLM or on a remote statistics store: the engine then runs us concurrently, under our timeout.
@@ -304,4 +309,5 @@ def _relative(raw: Mapping[str, Any]) -> dict[str, float]:
     unknown = sorted(str(key) for key in set(raw) - set(DEFAULT_RELATIVE))
     if unknown:
         raise SettingError(f"setting relative: unknown keys {unknown}; expected {sorted(DEFAULT_RELATIVE)}")
-    return {key: read_setting(raw, key, float, default, where="relative.") for key, default in DEFAULT_RELATIVE.items()}
+    return {key: read_setting(raw, key, float, default, where="relative.", **RELATIVE_RANGES[key])
+            for key, default in DEFAULT_RELATIVE.items()}

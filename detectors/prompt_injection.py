@@ -317,7 +317,7 @@ class PromptInjectionDetector(SegmentDetector):
         self.check_code = "code_insertion" not in disabled
         hidden_off = HIDDEN_TEXT_RULE_IDS if "hidden_text" in disabled else disabled
         self.hidden_rules = HIDDEN_TEXT_RULE_IDS - hidden_off
-        self.max_hits = self.setting("max_hits", int, 20)
+        self.max_hits = self.setting("max_hits", int, 20, minimum=1)  # below 1 drops hits the cap should keep
         self._config = (tuple(r.id for r in self.rules + self.answer_rules), self.check_requests, self.check_exfil,
                         self.check_code, tuple(sorted(self.hidden_rules)), self.max_hits)
         warm_up()  # folding's character classes built here, not on the first check

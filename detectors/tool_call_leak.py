@@ -7,15 +7,21 @@ reasoning parsers; some parsers drop the output silently. Either way the agent s
 or a downstream consumer that re-parses text runs one nobody checked. The exchange builder already turned
 these calls into tool-call segments (so tool_undeclared, tool_schema, tool_policy... judge them); this
 detector reports the leak itself, pointing at the markup.
+
+`dangerous_names` (a regex over the leaked call's name) may come from an inline config, written by the caller: it is
+compiled by `regex` and searched under detectors/_schema_guard.py's timeout and per-check budget. A name it could not
+judge is not taken as harmless: its leak is high severity and a `pattern_unchecked` finding says why.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.detector import Detector, ScanContext, Scope, Services
+import regex
+
+from detectors._schema_guard import REASONS, PatternChecks, Reason, pattern_checks, policy_pattern
+from guardrails.detector import Detector, ScanContext, Scope, Services, SettingError
 from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind, recovery_schemas
 from guardrails.findings import Category, Finding, Severity
 from guardrails.toolparse import MAX_CALLS, RecoveredCall, read_leaks
@@ -40,7 +46,10 @@ class ToolCallLeakDetector(Detector):
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Services | None = None) -> None:
         super().__init__(settings, services)
         self.check_raw_output = self.setting("raw_output", bool, True)
-        self.dangerous = re.compile(self.setting("dangerous_names", str, DANGEROUS_NAMES), re.IGNORECASE)
+        try:
+            self.dangerous = policy_pattern(self.setting("dangerous_names", str, DANGEROUS_NAMES), regex.IGNORECASE)
+        except ValueError as exc:
+            raise SettingError(f"setting dangerous_names: {exc}") from None
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         texts = [(s, s.text) for s in ctx.segments if s.kind in _TEXT_KINDS]
@@ -52,10 +61,16 @@ class ToolCallLeakDetector(Detector):
         # builder turned those calls into tool-call segments, which the tool checks judge).
         react_is_protocol = any(spec.declared_in is not None for spec in exchange.tools.values())
         reading = read_leaks(texts, raw_output, structured, recovery_schemas(exchange.tools))
-        findings = [self._finding(exchange, segment, call) for segment, call in reading.leaks
-                    if not (react_is_protocol and call.family == "react")]
-        signals: dict[str, Any] = {"leaked_calls": len(findings),
-                                   "families": sorted({f.evidence["family"] for f in findings})}
+        findings: list[Finding] = []
+        with pattern_checks() as checks:  # one time budget for the names this check searches
+            for segment, call in reading.leaks:
+                if not (react_is_protocol and call.family == "react"):
+                    findings.extend(self._findings(exchange, segment, call, checks))
+        leaks = [f for f in findings if "family" in f.evidence]
+        signals: dict[str, Any] = {"leaked_calls": len(leaks),
+                                   "families": sorted({f.evidence["family"] for f in leaks})}
+        if len(leaks) < len(findings):
+            signals["names_unchecked"] = len(findings) - len(leaks)
         if reading.unread:  # past its bound a text is not read: said so, never passed as clean
             findings += [self._not_read(exchange, segment, at) for segment, at in reading.unread]
             signals["not_read"] = [f.evidence["where"] for f in findings[-len(reading.unread):]]
@@ -86,15 +101,19 @@ class ToolCallLeakDetector(Detector):
             evidence={"rule": "calls_not_read", "where": where, "not_read_chars": end - at},
         )
 
-    def _finding(self, exchange: Exchange, segment: Segment | None, call: RecoveredCall) -> Finding:
+    def _findings(self, exchange: Exchange, segment: Segment | None, call: RecoveredCall, checks: PatternChecks
+                  ) -> list[Finding]:
+        """The leak, and where `dangerous_names` could not judge the call's name, a finding saying so."""
         if segment is None:
             where, location, text = "raw_output", Location("/raw_output", *call.span), exchange.raw_output or ""
         else:
             where = "reasoning" if segment.kind is SegmentKind.REASONING else "content"
             location, text = segment.locate(*call.span), segment.text
         declared = call.name in exchange.tools
-        dangerous = bool(self.dangerous.search(call.name))
-        why = "a declared tool" if declared else "a dangerous-looking tool" if dangerous else "an undeclared tool"
+        found = False if declared else checks.judge(self.dangerous, call.name)  # a declared leak is high anyway
+        dangerous = found is not False  # a name the pattern could not judge is not taken as harmless
+        why = "a declared tool" if declared else "a dangerous-looking tool" if found is True else (
+            "a tool whose name was not checked against dangerous_names" if dangerous else "an undeclared tool")
         evidence: dict[str, Any] = {
             "family": call.family,
             "name": call.name,
@@ -110,7 +129,7 @@ class ToolCallLeakDetector(Detector):
         if observation is not None:
             evidence["invented_observation"] = observation
             message += ", followed by a tool result the model invented (Observation:)"
-        return Finding(
+        leak = Finding(
             category=self.category,
             detector=self.name,
             severity=Severity.HIGH if declared or dangerous else Severity.MEDIUM,
@@ -120,4 +139,21 @@ class ToolCallLeakDetector(Detector):
             end=location.end,
             score=1.0,
             evidence=evidence,
+        )
+        return [leak] if isinstance(found, bool) else [leak, self._unchecked(call.name, location, found)]
+
+    def _unchecked(self, name: str, location: Location, reason: Reason) -> Finding:
+        shown = repr(name if len(name) <= 60 else name[:57] + "...")
+        return Finding(
+            category=self.category,
+            detector=self.name,
+            severity=Severity.HIGH,
+            message=f"tool name {shown} not checked against dangerous_names {self.dangerous.pattern[:80]!r}: "
+                    f"{REASONS[reason]}",
+            pointer=location.pointer,
+            start=location.start,
+            end=location.end,
+            score=1.0,
+            evidence={"rule": "pattern_unchecked", "pattern": self.dangerous.pattern[:200], "reason": reason,
+                      "name": name[:200]},
         )

@@ -56,7 +56,7 @@ class ToolSchemaDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
-        self.max_errors = self.setting("max_errors_per_call", int, 10)
+        self.max_errors = self.setting("max_errors_per_call", int, 10, minimum=1)  # 0 would report no invalid argument
         self.check_tool_choice = self.setting("check_tool_choice", bool, True)
         # Schemas arrive as fresh dicts on every request: cache compiled validators by content (and strictness).
         self._validators: dict[bytes, Validator | None] = {}

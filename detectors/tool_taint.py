@@ -88,11 +88,12 @@ class ToolTaintDetector(Detector):
 
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
-        self.min_length = self.setting("min_length", int, 5)
-        self.min_digits = self.setting("min_number_digits", int, 5)
+        # 0 would make every value (the empty string, any number) a candidate for taint.
+        self.min_length = self.setting("min_length", int, 5, minimum=1)
+        self.min_digits = self.setting("min_number_digits", int, 5, minimum=1)
         self.report_data_fields = self.setting("report_data_fields", bool, False)
         self.check_tool_choice = self.setting("tool_choice", bool, True)
-        self.choice_coverage = self.setting("tool_choice_coverage", float, 0.6)
+        self.choice_coverage = self.setting("tool_choice_coverage", float, 0.6, minimum=0, maximum=1)
         self.check_requests = self.setting("planted_requests", bool, True)
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
