@@ -160,6 +160,9 @@ REAL_EMPTY = [
      {"type": "message", "role": "assistant", "content": [], "stop_reason": "end_turn"}),
     ("gemini: a blocked prompt", "gemini",
      {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 4}, "modelVersion": "g"}),
+    ("gemini: no candidate at all (proto JSON leaves the empty list out)", "gemini",
+     {"usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}, "modelVersion": "gemini-2.5-flash",
+      "responseId": "r"}),
     ("interactions: still in progress", "gemini.interactions",
      {"id": "int_1", "status": "in_progress", "model": "gemini-3.7-flash"}),
     ("interactions: steps schema", "gemini.interactions",
@@ -179,11 +182,12 @@ ERROR_BODIES = [
     {"object": "error", "message": "overloaded", "type": "InternalServerError", "code": 500},  # older vLLM
     {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},  # Anthropic
     {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}},  # Google
+    {"error": "Input validation error: `top_p` must be > 0.0 and < 1.0", "error_type": "validation"},  # TGI
 ]
 
 
 @pytest.mark.parametrize("format", list(RESPONSES))
-@pytest.mark.parametrize("response", ERROR_BODIES, ids=["openai", "old vllm", "anthropic", "google"])
+@pytest.mark.parametrize("response", ERROR_BODIES, ids=["openai", "old vllm", "anthropic", "google", "tgi"])
 def test_an_api_error_body_is_nothing_generated(format: str, response: dict[str, Any]) -> None:
     exchange = read_exchange(REQUESTS[format], response, format=format)
     assert exchange.has_response and not [s for s in exchange.segments if s.phase is Phase.RESPONSE]
@@ -279,7 +283,7 @@ def test_null_fields_and_empty_reasoning_still_read_as_before() -> None:
 
 
 STREAM_DELTAS = [
-    ("content list", {"content": [{"type": "text", "text": SAY}]}, "content"),
+    ("content object", {"content": {"type": "text", "text": SAY}}, "content"),
     ("reasoning number", {"reasoning": 5}, "reasoning"),
     ("reasoning_content object", {"reasoning_content": {"text": SAY}}, "reasoning_content"),
     ("refusal list", {"refusal": [SAY]}, "refusal"),
@@ -292,6 +296,26 @@ def test_a_chat_stream_delta_of_the_wrong_type_is_a_422(delta: dict[str, Any], k
               {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]}]
     err = refused(REQUESTS["openai.chat"], chunks)
     assert (err.type, err.pointer) == ("invalid_body", f"/response/1/choices/0/delta/{key}")
+
+
+def test_a_chat_stream_delta_with_content_parts_is_read() -> None:
+    # Mistral's streams send `delta.content` as an array of parts: its text parts are read, at their pointers.
+    chunks = [{"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+              {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": [
+                  {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
+                  {"type": "text", "text": SAY}]}}]}]
+    exchange = read_exchange(REQUESTS["openai.chat"], chunks)
+    [segment] = [s for s in exchange.segments if s.phase is Phase.RESPONSE]
+    assert segment.text == SAY and segment.pointer == "/response/1/choices/0/delta/content/1/text"
+
+
+def test_azures_prompt_filter_frame_opens_a_chat_stream() -> None:
+    # Azure OpenAI leads a stream with a frame of content-filter results: `"object": ""` and no choices.
+    frame = {"id": "", "object": "", "created": 0, "model": "",
+             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}], "choices": []}
+    chunks = [frame, {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": SAY}}]}]
+    exchange = read_exchange(REQUESTS["openai.chat"], chunks)
+    assert [s.text for s in exchange.segments if s.phase is Phase.RESPONSE] == [SAY]
 
 
 # --- Responses stream: a function_call item's name of the wrong type -----------------------------------------------

@@ -179,8 +179,11 @@ def _may_be_foreign(format: str, response: Mapping[str, Any]) -> bool:
 
 def _is_error_body(response: Mapping[str, Any]) -> bool:
     """An API's error body, which is all a failed call returns: `{"error": {...}}` (OpenAI, vLLM, Google),
-    `{"object": "error", ...}` (older vLLM), `{"type": "error", "error": {...}}` (Anthropic)."""
-    return response.get("type") == "error" or response.get("object") == "error" or is_mapping(response.get("error"))
+    `{"object": "error", ...}` (older vLLM), `{"type": "error", "error": {...}}` (Anthropic), `{"error": "..."}`
+    (Hugging Face TGI, Ollama)."""
+    error = response.get("error")
+    return (response.get("type") == "error" or response.get("object") == "error" or is_mapping(error)
+            or isinstance(error, str))
 
 
 def read_exchange(

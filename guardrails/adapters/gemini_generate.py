@@ -57,11 +57,12 @@ STREAM_META_KEYS = ("modelVersion", "responseId", "createTime")
 # no candidates (usage or prompt feedback only). Google's mid-stream error is {"error": {code, message, status}}.
 STREAM_CHUNK_KEYS = (*RESPONSE_MARKERS, *STREAM_META_KEYS, "usage_metadata", "prompt_feedback", "model_version",
                      "response_id", "create_time", "error")
-# A whole response carries candidates, or only prompt feedback where the prompt was blocked.
-RESPONSE_FIELDS = ("candidates", "promptFeedback", "prompt_feedback")
-# Fields no other API's whole response has (camelCase, or Gemini's own names): a response read as another API
-# that carries one is Gemini's.
-RESPONSE_ONLY_KEYS = (*RESPONSE_FIELDS, "usageMetadata", "usage_metadata", "modelVersion", "responseId")
+# A whole response carries candidates, or only prompt feedback where the prompt was blocked, or, when Gemini
+# returned no candidate at all (proto JSON leaves an empty list out), only its usage and ids. No other API's whole
+# response has these fields (camelCase, or Gemini's own names): a response read as another API that carries one is
+# Gemini's.
+RESPONSE_FIELDS = ("candidates", "promptFeedback", "prompt_feedback", "usageMetadata", "usage_metadata",
+                   "modelVersion", "responseId")
 MAX_SCHEMA_DEPTH = 64
 CODE_EXECUTION = "code_execution"  # the built-in whose calls are `executableCode` parts
 GOOGLE_SEARCH = "google_search"  # the built-in whose queries come back in `groundingMetadata`
@@ -90,7 +91,7 @@ class GeminiGenerateContentAdapter(Adapter):
                     '"usageMetadata", "promptFeedback", "modelVersion" or "responseId", or an "error")')
     response_kind = 'a Gemini generateContent response, with "candidates" (or "promptFeedback" for a blocked prompt)'
     response_fields = RESPONSE_FIELDS
-    response_markers = RESPONSE_ONLY_KEYS
+    response_markers = RESPONSE_FIELDS
 
     @classmethod
     def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:

@@ -95,7 +95,7 @@ class OpenAIChatAdapter(Adapter):
     def is_stream_event(cls, chunk: Mapping[str, Any]) -> bool:
         # Usage-only chunks have `choices: []`; `object` is absent where a server leaves unset fields out.
         obj = chunk.get("object")
-        if obj is not None:
+        if obj:  # Azure's prompt-filter frame leads its stream with `"object": ""` and `choices: []`
             return obj in STREAM_OBJECTS
         return "choices" in chunk or "error" in chunk
 
@@ -396,8 +396,10 @@ class _ChoiceStream:
                 if echo is not None:  # vLLM's echo chunk: the role chunk's "" comes before it
                     self.echoed = _echoed_chars(echo, self.index, content, self.role or "assistant")
             self.content.append((content, f"{dptr}/content"))
-        elif content is not None:  # an array or object would be skipped unread
-            expect(content, str, f"{dptr}/content", "delta content", "a string or null")
+        elif content is not None:  # an array of parts (Mistral's streams) is read as a message's; an object refused
+            parts = content_texts(content, f"{dptr}/content", "delta content")
+            self.has_text = self.has_text or any(text for text, _ in parts)
+            self.content.extend(parts)
         refusal = delta.get("refusal")
         if isinstance(refusal, str):
             self.refusal.append((refusal, f"{dptr}/refusal"))
