@@ -739,6 +739,8 @@ def _refuse_textless_choice(choice: Mapping[str, Any], cptr: str) -> None:
                         "\"delta\"; send a stream as the list of its chunks", f"{cptr}/delta")
     if choice.get("text") is not None:
         expect(choice["text"], str, f"{cptr}/text", "a completions choice's text", "a string")
+    if choice.get("finish_reason") == "content_filter" or choice.get("error") is not None:
+        return  # filtered (Azure) or failed (OpenRouter) before any text: nothing was generated
     raise BodyError("a choice must carry a \"message\" (Chat Completions) or a \"text\" (legacy Completions)", cptr)
 
 
