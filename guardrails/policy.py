@@ -534,6 +534,12 @@ class _Loaded:
     policy: Policy
     fingerprint: tuple[tuple[str, int, int], ...]
     checked_at: float
+    missing_since: float | None = None  # when its config.yml was first seen missing, its directory still there
+
+
+# An editor or a config tool that replaces config.yml (delete, then write) leaves a moment without it: a bundle
+# is taken as removed once the file stays missing this long, or at once when its directory is gone.
+REMOVAL_GRACE_S = 2.0
 
 
 class PolicyStore:
@@ -544,14 +550,16 @@ class PolicyStore:
     bundle that no longer loads keeps its last good version live and its error is kept in `errors`.
     `build`, when set (the check service sets it), also builds a changed version's detectors and flows
     before the swap: an edit that loads but does not build (an unknown detector, a rejected setting)
-    must not replace a version that works. A removed bundle (its directory or its config.yml gone) is no
-    longer served, as `guardrails check` on the same directory would not find it; `removed`, when set, is
-    told its id. One that comes back is loaded again.
+    must not replace a version that works. A removed bundle (its directory gone, or its config.yml missing for
+    `removal_grace_s`) is no longer served, as `guardrails check` on the same directory would not find it;
+    `removed`, when set, is told its id. One that comes back is loaded again.
     """
 
-    def __init__(self, root: str | Path, check_interval_s: float = 1.0) -> None:
+    def __init__(self, root: str | Path, check_interval_s: float = 1.0,
+                 removal_grace_s: float = REMOVAL_GRACE_S) -> None:
         self.root = Path(root)
         self.check_interval_s = check_interval_s
+        self.removal_grace_s = removal_grace_s
         self.errors: dict[str, str] = {}  # policy id -> why its latest edit did not load
         self.build: Callable[[Policy], object] | None = None
         self.removed: Callable[[str], object] | None = None
@@ -570,9 +578,13 @@ class PolicyStore:
             return loaded.policy
         directory = self.root / policy_id
         if "/" in policy_id or policy_id.startswith(".") or not (directory / POLICY_FILE).is_file():
-            if loaded is not None:  # removed: serving its old version would answer for a bundle no one can see
-                self._forget(policy_id, loaded)
+            if loaded is not None:
+                if not self._removed(directory, loaded, now):
+                    return loaded.policy  # config.yml being replaced: the last good version serves meanwhile
+                self._forget(policy_id, loaded)  # serving it would answer for a bundle no one can see
             raise KeyError(policy_id)
+        if loaded is not None:
+            loaded.missing_since = None
         fingerprint = _fingerprint(directory)
         if loaded is not None and fingerprint == loaded.fingerprint:
             loaded.checked_at = now
@@ -600,12 +612,23 @@ class PolicyStore:
         """Forget every loaded bundle no longer on disk (what `get` does for one it is asked for); return their
         ids. Readiness calls it, so a removed bundle leaves `/readyz` and the metrics without a check naming it."""
         on_disk = set(self.ids())
-        gone = [policy_id for policy_id in self._loaded.copy() if policy_id not in on_disk]
+        now = time.monotonic()
+        gone = [policy_id for policy_id, loaded in self._loaded.copy().items()
+                if policy_id not in on_disk and self._removed(self.root / policy_id, loaded, now)]
         for policy_id in gone:
             loaded = self._loaded.get(policy_id)
             if loaded is not None:
                 self._forget(policy_id, loaded)
         return gone
+
+    def _removed(self, directory: Path, loaded: _Loaded, now: float) -> bool:
+        """Whether a loaded bundle whose config.yml is missing is gone: its directory is, or the file has stayed
+        missing for `removal_grace_s` (a replaced file is missing for a moment)."""
+        if not directory.is_dir():
+            return True
+        if loaded.missing_since is None:
+            loaded.missing_since = now
+        return now - loaded.missing_since >= self.removal_grace_s
 
     def _forget(self, policy_id: str, loaded: _Loaded) -> None:
         if self._loaded.pop(policy_id, None) is None:

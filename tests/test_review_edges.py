@@ -155,8 +155,9 @@ MINIMAL = (REPO / "policies" / "minimal" / "config.yml").read_text()
 BODY = {"request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}
 
 
-def service_over(root: Path) -> CheckService:
-    return CheckService(PolicyStore(root, check_interval_s=0), REGISTRY, default_policy="default")
+def service_over(root: Path, removal_grace_s: float = 0) -> CheckService:
+    store = PolicyStore(root, check_interval_s=0, removal_grace_s=removal_grace_s)
+    return CheckService(store, REGISTRY, default_policy="default")
 
 
 def named(policy: str) -> dict[str, Any]:
@@ -183,6 +184,22 @@ def test_a_removed_bundle_is_refused_as_unknown_and_served_again_when_it_comes_b
     bundle(tmp_path, "gone", MINIMAL.replace("minimal", "back again", 1) + "\n# back\n")
     back = asyncio.run(service.check(named("gone")))
     assert back["policy"]["id"] == "gone"
+
+
+def test_a_config_yml_being_replaced_keeps_the_last_good_version(tmp_path: Path) -> None:
+    # An editor that deletes config.yml and writes it again leaves a moment without it: the bundle is not
+    # forgotten then (a check or /readyz landing in the gap got unknown_policy / not ready), and a bad rewrite
+    # keeps the last good version serving, as any rejected edit does.
+    bundle(tmp_path, "default", MINIMAL)
+    edited = bundle(tmp_path, "edited", MINIMAL)
+    service = service_over(tmp_path, removal_grace_s=60)
+    version = asyncio.run(service.check(named("edited")))["policy"]["version"]
+    (edited / "config.yml").unlink()
+    assert asyncio.run(service.check(named("edited")))["policy"]["version"] == version
+    assert service.readiness()["ready"] is True and "edited" in service.policies.loaded_versions()
+    (edited / "config.yml").write_text("detectors: [unclosed\n")
+    assert asyncio.run(service.check(named("edited")))["policy"]["version"] == version
+    assert "reload:edited" in service.readiness()["problems"]
 
 
 def test_removing_the_default_policy_makes_readyz_not_ready_with_the_reason(tmp_path: Path) -> None:
