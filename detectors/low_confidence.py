@@ -144,7 +144,7 @@ class LowConfidenceDetector(Detector):
         # A partial re-check resends every chunk so far (40 of them outweighed the final answer); a retried check
         # resends the same response: learned from once, at its first final check.
         if (learned is not None and not exchange.partial
-                and self.stats.first_count(model, exchange.generation.response_id)):
+                and self.stats.first_count(model, exchange.generation.response_id, exchange.context.tenant or "")):
             await self.stats.run(partial(self.stats.update, model, learned))
         ctx.signals[self.name] = self._summary(model, origin, exchange, thresholds, analysis, judged, shown)
         unaligned = self._unaligned_calls(ctx.segments, judged)

@@ -104,10 +104,11 @@ def read_setting(settings: Mapping[Any, Any], key: Hashable, kind: type[T], defa
 
 
 def check_range(value: Any, name: str, minimum: float | None, maximum: float | None, above: float | None) -> None:
-    """A number outside its range is refused: `score_threshold: 7` would silently report nothing."""
+    """A number outside its range is refused: `score_threshold: 7` would silently report nothing; so are NaN and
+    infinities (`token_z: .inf` would switch relative thresholds off)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    inside = not math.isnan(value) and (
+    inside = math.isfinite(value) and (
         (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
         and (above is None or value > above))
     if not inside:

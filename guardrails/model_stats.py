@@ -88,11 +88,11 @@ class SeenResponses:
         self._lock = threading.Lock()
         self._max_entries = max_entries
 
-    def first(self, key: str, response_id: str) -> bool:
-        """True the first time this pair is seen (it is remembered from then on), False for a repeat."""
+    def first(self, key: str, response_id: str, scope: str = "") -> bool:
+        """True the first time this (scope, key, id) is seen (it is remembered from then on), False for a repeat."""
         # Length-prefixed: ("a:b", "c") and ("a", "b:c") are different pairs. surrogatepass: a library caller's
         # string may hold a lone surrogate.
-        raw = f"{len(key)}:{key}{response_id}".encode("utf-8", "surrogatepass")
+        raw = f"{len(scope)}:{scope}{len(key)}:{key}{response_id}".encode("utf-8", "surrogatepass")
         digest = hashlib.blake2b(raw, digest_size=16).digest()
         with self._lock:
             if digest in self._seen:
@@ -111,18 +111,19 @@ class ModelStatsStore(ABC):
 
     _responses: SeenResponses | None = None
 
-    def first_count(self, key: str, response_id: str | None) -> bool:
+    def first_count(self, key: str, response_id: str | None, scope: str = "") -> bool:
         """Whether a check of response `response_id` may be learned from under `key`: not when that response was
         counted already (a gateway that retries a check sends the same response again). A response without an id
-        cannot be told apart from another: it always counts. Per process: a retry that reaches another replica
-        is counted there too."""
+        cannot be told apart from another: it always counts. `scope` (the caller's tenant) keeps one caller's ids
+        apart from another's: sending another tenant's response id first must not keep that response out. Per
+        process: a retry that reaches another replica is counted there too."""
         if not response_id:
             return True
         if self._responses is None:
             with _CREATING:  # created on first use: a subclass need not call an __init__ for it
                 if self._responses is None:
                     self._responses = SeenResponses()
-        return self._responses.first(key, response_id)
+        return self._responses.first(key, response_id, scope)
 
     @property
     def remote(self) -> bool:

@@ -253,6 +253,8 @@ def test_values_at_the_ends_of_their_ranges_load(tmp_path: Path, capsys: pytest.
     ({"minimum": 0, "maximum": 1}, 1.5, "between 0 and 1"), ({"minimum": 2}, 1, "at least 2"),
     ({"maximum": 3}, 4, "at most 3"), ({"above": 0}, 0, "above 0"), ({"above": 0, "maximum": 1}, 0.0, "above 0 and"),
     ({"minimum": 0}, float("nan"), "at least 0"),
+    ({"above": 0}, float("inf"), "above 0"),  # `token_z: .inf` switched relative thresholds off
+    ({"minimum": 1}, float("inf"), "at least 1"),
 ])
 def test_read_setting_refuses_a_number_out_of_its_range(bounds: dict[str, float], value: float, words: str) -> None:
     with pytest.raises(SettingError, match=f"setting x.key must be {words}"):

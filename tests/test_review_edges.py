@@ -32,6 +32,7 @@ from guardrails.cli import main
 from guardrails.config import Settings
 from guardrails.detector import DetectorRegistry, ScanContext, Services
 from guardrails.errors import UnknownPolicy
+from guardrails.exchange import CallerContext
 from guardrails.model_stats import InMemoryModelStats, SeenResponses
 from guardrails.policy import PolicyStore
 from guardrails.serve import build_app
@@ -83,8 +84,9 @@ def test_partial_re_checks_do_not_teach_the_thresholds_that_judge_the_final_chec
     assert after["signals"]["low_confidence"]["thresholds"] == before["signals"]["low_confidence"]["thresholds"]
 
 
-def scan(detector: LowConfidenceDetector, body: dict[str, Any], partial: bool = False) -> None:
-    exchange = read_exchange(body["request"], body["response"], partial=partial)
+def scan(detector: LowConfidenceDetector, body: dict[str, Any], partial: bool = False, tenant: str | None = None
+         ) -> None:
+    exchange = read_exchange(body["request"], body["response"], partial=partial, context=CallerContext(tenant=tenant))
     ctx = ScanContext(segments=[s for s in exchange.segments if detector.default_scope.matches(s)], signals={})
     asyncio.run(detector.scan(exchange, ctx))
 
@@ -134,6 +136,18 @@ def test_the_same_response_id_under_another_model_or_without_an_id_still_counts(
     scan(detector, anonymous)  # cannot be told from another response: each counts
     after = stats.get(MODEL)
     assert after is not None and after.tokens.count == before.tokens.count + 2 * 13
+
+
+def test_another_tenants_check_of_a_response_id_does_not_keep_that_response_out() -> None:
+    # The pair (model, response id) was global: a caller could send another tenant's response id first.
+    detector, stats = learner()
+    body = shaky_body()
+    scan(detector, body, tenant="mallory")
+    once = stats.get(MODEL)
+    assert once is not None
+    scan(detector, body, tenant="acme")
+    twice = stats.get(MODEL)
+    assert twice is not None and twice.tokens.count == 2 * once.tokens.count
 
 
 def test_the_counted_responses_are_bounded_and_forget_the_oldest() -> None:
