@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from conftest import counted
 from test_react_transcript import MAIL_ATTACKER, langchain_body
 from tool_bodies import located
 
@@ -28,19 +28,6 @@ from guardrails.toolparse import react
 # One terminal call of a coding agent that installs every package of a (hostile) list: each command a distinct
 # `curl | sh`, which the rules parse.
 USER = "Set up the build machine: install the toolchains from our internal mirror."
-
-
-def counted(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
-    """Replace `owner.name` by a wrapper that counts its calls."""
-    original: Callable[..., Any] = getattr(owner, name)
-    calls: list[int] = []
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapper)
-    return calls
 
 
 def chat(calls: list[tuple[str, dict[str, Any]]], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -13,12 +13,12 @@ import asyncio
 import importlib
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHARED
+from conftest import SHARED, counted
 from test_check_cost_bounds import Compared  # a str that counts its comparisons
 
 from detectors.tool_call_leak import ToolCallLeakDetector
@@ -121,19 +121,6 @@ def test_harmony_looks_for_a_body_end_once_per_end(monkeypatch: pytest.MonkeyPat
         assert [c.family for c in calls] == ["harmony"] * n
         work.append(counting.scanned)
     assert work[1] <= LINEAR * work[0] + SLACK, work
-
-
-def counted(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
-    """Replace `owner.name` by a wrapper that counts its calls."""
-    original: Callable[..., Any] = getattr(owner, name)
-    calls: list[int] = []
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapper)
-    return calls
 
 
 SHAPES = {  # unit -> (the reader each call of it costs, by module and name)

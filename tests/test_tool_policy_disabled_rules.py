@@ -8,11 +8,11 @@ import asyncio
 import base64
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import counted
 from policy_bundles import bundle, validate
 from tool_bodies import body, scan
 
@@ -55,19 +55,6 @@ CONTEXT_IDS = ["context.safety_device_off", "context.system_process_kill", "cont
 
 def reported(settings: dict[str, Any] | None, check: dict[str, Any] = DANA) -> set[tuple[str, str]]:
     return {(f.evidence["rule"], f.evidence["tool"]) for f in scan(ToolPolicyDetector(settings), check)}
-
-
-def counted(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
-    """Replace `owner.name` by a wrapper that counts its calls."""
-    original: Callable[..., Any] = getattr(owner, name)
-    calls: list[int] = []
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapper)
-    return calls
 
 
 # --- one rule off, the others on ------------------------------------------------------------------------------------
