@@ -2,15 +2,16 @@
 
 Judged against the model's own running distribution of weighted token logprobs (guardrails/model_stats.py)
 once enough of its traffic was seen, against the policy's absolute thresholds before that. Learned from final
-checks only, each response once (not from `partial` re-checks, nor a retry with the same response id), under the
-model name the body claims (what that allows: guardrails/model_stats.py). Token statistics are
-learned on the scale tokens are judged on (logprob x weight, guardrails/logprobs/weights.py): a relative token
-threshold is a weighted logprob, like `token_logprob`. Logprobs come from the response (any source shape,
-Gemini's `logprobsResult` included) or, with `pull: true`, from teacher-forced scoring on a vLLM server. No
-logprobs means no finding. Tokens forced by constrained decoding and masked (-9999) tokens do not count.
-A malformed logprob source is not read: the adapters leave it unread (guardrails/logprobs/check.py) and it is
-reported here as a `detector_error` finding at the bad field (the policy's `on_detector_error` action); the
-response's other sources are read, and every other detector checks the response as usual.
+checks only, each response once (not from `partial` re-checks, nor a retry with the same response id) and with a
+capped weight (at most 100 tokens, 4 segments), under the model name the body claims (what that allows:
+guardrails/model_stats.py). Token statistics are learned on the scale tokens are judged on (logprob x weight,
+guardrails/logprobs/weights.py): a relative token threshold is a weighted logprob, like `token_logprob`.
+Logprobs come from the response (any source shape, Gemini's `logprobsResult` included) or, with `pull: true`,
+from teacher-forced scoring on a vLLM server. No logprobs means no finding. Tokens forced by constrained
+decoding and masked (-9999) tokens do not count. A malformed logprob source is not read: the adapters leave it
+unread (guardrails/logprobs/check.py) and it is reported here as a `detector_error` finding at the bad field (the
+policy's `on_detector_error` action); the response's other sources are read, and every other detector checks the
+response as usual.
 
 Settings (policy `detectors.low_confidence`):
     token_logprob: -2.3       cold start: a token is low under this weighted logprob
@@ -22,7 +23,7 @@ Settings (policy `detectors.low_confidence`):
     pull: false               score on vLLM when the response has no logprobs
     pull_mode: auto           auto | chat | completions
     top_k: 5                  alternatives to ask for when pulling
-    vllm: {base_url, model, api_key, timeout_s, max_concurrency}
+    vllm: {base_url, model, api_key, timeout_s, max_concurrency}   ranges: guardrails/vllm_client.py VLLM_SETTINGS
     max_spans: 5              low spans listed in a finding's evidence
     max_summary_units: 32     units in the per-check signals summary (all segments and names, low arguments)
 """
@@ -105,11 +106,13 @@ class LowConfidenceDetector(Detector):
         self.io_bound = self.client is not None or self.stats.remote
 
     def _client(self) -> VLLMClient | None:
-        # Checked even when the service hands us its client; a URL the server would call, and maybe a key.
+        # Checked even when the service hands us its client (a URL the server would call, and maybe a key): a bad
+        # value or an unknown key stops the policy, with the setting's path and its range or closest key.
         raw = self.setting("vllm", dict, server_only=True)
+        config = VLLMConfig.from_settings(raw, "vllm") if raw is not None else None
         if self.services.vllm is not None:
             return self.services.vllm
-        return shared_client(VLLMConfig.from_settings(raw)) if raw is not None else None
+        return shared_client(config) if config is not None else None
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         if not exchange.has_response:
@@ -221,7 +224,7 @@ class LowConfidenceDetector(Detector):
     def _learned(self, analysis: Analysis, shown: list[_Shown]) -> ModelStats | None:
         """What this check adds to the model's statistics (None: nothing): its tokens' weighted logprobs
         (`analysis.tokens`, the scale `_thresholds` turns into a token threshold) and its judged texts' weighted
-        means."""
+        means, weighing at most `MAX_TOKENS_PER_CHECK` tokens and `MAX_SEGMENTS_PER_CHECK` segments."""
         texts = [s.report.signals for s in shown if s.report.unit.kind == "segment"
                  and s.report.unit.segment.tool_call is None]
         means = [sig.weighted_mean for sig in texts if sig.tokens >= self.min_tokens and sig.weighted_mean is not None]
@@ -229,7 +232,10 @@ class LowConfidenceDetector(Detector):
         if means:
             mean = sum(means) / len(means)
             moments = Moments(len(means), mean, sum((v - mean) ** 2 for v in means))
-        return ModelStats(analysis.tokens, moments) if analysis.tokens.count or moments.count else None
+        if not analysis.tokens.count and not moments.count:
+            return None
+        # One check weighs at most MAX_TOKENS_PER_CHECK tokens: a single long response cannot set the baseline.
+        return ModelStats(analysis.tokens, moments).capped()
 
     def _summary(self, model: str, origin: str, exchange: Exchange, t: Thresholds, analysis: Analysis,
                  judged: list[UnitReport], shown: list[_Shown]) -> dict[str, Any]:

@@ -12,8 +12,10 @@ detectors judge relative to the statistics only past their minimum counts (`rela
 of `low_confidence`); a mid-stream re-check (`partial`) is never learned from (it resends every chunk so far); a
 response already counted (same response id and model, a gateway's retry) is not counted again (`first_count`,
 the last `MAX_SEEN_RESPONSES` per process); the memory store keeps at most `max_models` names, the state stores
-forget a name idle for 30 days. One check's influence is not capped: a check adds every token it carries, so one
-long response weighs as much as many short ones (a 500-token final check alone reaches `min_tokens`).
+forget a name idle for 30 days; one check weighs at most `MAX_TOKENS_PER_CHECK` tokens and
+`MAX_SEGMENTS_PER_CHECK` segments (`ModelStats.capped`): a longer response adds its mean and spread with that
+weight, so reaching the default `min_tokens` (500) takes at least five responses, `min_segments` (30) eight,
+where one 500-token response used to set the baseline alone.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 # Responses remembered as counted, per process: a retry comes seconds after its first check, not 65,536 checks.
 MAX_SEEN_RESPONSES = 65_536
+# The most one check weighs in a model's statistics: a typical answer (a few sentences, a tool call) counts in full,
+# a long one no more than that, so one caller's single response cannot make the baseline (see the module docstring).
+MAX_TOKENS_PER_CHECK = 100
+MAX_SEGMENTS_PER_CHECK = 4
 _CREATING = threading.Lock()
 
 
@@ -60,6 +66,14 @@ class Moments:
         m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / count
         return Moments(count, mean, m2)
 
+    def capped(self, limit: int) -> Moments:
+        """These moments weighing at most `limit` values: the same mean and sample variance (`std`), as if `limit`
+        of them had been drawn. Deterministic, unlike a random sample: a retried check would weigh the same."""
+        if self.count <= limit:
+            return self
+        m2 = self.m2 * (limit - 1) / (self.count - 1) if limit > 1 else 0.0
+        return Moments(limit, self.mean, m2)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelStats:
@@ -68,6 +82,10 @@ class ModelStats:
 
     def merge(self, other: ModelStats) -> ModelStats:
         return ModelStats(self.tokens.merge(other.tokens), self.segments.merge(other.segments))
+
+    def capped(self, tokens: int = MAX_TOKENS_PER_CHECK, segments: int = MAX_SEGMENTS_PER_CHECK) -> ModelStats:
+        """One check's batch weighing at most `tokens` tokens and `segments` segments (see `Moments.capped`)."""
+        return ModelStats(self.tokens.capped(tokens), self.segments.capped(segments))
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"tokens": [self.tokens.count, self.tokens.mean, self.tokens.m2],

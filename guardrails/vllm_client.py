@@ -12,6 +12,7 @@ whether it closes again. Callers turn `VLLMError` into a `detector_error` findin
 from __future__ import annotations
 
 import asyncio
+import difflib
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import orjson
 
+from guardrails.detector import SettingError, read_setting
 from guardrails.surrogates import without_surrogates
 
 API_KEY_ENV = "api_key_env"  # a policy setting: the environment variable that holds the key
@@ -46,31 +48,67 @@ class VLLMConfig:
     breaker_reset_s: float = 30.0
 
     @classmethod
-    def from_settings(cls, raw: Mapping[str, Any]) -> VLLMConfig:
-        """Build from a policy's `vllm:` mapping; unknown keys are an error so typos do not go unnoticed."""
-        unknown = set(raw) - set(cls.__dataclass_fields__) - {API_KEY_ENV}
+    def from_settings(cls, raw: Mapping[str, Any], where: str = "vllm") -> VLLMConfig:
+        """Build from a policy's `vllm:` mapping (`where`: its path in messages). A bad value is a `SettingError`
+        naming the setting and its range, an unknown key one naming the closest known key: a typo (`timeout:`)
+        or a value like `timeout_s: -1` would otherwise only show up as failed checks."""
+        unknown = [key for key in raw if key not in VLLM_SETTINGS]
         if unknown:
-            raise ValueError(f"unknown vllm settings: {sorted(unknown)}")
-        if not isinstance(raw.get("base_url"), str) or not raw["base_url"]:
-            raise ValueError("vllm.base_url must be a URL")
-        values = {**raw, "base_url": raw["base_url"].rstrip("/")}
-        if API_KEY_ENV in values:
-            values["api_key"] = _key_from_environment(values.pop(API_KEY_ENV), values.get("api_key"))
+            raise SettingError(f"setting {where}: unknown vllm settings: {', '.join(map(_closest, unknown))}; "
+                               f"valid: {', '.join(sorted(VLLM_SETTINGS))}")
+        prefix = f"{where}."
+        values: dict[str, Any] = {key: read_setting(raw, key, kind, where=prefix, **bounds)
+                                  for key, (kind, bounds) in VLLM_SETTINGS.items()
+                                  if key != API_KEY_ENV and raw.get(key) is not None}
+        values["base_url"] = _base_url(raw.get("base_url"), f"{prefix}base_url")
+        if API_KEY_ENV in raw:
+            values["api_key"] = _key_from_environment(raw[API_KEY_ENV], values.get("api_key"), where)
         return cls(**values)
 
     def __repr__(self) -> str:  # never print the key
         return f"VLLMConfig(base_url={self.base_url!r}, model={self.model!r})"
 
 
-def _key_from_environment(name: Any, inline: Any) -> str:
+# The keys a `vllm:` block may hold: type and range. A timeout is finite and at most ten minutes (a check waits far
+# less; an enormous one overflows the socket timeout), the breaker's reset at most an hour.
+VLLM_SETTINGS: dict[str, tuple[type, dict[str, float]]] = {
+    "base_url": (str, {}),
+    "model": (str, {}),
+    "api_key": (str, {}),
+    API_KEY_ENV: (str, {}),
+    "timeout_s": (float, {"above": 0, "maximum": 600}),
+    "max_concurrency": (int, {"minimum": 1}),
+    "breaker_failures": (int, {"minimum": 1}),
+    "breaker_reset_s": (float, {"above": 0, "maximum": 3600}),
+}
+
+
+def _base_url(value: Any, name: str) -> str:
+    """An http(s) URL with a host, without its trailing slash: anything else would fail every call."""
+    try:
+        url = httpx.URL(value) if isinstance(value, str) else None
+    except (httpx.InvalidURL, ValueError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise SettingError(f"setting {name} must be an http:// or https:// URL with a host, not {value!r}")
+    return value.rstrip("/")
+
+
+def _closest(key: Any) -> str:
+    """An unknown key, with the known one it was probably meant to be."""
+    close = difflib.get_close_matches(str(key), VLLM_SETTINGS, n=1)
+    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+
+
+def _key_from_environment(name: Any, inline: Any, where: str = "vllm") -> str:
     """The API key named by `vllm.api_key_env`: policy files are versioned and shared, keys are not."""
     if inline is not None:
-        raise ValueError(f"set vllm.api_key or vllm.{API_KEY_ENV}, not both")
+        raise SettingError(f"setting {where}: set {where}.api_key or {where}.{API_KEY_ENV}, not both")
     if not isinstance(name, str) or not name:
-        raise ValueError(f"vllm.{API_KEY_ENV} must name an environment variable")
+        raise SettingError(f"setting {where}.{API_KEY_ENV} must name an environment variable, not {name!r}")
     key = os.environ.get(name)
     if not key:
-        raise ValueError(f"vllm.{API_KEY_ENV} names {name}, which is not set in the environment")
+        raise SettingError(f"setting {where}.{API_KEY_ENV} names {name}, which is not set in the environment")
     return key
 
 
