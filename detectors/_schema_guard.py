@@ -109,6 +109,14 @@ class PatternChecks:
             return []
         return found
 
+    def search(self, compiled: regex.Pattern[str], text: str) -> regex.Match[str] | Reason | None:
+        """The first match of a `policy_pattern` in `text` (`search`), or None, under this block's limits; where
+        the search did not finish, why (also recorded in `unchecked`): the caller reports it, never a pass."""
+        found = self._run(compiled.search, text)
+        if isinstance(found, str):
+            self.unchecked.append(Unchecked(compiled.pattern, text, found))
+        return found
+
     def _run(self, run: Callable[..., T], text: str) -> T | Reason:
         if self.budget <= 0:
             return "budget"

@@ -200,7 +200,8 @@ def _check_models_installed(nlp_config: Mapping[str, Any]) -> None:
         raise PIIConfigError("pii: nlp_engine needs a non-empty 'models' list")
 
 
-def build_analyzer(nlp_config: Mapping[str, Any], countries: Sequence[str] | None, phone_regions: Sequence[str]):
+def build_analyzer(nlp_config: Mapping[str, Any], countries: Sequence[str] | None,
+                   phone_regions: Sequence[str]) -> Any:  # a presidio AnalyzerEngine: presidio is imported lazily
     """Build a Presidio AnalyzerEngine once; raises PIIConfigError for models that are not installed."""
     _check_models_installed(nlp_config)
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry

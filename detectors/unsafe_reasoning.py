@@ -16,6 +16,11 @@ blocks, Responses reasoning items):
 Rule hits depend only on a segment's text, so they are cached per text (an agent resends its history). Rules
 and word overlaps read text folded by detectors/_fold.py (NFKC, zero-width characters dropped, Cyrillic/Greek
 look-alikes read as Latin); spans are those of the original.
+
+The shipped rules are compiled by `re`. Patterns from an operator's `rules_file` (rules and cues) are compiled by
+`regex` and searched under detectors/_schema_guard.py's limits (50 ms per search, 250 ms per check): a pattern
+that backtracks without end would otherwise stall the event loop on every check. A search that did not finish is a
+finding of its own (`rule: pattern_unchecked`, the rule's severity), never a pass.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ import difflib
 import re
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import regex
 import yaml
 
 from detectors._fold import fold, fold_with_offsets
+from detectors._schema_guard import REASONS, Reason, current_checks, pattern_checks, policy_pattern
 from detectors.prompt_injection import PromptInjectionDetector
 from guardrails.detector import Detector, ScanContext, Scope, Services
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
@@ -89,13 +97,53 @@ _FAMILY_OF = {word: family for family, words in ACTION_FAMILIES.items() for word
 _NAME_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
 
+class PatternUnfinished(Exception):
+    """A search of a rules_file pattern that did not finish within the check's limits."""
+
+    def __init__(self, pattern: str, reason: Reason) -> None:
+        super().__init__(pattern, reason)
+        self.pattern, self.reason = pattern, reason
+
+
+class LimitedPattern:
+    """A pattern from an operator's rules file: compiled by `regex` (Python `re`'s syntax) and searched under the
+    check's limits (`current_checks()`). It offers the two `re.Pattern` methods the rules call, and raises
+    `PatternUnfinished` where a search did not finish, so no caller can read that as "no match"."""
+
+    __slots__ = ("compiled", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        self.compiled = policy_pattern(pattern, regex.IGNORECASE)
+        self.pattern = pattern
+
+    def search(self, text: str) -> regex.Match[str] | None:
+        found = current_checks().search(self.compiled, text)
+        if isinstance(found, str):
+            raise PatternUnfinished(self.pattern, found)
+        return found
+
+    def finditer(self, text: str) -> list[regex.Match[str]]:
+        checks = current_checks()
+        missed = len(checks.unchecked)
+        found = checks.find_all(self.compiled, text)
+        if len(checks.unchecked) > missed:  # (find_all answers [] where the search did not finish)
+            raise PatternUnfinished(self.pattern, checks.unchecked[-1].reason)
+        return found
+
+    def __repr__(self) -> str:
+        return f"LimitedPattern({self.pattern!r})"
+
+
+Pattern = re.Pattern[str] | LimitedPattern
+
+
 @dataclass(frozen=True, slots=True)
 class ReasoningRule:
     id: str
     category: str
     severity: Severity
     description: str
-    pattern: re.Pattern[str]
+    pattern: Pattern
     requires_intent: bool = True
     user_keywords: tuple[str, ...] = ()  # the rule is silent when the user's own words contain one
     keywords: tuple[str, ...] = ()  # lower-case literals; the regex runs only on text containing one (prefilter)
@@ -103,21 +151,37 @@ class ReasoningRule:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
-    intent: re.Pattern[str]
-    negation: re.Pattern[str]
-    context: re.Pattern[str]
+    intent: Pattern
+    negation: Pattern
+    context: Pattern
     rules: tuple[ReasoningRule, ...]
 
+    @property
+    def limited(self) -> bool:
+        """Some pattern comes from an operator's rules file (searched under limits)."""
+        patterns = (self.intent, self.negation, self.context, *(r.pattern for r in self.rules))
+        return any(isinstance(p, LimitedPattern) for p in patterns)
 
-def load_rules(*paths: str | Path) -> RuleSet:
-    """Read the shipped rules and any extra files; a later rule with the same id replaces the earlier one."""
-    cues: dict[str, str] = {}
+
+def _compiled(pattern: str, shipped: bool) -> Pattern:
+    """The shipped rules' patterns by `re`; an operator's by `regex`, searched under limits."""
+    return re.compile(pattern, re.IGNORECASE) if shipped else LimitedPattern(pattern)
+
+
+def load_rules(*paths: str | Path, shipped: Path = RULES_FILE) -> RuleSet:
+    """Read the shipped rules and any extra files; a later rule with the same id replaces the earlier one.
+    A pattern that does not compile is an error naming the file and the rule (or cue)."""
+    cues: dict[str, Pattern] = {}
     rules: dict[str, ReasoningRule] = {}
     for path in paths:
+        ours = Path(path) == shipped
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         for key in ("intent_cue", "negation_cue", "context_cue"):
             if key in data:
-                cues[key] = data[key]
+                try:
+                    cues[key] = _compiled(data[key], ours)
+                except (ValueError, TypeError, re.error) as exc:
+                    raise ValueError(f"{path}: bad unsafe_reasoning {key}: {exc}") from exc
         for raw in data.get("rules") or ():
             try:
                 rule = ReasoningRule(
@@ -125,23 +189,33 @@ def load_rules(*paths: str | Path) -> RuleSet:
                     category=raw.get("category", raw["id"]),
                     severity=Severity(raw.get("severity", "high")),
                     description=raw.get("description", raw["id"]),
-                    pattern=re.compile(raw["pattern"], re.IGNORECASE),
+                    pattern=_compiled(raw["pattern"], ours),
                     requires_intent=bool(raw.get("requires_intent", True)),
                     user_keywords=tuple(k.lower() for k in raw.get("user_keywords") or ()),
                     keywords=tuple(k.lower() for k in raw.get("keywords") or ()),
                 )
-            except (KeyError, ValueError, re.error) as exc:
+            except (KeyError, ValueError, TypeError, re.error) as exc:
                 raise ValueError(f"{path}: bad unsafe_reasoning rule {raw.get('id', '?')!r}: {exc}") from exc
             rules[rule.id] = rule
     missing = {"intent_cue", "negation_cue", "context_cue"} - set(cues)
     if missing:
         raise ValueError(f"unsafe_reasoning rules lack {sorted(missing)}")
-    return RuleSet(
-        intent=re.compile(cues["intent_cue"], re.IGNORECASE),
-        negation=re.compile(cues["negation_cue"], re.IGNORECASE),
-        context=re.compile(cues["context_cue"], re.IGNORECASE),
-        rules=tuple(rules.values()),
-    )
+    return RuleSet(intent=cues["intent_cue"], negation=cues["negation_cue"], context=cues["context_cue"],
+                   rules=tuple(rules.values()))
+
+
+class Unchecked(NamedTuple):
+    """A rule a rules_file pattern could not judge on a text: where (None: the whole text), and why."""
+    rule: ReasoningRule
+    pattern: str
+    reason: Reason
+    span: tuple[int, int] | None
+
+
+class Judged(NamedTuple):
+    """The rules' verdict on one text: (rule, start, end) of each matching sentence, and what was not judged."""
+    matches: list[tuple[ReasoningRule, int, int]]
+    unchecked: list[Unchecked]
 
 
 # The checks beside the rules file, by the rule id their findings carry.
@@ -174,6 +248,7 @@ class UnsafeReasoningDetector(Detector):
             raise ValueError(f"unsafe_reasoning: unknown rule ids in disabled_rules: {', '.join(named)}")
         self.ruleset = RuleSet(ruleset.intent, ruleset.negation, ruleset.context,
                                tuple(r for r in ruleset.rules if r.id not in disabled))
+        self.limited = self.ruleset.limited  # an operator's patterns: one time budget per check for them
         # Their rule ids switch them off too, like their own settings.
         self.goal_hijack = self.setting("goal_hijack", bool, True) and "goal_hijack" not in disabled
         self.decided_against = self.setting("decided_against", bool, True) and "decided_against" not in disabled
@@ -181,7 +256,7 @@ class UnsafeReasoningDetector(Detector):
         self._injection = PromptInjectionDetector()
         # Plain dicts evicted first-in-first-out: every history segment is looked up every step, and an
         # LRU's reordering would cost more than the rare re-analysis of an evicted text.
-        self._cache: dict[str, list[tuple[ReasoningRule, int, int]]] = {}
+        self._cache: dict[str, Judged] = {}
         self._planted_cache: dict[str, list[tuple[Hit, set[str]]]] = {}
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
@@ -192,17 +267,20 @@ class UnsafeReasoningDetector(Detector):
         user = _UserWords(exchange, is_user)
         findings: list[Finding] = []
         known = self._cache
-        for segment in reasoning:
-            matches = known.get(segment.text)  # resent history: one lookup, no call
-            if matches is None:
-                matches = self.rule_matches(segment.text)
-            for rule, start, end in matches:
-                if rule.user_keywords and any(k in user.text for k in rule.user_keywords):
-                    continue
-                findings.append(self.finding(segment, Hit(
-                    message=f"reasoning {rule.description}", start=start, end=end, severity=rule.severity,
-                    score=0.8, evidence={"rule": rule.id, "kind": rule.category,
-                                         "sentence": segment.text[start:end][:300]})))
+        with pattern_checks() if self.limited else nullcontext():
+            for segment in reasoning:
+                judged = known.get(segment.text)  # resent history: one lookup, no call
+                if judged is None:
+                    judged = self._judge(segment.text)
+                for rule, start, end in judged.matches:
+                    if rule.user_keywords and any(k in user.text for k in rule.user_keywords):
+                        continue
+                    findings.append(self.finding(segment, Hit(
+                        message=f"reasoning {rule.description}", start=start, end=end, severity=rule.severity,
+                        score=0.8, evidence={"rule": rule.id, "kind": rule.category,
+                                             "sentence": segment.text[start:end][:300]})))
+                findings += [self.finding(segment, self._unchecked_hit(u)) for u in judged.unchecked
+                             if not (u.rule.user_keywords and any(k in user.text for k in u.rule.user_keywords))]
         # The cross-segment checks judge the newest reasoning only: older turns were judged when they were
         # new, and re-reading the whole history would make step N cost grow with the session.
         newest = _newest(reasoning, exchange)
@@ -215,6 +293,11 @@ class UnsafeReasoningDetector(Detector):
     # --- rules --------------------------------------------------------------------------------------
     def rule_matches(self, text: str) -> list[tuple[ReasoningRule, int, int]]:
         """(rule, start, end) of each matching sentence; cached per text."""
+        return self._judge(text).matches
+
+    def _judge(self, text: str) -> Judged:
+        """The matching sentences, and the rules a rules_file pattern could not judge (first place each); cached
+        per text unless the check's time budget cut a search short (another check may have the time)."""
         cached = self._cache.get(text)
         if cached is not None:
             return cached
@@ -226,29 +309,53 @@ class UnsafeReasoningDetector(Detector):
         sentences = list(_sentences(folded))
         starts = [start for start, _, _ in sentences]
         found: dict[int, tuple[ReasoningRule, int, int]] = {}
+        unchecked: dict[str, Unchecked] = {}  # by rule id: the first search of the rule's that did not finish
         # One pass per rule over the whole trace; cue checks only on the sentences a rule matched.
         contains = folded.lower().__contains__
         for rule in rs.rules:
             if rule.keywords and not any(map(contains, rule.keywords)):  # map: the keyword loop stays in C
                 continue
-            for m in rule.pattern.finditer(folded):
+            try:
+                matches = rule.pattern.finditer(folded)
+            except PatternUnfinished as exc:
+                unchecked.setdefault(rule.id, Unchecked(rule, exc.pattern, exc.reason, None))
+                continue
+            for m in matches:
                 i = bisect_right(starts, m.start()) - 1
                 if i < 0 or i in found:
                     continue
                 start, end, sentence = sentences[i]
-                local = rule.pattern.search(sentence)
-                if local is None:
-                    continue
-                if rs.negation.search(sentence[: local.start()]) or rs.context.search(sentence):
-                    continue
-                if rule.requires_intent and not rs.intent.search(sentence):
+                try:
+                    local = rule.pattern.search(sentence)
+                    if local is None:
+                        continue
+                    if rs.negation.search(sentence[: local.start()]) or rs.context.search(sentence):
+                        continue
+                    if rule.requires_intent and not rs.intent.search(sentence):
+                        continue
+                except PatternUnfinished as exc:  # (a cue that could not say clears nothing)
+                    unchecked.setdefault(rule.id, Unchecked(rule, exc.pattern, exc.reason,
+                                                            view.original_span(start, end)))
                     continue
                 found[i] = (rule, *view.original_span(start, end))
-        matches = [found[i] for i in sorted(found)]
-        self._cache[text] = matches
-        if len(self._cache) > CACHE_SIZE:
-            del self._cache[next(iter(self._cache))]
-        return matches
+        judged = Judged([found[i] for i in sorted(found)], list(unchecked.values()))
+        if all(u.reason != "budget" for u in judged.unchecked):
+            self._cache[text] = judged
+            if len(self._cache) > CACHE_SIZE:
+                del self._cache[next(iter(self._cache))]
+        return judged
+
+    @staticmethod
+    def _unchecked_hit(unchecked: Unchecked) -> Hit:
+        """What a rules_file pattern that did not finish leaves unjudged: the plan the rule looks for may be there."""
+        rule, pattern = unchecked.rule, unchecked.pattern
+        start, end = unchecked.span or (None, None)
+        return Hit(
+            message=f"reasoning not checked for rule {rule.id!r} ({rule.description}): rules_file pattern "
+                    f"{pattern[:80]!r}: {REASONS[unchecked.reason]}",
+            start=start, end=end, severity=rule.severity,
+            evidence={"rule": "pattern_unchecked", "rule_id": rule.id, "kind": rule.category, "pattern": pattern[:200],
+                      "reason": unchecked.reason})
 
     # --- goal hijack ----------------------------------------------------------------------------------
     def _goal_hijacks(self, exchange: Exchange, reasoning: list[Segment], user: _UserWords) -> list[Finding]:

@@ -318,6 +318,10 @@ class Engine:
             return
         spent = dict.fromkeys(slots, 0.0)
         failed: dict[int, BaseException] = {}
+        # A detector past its timeout reads no more new text in this check (cached texts cost nothing): the
+        # segments it skipped are counted, the first one located, and none of them is remembered as judged.
+        limits = {i: self.slots[i].config.timeout_s for i in slots}
+        skipped: dict[int, list[Segment]] = {}
         placed, cache = self._placed, self.cache
         seen = placed.entries
         clock = time.perf_counter
@@ -332,6 +336,7 @@ class Engine:
                     per_slot[i].extend(found)
                 continue
             placed_here: list[tuple[int, list[Finding]]] = []
+            complete = True
             for i in slots_here:
                 if i in failed:
                     continue
@@ -342,6 +347,10 @@ class Engine:
                     key = (slot.key, segment.kind, segment.trust)
                     table = cache.table(key)
                     hits = table.get(segment.text)
+                    if hits is None and spent[i] > limits[i]:
+                        skipped.setdefault(i, []).append(segment)
+                        complete = False
+                        continue
                     if hits is None:
                         cache.misses += 1
                         hits = detector.analyze(segment)  # type: ignore[attr-defined]
@@ -358,13 +367,14 @@ class Engine:
                     placed_here.append((i, found))
                     per_slot[i].extend(found)
             # A response's segments are never handed back (next step reads them from the request): not kept.
-            if not failed and segment.phase is not Phase.RESPONSE:
+            if complete and not failed and segment.phase is not Phase.RESPONSE:
                 placed.put(id(segment), (segment, tuple(placed_here)))
         for i in slots:
             if i in failed:
                 per_slot[i] = [self._logged(self.slots[i], _error_finding(self.slots[i], failed[i]))]
-            elif spent[i] > self.slots[i].config.timeout_s:
-                per_slot[i].append(self._logged(self.slots[i], _overrun_finding(self.slots[i], spent[i])))
+            elif spent[i] > limits[i]:
+                overrun = _overrun_finding(self.slots[i], spent[i], skipped.get(i, []))
+                per_slot[i].append(self._logged(self.slots[i], overrun))
             timings[self.slots[i].detector.name] = round(spent[i] * 1000, 3)
 
     async def _run_inline(self, slot: _Slot, exchange: Exchange, ctx: ScanContext,
@@ -544,20 +554,26 @@ def _error_finding(slot: _Slot, exc: BaseException) -> Finding:
     )
 
 
-def _overrun_finding(slot: _Slot, spent_s: float) -> Finding:
-    """An inline detector past its timeout, whether it computed or waited on a store's lock. It ran to the end
-    (Python code cannot be stopped mid-computation without a thread per scan, which costs more than most scans),
-    so its findings stand; the overrun is reported beside them, with the action `on_detector_error` gives it."""
+def _overrun_finding(slot: _Slot, spent_s: float, skipped: Sequence[Segment] = ()) -> Finding:
+    """An inline detector past its timeout, whether it computed or waited on a store's lock. A call already
+    running is not stopped (Python code cannot be stopped mid-computation without a thread per scan, which costs
+    more than most scans), so its findings stand; a segment detector is given no new text after it (`skipped`:
+    located at the first, never passed). The overrun is reported with the action `on_detector_error` gives it."""
     limit_ms = slot.config.timeout_s * 1000
-    return Finding(
-        category=Category.DETECTOR_ERROR,
-        detector=slot.detector.name,
-        severity=Severity.MEDIUM,
-        message=f"detector {slot.detector.name!r} took {spent_s * 1000:.0f} ms, over its timeout of {limit_ms:g} ms "
-        "(it ran inline, so it finished; its findings are kept)",
-        pointer="",
-        evidence={"error_type": "Overrun", "elapsed_ms": round(spent_s * 1000, 3), "timeout_ms": limit_ms},
-    )
+    name = slot.detector.name
+    evidence: dict[str, Any] = {"error_type": "Overrun", "elapsed_ms": round(spent_s * 1000, 3),
+                                "timeout_ms": limit_ms}
+    if not skipped:
+        return Finding(category=Category.DETECTOR_ERROR, detector=name, severity=Severity.MEDIUM,
+                       message=f"detector {name!r} took {spent_s * 1000:.0f} ms, over its timeout of {limit_ms:g} ms "
+                       "(it ran inline, so it finished; its findings are kept)", pointer="", evidence=evidence)
+    first = skipped[0]
+    evidence["segments_not_analyzed"] = len(skipped)
+    count = f"{len(skipped)} segment{'s' if len(skipped) > 1 else ''}"
+    return Finding(category=Category.DETECTOR_ERROR, detector=name, severity=Severity.MEDIUM,
+                   message=f"detector {name!r} took {spent_s * 1000:.0f} ms, over its timeout of {limit_ms:g} ms: "
+                   f"{count} from here on not analyzed (the findings it made are kept)",
+                   pointer=first.locate(0, len(first.text)).pointer, evidence=evidence)
 
 
 def _ms(started: float) -> float:

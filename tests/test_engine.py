@@ -16,7 +16,7 @@ from guardrails.engine import Engine
 from guardrails.exchange import Exchange, Segment, SegmentKind
 from guardrails.findings import Action, Category, Finding, Hit, Severity
 from guardrails.pointer import resolve
-from guardrails.policy import PolicyError, load_policy
+from guardrails.policy import Policy, PolicyError, load_policy
 
 REQUEST = {
     "model": "m",
@@ -63,7 +63,7 @@ class CountingWords(SegmentDetector):
         return [Hit("Paris mentioned", at, at + 5, Severity.MEDIUM)] if at >= 0 else []
 
 
-def make_policy(tmp_path: Path, yaml_text: str):
+def make_policy(tmp_path: Path, yaml_text: str) -> Policy:
     bundle = tmp_path / "p"
     bundle.mkdir(exist_ok=True)
     (bundle / "config.yml").write_text(yaml_text)
@@ -256,6 +256,57 @@ def test_inline_detector_past_its_timeout_keeps_its_findings_and_reports_the_ove
     relaxed = make_policy(tmp_path, f"detectors:\n  {name}: {{timeout_ms: 60000}}\n")
     assert [f.category for f in asyncio.run(Engine(relaxed, reg).run(read_exchange(REQUEST, None))).findings] \
         == [found.category]
+
+
+class SlowWords(CountingWords):
+    """Takes 30 ms of the engine's clock per new text, as a detector does on long or hostile text."""
+
+    name = "slow_words"
+    calls: ClassVar[list[str]] = []
+    clock: ClassVar[list[float]] = [0.0]
+
+    def analyze(self, segment: Segment) -> list[Hit]:
+        type(self).clock[0] += 0.03
+        return super().analyze(segment)
+
+
+def test_segment_detector_past_its_timeout_reads_no_more_new_text_and_says_where_it_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-check limit: a check of many segments costs the timeout, not segments x time per segment. What was
+    not read is never passed as clean: the finding points at the first skipped segment, and the next check reads
+    the skipped texts (they were not remembered as judged)."""
+    import guardrails.engine as engine_module
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter() -> float:
+            return SlowWords.clock[0]
+
+    monkeypatch.setattr(engine_module, "time", FakeTime)
+    reg = registry()
+    reg.register(SlowWords)
+    policy = make_policy(tmp_path, "on_detector_error: block\ndetectors:\n  slow_words: {timeout_ms: 50}\n")
+    engine = Engine(policy, reg)
+    texts = [f"message {n} about Paris" for n in range(6)]
+    request = {"model": "m", "messages": [{"role": "user", "content": t} for t in texts]}
+    result = asyncio.run(engine.run(read_exchange(request, None)))
+    assert SlowWords.calls == texts[:2]  # 60 ms spent after two: past 50 ms, no third call
+    *found, overrun = result.findings
+    assert [f.pointer for f in found] == ["/request/messages/0/content", "/request/messages/1/content"]
+    assert overrun.category is Category.DETECTOR_ERROR and overrun.evidence["segments_not_analyzed"] == 4
+    assert overrun.pointer == "/request/messages/2/content"
+    assert "4 segments from here on not analyzed" in overrun.message
+    assert result.verdict is Action.BLOCK
+
+    SlowWords.calls.clear()
+    again = asyncio.run(engine.run(read_exchange(request, None)))
+    assert SlowWords.calls == texts[2:4]  # the two read before come from the cache; the skipped ones are read now
+    assert [f.pointer for f in again.findings[:4]] == [f"/request/messages/{n}/content" for n in range(4)]
+    assert again.findings[-1].evidence["segments_not_analyzed"] == 2
+
+    relaxed = Engine(make_policy(tmp_path, "detectors:\n  slow_words: {timeout_ms: 60000}\n"), reg)
+    SlowWords.calls.clear()
+    assert len(asyncio.run(relaxed.run(read_exchange(request, None))).findings) == 6
 
 
 def test_normalize_timing_leaves_out_building_the_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
