@@ -5,12 +5,12 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-import orjson
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
 from guardrails.config import Settings
 from guardrails.errors import BodyTooLarge, InvalidJSON, UnsupportedMediaType
+from guardrails.jsonbody import loads_body
 
 
 def authorize(request: Request, settings: Settings) -> None:
@@ -43,18 +43,4 @@ async def read_json(request: Request, limit: int) -> Any:
     raw = b"".join(chunks)
     if not raw:
         raise InvalidJSON("empty body; expected a JSON check body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(_not_json(raw, exc)) from None
-
-
-def _not_json(raw: bytes, exc: orjson.JSONDecodeError) -> str:
-    """Why `raw` is not JSON. orjson reports any byte that is not UTF-8 as "surrogates not allowed" at char 0;
-    Python's decoder says where it is."""
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return (f"the body is not valid UTF-8 at byte {bad.start} (0x{raw[bad.start:bad.end].hex()}): JSON is "
-                "sent as UTF-8")
-    return f"body is not valid JSON: {exc}"
+    return loads_body(raw)

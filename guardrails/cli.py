@@ -19,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import orjson
-
 from guardrails.config import Settings, parse_int
-from guardrails.errors import GuardrailsError, PolicyUnavailable, UnknownPolicy
+from guardrails.errors import GuardrailsError, InvalidJSON, PolicyUnavailable, UnknownPolicy
+from guardrails.jsonbody import loads_body
 from guardrails.pointer import resolve
 from guardrails.policy import ROUTING_FILE, PolicyError
+from guardrails.textview import redact
 
 if TYPE_CHECKING:
     from guardrails.service import CheckService
@@ -34,6 +34,8 @@ EXIT_BAD_INPUT = 3
 EXIT_CONFIG = 4
 EXIT_USAGE = 64
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug of ours, never to be read as a verdict (1 is "warn")
+# Findings whose located text the readable report masks: evidence never echoes a secret (docs/detectors-text.md).
+MASKED_CATEGORIES = frozenset({"secret", "pii"})
 CHECK_EXIT_CODES = f"""exit codes:
   {EXIT_BY_VERDICT['allow']}   allow
   {EXIT_BY_VERDICT['warn']}   warn
@@ -209,6 +211,10 @@ def _default_policy_problem(service: CheckService) -> str | None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if args.format is not None and args.format not in _formats():  # an option's value: a usage error, not input
+        print(f"guardrails check: error: argument --format: unknown format {args.format!r} (choose from "
+              f"{', '.join(_formats())})", file=sys.stderr)
+        return EXIT_USAGE
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     except OSError as exc:
@@ -218,9 +224,11 @@ def _check(args: argparse.Namespace) -> int:
         print(f"guardrails: {args.file} is not UTF-8: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        body = orjson.loads(text)  # the HTTP API's parser: the same bodies are refused (NaN, Infinity...)
-    except orjson.JSONDecodeError as exc:
-        print(f"guardrails: {args.file} is not valid JSON: {exc}", file=sys.stderr)
+        # The HTTP API's reader: the same bodies are read (a lone surrogate escape, NaN...) or refused.
+        # surrogateescape: stdin decoded that way gives back its bytes, and the reader names the bad one.
+        body = loads_body(text.encode("utf-8", "surrogateescape"))
+    except InvalidJSON as exc:
+        print(f"guardrails: {args.file}: {exc.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if isinstance(body, dict):
         if args.policy:
@@ -251,6 +259,12 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_BY_VERDICT[result["verdict"]]
 
 
+def _formats() -> tuple[str, ...]:
+    from guardrails.adapters import FORMATS
+
+    return FORMATS
+
+
 def render(result: dict[str, Any], body: Any) -> str:
     """A readable report: verdict, then each finding with the text it points at."""
     policy = result["policy"]
@@ -262,7 +276,7 @@ def render(result: dict[str, Any], body: Any) -> str:
         where = loc["pointer"] or "(whole check)"
         if loc.get("start") is not None:
             where += f" [{loc['start']}:{loc['end']}]"
-            snippet = _snippet(body, loc)
+            snippet = _snippet(body, loc, f)
             if snippet:
                 where += f"  {snippet}"
         lines.append(f"      at {where}")
@@ -271,7 +285,7 @@ def render(result: dict[str, Any], body: Any) -> str:
     return "\n".join(lines)
 
 
-def _snippet(body: Any, loc: dict[str, Any]) -> str:
+def _snippet(body: Any, loc: dict[str, Any], finding: dict[str, Any]) -> str:
     try:
         value = resolve(body, loc["pointer"])
     except KeyError:
@@ -279,7 +293,19 @@ def _snippet(body: Any, loc: dict[str, Any]) -> str:
     if not isinstance(value, str):
         return ""
     text = value[loc["start"]:loc["end"]]
+    if finding["category"] in MASKED_CATEGORIES:
+        text = _masked(text, finding)
     return json.dumps(text[:80] + ("…" if len(text) > 80 else ""), ensure_ascii=False)
+
+
+def _masked(text: str, finding: dict[str, Any]) -> str:
+    """The located text as the detectors' evidence previews it (never the whole value): the public head the
+    finding's own preview shows ("AKIA", "-----BEGIN … KEY-----"), an ellipsis and the last few characters."""
+    preview = finding.get("evidence", {}).get("preview")
+    head = preview.split("…", 1)[0] if isinstance(preview, str) and "…" in preview else ""
+    # A head that is not the text's own start, or most of it, is not a public prefix of this text.
+    keep = len(head) if head and text.startswith(head) and len(head) <= len(text) // 2 else 0
+    return redact(text, keep)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ unreachable the client does not raise: it returns a synthetic verdict chosen by 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
@@ -34,6 +35,16 @@ RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError
              httpx.ReadError, httpx.WriteError)
 log = logging.getLogger("guardrails.client")
 T = TypeVar("T")
+
+
+def _dumps(body: Mapping[str, Any]) -> bytes:
+    """The check body as JSON. orjson refuses what Python's `json` writes and the service reads (a lone surrogate
+    such as half an emoji cut by truncation, an integer past 64 bits): those bodies go as `json.dumps` writes them,
+    ASCII-escaped. A value JSON has no form for (bytes, a set) still raises `TypeError`: a bug of the caller's."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(body, ensure_ascii=True, allow_nan=True).encode("utf-8")
 
 
 class CheckRejected(Exception):
@@ -96,7 +107,7 @@ class GuardrailsClient:
             if value is not None:
                 body[key] = value
         phase = "response" if response is not None else "request"
-        return await self.check_raw(orjson.dumps(body), phase=phase, format=format)
+        return await self.check_raw(_dumps(body), phase=phase, format=format)
 
     async def check_raw(self, body: bytes, *, phase: str = "request",
                         format: str | None = None) -> CheckResponse:

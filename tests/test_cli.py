@@ -71,7 +71,8 @@ def test_warn_exits_1_and_names_the_finding(tmp_path: Path, capsys: pytest.Captu
     assert main(["check", write(tmp_path, WARNED)]) == 1
     out = capsys.readouterr().out
     assert out.startswith("verdict: WARN")
-    assert "/response/choices/0/message/content [9:29]" in out and '"jane.doe@example.com"' in out
+    assert "/response/choices/0/message/content [9:29]" in out and '"jane.doe@example.com"' not in out
+    assert '"….com"' in out  # masked as the evidence masks it: a report is pasted into tickets
 
 
 def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
