@@ -47,6 +47,7 @@ from guardrails.colang.parse import (
     quiet_nemoguardrails,
     undeclared_globals,
 )
+from guardrails.colang.unset import UnsetRead, unset_reads
 from guardrails.colang.variables import VARIABLE_NAMES, RailSegments, flow_variables
 from guardrails.detector import Detector, ScanContext, Scope, SegmentDetector
 from guardrails.exchange import Exchange, Segment, SegmentKind
@@ -123,6 +124,8 @@ class ColangRails:
         self._register_bundle_actions(bundle_actions)
         self._register_actions()
         self._watch_action_failures()
+        # Read with the files this version is built from (not at check time, after an edit): see `_unset_hints`.
+        self._unset = _unset_reads(policy)
 
     # --- per check --------------------------------------------------------------------------------
     async def run(self, exchange: Exchange, findings: list[Finding],
@@ -141,7 +144,8 @@ class ColangRails:
             check.errors.append(f"custom flows timed out after {self.timeout_s:g} s")
             outcomes = []
         except Exception as exc:
-            check.errors.append(f"the Colang runtime failed: {type(exc).__name__}: {exc}")
+            failed = f"the Colang runtime failed: {type(exc).__name__}: {exc}"
+            check.errors.append("; ".join([failed, *self._unset_hints(str(exc))]))
             outcomes = []
         finally:
             _CURRENT.reset(token)
@@ -215,12 +219,26 @@ class ColangRails:
                 for flow, (action, reason) in verdicts.items()]
 
     def _abort_reason(self, flow: str, error: str) -> str:
-        """The runtime's error, and the check variables the flow (or the error) names without `global`: the
-        usual cause, which `global_warnings` reports before the policy runs."""
-        hints = [f"${use.name} is not declared `global ${use.name}` in flow {use.flow!r} "
-                 f"({use.file.name}:{use.line}), so there it is the flow's own variable, empty, not the check's"
-                 for use in self._undeclared if use.flow == flow or f"${use.name}" in error]
+        """The runtime's error, and its usual causes, which `guardrails policy validate` warns about before the
+        policy runs: a variable nothing sets (`global $bot_mesage`), and the check variables the flow (or the
+        error) names without `global`."""
+        hints = [*self._unset_hints(error, flow),
+                 *(f"${use.name} is not declared `global ${use.name}` in flow {use.flow!r} "
+                   f"({use.file.name}:{use.line}), so there it is the flow's own variable, empty, not the check's"
+                   for use in self._undeclared if use.flow == flow or f"${use.name}" in error)]
         return f"the flow aborted on a Colang error: {error}" + "".join(f"; {hint}" for hint in hints)
+
+    def _unset_hints(self, error: str, flow: str | None = None) -> list[str]:
+        """The variables nothing sets that the runtime's error names (else those `flow` reads), each with the
+        line `unset_warnings` reports it at: NeMo's error says only that None does not support the expression."""
+        named = [read for read in self._unset if re.search(rf"\${re.escape(read.name)}\b", error)]
+        named.sort(key=lambda read: read.flow != flow)  # a name read in several flows: the aborting flow's line
+        hints: dict[str, str] = {}
+        for read in named or [read for read in self._unset if read.flow == flow]:
+            guess = f" (did you mean ${read.suggestion}?)" if read.suggestion else ""
+            hints.setdefault(read.name, f"${read.name} is never set{guess}, so it is None: `guardrails policy "
+                                        f"validate` warns about it at {read.file.name}:{read.line}")
+        return list(hints.values())
 
     def _finding(self, outcome: _Outcome, rails: RailSegments) -> Finding:
         pointer, start, end = "", None, None
@@ -451,6 +469,14 @@ def _nemo_library_flows() -> dict[str, str]:
     except ColangSyntaxError:  # another NeMo release: the hint is a nicety, never a reason to fail
         return {}
     return {flow: file.stem for flow, file in flows.items()}
+
+
+def _unset_reads(policy: Policy) -> list[UnsetRead]:
+    files = list(policy.rails.colang_files)
+    try:
+        return unset_reads(files, policy.rails.colang_version, VARIABLE_NAMES) if files else []
+    except (OSError, ValueError):  # a hint for abort reasons, never a reason to refuse the policy
+        return []
 
 
 def _runtime_errors(events: list[dict[str, Any]]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from guardrails.colang.syntax import (
     layout,
     nemo_words,
     v1_empty_block,
+    v1_misaligned_else,
     v1_problem,
     v1_unexplained,
     v2_problem,
@@ -93,9 +94,11 @@ def flows_in(files: list[Path], version: str) -> dict[str, Path]:
             parsed = parse_colang_file(file.name, content=content, version=version)
         except Exception as exc:
             raise _syntax_error(exc, file, content, version) from None
-        empty = v1_empty_block(layout(content, multiline_brackets=False)) if version == "1.0" else None
-        if empty is not None:  # NeMo accepts it, and takes the next statement (or nothing) as the block
-            raise ColangSyntaxError(f"Colang syntax error: {empty[0]}", file, empty[1])
+        if version == "1.0":  # NeMo accepts these, and silently runs something other than the layout says
+            found = layout(content, multiline_brackets=False)
+            accepted = v1_empty_block(found) or v1_misaligned_else(found)
+            if accepted is not None:
+                raise ColangSyntaxError(f"Colang syntax error: {accepted[0]}", file, accepted[1])
         for flow in parsed.get("flows", []):
             name = flow.get("id") if isinstance(flow, dict) else getattr(flow, "name", None)
             if not name:

@@ -5,7 +5,8 @@ Python's parser, which counts lines from the expression), or in their own terms 
 attribute 'keys'`, `Unexpected token Token('_INDENT', '    ')`). This module reads the file's layout
 (indentation, brackets, strings) to say where and why. It runs after a parser failed, to explain that error;
 where it finds no explanation, the parser's own words stand (in 1.0, behind the statement it failed on). On
-Colang 1.0 files NeMo accepts, it also finds a block statement with nothing under it (`v1_empty_block`).
+Colang 1.0 files NeMo accepts, it also finds a block statement with nothing under it (`v1_empty_block`) and an
+`else` that does not line up with its `if` or `when` (`v1_misaligned_else`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ _V1_OPERANDS = {"if": "a condition, e.g. `if $result[\"count\"] > 0`", "while": 
 _MAX_WORDS = 200
 # Statements that open a block: the line after one must be indented deeper.
 _V2_OPENS = re.compile(r"^(?:flow|if|elif|else|while|when|or\s+when|and\s+when)\b")
+# Colang 1.0 branches that belong to the `if` or `when` above them at their own column (`else:` as `else`).
+_V1_ELSE = re.compile(r"^else(?:\s+(if|when)\b.*|\s*:?)$")
+_V1_IF = re.compile(r"^(?:if|else\s+if)\b")
+_V1_WHEN = re.compile(r"^(?:when|else\s+when)\b")
+_V1_FLOW = re.compile(r"^def(?:ine)?\s+(?:sub)?flow\b")
 # Colang 1.0 statements that never open a block: a deeper line after one is out of place.
 _V1_SIMPLE = re.compile(r"^(?:\$\w+\s*=|execute\b|stop\b|abort\b|return\b|break\b|continue\b)")
 _TOKEN_WORDS = {"_NEWLINE": "end of line", "_DEDENT": "end of block", "$END": "end of file"}
@@ -224,8 +230,8 @@ def v1_problem(exc: Exception, block: str, first_line: int, located: int | None 
     line = int(reported.group(1)) if reported else located
     cause = exc.__context__ if reported else exc  # NeMo re-raises the error of a line as a bare Exception
     nemo = said or nemo_words(exc)
-    problem = (_v1_tabs(block, found) or _v1_outside_flow(found, line) or _v1_indentation(found)
-               or v1_empty_block(found) or _v1_statement(found, nemo, line, cause))
+    problem = (_v1_tabs(block, found) or _v1_outside_flow(found, line) or _v1_misaligned_else(found, line)
+               or _v1_indentation(found) or v1_empty_block(found) or _v1_statement(found, nemo, line, cause))
     return (f"{problem[0]} (NeMo's parser: {nemo})", problem[1]) if problem else None
 
 
@@ -265,6 +271,127 @@ def v1_empty_block(found: Layout) -> Problem | None:
         if after is None or after.indent == 0:
             return f"{where}: the flow ends there", opener.number
         return where, after.number
+    return None
+
+
+def v1_misaligned_else(found: Layout) -> Problem | None:
+    """An `else`, `else if` or `else when` that does not line up with the `if` or `when` it belongs to, a second
+    `else` of one `if`, or an `else` block indented less than its `if`'s block. NeMo's 1.0 parser accepts
+    them and silently changes the flow: it gives a misaligned `else` to the innermost open `if` whose column is
+    left of it (`else` at the column of a `while` inside an `if` becomes that outer `if`'s else), reads a
+    misaligned `else when` as a branch of its own or as part of the `when`'s block, keeps only the last of two
+    `else`s, and ends an `else` block at the first line left of its `if`'s block."""
+    return _v1_misaligned_else(found, None)
+
+
+def _v1_misaligned_else(found: Layout, failed: int | None) -> Problem | None:
+    """`v1_misaligned_else`; where NeMo's parser failed (`failed`: its line), only the `else` on that line."""
+    for flow in _v1_flows(found):
+        for index, line in enumerate(flow):
+            matched = _V1_ELSE.match(line.code)
+            if matched is None or index == 0 or (failed is not None and line.number != failed):
+                continue
+            problem = (_v1_else_of_when(flow, index) if matched.group(1) == "when"
+                       else _v1_else_of_if(flow, index, accepted=failed is None))
+            if problem is not None:
+                return problem
+    return None
+
+
+def _v1_flows(found: Layout) -> list[list[Line]]:
+    """The statements of each `define flow` / `define subflow`, its header first."""
+    flows: list[list[Line]] = []
+    for line in _v1_statements(found):
+        if line.indent == 0:
+            flows.append([line] if _V1_FLOW.match(line.code) else [])  # `define bot`, `define user`: no flow
+        elif flows:
+            flows[-1].append(line)
+    return [flow for flow in flows if flow]
+
+
+def _v1_else_of_if(flow: Sequence[Line], index: int, accepted: bool) -> Problem | None:
+    line = flow[index]
+    keyword = _v1_else_keyword(line.code)
+    above = next((s for s in reversed(flow[:index]) if s.indent <= line.indent), None)
+    if above is not None and above.indent == line.indent and _V1_IF.match(above.code):
+        return _v1_short_else_block(flow, index, above)
+    owner = _nemo_if(flow, index)
+    if above is not None and above.indent == line.indent and _V1_ELSE.match(above.code) and owner is not None:
+        return (f"`{keyword}` follows the `else` at line {above.number} of the `if` at line {owner.number}: NeMo's "
+                f"parser silently drops the block under line {above.number}: an `if` has one `else`; merge the "
+                f"two blocks, or make the first an `else if`"), line.number
+    meant = owner or _open(flow, index, _V1_IF)
+    if meant is None:
+        return None  # no `if` to line up with: NeMo's own error says so (see `_unknown_statement`)
+    message = (f"`{keyword}` at column {line.indent + 1} does not line up with the `if` at line {meant.number} "
+               f"column {meant.indent + 1}")
+    if accepted:
+        message += (": NeMo's parser silently makes it the else of that `if` (the innermost open `if` left of "
+                    "it), which may not be the `if` meant")
+    return f"{message}; start the `{keyword}` at the column of its `if`", line.number
+
+
+def _v1_short_else_block(flow: Sequence[Line], index: int, owner: Line) -> Problem | None:
+    """An `else` whose block is indented less than its `if`'s: NeMo's parser ends the `else` at that line, so
+    the block runs after the `if`/`else`, whatever the condition."""
+    line = flow[index]
+    after = flow[index + 1] if index + 1 < len(flow) else None
+    then = flow[flow.index(owner) + 1]
+    if after is None or _v1_else_keyword(line.code) != "else" or not line.indent < after.indent < then.indent:
+        return None
+    return (f"the block under `else` (line {line.number}) is indented {after.indent} spaces, less than the block "
+            f"under its `if` (line {owner.number}, {then.indent} spaces): NeMo's parser leaves the `else` empty "
+            f"and runs this line after it, whatever the condition; indent both blocks alike"), after.number
+
+
+def _v1_else_of_when(flow: Sequence[Line], index: int) -> Problem | None:
+    line = flow[index]
+    above = next((s for s in reversed(flow[:index]) if s.indent <= line.indent), None)
+    if above is not None and above.indent == line.indent and _V1_WHEN.match(above.code):
+        return None
+    meant = _open(flow, index, _V1_WHEN)
+    if meant is None:
+        return ("`else when` has no `when` right above it at the same indentation: NeMo's parser silently reads "
+                "it as a branch of its own, not as an alternative to a `when`"), line.number
+    read = ("part of that `when`'s block" if line.indent > meant.indent
+            else "a branch of its own, not as an alternative to that `when`")
+    return (f"`else when` at column {line.indent + 1} does not line up with the `when` at line {meant.number} "
+            f"column {meant.indent + 1}: NeMo's parser silently reads it as {read}; start the `else when` at the "
+            f"column of its `when`"), line.number
+
+
+def _v1_else_keyword(code: str) -> str:
+    kind = _V1_ELSE.match(code)
+    return f"else {kind.group(1)}" if kind and kind.group(1) else "else"
+
+
+def _open(flow: Sequence[Line], index: int, opener: re.Pattern[str]) -> Line | None:
+    """The innermost statement matching `opener` whose block is still open at `flow[index]`: every statement
+    between them is indented deeper than it."""
+    shallowest = None  # the least indentation of the statements between
+    for line in reversed(flow[1:index]):
+        if opener.match(line.code) and (shallowest is None or line.indent < shallowest):
+            return line
+        shallowest = line.indent if shallowest is None else min(shallowest, line.indent)
+    return None
+
+
+def _nemo_if(flow: Sequence[Line], index: int) -> Line | None:
+    """The `if` NeMo's 1.0 parser gives the `else` at `flow[index]`: it keeps a stack of open `if`s (column,
+    block column), drops those whose block a line leaves (an `else` only those right of it), and takes the top
+    one. None where it fails instead: no `if` left, or a bare `else` at or right of the top one's block column
+    (read as `else when flow resuming`)."""
+    ifs: list[tuple[Line, int]] = []
+    for position, line in enumerate(flow[1:index + 1], 1):
+        is_else = _V1_ELSE.match(line.code) is not None and not _V1_WHEN.match(line.code)
+        if position == index and _v1_else_keyword(line.code) == "else" and (not ifs or ifs[-1][1] <= line.indent):
+            return None
+        while ifs and line.indent < ifs[-1][1] and (not is_else or line.indent < ifs[-1][0].indent):
+            ifs.pop()
+        if position == index:
+            return ifs[-1][0] if ifs else None
+        if _V1_IF.match(line.code) and position + 1 < len(flow):
+            ifs.append((line, flow[position + 1].indent))
     return None
 
 
