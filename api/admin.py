@@ -23,9 +23,8 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from guardrails.audit import AuditFilter, AuditStore, parse_seq
+from guardrails.audit import AuditFilter, AuditStore, parse_seq, time_range
 from guardrails.audit.observer import AuditObserver
-from guardrails.audit_cli import time_range
 from guardrails.errors import BodyError, GuardrailsError, NotFound
 from guardrails.service import CheckService
 from guardrails.state import StateStore
@@ -71,7 +70,7 @@ def admin_router(service: CheckService, authorize: Callable[[Request], None]) ->
         authorize(request)
         _known_parameters(request, RECORDS_PARAMETERS)
         try:
-            start, end = time_range(since, until, ("since", "until"))
+            start, end = time_range(since, until)
             filt = AuditFilter(
                 since=start,
                 until=end,

@@ -26,6 +26,7 @@ from guardrails.config import Settings
 from guardrails.errors import BodyError, GuardrailsError, UnknownPolicy
 from guardrails.exchange import CallerContext
 from guardrails.policy import Policy, PolicyError, policy_from_mapping
+from guardrails.policy_yaml import DuplicateKeyError, safe_load_unique
 from guardrails.service import CONTEXT_FIELDS, CheckService
 
 NOT_REQUEST_FIELDS = {"guardrails", "state", "return_choice", "stream", "stream_options"}
@@ -100,8 +101,10 @@ def _policies(service: CheckService, options: Mapping[str, Any], context: Mappin
     if options.get("config") is not None:
         config = options["config"]
         if isinstance(config, str):
-            try:
-                config = yaml.load(config, Loader=_InlineConfigLoader)  # a SafeLoader that refuses aliases
+            try:  # a caller's text: no aliases (they expand to billions of nodes), no key given twice
+                config = safe_load_unique(config, source="guardrails.config", aliases=False)
+            except DuplicateKeyError as exc:  # YAML, but the policy it reads is not the one the caller wrote
+                raise BodyError(f"inline config: line {exc.line}: {exc.problem}", "/guardrails/config") from None
             except (yaml.YAMLError, RecursionError) as exc:
                 raise BodyError(f"`guardrails.config` is not YAML: {exc}", "/guardrails/config") from None
         try:
@@ -232,13 +235,3 @@ def _nemo_pointer(pointer: str, response_index: int | None) -> str:
     rest = pointer.removeprefix("/response").removeprefix("/choices/0").removeprefix("/message")
     return f"/messages/{response_index}{rest}"
 
-
-class _InlineConfigLoader(yaml.SafeLoader):
-    """YAML for an inline config, without aliases: a few hundred bytes of nested `*alias` lists expand to
-    billions of nodes when the policy is serialized for its version (the "billion laughs")."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in an inline config",
-                                              self.peek_event().start_mark)
-        return super().compose_node(parent, index)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from guardrails.audit import DISABLED, AuditFilter, open_audit_store, parse_seq, parse_time
+from guardrails.audit import DISABLED, AuditFilter, open_audit_store, parse_seq, time_range
 from guardrails.audit.archive import describe_gaps, open_export, verify_export
 from guardrails.audit.export import EXPORTERS
 from guardrails.audit.store import CATEGORIES
@@ -119,20 +119,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     return run
 
 
-def time_range(since: str | None, until: str | None, names: tuple[str, str] = ("--since", "--until")
-               ) -> tuple[float | None, float | None]:
-    """`since` and `until` read as epoch seconds. `until` is exclusive, so the same time for both selects nothing:
-    refused like a swapped range (AuditFilter), since an empty export reads as "no incidents"."""
-    start, end = parse_time(since), parse_time(until)
-    if start is not None and end is not None and start == end:
-        raise ValueError(f"{names[0]} equals {names[1]} ({since} and {until}): an empty range, nothing can match "
-                         f"({names[1]} is exclusive; to select one instant, give {names[1]} a later time)")
-    return start, end
-
-
 @_guarded
 def _export(args: argparse.Namespace) -> int:
-    since, until = time_range(args.since, args.until)
+    since, until = time_range(args.since, args.until, ("--since", "--until"))
     filt = AuditFilter(
         since=since,
         until=until,

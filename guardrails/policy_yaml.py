@@ -1,8 +1,11 @@
-"""YAML for policy files, with duplicate keys refused.
+"""YAML for policy files and inline configs, with duplicate keys refused (and, where asked, aliases).
 
 PyYAML keeps the last of two equal keys in a mapping without a word. In a policy that silently drops rules: a
 second `pii:` added under `detectors:` replaces the first with all its settings, and a second `tenants:` in
 routing.yml drops every tenant route above it. The loader here raises instead, naming both lines.
+
+An inline config (written by any caller of the NeMo endpoint) is read with `aliases=False`: a few hundred bytes of
+nested `*alias` lists expand to billions of nodes when the policy is serialized for its version ("billion laughs").
 """
 
 from __future__ import annotations
@@ -39,6 +42,30 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def safe_load_unique(text: str) -> Any:
-    """`yaml.safe_load`, except that a mapping with a repeated key raises `DuplicateKeyError`."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+class _UniqueKeyNoAliasLoader(_UniqueKeyLoader):
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # Refused when composed, before anything is constructed, let alone expanded.
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed (a few bytes of them "
+                                              "expand to billions of nodes)", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def safe_load_unique(text: str, *, source: str | None = None, aliases: bool = True) -> Any:
+    """`yaml.safe_load`, except that a mapping with a repeated key raises `DuplicateKeyError`.
+
+    `source` names the text in the errors' marks (`in "<source>", line N`) instead of "<unicode string>";
+    `aliases=False` refuses `&anchor`/`*alias` reuse (a `yaml.YAMLError` at the alias) for text from callers.
+    """
+    try:
+        loader = (_UniqueKeyLoader if aliases else _UniqueKeyNoAliasLoader)(text)  # SafeLoaders: no arbitrary objects
+    except yaml.reader.ReaderError as exc:  # the reader checks the whole text for unprintable characters up front
+        if source is not None:
+            exc.name = source
+        raise
+    if source is not None:
+        loader.name = source  # every mark made from here on carries it
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

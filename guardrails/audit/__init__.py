@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from guardrails.audit.chain import StoredRecord, VerifyReport
-from guardrails.audit.store import AuditFilter, AuditStore, Page, parse_seq, parse_time
+from guardrails.audit.store import AuditFilter, AuditStore, Page, parse_seq, parse_time, time_range
 from guardrails.config import redacted_url
 
 DISABLED = {"", "none", "off"}
@@ -34,4 +34,5 @@ __all__ = [
     "open_audit_store",
     "parse_seq",
     "parse_time",
+    "time_range",
 ]

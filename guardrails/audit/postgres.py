@@ -28,12 +28,19 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from guardrails.audit.chain import StoredRecord, chain_rows
-from guardrails.audit.store import HIGH_WATER_KEY, AuditFilter, AuditStore, PendingRow, chain_start
+from guardrails.audit.store import (
+    COLUMNS,
+    HIGH_WATER_KEY,
+    AuditFilter,
+    AuditStore,
+    PendingRow,
+    chain_start,
+    stored_record,
+)
 from guardrails.config import redacted_url
 
 DEFAULT_TABLE = "guardrails_audit"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}(\.[A-Za-z_][A-Za-z0-9_]{0,50})?$")
-COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, hash"
 # libpq settings that apply unless the URL sets them; none has a server-side cost.
 CONNECTION_DEFAULTS: dict[str, int] = {
     "connect_timeout": 5,  # s: a host that does not answer a connect
@@ -236,24 +243,7 @@ class PostgresAuditStore(AuditStore):
     def _select(self, filt: AuditFilter, after_seq: int, limit: int) -> list[StoredRecord]:
         where, params = filt.where(after_seq, "%s", contains="position(%s IN body) > 0")
         rows = self._read(f"SELECT {COLUMNS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT %s", [*params, limit])
-        return [
-            StoredRecord(
-                seq,
-                prev_hash,
-                digest,
-                bytes(body),
-                {
-                    "check_id": check_id,
-                    "ts": ts,
-                    "tenant": tenant,
-                    "agent": agent,
-                    "session": session,
-                    "verdict": verdict,
-                    "partial": partial,
-                },
-            )
-            for seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, digest in rows
-        ]
+        return [stored_record(r) for r in rows]
 
     def drop(self) -> None:
         """Delete the table and its trigger function (tests and teardown only)."""

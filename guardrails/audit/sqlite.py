@@ -27,7 +27,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from guardrails.audit.chain import LogDamaged, StoredRecord, chain_rows
-from guardrails.audit.store import HIGH_WATER_KEY, AuditFilter, AuditStore, PendingRow, chain_start
+from guardrails.audit.store import (
+    COLUMNS,
+    HIGH_WATER_KEY,
+    AuditFilter,
+    AuditStore,
+    PendingRow,
+    chain_start,
+    stored_record,
+)
 
 TABLE = "audit_records"
 META = "audit_meta"  # the high-water mark (guardrails/audit/store.py): the highest seq the log ever reached
@@ -62,7 +70,6 @@ CREATE TRIGGER IF NOT EXISTS {META}_no_lowering BEFORE UPDATE ON {META} WHEN NEW
 """
 # One secondary index (time): each one costs the write path about as much as the row itself. Tenant and
 # agent filters walk the sequence; PostgreSQL indexes them too, for large multi-tenant logs.
-COLUMNS = "seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, hash"
 INSERT = f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _KEEP_HIGHER = "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)"
 RAISE_MARK = f"INSERT INTO {META} (key, value) VALUES ('{HIGH_WATER_KEY}', ?) {_KEEP_HIGHER}"
@@ -212,7 +219,7 @@ class SQLiteAuditStore(AuditStore):
                 if _damaged(exc):
                     raise LogDamaged(f"{self.path} is damaged ({exc})") from exc
                 raise
-        return [_stored(r) for r in rows]
+        return [stored_record(r) for r in rows]
 
     def _high_water(self) -> int | None:
         with self._read_lock:
@@ -259,23 +266,3 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 def _has_partial_column(conn: sqlite3.Connection) -> bool:
     return any(row[1] == "partial" for row in conn.execute(f"PRAGMA table_info({TABLE})"))
-
-
-def _stored(row: tuple) -> StoredRecord:
-    seq, check_id, ts, tenant, agent, session, verdict, partial, body, prev_hash, digest = row
-    body = body.encode() if isinstance(body, str) else bytes(body)
-    return StoredRecord(
-        seq,
-        prev_hash,
-        digest,
-        body,
-        {
-            "check_id": check_id,
-            "ts": ts,
-            "tenant": tenant,
-            "agent": agent,
-            "session": session,
-            "verdict": verdict,
-            "partial": partial,
-        },
-    )

@@ -167,6 +167,18 @@ class PendingRow:
     columns: dict[str, Any]
 
 
+# A stored row, in the order both stores insert (`chain_rows`) and select it: `stored_record` reads it back.
+COLUMNS = ", ".join(("seq", *INDEXED, "body", "prev_hash", "hash"))
+
+
+def stored_record(row: Sequence[Any]) -> StoredRecord:
+    """A row of `COLUMNS` as read from either store."""
+    seq, *indexed, body, prev_hash, digest = row
+    # SQLite answers TEXT for a body another writer stored as text; PostgreSQL's BYTEA may come as a memoryview.
+    body = body.encode() if isinstance(body, str) else bytes(body)
+    return StoredRecord(seq, prev_hash, digest, body, dict(zip(INDEXED, indexed, strict=True)))
+
+
 def parse_time(value: str | float | None) -> float | None:
     """Epoch seconds from a number or an ISO 8601 date/time (naive means UTC).
 
@@ -192,6 +204,18 @@ def parse_time(value: str | float | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def time_range(since: str | None, until: str | None, names: tuple[str, str] = ("since", "until")
+               ) -> tuple[float | None, float | None]:
+    """`since` and `until` read as epoch seconds; `names` are the caller's words for them (options, parameters).
+    `until` is exclusive, so the same time for both selects nothing: refused like a swapped range (AuditFilter),
+    since an empty export reads as "no incidents"."""
+    start, end = parse_time(since), parse_time(until)
+    if start is not None and end is not None and start == end:
+        raise ValueError(f"{names[0]} equals {names[1]} ({since} and {until}): an empty range, nothing can match "
+                         f"({names[1]} is exclusive; to select one instant, give {names[1]} a later time)")
+    return start, end
 
 
 def _iso(text: str) -> datetime | None:
