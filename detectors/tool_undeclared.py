@@ -11,10 +11,16 @@ A name that only imitates a declared one (`Get_Weather`, `get_weather `, `get_we
 Cyrillic `а`, `functions.get_weather`) is undeclared too, and the finding says which tool it imitates and how
 (`evidence.imitates`, `evidence.disguise`): a client that looks names up loosely would run that tool. Invisible or
 look-alike characters are written to deceive, not by a slip: those findings are critical.
+
+In a `partial` check (a mid-stream re-check) a response call's name may still be arriving in pieces (Chat streams
+`"get_"`, then `"weather"`): a name that is a proper prefix of a declared tool's name is not reported, since more
+data can make it that name. The stream's final check judges the name it ends with; a partial name that no declared
+name starts with is reported at once.
 """
 
 from __future__ import annotations
 
+import bisect
 import difflib
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +52,8 @@ class ToolUndeclared(Detector):
             call = segment.tool_call
             if call is None or call.name in exchange.tools or call.mcp_server is not None:
                 continue  # declared, or an MCP server's tool, which the request cannot declare
+            if exchange.partial and segment.phase is Phase.RESPONSE and _may_grow_into(call.name, declared):
+                continue  # the start of a declared name, whose rest has not arrived yet
             evidence: dict[str, Any] = {"tool": call.name, "declared": declared,
                                         "recovered_from": call.recovered_from, "hosted": call.hosted}
             message, severity = _describe(call.name, declared, evidence)
@@ -69,6 +77,13 @@ class ToolUndeclared(Detector):
                 )
             )
         return findings
+
+
+def _may_grow_into(name: str, declared: list[str]) -> bool:
+    """Whether a name still arriving can become a declared one: it is the start of one (the names are sorted, so
+    the first one not below it is the only one to look at)."""
+    at = bisect.bisect_left(declared, name)
+    return at < len(declared) and declared[at].startswith(name)
 
 
 def _prompt_lists(exchange: Exchange) -> list[dict[str, Any]]:

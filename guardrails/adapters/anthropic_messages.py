@@ -26,6 +26,9 @@ Normalization choices:
   bash_code_execution and text_editor_code_execution calls it makes. MCP tools are the MCP server's, never
   declared in the request.
 * A stream sends a result block whole in its `content_block_start`: it is read as in a complete response.
+  `message_start`'s `message.content` is empty as Anthropic sends it; where it is not (a proxy replaying a
+  message), the SDKs put its blocks first in the message they build, so they are read too, less what the streamed
+  blocks already said. `message_delta` and `message_stop` carry no content.
   A server or MCP call streams its input as a `tool_use` does (`input_json_delta`).
 * `finish_reason` uses the OpenAI vocabulary (end_turn -> stop, max_tokens -> length, tool_use ->
   tool_calls, refusal -> content_filter; others verbatim); `stop_reason` holds `stop_sequence`.
@@ -39,7 +42,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, json_type
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, drop_repeats, expect, json_type
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 
@@ -175,6 +178,7 @@ class AnthropicMessagesAdapter(Adapter):
     def read_stream(self, chunks: list[Any], b: ExchangeBuilder) -> None:
         blocks: dict[int, _BlockStream] = {}
         message: Mapping[str, Any] = {}
+        message_pointer = ""
         usage: dict[str, Any] = {}
         stop_reason: Any = None
         stop_sequence: Any = None
@@ -183,6 +187,7 @@ class AnthropicMessagesAdapter(Adapter):
             etype = event.get("type")
             if etype == "message_start":
                 message = expect(event.get("message"), dict, f"{eptr}/message", "message_start message")
+                message_pointer = f"{eptr}/message"
                 if isinstance(message.get("usage"), dict):
                     usage.update(message["usage"])
             elif etype == "content_block_start":
@@ -207,8 +212,14 @@ class AnthropicMessagesAdapter(Adapter):
                     usage.update(event["usage"])  # cumulative counts: later values win
             # content_block_stop, message_stop, ping and error events carry nothing to read
         names = _CallNames(b)
+        since = len(b.segments)
         for index in sorted(blocks):
             blocks[index].emit(b, b.next_turn, names)
+        if message.get("content"):  # empty as Anthropic sends it; the SDKs put what a proxy sends there first
+            start = len(b.segments)
+            _read_content(message["content"], f"{message_pointer}/content", "assistant", b.next_turn,
+                          Phase.RESPONSE, b, names)
+            drop_repeats(b, start, since)
         b.generation = _generation(message, stop_reason, stop_sequence, usage)
 
 

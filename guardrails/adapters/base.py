@@ -701,6 +701,49 @@ def assemble(fragments: list[tuple[str, str]]) -> tuple[str, tuple[Piece, ...]]:
     return "".join([text for text, _ in fragments]), tuple(pieces)
 
 
+def drop_repeats(b: ExchangeBuilder, start: int, since: int) -> None:
+    """Keep, of the segments added from `start` on (another copy of a streamed response, such as the whole output a
+    final event repeats), only those that say what the segments from `since` on did not: a text that no earlier
+    segment of its kind contains, a call that no earlier call makes with the same name and arguments. Where the
+    copies agree, the stream's text is judged once; where they disagree, both are, each where it is."""
+    added = b.segments[start:]
+    if not added:
+        return
+    kept: list[Segment] = []
+    earlier = b.segments[since:start]
+    for segment in added:
+        if not (_repeats(segment, earlier) or _repeats(segment, kept)):
+            kept.append(segment)
+    if len(kept) < len(added):
+        b.segments[start:] = [s if s.index == start + i else replace(s, index=start + i) for i, s in enumerate(kept)]
+
+
+def _repeats(segment: Segment, earlier: list[Segment]) -> bool:
+    call = segment.tool_call
+    for other in earlier:
+        if other.kind is not segment.kind:
+            continue
+        said = other.tool_call
+        if call is None:
+            if said is None and segment.text in other.text:
+                return True
+        elif (said is not None and said.name == call.name and said.hosted == call.hosted
+              and (said.arguments_raw == call.arguments_raw or _same_arguments(said, call))):
+            return True
+    return False
+
+
+def _same_arguments(one: ToolCall, other: ToolCall) -> bool:
+    """Parsed arguments that are equal (the same object, spaced or ordered differently); nested too deep to compare:
+    not the same, so both are read."""
+    if one.arguments_error is not None or other.arguments_error is not None:
+        return False
+    try:
+        return bool(one.arguments == other.arguments)
+    except RecursionError:
+        return False
+
+
 def slice_pieces(pieces: tuple[Piece, ...], start: int, end: int) -> tuple[Piece, ...]:
     """The pieces covering [start, end) of an assembled text, re-based to the slice."""
     if not pieces:

@@ -31,6 +31,20 @@ Normalization choices (shared with the other adapters):
   In a stream, every chunk's `groundingMetadata` is read (usually only the last has one), except one equal to
   a metadata the candidate already sent.
 
+Vertex AI streams a call's arguments in pieces when the request sets `toolConfig.functionCallingConfig.
+streamFunctionCallArguments`: the call's first `functionCall` part carries its `name` (and `willContinue: true`), the
+next ones only `partialArgs` (`[{jsonPath, stringValue | numberValue | boolValue | nullValue, willContinue}]`, the
+path an RFC 9535 one such as `$.location`, `$.a.b` or `$.items[0].name`), until a part without `willContinue` (or an
+empty `functionCall`) ends it. Such parts are assembled into one call per function call, as the SDKs assemble
+them: the string values of a path concatenated, a number, boolean or null set. The call's text is our serialization
+of the assembled arguments; a span of it is located in the part that carried the value holding it (a string's
+piece at its offsets in that `stringValue`, in the piece where it starts, as a streamed Chat argument is; another
+value as a whole), and a span over several values at the first part's `functionCall`. A path that is not one, or
+that contradicts an earlier one (a key under a string, an array index past the end), is a 422 at its `jsonPath`.
+A call whose last part says `willContinue` has unfinished arguments, as a Chat call whose JSON is cut short: a
+mid-stream check judges its values but reports no `tool_schema` finding for them; a final check reports them as
+not complete (`arguments_error`).
+
 Logprobs are added with shape "gemini": the candidate's `logprobsResult` object as returned,
 `{"chosenCandidates": [{"token", "logProbability", "tokenId"?}], "topCandidates": [{"candidates": [...]}]}`
 (one `topCandidates` entry per chosen token). A stream yields one source per chunk, in order.
@@ -38,14 +52,19 @@ Logprobs are added with shape "gemini": the candidate's `logprobsResult` object 
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, has_any, is_mapping
+from guardrails.adapters.base import Adapter, ExchangeBuilder, has_any, is_mapping, json_type
 from guardrails.adapters.gemini_interactions import integer, obj, optional_list, string, string_leaves
+from guardrails.argspans import ArgPath, object_span
 from guardrails.errors import BodyError
-from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.exchange import Generation, Location, Phase, Piece, Segment, SegmentKind, ToolSpec, Usage
 from guardrails.logprobs.check import check_gemini
+from guardrails.pointer import join
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping (the
 # keys of a function response, read from the body, are escaped by `string_leaves`).
@@ -64,6 +83,10 @@ STREAM_CHUNK_KEYS = (*RESPONSE_MARKERS, *STREAM_META_KEYS, "usage_metadata", "pr
 RESPONSE_FIELDS = ("candidates", "promptFeedback", "prompt_feedback", "usageMetadata", "usage_metadata",
                    "modelVersion", "responseId")
 MAX_SCHEMA_DEPTH = 64
+# One step of a `partialArgs` jsonPath after its `$`: `.name`, `[0]`, `['name']` or `["name"]`.
+JSON_PATH_STEP = re.compile(r"""\.([^.\[\]]+)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\["((?:[^"\\]|\\.)*)"\]""")
+MAX_PATH_STEPS = 64  # deeper than any declared schema: a deeper path is refused, not walked
+UNFINISHED = "arguments are not complete: the stream ends before the call's last part (willContinue)"
 CODE_EXECUTION = "code_execution"  # the built-in whose calls are `executableCode` parts
 GOOGLE_SEARCH = "google_search"  # the built-in whose queries come back in `groundingMetadata`
 # The tools (either spelling) that let the model search: googleSearchRetrieval is the Gemini 1.5 spelling.
@@ -285,7 +308,9 @@ class _CandidateStream:
     def __init__(self) -> None:
         self.thought: list[tuple[str, str]] = []
         self.text: list[tuple[str, str]] = []
-        self.calls: list[tuple[Mapping[str, Any], str, bool]] = []  # (call, pointer, is code execution)
+        # (call, pointer, is code execution) for a call sent whole, or a call Vertex streams in parts
+        self.calls: list[tuple[Mapping[str, Any], str, bool] | _StreamedCall] = []
+        self.streaming: _StreamedCall | None = None  # the streamed call whose parts are still arriving
         self.code_outputs: list[tuple[str, str]] = []  # code execution output arrives whole, one per part
         self.grounding: list[tuple[Mapping[str, Any], str]] = []  # groundingMetadata objects and pointers
         self.finish_reason: Any = None
@@ -312,7 +337,7 @@ class _CandidateStream:
                 raise BodyError("part text must be a string", f"{ptr}/text")
             call, key = camel_or_snake(part, "functionCall", "function_call")
             if call is not None:
-                self.calls.append((obj(call, f"{ptr}/{key}", key), f"{ptr}/{key}", False))
+                self._function_call(obj(call, f"{ptr}/{key}", key), f"{ptr}/{key}")
             code, key = camel_or_snake(part, "executableCode", "executable_code")
             if code is not None:
                 self.calls.append((obj(code, f"{ptr}/{key}", key), f"{ptr}/{key}", True))
@@ -320,16 +345,242 @@ class _CandidateStream:
             if output is not None:
                 self.code_outputs.append(output)
 
+    def _function_call(self, call: Mapping[str, Any], ptr: str) -> None:
+        """A `functionCall` part: a whole call, or a part of one Vertex streams (`streamFunctionCallArguments`)."""
+        streamed = _field(call, "partialArgs", "partial_args") is not None or _continues(call)
+        if call.get("name") is not None:  # a named part starts a call, which ends one still open
+            self.streaming = None
+            if not streamed:
+                self.calls.append((call, ptr, False))
+                return
+        elif self.streaming is None and not streamed:
+            if call.get("args") is not None:
+                self.calls.append((call, ptr, False))  # arguments of no call: refused for its missing name
+            return  # an empty `functionCall` (or `willContinue: false` alone): the end of a streamed call
+        if self.streaming is None:  # its first part, or, missing that, a part of a call with no name
+            self.streaming = _StreamedCall(ptr)
+            self.calls.append(self.streaming)
+        self.streaming.absorb(call, ptr)
+        if not _continues(call):
+            self.streaming = None
+
     def emit(self, b: ExchangeBuilder) -> None:
         turn = b.next_turn
         b.streamed_text(self.thought, turn=turn, reasoning="thought")
         b.streamed_text(self.text, turn=turn)
-        for call, ptr, is_code in self.calls:  # calls arrive whole, one per part
+        for entry in self.calls:  # whole calls, one per part, and calls assembled from their parts
+            if isinstance(entry, _StreamedCall):
+                entry.emit(b, turn)
+                continue
+            call, ptr, is_code = entry
             (_code_call if is_code else _function_call)(call, ptr, turn, Phase.RESPONSE, b)
         for text, ptr in self.code_outputs:
             _code_result(b, text, ptr, turn, Phase.RESPONSE)
         for metadata, ptr in self.grounding:
             _read_grounding(metadata, ptr, turn, b)
+
+
+class _StreamedCall:
+    """One function call Vertex streamed over several `functionCall` parts (`streamFunctionCallArguments`)."""
+
+    def __init__(self, pointer: str) -> None:
+        self.pointer = pointer  # the first part's functionCall: where the call as a whole is located
+        self.name = ""
+        self.name_pointer: str | None = None
+        self.call_id: str | None = None
+        self.arguments: dict[str, Any] = {}  # as assembled so far, a string value "" until `emit` joins it
+        self.strings: dict[ArgPath, list[tuple[str, str]]] = {}  # a string value's pieces (text, pointer)
+        self.values: dict[ArgPath, str] = {}  # where another value was set
+        self.open = True  # no part has ended the call yet
+
+    def absorb(self, call: Mapping[str, Any], ptr: str) -> None:
+        self.open = _continues(call)
+        name = call.get("name")
+        if name is not None:
+            if not isinstance(name, str):
+                raise BodyError("functionCall name must be a string", f"{ptr}/name")
+            self.name, self.name_pointer = name, f"{ptr}/name"
+        self.call_id = self.call_id or string(call.get("id"))
+        args = call.get("args")
+        if args is not None:  # whole values beside the streamed ones (none in Google's samples): read as set there
+            for path, value in _leaves(obj(args, f"{ptr}/args", "functionCall args")):
+                where = join(f"{ptr}/args", *path)
+                if isinstance(value, str):
+                    self._string(path, value, where, where)
+                else:
+                    self._value(path, value, where, where)
+        partial, key = camel_or_snake(call, "partialArgs", "partial_args")
+        for j, arg in enumerate(optional_list(partial, f"{ptr}/{key}", key)):
+            aptr = f"{ptr}/{key}/{j}"
+            self._partial(obj(arg, aptr, "a partialArgs entry"), aptr)
+
+    def _partial(self, arg: Mapping[str, Any], aptr: str) -> None:
+        json_path, key = camel_or_snake(arg, "jsonPath", "json_path")
+        if not isinstance(json_path, str):
+            raise BodyError(f"partialArgs jsonPath must be a string, got {json_type(json_path)}", f"{aptr}/{key}")
+        path_pointer = f"{aptr}/{key}"
+        path = _json_path(json_path, path_pointer)
+        text, key = camel_or_snake(arg, "stringValue", "string_value")
+        if text is not None:
+            if not isinstance(text, str):
+                raise BodyError(f"partialArgs stringValue must be a string, got {json_type(text)}", f"{aptr}/{key}")
+            self._string(path, text, f"{aptr}/{key}", path_pointer)
+            return
+        number, key = camel_or_snake(arg, "numberValue", "number_value")
+        if number is not None:
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise BodyError(f"partialArgs numberValue must be a number, got {json_type(number)}", f"{aptr}/{key}")
+            self._value(path, number, f"{aptr}/{key}", path_pointer)
+            return
+        flag, key = camel_or_snake(arg, "boolValue", "bool_value")
+        if flag is not None:
+            if not isinstance(flag, bool):
+                raise BodyError(f"partialArgs boolValue must be a boolean, got {json_type(flag)}", f"{aptr}/{key}")
+            self._value(path, flag, f"{aptr}/{key}", path_pointer)
+            return
+        for key in ("nullValue", "null_value"):
+            if key in arg:
+                self._value(path, None, f"{aptr}/{key}", path_pointer)
+                return
+        # A path with no value yet (only `willContinue`): nothing to set.
+
+    def _string(self, path: ArgPath, text: str, pointer: str, path_pointer: str) -> None:
+        pieces = self.strings.get(path)
+        if pieces is None:  # a new string value, or one replacing another value at the path
+            self._set(path, "", path_pointer)
+            self.values.pop(path, None)
+            pieces = self.strings[path] = []
+        pieces.append((text, pointer))
+
+    def _value(self, path: ArgPath, value: Any, pointer: str, path_pointer: str) -> None:
+        self._set(path, value, path_pointer)
+        self.strings.pop(path, None)
+        self.values[path] = pointer
+
+    def _set(self, path: ArgPath, value: Any, path_pointer: str) -> None:
+        """Put `value` at `path`, making the objects and arrays on the way; a path that contradicts what is there
+        (a key under a string, an array index past the end, a value over an object) is refused."""
+        node: Any = self.arguments
+        for depth, token in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(token, int):
+                if not isinstance(node, list) or token > len(node):
+                    raise BodyError(_contradiction(path, "an array index past the end or not in an array"),
+                                    path_pointer)
+                if token == len(node):
+                    node.append(None if last else _container(path[depth + 1]))
+            elif not isinstance(node, dict):
+                raise BodyError(_contradiction(path, "a key in a value that is not an object"), path_pointer)
+            elif token not in node:
+                node[token] = None if last else _container(path[depth + 1])
+            if last:
+                if isinstance(node[token], (dict, list)):
+                    raise BodyError(_contradiction(path, "a value over an object or array"), path_pointer)
+                node[token] = value
+            else:
+                node = node[token]
+
+    def emit(self, b: ExchangeBuilder, turn: int) -> None:
+        places: dict[ArgPath, str | tuple[Piece, ...]] = dict(self.values)
+        for path, pieces in self.strings.items():
+            text, offset, located = [], 0, []
+            for piece, pointer in pieces:
+                if piece:
+                    located.append(Piece(offset=offset, length=len(piece), pointer=pointer, start=0))
+                    offset += len(piece)
+                text.append(piece)
+            _put(self.arguments, path, "".join(text))
+            places[path] = tuple(located) or pieces[0][1]  # an empty string: its first piece, as a whole value
+        raw = json.dumps(self.arguments, ensure_ascii=False)
+        named = bool(self.name)
+        segment = b.tool_call(name=self.name, arguments=raw, call_id=self.call_id,
+                              name_pointer=self.name_pointer if named and self.name_pointer else self.pointer,
+                              arguments_pointer=self.pointer, turn=turn, phase=Phase.RESPONSE, name_in_text=named)
+        values = {f.name: getattr(segment, f.name) for f in dataclasses.fields(Segment) if f.init}
+        if self.open and segment.tool_call is not None:
+            # Parts still to come may add arguments: what arrived is judged, but not as the call's whole arguments
+            # (a mid-stream check gets no tool_schema finding for them, as for a Chat call's unfinished JSON).
+            values["tool_call"] = dataclasses.replace(segment.tool_call, arguments_error=UNFINISHED)
+        b.segments[-1] = _StreamedArguments(**values, places=places)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _StreamedArguments(Segment):
+    """The segment of a call whose arguments Vertex streamed in `partialArgs`: its text is our serialization of the
+    assembled arguments, and `locate` places a span of it on the part that carried the value holding it."""
+
+    # Each value's path -> the pieces of a string (offsets in the decoded value), or the pointer of another value.
+    places: Mapping[ArgPath, str | tuple[Piece, ...]] = dataclasses.field(default_factory=dict, compare=False,
+                                                                             repr=False)
+
+    def locate(self, start: int, end: int) -> Location:
+        call = self.tool_call
+        assert call is not None
+        path, lo, hi = object_span(self.text, call.arguments, start, end)
+        place = self.places.get(path)
+        if place is None:  # keys, punctuation, an object or array holding several values: the call
+            return Location(self.pointer)
+        if isinstance(place, str) or lo is None or hi is None:
+            return Location(place if isinstance(place, str) else place[0].pointer)
+        for piece in place:  # in the piece where the span starts, its end clipped to that piece
+            if piece.offset <= lo < piece.offset + piece.length:
+                return Location(piece.pointer, lo - piece.offset, min(hi, piece.offset + piece.length) - piece.offset)
+        return Location(place[-1].pointer, place[-1].length, place[-1].length)  # an empty span at the very end
+
+
+def _field(container: Mapping[str, Any], camel: str, snake: str) -> Any:
+    return camel_or_snake(container, camel, snake)[0]
+
+
+def _continues(call: Mapping[str, Any]) -> bool:
+    return _field(call, "willContinue", "will_continue") is True
+
+
+def _json_path(text: str, pointer: str) -> ArgPath:
+    """An RFC 9535 path to one argument (`$.a.b`, `$.items[0]`, `$['a b']`) as our argument path."""
+    if not text.startswith("$"):
+        raise BodyError(f"partialArgs jsonPath must start with '$', got {text[:60]!r}", pointer)
+    path: list[str | int] = []
+    at = 1
+    while at < len(text):
+        step = JSON_PATH_STEP.match(text, at)
+        if step is None or len(path) >= MAX_PATH_STEPS:
+            raise BodyError(f"partialArgs jsonPath {text[:60]!r} is not a path to one argument (at offset {at})",
+                            pointer)
+        name, index, single, double = step.groups()
+        if index is not None:
+            path.append(int(index))
+        else:
+            quoted = single if single is not None else double
+            path.append(name if quoted is None else re.sub(r"\\(.)", r"\1", quoted))
+        at = step.end()
+    if not path or not isinstance(path[0], str):
+        raise BodyError(f"partialArgs jsonPath {text[:60]!r} must name an argument", pointer)
+    return tuple(path)
+
+
+def _container(token: str | int) -> dict[str, Any] | list[Any]:
+    return [] if isinstance(token, int) else {}
+
+
+def _contradiction(path: ArgPath, what: str) -> str:
+    return f"partialArgs jsonPath to {'.'.join(map(str, path))[:60]!r} contradicts the arguments so far: {what}"
+
+
+def _put(arguments: dict[str, Any], path: ArgPath, value: Any) -> None:
+    node: Any = arguments
+    for token in path[:-1]:
+        node = node[token]
+    node[path[-1]] = value
+
+
+def _leaves(value: Any, path: ArgPath = ()) -> list[tuple[ArgPath, Any]]:
+    """Every scalar of an `args` object with its path (an empty object or array is a value of its own)."""
+    if isinstance(value, Mapping) and value:
+        return [leaf for key, item in value.items() for leaf in _leaves(item, (*path, key))]
+    if isinstance(value, list) and value:
+        return [leaf for index, item in enumerate(value) for leaf in _leaves(item, (*path, index))]
+    return [(path, value)] if path else []
 
 
 def _declares_functions(tools: Any) -> bool:

@@ -32,7 +32,9 @@ Normalization choices (shared with the other adapters):
 * Streams: `arguments_delta` fragments are assembled into the raw argument string with pieces; a legacy
   whole-call delta keeps its arguments object. A result step, or a built-in call step, arrives whole, in its
   `step.start` or in a delta of its own type, and is read as in a complete response (a built-in call from the
-  last of them that carries `arguments`); a `user_input` step is skipped there too.
+  last of them that carries `arguments`); a `user_input` step is skipped there too. An event whose interaction
+  carries its `steps` (or legacy `outputs`), as `interaction.completed` may, is another copy of the response that
+  a client may use: its steps are read too, keeping only what the streamed steps did not say, located in it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, has_any, is_mapping, json_type
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, drop_repeats, has_any, is_mapping, json_type
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 from guardrails.pointer import join
@@ -304,6 +306,7 @@ class GeminiInteractionsAdapter(Adapter):
         steps: dict[int, _StepStream] = {}
         meta: dict[str, Any] = {}
         status: Any = None
+        copies: list[tuple[Mapping[str, Any], str]] = []  # interactions that carry their steps, and pointers
         for k, event in enumerate(chunks):
             kptr = f"/response/{k}"
             event = obj(event, kptr, "a stream event")
@@ -312,6 +315,8 @@ class GeminiInteractionsAdapter(Adapter):
             if is_mapping(interaction):
                 meta.update({key: v for key, v in interaction.items() if v is not None})
                 status = interaction.get("status", status)
+                if interaction.get("steps") is not None or interaction.get("outputs") is not None:
+                    copies.append((interaction, f"{kptr}/interaction"))
             if kind == "interaction.status_update":
                 status = event.get("status", status)
             elif kind in ("step.start", "content.start"):
@@ -324,9 +329,26 @@ class GeminiInteractionsAdapter(Adapter):
                 _slot(steps, _index(event, steps, default_last=True), kptr).absorb_delta(delta, dptr)
             elif kind == "error":
                 status = "failed"
+        since = len(b.segments)
         for slot in steps.values():
             slot.emit(b)
+        for interaction, iptr in copies:
+            self._read_copy(interaction, iptr, since, b)
         b.generation = _generation(meta, status)
+
+    def _read_copy(self, interaction: Mapping[str, Any], ptr: str, since: int, b: ExchangeBuilder) -> None:
+        """The steps an event's whole interaction carries (`interaction.completed`, a final event): a client may use
+        them rather than the deltas, so each step is read, keeping only what the stream did not say (`drop_repeats`),
+        located in that interaction."""
+        key = "steps" if interaction.get("steps") is not None else "outputs"
+        for i, step in enumerate(optional_list(interaction.get(key), f"{ptr}/{key}", key)):
+            sptr = f"{ptr}/{key}/{i}"
+            step = obj(step, sptr, "a step")
+            if step.get("type") == "user_input":
+                continue  # an echo of the request's input, already read there
+            start = len(b.segments)
+            self._read_item(step, sptr, b.next_turn, Phase.RESPONSE, "model", b)
+            drop_repeats(b, start, since)
 
 
 class _StepStream:

@@ -4,7 +4,11 @@ Request: `instructions`, `input` (a string or items: messages, `function_call`, 
 `reasoning`), flat function `tools`, `tool_choice`, `text.format`. Response: `output` items (reasoning,
 message with `output_text` parts and their logprobs, function_call), usage, `status`/`incomplete_details`.
 A stream is the list of events: text is assembled from the deltas (each piece pointing at its delta) when
-there are any, else read from `response.output_item.done` or the final `response.completed`.
+there are any, else read from `response.output_item.done` or the final `response.completed`. Those, and the `.done`
+events of the deltas (`response.output_text.done`, `response.function_call_arguments.done`...), repeat the item
+whole: a client may use any copy (the SDKs' final response is the `response.completed` one), so each copy is read
+too, and only what it says that the deltas (or an earlier copy) did not is kept, pointing into that copy. The
+deltas' call is named by `response.output_item.added`, which is where a client reading deltas learns the name.
 
 Besides function calls, the client runs the calls of custom tools (`custom_tool_call`, free-form `input`) and of
 the shell, patch and computer built-ins (`local_shell_call`, `shell_call`: `action`; `apply_patch_call`:
@@ -37,7 +41,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, expect, has_any, is_mapping, json_type
+from guardrails.adapters.base import (
+    Adapter,
+    ExchangeBuilder,
+    assemble,
+    drop_repeats,
+    expect,
+    has_any,
+    is_mapping,
+    json_type,
+)
 from guardrails.adapters.openai_chat import (
     content_texts,
     custom_input_arguments,
@@ -70,6 +83,16 @@ DELTA_EVENTS = {
     "response.reasoning_summary_text.delta": ("reasoning", "summary"),
     "response.function_call_arguments.delta": ("function_call", "arguments"),
 }
+# The events that repeat, whole, what deltas streamed (event type -> the field that holds it): copies a client may
+# use instead of the deltas (the SDKs' `.done` callbacks), read where they say what the deltas did not.
+DONE_TEXT_EVENTS = {
+    "response.output_text.done": "text",
+    "response.refusal.done": "refusal",
+    "response.reasoning_text.done": "text",
+    "response.reasoning_summary_text.done": "text",
+}
+DONE_PART_EVENTS = ("response.content_part.done", "response.reasoning_part.done",  # `part`: text or refusal
+                    "response.reasoning_summary_part.done")
 # `status` / `incomplete_details.reason` in the OpenAI finish_reason vocabulary the other adapters use.
 INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
@@ -209,8 +232,10 @@ class OpenAIResponsesAdapter(Adapter):
         reader = _ItemReader(b, Phase.RESPONSE, fixed_turn=b.next_turn, logprobs=not stream.logprobs)
         for pointer, data in stream.logprobs:
             b.add_logprobs("responses", pointer, data)
+        start = len(b.segments)
         for index in sorted(stream.indexes()):
             stream.emit(index, reader)
+        stream.emit_copies(reader, start)
         reader.declare_listed()
         read_chat_logprobs(b)  # every delta's list (or the final response's) in one pass
         b.generation = _generation(stream.final or stream.latest, _called(b))
@@ -471,17 +496,26 @@ class _ItemReader:
         if kind == "function_call" and arguments is not None:
             raw, pieces = assemble(arguments)
             args_pointer = pieces[0].pointer if pieces else arguments[0][1]
-            name, name_pointer = "", args_pointer
-            call_id = None
-            if item is not None and "name" in item[0]:  # a name of another type (null included): never unnamed
-                name = expect(item[0]["name"], str, f"{item[1]}/name", "function_call name")
-                name_pointer, call_id = f"{item[1]}/name", _call_id(item[0])
-            elif name_event is not None:
-                name, name_pointer = name_event
+            name, name_pointer, call_id = _streamed_name(item, name_event, args_pointer)
             # No name streamed: the location is the first arguments delta as a whole, not an empty span in it.
             self.b.tool_call(name=name, arguments=raw, call_id=call_id, name_pointer=name_pointer,
                              arguments_pointer=args_pointer, turn=turn, phase=self.phase, pieces=pieces,
                              name_in_text=bool(name))
+
+    def copied_text(self, kind: str | None, group: str, text: str, pointer: str) -> None:
+        """The text a `.done` event repeats (a content part, a summary part), read as the item's kind reads it."""
+        if kind == "reasoning":
+            self.b.text(SegmentKind.REASONING, text, pointer, role="assistant", turn=self.turn(model=True),
+                        phase=self.phase, source="summary_text" if group == "summary" else "reasoning_text")
+        else:
+            self.b.assistant_text(text, pointer, turn=self.turn(model=True), phase=self.phase)
+
+    def copied_arguments(self, arguments: str, pointer: str, named: tuple[str, str, str | None]) -> None:
+        """The arguments `response.function_call_arguments.done` repeats, for the call `named` (name, pointer, id)."""
+        name, name_pointer, call_id = named
+        self.b.tool_call(name=name, arguments=arguments, call_id=call_id, name_pointer=name_pointer,
+                         arguments_pointer=pointer, turn=self.turn(model=True), phase=self.phase,
+                         name_in_text=bool(name))
 
 
 class _ItemStream:
@@ -493,6 +527,8 @@ class _ItemStream:
         self.done: tuple[Mapping[str, Any], str] | None = None
         self.fragments: dict[tuple[str, int], list[tuple[str, str]]] = {}
         self.name_event: tuple[str, str] | None = None  # newer `.arguments.done` events carry the name
+        # What `.done` events repeat: (group, text, pointer); group "arguments" for `.arguments.done`.
+        self.copies: list[tuple[str, str, str]] = []
 
 
 class _EventStream:
@@ -543,14 +579,38 @@ class _EventStream:
             state = self._state(event)
             if isinstance(item.get("id"), str):
                 self.index_by_id[item["id"]] = _output_index(event, self.index_by_id)
-            if isinstance(item.get("type"), str):
-                state.kind = item["type"]
             if kind.endswith("added"):
                 state.added = (item, f"{kptr}/item")
+                if isinstance(item.get("type"), str):
+                    state.kind = item["type"]
             else:
                 state.done = (item, f"{kptr}/item")
-        elif kind == "response.function_call_arguments.done" and isinstance(event.get("name"), str):
-            self._state(event).name_event = (event["name"], f"{kptr}/name")
+                if isinstance(item.get("type"), str):  # the deltas' kind is the added item's: a done item is a copy
+                    state.kind = state.kind or item["type"]
+        elif kind == "response.function_call_arguments.done":
+            state = self._state(event)
+            if isinstance(event.get("name"), str):
+                state.name_event = (event["name"], f"{kptr}/name")
+            arguments = event.get("arguments")
+            if arguments is not None:
+                state.copies.append(("arguments", expect(arguments, str, f"{kptr}/arguments",
+                                                         f"{kind} arguments"), f"{kptr}/arguments"))
+        elif kind in DONE_TEXT_EVENTS:
+            field = DONE_TEXT_EVENTS[kind]
+            text = event.get(field)
+            if text is not None:
+                group = "summary" if "summary" in kind else "content"
+                self._state(event).copies.append((group, expect(text, str, f"{kptr}/{field}", f"{kind} {field}"),
+                                                  f"{kptr}/{field}"))
+        elif kind in DONE_PART_EVENTS:
+            part = event.get("part")
+            if is_mapping(part):
+                group = "summary" if "summary" in kind else "content"
+                for field in ("text", "refusal"):
+                    if part.get(field) is not None:
+                        self._state(event).copies.append(
+                            (group, expect(part[field], str, f"{kptr}/part/{field}", f"{kind} part {field}"),
+                             f"{kptr}/part/{field}"))
 
     def _state(self, event: Mapping[str, Any]) -> _ItemStream:
         index = _output_index(event, self.index_by_id)
@@ -568,18 +628,71 @@ class _EventStream:
     def indexes(self) -> set[int]:
         return set(self.items) | set(range(len(self._final_output())))
 
+    def _final_item(self, index: int) -> tuple[Any, str] | None:
+        output = self._final_output()
+        return (output[index], f"{self.final_pointer}/output/{index}") if 0 <= index < len(output) else None
+
     def emit(self, index: int, reader: _ItemReader) -> None:
+        """Read the item at `index` from its deltas, else from its first whole copy (`emit_copies` reads the rest)."""
         state = self.items.get(index) or _ItemStream()
         if state.fragments:
-            reader.streamed(state.kind, state.fragments, state.done or state.added, state.name_event)
+            reader.streamed(state.kind, state.fragments, state.added or state.done, state.name_event)
             return
-        output = self._final_output()
-        if state.done is not None:
-            reader.item(*state.done)
-        elif 0 <= index < len(output):
-            reader.item(output[index], f"{self.final_pointer}/output/{index}")
-        elif state.added is not None:
-            reader.item(*state.added)
+        item = state.done or self._final_item(index) or state.added
+        if item is not None:
+            reader.item(*item)
+
+    def emit_copies(self, reader: _ItemReader, since: int) -> None:
+        """Read every other copy of each item (its `.done` events, its done item, the final response's item), each
+        keeping only what the segments read from `since` on did not say (`drop_repeats`). Their logprobs, if any,
+        are the deltas' again: not added twice."""
+        b, logprobs = reader.b, reader.logprobs
+        reader.logprobs = False
+        try:
+            for index in sorted(self.indexes()):
+                state = self.items.get(index) or _ItemStream()
+                final = self._final_item(index)
+                read: list[Any] = []  # whole items read for this index: an equal copy is not read again
+                if not state.fragments:
+                    first = state.done or final or state.added
+                    read.append(first[0] if first is not None else None)
+                for group, text, pointer in state.copies:
+                    start = len(b.segments)
+                    if group == "arguments":
+                        named = _streamed_name(state.added or state.done, state.name_event, pointer)
+                        reader.copied_arguments(text, pointer, named)
+                    else:
+                        reader.copied_text(state.kind, group, text, pointer)
+                    drop_repeats(b, start, since)
+                for copy in (state.done, final):
+                    if copy is None or any(_same_item(copy[0], other) for other in read):
+                        continue
+                    read.append(copy[0])
+                    start = len(b.segments)
+                    reader.item(*copy)
+                    drop_repeats(b, start, since)
+        finally:
+            reader.logprobs = logprobs
+
+
+def _streamed_name(item: tuple[Mapping[str, Any], str] | None, name_event: tuple[str, str] | None,
+                   fallback: str) -> tuple[str, str, str | None]:
+    """A streamed call's (name, name pointer, call id): the item's (a name of another type, null included, is
+    refused: never read as unnamed), else the `.arguments.done` event's name, else none, located at `fallback`."""
+    if item is not None and "name" in item[0]:
+        name = expect(item[0]["name"], str, f"{item[1]}/name", "function_call name")
+        return name, f"{item[1]}/name", _call_id(item[0])
+    if name_event is not None:
+        return name_event[0], name_event[1], None
+    return "", fallback, None
+
+
+def _same_item(one: Any, other: Any) -> bool:
+    """Whether two copies of an output item are equal; nested too deep to compare: not, so both are read."""
+    try:
+        return bool(one == other)
+    except RecursionError:
+        return False
 
 
 def _output_index(event: Mapping[str, Any], index_by_id: Mapping[str, int]) -> int:
