@@ -1,6 +1,7 @@
 """What the middleware needs to know about each model API: how to recognise it from the request path, the
-check-body `format` it maps to, its native error body and SSE error event, and which stream events carry
-answer text, reasoning or tool calls (they trigger incremental checks)."""
+check-body `format` it maps to, its native error body and SSE error event, which stream events carry
+answer text, reasoning or tool calls (they trigger incremental checks), and which of a stream chunk's values are
+fragments that consecutive chunks may join (`Coalescing`: a long stream's check body)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from enum import IntEnum
 from typing import Any
 
 import orjson
+
+from guardrails.middleware.coalesce import Coalescing
 
 
 class EventKind(IntEnum):
@@ -41,6 +44,7 @@ class Api:
     error_body: Callable[[BlockNotice], dict[str, Any]]
     sse_error: Callable[[BlockNotice, bytes], bytes]  # (notice, event separator) -> SSE event bytes
     classify: Callable[[str | None, Any], EventKind]  # (SSE event name, parsed data) -> kind
+    coalescing: Coalescing | None = None  # how consecutive stream chunks merge (None: they never do)
 
 
 # --- native error shapes ---------------------------------------------------------------------------
@@ -180,14 +184,36 @@ def _gemini_kind(event: str | None, data: Any) -> EventKind:
     return kind
 
 
-OPENAI_CHAT = Api("openai.chat", "openai.chat", _openai_error, _openai_chat_sse, _chat_kind)
+# --- coalescing: what consecutive chunks may differ in and still be one chunk ---------------------------------
+# Paths the adapters read fragment by fragment, in order. A chunk naming a tool (`function/name`, a block or step
+# start), a finish reason or another kind of text differs elsewhere, so it stays a chunk of its own.
+
+_CHAT_COALESCING = Coalescing(
+    joined=("choices/*/delta/content", "choices/*/delta/reasoning", "choices/*/delta/reasoning_content",
+            "choices/*/delta/refusal", "choices/*/delta/tool_calls/*/function/arguments",
+            "choices/*/delta/tool_calls/*/custom/input"),
+    listed=("choices/*/logprobs/content", "choices/*/token_ids"),
+    latest=("usage",),  # vLLM's continuous usage stats: cumulative, the last one stands
+)
+_RESPONSES_COALESCING = Coalescing(joined=("delta",), listed=("logprobs",),  # the `*.delta` events
+                                   latest=("sequence_number", "obfuscation"))
+_ANTHROPIC_COALESCING = Coalescing(joined=("delta/text", "delta/thinking", "delta/partial_json"))
+_GEMINI_COALESCING = Coalescing(
+    joined=("candidates/*/content/parts/*/text",),
+    listed=("candidates/*/logprobsResult/chosenCandidates", "candidates/*/logprobsResult/topCandidates"),
+    latest=("usageMetadata",),
+)
+_INTERACTIONS_COALESCING = Coalescing(joined=("delta/text", "delta/content", "delta/content/text", "delta/arguments"),
+                                      latest=("event_id",))
+
+OPENAI_CHAT = Api("openai.chat", "openai.chat", _openai_error, _openai_chat_sse, _chat_kind, _CHAT_COALESCING)
 OPENAI_RESPONSES = Api("openai.responses", "openai.responses", _openai_error, _openai_responses_sse,
-                       _responses_kind)
+                       _responses_kind, _RESPONSES_COALESCING)
 ANTHROPIC_MESSAGES = Api("anthropic.messages", "anthropic.messages", _anthropic_error, _anthropic_sse,
-                         _anthropic_kind)
-GEMINI_GENERATE = Api("gemini", "gemini", _google_error, _gemini_sse, _gemini_kind)
+                         _anthropic_kind, _ANTHROPIC_COALESCING)
+GEMINI_GENERATE = Api("gemini", "gemini", _google_error, _gemini_sse, _gemini_kind, _GEMINI_COALESCING)
 GEMINI_INTERACTIONS = Api("gemini.interactions", "gemini.interactions", _google_error, _interactions_sse,
-                          _interactions_kind)
+                          _interactions_kind, _INTERACTIONS_COALESCING)
 
 # Matched on the path's end so a gateway prefix (/openai/v1/chat/completions) still works.
 _ROUTES: tuple[tuple[re.Pattern[str], Api], ...] = (

@@ -10,13 +10,19 @@ and the response after (output phase). Allowed traffic passes byte for byte; a w
 A check body over `max_check_bytes` (default: the service's own default limit) is never built: the service would
 refuse it (413). The call is then decided as when the service cannot check (`fail_mode`); a request that large is
 not even read for a check: it streams to the upstream as received. A compressed answer (`content-encoding`) cannot
-be read either, and is decided the same way.
+be read either, and is decided the same way; a gzip or deflate request is decoded for its checks (the upstream gets
+the bytes as sent), another coding is decided by `fail_mode` too.
+
+An answer is read by what it is, not by its `content-type` alone: a body that is JSON is checked as JSON, one that
+starts with SSE fields as a stream (CRLF, LF or CR line endings); a 2xx body that is neither is decided by
+`fail_mode`, since the client may still read it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any, Literal
@@ -35,8 +41,8 @@ from guardrails.config import Settings
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, BlockNotice, detect_api
 from guardrails.middleware.payload import read_payload
-from guardrails.middleware.sse import SSEEvent, SSESplitter
-from guardrails.middleware.stream import STOP_MID_STREAM, StreamChecker
+from guardrails.middleware.sse import SSEEvent, SSESplitter, looks_like_sse
+from guardrails.middleware.stream import COALESCE_OVER, STOP_MID_STREAM, StreamChecker
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,6 +65,10 @@ DEFAULT_CONTEXT_HEADERS: Mapping[str, str] = {
 DEFAULT_MAX_CHECK_BYTES = Settings().max_body_bytes
 TOO_LARGE = "check body too large for the guardrails service"
 ENCODED = "response is content-encoded, and the middleware reads identity bodies only"
+ENCODED_REQUEST = "request is content-encoded, and the middleware decodes gzip and deflate only"
+UNREADABLE = "response is neither JSON nor an SSE stream"
+_SNIFF_BYTES = 64 * 1024  # an answer still undecided after this many bytes (blank lines) is buffered as not SSE
+_DECODABLE = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 log = logging.getLogger("guardrails.middleware")
 
 
@@ -109,18 +119,29 @@ class GuardrailsMiddleware:
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_check_bytes:
             reason = f"request body of {declared} bytes is over max_check_bytes ({self.max_check_bytes})"
-            await self._pass_too_large(api, scope, receive, send, reason)  # nothing read: it all streams through
+            await self._pass_unchecked(api, scope, receive, send, reason)  # nothing read: it all streams through
             return
         messages, state = await _read_body(receive, self.max_check_bytes)
         if state == "over_limit":
             reason = f"request body of more than {self.max_check_bytes} bytes (max_check_bytes)"
-            await self._pass_too_large(api, scope, _replay(messages, receive), send, reason)
+            await self._pass_unchecked(api, scope, _replay(messages, receive), send, reason)
             return
         body = _take_body(messages)
-        request = read_payload(body) if state == "complete" else None
+        readable = body
+        codings = _content_codings(scope.get("headers", ()))
+        if codings and state == "complete" and (self.check_input or self.check_output):
+            try:
+                readable = _decode(body, codings, self.max_check_bytes)
+            except _Undecodable as exc:  # a coding we lack, a corrupt body, or too large once decoded
+                reason = f"request content-encoding {b', '.join(codings).decode('latin-1')}: {exc}"
+                await self._pass_unchecked(api, scope, _replay([_whole(body)], receive), send, reason,
+                                           TOO_LARGE if exc.too_large else ENCODED_REQUEST)
+                return
+        request = read_payload(readable) if state == "complete" else None
         if request is None or not isinstance(request.value, dict):
             await self.app(scope, _replay([_whole(body)], receive), send)  # not ours to judge: the upstream answers
             return
+        # The upstream gets the bytes as sent (compressed ones too); the checks read the decoded JSON.
         call = GuardedCall(self, api, scope, body, request.check_bytes)
         if self.check_input:
             call.input_result = await call.check("request", call.body_prefix, b"}")
@@ -129,11 +150,13 @@ class GuardrailsMiddleware:
                 return
         await call.forward(receive, send)
 
-    async def _pass_too_large(self, api: Api, scope: Scope, receive: Receive, send: Send, reason: str) -> None:
-        """A request over `max_check_bytes`: no check body can hold it, so neither phase can be checked. It is
-        decided as when the service cannot check (`fail_mode`) and, if allowed, streams to the upstream as is."""
+    async def _pass_unchecked(self, api: Api, scope: Scope, receive: Receive, send: Send, reason: str,
+                              cause: str = TOO_LARGE) -> None:
+        """A request that cannot be read for a check (over `max_check_bytes`, or in a content-encoding we cannot
+        decode), so neither phase can be checked. It is decided as when the service cannot check (`fail_mode`)
+        and, if allowed, goes to the upstream as is."""
         if self.check_input or self.check_output:
-            result = self.uncheckable(api, reason, "request")
+            result = self.uncheckable(api, reason, "request", cause=cause)
             if result.verdict == "block":
                 await self.send_block(api, send, result)
                 return
@@ -200,7 +223,8 @@ class GuardedCall:
         self._request = body
         self._downstream: Send | None = None
         self._start: Message | None = None
-        self._mode = "pass"  # pass | buffer | stream
+        self._mode = "pass"  # pass | sniff | buffer | stream
+        self._headers_sent = False  # the response's start went out before its body was read (an SSE content-type)
         self._buffer = bytearray()
         self._splitter = SSESplitter()
         self._stream: StreamChecker | None = None
@@ -275,7 +299,9 @@ class GuardedCall:
         if kind == "http.response.start":
             await self._on_start(message)
         elif kind == "http.response.body":
-            if self._mode == "buffer":
+            if self._mode == "sniff":
+                await self._on_sniffed_body(message)
+            elif self._mode == "buffer":
                 await self._on_buffered_body(message)
             elif self._mode == "stream":
                 await self._on_stream_body(message)
@@ -286,28 +312,57 @@ class GuardedCall:
 
     async def _on_start(self, message: Message) -> None:
         assert self._downstream is not None
+        if not (self.owner.check_output and 200 <= message["status"] < 300):
+            await self._downstream(_with_warn(message, self.input_result))  # an input warn still shows
+            return
         headers = _headers(message.get("headers", ()))
-        content_type = headers.get(b"content-type", b"").lower()
-        stream = content_type.startswith(b"text/event-stream")
-        checked = self.owner.check_output and 200 <= message["status"] < 300 and (stream or b"json" in content_type)
         encoding = headers.get(b"content-encoding", b"identity").lower()
-        if checked and encoding not in (b"identity", b""):
-            if await self._decided_unread(encoding):
-                return
-        elif checked and stream:
+        if encoding not in (b"identity", b""):
+            if not await self._decided_unread(encoding):
+                await self._downstream(_with_warn(message, self.input_result))
+            return
+        # Whatever the content-type says, the body decides how it is read (`_on_sniffed_body`): a proxy may label
+        # JSON `text/plain` or send no type, or label SSE `application/octet-stream`.
+        self._mode, self._start = "sniff", message
+        if headers.get(b"content-type", b"").lower().startswith(b"text/event-stream"):
+            # Headers go now: on a stream the output verdict is not known yet (a warn there is only logged).
+            await self._send_stream_start()
+
+    async def _send_stream_start(self) -> None:
+        """The response's start, for a body read as a stream. A block cuts the stream and appends an error event:
+        an upstream `content-length` would then be a lie, and the server would drop the connection before the
+        client read the error."""
+        assert self._downstream is not None and self._start is not None
+        if not self._headers_sent:
+            self._headers_sent = True
+            await self._downstream(_with_warn(_without_length(self._start), self.input_result))
+
+    async def _on_sniffed_body(self, message: Message) -> None:
+        """The first bytes of a checked answer: SSE fields make it a stream; anything else is buffered, and read as
+        JSON when it ends."""
+        assert self._downstream is not None
+        self._buffer += message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        sse = looks_like_sse(self._buffer, complete=not more)
+        if sse is None and len(self._buffer) < _SNIFF_BYTES:
+            return  # too few bytes to tell yet (blank lines only so far: no more of them are held than this)
+        body, self._buffer = bytes(self._buffer), bytearray()
+        if sse:
             self._mode = "stream"
             self._stream = StreamChecker(self.api, self._check_chunks, incremental=self.owner.incremental,
                                          interval_s=self.owner.stream_check_interval_s,
-                                         stop_categories=self.owner.stream_stop_categories)
-            # A block cuts the stream and appends an error event: an upstream `content-length` would then be a
-            # lie, and the server would drop the connection before the client read the error.
-            message = _without_length(message)
-        elif checked:
+                                         stop_categories=self.owner.stream_stop_categories,
+                                         coalesce_over=self._coalesce_over())
+            await self._send_stream_start()
+            await self._on_stream_body({"type": "http.response.body", "body": body, "more_body": more})
+        else:
             self._mode = "buffer"
-            self._start = message
-            return
-        # Headers go now: on a stream the output verdict is not known yet (a warn there is only logged).
-        await self._downstream(_with_warn(message, self.input_result))
+            await self._on_buffered_body({"type": "http.response.body", "body": body, "more_body": more})
+
+    def _coalesce_over(self) -> int:
+        """Stream chunks are coalesced past 1 MiB, or sooner where less than that is left of `max_check_bytes`
+        (the final check's prefix, with context, is the longest; 1 KiB for the keys and brackets around)."""
+        return min(COALESCE_OVER, self.max_check_bytes - len(self.body_prefix) - 1024)
 
     async def _decided_unread(self, encoding: bytes) -> bool:
         """A compressed answer cannot be checked: decided by fail_mode like any answer without a verdict (closed
@@ -332,20 +387,32 @@ class GuardedCall:
         if more:
             return
         body = bytes(self._buffer)
-        response = read_payload(body)
-        if response is None:
-            result = None  # not JSON after all: nothing we can judge
-        else:
+        response = read_payload(body) if body.strip() else None
+        if response is not None and isinstance(response.value, (dict, list)):
             result = await self.check("response", self.body_prefix, _RESPONSE_KEY, response.check_bytes, b"}")
+        elif body.strip():  # not JSON, not SSE: the client may still read it, and nothing can check it
+            reason = f"a {len(body)}-byte 2xx body that is not a JSON object or array"
+            result = self.owner.uncheckable(self.api, reason, "response", cause=UNREADABLE)
+        else:
+            result = None  # an empty answer: nothing to judge
         if result is not None and result.verdict == "block":
-            self.stopped.set()
-            await self.send_block(self._downstream, result)  # reports it
+            await self._stop(result)  # reports it
             return
         if result is not None:
             await self._report(result)
         warn = result if result is not None and result.verdict == "warn" else self.input_result
-        await self._downstream(_with_warn(self._start, warn))
+        if not self._headers_sent:
+            await self._downstream(_with_warn(self._start, warn))
         await self._downstream({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _stop(self, result: CheckResponse) -> None:
+        """A block of a buffered answer: the API's error, or its SSE error event where the headers went out."""
+        assert self._downstream is not None
+        if self._headers_sent:
+            await self._blocked(result, bytearray())
+            return
+        self.stopped.set()
+        await self.send_block(self._downstream, result)
 
     async def _release_too_large(self, more: bool) -> None:
         """A JSON response too large to check: decided by fail_mode now, not buffered to its end."""
@@ -353,12 +420,12 @@ class GuardedCall:
         reason = f"response check body of more than {self.max_check_bytes} bytes (max_check_bytes)"
         result = self._too_large(reason, "response")
         if result.verdict == "block":
-            self.stopped.set()
-            await self.send_block(self._downstream, result)
+            await self._stop(result)
             return
         await self._report(result)
         self._mode = "pass"  # the rest goes straight through
-        await self._downstream(_with_warn(self._start, self.input_result))
+        if not self._headers_sent:
+            await self._downstream(_with_warn(self._start, self.input_result))
         await self._downstream({"type": "http.response.body", "body": bytes(self._buffer), "more_body": more})
         self._buffer = bytearray()
 
@@ -410,7 +477,8 @@ class GuardedCall:
             await self._blocked(result, forwarded)
             return
         await self._report(result)
-        self._mode, self._stream.chunks = "pass", []
+        self._mode = "pass"
+        self._stream.release()
         pending = b"".join(event.raw for event in rest) + self._splitter.take_pending()
         await self._downstream({"type": "http.response.body", "body": bytes(forwarded) + pending,
                                 "more_body": more})
@@ -555,6 +623,56 @@ async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], BodyS
             return messages, "over_limit"
         if not message.get("more_body", False):
             return messages, "complete"
+
+
+class _Undecodable(Exception):
+    def __init__(self, reason: str, *, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def _content_codings(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+    """The request's content-codings in the order they were applied (`identity` left out)."""
+    codings = []
+    for name, value in headers:
+        if name.lower() == b"content-encoding":
+            codings += [c.strip().lower() for c in value.split(b",") if c.strip()]
+    return [c for c in codings if c != b"identity"]
+
+
+def _decode(body: bytes, codings: list[bytes], limit: int) -> bytes:
+    """`body` with its codings undone, last applied first; never more than `limit` bytes of it are produced."""
+    for coding in reversed(codings):
+        wbits = _DECODABLE.get(coding)
+        if wbits is None:
+            raise _Undecodable(f"{coding.decode('latin-1')} cannot be decoded")
+        try:
+            body = _inflate(body, wbits, limit)
+        except zlib.error as exc:
+            if coding != b"deflate":
+                raise _Undecodable(f"not valid {coding.decode('latin-1')} ({exc})") from None
+            try:  # "deflate" sent without its zlib wrapper, as some clients do
+                body = _inflate(body, -zlib.MAX_WBITS, limit)
+            except zlib.error:
+                raise _Undecodable(f"not valid deflate ({exc})") from None
+    return body
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
+    out = bytearray()
+    while True:  # gzip bodies may hold several members, one after the other
+        inflater = zlib.decompressobj(wbits)
+        out += inflater.decompress(data, limit + 1 - len(out))
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise _Undecodable(f"decoded, it is over max_check_bytes ({limit})", too_large=True)
+        if not inflater.eof:
+            raise zlib.error("truncated")
+        data = inflater.unused_data
+        if not data or wbits != 16 + zlib.MAX_WBITS:
+            break
+    if data:
+        raise zlib.error(f"{len(data)} bytes after the end of the compressed data")
+    return bytes(out)
 
 
 def _take_body(messages: list[Message]) -> bytes:

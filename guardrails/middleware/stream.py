@@ -15,6 +15,10 @@ waits for the final check, which still ends the stream before its success marker
 Only the final check is a real output-phase check for the service's accounting: mid-stream checks are sent
 without the caller context, so budgets, block streaks and rate windows are spent once per call, not once
 per re-check. A stream stopped mid-stream gets that final check on the chunks so far, when it stops.
+
+A long stream's chunks are coalesced for its checks (`coalesce.py`): once they would make a check body over
+`coalesce_over` bytes, consecutive chunks that only add text are sent as one, so the body grows with the text
+(vLLM's one ~245-byte chunk per token would pass the service's 4 MiB limit near 17k tokens).
 """
 
 from __future__ import annotations
@@ -25,10 +29,15 @@ from collections.abc import Awaitable, Callable
 from guardrails.client import CLIENT_DETECTOR
 from guardrails.contract import CheckResponse
 from guardrails.middleware.apis import Api, EventKind
-from guardrails.middleware.payload import read_payload
+from guardrails.middleware.coalesce import UNPARSED as _UNPARSED
+from guardrails.middleware.coalesce import Coalescer
+from guardrails.middleware.payload import Payload, read_payload
 from guardrails.middleware.sse import SSEEvent
 
 CheckChunks = Callable[[list[bytes], bool], Awaitable[CheckResponse]]  # (chunks, final) -> verdict
+# Below this a check body holds the chunks as received (cheap to build, pointers index the wire events); above it
+# they are coalesced: re-checks stay small, and a stream fits the service's 4 MiB limit far longer.
+COALESCE_OVER = 1024 * 1024
 STOP_MID_STREAM = frozenset({
     "tool_undeclared", "content", "pii", "secret", "prompt_injection", "jailbreak", "unsafe_reasoning",
     "tool_call_leak", "custom", "budget",
@@ -37,13 +46,17 @@ STOP_MID_STREAM = frozenset({
 
 class StreamChecker:
     def __init__(self, api: Api, check: CheckChunks, *, incremental: bool = True, interval_s: float = 0.2,
-                 stop_categories: frozenset[str] = STOP_MID_STREAM) -> None:
+                 stop_categories: frozenset[str] = STOP_MID_STREAM, coalesce_over: int | None = None) -> None:
         self.api = api
         self.stop_categories = stop_categories
         self._check = check
         self.incremental = incremental
         self.interval_s = interval_s
         self.chunks: list[bytes] = []  # each event's JSON data, in order: the check body's `response`
+        # Once the chunks hold more than this many bytes they go to the coalescer instead (None: never).
+        self.coalesce_over = coalesce_over if api.coalescing is not None else None
+        self._size = 0
+        self._coalescer: Coalescer | None = None
         self.checks = 0
         self.final_done = False
         self.last: CheckResponse | None = None
@@ -82,12 +95,35 @@ class StreamChecker:
 
     async def run_check(self, final: bool = False) -> CheckResponse:
         final = final and not self.final_done  # one accounted check per stream
-        self.last = await self._check(self.chunks, final)
+        self.last = await self._check(self.response_chunks(), final)
         self.final_done = self.final_done or final
         self.checks += 1
         self._unchecked = self._pending = 0
         self._last_check = time.monotonic()
         return self.last
+
+    def response_chunks(self) -> list[bytes]:
+        """What a check sends as `response`: the chunks as received, or coalesced once they grew large."""
+        return self._coalescer.chunks() if self._coalescer is not None else self.chunks
+
+    def release(self) -> None:
+        """The stream is no longer checked: drop what was kept for its checks."""
+        self.chunks, self._coalescer = [], None
+        self.coalesce_over = None
+
+    def _keep(self, chunk: Payload, data: bytes) -> None:
+        if self._coalescer is not None:
+            # Its parsed value spares a second parse, unless it is a strict copy of lenient JSON (NaN, lone surrogates).
+            self._coalescer.add(chunk.check_bytes, chunk.value if chunk.check_bytes is data else _UNPARSED)
+            return
+        self.chunks.append(chunk.check_bytes)
+        self._size += len(chunk.check_bytes) + 1
+        if self.coalesce_over is not None and self._size > self.coalesce_over:
+            assert self.api.coalescing is not None
+            self._coalescer = Coalescer(self.api.coalescing)
+            for kept in self.chunks:  # once: from here on each chunk is merged as it arrives
+                self._coalescer.add(kept)
+            self.chunks = []
 
     def _record(self, event: SSEEvent) -> EventKind:
         data = event.data
@@ -98,9 +134,9 @@ class StreamChecker:
         chunk = read_payload(data)
         if chunk is None:
             return EventKind.OTHER
-        self.chunks.append(chunk.check_bytes)
-        self._unchecked += 1
         kind = self.api.classify(event.name, chunk.value)
+        self._keep(chunk, data)  # after classify: the coalescer may take the chunk's value as its own
+        self._unchecked += 1
         if kind == EventKind.PROGRESS:
             self._pending += 1
         return kind
