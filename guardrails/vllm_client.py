@@ -115,7 +115,7 @@ def _key_from_environment(name: Any, inline: Any, where: str = "vllm") -> str:
 class CircuitBreaker:
     """closed -> (N consecutive failures) -> open -> (reset_s elapsed) -> half-open: one trial call."""
 
-    def __init__(self, failures: int = 5, reset_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, failures: int = 5, reset_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.failures_to_open = max(1, failures)
         self.reset_s = reset_s
         self.clock = clock

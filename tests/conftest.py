@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from guardrails.exchange import Exchange
 from guardrails.pointer import resolve
+
+if TYPE_CHECKING:  # the service and the app are imported by the fixtures that build them: a second off a unit run
+    from fastapi.testclient import TestClient
+
+    from guardrails.config import Settings
+    from guardrails.service import CheckService
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,6 +43,23 @@ def fixture(name: str) -> Any:
 
 def sample(name: str) -> Any:
     return json.loads((SAMPLES / name).read_text(encoding="utf-8"))
+
+
+def assert_findings_resolve(body: dict[str, Any], findings: Iterable[dict[str, Any]]) -> None:
+    """Every finding (as the API answers it) points into the body it was read from: its pointer resolves there, and
+    offsets come only with a string, as a non-empty span within it."""
+    for finding in findings:
+        location = finding["location"]
+        try:
+            target = resolve(body, location["pointer"])
+        except KeyError:
+            pytest.fail(f"pointer does not resolve: {finding}")
+        if "start" not in location and "end" not in location:  # the whole value: an argument object, a declaration
+            continue
+        start, end = location.get("start"), location.get("end")
+        assert isinstance(target, str), f"offsets into a {type(target).__name__}: {finding}"
+        assert isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(target), \
+            f"offsets outside the {len(target)} characters, or an empty span: {finding}"
 
 
 def assert_locations_resolve(body: dict[str, Any], exchange: Exchange) -> None:
@@ -64,6 +87,37 @@ def assert_locations_resolve(body: dict[str, Any], exchange: Exchange) -> None:
             assert resolve(body, loc.pointer)[loc.start:loc.end] == seg.text[covered:covered + piece.length]
             covered += piece.length
         assert covered == len(seg.text)
+
+
+def default_settings() -> Settings:
+    """The shipped policies with every other setting at its default, as `guardrails check` and `serve` run them."""
+    from guardrails.config import Settings
+
+    return Settings(policy_dir=REPO / "policies")
+
+
+@pytest.fixture(scope="session")
+def service() -> Iterator[CheckService]:
+    """The default service, built once per run: tests that only check bodies share it, as requests share a server.
+    A module whose tests change policies, settings or memos defines its own `service`, which overrides this one."""
+    from guardrails.serve import build_service
+
+    built = build_service(default_settings())
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    """The HTTP app over the default service (its own, as `build_app` makes it), built once per run; a module
+    that needs other settings defines its own `client`."""
+    from fastapi.testclient import TestClient
+
+    from guardrails.serve import build_app
+
+    test_client = TestClient(build_app(default_settings()))
+    yield test_client
+    test_client.app.state.service.close()  # type: ignore[attr-defined]  # no lifespan ran to close it
 
 
 @pytest.fixture

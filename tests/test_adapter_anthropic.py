@@ -9,15 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import REPO, assert_locations_resolve, fixture, sample
+from conftest import assert_locations_resolve, fixture, sample
 
 from guardrails.adapters import HistoryMemo, detect_format, read_exchange
 from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
-from guardrails.config import Settings
 from guardrails.errors import BodyError
 from guardrails.exchange import CallerContext, Exchange, Phase, SegmentKind, Trust
 from guardrails.pointer import join, resolve
-from guardrails.serve import build_service
 from guardrails.service import CheckService
 
 FORMAT = "anthropic.messages"
@@ -140,11 +138,6 @@ def test_streamed_tool_use_without_input_deltas_keeps_the_start_object() -> None
 
 
 # --- end to end ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def service() -> CheckService:
-    return build_service(Settings(policy_dir=REPO / "policies"))
-
-
 @pytest.mark.parametrize("name", ["anthropic_messages.json", "anthropic_messages_stream.json"])
 def test_samples_are_benign_under_the_default_policy(service: CheckService, name: str) -> None:
     result = asyncio.run(service.check(load(name)))

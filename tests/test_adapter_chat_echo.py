@@ -12,16 +12,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import pytest
-from conftest import REPO, assert_locations_resolve
+from conftest import assert_locations_resolve
 from fastapi.testclient import TestClient
 
 from guardrails.adapters import read_exchange
-from guardrails.config import Settings
 from guardrails.exchange import Exchange, Phase, SegmentKind
 from guardrails.logprobs import align_exchange
 from guardrails.pointer import resolve
-from guardrails.serve import build_app
 
 SECRET = "AKIAQ7XK2M4PZ3LJ8VWE"  # flagged by the `secret` detector (tests/test_secret.py)
 EMAIL = "jane.doe@example.com"  # flagged by the `pii` detector (tests/test_pii.py)
@@ -224,11 +221,6 @@ def test_a_stream_whose_first_delta_is_not_the_prefill_is_read_whole() -> None:
 
 
 # --- end to end: findings are the model's only where the model wrote them ----------------------------------------
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies")))
-
-
 def response_findings(payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(f["category"], f["location"]) for f in payload["findings"]
             if f["location"]["pointer"].startswith("/response/")]

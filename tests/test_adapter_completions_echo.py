@@ -12,19 +12,16 @@ import asyncio
 import copy
 from typing import Any
 
-import pytest
-from conftest import REPO, assert_locations_resolve, fixture
+from conftest import assert_locations_resolve, fixture
 
 from detectors.low_confidence import LowConfidenceDetector
 from guardrails.adapters import read_exchange
-from guardrails.config import Settings
 from guardrails.detector import ScanContext, Services
 from guardrails.exchange import Exchange, Phase, SegmentKind
 from guardrails.findings import Category, Finding
 from guardrails.logprobs import align_exchange
 from guardrails.model_stats import InMemoryModelStats
 from guardrails.pointer import resolve
-from guardrails.serve import build_service
 from guardrails.service import CheckService
 
 SECRET = "AKIAQ7XK2M4PZ3LJ8VWE"  # flagged by the `secret` detector (tests/test_secret.py)
@@ -80,11 +77,6 @@ def scan(body: dict[str, Any], settings: dict[str, Any] | None = None) -> tuple[
     exchange = read(body)
     ctx = ScanContext(segments=[s for s in exchange.segments if det.default_scope.matches(s)], signals={})
     return asyncio.run(det.scan(exchange, ctx)), ctx.signals
-
-
-@pytest.fixture(scope="module")
-def service() -> CheckService:
-    return build_service(Settings(policy_dir=REPO / "policies"))
 
 
 # --- the scoring response vLLM serves (fixture) ------------------------------------------------------------

@@ -533,14 +533,6 @@ def test_next_step_reuses_the_unchanged_history(session: Any, history_key: str) 
 
 
 # --- end to end through the check service -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def service() -> Any:
-    from guardrails.config import Settings
-    from guardrails.serve import build_service
-
-    return build_service(Settings(policy_dir=ROOT / "policies"))
-
-
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_samples_are_benign_under_the_default_policy(service: Any, name: str) -> None:
     body = load(name)

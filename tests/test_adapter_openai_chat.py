@@ -9,14 +9,12 @@ import random
 from typing import Any
 
 import pytest
-from conftest import REPO, assert_locations_resolve, fixture, sample
+from conftest import assert_locations_resolve, fixture, sample
 
 from guardrails.adapters import detect_format, read_exchange
-from guardrails.config import Settings
 from guardrails.errors import BodyError
 from guardrails.exchange import Exchange, Phase, SegmentKind, Trust
 from guardrails.pointer import resolve
-from guardrails.serve import build_service
 from guardrails.service import CheckService
 
 FORMAT = "openai.chat"
@@ -400,11 +398,6 @@ def agent_session(turns: int) -> dict[str, Any]:
         messages.append({"role": "tool", "tool_call_id": f"call-{i}", "content": f"Hotel {i}: 120 EUR. " * 15})
     tools = [{"type": "function", "function": {"name": "search_hotels", "parameters": {"type": "object"}}}]
     return {"messages": messages, "tools": tools}
-
-
-@pytest.fixture(scope="module")
-def service() -> CheckService:
-    return build_service(Settings(policy_dir=REPO / "policies"))
 
 
 @pytest.mark.parametrize("name", ["openai_chat.json", "openai_chat_stream.json"])

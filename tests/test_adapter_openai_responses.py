@@ -7,16 +7,14 @@ import random
 from typing import Any
 
 import pytest
-from conftest import REPO, assert_locations_resolve, fixture, sample
+from conftest import assert_locations_resolve, fixture, sample
 from test_adapter_openai_chat import mutated
 
 from guardrails.adapters import detect_format, read_exchange
 from guardrails.adapters.openai_responses import OpenAIResponsesAdapter
-from guardrails.config import Settings
 from guardrails.errors import BodyError
 from guardrails.exchange import Exchange, Phase, SegmentKind, Trust
 from guardrails.pointer import resolve
-from guardrails.serve import build_service
 from guardrails.service import CheckService
 
 FORMAT = "openai.responses"
@@ -311,11 +309,6 @@ def test_mutated_bodies_give_a_body_error_or_locations_that_resolve() -> None:
 
 
 # --- speed and the service end to end ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def service() -> CheckService:
-    return build_service(Settings(policy_dir=REPO / "policies"))
 
 
 @pytest.mark.parametrize("name", ["openai_responses.json", "openai_responses_stream.json"])

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from guardrails.adapters import ADAPTERS, read_exchange
 from guardrails.config import Settings
 from guardrails.errors import BodyError
-from guardrails.serve import build_app, build_service
+from guardrails.serve import build_app
 from guardrails.service import CheckService
 
 SECRET = "AKIAQ7XK2M4PZ3LJ8VWE"  # an AWS access key id the `secret` detector flags (tests/test_secret.py)
@@ -105,11 +105,6 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "gemini": {"contents": [{"role": "user", "parts": [{"text": "What is the weather in Paris?"}]}]},
 }
 PAIRS = [(fmt, other) for fmt in ADAPTERS for other in ADAPTERS if other != fmt]
-
-
-@pytest.fixture(scope="module")
-def service() -> CheckService:
-    return build_service(Settings(policy_dir=REPO / "policies"))
 
 
 def check(service: CheckService, body: dict[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import Request, Response
 from fastapi.testclient import TestClient
 
 from guardrails.config import Settings
@@ -34,7 +37,7 @@ def client() -> TestClient:
     return TestClient(build_app(settings))
 
 
-def assert_error(resp, status: int, type_: str) -> dict:
+def assert_error(resp: httpx.Response, status: int, type_: str) -> dict:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     payload = resp.json()
@@ -81,7 +84,7 @@ def test_oversized_body_is_413(client: TestClient) -> None:
 
 
 def test_oversized_chunked_body_is_413(client: TestClient) -> None:
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         yield b'{"request": {"messages": [{"role": "user", "content": "'
         for _ in range(100):
             yield b"y" * 1000
@@ -166,7 +169,7 @@ def test_added_middleware_sees_every_check_and_both_paths_answer_alike() -> None
     seen: list[str] = []
 
     @full.middleware("http")
-    async def record_path(request, call_next):  # type: ignore[no-untyped-def]
+    async def record_path(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         seen.append(request.url.path)
         return await call_next(request)
 

@@ -12,7 +12,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,58 @@ async def until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.005)
 
 
+def two_calls_behind_the_lock(first: Callable[[], Coroutine[Any, Any, Any]],
+                              second: Callable[[], Coroutine[Any, Any, Any]],
+                              waiting: Callable[[], bool], held: str) -> tuple[LoopThread, dict[str, Any]]:
+    """While another connection holds the write lock: `first` starts and waits on it off the loop (`waiting` says
+    when), `second` starts behind it, and the loop runs other coroutines. Returns the loop (whose result is both
+    calls' results once the lock is released) and what the scenario saw: `loop_thread`, `ticks`, `pending`."""
+    progressed = threading.Event()
+    seen: dict[str, Any] = {"ticks": 0}
+
+    async def scenario() -> list[Any]:
+        seen["loop_thread"] = threading.get_ident()
+        started = asyncio.create_task(first())
+        await until(waiting)
+        # The first call's thread holds the store: the second must queue behind it, not block the loop on that lock.
+        queued = asyncio.create_task(second())
+        for _ in range(50):  # other coroutines run while both calls wait
+            await asyncio.sleep(0)
+            seen["ticks"] += 1
+        seen["pending"] = not started.done() and not queued.done()
+        progressed.set()
+        return list(await asyncio.gather(started, queued))
+
+    loop = LoopThread(scenario)
+    assert progressed.wait(GUARD_S), f"the event loop froze while the {held} was locked"
+    assert seen["ticks"] == 50 and seen["pending"]
+    return loop, seen
+
+
+HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+@contextmanager
+def locked_by_another_process(path: Path) -> Iterator[None]:
+    """Another process holds the SQLite file's write lock for the block, as an operator's `sqlite3` shell would:
+    BEGIN IMMEDIATE, then wait for us."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.communicate("release\n", timeout=GUARD_S)
+
+
 def writer_waits_on_lock(store: SQLiteAuditStore) -> bool:
     """The writer thread has taken a record and holds the chain head while SQLite waits on the other lock."""
     return store._writer is not None and store._head_lock.locked()
@@ -81,25 +134,9 @@ def test_an_append_waits_on_the_lock_while_the_loop_runs_other_coroutines(tmp_pa
     store.submit(record(1)).result(timeout=10)  # the head is known: the next append takes the one-INSERT path
     locker = sqlite3.connect(path, isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")
-    progressed = threading.Event()
-    state: dict[str, Any] = {"ticks": 0}
-
-    async def scenario() -> list[int]:
-        first = asyncio.create_task(store.append(record(2)))
-        await until(lambda: writer_waits_on_lock(store))
-        # The writer holds the head lock: a second append must queue behind it, not block the loop on that lock.
-        second = asyncio.create_task(store.append(record(3)))
-        for _ in range(50):  # other coroutines run while both records wait
-            await asyncio.sleep(0)
-            state["ticks"] += 1
-        state["pending"] = not first.done() and not second.done()
-        progressed.set()
-        return list(await asyncio.gather(first, second))
-
-    loop = LoopThread(scenario)
     try:
-        assert progressed.wait(GUARD_S), "the event loop froze while the audit log was locked"
-        assert state["ticks"] == 50 and state["pending"]
+        loop, _ = two_calls_behind_the_lock(lambda: store.append(record(2)), lambda: store.append(record(3)),
+                                            lambda: writer_waits_on_lock(store), "audit log")
         assert count(path) == 1  # nothing committed behind the lock
     finally:
         locker.execute("COMMIT")
@@ -142,18 +179,11 @@ def test_a_lock_taken_by_another_process_leaves_healthz_answering_and_the_check_
     warmed, locked = threading.Event(), threading.Event()
     loop = LoopThread(scenario)
     assert warmed.wait(GUARD_S)
-    # Another process, as an operator's `sqlite3 audit.sqlite3` would: BEGIN IMMEDIATE, then wait for us.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with locked_by_another_process(path):
         locked.set()
         assert healthz_answered.wait(GUARD_S), "/healthz did not answer while the audit log was locked"
         assert seen == {"healthz": 200, "check_pending": True}
         assert count(path) == 1
-    finally:
-        holder.communicate("release\n", timeout=GUARD_S)
     answer = loop.join()
     assert answer.status_code == 200
     check_id = answer.json()["check_id"]
@@ -163,15 +193,6 @@ def test_a_lock_taken_by_another_process_leaves_healthz_answering_and_the_check_
     assert [r.record()["check_id"] for r in reopened.iter_records()][-1] == check_id and count(path) == 2
     reopened.close()
 
-
-HOLD_LOCK = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("COMMIT")
-"""
 
 
 def test_checks_cancelled_while_the_log_is_locked_keep_their_records_and_the_writer_running(tmp_path: Path) -> None:

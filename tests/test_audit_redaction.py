@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from guardrails.adapters import read_exchange
 from guardrails.audit.record import redact
+from guardrails.exchange import Segment
 from guardrails.findings import Category, Finding, Severity
 
 KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -16,7 +17,7 @@ def finding(category: Category, start: int | None, end: int | None) -> Finding:
                    pointer=POINTER, start=start, end=end)
 
 
-def answer_segment():  # type: ignore[no-untyped-def]
+def answer_segment() -> Segment:
     exchange = read_exchange({"messages": [{"role": "user", "content": "key?"}]},
                              {"choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}}]})
     return next(s for s in exchange.segments if s.pointer == POINTER)

@@ -16,18 +16,16 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import assert_findings_resolve
 from fastapi.testclient import TestClient
 from test_review_adapters import assert_arguments_resolve, assert_mangled_bodies_read_or_refused, check
 
 from detectors.secret import SecretDetector
 from guardrails.adapters import read_exchange
-from guardrails.config import Settings
 from guardrails.detector import ScanContext
 from guardrails.errors import BodyError
 from guardrails.exchange import Exchange, SegmentKind, ToolCall, Trust
 from guardrails.pointer import resolve
-from guardrails.serve import build_app
 
 TOKEN = "ghp_R8xQ2mVt7LpZ4nKc9WbY3sJd6HfA1gEu5TqN"  # the `secret` detector's github_token rule
 COMMAND = f"curl -s -H 'Authorization: token {TOKEN}' https://api.github.com/user/repos"
@@ -38,11 +36,6 @@ WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "paramet
 REQUEST = {"model": "gpt-5.1", "stream": True, "tools": [WEATHER_TOOL, CUSTOM_TOOL],
            "messages": [{"role": "user", "content": "List my repos, and the weather in Oslo."}]}
 CHUNK = "/response/{}/choices/0/delta/tool_calls/0/custom/{}"
-
-
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies")))
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -84,13 +77,13 @@ def calls(exchange: Exchange) -> list[ToolCall]:
 
 def located(body: dict[str, Any], payload: dict[str, Any], category: str) -> list[tuple[str, str]]:
     """(pointer, the text its offsets name) of each finding of `category`, each resolving to a string."""
+    assert_findings_resolve(body, payload["findings"])
     out = []
     for finding in payload["findings"]:
         if finding["category"] == category:
             loc = finding["location"]
-            target = resolve(body, loc["pointer"])
-            assert isinstance(target, str) and 0 <= loc["start"] <= loc["end"] <= len(target), finding
-            out.append((loc["pointer"], target[loc["start"]:loc["end"]]))
+            assert "start" in loc, finding
+            out.append((loc["pointer"], resolve(body, loc["pointer"])[loc["start"]:loc["end"]]))
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from guardrails.cli import main
@@ -22,7 +24,7 @@ def test_a_disabled_store_is_named_as_disabled(env: str, value: str, argv: list[
     assert "unsupported" not in err
 
 
-def test_an_explicit_url_still_reads_when_the_setting_is_off(tmp_path, monkeypatch: pytest.MonkeyPatch,
+def test_an_explicit_url_still_reads_when_the_setting_is_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     from guardrails.audit import open_audit_store
 

@@ -90,11 +90,6 @@ def anthropic_response(arguments: dict[str, Any]) -> dict[str, Any]:
             "stop_reason": "tool_use", "usage": {"input_tokens": 35, "output_tokens": 55}}
 
 
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies", audit_url="none")))
-
-
 def check(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
     resp = client.post("/v1/checks", json=body)
     assert resp.status_code == 200, resp.text

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import REPO
 from policy_bundles import bundle
 
 from detectors._fold import fold_with_offsets
@@ -38,14 +37,6 @@ GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY2z4A"
 OPENAI = "sk-proj-" + "kL9mQ2xV7pR4tW8yB1nC6fJ0hZ5sE3g_-" * 3
 CARD = "4111 1111 1111 1111"  # Visa's test number, Luhn-valid
 FULLWIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[CheckService]:
-    """The default policy, as `guardrails check` runs it."""
-    svc = build_service(Settings(policy_dir=REPO / "policies", audit_url="none"))
-    yield svc
-    svc.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import REPO, sample
+from conftest import sample
 from tool_bodies import FORMATS, body, located, scan
 
 from detectors.tool_policy import ToolPolicyDetector
@@ -22,19 +21,9 @@ from detectors.tool_policy.urls import UrlRule
 from detectors.tool_schema import ToolSchemaDetector
 from detectors.tool_taint import ToolTaintDetector
 from detectors.tool_undeclared import ToolUndeclared
-from guardrails.config import Settings
 from guardrails.findings import Severity
 from guardrails.pointer import resolve
-from guardrails.serve import build_service
 from guardrails.service import CheckService
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[CheckService]:
-    """The default policy, as `guardrails check` runs it."""
-    svc = build_service(Settings(policy_dir=REPO / "policies", audit_url="none"))
-    yield svc
-    svc.close()
 
 
 def check(svc: CheckService, check_body: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, SAMPLES, assert_locations_resolve, sample
+from conftest import REPO, SAMPLES, assert_findings_resolve, assert_locations_resolve, sample
 from test_guard_model import scan
 from vllm_stub import VLLMStub
 
@@ -217,19 +217,6 @@ def check(svc: CheckService, name: str, body: dict[str, Any]) -> list[dict[str, 
     return asyncio.run(svc.check(body))["findings"]
 
 
-def assert_located(body: dict[str, Any], finding: dict[str, Any]) -> None:
-    location = finding["location"]
-    where = f"{finding['detector']}: {finding['message']} at {location}"
-    try:
-        value = resolve(body, location["pointer"])
-    except KeyError:
-        pytest.fail(f"pointer does not resolve: {where}")
-    if location.get("start") is None and location.get("end") is None:
-        return
-    assert isinstance(value, str), f"offsets on a {type(value).__name__}: {where}"
-    assert 0 <= location["start"] <= location["end"] <= len(value), f"offsets out of range: {where}"
-
-
 @pytest.mark.parametrize(("name", "body"), BODIES, ids=[name for name, _ in BODIES])
 def test_every_finding_resolves_with_offsets_only_in_strings(service: CheckService, stub: VLLMStub, name: str,
                                                              body: dict[str, Any]) -> None:
@@ -239,8 +226,7 @@ def test_every_finding_resolves_with_offsets_only_in_strings(service: CheckServi
     findings = check(service, name, body)
     stub.reset()
     assert findings
-    for finding in findings:
-        assert_located(body, finding)
+    assert_findings_resolve(body, findings)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -334,5 +320,4 @@ def test_findings_on_odd_input_resolve_with_offsets_in_their_strings(service: Ch
         findings = check(service, f"{fmt}_odd_{name}", body)
         stub.reset()
         json.dumps(findings)  # evidence is JSON (a lone surrogate in it was a 500 once)
-        for finding in findings:
-            assert_located(body, finding)
+        assert_findings_resolve(body, findings)

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 
-import pytest
-from conftest import REPO
-
-from guardrails.config import Settings
 from guardrails.engine import MAX_FINDINGS_PER_DETECTOR, capped_findings
 from guardrails.findings import Action, Category, Finding, Severity
 from guardrails.pointer import resolve
-from guardrails.serve import build_service
 from guardrails.service import CheckService
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[CheckService]:
-    svc = build_service(Settings(policy_dir=REPO / "policies", audit_url="none"))
-    yield svc
-    svc.close()
 
 
 def leaked_calls(n: int) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fixture
+from conftest import assert_findings_resolve, fixture
 from fastapi.testclient import TestClient
 
 from guardrails.adapters import ADAPTERS, read_exchange
@@ -340,12 +340,6 @@ def test_a_streamed_function_call_item_name_of_the_wrong_type_is_a_422(name: Any
 
 
 # --- findings never point at an empty span -------------------------------------------------------------------------
-def no_empty_spans(payload: dict[str, Any]) -> None:
-    for finding in payload["findings"]:
-        location = finding["location"]
-        assert location.get("start") is None or location["start"] < location["end"], finding
-
-
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string", "minLength": 1},
                                      "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
@@ -357,7 +351,7 @@ def test_a_recovered_call_without_arguments_is_located_at_its_name(client: TestC
     body = {"request": {"model": "m", "messages": USER, "tools": [WEATHER]},
             "response": chat_with({"index": 0, "message": {"role": "assistant", "content": HERMES_NO_ARGUMENTS}})}
     payload = check(client, body)
-    no_empty_spans(payload)
+    assert_findings_resolve(body, payload["findings"])  # and never an empty span
     schema = [f["location"] for f in payload["findings"] if f["category"] == "tool_schema"]
     assert schema == [{"pointer": "/response/choices/0/message/content", "start": 22, "end": 33}]
     assert HERMES_NO_ARGUMENTS[22:33] == "get_weather"
@@ -370,7 +364,7 @@ def test_empty_arguments_text_is_located_at_the_name_and_an_empty_value_with_its
     body = {"request": {"model": "m", "messages": USER, "tools": [WEATHER]},
             "response": chat_with({"index": 0, "message": {"role": "assistant", "tool_calls": calls}})}
     payload = check(client, body)
-    no_empty_spans(payload)
+    assert_findings_resolve(body, payload["findings"])  # and never an empty span
     located = {(f["location"]["pointer"], f["location"].get("start"), f["location"].get("end"))
                for f in payload["findings"] if f["category"] == "tool_schema"}
     base = "/response/choices/0/message/tool_calls"
@@ -384,7 +378,7 @@ def test_a_stream_call_whose_name_chunk_is_missing_is_located_without_an_empty_s
     named = next(k for k, c in enumerate(body["response"]) if "tool_calls" in json.dumps(c))
     del body["response"][named]  # the chunk with the id and the name
     payload = check(client, body)
-    no_empty_spans(payload)
+    assert_findings_resolve(body, payload["findings"])  # and never an empty span
     undeclared = [f["location"] for f in payload["findings"] if f["category"] == "tool_undeclared"]
     assert len(undeclared) == 1 and set(undeclared[0]) == {"pointer"}
     assert resolve(body, undeclared[0]["pointer"]) == '{"'  # the call's first arguments fragment, as a whole
@@ -396,7 +390,7 @@ def test_a_responses_stream_call_without_a_name_is_located_without_an_empty_span
         e["type"] in ("response.output_item.added", "response.output_item.done") and e["item"]["type"] ==
         "function_call") and e["type"] != "response.completed"]
     payload = check(client, body)
-    no_empty_spans(payload)
+    assert_findings_resolve(body, payload["findings"])  # and never an empty span
     assert any(f["category"] == "tool_undeclared" for f in payload["findings"])
 
 
@@ -405,6 +399,6 @@ def test_an_anthropic_call_with_an_empty_name_points_at_the_name_value(client: T
             "response": {"type": "message", "role": "assistant", "content": [
                 {"type": "tool_use", "id": "t1", "name": "", "input": {"city": "Paris"}}]}}
     payload = check(client, copy.deepcopy(body))
-    no_empty_spans(payload)
+    assert_findings_resolve(body, payload["findings"])  # and never an empty span
     undeclared = [f["location"] for f in payload["findings"] if f["category"] == "tool_undeclared"]
     assert undeclared == [{"pointer": "/response/content/0/name"}]

@@ -38,7 +38,8 @@ def load_gateway_module() -> Any:
 
 
 class Stack:
-    def __init__(self, vllm: ServerThread, stub: StubModelServer, plain: ServerThread, guarded: ServerThread):
+    def __init__(self, vllm: ServerThread, stub: StubModelServer, plain: ServerThread,
+                 guarded: ServerThread) -> None:
         self.vllm, self.stub, self.plain, self.guarded = vllm, stub, plain, guarded
 
 

@@ -24,11 +24,6 @@ ONLY_ON_SERVER = "only allowed in policy bundles on the server"
 REASONING = "I will lie to the user about the balance."
 
 
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies")))
-
-
 @pytest.fixture()
 def listener() -> Iterator[socket.socket]:
     """A TCP listener on a free port in 18100-18999 that never accepts: a connection waits in its backlog."""

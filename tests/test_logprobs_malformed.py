@@ -20,12 +20,10 @@ import pytest
 from conftest import REPO, sample
 from fastapi.testclient import TestClient
 
-from guardrails.config import Settings
 from guardrails.logprobs import read_source
 from guardrails.logprobs.tokens import MASKED
 from guardrails.pointer import join, resolve, split
 from guardrails.policy import load_policy
-from guardrails.serve import build_app
 
 DELETE = object()  # a mutation that removes the member
 FFFD = "\ufffd"  # a token that is half of a multi-byte character: its text is read from its bytes
@@ -153,11 +151,6 @@ def matrix() -> list[Any]:
                                "/0/bytes", id=f"{fmt}: bytes {kind} on a U+FFFD token")
                   for kind, bad in (("a string", "\\xe2\\x80"), ("of strings", ["e2"]), ("past 255", [256]))]
     return cases
-
-
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies", audit_url="none")))
 
 
 def mutate(body: dict[str, Any], pointer: str, value: Any) -> None:

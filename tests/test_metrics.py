@@ -8,12 +8,12 @@ import logging
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.testclient import TestClient
 from policy_bundles import bundle
 
@@ -207,7 +207,7 @@ def with_middleware(app: FastAPI) -> FastAPI:
     """An app that adds middleware gets the full framework stack for checks instead of the fast path."""
 
     @app.middleware("http")
-    async def passing(request, call_next):  # type: ignore[no-untyped-def]
+    async def passing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         return await call_next(request)
 
     return app

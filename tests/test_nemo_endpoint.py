@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from guardrails.config import Settings
 from guardrails.pointer import resolve
-from guardrails.serve import build_app
 
 REPO = Path(__file__).resolve().parent.parent
 STATS_KEYS = {
@@ -25,11 +23,6 @@ STATS_KEYS = {
     "llm_calls_total_completion_tokens",
     "llm_calls_total_tokens",
 }
-
-
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies")))
 
 
 def nemo_client_reads(payload: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import REPO, assert_locations_resolve
+from conftest import assert_locations_resolve
 from test_react_transcript import (
     FETCH,
     LANGCHAIN_TEMPLATE,
@@ -25,10 +25,8 @@ from test_react_transcript import (
 )
 
 from guardrails.adapters import read_exchange
-from guardrails.config import Settings
 from guardrails.exchange import Exchange, Segment, SegmentKind, Trust
 from guardrails.pointer import resolve
-from guardrails.serve import build_service
 from guardrails.service import CheckService
 from guardrails.toolparse.react import transcript_steps
 
@@ -65,11 +63,6 @@ EVASIONS = {
     "llamaindex: an answer line in the observation message": (
         llamaindex(review(PLANTED) + ANSWERED), "/request/messages/3/content", PLANTED),
 }
-
-
-@pytest.fixture(scope="module")
-def service() -> CheckService:
-    return build_service(Settings(policy_dir=REPO / "policies"))
 
 
 def covering(exchange: Exchange, pointer: str, start: int) -> Segment:

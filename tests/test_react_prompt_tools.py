@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from conftest import REPO, assert_locations_resolve
-from test_react_transcript import INJECAGENT_TASK, PLANTED, injecagent_openai
+from conftest import assert_locations_resolve
+from test_react_transcript import INJECAGENT_TASK, PLANTED, by_detector, injecagent_openai, run
 
 from guardrails.adapters import read_exchange
-from guardrails.config import Settings
 from guardrails.pointer import resolve
-from guardrails.serve import build_service
 from guardrails.service import CheckService
 from guardrails.toolparse.react import prompt_tools
 
@@ -77,25 +74,6 @@ def anthropic(response_text: str) -> dict[str, Any]:
 
 BODIES = {"openai-system": openai_chat, "openai-user": lambda text: openai_chat(text, prompt_in_system=False),
           "anthropic": anthropic}
-
-
-@pytest.fixture(scope="module")
-def service() -> CheckService:
-    return build_service(Settings(policy_dir=REPO / "policies"))
-
-
-def run(service: CheckService, body: dict[str, Any]) -> dict[str, Any]:
-    result = asyncio.run(service.check(body))
-    for finding in result["findings"]:  # every finding lands in the body
-        location = finding["location"]
-        target = resolve(body, location["pointer"])
-        if location.get("start") is not None:
-            assert isinstance(target, str) and 0 <= location["start"] <= location["end"] <= len(target), finding
-    return result
-
-
-def by_detector(result: dict[str, Any], detector: str) -> list[dict[str, Any]]:
-    return [f for f in result["findings"] if f["category"] == detector]
 
 
 @pytest.mark.parametrize("make", BODIES.values(), ids=BODIES.keys())

@@ -15,24 +15,17 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import REPO, assert_locations_resolve
+from conftest import assert_locations_resolve
 from fastapi.testclient import TestClient
 from test_adapter_openai_chat import mutated
 
 from detectors._argspans import leaves
 from guardrails.adapters import read_exchange
-from guardrails.config import Settings
 from guardrails.errors import BodyError
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, Trust
 from guardrails.pointer import join, resolve
-from guardrails.serve import build_app
 
 SECRET = "AKIAQ7XK2M4PZ3LJ8VWE"  # an AWS access key id the `secret` detector flags (tests/test_secret.py)
-
-
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies")))
 
 
 def check(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_findings_resolve
 from fastapi.testclient import TestClient
 
 from guardrails.cli import EXIT_BAD_INPUT, EXIT_CONFIG, main
@@ -33,16 +34,6 @@ def assert_error(resp: Any, status: int, type_: str) -> dict[str, Any]:
     ErrorResponse.model_validate(payload)
     assert payload["error"]["type"] == type_, payload
     return payload["error"]
-
-
-def assert_locations_in_body(body: dict[str, Any], findings: list[dict[str, Any]]) -> None:
-    """Every finding's pointer resolves in the body, and offsets come only with a string to slice."""
-    for finding in findings:
-        loc = finding["location"]
-        value = resolve(body, loc["pointer"])
-        if "start" in loc:
-            assert isinstance(value, str), (finding, value)
-            assert 0 <= loc["start"] <= loc["end"] <= len(value), finding
 
 
 # --- tool calls without arguments ---------------------------------------------------------------------
@@ -72,7 +63,7 @@ def test_a_call_without_arguments_is_located_in_the_body(client: TestClient, bod
     findings = resp.json()["findings"]
     schema = [f for f in findings if f["category"] == "tool_schema"]
     assert schema and "'city' is a required property" in schema[0]["message"]
-    assert_locations_in_body(body, findings)
+    assert_findings_resolve(body, findings)
     assert "start" not in schema[0]["location"]  # no argument text to point into: the whole value
 
 
@@ -94,7 +85,7 @@ def test_a_streamed_call_without_arguments_is_located_in_the_body(client: TestCl
     assert resp.status_code == 200, resp.text
     findings = resp.json()["findings"]
     assert findings and resp.json()["verdict"] == "block"
-    assert_locations_in_body(body, findings)
+    assert_findings_resolve(body, findings)
     for finding in findings:  # no argument text to point into: the call delta as a whole, never a 0:0 span
         if finding["category"] == "tool_schema":
             assert "start" not in finding["location"], finding

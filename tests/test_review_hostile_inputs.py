@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_findings_resolve
 from fastapi.testclient import TestClient
 
 from guardrails.config import Settings
@@ -54,8 +55,7 @@ def test_deeply_nested_leaked_arguments_are_a_verdict_not_a_500(client: TestClie
     body = chat_answer(content)
     resp = client.post("/v1/checks", json=body)
     assert resp.status_code == 200, resp.text
-    for finding in resp.json()["findings"]:
-        resolve(body, finding["location"]["pointer"])
+    assert_findings_resolve(body, resp.json()["findings"])
 
 
 def test_a_deeply_nested_leaked_call_in_markup_is_still_judged(client: TestClient) -> None:
@@ -132,8 +132,7 @@ def test_nemo_findings_on_the_whole_response_point_at_its_message(client: TestCl
     assert resp.status_code == 200, resp.text
     findings = resp.json()["guardrails_data"]["findings"]
     assert [f["location"]["pointer"] for f in findings if f["detector"] == "tool_schema"] == ["/messages/1"]
-    for finding in findings:
-        resolve(body, finding["location"]["pointer"])
+    assert_findings_resolve(body, findings)
 
 
 # --- admin routes: numbers the stores cannot hold -------------------------------------------------------------

@@ -6,12 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_findings_resolve
 from fastapi.testclient import TestClient
 
 from guardrails.cli import EXIT_BY_VERDICT, main
-from guardrails.config import Settings
-from guardrails.pointer import resolve
-from guardrails.serve import build_app
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((REPO / "samples").glob("*.json")) + sorted((REPO / "samples" / "attacks").glob("*.json"))
@@ -22,11 +20,6 @@ EXPECTED_CATEGORIES = {
 
 def expected_verdict(path: Path) -> str:
     return "block" if path.parent.name == "attacks" else "allow"
-
-
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies", audit_url="none")))
 
 
 def test_every_format_has_a_sample_and_a_stream_sample() -> None:
@@ -45,11 +38,7 @@ def test_sample_verdict_over_http(client: TestClient, path: Path) -> None:
     assert result["verdict"] == expected_verdict(path), result["findings"]
     categories = {f["category"] for f in result["findings"]}
     assert EXPECTED_CATEGORIES.get(path.stem, set()) <= categories
-    for finding in result["findings"]:
-        loc = finding["location"]
-        value = resolve(body, loc["pointer"])
-        if loc.get("start") is not None:
-            assert isinstance(value, str) and 0 <= loc["start"] < loc["end"] <= len(value)
+    assert_findings_resolve(body, result["findings"])
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)

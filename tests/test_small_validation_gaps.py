@@ -205,11 +205,6 @@ def test_eval_pii_runs_on_the_dataset_under_guardrails_eval_data(tmp_path: Path)
 
 
 # --- 5. the 422 for a content of the wrong type names every accepted shape ----------------------------------------
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies", audit_url="none")))
-
-
 def refusal(client: TestClient, body: dict[str, Any]) -> tuple[str, str]:
     response = client.post("/v1/checks", json=body)
     assert response.status_code == 422, response.text

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import httpx
 import pytest
 import yaml
 from conftest import sample
-from test_audit_lock_stall import GUARD_S, HOLD_LOCK, LoopThread, until
+from test_audit_lock_stall import GUARD_S, LoopThread, locked_by_another_process, two_calls_behind_the_lock, until
 
 from api.app import create_app
 from guardrails.config import Settings
@@ -71,32 +69,16 @@ def test_a_store_call_waits_for_the_lock_on_a_thread_and_counts_once(tmp_path: P
     assert asyncio.run(store.run(stepping(store, tokens, T0))) == [110]  # unlocked: inline
     locker = sqlite3.connect(path, isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")
-    progressed = threading.Event()
-    state: dict[str, Any] = {"ticks": 0}
-
-    async def scenario() -> list[Any]:
-        state["loop_thread"] = threading.get_ident()
-        first = asyncio.create_task(store.run(check))
-        await until(lambda: waits_on_lock(store))
-        # The waiting thread holds the connection: the next call queues behind it, it does not block the loop.
-        second = asyncio.create_task(store.run(stepping(store, tokens, T0 + 2)))
-        for _ in range(50):  # other coroutines run while both calls wait
-            await asyncio.sleep(0)
-            state["ticks"] += 1
-        state["pending"] = not first.done() and not second.done()
-        progressed.set()
-        return list(await asyncio.gather(first, second))
-
-    loop = LoopThread(scenario)
     try:
-        assert progressed.wait(GUARD_S), "the event loop froze while the state store was locked"
-        assert state["ticks"] == 50 and state["pending"]
+        loop, seen = two_calls_behind_the_lock(lambda: store.run(check),
+                                               lambda: store.run(stepping(store, tokens, T0 + 2)),
+                                               lambda: waits_on_lock(store), "state store")
         assert saved(path)["tokens"] == 110  # the turned-away attempt left nothing behind
     finally:
         locker.execute("COMMIT")
     assert loop.join() == [([220], 4), [330]]
     # Tried inline on the loop's thread once, then run again (whole) on the waiting thread: counted once.
-    assert len(threads) == 2 and threads[0] == state["loop_thread"] != threads[1]
+    assert len(threads) == 2 and threads[0] == seen["loop_thread"] != threads[1]
     assert saved(path) == {"tokens": 330, "streaks": {SESSION: 1}, "trips": {AGENT: 1}, "model_tokens_n": 4}
 
     # A direct call (the CLI's `breakers reset`) still waits out the lock instead of failing at once.
@@ -193,18 +175,11 @@ def test_healthz_answers_while_budgeted_checks_wait_on_a_state_lock_another_proc
     warmed, locked = threading.Event(), threading.Event()
     loop = LoopThread(scenario)
     assert warmed.wait(GUARD_S)
-    # Another process, as an operator's `sqlite3 state.sqlite3` would: BEGIN IMMEDIATE, then wait for us.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with locked_by_another_process(path):
         locked.set()
         assert healthz_answered.wait(GUARD_S), "/healthz did not answer while the state store was locked"
         assert seen["healthz"] == 200 and seen["checks_pending"]
         assert saved(path)["tokens"] == 110  # the warm check's, nothing more
-    finally:
-        holder.communicate("release\n", timeout=GUARD_S)
     answers = loop.join()
     service.close()
     assert [a.status_code for a in answers] == [200, 200]

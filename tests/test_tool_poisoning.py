@@ -194,11 +194,6 @@ def schema(note: str) -> dict[str, Any]:
             "required": ["a"]}
 
 
-@pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(build_app(Settings(policy_dir=REPO / "policies", audit_url="none")))
-
-
 def check(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
     resp = client.post("/v1/checks", json=body)
     assert resp.status_code == 200, resp.text

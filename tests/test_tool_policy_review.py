@@ -6,31 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import REPO
 from tool_bodies import body, located, scan
 
 from detectors.tool_policy import ToolPolicyDetector
 from detectors.tool_policy.paths import PathRule
 from detectors.tool_policy.shell import ShellRule
 from detectors.tool_policy.sql import SqlRule
-from guardrails.config import Settings
 from guardrails.findings import Severity
-from guardrails.serve import build_service
 from guardrails.service import CheckService
 
 LOW, MEDIUM, HIGH, CRITICAL = Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL
-
-
-@pytest.fixture(scope="module")
-def service() -> Iterator[CheckService]:
-    """The default policy, as `guardrails check` runs it."""
-    svc = build_service(Settings(policy_dir=REPO / "policies", audit_url="none"))
-    yield svc
-    svc.close()
 
 
 def rules(violations: list[Any]) -> set[tuple[str, Severity]]:

@@ -8,6 +8,7 @@ named for their secrets, a security device switched off unasked, system daemons 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from tool_bodies import FORMATS, body, located, scan
@@ -21,7 +22,7 @@ def by_rule(findings: list[Finding]) -> dict[str, Finding]:
     return {f.evidence["rule"]: f for f in findings if "rule" in f.evidence}
 
 
-def policy(name: str, args: dict, **kwargs) -> dict[str, Finding]:
+def policy(name: str, args: dict, **kwargs: Any) -> dict[str, Finding]:
     return by_rule(scan(ToolPolicyDetector(), body("openai.chat", name, args, **kwargs)))
 
 
