@@ -188,7 +188,7 @@ class ToolSchemaDetector(Detector):
         # Allowed-tool lists name client tools; a hosted tool (listed by type, if at all) is not judged by them.
         named_calls = [s for s in calls if s.tool_call is not None and not s.tool_call.hosted]
         findings = []
-        if mode == "none":  # no tool at all, the provider's included
+        if mode == "none":  # no tool at all, the provider's included (a name still arriving is a call already)
             for segment in calls:
                 assert segment.tool_call is not None
                 findings.append(finding_at(
@@ -200,7 +200,7 @@ class ToolSchemaDetector(Detector):
         elif mode in ("required", "named") and names:
             for segment in named_calls:
                 assert segment.tool_call is not None
-                if segment.tool_call.name not in names:
+                if segment.tool_call.name not in names and not exchange.name_may_grow(segment):
                     findings.append(finding_at(
                         self, _name_location(segment), f"tool_choice allows {sorted(names)} but the model "
                         f"called {segment.tool_call.name!r}", Severity.HIGH, {"tool_choice": sorted(names)}))

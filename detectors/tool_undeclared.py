@@ -20,7 +20,6 @@ name starts with is reported at once.
 
 from __future__ import annotations
 
-import bisect
 import difflib
 from collections.abc import Mapping
 from typing import Any
@@ -52,7 +51,7 @@ class ToolUndeclared(Detector):
             call = segment.tool_call
             if call is None or call.name in exchange.tools or call.mcp_server is not None:
                 continue  # declared, or an MCP server's tool, which the request cannot declare
-            if exchange.partial and segment.phase is Phase.RESPONSE and _may_grow_into(call.name, declared):
+            if exchange.name_may_grow(segment):
                 continue  # the start of a declared name, whose rest has not arrived yet
             evidence: dict[str, Any] = {"tool": call.name, "declared": declared,
                                         "recovered_from": call.recovered_from, "hosted": call.hosted}
@@ -77,13 +76,6 @@ class ToolUndeclared(Detector):
                 )
             )
         return findings
-
-
-def _may_grow_into(name: str, declared: list[str]) -> bool:
-    """Whether a name still arriving can become a declared one: it is the start of one (the names are sorted, so
-    the first one not below it is the only one to look at)."""
-    at = bisect.bisect_left(declared, name)
-    return at < len(declared) and declared[at].startswith(name)
 
 
 def _prompt_lists(exchange: Exchange) -> list[dict[str, Any]]:

@@ -284,6 +284,15 @@ class Exchange:
         if not self.tool_declarations and self.tools:  # built by code that predates the field
             object.__setattr__(self, "tool_declarations", tuple(self.tools.values()))
 
+    def name_may_grow(self, segment: Segment) -> bool:
+        """Whether `segment`'s tool-call name may still be arriving: a partial check's response call whose name is
+        the start of a declared tool's name (Chat streams `"get_"`, then `"weather"`). Name checks wait for the
+        stream's final check, which judges the name it ends with."""
+        call = segment.tool_call
+        if not self.partial or call is None or segment.phase is not Phase.RESPONSE or call.name in self.tools:
+            return False
+        return any(name.startswith(call.name) for name in self.tools)
+
     @property
     def trusted(self) -> tuple[Segment, ...]:
         return self._view("trusted", lambda sig: sig[1] is Trust.TRUSTED)

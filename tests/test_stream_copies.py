@@ -440,3 +440,28 @@ def test_middleware_a_chat_name_in_pieces_is_forwarded_whole(service_app: Any) -
     answer = through_middleware(service_app, upstream, "/v1/chat/completions", {**CHAT_REQUEST, "stream": True},
                                 "closed")
     assert answer.status_code == 200 and answer.content == upstream.body
+
+
+def test_chat_a_name_arriving_in_pieces_is_judged_by_no_name_check_mid_stream() -> None:
+    """tool_choice and an agent's allow list judge a whole name too: the start of a declared one waits."""
+    from detectors.tool_policy import ToolPolicyDetector
+    from detectors.tool_schema import ToolSchemaDetector
+    from guardrails.detector import ScanContext
+    from guardrails.exchange import CallerContext
+
+    request = {**CHAT_REQUEST, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+    first = chat_chunk(id="c0", type="function", function={"name": "get_"})
+    schema = ToolSchemaDetector()
+    policy = ToolPolicyDetector({"agents": {"bot": {"allow_tools": ["get_weather"]}}})
+
+    def rules(partial: bool) -> list[str]:
+        exchange = read_exchange(request, [first], partial=partial, context=CallerContext(agent_id="bot"))
+        out = []
+        for detector in (schema, policy):
+            segments = [s for s in exchange.segments if detector.default_scope.matches(s)]
+            found = asyncio.run(detector.scan(exchange, ScanContext(segments=segments, signals={})))
+            out += [f.evidence.get("rule") or f"tool_choice {f.evidence.get('tool_choice')}" for f in found]
+        return out
+
+    assert rules(partial=True) == []
+    assert sorted(rules(partial=False)) == ["agent.allow_tools", "tool_choice ['get_weather']"]

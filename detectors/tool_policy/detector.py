@@ -110,7 +110,8 @@ class ToolPolicyDetector(Detector):
                 call = segment.tool_call
                 if call is None:
                     continue
-                findings.extend(self._check_name(segment, call.name, lists, exchange.context.agent_id))
+                if not exchange.name_may_grow(segment):  # the final check judges the whole name
+                    findings.extend(self._check_name(segment, call.name, lists, exchange.context.agent_id))
                 if isinstance(call.arguments, dict):
                     findings.extend(self._check_arguments(segment, call.name, call.arguments,
                                                           exchange.tools.get(call.name)))
