@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 import guardrails
 from api.admin import admin_router
@@ -19,12 +20,23 @@ from api.metrics import include_metrics
 from api.nemo import nemo_router
 from guardrails.config import Settings
 from guardrails.contract import CheckRequest, CheckResponse
+from guardrails.idempotency import HEADER as IDEMPOTENCY_KEY
+from guardrails.idempotency import MAX_KEY_CHARS, REPLAYED_HEADER, read_key
 from guardrails.service import CheckService
 
 PACKAGED_SAMPLES = Path(__file__).resolve().parent / "samples"  # a wheel's copy of samples/ (setup.py places it)
 SAMPLES_DIR = PACKAGED_SAMPLES if PACKAGED_SAMPLES.is_dir() else Path(__file__).resolve().parent.parent / "samples"
 CHECKS_PATH = "/v1/checks"
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+    "description": "One random key per logical check, the same on each retry of it: a retry of a check already "
+                   "answered (or still running) gets that answer, without checking, auditing or counting budgets "
+                   "again. Kept GUARDRAILS_IDEMPOTENCY_TTL_S seconds, per context.tenant, per worker process.",
+}
+REPLAYED_DOC: dict[str, Any] = {"description": "`true` when the answer is the stored one of an earlier check with "
+                                               "this Idempotency-Key", "schema": {"type": "string"}}
 
 
 class GuardrailsAPI(FastAPI):
@@ -109,13 +121,36 @@ def _document_check_request(app: FastAPI) -> None:
 
 
 def _check_endpoint(service: CheckService, settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    service.idempotency.ttl_s = settings.idempotency_ttl_s  # the service keeps the answers; the app sets how long
+
     async def checks(request: Request) -> Response:
         authorize(request, settings)
+        keys = request.headers.getlist(IDEMPOTENCY_KEY)
+        if keys and settings.idempotency_ttl_s > 0:
+            return await _check_once(service, settings, request, keys)
         body = await read_json(request, settings.max_body_bytes)
         result = await service.check(body)
         return Response(orjson.dumps(result), media_type="application/json")
 
     return checks
+
+
+async def _check_once(service: CheckService, settings: Settings, request: Request, keys: list[str]) -> Response:
+    """A check sent with an `Idempotency-Key`: a retry of one answered (or running) gets its answer, marked
+    `Idempotent-Replayed: true`. The body is hashed as its bytes arrive: the same key with other bytes is a 422."""
+    key = read_key(keys)  # a bad key is refused before the body is read
+    digest = hashlib.sha256()
+    receive = request.receive
+
+    async def hashing() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            digest.update(message.get("body", b""))
+        return message
+
+    body = await read_json(Request(request.scope, hashing), settings.max_body_bytes)
+    answer, replayed = await service.check_once(body, key, digest.digest())
+    return Response(answer, media_type="application/json", headers={REPLAYED_HEADER: "true"} if replayed else None)
 
 
 def _check_router(endpoint: Callable[[Request], Awaitable[Response]]) -> APIRouter:
@@ -127,7 +162,9 @@ def _check_router(endpoint: Callable[[Request], Awaitable[Response]]) -> APIRout
         responses=ERROR_RESPONSES,
         summary="Check one agent step",
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/CheckRequest"}}}}},  # examples: _document_check_request
+            "schema": {"$ref": "#/components/schemas/CheckRequest"}}}},  # examples: _document_check_request
+            "parameters": [IDEMPOTENCY_PARAMETER],
+            "responses": {"200": {"headers": {"Idempotent-Replayed": REPLAYED_DOC}}}},
     )
     async def checks(request: Request) -> Response:
         return await endpoint(request)

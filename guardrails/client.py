@@ -7,6 +7,10 @@ over the service's `GUARDRAILS_MAX_BODY_BYTES`). When the service stays
 unreachable the client does not raise: it returns a synthetic verdict chosen by `fail_mode` ("open": allow,
 "closed": block), marked by a `detector_error` finding from detector `guardrails_client` and by
 `signals["client"]["synthetic"] = True` (see `is_synthetic`).
+
+Every check goes with an `Idempotency-Key` header, random per check and the same on each of its retries: a retry
+of a check the service got but whose answer was lost (a dropped connection) gets the first answer back, and the
+check is audited and counted against budgets once (guardrails/idempotency.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -98,26 +103,33 @@ class GuardrailsClient:
         policy: str | None = None,
         raw_output: str | None = None,
         partial: bool = False,
+        idempotency_key: str | None = None,
     ) -> CheckResponse:
         """Check one step: `request` alone is an input-phase check; with `response` an output-phase one.
-        `partial`: a re-check of a response still arriving (stream chunks so far); its verdict is advisory."""
+        `partial`: a re-check of a response still arriving (stream chunks so far); its verdict is advisory.
+        `idempotency_key`: see `check_raw`."""
         body: dict[str, Any] = {"request": request}
         for key, value in (("response", response), ("format", format), ("context", context),
                            ("policy", policy or self.policy), ("raw_output", raw_output), ("partial", partial or None)):
             if value is not None:
                 body[key] = value
         phase = "response" if response is not None else "request"
-        return await self.check_raw(_dumps(body), phase=phase, format=format)
+        return await self.check_raw(_dumps(body), phase=phase, format=format, idempotency_key=idempotency_key)
 
-    async def check_raw(self, body: bytes, *, phase: str = "request",
-                        format: str | None = None) -> CheckResponse:
-        """Send an already serialized check body (the middleware splices raw payload bytes into one)."""
+    async def check_raw(self, body: bytes, *, phase: str = "request", format: str | None = None,
+                        idempotency_key: str | None = None) -> CheckResponse:
+        """Send an already serialized check body (the middleware splices raw payload bytes into one).
+        `idempotency_key`: the `Idempotency-Key` of this check (at most 255 printable ASCII characters); by default a
+        random one. Give your own only to tie together retries made above this client (a request your gateway
+        replays): a key is one check, and the same key with another body is refused (`CheckRejected`, 422)."""
         # A gateway's latency budget is one timeout, not one per attempt: every attempt shares this deadline.
         deadline = time.monotonic() + self.timeout
+        # One key for every attempt: a retry of a check the service answered (the answer lost on the way) replays it.
+        headers = {"idempotency-key": idempotency_key or os.urandom(16).hex()}
         attempt = 0
         while True:
             try:
-                answer = await self._post(body, deadline - time.monotonic())
+                answer = await self._post(body, deadline - time.monotonic(), headers)
             except RETRYABLE as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except TimeoutError:
@@ -140,11 +152,11 @@ class GuardrailsClient:
             await asyncio.sleep(pause)
             attempt += 1
 
-    async def _post(self, body: bytes, budget_s: float) -> httpx.Response:
+    async def _post(self, body: bytes, budget_s: float, headers: Mapping[str, str]) -> httpx.Response:
         """One attempt, given what is left of the check's deadline: httpx's timeouts apply per phase (connect,
         write, read), so the attempt as a whole is also cut off when the budget is spent (TimeoutError)."""
         async with asyncio.timeout(budget_s):
-            return await self._http.post("/v1/checks", content=body, timeout=budget_s)
+            return await self._http.post("/v1/checks", content=body, timeout=budget_s, headers=headers)
 
     def _unreachable(self, reason: str, phase: str, format: str | None) -> CheckResponse:
         log.warning("guardrails service %s unreachable (%s); failing %s", self.url, reason, self.fail_mode)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from guardrails.idempotency import DEFAULT_TTL_S
+
 PACKAGED_POLICIES = Path(__file__).resolve().parent / "policies"  # a wheel's copy of policies/ (setup.py places it)
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"  # a checkout or an editable install
 INSTALLED_POLICIES = PACKAGED_POLICIES if PACKAGED_POLICIES.is_dir() else REPO_POLICIES
@@ -37,6 +39,7 @@ class Settings:
     state_url: str = ""
     audit_content: str = "none"  # none | redacted | hashed: how message content is kept in audit records
     otlp_endpoint: str = ""  # when set, audit records are also sent live as OTLP/HTTP JSON spans
+    idempotency_ttl_s: int = DEFAULT_TTL_S  # how long a check's answer replays to a retry with its key; 0: off
 
     def resolved_audit_url(self) -> str:
         return self.audit_url or f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
@@ -62,6 +65,7 @@ class Settings:
             state_url=env.get("GUARDRAILS_STATE_URL", base.state_url),
             audit_content=_choice(env, "GUARDRAILS_AUDIT_CONTENT", base.audit_content, AUDIT_CONTENT_MODES),
             otlp_endpoint=_http_url(env, "GUARDRAILS_OTLP_ENDPOINT", base.otlp_endpoint),
+            idempotency_ttl_s=_int(env, "GUARDRAILS_IDEMPOTENCY_TTL_S", base.idempotency_ttl_s, low=0),
         )
 
 

@@ -12,11 +12,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
+
 from guardrails.adapters import FORMATS, HistoryMemo, read_exchange
 from guardrails.detector import DetectorRegistry, Services
 from guardrails.engine import Engine, EngineResult, SegmentCache
 from guardrails.errors import BodyError, PolicyUnavailable, UnknownPolicy
 from guardrails.exchange import CallerContext, Exchange
+from guardrails.idempotency import IdempotencyStore
 from guardrails.policy import ROUTING_FILE, Policy, PolicyError, PolicyStore, Routing
 
 CONTEXT_FIELDS = ("agent_id", "session_id", "tenant", "user", "trace_id", "span_id")
@@ -73,6 +76,7 @@ class CheckService:
         self.history = HistoryMemo()
         self.observers: list[Observer] = []
         self._engines: dict[tuple[str, str], Engine] = {}
+        self.idempotency = IdempotencyStore()  # answers of checks sent with an Idempotency-Key (retries replay them)
         # A reloaded version is built before it replaces the live one: an edit that loads but does not
         # build (unknown detector, rejected setting, Colang NeMo refuses) keeps the last good version serving.
         policies.build = self.engine_for
@@ -183,6 +187,15 @@ class CheckService:
         payload["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 3)
         return payload
 
+    async def check_once(self, body: Any, key: str, digest: bytes) -> tuple[bytes, bool]:
+        """A check sent with an Idempotency-Key: its answer as JSON bytes, and whether it is the stored answer of an
+        earlier check with that key and body (`digest`: a hash of the body's bytes), replayed without running the
+        detectors, the audit log or the budgets again (guardrails/idempotency.py)."""
+        async def answer() -> bytes:
+            return orjson.dumps(await self.check(body))
+
+        return await self.idempotency.run(_tenant_of(body), key, digest, answer)
+
     def close(self) -> None:
         """Close what the observers and services hold (audit and state stores): when serving stops."""
         for observer in self.observers:
@@ -265,6 +278,13 @@ def _read_envelope(body: Any) -> Envelope:
         raise BodyError("`raw_output` must be a string", "/raw_output")
     return Envelope(request, response, fmt, _read_context(body.get("context")), policy_id, raw_output,
                     _read_partial(body.get("partial"), response))
+
+
+def _tenant_of(body: Any) -> str | None:
+    """The body's `context.tenant`, the scope of its idempotency key; a malformed one fails the check itself."""
+    context = body.get("context") if isinstance(body, Mapping) else None
+    tenant = context.get("tenant") if isinstance(context, Mapping) else None
+    return tenant if isinstance(tenant, str) else None
 
 
 def _read_partial(partial: Any, response: Any) -> bool:

@@ -275,8 +275,12 @@ class InferenceGuardrails(CustomGuardrail):
             return None
 
     async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        # A key per check body (the service ignores it where it predates keys): should anything between here and the
+        # service send the request again (a proxy retrying a dropped connection), the check runs, is audited and
+        # counts against budgets once; the retry gets the first answer.
         return await self.http.post("/v1/checks", content=json.dumps(body),
-                                    headers={"content-type": "application/json"})
+                                    headers={"content-type": "application/json",
+                                             "idempotency-key": os.urandom(16).hex()})
 
     def _no_verdict(self, reason: str, exc: Exception) -> None:
         """A call that cannot be checked: it goes on unchecked with `fail_open`, else LiteLLM answers 503."""
