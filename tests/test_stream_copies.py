@@ -465,3 +465,19 @@ def test_chat_a_name_arriving_in_pieces_is_judged_by_no_name_check_mid_stream() 
 
     assert rules(partial=True) == []
     assert sorted(rules(partial=False)) == ["agent.allow_tools", "tool_choice ['get_weather']"]
+
+
+def test_middleware_a_responses_item_sent_only_whole_is_checked_before_it_is_forwarded(service_app: Any) -> None:
+    """An `output_item.done` whose text no delta streamed reaches the client only after a check: a block stops the
+    stream before that event, not at `response.completed` after the client has read it."""
+    request = {"model": "m", "input": "hi", "stream": True}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": f"Here: {SECRET}", "annotations": []}]}
+    created = {"id": "r", "object": "response", "created_at": 1, "output": [], "status": "in_progress"}
+    chunks = [{"type": "response.created", "response": created},
+              {"type": "response.output_item.added", "output_index": 0, "item": {**message, "content": []}},
+              {"type": "response.output_item.done", "output_index": 0, "item": message},
+              {"type": "response.created", "response": created}]  # a later event: the stream goes on
+    answer = through_middleware(service_app, Upstream(chunks), "/v1/responses", request, "closed")
+    assert SECRET not in answer.text
+    assert '"response.output_item.added"' in answer.text  # forwarded up to the item's copy, stopped there

@@ -22,8 +22,10 @@ class EventKind(IntEnum):
     OTHER = 0  # metadata, usage, signatures: checked at the next trigger
     PROGRESS = 1  # an answer-text, reasoning or tool-argument fragment: checked at bounded frequency
     BOUNDARY = 2  # a reasoning or tool-call block ended: checked if fragments are pending
-    TOOL_START = 3  # a tool call's name is known: always checked before it is forwarded
-    TERMINAL = 4  # the stream's success marker: the final output-phase check runs before it
+    COPY = 3  # a whole copy of what deltas streamed (Responses `.done` events): a client may read it instead of
+    #           the deltas, and it may say what they did not, so it is always checked before it is forwarded
+    TOOL_START = 4  # a tool call's name is known: always checked before it is forwarded
+    TERMINAL = 5  # the stream's success marker: the final output-phase check runs before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,15 @@ _RESPONSES_KINDS = {
     "response.reasoning_summary_text.delta": EventKind.PROGRESS,
     "response.function_call_arguments.delta": EventKind.PROGRESS,
     "response.custom_tool_call_input.delta": EventKind.PROGRESS,
-    "response.output_item.done": EventKind.BOUNDARY,
+    "response.output_item.done": EventKind.COPY,
+    "response.content_part.done": EventKind.COPY,
+    "response.output_text.done": EventKind.COPY,
+    "response.refusal.done": EventKind.COPY,
+    "response.reasoning_text.done": EventKind.COPY,
+    "response.reasoning_summary_text.done": EventKind.COPY,
+    "response.reasoning_summary_part.done": EventKind.COPY,
+    "response.function_call_arguments.done": EventKind.COPY,
+    "response.custom_tool_call_input.done": EventKind.COPY,
     "response.completed": EventKind.TERMINAL,
     "response.incomplete": EventKind.TERMINAL,
 }

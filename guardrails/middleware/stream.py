@@ -148,7 +148,7 @@ class StreamChecker:
             return self._unchecked > 0 or not self.final_done
         if not self.incremental:
             return False
-        if kind == EventKind.TOOL_START:
+        if kind in (EventKind.TOOL_START, EventKind.COPY):
             return True
         if kind == EventKind.BOUNDARY:
             return self._pending > 0
