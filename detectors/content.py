@@ -19,7 +19,7 @@ from detectors._choices import read_severity
 from detectors._fold import FoldedText, fold, fold_with_offsets, folded_view, warm_up
 from detectors._readings import letters_joined, without_markup
 from detectors._textfilter import SEVERITY_RANK, TextFilter, capped_by_severity
-from guardrails.detector import Scope, Services, SettingError, read_setting
+from guardrails.detector import Scope, Services, SettingError, read_setting, refuse_unknown_keys
 from guardrails.exchange import Segment
 from guardrails.findings import Category, Hit, Severity
 from guardrails.textview import where
@@ -28,6 +28,7 @@ __all__ = ["ContentDetector", "fold", "fold_with_offsets"]  # the folding helper
 
 # What may join the words of a term in the text: whitespace, dashes, underscores (`pipe-bomb`, `pipe_bomb`).
 _WORD_GLUE = re.compile(r"[\s\-_]+")
+TOPIC_KEYS = ("terms", "severity")  # what a topic given as a mapping may hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,8 @@ class ContentDetector(TextFilter):
         for topic, spec in self.setting("topics", dict, {}).items():
             terms, severity = spec or [], default
             if isinstance(spec, Mapping):
+                # `term:` for `terms:` would ban nothing, `severty:` leave the default: refused, with the key meant.
+                refuse_unknown_keys(spec, TOPIC_KEYS, f"content.topics.{topic}")
                 terms = read_setting(spec, "terms", list, [], items=str, where=f"topics.{topic}.")
                 severity = read_severity(spec, "severity", default, where=f"topics.{topic}.")
             elif not isinstance(terms, list):  # a bare string would be matched letter by letter

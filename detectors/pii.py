@@ -31,13 +31,13 @@ from typing import Any
 
 import regex
 
-from detectors._choices import read_choice
+from detectors._choices import read_choice, read_severity
 from detectors._fold import FoldedText, folded_view, warm_up
 from detectors._pii_candidates import MIN_PHONE_DIGITS, PhoneScan, phone_candidates, phone_windows
 from detectors._pii_candidates import digit_count as _digit_count
 from detectors._schema_guard import REASONS, PatternChecks, current_checks, pattern_checks, policy_pattern
 from detectors._textfilter import TextFilter
-from guardrails.detector import Scope, Services, SettingError
+from guardrails.detector import Scope, Services, SettingError, refuse_unknown_keys
 from guardrails.exchange import Segment, Trust
 from guardrails.findings import Category, Hit, Severity
 from guardrails.textview import redact, where
@@ -424,7 +424,10 @@ class PIIDetector(TextFilter):
         self.allow_patterns = _allow_patterns(self.allow_list) if self.allow_list_match == "regex" else []
         self.context: list[str] | None = self.setting("context", list, [], items=str) or None
         severity = self.setting("severity", dict, {})
-        self.severity = {**DEFAULT_SEVERITY, **{k: Severity(v) for k, v in severity.items()}}
+        # Values checked here (`critcal` names the closest); names once the analyzer says what it recognizes.
+        self.severity = {**DEFAULT_SEVERITY, **{
+            k: read_severity(severity, k, DEFAULT_SEVERITY.get(k, Severity.MEDIUM), where="severity.")
+            for k in severity}}
         # Loads models from the server's disk (a model name may be a directory path).
         nlp_engine = self.setting("nlp_engine", dict, {}, server_only=True) or NO_OP_ENGINE
         # `countries: null` turns Presidio's country filter off (every country's recognizers).
@@ -446,7 +449,12 @@ class PIIDetector(TextFilter):
         for recognizer in custom:
             self.analyzer.registry.add_recognizer(recognizer)
             self.entities += tuple(e for e in recognizer.supported_entities if e not in self.entities)
-        supported = set(self.analyzer.get_supported_entities("en"))
+        supported = set(self.analyzer.get_supported_entities("en"))  # custom recognizers' entities included
+        try:  # a misspelt entity (`EMAIL_ADRESS`) would keep the default severity without a word
+            refuse_unknown_keys(severity, sorted(supported), "pii.severity")
+        except SettingError as exc:
+            raise SettingError(f"{exc} (the entities of this configuration: an NER entity needs nlp_engine, a "
+                               "country-specific one countries)") from None
         unknown = [e for e in self.entities if e not in supported]
         if unknown:
             raise PIIConfigError(

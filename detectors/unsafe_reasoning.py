@@ -38,12 +38,15 @@ from typing import Any, NamedTuple
 import regex
 import yaml
 
+from detectors._choices import SEVERITIES
 from detectors._fold import fold, fold_with_offsets
 from detectors._schema_guard import REASONS, Reason, current_checks, pattern_checks, policy_pattern
 from detectors.prompt_injection import PromptInjectionDetector
-from guardrails.detector import Detector, ScanContext, Scope, Services
+from guardrails.detector import Detector, ScanContext, Scope, Services, SettingError, refuse_unknown_keys
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Hit, Severity
+from guardrails.policy import choices_hint
+from guardrails.policy_yaml import DuplicateKeyError, safe_load_unique
 
 RULES_FILE = Path(__file__).parent / "data" / "unsafe_reasoning.yml"
 CACHE_SIZE = 2048
@@ -168,40 +171,176 @@ def _compiled(pattern: str, shipped: bool) -> Pattern:
     return re.compile(pattern, re.IGNORECASE) if shipped else LimitedPattern(pattern)
 
 
+CUE_KEYS = ("intent_cue", "negation_cue", "context_cue")
+FILE_KEYS = ("version", "description", *CUE_KEYS, "rules")
+RULE_KEYS = ("id", "category", "severity", "description", "pattern", "requires_intent", "user_keywords", "keywords")
+REQUIRED_RULE_KEYS = {"id": "a name for its findings", "pattern": "the regex it looks for"}
+
+
 def load_rules(*paths: str | Path, shipped: Path = RULES_FILE) -> RuleSet:
     """Read the shipped rules and any extra files; a later rule with the same id replaces the earlier one.
-    A pattern that does not compile is an error naming the file and the rule (or cue)."""
+    Every problem of a file is reported at once, each at its `file:line` with the rule id (or cue): a key missing
+    or misspelt (with the closest one), a value of the wrong type, a pattern that does not compile."""
     cues: dict[str, Pattern] = {}
     rules: dict[str, ReasoningRule] = {}
     for path in paths:
-        ours = Path(path) == shipped
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        for key in ("intent_cue", "negation_cue", "context_cue"):
-            if key in data:
-                try:
-                    cues[key] = _compiled(data[key], ours)
-                except (ValueError, TypeError, re.error) as exc:
-                    raise ValueError(f"{path}: bad unsafe_reasoning {key}: {exc}") from exc
-        for raw in data.get("rules") or ():
-            try:
-                rule = ReasoningRule(
-                    id=raw["id"],
-                    category=raw.get("category", raw["id"]),
-                    severity=Severity(raw.get("severity", "high")),
-                    description=raw.get("description", raw["id"]),
-                    pattern=_compiled(raw["pattern"], ours),
-                    requires_intent=bool(raw.get("requires_intent", True)),
-                    user_keywords=tuple(k.lower() for k in raw.get("user_keywords") or ()),
-                    keywords=tuple(k.lower() for k in raw.get("keywords") or ()),
-                )
-            except (KeyError, ValueError, TypeError, re.error) as exc:
-                raise ValueError(f"{path}: bad unsafe_reasoning rule {raw.get('id', '?')!r}: {exc}") from exc
-            rules[rule.id] = rule
+        file = _RulesFile(Path(path), ours=Path(path) == shipped)
+        cues.update(file.cues)
+        rules.update((rule.id, rule) for rule in file.rules)
+        if file.problems:
+            raise SettingError("; ".join(file.problems))
     missing = {"intent_cue", "negation_cue", "context_cue"} - set(cues)
     if missing:
         raise ValueError(f"unsafe_reasoning rules lack {sorted(missing)}")
     return RuleSet(intent=cues["intent_cue"], negation=cues["negation_cue"], context=cues["context_cue"],
                    rules=tuple(rules.values()))
+
+
+class _RulesFile:
+    """One rules file read: its cues and rules, and what is wrong in it (`file:line: ...` each)."""
+
+    def __init__(self, path: Path, ours: bool) -> None:
+        self.path, self.ours = path, ours
+        self.cues: dict[str, Pattern] = {}
+        self.rules: list[ReasoningRule] = []
+        self.problems: list[str] = []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingError(f"rules_file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+        try:  # the policy's own loader: a key given twice is an error, and marks name the file, not "<unicode string>"
+            data = safe_load_unique(text, source=str(path))
+        except DuplicateKeyError as exc:
+            raise SettingError(f"{path}:{exc.line}: {exc.problem}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise SettingError(f"{path}:{mark.line + 1 if mark else 1}: YAML error: {exc}") from None
+        self._text = text
+        if data is None:
+            return
+        if not isinstance(data, Mapping):
+            self.problems.append(f"{path}:1: a rules file is a mapping (rules: [...], and cues), not {data!r}")
+            return
+        self._unknown_keys(data, FILE_KEYS, "unsafe_reasoning rules file", None)
+        for key in CUE_KEYS:
+            if key in data:
+                try:
+                    self.cues[key] = _compiled(_string(data[key], key), ours)
+                except (ValueError, TypeError, re.error) as exc:
+                    self.problems.append(f"{path}:{self._line(None, key)}: bad unsafe_reasoning {key}: {exc}")
+        raw_rules = data.get("rules") or []
+        if not isinstance(raw_rules, list):
+            self.problems.append(f"{path}:{self._line(None, 'rules')}: rules must be a list of rules "
+                                 "(- id: ..., pattern: ...)")
+            return
+        for index, raw in enumerate(raw_rules):
+            self._rule(index, raw)
+
+    @cached_property
+    def lines(self) -> _KeyLines:
+        """Composed only for an error: a good file (the shipped one, on every build) is parsed once."""
+        return _KeyLines(self._text)
+
+    def _line(self, index: int | None, key: str | None = None) -> int:
+        """The line of rule `index` (None: the file's top level), or of its `key` where it has one."""
+        if index is None:
+            return self.lines.top.get(key or "", 1)
+        line, keys = self.lines.rule(index)
+        return keys.get(key, line) if key is not None else line
+
+    def _rule(self, index: int, raw: Any) -> None:
+        if not isinstance(raw, Mapping):
+            self.problems.append(f"{self.path}:{self._line(index)}: unsafe_reasoning rules[{index}] must be a mapping "
+                                 f"with id and pattern, not {raw!r}")
+            return
+        name = f"unsafe_reasoning rule {raw['id']!r}" if isinstance(raw.get("id"), str) else (
+            f"unsafe_reasoning rules[{index}]")
+        misspelt = self._unknown_keys(raw, RULE_KEYS, name, index)
+        for key, what in REQUIRED_RULE_KEYS.items():
+            if key not in raw:
+                meant = next(((k, self._line(index, str(k))) for k, close in misspelt.items() if close == key), None)
+                hint = f": line {meant[1]} has {meant[0]!r}; did you mean {key!r}?" if meant else ""
+                self.problems.append(f"{self.path}:{self._line(index)}: {name} has no {key} ({what}){hint}")
+        if any(key not in raw for key in REQUIRED_RULE_KEYS):
+            return
+        field = "id"  # the key being read, for the line of an error
+        try:
+            rule_id = _string(raw["id"], "id")
+            field = "severity"
+            severity = raw.get("severity", "high")
+            if severity not in SEVERITIES:
+                raise ValueError(f"severity {severity!r} is not valid{choices_hint(severity, SEVERITIES)}")
+            field = "requires_intent"
+            requires_intent = raw.get("requires_intent", True)
+            if not isinstance(requires_intent, bool):
+                raise ValueError(f"requires_intent must be true or false, not {requires_intent!r}")
+            field = "category"
+            category = _string(raw.get("category", rule_id), "category")
+            field = "description"
+            description = _string(raw.get("description", rule_id), "description")
+            field = "user_keywords"
+            user_keywords = tuple(k.lower() for k in _strings(raw.get("user_keywords"), "user_keywords"))
+            field = "keywords"
+            keywords = tuple(k.lower() for k in _strings(raw.get("keywords"), "keywords"))
+            field = "pattern"
+            pattern = _compiled(_string(raw["pattern"], "pattern"), self.ours)
+        except (ValueError, TypeError, re.error) as exc:
+            self.problems.append(f"{self.path}:{self._line(index, field)}: bad {name}: {exc}")
+            return
+        self.rules.append(ReasoningRule(id=rule_id, category=category, severity=Severity(severity),
+                                        description=description, pattern=pattern, requires_intent=requires_intent,
+                                        user_keywords=user_keywords, keywords=keywords))
+
+    def _unknown_keys(self, raw: Mapping[Any, Any], known: tuple[str, ...], name: str,
+                      index: int | None) -> dict[Any, str | None]:
+        """Each key `known` lacks, as a problem at its line with the closest known key; returns key -> closest."""
+        misspelt: dict[Any, str | None] = {}
+        for key in raw:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1)
+            misspelt[key] = close[0] if close else None
+            if misspelt[key] in REQUIRED_RULE_KEYS and misspelt[key] not in raw:
+                continue  # reported with the key it misspells, as missing
+            try:
+                refuse_unknown_keys({key: None}, known, f"{self.path}:{self._line(index, str(key))}: {name}")
+            except SettingError as exc:
+                self.problems.append(str(exc))
+        return misspelt
+
+
+class _KeyLines:
+    """The line of each top-level key of a rules file, and of each rule and its keys (from YAML's node tree)."""
+
+    def __init__(self, text: str) -> None:
+        root = yaml.compose(text)
+        self.top: dict[str, int] = {}
+        self._rules: list[tuple[int, dict[str, int]]] = []
+        if not isinstance(root, yaml.MappingNode):
+            return
+        for key, value in root.value:
+            self.top[str(key.value)] = key.start_mark.line + 1
+            if key.value == "rules" and isinstance(value, yaml.SequenceNode):
+                self._rules = [(item.start_mark.line + 1, {str(k.value): k.start_mark.line + 1 for k, _ in
+                                                            item.value} if isinstance(item, yaml.MappingNode) else {})
+                               for item in value.value]
+
+    def rule(self, index: int) -> tuple[int, dict[str, int]]:
+        return self._rules[index] if index < len(self._rules) else (1, {})
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, not {value!r}")
+    return value
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} must be a list of strings, not {value!r}")
+    return value
 
 
 class Unchecked(NamedTuple):

@@ -189,13 +189,17 @@ class Engine:
         cache: SegmentCache | None = None,
         *,
         log_unknown_settings: bool = True,
+        collect_errors: bool = False,
     ) -> None:
         """Build the policy's detectors; `log_unknown_settings=False` leaves reporting `unknown_settings` to
-        the caller (`guardrails policy validate` prints them as errors)."""
+        the caller (`guardrails policy validate` prints them as errors). A detector that does not build raises
+        its `PolicyError`; with `collect_errors=True` (validate) every one is kept in `build_errors` instead, the
+        detector left out, and so is a Colang runtime that does not build: an author sees them all in one run."""
         self.policy = policy
         self.cache = cache if cache is not None else SegmentCache()
         self.slots: list[_Slot] = []
         self.unknown_settings: list[PolicyError] = []  # config.yml keys no detector asked for while built
+        self.build_errors: list[PolicyError] = []  # with collect_errors: what did not build
         services = services or Services()
         # Detectors are built per policy: let them find files kept in their bundle (judge prompts...).
         services = dataclasses.replace(services, extra={**services.extra, "policy_dir": policy.path})
@@ -205,10 +209,16 @@ class Engine:
         for config in policy.detectors:
             if not config.enabled:
                 continue
-            detector = self._build(config)
-            scope = config.scope or type(detector).default_scope
-            if config.rail_types:
-                scope = _narrow_to_rails(scope, config, policy.config_file or policy.path)
+            try:
+                detector = self._build(config)
+                scope = config.scope or type(detector).default_scope
+                if config.rail_types:
+                    scope = _narrow_to_rails(scope, config, policy.config_file or policy.path)
+            except PolicyError as exc:
+                if not collect_errors:
+                    raise
+                self.build_errors.append(exc)
+                continue
             self.slots.append(_Slot(detector, config, scope, id(detector)))
         if log_unknown_settings:
             for problem in self.unknown_settings:
@@ -222,7 +232,12 @@ class Engine:
         if policy.rails.has_custom_flows:
             from guardrails.colang.bridge import ColangRails
 
-            self.colang = ColangRails(self)
+            try:
+                self.colang = ColangRails(self)
+            except PolicyError as exc:
+                if not collect_errors:
+                    raise
+                self.build_errors.append(exc)
 
     def _build(self, config: DetectorConfig) -> Detector:
         """One enabled detector, built with its settings; records the settings it never asked for."""
@@ -498,8 +513,10 @@ def _narrow_to_rails(scope: Scope, config: DetectorConfig, file: Any) -> Scope:
     rail_kinds = frozenset().union(*(RAIL_KINDS[t] for t in config.rail_types))
     kinds = scope.kinds & rail_kinds if scope.kinds else rail_kinds
     if not kinds:
+        # At the rail listing the flow (else the detector's entry): that is what points it at nothing.
         raise PolicyError(f"detector {config.name!r} cannot look at any segment of the rails "
-                          f"{sorted(config.rail_types)} its flow is listed under", file)
+                          f"{sorted(config.rail_types)} its flow is listed under", file,
+                          config.rails_line or config.line)
     return Scope(kinds=kinds, trust=scope.trust, phases=scope.phases)
 
 

@@ -118,6 +118,14 @@ def _render_lines(m: CheckMetrics, policies: PolicyStore, redaction_failures: in
     yield from _family("info", "gauge", "The service's version (always 1).", ("version",), {(__version__,): 1})
     yield from _family("policy_info", "gauge", "Each policy bundle loaded, with its serving version (always 1).",
                        ("policy", "version"), {pair: 1 for pair in policies.loaded_versions().items()})
+    # A rejected edit keeps the last good version serving: readiness stays true, so only these tell an alert.
+    reloads = policies.reload_status()
+    yield from _family("policy_reload_failures_total", "counter",
+                       "Edits of a policy bundle (or of routing.yml) rejected on reload; the last good version serves.",
+                       ("policy",), {(key,): failures for key, (_, failures) in reloads.items()})
+    yield from _family("policy_last_reload_ok", "gauge",
+                       "1 when a bundle's (or routing.yml's) latest edit loaded, 0 while an older version serves.",
+                       ("policy",), {(key,): int(ok) for key, (ok, _) in reloads.items()})
     yield from _family("checks_total", "counter", "Checks answered with a verdict (mid-stream re-checks apart).",
                        ("policy", "format", "phase", "verdict"), m.checks)
     yield from _family("findings_total", "counter", "Findings reported in check answers.",

@@ -41,7 +41,7 @@ from guardrails.colang.catalog import BUILTIN_FLOWS, COLANG_VERSIONS, RAIL_TYPES
 from guardrails.detector import InlineSettings, Scope
 from guardrails.exchange import CallerContext, Phase, SegmentKind, Trust
 from guardrails.findings import Action
-from guardrails.policy_yaml import DuplicateKeyError, safe_load_unique
+from guardrails.policy_yaml import DuplicateKeyError, NonStringKey, load_yaml
 
 log = logging.getLogger("guardrails.policy")
 E = TypeVar("E", bound=StrEnum)
@@ -74,6 +74,10 @@ SCOPE_ENUMS: dict[str, type[StrEnum]] = {"kinds": SegmentKind, "trust": Trust, "
 # Words authors reach for that difflib would not map to the value they mean ('answer' reads closest to 'user').
 VALUE_ALIASES = {"answer": "assistant", "content": "assistant", "thinking": "reasoning", "input": "request",
                  "output": "response", "prompt": "request", "completion": "response"}
+# Mappings whose keys name things (a tenant, an agent, a tool): the noun an error calls such a key by. A key YAML
+# reads as a number or a boolean there (`007:`, `off:`) would route or match another name without a word.
+NAME_NOUNS = {"agents": "agent key", "tenants": "tenant key", "tools": "tool key", "topics": "topic key",
+              "arguments": "argument key", "detectors": "detector name"}
 
 
 class PolicyError(Exception):
@@ -96,6 +100,7 @@ class DetectorConfig:
     # Rail types whose flows list this detector's built-in flow; they narrow its scope. Empty: not routed.
     rail_types: frozenset[str] = frozenset()
     line: int | None = None  # of its `detectors:` entry in config.yml, for errors raised when it is built
+    rails_line: int | None = None  # where `rails:` first lists its built-in flow (None: not listed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +165,7 @@ def load_policy(directory: str | Path, policy_id: str | None = None) -> Policy:
     if not config_file.is_file():
         raise PolicyError(f"no {POLICY_FILE} in policy directory", directory)
     text = config_file.read_text(encoding="utf-8")
-    config = _read_yaml(text, config_file)
+    config = _read_yaml(text, config_file, _config_key_noun)
     colang_files = tuple(p for p in bundle_files(directory) if p.suffix == ".co")
     return _build_policy(config, text, config_file, policy_id or directory.name, bundle_version(directory),
                          directory, colang_files)
@@ -170,6 +175,11 @@ def policy_from_mapping(config: Mapping[str, Any], policy_id: str = "inline") ->
     """A policy from an inline config (NeMo endpoint's `guardrails.config`); built-in flows only."""
     if not isinstance(config, Mapping):
         raise PolicyError("an inline policy must be a mapping")
+    # No text to quote here: a key that is not a string (YAML's `007:` sent inline) is refused by its value.
+    for path in _non_string_paths(config.get("detectors"), ("detectors",)):
+        where = ".".join(map(str, path[:-1]))
+        raise PolicyError(f"{where}: {_config_key_noun(path)} {path[-1]!r} is not a string (YAML reads an unquoted "
+                          "007 as the number 7, off as false): quote it")
     text = yaml.safe_dump(dict(config), sort_keys=False)
     version = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     policy = _build_policy(config, text, Path(f"<{policy_id}>"), policy_id, version, None, ())
@@ -177,17 +187,60 @@ def policy_from_mapping(config: Mapping[str, Any], policy_id: str = "inline") ->
     return replace(policy, detectors=tuple(replace(d, settings=InlineSettings(d.settings)) for d in policy.detectors))
 
 
-def _read_yaml(text: str, file: Path) -> Mapping[str, Any]:
+def _read_yaml(text: str, file: Path, key_noun: Callable[[tuple[Any, ...]], str | None]) -> Mapping[str, Any]:
+    """The file's mapping. A key YAML did not read as a string is refused where `key_noun` names what such a key
+    names (None: not ours to judge, as NeMo's keys)."""
     try:
-        config = safe_load_unique(text) or {}
+        config, keys = load_yaml(text)
     except DuplicateKeyError as exc:
         raise PolicyError(str(exc.problem), file, exc.line) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise PolicyError(f"YAML error: {exc}", file, mark.line + 1 if mark else None) from exc
+    if config is None:
+        config = {}
     if not isinstance(config, Mapping):
         raise PolicyError(f"{file.name} must be a mapping", file, 1)
+    for key in keys:
+        noun = key_noun(key.path)
+        if noun is not None:
+            raise PolicyError(_non_string_key(key, noun), file, key.line)
     return config
+
+
+def _non_string_key(key: NonStringKey, noun: str) -> str:
+    # `detectors.tool_policy.agents: agent key 007 ...`: the mapping's path first, unless the noun says it all.
+    where = ".".join(map(str, key.path[:-1]))
+    return key.message(noun) if len(key.path) < 3 else f"{where}: {key.message(noun)}"
+
+
+def _config_key_noun(path: tuple[Any, ...]) -> str | None:
+    """In config.yml, every key under `detectors:` names a detector, a setting or something a setting names (an
+    agent, a tool, an entity): none may be a number or a boolean. The rest is NeMo's."""
+    if len(path) < 2 or path[0] != "detectors":
+        return None
+    if len(path) == 3:
+        return "setting key"
+    return NAME_NOUNS.get(path[-2], "key") if isinstance(path[-2], str) else "key"
+
+
+def _routing_key_noun(path: tuple[Any, ...]) -> str:
+    """In routing.yml every key is a name: `agents:`/`tenants:` entries, or the top-level keys."""
+    return NAME_NOUNS.get(path[0], "key") if len(path) == 2 and isinstance(path[0], str) else "key"
+
+
+def _non_string_paths(value: Any, path: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Paths of the keys in `value` (nested mappings and lists) that are not strings."""
+    found: list[tuple[Any, ...]] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                found.append((*path, key))
+            found += _non_string_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _non_string_paths(item, (*path, index))
+    return found
 
 
 def _build_policy(config: Mapping[str, Any], text: str, config_file: Path, policy_id: str, version: str,
@@ -215,7 +268,9 @@ def _build_policy(config: Mapping[str, Any], text: str, config_file: Path, polic
             warnings.append(f"rails list the flow of detector {detector!r}, which detectors: disables")
             continue
         base = current or DetectorConfig(name=detector)
-        detectors[detector] = replace(base, rail_types=frozenset(rail_types))
+        flow = next(f for f, (d, _) in BUILTIN_FLOWS.items() if d == detector)
+        detectors[detector] = replace(base, rail_types=frozenset(rail_types),
+                                      rails_line=_line_of(text, flow, after="rails"))
     return Policy(
         id=policy_id,
         version=version,
@@ -494,7 +549,7 @@ def load_routing(file: Path) -> Routing:
     if not file.is_file():
         return Routing()
     text = file.read_text(encoding="utf-8")
-    raw = _read_yaml(text, file)
+    raw = _read_yaml(text, file, _routing_key_noun)
     unknown = set(raw) - set(ROUTING_KEYS)
     if unknown:
         key = sorted(unknown, key=str)[0]
@@ -561,6 +616,9 @@ class PolicyStore:
         self.check_interval_s = check_interval_s
         self.removal_grace_s = removal_grace_s
         self.errors: dict[str, str] = {}  # policy id -> why its latest edit did not load
+        # Policy id (or routing.yml) -> edits rejected so far in this process: the metrics' counter, since a
+        # rejected reload is otherwise only on /readyz and in the log.
+        self.reload_failures: dict[str, int] = {}
         self.build: Callable[[Policy], object] | None = None
         self.removed: Callable[[str], object] | None = None
         self._loaded: dict[str, _Loaded] = {}
@@ -597,6 +655,7 @@ class PolicyStore:
             if loaded is None:
                 raise
             self.errors[policy_id] = f"kept version {loaded.policy.version}: {exc}"
+            self.reload_failures[policy_id] = self.reload_failures.get(policy_id, 0) + 1
             log.error("policy %s: edit rejected in worker pid %d, still serving version %s: %s", policy_id,
                       os.getpid(), loaded.policy.version, one_line(str(exc)))
             loaded.fingerprint, loaded.checked_at = fingerprint, now
@@ -634,6 +693,7 @@ class PolicyStore:
         if self._loaded.pop(policy_id, None) is None:
             return  # another thread forgot it first
         self.errors.pop(policy_id, None)  # a rejected edit of a bundle that is gone is no longer news
+        self.reload_failures.pop(policy_id, None)  # its series go with its policy_info
         log.warning("policy %s: removed from %s (no %s), no longer served in worker pid %d (was version %s)",
                     policy_id, self.root, POLICY_FILE, os.getpid(), loaded.policy.version)
         if self.removed is not None:
@@ -643,6 +703,13 @@ class PolicyStore:
         """The version serving for each bundle loaded so far: read without touching the disk or loading (a copy
         first, taken at once, since a check on another thread may load a bundle meanwhile)."""
         return {policy_id: loaded.policy.version for policy_id, loaded in self._loaded.copy().items()}
+
+    def reload_status(self) -> dict[str, tuple[bool, int]]:
+        """Per bundle loaded so far (and routing.yml once read): whether its latest edit loaded, and how many
+        edits were rejected in this process. Read without touching the disk, as `loaded_versions`."""
+        ids = [*self._loaded.copy(), *([ROUTING_FILE] if self._routing is not None else [])]
+        errors, failures = self.errors.copy(), self.reload_failures.copy()
+        return {key: (key not in errors, failures.get(key, 0)) for key in ids}
 
     def routing(self) -> Routing:
         """`routing.yml`, reloaded on change; a broken edit keeps the previous mapping."""
@@ -666,6 +733,7 @@ class PolicyStore:
             if cached is None:
                 raise
             self.errors[ROUTING_FILE] = f"kept the previous routing: {exc}"
+            self.reload_failures[ROUTING_FILE] = self.reload_failures.get(ROUTING_FILE, 0) + 1
             log.error("routing: edit rejected in worker pid %d, still serving the previous routing: %s", os.getpid(),
                       one_line(str(exc)))
             routing = cached[2]

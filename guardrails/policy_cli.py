@@ -90,15 +90,24 @@ def bundles(directory: Path) -> Iterator[Path]:
 
 
 def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
-    """Problems with one bundle (empty when it loads and builds); also prints what it found."""
+    """Problems with one bundle (empty when it loads and builds); also prints what it found. Every detector that
+    does not build is reported, with the flows' problems, not only the first: five errors, one run."""
     try:
         policy = load_policy(directory)
-        engine = Engine(policy, registry, log_unknown_settings=False)  # errors here, not warnings as at load
-        disabled, not_checked = disabled_problems(engine)
-        flow_errors, flow_warnings = flow_problems(engine)
-        problems = [str(problem) for problem in [*engine.unknown_settings, *disabled, *flow_errors]]
     except PolicyError as exc:
         return [str(exc)]
+    # Unknown settings are errors here, not warnings as at load; build errors are collected, not raised.
+    engine = Engine(policy, registry, log_unknown_settings=False, collect_errors=True)
+    disabled, not_checked = disabled_problems(engine)
+    flow_errors: list[PolicyError] = []
+    flow_warnings: list[PolicyError] = []
+    if engine.colang is not None or not policy.rails.has_custom_flows:  # else its build error is reported
+        try:
+            flow_errors, flow_warnings = flow_problems(engine)
+        except PolicyError as exc:  # the runtime of flows no rail lists does not build
+            flow_errors = [exc]
+    problems = [str(problem) for problem in [*engine.build_errors, *engine.unknown_settings, *disabled,
+                                             *flow_errors]]
     if problems:
         return problems
     custom = sorted({f for flows in policy.rails.custom.values() for f in flows})

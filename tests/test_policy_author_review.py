@@ -7,6 +7,8 @@ a misspelt variable, a flow no rail lists, an empty config.yml, a config.yaml.""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,9 @@ import pytest
 from policy_bundles import bundle, validate
 
 from guardrails.cli import EXIT_CONFIG, main
+from guardrails.detector import DetectorRegistry
+from guardrails.engine import Engine
+from guardrails.exchange import CallerContext
 from guardrails.policy import PolicyError, load_policy, load_routing
 
 EXIT_WARN, EXIT_BLOCK = 1, 2
@@ -310,3 +315,281 @@ def test_the_2x_global_warning_says_an_action_argument_is_none(
     assert check(policy_root, chat("Honestly, Wells Fargo pays more on savings."), tmp_path) == 0
     code, out = validate(policy_root, capsys)
     assert code == 0 and "an action given it gets None, so the flow judges nothing (an allow)" in out
+
+
+# --- second review: silent misreadings and incomplete messages ---------------------------------------------------
+# Each test failed before its fix: YAML 1.1 keys read as numbers or booleans, typos in nested settings ignored,
+# rules_file errors without a place, validate stopping at the first detector error, a rejected reload seen only on
+# /readyz, actions that cannot import a sibling module without saying why, an unknown action named without the one
+# meant.
+
+
+def ok_validate(root: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The `error` lines of `guardrails policy validate ROOT`, which must exit 4."""
+    code, out = validate(root, capsys)
+    assert code == EXIT_CONFIG, out
+    return [line for line in out.splitlines() if line.startswith("error ")]
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("007", "tenant key 007 is read by YAML as the number 7: quote it ('007')"),
+    ("off", "tenant key off is read by YAML as the boolean false: quote it ('off')"),
+    ("0x1F", "tenant key 0x1F is read by YAML as the number 31: quote it ('0x1F')"),
+    ("2024-01-01", "tenant key 2024-01-01 is read by YAML as the date 2024-01-01: quote it ('2024-01-01')"),
+])
+def test_a_routing_key_yaml_reads_as_a_number_or_boolean_is_an_error(
+        policy_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, message: str) -> None:
+    # Before: `007:` routed tenant "7" and "007" fell to the default policy; `off:` matched tenant "False".
+    (policy_root / "routing.yml").write_text(f"default: default\ntenants:\n  bank: strict\n  {key}: strict\n")
+    with pytest.raises(PolicyError) as raised:
+        load_routing(policy_root / "routing.yml")
+    assert (raised.value.message, raised.value.line) == (message, 4)
+    assert f"error {policy_root / 'routing.yml'}:4: {message}" in ok_validate(policy_root, capsys)
+    (policy_root / "routing.yml").write_text(f"default: default\ntenants:\n  bank: strict\n  '{key}': strict\n")
+    routing = load_routing(policy_root / "routing.yml")
+    assert routing.route(CallerContext(tenant=key)) == "strict"
+
+
+def test_an_unquoted_tenant_007_is_refused_and_the_quoted_one_routes(policy_root: Path, tmp_path: Path) -> None:
+    (policy_root / "routing.yml").write_text("tenants: {007: strict}\ndefault: default\n")
+    pii = chat("Write to jane.doe@firstharbor-bank.com for that.")
+    pii["context"]["tenant"] = "007"
+    assert check(policy_root, pii, tmp_path) == EXIT_CONFIG  # before: the default policy, whose PII only warns
+    (policy_root / "routing.yml").write_text("tenants: {'007': strict}\ndefault: default\n")
+    assert check(policy_root, pii, tmp_path) == EXIT_BLOCK  # strict: PII blocks
+
+
+@pytest.mark.parametrize(("entry", "message", "line"), [
+    ("  tool_policy:\n    agents:\n      007: {deny_tools: [wire_money]}\n",
+     "detectors.tool_policy.agents: agent key 007 is read by YAML as the number 7: quote it ('007')", 15),
+    ("  tool_policy:\n    agents:\n      on: {deny_tools: [wire_money]}\n",
+     "detectors.tool_policy.agents: agent key on is read by YAML as the boolean true: quote it ('on')", 15),
+    ("  tool_policy:\n    tools:\n      1099: {arguments: {amount: {type: number, max: 10}}}\n",
+     "detectors.tool_policy.tools: tool key 1099 is read by YAML as the number 1099: quote it ('1099')", 15),
+    ("  content:\n    topics: {1984: [doublethink]}\n",
+     "detectors.content.topics: topic key 1984 is read by YAML as the number 1984: quote it ('1984')", 14),
+    ("  secret:\n    severity: {null: high}\n",
+     "detectors.secret.severity: key null is read by YAML as null (no name at all): quote it ('null')", 14),
+    ("  secret:\n    true: 1\n",
+     "detectors.secret: setting key true is read by YAML as the boolean true: quote it ('true')", 14),
+])
+def test_a_detector_key_yaml_reads_as_a_number_or_boolean_is_an_error(
+        policy_root: Path, entry: str, message: str, line: int) -> None:
+    # Before: a deny rule keyed `007:` was the agent "7": agent 007 called wire_money unchecked.
+    config = policy_root / "strict" / "config.yml"
+    config.write_text(BANK_CONFIG + entry)
+    with pytest.raises(PolicyError) as raised:
+        load_policy(policy_root / "strict")
+    assert (raised.value.message, raised.value.line) == (message, line)
+
+
+def test_an_inline_config_with_a_non_string_agent_key_is_refused() -> None:
+    from detectors.tool_policy.detector import ToolPolicyDetector
+    from guardrails.detector import SettingError
+    from guardrails.policy import policy_from_mapping
+
+    inline = {"detectors": {"tool_policy": {"agents": {7: {"deny_tools": ["wire_money"]}}}}}
+    with pytest.raises(PolicyError, match=r"detectors.tool_policy.agents: agent key 7 is not a string"):
+        policy_from_mapping(inline)
+    with pytest.raises(SettingError, match="agent key 7 is not a string: quote it"):
+        ToolPolicyDetector({"agents": {7: {"deny_tools": ["wire_money"]}}})
+
+
+def test_an_unquoted_agent_007_is_refused_and_the_quoted_one_is_denied(policy_root: Path, tmp_path: Path) -> None:
+    config = policy_root / "strict" / "config.yml"
+    config.write_text(config.read_text() + "  tool_policy:\n    agents:\n      007: {deny_tools: [transfer_*]}\n")
+    body = chat(transfer=10)
+    body["context"]["agent_id"] = "007"
+    assert check(policy_root, body, tmp_path) == EXIT_CONFIG  # before: allowed, the rule was agent "7"'s
+    config.write_text(config.read_text().replace("007:", "'007':"))
+    body["context"]["agent_id"] = "teller-bot"
+    assert check(policy_root, body, tmp_path) == 0  # teller-bot: not denied
+    body["context"]["agent_id"] = "007"
+    assert check(policy_root, body, tmp_path) == EXIT_BLOCK
+
+
+def build(root: Path, config: str, **files: str) -> Engine:
+    return Engine(load_policy(bundle(root, "p", config, **files)), DetectorRegistry.from_entry_points())
+
+
+@pytest.mark.parametrize(("topic", "message"), [
+    ("{term: [napalm], severity: high}", "content.topics.weapons: unknown key 'term'; did you mean 'terms'?"),
+    ("{terms: [napalm], severty: high}", "content.topics.weapons: unknown key 'severty'; did you mean 'severity'?"),
+    ("{terms: [napalm], severity: critcal}",
+     "setting topics.weapons.severity: 'critcal' is not valid; did you mean 'critical'? valid: low, medium, high, "
+     "critical"),
+])
+def test_a_typo_in_a_content_topic_is_an_error(tmp_path: Path, topic: str, message: str) -> None:
+    # Before: `term:` banned nothing, `severty: high` left napalm at medium (a warn, not a block).
+    with pytest.raises(PolicyError) as raised:
+        build(tmp_path, f"detectors:\n  content:\n    topics:\n      weapons: {topic}\n")
+    assert message in raised.value.message and raised.value.line == 2
+
+
+@pytest.mark.parametrize(("severity", "message"), [
+    ("{EMAIL_ADRESS: low}", "pii.severity: unknown key 'EMAIL_ADRESS'; did you mean 'EMAIL_ADDRESS'? valid: "),
+    ("{CREDIT_CARD: critcal}", "setting severity.CREDIT_CARD: 'critcal' is not valid; did you mean 'critical'? "
+                               "valid: low, medium, high, critical"),
+    ("{PERSON: high}", "pii.severity: unknown key 'PERSON'; valid: "),  # an NER entity, with no NER model
+])
+def test_a_pii_severity_for_no_entity_or_of_no_severity_is_an_error(tmp_path: Path, severity: str,
+                                                                     message: str) -> None:
+    # Before: EMAIL_ADRESS was ignored (e-mail stayed medium); 'critcal' said "is not a valid Severity".
+    with pytest.raises(PolicyError) as raised:
+        build(tmp_path, f"detectors:\n  pii:\n    severity: {severity}\n")
+    assert message in raised.value.message
+
+
+def test_a_pii_severity_for_a_custom_recognizer_entity_is_accepted(tmp_path: Path) -> None:
+    config = ("detectors:\n  pii:\n    severity: {EMPLOYEE_ID: high, EMAIL_ADDRESS: low}\n"
+              "    recognizers:\n      - supported_entity: EMPLOYEE_ID\n        deny_list: [EMP-123456]\n")
+    assert build(tmp_path, config).slots[0].detector.severity["EMPLOYEE_ID"].value == "high"
+    with pytest.raises(PolicyError, match=re.escape("unknown key 'EMPLOYE_ID'; did you mean 'EMPLOYEE_ID'?")):
+        build(tmp_path, config.replace("{EMPLOYEE_ID", "{EMPLOYE_ID"))
+
+
+RULES_TYPOS = """\
+rules:
+  - id: skip_review
+    category: oversight_evasion
+    severity: high
+    descripton: merges without review
+    patern: "merge"
+  - id: hide_logs
+    severity: hgh
+    pattern: "hide the logs"
+"""
+
+
+def test_rules_file_errors_name_the_file_line_rule_and_closest_key(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: `config.yml:6: ... extra.yml: bad unsafe_reasoning rule 'skip_review': 'pattern'` (a KeyError's
+    # text), no line of extra.yml, no suggestion, and only the first problem.
+    directory = bundle(tmp_path, "p", "detectors:\n  unsafe_reasoning:\n    rules_file: extra.yml\n",
+                       extra__yml=RULES_TYPOS)
+    (line,) = ok_validate(tmp_path, capsys)
+    extra = directory / "extra.yml"
+    assert f"{extra}:5: unsafe_reasoning rule 'skip_review': unknown key 'descripton'; did you mean 'description'?" \
+        in line
+    assert (f"{extra}:2: unsafe_reasoning rule 'skip_review' has no pattern (the regex it looks for): line 6 has "
+            "'patern'; did you mean 'pattern'?") in line
+    assert f"{extra}:8: bad unsafe_reasoning rule 'hide_logs': severity 'hgh' is not valid; did you mean 'high'?" \
+        in line
+
+
+def test_a_yaml_error_in_a_rules_file_names_the_file(tmp_path: Path) -> None:
+    directory = bundle(tmp_path, "p", "detectors:\n  unsafe_reasoning:\n    rules_file: extra.yml\n",
+                       extra__yml="rules:\n  - id: x\n    pattern: [unclosed\n")
+    with pytest.raises(PolicyError) as raised:
+        build(tmp_path, (directory / "config.yml").read_text())
+    assert f'in "{directory / "extra.yml"}", line 3' in raised.value.message
+    assert "<unicode string>" not in raised.value.message
+
+
+MANY_ERRORS = """\
+colang_version: "2.x"
+rails:
+  output:
+    flows: [check pii, check tool loop, check x]
+detectors:
+  pii:
+    score_threshold: 7
+  tool_loop:
+    max_repeats: 0
+  secret:
+    min_entropy: -1
+"""
+MANY_ERRORS_FLOWS = """\
+flow check x
+  global $bot_message
+  if "a" in $bot_message
+    await BlockActoin(reason="x")
+  await FooAction()
+"""
+
+
+def test_validate_reports_every_detector_error_in_one_run(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: only `pii`'s error; five errors took four runs to surface.
+    directory = bundle(tmp_path, "p", MANY_ERRORS, rails__co=MANY_ERRORS_FLOWS)
+    errors = ok_validate(tmp_path, capsys)
+    config, flows = directory / "config.yml", directory / "rails.co"
+    assert [line.split(": ")[0] for line in errors] == [
+        f"error {config}:6", f"error {config}:8", f"error {config}:10", f"error {flows}:4", f"error {flows}:5"]
+    assert "score_threshold" in errors[0] and "max_repeats" in errors[1] and "min_entropy" in errors[2]
+    assert "'BlockActoin'" in errors[3] and "'FooAction'" in errors[4]
+
+
+def test_a_flow_listed_under_rails_its_detector_cannot_see_is_reported_at_its_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: no line at all.
+    directory = bundle(tmp_path, "p", "rails:\n  output:\n    flows: [check pii]\n  input:\n    flows:\n"
+                                      "      - check tool schema\n")
+    (line,) = ok_validate(tmp_path, capsys)
+    assert line == (f"error {directory / 'config.yml'}:6: detector 'tool_schema' cannot look at any segment of the "
+                    "rails ['input'] its flow is listed under")
+
+
+def test_a_rejected_reload_is_counted_in_the_metrics(tmp_path: Path) -> None:
+    # Before: only /readyz and the log said so.
+    from guardrails.metrics import CheckMetrics, render
+    from guardrails.policy import PolicyStore
+
+    directory = bundle(tmp_path, "p", "detectors:\n  pii: {}\n")
+    store = PolicyStore(tmp_path, check_interval_s=0)
+    store.get("p")
+    (tmp_path / "routing.yml").write_text("default: p\n")
+    store.routing()
+    assert 'guardrails_policy_reload_failures_total{policy="p"} 0\n' in render(CheckMetrics(), store)
+    assert 'guardrails_policy_last_reload_ok{policy="p"} 1\n' in render(CheckMetrics(), store)
+    (directory / "config.yml").write_text("detectors:\n  pii: {action: blok}\n")
+    store.get("p")
+    (tmp_path / "routing.yml").write_text("default: [p\n")
+    store.routing()
+    text = render(CheckMetrics(), store)
+    for series, value in (('reload_failures_total{policy="p"}', 1), ('last_reload_ok{policy="p"}', 0),
+                          ('reload_failures_total{policy="routing.yml"}', 1),
+                          ('last_reload_ok{policy="routing.yml"}', 0)):
+        assert f"guardrails_policy_{series} {value}\n" in text
+    (directory / "config.yml").write_text("detectors:\n  pii: {action: block}\n")
+    store.get("p")
+    text = render(CheckMetrics(), store)
+    assert 'guardrails_policy_reload_failures_total{policy="p"} 1\n' in text
+    assert 'guardrails_policy_last_reload_ok{policy="p"} 1\n' in text
+
+
+def test_an_action_importing_a_bundle_file_says_actions_are_self_contained(policy_root: Path) -> None:
+    # Before: `ModuleNotFoundError: No module named 'limits'`, read as a missing package (and no line for a bundle
+    # given by a relative path).
+    strict = policy_root / "strict"
+    (strict / "limits.py").write_text("LIMIT = 1000\n")
+    (strict / "actions.py").write_text("import json\nimport limits\n" + BANK_ACTIONS)
+    with pytest.raises(PolicyError) as raised:
+        Engine(load_policy(strict), DetectorRegistry.from_entry_points())
+    assert raised.value.line == 2 and raised.value.message.startswith(
+        "does not import, so none of its actions would exist: ModuleNotFoundError: No module named 'limits' "
+        "(limits.py is a file of the bundle, but an actions file cannot import the bundle's other files")
+
+
+def test_an_unknown_action_finding_names_the_action_and_the_closest_one(
+        policy_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Before: no suggestion; and an actions/ folder with only an __init__.py made NeMo log "No actions found in the
+    # directory /tmp/guardrails-strict-…/actions." with "NoneType: None" on every build.
+    import asyncio
+
+    from guardrails.policy import PolicyStore
+    from guardrails.service import CheckService
+
+    strict = policy_root / "strict"
+    (strict / "actions").mkdir()
+    (strict / "actions" / "__init__.py").write_text("")
+    flows = strict / "rails.co"
+    flows.write_text(flows.read_text().replace("CompetitorMentionedAction(", "CompetitorMentionAction("))
+    service = CheckService(PolicyStore(policy_root, check_interval_s=0), DetectorRegistry.from_entry_points(),
+                           default_policy="strict")
+    with caplog.at_level(logging.DEBUG):
+        result = asyncio.run(service.check(chat("Honestly, Wells Fargo pays more on savings.")))
+    assert not [r for r in caplog.records if "No actions found" in r.getMessage()]
+    (error,) = [f for f in result["findings"] if f["category"] == "detector_error"]
+    assert error["message"] == ("flow 'check competitor mention' called unknown action 'CompetitorMentionAction'; "
+                                "did you mean 'CompetitorMentionedAction'?")

@@ -87,6 +87,9 @@ class ToolPolicyDetector(Detector):
     def __init__(self, settings: Mapping[str, Any] | None = None, services: Any = None) -> None:
         super().__init__(settings, services)
         agents = self.setting("agents", dict, {})
+        for agent in agents:
+            if not isinstance(agent, str):  # `007:` is 7 to YAML, `off:` false: `str()` would match another agent
+                raise SettingError(f"setting agents: agent key {agent!r} is not a string: quote it ('007', 'off')")
         entries = {agent: _entry(agents, agent, "agents", AGENT_KEYS) for agent in agents}
         default = entries.get(ANY_AGENT, {})
         self._agents = {str(agent): _lists(default, entry, str(agent)) for agent, entry in entries.items()}

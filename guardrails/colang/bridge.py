@@ -23,6 +23,7 @@ import functools
 import re
 import shutil
 import tempfile
+import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -110,7 +111,10 @@ class ColangRails:
         from nemoguardrails import LLMRails, RailsConfig
 
         # Imported here, not by NeMo, which would go on without a file that fails to import (see bundle_actions).
-        bundle_actions = load_actions(action_files(policy.path)) if policy.path is not None else {}
+        try:
+            bundle_actions = load_actions(action_files(policy.path)) if policy.path is not None else {}
+        except PolicyError as exc:
+            raise _with_import_hint(exc, policy.path) from exc.__cause__
         # NeMo reads a directory; the staged copy holds only what NeMo should see, and lives as long as we do.
         self._staging = tempfile.TemporaryDirectory(prefix=f"guardrails-{policy.id}-")
         try:
@@ -165,7 +169,7 @@ class ColangRails:
         content = (response.response[0].get("content") or "") if response.response else ""
         unknown = _UNKNOWN_ACTION.match(content)
         if unknown:
-            check.errors.append(f"a flow on the {rail_type} rails called unknown action {unknown.group(1)!r}")
+            check.errors.append(self._unknown_action_error(f"a flow on the {rail_type} rails", unknown.group(1)))
         elif content == INTERNAL_ERROR and not check.errors:
             check.errors.append(f"the Colang runtime reported an internal error on the {rail_type} rails")
         # After a failed or unknown action NeMo stops the rail itself: that stop is no verdict of the flow.
@@ -203,7 +207,7 @@ class ColangRails:
                    (response.get("tool_calls") or [] if isinstance(response, dict) else [])]
         for name in unknown:
             flow = f"flow {unfinished[-1]!r}" if unfinished else "a flow"
-            check.errors.append(f"{flow} called unknown action {name!r}")
+            check.errors.append(self._unknown_action_error(flow, str(name)))
         aborted = [] if unknown else unfinished
         if not unfinished and not any(e.get("type") == "GuardrailsCheckDone" for e in events):
             check.errors.append("the Colang runtime did not finish the check")
@@ -217,6 +221,15 @@ class ColangRails:
             verdicts[flow] = (Action.BLOCK, reason or "the flow aborted")
         return [_Outcome(flow, rail_type_of[flow], action, reason, check.looked_at.get(flow, []), errors.get(flow))
                 for flow, (action, reason) in verdicts.items()]
+
+    def _unknown_action_error(self, caller: str, name: str) -> str:
+        """`flow 'x' called unknown action 'y'; did you mean 'z'?`: the name and the closest known one, nothing
+        of NeMo's own message."""
+        try:
+            hint = self._did_you_mean(name).strip()
+        except (OSError, ColangSyntaxError):  # the .co files edited since this version was built
+            hint = ""
+        return f"{caller} called unknown action {name!r}" + (f"; {hint}" if hint else "")
 
     def _abort_reason(self, flow: str, error: str) -> str:
         """The runtime's error, and its usual causes, which `guardrails policy validate` warns about before the
@@ -613,14 +626,48 @@ def _stage(policy: Policy, target: Path) -> None:
 
 
 def _not_for_nemo(bundle: Path) -> Callable[[str, list[str]], set[str]]:
-    """What the staged copy leaves out: our files (config, tests) and the Python actions, imported by us."""
+    """What the staged copy leaves out: our files (config, tests) and the Python actions, imported by us. Of the
+    `actions/` folder only Colang files are staged: NeMo searches a staged folder for actions, and one with none
+    (an `__init__.py`, a helper, a data file) made it log an error with the staging path and `NoneType: None`."""
     ours = shutil.ignore_patterns(TESTS_DIR, "__pycache__", "*.yml", "*.yaml")
     actions = set(action_files(bundle))
+    folder = bundle / ACTIONS_DIR
 
     def ignore(directory: str, names: list[str]) -> set[str]:
-        return set(ours(directory, names)) | {name for name in names if Path(directory, name) in actions}
+        here = Path(directory)
+        in_actions = here == folder or folder in here.parents
+        return set(ours(directory, names)) | {
+            name for name in names if Path(directory, name) in actions
+            or (in_actions and not name.endswith(".co") and not (here / name).is_dir())}
 
     return ignore
+
+
+def _with_import_hint(error: PolicyError, bundle: Path | None) -> PolicyError:
+    """An actions file that imports another file of its bundle (`import helpers`) does not import: each is imported
+    on its own, with nothing of the bundle on the import path (bundles are not packages, and two bundles' `helpers`
+    would be one module). Said so, since Python's "No module named 'helpers'" reads like a missing package."""
+    cause = error.__cause__
+    if error.line is None and error.file is not None and cause is not None:
+        # Python names the file by its absolute path in tracebacks: a bundle given by a relative path lost the line.
+        here = Path(error.file).resolve()
+        line = next((frame.lineno for frame in reversed(traceback.extract_tb(cause.__traceback__))
+                     if Path(frame.filename) == here), None)
+        error = PolicyError(error.message, error.file, line)
+        error.__cause__ = cause
+    if bundle is None or not isinstance(cause, ImportError):
+        return error
+    name = (cause.name or "").split(".")[0]
+    # `from . import x` in actions/deploy.py (imported as the module `deploy.py`) looks for a package `deploy`.
+    relative = "relative import" in str(cause) or (error.file is not None and name == Path(error.file).stem)
+    siblings = [path for folder in (bundle, bundle / ACTIONS_DIR) for path in (folder / f"{name}.py", folder / name)
+                if name and not relative and path.exists()]
+    if not siblings and not relative:
+        return error
+    what = f"{siblings[0].relative_to(bundle)} is a file of the bundle, but" if siblings else "a relative import:"
+    return PolicyError(f"{error.message} ({what} an actions file cannot import the bundle's other files: each is "
+                       "imported on its own, without the bundle on the import path; keep the code it needs in it, "
+                       "or install shared code as a package)", error.file, error.line)
 
 
 def _library_without(version: str, overridden: set[str]) -> str:
