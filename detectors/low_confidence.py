@@ -246,7 +246,10 @@ class LowConfidenceDetector(Detector):
         # Compact: every segment and tool name, but only the arguments that were low (calls can hold hundreds).
         for s in shown[: self.max_summary_units]:
             unit, location = s.report.unit, s.location
-            entry: dict[str, Any] = {"pointer": location.pointer, "unit": unit.label, **s.compact}
+            # An argument is named by its kind only: its path is keys the model wrote (text, which signals never
+            # hold: they reach the audit record whatever its content mode); the pointer and offsets locate it.
+            label = "argument" if unit.kind == "argument" else unit.label
+            entry: dict[str, Any] = {"pointer": location.pointer, "unit": label, **s.compact}
             if unit.kind == "argument" and location.start is not None:
                 entry["start"], entry["end"] = location.start, location.end
             units.append(entry)

@@ -2,8 +2,9 @@
 
 Each line of a JSONL export is a record plus `audit: {seq, prev_hash, hash}`. The record without `audit`, in
 canonical JSON, is the very bytes the store hashed (canonical JSON reads back to the same bytes, whatever tool
-re-indented the line), so the store's own `verify_chain` re-checks the file: a changed, inserted or deleted
-record is reported as the store's verify reports it.
+re-indented or re-encoded the line: key order, escapes, `1.0` written `1` by jq or Node, in records written before
+whole numbers were stored as integers too), so the store's own `verify_chain` re-checks the file: a changed,
+inserted or deleted record is reported as the store's verify reports it.
 
 What a file adds: it may begin after record 1 (an export from `--since`: its first link is taken as is, and an
 anchor kept for the record before it checks that link), it may be a filtered export (records left out by design:
@@ -23,7 +24,15 @@ from typing import IO, Any
 
 import orjson
 
-from guardrails.audit.chain import LogDamaged, Problem, StoredRecord, VerifyReport, canonical, verify_chain
+from guardrails.audit.chain import (
+    LogDamaged,
+    Problem,
+    StoredRecord,
+    VerifyReport,
+    candidate_bodies,
+    chain_hash,
+    verify_chain,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -167,7 +176,20 @@ class _Reader:
                                          "`audit` place in the chain (seq, prev_hash, hash) is missing or malformed"))
             return None
         del value["audit"]  # the export adds it; the hash never covered it
-        return StoredRecord(seq, prev_hash, digest, canonical(value))
+        return StoredRecord(seq, prev_hash, digest, _hashed_body(seq, prev_hash, digest, value))
+
+
+def _hashed_body(seq: int, prev_hash: str, digest: str, record: dict[str, Any]) -> bytes:
+    """The canonical bytes of `record` its hash covers: as the store writes them now, or as it wrote them before whole
+    numbers were integers (`candidate_bodies`: the same values, so a changed value matches none); when none matches,
+    the current form, which the chain reports as altered."""
+    first = None
+    for body in candidate_bodies(record):
+        if chain_hash(seq, prev_hash, body) == digest:
+            return body
+        first = first or body
+    assert first is not None
+    return first
 
 
 def _numbered(lines: Iterable[bytes], reader: _Reader) -> Iterator[tuple[int, bytes]]:

@@ -232,7 +232,7 @@ def otlp_span(record: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
                         "guardrails.finding.action": f.get("action"),
                         "guardrails.finding.severity": f.get("severity"),
                         "guardrails.finding.pointer": f.get("pointer"),
-                        "guardrails.finding.score": f.get("score"),
+                        "guardrails.finding.score": _score(f.get("score")),
                         "guardrails.finding.error": f.get("error"),  # a detector_error's kind
                     }
                 ),
@@ -255,6 +255,11 @@ def _elapsed_ms(timings: dict[str, Any]) -> float:
     detectors = timings.get("detectors") or {}
     parts = [*detectors.values(), timings.get("normalize")] if isinstance(detectors, dict) else []
     return sum(float(v) for v in parts if _number(v))
+
+
+def _score(value: Any) -> Any:
+    """A score as a double, as the live spans send it: records store a whole-number score as an integer (`1`)."""
+    return float(value) if _number(value) else value
 
 
 def _number(value: Any) -> bool:

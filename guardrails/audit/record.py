@@ -4,10 +4,17 @@ Message content is not kept by default. `content="redacted"` keeps each segment'
 finding span replaced by `[<category>]`, and every span a `Redactor` finds (the PII and secret recognizers, wired
 by `guardrails/serve.py` whatever the policy enables); `content="hashed"` keeps a SHA-256 of each segment's text
 (enough to prove later that a given message was or was not checked, without storing it).
+
+Names the model wrote are text too: the keys of tool arguments carried as an object (Anthropic `input`, Gemini
+`args`), which a JSON pointer below that object spells out, and the name of a tool no request declared. The record
+keeps them as the content mode keeps text (`ModelNames`): with `none` and `hashed`, each key in a pointer becomes
+`~h:<8 hex>` (the first 8 hex digits of its SHA-256: `~h` is no RFC 6901 escape, so it reads as no real key), and with
+`redacted` it is redacted as segment text is. The check's own answer keeps the real pointers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections import deque
@@ -19,6 +26,7 @@ import guardrails
 from guardrails.config import AUDIT_CONTENT_MODES
 from guardrails.exchange import Exchange, Segment
 from guardrails.findings import Category, Finding, Hit
+from guardrails.pointer import escape, split
 
 if TYPE_CHECKING:
     from guardrails.service import CheckOutcome
@@ -30,6 +38,13 @@ KEPT_SIGNALS = {"low_confidence": "logprobs", "budget": "budget"}
 MAX_ERROR_TYPE = 100
 # A redacted segment's whole text when its redactor failed: what it holds is unknown, so none of it is kept.
 UNREDACTED = "[unredacted]"
+# A model-written name (an argument key in a pointer, an undeclared tool's name) with content `none` or `hashed`.
+HASHED_NAME = "~h:"
+HASHED_NAME_HEX = 8
+# Usage counts past a signed 64-bit integer (a library caller's 10**30) are written as strings: orjson refuses them
+# (the record, and so the check, would fail) and OTLP and the stores' readers take 64-bit integers. The number is kept
+# exactly, where clamping would record a count nobody sent.
+INT64_MIN, INT64_END = -(2**63), 2**63
 
 Span = tuple[int, int, str]  # start, end in a segment's text, and the label that replaces it
 # Spans to mask in a segment whatever the findings say (`redacted` content only).
@@ -43,7 +58,7 @@ def build_record(outcome: CheckOutcome, content: str = "none", redactor: Redacto
     exchange, result = outcome.exchange, outcome.result
     ctx, gen = exchange.context, exchange.generation
     usage = {
-        k: v
+        k: v if INT64_MIN <= v < INT64_END else str(v)
         for k, v in (
             ("input_tokens", gen.usage.input_tokens),
             ("output_tokens", gen.usage.output_tokens),
@@ -56,6 +71,7 @@ def build_record(outcome: CheckOutcome, content: str = "none", redactor: Redacto
     # `ts` (what --since/--until compare) is the shown `time` to the microsecond, not time.time()'s extra
     # digits: otherwise a record's own time, passed back as --since, can miss it (the float rounds up).
     moment = datetime.fromtimestamp(outcome.received_at, UTC)
+    names = ModelNames(exchange, content, redactor)
     record: dict[str, Any] = {
         "v": RECORD_VERSION,
         "check_id": outcome.check_id,
@@ -75,7 +91,7 @@ def build_record(outcome: CheckOutcome, content: str = "none", redactor: Redacto
         "usage": usage,
         "finish_reason": gen.finish_reason,
         "verdict": result.verdict.value,
-        "findings": [_finding(f) for f in result.findings],
+        "findings": [_finding(f, names) for f in result.findings],
         "timings_ms": {
             "normalize": outcome.response.get("timings_ms", {}).get("normalize"),
             "detectors": dict(result.timings_ms),
@@ -90,16 +106,21 @@ def build_record(outcome: CheckOutcome, content: str = "none", redactor: Redacto
     for signal, field_name in KEPT_SIGNALS.items():
         if signal in result.signals:
             record[field_name] = result.signals[signal]
+    if isinstance(record.get("logprobs"), dict):
+        record["logprobs"] = names.logprobs(record["logprobs"])
     if content != "none":
         record["content"] = {"mode": content,
                              "segments": _content(exchange, result.findings, content, redactor, on_redactor_error)}
     return record
 
 
-def _finding(f: Finding) -> dict[str, Any]:
+def _finding(f: Finding, names: ModelNames) -> dict[str, Any]:
     """The finding's compact form; a detector error also says what kind it was (`TimeoutError`, `Overrun`...): the
     exception's class only, never its message, which may quote the checked text."""
     entry = f.to_record()
+    pointer = names.pointer(f.pointer)
+    if pointer != f.pointer:
+        entry = {**entry, "pointer": pointer}  # a copy: to_record's dict is shared with later checks
     if f.category is Category.DETECTOR_ERROR:
         kind = f.evidence.get("error_type") or f.evidence.get("error")
         if isinstance(kind, str) and kind:
@@ -115,7 +136,7 @@ def _content(exchange: Exchange, findings: list[Finding], mode: str, redactor: R
     for seg in exchange.segments:
         entry: dict[str, Any] = {"pointer": seg.pointer, "kind": seg.kind.value, "role": seg.role}
         if mode == "hashed":
-            entry["sha256"] = hashlib.sha256(seg.text.encode()).hexdigest()
+            entry["sha256"] = hashlib.sha256(utf8(seg.text)).hexdigest()
         elif redactor is None:
             entry["text"] = redact(seg, findings)
         else:
@@ -127,6 +148,101 @@ def _content(exchange: Exchange, findings: list[Finding], mode: str, redactor: R
                     on_redactor_error(seg, exc)
         out.append(entry)
     return out
+
+
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8. A lone surrogate (a library caller's string: JSON from the HTTP edge is repaired before) is
+    written as Python's `surrogatepass` writes it (3 bytes, as WTF-8 does), after surrogate pairs are joined: distinct
+    texts keep distinct hashes, where `replace` would give every lone surrogate the same `?`."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        joined = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        return joined.encode("utf-8", "surrogatepass")
+
+
+class ModelNames:
+    """What the record keeps of names the model wrote (see the module's docstring): the keys below each tool call's
+    arguments object in a pointer, and the name of a tool the request did not declare (low_confidence's
+    `unaligned_calls`). Nothing to do for most checks: arguments carried as a JSON string are pointed at as a whole
+    (a key is inside the string, not in the pointer)."""
+
+    def __init__(self, exchange: Exchange, mode: str, redactor: Redactor | None = None) -> None:
+        self.mode, self.redactor = mode, redactor
+        self.declared, self.tool_calls = exchange.tools, exchange.tool_calls  # a view the detectors built already
+        # Arguments objects by pointer, with their call's segment (the redactor reads a key as a text of that segment).
+        self.objects: dict[str, tuple[Any, Segment]] = {
+            segment.tool_call.arguments_pointer: (segment.tool_call.arguments, segment)
+            for segment in self.tool_calls if segment.tool_call is not None and segment.tool_call.arguments_is_object}
+        self._memo: dict[tuple[str, int], str] = {}
+
+    def pointer(self, pointer: str) -> str:
+        """`pointer`, with each object key below a tool call's arguments object kept as the content mode keeps text
+        (array indexes are positions, not text: they stay)."""
+        if not self.objects or not pointer:
+            return pointer
+        at = len(pointer)
+        while (at := pointer.rfind("/", 0, at)) > 0:  # the longest arguments pointer it is below
+            found = self.objects.get(pointer[:at])
+            if found is not None:
+                return pointer[:at] + self._below(split(pointer[at:]), *found)
+        return pointer
+
+    def _below(self, tokens: list[str], node: Any, segment: Segment) -> str:
+        parts = []
+        for token in tokens:
+            if isinstance(node, list) and token.isdigit():
+                parts.append(token)
+                node = node[int(token)] if int(token) < len(node) else None
+            else:
+                parts.append(self.name(token, segment, token=True))
+                node = node.get(token) if isinstance(node, dict) else None
+        return "".join("/" + part for part in parts)
+
+    def name(self, text: str, segment: Segment | None = None, token: bool = False) -> str:
+        """A model-written name as kept: `~h:<8 hex>` (none, hashed) or redacted; a pointer `token` is escaped as
+        RFC 6901 says (the hashed form is left as is: that it is no escape is what marks it)."""
+        key = (text, segment.index if segment is not None else -1)
+        kept = self._memo.get(key)
+        if kept is None:
+            kept = self._memo[key] = self._kept(text, segment)
+        return escape(kept) if token and self.mode == "redacted" else kept
+
+    def _kept(self, text: str, segment: Segment | None) -> str:
+        if self.mode != "redacted":
+            return HASHED_NAME + hashlib.sha256(utf8(text)).hexdigest()[:HASHED_NAME_HEX]
+        if self.redactor is None or segment is None:
+            return text  # redacted without recognizers keeps text but for finding spans, which hold no name
+        alone = dataclasses.replace(segment, text=text, start=0, pieces=(), tool_call=None)
+        try:
+            return redact(alone, [], self.redactor(alone))
+        except Exception:  # as for a segment: nothing of it is kept (the segment's own failure is what is counted)
+            return UNREDACTED
+
+    def logprobs(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """low_confidence's signals summary with its pointers and undeclared tool names kept as above (a copy: the
+        check's answer shows the original)."""
+        units, unaligned = summary.get("units"), summary.get("unaligned_calls")
+        out = dict(summary)
+        if isinstance(units, list) and self.objects:
+            out["units"] = [self._located(u) for u in units]
+        if isinstance(unaligned, list):
+            out["unaligned_calls"] = [self._located(self._named(c)) for c in unaligned]
+        return out
+
+    def _located(self, entry: Any) -> Any:
+        if not isinstance(entry, dict) or not isinstance(entry.get("pointer"), str):
+            return entry
+        pointer = self.pointer(entry["pointer"])
+        return entry if pointer == entry["pointer"] else {**entry, "pointer": pointer}
+
+    def _named(self, entry: Any) -> Any:
+        tool = entry.get("tool") if isinstance(entry, dict) else None
+        if not isinstance(tool, str) or tool in self.declared:
+            return entry  # a declared tool's name is the operator's text
+        pointer = entry.get("pointer")
+        segment = next((s for s in self.tool_calls if s.tool_call and s.tool_call.arguments_pointer == pointer), None)
+        return {**entry, "tool": self.name(tool, segment)}
 
 
 # Which category names a redacted span that several findings cover: what the hidden text is comes first.
