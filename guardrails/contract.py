@@ -8,23 +8,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from guardrails.exchange import CONTEXT_FIELDS
 from guardrails.findings import Action, Category, Severity
 
 FormatName = Literal["openai.chat", "openai.responses", "anthropic.messages", "gemini.interactions", "gemini"]
 
 
-class CheckContext(BaseModel):
-    """Who is calling: used for policy selection, budgets and the audit trail."""
-
-    model_config = ConfigDict(extra="allow")
-    agent_id: str | None = None
-    session_id: str | None = None
-    tenant: str | None = None
-    user: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
+# Who is calling: one optional string per caller-context field of the exchange (`CallerContext`), named once there.
+CheckContext = create_model(
+    "CheckContext",
+    __config__=ConfigDict(extra="allow"),
+    __doc__="Who is calling: used for policy selection, budgets and the audit trail.",
+    __module__=__name__,
+    **{name: (str | None, None) for name in CONTEXT_FIELDS},
+)
 
 
 class CheckRequest(BaseModel):

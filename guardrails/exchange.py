@@ -8,7 +8,7 @@ body plus character offsets), so findings can point back into the caller's origi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from itertools import chain
 from operator import attrgetter
@@ -32,6 +32,18 @@ class Trust(StrEnum):
     TRUSTED = "trusted"  # system, developer, user
     UNTRUSTED = "untrusted"  # tool results, documents
     MODEL = "model"  # anything the model generated
+
+
+# Who wrote a segment's text follows from its kind (an adapter may lower it: a ReAct observation is untrusted).
+TRUST_BY_KIND = {
+    SegmentKind.SYSTEM: Trust.TRUSTED,
+    SegmentKind.USER: Trust.TRUSTED,
+    SegmentKind.ASSISTANT: Trust.MODEL,
+    SegmentKind.REASONING: Trust.MODEL,
+    SegmentKind.TOOL_CALL: Trust.MODEL,
+    SegmentKind.TOOL_RESULT: Trust.UNTRUSTED,
+    SegmentKind.DOCUMENT: Trust.UNTRUSTED,
+}
 
 
 class Phase(StrEnum):
@@ -227,6 +239,11 @@ class CallerContext:
     trace_id: str | None = None
     span_id: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The caller-context fields a check body's `context` names (strings or null; other keys go to `extra`): the one
+# list the service reads and the contract's `CheckContext` documents.
+CONTEXT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CallerContext) if f.name != "extra")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,10 @@ from guardrails.adapters import FORMATS, HistoryMemo, read_exchange
 from guardrails.detector import DetectorRegistry, Services
 from guardrails.engine import Engine, EngineResult, SegmentCache
 from guardrails.errors import BodyError, PolicyUnavailable, UnknownPolicy
-from guardrails.exchange import CallerContext, Exchange
+from guardrails.exchange import CONTEXT_FIELDS, CallerContext, Exchange  # api/nemo.py imports CONTEXT_FIELDS here
 from guardrails.idempotency import IdempotencyStore
 from guardrails.policy import ROUTING_FILE, Policy, PolicyError, PolicyStore, Routing
 
-CONTEXT_FIELDS = ("agent_id", "session_id", "tenant", "user", "trace_id", "span_id")
 BODY_FIELDS = {"request", "response", "format", "context", "policy", "raw_output", "partial"}
 
 

@@ -7,9 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 from guardrails.adapters.anthropic_messages import AnthropicMessagesAdapter
-from guardrails.adapters.base import Adapter, ExchangeBuilder, HistoryMemo, describe_object, is_mapping
+from guardrails.adapters.base import Adapter, ExchangeBuilder, HistoryMemo
 from guardrails.adapters.gemini_generate import GeminiGenerateContentAdapter
 from guardrails.adapters.gemini_interactions import GeminiInteractionsAdapter
+from guardrails.adapters.jsonread import describe_object, is_mapping
 from guardrails.adapters.openai_chat import OpenAIChatAdapter
 from guardrails.adapters.openai_responses import OpenAIResponsesAdapter
 from guardrails.errors import AmbiguousFormat, BodyError, UnknownFormat

@@ -42,15 +42,28 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, drop_repeats, expect, json_type
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, drop_repeats
+from guardrails.adapters.jsonread import (
+    any_object_with,
+    any_of_type,
+    expect,
+    has_any,
+    integer,
+    is_one_of,
+    json_type,
+    string,
+)
 from guardrails.errors import BodyError
 from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
 
 # Pointers are built with f-strings, not pointer.join: every token here is an index or a literal key that
 # needs no RFC 6901 escaping, and this runs for every block of every resent history.
 
-# Block types OpenAI Chat never uses: any of them in a request marks it as Anthropic. ("image" is left out:
-# too generic a name to tell the two apart.)
+# What marks a request as Anthropic's (the OpenAI Chat sniff, which also reads `messages`, backs off on them too):
+# a top-level system prompt, a tool declared with an `input_schema`, and block types OpenAI Chat never uses
+# ("image" is left out: too generic a name to tell the two apart).
+MARKER_REQUEST_KEYS = ("system",)
+MARKER_TOOL_KEYS = ("input_schema",)
 MARKER_BLOCK_TYPES = frozenset({
     "tool_use", "tool_result", "thinking", "redacted_thinking", "document", "search_result",
     "server_tool_use", "web_search_tool_result", "web_fetch_tool_result", "mcp_tool_use", "mcp_tool_result",
@@ -250,10 +263,10 @@ class _BlockStream:
         elif state.kind in CALL_TYPES:
             state.name = _string(block, "name", bptr)
             state.name_pointer = f"{bptr}/name"
-            state.call_id = _optional_string(block.get("id"))
+            state.call_id = string(block.get("id"))
             state.input = block.get("input")
             state.input_pointer = f"{bptr}/input"
-            state.mcp_server = _optional_string(block.get("server_name"))
+            state.mcp_server = string(block.get("server_name"))
         elif state.kind not in DELTA_FIELDS:  # no deltas follow: the block is all there is
             state.whole = (block, bptr)
         if state.kind == "text":  # normally none yet: they follow as citations_delta events
@@ -335,7 +348,7 @@ def _read_block(block: Any, bptr: str, role: str, turn: int, phase: Phase, b: Ex
     elif btype in CALL_TYPES:
         _tool_use(block, bptr, role, turn, phase, b)
     elif btype in TOOL_RESULT_TYPES:
-        call_id = _optional_string(block.get("tool_use_id"))
+        call_id = string(block.get("tool_use_id"))
         name = names.get(call_id) if call_id else None
         source = "tool_error" if block.get("is_error") is True else ""
         for text, pointer in _readable(block, bptr):
@@ -388,10 +401,10 @@ def _tool_use(block: Mapping[str, Any], bptr: str, role: str, turn: int, phase: 
     arguments = block.get("input")
     if not isinstance(arguments, (dict, str)):  # a string is read as raw JSON, with offsets into it
         raise BodyError(f"{btype} input must be an object", f"{bptr}/input")
-    call_id = _optional_string(block.get("id"))
+    call_id = string(block.get("id"))
     _add_tool_call(b, name=name, arguments=arguments, call_id=call_id, name_pointer=f"{bptr}/name",
                    arguments_pointer=f"{bptr}/input", turn=turn, phase=phase, role=role,
-                   hosted=btype in HOSTED_CALL_TYPES, mcp_server=_optional_string(block.get("server_name")))
+                   hosted=btype in HOSTED_CALL_TYPES, mcp_server=string(block.get("server_name")))
 
 
 def _add_tool_call(b: ExchangeBuilder, **call: Any) -> None:
@@ -438,7 +451,7 @@ def _nested(content: Any, ptr: str) -> list[tuple[str, str]]:
     for k, inner in enumerate(content):
         iptr = f"{ptr}/{k}"
         expect(inner, dict, iptr, "a content block")
-        if _is_one_of(inner.get("type"), NESTED_READABLE_TYPES):
+        if is_one_of(inner.get("type"), NESTED_READABLE_TYPES):
             out.extend(_readable(inner, iptr))
     return out
 
@@ -484,7 +497,7 @@ def _read_tool_choice(choice: Any, b: ExchangeBuilder) -> None:
         return
     expect(choice, dict, "/request/tool_choice", "tool_choice")
     b.tool_choice = choice
-    b.forced_tool_choice = _is_one_of(choice.get("type"), FORCED_TOOL_CHOICES)
+    b.forced_tool_choice = is_one_of(choice.get("type"), FORCED_TOOL_CHOICES)
 
 
 def _has_output_format(request: Mapping[str, Any]) -> bool:
@@ -498,30 +511,27 @@ def _generation(message: Mapping[str, Any], stop_reason: Any, stop_sequence: Any
     u = usage if isinstance(usage, dict) else {}
     reason = stop_reason if isinstance(stop_reason, str) else None
     return Generation(
-        model=_optional_string(message.get("model")),
-        response_id=_optional_string(message.get("id")),
+        model=string(message.get("model")),
+        response_id=string(message.get("id")),
         finish_reason=FINISH_REASONS.get(reason, reason) if reason else None,
         stop_reason=stop_sequence,
         usage=Usage(
-            input_tokens=_count(u.get("input_tokens")),
-            output_tokens=_count(u.get("output_tokens")),
-            cached_tokens=_count(u.get("cache_read_input_tokens")),
+            input_tokens=integer(u.get("input_tokens")),
+            output_tokens=integer(u.get("output_tokens")),
+            cached_tokens=integer(u.get("cache_read_input_tokens")),
         ),
     )
 
 
 # --- sniffing ---------------------------------------------------------------------------------------
 def _request_has_marker(request: Mapping[str, Any], messages: list[Any]) -> bool:
-    if "system" in request or isinstance(request.get("thinking"), dict):
+    if has_any(request, MARKER_REQUEST_KEYS) or isinstance(request.get("thinking"), dict):
         return True
     choice = request.get("tool_choice")
-    if isinstance(choice, dict) and _is_one_of(choice.get("type"), TOOL_CHOICE_TYPES):
+    if isinstance(choice, dict) and is_one_of(choice.get("type"), TOOL_CHOICE_TYPES):
         return True
-    tools = request.get("tools")
-    if isinstance(tools, list):
-        for tool in tools:  # loops rather than any(<generator>): every check runs all the sniffs
-            if isinstance(tool, dict) and "input_schema" in tool:
-                return True
+    if any_object_with(request.get("tools"), MARKER_TOOL_KEYS):
+        return True
     # A plain-text history is walked to its end: one loop, no generator per message.
     for message in messages:
         if not isinstance(message, dict):
@@ -529,12 +539,8 @@ def _request_has_marker(request: Mapping[str, Any], messages: list[Any]) -> bool
         if message.get("role") not in ("user", "assistant"):
             return False  # a system or tool message: OpenAI's roles, never Anthropic's
         content = message.get("content")
-        if isinstance(content, list):
-            for block in content:
-                if isinstance(block, dict):
-                    btype = block.get("type")
-                    if isinstance(btype, str) and btype in MARKER_BLOCK_TYPES:
-                        return True
+        if isinstance(content, list) and any_of_type(content, MARKER_BLOCK_TYPES):
+            return True
     return False
 
 
@@ -549,7 +555,7 @@ def _is_event_stream(response: Any) -> bool:
     for chunk in response[:3]:
         if isinstance(chunk, dict):
             event = chunk.get("data") if "type" not in chunk else chunk
-            if isinstance(event, dict) and _is_one_of(event.get("type"), STREAM_EVENT_TYPES):
+            if isinstance(event, dict) and is_one_of(event.get("type"), STREAM_EVENT_TYPES):
                 return True
     return False
 
@@ -565,8 +571,8 @@ def _unwrap_event(chunk: Any, ptr: str) -> tuple[Mapping[str, Any], str]:
 
 
 def _index(event: Mapping[str, Any], ptr: str) -> int:
-    index = event.get("index")
-    if not isinstance(index, int) or isinstance(index, bool):
+    index = integer(event.get("index"))
+    if index is None:
         raise BodyError("stream event index must be an integer", f"{ptr}/index")
     return index
 
@@ -576,15 +582,3 @@ def _string(obj: Mapping[str, Any], key: str, ptr: str) -> str:
     if not isinstance(value, str):
         raise BodyError(f"{key} must be a string, got {json_type(value)}", f"{ptr}/{key}")
     return value
-
-
-def _optional_string(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _is_one_of(value: Any, choices: frozenset[str]) -> bool:
-    return isinstance(value, str) and value in choices

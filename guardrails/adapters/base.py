@@ -9,8 +9,10 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, NamedTuple
 
+from guardrails.adapters.jsonread import describe_object, same_value
 from guardrails.errors import BodyError
 from guardrails.exchange import (
+    TRUST_BY_KIND,
     CallerContext,
     Constraints,
     Exchange,
@@ -40,16 +42,6 @@ from guardrails.toolparse.react import (
     typed_input,
     unread_pieces,
 )
-
-TRUST_BY_KIND = {
-    SegmentKind.SYSTEM: Trust.TRUSTED,
-    SegmentKind.USER: Trust.TRUSTED,
-    SegmentKind.ASSISTANT: Trust.MODEL,
-    SegmentKind.REASONING: Trust.MODEL,
-    SegmentKind.TOOL_CALL: Trust.MODEL,
-    SegmentKind.TOOL_RESULT: Trust.UNTRUSTED,
-    SegmentKind.DOCUMENT: Trust.UNTRUSTED,
-}
 
 
 def parse_arguments(raw: str) -> tuple[Any, str | None]:
@@ -738,10 +730,7 @@ def _same_arguments(one: ToolCall, other: ToolCall) -> bool:
     not the same, so both are read."""
     if one.arguments_error is not None or other.arguments_error is not None:
         return False
-    try:
-        return bool(one.arguments == other.arguments)
-    except RecursionError:
-        return False
+    return same_value(one.arguments, other.arguments)
 
 
 def slice_pieces(pieces: tuple[Piece, ...], start: int, end: int) -> tuple[Piece, ...]:
@@ -758,62 +747,6 @@ def slice_pieces(pieces: tuple[Piece, ...], start: int, end: int) -> tuple[Piece
     return tuple(out)
 
 
-def is_mapping(value: Any) -> bool:
-    """`isinstance(value, Mapping)`, answered without the ABC machinery (~4x dearer) for the dicts orjson gives."""
-    return type(value) is dict or isinstance(value, Mapping)
-
-
-def has_any(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
-    """`any(key in mapping for key in keys)`, in C for a dict."""
-    if type(mapping) is dict:
-        return not mapping.keys().isdisjoint(keys)
-    return any(key in mapping for key in keys)
-
-
 def _within(pieces: tuple[Piece, ...], end: int) -> bool:
     """Every piece is non-empty and lies in [0, end): slicing [0, end) keeps each one unchanged."""
     return all(p.offset >= 0 and p.length > 0 and p.offset + p.length <= end for p in pieces)
-
-
-def expect(value: Any, kind: type | tuple[type, ...], pointer: str, what: str, accepted: str | None = None) -> Any:
-    """Type-check one field of the body, raising the documented 422 with its pointer. `accepted` names every
-    shape the field takes where the caller read the others first ("a string, an array of content parts or
-    null"): the message must not say "must be an array" of a field that a string fills too."""
-    if type(value) is dict and kind is Mapping:  # the usual case, without the ABC check
-        return value
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise BodyError(f"{what} must be {accepted or _article(names)}, got {json_type(value)}", pointer)
-    return value
-
-
-def json_type(value: Any) -> str:
-    """The JSON type of a decoded value, for "got ..." in a 422: the caller sent JSON, not Python objects."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):  # before numbers: a bool is an int to Python
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    return "an object" if is_mapping(value) else type(value).__name__
-
-
-def describe_object(chunk: Mapping[str, Any]) -> str:
-    """A short account of an object for an error message: the field that names its kind, else its first keys."""
-    for key in ("type", "object", "event_type"):
-        value = chunk.get(key)
-        if isinstance(value, str):
-            return f"an object with {key} {value[:60]!r}"
-    keys = [str(key)[:30] for key in list(chunk)[:5]]
-    if not keys:
-        return "an empty object"
-    return "an object with keys " + ", ".join(keys) + (", ..." if len(chunk) > 5 else "")
-
-
-def _article(names: str) -> str:
-    mapping = {"dict": "an object", "Mapping": "an object", "list": "an array", "str": "a string", "int": "an integer"}
-    return " or ".join(mapping.get(n, n) for n in names.split(" or "))

@@ -58,17 +58,30 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, has_any, is_mapping, json_type
-from guardrails.adapters.gemini_interactions import integer, obj, optional_list, string, string_leaves
+from guardrails.adapters.base import Adapter, ExchangeBuilder
+from guardrails.adapters.gemini_usage import GENERATE_CONTENT, thought_usage
+from guardrails.adapters.jsonread import (
+    any_object_with,
+    has_any,
+    integer,
+    is_mapping,
+    json_type,
+    obj,
+    optional_list,
+    same_value,
+    string,
+    string_leaves,
+)
 from guardrails.argspans import ArgPath, object_span
 from guardrails.errors import BodyError
-from guardrails.exchange import Generation, Location, Phase, Piece, Segment, SegmentKind, ToolSpec, Usage
+from guardrails.exchange import Generation, Location, Phase, Piece, Segment, SegmentKind, ToolSpec
 from guardrails.logprobs.check import check_gemini
 from guardrails.pointer import join
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping (the
 # keys of a function response, read from the body, are escaped by `string_leaves`).
 REQUEST_MARKERS = ("systemInstruction", "generationConfig", "toolConfig", "safetySettings", "cachedContent")
+FUNCTION_TOOL_KEYS = ("functionDeclarations", "function_declarations")  # a tool that declares functions
 RESPONSE_MARKERS = ("candidates", "usageMetadata", "promptFeedback")
 JSON_MIMES = frozenset({"application/json", "text/x.enum"})
 STREAM_META_KEYS = ("modelVersion", "responseId", "createTime")
@@ -125,7 +138,7 @@ class GeminiGenerateContentAdapter(Adapter):
         score = 0
         if "contents" in request:
             score = 90
-        elif has_any(request, REQUEST_MARKERS) or _declares_functions(request.get("tools")):
+        elif has_any(request, REQUEST_MARKERS) or any_object_with(request.get("tools"), FUNCTION_TOOL_KEYS):
             score = 85
         first = response[0] if isinstance(response, list) and response else response
         if is_mapping(first) and has_any(first, RESPONSE_MARKERS):
@@ -583,14 +596,6 @@ def _leaves(value: Any, path: ArgPath = ()) -> list[tuple[ArgPath, Any]]:
     return [(path, value)] if path else []
 
 
-def _declares_functions(tools: Any) -> bool:
-    if isinstance(tools, list):
-        for tool in tools:  # a loop rather than any(<generator>): every check runs all the sniffs
-            if is_mapping(tool) and ("functionDeclarations" in tool or "function_declarations" in tool):
-                return True
-    return False
-
-
 def _index(candidate: Mapping[str, Any], position: int) -> int:
     index = integer(candidate.get("index"))
     return position if index is None else index
@@ -655,10 +660,7 @@ def _grounding_metadata(candidate: Mapping[str, Any], cptr: str) -> tuple[Mappin
 def _repeats(metadata: Mapping[str, Any], seen: list[tuple[Mapping[str, Any], str]]) -> bool:
     """Whether a chunk repeats metadata the candidate already sent: it adds nothing, and its queries read again
     would look like a loop. Metadata nested too deep to compare counts as new (it is read, never a 500)."""
-    try:
-        return any(metadata == earlier for earlier, _ in seen)
-    except RecursionError:
-        return False
+    return any(same_value(metadata, earlier) for earlier, _ in seen)
 
 
 def _read_grounding(metadata: Mapping[str, Any], ptr: str, turn: int, b: ExchangeBuilder) -> None:
@@ -745,19 +747,10 @@ def _finish_reason(reason: Any, b: ExchangeBuilder) -> str | None:
 
 
 def _generation(meta: Mapping[str, Any], finish: str | None, usage: Any) -> Generation:
-    u = usage if is_mapping(usage) else {}
-    output, thought = integer(u.get("candidatesTokenCount")), integer(u.get("thoughtsTokenCount"))
     return Generation(
         model=string(meta.get("modelVersion")),
         response_id=string(meta.get("responseId")),
         created=string(meta.get("createTime")),
         finish_reason=finish,
-        usage=Usage(
-            input_tokens=integer(u.get("promptTokenCount")),
-            # Google counts thought tokens apart; output_tokens means everything generated, as elsewhere.
-            output_tokens=output + (thought or 0) if output is not None else thought,
-            reasoning_tokens=thought,
-            cached_tokens=integer(u.get("cachedContentTokenCount")),
-            total_tokens=integer(u.get("totalTokenCount")),
-        ),
+        usage=thought_usage(usage, GENERATE_CONTENT),
     )

@@ -42,10 +42,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, drop_repeats, has_any, is_mapping, json_type
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, drop_repeats
+from guardrails.adapters.gemini_usage import INTERACTIONS, thought_usage
+from guardrails.adapters.jsonread import (
+    has_any,
+    integer,
+    is_mapping,
+    json_type,
+    obj,
+    optional_list,
+    string,
+    string_leaves,
+)
 from guardrails.errors import BodyError
-from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
-from guardrails.pointer import join
+from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping. Only the
 # keys of a result object come from the body: `string_leaves` escapes those with `join`.
@@ -69,45 +79,7 @@ REQUEST_MARKERS = ("system_instruction", "generation_config", "previous_interact
                    "agent_config")
 EVENT_PREFIXES = ("interaction.", "step.", "content.")
 TEXT_OR_ITEMS = "a string, an array of content items or null"  # a turn's or step's content, in 422s
-MAX_RESULT_DEPTH = 32
 Fragments = list[tuple[str, str]]
-
-
-def obj(value: Any, pointer: str, what: str) -> Mapping[str, Any]:
-    if type(value) is dict or isinstance(value, Mapping):  # a dict, as orjson gives, skips the ABC check
-        return value
-    raise BodyError(f"{what} must be an object, got {json_type(value)}", pointer)
-
-
-def optional_list(value: Any, pointer: str, what: str, accepted: str = "an array") -> list[Any]:
-    """`value` as a list, null as an empty one. `accepted` names every shape the field takes where the caller
-    read the others first (a string, an object)."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise BodyError(f"{what} must be {accepted}, got {json_type(value)}", pointer)
-    return value
-
-
-def integer(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def string(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def string_leaves(value: Any, pointer: str) -> Iterator[tuple[str, str]]:
-    """Every string inside a JSON value with its pointer: tool results arrive as arbitrary objects."""
-    stack: list[tuple[Any, str, int]] = [(value, pointer, 0)]
-    while stack:
-        node, ptr, depth = stack.pop()
-        if isinstance(node, str):
-            yield node, ptr
-        elif depth < MAX_RESULT_DEPTH and is_mapping(node):
-            stack.extend((v, join(ptr, k), depth + 1) for k, v in reversed(node.items()))
-        elif depth < MAX_RESULT_DEPTH and isinstance(node, list):
-            stack.extend((v, f"{ptr}/{i}", depth + 1) for i, v in reversed(list(enumerate(node))))
 
 
 class GeminiInteractionsAdapter(Adapter):
@@ -533,7 +505,7 @@ def _read_result(item: Mapping[str, Any], ptr: str, turn: int, phase: Phase, b: 
         _read_built_in_result(item, kind, rptr, turn, phase, b, call_id)
         return
     if name is None and call_id is not None:
-        name = _called_name(call_id, b)
+        name = b.called_name(call_id)  # `name` is optional on results: the call's
     if isinstance(result, list):  # [text/image Content]
         texts: Iterator[tuple[str, str]] | list[tuple[str, str]] = _texts(result, rptr, "result")
     else:
@@ -561,14 +533,6 @@ def _read_built_in_result(item: Mapping[str, Any], kind: str, rptr: str, turn: i
                 raise BodyError(f"{kind} {key} must be a string, got {json_type(text)}", f"{eptr}/{key}")
             b.text(SegmentKind.TOOL_RESULT, text, f"{eptr}/{key}", role="tool", turn=turn, phase=phase,
                    tool_call_id=call_id, tool_name=name, source=source)
-
-
-def _called_name(call_id: str, b: ExchangeBuilder) -> str | None:
-    """The name of the earlier function call a result answers (`name` is optional on results)."""
-    for segment in reversed(b.segments):
-        if segment.tool_call is not None and segment.tool_call.id == call_id:
-            return segment.tool_call.name
-    return None
 
 
 def _turns(items: list[Any], first_turn: int) -> list[int]:
@@ -636,21 +600,11 @@ def _constrains_output(fmt: Any) -> bool:
 
 
 def _generation(meta: Mapping[str, Any], status: Any) -> Generation:
-    usage = meta.get("usage")
-    u = usage if is_mapping(usage) else {}
-    output, thought = integer(u.get("total_output_tokens")), integer(u.get("total_thought_tokens"))
     model = string(meta.get("model")) or string(meta.get("agent"))
     return Generation(
         model=model,
         response_id=string(meta.get("id")),
         created=string(meta.get("created")),
         finish_reason=FINISH_REASONS.get(status, status) if isinstance(status, str) else None,
-        usage=Usage(
-            input_tokens=integer(u.get("total_input_tokens")),
-            # Google counts thought tokens apart; output_tokens means everything generated, as elsewhere.
-            output_tokens=output + (thought or 0) if output is not None else thought,
-            reasoning_tokens=thought,
-            cached_tokens=integer(u.get("total_cached_tokens")),
-            total_tokens=integer(u.get("total_tokens")),
-        ),
+        usage=thought_usage(meta.get("usage"), INTERACTIONS),
     )

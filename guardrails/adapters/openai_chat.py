@@ -39,19 +39,22 @@ from dataclasses import replace
 from itertools import accumulate
 from typing import Any
 
-from guardrails.adapters.base import (
-    Adapter,
-    EchoedPrompts,
-    ExchangeBuilder,
-    assemble,
-    expect,
-    has_any,
-    is_mapping,
+from guardrails.adapters.anthropic_messages import MARKER_BLOCK_TYPES, MARKER_REQUEST_KEYS, MARKER_TOOL_KEYS
+from guardrails.adapters.base import Adapter, EchoedPrompts, ExchangeBuilder, assemble
+from guardrails.adapters.jsonread import any_object_with, any_of_type, expect, has_any, integer, is_mapping, string
+from guardrails.adapters.openai_common import (
+    CHAT_USAGE,
+    content_texts,
+    custom_input_arguments,
+    is_forced_choice,
+    openai_usage,
+    read_chat_logprobs,
+    tool_spec,
 )
 from guardrails.errors import BodyError
-from guardrails.exchange import Generation, LogprobSource, Phase, SegmentKind, ToolSpec, Usage
-from guardrails.logprobs.check import check_chat_sources, check_completions
-from guardrails.pointer import join, resolve
+from guardrails.exchange import Generation, Phase, SegmentKind
+from guardrails.logprobs.check import check_completions
+from guardrails.pointer import join
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping (but the
 # caller's keys of a `documents` entry, joined with `join`).
@@ -65,13 +68,12 @@ KIND_BY_ROLE = {
     "ipython": SegmentKind.TOOL_RESULT,
 }
 # Tuples, not sets: the values tested against them come from the body and may be unhashable.
-TEXT_PART_TYPES = ("text", "input_text", "output_text")
 CONSTRAINED_FORMATS = ("json_schema", "json_object", "structural_tag")
 GUIDED_KEYS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")
 REASONING_KEYS = ("reasoning", "reasoning_content")  # `reasoning` wins: 0.11.1-0.15 copy it to both
-# Anthropic Messages also has `messages`; these markers never occur in a Chat Completions body.
-ANTHROPIC_BLOCK_TYPES = ("tool_use", "tool_result", "thinking", "redacted_thinking")
-ANTHROPIC_REQUEST_KEYS = ("system", "anthropic_version")
+# Anthropic Messages also has `messages`; its markers (and the `anthropic_version` field of the Anthropic bodies
+# Bedrock and Vertex AI take) never occur in a Chat Completions body.
+ANTHROPIC_REQUEST_KEYS = (*MARKER_REQUEST_KEYS, "anthropic_version")
 CHAT_ONLY_ROLES = ("system", "developer", "tool", "function")  # roles Anthropic Messages does not have
 STREAM_META_KEYS = ("id", "model", "created", "system_fingerprint")
 # `object` of a stream chunk: Chat Completions, legacy Completions (its chunks say "text_completion" too), and
@@ -184,7 +186,7 @@ class OpenAIChatAdapter(Adapter):
         kind = KIND_BY_ROLE.get(role, SegmentKind.USER)
         call_id = name = None
         if kind is SegmentKind.TOOL_RESULT:
-            call_id, name = _str_or_none(message.get("tool_call_id")), _str_or_none(message.get("name"))
+            call_id, name = string(message.get("tool_call_id")), string(message.get("name"))
             if name is None and call_id is not None:  # `name` is optional: the call it answers has one
                 name = b.called_name(call_id)
         for text, pointer in content_texts(message.get("content"), f"{ptr}/content"):
@@ -240,7 +242,7 @@ class OpenAIChatAdapter(Adapter):
         arguments, args_ptr = fn.get("arguments"), f"{fptr}/arguments"
         if arguments is None:  # absent or null: no arguments, and no string to point into
             arguments, args_ptr = {}, args_ptr if "arguments" in fn else fptr
-        b.tool_call(name=name, arguments=arguments, call_id=_str_or_none(call_id),
+        b.tool_call(name=name, arguments=arguments, call_id=string(call_id),
                     name_pointer=f"{fptr}/name", arguments_pointer=args_ptr, turn=turn, phase=phase)
 
     @staticmethod
@@ -250,7 +252,7 @@ class OpenAIChatAdapter(Adapter):
         custom = expect(call.get("custom"), Mapping, xptr, "custom tool call")
         name = expect(custom.get("name"), str, f"{xptr}/name", "custom tool call name")
         b.tool_call(name=name, arguments=custom_input_arguments(custom, xptr, "custom tool call"),
-                    call_id=_str_or_none(call.get("id")), name_pointer=f"{xptr}/name", arguments_pointer=xptr,
+                    call_id=string(call.get("id")), name_pointer=f"{xptr}/name", arguments_pointer=xptr,
                     turn=turn, phase=phase)
 
     @staticmethod
@@ -520,101 +522,9 @@ class _CallStream:
             b.segments[-1] = replace(segment, tool_call=call)
 
 
-# --- helpers shared with the Responses adapter ------------------------------------------------------
-def content_texts(content: Any, ptr: str, what: str = "message content") -> list[tuple[str, str]]:
-    """The (text, pointer) runs of a message's content: a string, or the text parts of an array."""
-    if isinstance(content, str):
-        return [(content, ptr)]
-    if content is None:
-        return []
-    expect(content, list, ptr, what, "a string, an array of content parts or null")
-    out = []
-    for j, part in enumerate(content):
-        pptr = f"{ptr}/{j}"
-        if isinstance(part, str):
-            out.append((part, pptr))
-            continue
-        expect(part, Mapping, pptr, "a content part")
-        kind = expect(part.get("type", "text"), str, f"{pptr}/type", "content part type")
-        key = "text" if kind in TEXT_PART_TYPES else "refusal" if kind == "refusal" else None
-        if key is not None:  # images, audio and files carry no text we can point into
-            text = expect(part.get(key), str, f"{pptr}/{key}", f"{kind} part {key}")
-            out.append((text, f"{pptr}/{key}"))
-    return out
-
-
-def custom_input_arguments(call: Mapping[str, Any], ptr: str, what: str) -> dict[str, str]:
-    """A custom tool call's free-form `input` (not JSON) as the arguments `{"input": ...}` of the object at `ptr`
-    that holds it (a Responses `custom_tool_call` item, a Chat call's `custom`): the argument path `input` then
-    resolves to that `input` string. No input: no arguments."""
-    text = call.get("input")
-    return {} if text is None else {"input": expect(text, str, f"{ptr}/input", f"{what} input")}
-
-
-def tool_spec(fn: Mapping[str, Any], pointer: str) -> ToolSpec:
-    """A declared function: `fn` holds name/description/parameters/strict (chat's `function` or a flat tool), at
-    `pointer`."""
-    parameters = fn.get("parameters")
-    schema = parameters if is_mapping(parameters) else None
-    description = fn.get("description")
-    return ToolSpec(name=fn["name"], parameters=schema,
-                    description=description if isinstance(description, str) else "",
-                    strict=fn.get("strict") is True, pointer=pointer, name_pointer=f"{pointer}/name",
-                    schema_pointer=None if schema is None else f"{pointer}/parameters")
-
-
-def is_forced_choice(choice: Any) -> bool:
-    """`required`, a named function, or an allowed-tools list in required mode constrain decoding."""
-    if choice == "required":
-        return True
-    if not is_mapping(choice):
-        return False
-    if choice.get("type") == "allowed_tools":
-        allowed = choice.get("allowed_tools")
-        mode = allowed.get("mode") if is_mapping(allowed) else choice.get("mode")
-        return mode == "required"
-    return choice.get("type") == "function" or "name" in choice or "function" in choice
-
-
-def int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _index(value: Any, default: int) -> int:
-    index = int_or_none(value)
+    index = integer(value)
     return default if index is None else index
-
-
-def read_chat_logprobs(b: ExchangeBuilder) -> None:
-    """Check the response's chat-shaped logprob sources (a stream's chunks together, in one pass); a malformed
-    one is left unread (`skip_logprobs`), the others are read."""
-    try:
-        check_chat_sources(b.logprobs)
-    except BodyError:  # the rare case: find every malformed source, not only the first
-        b.logprobs = [source for source in b.logprobs if _well_formed(source, b)]
-
-
-def _well_formed(source: LogprobSource, b: ExchangeBuilder) -> bool:
-    try:
-        check_chat_sources((source,))
-    except BodyError as exc:
-        b.skip_logprobs(BodyError(exc.message, _present(exc.pointer or source.pointer, source)))
-        return False
-    return True
-
-
-def _present(pointer: str, source: LogprobSource) -> str:
-    """`pointer`, or for a member the entry lacks (a `token`, an alternative's `logprob`), the object that lacks it:
-    a finding's pointer resolves in the body (the reason names the member)."""
-    try:
-        resolve(source.data, pointer[len(source.pointer):])
-    except KeyError:
-        return pointer.rpartition("/")[0]
-    return pointer
 
 
 def _read_choice_logprobs(choice: Mapping[str, Any], cptr: str, index: int, b: ExchangeBuilder,
@@ -662,7 +572,7 @@ def _echoed_prompts(prompt: Any, n: Any) -> EchoedPrompts:
 
 
 def _choices_per_prompt(n: Any) -> int:
-    count = int_or_none(n)
+    count = integer(n)
     return count if count is not None and count > 0 else 1
 
 
@@ -762,18 +672,11 @@ def _has_chat_only_message(messages: list[Any]) -> bool:
 
 
 def _anthropic_markers(request: Mapping[str, Any], messages: Any, response: Any) -> bool:
-    if has_any(request, ANTHROPIC_REQUEST_KEYS):
+    if has_any(request, ANTHROPIC_REQUEST_KEYS) or any_object_with(request.get("tools"), MARKER_TOOL_KEYS):
         return True
-    tools = request.get("tools")
-    if isinstance(tools, list):
-        for tool in tools:  # loops rather than any(<generator>): every check runs all the sniffs
-            if is_mapping(tool) and "input_schema" in tool:
-                return True
-    for m in messages if isinstance(messages, list) else ():
+    for m in messages if isinstance(messages, list) else ():  # a loop: every check runs all the sniffs
         content = m.get("content") if type(m) is dict or isinstance(m, Mapping) else None
-        if isinstance(content, list) and any(
-            is_mapping(p) and p.get("type") in ANTHROPIC_BLOCK_TYPES for p in content
-        ):
+        if isinstance(content, list) and any_of_type(content, MARKER_BLOCK_TYPES):
             return True
     return is_mapping(response) and response.get("type") == "message"
 
@@ -801,22 +704,12 @@ def _stream_meta(chunks: list[Any]) -> tuple[dict[str, Any], Any]:
 
 
 def _generation(meta: Mapping[str, Any], finish: Any, stop: Any, usage: Any) -> Generation:
-    u = usage if is_mapping(usage) else {}
-    details = u.get("completion_tokens_details")
-    prompt_details = u.get("prompt_tokens_details")
     return Generation(
-        model=_str_or_none(meta.get("model")),
-        response_id=_str_or_none(meta.get("id")),
+        model=string(meta.get("model")),
+        response_id=string(meta.get("id")),
         created=meta.get("created"),
-        finish_reason=_str_or_none(finish),
+        finish_reason=string(finish),
         stop_reason=stop,
-        system_fingerprint=_str_or_none(meta.get("system_fingerprint")),
-        usage=Usage(
-            input_tokens=int_or_none(u.get("prompt_tokens")),
-            output_tokens=int_or_none(u.get("completion_tokens")),
-            reasoning_tokens=int_or_none(details.get("reasoning_tokens")) if is_mapping(details) else None,
-            cached_tokens=(int_or_none(prompt_details.get("cached_tokens"))
-                           if is_mapping(prompt_details) else None),
-            total_tokens=int_or_none(u.get("total_tokens")),
-        ),
+        system_fingerprint=string(meta.get("system_fingerprint")),
+        usage=openai_usage(usage, CHAT_USAGE),
     )

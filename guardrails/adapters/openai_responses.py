@@ -41,26 +41,22 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from guardrails.adapters.base import (
-    Adapter,
-    ExchangeBuilder,
-    assemble,
-    drop_repeats,
-    expect,
-    has_any,
-    is_mapping,
-    json_type,
-)
-from guardrails.adapters.openai_chat import (
+from guardrails.adapters.base import Adapter, ExchangeBuilder, assemble, drop_repeats
+from guardrails.adapters.gemini_interactions import REQUEST_MARKERS as INTERACTIONS_KEYS
+from guardrails.adapters.gemini_interactions import STEP_TYPES as INTERACTIONS_ITEM_TYPES
+from guardrails.adapters.gemini_interactions import GeminiInteractionsAdapter
+from guardrails.adapters.jsonread import expect, has_any, integer, is_mapping, is_one_of, json_type, same_value, string
+from guardrails.adapters.openai_common import (
+    RESPONSES_USAGE,
     content_texts,
     custom_input_arguments,
-    int_or_none,
     is_forced_choice,
+    openai_usage,
     read_chat_logprobs,
     tool_spec,
 )
 from guardrails.errors import BodyError
-from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec, Usage
+from guardrails.exchange import Generation, Phase, SegmentKind, ToolSpec
 
 # Pointers are f-strings: every token is a literal key or an index, so none needs RFC 6901 escaping.
 
@@ -69,10 +65,11 @@ ITEM_TYPES = ("message", "function_call_output", "reasoning", "item_reference", 
               "custom_tool_call_output", "web_search_call", "file_search_call", "computer_call",
               "computer_call_output", "mcp_call", "mcp_list_tools", "local_shell_call", "local_shell_call_output")
 REQUEST_KEYS = ("instructions", "previous_response_id", "max_output_tokens", "include", "conversation")
-# Gemini Interactions also sends `input` and flat function tools; these never occur in a Responses body.
-INTERACTIONS_KEYS = ("system_instruction", "generation_config", "previous_interaction_id", "agent_config",
-                     "response_mime_type")
-INTERACTIONS_ITEM_TYPES = ("user_input", "model_output", "function_result", "thought")
+# Gemini Interactions also sends `input` and flat function tools: its markers (INTERACTIONS_KEYS, its step types
+# INTERACTIONS_ITEM_TYPES, but for the `function_call` the two share, and its response fields) never occur in a
+# Responses body.
+INTERACTIONS_RESPONSE_KEYS = GeminiInteractionsAdapter.response_markers
+INTERACTIONS_RESPONSE_TAGS = GeminiInteractionsAdapter.response_tags
 CONSTRAINED_FORMATS = ("json_schema", "json_object")
 ITEMS_OR_TEXT = "a string, an array of input items or null"  # `input` and `instructions`, in 422 messages
 # Stream event type -> (item type, fragment group) for the text-carrying deltas.
@@ -191,7 +188,7 @@ class OpenAIResponsesAdapter(Adapter):
             kind = tool.get("type")
             if kind == "custom":  # free-form input (plain text or a grammar), no JSON Schema
                 b.tool(ToolSpec(name=expect(tool.get("name"), str, f"{tptr}/name", "custom tool name"),
-                                parameters=None, description=_string_or_empty(tool.get("description")),
+                                parameters=None, description=string(tool.get("description")) or "",
                                 pointer=tptr, name_pointer=f"{tptr}/name"))
                 continue
             kind = ACTION_TOOL_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
@@ -356,7 +353,7 @@ class _ItemReader:
         else:
             expect(arguments, str, args_ptr, f"{kind} arguments")
         self._call(name, arguments, item, f"{ptr}/name", args_ptr, hosted=True,
-                   mcp_server=_string_or_none(item.get("server_label")))
+                   mcp_server=string(item.get("server_label")))
 
     def web_search_call(self, item: Mapping[str, Any], ptr: str) -> None:
         """A web search OpenAI runs: the action (query, url, pattern) is what the model asked for."""
@@ -406,7 +403,7 @@ class _ItemReader:
             schema = schema if is_mapping(schema) else None
             self.listed.append(ToolSpec(
                 name=expect(tool.get("name"), str, f"{tptr}/name", "MCP tool name"), parameters=schema,
-                description=_string_or_empty(tool.get("description")), pointer=tptr, hosted=True,
+                description=string(tool.get("description")) or "", pointer=tptr, hosted=True,
                 name_pointer=f"{tptr}/name", schema_pointer=None if schema is None else f"{tptr}/input_schema"))
 
     def declare_listed(self) -> None:
@@ -431,8 +428,7 @@ class _ItemReader:
                          hosted=hosted, mcp_server=mcp_server)
 
     def function_output(self, item: Mapping[str, Any], ptr: str) -> None:
-        call_id = item.get("call_id")
-        call_id = call_id if isinstance(call_id, str) else None
+        call_id = string(item.get("call_id"))
         turn = self.turn(model=False)
         kind = item.get("type")
         output, optr = item.get("output"), f"{ptr}/output"
@@ -444,7 +440,7 @@ class _ItemReader:
 
     def mcp_output(self, item: Mapping[str, Any], ptr: str) -> None:
         """What a remote MCP server returned (run by OpenAI, read by the model next): untrusted."""
-        name, call_id = _string_or_none(item.get("name")), _string_or_none(item.get("id"))
+        name, call_id = string(item.get("name")), string(item.get("id"))
         turn = self.turn(model=False)
         for key, source in (("output", ""), ("error", "tool_error")):
             text = item.get(key)
@@ -562,7 +558,7 @@ class _EventStream:
             state = self._state(event)
             state.kind = state.kind or item_kind
             index = event.get("summary_index") if group == "summary" else event.get("content_index")
-            key = (group, (index if type(index) is int else int_or_none(index)) or 0)
+            key = (group, (index if type(index) is int else integer(index)) or 0)
             fragments = state.fragments.get(key)
             if fragments is None:
                 fragments = state.fragments[key] = []
@@ -665,7 +661,7 @@ class _EventStream:
                         reader.copied_text(state.kind, group, text, pointer)
                     drop_repeats(b, start, since)
                 for copy in (state.done, final):
-                    if copy is None or any(_same_item(copy[0], other) for other in read):
+                    if copy is None or any(same_value(copy[0], other) for other in read):
                         continue
                     read.append(copy[0])
                     start = len(b.segments)
@@ -687,19 +683,11 @@ def _streamed_name(item: tuple[Mapping[str, Any], str] | None, name_event: tuple
     return "", fallback, None
 
 
-def _same_item(one: Any, other: Any) -> bool:
-    """Whether two copies of an output item are equal; nested too deep to compare: not, so both are read."""
-    try:
-        return bool(one == other)
-    except RecursionError:
-        return False
-
-
 def _output_index(event: Mapping[str, Any], index_by_id: Mapping[str, int]) -> int:
     index = event.get("output_index")
     if type(index) is int:
         return index
-    index = int_or_none(index)
+    index = integer(index)
     if index is not None:
         return index
     item_id = event.get("item_id")
@@ -741,14 +729,6 @@ def _shell_outputs(output: Any, ptr: str) -> list[tuple[str, str]]:
     return out
 
 
-def _string_or_empty(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _string_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _call_id(item: Mapping[str, Any]) -> str | None:
     for key in ("call_id", "id"):
         if isinstance(item.get(key), str):
@@ -774,7 +754,7 @@ def _has_interactions_item(items: list[Any]) -> bool:
         if kind == "function_call":
             if "call_id" not in item and is_mapping(item.get("arguments")):
                 return True
-        elif kind in INTERACTIONS_ITEM_TYPES or item.get("role") == "model":
+        elif is_one_of(kind, INTERACTIONS_ITEM_TYPES) or item.get("role") == "model":
             return True
     return False
 
@@ -785,11 +765,11 @@ def _interactions_markers(request: Mapping[str, Any], response: Any) -> bool:
     items = request.get("input")
     if isinstance(items, list) and _has_interactions_item(items):
         return True
-    if is_mapping(response):
-        return response.get("object") == "interaction" or "steps" in response or "outputs" in response
+    if is_mapping(response):  # its response fields count where present, even null
+        return has_any(response, INTERACTIONS_RESPONSE_KEYS) or any(
+            response.get(key) == value for key, value in INTERACTIONS_RESPONSE_TAGS)
     if isinstance(response, list) and response and is_mapping(response[0]):
-        kind = response[0].get("event_type")
-        return isinstance(kind, str)
+        return GeminiInteractionsAdapter.is_stream_event(response[0])
     return False
 
 
@@ -805,21 +785,10 @@ def _finish_reason(response: Mapping[str, Any], called: bool) -> str | None:
 
 
 def _generation(response: Mapping[str, Any], called: bool) -> Generation:
-    usage = response.get("usage")
-    u = usage if is_mapping(usage) else {}
-    in_details, out_details = u.get("input_tokens_details"), u.get("output_tokens_details")
-    model, response_id = response.get("model"), response.get("id")
     return Generation(
-        model=model if isinstance(model, str) else None,
-        response_id=response_id if isinstance(response_id, str) else None,
+        model=string(response.get("model")),
+        response_id=string(response.get("id")),
         created=response.get("created_at"),
         finish_reason=_finish_reason(response, called),
-        usage=Usage(
-            input_tokens=int_or_none(u.get("input_tokens")),
-            output_tokens=int_or_none(u.get("output_tokens")),
-            reasoning_tokens=(int_or_none(out_details.get("reasoning_tokens"))
-                              if is_mapping(out_details) else None),
-            cached_tokens=int_or_none(in_details.get("cached_tokens")) if is_mapping(in_details) else None,
-            total_tokens=int_or_none(u.get("total_tokens")),
-        ),
+        usage=openai_usage(response.get("usage"), RESPONSES_USAGE),
     )

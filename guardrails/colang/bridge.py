@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from guardrails.adapters.base import TRUST_BY_KIND
 from guardrails.colang.bundle_actions import ACTIONS_DIR, action_files, load_actions
 from guardrails.colang.catalog import BUILTIN_FLOWS, LIBRARY_FILES, RAIL_TYPES, action_names
 from guardrails.colang.parse import (
@@ -51,7 +50,7 @@ from guardrails.colang.parse import (
 from guardrails.colang.unset import UnsetRead, unset_reads
 from guardrails.colang.variables import VARIABLE_NAMES, RailSegments, flow_variables
 from guardrails.detector import Detector, ScanContext, Scope, SegmentDetector
-from guardrails.exchange import Exchange, Segment, SegmentKind
+from guardrails.exchange import TRUST_BY_KIND, Exchange, Segment, SegmentKind
 from guardrails.findings import Action, Category, Finding, Severity, strictest
 from guardrails.policy import NEMO_KEYS, POLICY_FILE, TESTS_DIR, Policy, PolicyError
 

@@ -205,7 +205,7 @@ def _is_bytes(value: Any) -> bool:
 
 
 def _wrong(value: Any, pointer: str, what: str, accepted: str) -> BodyError:
-    from guardrails.adapters.base import json_type  # here, not above: the adapters import this module
+    from guardrails.adapters.jsonread import json_type  # here, not above: the adapters import this module
 
     got = "nothing (it is required)" if value is _ABSENT else json_type(value)
     return BodyError(f"{what} must be {accepted}, got {got}", pointer)
