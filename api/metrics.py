@@ -78,6 +78,7 @@ def _metrics_router(service: CheckService, settings: Settings, metrics: CheckMet
         authorize(request, settings)
         audit = next((o for o in service.observers if isinstance(o, AuditObserver)), None)
         failures = None if audit is None else audit.redaction_failures
-        return Response(render(metrics, service.policies, failures), media_type=CONTENT_TYPE)
+        return Response(render(metrics, service.policies, failures,
+                               (service.idempotency.replays, service.idempotency.evicted)), media_type=CONTENT_TYPE)
 
     return router

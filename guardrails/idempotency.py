@@ -89,6 +89,7 @@ class IdempotencyStore:
         self.clock = clock
         self.bytes = 0
         self.evicted = 0  # answers dropped by the bounds before their TTL: a retry of one runs again
+        self.replays = 0  # retries answered with a stored answer (waiters on a running check included)
         self._running: dict[Slot, _Running] = {}
         # In insertion order, which is expiry order (one TTL for all): expired and evicted entries leave from the front.
         self._answered: OrderedDict[Slot, _Answered] = OrderedDict()
@@ -106,6 +107,7 @@ class IdempotencyStore:
             answered = self._answered.get(slot)
             if answered is not None:
                 _same_body(answered.digest, digest, key)
+                self.replays += 1
                 return answered.answer, True
             running = self._running.get(slot)
             if running is None:

@@ -106,15 +106,18 @@ def _increment(counter: dict[Labels, int], labels: Labels) -> None:
     counter[labels] = counter.get(labels, 0) + 1
 
 
-def render(metrics: CheckMetrics, policies: PolicyStore, redaction_failures: int | None = None) -> str:
+def render(metrics: CheckMetrics, policies: PolicyStore, redaction_failures: int | None = None,
+           idempotency: tuple[int, int] = (0, 0)) -> str:
     """The exposition of `metrics`, plus the service version and the serving version of every policy loaded so
     far. A scrape loads nothing: loading and building every bundle took a second on the event loop, and a bundle
     that does not load was retried on every scrape (/readyz loads them all and names those that fail).
-    `redaction_failures`: the audit observer's count (None: no audit log, so the family has no sample)."""
-    return "".join(_render_lines(metrics, policies, redaction_failures))
+    `redaction_failures`: the audit observer's count (None: no audit log, so the family has no sample).
+    `idempotency`: retries answered with a stored answer, and stored answers dropped by the bounds before their TTL."""
+    return "".join(_render_lines(metrics, policies, redaction_failures, idempotency))
 
 
-def _render_lines(m: CheckMetrics, policies: PolicyStore, redaction_failures: int | None) -> Iterator[str]:
+def _render_lines(m: CheckMetrics, policies: PolicyStore, redaction_failures: int | None,
+                  idempotency: tuple[int, int]) -> Iterator[str]:
     yield from _family("info", "gauge", "The service's version (always 1).", ("version",), {(__version__,): 1})
     yield from _family("policy_info", "gauge", "Each policy bundle loaded, with its serving version (always 1).",
                        ("policy", "version"), {pair: 1 for pair in policies.loaded_versions().items()})
@@ -141,6 +144,13 @@ def _render_lines(m: CheckMetrics, policies: PolicyStore, redaction_failures: in
     yield from _family("audit_redaction_failures_total", "counter",
                        "Audit record segments stored as [unredacted] (their text dropped) because the redactor raised.",
                        (), {} if redaction_failures is None else {(): redaction_failures})
+    replays, evicted = idempotency
+    yield from _family("idempotent_replays_total", "counter",
+                       "Retries (same Idempotency-Key and body) answered with the first check's stored answer.",
+                       (), {(): replays})
+    yield from _family("idempotency_evictions_total", "counter",
+                       "Stored answers dropped by the memory bounds before their TTL (a retry of one runs again).",
+                       (), {(): evicted})
     yield from _histogram("check_duration_seconds", "Time from a check's arrival to its verdict.", "policy",
                           m.check_durations)
     yield from _sum_count("detector_duration_seconds", "Time spent in each detector.", "detector", m.detector_ms)

@@ -193,6 +193,9 @@ def test_a_retry_gets_the_stored_answer_marked_replayed(tmp_path: Path) -> None:
             assert REPLAYED not in first.headers and retry.headers[REPLAYED] == "true"
             assert retry.content == first.content  # the same answer, check_id and timings included
             assert len(audit_records(app)) == 1
+            metrics = (await http.get("/metrics")).text
+            assert "guardrails_idempotent_replays_total 1\n" in metrics
+            assert "guardrails_idempotency_evictions_total 0\n" in metrics
             totals = await budget_totals(http)
         assert totals == {"agent.requests_per_minute": 2.0, "agent.tool_calls_per_minute": 2.0}
 
