@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from detectors._choices import read_severity
 from detectors._fold import FoldedText, folded_view, warm_up
 from detectors._readings import decoded, literals_joined, percent_decoded
 from detectors._textfilter import TextFilter
 from guardrails.detector import Scope, Services
 from guardrails.exchange import Segment, SegmentKind
 from guardrails.findings import Category, Hit, Severity
+from guardrails.policy import choices_hint
 from guardrails.textview import redact, where
 
 # A token ends where a token character no longer follows (`\b` fails after a trailing '-' or '_'). It starts after
@@ -145,7 +147,8 @@ class SecretDetector(TextFilter):
         severity = self.setting("severity", dict, {})
         unknown = (disabled | set(severity)) - RULE_IDS
         if unknown:
-            raise ValueError(f"secret: unknown rule ids {sorted(unknown)}; known: {sorted(RULE_IDS)}")
+            first = sorted(unknown)[0]
+            raise ValueError(f"secret: unknown rule ids {sorted(unknown)}{choices_hint(first, sorted(RULE_IDS))}")
         self.rules = tuple(r for r in RULES if r.id not in disabled)
         # A key split into literals or encoded is a provider's key: the format rules read joined literals and
         # decoded runs, never the free-form ones (any two values joined would make a "password").
@@ -154,7 +157,9 @@ class SecretDetector(TextFilter):
         self.generic_entropy = self.setting("min_entropy", float, 3.0, minimum=0, maximum=MAX_MIN_ENTROPY)
         # Values, not names: YAML reads an unquoted all-digit value as a number.
         self.allow_list = frozenset(str(v) for v in self.setting("allow_list", list, []))
-        self.severity = {k: Severity(v) for k, v in severity.items()}
+        # null: the rule's own severity; a misspelt value names the closest (`critcal` -> critical).
+        self.severity = {k: read_severity(severity, k, Severity.HIGH, where="severity.") for k, v in severity.items()
+                         if v is not None}
         warm_up()  # folding's character classes built here, not on the first check
 
     def analyze(self, segment: Segment) -> list[Hit]:

@@ -593,3 +593,15 @@ def test_an_unknown_action_finding_names_the_action_and_the_closest_one(
     (error,) = [f for f in result["findings"] if f["category"] == "detector_error"]
     assert error["message"] == ("flow 'check competitor mention' called unknown action 'CompetitorMentionAction'; "
                                 "did you mean 'CompetitorMentionedAction'?")
+
+
+def test_secret_severity_values_and_rule_ids_name_the_closest() -> None:
+    from detectors.secret import SecretDetector
+    from guardrails.detector import SettingError
+
+    with pytest.raises(SettingError, match=r"severity.aws_access_key_id: 'critcal' is not valid; did you mean "
+                                           r"'critical'\? valid: low, medium, high, critical"):
+        SecretDetector({"severity": {"aws_access_key_id": "critcal"}})
+    with pytest.raises(ValueError, match=r"unknown rule ids \['aws_access_key'\]; did you mean 'aws_access_key_id'"):
+        SecretDetector({"severity": {"aws_access_key": "low"}})
+    assert SecretDetector({"severity": {"aws_access_key_id": None}}).severity == {}  # null: the rule's own
