@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,6 +30,8 @@ from typing import Any, Literal, TypeVar
 import regex
 from jsonschema import ValidationError, validators
 from jsonschema_specifications import REGISTRY
+
+from guardrails.memo import SizedMemo
 
 # The JSON Schema meta-schemas and nothing else: a `$ref` to anything else is unresolvable, never fetched.
 OFFLINE_REGISTRY = REGISTRY
@@ -171,31 +172,24 @@ def current_checks() -> PatternChecks:
 # --- compiling ------------------------------------------------------------------------------------------------------
 
 class _CompiledPatterns:
-    """Compiled patterns (or why one is not compiled), least recently used first out, bounded by total size."""
+    """Compiled patterns (or why one is not compiled), least recently used first out, bounded by total size (an
+    entry is at most MAX_COMPILED_SIZE, far below it: each is kept with the others); locked, as a check may run
+    in any thread."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[regex.Pattern[str] | Reason, int]] = OrderedDict()
-        self._size = 0
+        self._memo: SizedMemo[str, regex.Pattern[str] | Reason] = SizedMemo(
+            None, capacity, max_entry_bytes=capacity, lru=True)
         self._lock = threading.Lock()
 
     def get(self, pattern: str) -> regex.Pattern[str] | Reason | None:
         with self._lock:
-            entry = self._entries.get(pattern)
-            if entry is None:
-                return None
-            self._entries.move_to_end(pattern)
-            return entry[0]
+            return self._memo.get(pattern)
 
     def put(self, pattern: str, compiled: regex.Pattern[str] | Reason, size: int) -> None:
         with self._lock:
-            if pattern in self._entries:
-                return
-            self._entries[pattern] = (compiled, size)
-            self._size += size
-            while self._size > self.capacity and len(self._entries) > 1:
-                _, (_, evicted) = self._entries.popitem(last=False)
-                self._size -= evicted
+            if pattern not in self._memo.entries:  # (another thread's compile of it came first: keep that one)
+                self._memo.put(pattern, compiled, size)
 
 
 _compiled = _CompiledPatterns(CACHE_SIZE)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from detectors._fold import FoldedText, fold_with_offsets
+from guardrails.memo import SizedMemo
 
 RUN = re.compile(r"[^\W_]+")  # letters and digits: str.isalnum, which decides what is inside a token
 WORD = re.compile(r"\S+")
@@ -259,35 +259,24 @@ def normalize(text: str) -> str:
 
 
 # Indexes kept for texts resent later, bounded by the characters they index (an index is several times its
-# text's size): a run of distinct 4 MiB bodies must not hold gigabytes.
+# text's size): a run of distinct 4 MiB bodies must not hold gigabytes. A text above a quarter of that is indexed,
+# never kept. Least recently used first out: an index is costly to build, and a session's texts are asked for again
+# every step.
 CACHE_MAX_CHARS = 8_000_000
-_cache: OrderedDict[str, TextIndex] = OrderedDict()
-_cached_chars = 0
+_cache: SizedMemo[str, TextIndex] = SizedMemo(None, CACHE_MAX_CHARS, lru=True)
 
 
 def text_index(text: str) -> TextIndex:
     """Built once per text while it stays cached: agents resend their history every step, so a step costs what
     it adds."""
-    global _cached_chars
-    limit = CACHE_MAX_CHARS
     index = _cache.get(text)
-    if index is not None:
-        _cache.move_to_end(text)
-        return index
-    index = _build_index(text)
-    if len(text) <= limit // 4:
-        _cache[text] = index
-        _cached_chars += len(text)
-        while _cached_chars > limit:
-            evicted, _ = _cache.popitem(last=False)
-            _cached_chars -= len(evicted)
+    if index is None:
+        index = _cache.put(text, _build_index(text), len(text))
     return index
 
 
 def clear_cache() -> None:
-    global _cached_chars
     _cache.clear()
-    _cached_chars = 0
 
 
 def _build_index(original: str) -> TextIndex:

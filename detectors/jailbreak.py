@@ -27,7 +27,7 @@ from typing import Any
 
 from detectors import jailbreak_model
 from detectors._fold import QUOTE_CHARS, folded_view, warm_up
-from detectors.prompt_injection import OVERRIDE_PATTERN
+from detectors._injection_analysis import OVERRIDE_PATTERN
 from guardrails.detector import Scope, SegmentDetector, Services
 from guardrails.exchange import Segment, SegmentKind
 from guardrails.findings import Category, Hit, Severity

@@ -30,7 +30,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from detectors.prompt_injection import EMAIL, RULE_IDS, PromptInjectionDetector, Rule, rule
+from detectors._injection_analysis import EMAIL, RULE_IDS, InjectionAnalysis
+from detectors._injection_rules import Rule, rule
 from guardrails.detector import Detector, ScanContext, Services
 from guardrails.engine import SegmentCache
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolSpec, Trust
@@ -197,14 +198,12 @@ class ToolPoisoningDetector(Detector):
         self.report_duplicates = DUPLICATE_RULE not in disabled
         self.report_not_read = NOT_READ_RULE not in disabled
         self.schema_keys = frozenset(self.setting("schema_keys", list, list(DEFAULT_SCHEMA_KEYS), items=str))
-        # prompt_injection's detector runs the shared rules, hidden-text and exfiltration checks and its
+        # prompt_injection's analysis runs the shared rules, hidden-text and exfiltration checks and its
         # overlap rule; ours join its rule table.
-        self._rules = PromptInjectionDetector({
-            "disabled_rules": sorted((disabled & SHARED_RULE_IDS) | SHARED_RULES_LEFT_OUT),
-            "agent_requests": False,
-            "max_hits": self.setting("max_hits", int, 20, minimum=1),
-        })
-        self._rules.rules += tuple(r for r in POISONING_RULES if r.id not in disabled)
+        self._rules = InjectionAnalysis(
+            (disabled & SHARED_RULE_IDS) | SHARED_RULES_LEFT_OUT, agent_requests=False,
+            max_hits=self.setting("max_hits", int, 20, minimum=1),
+            extra_rules=tuple(r for r in POISONING_RULES if r.id not in disabled))
         self._memo = SegmentCache(self.setting("memo_entries", int, 10_000, minimum=0))
         self._memo_table = self._memo.table(self.name)
 

@@ -45,6 +45,7 @@ from detectors._schema_guard import (
 from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Location, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
+from guardrails.memo import SizedMemo
 
 VALIDATOR_CACHE_SIZE = 1024
 
@@ -58,8 +59,9 @@ class ToolSchemaDetector(Detector):
         super().__init__(settings, services)
         self.max_errors = self.setting("max_errors_per_call", int, 10, minimum=1)  # 0 would report no invalid argument
         self.check_tool_choice = self.setting("check_tool_choice", bool, True)
-        # Schemas arrive as fresh dicts on every request: cache compiled validators by content (and strictness).
-        self._validators: dict[bytes, Validator | None] = {}
+        # Schemas arrive as fresh dicts on every request: cache compiled validators by content (and strictness),
+        # first in, first out. None (a broken declaration) is kept too: look keys up in `entries`.
+        self._validators: SizedMemo[bytes, Validator | None] = SizedMemo(VALIDATOR_CACHE_SIZE)
         self._format_checkers: dict[type, FormatChecker] = {}
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
@@ -106,7 +108,7 @@ class ToolSchemaDetector(Detector):
                 if len(findings) >= self.max_errors:
                     break
         except Unresolvable:  # a `$ref` to nowhere (never fetched): the declaration is broken, as if invalid
-            self._validators[_schema_key(spec.parameters, spec.strict)] = None
+            self._validators.put(_schema_key(spec.parameters, spec.strict), None)
             return findings[: self.max_errors]
         except RecursionError:
             pass  # a `$ref` cycle, or arguments nested deeper than Python's stack: what was found so far stands
@@ -126,8 +128,9 @@ class ToolSchemaDetector(Detector):
 
     def _validator(self, schema: Mapping[str, Any], strict: bool = False) -> Validator | None:
         key = _schema_key(schema, strict)
-        if key in self._validators:
-            return self._validators[key]
+        known = self._validators.entries
+        if key in known:
+            return known[key]
         cls = validators.validator_for(schema, default=validators.Draft202012Validator)
         try:
             cls.check_schema(schema)
@@ -136,10 +139,7 @@ class ToolSchemaDetector(Detector):
                 format_checker=self._format_checker(cls))
         except (SchemaError, RecursionError):
             validator = None  # a broken (or too deep) declaration is the caller's bug, not the model's
-        if len(self._validators) >= VALIDATOR_CACHE_SIZE:
-            self._validators.pop(next(iter(self._validators)))
-        self._validators[key] = validator
-        return validator
+        return self._validators.put(key, validator)
 
     def _format_checker(self, cls: type) -> FormatChecker:
         checker = self._format_checkers.get(cls)

@@ -22,13 +22,13 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from detectors._argspans import ArgPath, dotted, finding_at, leaves, locate_argument, locate_name
+from detectors._injection_analysis import agent_request_hits
 from detectors._taint_index import TextIndex, compact_form, text_index, value_runs
 from detectors._taint_index import normalize as _normalize
-from detectors.prompt_injection import agent_request_hits
-from guardrails.argspans import SizedMemo
 from guardrails.detector import Detector, ScanContext, Scope
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind, ToolCall
 from guardrails.findings import Category, Finding, Severity
+from guardrails.memo import SizedMemo
 
 # Identifiers inside longer values: e-mail addresses, URLs, and tokens that mix letters and digits. The first three
 # start only where a run of their characters starts: tried from every position of a long run (a 20 KB argument

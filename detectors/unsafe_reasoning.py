@@ -40,11 +40,12 @@ import yaml
 
 from detectors._choices import SEVERITIES
 from detectors._fold import fold, fold_with_offsets
+from detectors._injection_analysis import InjectionAnalysis
 from detectors._schema_guard import REASONS, Reason, current_checks, pattern_checks, policy_pattern
-from detectors.prompt_injection import PromptInjectionDetector
 from guardrails.detector import Detector, ScanContext, Scope, Services, SettingError, refuse_unknown_keys
 from guardrails.exchange import Exchange, Phase, Segment, SegmentKind
 from guardrails.findings import Category, Finding, Hit, Severity
+from guardrails.memo import SizedMemo
 from guardrails.policy import choices_hint
 from guardrails.policy_yaml import DuplicateKeyError, safe_load_unique
 
@@ -392,11 +393,14 @@ class UnsafeReasoningDetector(Detector):
         self.goal_hijack = self.setting("goal_hijack", bool, True) and "goal_hijack" not in disabled
         self.decided_against = self.setting("decided_against", bool, True) and "decided_against" not in disabled
         self.min_overlap = self.setting("hijack_min_overlap", int, 3, minimum=1)
-        self._injection = PromptInjectionDetector()
-        # Plain dicts evicted first-in-first-out: every history segment is looked up every step, and an
-        # LRU's reordering would cost more than the rare re-analysis of an evicted text.
-        self._cache: dict[str, Judged] = {}
-        self._planted_cache: dict[str, list[tuple[Hit, set[str]]]] = {}
+        # prompt_injection's analysis with its default settings, whatever the policy sets for prompt_injection
+        # (as when this check built a PromptInjectionDetector of its own); under default settings on both, one
+        # memoized analysis serves both.
+        self._injection = InjectionAnalysis()
+        # Evicted first-in-first-out, by entries: every history segment is looked up every step (in `entries`,
+        # directly), and an LRU's reordering would cost more than the rare re-analysis of an evicted text.
+        self._cache: SizedMemo[str, Judged] = SizedMemo(CACHE_SIZE)
+        self._planted_cache: SizedMemo[str, list[tuple[Hit, set[str]]]] = SizedMemo(CACHE_SIZE)
 
     async def scan(self, exchange: Exchange, ctx: ScanContext) -> list[Finding]:
         is_reasoning, is_user = SegmentKind.REASONING, SegmentKind.USER  # enum attribute lookups are slow
@@ -405,7 +409,7 @@ class UnsafeReasoningDetector(Detector):
             return []
         user = _UserWords(exchange, is_user)
         findings: list[Finding] = []
-        known = self._cache
+        known = self._cache.entries
         with pattern_checks() if self.limited else nullcontext():
             for segment in reasoning:
                 judged = known.get(segment.text)  # resent history: one lookup, no call
@@ -479,9 +483,7 @@ class UnsafeReasoningDetector(Detector):
                 found[i] = (rule, *view.original_span(start, end))
         judged = Judged([found[i] for i in sorted(found)], list(unchecked.values()))
         if all(u.reason != "budget" for u in judged.unchecked):
-            self._cache[text] = judged
-            if len(self._cache) > CACHE_SIZE:
-                del self._cache[next(iter(self._cache))]
+            self._cache.put(text, judged)
         return judged
 
     @staticmethod
@@ -499,7 +501,7 @@ class UnsafeReasoningDetector(Detector):
     # --- goal hijack ----------------------------------------------------------------------------------
     def _goal_hijacks(self, exchange: Exchange, reasoning: list[Segment], user: _UserWords) -> list[Finding]:
         planted: list[tuple[Segment, Hit, set[str]]] = []
-        planted_in = self._planted_cache
+        planted_in = self._planted_cache.entries
         for source in exchange.untrusted:
             found = planted_in.get(source.text)
             if found is None:
@@ -539,9 +541,7 @@ class UnsafeReasoningDetector(Detector):
         if cached is None:
             cached = [(hit, _content_words(_sentence_around(source.text, hit.start, hit.end)))
                       for hit in self._injection.analyze(source) if hit.start is not None and hit.end is not None]
-            self._planted_cache[key] = cached
-            if len(self._planted_cache) > CACHE_SIZE:
-                del self._planted_cache[next(iter(self._planted_cache))]
+            self._planted_cache.put(key, cached)
         return cached
 
     # --- decided against, then did it --------------------------------------------------------------------

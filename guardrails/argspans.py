@@ -11,71 +11,17 @@ import re
 import sys
 from array import array
 from bisect import bisect_left
-from collections import deque
-from collections.abc import Hashable
 from json.decoder import scanstring
-from typing import Any, Generic, TypeVar
+from typing import Any
+
+from guardrails.memo import SizedMemo  # (where it was first written: importers of it from here keep working)
 
 ArgPath = tuple[str | int, ...]
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 _WS = re.compile(r"[ \t\n\r]*")
 _NUMBER_OR_LITERAL = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null")
 # An escape in a JSON string: one decoded character (a surrogate pair too) written with several.
 _ESCAPE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\.", re.DOTALL)
-
-
-class SizedMemo(Generic[K, V]):
-    """A first-in-first-out memo bounded by entries and by bytes, each entry's size estimated by its caller.
-
-    A bound on entries alone lets a few megabyte-sized texts (a 1 MB argument name) stay alive long after the
-    checks that sent them. An entry above a quarter of the byte bound is not kept with the others: it would flush
-    them. With `latest`, the latest such entry is kept alone until the next one (`latest_bytes`): a check asks for
-    the same key once per finding, and 1,000 findings must not each scan a megabyte again.
-    `entries` is a plain dict, so a hot path may look keys up directly.
-    """
-
-    def __init__(self, max_entries: int, max_bytes: int, *, latest: bool = False) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.entries: dict[K, V] = {}
-        self.bytes = 0  # the estimated size of what is kept, `latest` aside
-        self.keeps_latest = latest
-        self.latest: tuple[K, V] | None = None
-        self.latest_bytes = 0
-        self._sizes: dict[K, int] = {}
-        # Keys in insertion order: evicting with `next(iter(entries))` would scan the deleted slots a dict keeps
-        # at its front until it resizes (quadratic once full).
-        self._order: deque[K] = deque()
-
-    def get(self, key: K) -> V | None:
-        value = self.entries.get(key)
-        if value is None and self.latest is not None and self.latest[0] == key:
-            return self.latest[1]
-        return value
-
-    def put(self, key: K, value: V, size: int) -> V:
-        """Keep `value` (`size` bytes, with its key); a replaced entry keeps its place."""
-        if size > self.max_bytes // 4:
-            if self.keeps_latest:
-                self.latest, self.latest_bytes = (key, value), size
-            return value
-        old = self._sizes.get(key)
-        if old is None:
-            self._order.append(key)
-            old = 0
-        self.entries[key] = value
-        self._sizes[key] = size
-        self.bytes += size - old
-        while len(self._order) > self.max_entries or self.bytes > self.max_bytes:
-            evicted = self._order.popleft()
-            self.entries.pop(evicted, None)
-            self.bytes -= self._sizes.pop(evicted, 0)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._order)
 
 
 class _Malformed(Exception):

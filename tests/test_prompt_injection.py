@@ -215,7 +215,7 @@ def test_overlapping_hits_are_deduplicated_as_pairwise_comparison_would() -> Non
     # is the reference here, on random hits of every severity, some without a location.
     import random
 
-    from detectors.prompt_injection import _dedupe, _rank
+    from detectors._injection_analysis import _dedupe, _rank
     from guardrails.findings import Hit
 
     def pairwise(hits: list[Hit]) -> list[Hit]:

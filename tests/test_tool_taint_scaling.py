@@ -160,13 +160,20 @@ async def scan_all(check: dict[str, Any]) -> list[Finding]:
 
 
 def test_the_index_cache_is_bounded_by_the_characters_it_holds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_taint_index, "CACHE_MAX_CHARS", 4000)
+    kept = _taint_index._cache  # with 4000 characters
+    monkeypatch.setattr(kept, "max_bytes", 4000)
+    monkeypatch.setattr(kept, "max_entry_bytes", 4000 // 4)
     clear_caches()
     texts = [f"order A{i:05d}x shipped to user{i}@example.com " * 10 for i in range(40)]  # ~500 chars each
     for text in texts:
         _taint_index.text_index(text)
-    assert sum(map(len, _taint_index._cache)) == _taint_index._cached_chars <= 4000
-    assert texts[-1] in _taint_index._cache and texts[0] not in _taint_index._cache  # oldest evicted first
+    assert sum(map(len, kept.entries)) == kept.bytes <= 4000
+    assert texts[-1] in kept.entries and texts[0] not in kept.entries  # oldest evicted first
     _taint_index.text_index("x" * 1001)  # more than a quarter of the budget: indexed, never kept
-    assert "x" * 1001 not in _taint_index._cache
+    assert "x" * 1001 not in kept.entries
+    # Least recently used first out: the oldest text kept, asked for again, outlives the next ones.
+    oldest, after = [t for t in texts if t in kept.entries][:2]
+    _taint_index.text_index(oldest)
+    _taint_index.text_index("a new text " * 40)
+    assert oldest in kept.entries and after not in kept.entries
     clear_caches()

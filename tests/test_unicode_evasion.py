@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import SAMPLES, fixture
 
-from detectors import _fold, content, jailbreak, prompt_injection, secret, unsafe_reasoning
+from detectors import _fold, _injection_analysis, content, jailbreak, prompt_injection, secret, unsafe_reasoning
 from detectors._fold import FoldedText, fold, fold_with_offsets, folded_view
 from guardrails.adapters import read_exchange
 from guardrails.detector import ScanContext, SegmentDetector
@@ -183,7 +183,7 @@ def unfolded_view(segment: Segment, *, casefold: bool = False, blank_escapes: bo
 
 
 DETECTORS: dict[str, tuple[Any, Callable[[], SegmentDetector]]] = {  # module, detector
-    "prompt_injection": (prompt_injection, prompt_injection.PromptInjectionDetector),
+    "prompt_injection": (_injection_analysis, prompt_injection.PromptInjectionDetector),  # (its analysis folds)
     "jailbreak": (jailbreak, jailbreak.JailbreakDetector),
     "secret": (secret, lambda: secret.SecretDetector({})),
     "content": (content, lambda: content.ContentDetector({"terms": ["weather", "transfer"]})),

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from tool_bodies import body
 
-from detectors import _injection_rules, _taint_index, prompt_injection, tool_taint
+from detectors import _injection_analysis, _injection_rules, _taint_index, prompt_injection, tool_taint
 from detectors._taint_index import RUN, RunIndex, text_index
 from detectors.prompt_injection import RULES, PromptInjectionDetector, agent_request_hits
 from guardrails.adapters import read_exchange
@@ -35,6 +35,7 @@ from guardrails.findings import Hit
 
 MiB = 2**20
 DETECTOR = PromptInjectionDetector()
+ANALYSIS = DETECTOR.analysis  # what it reads a text with (detectors/_injection_analysis.py)
 
 
 def tool_result(text: str) -> Segment:
@@ -112,7 +113,7 @@ def scanned(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], list[Hit]
     """Run a function with the leads turned off: every rule searched for in the whole text, as before."""
     def run(fn: Callable[[], list[Hit]]) -> list[Hit]:
         with monkeypatch.context() as patch:
-            patch.setattr(prompt_injection, "lowered_for_leads", lambda text, lowered: None)
+            patch.setattr(_injection_analysis, "lowered_for_leads", lambda text, lowered: None)
             return fn()
     return run
 
@@ -120,15 +121,15 @@ def scanned(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], list[Hit]
 @pytest.mark.parametrize("text", list(_edge_texts()))
 def test_the_leads_find_what_searching_the_whole_text_found(text: str, scanned: Callable[..., list[Hit]]) -> None:
     lowered = text.lower()
-    assert described(DETECTOR._rule_hits(text)) == described(scanned(lambda: DETECTOR._rule_hits(text)))
-    assert described(DETECTOR._analyze(tool_result(text))) == described(
-        scanned(lambda: DETECTOR._analyze(tool_result(text))))
+    assert described(ANALYSIS._rule_hits(text)) == described(scanned(lambda: ANALYSIS._rule_hits(text)))
+    assert described(ANALYSIS._analyze(tool_result(text))) == described(
+        scanned(lambda: ANALYSIS._analyze(tool_result(text))))
     assert described(agent_request_hits(text, lowered)) == described(
         scanned(lambda: agent_request_hits(text, lowered)))
 
 
 def rules_at(text: str) -> list[tuple[str, str]]:
-    return [(h.evidence["rule"], text[h.start or 0 : h.end or 0]) for h in DETECTOR._analyze(tool_result(text))]
+    return [(h.evidence["rule"], text[h.start or 0 : h.end or 0]) for h in ANALYSIS._analyze(tool_result(text))]
 
 
 def case(start: str) -> str:
@@ -174,11 +175,11 @@ def test_a_text_made_of_leads_is_searched_whole(monkeypatch: pytest.MonkeyPatch)
             searched.append(pattern.pattern)
         return found
 
-    monkeypatch.setattr(prompt_injection, "led_matches", counting)
-    DETECTOR._rule_hits("send it to a@b.co. " * 300)
-    assert prompt_injection._EXFIL_TO.pattern in searched  # every "send" a lead: more than one in 16 characters
+    monkeypatch.setattr(_injection_analysis, "led_matches", counting)
+    ANALYSIS._rule_hits("send it to a@b.co. " * 300)
+    assert _injection_analysis._EXFIL_TO.pattern in searched  # every "send" a lead: more than one in 16 characters
     searched.clear()
-    DETECTOR._rule_hits(" ".join(EDGE_CASES))
+    ANALYSIS._rule_hits(" ".join(EDGE_CASES))
     assert searched == []
 
 
