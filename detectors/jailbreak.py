@@ -52,12 +52,20 @@ class Rule:
         searched instead."""
         if len(text) <= WINDOW_BEFORE + WINDOW_AFTER or len(lowered) != len(text):
             return self.pattern.search(text)
+        # Each keyword present gets its share of the windows: its first occurrences and its last one (an attack
+        # after many harmless uses of other keywords is still searched). The windows, and so the verdict, do not
+        # depend on the order a set iterates in, which changes with the process's hash seed.
+        keywords = sorted(present)
+        share = max(1, MAX_WINDOWS // max(1, len(keywords)) - 1)
         positions: list[int] = []
-        for keyword in present:  # every occurrence, windows merged
-            at = lowered.find(keyword)
-            while at >= 0 and len(positions) < MAX_WINDOWS:
+        for keyword in keywords:
+            at, found = lowered.find(keyword), 0
+            while at >= 0 and found < share:
                 positions.append(at)
+                found += 1
                 at = lowered.find(keyword, at + 1)
+            if at >= 0:
+                positions.append(lowered.rfind(keyword))
         if not positions:
             return None
         positions.sort()
