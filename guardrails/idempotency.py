@@ -58,6 +58,8 @@ def read_key(values: Sequence[str]) -> str:
         raise InvalidIdempotencyKey(f"the Idempotency-Key is {len(key)} characters long; at most {MAX_KEY_CHARS}")
     if not key.isascii() or not key.isprintable():
         raise InvalidIdempotencyKey("the Idempotency-Key must be printable ASCII (a UUID, say)")
+    if "," in key or '"' in key:  # two headers a proxy joined into one ("a, b"), or a broken quoted string
+        raise InvalidIdempotencyKey("the Idempotency-Key must not hold ',' or '\"': send one key in one header")
     return key
 
 

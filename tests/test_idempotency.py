@@ -335,6 +335,8 @@ def test_checks_without_a_key_are_unchanged(tmp_path: Path) -> None:
     ([(KEY, "k" * (MAX_KEY_CHARS + 1))], "at most 255"),
     ([(KEY, "a"), (KEY, "b")], "one Idempotency-Key header"),
     ([(KEY, "clé")], "printable ASCII"),
+    ([(KEY, "x2, x3")], "one key in one header"),  # two headers a proxy joined
+    ([(KEY, '"')], "one key in one header"),
 ])
 def test_a_bad_key_is_a_422_in_the_error_shape(tmp_path: Path, headers: list[tuple[str, str]], message: str) -> None:
     app = build_app(settings(tmp_path))

@@ -481,3 +481,14 @@ def test_middleware_a_responses_item_sent_only_whole_is_checked_before_it_is_for
     answer = through_middleware(service_app, Upstream(chunks), "/v1/responses", request, "closed")
     assert SECRET not in answer.text
     assert '"response.output_item.added"' in answer.text  # forwarded up to the item's copy, stopped there
+
+
+def test_vertex_a_number_the_edge_read_as_null_is_judged_as_null(service: CheckService) -> None:
+    """`numberValue: NaN` (or 1e400) arrives as null from the edge: the value is null, not "none sent yet" (the
+    argument was dropped and the call allowed, where the same value in a whole call is a schema finding)."""
+    stream = vertex_stream([{"jsonPath": "$.to", "stringValue": "ops@example.com"}],
+                           [{"jsonPath": "$.body", "stringValue": "Q3"}],
+                           [{"jsonPath": "$.priority", "numberValue": None}])
+    result = check(service, {"request": VERTEX_REQUEST, "response": stream})
+    [finding] = [f for f in result["findings"] if f["category"] == "tool_schema"]
+    assert "None is not of type 'integer'" in finding["message"]
