@@ -346,6 +346,8 @@ def test_vertex_a_call_still_arriving_gets_no_schema_finding_mid_stream(service:
     ([{"jsonPath": "$.to", "stringValue": 3}], "partialArgs/0/stringValue", "must be a string"),
     ([{"jsonPath": "$.priority", "numberValue": "2"}], "partialArgs/0/numberValue", "must be a number"),
     ([{"jsonPath": 7, "stringValue": "x"}], "partialArgs/0/jsonPath", "jsonPath must be a string"),
+    ([{"jsonPath": "$.*", "stringValue": "x"}], "partialArgs/0/jsonPath", "not a path to one argument"),
+    ([{"jsonPath": "$.to ", "stringValue": "x"}], "partialArgs/0/jsonPath", "not a path to one argument"),
 ])
 def test_vertex_partial_args_that_are_not_arguments_are_refused(partial_args: list[Any], pointer: str,
                                                                 message: str) -> None:

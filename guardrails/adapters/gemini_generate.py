@@ -97,7 +97,10 @@ RESPONSE_FIELDS = ("candidates", "promptFeedback", "prompt_feedback", "usageMeta
                    "modelVersion", "responseId")
 MAX_SCHEMA_DEPTH = 64
 # One step of a `partialArgs` jsonPath after its `$`: `.name`, `[0]`, `['name']` or `["name"]`.
-JSON_PATH_STEP = re.compile(r"""\.([^.\[\]]+)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]|\["((?:[^"\\]|\\.)*)"\]""")
+# A dot-notation name holds no whitespace and is no wildcard (`$.*`, `$.a[*]` select many values, not one):
+# a name written with those is quoted (`$['a b']`).
+JSON_PATH_STEP = re.compile(r"""\.((?!\*(?:[.\[]|$))[^.\[\]\s]+)|\[(\d+)\]"""
+                            r"""|\['((?:[^'\\]|\\.)*)'\]|\["((?:[^"\\]|\\.)*)"\]""")
 MAX_PATH_STEPS = 64  # deeper than any declared schema: a deeper path is refused, not walked
 UNFINISHED = "arguments are not complete: the stream ends before the call's last part (willContinue)"
 CODE_EXECUTION = "code_execution"  # the built-in whose calls are `executableCode` parts
