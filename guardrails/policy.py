@@ -45,6 +45,7 @@ from guardrails.policy_yaml import DuplicateKeyError, NonStringKey, load_yaml
 
 log = logging.getLogger("guardrails.policy")
 E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
 
 POLICY_FILE = "config.yml"
 ROUTING_FILE = "routing.yml"
@@ -159,16 +160,33 @@ def bundle_version(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_policy(directory: str | Path, policy_id: str | None = None) -> Policy:
+def load_policy(directory: str | Path, policy_id: str | None = None,
+                errors: list[PolicyError] | None = None) -> Policy:
+    """The bundle's policy; raises its first error. With `errors` (validate), an error the rest of the file can be
+    read past (a bad `action`, `applies_to`, `timeout_ms`, `on_detector_error`, a key YAML reads as a number, an
+    unknown key, the rails) is appended there instead, and the policy is built with the default in its place, so
+    that one run reports them all. A file that does not parse still raises: nothing else can be read."""
     directory = Path(directory)
     config_file = directory / POLICY_FILE
     if not config_file.is_file():
         raise PolicyError(f"no {POLICY_FILE} in policy directory", directory)
     text = config_file.read_text(encoding="utf-8")
-    config = _read_yaml(text, config_file, _config_key_noun)
+    found: list[PolicyError] = []
+    config = _read_yaml(text, config_file, _config_key_noun, None if errors is None else found)
     colang_files = tuple(p for p in bundle_files(directory) if p.suffix == ".co")
-    return _build_policy(config, text, config_file, policy_id or directory.name, bundle_version(directory),
-                         directory, colang_files)
+    try:
+        return _build_policy(config, text, config_file, policy_id or directory.name, bundle_version(directory),
+                             directory, colang_files, None if errors is None else found)
+    finally:
+        if errors is not None:  # in the file's order, as an author fixes them
+            errors += sorted(found, key=lambda error: error.line or 0)
+
+
+def _report(errors: list[PolicyError] | None, error: PolicyError) -> None:
+    """Raise `error` (a load), or keep it where `errors` collects (validate): the caller goes on with a default."""
+    if errors is None:
+        raise error
+    errors.append(error)
 
 
 def policy_from_mapping(config: Mapping[str, Any], policy_id: str = "inline") -> Policy:
@@ -187,9 +205,11 @@ def policy_from_mapping(config: Mapping[str, Any], policy_id: str = "inline") ->
     return replace(policy, detectors=tuple(replace(d, settings=InlineSettings(d.settings)) for d in policy.detectors))
 
 
-def _read_yaml(text: str, file: Path, key_noun: Callable[[tuple[Any, ...]], str | None]) -> Mapping[str, Any]:
+def _read_yaml(text: str, file: Path, key_noun: Callable[[tuple[Any, ...]], str | None],
+               errors: list[PolicyError] | None = None) -> Mapping[str, Any]:
     """The file's mapping. A key YAML did not read as a string is refused where `key_noun` names what such a key
-    names (None: not ours to judge, as NeMo's keys)."""
+    names (None: not ours to judge, as NeMo's keys); with `errors`, each is kept there and dropped from the
+    mapping (its detector would report it again)."""
     try:
         config, keys = load_yaml(text)
     except DuplicateKeyError as exc:
@@ -201,11 +221,24 @@ def _read_yaml(text: str, file: Path, key_noun: Callable[[tuple[Any, ...]], str 
         config = {}
     if not isinstance(config, Mapping):
         raise PolicyError(f"{file.name} must be a mapping", file, 1)
+    refused = []
     for key in keys:
         noun = key_noun(key.path)
         if noun is not None:
-            raise PolicyError(_non_string_key(key, noun), file, key.line)
-    return config
+            _report(errors, PolicyError(_non_string_key(key, noun), file, key.line))
+            refused.append(key.path)
+    return _without(config, refused) if refused else config
+
+
+def _without(value: Any, paths: list[tuple[Any, ...]]) -> Any:
+    """A copy of `value` without the keys at `paths` (a path: the keys and list indexes down to it)."""
+    if isinstance(value, Mapping):
+        return {key: _without(item, [p[1:] for p in paths if len(p) > 1 and p[0] == key])
+                for key, item in value.items() if (key,) not in paths}
+    if isinstance(value, list):
+        return [_without(item, [p[1:] for p in paths if len(p) > 1 and p[0] == index])
+                for index, item in enumerate(value)]
+    return value
 
 
 def _non_string_key(key: NonStringKey, noun: str) -> str:
@@ -244,23 +277,36 @@ def _non_string_paths(value: Any, path: tuple[Any, ...]) -> list[tuple[Any, ...]
 
 
 def _build_policy(config: Mapping[str, Any], text: str, config_file: Path, policy_id: str, version: str,
-                  directory: Path | None, colang_files: tuple[Path, ...]) -> Policy:
+                  directory: Path | None, colang_files: tuple[Path, ...],
+                  errors: list[PolicyError] | None = None) -> Policy:
     for key in config:
         if key in MISPLACED_KEYS:
-            raise PolicyError(MISPLACED_KEYS[key], config_file, _line_of(text, key))
-        if key not in OUR_KEYS and key not in NEMO_KEYS:
-            raise PolicyError(f"unknown key {key!r}{did_you_mean(key, OUR_KEYS | NEMO_KEYS)}", config_file,
-                              _line_of(text, key))
+            _report(errors, PolicyError(MISPLACED_KEYS[key], config_file, _line_of(text, key)))
+        elif key not in OUR_KEYS and key not in NEMO_KEYS:
+            _report(errors, PolicyError(f"unknown key {key!r}{did_you_mean(key, OUR_KEYS | NEMO_KEYS)}", config_file,
+                                        _line_of(text, key)))
     detectors: dict[str, DetectorConfig] = {}
     raw_detectors = config.get("detectors") or {}
     if not isinstance(raw_detectors, Mapping):
-        raise PolicyError("detectors must be a mapping of detector name to settings", config_file,
-                          _line_of(text, "detectors"))
+        _report(errors, PolicyError("detectors must be a mapping of detector name to settings", config_file,
+                                    _line_of(text, "detectors")))
+        raw_detectors = {}
     for name, raw in raw_detectors.items():
-        detectors[name] = _detector_config(name, raw, config_file, text)
-    on_error = _enum_value(Action, config.get("on_detector_error", "warn"), "on_detector_error", config_file,
-                           _line_of(text, "on_detector_error"))
-    rails, routed = _rails(config, text, config_file, colang_files)
+        try:
+            detectors[name] = _detector_config(name, raw, config_file, text, errors)
+        except PolicyError as exc:  # its settings are not a mapping: nothing of it to build
+            _report(errors, exc)
+    try:
+        on_error = _enum_value(Action, config.get("on_detector_error", "warn"), "on_detector_error", config_file,
+                               _line_of(text, "on_detector_error"))
+    except PolicyError as exc:
+        _report(errors, exc)
+        on_error = Action.WARN
+    try:
+        rails, routed = _rails(config, text, config_file, colang_files)
+    except PolicyError as exc:  # the first rails error only: the rest of `rails:` depends on what it refused
+        _report(errors, exc)
+        rails, routed = Rails(), {}
     warnings = []
     for detector, rail_types in routed.items():
         current = detectors.get(detector)
@@ -383,7 +429,10 @@ def _colang_flows(files: tuple[Path, ...], version: str) -> dict[str, Path]:
         raise PolicyError(exc.message, exc.file, exc.line) from None
 
 
-def _detector_config(name: str, raw: Any, file: Path, text: str) -> DetectorConfig:
+def _detector_config(name: str, raw: Any, file: Path, text: str,
+                     errors: list[PolicyError] | None = None) -> DetectorConfig:
+    """One `detectors:` entry. With `errors`, a bad engine-level key is kept there and its default used, so the
+    detector is still built and its settings checked."""
     line = _line_of(text, name)
     if raw is None or raw is True:
         raw = {}
@@ -392,19 +441,28 @@ def _detector_config(name: str, raw: Any, file: Path, text: str) -> DetectorConf
     if not isinstance(raw, Mapping):
         raise PolicyError(f"detector {name!r}: settings must be a mapping", file, line)
     where = f"detector {name!r}"
+
+    def read(parse: Callable[[], T], default: T) -> T:
+        try:
+            return parse()
+        except PolicyError as exc:
+            _report(errors, exc)
+            return default
+
     action = None
     if raw.get("action") is not None:
-        action = _enum_value(Action, raw["action"], f"{where}: action", file, _key_line(text, "action", line))
+        action = read(lambda: _enum_value(Action, raw["action"], f"{where}: action", file,
+                                          _key_line(text, "action", line)), None)
     scope = None
     if raw.get("applies_to") is not None:
-        scope = _scope(raw["applies_to"], where, file, text, _key_line(text, "applies_to", line))
+        scope = read(lambda: _scope(raw["applies_to"], where, file, text, _key_line(text, "applies_to", line)), None)
     return DetectorConfig(
         name=name,
-        enabled=_enabled(raw.get("enabled"), where, file, _key_line(text, "enabled", line)),
+        enabled=read(lambda: _enabled(raw.get("enabled"), where, file, _key_line(text, "enabled", line)), True),
         action=action,
         scope=scope,
-        timeout_s=_timeout_s(raw.get("timeout_ms"), f"{where}: timeout_ms", file,
-                             _key_line(text, "timeout_ms", line)),
+        timeout_s=read(lambda: _timeout_s(raw.get("timeout_ms"), f"{where}: timeout_ms", file,
+                                          _key_line(text, "timeout_ms", line)), DEFAULT_TIMEOUT_S),
         settings={k: v for k, v in raw.items() if k not in DETECTOR_KEYS},
         line=line,
     )

@@ -91,11 +91,14 @@ def bundles(directory: Path) -> Iterator[Path]:
 
 def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
     """Problems with one bundle (empty when it loads and builds); also prints what it found. Every detector that
-    does not build is reported, with the flows' problems, not only the first: five errors, one run."""
+    does not build is reported, with the config's own errors (a bad `action`, `on_detector_error`, a key YAML reads
+    as a number) and the flows' problems, not only the first: five errors, one run. Only a file that does not
+    parse is reported alone."""
+    load_errors: list[PolicyError] = []
     try:
-        policy = load_policy(directory)
+        policy = load_policy(directory, errors=load_errors)
     except PolicyError as exc:
-        return [str(exc)]
+        return [*map(str, load_errors), str(exc)]
     # Unknown settings are errors here, not warnings as at load; build errors are collected, not raised.
     engine = Engine(policy, registry, log_unknown_settings=False, collect_errors=True)
     disabled, not_checked = disabled_problems(engine)
@@ -106,7 +109,7 @@ def validate(directory: Path, registry: DetectorRegistry) -> list[str]:
             flow_errors, flow_warnings = flow_problems(engine)
         except PolicyError as exc:  # the runtime of flows no rail lists does not build
             flow_errors = [exc]
-    problems = [str(problem) for problem in [*engine.build_errors, *engine.unknown_settings, *disabled,
+    problems = [str(problem) for problem in [*load_errors, *engine.build_errors, *engine.unknown_settings, *disabled,
                                              *flow_errors]]
     if problems:
         return problems

@@ -605,3 +605,52 @@ def test_secret_severity_values_and_rule_ids_name_the_closest() -> None:
     with pytest.raises(ValueError, match=r"unknown rule ids \['aws_access_key'\]; did you mean 'aws_access_key_id'"):
         SecretDetector({"severity": {"aws_access_key": "low"}})
     assert SecretDetector({"severity": {"aws_access_key_id": None}}).severity == {}  # null: the rule's own
+
+
+# --- validate reports the config's own errors with the detectors' -------------------------------------------------
+FOUR_ERRORS = """\
+rails:
+  output:
+    flows: [check pii]
+on_detector_error: warnn
+detectors:
+  pii:
+    action: blok
+    score_treshold: 0.5
+  tool_policy:
+    agents:
+      007: {deny_tools: [wire_money]}
+"""
+
+
+def test_validate_reports_config_errors_with_setting_errors_in_one_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: only `on_detector_error`'s error; each of the four took its own run.
+    config = bundle(tmp_path, "p", FOUR_ERRORS) / "config.yml"
+    errors = ok_validate(tmp_path, capsys)
+    assert [line.split(": ")[0] for line in errors] == [
+        f"error {config}:4", f"error {config}:7", f"error {config}:11", f"error {config}:6"]
+    assert "on_detector_error: 'warnn'" in errors[0] and "action: 'blok'" in errors[1]
+    assert "agent key 007" in errors[2] and "'score_treshold'" in errors[3]
+
+
+def test_validate_reports_each_detectors_applies_to_and_timeout_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = bundle(tmp_path, "p", "detectors:\n  pii:\n    applies_to: {phase: [response]}\n"
+                                   "  secret:\n    timeout_ms: -5\n    min_entropy: -1\n") / "config.yml"
+    errors = ok_validate(tmp_path, capsys)
+    assert [line.split(": ")[0] for line in errors] == [f"error {config}:3", f"error {config}:5", f"error {config}:4"]
+    assert "applies_to key 'phase'" in errors[0] and "timeout_ms" in errors[1] and "min_entropy" in errors[2]
+
+
+def test_a_load_by_the_service_still_stops_at_the_first_config_error(tmp_path: Path) -> None:
+    directory = bundle(tmp_path, "p", FOUR_ERRORS)
+    with pytest.raises(PolicyError) as raised:
+        load_policy(directory)
+    assert raised.value.line == 11  # the non-string key, found while the YAML is read
+
+
+def test_a_yaml_syntax_error_is_still_reported_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle(tmp_path, "p", FOUR_ERRORS + "  pii: [unclosed\n")
+    (line,) = ok_validate(tmp_path, capsys)
+    assert "YAML error" in line
