@@ -73,3 +73,13 @@ class AuditUnavailable(GuardrailsError):
 
     status = 503
     type = "audit_unavailable"
+
+
+class InvalidIdempotencyKey(GuardrailsError):
+    status = 422
+    type = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(GuardrailsError):
+    status = 422
+    type = "idempotency_key_reused"

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from guardrails.errors import GuardrailsError
+from guardrails.errors import IdempotencyKeyReused, InvalidIdempotencyKey
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "idempotent-replayed"
@@ -32,16 +32,6 @@ MAX_ENTRIES = 20_000
 MAX_BYTES = 64 * 1024 * 1024
 # A stored answer costs its bytes plus the entry's Python objects (dict slot, tuple, dataclass, digest): about this.
 ENTRY_OVERHEAD = 400
-
-
-class InvalidIdempotencyKey(GuardrailsError):
-    status = 422
-    type = "invalid_idempotency_key"
-
-
-class IdempotencyKeyReused(GuardrailsError):
-    status = 422
-    type = "idempotency_key_reused"
 
 
 def read_key(values: Sequence[str]) -> str:

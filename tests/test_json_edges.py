@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 import httpx
 import orjson
 import pytest
 from conftest import REPO, sample
 from fastapi.testclient import TestClient
+from test_litellm_hook import StandInBlocked, _load_hook_with_stand_ins
 
 from guardrails.audit import AuditFilter, open_audit_store
 from guardrails.cli import EXIT_BAD_INPUT, EXIT_BY_VERDICT, EXIT_USAGE, main
@@ -200,38 +198,9 @@ def test_the_client_sends_what_orjson_refuses_and_gets_a_verdict(tmp_path: Path)
 
 # --- the LiteLLM hook (samples/gateway/litellm_guardrail.py) ------------------------------------------------
 
-class StandInBlocked(Exception):
-    def __init__(self, guardrail_name: str | None = None, message: str = "",
-                 should_wrap_with_default_message: bool = True, status_code: int = 400,
-                 blocked_content: bool = False) -> None:
-        super().__init__(message)
-        self.message, self.status_code = message, status_code
-
-
-class StandInGuardrail:
-    def __init__(self, guardrail_name: str | None = None, timeout: float | None = None, **kwargs: Any) -> None:
-        self.guardrail_name, self.timeout = guardrail_name, timeout
-
-
-def litellm_hook() -> ModuleType:
-    """The hook with stand-ins for the two LiteLLM classes it imports (tests/test_litellm_hook.py runs it with
-    LiteLLM's own where installed)."""
-    modules = {name: ModuleType(name) for name in ("litellm", "litellm.exceptions", "litellm.integrations",
-                                                   "litellm.integrations.custom_guardrail")}
-    modules["litellm.exceptions"].GuardrailRaisedException = StandInBlocked  # type: ignore[attr-defined]
-    modules["litellm.integrations.custom_guardrail"].CustomGuardrail = StandInGuardrail  # type: ignore[attr-defined]
-    spec = importlib.util.spec_from_file_location("litellm_guardrail_json_edges",
-                                                  REPO / "samples/gateway/litellm_guardrail.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    with mock.patch.dict(sys.modules, modules):
-        spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("mutation", ["lone surrogate", "NaN", "integer past a double"])
 def test_a_fail_open_litellm_hook_still_blocks_the_attack(tmp_path: Path, mutation: str) -> None:
-    hook = litellm_hook()
+    hook = _load_hook_with_stand_ins()
     attack = sample("attacks/openai_chat_exfiltration.json")
     request = json.loads(json.dumps(attack["request"]))
     if mutation == "lone surrogate":

@@ -24,9 +24,10 @@ import httpx
 import orjson
 import pytest
 from conftest import sample
+from test_gateway_limits import Recorder
 
 from guardrails.adapters import read_exchange
-from guardrails.client import GuardrailsClient, is_synthetic
+from guardrails.client import is_synthetic
 from guardrails.config import Settings
 from guardrails.contract import CheckResponse
 from guardrails.middleware import GuardrailsMiddleware
@@ -77,18 +78,6 @@ class Upstream:
             await send({"type": "http.response.body", "body": part, "more_body": i < len(self.parts) - 1})
             if i % 500 == 0:
                 await asyncio.sleep(0)  # lets the middleware's checks interleave, as a network would
-
-
-class Recorder(GuardrailsClient):
-    """The real client, remembering the size of each check body it sent."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sizes: list[int] = []
-
-    async def check_raw(self, body: bytes, **options: Any) -> CheckResponse:
-        self.sizes.append(len(body))
-        return await super().check_raw(body, **options)
 
 
 class Call:
