@@ -25,6 +25,7 @@ import orjson
 import pytest
 from conftest import sample
 from test_gateway_limits import Recorder
+from test_middleware_asgi import _drop_tool
 
 from guardrails.adapters import read_exchange
 from guardrails.client import is_synthetic
@@ -116,15 +117,7 @@ APIS: dict[str, tuple[Api, str, str, str]] = {
 def undeclared(request: dict[str, Any], tool: str) -> dict[str, Any]:
     """`request` with `tool` left out of its declared tools (every API's spelling)."""
     request = copy.deepcopy(request)
-
-    def keep(t: dict[str, Any]) -> bool:
-        return (t.get("name") or (t.get("function") or {}).get("name")) != tool
-
-    tools = [t for t in request["tools"] if keep(t)]
-    for group in tools:
-        if "functionDeclarations" in group:
-            group["functionDeclarations"] = [d for d in group["functionDeclarations"] if d["name"] != tool]
-    request["tools"] = tools
+    _drop_tool(request, tool)
     return request
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 TAB = 8  # columns of a tab, as the 2.x parser (lark's PythonIndenter) counts them
@@ -538,36 +538,29 @@ def _not_a_value(code: str) -> str:
     return f"an argument of `{code}` is not a value: quote strings and write variables with `$`"
 
 
-def _closing_bracket(code: str) -> int | None:
-    """The index of the bracket that closes the first `(` of `code`, outside strings."""
+def _outside_strings(text: str) -> Iterator[tuple[int, str, int]]:
+    """(index, char, bracket depth after it) of each char of `text` outside string literals (quotes left out)."""
     depth, quote = 0, ""
-    for index, char in enumerate(code):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in _PAIRS:
-            depth += 1
-        elif char in _CLOSING:
-            depth -= 1
-            if depth == 0:
-                return index
-    return None
-
-
-def _top_level_split(text: str) -> list[str]:
-    """`a=1, b=[1, 2]` -> [`a=1`, ` b=[1, 2]`]: commas outside brackets and strings."""
-    parts, depth, quote, start = [], 0, "", 0
     for index, char in enumerate(text):
         if quote:
             quote = "" if char == quote else quote
         elif char in "\"'":
             quote = char
-        elif char in _PAIRS:
-            depth += 1
-        elif char in _CLOSING:
-            depth -= 1
-        elif char == "," and depth == 0:
+        else:
+            depth += 1 if char in _PAIRS else -1 if char in _CLOSING else 0
+            yield index, char, depth
+
+
+def _closing_bracket(code: str) -> int | None:
+    """The index of the bracket that closes the first `(` of `code`, outside strings."""
+    return next((index for index, char, depth in _outside_strings(code) if char in _CLOSING and depth == 0), None)
+
+
+def _top_level_split(text: str) -> list[str]:
+    """`a=1, b=[1, 2]` -> [`a=1`, ` b=[1, 2]`]: commas outside brackets and strings."""
+    parts, start = [], 0
+    for index, char, depth in _outside_strings(text):
+        if char == "," and depth == 0:
             parts.append(text[start:index])
             start = index + 1
     return [*parts, text[start:]] if text.strip() else parts
